@@ -1,0 +1,1 @@
+"""Placeholder room: models arrive with their issue (see ARCHITECTURE.md)."""

@@ -1,0 +1,140 @@
+"""API plumbing shared by every room: RFC 7807-style errors and the tenant-scoped base view."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from tenants.context import TenantNotSet, tenant_context
+from tenants.models import Membership, Tenant
+from tenants.roles import can
+
+log = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+_TITLES = {
+    400: "Invalid request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    409: "Conflict",
+    415: "Unsupported media type",
+    429: "Too many requests",
+    500: "Server error",
+}
+
+
+def problem(status_code: int, title: str | None = None, detail: str = "", **extra) -> dict:
+    body = {
+        "type": f"https://portal.local/problems/{status_code}",
+        "title": title or _TITLES.get(status_code, "Error"),
+        "status": status_code,
+        "detail": detail,
+    }
+    body.update(extra)
+    return body
+
+
+def problem_response(status_code: int, title: str | None = None, detail: str = "", **extra) -> JsonResponse:
+    return JsonResponse(
+        problem(status_code, title, detail, **extra), status=status_code, content_type=PROBLEM_CONTENT_TYPE
+    )
+
+
+def _flatten(detail) -> str:
+    if isinstance(detail, dict):
+        return "; ".join(f"{key}: {_flatten(value)}" for key, value in detail.items())
+    if isinstance(detail, list):
+        return " ".join(_flatten(item) for item in detail)
+    return str(detail)
+
+
+class TenantSuspended(exceptions.PermissionDenied):
+    default_code = "tenant_suspended"
+
+
+def problem_exception_handler(exc, context):
+    """Every API error as {type,title,status,detail}; field errors under "errors"."""
+    if isinstance(exc, DjangoValidationError):
+        detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        exc = exceptions.ValidationError(detail)
+    elif isinstance(exc, TenantNotSet):
+        log.error("tenant context missing in API view", exc_info=exc)
+        exc = exceptions.NotFound()
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
+
+    response = exception_handler(exc, context)
+    if response is None:
+        return None  # a real bug: Django's 500 handler answers with a problem body
+    extra = {}
+    if isinstance(exc, exceptions.ValidationError):
+        extra["errors"] = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        detail = _flatten(exc.detail)
+    else:
+        detail = _flatten(exc.detail) if hasattr(exc, "detail") else str(exc)
+    if isinstance(exc, TenantSuspended):
+        extra["reason"] = "tenant_suspended"
+    code = response.status_code
+    body = problem(code, None, detail, **extra)
+    new = Response(body, status=code, headers={k: v for k, v in response.items() if k != "Content-Type"})
+    new.content_type = PROBLEM_CONTENT_TYPE
+    return new
+
+
+class TenantScopedAPIMixin:
+    """Resolves `tenant_slug` from the URL, checks membership and role, sets the context.
+
+    Non-members get 404, exactly as for a tenant that does not exist. The role
+    needed for each action is declared in `action_permissions` (action name →
+    tenants.roles.Action) and read as a table. The context is reset when the
+    request finishes, whatever happens.
+    """
+
+    action_permissions: dict[str, str] = {}
+
+    def dispatch(self, request, *args, **kwargs):
+        self._tenant_scope = ExitStack()
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        finally:
+            self._tenant_scope.close()
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # authentication, IsAuthenticated, throttles
+        slug = kwargs.get("tenant_slug", "")
+        tenant = Tenant.objects.select_related("tier").filter(slug=slug).first()
+        if tenant is None:
+            raise exceptions.NotFound()
+        self._tenant_scope.enter_context(tenant_context(tenant, user_id=request.user.pk))
+        membership = Membership.objects.filter(user_id=request.user.pk).first()
+        if membership is None:
+            raise exceptions.NotFound()
+        if not tenant.is_active:
+            raise TenantSuspended(f"{tenant.name} is suspended: {tenant.suspended_reason or 'contact support.'}")
+        membership.tenant = tenant
+        request.tenant = tenant
+        request.membership = membership
+        action = getattr(self, "action", None) or request.method.lower()
+        required = self.action_permissions.get(action)
+        if required is None:
+            # An action nobody declared is refused: new endpoints fail closed.
+            raise exceptions.PermissionDenied("This action is not available.")
+        if not can(membership.role, required):
+            raise exceptions.PermissionDenied(f"Your role ({membership.role}) does not allow {required}.")
+
+
+def created(data) -> Response:
+    return Response(data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,26 @@
+"""The Celery app. Broker: Redis when REDIS_URL is set, else the filesystem under var/."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+app = Celery("portal")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_default_queue = "default"
+app.conf.worker_prefetch_multiplier = 1
+app.conf.task_acks_late = True
+app.conf.task_reject_on_worker_lost = True
+app.conf.broker_connection_retry_on_startup = True
+app.autodiscover_tasks()
+
+
+def ensure_broker_folders() -> None:
+    """The filesystem transport needs its folders before the first message."""
+    from django.conf import settings
+
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    for key in ("data_folder_in", "data_folder_out", "control_folder", "processed_folder"):
+        if key in options:
+            os.makedirs(options[key], exist_ok=True)

@@ -1,0 +1,21 @@
+from tenants.roles import Action, can
+
+
+def navigation(request):
+    """What the shell needs on every page: the current tenant, role and the switcher."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    from tenants.views import my_tenants
+
+    membership = getattr(request, "membership", None)
+    role = membership.role if membership is not None else None
+    return {
+        "current_tenant": getattr(request, "tenant", None),
+        "current_membership": membership,
+        "my_memberships": my_tenants(user),
+        "nav": {
+            "members": can(role, Action.VIEW_MEMBERS),
+            "audit": can(role, Action.VIEW_AUDIT_LOG),
+        },
+    }

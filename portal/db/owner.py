@@ -1,0 +1,32 @@
+"""Run a block connected as the schema owner (DATABASE_OWNER_URL).
+
+Only `migrate` and the test suite's database setup use this; the application
+itself always connects as the role that row-level security applies to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.conf import settings
+from django.db import connections
+
+_CREDENTIALS = ("USER", "PASSWORD", "HOST", "PORT")
+
+
+@contextmanager
+def as_owner(alias: str = "default") -> Iterator[None]:
+    owner = settings.DATABASE_OWNER
+    if owner is None:
+        yield
+        return
+    connection = connections[alias]
+    saved = {key: connection.settings_dict.get(key) for key in _CREDENTIALS}
+    connection.close()
+    connection.settings_dict.update({key: owner.get(key) for key in _CREDENTIALS})
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict.update(saved)

@@ -1,0 +1,78 @@
+"""PostgreSQL backend that carries the tenant context into every transaction.
+
+Row-level security policies read `current_setting('app.tenant_id', true)`
+(and `app.user_id`, `app.all_tenants`). We set them with
+`set_config(..., is_local => true)`, the function form of SET LOCAL, so a
+value can never outlive its transaction and leak into the next request that
+reuses the connection.
+
+* Inside a transaction (atomic block), the values are set before the first
+  query and again whenever the context changes.
+* In autocommit mode each statement is its own transaction, so a statement
+  issued with a tenant (or all-tenants) scope is wrapped in a short transaction
+  that sets the values first. With no scope the statement runs bare and RLS
+  shows it no tenant rows.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.backends.postgresql import base
+
+from tenants.context import rls_settings
+
+_NO_SCOPE = ("", "", "")
+_SET_SQL = (
+    "SELECT set_config('app.tenant_id', %s, true), "
+    "set_config('app.user_id', %s, true), "
+    "set_config('app.all_tenants', %s, true)"
+)
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # What this connection's current transaction has been told; None = unknown.
+        self._rls_applied: tuple[str, str, str] | None = None
+        # First in the list = outermost wrapper, so it runs before anything a
+        # test or tool adds with connection.execute_wrapper().
+        self.execute_wrappers.insert(0, self._apply_tenant_scope)
+
+    # Any transaction boundary forgets what was set.
+    def _set_autocommit(self, autocommit):
+        self._rls_applied = None
+        return super()._set_autocommit(autocommit)
+
+    def _commit(self):
+        self._rls_applied = None
+        return super()._commit()
+
+    def _rollback(self):
+        self._rls_applied = None
+        return super()._rollback()
+
+    def _savepoint_rollback(self, sid):
+        # Rolling back to a savepoint also rolls back set_config calls made after it.
+        self._rls_applied = None
+        return super()._savepoint_rollback(sid)
+
+    def _close(self):
+        self._rls_applied = None
+        return super()._close()
+
+    def _set_scope(self, wanted: tuple[str, str, str]) -> None:
+        with self.connection.cursor() as cursor:
+            cursor.execute(_SET_SQL, wanted)
+        self._rls_applied = wanted
+
+    def _apply_tenant_scope(self, execute, sql, params, many, context):
+        wanted = rls_settings()
+        if not self.get_autocommit():
+            if self._rls_applied != wanted:
+                self._set_scope(wanted)
+            return execute(sql, params, many, context)
+        if wanted == _NO_SCOPE:
+            return execute(sql, params, many, context)
+        with transaction.atomic(using=self.alias):
+            self._set_scope(wanted)
+            return execute(sql, params, many, context)

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from django import forms
+
+from tenants.entitlements import FEATURES
+from tenants.models import BINDING_KEYS, DeploymentModel, Tenant, Tier, slug_validator
+
+
+class TenantCreateForm(forms.Form):
+    name = forms.CharField(max_length=150)
+    slug = forms.CharField(max_length=50, validators=[slug_validator], help_text="Used in URLs: /t/<slug>/")
+    tier = forms.ModelChoiceField(queryset=Tier.objects.all(), empty_label=None)
+    deployment_model = forms.ChoiceField(choices=DeploymentModel.choices)
+    region = forms.CharField(max_length=32, initial="us-east-1")
+    owner_email = forms.EmailField(required=False, help_text="Receives an owner invitation.")
+
+    def clean_slug(self):
+        slug = self.cleaned_data["slug"]
+        if Tenant.objects.filter(slug=slug).exists():
+            raise forms.ValidationError("A tenant with this slug exists.")
+        return slug
+
+
+class TenantUpdateForm(forms.Form):
+    name = forms.CharField(max_length=150)
+    tier = forms.ModelChoiceField(queryset=Tier.objects.all(), empty_label=None)
+    deployment_model = forms.ChoiceField(choices=DeploymentModel.choices)
+    region = forms.CharField(max_length=32)
+    runtime_arn = forms.CharField(required=False, max_length=300, label="Runtime ARN")
+    memory_id = forms.CharField(required=False, max_length=200, label="Memory id")
+    knowledge_base_id = forms.CharField(required=False, max_length=200, label="Knowledge base id")
+    gateway_id = forms.CharField(required=False, max_length=200, label="Gateway id")
+    iam_role_arn = forms.CharField(required=False, max_length=300, label="IAM role ARN")
+    celery_queue = forms.CharField(required=False, max_length=63, label="Celery queue (silo)")
+
+    @classmethod
+    def for_tenant(cls, tenant: Tenant, data=None):
+        initial = {
+            "name": tenant.name,
+            "tier": tenant.tier_id,
+            "deployment_model": tenant.deployment_model,
+            "region": tenant.region,
+            **{key: (tenant.resource_bindings or {}).get(key, "") for key in BINDING_KEYS},
+        }
+        return cls(data, initial=initial)
+
+    def changes(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "name": data["name"],
+            "tier": data["tier"],
+            "deployment_model": data["deployment_model"],
+            "region": data["region"],
+            "resource_bindings": {key: data[key] for key in BINDING_KEYS if data.get(key)},
+        }
+
+
+class SuspendForm(forms.Form):
+    reason = forms.CharField(max_length=300, widget=forms.TextInput(attrs={"placeholder": "e.g. unpaid invoice"}))
+
+
+class TierForm(forms.ModelForm):
+    default_features = forms.MultipleChoiceField(
+        choices=list(FEATURES.items()), widget=forms.CheckboxSelectMultiple, required=False
+    )
+    allowed_models = forms.CharField(
+        required=False,
+        help_text="Comma-separated model ids, e.g. offline-small, anthropic.claude-3-haiku",
+        widget=forms.TextInput(),
+    )
+
+    class Meta:
+        model = Tier
+        fields = [
+            "name",
+            "slug",
+            "description",
+            "monthly_price",
+            "included_tokens",
+            "overage_price_per_1k_tokens",
+            "requests_per_minute",
+            "tokens_per_minute",
+            "concurrent_sessions",
+            "allowed_models",
+            "default_features",
+            "celery_queue",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and not self.is_bound:
+            self.initial["allowed_models"] = ", ".join(self.instance.allowed_models or [])
+
+    def clean_allowed_models(self):
+        raw = self.cleaned_data.get("allowed_models") or ""
+        models = [item.strip() for item in raw.split(",") if item.strip()]
+        if any(len(m) > 200 for m in models):
+            raise forms.ValidationError("A model id is at most 200 characters.")
+        return models

@@ -1,0 +1,38 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from portal import views
+from tenants import api as tenants_api
+from tenants import views as tenants_views
+
+router = SimpleRouter()
+router.register("tenants", tenants_api.TenantViewSet, basename="tenant")
+tenant_router = SimpleRouter()
+tenant_router.register("members", tenants_api.MemberViewSet, basename="member")
+tenant_router.register("invitations", tenants_api.InvitationViewSet, basename="invitation")
+
+api_v1 = [
+    path("", include(router.urls)),
+    path("tenants/<str:tenant_slug>/", include(tenant_router.urls)),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("accounts/", include("allauth.urls")),
+    path("invitations/<str:token>/", tenants_views.invitation_accept, name="invitation_accept"),
+    path("t/<str:tenant_slug>/", include("tenants.urls")),
+    path("operator/", include("portal.operator.urls")),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include((api_v1, "api"), namespace="api")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+]
+
+handler400 = "portal.views.error_400"
+handler403 = "portal.views.error_403"
+handler404 = "portal.views.error_404"
+handler500 = "portal.views.error_500"

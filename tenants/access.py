@@ -1,0 +1,35 @@
+"""Access helpers: look up what a URL names, answering 404 for missing and foreign alike.
+
+They go through the tenant-scoped managers, so an id from another tenant is
+simply not found; they are the only way views and the API fetch by user input.
+"""
+
+from __future__ import annotations
+
+from django.http import Http404
+
+from tenants.models import Invitation, Membership
+
+
+def _int_or_404(value) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise Http404
+    if not 0 < number < 2**63:
+        raise Http404
+    return number
+
+
+def access_membership(membership_id) -> Membership:
+    membership = Membership.objects.select_related("user").filter(pk=_int_or_404(membership_id)).first()
+    if membership is None:
+        raise Http404("No such member")
+    return membership
+
+
+def access_invitation(invitation_id) -> Invitation:
+    invitation = Invitation.objects.select_related("invited_by").filter(pk=_int_or_404(invitation_id)).first()
+    if invitation is None:
+        raise Http404("No such invitation")
+    return invitation

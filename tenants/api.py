@@ -1,0 +1,137 @@
+"""REST API of the tenancy core: /api/v1/tenants/, members and invitations."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from portal.api import TenantScopedAPIMixin
+from tenants import services
+from tenants.access import access_invitation, access_membership
+from tenants.audit import client_ip
+from tenants.context import user_context
+from tenants.models import Invitation, InvitationStatus, Membership
+from tenants.roles import Action
+from tenants.serializers import (
+    InvitationCreateSerializer,
+    InvitationSerializer,
+    MembershipSerializer,
+    RoleChangeSerializer,
+    TenantSerializer,
+)
+
+TENANT_SLUG = OpenApiParameter("tenant_slug", str, OpenApiParameter.PATH, description="The tenant's slug")
+
+
+def _actor(request) -> services.Actor:
+    return services.Actor(user=request.user, membership=request.membership, ip=client_ip(request))
+
+
+class TenantViewSet(viewsets.ViewSet):
+    """The tenants the caller belongs to."""
+
+    lookup_field = "slug"
+    lookup_value_regex = "[^/]+"
+    serializer_class = TenantSerializer
+
+    def _memberships(self, request):
+        with user_context(request.user.pk):
+            return list(Membership.of_user(request.user).order_by("tenant__name"))
+
+    @extend_schema(responses=TenantSerializer(many=True))
+    def list(self, request):
+        memberships = self._memberships(request)
+        roles = {m.tenant_id: m.role for m in memberships}
+        data = TenantSerializer([m.tenant for m in memberships], many=True, context={"roles": roles}).data
+        return Response({"count": len(data), "results": data})
+
+    @extend_schema(responses=TenantSerializer)
+    def retrieve(self, request, slug=None):
+        for membership in self._memberships(request):
+            if membership.tenant.slug == slug:
+                roles = {membership.tenant_id: membership.role}
+                return Response(TenantSerializer(membership.tenant, context={"roles": roles}).data)
+        from rest_framework.exceptions import NotFound
+
+        raise NotFound()
+
+
+@extend_schema(parameters=[TENANT_SLUG])
+class MemberViewSet(
+    TenantScopedAPIMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    serializer_class = MembershipSerializer
+    action_permissions = {
+        "list": Action.VIEW_MEMBERS,
+        "retrieve": Action.VIEW_MEMBERS,
+        "partial_update": Action.CHANGE_ROLES,
+        "destroy": Action.REMOVE_MEMBERS,
+    }
+
+    def get_queryset(self):
+        return Membership.objects.select_related("user").order_by("user__email")
+
+    def get_object(self):
+        return access_membership(self.kwargs["pk"])
+
+    @extend_schema(request=RoleChangeSerializer, responses=MembershipSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        membership = self.get_object()
+        payload = RoleChangeSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        services.change_role(_actor(request), membership, payload.validated_data["role"])
+        return Response(MembershipSerializer(membership).data)
+
+    def destroy(self, request, *args, **kwargs):
+        services.remove_member(_actor(request), self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema(parameters=[TENANT_SLUG])
+class InvitationViewSet(
+    TenantScopedAPIMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    serializer_class = InvitationSerializer
+    action_permissions = {
+        "list": Action.VIEW_MEMBERS,
+        "retrieve": Action.VIEW_MEMBERS,
+        "create": Action.INVITE_MEMBERS,
+        "destroy": Action.MANAGE_INVITATIONS,
+        "resend": Action.MANAGE_INVITATIONS,
+    }
+
+    def get_queryset(self):
+        queryset = Invitation.objects.select_related("invited_by")
+        status_filter = self.request.query_params.get("status")
+        if status_filter in InvitationStatus.values:
+            queryset = queryset.filter(status=status_filter)
+        return queryset
+
+    def get_object(self):
+        return access_invitation(self.kwargs["pk"])
+
+    @extend_schema(request=InvitationCreateSerializer, responses={201: InvitationSerializer})
+    def create(self, request, *args, **kwargs):
+        payload = InvitationCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        invitation = services.invite_member(_actor(request), **payload.validated_data)
+        return Response(InvitationSerializer(invitation).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(description="Revoke a pending invitation.")
+    def destroy(self, request, *args, **kwargs):
+        services.revoke_invitation(_actor(request), self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses=InvitationSerializer)
+    @action(detail=True, methods=["post"])
+    def resend(self, request, *args, **kwargs):
+        invitation = services.resend_invitation(_actor(request), self.get_object())
+        return Response(InvitationSerializer(invitation).data)

@@ -1,0 +1,326 @@
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.contrib.auth.models import PermissionsMixin
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from tenants.context import current_scope
+from tenants.roles import Role
+from tenants.scoping import PlatformModel, TenantOwnedModel
+
+slug_validator = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
+    "Use 1–50 lowercase letters, digits and hyphens, starting and ending with a letter or digit.",
+)
+queue_validator = RegexValidator(r"^[a-z0-9][a-z0-9._-]{0,62}$", "Use lowercase letters, digits, '.', '_' and '-'.")
+
+
+class UserManager(BaseUserManager):
+    use_in_migrations = True
+
+    def _create_user(self, email: str, password: str | None, **extra):
+        if not email:
+            raise ValueError("Users need an email address")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email: str, password: str | None = None, **extra):
+        extra.setdefault("is_staff", False)
+        extra.setdefault("is_superuser", False)
+        return self._create_user(email, password, **extra)
+
+    def create_superuser(self, email: str, password: str | None = None, **extra):
+        extra.update(is_staff=True, is_superuser=True)
+        return self._create_user(email, password, **extra)
+
+
+class User(AbstractBaseUser, PermissionsMixin, PlatformModel):
+    """A person. Which tenants they belong to, and as what, is in Membership."""
+
+    email = models.EmailField(unique=True)
+    full_name = models.CharField(max_length=150, blank=True)
+    is_staff = models.BooleanField(default=False, help_text="Operators of the SaaS: operator console and Django admin.")
+    is_active = models.BooleanField(default=True)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        ordering = ["email"]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def display_name(self) -> str:
+        return self.full_name or self.email.split("@")[0]
+
+    def get_full_name(self) -> str:
+        return self.full_name
+
+    def get_short_name(self) -> str:
+        return self.display_name
+
+
+class DeploymentModel(models.TextChoices):
+    POOL = "pool", "Pool — shared runtime and stores"
+    BRIDGE = "bridge", "Bridge — shared runtime, tenant-specific skills and knowledge"
+    SILO = "silo", "Silo — dedicated runtime, stores and queue"
+
+
+class Tier(PlatformModel):
+    """A plan the SaaS sells: price, included usage, limits and features."""
+
+    slug = models.SlugField(max_length=50, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=100)
+    description = models.CharField(max_length=300, blank=True)
+    monthly_price = models.DecimalField(
+        max_digits=12, decimal_places=2, default=Decimal("0"), validators=[MinValueValidator(Decimal("0"))]
+    )
+    included_tokens = models.BigIntegerField(default=0, validators=[MinValueValidator(0)])
+    overage_price_per_1k_tokens = models.DecimalField(
+        max_digits=12, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(Decimal("0"))]
+    )
+    requests_per_minute = models.PositiveIntegerField(default=60)
+    tokens_per_minute = models.PositiveIntegerField(default=100_000)
+    concurrent_sessions = models.PositiveIntegerField(default=5)
+    allowed_models = models.JSONField(default=list, blank=True, help_text="Model ids this tier may use.")
+    default_features = models.JSONField(default=list, blank=True, help_text="Feature keys included.")
+    celery_queue = models.CharField(max_length=63, validators=[queue_validator])
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["monthly_price", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self):
+        from tenants.entitlements import unknown_features
+
+        unknown = unknown_features(self.default_features)
+        if unknown:
+            raise ValidationError({"default_features": f"Unknown features: {', '.join(sorted(unknown))}"})
+        if not isinstance(self.allowed_models, list) or not all(isinstance(m, str) and m for m in self.allowed_models):
+            raise ValidationError({"allowed_models": "A list of model ids."})
+
+
+@dataclass(frozen=True)
+class ResourceBindings:
+    """Where a tenant's workloads run. Code asks this, never the model name.
+
+    Pool and bridge tenants share the tier's queue and the platform runtime;
+    silo tenants get dedicated resources, named in Tenant.resource_bindings.
+    """
+
+    celery_queue: str
+    runtime_arn: str = ""
+    memory_id: str = ""
+    knowledge_base_id: str = ""
+    gateway_id: str = ""
+    iam_role_arn: str = ""
+    dedicated: bool = False
+
+
+BINDING_KEYS = ("runtime_arn", "memory_id", "knowledge_base_id", "gateway_id", "iam_role_arn", "celery_queue")
+
+
+class TenantStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    SUSPENDED = "suspended", "Suspended"
+
+
+class Tenant(PlatformModel):
+    """A customer organisation. The root every tenant-owned row points at."""
+
+    slug = models.SlugField(max_length=50, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=150)
+    tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="tenants")
+    deployment_model = models.CharField(max_length=10, choices=DeploymentModel.choices, default=DeploymentModel.POOL)
+    region = models.CharField(max_length=32, default="us-east-1")
+    status = models.CharField(max_length=10, choices=TenantStatus.choices, default=TenantStatus.ACTIVE)
+    suspended_reason = models.CharField(max_length=300, blank=True)
+    resource_bindings = models.JSONField(default=dict, blank=True)
+    feature_grants = models.JSONField(default=list, blank=True)
+    feature_revocations = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == TenantStatus.ACTIVE
+
+    @property
+    def bindings(self) -> ResourceBindings:
+        raw = self.resource_bindings or {}
+        dedicated = self.deployment_model == DeploymentModel.SILO
+        queue = raw.get("celery_queue") or (f"tenant-{self.slug}" if dedicated else self.tier.celery_queue)
+        return ResourceBindings(
+            celery_queue=queue,
+            dedicated=dedicated,
+            **{k: str(raw.get(k, "")) for k in BINDING_KEYS if k != "celery_queue"},
+        )
+
+    def clean(self):
+        from tenants.entitlements import unknown_features
+
+        if not isinstance(self.resource_bindings, dict):
+            raise ValidationError({"resource_bindings": "An object of resource names."})
+        extra = set(self.resource_bindings) - set(BINDING_KEYS)
+        if extra:
+            raise ValidationError({"resource_bindings": f"Unknown keys: {', '.join(sorted(extra))}"})
+        for field in ("feature_grants", "feature_revocations"):
+            unknown = unknown_features(getattr(self, field))
+            if unknown:
+                raise ValidationError({field: f"Unknown features: {', '.join(sorted(unknown))}"})
+
+
+class Membership(TenantOwnedModel):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    # A signed-in user may read their own memberships in every tenant (the tenant
+    # switcher); everything else about other tenants stays invisible.
+    rls_extra_using = "user_id = NULLIF(current_setting('app.user_id', true), '')::bigint"
+
+    class Meta:
+        ordering = ["user__email"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "user"], name="membership_unique_per_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in tenant {self.tenant_id} as {self.role}"
+
+    @classmethod
+    def of_user(cls, user) -> models.QuerySet[Membership]:
+        """The user's memberships in every tenant: only for "which tenants am I in"."""
+        return cls.unscoped.filter(user=user).select_related("tenant", "tenant__tier")
+
+
+class InvitationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ACCEPTED = "accepted", "Accepted"
+    REVOKED = "revoked", "Revoked"
+
+
+def hash_invitation_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Invitation(TenantOwnedModel):
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    # The link carries "<tenant id>.<secret>" with secret = HMAC(SECRET_KEY, nonce):
+    # the email task can rebuild it from the row, a copy of the database alone
+    # cannot, and only its hash is stored for the lookup. Resending rotates the nonce.
+    nonce = models.CharField(max_length=64)
+    secret_hash = models.CharField(max_length=64, unique=True)
+    status = models.CharField(max_length=10, choices=InvitationStatus.choices, default=InvitationStatus.PENDING)
+    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    expires_at = models.DateTimeField()
+    sent_count = models.PositiveIntegerField(default=0)
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # One open invitation per address per tenant; accepted/revoked ones stay as history.
+            models.UniqueConstraint(
+                fields=["tenant", "email"],
+                condition=models.Q(status="pending"),
+                name="invitation_one_pending_per_email",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Invitation of {self.email} to tenant {self.tenant_id}"
+
+    def rotate_secret(self) -> None:
+        self.nonce = secrets.token_hex(16)
+        self.secret_hash = hash_invitation_secret(self.secret)
+
+    @property
+    def secret(self) -> str:
+        digest = hmac.new(settings.SECRET_KEY.encode(), f"invitation:{self.nonce}".encode(), hashlib.sha256)
+        return digest.hexdigest()
+
+    @property
+    def token(self) -> str:
+        return f"{self.tenant_id}.{self.secret}"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at <= timezone.now()
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == InvitationStatus.PENDING and not self.is_expired
+
+
+class AuditLog(TenantOwnedModel):
+    """Append-only record of every administrative action.
+
+    Tenant-owned (tenant admins read their own), but `tenant` may be empty for
+    platform actions such as editing a tier, which only operators see.
+    """
+
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=True
+    )
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    actor_email = models.EmailField(blank=True, help_text="Kept when the user is deleted.")
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_repr = models.CharField(max_length=200, blank=True)
+    before = models.JSONField(default=dict, blank=True)
+    after = models.JSONField(default=dict, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor_email or 'system'}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise ValidationError("The audit log is append-only")
+        scope = current_scope()
+        if self.tenant_id is None and scope.tenant_id is None and scope.all_tenants:
+            # A platform action (e.g. a tier edit): no tenant, operator scope only.
+            models.Model.save(self, *args, **kwargs)
+            return
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValidationError("The audit log is append-only")

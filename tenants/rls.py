@@ -1,0 +1,76 @@
+"""PostgreSQL row-level security for every tenant-owned table.
+
+Applied after every `migrate` (post_migrate), so a new tenant-owned model is
+covered the moment its table exists; the statements are idempotent. The
+application role (the user of DATABASE_URL) gets plain DML grants and nothing
+that bypasses the policies; the audit log is insert-and-read only.
+"""
+
+from __future__ import annotations
+
+from django.apps import apps
+from django.conf import settings
+from django.db import connections
+from django.db.models.signals import post_migrate
+from django.dispatch import receiver
+
+from tenants.scoping import TenantOwnedModel
+
+TENANT_PREDICATE = (
+    "(tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::bigint "
+    "OR current_setting('app.all_tenants', true) = 'on')"
+)
+POLICY = "tenant_isolation"
+
+
+def tenant_owned_models():
+    return [m for m in apps.get_models() if issubclass(m, TenantOwnedModel) and not m._meta.proxy]
+
+
+def app_role() -> str | None:
+    return settings.DATABASE_APP_ROLE or None
+
+
+def rls_statements(model, role: str | None) -> list[str]:
+    table = connections["default"].ops.quote_name(model._meta.db_table)
+    using = TENANT_PREDICATE
+    if model.rls_extra_using:
+        using = f"({TENANT_PREDICATE} OR {model.rls_extra_using})"
+    statements = [
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+        f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+        f"DROP POLICY IF EXISTS {POLICY} ON {table}",
+        f"CREATE POLICY {POLICY} ON {table} USING {using} WITH CHECK {TENANT_PREDICATE}",
+    ]
+    return statements
+
+
+def apply_row_level_security(using: str) -> None:
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return
+    role = app_role()
+    if role and connection.settings_dict["USER"] == role:
+        # e.g. the post_migrate that `flush` sends in tests: the application role
+        # may not alter tables, and the owner already did this.
+        return
+    quoted_role = connection.ops.quote_name(role) if role else None
+    with connection.cursor() as cursor:
+        for model in tenant_owned_models():
+            for statement in rls_statements(model, role):
+                cursor.execute(statement)
+        if quoted_role and role != connection.settings_dict["USER"]:
+            cursor.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {quoted_role}")
+            cursor.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {quoted_role}")
+            from tenants.models import AuditLog
+
+            audit_table = connection.ops.quote_name(AuditLog._meta.db_table)
+            cursor.execute(f"REVOKE UPDATE, DELETE ON {audit_table} FROM {quoted_role}")
+
+
+@receiver(post_migrate)
+def _after_migrate(sender, using="default", **kwargs):
+    # post_migrate fires once per app, after all migrations ran; one pass is enough.
+    if sender.name != "tenants":
+        return
+    apply_row_level_security(using)

@@ -1,0 +1,79 @@
+"""The one way to own tenant data: `TenantOwnedModel`.
+
+* `Model.objects` filters by the tenant in the context and **raises**
+  `TenantNotSet` when there is none. There is no silent "all rows" fallback.
+* `Model.unscoped` is the explicitly named cross-tenant manager. On PostgreSQL
+  it still only sees what row-level security allows, which is nothing unless the
+  caller is inside `all_tenants(reason)`.
+* Saving fills `tenant` from the context and refuses to write a row for a
+  tenant other than the one in the context.
+
+Models in a tenant app that are not tenant-owned must say so by inheriting
+`PlatformModel` (system check tenants.E001).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+from tenants.context import TenantNotSet, current_scope
+
+
+class TenantScopedQuerySet(models.QuerySet):
+    pass
+
+
+class TenantManager(models.Manager.from_queryset(TenantScopedQuerySet)):
+    """Default manager of tenant-owned models: current tenant only, or raise."""
+
+    def get_queryset(self):
+        scope = current_scope()
+        if scope.tenant_id is None:
+            raise TenantNotSet(
+                f"{self.model._meta.label}.objects needs a tenant in the context; "
+                f"cross-tenant reads go through {self.model._meta.object_name}.unscoped inside all_tenants()."
+            )
+        return super().get_queryset().filter(tenant_id=scope.tenant_id)
+
+
+class UnscopedManager(models.Manager):
+    """Every tenant's rows. Use only where reading across tenants is the point."""
+
+
+class PlatformModel(models.Model):
+    """Marker: this model in a tenant app is platform data, not owned by a tenant."""
+
+    class Meta:
+        abstract = True
+
+
+class TenantOwnedModel(models.Model):
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+", db_index=True)
+
+    objects = TenantManager()
+    unscoped = UnscopedManager()
+
+    # Extra SQL OR-ed into the row-level security USING clause (reads only).
+    rls_extra_using: str = ""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        scope = current_scope()
+        if self.tenant_id is None:
+            if scope.tenant_id is None:
+                raise TenantNotSet(f"Cannot save {self._meta.label} without a tenant in the context")
+            self.tenant_id = scope.tenant_id
+        elif not scope.all_tenants and scope.tenant_id != self.tenant_id:
+            raise TenantNotSet(
+                f"Refusing to save {self._meta.label} for tenant {self.tenant_id} "
+                f"while the context is tenant {scope.tenant_id}"
+            )
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        scope = current_scope()
+        if not scope.all_tenants and scope.tenant_id != self.tenant_id:
+            raise TenantNotSet(f"Refusing to delete {self._meta.label} outside its tenant's context")
+        return super().delete(*args, **kwargs)

@@ -1,0 +1,433 @@
+"""Administrative actions of the tenancy core.
+
+Views, the API, the operator console, commands and tasks all call these; each
+checks the role table, changes state in one transaction and writes the audit
+log. They raise `ServiceError` (a ValidationError) for a request that cannot be
+carried out, and `PermissionDenied` for one the actor may not make.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from tenants import audit
+from tenants.context import all_tenants, require_tenant, tenant_context
+from tenants.models import (
+    DeploymentModel,
+    Invitation,
+    InvitationStatus,
+    Membership,
+    Tenant,
+    TenantStatus,
+    Tier,
+    User,
+    hash_invitation_secret,
+)
+from tenants.roles import Action, Role, require
+
+
+class ServiceError(ValidationError):
+    """A request that is well-formed but cannot be carried out (shown to the user)."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting, as what, from where."""
+
+    user: User
+    membership: Membership | None = None
+    ip: str | None = None
+
+    @property
+    def role(self) -> str | None:
+        return self.membership.role if self.membership is not None else None
+
+
+def _require_owner_rights_for(actor: Actor, *roles: str) -> None:
+    if Role.OWNER in roles:
+        require(actor.role, Action.MANAGE_OWNERS)
+
+
+def _check_actor_tenant(actor: Actor) -> Tenant:
+    tenant = require_tenant()
+    if actor.membership is None or actor.membership.tenant_id != tenant.pk:
+        raise ServiceError("You are not a member of this tenant.")
+    return tenant
+
+
+# --- invitations ------------------------------------------------------------------
+
+
+def invite_member(actor: Actor, *, email: str, role: str) -> Invitation:
+    tenant = _check_actor_tenant(actor)
+    require(actor.role, Action.INVITE_MEMBERS)
+    if role not in Role.values:
+        raise ServiceError(f"Unknown role {role!r}.")
+    _require_owner_rights_for(actor, role)
+    email = User.objects.normalize_email(email).strip().lower()
+    if Membership.objects.filter(user__email__iexact=email).exists():
+        raise ServiceError(f"{email} is already a member of {tenant.name}.")
+    invitation = Invitation(
+        tenant=tenant,
+        email=email,
+        role=role,
+        invited_by=actor.user,
+        expires_at=timezone.now() + timedelta(days=settings.INVITATION_TTL_DAYS),
+    )
+    invitation.rotate_secret()
+    try:
+        with transaction.atomic():
+            invitation.save()
+    except IntegrityError:
+        raise ServiceError(f"{email} already has a pending invitation; resend it instead.")
+    audit.record(
+        "invitation.created",
+        actor=actor.user,
+        tenant=tenant,
+        target=invitation,
+        after={"email": email, "role": role},
+        ip=actor.ip,
+    )
+    _enqueue_invitation_email(invitation)
+    return invitation
+
+
+def _enqueue_invitation_email(invitation: Invitation) -> None:
+    from tenants.tasks import send_invitation_email
+
+    tenant_id, invitation_id = invitation.tenant_id, invitation.pk
+    transaction.on_commit(lambda: send_invitation_email.delay(tenant_id, invitation_id))
+
+
+def deliver_invitation(tenant: Tenant, invitation_id: int) -> bool:
+    """Send the invitation email (run by the Celery task, in the tenant's context)."""
+    invitation = Invitation.objects.select_related("invited_by").filter(pk=invitation_id).first()
+    if invitation is None or not invitation.is_open:
+        return False
+    link = settings.SITE_URL + reverse("invitation_accept", args=[invitation.token])
+    context = {"invitation": invitation, "tenant": tenant, "link": link}
+    send_mail(
+        subject=f"You are invited to {tenant.name} on Tenant Portal",
+        message=render_to_string("tenants/email/invitation.txt", context),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        recipient_list=[invitation.email],
+    )
+    # Conditional update: a second delivery of the same task message counts once per send.
+    Invitation.objects.filter(pk=invitation.pk).update(last_sent_at=timezone.now())
+    return True
+
+
+def resend_invitation(actor: Actor, invitation: Invitation) -> Invitation:
+    tenant = _check_actor_tenant(actor)
+    require(actor.role, Action.MANAGE_INVITATIONS)
+    _require_owner_rights_for(actor, invitation.role)
+    if invitation.status != InvitationStatus.PENDING:
+        raise ServiceError("Only pending invitations can be resent.")
+    with transaction.atomic():
+        invitation.rotate_secret()  # the old link stops working
+        invitation.expires_at = timezone.now() + timedelta(days=settings.INVITATION_TTL_DAYS)
+        invitation.sent_count += 1
+        invitation.save(update_fields=["nonce", "secret_hash", "expires_at", "sent_count"])
+        audit.record("invitation.resent", actor=actor.user, tenant=tenant, target=invitation, ip=actor.ip)
+        _enqueue_invitation_email(invitation)
+    return invitation
+
+
+def revoke_invitation(actor: Actor, invitation: Invitation) -> None:
+    tenant = _check_actor_tenant(actor)
+    require(actor.role, Action.MANAGE_INVITATIONS)
+    _require_owner_rights_for(actor, invitation.role)
+    with transaction.atomic():
+        changed = Invitation.objects.filter(pk=invitation.pk, status=InvitationStatus.PENDING).update(
+            status=InvitationStatus.REVOKED
+        )
+        if changed != 1:
+            raise ServiceError("This invitation is no longer pending.")
+        audit.record(
+            "invitation.revoked",
+            actor=actor.user,
+            tenant=tenant,
+            target=invitation,
+            before={"status": "pending"},
+            after={"status": "revoked"},
+            ip=actor.ip,
+        )
+
+
+def find_invitation(token: str) -> Invitation | None:
+    """The open-or-not invitation a link names, or None. Sets no context for the caller."""
+    tenant_part, _, secret = (token or "").partition(".")
+    if not tenant_part.isdigit() or not secret or len(secret) > 128:
+        return None
+    tenant = Tenant.objects.select_related("tier").filter(pk=int(tenant_part)).first()
+    if tenant is None:
+        return None
+    with tenant_context(tenant):
+        return (
+            Invitation.objects.select_related("tenant", "invited_by")
+            .filter(secret_hash=hash_invitation_secret(secret))
+            .first()
+        )
+
+
+def accept_invitation(invitation: Invitation, user: User, ip: str | None = None) -> Membership:
+    """Make `user` a member. The invitation is single use; the email must match."""
+    tenant = invitation.tenant
+    if user.email.lower() != invitation.email.lower():
+        raise ServiceError(f"This invitation is for {invitation.email}; you are signed in as {user.email}.")
+    if not tenant.is_active:
+        raise ServiceError(f"{tenant.name} is suspended; the invitation cannot be accepted now.")
+    with tenant_context(tenant, user_id=user.pk), transaction.atomic():
+        if invitation.is_expired:
+            raise ServiceError("This invitation has expired. Ask an admin to resend it.")
+        # Conditional update: two clicks (or two tabs) accept it once.
+        changed = Invitation.objects.filter(pk=invitation.pk, status=InvitationStatus.PENDING).update(
+            status=InvitationStatus.ACCEPTED, accepted_by=user, accepted_at=timezone.now()
+        )
+        if changed != 1:
+            raise ServiceError("This invitation has already been used or was revoked.")
+        membership, created = Membership.objects.get_or_create(user=user, defaults={"role": invitation.role})
+        audit.record(
+            "membership.created" if created else "invitation.accepted_existing_member",
+            actor=user,
+            tenant=tenant,
+            target=membership,
+            target_repr=user.email,
+            after={"role": membership.role, "via": "invitation", "invitation": invitation.pk},
+            ip=ip,
+        )
+    return membership
+
+
+# --- members ------------------------------------------------------------------------
+
+
+def _owner_count_locked() -> int:
+    # Lock the owner rows so two concurrent demotions cannot both pass the check.
+    return len(list(Membership.objects.select_for_update().filter(role=Role.OWNER).values_list("pk", flat=True)))
+
+
+def change_role(actor: Actor, membership: Membership, role: str) -> Membership:
+    tenant = _check_actor_tenant(actor)
+    require(actor.role, Action.CHANGE_ROLES)
+    if role not in Role.values:
+        raise ServiceError(f"Unknown role {role!r}.")
+    if role == membership.role:
+        return membership
+    _require_owner_rights_for(actor, role, membership.role)
+    with transaction.atomic():
+        if membership.role == Role.OWNER and _owner_count_locked() <= 1:
+            raise ServiceError("A tenant needs at least one owner. Make someone else owner first.")
+        before = membership.role
+        changed = Membership.objects.filter(pk=membership.pk, role=before).update(role=role)
+        if changed != 1:
+            raise ServiceError("This membership changed meanwhile; reload and try again.")
+        membership.role = role
+        audit.record(
+            "membership.role_changed",
+            actor=actor.user,
+            tenant=tenant,
+            target=membership,
+            target_repr=membership.user.email,
+            before={"role": before},
+            after={"role": role},
+            ip=actor.ip,
+        )
+    return membership
+
+
+def remove_member(actor: Actor, membership: Membership) -> None:
+    tenant = _check_actor_tenant(actor)
+    require(actor.role, Action.REMOVE_MEMBERS)
+    _require_owner_rights_for(actor, membership.role)
+    with transaction.atomic():
+        if membership.role == Role.OWNER and _owner_count_locked() <= 1:
+            raise ServiceError("The last owner cannot be removed.")
+        email, role = membership.user.email, membership.role
+        deleted, _ = Membership.objects.filter(pk=membership.pk).delete()
+        if not deleted:
+            raise ServiceError("This member was already removed.")
+        audit.record(
+            "membership.removed",
+            actor=actor.user,
+            tenant=tenant,
+            target_repr=email,
+            before={"email": email, "role": role},
+            ip=actor.ip,
+        )
+
+
+# --- operator actions ---------------------------------------------------------------
+
+OPERATOR_REASON = "operator console"
+
+
+def _require_operator(user: User) -> None:
+    if not (user.is_authenticated and user.is_active and user.is_staff):
+        raise ServiceError("Only operators can do this.")
+
+
+TENANT_FIELDS = ["slug", "name", "tier", "deployment_model", "region", "status", "resource_bindings"]
+
+
+def create_tenant(
+    operator: User,
+    *,
+    slug: str,
+    name: str,
+    tier: Tier,
+    deployment_model: str = DeploymentModel.POOL,
+    region: str = "us-east-1",
+    owner_email: str = "",
+    ip: str | None = None,
+) -> tuple[Tenant, Invitation | None]:
+    """Onboard a tenant; its first owner gets an invitation."""
+    _require_operator(operator)
+    tenant = Tenant(slug=slug, name=name, tier=tier, deployment_model=deployment_model, region=region)
+    tenant.full_clean()
+    invitation = None
+    with transaction.atomic():
+        tenant.save()
+        with all_tenants(OPERATOR_REASON):
+            audit.record(
+                "tenant.created",
+                actor=operator,
+                tenant=tenant,
+                target=tenant,
+                after=audit.snapshot(tenant, TENANT_FIELDS),
+                ip=ip,
+            )
+        if owner_email:
+            with tenant_context(tenant):
+                invitation = Invitation(
+                    email=User.objects.normalize_email(owner_email).lower(),
+                    role=Role.OWNER,
+                    invited_by=operator,
+                    expires_at=timezone.now() + timedelta(days=settings.INVITATION_TTL_DAYS),
+                )
+                invitation.rotate_secret()
+                invitation.save()
+                audit.record(
+                    "invitation.created",
+                    actor=operator,
+                    tenant=tenant,
+                    target=invitation,
+                    after={"email": invitation.email, "role": Role.OWNER},
+                    ip=ip,
+                )
+                _enqueue_invitation_email(invitation)
+    return tenant, invitation
+
+
+def update_tenant(operator: User, tenant: Tenant, ip: str | None = None, **changes) -> Tenant:
+    """Change tier, deployment model, region, name or resource bindings."""
+    _require_operator(operator)
+    allowed = {"name", "tier", "deployment_model", "region", "resource_bindings"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ServiceError(f"Cannot change {', '.join(sorted(unknown))} here.")
+    before = audit.snapshot(tenant, TENANT_FIELDS)
+    for field, value in changes.items():
+        setattr(tenant, field, value)
+    tenant.full_clean()
+    after = audit.snapshot(tenant, TENANT_FIELDS)
+    if before == after:
+        return tenant
+    actions = {
+        "tier": "tenant.tier_changed",
+        "deployment_model": "tenant.deployment_model_changed",
+    }
+    changed_fields = [f for f in before if before[f] != after[f]]
+    action = actions.get(changed_fields[0], "tenant.updated") if len(changed_fields) == 1 else "tenant.updated"
+    with transaction.atomic():
+        tenant.save(update_fields=[*changes.keys(), "updated_at"])
+        with all_tenants(OPERATOR_REASON):
+            audit.record(
+                action,
+                actor=operator,
+                tenant=tenant,
+                target=tenant,
+                before={f: before[f] for f in changed_fields},
+                after={f: after[f] for f in changed_fields},
+                ip=ip,
+            )
+    return tenant
+
+
+def set_tenant_status(operator: User, tenant: Tenant, status: str, reason: str = "", ip: str | None = None):
+    _require_operator(operator)
+    if status not in TenantStatus.values:
+        raise ServiceError(f"Unknown status {status!r}.")
+    if status == TenantStatus.SUSPENDED and not reason.strip():
+        raise ServiceError("Say why the tenant is suspended; its members will see it.")
+    before = tenant.status
+    with transaction.atomic():
+        changed = (
+            Tenant.objects.filter(pk=tenant.pk)
+            .exclude(status=status)
+            .update(
+                status=status,
+                suspended_reason=reason.strip() if status == TenantStatus.SUSPENDED else "",
+                updated_at=timezone.now(),
+            )
+        )
+        if changed != 1:
+            raise ServiceError(f"{tenant.name} is already {status}.")
+        tenant.refresh_from_db()
+        with all_tenants(OPERATOR_REASON):
+            audit.record(
+                "tenant.suspended" if status == TenantStatus.SUSPENDED else "tenant.reactivated",
+                actor=operator,
+                tenant=tenant,
+                target=tenant,
+                before={"status": before},
+                after={"status": status, "reason": tenant.suspended_reason},
+                ip=ip,
+            )
+    return tenant
+
+
+TIER_FIELDS = [
+    "slug",
+    "name",
+    "description",
+    "monthly_price",
+    "included_tokens",
+    "overage_price_per_1k_tokens",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "concurrent_sessions",
+    "allowed_models",
+    "default_features",
+    "celery_queue",
+]
+
+
+def save_tier(operator: User, tier: Tier, ip: str | None = None) -> Tier:
+    """Create or update a tier (the caller has set its fields, e.g. from a form)."""
+    _require_operator(operator)
+    creating = tier.pk is None
+    before = {} if creating else audit.snapshot(Tier.objects.get(pk=tier.pk), TIER_FIELDS)
+    tier.full_clean()
+    with transaction.atomic():
+        tier.save()
+        after = audit.snapshot(tier, TIER_FIELDS)
+        with all_tenants(OPERATOR_REASON):
+            audit.record(
+                "tier.created" if creating else "tier.updated",
+                actor=operator,
+                target=tier,
+                before={k: v for k, v in before.items() if after.get(k) != v},
+                after={k: v for k, v in after.items() if before.get(k) != v},
+                ip=ip,
+            )
+    return tier

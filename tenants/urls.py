@@ -1,0 +1,17 @@
+from django.urls import path
+
+from tenants import views
+
+app_name = "tenants"
+
+# Mounted under /t/<tenant_slug>/; TenantMiddleware sets the tenant for these.
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("members/", views.members, name="members"),
+    path("members/invite/", views.member_invite, name="member_invite"),
+    path("members/<int:membership_id>/role/", views.member_change_role, name="member_change_role"),
+    path("members/<int:membership_id>/remove/", views.member_remove, name="member_remove"),
+    path("invitations/<int:invitation_id>/resend/", views.invitation_resend, name="invitation_resend"),
+    path("invitations/<int:invitation_id>/revoke/", views.invitation_revoke, name="invitation_revoke"),
+    path("audit/", views.audit_log, name="audit_log"),
+]

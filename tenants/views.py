@@ -1,0 +1,230 @@
+"""Tenant admin screens: overview, members, invitations, audit log; accepting an invitation.
+
+Views are thin: parse → access → service → render. The tenant and membership
+come from TenantMiddleware; the role table decides what each view allows.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from tenants import entitlements, services
+from tenants.access import access_invitation, access_membership
+from tenants.audit import client_ip
+from tenants.context import user_context
+from tenants.forms import AcceptInvitationForm, AuditFilterForm, InviteForm, RoleForm
+from tenants.models import AuditLog, Invitation, InvitationStatus, Membership, User
+from tenants.roles import Action, Role, can
+
+
+def tenant_view(action: str):
+    """The view needs a tenant (set by the middleware) and a role allowing `action`."""
+
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapper(request, tenant_slug: str, *args, **kwargs):
+            if request.tenant is None or request.tenant.slug != tenant_slug:
+                raise Http404
+            if not can(request.membership.role, action):
+                raise PermissionDenied(f"Your role ({request.membership.get_role_display()}) cannot do this.")
+            return view(request, *args, **kwargs)
+
+        wrapper.required_action = action
+        return wrapper
+
+    return decorator
+
+
+def _actor(request) -> services.Actor:
+    return services.Actor(user=request.user, membership=request.membership, ip=client_ip(request))
+
+
+@tenant_view(Action.VIEW_TENANT)
+def overview(request):
+    tenant = request.tenant
+    context = {
+        "limits": entitlements.effective_limits(tenant),
+        "features": entitlements.describe(tenant),
+        "bindings": tenant.bindings,
+        "member_count": Membership.objects.count(),
+        "pending_count": Invitation.objects.filter(status=InvitationStatus.PENDING).count(),
+    }
+    return render(request, "tenants/overview.html", context)
+
+
+def _members_context(request, invite_form=None) -> dict:
+    role = request.membership.role
+    memberships = list(Membership.objects.select_related("user").order_by("user__email"))
+    owner_count = sum(1 for m in memberships if m.role == Role.OWNER)
+    rows = []
+    for membership in memberships:
+        is_owner = membership.role == Role.OWNER
+        may_touch = can(role, Action.MANAGE_OWNERS) or not is_owner
+        rows.append(
+            {
+                "membership": membership,
+                "role_form": RoleForm(initial={"role": membership.role}, actor_role=role),
+                "can_change": can(role, Action.CHANGE_ROLES) and may_touch,
+                "can_remove": can(role, Action.REMOVE_MEMBERS) and may_touch and not (is_owner and owner_count <= 1),
+                "is_last_owner": is_owner and owner_count <= 1,
+            }
+        )
+    return {
+        "rows": rows,
+        "invitations": Invitation.objects.filter(status=InvitationStatus.PENDING).select_related("invited_by"),
+        "invite_form": invite_form or InviteForm(actor_role=role),
+        "can_invite": can(role, Action.INVITE_MEMBERS),
+        "can_manage_invitations": can(role, Action.MANAGE_INVITATIONS),
+    }
+
+
+@tenant_view(Action.VIEW_MEMBERS)
+def members(request):
+    return render(request, "tenants/members.html", _members_context(request))
+
+
+@require_POST
+@tenant_view(Action.INVITE_MEMBERS)
+def member_invite(request):
+    form = InviteForm(request.POST, actor_role=request.membership.role)
+    if form.is_valid():
+        try:
+            invitation = services.invite_member(
+                _actor(request), email=form.cleaned_data["email"], role=form.cleaned_data["role"]
+            )
+        except services.ServiceError as exc:
+            form.add_error("email", exc)
+        else:
+            messages.success(request, f"Invitation sent to {invitation.email}.")
+            return redirect("tenants:members", tenant_slug=request.tenant.slug)
+    return render(request, "tenants/members.html", _members_context(request, invite_form=form), status=400)
+
+
+def _redirect_members(request):
+    return redirect("tenants:members", tenant_slug=request.tenant.slug)
+
+
+@require_POST
+@tenant_view(Action.CHANGE_ROLES)
+def member_change_role(request, membership_id):
+    membership = access_membership(membership_id)
+    form = RoleForm(request.POST, actor_role=request.membership.role)
+    if not form.is_valid():
+        messages.error(request, "Choose one of the roles offered.")
+        return _redirect_members(request)
+    try:
+        services.change_role(_actor(request), membership, form.cleaned_data["role"])
+    except services.ServiceError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"{membership.user.email} is now {membership.get_role_display()}.")
+    return _redirect_members(request)
+
+
+@require_POST
+@tenant_view(Action.REMOVE_MEMBERS)
+def member_remove(request, membership_id):
+    membership = access_membership(membership_id)
+    try:
+        services.remove_member(_actor(request), membership)
+    except services.ServiceError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"{membership.user.email} was removed.")
+    return _redirect_members(request)
+
+
+@require_POST
+@tenant_view(Action.MANAGE_INVITATIONS)
+def invitation_resend(request, invitation_id):
+    invitation = access_invitation(invitation_id)
+    try:
+        services.resend_invitation(_actor(request), invitation)
+    except services.ServiceError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Invitation to {invitation.email} sent again.")
+    return _redirect_members(request)
+
+
+@require_POST
+@tenant_view(Action.MANAGE_INVITATIONS)
+def invitation_revoke(request, invitation_id):
+    invitation = access_invitation(invitation_id)
+    try:
+        services.revoke_invitation(_actor(request), invitation)
+    except services.ServiceError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Invitation to {invitation.email} revoked.")
+    return _redirect_members(request)
+
+
+@tenant_view(Action.VIEW_AUDIT_LOG)
+def audit_log(request):
+    form = AuditFilterForm(request.GET or None)
+    entries = form.filter(AuditLog.objects.all())
+    page = Paginator(entries, 50).get_page(request.GET.get("page"))
+    return render(request, "tenants/audit_log.html", {"form": form, "page": page})
+
+
+def invitation_accept(request, token: str):
+    """Anyone with the link: sign in or create an account, then join the tenant."""
+    invitation = services.find_invitation(token)
+    if invitation is None:
+        return render(request, "tenants/invitation_invalid.html", {"reason": "unknown"}, status=404)
+    tenant = invitation.tenant
+    context = {"invitation": invitation, "tenant": tenant}
+    if invitation.status != InvitationStatus.PENDING:
+        return render(request, "tenants/invitation_invalid.html", {**context, "reason": invitation.status}, status=410)
+    if invitation.is_expired:
+        return render(request, "tenants/invitation_invalid.html", {**context, "reason": "expired"}, status=410)
+
+    user = request.user if request.user.is_authenticated else None
+    existing = User.objects.filter(email__iexact=invitation.email).first()
+    form = None
+    if user is None and existing is None:
+        form = AcceptInvitationForm(request.POST or None, email=invitation.email)
+
+    if request.method == "POST":
+        if user is None and existing is not None:
+            # They have an account: sign in first, then come back here.
+            return redirect(f"{reverse('account_login')}?next={request.path}")
+        if user is None:
+            if not form.is_valid():
+                return render(request, "tenants/invitation_accept.html", {**context, "form": form}, status=400)
+            user = User.objects.create_user(
+                email=invitation.email,
+                password=form.cleaned_data["password1"],
+                full_name=form.cleaned_data["full_name"],
+            )
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        try:
+            services.accept_invitation(invitation, user, ip=client_ip(request))
+        except services.ServiceError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return render(request, "tenants/invitation_accept.html", {**context, "form": form}, status=400)
+        messages.success(request, f"Welcome to {tenant.name}.")
+        return redirect("tenants:overview", tenant_slug=tenant.slug)
+
+    wrong_user = user is not None and user.email.lower() != invitation.email.lower()
+    return render(
+        request,
+        "tenants/invitation_accept.html",
+        {**context, "form": form, "has_account": existing is not None, "wrong_user": wrong_user},
+    )
+
+
+def my_tenants(user) -> list[Membership]:
+    """The signed-in user's memberships everywhere (tenant switcher, home)."""
+    with user_context(user.pk):
+        return list(Membership.of_user(user).order_by("tenant__name"))
