@@ -34,6 +34,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         super().__init__(*args, **kwargs)
         # What this connection's current transaction has been told; None = unknown.
         self._rls_applied: tuple[str, str, str] | None = None
+        # True while Django issues SAVEPOINT / RELEASE / ROLLBACK TO: those must
+        # run bare (a set_config in an aborted transaction would fail).
+        self._transaction_control = False
         # First in the list = outermost wrapper, so it runs before anything a
         # test or tool adds with connection.execute_wrapper().
         self.execute_wrappers.insert(0, self._apply_tenant_scope)
@@ -51,10 +54,28 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self._rls_applied = None
         return super()._rollback()
 
+    def _savepoint(self, sid):
+        self._transaction_control = True
+        try:
+            return super()._savepoint(sid)
+        finally:
+            self._transaction_control = False
+
+    def _savepoint_commit(self, sid):
+        self._transaction_control = True
+        try:
+            return super()._savepoint_commit(sid)
+        finally:
+            self._transaction_control = False
+
     def _savepoint_rollback(self, sid):
-        # Rolling back to a savepoint also rolls back set_config calls made after it.
-        self._rls_applied = None
-        return super()._savepoint_rollback(sid)
+        self._transaction_control = True
+        try:
+            return super()._savepoint_rollback(sid)
+        finally:
+            self._transaction_control = False
+            # Rolling back to a savepoint also undoes set_config calls made after it.
+            self._rls_applied = None
 
     def _close(self):
         self._rls_applied = None
@@ -66,6 +87,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self._rls_applied = wanted
 
     def _apply_tenant_scope(self, execute, sql, params, many, context):
+        if self._transaction_control:
+            return execute(sql, params, many, context)
         wanted = rls_settings()
         if not self.get_autocommit():
             if self._rls_applied != wanted:

@@ -1,0 +1,53 @@
+"""Shared fixtures: the database set up as on production, and two tenants.
+
+On PostgreSQL the test database is created and migrated as the schema owner
+(DATABASE_OWNER_URL) and the tests then connect as the application role
+(DATABASE_URL), so row-level security is in force exactly as in production.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.db import connections
+
+from tests import factories
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(request, django_test_environment, django_db_blocker):
+    from django.test.utils import setup_databases, teardown_databases
+
+    from portal.db.owner import as_owner
+
+    verbosity = request.config.option.verbose
+    with django_db_blocker.unblock():
+        with as_owner():
+            db_cfg = setup_databases(verbosity=verbosity, interactive=False, aliases={"default"})
+            if settings.DATABASE_IS_POSTGRES:
+                # pytest-django empties tables between transactional tests with TRUNCATE;
+                # only the test run grants that to the application role.
+                role = connections["default"].ops.quote_name(settings.DATABASE_APP_ROLE)
+                with connections["default"].cursor() as cursor:
+                    cursor.execute(f"GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO {role}")
+    yield
+    with django_db_blocker.unblock():
+        with as_owner():
+            teardown_databases(db_cfg, verbosity=verbosity)
+
+
+@pytest.fixture
+def world(db):
+    """Two tenants, each with an owner, an admin, a member and a billing user; plus an operator."""
+    return factories.World.build()
+
+
+@pytest.fixture
+def operator(db):
+    return factories.make_user("operator@portal.test", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # PBKDF2 at production strength costs ~0.3 s per user; tests create dozens.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

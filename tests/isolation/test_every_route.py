@@ -1,0 +1,328 @@
+"""Every URL pattern and API route, tried by a member of another tenant.
+
+The test walks the project's URL resolver, so a new route is picked up
+automatically, and it *fails* for any route it does not know how to exercise:
+add the route to ROUTES below, saying what kind it is, before it can ship.
+
+The actor is the owner of tenant A. For each route that names a tenant or an
+object, A's owner asks for tenant B's (by B's slug, or by B's object ids under
+A's own slug) and must get 404 (403 where noted) with none of B's data in the
+answer; lists answered to A contain none of B's rows; operator and admin pages
+answer non-staff with 404 or a login redirect.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from tenants.context import tenant_context
+from tenants.models import AuditLog, Invitation, Membership
+from tests import factories
+
+# Text that identifies tenant B; none of it may reach A's owner.
+FOREIGN_MARKERS = ("bravo.test", "Bravo Inc", "secret-bravo-invitee")
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    name: str | None
+    module: str
+
+
+def walk(patterns, prefix="", namespace=None):
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            ns = namespace
+            if pattern.namespace:
+                ns = f"{namespace}:{pattern.namespace}" if namespace else pattern.namespace
+            yield from walk(pattern.url_patterns, prefix + str(pattern.pattern), ns)
+        elif isinstance(pattern, URLPattern):
+            name = f"{namespace}:{pattern.name}" if namespace and pattern.name else pattern.name
+            yield Route(prefix + str(pattern.pattern), name, pattern.callback.__module__)
+
+
+def all_routes() -> list[Route]:
+    return list(walk(get_resolver().url_patterns))
+
+
+# --- how to exercise each kind of route ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class TenantScoped:
+    """A route under a tenant slug: B's slug, or B's objects under A's slug, are 404."""
+
+    methods: tuple[str, ...] = ("GET",)
+    objects: dict[str, str] = field(default_factory=dict)  # url kwarg → which of B's objects
+    api: bool = False
+    lists: bool = False  # answered with A's rows: check none of B's appear
+
+
+@dataclass(frozen=True)
+class OperatorOnly:
+    methods: tuple[str, ...] = ("GET",)
+    kwargs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallerScoped:
+    """Answers about the caller only (their tenants); B's slug is 404, lists hold no B rows."""
+
+    kwargs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NoTenantData:
+    """Public or account pages that hold no tenant data at all (still checked for B's markers)."""
+
+    kwargs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Capability:
+    """A link whose secret is the credential (invitations): a forged or foreign-tenant token is 404."""
+
+
+ROUTES: dict[str, object] = {
+    "home": NoTenantData(),
+    "healthz": NoTenantData(),
+    "readyz": NoTenantData(),
+    "api_schema": NoTenantData(),
+    "api_docs": NoTenantData(),
+    "invitation_accept": Capability(),
+    # tenant admin screens
+    "tenants:overview": TenantScoped(),
+    "tenants:members": TenantScoped(lists=True),
+    "tenants:member_invite": TenantScoped(methods=("POST",)),
+    "tenants:member_change_role": TenantScoped(methods=("POST",), objects={"membership_id": "membership"}),
+    "tenants:member_remove": TenantScoped(methods=("POST",), objects={"membership_id": "membership"}),
+    "tenants:invitation_resend": TenantScoped(methods=("POST",), objects={"invitation_id": "invitation"}),
+    "tenants:invitation_revoke": TenantScoped(methods=("POST",), objects={"invitation_id": "invitation"}),
+    "tenants:audit_log": TenantScoped(lists=True),
+    # REST API
+    "api:tenant-list": CallerScoped(),
+    "api:tenant-detail": CallerScoped(kwargs={"slug": "tenant_b_slug"}),
+    "api:member-list": TenantScoped(api=True, lists=True, methods=("GET",)),
+    "api:member-detail": TenantScoped(api=True, methods=("GET", "PATCH", "DELETE"), objects={"pk": "membership"}),
+    "api:invitation-list": TenantScoped(api=True, lists=True, methods=("GET", "POST")),
+    "api:invitation-detail": TenantScoped(api=True, methods=("GET", "DELETE"), objects={"pk": "invitation"}),
+    "api:invitation-resend": TenantScoped(api=True, methods=("POST",), objects={"pk": "invitation"}),
+    # operator console
+    "operator:tenants": OperatorOnly(),
+    "operator:tenant_create": OperatorOnly(methods=("GET", "POST")),
+    "operator:tenant_detail": OperatorOnly(methods=("GET", "POST"), kwargs={"slug": "tenant_b_slug"}),
+    "operator:tenant_suspend": OperatorOnly(methods=("POST",), kwargs={"slug": "tenant_b_slug"}),
+    "operator:tenant_reactivate": OperatorOnly(methods=("POST",), kwargs={"slug": "tenant_b_slug"}),
+    "operator:tiers": OperatorOnly(),
+    "operator:tier_create": OperatorOnly(methods=("GET", "POST")),
+    "operator:tier_edit": OperatorOnly(methods=("GET", "POST"), kwargs={"slug": "tier_slug"}),
+    "operator:audit_log": OperatorOnly(),
+}
+
+# Route families the project takes from libraries, matched by module and path.
+# Django admin: staff only (non-staff are sent to the admin login page).
+ADMIN_PREFIX = "admin/"
+# django-allauth account pages: about the signed-in person, never tenant data.
+ACCOUNT_MODULE_PREFIX = "allauth."
+
+
+def classify(route: Route):
+    if route.path.startswith(ADMIN_PREFIX):
+        return "admin"
+    if route.module.startswith(ACCOUNT_MODULE_PREFIX):
+        return NoTenantData()
+    if route.name in ROUTES:
+        return ROUTES[route.name]
+    return None
+
+
+def test_every_route_is_known_to_this_test():
+    unknown = [f"{r.path} (name={r.name}, view module={r.module})" for r in all_routes() if classify(r) is None]
+    assert unknown == [], (
+        "These routes are not covered by the isolation test; add each to ROUTES in "
+        f"{__file__} with how it must be exercised:\n" + "\n".join(unknown)
+    )
+
+
+def test_every_listed_route_still_exists():
+    names = {r.name for r in all_routes()}
+    assert set(ROUTES) - names == set()
+
+
+# --- fixtures --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scene(world, client):
+    """A's owner signed in; B has a member and a pending invitation to aim at."""
+    b = world.b
+    invitation_b = factories.make_invitation(b.tenant, "secret-bravo-invitee@bravo.test", invited_by=b.owner)
+    with tenant_context(b.tenant):
+        AuditLog(action="bravo.private_action", actor=b.owner, target_repr="Bravo Inc secret").save()
+    invitation_a = factories.make_invitation(world.a.tenant, "invitee@alpha.test", invited_by=world.a.owner)
+    client.force_login(world.a.owner)
+    client.raise_request_exception = False
+    return {
+        "client": client,
+        "world": world,
+        "tenant_a_slug": world.a.tenant.slug,
+        "tenant_b_slug": b.tenant.slug,
+        "tier_slug": b.tenant.tier.slug,
+        "b_objects": {"membership": b.memberships["member"].pk, "invitation": invitation_b.pk},
+        "a_objects": {"membership": world.a.memberships["member"].pk, "invitation": invitation_a.pk},
+        "invitation_b": invitation_b,
+    }
+
+
+def _request(client, method: str, url: str, api: bool):
+    if method == "GET":
+        return client.get(url)
+    body = {"role": "admin", "email": "someone@alpha.test", "reason": "test"}
+    if api:
+        import json
+
+        return client.generic(method, url, data=json.dumps(body), content_type="application/json")
+    return client.generic(
+        method,
+        url,
+        data="role=admin&email=someone%40alpha.test&reason=test",
+        content_type="application/x-www-form-urlencoded",
+    )
+
+
+def _assert_no_foreign_data(response):
+    body = response.content.decode(errors="replace")
+    for marker in FOREIGN_MARKERS:
+        assert marker not in body, f"{marker!r} leaked into {response.request['PATH_INFO']}"
+
+
+def _b_state(world):
+    """Everything of B's that a successful cross-tenant write would change."""
+    with tenant_context(world.b.tenant):
+        return (
+            sorted(Membership.objects.values_list("pk", "role")),
+            sorted(Invitation.objects.values_list("pk", "status", "secret_hash")),
+            AuditLog.objects.count(),
+        )
+
+
+def _kwargs_for(route: Route, names: dict[str, str], scene) -> dict[str, str]:
+    kwargs = {}
+    for kwarg in re.findall(r"<(?:\w+:)?(\w+)>|\(\?P<(\w+)>", route.path):
+        key = kwarg[0] or kwarg[1]
+        kwargs[key] = scene[names[key]] if key in names else "x"
+    return kwargs
+
+
+def _routes_of(kind):
+    return [pytest.param(r, id=r.name) for r in all_routes() if isinstance(classify(r), kind)]
+
+
+# --- the proofs -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", _routes_of(TenantScoped))
+def test_tenant_routes_answer_404_for_another_tenants_slug(route, scene):
+    spec: TenantScoped = classify(route)
+    world = scene["world"]
+    before = _b_state(world)
+    for method in spec.methods:
+        kwargs = {"tenant_slug": scene["tenant_b_slug"]}
+        kwargs.update({k: scene["b_objects"][v] for k, v in spec.objects.items()})
+        response = _request(scene["client"], method, reverse(route.name, kwargs=kwargs), spec.api)
+        assert response.status_code == 404, f"{method} {route.name} as a non-member gave {response.status_code}"
+        _assert_no_foreign_data(response)
+    assert _b_state(world) == before
+
+
+@pytest.mark.parametrize("route", [r for r in _routes_of(TenantScoped) if classify(r.values[0]).objects])
+def test_tenant_routes_answer_404_for_another_tenants_objects_under_ones_own_slug(route, scene):
+    spec: TenantScoped = classify(route)
+    world = scene["world"]
+    before = _b_state(world)
+    for method in spec.methods:
+        kwargs = {"tenant_slug": scene["tenant_a_slug"]}
+        kwargs.update({k: scene["b_objects"][v] for k, v in spec.objects.items()})
+        response = _request(scene["client"], method, reverse(route.name, kwargs=kwargs), spec.api)
+        assert response.status_code == 404, f"{method} {route.name} with B's object gave {response.status_code}"
+        _assert_no_foreign_data(response)
+    assert _b_state(world) == before
+
+
+@pytest.mark.parametrize("route", _routes_of(TenantScoped))
+def test_tenant_routes_show_none_of_another_tenants_data_to_a_member(route, scene):
+    spec: TenantScoped = classify(route)
+    kwargs = {"tenant_slug": scene["tenant_a_slug"]}
+    kwargs.update({k: scene["a_objects"][v] for k, v in spec.objects.items()})
+    response = scene["client"].get(reverse(route.name, kwargs=kwargs))
+    assert response.status_code < 500
+    _assert_no_foreign_data(response)
+
+
+@pytest.mark.parametrize("route", _routes_of(CallerScoped))
+def test_caller_scoped_routes_hide_other_tenants(route, scene):
+    spec: CallerScoped = classify(route)
+    kwargs = {k: scene[v] for k, v in spec.kwargs.items()}
+    response = scene["client"].get(reverse(route.name, kwargs=kwargs))
+    assert response.status_code in (200, 404)
+    if kwargs:
+        assert response.status_code == 404
+    _assert_no_foreign_data(response)
+
+
+@pytest.mark.parametrize("route", _routes_of(OperatorOnly))
+def test_operator_routes_answer_404_to_tenant_users(route, scene):
+    spec: OperatorOnly = classify(route)
+    world = scene["world"]
+    before = _b_state(world)
+    kwargs = {k: scene[v] for k, v in spec.kwargs.items()}
+    for method in spec.methods:
+        response = _request(scene["client"], method, reverse(route.name, kwargs=kwargs), api=False)
+        assert response.status_code == 404, f"{method} {route.name} gave {response.status_code} to a tenant owner"
+        _assert_no_foreign_data(response)
+    assert _b_state(world) == before
+
+
+@pytest.mark.parametrize("route", _routes_of(NoTenantData))
+def test_public_and_account_pages_carry_no_tenant_data(route, scene):
+    spec: NoTenantData = classify(route)
+    path = "/" + re.sub(r"\^|\$", "", route.path)
+    path = re.sub(r"<(?:\w+:)?\w+>|\(\?P<\w+>[^)]*\)", "x", path)
+    response = scene["client"].get(path)
+    assert response.status_code < 500, f"{path} gave {response.status_code}"
+    _assert_no_foreign_data(response)
+    assert spec is not None
+
+
+def test_admin_routes_send_non_staff_to_the_login(scene):
+    b_ids = scene["b_objects"]
+    checked = 0
+    for route in all_routes():
+        if classify(route) != "admin":
+            continue
+        path = "/" + re.sub(r"\^|\$", "", route.path)
+        path = re.sub(r"<path:object_id>|<id>|<path:content_type_id>", str(b_ids["membership"]), path)
+        path = re.sub(r"\(\?P<app_label>[^)]*\)", "tenants", path)
+        path = re.sub(r"\(\?P<url>\.\*\)", "tenants/membership/", path)
+        response = scene["client"].get(path)
+        assert response.status_code in (302, 404), f"{path} gave {response.status_code} to a non-staff user"
+        if response.status_code == 302:
+            assert "/admin/login/" in response["Location"]
+        _assert_no_foreign_data(response)
+        checked += 1
+    assert checked > 20
+
+
+def test_a_forged_invitation_token_for_another_tenant_is_404(scene):
+    invitation_b = scene["invitation_b"]
+    forged = f"{invitation_b.tenant_id}.{'0' * 64}"
+    wrong_tenant = f"{scene['world'].a.tenant.pk}.{invitation_b.secret}"
+    for token in (forged, wrong_tenant, "garbage", f"{invitation_b.tenant_id}."):
+        response = scene["client"].get(reverse("invitation_accept", args=[token]))
+        assert response.status_code == 404
+        _assert_no_foreign_data(response)

@@ -1,0 +1,46 @@
+"""A real Celery worker consumes from the configured broker (filesystem by
+default, Redis when REDIS_URL is set) and runs a task in its tenant's context."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.core import mail
+
+from portal.celery import app
+from tenants import services
+from tenants.models import Invitation
+from tests import factories
+
+
+@pytest.fixture
+def worker(transactional_db):
+    with start_worker(app, pool="solo", concurrency=1, perform_ping_check=False, shutdown_timeout=10) as w:
+        yield w
+
+
+def _wait_for(predicate, seconds: float = 15.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_it_delivers_an_invitation_email_through_the_broker_and_a_worker(worker, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    world = factories.World.build()
+    actor = services.Actor(user=world.a.admin, membership=world.a.memberships["admin"])
+    from tenants.context import tenant_context
+
+    with tenant_context(world.a.tenant):
+        invitation = services.invite_member(actor, email="via-worker@alpha.test", role="member")
+    assert _wait_for(lambda: len(mail.outbox) == 1), "the worker did not send the invitation email"
+    message = mail.outbox[0]
+    assert message.to == ["via-worker@alpha.test"]
+    assert f"/invitations/{invitation.token}/" in message.body
+    with tenant_context(world.a.tenant):
+        assert Invitation.objects.get(pk=invitation.pk).last_sent_at is not None
