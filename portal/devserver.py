@@ -35,7 +35,7 @@ def _banner() -> str:
         f"  Demo logins (password for all: {DEMO_PASSWORD})",
         f"    operator        {OPERATOR_EMAIL}",
     ]
-    for slug, name, tier, model, _region, _bindings in TENANTS:
+    for slug, _name, tier, model, _region, _bindings in TENANTS:
         emails = ", ".join(email for email, _n, _r in demo_users(slug))
         lines.append(f"    {slug:<15} ({model}, {tier}) {emails}")
     lines += ["", "  Ctrl-C stops the web server and the worker.", ""]
@@ -48,13 +48,38 @@ def main() -> int:
 
     django.setup()
     queues = _queues()
-    web = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", HOST, "--port", PORT,
-         "--log-level", "warning"]
+    web = subprocess.Popen(  # noqa: S603 (fixed argv, no user input)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "portal.asgi:application",
+            "--host",
+            HOST,
+            "--port",
+            PORT,
+            "--log-level",
+            "warning",
+        ]
     )
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", queues, "--concurrency",
-         WORKER_CONCURRENCY, "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    worker = subprocess.Popen(  # noqa: S603 (fixed argv, no user input)
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "portal",
+            "worker",
+            "-Q",
+            queues,
+            "--concurrency",
+            WORKER_CONCURRENCY,
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
     )
     children = [web, worker]
     stopping = False

@@ -92,7 +92,8 @@ def test_writing_a_row_for_another_tenant_is_refused_by_the_database(world):
     with tenant_context(world.a.tenant), pytest.raises(DatabaseError, match="row-level security"):
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
-                "INSERT INTO tenants_membership (tenant_id, user_id, role, created_at) VALUES (%s, %s, 'member', now())",
+                "INSERT INTO tenants_membership (tenant_id, user_id, role, created_at)"
+                " VALUES (%s, %s, 'member', now())",
                 [world.b.tenant.pk, world.outsider.pk],
             )
 
