@@ -104,6 +104,9 @@ class TenantScopedAPIMixin:
     """
 
     action_permissions: dict[str, str] = {}
+    # Actions a machine client (client_credentials token, no membership) may take;
+    # changes to members need a person, whose role the services check.
+    client_actions = frozenset({"tenant.view", "members.view", "audit.view", "billing.view", "agents.use"})
 
     def dispatch(self, request, *args, **kwargs):
         self._tenant_scope = ExitStack()
@@ -114,17 +117,24 @@ class TenantScopedAPIMixin:
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)  # authentication, IsAuthenticated, throttles
+        from tenants.identity.scopes import ACTION_SCOPES
+        from tenants.identity.tokens import AccessToken
+
+        token = request.auth if isinstance(request.auth, AccessToken) else None
         slug = kwargs.get("tenant_slug", "")
-        tenant = Tenant.objects.select_related("tier").filter(slug=slug).first()
-        if tenant is None:
+        tenant = Tenant.by_slug(slug)
+        # A token is good for its own tenant only: any other slug is "not found".
+        if tenant is None or (token is not None and token.tenant.pk != tenant.pk):
             raise exceptions.NotFound()
         self._tenant_scope.enter_context(tenant_context(tenant, user_id=request.user.pk))
-        membership = Membership.objects.filter(user_id=request.user.pk).first()
-        if membership is None:
-            raise exceptions.NotFound()
+        membership = None
+        if token is None or token.user is not None:
+            membership = Membership.objects.filter(user_id=request.user.pk).first()
+            if membership is None:
+                raise exceptions.NotFound()
+            membership.tenant = tenant
         if not tenant.is_active:
             raise TenantSuspended(f"{tenant.name} is suspended: {tenant.suspended_reason or 'contact support.'}")
-        membership.tenant = tenant
         request.tenant = tenant
         request.membership = membership
         action = getattr(self, "action", None) or request.method.lower()
@@ -132,8 +142,12 @@ class TenantScopedAPIMixin:
         if required is None:
             # An action nobody declared is refused: new endpoints fail closed.
             raise exceptions.PermissionDenied("This action is not available.")
-        if not can(membership.role, required):
+        if token is not None and ACTION_SCOPES[required] not in token.scopes:
+            raise exceptions.PermissionDenied(f"The access token lacks the scope {ACTION_SCOPES[required]}.")
+        if membership is not None and not can(membership.role, required):
             raise exceptions.PermissionDenied(f"Your role ({membership.role}) does not allow {required}.")
+        if membership is None and required not in self.client_actions:
+            raise exceptions.PermissionDenied("API clients may read here but not change anything.")
 
 
 def created(data) -> Response:

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "allauth.account",
     "portal",
     "tenants",
+    "tenants.identity",
     "agents",
     "billing",
 ]
@@ -203,16 +204,29 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Tenant Portal <no-reply@port
 
 INVITATION_TTL_DAYS = env_int("INVITATION_TTL_DAYS", 7, minimum=1)
 
+# --- Token service (tenants/identity) -------------------------------------------
+TOKEN_ISSUER = env_str("TOKEN_ISSUER", SITE_URL).rstrip("/")
+# The audience of tokens for this portal's API; exchanged tokens narrow it to one of TOKEN_AUDIENCES.
+TOKEN_AUDIENCE = env_str("TOKEN_AUDIENCE", "tenant-portal-api")
+EXCHANGE_DEFAULT_AUDIENCE = env_str("EXCHANGE_DEFAULT_AUDIENCE", "agent-runtime")
+TOKEN_AUDIENCES = env_list("TOKEN_AUDIENCES", [TOKEN_AUDIENCE, EXCHANGE_DEFAULT_AUDIENCE, "portal-gateway"])
+TOKEN_LIFETIME_SECONDS = env_int("TOKEN_LIFETIME_SECONDS", 15 * 60, minimum=30)
+EXCHANGED_TOKEN_LIFETIME_SECONDS = env_int("EXCHANGED_TOKEN_LIFETIME_SECONDS", 5 * 60, minimum=30)
+TOKEN_LEEWAY_SECONDS = env_int("TOKEN_LEEWAY_SECONDS", 10, minimum=0)
+
 # --- REST API ------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tenants.identity.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "portal.drf.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "portal.api.problem_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser", "rest_framework.parsers.FormParser"],
+    "DEFAULT_PARSER_CLASSES": ["portal.drf.JSONParser", "rest_framework.parsers.FormParser"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {

@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 from portal import views
 from tenants import api as tenants_api
 from tenants import views as tenants_views
+from tenants.identity import views as identity_views
 
 router = SimpleRouter()
 router.register("tenants", tenants_api.TenantViewSet, basename="tenant")
@@ -21,6 +22,13 @@ api_v1 = [
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path(".well-known/jwks.json", identity_views.jwks, name="jwks"),
+    path(
+        ".well-known/oauth-authorization-server",
+        identity_views.authorization_server_metadata,
+        name="oauth_metadata",
+    ),
+    path("oauth/token", identity_views.token, name="oauth_token"),
     path("readyz", views.readyz, name="readyz"),
     path("accounts/", include("allauth.urls")),
     path("invitations/<str:token>/", tenants_views.invitation_accept, name="invitation_accept"),

@@ -37,6 +37,15 @@ class TenantViewSet(viewsets.ViewSet):
     serializer_class = TenantSerializer
 
     def _memberships(self, request):
+        from tenants.identity.tokens import AccessToken
+
+        if isinstance(request.auth, AccessToken):
+            # A token speaks for one tenant only; a client token has no membership at all.
+            membership = request.auth.membership
+            if membership is None:
+                return []
+            membership.tenant = request.auth.tenant
+            return [membership]
         with user_context(request.user.pk):
             return list(Membership.of_user(request.user).order_by("tenant__name"))
 

@@ -11,9 +11,13 @@ from tenants.scoping import PlatformModel, TenantOwnedModel
 
 @register(Tags.models)
 def check_tenant_ownership(app_configs=None, **kwargs):
+    return ownership_errors(apps.get_models())
+
+
+def ownership_errors(models) -> list[Error]:
     errors = []
     tenant_apps = set(getattr(settings, "TENANT_APPS", []))
-    for model in apps.get_models():
+    for model in models:
         app_label = model._meta.app_config.name
         in_tenant_app = any(app_label == name or app_label.startswith(name + ".") for name in tenant_apps)
         if not in_tenant_app or model._meta.auto_created:

@@ -31,7 +31,7 @@ class TenantMiddleware:
         if not user.is_authenticated:
             # Same answer for every slug, existing or not: nothing is revealed.
             return redirect_to_login(request.get_full_path())
-        tenant = Tenant.objects.select_related("tier").filter(slug=match["slug"]).first()
+        tenant = Tenant.by_slug(match["slug"])
         if tenant is None:
             raise Http404("No such tenant")
         with tenant_context(tenant, user_id=user_id):

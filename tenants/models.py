@@ -173,6 +173,17 @@ class Tenant(PlatformModel):
     def is_active(self) -> bool:
         return self.status == TenantStatus.ACTIVE
 
+    @classmethod
+    def by_slug(cls, slug: str) -> Tenant | None:
+        """The tenant a URL names, or None.
+
+        A string no tenant's slug can be is not looked up at all: PostgreSQL
+        refuses a NUL byte in a query parameter with a DataError (a 500).
+        """
+        if not isinstance(slug, str) or not slug_validator.regex.fullmatch(slug):
+            return None
+        return cls.objects.select_related("tier").filter(slug=slug).first()
+
     @property
     def bindings(self) -> ResourceBindings:
         raw = self.resource_bindings or {}

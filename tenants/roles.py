@@ -28,6 +28,8 @@ class Action:
     MANAGE_INVITATIONS = "invitations.manage"  # resend, revoke
     VIEW_AUDIT_LOG = "audit.view"
     VIEW_BILLING = "billing.view"
+    MANAGE_API_CLIENTS = "api_clients.manage"  # create and revoke machine clients
+    MANAGE_AGENTS = "agents.manage"  # which agents may act here; rotate tenant-owned agent secrets
 
 
 _ADMIN_ACTIONS = frozenset(
@@ -41,6 +43,8 @@ _ADMIN_ACTIONS = frozenset(
         Action.MANAGE_INVITATIONS,
         Action.VIEW_AUDIT_LOG,
         Action.VIEW_BILLING,
+        Action.MANAGE_API_CLIENTS,
+        Action.MANAGE_AGENTS,
     }
 )
 

@@ -166,7 +166,8 @@ def revoke_invitation(actor: Actor, invitation: Invitation) -> None:
 def find_invitation(token: str) -> Invitation | None:
     """The open-or-not invitation a link names, or None. Sets no context for the caller."""
     tenant_part, _, secret = (token or "").partition(".")
-    if not tenant_part.isdigit() or not secret or len(secret) > 128:
+    # isascii(): str.isdigit() also accepts "²", which int() refuses.
+    if not (tenant_part.isascii() and tenant_part.isdigit()) or not secret or len(secret) > 128:
         return None
     tenant = Tenant.objects.select_related("tier").filter(pk=int(tenant_part)).first()
     if tenant is None:

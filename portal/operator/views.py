@@ -46,7 +46,8 @@ def _ip(request):
 
 @operator_view
 def tenants(request):
-    query = request.GET.get("q", "").strip()[:100]
+    # PostgreSQL refuses NUL bytes in a query parameter (a 500); no name contains one.
+    query = request.GET.get("q", "").replace("\x00", "").strip()[:100]
     rows = Tenant.objects.select_related("tier").order_by("name")
     if query:
         rows = rows.filter(Q(name__icontains=query) | Q(slug__icontains=query))

@@ -95,6 +95,12 @@ ROUTES: dict[str, object] = {
     "api_schema": NoTenantData(),
     "api_docs": NoTenantData(),
     "invitation_accept": Capability(),
+    # token service: public keys and metadata; the token endpoint is exercised
+    # for cross-tenant abuse in tests/identity (tokens for A on B's routes, exchange by
+    # an agent B does not allow).
+    "jwks": NoTenantData(),
+    "oauth_metadata": NoTenantData(),
+    "oauth_token": NoTenantData(),
     # tenant admin screens
     "tenants:overview": TenantScoped(),
     "tenants:members": TenantScoped(lists=True),

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from tenants.scoping import PlatformModel, TenantOwnedModel
+
+
+class KeyStatus(models.TextChoices):
+    ACTIVE = "active", "Active (signs new tokens)"
+    RETIRING = "retiring", "Retiring (verifies tokens it signed until they expire)"
+    RETIRED = "retired", "Retired (gone from the JWKS)"
+
+
+class SigningKey(PlatformModel):
+    """An asymmetric key the token service signs with. The private half is
+    encrypted with a key derived from SECRET_KEY (see keys.py)."""
+
+    kid = models.CharField(max_length=64, unique=True)
+    algorithm = models.CharField(max_length=10, default="ES256")
+    private_key_encrypted = models.TextField()
+    public_jwk = models.JSONField()
+    status = models.CharField(max_length=10, choices=KeyStatus.choices, default=KeyStatus.ACTIVE)
+    created_at = models.DateTimeField(default=timezone.now)
+    retiring_since = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=models.Q(status="active"), name="signing_key_one_active"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kid} ({self.status})"
+
+
+def hash_secret(secret: str) -> str:
+    # Client secrets are 256-bit random values: a fast hash is enough (nothing to brute-force).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class ApiClient(TenantOwnedModel):
+    """A tenant's machine client: client_credentials grant with a hashed secret."""
+
+    name = models.CharField(max_length=100)
+    client_id = models.CharField(max_length=64, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    scopes = models.JSONField(default=list)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.client_id})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class AgentIdentity(PlatformModel):
+    """An agent's workload identity: its own client id and secret (actor credentials).
+
+    Platform data: a shared agent acts in many tenants. A tenant-owned agent names
+    its tenant in `owner_tenant`, and only that tenant's admins may rotate it.
+    Which tenants an agent may act in is AgentGrant (the may_act check).
+    """
+
+    name = models.CharField(max_length=100)
+    client_id = models.CharField(max_length=64, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    owner_tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    # The most an exchanged token acting through this agent may carry.
+    allowed_scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "agent identities"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def subject(self) -> str:
+        return f"agent:{self.client_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.disabled_at is None
+
+
+class AgentGrant(TenantOwnedModel):
+    """The tenant allows this agent to act on behalf of its users."""
+
+    agent = models.ForeignKey(AgentIdentity, on_delete=models.CASCADE, related_name="grants")
+    granted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "agent"], name="agent_grant_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.agent} may act in tenant {self.tenant_id}"

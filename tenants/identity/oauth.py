@@ -1,0 +1,250 @@
+"""The token endpoint's grants: client_credentials and RFC 8693 token exchange.
+
+Errors are `OAuthError`s carrying the RFC 6749 error code; the view turns them
+into `{"error", "error_description"}` JSON. Descriptions are deliberately plain
+and never say which check of a token failed (that goes to the log).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+import jwt
+from django.conf import settings
+from django.utils import timezone
+
+from tenants.context import tenant_context
+from tenants.identity import keys, tokens
+from tenants.identity import scopes as scope_lib
+from tenants.identity.models import AgentGrant, AgentIdentity, ApiClient, hash_secret
+from tenants.models import Tenant
+
+log = logging.getLogger(__name__)
+
+GRANT_CLIENT_CREDENTIALS = "client_credentials"
+GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+TOKEN_TYPE_ACCESS = "urn:ietf:params:oauth:token-type:access_token"
+TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
+ACCEPTED_SUBJECT_TYPES = (TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT)
+
+API_CLIENT_PREFIX = "tpc"
+AGENT_CLIENT_PREFIX = "agt"
+
+
+class OAuthError(Exception):
+    def __init__(self, error: str, description: str, status: int = 400):
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.status = status
+
+
+def _secret_matches(secret: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(hash_secret(secret or ""), stored_hash)
+
+
+@dataclass(frozen=True)
+class AuthenticatedClient:
+    api_client: ApiClient | None = None
+    agent: AgentIdentity | None = None
+
+
+def api_client_id(tenant: Tenant, suffix: str) -> str:
+    # The tenant is part of the id, so authentication finds the client inside
+    # that tenant's context (row-level security) without a cross-tenant scan.
+    return f"{API_CLIENT_PREFIX}_{tenant.pk}_{suffix}"
+
+
+def authenticate_client(client_id: str, client_secret: str) -> AuthenticatedClient:
+    """client_secret_basic / client_secret_post for API clients and agent identities."""
+    invalid = OAuthError("invalid_client", "Client authentication failed.", status=401)
+    if not client_id or not client_secret or len(client_id) > 64 or len(client_secret) > 256:
+        raise invalid
+    if client_id.startswith(AGENT_CLIENT_PREFIX + "_"):
+        agent = AgentIdentity.objects.filter(client_id=client_id, disabled_at__isnull=True).first()
+        if agent is None or not _secret_matches(client_secret, agent.secret_hash):
+            raise invalid
+        return AuthenticatedClient(agent=agent)
+    prefix, _, rest = client_id.partition("_")
+    tenant_part, _, _ = rest.partition("_")
+    if prefix != API_CLIENT_PREFIX or not (tenant_part.isascii() and tenant_part.isdigit()):
+        raise invalid
+    tenant = Tenant.objects.select_related("tier").filter(pk=int(tenant_part)).first()
+    if tenant is None:
+        raise invalid
+    with tenant_context(tenant):
+        client = ApiClient.objects.filter(client_id=client_id, revoked_at__isnull=True).first()
+    if client is None or not _secret_matches(client_secret, client.secret_hash):
+        raise invalid
+    if not tenant.is_active:
+        raise OAuthError("unauthorized_client", "The client's tenant is suspended.")
+    client.tenant = tenant
+    return AuthenticatedClient(api_client=client)
+
+
+def _requested_scopes(scope: str | None, allowed: frozenset[str]) -> frozenset[str]:
+    if scope is None or scope.strip() == "":
+        return allowed
+    requested = scope_lib.parse(scope)
+    if scope_lib.unknown(requested) or not requested <= allowed:
+        raise OAuthError("invalid_scope", "The requested scope is invalid or exceeds what is granted.")
+    return requested
+
+
+def token_response(access_token: str, scopes, lifetime: int, issued_type: str | None = None) -> dict:
+    body = {
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "scope": scope_lib.format_scope(scopes),
+    }
+    if issued_type:
+        body["issued_token_type"] = issued_type
+    return body
+
+
+def client_credentials(client: AuthenticatedClient, scope: str | None) -> dict:
+    if client.api_client is not None:
+        api_client = client.api_client
+        granted = _requested_scopes(scope, frozenset(api_client.scopes))
+        with tenant_context(api_client.tenant):
+            ApiClient.objects.filter(pk=api_client.pk).update(last_used_at=timezone.now())
+        token = tokens.issue_client_token(api_client, granted)
+        return token_response(token, granted, settings.TOKEN_LIFETIME_SECONDS)
+    agent = client.agent
+    # An agent's own token proves who the agent is; it is good only as an
+    # actor_token at this endpoint, never as an API credential.
+    token = issue_actor_token(agent)
+    return token_response(token, frozenset(), settings.EXCHANGED_TOKEN_LIFETIME_SECONDS)
+
+
+def actor_audience() -> str:
+    return f"{settings.TOKEN_ISSUER}/oauth/token"
+
+
+def issue_actor_token(agent: AgentIdentity) -> str:
+    now = timezone.now()
+    claims = {
+        "iss": settings.TOKEN_ISSUER,
+        "sub": agent.subject,
+        "aud": actor_audience(),
+        "iat": int(now.timestamp()),
+        "nbf": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=settings.EXCHANGED_TOKEN_LIFETIME_SECONDS)).timestamp()),
+        "jti": _jti(),
+        "client_id": agent.client_id,
+        "agent_id": agent.client_id,
+    }
+    return tokens.sign(claims)
+
+
+def _jti() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def validate_actor_token(token: str) -> AgentIdentity:
+    """An agent's actor token: ours, for this endpoint, naming an active agent identity."""
+    try:
+        header = jwt.get_unverified_header(token)
+        if any(name in header for name in tokens.FORBIDDEN_HEADERS):
+            raise tokens.InvalidToken("key-location header present")
+        if str(header.get("typ", "")).lower() != tokens.ACCESS_TOKEN_TYP:
+            raise tokens.InvalidToken("typ")
+        key = keys.verification_keys().get(header.get("kid"))
+        if key is None:
+            raise tokens.InvalidToken("unknown kid")
+        claims = jwt.decode(
+            token,
+            key.key,
+            algorithms=[key.algorithm],
+            audience=actor_audience(),
+            issuer=settings.TOKEN_ISSUER,
+            leeway=settings.TOKEN_LEEWAY_SECONDS,
+            options={"require": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti"]},
+        )
+    except (jwt.PyJWTError, tokens.InvalidToken) as exc:
+        log.info("actor token refused: %s", exc)
+        raise OAuthError("invalid_grant", "The actor token is not valid.")
+    kind, _, client_id = str(claims["sub"]).partition(":")
+    agent = AgentIdentity.objects.filter(client_id=client_id, disabled_at__isnull=True).first()
+    if kind != "agent" or agent is None:
+        raise OAuthError("invalid_grant", "The actor token is not valid.")
+    return agent
+
+
+def _target_audience(audiences: list[str], resources: list[str]) -> str:
+    targets = [*audiences, *resources]
+    if not targets:
+        return settings.EXCHANGE_DEFAULT_AUDIENCE
+    if len(set(targets)) > 1 or targets[0] not in settings.TOKEN_AUDIENCES:
+        raise OAuthError("invalid_target", "The requested audience or resource is not one this server issues for.")
+    return targets[0]
+
+
+def token_exchange(
+    *,
+    client: AuthenticatedClient | None,
+    subject_token: str,
+    subject_token_type: str,
+    actor_token: str | None,
+    actor_token_type: str | None,
+    audiences: list[str],
+    resources: list[str],
+    scope: str | None,
+    requested_token_type: str | None,
+) -> dict:
+    if not subject_token or not subject_token_type:
+        raise OAuthError("invalid_request", "subject_token and subject_token_type are required.")
+    if subject_token_type not in ACCEPTED_SUBJECT_TYPES:
+        raise OAuthError("invalid_request", "Unsupported subject_token_type.")
+    if requested_token_type not in (None, "", TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT):
+        raise OAuthError("invalid_request", "Only access tokens can be issued.")
+    if client is not None and client.api_client is not None:
+        raise OAuthError("unauthorized_client", "API clients may not exchange tokens.")
+
+    try:
+        subject = tokens.validate(subject_token, audience=list(settings.TOKEN_AUDIENCES))
+    except tokens.InvalidToken as exc:
+        log.info("token exchange: subject token refused: %s", exc.reason)
+        raise OAuthError("invalid_grant", "The subject token is not valid.")
+
+    if actor_token:
+        if actor_token_type not in ACCEPTED_SUBJECT_TYPES:
+            raise OAuthError("invalid_request", "actor_token_type is missing or unsupported.")
+        agent = validate_actor_token(actor_token)
+        if client is not None and client.agent is not None and client.agent.pk != agent.pk:
+            raise OAuthError("invalid_grant", "The actor token names another agent than the client.")
+    elif client is not None and client.agent is not None:
+        agent = client.agent
+    else:
+        raise OAuthError("invalid_request", "Acting on behalf needs an actor: actor_token or agent client credentials.")
+
+    tenant = subject.tenant
+    with tenant_context(tenant):
+        allowed = AgentGrant.objects.filter(agent=agent).exists()
+    if not allowed or (agent.owner_tenant_id is not None and agent.owner_tenant_id != tenant.pk):
+        raise OAuthError("unauthorized_client", "This agent may not act for users of this tenant.")
+
+    ceiling = subject.scopes
+    if agent.allowed_scopes:
+        ceiling = ceiling & frozenset(agent.allowed_scopes)
+    if scope is None or not scope.strip():
+        granted = ceiling
+    else:
+        requested = scope_lib.parse(scope)
+        if scope_lib.unknown(requested) or not requested <= subject.scopes:
+            raise OAuthError("invalid_scope", "The requested scope exceeds the subject token's.")
+        if not requested <= ceiling:
+            raise OAuthError("invalid_scope", "The requested scope exceeds what this agent may use.")
+        granted = requested
+
+    audience = _target_audience(audiences, resources)
+    now = int(timezone.now().timestamp())
+    lifetime = max(1, min(settings.EXCHANGED_TOKEN_LIFETIME_SECONDS, int(subject.claims["exp"]) - now))
+    claims = tokens.exchanged_claims(subject, agent, audience=audience, scopes=granted, lifetime=lifetime)
+    return token_response(tokens.sign(claims), granted, lifetime, issued_type=TOKEN_TYPE_ACCESS)

@@ -1,0 +1,68 @@
+"""OAuth scopes, derived from the role table so the two can never disagree.
+
+A user's token carries the scopes of their role in the tenant; an API client's
+scopes are a subset of its creator's; an exchanged token's are a subset of its
+subject's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tenants.roles import ROLE_ACTIONS, Action
+
+ACTION_SCOPES: dict[str, str] = {
+    Action.VIEW_TENANT: "tenant:read",
+    Action.USE_AGENTS: "agents:invoke",
+    Action.VIEW_MEMBERS: "members:read",
+    Action.INVITE_MEMBERS: "members:write",
+    Action.CHANGE_ROLES: "members:write",
+    Action.REMOVE_MEMBERS: "members:write",
+    Action.MANAGE_OWNERS: "members:owners",
+    Action.MANAGE_INVITATIONS: "members:write",
+    Action.VIEW_AUDIT_LOG: "audit:read",
+    Action.VIEW_BILLING: "billing:read",
+    Action.MANAGE_API_CLIENTS: "clients:write",
+    Action.MANAGE_AGENTS: "agents:manage",
+}
+
+# Scopes that come with an action: using agents means the agent may read the
+# tenant's knowledge bases on the user's behalf.
+IMPLIED_SCOPES: dict[str, set[str]] = {Action.USE_AGENTS: {"kb:read"}}
+
+SCOPES: dict[str, str] = {
+    "tenant:read": "Read the tenant, its tier, limits and entitlements",
+    "agents:invoke": "Chat with the tenant's agents",
+    "kb:read": "Retrieve from the tenant's knowledge bases",
+    "members:read": "List members and invitations",
+    "members:write": "Invite, change roles of and remove members",
+    "members:owners": "Grant or remove the owner role",
+    "audit:read": "Read the tenant's audit log",
+    "billing:read": "Read usage, cost and invoices",
+    "clients:write": "Create and revoke API clients",
+    "agents:manage": "Choose which agents act in the tenant; rotate agent credentials",
+}
+
+
+def scopes_for_role(role: str | None) -> frozenset[str]:
+    scopes: set[str] = set()
+    for action in ROLE_ACTIONS.get(role, frozenset()):
+        scopes.add(ACTION_SCOPES[action])
+        scopes |= IMPLIED_SCOPES.get(action, set())
+    return frozenset(scopes)
+
+
+def parse(scope: str | Iterable[str] | None) -> frozenset[str]:
+    if scope is None:
+        return frozenset()
+    if isinstance(scope, str):
+        return frozenset(s for s in scope.split(" ") if s)
+    return frozenset(scope)
+
+
+def format_scope(scopes: Iterable[str]) -> str:
+    return " ".join(sorted(scopes))
+
+
+def unknown(scopes: Iterable[str]) -> set[str]:
+    return {s for s in scopes if s not in SCOPES}

@@ -1,0 +1,175 @@
+"""Administrative actions on machine identities: API clients and agent identities.
+
+Every change is audited; secrets are returned once, to the caller, and only
+their hashes are stored.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from tenants import audit, entitlements
+from tenants.context import all_tenants, require_tenant
+from tenants.identity import oauth
+from tenants.identity import scopes as scope_lib
+from tenants.identity.models import AgentGrant, AgentIdentity, ApiClient, hash_secret, new_secret
+from tenants.roles import Action, require
+from tenants.services import OPERATOR_REASON, Actor, ServiceError, _check_actor_tenant, _require_operator
+
+
+def create_api_client(actor: Actor, *, name: str, scopes: list[str]) -> tuple[ApiClient, str]:
+    """A machine client for the current tenant; its scopes ⊆ the creator's own."""
+    tenant = _check_actor_tenant(actor)
+    require(actor.role, Action.MANAGE_API_CLIENTS)
+    if not entitlements.has_feature(tenant, "api_access"):
+        raise ServiceError(f"API access is not included in the {tenant.tier.name} tier.")
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise ServiceError("Give the client a name of at most 100 characters.")
+    requested = scope_lib.parse(scopes)
+    if not requested:
+        raise ServiceError("Choose at least one scope.")
+    if scope_lib.unknown(requested):
+        raise ServiceError(f"Unknown scopes: {', '.join(sorted(scope_lib.unknown(requested)))}.")
+    own = scope_lib.scopes_for_role(actor.role)
+    if not requested <= own:
+        raise ServiceError(f"You cannot grant scopes you do not have: {', '.join(sorted(requested - own))}.")
+    secret = new_secret()
+    client = ApiClient(
+        tenant=tenant,
+        name=name,
+        client_id=oauth.api_client_id(tenant, secrets.token_hex(8)),
+        secret_hash=hash_secret(secret),
+        scopes=sorted(requested),
+        created_by=actor.user,
+    )
+    with transaction.atomic():
+        client.save()
+        audit.record(
+            "api_client.created",
+            actor=actor.user,
+            tenant=tenant,
+            target=client,
+            after={"name": name, "client_id": client.client_id, "scopes": client.scopes},
+            ip=actor.ip,
+        )
+    return client, secret
+
+
+def revoke_api_client(actor: Actor, client: ApiClient) -> None:
+    tenant = _check_actor_tenant(actor)
+    require(actor.role, Action.MANAGE_API_CLIENTS)
+    with transaction.atomic():
+        changed = ApiClient.objects.filter(pk=client.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        if changed != 1:
+            raise ServiceError("This client is already revoked.")
+        audit.record("api_client.revoked", actor=actor.user, tenant=tenant, target=client, ip=actor.ip)
+
+
+def _new_agent_client_id() -> str:
+    return f"{oauth.AGENT_CLIENT_PREFIX}_{secrets.token_hex(10)}"
+
+
+def create_shared_agent_identity(
+    operator, *, name: str, allowed_scopes: list[str], ip: str | None = None
+) -> tuple[AgentIdentity, str]:
+    """An operator-owned agent that tenants may allow to act for their users."""
+    _require_operator(operator)
+    return _create_agent_identity(operator, name=name, allowed_scopes=allowed_scopes, owner=None, ip=ip)
+
+
+def create_tenant_agent_identity(actor: Actor, *, name: str, allowed_scopes: list[str]) -> tuple[AgentIdentity, str]:
+    """A tenant's own agent; it is allowed to act in its tenant at once."""
+    tenant = _check_actor_tenant(actor)
+    require(actor.role, Action.MANAGE_AGENTS)
+    agent, secret = _create_agent_identity(
+        actor.user, name=name, allowed_scopes=allowed_scopes, owner=tenant, ip=actor.ip
+    )
+    AgentGrant.objects.create(agent=agent, granted_by=actor.user)
+    return agent, secret
+
+
+def _create_agent_identity(user, *, name, allowed_scopes, owner, ip) -> tuple[AgentIdentity, str]:
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise ServiceError("Give the agent a name of at most 100 characters.")
+    requested = scope_lib.parse(allowed_scopes)
+    if scope_lib.unknown(requested):
+        raise ServiceError(f"Unknown scopes: {', '.join(sorted(scope_lib.unknown(requested)))}.")
+    secret = new_secret()
+    agent = AgentIdentity(
+        name=name,
+        client_id=_new_agent_client_id(),
+        secret_hash=hash_secret(secret),
+        owner_tenant=owner,
+        allowed_scopes=sorted(requested),
+    )
+    with transaction.atomic():
+        agent.save()
+        record = {"name": name, "client_id": agent.client_id, "allowed_scopes": agent.allowed_scopes}
+        if owner is None:
+            with all_tenants(OPERATOR_REASON):
+                audit.record("agent_identity.created", actor=user, target=agent, after=record, ip=ip)
+        else:
+            audit.record("agent_identity.created", actor=user, tenant=owner, target=agent, after=record, ip=ip)
+    return agent, secret
+
+
+def rotate_agent_secret(user, agent: AgentIdentity, *, actor: Actor | None = None, ip: str | None = None) -> str:
+    """New secret; the old one stops working at once. Operators rotate shared
+    agents; a tenant's admins rotate that tenant's own agents."""
+    if agent.owner_tenant_id is None:
+        _require_operator(user)
+    else:
+        if actor is None:
+            raise ServiceError("A tenant agent is rotated by its tenant's admins.")
+        tenant = _check_actor_tenant(actor)
+        require(actor.role, Action.MANAGE_AGENTS)
+        if tenant.pk != agent.owner_tenant_id:
+            raise ServiceError("This agent belongs to another tenant.")
+    secret = new_secret()
+    with transaction.atomic():
+        AgentIdentity.objects.filter(pk=agent.pk).update(secret_hash=hash_secret(secret), rotated_at=timezone.now())
+        if agent.owner_tenant_id is None:
+            with all_tenants(OPERATOR_REASON):
+                audit.record("agent_identity.rotated", actor=user, target=agent, ip=ip)
+        else:
+            audit.record("agent_identity.rotated", actor=user, tenant=agent.owner_tenant, target=agent, ip=ip)
+    return secret
+
+
+def visible_agents_for_tenant():
+    """Shared agents plus the current tenant's own, with whether each may act here."""
+    tenant = require_tenant()
+    granted = set(AgentGrant.objects.values_list("agent_id", flat=True))
+    agents = AgentIdentity.objects.filter(disabled_at__isnull=True).filter(
+        owner_tenant__isnull=True
+    ) | AgentIdentity.objects.filter(owner_tenant=tenant)
+    return [(agent, agent.pk in granted) for agent in agents.order_by("name")]
+
+
+def allow_agent(actor: Actor, agent: AgentIdentity) -> AgentGrant:
+    tenant = _check_actor_tenant(actor)
+    require(actor.role, Action.MANAGE_AGENTS)
+    if agent.owner_tenant_id not in (None, tenant.pk) or not agent.is_active:
+        raise ServiceError("This agent is not available to your tenant.")
+    try:
+        with transaction.atomic():
+            grant = AgentGrant.objects.create(agent=agent, granted_by=actor.user)
+            audit.record("agent.allowed", actor=actor.user, tenant=tenant, target=agent, ip=actor.ip)
+    except IntegrityError:
+        raise ServiceError(f"{agent.name} is already allowed.")
+    return grant
+
+
+def disallow_agent(actor: Actor, agent: AgentIdentity) -> None:
+    tenant = _check_actor_tenant(actor)
+    require(actor.role, Action.MANAGE_AGENTS)
+    with transaction.atomic():
+        deleted, _ = AgentGrant.objects.filter(agent=agent).delete()
+        if not deleted:
+            raise ServiceError(f"{agent.name} was not allowed.")
+        audit.record("agent.disallowed", actor=actor.user, tenant=tenant, target=agent, ip=actor.ip)

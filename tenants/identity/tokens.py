@@ -1,0 +1,237 @@
+"""Access tokens: issue them, and the one function that validates them.
+
+Claims come in three groups:
+* security: iss sub aud exp iat nbf jti (and client_id, RFC 9068);
+* tenant:   tenant_id tier roles scope entitlements;
+* request:  session_id agent_id region — where they apply;
+plus `act` (RFC 8693) on exchanged tokens, nested for further hops.
+
+Validation trusts nothing in the token's header but the `kid`: the algorithm
+comes from our key, `jku`/`x5u`/`jwk`/`x5c` headers are refused outright, and
+the tenant and subject are re-checked against the database on every call, so a
+suspended tenant or a removed member is refused at once, not at expiry.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import jwt
+from django.conf import settings
+from django.utils import timezone
+
+from tenants import entitlements
+from tenants.context import tenant_context
+from tenants.identity import keys
+from tenants.identity import scopes as scope_lib
+from tenants.models import Membership, Tenant, User
+
+ACCESS_TOKEN_TYP = "at+jwt"
+# Headers that would let a token choose where its verification key comes from.
+FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
+REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "tenant_id", "scope"]
+
+
+class InvalidToken(Exception):
+    """The token is not acceptable. `reason` is for logs, never for the caller."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    claims: dict
+    tenant: Tenant
+    scopes: frozenset[str]
+    user: User | None = None  # the subject, when it is a person
+    membership: Membership | None = None
+    client: object | None = None  # ApiClient, when the subject is a machine client
+    actors: tuple[str, ...] = field(default_factory=tuple)  # act chain, outermost first
+
+    @property
+    def subject(self) -> str:
+        return self.claims["sub"]
+
+    @property
+    def actor(self) -> str | None:
+        return self.actors[0] if self.actors else None
+
+
+def issuer() -> str:
+    return settings.TOKEN_ISSUER
+
+
+def _base_claims(*, sub: str, tenant: Tenant, aud: str | list[str], scopes, lifetime: int, client_id: str):
+    now = timezone.now()
+    return {
+        "iss": issuer(),
+        "sub": sub,
+        "aud": aud,
+        "iat": int(now.timestamp()),
+        "nbf": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=lifetime)).timestamp()),
+        "jti": uuid.uuid4().hex,
+        "client_id": client_id,
+        "tenant_id": str(tenant.pk),
+        "tier": tenant.tier.slug,
+        "scope": scope_lib.format_scope(scopes),
+        "entitlements": sorted(entitlements.effective_entitlements(tenant)),
+        "region": tenant.region,
+    }
+
+
+def sign(claims: dict) -> str:
+    kid, private_key = keys.signing_key()
+    return jwt.encode(claims, private_key, algorithm=keys.ALGORITHM, headers={"kid": kid, "typ": ACCESS_TOKEN_TYP})
+
+
+def issue_user_token(
+    user: User,
+    tenant: Tenant,
+    *,
+    audience: str | None = None,
+    scopes: frozenset[str] | None = None,
+    session_id: str | None = None,
+    lifetime: int | None = None,
+) -> str:
+    """A token for a member, with their role's scopes (or a subset)."""
+    with tenant_context(tenant):
+        membership = Membership.objects.filter(user=user).first()
+    if membership is None:
+        raise InvalidToken("not a member")
+    granted = scope_lib.scopes_for_role(membership.role)
+    claims = _base_claims(
+        sub=f"user:{user.pk}",
+        tenant=tenant,
+        aud=audience or settings.TOKEN_AUDIENCE,
+        scopes=granted if scopes is None else (scopes & granted),
+        lifetime=lifetime or settings.TOKEN_LIFETIME_SECONDS,
+        client_id="portal",
+    )
+    claims["roles"] = [membership.role]
+    if session_id:
+        claims["session_id"] = session_id
+    return sign(claims)
+
+
+def issue_client_token(client, scopes: frozenset[str]) -> str:
+    claims = _base_claims(
+        sub=f"client:{client.client_id}",
+        tenant=client.tenant,
+        aud=settings.TOKEN_AUDIENCE,
+        scopes=scopes,
+        lifetime=settings.TOKEN_LIFETIME_SECONDS,
+        client_id=client.client_id,
+    )
+    claims["roles"] = []
+    return sign(claims)
+
+
+def decode(token: str, *, audience: str | list[str] | None = None) -> dict:
+    """Verify signature and registered claims; no database checks. Raises InvalidToken."""
+    if not isinstance(token, str) or token.count(".") != 2 or len(token) > 8192:
+        raise InvalidToken("malformed")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(f"bad header: {exc}")
+    if any(name in header for name in FORBIDDEN_HEADERS):
+        raise InvalidToken("key-location header present")
+    typ = str(header.get("typ", "")).lower()
+    if typ not in (ACCESS_TOKEN_TYP, f"application/{ACCESS_TOKEN_TYP}"):
+        raise InvalidToken(f"typ {header.get('typ')!r} is not an access token")
+    key = keys.verification_keys().get(header.get("kid"))
+    if key is None:
+        raise InvalidToken("unknown kid")
+    try:
+        return jwt.decode(
+            token,
+            key.key,
+            algorithms=[key.algorithm],  # from our key, never from the token
+            audience=audience if audience is not None else settings.TOKEN_AUDIENCE,
+            issuer=issuer(),
+            leeway=settings.TOKEN_LEEWAY_SECONDS,
+            options={"require": REQUIRED_CLAIMS, "verify_signature": True},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(f"{exc.__class__.__name__}: {exc}")
+
+
+def _actors(claims: dict) -> tuple[str, ...]:
+    chain = []
+    act = claims.get("act")
+    while isinstance(act, dict) and len(chain) < 10:
+        chain.append(str(act.get("sub", "")))
+        act = act.get("act")
+    return tuple(chain)
+
+
+def validate(token: str, *, audience: str | list[str] | None = None) -> AccessToken:
+    """The one validation function: signature, claims, and the live state of tenant and subject."""
+    claims = decode(token, audience=audience)
+    tenant_id = claims.get("tenant_id")
+    if not isinstance(tenant_id, str) or not tenant_id.isascii() or not tenant_id.isdigit():
+        raise InvalidToken("bad tenant_id")
+    tenant = Tenant.objects.select_related("tier").filter(pk=int(tenant_id)).first()
+    if tenant is None:
+        raise InvalidToken("unknown tenant")
+    if not tenant.is_active:
+        raise InvalidToken("tenant suspended")
+    token_scopes = scope_lib.parse(claims.get("scope"))
+    subject = str(claims["sub"])
+    kind, _, ident = subject.partition(":")
+    with tenant_context(tenant):
+        if kind == "user" and ident.isascii() and ident.isdigit():
+            membership = Membership.objects.select_related("user").filter(user_id=int(ident)).first()
+            if membership is None or not membership.user.is_active:
+                raise InvalidToken("no longer a member")
+            # Scopes never exceed what the role allows today (a demotion takes effect at once).
+            scopes = token_scopes & scope_lib.scopes_for_role(membership.role)
+            return AccessToken(
+                claims=claims,
+                tenant=tenant,
+                scopes=scopes,
+                user=membership.user,
+                membership=membership,
+                actors=_actors(claims),
+            )
+        if kind == "client":
+            from tenants.identity.models import ApiClient
+
+            client = ApiClient.objects.filter(client_id=ident, revoked_at__isnull=True).first()
+            if client is None:
+                raise InvalidToken("client revoked or unknown")
+            return AccessToken(
+                claims=claims,
+                tenant=tenant,
+                scopes=token_scopes & frozenset(client.scopes),
+                client=client,
+                actors=_actors(claims),
+            )
+    raise InvalidToken("unknown subject kind")
+
+
+def exchanged_claims(subject: AccessToken, agent, *, audience: str, scopes, lifetime: int) -> dict:
+    """Claims of an act-on-behalf token: the subject and tenant stay, aud and scope
+    narrow, and `act` names the agent, wrapping any earlier actor (RFC 8693 §4.1)."""
+    claims = _base_claims(
+        sub=subject.claims["sub"],
+        tenant=subject.tenant,
+        aud=audience,
+        scopes=scopes,
+        lifetime=lifetime,
+        client_id=agent.client_id,
+    )
+    claims["roles"] = list(subject.claims.get("roles", []))
+    if subject.claims.get("session_id"):
+        claims["session_id"] = subject.claims["session_id"]
+    claims["agent_id"] = agent.client_id
+    act = {"sub": agent.subject}
+    if isinstance(subject.claims.get("act"), dict):
+        act["act"] = subject.claims["act"]
+    claims["act"] = act
+    return claims

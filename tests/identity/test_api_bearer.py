@@ -1,0 +1,61 @@
+"""The REST API with Bearer tokens: tenant from the token, scopes per method."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from tenants.identity import tokens
+
+
+def bearer(token: str) -> dict:
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def client_token(client, api_client) -> str:
+    api, secret = api_client
+    data = urlencode({"grant_type": "client_credentials", "client_id": api.client_id, "client_secret": secret})
+    response = client.post("/oauth/token", data=data, content_type="application/x-www-form-urlencoded")
+    return response.json()["access_token"]
+
+
+def test_a_user_token_reads_and_writes_its_own_tenant(client, world):
+    token = tokens.issue_user_token(world.a.admin, world.a.tenant)
+    assert client.get("/api/v1/tenants/alpha/members/", **bearer(token)).status_code == 200
+    response = client.post(
+        "/api/v1/tenants/alpha/invitations/",
+        data={"email": "new@alpha.test", "role": "member"},
+        content_type="application/json",
+        **bearer(token),
+    )
+    assert response.status_code == 201
+
+
+def test_a_token_lacking_the_scope_is_forbidden(client, world):
+    token = tokens.issue_user_token(world.a.admin, world.a.tenant, scopes=frozenset({"tenant:read"}))
+    response = client.get("/api/v1/tenants/alpha/members/", **bearer(token))
+    assert response.status_code == 403
+    assert "members:read" in response.json()["detail"]
+
+
+def test_the_tenant_list_shows_only_the_tokens_tenant(client, world):
+    from tests.factories import add_member
+
+    add_member(world.b.tenant, world.a.admin, "member")
+    token = tokens.issue_user_token(world.a.admin, world.a.tenant)
+    slugs = [t["slug"] for t in client.get("/api/v1/tenants/", **bearer(token)).json()["results"]]
+    assert slugs == ["alpha"]
+
+
+def test_an_api_client_reads_but_cannot_change_members(client, world, api_client):
+    token = client_token(client, api_client)
+    listed = client.get("/api/v1/tenants/alpha/members/", **bearer(token))
+    assert listed.status_code == 200
+    assert {m["email"] for m in listed.json()["results"]} >= {"admin@alpha.test"}
+    member_id = world.a.memberships["member"].pk
+    response = client.delete(f"/api/v1/tenants/alpha/members/{member_id}/", **bearer(token))
+    assert response.status_code == 403
+
+
+def test_an_api_client_of_a_cannot_see_b(client, world, api_client):
+    token = client_token(client, api_client)
+    assert client.get("/api/v1/tenants/bravo/members/", **bearer(token)).status_code == 404
