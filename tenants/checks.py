@@ -6,7 +6,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
-from tenants.scoping import PlatformModel, TenantOwnedModel
+from tenants.scoping import PlatformModel, SharedOrTenantModel, TenantOwnedModel
 
 
 @register(Tags.models)
@@ -22,7 +22,7 @@ def ownership_errors(models) -> list[Error]:
         in_tenant_app = any(app_label == name or app_label.startswith(name + ".") for name in tenant_apps)
         if not in_tenant_app or model._meta.auto_created:
             continue
-        if issubclass(model, TenantOwnedModel | PlatformModel):
+        if issubclass(model, TenantOwnedModel | SharedOrTenantModel | PlatformModel):
             continue
         errors.append(
             Error(

@@ -14,10 +14,21 @@ from django.db import connections
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 
-from tenants.scoping import TenantOwnedModel
+from tenants.scoping import SharedOrTenantModel, TenantOwnedModel
 
 TENANT_PREDICATE = (
     "(tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::bigint "
+    "OR current_setting('app.all_tenants', true) = 'on')"
+)
+# Shared catalogue rows (no owner) are readable by all; owned ones only by their tenant.
+SHARED_READ_PREDICATE = (
+    "(owner_tenant_id IS NULL "
+    "OR owner_tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::bigint "
+    "OR current_setting('app.all_tenants', true) = 'on')"
+)
+# Writing a shared row is an operator action; a tenant writes only its own rows.
+SHARED_WRITE_PREDICATE = (
+    "(owner_tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::bigint "
     "OR current_setting('app.all_tenants', true) = 'on')"
 )
 POLICY = "tenant_isolation"
@@ -25,6 +36,20 @@ POLICY = "tenant_isolation"
 
 def tenant_owned_models():
     return [m for m in apps.get_models() if issubclass(m, TenantOwnedModel) and not m._meta.proxy]
+
+
+def shared_or_tenant_models():
+    return [m for m in apps.get_models() if issubclass(m, SharedOrTenantModel) and not m._meta.proxy]
+
+
+def shared_rls_statements(model) -> list[str]:
+    table = connections["default"].ops.quote_name(model._meta.db_table)
+    return [
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+        f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+        f"DROP POLICY IF EXISTS {POLICY} ON {table}",
+        f"CREATE POLICY {POLICY} ON {table} USING {SHARED_READ_PREDICATE} WITH CHECK {SHARED_WRITE_PREDICATE}",
+    ]
 
 
 def app_role() -> str | None:
@@ -58,6 +83,9 @@ def apply_row_level_security(using: str) -> None:
     with connection.cursor() as cursor:
         for model in tenant_owned_models():
             for statement in rls_statements(model, role):
+                cursor.execute(statement)
+        for model in shared_or_tenant_models():
+            for statement in shared_rls_statements(model):
                 cursor.execute(statement)
         if quoted_role and role != connection.settings_dict["USER"]:
             cursor.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {quoted_role}")

@@ -77,3 +77,41 @@ class TenantOwnedModel(models.Model):
         if not scope.all_tenants and scope.tenant_id != self.tenant_id:
             raise TenantNotSet(f"Refusing to delete {self._meta.label} outside its tenant's context")
         return super().delete(*args, **kwargs)
+
+
+class SharedOrTenantManager(models.Manager):
+    """Shared rows (no owner) plus the current tenant's own; raises with no tenant set."""
+
+    def get_queryset(self):
+        scope = current_scope()
+        if scope.tenant_id is None:
+            raise TenantNotSet(
+                f"{self.model._meta.label}.objects needs a tenant in the context; "
+                f"the operator reads all rows through {self.model._meta.object_name}.unscoped inside all_tenants()."
+            )
+        return (
+            super()
+            .get_queryset()
+            .filter(models.Q(owner_tenant__isnull=True) | models.Q(owner_tenant_id=scope.tenant_id))
+        )
+
+
+class SharedOrTenantModel(models.Model):
+    """Platform catalogue rows that a tenant may also own privately (its own agents,
+    its fine-tuned models). Shared rows have no owner and every tenant sees them;
+    a tenant's rows are seen by that tenant only — in Python by the manager, on
+    PostgreSQL by the row-level security policy (tenants/rls.py)."""
+
+    owner_tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, null=True, blank=True, related_name="+", db_index=True
+    )
+
+    objects = SharedOrTenantManager()
+    unscoped = UnscopedManager()
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_shared(self) -> bool:
+        return self.owner_tenant_id is None

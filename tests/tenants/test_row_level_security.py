@@ -13,7 +13,7 @@ from django.db import DatabaseError, connection, transaction
 
 from tenants.context import all_tenants, tenant_context, user_context
 from tenants.models import AuditLog, Membership
-from tenants.rls import tenant_owned_models
+from tenants.rls import shared_or_tenant_models, tenant_owned_models
 
 pytestmark = pytest.mark.skipif(
     not settings.DATABASE_IS_POSTGRES, reason="row-level security exists on PostgreSQL only (CI runs both)"
@@ -44,11 +44,12 @@ def test_the_app_role_owns_no_tenant_table(db):
     tables = [m._meta.db_table for m in tenant_owned_models()]
     owners = _column("SELECT tableowner FROM pg_tables WHERE tablename = ANY(%s)", [tables])
     assert settings.DATABASE_APP_ROLE not in owners
-    assert len(tables) >= 3
+    assert len(tables) >= 8
 
 
 def test_every_tenant_owned_table_has_forced_rls_and_a_policy(db):
-    for model in tenant_owned_models():
+    assert shared_or_tenant_models() != []
+    for model in [*tenant_owned_models(), *shared_or_tenant_models()]:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = %s",
@@ -139,3 +140,26 @@ def test_a_rolled_back_savepoint_does_not_leave_a_stale_tenant(world):
             pass
         assert set(Membership.objects.values_list("tenant_id", flat=True)) == {world.a.tenant.pk}
         assert _column("SELECT tenant_id FROM tenants_membership") == {world.a.tenant.pk}
+
+
+def test_shared_catalogue_rows_are_seen_by_all_and_a_tenants_own_by_it_alone(world):
+    from agents.models import Agent
+
+    with all_tenants("test"):
+        Agent.unscoped.create(slug="shared-helper", name="Shared helper")
+        Agent.unscoped.create(slug="bravo-private", name="Bravo private", owner_tenant=world.b.tenant)
+    with tenant_context(world.a.tenant):
+        assert _column("SELECT slug FROM agents_agent") == {"shared-helper"}
+        assert set(Agent.objects.values_list("slug", flat=True)) == {"shared-helper"}
+    with tenant_context(world.b.tenant):
+        assert _column("SELECT slug FROM agents_agent") == {"shared-helper", "bravo-private"}
+    assert _scalar("SELECT count(*) FROM agents_agent WHERE owner_tenant_id IS NOT NULL") == 0
+
+
+def test_a_tenant_cannot_write_shared_catalogue_rows(world):
+    with tenant_context(world.a.tenant), pytest.raises(DatabaseError, match="row-level security"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO agents_agent (slug, name, description, instructions, offered_to_tiers, status,"
+                " created_at, updated_at) VALUES ('x', 'x', '', '', '[]', 'draft', now(), now())"
+            )
