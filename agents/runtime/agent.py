@@ -1,0 +1,103 @@
+"""The reference agent: what a runtime hosts. One verified request in, events out.
+
+It is deliberately small: shape the conversation for a model (instructions,
+numbered context passages, alternating turns), stream the provider's answer,
+and frame it so that every invocation ends the same way whatever happened:
+
+    delta* (tool_call | citation)* usage done      on success
+    delta* … error done                              on failure
+
+so a caller can rely on ``done`` to know the stream is complete, on exactly
+one ``usage`` for a successful turn (estimated and flagged when the provider
+reported none), and on ``error`` carrying a contract code and ``retryable``
+instead of an exception crossing the wire. Nothing here raises to the caller.
+
+Citations: providers that cannot point at passages themselves (LLMs) are asked
+to cite the numbered sources as ``[n]``; the agent turns the markers that name
+a real passage into ``citation`` events. The offline model cites for itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from agents.runtime.auth import Caller
+from agents.runtime.contract import Citation, Delta, Done, Error, Event, InvocationRequest, ToolCall, Usage
+from agents.runtime.models import ProviderRegistry
+from agents.runtime.models.base import (
+    ModelError,
+    ModelInput,
+    citations_from_markers,
+    estimate_input_tokens,
+    estimate_tokens,
+    normalise_turns,
+    render_system_prompt,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def build_model_input(request: InvocationRequest, caller: Caller) -> ModelInput:
+    return ModelInput(
+        system=render_system_prompt(request.agent.instructions, request.passages),
+        messages=normalise_turns(request.messages, request.prompt),
+        prompt=request.prompt,
+        spec=request.model,
+        instructions=request.agent.instructions,
+        agent_name=request.agent.name,
+        history=request.messages,
+        passages=request.passages,
+        tools=request.tools,
+        metadata={
+            "tenant_id": caller.tenant.tenant_id,
+            "tier": caller.tenant.tier,
+            "invocation_id": request.invocation_id,
+            "agent_id": request.agent.id,
+        },
+    )
+
+
+class ReferenceAgent:
+    def __init__(self, providers: ProviderRegistry | None = None):
+        self.providers = providers or ProviderRegistry.offline_only()
+
+    def run(self, request: InvocationRequest, caller: Caller) -> Iterator[Event]:
+        """The events of one invocation (see the module docstring for their order)."""
+        try:
+            yield from self._answer(request, caller)
+        except ModelError as exc:
+            logger.info("invocation %s: model error %s: %s", request.invocation_id, exc.code, exc.message)
+            yield Error(code=exc.code, message=exc.message, retryable=exc.retryable)
+        except Exception:
+            logger.exception("invocation %s failed", request.invocation_id)
+            yield Error(code="internal_error", message="The agent failed; the runtime's log has the details.")
+        yield Done()
+
+    def _answer(self, request: InvocationRequest, caller: Caller) -> Iterator[Event]:
+        provider = self.providers.get(request.model.provider)
+        model_input = build_model_input(request, caller)
+        text: list[str] = []
+        usage: Usage | None = None
+        # closing(): if our consumer goes away mid-stream, the provider's HTTP stream closes now.
+        with contextlib.closing(provider.generate(model_input, stream=request.stream)) as events:
+            for event in events:
+                if isinstance(event, Delta):
+                    text.append(event.text)
+                    yield event
+                elif isinstance(event, ToolCall | Citation):
+                    yield event
+                elif isinstance(event, Usage):
+                    usage = event  # held back: usage comes last, after citations
+        answer = "".join(text)
+        if not provider.cites_passages:
+            yield from citations_from_markers(answer, request.passages)
+        if usage is None:
+            usage = Usage(
+                input_tokens=estimate_input_tokens(model_input),
+                output_tokens=estimate_tokens(answer),
+                estimated=True,
+                model=request.model.model_id or provider.name,
+            )
+        yield usage
