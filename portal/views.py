@@ -48,7 +48,8 @@ def _check_broker() -> str | None:
     try:
         ensure_broker_folders()
         with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+            # No retry: a readiness probe must answer within its own (often 1 s) timeout.
+            conn.ensure_connection(max_retries=0, timeout=0.8)
     except Exception as exc:  # kombu raises many types
         log.warning("readyz: broker unreachable: %s", exc)
         return f"broker: {exc.__class__.__name__}"

@@ -12,10 +12,11 @@ from tenants.models import Invitation, Membership
 
 
 def _int_or_404(value) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
+    # Only plain ASCII digits name a row: int() also accepts " 1", "1_0" and a full-width "１".
+    text = str(value)
+    if not (text.isascii() and text.isdigit()):
         raise Http404
+    number = int(text)
     if not 0 < number < 2**63:
         raise Http404
     return number

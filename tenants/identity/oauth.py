@@ -63,6 +63,10 @@ def authenticate_client(client_id: str, client_secret: str) -> AuthenticatedClie
     invalid = OAuthError("invalid_client", "Client authentication failed.", status=401)
     if not client_id or not client_secret or len(client_id) > 64 or len(client_secret) > 256:
         raise invalid
+    # Ids are ASCII letters, digits and "_" (api_client_id, _new_agent_client_id); anything
+    # else, a NUL byte say, would only reach the database to fail there (PostgreSQL: a 500).
+    if not (client_id.isascii() and client_id.replace("_", "").isalnum()):
+        raise invalid
     if client_id.startswith(AGENT_CLIENT_PREFIX + "_"):
         agent = AgentIdentity.objects.filter(client_id=client_id, disabled_at__isnull=True).first()
         if agent is None or not _secret_matches(client_secret, agent.secret_hash):
