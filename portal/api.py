@@ -63,6 +63,12 @@ class TenantSuspended(exceptions.PermissionDenied):
     default_code = "tenant_suspended"
 
 
+class MFARequired(exceptions.PermissionDenied):
+    """The tenant requires two-factor authentication and this signed-in member has none yet."""
+
+    default_code = "mfa_required"
+
+
 def problem_exception_handler(exc, context):
     """Every API error as {type,title,status,detail}; field errors under "errors"."""
     if isinstance(exc, DjangoValidationError):
@@ -87,6 +93,8 @@ def problem_exception_handler(exc, context):
         detail = _flatten(exc.detail) if hasattr(exc, "detail") else str(exc)
     if isinstance(exc, TenantSuspended):
         extra["reason"] = "tenant_suspended"
+    if isinstance(exc, MFARequired):
+        extra["reason"] = "mfa_required"
     code = response.status_code
     body = problem(code, None, detail, **extra)
     new = Response(body, status=code, headers={k: v for k, v in response.items() if k != "Content-Type"})
@@ -117,6 +125,7 @@ class TenantScopedAPIMixin:
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)  # authentication, IsAuthenticated, throttles
+        from tenants.identity.mfa import mfa_setup_required
         from tenants.identity.scopes import ACTION_SCOPES
         from tenants.identity.tokens import AccessToken
 
@@ -135,6 +144,9 @@ class TenantScopedAPIMixin:
             membership.tenant = tenant
         if not tenant.is_active:
             raise TenantSuspended(f"{tenant.name} is suspended: {tenant.suspended_reason or 'contact support.'}")
+        if token is None and mfa_setup_required(request.user, tenant):
+            # Session sign-in (the browser's scripts): the same rule as TenantMiddleware's.
+            raise MFARequired(f"{tenant.name} requires two-factor authentication; set it up at /accounts/2fa/.")
         request.tenant = tenant
         request.membership = membership
         action = getattr(self, "action", None) or request.method.lower()

@@ -17,5 +17,10 @@ def navigation(request):
         "nav": {
             "members": can(role, Action.VIEW_MEMBERS),
             "audit": can(role, Action.VIEW_AUDIT_LOG),
+            "api_clients": can(role, Action.MANAGE_API_CLIENTS),
+            "agents": can(role, Action.MANAGE_AGENTS),
+            "security": can(role, Action.MANAGE_SECURITY),
+            "sso": can(role, Action.MANAGE_SSO),
+            "chat": can(role, Action.USE_AGENTS),
         },
     }

@@ -46,6 +46,10 @@ INSTALLED_APPS = [
     "django_htmx",
     "allauth",
     "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+    "allauth.mfa",
+    "allauth.usersessions",
     "portal",
     "tenants",
     "tenants.identity",
@@ -68,6 +72,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    # Records every signed-in session per user, so that removing a member can end theirs.
+    "allauth.usersessions.middleware.UserSessionsMiddleware",
     "tenants.middleware.TenantMiddleware",
 ]
 
@@ -186,7 +192,42 @@ ACCOUNT_PASSWORD_RESET_BY_CODE_ENABLED = False
 ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
 ACCOUNT_SESSION_REMEMBER = None
 
+# Two-factor authentication (allauth.mfa): an authenticator app, plus recovery codes.
+# Tenants may require it of their members (Tenant.require_mfa, TenantMiddleware).
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = env_str("MFA_TOTP_ISSUER", "Tenant Portal")
+MFA_ADAPTER = "tenants.identity.mfa.MFAAdapter"
+# allauth.usersessions: the middleware records each authenticated session once per
+# request (whatever signed it in: password, invitation, SSO), with last-seen time.
+USERSESSIONS_TRACK_ACTIVITY = env_bool("USERSESSIONS_TRACK_ACTIVITY", True)
+
+# Enterprise single sign-on: one OpenID Connect app per tenant (tenants/identity/sso.py
+# keeps allauth's SocialApp rows in sync with SSOConnection). The adapter lets the
+# tenant's IdP sign in and provision only addresses of the domains that tenant claims.
+SOCIALACCOUNT_ADAPTER = "tenants.adapters.SocialAccountAdapter"
+SOCIALACCOUNT_PROVIDERS = {
+    "openid_connect": {
+        # Adds a nonce, verifies the ID token's signature against the IdP's JWKS and
+        # sends tenant apps to our callback (allauth's skips both checks).
+        "provider_class": "tenants.identity.sso_provider.TenantOpenIDConnectProvider",
+        "OAUTH_PKCE_ENABLED": True,
+    }
+}
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_LOGIN_ON_GET = False
+# Linking a sign-in to an existing account by email is decided by the adapter
+# (only for a domain the tenant claims), never by allauth's generic rule.
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = False
+SOCIALACCOUNT_EMAIL_VERIFICATION = "none"
+SOCIALACCOUNT_STORE_TOKENS = False
+SOCIALACCOUNT_REQUESTS_TIMEOUT = env_int("SSO_REQUESTS_TIMEOUT", 10, minimum=1)
+# http:// and loopback issuers (a test IdP on 127.0.0.1) are refused unless this is on.
+SSO_ALLOW_LOOPBACK_ISSUERS = env_bool("SSO_ALLOW_LOOPBACK_ISSUERS", DEBUG)
+
 SESSION_COOKIE_HTTPONLY = True
+# Flash messages live in the session, so none survives a sign-out into the next person's view.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
@@ -213,6 +254,24 @@ TOKEN_AUDIENCES = env_list("TOKEN_AUDIENCES", [TOKEN_AUDIENCE, EXCHANGE_DEFAULT_
 TOKEN_LIFETIME_SECONDS = env_int("TOKEN_LIFETIME_SECONDS", 15 * 60, minimum=30)
 EXCHANGED_TOKEN_LIFETIME_SECONDS = env_int("EXCHANGED_TOKEN_LIFETIME_SECONDS", 5 * 60, minimum=30)
 TOKEN_LEEWAY_SECONDS = env_int("TOKEN_LEEWAY_SECONDS", 10, minimum=0)
+
+# --- Agent runtime and models (agents/) ------------------------------------------
+# local: the reference agent in-process; http: any server speaking the AgentCore
+# Runtime HTTP contract at RUNTIME_URL; agentcore: boto3 bedrock-agentcore, with
+# the runtime ARN from the tenant's bindings (silo) or AGENTCORE_RUNTIME_ARN.
+AGENT_RUNTIME = env_str("AGENT_RUNTIME", "local")
+if AGENT_RUNTIME not in {"local", "http", "agentcore"}:
+    raise ImproperlyConfigured(f"AGENT_RUNTIME must be local, http or agentcore, got {AGENT_RUNTIME!r}")
+RUNTIME_URL = env_str("RUNTIME_URL", "http://127.0.0.1:8080")
+RUNTIME_TIMEOUT_SECONDS = env_int("RUNTIME_TIMEOUT_SECONDS", 120, minimum=1)
+AGENTCORE_RUNTIME_ARN = env_str("AGENTCORE_RUNTIME_ARN", "")
+AGENTCORE_QUALIFIER = env_str("AGENTCORE_QUALIFIER", "DEFAULT")
+AWS_REGION = env_str("AWS_REGION", "us-east-1")
+# Model providers this deployment can reach. Offerings of other providers are
+# skipped by routing, so the embedded default answers with the offline model.
+MODEL_PROVIDERS = env_list("MODEL_PROVIDERS", ["offline"])
+# Entitlements that are also passed to the runtime as feature flags.
+RUNTIME_FEATURE_FLAGS = env_list("RUNTIME_FEATURE_FLAGS", ["knowledge_bases", "tools", "memory", "custom_guardrails"])
 
 # --- REST API ------------------------------------------------------------------
 REST_FRAMEWORK = {

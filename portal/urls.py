@@ -3,9 +3,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from agents import api as agents_api
 from portal import views
 from tenants import api as tenants_api
 from tenants import views as tenants_views
+from tenants.identity import sso_views
 from tenants.identity import views as identity_views
 
 router = SimpleRouter()
@@ -13,6 +15,9 @@ router.register("tenants", tenants_api.TenantViewSet, basename="tenant")
 tenant_router = SimpleRouter()
 tenant_router.register("members", tenants_api.MemberViewSet, basename="member")
 tenant_router.register("invitations", tenants_api.InvitationViewSet, basename="invitation")
+tenant_router.register("agents", agents_api.AgentViewSet, basename="agent")
+tenant_router.register("conversations", agents_api.ConversationViewSet, basename="conversation")
+tenant_router.register("invocations", agents_api.InvocationViewSet, basename="invocation")
 
 api_v1 = [
     path("", include(router.urls)),
@@ -30,9 +35,13 @@ urlpatterns = [
     ),
     path("oauth/token", identity_views.token, name="oauth_token"),
     path("readyz", views.readyz, name="readyz"),
+    # Enterprise SSO: the email → IdP step and the callback the tenant registers at its IdP.
+    path("accounts/sso/", sso_views.start, name="sso_start"),
+    path("accounts/sso/<str:provider_id>/callback/", sso_views.callback, name="sso_callback"),
     path("accounts/", include("allauth.urls")),
     path("invitations/<str:token>/", tenants_views.invitation_accept, name="invitation_accept"),
     path("t/<str:tenant_slug>/", include("tenants.urls")),
+    path("t/<str:tenant_slug>/chat/", include("agents.urls")),
     path("operator/", include("portal.operator.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="api")),

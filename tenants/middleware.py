@@ -9,6 +9,7 @@ from django.http import Http404
 from django.shortcuts import render
 
 from tenants.context import tenant_context, user_context
+from tenants.identity.mfa import mfa_setup_required, mfa_setup_response
 from tenants.models import Membership, Tenant
 
 TENANT_PATH = re.compile(r"^/t/(?P<slug>[^/]+)/")
@@ -41,6 +42,8 @@ class TenantMiddleware:
                 raise Http404("No such tenant")
             if not tenant.is_active:
                 return render(request, "tenants/suspended.html", {"tenant": tenant}, status=403)
+            if mfa_setup_required(user, tenant):
+                return mfa_setup_response(request, tenant)
             membership.tenant = tenant
             request.tenant = tenant
             request.membership = membership

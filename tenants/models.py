@@ -160,6 +160,11 @@ class Tenant(PlatformModel):
     resource_bindings = models.JSONField(default=dict, blank=True)
     feature_grants = models.JSONField(default=list, blank=True)
     feature_revocations = models.JSONField(default=list, blank=True)
+    # Set by the tenant's owners and admins; TenantMiddleware sends a member without an
+    # authenticator app to set one up before any page of the tenant works.
+    require_mfa = models.BooleanField(
+        "members must use two-factor authentication", default=False, help_text="Members need an authenticator app."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

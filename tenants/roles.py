@@ -30,6 +30,8 @@ class Action:
     VIEW_BILLING = "billing.view"
     MANAGE_API_CLIENTS = "api_clients.manage"  # create and revoke machine clients
     MANAGE_AGENTS = "agents.manage"  # which agents may act here; rotate tenant-owned agent secrets
+    MANAGE_SSO = "sso.manage"  # the tenant's single sign-on connection and the domains it claims
+    MANAGE_SECURITY = "security.manage"  # sign-in policy: whether members must use two-factor authentication
 
 
 _ADMIN_ACTIONS = frozenset(
@@ -45,6 +47,8 @@ _ADMIN_ACTIONS = frozenset(
         Action.VIEW_BILLING,
         Action.MANAGE_API_CLIENTS,
         Action.MANAGE_AGENTS,
+        Action.MANAGE_SSO,
+        Action.MANAGE_SECURITY,
     }
 )
 

@@ -33,6 +33,7 @@ from tenants.models import (
     hash_invitation_secret,
 )
 from tenants.roles import Action, Role, require
+from tenants.sessions import end_sessions_of_users_left_without_a_tenant
 
 
 class ServiceError(ValidationError):
@@ -265,6 +266,8 @@ def remove_member(actor: Actor, membership: Membership) -> None:
             before={"email": email, "role": role},
             ip=actor.ip,
         )
+        # Their last tenant gone, they are signed out everywhere (tenants/sessions.py).
+        end_sessions_of_users_left_without_a_tenant([membership.user_id])
 
 
 # --- operator actions ---------------------------------------------------------------
@@ -394,6 +397,9 @@ def set_tenant_status(operator: User, tenant: Tenant, status: str, reason: str =
                 after={"status": status, "reason": tenant.suspended_reason},
                 ip=ip,
             )
+            if status == TenantStatus.SUSPENDED:
+                member_ids = Membership.unscoped.filter(tenant=tenant).values_list("user_id", flat=True)
+                end_sessions_of_users_left_without_a_tenant(list(member_ids))
     return tenant
 
 

@@ -23,17 +23,29 @@ def tenant_task(**task_options):
     options = {"acks_late": True, "reject_on_worker_lost": True, **task_options}
 
     def decorator(fn):
-        @shared_task(name=options.pop("name", f"{fn.__module__}.{fn.__name__}"), **options)
-        @functools.wraps(fn)
-        def run(tenant_id: int, *args, **kwargs):
+        bound = options.get("bind", False)
+
+        def call_in_tenant(task, tenant_id: int, args, kwargs):
             tenant = Tenant.objects.select_related("tier").filter(pk=tenant_id).first()
             if tenant is None:
                 log.info("task %s: tenant %s is gone, nothing to do", fn.__name__, tenant_id)
                 return None
             with tenant_context(tenant):
-                return fn(tenant, *args, **kwargs)
+                return fn(task, tenant, *args, **kwargs) if bound else fn(tenant, *args, **kwargs)
 
-        return run
+        if bound:
+
+            def run(self, tenant_id: int, *args, **kwargs):
+                return call_in_tenant(self, tenant_id, args, kwargs)
+
+        else:
+
+            def run(tenant_id: int, *args, **kwargs):
+                return call_in_tenant(None, tenant_id, args, kwargs)
+
+        # Name and docs only: Celery checks call arguments against run(), not fn().
+        functools.update_wrapper(run, fn, assigned=("__module__", "__name__", "__qualname__", "__doc__"), updated=())
+        return shared_task(name=options.pop("name", f"{fn.__module__}.{fn.__name__}"), **options)(run)
 
     return decorator
 

@@ -1,6 +1,7 @@
-from django.urls import path
+from django.urls import include, path
 
 from tenants import views
+from tenants.identity import sso_views
 
 app_name = "tenants"
 
@@ -14,4 +15,8 @@ urlpatterns = [
     path("invitations/<int:invitation_id>/resend/", views.invitation_resend, name="invitation_resend"),
     path("invitations/<int:invitation_id>/revoke/", views.invitation_revoke, name="invitation_revoke"),
     path("audit/", views.audit_log, name="audit_log"),
+    # API clients, agent identities, sign-in security (names stay in this namespace).
+    path("", include("tenants.identity.urls")),
+    path("sso/", sso_views.settings_page, name="sso_settings"),
+    path("sso/disable/", sso_views.disable, name="sso_disable"),
 ]

@@ -190,6 +190,15 @@ def invitation_accept(request, token: str):
         return render(request, "tenants/invitation_invalid.html", {**context, "reason": "expired"}, status=410)
 
     user = request.user if request.user.is_authenticated else None
+    if user is None:
+        from tenants.identity import sso
+
+        connection = sso.enforced_connection_for_email(invitation.email)
+        if connection is not None:
+            # SSO is mandatory for this address: no password is ever set here. Signing
+            # in through the IdP brings the person back to this page (or, for the
+            # inviting tenant's own IdP, accepts the invitation on the way in).
+            return sso.begin_sign_in(request, connection, email=invitation.email, next_url=request.path)
     existing = User.objects.filter(email__iexact=invitation.email).first()
     form = None
     if user is None and existing is None:

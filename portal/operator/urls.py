@@ -14,4 +14,9 @@ urlpatterns = [
     path("tiers/new/", views.tier_edit, name="tier_create"),
     path("tiers/<slug:slug>/", views.tier_edit, name="tier_edit"),
     path("audit/", views.audit_log, name="audit_log"),
+    path("agent-identities/", views.agent_identities, name="agent_identities"),
+    path("agent-identities/new/", views.agent_identity_create, name="agent_identity_create"),
+    path("agent-identities/<int:agent_id>/rotate/", views.agent_identity_rotate, name="agent_identity_rotate"),
+    path("agent-identities/<int:agent_id>/disable/", views.agent_identity_disable, name="agent_identity_disable"),
+    path("agent-identities/<int:agent_id>/enable/", views.agent_identity_enable, name="agent_identity_enable"),
 ]

@@ -11,9 +11,11 @@ import functools
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from portal.operator.forms import SuspendForm, TenantCreateForm, TenantUpdateForm, TierForm
@@ -21,6 +23,11 @@ from tenants import entitlements, services
 from tenants.audit import client_ip
 from tenants.context import all_tenants
 from tenants.forms import AuditFilterForm
+from tenants.identity import scopes as scope_lib
+from tenants.identity import services as identity_services
+from tenants.identity.forms import AgentIdentityForm
+from tenants.identity.models import AgentGrant, AgentIdentity
+from tenants.identity.screens import token_endpoint_url
 from tenants.models import AuditLog, Invitation, Membership, Tenant, TenantStatus, Tier
 
 REASON = services.OPERATOR_REASON
@@ -173,3 +180,97 @@ def audit_log(request):
     entries = form.filter(AuditLog.unscoped.select_related("tenant"))
     page = Paginator(entries, 50).get_page(request.GET.get("page"))
     return render(request, "operator/audit_log.html", {"form": form, "page": page})
+
+
+# --- agent identities -----------------------------------------------------------------------
+
+
+def _agent_identities_context(form=None) -> dict:
+    grants = dict(AgentGrant.unscoped.values_list("agent_id").annotate(n=Count("id")).values_list("agent_id", "n"))
+    agents = AgentIdentity.objects.select_related("owner_tenant").order_by(
+        F("owner_tenant__name").asc(nulls_first=True), "name"
+    )
+    return {
+        "rows": [{"agent": agent, "grants": grants.get(agent.pk, 0)} for agent in agents],
+        "form": form or AgentIdentityForm(allowed_scopes=scope_lib.SCOPES),
+    }
+
+
+@operator_view
+def agent_identities(request):
+    return render(request, "operator/agent_identities.html", _agent_identities_context())
+
+
+@never_cache
+@require_POST
+@operator_view
+def agent_identity_create(request):
+    form = AgentIdentityForm(request.POST, allowed_scopes=scope_lib.SCOPES)
+    if form.is_valid():
+        try:
+            agent, secret = identity_services.create_shared_agent_identity(
+                request.user,
+                name=form.cleaned_data["name"],
+                allowed_scopes=form.cleaned_data["allowed_scopes"],
+                ip=_ip(request),
+            )
+        except services.ServiceError as exc:
+            form.add_error(None, exc)
+        else:
+            return _agent_secret_page(request, agent, secret, rotated=False)
+    return render(request, "operator/agent_identities.html", _agent_identities_context(form=form), status=400)
+
+
+def _agent_secret_page(request, agent, secret: str, *, rotated: bool):
+    context = {
+        "kind": "agent",
+        "name": agent.name,
+        "secret": secret,
+        "rotated": rotated,
+        "scopes": agent.allowed_scopes,
+        "client_id": agent.client_id,
+        "token_url": token_endpoint_url(),
+        "is_agent": True,
+        "done_url": reverse("operator:agent_identities"),
+    }
+    return render(request, "operator/agent_identity_secret.html", context)
+
+
+@never_cache
+@require_POST
+@operator_view
+def agent_identity_rotate(request, agent_id):
+    # Shared agents only: a tenant's own agent is rotated by that tenant's admins.
+    agent = get_object_or_404(AgentIdentity, pk=agent_id, owner_tenant__isnull=True)
+    try:
+        secret = identity_services.rotate_agent_secret(request.user, agent, ip=_ip(request))
+    except services.ServiceError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("operator:agent_identities")
+    return _agent_secret_page(request, agent, secret, rotated=True)
+
+
+def _set_agent_enabled(request, agent_id, *, enabled: bool):
+    agent = get_object_or_404(AgentIdentity.objects.select_related("owner_tenant"), pk=agent_id)
+    try:
+        identity_services.set_agent_identity_enabled(request.user, agent, enabled=enabled, ip=_ip(request))
+    except services.ServiceError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        if enabled:
+            messages.success(request, f"{agent.name} is enabled again.")
+        else:
+            messages.success(request, f"{agent.name} is disabled: it can no longer get tokens or act for anyone.")
+    return redirect("operator:agent_identities")
+
+
+@require_POST
+@operator_view
+def agent_identity_disable(request, agent_id):
+    return _set_agent_enabled(request, agent_id, enabled=False)
+
+
+@require_POST
+@operator_view
+def agent_identity_enable(request, agent_id):
+    return _set_agent_enabled(request, agent_id, enabled=True)

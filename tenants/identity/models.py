@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from tenants.roles import Role
 from tenants.scoping import PlatformModel, TenantOwnedModel
 
 
@@ -121,3 +122,58 @@ class AgentGrant(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.agent} may act in tenant {self.tenant_id}"
+
+
+# Just-in-time provisioning never makes an owner: ownership is handed over by a person.
+SSO_DEFAULT_ROLES = [(role.value, role.label) for role in Role if role != Role.OWNER]
+
+
+class SSOConnection(PlatformModel):
+    """A tenant's enterprise single sign-on (OpenID Connect) with its own IdP.
+
+    Platform data, not tenant-owned: sign-in finds it by email domain before any
+    tenant is known. Each row is mirrored into an allauth SocialApp (provider
+    "openid_connect", provider_id = `provider_id`) by tenants.identity.sso; the
+    client secret lives only here, encrypted, and never in the SocialApp.
+    """
+
+    tenant = models.OneToOneField("tenants.Tenant", on_delete=models.CASCADE, related_name="sso_connection")
+    # allauth's SocialApp.provider_id and the key of the callback URL the IdP knows;
+    # fixed at creation so the redirect URI registered at the IdP never changes.
+    provider_id = models.CharField(max_length=64, unique=True)
+    issuer = models.URLField(max_length=500)
+    client_id = models.CharField(max_length=255)
+    client_secret_encrypted = models.TextField()
+    secret_updated_at = models.DateTimeField(default=timezone.now)
+    default_role = models.CharField(max_length=10, choices=SSO_DEFAULT_ROLES, default=Role.MEMBER)
+    enforced = models.BooleanField(default=False, help_text="Password sign-in is refused for the claimed domains.")
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "SSO connection"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(default_role__in=[value for value, _ in SSO_DEFAULT_ROLES]),
+                name="sso_default_role_not_owner",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"SSO of tenant {self.tenant_id} ({self.issuer})"
+
+
+class SSODomain(PlatformModel):
+    """An email domain a tenant's SSO connection claims. One tenant per domain, platform-wide."""
+
+    connection = models.ForeignKey(SSOConnection, on_delete=models.CASCADE, related_name="domains")
+    domain = models.CharField(max_length=253, unique=True)
+
+    class Meta:
+        ordering = ["domain"]
+        verbose_name = "SSO domain"
+
+    def __str__(self) -> str:
+        return self.domain

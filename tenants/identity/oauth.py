@@ -16,6 +16,7 @@ import jwt
 from django.conf import settings
 from django.utils import timezone
 
+from tenants import entitlements
 from tenants.context import tenant_context
 from tenants.identity import keys, tokens
 from tenants.identity import scopes as scope_lib
@@ -113,6 +114,8 @@ def token_response(access_token: str, scopes, lifetime: int, issued_type: str | 
 def client_credentials(client: AuthenticatedClient, scope: str | None) -> dict:
     if client.api_client is not None:
         api_client = client.api_client
+        if not entitlements.has_feature(api_client.tenant, "api_access"):
+            raise OAuthError("unauthorized_client", "API access is not included in the tenant's tier.")
         granted = _requested_scopes(scope, frozenset(api_client.scopes))
         with tenant_context(api_client.tenant):
             ApiClient.objects.filter(pk=api_client.pk).update(last_used_at=timezone.now())

@@ -24,6 +24,9 @@ ACTION_SCOPES: dict[str, str] = {
     Action.VIEW_BILLING: "billing:read",
     Action.MANAGE_API_CLIENTS: "clients:write",
     Action.MANAGE_AGENTS: "agents:manage",
+    Action.MANAGE_SSO: "sso:write",
+    # Who may get in is part of managing members; no scope of its own.
+    Action.MANAGE_SECURITY: "members:write",
 }
 
 # Scopes that come with an action: using agents means the agent may read the
@@ -41,6 +44,7 @@ SCOPES: dict[str, str] = {
     "billing:read": "Read usage, cost and invoices",
     "clients:write": "Create and revoke API clients",
     "agents:manage": "Choose which agents act in the tenant; rotate agent credentials",
+    "sso:write": "Configure the tenant's single sign-on",
 }
 
 

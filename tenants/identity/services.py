@@ -16,6 +16,7 @@ from tenants.context import all_tenants, require_tenant
 from tenants.identity import oauth
 from tenants.identity import scopes as scope_lib
 from tenants.identity.models import AgentGrant, AgentIdentity, ApiClient, hash_secret, new_secret
+from tenants.models import Tenant
 from tenants.roles import Action, require
 from tenants.services import OPERATOR_REASON, Actor, ServiceError, _check_actor_tenant, _require_operator
 
@@ -173,3 +174,59 @@ def disallow_agent(actor: Actor, agent: AgentIdentity) -> None:
         if not deleted:
             raise ServiceError(f"{agent.name} was not allowed.")
         audit.record("agent.disallowed", actor=actor.user, tenant=tenant, target=agent, ip=actor.ip)
+
+
+def set_agent_identity_enabled(operator, agent: AgentIdentity, *, enabled: bool, ip: str | None = None) -> None:
+    """Operators switch any agent identity off (it can no longer authenticate or act
+    for anyone) and on again. Grants are kept, so switching it on restores them."""
+    _require_operator(operator)
+    rows = AgentIdentity.objects.filter(pk=agent.pk)
+    with transaction.atomic():
+        if enabled:
+            changed = rows.filter(disabled_at__isnull=False).update(disabled_at=None)
+        else:
+            changed = rows.filter(disabled_at__isnull=True).update(disabled_at=timezone.now())
+        if changed != 1:
+            raise ServiceError(f"{agent.name} is already {'enabled' if enabled else 'disabled'}.")
+        with all_tenants(OPERATOR_REASON):
+            audit.record(
+                "agent_identity.enabled" if enabled else "agent_identity.disabled",
+                actor=operator,
+                tenant=agent.owner_tenant,
+                target=agent,
+                before={"enabled": not enabled},
+                after={"enabled": enabled},
+                ip=ip,
+            )
+    agent.refresh_from_db(fields=["disabled_at"])
+
+
+def set_mfa_requirement(actor: Actor, *, required: bool) -> Tenant:
+    """Whether the current tenant's members must use two-factor authentication.
+
+    Whoever turns it on must already use it themselves, or the next page they
+    open would send them to set it up.
+    """
+    from tenants.identity.mfa import has_totp
+
+    tenant = _check_actor_tenant(actor)
+    require(actor.role, Action.MANAGE_SECURITY)
+    if required and not has_totp(actor.user):
+        raise ServiceError("Set up two-factor authentication for your own account first.")
+    with transaction.atomic():
+        changed = Tenant.objects.filter(pk=tenant.pk, require_mfa=not required).update(
+            require_mfa=required, updated_at=timezone.now()
+        )
+        if changed != 1:
+            raise ServiceError(f"Two-factor authentication is already {'required' if required else 'optional'}.")
+        audit.record(
+            "tenant.mfa_required" if required else "tenant.mfa_optional",
+            actor=actor.user,
+            tenant=tenant,
+            target=tenant,
+            before={"require_mfa": not required},
+            after={"require_mfa": required},
+            ip=actor.ip,
+        )
+    tenant.require_mfa = required
+    return tenant

@@ -161,6 +161,24 @@ def decode(token: str, *, audience: str | list[str] | None = None) -> dict:
         raise InvalidToken(f"{exc.__class__.__name__}: {exc}")
 
 
+def _actors_still_allowed(actors: tuple[str, ...]) -> bool:
+    """Every agent in the act chain is active and still allowed in the current tenant,
+    so switching an agent off takes effect at once, not when its tokens expire."""
+    from tenants.identity.models import AgentGrant, AgentIdentity
+
+    client_ids = set()
+    for actor in actors:
+        kind, _, client_id = actor.partition(":")
+        if kind != "agent" or not client_id:
+            return False
+        client_ids.add(client_id)
+    agents = AgentIdentity.objects.filter(client_id__in=client_ids, disabled_at__isnull=True)
+    agent_ids = set(agents.values_list("pk", flat=True))
+    if len(agent_ids) != len(client_ids):
+        return False
+    return AgentGrant.objects.filter(agent_id__in=agent_ids).count() == len(agent_ids)
+
+
 def _actors(claims: dict) -> tuple[str, ...]:
     chain = []
     act = claims.get("act")
@@ -191,6 +209,9 @@ def validate(token: str, *, audience: str | list[str] | None = None) -> AccessTo
                 raise InvalidToken("no longer a member")
             # Scopes never exceed what the role allows today (a demotion takes effect at once).
             scopes = token_scopes & scope_lib.scopes_for_role(membership.role)
+            actors = _actors(claims)
+            if actors and not _actors_still_allowed(actors):
+                raise InvalidToken("acting agent disabled or no longer allowed in this tenant")
             return AccessToken(
                 claims=claims,
                 tenant=tenant,
@@ -205,6 +226,8 @@ def validate(token: str, *, audience: str | list[str] | None = None) -> AccessTo
             client = ApiClient.objects.filter(client_id=ident, revoked_at__isnull=True).first()
             if client is None:
                 raise InvalidToken("client revoked or unknown")
+            if not entitlements.has_feature(tenant, "api_access"):
+                raise InvalidToken("the tenant's tier no longer includes API access")
             return AccessToken(
                 claims=claims,
                 tenant=tenant,

@@ -250,3 +250,24 @@ def test_an_agents_own_token_is_no_api_credential(client, agents):
     agent, secret = agents["allowed"]
     response = client.get("/api/v1/tenants/", HTTP_AUTHORIZATION=f"Bearer {actor_token_for(client, agent, secret)}")
     assert response.status_code == 401
+
+
+def test_disallowing_an_agent_stops_its_exchanged_tokens_at_once(client, world, agents, user_token):
+    agent, secret = agents["allowed"]
+    exchanged = exchange(client, user_token, actor_token_for(client, agent, secret)).json()["access_token"]
+    assert tokens.validate(exchanged, audience="agent-runtime").actor == agent.subject
+    with tenant_context(world.a.tenant):
+        services.disallow_agent(Actor(user=world.a.admin, membership=world.a.memberships["admin"]), agent)
+    with pytest.raises(tokens.InvalidToken):
+        tokens.validate(exchanged, audience="agent-runtime")
+
+
+def test_a_tier_without_api_access_stops_client_tokens_and_new_grants(client, world, api_client):
+    api, secret = api_client
+    token = post(client, {"grant_type": "client_credentials"}, HTTP_AUTHORIZATION=basic(api.client_id, secret)).json()
+    world.a.tenant.feature_revocations = ["api_access"]
+    world.a.tenant.save(update_fields=["feature_revocations"])
+    with pytest.raises(tokens.InvalidToken):
+        tokens.validate(token["access_token"])
+    response = post(client, {"grant_type": "client_credentials"}, HTTP_AUTHORIZATION=basic(api.client_id, secret))
+    assert response.json()["error"] == "unauthorized_client"

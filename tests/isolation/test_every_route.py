@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from agents.models import Conversation, Invocation, Message
 from tenants.context import tenant_context
+from tenants.identity.models import AgentGrant, AgentIdentity, ApiClient
 from tenants.models import AuditLog, Invitation, Membership
 from tests import factories
+from tests.agents.helpers import make_catalogue, make_turn
 
 # Text that identifies tenant B; none of it may reach A's owner.
 FOREIGN_MARKERS = ("bravo.test", "Bravo Inc", "secret-bravo-invitee")
@@ -110,6 +113,32 @@ ROUTES: dict[str, object] = {
     "tenants:invitation_resend": TenantScoped(methods=("POST",), objects={"invitation_id": "invitation"}),
     "tenants:invitation_revoke": TenantScoped(methods=("POST",), objects={"invitation_id": "invitation"}),
     "tenants:audit_log": TenantScoped(lists=True),
+    # identity screens: API clients, agent identities, sign-in security
+    "tenants:api_clients": TenantScoped(lists=True),
+    "tenants:api_client_create": TenantScoped(methods=("POST",)),
+    "tenants:api_client": TenantScoped(objects={"client_id": "api_client"}),
+    "tenants:api_client_revoke": TenantScoped(methods=("POST",), objects={"client_id": "api_client"}),
+    "tenants:agents": TenantScoped(lists=True),
+    "tenants:agent_create": TenantScoped(methods=("POST",)),
+    "tenants:agent_allow": TenantScoped(methods=("POST",), objects={"agent_id": "agent_identity"}),
+    "tenants:agent_disallow": TenantScoped(methods=("POST",), objects={"agent_id": "agent_identity"}),
+    "tenants:agent_rotate": TenantScoped(methods=("POST",), objects={"agent_id": "agent_identity"}),
+    "tenants:security": TenantScoped(methods=("GET", "POST")),
+    "tenants:sso_settings": TenantScoped(methods=("GET", "POST")),
+    "tenants:sso_disable": TenantScoped(methods=("POST",)),
+    # enterprise SSO sign-in: the email → IdP step and the IdP callback (tests/identity/test_sso.py)
+    "sso_start": NoTenantData(),
+    "sso_callback": NoTenantData(),
+    # chat: a member's own conversations and turns; anyone else's (teammate or tenant B) are 404
+    "agents:chat": TenantScoped(lists=True),
+    "agents:conversation_new": TenantScoped(methods=("POST",)),
+    "agents:conversation": TenantScoped(objects={"conversation_id": "conversation"}),
+    "agents:message_post": TenantScoped(methods=("POST",), objects={"conversation_id": "conversation"}),
+    "agents:turn_events": TenantScoped(objects={"invocation_id": "invocation"}),
+    "agents:turn_cancel": TenantScoped(methods=("POST",), objects={"invocation_id": "invocation"}),
+    "agents:turn_retry": TenantScoped(methods=("POST",), objects={"invocation_id": "invocation"}),
+    "agents:message_fragment": TenantScoped(objects={"message_id": "message"}),
+    "agents:message_feedback": TenantScoped(methods=("POST",), objects={"message_id": "message"}),
     # REST API
     "api:tenant-list": CallerScoped(),
     "api:tenant-detail": CallerScoped(kwargs={"slug": "tenant_b_slug"}),
@@ -118,6 +147,14 @@ ROUTES: dict[str, object] = {
     "api:invitation-list": TenantScoped(api=True, lists=True, methods=("GET", "POST")),
     "api:invitation-detail": TenantScoped(api=True, methods=("GET", "DELETE"), objects={"pk": "invitation"}),
     "api:invitation-resend": TenantScoped(api=True, methods=("POST",), objects={"pk": "invitation"}),
+    "api:agent-list": TenantScoped(api=True, lists=True),
+    "api:conversation-list": TenantScoped(api=True, lists=True, methods=("GET", "POST")),
+    "api:conversation-detail": TenantScoped(api=True, objects={"pk": "conversation"}),
+    "api:conversation-messages": TenantScoped(api=True, methods=("GET", "POST"), objects={"pk": "conversation"}),
+    "api:invocation-detail": TenantScoped(api=True, objects={"pk": "invocation"}),
+    "api:invocation-events": TenantScoped(api=True, objects={"pk": "invocation"}),
+    "api:invocation-cancel": TenantScoped(api=True, methods=("POST",), objects={"pk": "invocation"}),
+    "api:invocation-retry": TenantScoped(api=True, methods=("POST",), objects={"pk": "invocation"}),
     # operator console
     "operator:tenants": OperatorOnly(),
     "operator:tenant_create": OperatorOnly(methods=("GET", "POST")),
@@ -128,6 +165,11 @@ ROUTES: dict[str, object] = {
     "operator:tier_create": OperatorOnly(methods=("GET", "POST")),
     "operator:tier_edit": OperatorOnly(methods=("GET", "POST"), kwargs={"slug": "tier_slug"}),
     "operator:audit_log": OperatorOnly(),
+    "operator:agent_identities": OperatorOnly(),
+    "operator:agent_identity_create": OperatorOnly(methods=("POST",)),
+    "operator:agent_identity_rotate": OperatorOnly(methods=("POST",), kwargs={"agent_id": "agent_b_id"}),
+    "operator:agent_identity_disable": OperatorOnly(methods=("POST",), kwargs={"agent_id": "agent_b_id"}),
+    "operator:agent_identity_enable": OperatorOnly(methods=("POST",), kwargs={"agent_id": "agent_b_id"}),
 }
 
 # Route families the project takes from libraries, matched by module and path.
@@ -135,12 +177,16 @@ ROUTES: dict[str, object] = {
 ADMIN_PREFIX = "admin/"
 # django-allauth account pages: about the signed-in person, never tenant data.
 ACCOUNT_MODULE_PREFIX = "allauth."
+# allauth.socialaccount's deprecated accounts/social/… paths: plain redirects to its pages.
+ALLAUTH_LEGACY_REDIRECT_PREFIX = "accounts/social/"
 
 
 def classify(route: Route):
     if route.path.startswith(ADMIN_PREFIX):
         return "admin"
     if route.module.startswith(ACCOUNT_MODULE_PREFIX):
+        return NoTenantData()
+    if route.path.startswith(ALLAUTH_LEGACY_REDIRECT_PREFIX) and route.name is None:
         return NoTenantData()
     if route.name in ROUTES:
         return ROUTES[route.name]
@@ -171,6 +217,11 @@ def scene(world, client):
     with tenant_context(b.tenant):
         AuditLog(action="bravo.private_action", actor=b.owner, target_repr="Bravo Inc secret").save()
     invitation_a = factories.make_invitation(world.a.tenant, "invitee@alpha.test", invited_by=world.a.owner)
+    client_a, agent_a = _machine_identities(world.a, "Alpha")
+    client_b, agent_b = _machine_identities(b, "Bravo Inc")
+    catalogue = make_catalogue(world.a.tenant, b.tenant)
+    _, message_b, turn_b = make_turn(b.tenant, b.owner, catalogue.helpdesk, "Bravo Inc secret plan?", status="failed")
+    _, message_a, turn_a = make_turn(world.a.tenant, world.a.owner, catalogue.helpdesk, "Alpha question?")
     client.force_login(world.a.owner)
     client.raise_request_exception = False
     return {
@@ -179,10 +230,40 @@ def scene(world, client):
         "tenant_a_slug": world.a.tenant.slug,
         "tenant_b_slug": b.tenant.slug,
         "tier_slug": b.tenant.tier.slug,
-        "b_objects": {"membership": b.memberships["member"].pk, "invitation": invitation_b.pk},
-        "a_objects": {"membership": world.a.memberships["member"].pk, "invitation": invitation_a.pk},
+        "b_objects": {
+            "membership": b.memberships["member"].pk,
+            "invitation": invitation_b.pk,
+            "api_client": client_b.pk,
+            "agent_identity": agent_b.pk,
+            "conversation": turn_b.conversation_id,
+            "message": message_b.pk,
+            "invocation": turn_b.pk,
+        },
+        "a_objects": {
+            "membership": world.a.memberships["member"].pk,
+            "invitation": invitation_a.pk,
+            "api_client": client_a.pk,
+            "agent_identity": agent_a.pk,
+            "conversation": turn_a.conversation_id,
+            "message": message_a.pk,
+            "invocation": turn_a.pk,
+        },
+        "agent_b_id": agent_b.pk,
         "invitation_b": invitation_b,
     }
+
+
+def _machine_identities(side, label: str):
+    """An API client and an agent identity of the tenant's own (allowed to act there)."""
+    with tenant_context(side.tenant):
+        client = ApiClient.objects.create(
+            name=f"{label} robot", client_id=f"tpc_{side.tenant.pk}_robot", secret_hash="0" * 64, scopes=["tenant:read"]
+        )
+        agent = AgentIdentity.objects.create(
+            name=f"{label} agent", client_id=f"agt_{side.tenant.slug}", secret_hash="0" * 64, owner_tenant=side.tenant
+        )
+        AgentGrant.objects.create(agent=agent)
+    return client, agent
 
 
 def _request(client, method: str, url: str, api: bool):
@@ -202,6 +283,13 @@ def _request(client, method: str, url: str, api: bool):
 
 
 def _assert_no_foreign_data(response):
+    if response.streaming:
+        # The Server-Sent Events of the caller's own turn: reading the stream needs a second
+        # database connection, which a test inside one transaction cannot have; the streams
+        # are read in tests/agents/test_streaming.py, and another's turn is a plain 404 here.
+        assert response["Content-Type"] == "text/event-stream"
+        response.close()
+        return
     body = response.content.decode(errors="replace")
     for marker in FOREIGN_MARKERS:
         assert marker not in body, f"{marker!r} leaked into {response.request['PATH_INFO']}"
@@ -214,6 +302,12 @@ def _b_state(world):
             sorted(Membership.objects.values_list("pk", "role")),
             sorted(Invitation.objects.values_list("pk", "status", "secret_hash")),
             AuditLog.objects.count(),
+            sorted(ApiClient.objects.values_list("pk", "revoked_at")),
+            sorted(AgentGrant.objects.values_list("agent_id", flat=True)),
+            sorted(AgentIdentity.objects.filter(owner_tenant=world.b.tenant).values_list("pk", "secret_hash")),
+            sorted(Message.objects.values_list("pk", "status", "feedback", "content")),
+            sorted(Invocation.objects.values_list("pk", "status", "cancel_requested")),
+            Conversation.objects.count(),
         )
 
 

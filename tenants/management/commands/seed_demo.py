@@ -146,4 +146,7 @@ class Command(BaseCommand):
                     created += new
                     _, new = Membership.objects.get_or_create(user=user, defaults={"role": role})
                     created += new
+        from agents.seed import seed_catalogue
+
+        created += seed_catalogue()
         self.stdout.write(f"demo data ready ({created} objects created)")

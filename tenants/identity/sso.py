@@ -1,0 +1,663 @@
+"""Enterprise single sign-on: one OpenID Connect connection per tenant.
+
+A tenant on a tier with the "sso" feature registers the portal at its identity
+provider (Okta, Entra ID, Cognito …) and claims the email domains its people
+use. Then:
+
+* signing in with an address of a claimed domain goes to that tenant's IdP
+  (`begin_sign_in`, reached from the "Continue with single sign-on" step);
+* the IdP is trusted for the addresses of the domains its tenant claims, and
+  for nothing else (`admit`): it may create the account, link an existing one,
+  and make the person a member with the connection's default role
+  (`provision_membership`, "just in time");
+* with `enforced`, password sign-in is refused for the claimed domains
+  (`enforced_connection_for_email`, checked by tenants.adapters.AccountAdapter).
+
+Each connection is mirrored into an allauth SocialApp (provider
+"openid_connect", provider_id "tenant-<slug>") by `_sync_social_app`; allauth
+does discovery, PKCE and the token call, tenants.identity.sso_provider adds the
+nonce and verifies the ID token's signature. The client secret is kept here,
+encrypted, and never copied into the SocialApp.
+
+SSOConnection and SSODomain are platform data (sign-in finds them before any
+tenant is known); memberships and invitations are read and written only inside
+the tenant's context.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import logging
+import re
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet, InvalidToken
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils import timezone
+
+from tenants import audit, entitlements
+from tenants.context import tenant_context, user_context
+from tenants.identity.models import SSO_DEFAULT_ROLES, SSOConnection, SSODomain
+from tenants.models import Invitation, InvitationStatus, Membership, Tenant, User
+from tenants.roles import Action, Role, require
+from tenants.services import Actor, ServiceError, _check_actor_tenant
+
+logger = logging.getLogger(__name__)
+
+PROVIDER = "openid_connect"
+MAX_DOMAINS = 20
+WELL_KNOWN = "/.well-known/openid-configuration"
+
+# Mailbox providers shared by the public: no tenant may claim (and so take over
+# the sign-in of) everyone who uses one of them.
+PUBLIC_EMAIL_DOMAINS = frozenset(
+    {
+        "163.com",
+        "aol.com",
+        "fastmail.com",
+        "gmail.com",
+        "gmx.com",
+        "gmx.de",
+        "gmx.net",
+        "googlemail.com",
+        "hey.com",
+        "hotmail.com",
+        "icloud.com",
+        "live.com",
+        "mac.com",
+        "mail.com",
+        "mail.ru",
+        "me.com",
+        "msn.com",
+        "outlook.com",
+        "pm.me",
+        "proton.me",
+        "protonmail.com",
+        "qq.com",
+        "web.de",
+        "yahoo.com",
+        "yandex.com",
+        "yandex.ru",
+        "ymail.com",
+        "zoho.com",
+    }
+)
+
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_DOMAIN_RE = re.compile(rf"^(?:{_LABEL}\.)+(?:[a-z]{{2,63}}|xn--[a-z0-9-]{{1,59}})$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class SSORefused(Exception):
+    """A sign-in through a tenant's IdP that must not go ahead; `message` is shown to the person."""
+
+    def __init__(self, message: str, *, status: int = 403):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+# --- small pure helpers --------------------------------------------------------------
+
+
+def provider_id_for(tenant: Tenant) -> str:
+    return f"tenant-{tenant.slug}"
+
+
+def callback_path(provider_id: str) -> str:
+    """Where the IdP sends the browser back: the redirect URI the tenant registers."""
+    return reverse("sso_callback", kwargs={"provider_id": provider_id})
+
+
+def _fernet() -> Fernet:
+    # Its own key (not the signing keys'), so a ciphertext copied from one column
+    # into the other decrypts to nothing.
+    digest = hashlib.sha256(f"sso-client-secret:{settings.SECRET_KEY}".encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def encrypt_secret(secret: str) -> str:
+    return _fernet().encrypt(secret.encode()).decode()
+
+
+def client_secret(connection: SSOConnection) -> str:
+    """The decrypted client secret, for the token call only. Never shown or logged."""
+    try:
+        return _fernet().decrypt(connection.client_secret_encrypted.encode()).decode()
+    except InvalidToken:
+        # SECRET_KEY changed: the IdP will refuse the token call; the admin re-enters it.
+        logger.error("SSO client secret of %s cannot be decrypted (SECRET_KEY changed?)", connection.provider_id)
+        return ""
+
+
+def email_domain(email: str) -> str:
+    """The normalised domain of an address, or "" if it has none we could match."""
+    local, at, domain = (email or "").strip().rpartition("@")
+    if not at or not local:
+        return ""
+    try:
+        return normalize_domain(domain)
+    except ValidationError:
+        return ""
+
+
+def normalize_domain(raw: str) -> str:
+    """`Example.COM.` → `example.com`; internationalised names become their xn-- form."""
+    domain = (raw or "").strip().lstrip("@").rstrip(".").lower()
+    if domain and not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValidationError(f"{raw!s} is not a valid domain name.")
+    if len(domain) > 253 or not _DOMAIN_RE.fullmatch(domain):
+        shown = raw if len(raw) <= 80 else raw[:77] + "…"
+        raise ValidationError(f"“{shown}” is not a domain name like example.com.")
+    return domain
+
+
+def split_domains(text: str) -> list[str]:
+    """The domains an admin typed: one per line, or separated by commas or spaces."""
+    return [part for part in re.split(r"[\s,;]+", text or "") if part]
+
+
+def clean_issuer(raw: str) -> str:
+    """The issuer URL, checked: https, a host, no credentials, query or fragment.
+
+    http:// and loopback or private addresses are allowed only with
+    SSO_ALLOW_LOOPBACK_ISSUERS (development and the test IdP): the portal fetches
+    the discovery document, keys and tokens from here, so an issuer must never
+    point the server at itself or at the internal network.
+    """
+    url = (raw or "").strip()
+    if url.endswith(WELL_KNOWN):
+        url = url[: -len(WELL_KNOWN)]
+    if not url or len(url) > 500 or _CONTROL_RE.search(url) or " " in url:
+        raise ValidationError("Enter the issuer URL of your identity provider, e.g. https://login.example.com.")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise ValidationError("This is not a valid URL.")
+    if parts.scheme not in ("https", "http") or not host:
+        raise ValidationError("Enter the issuer URL of your identity provider, e.g. https://login.example.com.")
+    if parts.username or parts.password:
+        raise ValidationError("The issuer URL must not contain a user name or password.")
+    if parts.query or parts.fragment:
+        raise ValidationError("The issuer URL has no query string or fragment (OpenID Connect Discovery).")
+    internal = _is_internal_host(host)
+    if settings.SSO_ALLOW_LOOPBACK_ISSUERS and internal:
+        return url
+    if parts.scheme != "https":
+        raise ValidationError("The issuer URL must start with https://.")
+    if internal:
+        raise ValidationError("The issuer must be a public address of your identity provider.")
+    return url
+
+
+def _is_internal_host(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost") or host.endswith(".internal") or host.endswith(".local"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "." not in host  # a bare name resolves only on the internal network
+    return not address.is_global
+
+
+# --- lookups -----------------------------------------------------------------------------
+
+
+def connection_of(tenant: Tenant) -> SSOConnection | None:
+    return SSOConnection.objects.filter(tenant=tenant).prefetch_related("domains").first()
+
+
+def connection_for_provider_id(provider_id: str) -> SSOConnection | None:
+    if not isinstance(provider_id, str) or not provider_id.startswith("tenant-") or len(provider_id) > 64:
+        return None
+    return (
+        SSOConnection.objects.select_related("tenant", "tenant__tier")
+        .prefetch_related("domains")
+        .filter(provider_id=provider_id)
+        .first()
+    )
+
+
+def domains_of(connection: SSOConnection) -> list[str]:
+    return sorted(d.domain for d in connection.domains.all())
+
+
+def is_usable(connection: SSOConnection) -> bool:
+    """Enabled, the tenant active, and its tier (or a grant) includes SSO."""
+    tenant = connection.tenant
+    return connection.enabled and tenant.is_active and entitlements.has_feature(tenant, "sso")
+
+
+def usable_connection_for_email(email: str) -> SSOConnection | None:
+    """The SSO connection that signs this address in, if any."""
+    domain = email_domain(email)
+    if not domain:
+        return None
+    claim = SSODomain.objects.select_related("connection__tenant__tier").filter(domain=domain).first()
+    if claim is None or not is_usable(claim.connection):
+        return None
+    return claim.connection
+
+
+def enforced_connection_for_email(email: str) -> SSOConnection | None:
+    """The connection that makes SSO mandatory for this address (password sign-in refused)."""
+    connection = usable_connection_for_email(email)
+    if connection is None or not connection.enforced:
+        return None
+    # Operators keep their password: a tenant's domain claim never locks them out.
+    if User.objects.filter(email__iexact=email.strip(), is_staff=True).exists():
+        return None
+    return connection
+
+
+def enforced_message(email: str) -> str:
+    return (
+        f"Addresses at {email_domain(email)} sign in through your organisation's single sign-on. "
+        "Choose “Continue with single sign-on” instead of entering a password."
+    )
+
+
+# --- administrative actions -------------------------------------------------------------
+
+AUDIT_FIELDS = ["issuer", "client_id", "domains", "default_role", "enforced", "enabled"]
+
+
+def _snapshot(connection: SSOConnection | None, domains: list[str] | None = None) -> dict:
+    if connection is None:
+        return {}
+    data = audit.snapshot(connection, [f for f in AUDIT_FIELDS if f != "domains"])
+    data["domains"] = domains if domains is not None else domains_of(connection)
+    return data
+
+
+def _validate(
+    tenant: Tenant,
+    actor: Actor,
+    existing: SSOConnection | None,
+    *,
+    issuer: str,
+    client_id: str,
+    client_secret: str,
+    domains: list[str],
+    default_role: str,
+    enforced: bool,
+    enabled: bool,
+) -> tuple[dict, list[str]]:
+    """Every field checked at once, so the form shows every problem; raises ServiceError(dict)."""
+    errors: dict[str, list[str]] = {}
+    cleaned: dict = {}
+
+    try:
+        cleaned["issuer"] = clean_issuer(issuer)
+    except ValidationError as exc:
+        errors["issuer"] = exc.messages
+
+    client_id = (client_id or "").strip()
+    if not client_id or len(client_id) > 255 or _CONTROL_RE.search(client_id) or " " in client_id:
+        errors["client_id"] = ["Enter the client ID your identity provider gave the portal (up to 255 characters)."]
+    cleaned["client_id"] = client_id
+
+    client_secret = (client_secret or "").strip()
+    if client_secret and (len(client_secret) > 1000 or _CONTROL_RE.search(client_secret)):
+        errors["client_secret"] = ["The client secret must be at most 1000 printable characters."]
+    elif not client_secret and existing is None:
+        errors["client_secret"] = ["Enter the client secret your identity provider gave the portal."]
+    cleaned["client_secret"] = client_secret
+
+    normalized: list[str] = []
+    domain_errors: list[str] = []
+    if isinstance(domains, str):
+        domains = split_domains(domains)
+    for raw in domains or []:
+        try:
+            domain = normalize_domain(raw)
+        except ValidationError as exc:
+            domain_errors.extend(exc.messages)
+            continue
+        if domain in PUBLIC_EMAIL_DOMAINS:
+            domain_errors.append(f"{domain} is a public email provider; only your organisation's own domains.")
+        elif domain not in normalized:
+            normalized.append(domain)
+    if not domain_errors:
+        if not normalized:
+            domain_errors.append("Claim at least one email domain, e.g. example.com.")
+        elif len(normalized) > MAX_DOMAINS:
+            domain_errors.append(f"At most {MAX_DOMAINS} domains per connection.")
+    if not domain_errors:
+        mine = existing.pk if existing is not None else None
+        taken = sorted(
+            SSODomain.objects.filter(domain__in=normalized).exclude(connection_id=mine).values_list("domain", flat=True)
+        )
+        for domain in taken:
+            domain_errors.append(
+                f"{domain} is already claimed by another organisation. Contact support if it is yours."
+            )
+        for domain in normalized:
+            if User.objects.filter(email__iendswith=f"@{domain}", is_staff=True).exists():
+                domain_errors.append(f"{domain} is reserved by the platform.")
+    if domain_errors:
+        errors["domains"] = domain_errors
+    cleaned["domains"] = sorted(normalized)
+
+    if default_role not in {value for value, _ in SSO_DEFAULT_ROLES}:
+        errors["default_role"] = ["New members can join as Member, Billing or Admin (never Owner)."]
+    cleaned["default_role"] = default_role
+
+    cleaned["enforced"] = bool(enforced)
+    cleaned["enabled"] = bool(enabled)
+    if cleaned["enforced"] and cleaned["enabled"] and email_domain(actor.user.email) in cleaned["domains"]:
+        # Making SSO mandatory for one's own domain before it has worked once could
+        # lock every admin out; insist on a successful SSO sign-in first.
+        from allauth.socialaccount.models import SocialAccount
+
+        provider_id = existing.provider_id if existing is not None else provider_id_for(tenant)
+        if not SocialAccount.objects.filter(user=actor.user, provider=provider_id).exists():
+            errors["enforced"] = [
+                "Sign in once through single sign-on yourself before making it mandatory, "
+                "so that a mistake in these settings cannot lock everyone out."
+            ]
+
+    if errors:
+        raise ServiceError(errors)
+    return cleaned, cleaned["domains"]
+
+
+def save_sso_connection(
+    actor: Actor,
+    *,
+    issuer: str,
+    client_id: str,
+    client_secret: str = "",
+    domains: list[str],
+    default_role: str = Role.MEMBER,
+    enforced: bool = False,
+    enabled: bool = True,
+) -> SSOConnection:
+    """Create or change the current tenant's SSO connection. A blank secret keeps the stored one."""
+    tenant = _check_actor_tenant(actor)
+    require(actor.role, Action.MANAGE_SSO)
+    if not entitlements.has_feature(tenant, "sso"):
+        raise ServiceError(f"Single sign-on is not included in the {tenant.tier.name} tier.")
+    existing = connection_of(tenant)
+    cleaned, new_domains = _validate(
+        tenant,
+        actor,
+        existing,
+        issuer=issuer,
+        client_id=client_id,
+        client_secret=client_secret,
+        domains=domains,
+        default_role=default_role,
+        enforced=enforced,
+        enabled=enabled,
+    )
+    before = _snapshot(existing)
+    connection = existing or SSOConnection(
+        tenant=tenant, provider_id=provider_id_for(tenant), created_by=actor.user, secret_updated_at=timezone.now()
+    )
+    for field in ("issuer", "client_id", "default_role", "enforced", "enabled"):
+        setattr(connection, field, cleaned[field])
+    secret_changed = bool(cleaned["client_secret"]) and (
+        existing is None or cleaned["client_secret"] != client_secret_of_or_blank(existing)
+    )
+    after = _snapshot(connection, new_domains)
+    changed = {k for k in after if before.get(k) != after[k]}
+    if existing is not None and not changed and not secret_changed:
+        return existing
+    if secret_changed:
+        connection.client_secret_encrypted = encrypt_secret(cleaned["client_secret"])
+        connection.secret_updated_at = timezone.now()
+
+    try:
+        with transaction.atomic():
+            connection.save()
+            SSODomain.objects.filter(connection=connection).exclude(domain__in=new_domains).delete()
+            present = set(SSODomain.objects.filter(connection=connection).values_list("domain", flat=True))
+            SSODomain.objects.bulk_create(
+                [SSODomain(connection=connection, domain=d) for d in new_domains if d not in present]
+            )
+            _sync_social_app(connection, new_domains)
+            audit.record(
+                "sso.created" if existing is None else "sso.updated",
+                actor=actor.user,
+                tenant=tenant,
+                target=connection,
+                target_repr=f"Single sign-on ({connection.issuer})",
+                before={k: before[k] for k in sorted(changed) if k in before},
+                after={
+                    **{k: after[k] for k in sorted(changed)},
+                    **({"client_secret": "replaced" if existing else "set"} if secret_changed else {}),
+                },
+                ip=actor.ip,
+            )
+    except IntegrityError:
+        # A domain claimed elsewhere, or these settings saved by someone else, meanwhile.
+        raise ServiceError("These settings changed meanwhile or a domain was just claimed elsewhere; try again.")
+    connection._prefetched_objects_cache = {}
+    return connection
+
+
+def client_secret_of_or_blank(connection: SSOConnection) -> str:
+    return client_secret(connection) if connection.client_secret_encrypted else ""
+
+
+def disable_sso_connection(actor: Actor) -> SSOConnection:
+    """Switch SSO off: sign-in through the IdP stops, password sign-in works again.
+
+    The settings and domain claims are kept, so switching it on again is one save.
+    """
+    tenant = _check_actor_tenant(actor)
+    require(actor.role, Action.MANAGE_SSO)
+    connection = connection_of(tenant)
+    if connection is None:
+        raise ServiceError("Single sign-on is not set up.")
+    with transaction.atomic():
+        changed = SSOConnection.objects.filter(pk=connection.pk, enabled=True).update(
+            enabled=False, updated_at=timezone.now()
+        )
+        if changed != 1:
+            raise ServiceError("Single sign-on is already switched off.")
+        connection.enabled = False
+        _sync_social_app(connection, domains_of(connection))
+        audit.record(
+            "sso.disabled",
+            actor=actor.user,
+            tenant=tenant,
+            target=connection,
+            target_repr=f"Single sign-on ({connection.issuer})",
+            before={"enabled": True},
+            after={"enabled": False},
+            ip=actor.ip,
+        )
+    return connection
+
+
+def force_disable_sso(tenant: Tenant, *, reason: str) -> SSOConnection | None:
+    """The platform's way out when a tenant's IdP is broken and SSO is required
+    (`manage.py sso_disable`): switch it off without a tenant admin. Audited."""
+    if not reason.strip():
+        raise ServiceError("Say why single sign-on is switched off; the tenant's admins see it in their audit log.")
+    connection = connection_of(tenant)
+    if connection is None:
+        return None
+    with transaction.atomic(), tenant_context(tenant):
+        before = {"enabled": connection.enabled, "enforced": connection.enforced}
+        SSOConnection.objects.filter(pk=connection.pk).update(enabled=False, updated_at=timezone.now())
+        connection.enabled = False
+        _sync_social_app(connection, domains_of(connection))
+        audit.record(
+            "sso.disabled",
+            tenant=tenant,
+            target=connection,
+            target_repr=f"Single sign-on ({connection.issuer})",
+            before=before,
+            after={"enabled": False, "by": "platform operator", "reason": reason.strip()[:300]},
+        )
+    return connection
+
+
+def _sync_social_app(connection: SSOConnection, domains: list[str]) -> None:
+    """Mirror the connection into allauth's SocialApp: there while enabled, gone when not."""
+    from allauth.socialaccount.models import SocialApp
+
+    apps = SocialApp.objects.filter(provider=PROVIDER, provider_id=connection.provider_id).order_by("pk")
+    if not connection.enabled:
+        apps.delete()
+        return
+    app = apps.first() or SocialApp(provider=PROVIDER, provider_id=connection.provider_id)
+    apps.exclude(pk=app.pk).delete()
+    app.name = f"{connection.tenant.name} single sign-on"[:40]
+    app.client_id = connection.client_id
+    app.secret = ""  # kept encrypted in SSOConnection; sso_provider hands it to the token call
+    app.key = ""
+    app.settings = {
+        "server_url": connection.issuer.rstrip("/"),
+        "oauth_pkce_enabled": True,
+        "tenant_sso": True,
+        # allauth marks an address verified only for these domains; linking by
+        # email is the adapter's decision (admit), never allauth's.
+        "verified_email": list(domains),
+        "email_authentication": False,
+    }
+    app.save()
+
+
+# --- signing in ---------------------------------------------------------------------------
+
+
+def begin_sign_in(request: HttpRequest, connection: SSOConnection, *, email: str, next_url: str | None) -> HttpResponse:
+    """Send the browser to the tenant's IdP (authorization request with PKCE and a nonce)."""
+    from allauth.socialaccount.adapter import get_adapter
+    from allauth.socialaccount.providers.base import AuthProcess
+
+    provider = get_adapter(request).get_provider(request, connection.provider_id)
+    auth_params = {**provider.get_auth_params(), "login_hint": email}
+    return provider.redirect(request, AuthProcess.LOGIN, next_url=next_url, auth_params=auth_params)
+
+
+def admit(connection: SSOConnection, *, email: str, email_verified, existing_user: User | None) -> None:
+    """May the tenant's IdP sign this person in? Raises SSORefused with the reason if not.
+
+    `existing_user` is the account the sign-in would use: the one already linked
+    to this IdP subject, or the one with the same email that it would be linked to.
+    """
+    tenant = connection.tenant
+    if not is_usable(connection):
+        raise SSORefused(f"Single sign-on for {tenant.name} is switched off. Sign in with your password.")
+    domain = email_domain(email)
+    if not domain:
+        raise SSORefused(f"{tenant.name}'s identity provider did not tell us your email address.")
+    if domain not in domains_of(connection):
+        raise SSORefused(
+            f"{tenant.name}'s single sign-on is for addresses at {', '.join(domains_of(connection))}; "
+            f"it cannot sign in {email}."
+        )
+    if email_verified is False:
+        raise SSORefused(f"{tenant.name}'s identity provider says {email} is not verified.")
+    if existing_user is None:
+        return
+    if existing_user.is_staff or existing_user.is_superuser:
+        raise SSORefused("Operator accounts cannot sign in through an organisation's single sign-on.")
+    if not existing_user.is_active:
+        raise SSORefused("This account is disabled.")
+
+
+def accounts_with_email(email: str) -> list[User]:
+    """Every account that has this address, as its own or as one of its allauth addresses."""
+    from allauth.account.models import EmailAddress
+
+    users = {user.pk: user for user in User.objects.filter(email__iexact=email)}
+    for address in EmailAddress.objects.filter(email__iexact=email).select_related("user"):
+        users.setdefault(address.user_id, address.user)
+    return list(users.values())
+
+
+def may_link_existing_user(connection: SSOConnection, user: User) -> bool:
+    """Link a first SSO sign-in to the account with the same email?
+
+    Only if the account belongs to no other organisation, or the tenant has
+    invited it: a domain claim must not hand the IdP the keys to an account
+    whose data lives in other tenants.
+    """
+    with user_context(user.pk):
+        tenant_ids = set(Membership.of_user(user).values_list("tenant_id", flat=True))
+    if tenant_ids <= {connection.tenant_id}:
+        return True
+    with tenant_context(connection.tenant):
+        return _open_invitation(user.email) is not None
+
+
+def record_account_linked(connection: SSOConnection, user: User, *, subject: str, ip: str | None = None) -> None:
+    """Audit the first SSO sign-in into an account that already existed (it now answers to the IdP)."""
+    with tenant_context(connection.tenant, user_id=user.pk):
+        audit.record(
+            "sso.account_linked",
+            actor=user,
+            tenant=connection.tenant,
+            target=user,
+            target_repr=user.email,
+            after={"provider_id": connection.provider_id, "subject": subject[:200]},
+            ip=ip,
+        )
+
+
+def _open_invitation(email: str) -> Invitation | None:
+    return (
+        Invitation.objects.filter(email__iexact=email, status=InvitationStatus.PENDING, expires_at__gt=timezone.now())
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def provision_membership(connection: SSOConnection, user: User, *, ip: str | None = None) -> Membership:
+    """Just-in-time: make the person a member of the connection's tenant if they are not yet.
+
+    An open invitation for their address is accepted (its role wins); otherwise
+    they join with the connection's default role. Idempotent.
+    """
+    tenant = connection.tenant
+    with tenant_context(tenant, user_id=user.pk):
+        membership = Membership.objects.filter(user=user).first()
+        if membership is not None:
+            return membership
+        try:
+            with transaction.atomic():
+                invitation = _open_invitation(user.email)
+                role = invitation.role if invitation is not None else connection.default_role
+                if role == Role.OWNER and invitation is None:
+                    role = Role.MEMBER  # belt and braces: the model's check constraint says the same
+                membership = Membership.objects.create(user=user, role=role)
+                if invitation is not None:
+                    Invitation.objects.filter(pk=invitation.pk, status=InvitationStatus.PENDING).update(
+                        status=InvitationStatus.ACCEPTED, accepted_by=user, accepted_at=timezone.now()
+                    )
+                audit.record(
+                    "membership.created",
+                    actor=user,
+                    tenant=tenant,
+                    target=membership,
+                    target_repr=user.email,
+                    after={
+                        "role": role,
+                        "via": "sso",
+                        "provider_id": connection.provider_id,
+                        **({"invitation": invitation.pk} if invitation is not None else {}),
+                    },
+                    ip=ip,
+                )
+        except IntegrityError:
+            # A second sign-in in another tab created it meanwhile.
+            membership = Membership.objects.get(user=user)
+        return membership

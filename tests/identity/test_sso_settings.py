@@ -1,0 +1,345 @@
+"""The tenant's single sign-on settings page (/t/<slug>/sso/) and the services behind it."""
+
+from __future__ import annotations
+
+import html
+from io import StringIO
+from types import SimpleNamespace
+
+import pytest
+from allauth.socialaccount.models import SocialApp
+from django.core.management import CommandError, call_command
+
+from tenants.context import tenant_context
+from tenants.identity import sso
+from tenants.identity.models import SSOConnection, SSODomain
+from tenants.services import ServiceError
+from tests import factories
+from tests.identity.sso_helpers import configure_sso, grant_sso_feature
+from tests.tenants.helpers import actor, audit_entries
+
+ISSUER = "https://login.alpha-corp.example"
+SECRET = "first-secret-Zq81"
+
+
+def url(side) -> str:
+    return f"/t/{side.tenant.slug}/sso/"
+
+
+def form(**changes) -> dict:
+    data = {
+        "issuer": ISSUER,
+        "client_id": "portal-client",
+        "client_secret": SECRET,
+        "domains": "alpha.test\nAlpha-Corp.example.",
+        "default_role": "member",
+        "enabled": "on",
+    }
+    data.update(changes)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def text(response) -> str:
+    return html.unescape(response.content.decode())
+
+
+def connection_of(side) -> SSOConnection | None:
+    return SSOConnection.objects.filter(tenant=side.tenant).first()
+
+
+@pytest.fixture
+def alpha(world):
+    grant_sso_feature(world.a.tenant)
+    return world.a
+
+
+@pytest.fixture
+def owner_client(client, alpha):
+    client.force_login(alpha.owner)
+    return client
+
+
+# --- who may see it ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["owner", "admin"])
+def test_it_shows_the_page_to_owners_and_admins(client, alpha, role):
+    client.force_login(alpha.user(role))
+
+    response = client.get(url(alpha))
+
+    assert response.status_code == 200
+    body = text(response)
+    assert "http://testserver/accounts/sso/tenant-alpha/callback/" in body
+    assert "Set up single sign-on" in body
+
+
+@pytest.mark.parametrize("role", ["member", "billing"])
+def test_it_forbids_the_page_to_other_roles(client, alpha, role):
+    client.force_login(alpha.user(role))
+
+    assert client.get(url(alpha)).status_code == 403
+    assert client.post(url(alpha), form()).status_code == 403
+    assert connection_of(alpha) is None
+
+
+def test_it_answers_404_to_the_other_tenants_admin(client, world, alpha):
+    client.force_login(world.b.admin)
+
+    assert client.get(url(alpha)).status_code == 404
+    assert client.post(url(alpha), form()).status_code == 404
+    assert client.post(f"/t/{alpha.tenant.slug}/sso/disable/").status_code == 404
+    assert connection_of(alpha) is None
+
+
+def test_a_tenant_without_the_feature_gets_the_not_in_tier_page(client, world):
+    client.force_login(world.b.owner)
+
+    response = client.get(url(world.b))
+
+    assert response.status_code == 403
+    assert "Single sign-on is not in your tier" in text(response)
+    assert "Standard-Test" in text(response)
+    assert client.post(url(world.b), form(domains="bravo.test")).status_code == 403
+    assert connection_of(world.b) is None
+
+
+def test_the_service_refuses_a_tenant_without_the_feature(world):
+    with tenant_context(world.b.tenant), pytest.raises(ServiceError, match="not included"):
+        sso.save_sso_connection(
+            actor(world.b, "owner"), issuer=ISSUER, client_id="c", client_secret="s", domains=["bravo.test"]
+        )
+
+
+# --- saving -------------------------------------------------------------------------------
+
+
+def test_it_saves_the_connection_and_keeps_allauth_in_sync(owner_client, alpha):
+    response = owner_client.post(url(alpha), form(default_role="admin"))
+
+    assert response.status_code == 302
+    connection = connection_of(alpha)
+    assert connection.issuer == ISSUER
+    assert connection.provider_id == "tenant-alpha"
+    assert connection.default_role == "admin"
+    assert sso.domains_of(connection) == ["alpha-corp.example", "alpha.test"]
+    assert sso.client_secret(connection) == SECRET
+    assert SECRET not in connection.client_secret_encrypted
+    app = SocialApp.objects.get(provider_id="tenant-alpha")
+    assert app.provider == "openid_connect"
+    assert app.client_id == "portal-client"
+    assert app.secret == ""
+    assert app.settings["server_url"] == ISSUER
+    assert app.settings["oauth_pkce_enabled"] is True
+    assert app.settings["verified_email"] == ["alpha-corp.example", "alpha.test"]
+
+
+def test_it_audits_the_change_without_the_secret(owner_client, alpha):
+    owner_client.post(url(alpha), form())
+
+    [entry] = audit_entries(alpha.tenant, "sso.created")
+    assert entry.actor == alpha.owner
+    assert entry.after["domains"] == ["alpha-corp.example", "alpha.test"]
+    assert entry.after["client_secret"] == "set"
+    assert SECRET not in str(entry.after)
+
+
+def test_the_secret_is_write_only_and_a_blank_one_keeps_the_old(owner_client, alpha):
+    owner_client.post(url(alpha), form())
+
+    page = text(owner_client.get(url(alpha)))
+    assert SECRET not in page
+    assert "A secret is stored" in page
+
+    owner_client.post(url(alpha), form(client_secret="", client_id="renamed-client"))
+    assert sso.client_secret(connection_of(alpha)) == SECRET
+    assert SocialApp.objects.get(provider_id="tenant-alpha").client_id == "renamed-client"
+    [entry] = audit_entries(alpha.tenant, "sso.updated")
+    assert entry.before == {"client_id": "portal-client"}
+    assert entry.after == {"client_id": "renamed-client"}
+
+    owner_client.post(url(alpha), form(client_secret="rotated-secret", client_id="renamed-client"))
+    assert sso.client_secret(connection_of(alpha)) == "rotated-secret"
+    assert audit_entries(alpha.tenant, "sso.updated")[-1].after == {"client_secret": "replaced"}
+
+
+def test_saving_the_same_settings_again_changes_and_audits_nothing(owner_client, alpha):
+    owner_client.post(url(alpha), form())
+    owner_client.post(url(alpha), form(client_secret=""))
+
+    assert audit_entries(alpha.tenant, "sso.updated") == []
+
+
+def test_removing_a_domain_releases_it(owner_client, world, alpha):
+    owner_client.post(url(alpha), form())
+    owner_client.post(url(alpha), form(domains="alpha.test", client_secret=""))
+
+    assert sorted(SSODomain.objects.values_list("domain", flat=True)) == ["alpha.test"]
+    assert SocialApp.objects.get(provider_id="tenant-alpha").settings["verified_email"] == ["alpha.test"]
+
+
+def test_turning_it_off_removes_the_allauth_app_and_is_audited(owner_client, alpha):
+    owner_client.post(url(alpha), form())
+
+    response = owner_client.post(f"/t/{alpha.tenant.slug}/sso/disable/")
+
+    assert response.status_code == 302
+    assert connection_of(alpha).enabled is False
+    assert not SocialApp.objects.filter(provider_id="tenant-alpha").exists()
+    [entry] = audit_entries(alpha.tenant, "sso.disabled")
+    assert (entry.before, entry.after) == ({"enabled": True}, {"enabled": False})
+    # Claims and settings stay; switching on again is one save.
+    assert sso.domains_of(connection_of(alpha)) == ["alpha-corp.example", "alpha.test"]
+    owner_client.post(url(alpha), form(client_secret=""))
+    assert SocialApp.objects.filter(provider_id="tenant-alpha").exists()
+
+
+def test_turning_it_off_twice_says_so(owner_client, alpha):
+    owner_client.post(url(alpha), form())
+    owner_client.post(f"/t/{alpha.tenant.slug}/sso/disable/")
+
+    response = owner_client.post(f"/t/{alpha.tenant.slug}/sso/disable/", follow=True)
+
+    assert "already switched off" in text(response)
+    assert len(audit_entries(alpha.tenant, "sso.disabled")) == 1
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_turning_it_off_accepts_only_post(owner_client, alpha, method):
+    owner_client.post(url(alpha), form())
+
+    assert owner_client.generic(method, f"/t/{alpha.tenant.slug}/sso/disable/").status_code == 405
+    assert connection_of(alpha).enabled is True
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("issuer", "", "This field is required"),
+        ("issuer", "not a url", "Enter the issuer URL"),
+        ("issuer", "ftp://login.example.com", "Enter the issuer URL"),
+        ("issuer", "http://login.example.com", "must start with https://"),
+        ("issuer", "https://127.0.0.1:8443", "public address"),
+        ("issuer", "https://10.1.2.3/oidc", "public address"),
+        ("issuer", "https://169.254.169.254/latest", "public address"),
+        ("issuer", "https://localhost", "public address"),
+        ("issuer", "https://metadata", "public address"),
+        ("issuer", "https://admin:pw@login.example.com", "user name or password"),
+        ("issuer", "https://login.example.com/?tenant=1", "no query string"),
+        ("issuer", "https://login.example.com:99999", "not a valid URL"),
+        ("issuer", "https://login.example.com/\x00", "Null characters are not allowed"),
+        ("issuer", "https://" + "a" * 600 + ".example", "at most 500 characters"),
+        ("client_id", "", "This field is required"),
+        ("client_id", "has spaces", "Enter the client ID"),
+        ("client_secret", "", "Enter the client secret"),
+        ("client_secret", "x" * 1001, "at most 1000 characters"),
+        ("domains", "", "This field is required"),
+        ("domains", "not a domain", "is not a domain name"),
+        ("domains", "localhost", "is not a domain name"),
+        ("domains", "gmail.com", "public email provider"),
+        ("domains", "-bad-.example.com", "is not a domain name"),
+        ("domains", "alpha.test\x00", "Null characters are not allowed"),
+        ("domains", "\n".join(f"d{i}.example.com" for i in range(21)), "At most 20 domains"),
+        ("default_role", "owner", "Select a valid choice"),
+        ("default_role", "emperor", "Select a valid choice"),
+    ],
+)
+def test_bad_input_gets_form_errors_and_saves_nothing(owner_client, alpha, field, value, message):
+    response = owner_client.post(url(alpha), form(**{field: value}))
+
+    assert response.status_code == 400
+    assert message in text(response)
+    assert connection_of(alpha) is None
+    assert not SocialApp.objects.exists()
+
+
+def test_a_domain_claimed_by_another_tenant_is_refused_without_naming_it(owner_client, world, alpha):
+    grant_sso_feature(world.b.tenant)
+    configure_sso(world.b, SimpleNamespace(issuer="https://login.bravo.example", client_id="b", client_secret="b"))
+
+    response = owner_client.post(url(alpha), form(domains="alpha.test\nbravo.test"))
+
+    assert response.status_code == 400
+    body = text(response)
+    assert "bravo.test is already claimed by another organisation" in body
+    assert "Bravo" not in body
+    assert connection_of(alpha) is None
+
+
+def test_a_domain_an_operator_uses_cannot_be_claimed(owner_client, alpha):
+    factories.make_user("ops@alpha-corp.example", is_staff=True)
+
+    response = owner_client.post(url(alpha), form())
+
+    assert response.status_code == 400
+    assert "alpha-corp.example is reserved by the platform" in text(response)
+
+
+def test_a_loopback_issuer_is_allowed_only_where_configured(owner_client, alpha, settings):
+    settings.SSO_ALLOW_LOOPBACK_ISSUERS = True
+
+    assert owner_client.post(url(alpha), form(issuer="http://127.0.0.1:9000")).status_code == 302
+    assert connection_of(alpha).issuer == "http://127.0.0.1:9000"
+
+
+def test_a_discovery_url_is_taken_as_its_issuer(owner_client, alpha):
+    owner_client.post(url(alpha), form(issuer=f"{ISSUER}/.well-known/openid-configuration"))
+
+    assert connection_of(alpha).issuer == ISSUER
+
+
+def test_internationalised_domains_are_stored_in_their_ascii_form(owner_client, alpha):
+    owner_client.post(url(alpha), form(domains="Bücher.example"))
+
+    assert sso.domains_of(connection_of(alpha)) == ["xn--bcher-kva.example"]
+
+
+BAD_BODIES = [
+    (b"", "application/x-www-form-urlencoded"),
+    (b"%%%&&&===", "application/x-www-form-urlencoded"),
+    (b"issuer=\xff\xfe&domains=\xff", "application/x-www-form-urlencoded"),
+    (b"issuer=https%3A%2F%2Fa.example&issuer=x&domains=a.example&domains=b", "application/x-www-form-urlencoded"),
+    (b'{"issuer": "https://a.example"}', "application/json"),
+    (b"--zzz\r\nnonsense", "multipart/form-data; boundary=zzz"),
+    (b"--zzz\r\nnonsense", "multipart/form-data"),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type"), BAD_BODIES)
+def test_a_malformed_body_is_a_400_never_a_500(owner_client, alpha, body, content_type):
+    response = owner_client.generic("POST", url(alpha), body, content_type)
+
+    assert response.status_code == 400
+    assert connection_of(alpha) is None
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_the_page_answers_other_methods_with_405(owner_client, alpha, method):
+    assert owner_client.generic(method, url(alpha), b"issuer=x").status_code == 405
+
+
+# --- the platform's way out --------------------------------------------------------------
+
+
+def test_an_operator_can_switch_a_tenants_sso_off_from_the_command_line(owner_client, alpha):
+    owner_client.post(url(alpha), form())
+    out = StringIO()
+
+    call_command("sso_disable", "alpha", "--reason", "IdP outage, ticket 4711", stdout=out)
+
+    assert "is off" in out.getvalue()
+    assert connection_of(alpha).enabled is False
+    assert not SocialApp.objects.filter(provider_id="tenant-alpha").exists()
+    [entry] = audit_entries(alpha.tenant, "sso.disabled")
+    assert entry.actor is None
+    assert entry.after["reason"] == "IdP outage, ticket 4711"
+
+
+def test_the_command_needs_a_known_tenant_and_a_reason(alpha):
+    with pytest.raises(CommandError, match="No tenant"):
+        call_command("sso_disable", "nobody", "--reason", "x")
+    with pytest.raises(CommandError, match="Say why"):
+        call_command("sso_disable", "alpha", "--reason", " ")
