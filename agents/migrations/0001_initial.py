@@ -11,163 +11,343 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('identity', '0001_initial'),
-        ('tenants', '0001_initial'),
+        ("identity", "0001_initial"),
+        ("tenants", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Agent',
+            name="Agent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(max_length=60)),
-                ('name', models.CharField(max_length=100)),
-                ('description', models.CharField(blank=True, max_length=300)),
-                ('instructions', models.TextField(blank=True)),
-                ('offered_to_tiers', models.JSONField(blank=True, default=list, help_text='Tier slugs (shared agents).')),
-                ('status', models.CharField(choices=[('draft', 'Draft'), ('published', 'Published')], default='draft', max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('identity', models.OneToOneField(blank=True, help_text="The agent's workload identity (actor credentials for act-on-behalf tokens).", null=True, on_delete=django.db.models.deletion.PROTECT, related_name='agent', to='identity.agentidentity')),
-                ('owner_tenant', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("slug", models.SlugField(max_length=60)),
+                ("name", models.CharField(max_length=100)),
+                ("description", models.CharField(blank=True, max_length=300)),
+                ("instructions", models.TextField(blank=True)),
+                (
+                    "offered_to_tiers",
+                    models.JSONField(blank=True, default=list, help_text="Tier slugs (shared agents)."),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("draft", "Draft"), ("published", "Published")], default="draft", max_length=10
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "identity",
+                    models.OneToOneField(
+                        blank=True,
+                        help_text="The agent's workload identity (actor credentials for act-on-behalf tokens).",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="agent",
+                        to="identity.agentidentity",
+                    ),
+                ),
+                (
+                    "owner_tenant",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenants.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Conversation',
+            name="Conversation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(blank=True, max_length=200)),
-                ('runtime_session_id', models.CharField(max_length=256, unique=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('agent', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='agents.agent')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("title", models.CharField(blank=True, max_length=200)),
+                ("runtime_session_id", models.CharField(max_length=256, unique=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "agent",
+                    models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name="+", to="agents.agent"),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenants.tenant"
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-updated_at'],
+                "ordering": ["-updated_at"],
             },
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('user', 'User'), ('assistant', 'Assistant')], max_length=10)),
-                ('content', models.TextField(blank=True)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('streaming', 'Streaming'), ('done', 'Done'), ('failed', 'Failed'), ('blocked', 'Blocked'), ('cancelled', 'Cancelled')], default='done', max_length=10)),
-                ('citations', models.JSONField(blank=True, default=list)),
-                ('tool_calls', models.JSONField(blank=True, default=list)),
-                ('error', models.CharField(blank=True, max_length=500)),
-                ('feedback', models.SmallIntegerField(default=0, help_text='-1 thumbs down, 0 none, 1 thumbs up')),
-                ('model_label', models.CharField(blank=True, max_length=100)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='agents.conversation')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("role", models.CharField(choices=[("user", "User"), ("assistant", "Assistant")], max_length=10)),
+                ("content", models.TextField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("streaming", "Streaming"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                            ("blocked", "Blocked"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="done",
+                        max_length=10,
+                    ),
+                ),
+                ("citations", models.JSONField(blank=True, default=list)),
+                ("tool_calls", models.JSONField(blank=True, default=list)),
+                ("error", models.CharField(blank=True, max_length=500)),
+                ("feedback", models.SmallIntegerField(default=0, help_text="-1 thumbs down, 0 none, 1 thumbs up")),
+                ("model_label", models.CharField(blank=True, max_length=100)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="agents.conversation"
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenants.tenant"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Invocation',
+            name="Invocation",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('streaming', 'Streaming'), ('done', 'Done'), ('failed', 'Failed'), ('blocked', 'Blocked'), ('cancelled', 'Cancelled')], default='queued', max_length=10)),
-                ('queue', models.CharField(blank=True, max_length=63)),
-                ('model_key', models.CharField(blank=True, max_length=100)),
-                ('model_id', models.CharField(blank=True, max_length=300)),
-                ('runtime', models.CharField(blank=True, max_length=20)),
-                ('queued_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('first_token_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('input_tokens', models.PositiveIntegerField(default=0)),
-                ('output_tokens', models.PositiveIntegerField(default=0)),
-                ('tool_call_count', models.PositiveIntegerField(default=0)),
-                ('usage_estimated', models.BooleanField(default=False)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('error', models.CharField(blank=True, max_length=500)),
-                ('agent', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='agents.agent')),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='agents.conversation')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
-                ('user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('assistant_message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='agents.message')),
-                ('user_message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='agents.message')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("streaming", "Streaming"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                            ("blocked", "Blocked"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("queue", models.CharField(blank=True, max_length=63)),
+                ("model_key", models.CharField(blank=True, max_length=100)),
+                ("model_id", models.CharField(blank=True, max_length=300)),
+                ("runtime", models.CharField(blank=True, max_length=20)),
+                ("queued_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("first_token_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("input_tokens", models.PositiveIntegerField(default=0)),
+                ("output_tokens", models.PositiveIntegerField(default=0)),
+                ("tool_call_count", models.PositiveIntegerField(default=0)),
+                ("usage_estimated", models.BooleanField(default=False)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("error", models.CharField(blank=True, max_length=500)),
+                (
+                    "agent",
+                    models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name="+", to="agents.agent"),
+                ),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="agents.conversation"
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenants.tenant"
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "assistant_message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="agents.message"
+                    ),
+                ),
+                (
+                    "user_message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="agents.message"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-queued_at'],
+                "ordering": ["-queued_at"],
             },
         ),
         migrations.CreateModel(
-            name='ModelOffering',
+            name="ModelOffering",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.SlugField(help_text='Stable id used by tiers and agents.', max_length=100, unique=True)),
-                ('name', models.CharField(max_length=100)),
-                ('provider', models.CharField(choices=[('offline', 'Offline (deterministic, no network)'), ('bedrock', 'Amazon Bedrock'), ('openai', 'OpenAI-compatible endpoint')], max_length=10)),
-                ('model_id', models.CharField(help_text='Bedrock model id, inference-profile ARN or custom-model ARN; or the API model name.', max_length=300)),
-                ('price_per_1k_input', models.DecimalField(decimal_places=6, default=Decimal('0'), max_digits=12, validators=[django.core.validators.MinValueValidator(Decimal('0'))])),
-                ('price_per_1k_output', models.DecimalField(decimal_places=6, default=Decimal('0'), max_digits=12, validators=[django.core.validators.MinValueValidator(Decimal('0'))])),
-                ('context_window', models.PositiveIntegerField(default=8192)),
-                ('is_active', models.BooleanField(default=True)),
-                ('base', models.ForeignKey(blank=True, help_text="For a tenant's fine-tuned model: the shared model it replaces.", null=True, on_delete=django.db.models.deletion.PROTECT, related_name='fine_tunes', to='agents.modeloffering')),
-                ('owner_tenant', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("key", models.SlugField(help_text="Stable id used by tiers and agents.", max_length=100, unique=True)),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "provider",
+                    models.CharField(
+                        choices=[
+                            ("offline", "Offline (deterministic, no network)"),
+                            ("bedrock", "Amazon Bedrock"),
+                            ("openai", "OpenAI-compatible endpoint"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "model_id",
+                    models.CharField(
+                        help_text="Bedrock model id, inference-profile ARN or custom-model ARN; or the API model name.",
+                        max_length=300,
+                    ),
+                ),
+                (
+                    "price_per_1k_input",
+                    models.DecimalField(
+                        decimal_places=6,
+                        default=Decimal("0"),
+                        max_digits=12,
+                        validators=[django.core.validators.MinValueValidator(Decimal("0"))],
+                    ),
+                ),
+                (
+                    "price_per_1k_output",
+                    models.DecimalField(
+                        decimal_places=6,
+                        default=Decimal("0"),
+                        max_digits=12,
+                        validators=[django.core.validators.MinValueValidator(Decimal("0"))],
+                    ),
+                ),
+                ("context_window", models.PositiveIntegerField(default=8192)),
+                ("is_active", models.BooleanField(default=True)),
+                (
+                    "base",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="For a tenant's fine-tuned model: the shared model it replaces.",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="fine_tunes",
+                        to="agents.modeloffering",
+                    ),
+                ),
+                (
+                    "owner_tenant",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenants.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.AddField(
-            model_name='agent',
-            name='model',
-            field=models.ForeignKey(blank=True, help_text="Preferred model; if the tenant's tier does not allow it, the tier's default is used.", null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='agents.modeloffering'),
+            model_name="agent",
+            name="model",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="Preferred model; if the tenant's tier does not allow it, the tier's default is used.",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="agents.modeloffering",
+            ),
         ),
         migrations.CreateModel(
-            name='StreamEvent',
+            name="StreamEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.PositiveIntegerField()),
-                ('kind', models.CharField(max_length=20)),
-                ('data', models.JSONField(default=dict)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('invocation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='agents.invocation')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("seq", models.PositiveIntegerField()),
+                ("kind", models.CharField(max_length=20)),
+                ("data", models.JSONField(default=dict)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "invocation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="agents.invocation"
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenants.tenant"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['invocation', 'seq'],
+                "ordering": ["invocation", "seq"],
             },
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['tenant', 'user', '-updated_at'], name='agents_conv_tenant__fe86c7_idx'),
+            model_name="conversation",
+            index=models.Index(fields=["tenant", "user", "-updated_at"], name="agents_conv_tenant__fe86c7_idx"),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['tenant', 'conversation', 'created_at'], name='agents_mess_tenant__70a45a_idx'),
+            model_name="message",
+            index=models.Index(fields=["tenant", "conversation", "created_at"], name="agents_mess_tenant__70a45a_idx"),
         ),
         migrations.AddIndex(
-            model_name='invocation',
-            index=models.Index(fields=['tenant', 'status'], name='agents_invo_tenant__25db84_idx'),
+            model_name="invocation",
+            index=models.Index(fields=["tenant", "status"], name="agents_invo_tenant__25db84_idx"),
         ),
         migrations.AddConstraint(
-            model_name='agent',
-            constraint=models.UniqueConstraint(fields=('owner_tenant', 'slug'), name='agent_slug_unique_per_owner'),
+            model_name="agent",
+            constraint=models.UniqueConstraint(fields=("owner_tenant", "slug"), name="agent_slug_unique_per_owner"),
         ),
         migrations.AddConstraint(
-            model_name='agent',
-            constraint=models.UniqueConstraint(condition=models.Q(('owner_tenant__isnull', True)), fields=('slug',), name='agent_shared_slug_unique'),
+            model_name="agent",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("owner_tenant__isnull", True)), fields=("slug",), name="agent_shared_slug_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='streamevent',
-            constraint=models.UniqueConstraint(fields=('invocation', 'seq'), name='stream_event_seq_unique'),
+            model_name="streamevent",
+            constraint=models.UniqueConstraint(fields=("invocation", "seq"), name="stream_event_seq_unique"),
         ),
     ]

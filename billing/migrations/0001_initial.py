@@ -7,38 +7,55 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('tenants', '0001_initial'),
+        ("tenants", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UsageEvent',
+            name="UsageEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('invocation_id', models.UUIDField()),
-                ('kind', models.CharField(choices=[('agent_turn', 'Agent turn')], default='agent_turn', max_length=20)),
-                ('agent_slug', models.CharField(blank=True, max_length=60)),
-                ('model_key', models.CharField(blank=True, max_length=100)),
-                ('outcome', models.CharField(blank=True, help_text='done, failed or cancelled', max_length=10)),
-                ('input_tokens', models.PositiveIntegerField(default=0)),
-                ('output_tokens', models.PositiveIntegerField(default=0)),
-                ('tool_calls', models.PositiveIntegerField(default=0)),
-                ('runtime_seconds', models.DecimalField(decimal_places=3, default=0, max_digits=12)),
-                ('cost', models.DecimalField(decimal_places=8, default=0, max_digits=14)),
-                ('estimated', models.BooleanField(default=False, help_text='Token counts estimated: the provider gave none.')),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
-                ('user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("invocation_id", models.UUIDField()),
+                ("kind", models.CharField(choices=[("agent_turn", "Agent turn")], default="agent_turn", max_length=20)),
+                ("agent_slug", models.CharField(blank=True, max_length=60)),
+                ("model_key", models.CharField(blank=True, max_length=100)),
+                ("outcome", models.CharField(blank=True, help_text="done, failed or cancelled", max_length=10)),
+                ("input_tokens", models.PositiveIntegerField(default=0)),
+                ("output_tokens", models.PositiveIntegerField(default=0)),
+                ("tool_calls", models.PositiveIntegerField(default=0)),
+                ("runtime_seconds", models.DecimalField(decimal_places=3, default=0, max_digits=12)),
+                ("cost", models.DecimalField(decimal_places=8, default=0, max_digits=14)),
+                (
+                    "estimated",
+                    models.BooleanField(default=False, help_text="Token counts estimated: the provider gave none."),
+                ),
+                ("created_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenants.tenant"
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['tenant', 'created_at'], name='billing_usa_tenant__bcecdb_idx')],
-                'constraints': [models.UniqueConstraint(fields=('invocation_id', 'kind'), name='usage_event_once_per_kind')],
+                "ordering": ["-created_at"],
+                "indexes": [models.Index(fields=["tenant", "created_at"], name="billing_usa_tenant__bcecdb_idx")],
+                "constraints": [
+                    models.UniqueConstraint(fields=("invocation_id", "kind"), name="usage_event_once_per_kind")
+                ],
             },
         ),
     ]

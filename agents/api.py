@@ -1,0 +1,165 @@
+"""Chat over the REST API: conversations, messages (202 + invocation id), turn status and its SSE stream."""
+
+from __future__ import annotations
+
+import uuid
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, renderers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+
+from agents import services
+from agents.models import Conversation, Invocation, Message
+from agents.serializers import (
+    AgentSerializer,
+    ConversationCreateSerializer,
+    ConversationSerializer,
+    InvocationSerializer,
+    MessageCreateSerializer,
+    MessageSerializer,
+    TurnAcceptedSerializer,
+)
+from agents.views import _last_event_id, sse_response
+from portal.api import TenantScopedAPIMixin
+from tenants.api import TENANT_SLUG
+from tenants.audit import client_ip
+from tenants.roles import Action
+from tenants.services import Actor
+
+CHAT = {
+    "list": Action.USE_AGENTS,
+    "retrieve": Action.USE_AGENTS,
+    "create": Action.USE_AGENTS,
+    "messages": Action.USE_AGENTS,
+    "events": Action.USE_AGENTS,
+    "cancel": Action.USE_AGENTS,
+    "retry": Action.USE_AGENTS,
+}
+
+
+class EventStreamRenderer(renderers.JSONRenderer):
+    """Lets content negotiation accept `Accept: text/event-stream`, which EventSource
+    always sends (JSON alone answers it 406). The stream itself is a
+    StreamingHttpResponse that no renderer touches; an error before it starts is
+    still a JSON problem body."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+
+
+def _actor(request) -> Actor:
+    if request.membership is None:
+        from rest_framework.exceptions import PermissionDenied
+
+        raise PermissionDenied("Chat needs a person: use a user token, not an API client.")
+    return Actor(user=request.user, membership=request.membership, ip=client_ip(request))
+
+
+@extend_schema(parameters=[TENANT_SLUG])
+class AgentViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
+    serializer_class = AgentSerializer
+    action_permissions = {"list": Action.USE_AGENTS}
+
+    def list(self, request, *args, **kwargs):
+        agents = services.agents_for_members(request.tenant)
+        return Response({"count": len(agents), "results": AgentSerializer(agents, many=True).data})
+
+
+@extend_schema(parameters=[TENANT_SLUG])
+class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = ConversationSerializer
+    action_permissions = CHAT
+
+    def get_queryset(self):
+        return Conversation.objects.filter(user_id=self.request.user.pk).select_related("agent")
+
+    def get_object(self):
+        conversation = services.access_conversation(_actor(self.request), self.kwargs["pk"])
+        if conversation is None:
+            raise NotFound()
+        return conversation
+
+    def retrieve(self, request, *args, **kwargs):
+        return Response(ConversationSerializer(self.get_object()).data)
+
+    @extend_schema(request=ConversationCreateSerializer, responses={201: ConversationSerializer})
+    def create(self, request, *args, **kwargs):
+        payload = ConversationCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        conversation = services.start_conversation(_actor(request), payload.validated_data["agent"])
+        return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        methods=["GET"],
+        responses=MessageSerializer(many=True),
+        description="The conversation's messages, oldest first.",
+    )
+    @extend_schema(
+        methods=["POST"],
+        request=MessageCreateSerializer,
+        responses={202: TurnAcceptedSerializer},
+        description="Post a message: the turn is queued and answered asynchronously; follow stream_url (SSE).",
+    )
+    @action(detail=True, methods=["get", "post"])
+    def messages(self, request, *args, **kwargs):
+        conversation = self.get_object()
+        if request.method == "GET":
+            rows = Message.objects.filter(conversation=conversation).order_by("created_at", "id")
+            return Response({"results": MessageSerializer(rows, many=True).data})
+        payload = MessageCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        invocation = services.post_message(_actor(request), conversation, payload.validated_data["text"])
+        slug = request.tenant.slug
+        body = {
+            "invocation_id": str(invocation.pk),
+            "status": invocation.status,
+            "stream_url": f"/api/v1/tenants/{slug}/invocations/{invocation.pk}/events/",
+            "message_id": invocation.assistant_message_id,
+        }
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(parameters=[TENANT_SLUG])
+class InvocationViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
+    serializer_class = InvocationSerializer
+    action_permissions = CHAT
+    lookup_value_regex = "[^/]+"
+
+    def get_object(self):
+        try:
+            pk = uuid.UUID(str(self.kwargs["pk"]))
+        except ValueError:
+            raise NotFound()
+        invocation = Invocation.objects.filter(pk=pk, user_id=self.request.user.pk).first()
+        if invocation is None:
+            raise NotFound()
+        return invocation
+
+    def retrieve(self, request, *args, **kwargs):
+        return Response(InvocationSerializer(self.get_object()).data)
+
+    @extend_schema(
+        responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="Server-Sent Events")},
+        description="The turn's events as text/event-stream; reconnect with Last-Event-ID to resume.",
+    )
+    @action(detail=True, methods=["get"], renderer_classes=[renderers.JSONRenderer, EventStreamRenderer])
+    def events(self, request, *args, **kwargs):
+        invocation = self.get_object()
+        return sse_response(request.tenant, invocation.pk, _last_event_id(request))
+
+    @extend_schema(request=None, responses={202: InvocationSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, *args, **kwargs):
+        invocation = self.get_object()
+        services.cancel_turn(_actor(request), invocation)
+        invocation.refresh_from_db()
+        return Response(InvocationSerializer(invocation).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: InvocationSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, *args, **kwargs):
+        invocation = services.retry_turn(_actor(request), self.get_object())
+        return Response(InvocationSerializer(invocation).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,163 @@
+"""The portal side of calling an agent runtime for one invocation.
+
+Resolves the runtime from the tenant's resource bindings and settings, mints
+the act-on-behalf token (RFC 8693 exchange: the user is the subject, the
+agent's workload identity the actor — never the user's own token), builds the
+tenant context headers and the request, and yields the runtime's events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from django.conf import settings
+
+from agents.models import Invocation, Message, MessageStatus, ModelOffering
+from tenants import entitlements
+from tenants.models import Tenant
+
+HISTORY_MESSAGES = 20
+EXCHANGED_SCOPES = "agents:invoke kb:read"
+
+
+class TransientRuntimeError(Exception):
+    """Connection failure, timeout, 5xx or 429: worth a retry."""
+
+
+class RuntimeRejected(Exception):
+    """The runtime refused or failed the turn for good (4xx, error event)."""
+
+
+def mint_act_on_behalf_token(tenant: Tenant, invocation: Invocation) -> str:
+    """The one place a turn's token is minted: the user's token exchanged for a
+    short-lived one with aud=agent-runtime, narrowed scope and act={agent}."""
+    from tenants.identity import oauth, tokens
+
+    identity = invocation.agent.identity
+    if identity is None:
+        raise RuntimeRejected("This agent has no workload identity; an operator must issue one.")
+    subject = tokens.issue_user_token(
+        invocation.user,
+        tenant,
+        session_id=invocation.conversation.runtime_session_id,
+        lifetime=settings.EXCHANGED_TOKEN_LIFETIME_SECONDS,
+    )
+    try:
+        response = oauth.token_exchange(
+            client=oauth.AuthenticatedClient(agent=identity),
+            subject_token=subject,
+            subject_token_type=oauth.TOKEN_TYPE_ACCESS,
+            actor_token=None,
+            actor_token_type=None,
+            audiences=[settings.EXCHANGE_DEFAULT_AUDIENCE],
+            resources=[],
+            scope=EXCHANGED_SCOPES,
+            requested_token_type=oauth.TOKEN_TYPE_ACCESS,
+        )
+    except oauth.OAuthError as exc:
+        raise RuntimeRejected(f"The agent may not act for you here ({exc.error}).")
+    except tokens.InvalidToken as exc:
+        raise RuntimeRejected(f"Your access could not be confirmed ({exc.reason}).")
+    return response["access_token"]
+
+
+def tenant_headers(tenant: Tenant, token: str, invocation: Invocation) -> dict[str, str]:
+    prefix = "X-Amzn-Bedrock-AgentCore-Runtime-Custom-"
+    features = sorted(entitlements.effective_entitlements(tenant))
+    return {
+        f"{prefix}Tenant-Id": str(tenant.pk),
+        f"{prefix}Tier": tenant.tier.slug,
+        f"{prefix}Region": tenant.region,
+        f"{prefix}Deployment-Model": tenant.deployment_model,
+        f"{prefix}Entitlements": ",".join(features),
+        f"{prefix}Feature-Flags": ",".join(f for f in features if f in settings.RUNTIME_FEATURE_FLAGS),
+        "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id": invocation.conversation.runtime_session_id,
+        "X-Amzn-Bedrock-AgentCore-Runtime-User-Id": f"user-{invocation.user_id}",
+        "Authorization": f"Bearer {token}",
+    }
+
+
+def build_request(invocation: Invocation) -> dict:
+    history = list(
+        Message.objects.filter(conversation=invocation.conversation, created_at__lt=invocation.user_message.created_at)
+        .filter(status=MessageStatus.DONE)
+        .order_by("-created_at", "-id")
+        .values("role", "content")[:HISTORY_MESSAGES]
+    )[::-1]
+    offering = ModelOffering.objects.filter(key=invocation.model_key).first()
+    return {
+        "invocation_id": str(invocation.pk),
+        "prompt": invocation.user_message.content,
+        "messages": history,
+        "agent": {
+            "id": invocation.agent.slug,
+            "name": invocation.agent.name,
+            "instructions": invocation.agent.instructions,
+        },
+        "model": {
+            "provider": offering.provider if offering else "offline",
+            "model_id": offering.model_id if offering else "offline-small",
+            "max_tokens": 1024,
+            "temperature": 0.2,
+        },
+        "context": {"passages": []},
+        "stream": True,
+    }
+
+
+def runtime_kind(tenant: Tenant) -> str:
+    """A silo tenant's own runtime (bindings) wins over the platform's (AGENT_RUNTIME)."""
+    bindings = tenant.bindings
+    if bindings.runtime_arn and settings.AGENT_RUNTIME == "agentcore":
+        return "agentcore"
+    return settings.AGENT_RUNTIME
+
+
+_local_client = None
+
+
+def client_for(kind: str, tenant: Tenant):
+    """The runtime client for a tenant: its own AgentCore runtime (silo bindings),
+    the platform's, an HTTP runtime, or the in-process reference agent."""
+    from agents.runtime import clients
+
+    global _local_client
+    if kind == "agentcore":
+        arn = tenant.bindings.runtime_arn or settings.AGENTCORE_RUNTIME_ARN
+        if not arn:
+            raise RuntimeRejected("No AgentCore runtime is configured for this tenant.")
+        return clients.AgentCoreRuntimeClient(arn, qualifier=settings.AGENTCORE_QUALIFIER, region_name=tenant.region)
+    if kind == "http":
+        return clients.HttpRuntimeClient(settings.RUNTIME_URL, timeout=settings.RUNTIME_TIMEOUT_SECONDS)
+    if _local_client is None:
+        from tenants.identity import keys
+
+        # Same verification as a remote runtime: our JWKS, our issuer, aud=agent-runtime.
+        _local_client = clients.LocalRuntimeClient.from_jwks(
+            keys.jwks, issuer=settings.TOKEN_ISSUER, audience=settings.EXCHANGE_DEFAULT_AUDIENCE
+        )
+    return _local_client
+
+
+def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:
+    from agents.runtime import clients
+    from agents.runtime.contract import InvocationContext, InvocationRequest
+
+    invocation.user_message = Message.objects.get(pk=invocation.user_message_id)
+    token = mint_act_on_behalf_token(tenant, invocation)
+    headers = tenant_headers(tenant, token, invocation)
+    request = build_request(invocation)
+    kind = runtime_kind(tenant)
+    Invocation.objects.filter(pk=invocation.pk).update(runtime=kind)
+    try:
+        client = client_for(kind, tenant)
+        events = client.invoke(InvocationRequest.from_dict(request), InvocationContext.from_headers(headers))
+        for event in events:
+            data = event.to_dict()
+            if data.get("type") == "error" and data.get("retryable"):
+                raise TransientRuntimeError(data.get("message") or "The runtime asked for a retry.")
+            yield data
+    except clients.TransientRuntimeError as exc:
+        raise TransientRuntimeError(str(exc)) from exc
+    except clients.RuntimeClientError as exc:
+        raise RuntimeRejected(str(exc)) from exc

@@ -1,0 +1,256 @@
+"""Chat: which agents a member sees, which model a turn uses, and posting a turn.
+
+`post_message` is step 1 of a turn (ARCHITECTURE.md §5): checks, then the user
+message, the assistant placeholder and the queued Invocation in one
+transaction, and the Celery task enqueued on the tenant's queue only after
+commit. Everything else happens in agents.tasks.run_turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agents.models import (
+    FINAL_STATUSES,
+    Agent,
+    AgentStatus,
+    Conversation,
+    Invocation,
+    Message,
+    MessageStatus,
+    ModelOffering,
+)
+from tenants import entitlements
+from tenants.context import require_tenant, tenant_context
+from tenants.models import Tenant
+from tenants.roles import Action, require
+from tenants.services import Actor, ServiceError
+
+MAX_MESSAGE_CHARS = 20_000
+
+
+# --- catalogue ------------------------------------------------------------------------
+
+
+def enabled_agent_ids(tenant: Tenant) -> set[int]:
+    """Agents the tenant's admins allowed (an AgentGrant for the agent's identity)."""
+    from tenants.identity.models import AgentGrant
+
+    identity_ids = set(AgentGrant.objects.values_list("agent_id", flat=True))
+    return set(Agent.objects.filter(identity_id__in=identity_ids).values_list("pk", flat=True))
+
+
+def _offered(tenant: Tenant) -> list[Agent]:
+    """Published agents offered to the tenant: shared ones for its tier, and its own."""
+    agents = Agent.objects.filter(status=AgentStatus.PUBLISHED).select_related("model")
+    return [a for a in agents if a.owner_tenant_id == tenant.pk or tenant.tier.slug in (a.offered_to_tiers or [])]
+
+
+def agents_for_members(tenant: Tenant) -> list[Agent]:
+    """What members may chat with: offered to the tenant and enabled by its admins."""
+    enabled = enabled_agent_ids(tenant)
+    return [a for a in _offered(tenant) if a.pk in enabled and a.identity_id is not None]
+
+
+def access_agent_for_chat(tenant: Tenant, agent_id) -> Agent:
+    for agent in agents_for_members(tenant):
+        if str(agent.pk) == str(agent_id):
+            return agent
+    raise ServiceError("This agent is not available to you.")
+
+
+# --- model routing --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    offering: ModelOffering
+    reason: str  # "agent", "tier-default", "fine-tuned"
+
+
+def route_model(agent: Agent, tenant: Tenant) -> Route:
+    """The agent's model if the tier allows it, else the tier's default; a tenant's
+    own fine-tuned version of that model replaces it for that tenant only."""
+    allowed = [key for key in (tenant.tier.allowed_models or []) if isinstance(key, str)]
+    usable = ModelOffering.objects.filter(is_active=True, provider__in=settings.MODEL_PROVIDERS)
+    offerings = {o.key: o for o in usable.filter(key__in=allowed)}
+    offering, reason = None, ""
+    if agent.model is not None and agent.model.is_active and agent.model.key in offerings:
+        offering, reason = offerings[agent.model.key], "agent"
+    else:
+        for key in allowed:  # the tier's list is ordered: its first available model is the default
+            if key in offerings:
+                offering, reason = offerings[key], "tier-default"
+                break
+    if offering is None:
+        raise ServiceError(f"No model is available to the {tenant.tier.name} tier.")
+    fine_tuned = usable.filter(owner_tenant=tenant, base=offering).first()
+    if fine_tuned is not None:
+        return Route(fine_tuned, "fine-tuned")
+    return Route(offering, reason)
+
+
+# --- conversations and turns ------------------------------------------------------------
+
+
+def _require_chat(actor: Actor) -> Tenant:
+    tenant = require_tenant()
+    if actor.membership is None or actor.membership.tenant_id != tenant.pk:
+        raise ServiceError("You are not a member of this tenant.")
+    require(actor.role, Action.USE_AGENTS)
+    if not entitlements.has_feature(tenant, "chat"):
+        raise ServiceError(f"Chat is not included in the {tenant.tier.name} tier.")
+    return tenant
+
+
+def start_conversation(actor: Actor, agent_id) -> Conversation:
+    tenant = _require_chat(actor)
+    agent = access_agent_for_chat(tenant, agent_id)
+    return Conversation.objects.create(user=actor.user, agent=agent, title="")
+
+
+def access_conversation(actor: Actor, conversation_id) -> Conversation:
+    """The actor's own conversation (404-style None for missing, foreign or someone else's)."""
+    try:
+        pk = int(conversation_id)
+    except (TypeError, ValueError):
+        return None
+    return Conversation.objects.select_related("agent").filter(pk=pk, user=actor.user).first()
+
+
+def _clean_text(text: str) -> str:
+    if not isinstance(text, str):
+        raise ServiceError("The message must be text.")
+    text = text.replace("\x00", "").strip()
+    if not text:
+        raise ServiceError("Write a message first.")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise ServiceError(f"Messages are limited to {MAX_MESSAGE_CHARS:,} characters.")
+    return text
+
+
+def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocation:
+    """Write the user message and a queued invocation, and enqueue the turn after commit."""
+    tenant = _require_chat(actor)
+    text = _clean_text(text)
+    agent = access_agent_for_chat(tenant, conversation.agent_id)
+    if Invocation.objects.filter(conversation=conversation).exclude(status__in=FINAL_STATUSES).exists():
+        raise ServiceError("Wait for the current answer to finish (or stop it) before sending another message.")
+    route = route_model(agent, tenant)
+    with transaction.atomic():
+        user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=text)
+        assistant = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.ASSISTANT,
+            status=MessageStatus.QUEUED,
+            model_label=route.offering.name,
+        )
+        invocation = Invocation.objects.create(
+            conversation=conversation,
+            user=actor.user,
+            agent=agent,
+            user_message=user_message,
+            assistant_message=assistant,
+            queue=tenant.bindings.celery_queue,
+            model_key=route.offering.key,
+            model_id=route.offering.model_id,
+        )
+        updates = {"updated_at": timezone.now()}
+        if not conversation.title:
+            updates["title"] = text[:80]
+        Conversation.objects.filter(pk=conversation.pk).update(**updates)
+        _enqueue(invocation)
+    return invocation
+
+
+def _enqueue(invocation: Invocation) -> None:
+    from agents.tasks import run_turn
+
+    tenant_id, invocation_id, queue = invocation.tenant_id, str(invocation.pk), invocation.queue
+    transaction.on_commit(lambda: run_turn.apply_async(args=[tenant_id, invocation_id], queue=queue))
+
+
+def retry_turn(actor: Actor, invocation: Invocation) -> Invocation:
+    """A failed or stopped turn runs again for the same question, as a new invocation.
+
+    A new invocation, not the old one re-queued: the invocation id is the usage
+    event's idempotency key, so re-running the old one could never bill the
+    retried answer (its usage event would collide with the failed attempt's),
+    and its event stream would still end with the old attempt's final event.
+    The old invocation stays as it ended; the question and the answer's message
+    are reused, so nothing is deleted or duplicated."""
+    tenant = _require_chat(actor)
+    if invocation.user_id != actor.user.pk:
+        raise ServiceError("Only the person who asked can retry.")
+    agent = access_agent_for_chat(tenant, invocation.agent_id)
+    route = route_model(agent, tenant)
+    with transaction.atomic():
+        # Locks the old turn: two retries of it cannot both pass the checks below.
+        old = Invocation.objects.select_for_update().filter(pk=invocation.pk).first()
+        if old is None or old.status not in (MessageStatus.FAILED, MessageStatus.CANCELLED):
+            raise ServiceError("Only a failed or stopped answer can be retried.")
+        newer = Invocation.objects.filter(assistant_message_id=old.assistant_message_id, queued_at__gte=old.queued_at)
+        if newer.exclude(pk=old.pk).exists():
+            raise ServiceError("This answer was already retried.")
+        if Invocation.objects.filter(conversation_id=old.conversation_id).exclude(status__in=FINAL_STATUSES).exists():
+            raise ServiceError("Wait for the current answer to finish (or stop it) before retrying.")
+        Message.objects.filter(pk=old.assistant_message_id).update(
+            status=MessageStatus.QUEUED,
+            error="",
+            content="",
+            citations=[],
+            tool_calls=[],
+            model_label=route.offering.name,
+        )
+        retried = Invocation.objects.create(
+            conversation_id=old.conversation_id,
+            user=actor.user,
+            agent=agent,
+            user_message_id=old.user_message_id,
+            assistant_message_id=old.assistant_message_id,
+            queue=tenant.bindings.celery_queue,
+            model_key=route.offering.key,
+            model_id=route.offering.model_id,
+        )
+        _enqueue(retried)
+    return retried
+
+
+def cancel_turn(actor: Actor, invocation: Invocation) -> None:
+    """Ask the worker to stop; a turn that has not started yet is cancelled at once."""
+    tenant = _require_chat(actor)
+    if invocation.user_id != actor.user.pk:
+        raise ServiceError("Only the person who asked can stop this answer.")
+    with transaction.atomic():
+        if Invocation.objects.filter(pk=invocation.pk, status=MessageStatus.QUEUED).update(
+            status=MessageStatus.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+        ):
+            Message.objects.filter(pk=invocation.assistant_message_id).update(status=MessageStatus.CANCELLED)
+            transaction.on_commit(lambda: _publish_cancelled(tenant, invocation.pk))
+            return
+        Invocation.objects.filter(pk=invocation.pk).exclude(status__in=FINAL_STATUSES).update(cancel_requested=True)
+
+
+def _publish_cancelled(tenant: Tenant, invocation_id) -> None:
+    # An on_commit callback may run after the caller's tenant context is gone
+    # (an outer transaction committing later), so it names its tenant itself.
+    from agents import streaming
+
+    with tenant_context(tenant):
+        streaming.publish_final(invocation_id, "cancelled", {})
+
+
+def set_feedback(actor: Actor, message: Message, value: int) -> None:
+    _require_chat(actor)
+    if value not in (-1, 0, 1):
+        raise ServiceError("Feedback is -1, 0 or 1.")
+    if message.role != Message.Role.ASSISTANT:
+        raise ServiceError("Only answers take feedback.")
+    owner = Conversation.objects.filter(pk=message.conversation_id, user=actor.user).exists()
+    if not owner:
+        raise ServiceError("This is not your conversation.")
+    Message.objects.filter(pk=message.pk).update(feedback=value)

@@ -1,0 +1,176 @@
+"""The relay that carries a turn's events from the Celery worker to the browser.
+
+Each event has a sequence number, which is also its Server-Sent Events id, so a
+browser that reconnects with Last-Event-ID resumes exactly after what it saw:
+nothing lost, nothing repeated. Redis streams carry events when REDIS_URL is set
+(one stream per invocation, ids "0-<seq>", expiring an hour after the last
+write); otherwise rows of agents.StreamEvent do, read by polling.
+
+Event kinds: "status", "delta" {text}, "reset" (a retry starts the answer over),
+"tool_call", "citation", and the final ones "done", "error", "cancelled".
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+
+from django.conf import settings
+
+FINAL_KINDS = ("done", "error", "cancelled")
+STREAM_TTL_SECONDS = 3600
+KEY_PREFIX = "portal:turn:"
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    kind: str
+    data: dict
+
+    @property
+    def is_final(self) -> bool:
+        return self.kind in FINAL_KINDS
+
+    def sse(self) -> str:
+        return f"id: {self.seq}\nevent: {self.kind}\ndata: {json.dumps(self.data, separators=(',', ':'))}\n\n"
+
+
+def uses_redis() -> bool:
+    return bool(settings.REDIS_URL)
+
+
+@lru_cache(maxsize=1)
+def _redis():
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+_async_clients: dict[int, object] = {}
+_async_lock = threading.Lock()
+
+
+def _redis_async():
+    """One asyncio client per event loop (a client is bound to the loop that made it)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    loop = asyncio.get_running_loop()
+    with _async_lock:
+        client = _async_clients.get(id(loop))
+        if client is None:
+            client = aioredis.Redis.from_url(settings.REDIS_URL)
+            _async_clients[id(loop)] = client
+    return client
+
+
+def _key(invocation_id) -> str:
+    return f"{KEY_PREFIX}{invocation_id}"
+
+
+# --- writing (the worker) ------------------------------------------------------------
+
+
+def last_seq(invocation_id) -> int:
+    if uses_redis():
+        newest = _redis().xrevrange(_key(invocation_id), count=1)
+        return int(newest[0][0].decode().split("-")[1]) if newest else 0
+    from django.db.models import Max
+
+    from agents.models import StreamEvent
+
+    return StreamEvent.objects.filter(invocation_id=invocation_id).aggregate(m=Max("seq"))["m"] or 0
+
+
+def publish(invocation_id, seq: int, kind: str, data: dict) -> None:
+    if uses_redis():
+        client = _redis()
+        key = _key(invocation_id)
+        pipe = client.pipeline(transaction=False)
+        pipe.xadd(key, {"k": kind, "d": json.dumps(data)}, id=f"0-{seq}")
+        pipe.expire(key, STREAM_TTL_SECONDS)
+        pipe.execute()
+        return
+    from agents.models import StreamEvent
+
+    StreamEvent.objects.create(invocation_id=invocation_id, seq=seq, kind=kind, data=data)
+
+
+def publish_final(invocation_id, kind: str, data: dict) -> None:
+    publish(invocation_id, last_seq(invocation_id) + 1, kind, data)
+
+
+class Publisher:
+    """Numbers events and coalesces deltas, so a fast model does not write a row
+    (or a Redis entry) per token: a delta is flushed at FLUSH_CHARS characters or
+    FLUSH_SECONDS after the previous flush, whichever comes first."""
+
+    FLUSH_CHARS = 48
+    FLUSH_SECONDS = 0.06
+
+    def __init__(self, invocation_id, clock):
+        self.invocation_id = invocation_id
+        self.seq = last_seq(invocation_id)
+        self._pending = ""
+        self._clock = clock
+        self._last_flush = clock()
+
+    def emit(self, kind: str, data: dict) -> None:
+        self.flush()
+        self.seq += 1
+        publish(self.invocation_id, self.seq, kind, data)
+
+    def delta(self, text: str) -> None:
+        self._pending += text
+        if len(self._pending) >= self.FLUSH_CHARS or self._clock() - self._last_flush >= self.FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            text, self._pending = self._pending, ""
+            self.seq += 1
+            publish(self.invocation_id, self.seq, "delta", {"text": text})
+        self._last_flush = self._clock()
+
+
+# --- reading (the SSE view) ------------------------------------------------------------
+
+
+def _decode_redis(entries) -> list[Event]:
+    events = []
+    for entry_id, fields in entries:
+        seq = int(entry_id.decode().split("-")[1])
+        events.append(Event(seq, fields[b"k"].decode(), json.loads(fields[b"d"])))
+    return events
+
+
+def read_db(invocation_id, after: int, limit: int = 500) -> list[Event]:
+    from agents.models import StreamEvent
+
+    rows = StreamEvent.objects.filter(invocation_id=invocation_id, seq__gt=after).order_by("seq")[:limit]
+    return [Event(row.seq, row.kind, row.data) for row in rows]
+
+
+async def read_async(invocation_id, after: int, block_ms: int) -> list[Event]:
+    """Events after `after`, waiting up to block_ms for new ones (Redis) or one poll (database)."""
+    if uses_redis():
+        result = await _redis_async().xread({_key(invocation_id): f"0-{after}"}, count=500, block=block_ms)
+        return _decode_redis(result[0][1]) if result else []
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    events = await sync_to_async(read_db, thread_sensitive=False)(invocation_id, after)
+    if not events:
+        await asyncio.sleep(min(block_ms, 250) / 1000)
+    return events
+
+
+def read(invocation_id, after: int) -> list[Event]:
+    if uses_redis():
+        return _decode_redis(_redis().xrange(_key(invocation_id), min=f"0-{after + 1}", max="+", count=500))
+    return read_db(invocation_id, after)

@@ -1,0 +1,221 @@
+"""Running one chat turn in the worker (ARCHITECTURE.md §5, steps 2–4).
+
+claim → resolve model, runtime and token → call the runtime with the tenant
+context → relay deltas → finish (answer + invocation + usage in one
+transaction). Every state change is a conditional update, so a duplicate or
+late delivery of the same task cannot run a turn twice or bill it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from agents import streaming
+from agents.models import FINAL_STATUSES, Invocation, Message, MessageStatus, ModelOffering
+from billing.models import UsageEvent, UsageKind
+from tenants.models import Tenant
+
+log = logging.getLogger(__name__)
+
+# A RUNNING turn whose worker vanished longer ago than this may be claimed again
+# (the broker redelivers it: acks_late + reject_on_worker_lost).
+STALE_AFTER = timedelta(seconds=180)
+CANCEL_CHECK_SECONDS = 0.5
+
+
+class RetryLater(Exception):
+    """A transient runtime failure; the task retries with backoff."""
+
+
+def _claim(invocation_id) -> Invocation | None:
+    now = timezone.now()
+    claimable = Q(status=MessageStatus.QUEUED) | Q(
+        status__in=[MessageStatus.RUNNING, MessageStatus.STREAMING], started_at__lt=now - STALE_AFTER
+    )
+    changed = (
+        Invocation.objects.filter(pk=invocation_id, cancel_requested=False)
+        .filter(claimable)
+        .update(status=MessageStatus.RUNNING, started_at=now, attempts=F("attempts") + 1)
+    )
+    if changed != 1:
+        return None
+    return Invocation.objects.select_related("agent", "agent__identity", "conversation", "user").get(pk=invocation_id)
+
+
+def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> str:
+    invocation = _claim(invocation_id)
+    if invocation is None:
+        current = Invocation.objects.filter(pk=invocation_id).values_list("status", flat=True).first()
+        log.info("turn %s not claimed (status %s): nothing to do", invocation_id, current)
+        return str(current or "missing")
+    Message.objects.filter(pk=invocation.assistant_message_id).update(status=MessageStatus.RUNNING, content="")
+
+    from agents import runtime_gateway
+
+    publisher = streaming.Publisher(invocation.pk, time.monotonic)
+    if invocation.attempts > 1:
+        publisher.emit("reset", {"attempt": invocation.attempts})
+    publisher.emit("status", {"status": "running"})
+    started = time.monotonic()
+    answer: list[str] = []
+    citations: list[dict] = []
+    tool_calls: list[dict] = []
+    usage: dict = {}
+    next_cancel_check = time.monotonic() + CANCEL_CHECK_SECONDS
+    cancelled = False
+    try:
+        for event in runtime_gateway.invoke(tenant, invocation):
+            kind = event.get("type")
+            if kind == "delta":
+                if not answer:
+                    _mark_streaming(invocation)
+                    publisher.emit("status", {"status": "streaming"})
+                answer.append(event.get("text", ""))
+                publisher.delta(event.get("text", ""))
+            elif kind == "citation":
+                citations.append({k: v for k, v in event.items() if k != "type"})
+                publisher.emit("citation", citations[-1])
+            elif kind == "tool_call":
+                tool_calls.append({k: v for k, v in event.items() if k != "type"})
+                publisher.emit("tool_call", tool_calls[-1])
+            elif kind == "usage":
+                usage = event
+            elif kind == "error":
+                raise runtime_gateway.RuntimeRejected(event.get("message") or "The agent reported an error.")
+            if time.monotonic() >= next_cancel_check:
+                next_cancel_check = time.monotonic() + CANCEL_CHECK_SECONDS
+                if Invocation.objects.filter(pk=invocation.pk, cancel_requested=True).exists():
+                    cancelled = True
+                    break
+        publisher.flush()
+    except runtime_gateway.TransientRuntimeError as exc:
+        publisher.flush()
+        if final_attempt:
+            _finish(
+                invocation,
+                "".join(answer),
+                MessageStatus.FAILED,
+                usage,
+                citations,
+                tool_calls,
+                started,
+                error=f"The agent runtime is unavailable: {exc}",
+            )
+            publisher.emit("error", {"message": "The agent runtime is unavailable. Try again in a moment."})
+            return "failed"
+        # Back to the queue; the retry claims it again.
+        Invocation.objects.filter(pk=invocation.pk, status__in=[MessageStatus.RUNNING, MessageStatus.STREAMING]).update(
+            status=MessageStatus.QUEUED
+        )
+        raise RetryLater(str(exc))
+    except runtime_gateway.RuntimeRejected as exc:
+        publisher.flush()
+        _finish(
+            invocation,
+            "".join(answer),
+            MessageStatus.FAILED,
+            usage,
+            citations,
+            tool_calls,
+            started,
+            error=str(exc)[:500],
+        )
+        publisher.emit("error", {"message": str(exc)[:500]})
+        return "failed"
+
+    status = MessageStatus.CANCELLED if cancelled else MessageStatus.DONE
+    message = _finish(invocation, "".join(answer), status, usage, citations, tool_calls, started)
+    publisher.emit("cancelled" if cancelled else "done", {"message_id": message.pk if message else None})
+    return str(status)
+
+
+def _mark_streaming(invocation: Invocation) -> None:
+    now = timezone.now()
+    Invocation.objects.filter(pk=invocation.pk, status=MessageStatus.RUNNING).update(
+        status=MessageStatus.STREAMING, first_token_at=now
+    )
+    Message.objects.filter(pk=invocation.assistant_message_id).update(status=MessageStatus.STREAMING)
+
+
+def estimate_tokens(text: str) -> int:
+    """The documented estimate when a provider reports no usage: ⌈characters / 4⌉."""
+    return (len(text) + 3) // 4
+
+
+def turn_cost(offering: ModelOffering | None, input_tokens: int, output_tokens: int) -> Decimal:
+    if offering is None:
+        return Decimal("0")
+    return (
+        offering.price_per_1k_input * Decimal(input_tokens) / 1000
+        + offering.price_per_1k_output * Decimal(output_tokens) / 1000
+    ).quantize(Decimal("0.00000001"))
+
+
+def _finish(invocation, text, status, usage, citations, tool_calls, started, error: str = ""):
+    """Final state, stored answer and the one usage event, in one transaction."""
+    input_tokens = int(usage.get("input_tokens") or 0)
+    output_tokens = int(usage.get("output_tokens") or 0)
+    estimated = bool(usage.get("estimated", False)) or (not usage and bool(text))
+    if not usage and text:
+        # The provider said nothing about usage but did answer: estimate, flagged as such.
+        output_tokens = estimate_tokens(text)
+        input_tokens = estimate_tokens(invocation_prompt_text(invocation))
+    offering = ModelOffering.objects.filter(key=invocation.model_key).first()
+    now = timezone.now()
+    with transaction.atomic():
+        changed = (
+            Invocation.objects.filter(pk=invocation.pk)
+            .exclude(status__in=FINAL_STATUSES)
+            .update(
+                status=status,
+                finished_at=now,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                tool_call_count=len(tool_calls),
+                usage_estimated=estimated,
+                error=error,
+            )
+        )
+        if changed != 1:
+            return None  # someone else finished it (e.g. cancelled while queued)
+        Message.objects.filter(pk=invocation.assistant_message_id).update(
+            content=text, status=status, citations=citations, tool_calls=tool_calls, error=error
+        )
+        try:
+            with transaction.atomic():
+                UsageEvent(
+                    invocation_id=invocation.pk,
+                    kind=UsageKind.AGENT_TURN,
+                    user_id=invocation.user_id,
+                    agent_slug=invocation.agent.slug,
+                    model_key=invocation.model_key,
+                    outcome=str(status),
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    tool_calls=len(tool_calls),
+                    runtime_seconds=Decimal(f"{time.monotonic() - started:.3f}"),
+                    cost=turn_cost(offering, input_tokens, output_tokens),
+                    estimated=estimated,
+                ).save(force_insert=True)
+        except IntegrityError:
+            log.info("turn %s: usage already recorded", invocation.pk)
+    return Message.objects.filter(pk=invocation.assistant_message_id).first()
+
+
+def invocation_prompt_text(invocation: Invocation) -> str:
+    return Message.objects.filter(pk=invocation.user_message_id).values_list("content", flat=True).first() or ""
+
+
+def fail(invocation_id, reason: str) -> None:
+    invocation = Invocation.objects.select_related("agent").filter(pk=invocation_id).first()
+    if invocation is None:
+        return
+    _finish(invocation, "", MessageStatus.FAILED, {}, [], [], time.monotonic(), error=reason)
+    streaming.publish_final(invocation.pk, "error", {"message": reason})
