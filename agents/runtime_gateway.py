@@ -8,13 +8,17 @@ tenant context headers and the request, and yields the runtime's events.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 from django.conf import settings
+from django.db import transaction
 
 from agents.models import Invocation, Message, MessageStatus, ModelOffering
 from tenants import entitlements
 from tenants.models import Tenant
+
+log = logging.getLogger(__name__)
 
 HISTORY_MESSAGES = 20
 EXCHANGED_SCOPES = "agents:invoke kb:read"
@@ -77,6 +81,14 @@ def tenant_headers(tenant: Tenant, token: str, invocation: Invocation) -> dict[s
     }
 
 
+def model_offering(invocation: Invocation) -> ModelOffering | None:
+    """The invocation's model offering (None if it was removed), read once per turn:
+    the request names its model and the usage event prices the same one."""
+    if not hasattr(invocation, "_model_offering"):
+        invocation._model_offering = ModelOffering.objects.filter(key=invocation.model_key).first()
+    return invocation._model_offering
+
+
 def build_request(invocation: Invocation) -> dict:
     history = list(
         Message.objects.filter(conversation=invocation.conversation, created_at__lt=invocation.user_message.created_at)
@@ -84,7 +96,7 @@ def build_request(invocation: Invocation) -> dict:
         .order_by("-created_at", "-id")
         .values("role", "content")[:HISTORY_MESSAGES]
     )[::-1]
-    offering = ModelOffering.objects.filter(key=invocation.model_key).first()
+    offering = model_offering(invocation)
     return {
         "invocation_id": str(invocation.pk),
         "prompt": invocation.user_message.content,
@@ -143,12 +155,17 @@ def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:
     from agents.runtime import clients
     from agents.runtime.contract import InvocationContext, InvocationRequest
 
-    invocation.user_message = Message.objects.get(pk=invocation.user_message_id)
-    token = mint_act_on_behalf_token(tenant, invocation)
-    headers = tenant_headers(tenant, token, invocation)
-    request = build_request(invocation)
-    kind = runtime_kind(tenant)
-    Invocation.objects.filter(pk=invocation.pk).update(runtime=kind)
+    # Everything before the call in one short transaction: about ten queries, which on
+    # PostgreSQL would otherwise each pay BEGIN + tenant set_config + COMMIT round trips.
+    # It ends before the runtime is called, so no transaction stays open during a turn.
+    with transaction.atomic():
+        if not Invocation.user_message.is_cached(invocation):
+            invocation.user_message = Message.objects.get(pk=invocation.user_message_id)
+        token = mint_act_on_behalf_token(tenant, invocation)
+        headers = tenant_headers(tenant, token, invocation)
+        request = build_request(invocation)
+        kind = runtime_kind(tenant)
+        Invocation.objects.filter(pk=invocation.pk).update(runtime=kind)
     try:
         client = client_for(kind, tenant)
         events = client.invoke(InvocationRequest.from_dict(request), InvocationContext.from_headers(headers))
@@ -160,4 +177,6 @@ def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:
     except clients.TransientRuntimeError as exc:
         raise TransientRuntimeError(str(exc)) from exc
     except clients.RuntimeClientError as exc:
-        raise RuntimeRejected(str(exc)) from exc
+        # The client's message can name internal hosts; the person gets a plain reason.
+        log.warning("invocation %s: runtime refused the turn: %s", invocation.pk, exc)
+        raise RuntimeRejected("The agent runtime could not answer this turn.") from exc

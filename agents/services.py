@@ -44,10 +44,15 @@ def enabled_agent_ids(tenant: Tenant) -> set[int]:
     return set(Agent.objects.filter(identity_id__in=identity_ids).values_list("pk", flat=True))
 
 
+def _is_offered(agent: Agent, tenant: Tenant) -> bool:
+    """A published agent is offered to the tenant if it is the tenant's own or shared with its tier."""
+    return agent.owner_tenant_id == tenant.pk or tenant.tier.slug in (agent.offered_to_tiers or [])
+
+
 def _offered(tenant: Tenant) -> list[Agent]:
     """Published agents offered to the tenant: shared ones for its tier, and its own."""
     agents = Agent.objects.filter(status=AgentStatus.PUBLISHED).select_related("model")
-    return [a for a in agents if a.owner_tenant_id == tenant.pk or tenant.tier.slug in (a.offered_to_tiers or [])]
+    return [a for a in agents if _is_offered(a, tenant)]
 
 
 def agents_for_members(tenant: Tenant) -> list[Agent]:
@@ -57,10 +62,25 @@ def agents_for_members(tenant: Tenant) -> list[Agent]:
 
 
 def access_agent_for_chat(tenant: Tenant, agent_id) -> Agent:
-    for agent in agents_for_members(tenant):
-        if str(agent.pk) == str(agent_id):
-            return agent
-    raise ServiceError("This agent is not available to you.")
+    """One agent of agents_for_members(), by id: the same rules, without listing the whole
+    catalogue (it runs on every message posted)."""
+    from tenants.identity.models import AgentGrant
+
+    raw = str(agent_id)
+    agent = None
+    if raw.isascii() and raw.isdigit() and str(int(raw)) == raw and int(raw) < 2**63:
+        agent = (
+            Agent.objects.filter(pk=int(raw), status=AgentStatus.PUBLISHED, identity__isnull=False)
+            .select_related("model")
+            .first()
+        )
+    if (
+        agent is None
+        or not _is_offered(agent, tenant)
+        or not AgentGrant.objects.filter(agent_id=agent.identity_id).exists()
+    ):
+        raise ServiceError("This agent is not available to you.")
+    return agent
 
 
 # --- model routing --------------------------------------------------------------------
@@ -137,11 +157,13 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
     """Write the user message and a queued invocation, and enqueue the turn after commit."""
     tenant = _require_chat(actor)
     text = _clean_text(text)
-    agent = access_agent_for_chat(tenant, conversation.agent_id)
-    if Invocation.objects.filter(conversation=conversation).exclude(status__in=FINAL_STATUSES).exists():
-        raise ServiceError("Wait for the current answer to finish (or stop it) before sending another message.")
-    route = route_model(agent, tenant)
+    # The checks share the writes' transaction: on PostgreSQL each statement outside one
+    # pays its own BEGIN, tenant set_config and COMMIT round trips (portal.db.postgresql).
     with transaction.atomic():
+        agent = access_agent_for_chat(tenant, conversation.agent_id)
+        if Invocation.objects.filter(conversation=conversation).exclude(status__in=FINAL_STATUSES).exists():
+            raise ServiceError("Wait for the current answer to finish (or stop it) before sending another message.")
+        route = route_model(agent, tenant)
         user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=text)
         assistant = Message.objects.create(
             conversation=conversation,

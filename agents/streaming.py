@@ -22,6 +22,10 @@ from django.conf import settings
 FINAL_KINDS = ("done", "error", "cancelled")
 STREAM_TTL_SECONDS = 3600
 KEY_PREFIX = "portal:turn:"
+# Each open SSE stream waits in a blocking XREAD, which holds one connection of the
+# web process's asyncio pool for up to STREAM_POLL_MS; redis-py's default pool stops
+# at 100, so the 101st concurrent stream failed (found by `make bench`).
+ASYNC_MAX_CONNECTIONS = 5000
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ def _redis_async():
     with _async_lock:
         client = _async_clients.get(id(loop))
         if client is None:
-            client = aioredis.Redis.from_url(settings.REDIS_URL)
+            client = aioredis.Redis.from_url(settings.REDIS_URL, max_connections=ASYNC_MAX_CONNECTIONS)
             _async_clients[id(loop)] = client
     return client
 
@@ -112,9 +116,10 @@ class Publisher:
     FLUSH_CHARS = 48
     FLUSH_SECONDS = 0.06
 
-    def __init__(self, invocation_id, clock):
+    def __init__(self, invocation_id, clock, start: int | None = None):
+        """`start`: the sequence number already reached, when the caller knows it (None: ask the relay)."""
         self.invocation_id = invocation_id
-        self.seq = last_seq(invocation_id)
+        self.seq = last_seq(invocation_id) if start is None else start
         self._pending = ""
         self._clock = clock
         self._last_flush = clock()

@@ -35,18 +35,27 @@ class RetryLater(Exception):
 
 
 def _claim(invocation_id) -> Invocation | None:
+    """Mark the invocation and its answer running, or None if it is not ours to run.
+
+    One transaction: on PostgreSQL each statement outside one pays its own
+    BEGIN, tenant set_config and COMMIT round trips (portal.db.postgresql)."""
     now = timezone.now()
     claimable = Q(status=MessageStatus.QUEUED) | Q(
         status__in=[MessageStatus.RUNNING, MessageStatus.STREAMING], started_at__lt=now - STALE_AFTER
     )
-    changed = (
-        Invocation.objects.filter(pk=invocation_id, cancel_requested=False)
-        .filter(claimable)
-        .update(status=MessageStatus.RUNNING, started_at=now, attempts=F("attempts") + 1)
-    )
-    if changed != 1:
-        return None
-    return Invocation.objects.select_related("agent", "agent__identity", "conversation", "user").get(pk=invocation_id)
+    with transaction.atomic():
+        changed = (
+            Invocation.objects.filter(pk=invocation_id, cancel_requested=False)
+            .filter(claimable)
+            .update(status=MessageStatus.RUNNING, started_at=now, attempts=F("attempts") + 1)
+        )
+        if changed != 1:
+            return None
+        invocation = Invocation.objects.select_related(
+            "agent", "agent__identity", "conversation", "user", "user_message"
+        ).get(pk=invocation_id)
+        Message.objects.filter(pk=invocation.assistant_message_id).update(status=MessageStatus.RUNNING, content="")
+    return invocation
 
 
 def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> str:
@@ -55,11 +64,12 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
         current = Invocation.objects.filter(pk=invocation_id).values_list("status", flat=True).first()
         log.info("turn %s not claimed (status %s): nothing to do", invocation_id, current)
         return str(current or "missing")
-    Message.objects.filter(pk=invocation.assistant_message_id).update(status=MessageStatus.RUNNING, content="")
 
     from agents import runtime_gateway
 
-    publisher = streaming.Publisher(invocation.pk, time.monotonic)
+    # A first attempt's stream is empty (only a claimed turn publishes), so it starts at 0
+    # without asking the relay; a retry continues after what the earlier attempt sent.
+    publisher = streaming.Publisher(invocation.pk, time.monotonic, start=0 if invocation.attempts == 1 else None)
     if invocation.attempts > 1:
         publisher.emit("reset", {"attempt": invocation.attempts})
     publisher.emit("status", {"status": "running"})
@@ -98,6 +108,8 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
     except runtime_gateway.TransientRuntimeError as exc:
         publisher.flush()
         if final_attempt:
+            # The detail (URLs, errno) is for operators' logs; the person sees a plain reason.
+            log.error("turn %s: runtime unavailable after retries: %s", invocation.pk, exc)
             _finish(
                 invocation,
                 "".join(answer),
@@ -106,7 +118,7 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
                 citations,
                 tool_calls,
                 started,
-                error=f"The agent runtime is unavailable: {exc}",
+                error="The agent runtime is unavailable. Try again in a moment.",
             )
             publisher.emit("error", {"message": "The agent runtime is unavailable. Try again in a moment."})
             return "failed"
@@ -131,17 +143,18 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
         return "failed"
 
     status = MessageStatus.CANCELLED if cancelled else MessageStatus.DONE
-    message = _finish(invocation, "".join(answer), status, usage, citations, tool_calls, started)
-    publisher.emit("cancelled" if cancelled else "done", {"message_id": message.pk if message else None})
+    message_id = _finish(invocation, "".join(answer), status, usage, citations, tool_calls, started)
+    publisher.emit("cancelled" if cancelled else "done", {"message_id": message_id})
     return str(status)
 
 
 def _mark_streaming(invocation: Invocation) -> None:
     now = timezone.now()
-    Invocation.objects.filter(pk=invocation.pk, status=MessageStatus.RUNNING).update(
-        status=MessageStatus.STREAMING, first_token_at=now
-    )
-    Message.objects.filter(pk=invocation.assistant_message_id).update(status=MessageStatus.STREAMING)
+    with transaction.atomic():
+        Invocation.objects.filter(pk=invocation.pk, status=MessageStatus.RUNNING).update(
+            status=MessageStatus.STREAMING, first_token_at=now
+        )
+        Message.objects.filter(pk=invocation.assistant_message_id).update(status=MessageStatus.STREAMING)
 
 
 def estimate_tokens(text: str) -> int:
@@ -158,8 +171,10 @@ def turn_cost(offering: ModelOffering | None, input_tokens: int, output_tokens: 
     ).quantize(Decimal("0.00000001"))
 
 
-def _finish(invocation, text, status, usage, citations, tool_calls, started, error: str = ""):
-    """Final state, stored answer and the one usage event, in one transaction."""
+def _finish(invocation, text, status, usage, citations, tool_calls, started, error: str = "") -> int | None:
+    """Final state, stored answer and the one usage event, in one transaction.
+
+    Returns the answer's message id, or None when the turn had already ended."""
     input_tokens = int(usage.get("input_tokens") or 0)
     output_tokens = int(usage.get("output_tokens") or 0)
     estimated = bool(usage.get("estimated", False)) or (not usage and bool(text))
@@ -167,7 +182,9 @@ def _finish(invocation, text, status, usage, citations, tool_calls, started, err
         # The provider said nothing about usage but did answer: estimate, flagged as such.
         output_tokens = estimate_tokens(text)
         input_tokens = estimate_tokens(invocation_prompt_text(invocation))
-    offering = ModelOffering.objects.filter(key=invocation.model_key).first()
+    from agents.runtime_gateway import model_offering
+
+    offering = model_offering(invocation)
     now = timezone.now()
     with transaction.atomic():
         changed = (
@@ -206,7 +223,7 @@ def _finish(invocation, text, status, usage, citations, tool_calls, started, err
                 ).save(force_insert=True)
         except IntegrityError:
             log.info("turn %s: usage already recorded", invocation.pk)
-    return Message.objects.filter(pk=invocation.assistant_message_id).first()
+    return invocation.assistant_message_id
 
 
 def invocation_prompt_text(invocation: Invocation) -> str:

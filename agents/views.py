@@ -14,6 +14,7 @@ import time
 
 from asgiref.sync import sync_to_async
 from django.contrib import messages
+from django.db import connections
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -29,6 +30,10 @@ from tenants.views import tenant_view
 STREAM_MAX_SECONDS = 300  # a browser reconnects (Last-Event-ID) after this
 STREAM_KEEPALIVE_SECONDS = 15
 STREAM_POLL_MS = 1000
+# How often a quiet stream asks the database whether its turn still exists. Once per
+# empty poll (every second) made 500 idle streams cost a web process a whole core and
+# delay deliveries by over a second (`make bench`); events themselves need no query.
+STREAM_STATUS_CHECK_SECONDS = 15
 
 
 def _actor(request) -> Actor:
@@ -208,6 +213,7 @@ async def event_stream(tenant, invocation_id, after: int):
     time is up (the browser then reconnects with Last-Event-ID)."""
     deadline = time.monotonic() + STREAM_MAX_SECONDS
     last_sent = time.monotonic()
+    next_status_check = time.monotonic() + STREAM_STATUS_CHECK_SECONDS
     yield "retry: 1000\n\n"
     with tenant_context(tenant):
         while time.monotonic() < deadline:
@@ -219,9 +225,10 @@ async def event_stream(tenant, invocation_id, after: int):
                 if event.is_final:
                     return
             if not events:
-                status = await sync_to_async(_status, thread_sensitive=False)(invocation_id)
-                if status is None:
-                    return
+                if time.monotonic() >= next_status_check:
+                    if await sync_to_async(_status, thread_sensitive=False)(invocation_id) is None:
+                        return
+                    next_status_check = time.monotonic() + STREAM_STATUS_CHECK_SECONDS
                 if time.monotonic() - last_sent >= STREAM_KEEPALIVE_SECONDS:
                     yield ": keep-alive\n\n"
                     last_sent = time.monotonic()
@@ -232,7 +239,21 @@ def _status(invocation_id):
     return Invocation.objects.filter(pk=invocation_id).values_list("status", flat=True).first()
 
 
+def _release_db_connections() -> None:
+    """Give back this request thread's database connections before a long stream starts.
+
+    The stream itself never uses them (it reads Redis, or queries from other
+    threads), yet under ASGI they would stay open until the response ends, up to
+    STREAM_MAX_SECONDS: one PostgreSQL connection per open stream, so a few dozen
+    browsers exhaust max_connections (found by `make bench`). A connection inside
+    a transaction (tests wrap each one in atomic) is left alone."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()
+
+
 def sse_response(tenant, invocation_id, after: int) -> StreamingHttpResponse:
+    _release_db_connections()
     response = StreamingHttpResponse(event_stream(tenant, invocation_id, after), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # let proxies pass events through at once
