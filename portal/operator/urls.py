@@ -10,6 +10,12 @@ urlpatterns = [
     path("tenants/<slug:slug>/", views.tenant_detail, name="tenant_detail"),
     path("tenants/<slug:slug>/suspend/", views.tenant_suspend, name="tenant_suspend"),
     path("tenants/<slug:slug>/reactivate/", views.tenant_reactivate, name="tenant_reactivate"),
+    path(
+        "tenants/<slug:slug>/api-clients/<int:client_id>/revoke/",
+        views.tenant_api_client_revoke,
+        name="tenant_api_client_revoke",
+    ),
+    path("tenants/<slug:slug>/sso/disable/", views.tenant_sso_disable, name="tenant_sso_disable"),
     path("tiers/", views.tiers, name="tiers"),
     path("tiers/new/", views.tier_edit, name="tier_create"),
     path("tiers/<slug:slug>/", views.tier_edit, name="tier_edit"),

@@ -28,6 +28,9 @@ from tenants.identity import services as identity_services
 from tenants.identity.forms import AgentIdentityForm
 from tenants.identity.models import AgentGrant, AgentIdentity
 from tenants.identity.screens import token_endpoint_url
+from tenants.identity import services as identity_services
+from tenants.identity import sso
+from tenants.identity.models import ApiClient, SSOConnection
 from tenants.models import AuditLog, Invitation, Membership, Tenant, TenantStatus, Tier
 
 REASON = services.OPERATOR_REASON
@@ -99,6 +102,8 @@ def _tenant_detail_context(tenant, form=None, suspend_form=None):
         "memberships": Membership.unscoped.filter(tenant=tenant).select_related("user").order_by("role", "user__email"),
         "invitations": Invitation.unscoped.filter(tenant=tenant, status="pending"),
         "audit": AuditLog.unscoped.filter(tenant=tenant)[:20],
+        "api_clients": ApiClient.unscoped.filter(tenant=tenant).select_related("created_by"),
+        "sso": SSOConnection.objects.filter(tenant=tenant).first(),
     }
 
 
@@ -274,3 +279,35 @@ def agent_identity_disable(request, agent_id):
 @operator_view
 def agent_identity_enable(request, agent_id):
     return _set_agent_enabled(request, agent_id, enabled=True)
+
+
+@require_POST
+@operator_view
+def tenant_api_client_revoke(request, slug, client_id):
+    tenant = get_object_or_404(Tenant, slug=slug)
+    client = get_object_or_404(ApiClient.unscoped.select_related("tenant"), tenant=tenant, pk=client_id)
+    try:
+        identity_services.operator_revoke_api_client(request.user, client, ip=_ip(request))
+    except services.ServiceError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"API client {client.name} of {tenant.name} was revoked.")
+    return redirect("operator:tenant_detail", slug=tenant.slug)
+
+
+@require_POST
+@operator_view
+def tenant_sso_disable(request, slug):
+    tenant = get_object_or_404(Tenant.objects.select_related("tier"), slug=slug)
+    try:
+        connection = sso.force_disable_sso(
+            tenant, reason=request.POST.get("reason", "")[:300], actor=request.user, ip=_ip(request)
+        )
+    except services.ServiceError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        if connection is None:
+            messages.error(request, f"{tenant.name} has no single sign-on configured.")
+        else:
+            messages.success(request, f"Single sign-on of {tenant.name} is switched off.")
+    return redirect("operator:tenant_detail", slug=tenant.slug)

@@ -230,3 +230,20 @@ def set_mfa_requirement(actor: Actor, *, required: bool) -> Tenant:
         )
     tenant.require_mfa = required
     return tenant
+
+
+def operator_revoke_api_client(operator, client: ApiClient, ip: str | None = None) -> None:
+    """An operator stops a tenant's client (e.g. a leaked secret reported to support)."""
+    _require_operator(operator)
+    with transaction.atomic():
+        changed = ApiClient.unscoped.filter(pk=client.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        if changed != 1:
+            raise ServiceError("This client is already revoked.")
+        audit.record(
+            "api_client.revoked",
+            actor=operator,
+            tenant=client.tenant,
+            target=client,
+            after={"by": "platform operator"},
+            ip=ip,
+        )

@@ -484,7 +484,7 @@ def disable_sso_connection(actor: Actor) -> SSOConnection:
     return connection
 
 
-def force_disable_sso(tenant: Tenant, *, reason: str) -> SSOConnection | None:
+def force_disable_sso(tenant: Tenant, *, reason: str, actor=None, ip: str | None = None) -> SSOConnection | None:
     """The platform's way out when a tenant's IdP is broken and SSO is required
     (`manage.py sso_disable`): switch it off without a tenant admin. Audited."""
     if not reason.strip():
@@ -499,6 +499,8 @@ def force_disable_sso(tenant: Tenant, *, reason: str) -> SSOConnection | None:
         _sync_social_app(connection, domains_of(connection))
         audit.record(
             "sso.disabled",
+            actor=actor,
+            ip=ip,
             tenant=tenant,
             target=connection,
             target_repr=f"Single sign-on ({connection.issuer})",

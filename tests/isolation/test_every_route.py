@@ -161,6 +161,10 @@ ROUTES: dict[str, object] = {
     "operator:tenant_detail": OperatorOnly(methods=("GET", "POST"), kwargs={"slug": "tenant_b_slug"}),
     "operator:tenant_suspend": OperatorOnly(methods=("POST",), kwargs={"slug": "tenant_b_slug"}),
     "operator:tenant_reactivate": OperatorOnly(methods=("POST",), kwargs={"slug": "tenant_b_slug"}),
+    "operator:tenant_api_client_revoke": OperatorOnly(
+        methods=("POST",), kwargs={"slug": "tenant_b_slug", "client_id": "b_api_client_id"}
+    ),
+    "operator:tenant_sso_disable": OperatorOnly(methods=("POST",), kwargs={"slug": "tenant_b_slug"}),
     "operator:tiers": OperatorOnly(),
     "operator:tier_create": OperatorOnly(methods=("GET", "POST")),
     "operator:tier_edit": OperatorOnly(methods=("GET", "POST"), kwargs={"slug": "tier_slug"}),
@@ -249,6 +253,7 @@ def scene(world, client):
             "invocation": turn_a.pk,
         },
         "agent_b_id": agent_b.pk,
+        "b_api_client_id": client_b.pk,
         "invitation_b": invitation_b,
     }
 
