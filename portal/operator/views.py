@@ -25,12 +25,10 @@ from tenants.context import all_tenants
 from tenants.forms import AuditFilterForm
 from tenants.identity import scopes as scope_lib
 from tenants.identity import services as identity_services
-from tenants.identity.forms import AgentIdentityForm
-from tenants.identity.models import AgentGrant, AgentIdentity
-from tenants.identity.screens import token_endpoint_url
-from tenants.identity import services as identity_services
 from tenants.identity import sso
-from tenants.identity.models import ApiClient, SSOConnection
+from tenants.identity.forms import AgentIdentityForm
+from tenants.identity.models import AgentGrant, AgentIdentity, ApiClient, SSOConnection
+from tenants.identity.screens import token_endpoint_url
 from tenants.models import AuditLog, Invitation, Membership, Tenant, TenantStatus, Tier
 
 REASON = services.OPERATOR_REASON
