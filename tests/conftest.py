@@ -31,9 +31,17 @@ def django_db_setup(request, django_test_environment, django_db_blocker):
                 with connections["default"].cursor() as cursor:
                     cursor.execute(f"GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO {role}")
     yield
-    with django_db_blocker.unblock():
-        with as_owner():
-            teardown_databases(db_cfg, verbosity=verbosity)
+    with django_db_blocker.unblock(), as_owner():
+        if settings.DATABASE_IS_POSTGRES:
+            # Worker, live-server and sync_to_async threads keep their own connections
+            # open; DROP DATABASE would refuse while they exist. The owner may end them
+            # (it is granted pg_signal_backend by .ci/run and the README's set-up).
+            with connections["default"].cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+        teardown_databases(db_cfg, verbosity=verbosity)
 
 
 @pytest.fixture
