@@ -29,6 +29,13 @@ run: $(INSTALLED)
 test: $(INSTALLED)
 	PORTAL_VAR_DIR=$(CURDIR)/var/test $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Speed and memory of the chat path, measured on this machine (never asserted in tests):
+# prints a table and writes var/bench/chat.json. Load goes to 127.0.0.1 only; PostgreSQL
+# (BENCH_PG_OWNER_URL) and Redis (BENCH_REDIS_URL, DB 12) are used if reachable, each
+# measurement in a database and Redis DB of its own. BENCH_ARGS="--quick" for a smoke run.
+bench: $(INSTALLED)
+	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

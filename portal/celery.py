@@ -13,6 +13,10 @@ app.conf.worker_prefetch_multiplier = 1
 app.conf.task_acks_late = True
 app.conf.task_reject_on_worker_lost = True
 app.conf.broker_connection_retry_on_startup = True
+# Celery's Django fixup closes the database connection around every task unless
+# told otherwise: a new PostgreSQL connection per turn (make bench: ~17 ms of
+# server CPU each). Reuse it; the tenant is set per transaction, never per connection.
+app.conf.CELERY_DB_REUSE_MAX = 1000
 app.autodiscover_tasks()
 
 

@@ -59,3 +59,14 @@ def operator(db):
 def _fast_password_hashing(settings):
     # PBKDF2 at production strength costs ~0.3 s per user; tests create dozens.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_signing_key_cache():
+    # Keys live in the database, which each test rolls back or flushes; the
+    # process-wide key cache must not carry a key over into the next test.
+    from tenants.identity import keys
+
+    keys.clear_cache()
+    yield
+    keys.clear_cache()

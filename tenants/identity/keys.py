@@ -99,12 +99,12 @@ def max_token_lifetime_seconds() -> int:
 
 
 _lock = threading.Lock()
-_cache: dict[str, object] = {"at": 0.0, "public": {}, "private": {}}
+_cache: dict[str, object] = {"at": 0.0, "public": {}, "private": {}, "active": None}
 
 
 def clear_cache() -> None:
     with _lock:
-        _cache.update(at=0.0, public={}, private={})
+        _cache.update(at=0.0, public={}, private={}, active=None)
 
 
 def verification_keys() -> dict[str, PublicKey]:
@@ -124,6 +124,15 @@ def verification_keys() -> dict[str, PublicKey]:
 
 def signing_key() -> tuple[str, object]:
     """(kid, private key) of the active key, creating the first key on first use."""
+    with _lock:
+        cached_active = _cache.get("active")
+        if cached_active is not None and time.monotonic() - cached_active[0] < KEY_CACHE_SECONDS:
+            kid = cached_active[1]
+            private = _cache["private"].get(kid)  # type: ignore[union-attr]
+            if private is not None:
+                # A rotation elsewhere is seen within KEY_CACHE_SECONDS; until then this
+                # process signs with the now-retiring key, whose tokens still verify.
+                return kid, private
     row = SigningKey.objects.filter(status=KeyStatus.ACTIVE).first()
     if row is None:
         with transaction.atomic():
@@ -136,6 +145,8 @@ def signing_key() -> tuple[str, object]:
         cached = serialization.load_pem_private_key(pem, password=None)
         with _lock:
             _cache["private"][row.kid] = cached  # type: ignore[index]
+    with _lock:
+        _cache["active"] = (time.monotonic(), row.kid)
     return row.kid, cached
 
 
