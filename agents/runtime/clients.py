@@ -135,8 +135,11 @@ class RuntimeClient(ABC):
         """Send one invocation; the events of its answer, ending with ``done``."""
 
     def ping(self) -> dict[str, Any]:
-        """The runtime's health: ``{"status": "Healthy"|"HealthyBusy", "time_of_last_update": int}``."""
-        raise NotImplementedError(f"the {self.name} runtime client has no ping")
+        """The runtime's health: ``{"status": "Healthy"|"HealthyBusy", "time_of_last_update": int}``.
+
+        AgentCore has no ping operation in its API (it pings its runtimes itself), so
+        a client without one says so with a RuntimeClientError the caller can show."""
+        raise RuntimeClientError(f"the {self.name} runtime offers no ping; its platform checks health itself")
 
     def invoke_and_collect(self, request: InvocationRequest, context: InvocationContext) -> InvocationResult:
         """The whole answer at once (for callers that do not relay deltas)."""

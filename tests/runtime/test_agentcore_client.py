@@ -183,3 +183,15 @@ def test_calls_without_portal_headers_are_left_alone(token):
     captured = _capture(boto, [(200, b"{}", "application/json")])
     boto.invoke_agent_runtime(agentRuntimeArn=ARN, runtimeSessionId=helpers.SESSION_ID, payload=b"{}")
     assert "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Tenant-Id" not in captured[0].headers
+
+
+def test_ping_says_agentcore_checks_health_itself():
+    import pytest
+
+    from agents.runtime.clients import AgentCoreRuntimeClient, RuntimeClientError
+
+    client = AgentCoreRuntimeClient(
+        "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/x-AbCdEf1234", region_name="us-east-1"
+    )
+    with pytest.raises(RuntimeClientError, match="no ping"):
+        client.ping()
