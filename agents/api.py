@@ -25,7 +25,6 @@ from agents.serializers import (
 from agents.views import _last_event_id, sse_response
 from portal.api import TenantScopedAPIMixin
 from tenants.api import TENANT_SLUG
-from tenants.audit import client_ip
 from tenants.roles import Action
 from tenants.services import Actor
 
@@ -55,7 +54,7 @@ def _actor(request) -> Actor:
         from rest_framework.exceptions import PermissionDenied
 
         raise PermissionDenied("Chat needs a person: use a user token, not an API client.")
-    return Actor(user=request.user, membership=request.membership, ip=client_ip(request))
+    return Actor.from_request(request)
 
 
 @extend_schema(parameters=[TENANT_SLUG])

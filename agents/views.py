@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST
 
 from agents import markdown, services, streaming
 from agents.models import FINAL_STATUSES, Conversation, Invocation, Message
-from tenants.audit import client_ip
+from tenants.access import int_or_404
 from tenants.context import tenant_context
 from tenants.roles import Action
 from tenants.services import Actor, ServiceError
@@ -36,12 +36,8 @@ STREAM_POLL_MS = 1000
 STREAM_STATUS_CHECK_SECONDS = 15
 
 
-def _actor(request) -> Actor:
-    return Actor(user=request.user, membership=request.membership, ip=client_ip(request))
-
-
 def _conversation_or_404(request, conversation_id) -> Conversation:
-    conversation = services.access_conversation(_actor(request), conversation_id)
+    conversation = services.access_conversation(Actor.from_request(request), conversation_id)
     if conversation is None:
         raise Http404("No such conversation")
     return conversation
@@ -90,7 +86,7 @@ def chat_home(request):
 @tenant_view(Action.USE_AGENTS)
 def conversation_new(request):
     try:
-        conversation = services.start_conversation(_actor(request), request.POST.get("agent", ""))
+        conversation = services.start_conversation(Actor.from_request(request), request.POST.get("agent", ""))
     except ServiceError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("agents:chat", tenant_slug=request.tenant.slug)
@@ -120,7 +116,7 @@ def conversation_detail(request, conversation_id):
 def message_post(request, conversation_id):
     conversation = _conversation_or_404(request, conversation_id)
     try:
-        invocation = services.post_message(_actor(request), conversation, request.POST.get("text", ""))
+        invocation = services.post_message(Actor.from_request(request), conversation, request.POST.get("text", ""))
     except ServiceError as exc:
         error = " ".join(exc.messages)
         if request.htmx:
@@ -142,7 +138,7 @@ def message_post(request, conversation_id):
 def turn_cancel(request, invocation_id):
     invocation = _invocation_or_404(request, invocation_id)
     try:
-        services.cancel_turn(_actor(request), invocation)
+        services.cancel_turn(Actor.from_request(request), invocation)
     except ServiceError as exc:
         messages.error(request, " ".join(exc.messages))
     if request.htmx:
@@ -155,7 +151,7 @@ def turn_cancel(request, invocation_id):
 def turn_retry(request, invocation_id):
     invocation = _invocation_or_404(request, invocation_id)
     try:
-        services.retry_turn(_actor(request), invocation)
+        services.retry_turn(Actor.from_request(request), invocation)
     except ServiceError as exc:
         messages.error(request, " ".join(exc.messages))
     return redirect("agents:conversation", tenant_slug=request.tenant.slug, conversation_id=invocation.conversation_id)
@@ -164,12 +160,12 @@ def turn_retry(request, invocation_id):
 @require_POST
 @tenant_view(Action.USE_AGENTS)
 def message_feedback(request, message_id):
-    message = Message.objects.filter(pk=_int_or_404(message_id)).first()
+    message = Message.objects.filter(pk=int_or_404(message_id)).first()
     if message is None or not Conversation.objects.filter(pk=message.conversation_id, user=request.user).exists():
         raise Http404
     try:
         value = int(request.POST.get("value", ""))
-        services.set_feedback(_actor(request), message, value)
+        services.set_feedback(Actor.from_request(request), message, value)
     except (ValueError, ServiceError):
         return render(request, "agents/_feedback.html", {"message": message, "error": True}, status=400)
     message.feedback = value
@@ -179,22 +175,12 @@ def message_feedback(request, message_id):
 @tenant_view(Action.USE_AGENTS)
 def message_fragment(request, message_id):
     """The stored, rendered answer: swapped in when a stream ends."""
-    message = Message.objects.filter(pk=_int_or_404(message_id)).first()
+    message = Message.objects.filter(pk=int_or_404(message_id)).first()
     if message is None or not Conversation.objects.filter(pk=message.conversation_id, user=request.user).exists():
         raise Http404
     invocation = Invocation.objects.filter(assistant_message=message).first()
     row = {"message": message, "html": markdown.render(message.content), "invocation": invocation}
     return render(request, "agents/_message.html", {"row": row})
-
-
-def _int_or_404(value) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise Http404
-    if not 0 < number < 2**63:
-        raise Http404
-    return number
 
 
 # --- Server-Sent Events ------------------------------------------------------------------

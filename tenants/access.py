@@ -11,7 +11,7 @@ from django.http import Http404
 from tenants.models import Invitation, Membership
 
 
-def _int_or_404(value) -> int:
+def int_or_404(value) -> int:
     # Only plain ASCII digits name a row: int() also accepts " 1", "1_0" and a full-width "１".
     text = str(value)
     if not (text.isascii() and text.isdigit()):
@@ -23,14 +23,14 @@ def _int_or_404(value) -> int:
 
 
 def access_membership(membership_id) -> Membership:
-    membership = Membership.objects.select_related("user").filter(pk=_int_or_404(membership_id)).first()
+    membership = Membership.objects.select_related("user").filter(pk=int_or_404(membership_id)).first()
     if membership is None:
         raise Http404("No such member")
     return membership
 
 
 def access_invitation(invitation_id) -> Invitation:
-    invitation = Invitation.objects.select_related("invited_by").filter(pk=_int_or_404(invitation_id)).first()
+    invitation = Invitation.objects.select_related("invited_by").filter(pk=int_or_404(invitation_id)).first()
     if invitation is None:
         raise Http404("No such invitation")
     return invitation

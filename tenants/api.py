@@ -10,7 +10,6 @@ from rest_framework.response import Response
 from portal.api import TenantScopedAPIMixin
 from tenants import services
 from tenants.access import access_invitation, access_membership
-from tenants.audit import client_ip
 from tenants.context import user_context
 from tenants.models import Invitation, InvitationStatus, Membership
 from tenants.roles import Action
@@ -23,10 +22,6 @@ from tenants.serializers import (
 )
 
 TENANT_SLUG = OpenApiParameter("tenant_slug", str, OpenApiParameter.PATH, description="The tenant's slug")
-
-
-def _actor(request) -> services.Actor:
-    return services.Actor(user=request.user, membership=request.membership, ip=client_ip(request))
 
 
 class TenantViewSet(viewsets.ViewSet):
@@ -93,11 +88,11 @@ class MemberViewSet(
         membership = self.get_object()
         payload = RoleChangeSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        services.change_role(_actor(request), membership, payload.validated_data["role"])
+        services.change_role(services.Actor.from_request(request), membership, payload.validated_data["role"])
         return Response(MembershipSerializer(membership).data)
 
     def destroy(self, request, *args, **kwargs):
-        services.remove_member(_actor(request), self.get_object())
+        services.remove_member(services.Actor.from_request(request), self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -131,16 +126,16 @@ class InvitationViewSet(
     def create(self, request, *args, **kwargs):
         payload = InvitationCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        invitation = services.invite_member(_actor(request), **payload.validated_data)
+        invitation = services.invite_member(services.Actor.from_request(request), **payload.validated_data)
         return Response(InvitationSerializer(invitation).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(description="Revoke a pending invitation.")
     def destroy(self, request, *args, **kwargs):
-        services.revoke_invitation(_actor(request), self.get_object())
+        services.revoke_invitation(services.Actor.from_request(request), self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses=InvitationSerializer)
     @action(detail=True, methods=["post"])
     def resend(self, request, *args, **kwargs):
-        invitation = services.resend_invitation(_actor(request), self.get_object())
+        invitation = services.resend_invitation(services.Actor.from_request(request), self.get_object())
         return Response(InvitationSerializer(invitation).data)

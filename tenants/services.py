@@ -52,6 +52,13 @@ class Actor:
     def role(self) -> str | None:
         return self.membership.role if self.membership is not None else None
 
+    @classmethod
+    def from_request(cls, request) -> Actor:
+        """The signed-in person, their membership in the request's tenant, their address."""
+        from tenants.audit import client_ip
+
+        return cls(user=request.user, membership=request.membership, ip=client_ip(request))
+
 
 def _require_owner_rights_for(actor: Actor, *roles: str) -> None:
     if Role.OWNER in roles:

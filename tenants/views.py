@@ -44,10 +44,6 @@ def tenant_view(action: str):
     return decorator
 
 
-def _actor(request) -> services.Actor:
-    return services.Actor(user=request.user, membership=request.membership, ip=client_ip(request))
-
-
 @tenant_view(Action.VIEW_TENANT)
 def overview(request):
     tenant = request.tenant
@@ -99,7 +95,7 @@ def member_invite(request):
     if form.is_valid():
         try:
             invitation = services.invite_member(
-                _actor(request), email=form.cleaned_data["email"], role=form.cleaned_data["role"]
+                services.Actor.from_request(request), email=form.cleaned_data["email"], role=form.cleaned_data["role"]
             )
         except services.ServiceError as exc:
             form.add_error("email", exc)
@@ -122,7 +118,7 @@ def member_change_role(request, membership_id):
         messages.error(request, "Choose one of the roles offered.")
         return _redirect_members(request)
     try:
-        services.change_role(_actor(request), membership, form.cleaned_data["role"])
+        services.change_role(services.Actor.from_request(request), membership, form.cleaned_data["role"])
     except services.ServiceError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
@@ -135,7 +131,7 @@ def member_change_role(request, membership_id):
 def member_remove(request, membership_id):
     membership = access_membership(membership_id)
     try:
-        services.remove_member(_actor(request), membership)
+        services.remove_member(services.Actor.from_request(request), membership)
     except services.ServiceError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
@@ -148,7 +144,7 @@ def member_remove(request, membership_id):
 def invitation_resend(request, invitation_id):
     invitation = access_invitation(invitation_id)
     try:
-        services.resend_invitation(_actor(request), invitation)
+        services.resend_invitation(services.Actor.from_request(request), invitation)
     except services.ServiceError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
@@ -161,7 +157,7 @@ def invitation_resend(request, invitation_id):
 def invitation_revoke(request, invitation_id):
     invitation = access_invitation(invitation_id)
     try:
-        services.revoke_invitation(_actor(request), invitation)
+        services.revoke_invitation(services.Actor.from_request(request), invitation)
     except services.ServiceError as exc:
         messages.error(request, " ".join(exc.messages))
     else:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from django.db.models import Q
 from django.http import Http404
 
-from tenants.access import _int_or_404
+from tenants.access import int_or_404
 from tenants.context import require_tenant
 from tenants.identity.models import AgentIdentity, ApiClient
 
 
 def access_api_client(client_id) -> ApiClient:
     """One of the current tenant's API clients (the scoped manager sees no other)."""
-    client = ApiClient.objects.select_related("created_by").filter(pk=_int_or_404(client_id)).first()
+    client = ApiClient.objects.select_related("created_by").filter(pk=int_or_404(client_id)).first()
     if client is None:
         raise Http404("No such API client")
     return client
@@ -29,7 +29,7 @@ def visible_agent_identities():
 
 
 def access_agent_identity(agent_id) -> AgentIdentity:
-    agent = visible_agent_identities().filter(pk=_int_or_404(agent_id)).first()
+    agent = visible_agent_identities().filter(pk=int_or_404(agent_id)).first()
     if agent is None:
         raise Http404("No such agent")
     return agent
@@ -37,7 +37,7 @@ def access_agent_identity(agent_id) -> AgentIdentity:
 
 def access_own_agent_identity(agent_id) -> AgentIdentity:
     """An agent the current tenant owns (shared agents are the operator's to rotate)."""
-    agent = AgentIdentity.objects.filter(pk=_int_or_404(agent_id), owner_tenant=require_tenant()).first()
+    agent = AgentIdentity.objects.filter(pk=int_or_404(agent_id), owner_tenant=require_tenant()).first()
     if agent is None:
         raise Http404("No such agent")
     return agent

@@ -22,8 +22,8 @@ from tenants.identity.forms import AgentIdentityForm, ApiClientForm, MfaRequirem
 from tenants.identity.models import ApiClient
 from tenants.models import Membership
 from tenants.roles import Action
-from tenants.services import ServiceError
-from tenants.views import _actor, tenant_view
+from tenants.services import Actor, ServiceError
+from tenants.views import tenant_view
 
 
 def token_endpoint_url() -> str:
@@ -74,7 +74,7 @@ def api_client_create(request):
     if form.is_valid():
         try:
             client, secret = services.create_api_client(
-                _actor(request), name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"]
+                Actor.from_request(request), name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"]
             )
         except ServiceError as exc:
             form.add_error(None, exc)
@@ -105,7 +105,7 @@ def api_client(request, client_id):
 def api_client_revoke(request, client_id):
     client = access_api_client(client_id)
     try:
-        services.revoke_api_client(_actor(request), client)
+        services.revoke_api_client(Actor.from_request(request), client)
     except ServiceError as exc:
         messages.error(request, _errors(exc))
     else:
@@ -161,7 +161,9 @@ def agent_create(request):
     if form.is_valid():
         try:
             agent, secret = services.create_tenant_agent_identity(
-                _actor(request), name=form.cleaned_data["name"], allowed_scopes=form.cleaned_data["allowed_scopes"]
+                Actor.from_request(request),
+                name=form.cleaned_data["name"],
+                allowed_scopes=form.cleaned_data["allowed_scopes"],
             )
         except ServiceError as exc:
             form.add_error(None, exc)
@@ -175,7 +177,7 @@ def agent_create(request):
 def agent_allow(request, agent_id):
     agent = access_agent_identity(agent_id)
     try:
-        services.allow_agent(_actor(request), agent)
+        services.allow_agent(Actor.from_request(request), agent)
     except ServiceError as exc:
         messages.error(request, _errors(exc))
     else:
@@ -188,7 +190,7 @@ def agent_allow(request, agent_id):
 def agent_disallow(request, agent_id):
     agent = access_agent_identity(agent_id)
     try:
-        services.disallow_agent(_actor(request), agent)
+        services.disallow_agent(Actor.from_request(request), agent)
     except ServiceError as exc:
         messages.error(request, _errors(exc))
     else:
@@ -201,8 +203,9 @@ def agent_disallow(request, agent_id):
 @tenant_view(Action.MANAGE_AGENTS)
 def agent_rotate(request, agent_id):
     agent = access_own_agent_identity(agent_id)
+    actor = Actor.from_request(request)
     try:
-        secret = services.rotate_agent_secret(request.user, agent, actor=_actor(request), ip=_actor(request).ip)
+        secret = services.rotate_agent_secret(request.user, agent, actor=actor, ip=actor.ip)
     except ServiceError as exc:
         messages.error(request, _errors(exc))
         return redirect("tenants:agents", tenant_slug=request.tenant.slug)
@@ -220,7 +223,7 @@ def security(request):
         if form.is_valid():
             required = form.cleaned_data["require_mfa"]
             try:
-                services.set_mfa_requirement(_actor(request), required=required)
+                services.set_mfa_requirement(Actor.from_request(request), required=required)
             except ServiceError as exc:
                 messages.error(request, _errors(exc))
             else:

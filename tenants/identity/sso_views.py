@@ -19,7 +19,8 @@ from tenants.identity import sso
 from tenants.identity.sso_forms import SSOConnectionForm, SSOStartForm
 from tenants.identity.sso_provider import TenantOIDCAdapter, TenantSSOCallbackView
 from tenants.roles import Action
-from tenants.views import _actor, tenant_view
+from tenants.services import Actor
+from tenants.views import tenant_view
 
 # --- tenant admin ------------------------------------------------------------------------
 
@@ -36,7 +37,7 @@ def settings_page(request):
         form = SSOConnectionForm(request.POST, connection=connection)
         if form.is_valid():
             try:
-                sso.save_sso_connection(_actor(request), **form.cleaned_data)
+                sso.save_sso_connection(Actor.from_request(request), **form.cleaned_data)
             except services.ServiceError as exc:
                 form.add_error(None, exc)
             else:
@@ -59,7 +60,7 @@ def settings_page(request):
 @tenant_view(Action.MANAGE_SSO)
 def disable(request):
     try:
-        sso.disable_sso_connection(_actor(request))
+        sso.disable_sso_connection(Actor.from_request(request))
     except services.ServiceError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
