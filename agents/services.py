@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from agents.guardrails import enforce as guardrails
 from agents.models import (
     FINAL_STATUSES,
     Agent,
@@ -24,6 +25,7 @@ from agents.models import (
     MessageStatus,
     ModelOffering,
 )
+from billing import limits
 from tenants import entitlements
 from tenants.context import require_tenant, tenant_context
 from tenants.models import Tenant
@@ -164,13 +166,20 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
         if Invocation.objects.filter(conversation=conversation).exclude(status__in=FINAL_STATUSES).exists():
             raise ServiceError("Wait for the current answer to finish (or stop it) before sending another message.")
         route = route_model(agent, tenant)
+        # Limits first (a refused turn writes nothing and raises LimitExceeded), then the
+        # input guardrails: a blocked turn is recorded and answered at once, never queued.
+        admission = limits.admit(tenant, actor.user, route.offering, text)
+        verdict = guardrails.screen_input(tenant, actor.user, text)
+        text = verdict.text
         user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=text)
         assistant = Message.objects.create(
             conversation=conversation,
             role=Message.Role.ASSISTANT,
-            status=MessageStatus.QUEUED,
+            status=MessageStatus.BLOCKED if verdict.blocked else MessageStatus.QUEUED,
+            content=verdict.message if verdict.blocked else "",
             model_label=route.offering.name,
         )
+        now = timezone.now()
         invocation = Invocation.objects.create(
             conversation=conversation,
             user=actor.user,
@@ -180,13 +189,23 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
             queue=tenant.bindings.celery_queue,
             model_key=route.offering.key,
             model_id=route.offering.model_id,
+            **(_blocked_fields(verdict, now) if verdict.blocked else {}),
         )
-        updates = {"updated_at": timezone.now()}
+        verdict.record(invocation)
+        updates = {"updated_at": now}
         if not conversation.title:
             updates["title"] = text[:80]
         Conversation.objects.filter(pk=conversation.pk).update(**updates)
-        _enqueue(invocation)
+        if verdict.blocked:
+            admission.release()
+        else:
+            admission.attach(invocation)
+            _enqueue(invocation)
     return invocation
+
+
+def _blocked_fields(verdict, now) -> dict:
+    return {"status": MessageStatus.BLOCKED, "finished_at": now, "error": verdict.message[:500]}
 
 
 def _enqueue(invocation: Invocation) -> None:

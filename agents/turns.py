@@ -13,13 +13,14 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from agents import streaming
-from agents.models import FINAL_STATUSES, Invocation, Message, MessageStatus, ModelOffering
-from billing.models import UsageEvent, UsageKind
+from agents.guardrails import enforce as guardrails
+from agents.models import FINAL_STATUSES, Invocation, Message, MessageStatus
+from billing import metering
 from tenants.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,8 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
     usage: dict = {}
     next_cancel_check = time.monotonic() + CANCEL_CHECK_SECONDS
     cancelled = False
+    guard = guardrails.OutputGuard(tenant, invocation)
+    blocked = None
     try:
         for event in runtime_gateway.invoke(tenant, invocation):
             kind = event.get("type")
@@ -88,6 +91,9 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
                     _mark_streaming(invocation)
                     publisher.emit("status", {"status": "streaming"})
                 answer.append(event.get("text", ""))
+                blocked = guard.check("".join(answer))
+                if blocked is not None:
+                    break
                 publisher.delta(event.get("text", ""))
             elif kind == "citation":
                 citations.append({k: v for k, v in event.items() if k != "type"})
@@ -142,8 +148,16 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
         publisher.emit("error", {"message": str(exc)[:500]})
         return "failed"
 
+    # The output guardrails have the last word: a violation mid-stream (or in the whole
+    # answer) replaces what was shown, and the stored answer is the enforced one.
+    verdict = blocked or guard.final("".join(answer))
+    if verdict.blocked:
+        status, text = MessageStatus.BLOCKED, verdict.text
+        message_id = _finish(invocation, text, status, usage, citations, tool_calls, started, error=verdict.message)
+        publisher.emit("blocked", {"message_id": message_id, "text": verdict.text, "message": verdict.message})
+        return str(MessageStatus.BLOCKED)
     status = MessageStatus.CANCELLED if cancelled else MessageStatus.DONE
-    message_id = _finish(invocation, "".join(answer), status, usage, citations, tool_calls, started)
+    message_id = _finish(invocation, verdict.text, status, usage, citations, tool_calls, started)
     publisher.emit("cancelled" if cancelled else "done", {"message_id": message_id})
     return str(status)
 
@@ -160,15 +174,6 @@ def _mark_streaming(invocation: Invocation) -> None:
 def estimate_tokens(text: str) -> int:
     """The documented estimate when a provider reports no usage: ⌈characters / 4⌉."""
     return (len(text) + 3) // 4
-
-
-def turn_cost(offering: ModelOffering | None, input_tokens: int, output_tokens: int) -> Decimal:
-    if offering is None:
-        return Decimal("0")
-    return (
-        offering.price_per_1k_input * Decimal(input_tokens) / 1000
-        + offering.price_per_1k_output * Decimal(output_tokens) / 1000
-    ).quantize(Decimal("0.00000001"))
 
 
 def _finish(invocation, text, status, usage, citations, tool_calls, started, error: str = "") -> int | None:
@@ -205,24 +210,16 @@ def _finish(invocation, text, status, usage, citations, tool_calls, started, err
         Message.objects.filter(pk=invocation.assistant_message_id).update(
             content=text, status=status, citations=citations, tool_calls=tool_calls, error=error
         )
-        try:
-            with transaction.atomic():
-                UsageEvent(
-                    invocation_id=invocation.pk,
-                    kind=UsageKind.AGENT_TURN,
-                    user_id=invocation.user_id,
-                    agent_slug=invocation.agent.slug,
-                    model_key=invocation.model_key,
-                    outcome=str(status),
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    tool_calls=len(tool_calls),
-                    runtime_seconds=Decimal(f"{time.monotonic() - started:.3f}"),
-                    cost=turn_cost(offering, input_tokens, output_tokens),
-                    estimated=estimated,
-                ).save(force_insert=True)
-        except IntegrityError:
-            log.info("turn %s: usage already recorded", invocation.pk)
+        metering.record_turn(
+            invocation,
+            outcome=str(status),
+            offering=offering,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            tool_calls=len(tool_calls),
+            runtime_seconds=Decimal(f"{time.monotonic() - started:.3f}"),
+            estimated=estimated,
+        )
     return invocation.assistant_message_id
 
 

@@ -54,12 +54,14 @@ INSTALLED_APPS = [
     "tenants",
     "tenants.identity",
     "agents",
+    "agents.guardrails",
+    "agents.knowledge",
     "billing",
 ]
 
 # Apps whose every concrete model must be tenant-owned or explicitly a platform
 # model (system check tenants.E001). New rooms are added here as they land.
-TENANT_APPS = ["tenants", "agents", "billing"]
+TENANT_APPS = ["tenants", "agents", "guardrails", "knowledge", "billing"]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
