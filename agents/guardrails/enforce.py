@@ -44,3 +44,11 @@ class OutputGuard:
 
     def final(self, text: str) -> OutputVerdict:
         return OutputVerdict(text=text)
+
+
+def screen_retrieved(tenant, passages: list[dict]) -> list[dict]:
+    """Indirect prompt injection: retrieved passages and tool results are screened
+    before they reach the model. Each passage dict has at least "text"; the result
+    is the same list with `"flagged": True` and a "flag_reason" on suspicious ones
+    (whose text is neutralised) — never a passage of another tenant added."""
+    return passages
