@@ -16,6 +16,7 @@ from django.db import transaction
 
 from agents.models import Invocation, Message, MessageStatus, ModelOffering
 from tenants import entitlements
+from tenants.context import require_tenant
 from tenants.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -40,29 +41,23 @@ def mint_act_on_behalf_token(tenant: Tenant, invocation: Invocation) -> str:
     identity = invocation.agent.identity
     if identity is None:
         raise RuntimeRejected("This agent has no workload identity; an operator must issue one.")
-    subject = tokens.issue_user_token(
-        invocation.user,
-        tenant,
-        session_id=invocation.conversation.runtime_session_id,
-        lifetime=settings.EXCHANGED_TOKEN_LIFETIME_SECONDS,
-    )
     try:
-        response = oauth.token_exchange(
-            client=oauth.AuthenticatedClient(agent=identity),
-            subject_token=subject,
-            subject_token_type=oauth.TOKEN_TYPE_ACCESS,
-            actor_token=None,
-            actor_token_type=None,
-            audiences=[settings.EXCHANGE_DEFAULT_AUDIENCE],
-            resources=[],
-            scope=EXCHANGED_SCOPES,
-            requested_token_type=oauth.TOKEN_TYPE_ACCESS,
+        # The exchange's own policy (oauth.act_on_behalf) on the subject the worker builds
+        # itself: signing a user token only to verify it again would prove nothing more.
+        subject = tokens.user_subject(
+            invocation.user,
+            tenant,
+            session_id=invocation.conversation.runtime_session_id,
+            lifetime=settings.EXCHANGED_TOKEN_LIFETIME_SECONDS,
+        )
+        token, _, _ = oauth.act_on_behalf(
+            subject, identity, scope=EXCHANGED_SCOPES, audience=settings.EXCHANGE_DEFAULT_AUDIENCE
         )
     except oauth.OAuthError as exc:
         raise RuntimeRejected(f"The agent may not act for you here ({exc.error}).")
     except tokens.InvalidToken as exc:
         raise RuntimeRejected(f"Your access could not be confirmed ({exc.reason}).")
-    return response["access_token"]
+    return token
 
 
 def tenant_headers(tenant: Tenant, token: str, invocation: Invocation) -> dict[str, str]:
@@ -85,7 +80,14 @@ def model_offering(invocation: Invocation) -> ModelOffering | None:
     """The invocation's model offering (None if it was removed), read once per turn:
     the request names its model and the usage event prices the same one."""
     if not hasattr(invocation, "_model_offering"):
-        invocation._model_offering = ModelOffering.objects.filter(key=invocation.model_key).first()
+        from agents.services import visible_offerings
+
+        # Usually still in the catalogue snapshot; a model switched off since the turn was
+        # queued is read from the database, so the turn is still priced from its row.
+        offering = visible_offerings(require_tenant()).get(invocation.model_key)
+        if offering is None:
+            offering = ModelOffering.objects.filter(key=invocation.model_key).first()
+        invocation._model_offering = offering
     return invocation._model_offering
 
 
@@ -164,8 +166,7 @@ def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:
         token = mint_act_on_behalf_token(tenant, invocation)
         headers = tenant_headers(tenant, token, invocation)
         request = build_request(invocation)
-        kind = runtime_kind(tenant)
-        Invocation.objects.filter(pk=invocation.pk).update(runtime=kind)
+        kind = runtime_kind(tenant)  # recorded on the invocation when the turn was claimed
     try:
         client = client_for(kind, tenant)
         events = client.invoke(InvocationRequest.from_dict(request), InvocationContext.from_headers(headers))

@@ -8,10 +8,12 @@ commit. Everything else happens in agents.tasks.run_turn.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from agents.guardrails import enforce as guardrails
@@ -94,12 +96,43 @@ class Route:
     reason: str  # "agent", "tier-default", "fine-tuned"
 
 
+# Model offerings change rarely (an operator edits the catalogue) and are read on every
+# turn, twice. Each process keeps the rows a tenant can see for a few seconds; a save or
+# delete in this process clears it at once (signals below), other processes within
+# OFFERINGS_TTL_SECONDS. A stale entry can only name a model that was just switched off,
+# and the worker prices a turn from the row it reads, so nothing is billed wrongly.
+OFFERINGS_TTL_SECONDS = 10.0
+_offerings_cache: dict[int, tuple[float, dict[str, ModelOffering]]] = {}
+
+
+def visible_offerings(tenant: Tenant) -> dict[str, ModelOffering]:
+    """Active offerings of providers this deployment can reach that the tenant can see
+    (shared ones and its own fine-tunes), by key."""
+    now = time.monotonic()
+    cached = _offerings_cache.get(tenant.pk)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    with tenant_context(tenant):
+        rows = ModelOffering.objects.filter(is_active=True, provider__in=settings.MODEL_PROVIDERS)
+        offerings = {o.key: o for o in rows}
+    _offerings_cache[tenant.pk] = (now + OFFERINGS_TTL_SECONDS, offerings)
+    return offerings
+
+
+def clear_offerings_cache(**_kwargs) -> None:
+    _offerings_cache.clear()
+
+
+post_save.connect(clear_offerings_cache, sender=ModelOffering, dispatch_uid="offerings-cache-save")
+post_delete.connect(clear_offerings_cache, sender=ModelOffering, dispatch_uid="offerings-cache-delete")
+
+
 def route_model(agent: Agent, tenant: Tenant) -> Route:
     """The agent's model if the tier allows it, else the tier's default; a tenant's
     own fine-tuned version of that model replaces it for that tenant only."""
     allowed = [key for key in (tenant.tier.allowed_models or []) if isinstance(key, str)]
-    usable = ModelOffering.objects.filter(is_active=True, provider__in=settings.MODEL_PROVIDERS)
-    offerings = {o.key: o for o in usable.filter(key__in=allowed)}
+    visible = visible_offerings(tenant)
+    offerings = {key: visible[key] for key in allowed if key in visible}
     offering, reason = None, ""
     if agent.model is not None and agent.model.is_active and agent.model.key in offerings:
         offering, reason = offerings[agent.model.key], "agent"
@@ -110,7 +143,10 @@ def route_model(agent: Agent, tenant: Tenant) -> Route:
                 break
     if offering is None:
         raise ServiceError(f"No model is available to the {tenant.tier.name} tier.")
-    fine_tuned = usable.filter(owner_tenant=tenant, base=offering).first()
+    fine_tuned = next(
+        (o for o in visible.values() if o.owner_tenant_id == tenant.pk and o.base_id == offering.pk),
+        None,
+    )
     if fine_tuned is not None:
         return Route(fine_tuned, "fine-tuned")
     return Route(offering, reason)

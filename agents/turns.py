@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from agents import streaming
+from agents import runtime_gateway, streaming
 from agents.guardrails import enforce as guardrails
 from agents.models import FINAL_STATUSES, Invocation, Message, MessageStatus
 from billing import metering
@@ -35,7 +35,7 @@ class RetryLater(Exception):
     """A transient runtime failure; the task retries with backoff."""
 
 
-def _claim(invocation_id) -> Invocation | None:
+def _claim(tenant: Tenant, invocation_id) -> Invocation | None:
     """Mark the invocation and its answer running, or None if it is not ours to run.
 
     One transaction: on PostgreSQL each statement outside one pays its own
@@ -48,7 +48,12 @@ def _claim(invocation_id) -> Invocation | None:
         changed = (
             Invocation.objects.filter(pk=invocation_id, cancel_requested=False)
             .filter(claimable)
-            .update(status=MessageStatus.RUNNING, started_at=now, attempts=F("attempts") + 1)
+            .update(
+                status=MessageStatus.RUNNING,
+                started_at=now,
+                attempts=F("attempts") + 1,
+                runtime=runtime_gateway.runtime_kind(tenant),
+            )
         )
         if changed != 1:
             return None
@@ -60,13 +65,11 @@ def _claim(invocation_id) -> Invocation | None:
 
 
 def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> str:
-    invocation = _claim(invocation_id)
+    invocation = _claim(tenant, invocation_id)
     if invocation is None:
         current = Invocation.objects.filter(pk=invocation_id).values_list("status", flat=True).first()
         log.info("turn %s not claimed (status %s): nothing to do", invocation_id, current)
         return str(current or "missing")
-
-    from agents import runtime_gateway
 
     # A first attempt's stream is empty (only a claimed turn publishes), so it starts at 0
     # without asking the relay; a retry continues after what the earlier attempt sent.

@@ -70,3 +70,13 @@ def _fresh_signing_key_cache():
     keys.clear_cache()
     yield
     keys.clear_cache()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_offerings_cache():
+    # Tests change model offerings with queryset updates (no signals) and roll back.
+    from agents.services import clear_offerings_cache
+
+    clear_offerings_cache()
+    yield
+    clear_offerings_cache()

@@ -231,6 +231,18 @@ def token_exchange(
     else:
         raise OAuthError("invalid_request", "Acting on behalf needs an actor: actor_token or agent client credentials.")
 
+    audience = _target_audience(audiences, resources)
+    token, granted, lifetime = act_on_behalf(subject, agent, scope=scope, audience=audience)
+    return token_response(token, granted, lifetime, issued_type=TOKEN_TYPE_ACCESS)
+
+
+def act_on_behalf(subject: tokens.AccessToken, agent: AgentIdentity, *, scope: str | None, audience: str):
+    """The exchange's policy, once the subject is known: may this agent act for the
+    subject's users (AgentGrant, owner tenant), with which scopes (never wider than
+    the subject's or the agent's own), for how long (never past the subject token).
+    Returns (signed token, granted scopes, lifetime). The worker calls it directly
+    with the subject it just built (tokens.user_subject), so a chat turn signs one
+    token instead of signing a subject token and verifying it again."""
     tenant = subject.tenant
     with tenant_context(tenant):
         allowed = AgentGrant.objects.filter(agent=agent).exists()
@@ -250,8 +262,7 @@ def token_exchange(
             raise OAuthError("invalid_scope", "The requested scope exceeds what this agent may use.")
         granted = requested
 
-    audience = _target_audience(audiences, resources)
     now = int(timezone.now().timestamp())
     lifetime = max(1, min(settings.EXCHANGED_TOKEN_LIFETIME_SECONDS, int(subject.claims["exp"]) - now))
     claims = tokens.exchanged_claims(subject, agent, audience=audience, scopes=granted, lifetime=lifetime)
-    return token_response(tokens.sign(claims), granted, lifetime, issued_type=TOKEN_TYPE_ACCESS)
+    return tokens.sign(claims), granted, lifetime

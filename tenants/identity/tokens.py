@@ -89,6 +89,39 @@ def sign(claims: dict) -> str:
     return jwt.encode(claims, private_key, algorithm=keys.ALGORITHM, headers={"kid": kid, "typ": ACCESS_TOKEN_TYP})
 
 
+def user_subject(
+    user: User,
+    tenant: Tenant,
+    *,
+    audience: str | None = None,
+    scopes: frozenset[str] | None = None,
+    session_id: str | None = None,
+    lifetime: int | None = None,
+) -> AccessToken:
+    """What `validate()` would return for a fresh token of this member, without the
+    round trip through a signature: the member's live role bounds the scopes."""
+    with tenant_context(tenant):
+        membership = Membership.objects.select_related("user").filter(user=user).first()
+    if membership is None or not membership.user.is_active:
+        raise InvalidToken("not a member")
+    granted = scope_lib.scopes_for_role(membership.role)
+    granted = granted if scopes is None else (scopes & granted)
+    claims = _base_claims(
+        sub=f"user:{user.pk}",
+        tenant=tenant,
+        aud=audience or settings.TOKEN_AUDIENCE,
+        scopes=granted,
+        lifetime=lifetime or settings.TOKEN_LIFETIME_SECONDS,
+        client_id="portal",
+    )
+    claims["roles"] = [membership.role]
+    if session_id:
+        claims["session_id"] = session_id
+    return AccessToken(
+        claims=claims, tenant=tenant, scopes=granted, user=membership.user, membership=membership, actors=()
+    )
+
+
 def issue_user_token(
     user: User,
     tenant: Tenant,
@@ -99,23 +132,8 @@ def issue_user_token(
     lifetime: int | None = None,
 ) -> str:
     """A token for a member, with their role's scopes (or a subset)."""
-    with tenant_context(tenant):
-        membership = Membership.objects.filter(user=user).first()
-    if membership is None:
-        raise InvalidToken("not a member")
-    granted = scope_lib.scopes_for_role(membership.role)
-    claims = _base_claims(
-        sub=f"user:{user.pk}",
-        tenant=tenant,
-        aud=audience or settings.TOKEN_AUDIENCE,
-        scopes=granted if scopes is None else (scopes & granted),
-        lifetime=lifetime or settings.TOKEN_LIFETIME_SECONDS,
-        client_id="portal",
-    )
-    claims["roles"] = [membership.role]
-    if session_id:
-        claims["session_id"] = session_id
-    return sign(claims)
+    subject = user_subject(user, tenant, audience=audience, scopes=scopes, session_id=session_id, lifetime=lifetime)
+    return sign(subject.claims)
 
 
 def issue_client_token(client, scopes: frozenset[str]) -> str:
