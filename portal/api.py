@@ -149,6 +149,9 @@ class TenantScopedAPIMixin:
             raise MFARequired(f"{tenant.name} requires two-factor authentication; set it up at /accounts/2fa/.")
         request.tenant = tenant
         request.membership = membership
+        if not self._has_handler(request.method):
+            # After the tenant checks, so a foreign tenant's URL still answers 404.
+            raise exceptions.MethodNotAllowed(request.method)
         action = getattr(self, "action", None) or request.method.lower()
         required = self.action_permissions.get(action)
         if required is None:
@@ -160,6 +163,15 @@ class TenantScopedAPIMixin:
             raise exceptions.PermissionDenied(f"Your role ({membership.role}) does not allow {required}.")
         if membership is None and required not in self.client_actions:
             raise exceptions.PermissionDenied("API clients may read here but not change anything.")
+
+    def _has_handler(self, method: str) -> bool:
+        """Whether this view answers the method at all (405 for PUT on a read-only route)."""
+        name = method.lower()
+        if name not in self.http_method_names:
+            return False
+        if hasattr(self, "action_map"):  # a ViewSet: the router maps methods to actions
+            return getattr(self, "action", None) is not None
+        return hasattr(self, name)
 
 
 def created(data) -> Response:
