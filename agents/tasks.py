@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 
+from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 
 from agents import turns
 from tenants.models import Tenant
@@ -48,3 +50,53 @@ def run_turn(self, tenant: Tenant, invocation_id: str) -> str:
         log.exception("turn %s failed unexpectedly", invocation_id)
         turns.fail(invocation_id, "Something went wrong while answering. Try again.")
         return "failed"
+
+
+# A running turn cannot legitimately outlive the hard time limit; past it plus this grace
+# its worker is gone (killed, or the database was down when it tried to record the failure).
+STUCK_GRACE_SECONDS = 60
+
+
+@shared_task(name="agents.tasks.fail_stuck_turns")
+def fail_stuck_turns() -> int:
+    """Fail turns that no worker will finish, so no conversation waits for ever.
+
+    A turn stays running if its worker died and the broker has not redelivered it
+    (Redis redelivers an unacknowledged task only after its visibility timeout, an
+    hour by default), or if the worker could not even record the failure; a queued
+    turn whose task was lost never starts. Both block the conversation ("wait for
+    the current answer"). Run by Celery beat; each failure goes through turns.fail,
+    whose conditional update loses to a worker that finishes at the same moment, and
+    writes the turn's one usage event like any other failure."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.models import Invocation, MessageStatus
+    from tenants.context import all_tenants, tenant_context
+    from tenants.models import Tenant
+
+    now = timezone.now()
+    running_before = now - timedelta(seconds=TURN_TIME_LIMIT + STUCK_GRACE_SECONDS)
+    queued_before = now - timedelta(seconds=settings.TURN_QUEUED_MAX_SECONDS)
+    with all_tenants("fail turns no worker will finish"):
+        stuck = list(
+            Invocation.unscoped.filter(
+                status__in=[MessageStatus.RUNNING, MessageStatus.STREAMING], started_at__lt=running_before
+            ).values_list("tenant_id", "pk", "status")
+        ) + list(
+            Invocation.unscoped.filter(status=MessageStatus.QUEUED, queued_at__lt=queued_before).values_list(
+                "tenant_id", "pk", "status"
+            )
+        )
+        tenants = Tenant.objects.select_related("tier").in_bulk({tenant_id for tenant_id, _, _ in stuck})
+    for tenant_id, invocation_id, status in stuck:
+        reason = (
+            "This answer waited too long in the queue. Try again."
+            if status == MessageStatus.QUEUED
+            else "The agent stopped answering. Try again."
+        )
+        with tenant_context(tenants[tenant_id]):
+            turns.fail(invocation_id, reason)
+        log.warning("turn %s was %s with no worker behind it: failed", invocation_id, status)
+    return len(stuck)

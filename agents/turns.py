@@ -156,11 +156,13 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
     verdict = blocked or guard.final("".join(answer))
     if verdict.blocked:
         status, text = MessageStatus.BLOCKED, verdict.text
-        message_id = _finish(invocation, text, status, usage, citations, tool_calls, started, error=verdict.message)
+        message_id = _finish(
+            invocation, text, status, usage, citations, tool_calls, started, error=verdict.message, checks=guard.checks
+        )
         publisher.emit("blocked", {"message_id": message_id, "text": verdict.text, "message": verdict.message})
         return str(MessageStatus.BLOCKED)
     status = MessageStatus.CANCELLED if cancelled else MessageStatus.DONE
-    message_id = _finish(invocation, verdict.text, status, usage, citations, tool_calls, started)
+    message_id = _finish(invocation, verdict.text, status, usage, citations, tool_calls, started, checks=guard.checks)
     publisher.emit("cancelled" if cancelled else "done", {"message_id": message_id})
     return str(status)
 
@@ -179,7 +181,9 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-def _finish(invocation, text, status, usage, citations, tool_calls, started, error: str = "") -> int | None:
+def _finish(
+    invocation, text, status, usage, citations, tool_calls, started, error: str = "", checks: int = 0
+) -> int | None:
     """Final state, stored answer and the one usage event, in one transaction.
 
     Returns the answer's message id, or None when the turn had already ended."""
@@ -222,6 +226,7 @@ def _finish(invocation, text, status, usage, citations, tool_calls, started, err
             tool_calls=len(tool_calls),
             runtime_seconds=Decimal(f"{time.monotonic() - started:.3f}"),
             estimated=estimated,
+            guardrail_checks=checks,
         )
     return invocation.assistant_message_id
 
@@ -234,5 +239,7 @@ def fail(invocation_id, reason: str) -> None:
     invocation = Invocation.objects.select_related("agent").filter(pk=invocation_id).first()
     if invocation is None:
         return
-    _finish(invocation, "", MessageStatus.FAILED, {}, [], [], time.monotonic(), error=reason)
-    streaming.publish_final(invocation.pk, "error", {"message": reason})
+    if _finish(invocation, "", MessageStatus.FAILED, {}, [], [], time.monotonic(), error=reason) is not None:
+        # Only the call that ended the turn says so: a worker that finished it first
+        # has already published its own final event.
+        streaming.publish_final(invocation.pk, "error", {"message": reason})

@@ -166,6 +166,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_DEFAULT_QUEUE = "default"
+# Celery beat (inside the `make run` worker; a separate `celery beat` in production).
+CELERY_BEAT_SCHEDULE = {
+    "agents-fail-stuck-turns": {"task": "agents.tasks.fail_stuck_turns", "schedule": 60.0},
+}
 
 # --- Auth (django-allauth) ------------------------------------------------------
 AUTH_USER_MODEL = "tenants.User"
@@ -266,6 +270,9 @@ if AGENT_RUNTIME not in {"local", "http", "agentcore"}:
     raise ImproperlyConfigured(f"AGENT_RUNTIME must be local, http or agentcore, got {AGENT_RUNTIME!r}")
 RUNTIME_URL = env_str("RUNTIME_URL", "http://127.0.0.1:8080")
 RUNTIME_TIMEOUT_SECONDS = env_int("RUNTIME_TIMEOUT_SECONDS", 120, minimum=1)
+# A queued turn no worker has started after this long is failed (with a retry button)
+# by agents.tasks.fail_stuck_turns, which beat runs every minute.
+TURN_QUEUED_MAX_SECONDS = env_int("TURN_QUEUED_MAX_SECONDS", 900, minimum=60)
 AGENTCORE_RUNTIME_ARN = env_str("AGENTCORE_RUNTIME_ARN", "")
 AGENTCORE_QUALIFIER = env_str("AGENTCORE_QUALIFIER", "DEFAULT")
 AWS_REGION = env_str("AWS_REGION", "us-east-1")
