@@ -37,6 +37,7 @@ def record_turn(
     tool_calls: int,
     runtime_seconds: Decimal,
     estimated: bool,
+    guardrail_checks: int = 0,
 ) -> UsageEvent | None:
     """Write the invocation's usage event; None if it was already recorded."""
     try:

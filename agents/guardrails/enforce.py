@@ -37,6 +37,7 @@ class OutputGuard:
     def __init__(self, tenant, invocation):
         self.tenant = tenant
         self.invocation = invocation
+        self.checks = 0  # guardrail checks run for this turn (metered on the usage event)
 
     def check(self, text_so_far: str) -> OutputVerdict | None:
         """None while the streamed text is acceptable; a verdict stops the stream."""
