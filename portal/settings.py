@@ -118,6 +118,17 @@ def _database(url: str) -> dict:
         # Our subclass applies the tenant context to every transaction (SET LOCAL).
         config["ENGINE"] = "portal.db.postgresql"
         config["CONN_HEALTH_CHECKS"] = True
+        if env_bool("DATABASE_POOL", True):
+            # psycopg's pool (Django's built-in support): under ASGI every request runs on
+            # a thread of its own, so without it each request opened, and closed, a new
+            # PostgreSQL connection. Safe with row-level security: the tenant settings are
+            # transaction-local (portal.db.postgresql), so a pooled connection carries none.
+            config["CONN_MAX_AGE"] = 0  # Django refuses persistent connections with a pool
+            config.setdefault("OPTIONS", {})["pool"] = {
+                "min_size": env_int("DATABASE_POOL_MIN_SIZE", 1, minimum=0),
+                "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20, minimum=1),
+                "timeout": env_int("DATABASE_POOL_TIMEOUT", 10, minimum=1),
+            }
     elif engine == "django.db.backends.sqlite3":
         config["CONN_MAX_AGE"] = 0
         config["OPTIONS"] = {

@@ -23,10 +23,18 @@ def as_owner(alias: str = "default") -> Iterator[None]:
         return
     connection = connections[alias]
     saved = {key: connection.settings_dict.get(key) for key in _CREDENTIALS}
-    connection.close()
+    _close(connection)
     connection.settings_dict.update({key: owner.get(key) for key in _CREDENTIALS})
     try:
         yield
     finally:
-        connection.close()
+        _close(connection)
         connection.settings_dict.update(saved)
+
+
+def _close(connection) -> None:
+    """Close the connection and, with a connection pool, the pool too: its connections
+    were opened with the other role's credentials."""
+    connection.close()
+    if getattr(connection, "pool", None) is not None:
+        connection.close_pool()

@@ -164,6 +164,9 @@ def main() -> None:
         # Django's advice for ASGI: no persistent connections (see the module docstring).
         web_argv, worker_args = uvicorn_argv(web_port), worker_argv(args.pool, args.concurrency)
         web_env, worker_env = {**env, "DATABASE_CONN_MAX_AGE": args.web_conn_max_age}, dict(env)
+        # Connection pools sized to what each process can use at once (PostgreSQL allows 100 here).
+        web_env["DATABASE_POOL_MAX_SIZE"] = str(min(args.clients, 48))
+        worker_env["DATABASE_POOL_MAX_SIZE"] = str(args.concurrency + 2)
         if args.profile_web:
             web_argv = [web_argv[0], "-m", "tests.bench.profiled", *web_argv[2:]]
             web_env["BENCH_PROFILE_OUT"] = args.profile_web
