@@ -137,7 +137,9 @@ class TenantScopedAPIMixin:
             raise exceptions.NotFound()
         self._tenant_scope.enter_context(tenant_context(tenant, user_id=request.user.pk))
         membership = None
-        if token is None or token.user is not None:
+        if token is not None and token.membership is not None:
+            membership = token.membership  # validate() has just read it, live, in this tenant
+        elif token is None or token.user is not None:
             membership = Membership.objects.filter(user_id=request.user.pk).first()
             if membership is None:
                 raise exceptions.NotFound()
