@@ -131,7 +131,8 @@ class TenantScopedAPIMixin:
 
         token = request.auth if isinstance(request.auth, AccessToken) else None
         slug = kwargs.get("tenant_slug", "")
-        tenant = Tenant.by_slug(slug)
+        # A token names its tenant, which validate() has just read, live: no second lookup.
+        tenant = token.tenant if token is not None and token.tenant.slug == slug else Tenant.by_slug(slug)
         # A token is good for its own tenant only: any other slug is "not found".
         if tenant is None or (token is not None and token.tenant.pk != tenant.pk):
             raise exceptions.NotFound()
