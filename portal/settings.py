@@ -241,6 +241,12 @@ SOCIALACCOUNT_STORE_TOKENS = False
 SOCIALACCOUNT_REQUESTS_TIMEOUT = env_int("SSO_REQUESTS_TIMEOUT", 10, minimum=1)
 # http:// and loopback issuers (a test IdP on 127.0.0.1) are refused unless this is on.
 SSO_ALLOW_LOOPBACK_ISSUERS = env_bool("SSO_ALLOW_LOOPBACK_ISSUERS", DEBUG)
+# A claimed email domain routes sign-ins to the tenant's IdP only once the tenant proved
+# control of it (DNS TXT record, or an operator's check). 0 trusts claims as typed.
+SSO_VERIFY_DOMAINS = env_bool("SSO_VERIFY_DOMAINS", True)
+# Resolvers for that check ("host" or "host:port"); empty = the system's (/etc/resolv.conf).
+SSO_DNS_NAMESERVERS = env_list("SSO_DNS_NAMESERVERS", [])
+SSO_DNS_TIMEOUT_SECONDS = env_int("SSO_DNS_TIMEOUT_SECONDS", 3, minimum=1)
 
 SESSION_COOKIE_HTTPONLY = True
 # Flash messages live in the session, so none survives a sign-out into the next person's view.

@@ -19,4 +19,5 @@ urlpatterns = [
     path("", include("tenants.identity.urls")),
     path("sso/", sso_views.settings_page, name="sso_settings"),
     path("sso/disable/", sso_views.disable, name="sso_disable"),
+    path("sso/domains/verify/", sso_views.verify_domain, name="sso_verify_domain"),
 ]

@@ -16,6 +16,7 @@ urlpatterns = [
         name="tenant_api_client_revoke",
     ),
     path("tenants/<slug:slug>/sso/disable/", views.tenant_sso_disable, name="tenant_sso_disable"),
+    path("tenants/<slug:slug>/sso/verify-domain/", views.tenant_sso_verify_domain, name="tenant_sso_verify_domain"),
     path("tiers/", views.tiers, name="tiers"),
     path("tiers/new/", views.tier_edit, name="tier_create"),
     path("tiers/<slug:slug>/", views.tier_edit, name="tier_edit"),

@@ -295,6 +295,19 @@ def tenant_api_client_revoke(request, slug, client_id):
 
 @require_POST
 @operator_view
+def tenant_sso_verify_domain(request, slug):
+    tenant = get_object_or_404(Tenant.objects.select_related("tier"), slug=slug)
+    try:
+        claim = sso.operator_verify_domain(tenant, request.POST.get("domain", ""), actor=request.user, ip=_ip(request))
+    except services.ServiceError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"{claim.domain} is verified for {tenant.name}.")
+    return redirect("operator:tenant_detail", slug=tenant.slug)
+
+
+@require_POST
+@operator_view
 def tenant_sso_disable(request, slug):
     tenant = get_object_or_404(Tenant.objects.select_related("tier"), slug=slug)
     try:

@@ -165,15 +165,37 @@ class SSOConnection(PlatformModel):
         return f"SSO of tenant {self.tenant_id} ({self.issuer})"
 
 
+def _verification_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
 class SSODomain(PlatformModel):
-    """An email domain a tenant's SSO connection claims. One tenant per domain, platform-wide."""
+    """An email domain a tenant's SSO connection claims; trusted once verified, by one tenant only."""
 
     connection = models.ForeignKey(SSOConnection, on_delete=models.CASCADE, related_name="domains")
-    domain = models.CharField(max_length=253, unique=True)
+    domain = models.CharField(max_length=253, db_index=True)
+    # Proof of control: a DNS TXT record `_tenant-portal-challenge.<domain>` holding
+    # `tenant-portal-verification=<token>`. Until then the claim routes no sign-in and the
+    # tenant's IdP is trusted for none of the domain's addresses (tenants.identity.sso).
+    verification_token = models.CharField(max_length=64, default=_verification_token, editable=False)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verified_by = models.CharField(max_length=10, blank=True, help_text="dns, or operator (checked by hand)")
 
     class Meta:
         ordering = ["domain"]
         verbose_name = "SSO domain"
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "domain"], name="sso_domain_once_per_connection"),
+            # Several tenants may *claim* a domain (a squatter cannot lock its owner out);
+            # only one can prove it, and that proof removes the other claims.
+            models.UniqueConstraint(
+                fields=["domain"], condition=models.Q(verified_at__isnull=False), name="sso_domain_verified_once"
+            ),
+        ]
+
+    @property
+    def is_verified(self) -> bool:
+        return self.verified_at is not None
 
     def __str__(self) -> str:
         return self.domain

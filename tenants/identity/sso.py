@@ -234,6 +234,15 @@ def domains_of(connection: SSOConnection) -> list[str]:
     return sorted(d.domain for d in connection.domains.all())
 
 
+def trusted_domains_of(connection: SSOConnection) -> list[str]:
+    """The claimed domains whose addresses the tenant's IdP may sign in: the verified ones."""
+    return sorted(d.domain for d in connection.domains.all() if _trusted(d))
+
+
+def _trusted(claim: SSODomain) -> bool:
+    return claim.verified_at is not None or not settings.SSO_VERIFY_DOMAINS
+
+
 def is_usable(connection: SSOConnection) -> bool:
     """Enabled, the tenant active, and its tier (or a grant) includes SSO."""
     tenant = connection.tenant
@@ -245,8 +254,13 @@ def usable_connection_for_email(email: str) -> SSOConnection | None:
     domain = email_domain(email)
     if not domain:
         return None
-    claim = SSODomain.objects.select_related("connection__tenant__tier").filter(domain=domain).first()
-    if claim is None or not is_usable(claim.connection):
+    claims = SSODomain.objects.select_related("connection__tenant__tier").filter(domain=domain)
+    if settings.SSO_VERIFY_DOMAINS:
+        claims = claims.filter(verified_at__isnull=False)
+    claim = claims.order_by("pk").first()
+    # An unverified claim routes nobody: a tenant cannot send another organisation's
+    # people to its own IdP by typing their domain (first come, first served).
+    if claim is None or not _trusted(claim) or not is_usable(claim.connection):
         return None
     return claim.connection
 
@@ -337,12 +351,13 @@ def _validate(
             domain_errors.append(f"At most {MAX_DOMAINS} domains per connection.")
     if not domain_errors:
         mine = existing.pk if existing is not None else None
-        taken = sorted(
-            SSODomain.objects.filter(domain__in=normalized).exclude(connection_id=mine).values_list("domain", flat=True)
-        )
-        for domain in taken:
+        others = SSODomain.objects.filter(domain__in=normalized).exclude(connection_id=mine)
+        if settings.SSO_VERIFY_DOMAINS:
+            # An unverified claim elsewhere does not block: whoever proves the domain keeps it.
+            others = others.filter(verified_at__isnull=False)
+        for domain in sorted(others.values_list("domain", flat=True)):
             domain_errors.append(
-                f"{domain} is already claimed by another organisation. Contact support if it is yours."
+                f"{domain} is already verified by another organisation. Contact support if it is yours."
             )
         for domain in normalized:
             if User.objects.filter(email__iendswith=f"@{domain}", is_staff=True).exists():
@@ -447,6 +462,118 @@ def save_sso_connection(
         raise ServiceError("These settings changed meanwhile or a domain was just claimed elsewhere; try again.")
     connection._prefetched_objects_cache = {}
     return connection
+
+
+# --- domain verification (DNS TXT) ---------------------------------------------------------
+
+CHALLENGE_LABEL = "_tenant-portal-challenge"
+CHALLENGE_PREFIX = "tenant-portal-verification="
+
+
+def challenge_record(claim: SSODomain) -> tuple[str, str]:
+    """The TXT record that proves control of the domain: (name, value)."""
+    return f"{CHALLENGE_LABEL}.{claim.domain}", f"{CHALLENGE_PREFIX}{claim.verification_token}"
+
+
+def _txt_values(name: str) -> list[str]:
+    """The TXT strings at `name`. Raises ServiceError with a reason a person can act on."""
+    import dns.exception
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=not settings.SSO_DNS_NAMESERVERS)
+    if settings.SSO_DNS_NAMESERVERS:
+        host, _, port = settings.SSO_DNS_NAMESERVERS[0].partition(":")
+        resolver.nameservers = [host]
+        resolver.port = int(port or 53)
+    resolver.lifetime = settings.SSO_DNS_TIMEOUT_SECONDS
+    try:
+        answer = resolver.resolve(name, "TXT", raise_on_no_answer=True)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        raise ServiceError(f"There is no TXT record at {name} yet. DNS changes can take a while to appear.")
+    except dns.exception.Timeout:
+        raise ServiceError("The DNS lookup timed out. Try again in a moment.")
+    except dns.exception.DNSException as exc:
+        logger.info("DNS lookup of %s failed: %s", name, exc)
+        raise ServiceError(f"The DNS lookup of {name} failed. Try again in a moment.")
+    return [b"".join(record.strings).decode("utf-8", "replace") for record in answer]
+
+
+def _claim_of(tenant: Tenant, domain: str) -> SSODomain:
+    claim = (
+        SSODomain.objects.select_related("connection")
+        .filter(connection__tenant=tenant, domain=normalize_domain_or_blank(domain))
+        .first()
+    )
+    if claim is None:
+        raise ServiceError("Your single sign-on does not claim this domain.")
+    return claim
+
+
+def normalize_domain_or_blank(raw) -> str:
+    try:
+        return normalize_domain(raw) if isinstance(raw, str) else ""
+    except ValidationError:
+        return ""
+
+
+def verify_domain(actor: Actor, domain: str) -> SSODomain:
+    """Check the domain's challenge TXT record and, if it is there, trust the claim."""
+    tenant = _check_actor_tenant(actor)
+    require(actor.role, Action.MANAGE_SSO)
+    claim = _claim_of(tenant, domain)
+    if claim.verified_at is not None:
+        return claim
+    name, expected = challenge_record(claim)
+    if expected not in (value.strip() for value in _txt_values(name)):
+        raise ServiceError(f"The TXT record at {name} does not hold {expected} yet.")
+    return _mark_verified(claim, tenant, by="dns", actor=actor.user, ip=actor.ip)
+
+
+def operator_verify_domain(tenant: Tenant, domain: str, *, actor, ip: str | None = None) -> SSODomain:
+    """An operator vouches for the claim (checked by other means, e.g. an air-gapped DNS)."""
+    with tenant_context(tenant):
+        return _mark_verified(_claim_of(tenant, domain), tenant, by="operator", actor=actor, ip=ip)
+
+
+def _mark_verified(claim: SSODomain, tenant: Tenant, *, by: str, actor, ip) -> SSODomain:
+    try:
+        with transaction.atomic():
+            _verify_claim(claim, tenant, by=by, actor=actor, ip=ip)
+    except IntegrityError:
+        raise ServiceError(f"{claim.domain} was just verified by another organisation.")
+    claim.refresh_from_db()
+    return claim
+
+
+def _verify_claim(claim: SSODomain, tenant: Tenant, *, by: str, actor, ip) -> None:
+    now = timezone.now()
+    if not SSODomain.objects.filter(pk=claim.pk, verified_at__isnull=True).update(verified_at=now, verified_by=by):
+        return  # verified meanwhile
+    audit.record(
+        "sso.domain_verified",
+        actor=actor,
+        tenant=tenant,
+        target=claim.connection,
+        target_repr=f"Domain {claim.domain}",
+        after={"domain": claim.domain, "verified_by": by},
+        ip=ip,
+    )
+    # The proof settles the domain: other organisations' pending claims of it go, and
+    # each of them finds out why in its own audit log.
+    others = SSODomain.objects.select_related("connection__tenant").filter(domain=claim.domain).exclude(pk=claim.pk)
+    for other in others:
+        with tenant_context(other.connection.tenant):  # its own log, under its row-level security
+            audit.record(
+                "sso.domain_claim_removed",
+                actor=actor,
+                tenant=other.connection.tenant,
+                target=other.connection,
+                target_repr=f"Domain {other.domain}",
+                before={"domain": other.domain},
+                after={"reason": "another organisation proved control of the domain"},
+                ip=ip,
+            )
+        other.delete()
 
 
 def client_secret_of_or_blank(connection: SSOConnection) -> str:
@@ -561,7 +688,12 @@ def admit(connection: SSOConnection, *, email: str, email_verified, existing_use
     domain = email_domain(email)
     if not domain:
         raise SSORefused(f"{tenant.name}'s identity provider did not tell us your email address.")
-    if domain not in domains_of(connection):
+    if domain not in trusted_domains_of(connection):
+        if domain in domains_of(connection):
+            raise SSORefused(
+                f"{tenant.name} has not yet proved that {domain} is theirs (DNS verification), so its "
+                "identity provider cannot sign in addresses there. Sign in with your password."
+            )
         raise SSORefused(
             f"{tenant.name}'s single sign-on is for addresses at {', '.join(domains_of(connection))}; "
             f"it cannot sign in {email}."

@@ -52,6 +52,11 @@ def settings_page(request):
         "connection": connection,
         "usable": connection is not None and sso.is_usable(connection),
         "redirect_uri": request.build_absolute_uri(sso.callback_path(provider_id)),
+        "domains": [
+            {"claim": claim, "name": name, "value": value}
+            for claim in (connection.domains.all() if connection is not None else [])
+            for name, value in [sso.challenge_record(claim)]
+        ],
     }
     return render(request, "identity/sso_settings.html", context, status=status)
 
@@ -65,6 +70,19 @@ def disable(request):
         messages.error(request, " ".join(exc.messages))
     else:
         messages.success(request, "Single sign-on is off. Everyone signs in with a password again.")
+    return redirect("tenants:sso_settings", tenant_slug=request.tenant.slug)
+
+
+@require_POST
+@tenant_view(Action.MANAGE_SSO)
+def verify_domain(request):
+    """Look up the domain's challenge TXT record now (the admin has just published it)."""
+    try:
+        claim = sso.verify_domain(Actor.from_request(request), request.POST.get("domain", ""))
+    except services.ServiceError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"{claim.domain} is verified: its people can now sign in through your IdP.")
     return redirect("tenants:sso_settings", tenant_slug=request.tenant.slug)
 
 

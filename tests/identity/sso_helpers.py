@@ -20,7 +20,9 @@ def grant_sso_feature(tenant: Tenant) -> None:
     tenant.save(update_fields=["feature_grants"])
 
 
-def configure_sso(side: Side, idp: FakeIdP, *, role: str = "owner", **changes) -> SSOConnection:
+def configure_sso(side: Side, idp: FakeIdP, *, role: str = "owner", verified: bool = True, **changes) -> SSOConnection:
+    """The tenant's SSO connection, saved by its admin; with `verified`, its domains then
+    proved (through the operator's check: the DNS check has tests of its own)."""
     fields = {
         "issuer": idp.issuer,
         "client_id": idp.client_id,
@@ -32,7 +34,12 @@ def configure_sso(side: Side, idp: FakeIdP, *, role: str = "owner", **changes) -
     }
     fields.update(changes)
     with tenant_context(side.tenant):
-        return sso.save_sso_connection(actor(side, role), **fields)
+        connection = sso.save_sso_connection(actor(side, role), **fields)
+    if verified:
+        for domain in sso.domains_of(connection):
+            sso.operator_verify_domain(side.tenant, domain, actor=None)
+        connection._prefetched_objects_cache = {}
+    return connection
 
 
 def start_sign_in(client, email: str) -> str:

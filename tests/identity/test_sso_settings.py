@@ -13,6 +13,7 @@ from django.core.management import CommandError, call_command
 from tenants.context import tenant_context
 from tenants.identity import sso
 from tenants.identity.models import SSOConnection, SSODomain
+from tenants.models import AuditLog
 from tenants.services import ServiceError
 from tests import factories
 from tests.identity.sso_helpers import configure_sso, grant_sso_feature
@@ -256,7 +257,7 @@ def test_bad_input_gets_form_errors_and_saves_nothing(owner_client, alpha, field
     assert not SocialApp.objects.exists()
 
 
-def test_a_domain_claimed_by_another_tenant_is_refused_without_naming_it(owner_client, world, alpha):
+def test_a_domain_verified_by_another_tenant_is_refused_without_naming_it(owner_client, world, alpha):
     grant_sso_feature(world.b.tenant)
     configure_sso(world.b, SimpleNamespace(issuer="https://login.bravo.example", client_id="b", client_secret="b"))
 
@@ -264,9 +265,31 @@ def test_a_domain_claimed_by_another_tenant_is_refused_without_naming_it(owner_c
 
     assert response.status_code == 400
     body = text(response)
-    assert "bravo.test is already claimed by another organisation" in body
+    assert "bravo.test is already verified by another organisation" in body
     assert "Bravo" not in body
     assert connection_of(alpha) is None
+
+
+def test_a_pending_claim_does_not_lock_the_domains_owner_out(owner_client, world, alpha):
+    """First come is not first served: a squatter's unverified claim routes nobody and
+    blocks nobody; the tenant that proves the domain keeps it and the squatter's claim goes."""
+    grant_sso_feature(world.b.tenant)
+    squatter = SimpleNamespace(issuer="https://login.bravo.example", client_id="b", client_secret="b")
+    configure_sso(world.b, squatter, domains=["alpha.test"], verified=False)
+    assert sso.usable_connection_for_email("someone@alpha.test") is None
+
+    response = owner_client.post(url(alpha), form(domains="alpha.test"))
+    assert response.status_code == 302
+    mine = connection_of(alpha)
+    assert sso.usable_connection_for_email("someone@alpha.test") is None  # not proved yet either
+
+    sso.operator_verify_domain(alpha.tenant, "alpha.test", actor=None)
+
+    assert sso.usable_connection_for_email("someone@alpha.test").pk == mine.pk
+    with tenant_context(world.b.tenant):
+        assert sso.domains_of(sso.connection_of(world.b.tenant)) == []
+        removed = AuditLog.objects.filter(action="sso.domain_claim_removed").get()
+    assert removed.before == {"domain": "alpha.test"}
 
 
 def test_a_domain_an_operator_uses_cannot_be_claimed(owner_client, alpha):

@@ -126,6 +126,7 @@ ROUTES: dict[str, object] = {
     "tenants:security": TenantScoped(methods=("GET", "POST")),
     "tenants:sso_settings": TenantScoped(methods=("GET", "POST")),
     "tenants:sso_disable": TenantScoped(methods=("POST",)),
+    "tenants:sso_verify_domain": TenantScoped(methods=("POST",)),
     # enterprise SSO sign-in: the email → IdP step and the IdP callback (tests/identity/test_sso.py)
     "sso_start": NoTenantData(),
     "sso_callback": NoTenantData(),
@@ -165,6 +166,7 @@ ROUTES: dict[str, object] = {
         methods=("POST",), kwargs={"slug": "tenant_b_slug", "client_id": "b_api_client_id"}
     ),
     "operator:tenant_sso_disable": OperatorOnly(methods=("POST",), kwargs={"slug": "tenant_b_slug"}),
+    "operator:tenant_sso_verify_domain": OperatorOnly(methods=("POST",), kwargs={"slug": "tenant_b_slug"}),
     "operator:tiers": OperatorOnly(),
     "operator:tier_create": OperatorOnly(methods=("GET", "POST")),
     "operator:tier_edit": OperatorOnly(methods=("GET", "POST"), kwargs={"slug": "tier_slug"}),
