@@ -33,8 +33,8 @@ class SSOConnectionForm(forms.Form):
     domains = forms.CharField(
         label="Email domains",
         max_length=5000,
-        help_text="One per line. People with these addresses sign in through your identity provider; "
-        "a domain can belong to one organisation only.",
+        help_text="One per line. People with these addresses sign in through your identity provider "
+        "once you prove each domain with a DNS record (shown after saving).",
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "example.com", "spellcheck": "false"}),
     )
     default_role = forms.ChoiceField(
