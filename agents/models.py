@@ -191,6 +191,8 @@ class Invocation(TenantOwnedModel):
     attempts = models.PositiveSmallIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
     error = models.CharField(max_length=500, blank=True)
+    # The turn's steps with their timings (agents.tracing): shown under the answer.
+    trace = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-queued_at"]

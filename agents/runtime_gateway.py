@@ -9,6 +9,7 @@ tenant context headers and the request, and yields the runtime's events.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 
 from django.conf import settings
@@ -167,6 +168,7 @@ def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:
         headers = tenant_headers(tenant, token, invocation)
         request = build_request(invocation)
         kind = runtime_kind(tenant)  # recorded on the invocation when the turn was claimed
+    invocation._runtime_called = (time.time(), time.perf_counter())  # for the turn's trace
     try:
         client = client_for(kind, tenant)
         events = client.invoke(InvocationRequest.from_dict(request), InvocationContext.from_headers(headers))

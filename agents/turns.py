@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from agents import runtime_gateway, streaming
+from agents import runtime_gateway, streaming, tracing
 from agents.guardrails import enforce as guardrails
 from agents.models import FINAL_STATUSES, Invocation, Message, MessageStatus
 from billing import metering
@@ -65,12 +65,18 @@ def _claim(tenant: Tenant, invocation_id) -> Invocation | None:
 
 
 def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> str:
+    claim_started, claim_clock = time.time(), time.perf_counter()
     invocation = _claim(tenant, invocation_id)
     if invocation is None:
         current = Invocation.objects.filter(pk=invocation_id).values_list("status", flat=True).first()
         log.info("turn %s not claimed (status %s): nothing to do", invocation_id, current)
         return str(current or "missing")
 
+    trace = tracing.TurnTrace(tenant, invocation_id=invocation.pk, spans=invocation.trace)
+    if invocation.attempts == 1:
+        wait = (invocation.started_at - invocation.queued_at).total_seconds()
+        trace.add("turn.queue_wait", invocation.queued_at.timestamp(), wait, {"queue": invocation.queue})
+    trace.add("turn.claim", claim_started, time.perf_counter() - claim_clock, {"attempt": invocation.attempts})
     # A first attempt's stream is empty (only a claimed turn publishes), so it starts at 0
     # without asking the relay; a retry continues after what the earlier attempt sent.
     publisher = streaming.Publisher(invocation.pk, time.monotonic, start=0 if invocation.attempts == 1 else None)
@@ -85,16 +91,22 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
     next_cancel_check = time.monotonic() + CANCEL_CHECK_SECONDS
     cancelled = False
     guard = guardrails.OutputGuard(tenant, invocation)
+    guard_seconds = 0.0
     blocked = None
+    runtime_span = {"started": time.time(), "clock": time.perf_counter(), "first_token_ms": None}
     try:
         for event in runtime_gateway.invoke(tenant, invocation):
             kind = event.get("type")
             if kind == "delta":
                 if not answer:
+                    runtime_span.update(_runtime_called(invocation, trace, runtime_span))
+                    runtime_span["first_token_ms"] = round((time.perf_counter() - runtime_span["clock"]) * 1000, 3)
                     _mark_streaming(invocation)
                     publisher.emit("status", {"status": "streaming"})
                 answer.append(event.get("text", ""))
+                checking = time.perf_counter()
                 blocked = guard.check("".join(answer))
+                guard_seconds += time.perf_counter() - checking
                 if blocked is not None:
                     break
                 publisher.delta(event.get("text", ""))
@@ -128,6 +140,7 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
                 tool_calls,
                 started,
                 error="The agent runtime is unavailable. Try again in a moment.",
+                trace=trace,
             )
             publisher.emit("error", {"message": "The agent runtime is unavailable. Try again in a moment."})
             return "failed"
@@ -147,22 +160,45 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
             tool_calls,
             started,
             error=str(exc)[:500],
+            trace=trace,
         )
         publisher.emit("error", {"message": str(exc)[:500]})
         return "failed"
 
+    if runtime_span["first_token_ms"] is None:  # no text came: the call still happened
+        runtime_span.update(_runtime_called(invocation, trace, runtime_span))
+    _runtime_span(trace, runtime_span, kind=invocation.runtime, deltas=len(answer))
     # The output guardrails have the last word: a violation mid-stream (or in the whole
     # answer) replaces what was shown, and the stored answer is the enforced one.
+    checking, checking_wall = time.perf_counter(), time.time()
     verdict = blocked or guard.final("".join(answer))
+    guard_seconds += time.perf_counter() - checking
+    trace.add(
+        "turn.guardrails.output",
+        checking_wall,
+        guard_seconds,
+        {"checks": getattr(guard, "checks", 0), "blocked": bool(verdict.blocked)},
+    )
     if verdict.blocked:
         status, text = MessageStatus.BLOCKED, verdict.text
         message_id = _finish(
-            invocation, text, status, usage, citations, tool_calls, started, error=verdict.message, checks=guard.checks
+            invocation,
+            text,
+            status,
+            usage,
+            citations,
+            tool_calls,
+            started,
+            error=verdict.message,
+            checks=guard.checks,
+            trace=trace,
         )
         publisher.emit("blocked", {"message_id": message_id, "text": verdict.text, "message": verdict.message})
         return str(MessageStatus.BLOCKED)
     status = MessageStatus.CANCELLED if cancelled else MessageStatus.DONE
-    message_id = _finish(invocation, verdict.text, status, usage, citations, tool_calls, started, checks=guard.checks)
+    message_id = _finish(
+        invocation, verdict.text, status, usage, citations, tool_calls, started, checks=guard.checks, trace=trace
+    )
     publisher.emit("cancelled" if cancelled else "done", {"message_id": message_id})
     return str(status)
 
@@ -181,8 +217,34 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
+def _runtime_called(invocation, trace, runtime_span: dict) -> dict:
+    """When the runtime was really called: runtime_gateway.invoke notes it on the invocation
+    after minting the token and building the request (that part becomes its own span)."""
+    called = getattr(invocation, "_runtime_called", None)
+    if called is None or "prepared" in runtime_span:
+        return {"prepared": True}
+    wall, clock = called
+    trace.add("turn.prepare", runtime_span["started"], clock - runtime_span["clock"], {"token": "act-on-behalf"})
+    return {"started": wall, "clock": clock, "prepared": True}
+
+
+def _runtime_span(trace, runtime_span: dict, **attributes) -> None:
+    """The runtime call, from the request to its last event (first token as an attribute)."""
+    attributes["first_token_ms"] = runtime_span["first_token_ms"]
+    trace.add("turn.runtime", runtime_span["started"], time.perf_counter() - runtime_span["clock"], attributes)
+
+
 def _finish(
-    invocation, text, status, usage, citations, tool_calls, started, error: str = "", checks: int = 0
+    invocation,
+    text,
+    status,
+    usage,
+    citations,
+    tool_calls,
+    started,
+    error: str = "",
+    checks: int = 0,
+    trace: tracing.TurnTrace | None = None,
 ) -> int | None:
     """Final state, stored answer and the one usage event, in one transaction.
 
@@ -210,6 +272,7 @@ def _finish(
                 tool_call_count=len(tool_calls),
                 usage_estimated=estimated,
                 error=error,
+                **({"trace": trace.spans} if trace is not None else {}),
             )
         )
         if changed != 1:
