@@ -1,0 +1,792 @@
+"""Detectors of the builtin engine: pure functions over text, no Django, no I/O.
+
+Each detector yields `Finding`s (entity key, span). Patterns are compiled once at
+import; validators (Luhn, IBAN mod-97, SSN area rules, IPv4 octets) turn "looks
+like" into "is", which is what keeps order numbers, ISBNs and timestamps out.
+Term lists (blocked terms, other tenants' markers) use an Aho–Corasick automaton
+(pyahocorasick), so 1,000 terms cost one pass over the text, not 1,000.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import ahocorasick
+import regex as safe_regex
+
+# --- PII entities ------------------------------------------------------------------------
+
+ENTITIES: dict[str, str] = {
+    "email": "Email address",
+    "phone": "Phone number",
+    "card": "Payment card number (Luhn-checked)",
+    "cvv": "Card security code next to card data",
+    "ssn": "US Social Security number",
+    "iban": "IBAN (checksum-verified)",
+    "ip_address": "IP address",
+    "date_of_birth": "Date of birth",
+    "mrn": "Medical record number",
+    "aws_access_key": "AWS access key id",
+    "secret": "Secrets: private keys, API tokens, passwords",
+}
+
+PLACEHOLDERS: dict[str, str] = {key: f"[{key.upper()}]" for key in ENTITIES}
+
+
+@dataclass(frozen=True)
+class Finding:
+    entity: str  # an ENTITIES key, or "custom:<name>"
+    start: int
+    end: int
+
+
+_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![\w-])")
+
+# North American numbers with separators (555-123-4567, (555) 123 4567, 555.123.4567) and
+# international numbers that start with "+" and a country code. Bare digit runs are
+# left alone on purpose: they are far more often order numbers and ids.
+_PHONE_NANP = re.compile(r"(?<![\w+/.-])(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?![\w/-]|\.\d)")
+_PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}(?:[\s.-]?\(?\d{1,5}\)?){2,6}(?![\w-])")
+_PHONE_CONTEXT = re.compile(
+    r"\b(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp)\b[\s.:#-]{0,4}(\d[\d\s.-]{7,14}\d)(?!\w)", re.I
+)
+
+_CARD = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")
+_CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|6(?:011|5|4[4-9]|22)|3(?:0[0-5]|[68])|35)")
+# A Luhn-valid number is still not a card when the text says what it is: an order or
+# tracking number, or the tail of an IBAN ("DE89 3704 …").
+_CARD_NOT_BEFORE = re.compile(
+    r"(?:\b(?:order|invoice|tracking|reference|ref|ticket|confirmation|account|iban)\b(?:\s*(?:number|no\.?|#|id))?\s*(?:is|:|#)?\s*|\b[A-Z]{2}\d{2}\s?)$",
+    re.I,
+)
+_CVV = re.compile(
+    r"\b(?:cvv2?|cvc2?|cid|csc|security code|card code|card verification(?: code| value)?)\b\W{0,3}(\d{3,4})\b", re.I
+)
+
+_SSN = re.compile(r"(?<![\w-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-])")
+_SSN_CONTEXT = re.compile(r"\b(?:ssn|social security(?: number| no\.?)?)\b\W{0,4}(\d{9})\b", re.I)
+
+_IBAN = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)(?![A-Za-z0-9])")
+_IBAN_LENGTHS = {
+    "AD": 24, "AT": 20, "BE": 16, "BG": 22, "CH": 21, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "EE": 20,
+    "ES": 24, "FI": 18, "FR": 27, "GB": 22, "GR": 27, "HR": 21, "HU": 28, "IE": 22, "IS": 26, "IT": 27,
+    "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MT": 31, "NL": 18, "NO": 15, "PL": 28, "PT": 25,
+    "RO": 24, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "TR": 26, "AE": 23, "SA": 24, "IL": 23, "BR": 29,
+}  # fmt: skip
+
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+_IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{6,39}(?![\w:])")
+_VERSION_BEFORE = re.compile(
+    r"(?:\bv|version|ver\.?|release|build|chapter|section|sec\.|table|figure|fig\.|§|step|part|clause|article)\s*$",
+    re.I,
+)
+
+_DATE = r"(?:\d{1,2}[/.-]\d{1,2}[/.-](?:19|20)?\d{2}|(?:19|20)\d{2}[/.-]\d{1,2}[/.-]\d{1,2}|\d{1,2}(?:st|nd|rd|th)? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?,? (?:19|20)\d{2}|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?,? (?:19|20)\d{2})"  # noqa: E501
+_DOB = re.compile(
+    r"\b(?:dob|d\.o\.b\.?|date of birth|birth ?date|birthday|born(?: on)?)\b\W{0,4}(" + _DATE + r")(?!\d)", re.I
+)
+
+_MRN = re.compile(
+    # (?<!\[): the label inside a "[MRN]" placeholder is not a label (redaction stays idempotent).
+    r"(?<!\[)\b(?:mrn|medical record(?: number| no\.?| #)?|patient (?:id|number|no\.?)|chart (?:number|no\.?))\b\W{0,4}([A-Z0-9][A-Z0-9-]{4,14}[A-Z0-9])\b",
+    re.I,
+)
+
+_AWS_KEY = re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9])")
+_SECRETS = [
+    re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]*?(?:-----END (?:[A-Z]+ )?PRIVATE KEY-----|$)"),
+    re.compile(r"(?<![\w])gh[pousr]_[A-Za-z0-9]{36,}(?![\w])"),
+    re.compile(r"(?<![\w])github_pat_[A-Za-z0-9_]{40,}(?![\w])"),
+    re.compile(r"(?<![\w])xox[abprs]-[A-Za-z0-9-]{10,}(?![\w])"),
+    re.compile(r"(?<![\w])sk-(?:proj-|live-|test-)?[A-Za-z0-9_-]{20,}(?![\w-])"),
+    re.compile(r"(?<![\w])(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}(?![\w])"),
+    re.compile(r"(?<![\w])AIza[0-9A-Za-z_-]{35}(?![\w-])"),
+    re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}(?![\w-])"),
+    # A value after a key name that says it is secret: aws_secret_access_key = …, password: …
+    re.compile(
+        r"(?i)\b(?:aws_secret_access_key|secret[_ ]?key|client[_ ]?secret|api[_ ]?key|access[_ ]?token|auth[_ ]?token|password|passwd|pwd)\b[\"']?\s*[:=]\s*[\"']?([^\s\"',;]{8,})"
+    ),
+]
+
+
+def luhn_ok(digits: str) -> bool:
+    total, parity = 0, len(digits) % 2
+    for i, ch in enumerate(digits):
+        d = ord(ch) - 48
+        if i % 2 == parity:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def iban_ok(candidate: str) -> bool:
+    compact = candidate.replace(" ", "")
+    expected = _IBAN_LENGTHS.get(compact[:2])
+    if expected is not None and len(compact) != expected:
+        return False
+    if not 15 <= len(compact) <= 34:
+        return False
+    rearranged = compact[4:] + compact[:4]
+    number = "".join(str(int(ch, 36)) for ch in rearranged)
+    return int(number) % 97 == 1
+
+
+def ssn_ok(area: str, group: str, serial: str) -> bool:
+    """SSA rules: area 000, 666 and 900–999 are never issued; group 00 and serial 0000 neither."""
+    return area not in ("000", "666") and not area.startswith("9") and group != "00" and serial != "0000"
+
+
+def _cards(text: str) -> Iterator[Finding]:
+    for m in _CARD.finditer(text):
+        # The run may carry a neighbour's digits ("4242 … 4242 12/29", "qty 12 4111 …"): try the
+        # whole run, then shorter runs of whole digit groups, longest first.
+        groups = [(g.start() + m.start(), g.end() + m.start()) for g in re.finditer(r"\d+", m.group())]
+        candidates = sorted(
+            ((i, j) for i in range(len(groups)) for j in range(i, len(groups))), key=lambda ij: ij[0] - ij[1]
+        )
+        for i, j in candidates:
+            start, end = groups[i][0], groups[j][1]
+            digits = re.sub(r"[ -]", "", text[start:end])
+            if 13 <= len(digits) <= 19 and _CARD_PREFIX.match(digits) and luhn_ok(digits) and len(set(digits)) > 1:
+                if not _CARD_NOT_BEFORE.search(text[max(0, start - 30) : start]):
+                    yield Finding("card", start, end)
+                break
+
+
+def _cvvs(text: str, cards: list[Finding]) -> Iterator[Finding]:
+    for m in _CVV.finditer(text):
+        yield Finding("cvv", m.start(1), m.end(1))
+    # A bare 3–4 digit code right after a card number ("4111 1111 1111 1111 12/27 123").
+    for card in cards:
+        tail = text[card.end : card.end + 24]
+        m = re.match(r"(?:\s*(?:exp\.?|expires)?\s*\d{2}/\d{2,4})?[\s,;]+(\d{3,4})(?![\w\-./])", tail, re.I)
+        if m:
+            yield Finding("cvv", card.end + m.start(1), card.end + m.end(1))
+
+
+def _ssns(text: str) -> Iterator[Finding]:
+    for m in _SSN.finditer(text):
+        if ssn_ok(m.group(1), m.group(3), m.group(4)):
+            yield Finding("ssn", m.start(), m.end())
+    for m in _SSN_CONTEXT.finditer(text):
+        raw = m.group(1)
+        if ssn_ok(raw[:3], raw[3:5], raw[5:]):
+            yield Finding("ssn", m.start(1), m.end(1))
+
+
+def _ibans(text: str) -> Iterator[Finding]:
+    for m in _IBAN.finditer(text):
+        if iban_ok(m.group(1)):
+            yield Finding("iban", m.start(1), m.end(1))
+
+
+def _ips(text: str) -> Iterator[Finding]:
+    for m in _IPV4.finditer(text):
+        parts = m.group().split(".")
+        if all(int(p) <= 255 and (p == "0" or not p.startswith("0")) for p in parts):
+            if _VERSION_BEFORE.search(text[max(0, m.start() - 12) : m.start()]):
+                continue
+            yield Finding("ip_address", m.start(), m.end())
+    for m in _IPV6.finditer(text):
+        try:
+            ipaddress.IPv6Address(m.group())
+        except ValueError:
+            continue
+        if not any(c.isalpha() for c in m.group()) and m.group().count(":") < 3:
+            continue  # 10:30:00 is a time
+        yield Finding("ip_address", m.start(), m.end())
+
+
+def _phones(text: str) -> Iterator[Finding]:
+    for pattern in (_PHONE_NANP, _PHONE_INTL):
+        for m in pattern.finditer(text):
+            digits = sum(c.isdigit() for c in m.group())
+            if 10 <= digits <= 15:
+                yield Finding("phone", m.start(), m.end())
+    for m in _PHONE_CONTEXT.finditer(text):
+        digits = sum(c.isdigit() for c in m.group(1))
+        if 8 <= digits <= 15:
+            yield Finding("phone", m.start(1), m.end(1))
+
+
+def _simple(entity: str, pattern: re.Pattern, group: int = 0) -> callable:
+    def detect(text: str) -> Iterator[Finding]:
+        for m in pattern.finditer(text):
+            yield Finding(entity, m.start(group), m.end(group))
+
+    return detect
+
+
+# Literal hints: a secret pattern only runs when its hint occurs at all (a C-speed `in`),
+# so ordinary prose pays for none of the regexes.
+_SECRET_HINTS = ("PRIVATE KEY", "_", "github_pat_", "xox", "sk-", "_", "AIza", "eyJ", None)
+_SECRET_KEYWORDS = ("secret", "key", "token", "password", "passwd", "pwd")
+
+
+def _secrets(text: str) -> Iterator[Finding]:
+    lowered = None
+    for hint, pattern in zip(_SECRET_HINTS, _SECRETS, strict=True):
+        if hint is None:
+            lowered = lowered or text.lower()
+            if not any(k in lowered for k in _SECRET_KEYWORDS):
+                continue
+        elif hint not in text:
+            continue
+        for m in pattern.finditer(text):
+            group = 1 if pattern.groups else 0
+            if group and not _looks_secret(m.group(1)):
+                continue  # "password: forgotten" names no password
+            yield Finding("secret", m.start(group), m.end(group))
+
+
+def _looks_secret(value: str) -> bool:
+    """A value after `password:` / `api_key=` counts when it is not a plain word: it has a
+    digit or a symbol, or upper case after its first letter."""
+    return bool(re.search(r"[\d\W_]", value)) or any(c.isupper() for c in value[1:])
+
+
+_DETECTORS = {
+    "email": _simple("email", _EMAIL),
+    "phone": _phones,
+    "ssn": _ssns,
+    "iban": _ibans,
+    "ip_address": _ips,
+    "date_of_birth": _simple("date_of_birth", _DOB, 1),
+    "mrn": _simple("mrn", _MRN, 1),
+    "aws_access_key": _simple("aws_access_key", _AWS_KEY),
+    "secret": _secrets,
+}
+
+
+def find_entities(text: str, wanted: Iterable[str]) -> list[Finding]:
+    """Every finding of the wanted builtin entities, overlaps resolved (longest, then earliest)."""
+    wanted = set(wanted)
+    findings: list[Finding] = []
+    cards: list[Finding] = []
+    if "card" in wanted or "cvv" in wanted:
+        cards = list(_cards(text))
+        if "card" in wanted:
+            findings.extend(cards)
+        if "cvv" in wanted:
+            findings.extend(_cvvs(text, cards))
+    for key, detect in _DETECTORS.items():
+        if key in wanted:
+            findings.extend(detect(text))
+    return resolve_overlaps(findings)
+
+
+# Which entity wins when two findings cover the same characters: the structured,
+# validated ones first (a card is not a phone number, an IBAN is not a secret).
+_PRIORITY = {"card": 0, "iban": 1, "ssn": 2, "aws_access_key": 3, "secret": 4, "email": 5, "cvv": 6}
+
+
+def resolve_overlaps(findings: list[Finding]) -> list[Finding]:
+    ordered = sorted(findings, key=lambda f: (_PRIORITY.get(f.entity, 9), -(f.end - f.start), f.start))
+    taken: list[Finding] = []
+    for finding in ordered:
+        if finding.end <= finding.start:
+            continue
+        if all(finding.end <= t.start or finding.start >= t.end for t in taken):
+            taken.append(finding)
+    return sorted(taken, key=lambda f: f.start)
+
+
+# --- custom regex entities ----------------------------------------------------------------
+
+CUSTOM_REGEX_TIMEOUT_S = 0.05  # per pattern per text: a catastrophic pattern costs 50 ms, not a worker
+
+
+class CustomPatternError(ValueError):
+    pass
+
+
+def compile_custom(pattern: str):
+    """Compile an admin's pattern with the `regex` package (it honours `timeout=`)."""
+    if not isinstance(pattern, str) or not pattern.strip():
+        raise CustomPatternError("Enter a pattern.")
+    if len(pattern) > 500:
+        raise CustomPatternError("Patterns are limited to 500 characters.")
+    try:
+        compiled = safe_regex.compile(pattern, safe_regex.V0)
+    except safe_regex.error as exc:
+        raise CustomPatternError(f"Not a valid regular expression: {exc}") from None
+    try:
+        if compiled.search("", timeout=CUSTOM_REGEX_TIMEOUT_S) is not None:
+            raise CustomPatternError("The pattern matches empty text; it would flag every message.")
+        # A quick adversarial probe: nested quantifiers blow up on long near-matches.
+        compiled.search("a" * 5000 + "!", timeout=CUSTOM_REGEX_TIMEOUT_S)
+        compiled.search("1" * 5000 + "x", timeout=CUSTOM_REGEX_TIMEOUT_S)
+    except TimeoutError:
+        raise CustomPatternError("The pattern takes too long on long text (catastrophic backtracking).") from None
+    return compiled
+
+
+def find_custom(text: str, name: str, compiled) -> list[Finding]:
+    """May raise TimeoutError: the caller treats it as a backend error (fail open/closed)."""
+    return [
+        Finding(f"custom:{name}", m.start(), m.end())
+        for m in compiled.finditer(text, timeout=CUSTOM_REGEX_TIMEOUT_S)
+        if m.end() > m.start()
+    ]
+
+
+# --- normalisation and term lists (Aho–Corasick) --------------------------------------------
+
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a", "$": "s", "!": "i", "|": "l"})  # fmt: skip
+_WORD = re.compile(r"[^\W_]+(?:[.\-_*'’@$!|][^\W_]+)*", re.UNICODE)
+_SPACING = re.compile(r"[\s.\-_*]")
+_SPACED_CHAIN = re.compile(r"(?<![^\W_])(?:[^\W_][\s.\-_*]{1,2}){2,}[^\W_](?![^\W_])", re.UNICODE)
+
+
+def strip_accents(text: str) -> str:
+    if text.isascii():
+        return text
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+_INNER_PUNCTUATION = str.maketrans("", "", ".-_*'’")
+
+
+def _norm_token(token: str) -> str:
+    if token.isalpha():
+        return token
+    token = token.translate(_INNER_PUNCTUATION)
+    if any(c.isalpha() for c in token):
+        token = token.translate(_LEET)
+    return token
+
+
+def normalise_words(text: str) -> str:
+    """Casefold, strip accents, collapse spaced-out letters, undo simple leetspeak.
+
+    The result is space-separated words padded with spaces, so a whole-word match
+    is a search for " term "."""
+    text = strip_accents(text.casefold())
+    text = _SPACED_CHAIN.sub(lambda m: _SPACING.sub("", m.group()), text)
+    return " " + " ".join(_norm_token(t) for t in _WORD.findall(text)) + " "
+
+
+def normalise_term(term: str) -> str:
+    return normalise_words(term).strip()
+
+
+class TermMatcher:
+    """Whole-word, case/accent/obfuscation-insensitive matching of many terms in one pass."""
+
+    def __init__(self, terms: Iterable[str]):
+        self._automaton = ahocorasick.Automaton()
+        self.size = 0
+        for term in terms:
+            key = normalise_term(term)
+            if key:
+                self._automaton.add_word(f" {key} ", term)
+                self.size += 1
+        if self.size:
+            self._automaton.make_automaton()
+
+    def find(self, text: str) -> list[str]:
+        if not self.size:
+            return []
+        normalised = normalise_words(text)
+        return list(dict.fromkeys(term for _end, term in self._automaton.iter(normalised)))
+
+
+class MarkerMatcher:
+    """Other tenants' markers (names, slugs, canaries): case-insensitive whole-word spans.
+
+    Values map to the tenant ids that own them, so one automaton serves every tenant:
+    a hit counts only when some owner is not the tenant asking."""
+
+    def __init__(self, markers: dict[str, set[int]]):
+        self._automaton = ahocorasick.Automaton()
+        self.size = 0
+        for marker, owners in markers.items():
+            key = marker.casefold()
+            if len(key) >= 3:
+                self._automaton.add_word(key, (key, frozenset(owners)))
+                self.size += 1
+        if self.size:
+            self._automaton.make_automaton()
+
+    def find(self, text: str, tenant_id: int) -> list[tuple[int, int]]:
+        if not self.size:
+            return []
+        lowered = text.casefold()
+        if len(lowered) != len(text):  # a few characters change length when casefolded
+            lowered = text.lower()
+        spans = []
+        for end, (key, owners) in self._automaton.iter(lowered):
+            start = end - len(key) + 1
+            before = lowered[start - 1] if start > 0 else " "
+            after = lowered[end + 1] if end + 1 < len(lowered) else " "
+            if (before.isalnum() or after.isalnum()) or owners <= {tenant_id}:
+                continue
+            spans.append((start, end + 1))
+        return spans
+
+
+# --- denied topics: offline similarity -----------------------------------------------------
+
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "for",
+        "from",
+        "by",
+        "with",
+        "about",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "do",
+        "does",
+        "did",
+        "i",
+        "me",
+        "my",
+        "we",
+        "our",
+        "you",
+        "your",
+        "he",
+        "she",
+        "it",
+        "its",
+        "they",
+        "them",
+        "their",
+        "this",
+        "that",
+        "these",
+        "those",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "how",
+        "why",
+        "when",
+        "where",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "have",
+        "has",
+        "had",
+        "not",
+        "no",
+        "so",
+        "than",
+        "too",
+        "very",
+        "just",
+        "please",
+        "tell",
+        "give",
+        "get",
+        "some",
+        "any",
+        "there",
+        "here",
+        "up",
+        "out",
+        "into",
+        "over",
+        "under",
+        "again",
+        "more",
+        "most",
+        "such",
+        "only",
+        "own",
+        "same",
+        "also",
+        "let",
+        "lets",
+    ]
+)
+# Cosine of binary bags of stemmed content words, sentence vs example, with at least two
+# shared words. 0.5 = e.g. 2 of 4 words shared on both sides; tuned on the bench set.
+TOPIC_THRESHOLD = 0.5
+
+
+@functools.lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    for suffix in ("ings", "ing", "ies", "ied", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)] + ("y" if suffix in ("ies", "ied") else "")
+    return word
+
+
+_WORDS = re.compile(r"[a-z0-9]+")
+
+
+def content_words(text: str) -> frozenset[str]:
+    words = set(_WORDS.findall(strip_accents(text.casefold())))
+    return frozenset(_stem(w) for w in words if w not in _STOPWORDS and len(w) > 1)
+
+
+def _sentences(text: str) -> list[str]:
+    parts = [p for p in re.split(r"(?<=[.!?;\n])\s+", text) if p.strip()]
+    return parts or [text]
+
+
+class TopicMatcher:
+    def __init__(self, topics: list[dict]):
+        self.topics = []
+        for topic in topics:
+            examples = [content_words(e) for e in topic.get("examples", []) if e.strip()]
+            name = content_words(topic.get("name", ""))
+            examples = [e for e in examples if e]
+            self.topics.append((topic.get("name", ""), examples, name))
+
+    def find(self, text: str) -> list[tuple[str, float]]:
+        if not self.topics:
+            return []
+        everything = content_words(text[:8000])
+        candidates = [
+            topic
+            for topic in self.topics
+            if (len(topic[2]) >= 2 and topic[2] <= everything)
+            or any(len(everything & example) >= min(2, len(example)) for example in topic[1])
+        ]
+        if not candidates:  # the usual case: no sentence can reach the threshold
+            return []
+        windows = [content_words(s) for s in _sentences(text[:8000])]
+        windows = [w for w in windows if w]
+        hits = []
+        for name, examples, name_words in candidates:
+            best = 0.0
+            for window in windows:
+                if name_words and len(name_words) >= 2 and name_words <= window:
+                    best = 1.0
+                    break
+                for example in examples:
+                    shared = len(window & example)
+                    # One shared word is chance ("buy milk" vs "which stocks should I buy"),
+                    # unless the example is itself one word.
+                    if shared >= min(2, len(example)):
+                        best = max(best, shared / math.sqrt(len(window) * len(example)))
+            if best >= TOPIC_THRESHOLD:
+                hits.append((name, round(best, 2)))
+        return hits
+
+
+# --- prompt injection ---------------------------------------------------------------------
+
+_INJECTION_RULES: list[tuple[str, float, re.Pattern]] = [
+    (
+        "ignore_previous",
+        0.9,
+        re.compile(
+            r"\b(?:ignore|disregard|forget|skip|override|bypass|drop|abandon|discard)\b[\w\s,'-]{0,20}?\b(?:previous|prior|preceding|above|earlier|all|any|your|initial|original|system|existing|those|these)\b[\w\s,'-]{0,20}?\b(?:instructions?|prompts?|rules|directions|directives|guidelines|constraints|guardrails|programming|system prompt)\b",
+            re.I,
+        ),
+    ),
+    (
+        "reveal_system_prompt",
+        0.85,
+        re.compile(
+            r"\b(?:reveal|show|print|repeat|output|display|leak|dump|recite|spell out|share)\b[\w\s,'-]{0,30}?\b(?:system prompt|system message|hidden (?:prompt|instructions?)|initial (?:prompt|instructions?)|original instructions?|your instructions|developer message|pre-?prompt|your (?:rules|guidelines|prompt))\b"
+            r"|\b(?:what(?: is|'s| are)|tell me|give me)\s+(?:your|ur)\s+(?:system prompt|system message|instructions|hidden prompt|initial prompt|rules|guidelines|prompt)\b"
+            r"|\b(?:system prompt|hidden (?:prompt|instructions))\b[\w\s,—-]{0,20}\b(?:show|reveal|print|dump|display)\b",
+            re.I,
+        ),
+    ),
+    (
+        "role_override",
+        0.75,
+        re.compile(
+            r"\b(?:you are now|from now on,? you(?: are|'re| will (?:answer|act|be|respond))|act as an? (?:unrestricted|unfiltered|uncensored|evil|jailbroken)|pretend (?:to be|you are|you're) an? (?:unrestricted|unfiltered|uncensored|different|evil)|roleplay as an? (?:unrestricted|unfiltered|uncensored))\b",
+            re.I,
+        ),
+    ),
+    (
+        "jailbreak_mode",
+        0.7,
+        re.compile(
+            r"\b(?:do anything now|jailbreak mode|jailbroken|dan mode|you are dan|unrestricted (?:ai|assistant|mode|model)|unfiltered mode|god mode|sudo mode|without (?:any )?(?:restrictions|filters|limitations|censorship)|no (?:restrictions|limitations|rules)\b(?! apply))",
+            re.I,
+        ),
+    ),
+    ("jailbreak_terms", 0.35, re.compile(r"\b(?:DAN|developer mode|jailbreak)\b")),
+    (
+        "new_instructions",
+        0.6,
+        re.compile(
+            r"(?:\b(?:new|updated|real|actual|revised) (?:instructions|rules|task|system prompt)\s*:|^\s*(?:system|assistant)\s*:|<\|?(?:im_start|system|endoftext)\|?>|\[/?(?:INST|SYS)\]|###\s*(?:system|instruction)|\bnew system prompt\b)",
+            re.I | re.M,
+        ),
+    ),
+    (
+        "safety_override",
+        0.7,
+        re.compile(
+            r"\b(?:disable|turn off|deactivate|remove|ignore|bypass|circumvent|override|switch off)\b\s+(?:your|the|all|any)\s+(?:safety\s+|content\s+|security\s+)?(?:filters?|guardrails?|restrictions|moderation|safeguards|policies|censorship)\b",
+            re.I,
+        ),
+    ),
+    (
+        "exfiltration",
+        0.65,
+        re.compile(
+            r"\b(?:send|post|upload|forward|exfiltrate|transmit|email|leak)\b[\w\s]{0,30}?\b(?:conversation|history|chat|documents?|data|keys?|credentials|passwords?|secrets?|customers?|database|files?|emails?|tokens?)\b[\w\s]{0,20}?\b(?:to|at)\s+(?:https?://|www\.|\S+@\S+)"
+            r"|!\[[^\]]*\]\(https?://[^)]*\?[^)]*=",
+            re.I,
+        ),
+    ),
+    (
+        "follow_hidden",
+        0.65,
+        re.compile(
+            r"\b(?:execute|follow|obey|run|carry out)\b[\w\s]{0,25}?\b(?:hidden|embedded|secret|encoded|decoded)\s+(?:instructions?|commands?|prompts?)\b"
+            r"|\b(?:decode|base64)\b[\s\S]{0,40}?\b(?:and|then)\s+(?:follow|execute|obey|run)\b",
+            re.I,
+        ),
+    ),
+    (
+        "override_claim",
+        0.65,
+        re.compile(r"\bthis (?:message )?overrides? (?:all|any|previous|your|the)\b", re.I),
+    ),
+    (
+        "obey_me",
+        0.45,
+        re.compile(
+            r"\b(?:you must|you will|you have to) (?:obey|comply with) (?:me|my|these|the following)\b|\byou must obey\b",
+            re.I,
+        ),
+    ),
+]
+
+# A rule's regex runs only when one of its words occurs (lower-cased substring test).
+_INJECTION_HINTS = {
+    "ignore_previous": ("ignor", "disregard", "forget", "skip", "overrid", "bypass", "drop", "abandon", "discard"),
+    "reveal_system_prompt": ("prompt", "instruction", "rules", "guideline", "system message", "developer message"),
+    "role_override": ("you are now", "from now on", "act as", "pretend", "roleplay"),
+    "jailbreak_mode": (
+        "do anything",
+        "jailbr",
+        "dan mode",
+        "you are dan",
+        "unrestricted",
+        "unfiltered",
+        "god mode",
+        "sudo mode",
+        "without",
+        "no restrictions",
+        "no limitations",
+        "no rules",
+    ),
+    "jailbreak_terms": ("dan", "developer mode", "jailbreak"),
+    "new_instructions": (":", "<", "[", "#", "new system prompt"),
+    "safety_override": (
+        "disable",
+        "turn off",
+        "deactivate",
+        "remove",
+        "ignore",
+        "bypass",
+        "circumvent",
+        "overrid",
+        "switch off",
+    ),
+    "exfiltration": ("http", "www.", "@", "!["),
+    "follow_hidden": ("hidden", "embedded", "secret", "encoded", "decode", "base64"),
+    "override_claim": ("overrid",),
+    "obey_me": ("obey", "comply"),
+}
+_BASE64_BLOB = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
+
+
+def _decoded_blobs(text: str) -> list[str]:
+    """Base64 blobs that decode to readable text: an encoded instruction is still an instruction."""
+    import base64
+    import binascii
+
+    decoded = []
+    for m in _BASE64_BLOB.finditer(text[:20000]):
+        blob = m.group()
+        try:
+            raw = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        try:
+            plain = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if sum(c.isprintable() or c.isspace() for c in plain) >= 0.95 * len(plain):
+            decoded.append(plain)
+    return decoded[:5]
+
+
+SENSITIVITY_THRESHOLDS = {"low": 0.85, "medium": 0.6, "high": 0.4}
+
+
+@dataclass(frozen=True)
+class InjectionResult:
+    score: float
+    rules: tuple[str, ...]
+    spans: tuple[tuple[int, int], ...]
+
+
+def injection_score(text: str) -> InjectionResult:
+    """1 − Π(1 − weight) over the heuristic rules that fire (each rule counts once)."""
+    sample = strip_accents(text[:20000])
+    lowered = sample.lower()
+    remaining, rules, spans = 1.0, [], []
+    for name, weight, pattern in _INJECTION_RULES:
+        hints = _INJECTION_HINTS.get(name)
+        if hints and not any(h in lowered for h in hints):
+            continue
+        m = pattern.search(sample)
+        if m:
+            remaining *= 1 - weight
+            rules.append(name)
+            spans.append((m.start(), m.end()))
+    if "=" in sample or _BASE64_BLOB.search(sample):
+        for plain in _decoded_blobs(sample):
+            inner = injection_score(plain)
+            if inner.rules:
+                remaining *= 1 - inner.score
+                rules.append("encoded:" + "+".join(inner.rules))
+                spans.append((0, 0))
+    return InjectionResult(round(1 - remaining, 3), tuple(rules), tuple(spans))
+
+
+def is_injection(text: str, sensitivity: str) -> InjectionResult | None:
+    threshold = SENSITIVITY_THRESHOLDS.get(sensitivity)
+    if threshold is None:
+        return None
+    result = injection_score(text)
+    return result if result.rules and result.score >= threshold else None

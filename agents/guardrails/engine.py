@@ -1,0 +1,234 @@
+"""The builtin engine: an effective policy compiled once, then evaluated per text.
+
+`compile_policy(config)` is cached by the policy's content (a few dozen policies
+per process at most), so a chat turn pays only for evaluation. `evaluate()`
+returns the enforced text and one `Trigger` per rule that fired; a trigger's
+excerpt is built from the *redacted* text, never from the raw value.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+
+from agents.guardrails import detectors
+from agents.guardrails.detectors import PLACEHOLDERS, Finding
+
+INPUT, OUTPUT, RETRIEVAL = "input", "output", "retrieval"
+EXCERPT_RADIUS = 40
+
+
+@dataclass(frozen=True)
+class Trigger:
+    category: (
+        str  # pii | custom_entity | blocked_term | denied_topic | injection | cross_tenant | format | backend_error
+    )
+    rule: str  # entity key, topic name, rule name…
+    action: str  # block | redact | flag | allow
+    excerpt: str = ""  # redacted context, safe to store and show
+    score: float | None = None
+
+
+@dataclass
+class Evaluation:
+    text: str  # the enforced text (redacted where the policy says so)
+    triggers: list[Trigger] = field(default_factory=list)
+    checks: int = 0  # detector passes run, for metering (guardrail_checks)
+
+    @property
+    def blocked(self) -> bool:
+        return any(t.action == "block" for t in self.triggers)
+
+
+class BackendError(Exception):
+    """The checker itself failed (a custom pattern timed out, Bedrock unreachable…)."""
+
+
+def placeholder(entity: str) -> str:
+    if entity.startswith("custom:"):
+        return f"[{entity.split(':', 1)[1].upper()}]"
+    return PLACEHOLDERS.get(entity, "[REDACTED]")
+
+
+def scrub(text: str) -> str:
+    """Every builtin entity in `text` replaced by its placeholder: for excerpts shown to admins."""
+    findings = detectors.find_entities(text, detectors.ENTITIES)
+    return _replace(text, [(f.start, f.end, placeholder(f.entity)) for f in findings])
+
+
+def _replace(text: str, spans: list[tuple[int, int, str]]) -> str:
+    out, last = [], 0
+    for start, end, replacement in sorted(spans):
+        if start < last:
+            continue
+        out.append(text[last:start])
+        out.append(replacement)
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+def redact_spans(text: str, spans: list[tuple[int, int, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """`text` with the spans replaced, and where each replacement landed in the new text."""
+    out, positions, last, length = [], {}, 0, 0
+    for index, (start, end, replacement) in sorted(enumerate(spans), key=lambda item: item[1]):
+        if start < last:
+            positions[index] = positions.get(index, (length, length))
+            continue
+        out.append(text[last:start])
+        length += start - last
+        positions[index] = (length, length + len(replacement))
+        out.append(replacement)
+        length += len(replacement)
+        last = end
+    out.append(text[last:])
+    return "".join(out), [positions[i] for i in range(len(spans))]
+
+
+def excerpts(text: str, spans: list[tuple[int, int, str]]) -> list[str]:
+    """One excerpt per span, cut from a copy of `text` in which the spans *and* every other
+    builtin entity are already replaced: cutting first and scrubbing after could leave half a
+    card number that no detector recognises any more."""
+    others = [
+        (f.start, f.end, placeholder(f.entity))
+        for f in detectors.find_entities(text, detectors.ENTITIES)
+        if all(f.end <= s or f.start >= e for s, e, _ in spans)
+    ]
+    safe, positions = redact_spans(text, list(spans) + others)
+    result = []
+    for start, end in positions[: len(spans)]:
+        left, right = max(0, start - EXCERPT_RADIUS), min(len(safe), end + EXCERPT_RADIUS)
+        result.append(("…" if left else "") + safe[left:right] + ("…" if right < len(safe) else ""))
+    return result
+
+
+class CompiledPolicy:
+    def __init__(self, config: dict):
+        self.config = config
+        actions = config["entities"]
+        self.entity_actions = {k: a for k, a in actions.items() if a != "allow"}
+        self.custom = [
+            (c["name"], detectors.compile_custom(c["pattern"]), c["action"]) for c in config["custom_entities"]
+        ]
+        self.terms = detectors.TermMatcher(config["blocked_terms"])
+        self.topics = detectors.TopicMatcher(config["denied_topics"])
+        self.injection = config["injection"]
+        self.output_pii = config["output_pii"]
+        self.json_schema = config.get("json_schema")
+        self.block_message = config["block_message"]
+        self.fail_closed = config["failure_mode"] == "closed"
+
+    # -- the pieces ------------------------------------------------------------------------
+
+    def pii(self, text: str, evaluation: Evaluation, stage: str) -> None:
+        if stage == OUTPUT and not self.output_pii:
+            return
+        findings: list[Finding] = []
+        if self.entity_actions:
+            evaluation.checks += 1
+            findings.extend(detectors.find_entities(text, self.entity_actions))
+        for name, compiled, _action in self.custom:
+            evaluation.checks += 1
+            try:
+                findings.extend(detectors.find_custom(text, name, compiled))
+            except TimeoutError:
+                raise BackendError(f"custom entity {name} timed out") from None
+        if not findings:
+            return
+        findings = detectors.resolve_overlaps(findings)
+        custom_actions = {f"custom:{name}": action for name, _c, action in self.custom}
+        redactions = [(f.start, f.end, placeholder(f.entity)) for f in findings]
+        for f, excerpt in zip(findings, excerpts(text, redactions), strict=True):
+            action = custom_actions.get(f.entity) or self.entity_actions[f.entity]
+            category = "custom_entity" if f.entity.startswith("custom:") else "pii"
+            evaluation.triggers.append(Trigger(category, f.entity.split(":", 1)[-1], action, excerpt))
+        # Blocked or not, what is stored carries placeholders: a blocked message is kept for
+        # the record, and the record must not hold the value that got it blocked.
+        evaluation.text = _replace(text, redactions)
+
+    def blocked_terms(self, text: str, evaluation: Evaluation) -> None:
+        if not self.terms.size:
+            return
+        evaluation.checks += 1
+        for term in self.terms.find(text):
+            # The term is the policy's own word, but the excerpt stays generic: the text around a
+            # slur is rarely useful and sometimes personal.
+            evaluation.triggers.append(Trigger("blocked_term", term, "block", "[TERM]"))
+
+    def denied_topics(self, text: str, evaluation: Evaluation) -> None:
+        if not self.topics.topics:
+            return
+        evaluation.checks += 1
+        for name, score in self.topics.find(text):
+            evaluation.triggers.append(Trigger("denied_topic", name, "block", excerpts(text, [(0, 0, "")])[0], score))
+
+    def injection_check(self, text: str, evaluation: Evaluation, action: str = "block", sensitivity: str = "") -> None:
+        sensitivity = sensitivity or self.injection
+        if sensitivity == "off":
+            return
+        evaluation.checks += 1
+        result = detectors.is_injection(text, sensitivity)
+        if result is not None:
+            start, end = result.spans[0]
+            excerpt = excerpts(text, [(start, end, scrub(text[start:end]))])[0]
+            evaluation.triggers.append(Trigger("injection", "+".join(result.rules), action, excerpt, result.score))
+
+    def cross_tenant(self, text: str, evaluation: Evaluation, markers, tenant_id: int) -> None:
+        if markers is None:
+            return
+        evaluation.checks += 1
+        spans = markers.find(text, tenant_id)
+        if spans:
+            start, end = spans[0]
+            excerpt = excerpts(text, [(start, end, "[OTHER_TENANT]")])[0]
+            evaluation.triggers.append(Trigger("cross_tenant", "other_tenant_marker", "block", excerpt))
+
+    def answer_format(self, text: str, evaluation: Evaluation) -> None:
+        if not self.json_schema:
+            return
+        import jsonschema
+
+        evaluation.checks += 1
+        try:
+            jsonschema.validate(json.loads(text), self.json_schema)
+        except (ValueError, jsonschema.ValidationError) as exc:
+            reason = getattr(exc, "message", "not JSON")
+            evaluation.triggers.append(Trigger("format", "json_schema", "block", scrub(str(reason)[:160])))
+
+    # -- the stages ------------------------------------------------------------------------
+
+    def evaluate_input(self, text: str) -> Evaluation:
+        evaluation = Evaluation(text=text)
+        self.blocked_terms(text, evaluation)
+        self.denied_topics(text, evaluation)
+        self.injection_check(text, evaluation)
+        self.pii(text, evaluation, INPUT)
+        return evaluation
+
+    def evaluate_output(self, text: str, *, markers=None, tenant_id: int = 0, final: bool = False) -> Evaluation:
+        evaluation = Evaluation(text=text)
+        self.cross_tenant(text, evaluation, markers, tenant_id)
+        self.blocked_terms(text, evaluation)
+        self.denied_topics(text, evaluation)
+        self.pii(text, evaluation, OUTPUT)
+        if final:
+            self.answer_format(evaluation.text, evaluation)
+        return evaluation
+
+    def evaluate_retrieved(self, text: str) -> Evaluation:
+        evaluation = Evaluation(text=text)
+        # Retrieved text is data, not a request: any injection signal at all is flagged,
+        # at least at medium sensitivity even when the tenant switched input checks off.
+        sensitivity = self.injection if self.injection != "off" else "medium"
+        self.injection_check(text, evaluation, action="flag", sensitivity=sensitivity)
+        return evaluation
+
+
+@functools.lru_cache(maxsize=128)
+def _compile_cached(key: str) -> CompiledPolicy:
+    return CompiledPolicy(json.loads(key))
+
+
+def compile_policy(config: dict) -> CompiledPolicy:
+    return _compile_cached(json.dumps(config, sort_keys=True))

@@ -1,0 +1,293 @@
+"""What a guardrail policy holds, how it is validated, and how the effective policy is merged.
+
+A policy is a plain dict (stored as JSON on the tier's `GuardrailPolicy` and the
+tenant's `TenantGuardrailOverride`), validated by `clean_config`. The effective
+policy is computed in one place, `merge()`:
+
+    platform BASE  ←  tier defaults  ←  tenant override (only with `custom_guardrails`)
+                   then compliance presets as a floor
+
+* Scalars (injection sensitivity, output checks, JSON Schema, block message, failure
+  mode, backend) are replaced by the later layer.
+* Entity actions are replaced per entity.
+* Lists (presets, custom entities, denied topics, blocked terms) are *added*: a tenant
+  can tighten its tier's defaults, never remove them.
+* A preset's entity actions are a floor: with `hipaa` on, a medical record number is
+  at least redacted whatever a layer says (block stays block).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from agents.guardrails.detectors import ENTITIES, CustomPatternError, compile_custom
+
+ACTIONS = ("allow", "redact", "block")
+_STRICTNESS = {"allow": 0, "redact": 1, "block": 2}
+SENSITIVITIES = ("off", "low", "medium", "high")
+FAILURE_MODES = ("auto", "closed", "open")
+BACKENDS = ("builtin", "bedrock")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "hipaa": {
+        "label": "HIPAA — health identifiers",
+        "entities": {
+            "mrn": "redact",
+            "date_of_birth": "redact",
+            "ssn": "redact",
+            "phone": "redact",
+            "email": "redact",
+            "ip_address": "redact",
+        },
+    },
+    "pci-dss": {
+        "label": "PCI DSS — card numbers and security codes",
+        # Card numbers are masked; a security code may never be stored at all, so it blocks.
+        "entities": {"card": "redact", "cvv": "block"},
+    },
+    "gdpr": {
+        "label": "GDPR — personal identifiers",
+        "entities": {
+            "email": "redact",
+            "phone": "redact",
+            "iban": "redact",
+            "ip_address": "redact",
+            "date_of_birth": "redact",
+        },
+    },
+}
+
+DEFAULT_BLOCK_MESSAGE = "This request was blocked by your organisation's guardrails."
+
+BASE: dict[str, Any] = {
+    "backend": "builtin",
+    "bedrock_guardrail_id": "",
+    "bedrock_guardrail_version": "DRAFT",
+    "presets": [],
+    "entities": {key: "allow" for key in ENTITIES} | {"aws_access_key": "redact", "secret": "redact"},
+    "custom_entities": [],  # [{"name", "pattern", "action"}]
+    "denied_topics": [],  # [{"name", "description", "examples": [...]}]
+    "blocked_terms": [],
+    "injection": "medium",
+    "output_pii": True,
+    "json_schema": None,
+    "block_message": DEFAULT_BLOCK_MESSAGE,
+    "failure_mode": "auto",
+}
+
+LIST_FIELDS = ("presets", "custom_entities", "denied_topics", "blocked_terms")
+SCALAR_FIELDS = (
+    "backend",
+    "bedrock_guardrail_id",
+    "bedrock_guardrail_version",
+    "injection",
+    "output_pii",
+    "json_schema",
+    "block_message",
+    "failure_mode",
+)
+LIMITS = {"custom_entities": 20, "denied_topics": 30, "blocked_terms": 5000, "examples": 20}
+
+
+class PolicyError(ValueError):
+    """Field → message; forms and the API show these next to the field."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def clean_config(data: Any) -> dict[str, Any]:
+    """Validate a partial policy (tier defaults or a tenant override); unknown keys are refused."""
+    if not isinstance(data, dict):
+        raise PolicyError({"non_field_errors": "The policy must be a JSON object."})
+    errors: dict[str, str] = {}
+    clean: dict[str, Any] = {}
+    known = set(BASE) | {"entities"}
+    for key in sorted(set(data) - known):
+        errors[key] = "Unknown setting."
+    for key, value in data.items():
+        if key not in known:
+            continue
+        try:
+            clean[key] = _CLEANERS[key](value)
+        except PolicyError as exc:
+            errors.update(exc.errors)
+        except (TypeError, ValueError) as exc:
+            errors[key] = str(exc) or "Invalid value."
+    if errors:
+        raise PolicyError(errors)
+    return clean
+
+
+def _choice(choices):
+    def clean(value):
+        if value not in choices:
+            raise ValueError(f"Choose one of: {', '.join(choices)}.")
+        return value
+
+    return clean
+
+
+def _bool(value):
+    if not isinstance(value, bool):
+        raise ValueError("Must be true or false.")
+    return value
+
+
+def _text(limit: int, *, required: bool = False):
+    def clean(value):
+        if not isinstance(value, str):
+            raise ValueError("Must be text.")
+        value = value.replace("\x00", "").strip()
+        if required and not value:
+            raise ValueError("This cannot be empty.")
+        if len(value) > limit:
+            raise ValueError(f"At most {limit} characters.")
+        return value
+
+    return clean
+
+
+def _presets(value):
+    if not isinstance(value, list) or any(p not in PRESETS for p in value):
+        raise PolicyError({"presets": f"Choose from: {', '.join(PRESETS)}."})
+    return sorted(set(value))
+
+
+def _entities(value):
+    if not isinstance(value, dict):
+        raise PolicyError({"entities": "Must map entity names to block, redact or allow."})
+    errors = {}
+    for key, action in value.items():
+        if key not in ENTITIES:
+            errors[f"entities.{key}"] = "Unknown entity."
+        elif action not in ACTIONS:
+            errors[f"entities.{key}"] = "Choose block, redact or allow."
+    if errors:
+        raise PolicyError(errors)
+    return dict(value)
+
+
+def _custom_entities(value):
+    if not isinstance(value, list):
+        raise PolicyError({"custom_entities": "Must be a list."})
+    if len(value) > LIMITS["custom_entities"]:
+        raise PolicyError({"custom_entities": f"At most {LIMITS['custom_entities']} custom entities."})
+    clean, names = [], set()
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise PolicyError({f"custom_entities.{i}": "Each entity needs a name, a pattern and an action."})
+        name = str(item.get("name", "")).strip()
+        if not name or len(name) > 40 or not all(c.isalnum() or c in "-_" for c in name):
+            raise PolicyError({f"custom_entities.{i}.name": "Use 1–40 letters, digits, - or _."})
+        if name in names:
+            raise PolicyError({f"custom_entities.{i}.name": f"{name} is listed twice."})
+        names.add(name)
+        action = item.get("action", "redact")
+        if action not in ("redact", "block"):
+            raise PolicyError({f"custom_entities.{i}.action": "Choose block or redact."})
+        try:
+            compile_custom(item.get("pattern"))
+        except CustomPatternError as exc:
+            raise PolicyError({f"custom_entities.{i}.pattern": str(exc)}) from None
+        clean.append({"name": name, "pattern": item["pattern"], "action": action})
+    return clean
+
+
+def _denied_topics(value):
+    if not isinstance(value, list):
+        raise PolicyError({"denied_topics": "Must be a list."})
+    if len(value) > LIMITS["denied_topics"]:
+        raise PolicyError({"denied_topics": f"At most {LIMITS['denied_topics']} topics."})
+    clean = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise PolicyError({f"denied_topics.{i}": "Each topic needs a name and example phrases."})
+        name = _text(80, required=True)(item.get("name", ""))
+        description = _text(500)(item.get("description", "") or "")
+        examples = item.get("examples", [])
+        if not isinstance(examples, list) or not all(isinstance(e, str) for e in examples):
+            raise PolicyError({f"denied_topics.{i}.examples": "Must be a list of phrases."})
+        examples = [e.strip()[:300] for e in examples if e.strip()][: LIMITS["examples"]]
+        if not examples:
+            raise PolicyError({f"denied_topics.{i}.examples": "Give at least one example phrase."})
+        clean.append({"name": name, "description": description, "examples": examples})
+    return clean
+
+
+def _blocked_terms(value):
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise PolicyError({"blocked_terms": "Must be a list of words or phrases."})
+    terms = list(dict.fromkeys(t.strip()[:100] for t in value if t.strip()))
+    if len(terms) > LIMITS["blocked_terms"]:
+        raise PolicyError({"blocked_terms": f"At most {LIMITS['blocked_terms']} terms."})
+    return terms
+
+
+def _json_schema(value):
+    if value in (None, "", {}):
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("Must be a JSON Schema object (or empty).")
+    import jsonschema
+
+    try:
+        jsonschema.Draft202012Validator.check_schema(value)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(f"Not a valid JSON Schema: {exc.message}") from None
+    if len(json.dumps(value)) > 20000:
+        raise ValueError("The schema is too large (20 kB at most).")
+    return value
+
+
+_CLEANERS = {
+    "backend": _choice(BACKENDS),
+    "bedrock_guardrail_id": _text(200),
+    "bedrock_guardrail_version": _text(20),
+    "presets": _presets,
+    "entities": _entities,
+    "custom_entities": _custom_entities,
+    "denied_topics": _denied_topics,
+    "blocked_terms": _blocked_terms,
+    "injection": _choice(SENSITIVITIES),
+    "output_pii": _bool,
+    "json_schema": _json_schema,
+    "block_message": _text(500, required=True),
+    "failure_mode": _choice(FAILURE_MODES),
+}
+
+
+def strictest(a: str, b: str) -> str:
+    return a if _STRICTNESS[a] >= _STRICTNESS[b] else b
+
+
+def merge(tier_config: dict | None, override: dict | None) -> dict[str, Any]:
+    """The effective policy (see the module docstring for the rules)."""
+    effective = copy.deepcopy(BASE)
+    for layer in (tier_config or {}, override or {}):
+        for key in SCALAR_FIELDS:
+            if key in layer:
+                effective[key] = copy.deepcopy(layer[key])
+        effective["entities"].update(layer.get("entities", {}))
+        for key in LIST_FIELDS:
+            for item in layer.get(key, []):
+                if item not in effective[key]:
+                    effective[key].append(copy.deepcopy(item))
+    for preset in effective["presets"]:
+        for entity, action in PRESETS[preset]["entities"].items():
+            effective["entities"][entity] = strictest(effective["entities"][entity], action)
+    if effective["failure_mode"] == "auto":
+        # Compliance presets are the premium promise: when the checker is down, nothing passes.
+        effective["failure_mode"] = "closed" if effective["presets"] else "open"
+    return effective
+
+
+def preset_floor(presets: list[str]) -> dict[str, str]:
+    floor: dict[str, str] = {}
+    for preset in presets:
+        for entity, action in PRESETS[preset]["entities"].items():
+            floor[entity] = strictest(floor.get(entity, "allow"), action)
+    return floor

@@ -1,0 +1,378 @@
+"""Guardrail services: the effective policy (one place, cached), running it, events, tuning.
+
+Cost per chat turn: one cache round trip (`get_many` of the policy generation, the
+tenant's cached effective policy and the tenant-list generation); the policy is
+compiled once per process per content; other tenants' markers are one automaton
+per process, rebuilt when a tenant or canary changes or after MARKERS_TTL seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Count, Q
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from agents.guardrails import backends, detectors, policy
+from agents.guardrails.engine import BackendError, Evaluation, Trigger, compile_policy
+from agents.guardrails.models import GuardrailEvent, GuardrailPolicy, TenantCanary, TenantGuardrailOverride
+from tenants import audit, entitlements
+from tenants.context import all_tenants, require_tenant, tenant_context
+from tenants.models import Tenant, Tier
+from tenants.roles import Action, require
+from tenants.services import Actor, ServiceError
+
+POLICY_TTL = 60  # seconds; saves invalidate at once; the TTL bounds a missed signal or a per-process (locmem) cache
+MARKERS_TTL = 60
+_GEN_KEY = "guardrails:policy-gen"
+_TENANTS_GEN_KEY = "guardrails:tenants-gen"
+MARKERS_REASON = "guardrails: other tenants' markers for the cross-tenant leakage check"
+
+
+def _tenant_key(tenant_id: int) -> str:
+    return f"guardrails:effective:{tenant_id}"
+
+
+# --- the effective policy ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EffectivePolicy:
+    config: dict  # merged (agents.guardrails.policy.merge)
+    tier_config: dict
+    override: dict  # the tenant's own settings (empty without the entitlement)
+    may_override: bool
+    tenants_gen: int = 0
+
+    @functools.cached_property
+    def compiled(self):
+        """The compiled engine, looked up once per EffectivePolicy (each turn gets one)."""
+        return compile_policy(self.config)
+
+
+def tier_config(tier: Tier) -> dict:
+    row = GuardrailPolicy.objects.filter(tier=tier).values_list("config", flat=True).first()
+    return row or {}
+
+
+def tenant_override(tenant: Tenant) -> dict:
+    with tenant_context(tenant):
+        row = TenantGuardrailOverride.objects.values_list("config", flat=True).first()
+    return row or {}
+
+
+def effective_policy(tenant: Tenant) -> EffectivePolicy:
+    """The one place the effective policy is computed (and cached per tenant)."""
+    values = cache.get_many([_GEN_KEY, _TENANTS_GEN_KEY, _tenant_key(tenant.pk)])
+    gen, tenants_gen = values.get(_GEN_KEY, 0), values.get(_TENANTS_GEN_KEY, 0)
+    cached = values.get(_tenant_key(tenant.pk))
+    if cached is not None and cached[0] == gen:
+        return EffectivePolicy(*cached[1], tenants_gen=tenants_gen)
+    tier = tier_config(tenant.tier)
+    may_override = entitlements.has_feature(tenant, "custom_guardrails")
+    override = tenant_override(tenant) if may_override else {}
+    parts = (policy.merge(tier, override), tier, override, may_override)
+    cache.set(_tenant_key(tenant.pk), (gen, parts), POLICY_TTL)
+    return EffectivePolicy(*parts, tenants_gen=tenants_gen)
+
+
+def invalidate_tenant(tenant_id: int) -> None:
+    cache.delete(_tenant_key(tenant_id))
+
+
+def invalidate_all() -> None:
+    """A tier's defaults changed: every tenant's cached policy is stale (a new generation)."""
+    try:
+        cache.incr(_GEN_KEY)
+    except ValueError:
+        cache.set(_GEN_KEY, 1, None)
+
+
+def invalidate_tenants_list() -> None:
+    try:
+        cache.incr(_TENANTS_GEN_KEY)
+    except ValueError:
+        cache.set(_TENANTS_GEN_KEY, 1, None)
+
+
+# --- other tenants' markers ----------------------------------------------------------------
+
+_markers_state: dict = {"gen": None, "expires": 0.0, "matcher": None}
+
+
+def tenant_markers(tenant_id: int, name: str, slug: str, canary: str | None) -> list[str]:
+    """What identifies a tenant in text: its name, slug, canary and id in the forms ids take.
+
+    A bare number is not a marker (every answer has numbers); `tenant_id=7` is."""
+    markers = [name, slug, f"tenant_id={tenant_id}", f"tenant_id: {tenant_id}", f'"tenant_id": {tenant_id}']
+    if canary:
+        markers.append(canary)
+    return [m for m in markers if m and len(m) >= 3]
+
+
+def other_tenant_markers(tenants_gen: int = 0) -> detectors.MarkerMatcher:
+    state = _markers_state
+    now = time.monotonic()
+    if state["matcher"] is not None and state["gen"] == tenants_gen and now < state["expires"]:
+        return state["matcher"]
+    owners: dict[str, set[int]] = {}
+    with all_tenants(MARKERS_REASON):
+        canaries = dict(TenantCanary.unscoped.values_list("tenant_id", "value"))
+        for tenant_id, name, slug in Tenant.objects.values_list("id", "name", "slug"):
+            for marker in tenant_markers(tenant_id, name, slug, canaries.get(tenant_id)):
+                owners.setdefault(marker.casefold(), set()).add(tenant_id)
+    matcher = detectors.MarkerMatcher(owners)
+    state.update(gen=tenants_gen, expires=now + MARKERS_TTL, matcher=matcher)
+    return matcher
+
+
+def canary_for(tenant: Tenant) -> str:
+    """The tenant's canary (created on first use), for planting in its data."""
+    with tenant_context(tenant):
+        canary = TenantCanary.objects.first()
+        if canary is None:
+            canary = TenantCanary(tenant=tenant)
+            canary.save()
+            transaction.on_commit(invalidate_tenants_list)
+    return canary.value
+
+
+# --- running the policy --------------------------------------------------------------------
+
+
+def _backend_failure(config: dict, stage: str, exc: Exception, text: str) -> Evaluation:
+    """Fail closed (block with the policy's message) or open (let it through), and say so."""
+    action = "block" if config["failure_mode"] == "closed" else "allow"
+    return Evaluation(text=text, triggers=[Trigger("backend_error", type(exc).__name__[:60], action, "")], checks=1)
+
+
+def run_input(effective: EffectivePolicy, text: str) -> Evaluation:
+    config = effective.config
+    try:
+        if config["backend"] == "bedrock":
+            return backends.apply(
+                text,
+                source="INPUT",
+                guardrail_id=config["bedrock_guardrail_id"],
+                version=config["bedrock_guardrail_version"],
+            )
+        return effective.compiled.evaluate_input(text)
+    except BackendError as exc:
+        return _backend_failure(config, "input", exc, text)
+
+
+def run_output(effective: EffectivePolicy, tenant_id: int, text: str, *, final: bool) -> Evaluation:
+    """Output checks. Cross-tenant leakage is always the builtin automaton, whatever the backend:
+    Bedrock does not know our tenants."""
+    config = effective.config
+    try:
+        compiled = effective.compiled
+        markers = other_tenant_markers(effective.tenants_gen)
+        if config["backend"] == "bedrock":
+            evaluation = Evaluation(text=text)
+            compiled.cross_tenant(text, evaluation, markers, tenant_id)
+            if evaluation.blocked or not final:
+                return evaluation
+            remote = backends.apply(
+                text,
+                source="OUTPUT",
+                guardrail_id=config["bedrock_guardrail_id"],
+                version=config["bedrock_guardrail_version"],
+            )
+            remote.checks += evaluation.checks
+            return remote
+        return compiled.evaluate_output(text, markers=markers, tenant_id=tenant_id, final=final)
+    except BackendError as exc:
+        return _backend_failure(config, "output", exc, text)
+
+
+def run_markers(effective: EffectivePolicy, tenant_id: int, text: str) -> Evaluation:
+    """Only the cross-tenant check: cheap enough for every streamed delta."""
+    evaluation = Evaluation(text=text)
+    effective.compiled.cross_tenant(text, evaluation, other_tenant_markers(effective.tenants_gen), tenant_id)
+    return evaluation
+
+
+def record_events(tenant: Tenant, stage: str, triggers: list[Trigger], *, invocation=None, backend: str = "builtin"):
+    if not triggers:
+        return []
+    with tenant_context(tenant):
+        return GuardrailEvent.objects.bulk_create(
+            [
+                GuardrailEvent(
+                    tenant=tenant,
+                    invocation=invocation,
+                    stage=stage,
+                    category=t.category,
+                    rule=t.rule[:120],
+                    action=t.action,
+                    excerpt=t.excerpt[:300],
+                    score=t.score,
+                    backend=backend,
+                )
+                for t in triggers
+            ]
+        )
+
+
+# --- tuning (UI and API) -------------------------------------------------------------------
+
+
+def update_override(actor: Actor, config: dict) -> dict:
+    tenant = require_tenant()
+    require(actor.role, Action.MANAGE_GUARDRAILS)
+    if not entitlements.has_feature(tenant, "custom_guardrails"):
+        raise ServiceError(f"The {tenant.tier.name} tier does not include custom guardrails; the tier defaults apply.")
+    clean = policy.clean_config(config)
+    with transaction.atomic():
+        row = TenantGuardrailOverride.objects.select_for_update().first()
+        before = row.config if row else {}
+        if row is None:
+            row = TenantGuardrailOverride(tenant=tenant)
+        row.config = clean
+        row.updated_by = actor.user if actor.user and actor.user.is_authenticated else None
+        row.save()
+        audit.record(
+            "guardrails.policy_updated",
+            actor=actor.user,
+            tenant=tenant,
+            target=row,
+            target_repr="Guardrail policy",
+            before=_audit_view(before),
+            after=_audit_view(clean),
+            ip=actor.ip,
+        )
+        transaction.on_commit(lambda: invalidate_tenant(tenant.pk))
+    invalidate_tenant(tenant.pk)
+    return clean
+
+
+def _audit_view(config: dict) -> dict:
+    """The audit log keeps what changed, with term lists summarised (they can be thousands long)."""
+    view = dict(config)
+    if "blocked_terms" in view:
+        view["blocked_terms"] = f"{len(view['blocked_terms'])} terms"
+    return view
+
+
+def update_tier_policy(user, tier: Tier, config: dict, *, ip: str | None = None) -> dict:
+    clean = policy.clean_config(config)
+    with transaction.atomic():
+        row, _ = GuardrailPolicy.objects.get_or_create(tier=tier)
+        before = row.config
+        row.config = clean
+        row.save()
+        audit.record(
+            "guardrails.tier_policy_updated",
+            actor=user,
+            target=tier,
+            target_repr=f"Guardrail defaults of {tier.name}",
+            before=_audit_view(before),
+            after=_audit_view(clean),
+            ip=ip,
+        )
+        transaction.on_commit(invalidate_all)
+    invalidate_all()
+    return clean
+
+
+def mark_false_positive(actor: Actor, event: GuardrailEvent, value: bool = True) -> GuardrailEvent:
+    require(actor.role, Action.MANAGE_GUARDRAILS)
+    changed = GuardrailEvent.objects.filter(pk=event.pk).update(
+        false_positive=value, marked_by=actor.user if value else None
+    )
+    if changed != 1:
+        raise ServiceError("That event no longer exists.")
+    event.false_positive = value
+    return event
+
+
+@dataclass(frozen=True)
+class TryResult:
+    stage: str
+    text: str
+    blocked: bool
+    message: str
+    triggers: list[Trigger]
+    checks: int
+    elapsed_ms: float
+
+
+def try_text(tenant: Tenant, text: str, stage: str = "input") -> TryResult:
+    """What the effective policy would do with `text`, without recording anything."""
+    effective = effective_policy(tenant)
+    started = time.perf_counter()
+    run = run_output if stage == "output" else None
+    evaluation = run(effective, tenant.pk, text, final=True) if run else run_input(effective, text)
+    elapsed = (time.perf_counter() - started) * 1000
+    blocked = evaluation.blocked
+    return TryResult(
+        stage,
+        evaluation.text,
+        blocked,
+        effective.config["block_message"] if blocked else "",
+        evaluation.triggers,
+        evaluation.checks,
+        round(elapsed, 2),
+    )
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+def stats(events_qs, *, days: int = 14, turns: int | None = None) -> dict:
+    """Trigger rate, blocked requests by category per day, top rules and false-positive rate."""
+    since = timezone.now() - timedelta(days=days)
+    recent = events_qs.filter(created_at__gte=since)
+    totals = recent.aggregate(
+        events=Count("id"),
+        blocked=Count("id", filter=Q(action="block")),
+        false_positives=Count("id", filter=Q(false_positive=True)),
+        triggered_turns=Count("invocation", distinct=True),
+    )
+    by_day = (
+        recent.filter(action="block")
+        .annotate(day=TruncDate("created_at"))
+        .values("day", "category")
+        .annotate(n=Count("id"))
+        .order_by("day")
+    )
+    days_list = [(timezone.now() - timedelta(days=d)).date() for d in range(days - 1, -1, -1)]
+    series: dict = {d: {} for d in days_list}
+    for row in by_day:
+        if row["day"] in series:
+            series[row["day"]][row["category"]] = row["n"]
+    peak = max((sum(v.values()) for v in series.values()), default=0) or 1
+    chart = [
+        {
+            "day": d,
+            "total": sum(v.values()),
+            "bars": [{"category": c, "n": n, "pct": round(100 * n / peak, 1)} for c, n in sorted(v.items())],
+        }
+        for d, v in series.items()
+    ]
+    top_rules = list(
+        recent.values("category", "rule")
+        .annotate(n=Count("id"), fp=Count("id", filter=Q(false_positive=True)))
+        .order_by("-n", "rule")[:10]
+    )
+    trigger_rate = None
+    if turns:
+        trigger_rate = round(100 * totals["triggered_turns"] / turns, 1)
+    fp_rate = round(100 * totals["false_positives"] / totals["events"], 1) if totals["events"] else 0.0
+    return {
+        "days": days,
+        "totals": totals,
+        "trigger_rate": trigger_rate,
+        "turns": turns,
+        "false_positive_rate": fp_rate,
+        "chart": chart,
+        "top_rules": top_rules,
+        "categories": sorted({b["category"] for day in chart for b in day["bars"]}),
+    }

@@ -1,0 +1,172 @@
+"""`make bench` (guardrails): accuracy on the labelled set and speed of the builtin engine.
+
+Writes var/bench/guardrails.json: per-entity precision and recall, structured-PII
+totals, injection_tpr / injection_fpr (medium sensitivity) and check_ms_p50 /
+check_ms_p99 for a 2,000-character text against a policy with every entity on and
+1,000 blocked terms. Pure engine: no database, no network.
+
+    python -m tests.bench.guardrails
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULT = ROOT / "var" / "bench" / "guardrails.json"
+GOALS = {"structured_recall": 0.97, "structured_precision": 0.95, "injection_tpr": 0.90, "injection_fpr": 0.05}
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def accuracy() -> dict:
+    from agents.guardrails import detectors
+    from tests.bench.guardrails_data import STRUCTURED, build
+
+    cases = build()
+    entities = list(detectors.ENTITIES)
+    tp = dict.fromkeys(entities, 0)
+    fp = dict.fromkeys(entities, 0)
+    fn = dict.fromkeys(entities, 0)
+    misses = []
+    inj = {"tp": 0, "fn": 0, "fp": 0, "tn": 0}
+    for text, expected, injection in cases:
+        found = {f.entity for f in detectors.find_entities(text, entities)}
+        for entity in entities:
+            if entity in expected and entity in found:
+                tp[entity] += 1
+            elif entity in found:
+                fp[entity] += 1
+                misses.append(("false positive", entity, text))
+            elif entity in expected:
+                fn[entity] += 1
+                misses.append(("missed", entity, text))
+        flagged = detectors.is_injection(text, "medium") is not None
+        key = ("tp" if flagged else "fn") if injection else ("fp" if flagged else "tn")
+        inj[key] += 1
+        if key in ("fp", "fn"):
+            misses.append(("injection " + key, "", text))
+    per_entity = {
+        e: {
+            "precision": _ratio(tp[e], tp[e] + fp[e]),
+            "recall": _ratio(tp[e], tp[e] + fn[e]),
+            "support": tp[e] + fn[e],
+        }
+        for e in entities
+    }
+    s_tp, s_fp, s_fn = (sum(d[e] for e in STRUCTURED) for d in (tp, fp, fn))
+    return {
+        "texts": len(cases),
+        "per_entity": per_entity,
+        "structured_precision": _ratio(s_tp, s_tp + s_fp),
+        "structured_recall": _ratio(s_tp, s_tp + s_fn),
+        "injection_tpr": _ratio(inj["tp"], inj["tp"] + inj["fn"]),
+        "injection_fpr": _ratio(inj["fp"], inj["fp"] + inj["tn"]),
+        "injection_counts": inj,
+        "errors": [{"kind": k, "entity": e, "text": t[:120]} for k, e, t in misses][:60],
+    }
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def speed(runs: int = 400) -> dict:
+    from agents.guardrails import detectors, enforce, engine, policy
+
+    config = policy.merge(
+        {
+            "entities": {k: "redact" for k in detectors.ENTITIES},
+            "blocked_terms": [f"blockedterm{i:04d}" for i in range(1000)],
+            "denied_topics": [
+                {"name": "Investment advice", "description": "", "examples": ["which stocks should I buy"]}
+            ],
+            "injection": "medium",
+        },
+        None,
+    )
+    compiled = engine.compile_policy(config)
+    paragraph = (
+        "Thanks for the update on the quarterly report. The refund window is thirty days for most "
+        "purchases, and the shipping team confirmed order 4481 left the warehouse on Tuesday. "
+        "Contact jane.doe@example.com or 555-201-3344 if anything is unclear. "
+    )
+    text = (paragraph * 20)[:2000]
+    markers = detectors.MarkerMatcher(
+        {f"tenant {i} name": {i} for i in range(200)} | {f"cnry-{i:020x}": {i} for i in range(200)}
+    )
+    for _ in range(20):
+        compiled.evaluate_input(text)
+    input_ms = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        compiled.evaluate_input(text)
+        input_ms.append((time.perf_counter() - started) * 1000)
+    # A whole turn's output checks: marker pass per ~40-char delta, full checks per window, final.
+    turn_ms = []
+    for _ in range(max(50, runs // 8)):
+        started = time.perf_counter()
+        seen, checked = 0, 0
+        for end in range(40, len(text) + 40, 40):
+            part = text[:end]
+            compiled.cross_tenant(part[max(0, seen - enforce.OVERLAP) :], engine.Evaluation(text=""), markers, 0)
+            seen = len(part)
+            if len(part) - checked >= enforce.WINDOW:
+                compiled.evaluate_output(part[max(0, checked - enforce.OVERLAP) :], markers=markers, tenant_id=0)
+                checked = len(part)
+        compiled.evaluate_output(text, markers=markers, tenant_id=0, final=True)
+        turn_ms.append((time.perf_counter() - started) * 1000)
+    return {
+        "text_chars": len(text),
+        "blocked_terms": 1000,
+        "check_ms_p50": round(statistics.median(input_ms), 3),
+        "check_ms_p99": round(_percentile(input_ms, 0.99), 3),
+        "output_turn_ms_p50": round(statistics.median(turn_ms), 3),
+        "output_turn_ms_p99": round(_percentile(turn_ms, 0.99), 3),
+        "runs": runs,
+    }
+
+
+def _cell(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def main() -> int:
+    import django
+
+    django.setup()
+    result = {"accuracy": accuracy(), "speed": speed(), "goals": GOALS}
+    acc, spd = result["accuracy"], result["speed"]
+    result["goals_met"] = {
+        "structured_recall": (acc["structured_recall"] or 0) >= GOALS["structured_recall"],
+        "structured_precision": (acc["structured_precision"] or 0) >= GOALS["structured_precision"],
+        "injection_tpr": (acc["injection_tpr"] or 0) >= GOALS["injection_tpr"],
+        "injection_fpr": acc["injection_fpr"] is not None and acc["injection_fpr"] <= GOALS["injection_fpr"],
+        "check_ms_p50": spd["check_ms_p50"] <= 2.0,
+    }
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(result, indent=2))
+    print(f"guardrails: {acc['texts']} labelled texts")
+    print(f"{'entity':<16}{'precision':>10}{'recall':>8}{'n':>5}")
+    for entity, row in acc["per_entity"].items():
+        print(f"{entity:<16}{_cell(row['precision']):>10}{_cell(row['recall']):>8}{row['support']:>5}")  # noqa: E501
+    print(f"structured PII: precision {acc['structured_precision']}, recall {acc['structured_recall']}")
+    print(f"injection: TPR {acc['injection_tpr']}, FPR {acc['injection_fpr']}")
+    print(f"speed: check p50 {spd['check_ms_p50']} ms, p99 {spd['check_ms_p99']} ms (2,000 chars, 1,000 terms)")
+    print(f"       output checks per turn p50 {spd['output_turn_ms_p50']} ms, p99 {spd['output_turn_ms_p99']} ms")
+    print(f"written to {RESULT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The guardrails API: effective policy and override (GET/PUT), events, false positives; problem JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.guardrails.models import GuardrailEvent
+from tenants.context import tenant_context
+from tests.guardrails.conftest import grant_custom_guardrails, set_tier_policy
+from tests.portal.helpers import problem, validation_problem
+from tests.portal.test_malformed_input import BAD_JSON_BODIES, params
+
+pytestmark = pytest.mark.django_db
+BASE = "/api/v1/tenants/alpha/guardrails/"
+
+
+@pytest.fixture
+def admin_client(client, world):
+    client.raise_request_exception = False
+    client.force_login(world.a.admin)
+    return client
+
+
+def put(client, body):
+    return client.put(BASE + "policy/override/", json.dumps(body), content_type="application/json")
+
+
+def test_it_answers_the_effective_policy_with_tier_defaults_and_override(admin_client, world):
+    set_tier_policy(world.a.tenant.tier, {"presets": ["gdpr"]})
+    body = admin_client.get(BASE + "policy/").json()
+    assert body["tier_defaults"] == {"presets": ["gdpr"]}
+    assert body["override"] == {} and body["may_override"] is False
+    assert body["effective"]["entities"]["iban"] == "redact"
+
+
+def test_it_replaces_the_override(admin_client, world):
+    grant_custom_guardrails(world.a.tenant)
+    response = put(admin_client, {"blocked_terms": ["zebra"], "injection": "high"})
+    assert response.status_code == 200
+    assert response.json()["effective"]["injection"] == "high"
+    assert admin_client.get(BASE + "policy/override/").json() == {"blocked_terms": ["zebra"], "injection": "high"}
+
+
+def test_it_answers_field_errors_as_a_validation_problem(admin_client, world):
+    grant_custom_guardrails(world.a.tenant)
+    body = validation_problem(put(admin_client, {"entities": {"email": "shred"}, "colour": "blue"}))
+    assert set(body["errors"]) == {"entities.email", "colour"}
+
+
+def test_it_refuses_an_override_without_the_entitlement(admin_client, world):
+    problem(put(admin_client, {"blocked_terms": ["zebra"]}), 403)
+
+
+@pytest.mark.parametrize(("body", "content_type"), params(BAD_JSON_BODIES))
+def test_it_answers_a_4xx_problem_to_a_malformed_override(admin_client, world, body, content_type):
+    grant_custom_guardrails(world.a.tenant)
+    response = admin_client.generic("PUT", BASE + "policy/override/", body, content_type)
+    assert 400 <= response.status_code < 500
+    problem(response, response.status_code)
+
+
+def test_members_may_not_read_or_change_guardrails(client, world):
+    client.raise_request_exception = False
+    client.force_login(world.a.member)
+    problem(client.get(BASE + "policy/"), 403)
+    problem(put(client, {"blocked_terms": ["x"]}), 403)
+
+
+def test_it_lists_filters_and_marks_events(admin_client, world):
+    with tenant_context(world.a.tenant):
+        pii = GuardrailEvent.objects.create(
+            stage="input", category="pii", rule="email", action="redact", excerpt="[EMAIL]"
+        )
+        GuardrailEvent.objects.create(
+            stage="output", category="cross_tenant", rule="other_tenant_marker", action="block"
+        )
+    with tenant_context(world.b.tenant):
+        GuardrailEvent.objects.create(stage="input", category="pii", rule="email", action="redact")
+    listing = admin_client.get(BASE + "events/").json()
+    assert listing["count"] == 2
+    assert [e["category"] for e in admin_client.get(BASE + "events/?category=pii").json()["results"]] == ["pii"]
+    marked = admin_client.post(
+        f"{BASE}events/{pii.pk}/false-positive/", {"false_positive": True}, content_type="application/json"
+    )
+    assert marked.status_code == 200 and marked.json()["false_positive"] is True
+    problem(admin_client.get(f"{BASE}events/999999/"), 404)
+
+
+def test_the_schema_documents_the_guardrail_endpoints(client, world):
+    schema = client.get("/api/schema/?format=json").json()
+    paths = schema["paths"]
+    assert "/api/v1/tenants/{tenant_slug}/guardrails/policy/" in paths
+    assert "put" in paths["/api/v1/tenants/{tenant_slug}/guardrails/policy/override/"]
+    assert "/api/v1/tenants/{tenant_slug}/guardrails/events/{id}/false-positive/" in paths
