@@ -20,11 +20,13 @@ a real passage into ``citation`` events. The offline model cites for itself.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 
 from agents.runtime.auth import Caller
 from agents.runtime.contract import Citation, Delta, Done, Error, Event, InvocationRequest, ToolCall, Usage
+from agents.runtime.knowledge import KnowledgeGateway, KnowledgeUnavailable, wants_knowledge
 from agents.runtime.models import ProviderRegistry
 from agents.runtime.models.base import (
     ModelError,
@@ -60,8 +62,21 @@ def build_model_input(request: InvocationRequest, caller: Caller) -> ModelInput:
 
 
 class ReferenceAgent:
-    def __init__(self, providers: ProviderRegistry | None = None):
+    def __init__(self, providers: ProviderRegistry | None = None, knowledge: KnowledgeGateway | None = None):
         self.providers = providers or ProviderRegistry.offline_only()
+        self.knowledge = knowledge
+
+    def retrieve(self, request: InvocationRequest, caller: Caller) -> InvocationRequest:
+        """The request with passages from the portal's knowledge gateway, when the portal sent
+        none and the tenant and token allow retrieval. A gateway failure is logged, not fatal."""
+        if self.knowledge is None or request.passages or not wants_knowledge(caller):
+            return request
+        try:
+            passages = self.knowledge.retrieve(caller, request.prompt, agent_id=request.agent.id)
+        except KnowledgeUnavailable as exc:
+            logger.warning("invocation %s: answering without knowledge: %s", request.invocation_id, exc)
+            return request
+        return dataclasses.replace(request, passages=tuple(passages))
 
     def run(self, request: InvocationRequest, caller: Caller) -> Iterator[Event]:
         """The events of one invocation (see the module docstring for their order)."""
@@ -77,6 +92,7 @@ class ReferenceAgent:
 
     def _answer(self, request: InvocationRequest, caller: Caller) -> Iterator[Event]:
         provider = self.providers.get(request.model.provider)
+        request = self.retrieve(request, caller)
         model_input = build_model_input(request, caller)
         text: list[str] = []
         usage: Usage | None = None

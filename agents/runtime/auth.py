@@ -210,6 +210,9 @@ class Caller:
     actors: tuple[str, ...]  # the act chain, outermost (the acting agent) first
     scopes: frozenset[str] = frozenset()
     claims: Mapping[str, Any] = field(default_factory=dict)
+    # The verified act-on-behalf token itself, for calls to the portal's gateway APIs
+    # (knowledge retrieval) made on the caller's behalf; never logged.
+    token: str = field(default="", repr=False)
 
     @property
     def actor(self) -> str:

@@ -164,10 +164,12 @@ class LocalRuntimeClient(RuntimeClient):
         audience: str = DEFAULT_AUDIENCE,
         leeway: float = DEFAULT_LEEWAY_SECONDS,
         providers: ProviderRegistry | None = None,
+        knowledge=None,
     ) -> LocalRuntimeClient:
-        """A local runtime verifying tokens against `jwks()` (the portal passes ``keys.jwks``)."""
+        """A local runtime verifying tokens against `jwks()` (the portal passes ``keys.jwks``)
+        and retrieving through `knowledge` (the portal passes its in-process gateway)."""
         verifier = TokenVerifier(CallableKeyProvider(jwks), issuer=issuer, audience=audience, leeway=leeway)
-        return cls(RuntimeHost(verifier, ReferenceAgent(providers)))
+        return cls(RuntimeHost(verifier, ReferenceAgent(providers, knowledge=knowledge)))
 
     def invoke(self, request: InvocationRequest, context: InvocationContext) -> Iterator[Event]:
         try:

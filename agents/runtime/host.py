@@ -17,6 +17,7 @@ the time that state last changed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -63,12 +64,13 @@ class RuntimeHost:
 
     def prepare(self, headers: Mapping[str, str], body: bytes | str | Mapping[str, Any]) -> PreparedInvocation:
         """Verify and parse one invocation. Raises RequestRefused (400/401/403/503); runs nothing."""
-        claims = self.verifier.decode(bearer_token(headers))
+        token = bearer_token(headers)
+        claims = self.verifier.decode(token)
         try:
             tenant = TenantContext.from_headers(headers)
         except ContractError as exc:
             raise RequestRefused(400, "bad_request", str(exc))
-        caller = self.verifier.authorize(claims, tenant)
+        caller = dataclasses.replace(self.verifier.authorize(claims, tenant), token=token or "")
         lowered = {str(k).lower(): v for k, v in headers.items()}
         try:
             session_id = validate_session_id(lowered.get(HEADER_SESSION_ID.lower(), ""))

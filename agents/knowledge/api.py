@@ -1,0 +1,206 @@
+"""Knowledge bases over the REST API, and the retrieval gateway agents call.
+
+* `/api/v1/tenants/<slug>/knowledge-bases/` and `/knowledge-documents/`: the
+  admin's verbs (create, upload, delete) and reads, through the same services as
+  the UI; tenant resolved and roles checked by TenantScopedAPIMixin.
+* `/api/v1/gateway/knowledge/retrieve`: what an agent runtime calls during a
+  turn with its act-on-behalf token (aud agent-runtime, scope kb:read). The
+  tenant is the token's; a `tenant_id` in the body that names another tenant is
+  refused. It is not under a tenant slug because the runtime knows the tenant
+  only by id (its headers and token), never by slug.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Count
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, mixins, parsers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agents.knowledge import services
+from agents.knowledge.models import Document, KnowledgeBase
+from agents.knowledge.serializers import (
+    DocumentSerializer,
+    DocumentUploadSerializer,
+    GatewayRetrieveSerializer,
+    KnowledgeBaseCreateSerializer,
+    KnowledgeBaseSerializer,
+    KnowledgeBaseUpdateSerializer,
+    PassageListSerializer,
+    SearchRequestSerializer,
+    UploadResultSerializer,
+)
+from portal.api import TenantScopedAPIMixin, created, problem
+from portal.drf import JSONParser
+from tenants.api import TENANT_SLUG
+from tenants.roles import Action
+from tenants.services import Actor
+
+READ = Action.USE_AGENTS
+WRITE = Action.MANAGE_KNOWLEDGE
+
+
+def _actor(request) -> Actor:
+    if request.membership is None:
+        raise exceptions.PermissionDenied("Changing knowledge bases needs a person: use a user token.")
+    return Actor.from_request(request)
+
+
+def _entitled(request) -> None:
+    if not services.entitled(request.tenant):
+        raise exceptions.PermissionDenied(f"Knowledge bases are not part of the {request.tenant.tier.name} plan.")
+
+
+@extend_schema(parameters=[TENANT_SLUG])
+class KnowledgeBaseViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = KnowledgeBaseSerializer
+    action_permissions = {
+        "list": READ,
+        "retrieve": READ,
+        "search": READ,
+        "create": WRITE,
+        "partial_update": WRITE,
+        "destroy": WRITE,
+    }
+
+    def get_queryset(self):
+        return KnowledgeBase.objects.annotate(document_count=Count("documents")).order_by("name")
+
+    def get_object(self):
+        kb = services.access_knowledge_base(self.kwargs["pk"])
+        if kb is None:
+            raise exceptions.NotFound()
+        return kb
+
+    def retrieve(self, request, *args, **kwargs):
+        kb = self.get_object()
+        kb.document_count = kb.documents.count()
+        return Response(KnowledgeBaseSerializer(kb).data)
+
+    @extend_schema(request=KnowledgeBaseCreateSerializer, responses={201: KnowledgeBaseSerializer})
+    def create(self, request, *args, **kwargs):
+        _entitled(request)
+        serializer = KnowledgeBaseCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        kb = services.create_knowledge_base(_actor(request), **serializer.validated_data)
+        return created(KnowledgeBaseSerializer(kb).data)
+
+    @extend_schema(request=KnowledgeBaseUpdateSerializer, responses={200: KnowledgeBaseSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        kb = self.get_object()
+        serializer = KnowledgeBaseUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        kb = services.update_knowledge_base(_actor(request), kb, **serializer.validated_data)
+        return Response(KnowledgeBaseSerializer(kb).data)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request, *args, **kwargs):
+        kb = self.get_object()
+        services.delete_knowledge_base(_actor(request), kb)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=SearchRequestSerializer, responses={200: PassageListSerializer})
+    @action(detail=True, methods=["post"])
+    def search(self, request, *args, **kwargs):
+        """Ranked passages of this knowledge base for a query (the "test search")."""
+        kb = self.get_object()
+        _entitled(request)
+        serializer = SearchRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        from agents.knowledge import retrieval
+
+        hits = retrieval.search(serializer.validated_data["query"], [kb], k=serializer.validated_data["k"])
+        return Response({"passages": services.passages_from_hits(request.tenant, hits)})
+
+
+@extend_schema(parameters=[TENANT_SLUG])
+class DocumentViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = DocumentSerializer
+    parser_classes = [parsers.MultiPartParser, parsers.FormParser, JSONParser]
+    action_permissions = {"list": READ, "retrieve": READ, "create": WRITE, "destroy": WRITE}
+
+    def get_queryset(self):
+        documents = Document.objects.order_by("knowledge_base_id", "title", "id")
+        kb = self.request.query_params.get("knowledge_base")
+        if kb is not None:
+            if not (kb.isascii() and kb.isdigit() and len(kb) < 19):
+                raise exceptions.ValidationError({"knowledge_base": "Give a knowledge base id."})
+            documents = documents.filter(knowledge_base_id=int(kb))
+        return documents
+
+    def get_object(self):
+        document = services.access_document(self.kwargs["pk"])
+        if document is None:
+            raise exceptions.NotFound()
+        return document
+
+    def retrieve(self, request, *args, **kwargs):
+        return Response(DocumentSerializer(self.get_object()).data)
+
+    @extend_schema(
+        request={"multipart/form-data": DocumentUploadSerializer},
+        responses={201: UploadResultSerializer, 200: UploadResultSerializer},
+    )
+    def create(self, request, *args, **kwargs):
+        """Upload one file (multipart `file`, `knowledge_base`); ingestion runs in the background."""
+        _entitled(request)
+        serializer = DocumentUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        kb = services.access_knowledge_base(serializer.validated_data["knowledge_base"])
+        if kb is None:
+            raise exceptions.ValidationError({"knowledge_base": "No such knowledge base."})
+        result = services.upload_document(_actor(request), kb, serializer.validated_data["file"])
+        body = {"outcome": result.outcome, "document": DocumentSerializer(result.document).data}
+        return Response(body, status=status.HTTP_200_OK if result.outcome == "unchanged" else status.HTTP_201_CREATED)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request, *args, **kwargs):
+        services.delete_document(_actor(request), self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _bearer(request) -> str:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise exceptions.NotAuthenticated("A bearer token (the agent's act-on-behalf token) is required.")
+    return token.strip()
+
+
+class KnowledgeGatewayView(APIView):
+    """Retrieval for agent runtimes: POST {query, k, agent?, tenant_id?} with the
+    act-on-behalf token; answers the token tenant's passages, already screened."""
+
+    # The token is validated in services.retrieve_for_token (aud agent-runtime), the
+    # same function the in-process gateway of the local runtime calls.
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        request=GatewayRetrieveSerializer,
+        responses={200: PassageListSerializer, 401: OpenApiResponse(description="Problem JSON")},
+        operation_id="knowledge_gateway_retrieve",
+        tags=["gateway"],
+    )
+    def post(self, request):
+        raw = _bearer(request)
+        serializer = GatewayRetrieveSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            passages = services.retrieve_for_token(
+                raw,
+                query=data["query"],
+                k=data["k"],
+                agent_slug=data.get("agent", ""),
+                tenant_id=data.get("tenant_id"),
+            )
+        except services.GatewayRefused as exc:
+            response = Response(problem(exc.status, None, exc.detail), status=exc.status)
+            response.content_type = "application/problem+json"
+            return response
+        return Response({"passages": passages})

@@ -1,0 +1,147 @@
+"""The `bedrock` backend: Amazon Bedrock Knowledge Bases.
+
+Documents are synced to S3 under a per-tenant prefix, each with a
+``<file>.metadata.json`` sidecar whose ``metadataAttributes`` carry
+``tenant_id``, ``knowledge_base_id`` and ``document_id``; an ingestion job is
+started with ``bedrock-agent`` ``start_ingestion_job``. Queries go through
+``bedrock-agent-runtime`` ``retrieve``:
+
+* pooled (pool and bridge tenants): the platform's knowledge base
+  (``KNOWLEDGE_BEDROCK_KB_ID``), with ``vectorSearchConfiguration.filter``
+  requiring ``tenant_id`` = the tenant *and* ``knowledge_base_id`` in the chosen
+  bases — the filter is applied by the vector store during the search;
+* silo: the tenant's own knowledge base (``knowledge_base_id`` in its resource
+  bindings), filtered by the chosen bases.
+
+Results are mapped back to the tenant's local chunks of the named document
+(through the tenant-scoped manager, and only when the result's own tenant_id
+attribute matches), so citations link to the same passage pages as the local
+backend. The documents are chunked locally too, for the test search and the
+passage pages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from django.conf import settings
+
+from agents.knowledge.models import Chunk, Document
+
+log = logging.getLogger(__name__)
+
+
+class BedrockNotConfigured(Exception):
+    pass
+
+
+def make_client(service: str, region: str):
+    """One seam for tests (botocore Stubber) and for deployments with custom sessions."""
+    import boto3
+
+    return boto3.client(service, region_name=region)
+
+
+def knowledge_base_id(tenant) -> tuple[str, bool]:
+    """(Bedrock knowledge base id, pooled?) for the tenant, from its bindings."""
+    dedicated = tenant.bindings.knowledge_base_id
+    if dedicated:
+        return dedicated, False
+    if not settings.KNOWLEDGE_BEDROCK_KB_ID:
+        raise BedrockNotConfigured("KNOWLEDGE_BEDROCK_KB_ID is not set and the tenant has no knowledge base binding")
+    return settings.KNOWLEDGE_BEDROCK_KB_ID, True
+
+
+def data_source_id(tenant) -> str:
+    return (tenant.resource_bindings or {}).get("knowledge_data_source_id") or settings.KNOWLEDGE_BEDROCK_DATA_SOURCE_ID
+
+
+def object_key(tenant, document: Document) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", document.filename)
+    return f"tenants/{tenant.pk}/kb-{document.knowledge_base_id}/doc-{document.pk}/{safe}"
+
+
+def sidecar(tenant, document: Document) -> dict:
+    return {
+        "metadataAttributes": {
+            "tenant_id": str(tenant.pk),
+            "knowledge_base_id": str(document.knowledge_base_id),
+            "document_id": str(document.pk),
+            "title": document.title,
+        }
+    }
+
+
+def _start_ingestion(tenant, kb_id: str) -> None:
+    source = data_source_id(tenant)
+    if not source:
+        raise BedrockNotConfigured("no Bedrock data source id (KNOWLEDGE_BEDROCK_DATA_SOURCE_ID or bindings)")
+    make_client("bedrock-agent", tenant.region).start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=source)
+
+
+def sync_document(tenant, document: Document, data: bytes) -> None:
+    if not settings.KNOWLEDGE_S3_BUCKET:
+        raise BedrockNotConfigured("KNOWLEDGE_S3_BUCKET is not set")
+    kb_id, _ = knowledge_base_id(tenant)
+    s3 = make_client("s3", tenant.region)
+    key = object_key(tenant, document)
+    s3.put_object(Bucket=settings.KNOWLEDGE_S3_BUCKET, Key=key, Body=data)
+    s3.put_object(
+        Bucket=settings.KNOWLEDGE_S3_BUCKET,
+        Key=f"{key}.metadata.json",
+        Body=json.dumps(sidecar(tenant, document)).encode(),
+        ContentType="application/json",
+    )
+    _start_ingestion(tenant, kb_id)
+    Document.objects.filter(pk=document.pk).update(external_key=key)
+
+
+def remove_document(tenant, document: Document) -> None:
+    if not document.external_key or not settings.KNOWLEDGE_S3_BUCKET:
+        return
+    kb_id, _ = knowledge_base_id(tenant)
+    make_client("s3", tenant.region).delete_objects(
+        Bucket=settings.KNOWLEDGE_S3_BUCKET,
+        Delete={"Objects": [{"Key": document.external_key}, {"Key": f"{document.external_key}.metadata.json"}]},
+    )
+    _start_ingestion(tenant, kb_id)
+
+
+def retrieval_filter(tenant, kb_ids: list[int], pooled: bool) -> dict:
+    in_bases = {"in": {"key": "knowledge_base_id", "value": [str(kb) for kb in kb_ids]}}
+    if not pooled:
+        return in_bases
+    return {"andAll": [{"equals": {"key": "tenant_id", "value": str(tenant.pk)}}, in_bases]}
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def ranking(tenant, kb_ids: list[int], query: str, limit: int) -> list[tuple[int, float]]:
+    kb_id, pooled = knowledge_base_id(tenant)
+    response = make_client("bedrock-agent-runtime", tenant.region).retrieve(
+        knowledgeBaseId=kb_id,
+        retrievalQuery={"text": query[:1000]},
+        retrievalConfiguration={
+            "vectorSearchConfiguration": {"numberOfResults": limit, "filter": retrieval_filter(tenant, kb_ids, pooled)}
+        },
+    )
+    ranked: list[tuple[int, float]] = []
+    for result in response.get("retrievalResults", []):
+        metadata = result.get("metadata") or {}
+        if str(metadata.get("tenant_id", "")) != str(tenant.pk):
+            log.error("bedrock returned a passage of another tenant (%r); dropped", metadata.get("tenant_id"))
+            continue
+        document_id = str(metadata.get("document_id", ""))
+        if not document_id.isdigit():
+            continue
+        words = _words((result.get("content") or {}).get("text", ""))
+        # Tenant-scoped manager: a document id of another tenant finds nothing here.
+        candidates = Chunk.objects.filter(document_id=int(document_id), knowledge_base_id__in=kb_ids)
+        best = max(candidates, key=lambda c: len(words & _words(c.text)), default=None)
+        if best is not None and all(best.pk != seen for seen, _ in ranked):
+            ranked.append((best.pk, float(result.get("score") or 0.0)))
+    return ranked[:limit]

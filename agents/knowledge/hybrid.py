@@ -1,0 +1,144 @@
+"""The `hybrid` backend: lexical ranking fused with embedding similarity.
+
+Embeddings come from an OpenAI-compatible ``/embeddings`` endpoint
+(``KNOWLEDGE_EMBEDDINGS=openai``, ``KNOWLEDGE_EMBEDDINGS_URL``) or Amazon Titan
+through boto3 (``KNOWLEDGE_EMBEDDINGS=bedrock``). Vectors are stored per chunk
+(normalised float32). At query time the candidates are the tenant's own chunks
+of the chosen knowledge bases — the filter is in the query that loads them,
+before anything is ranked — and the two rankings are fused by reciprocal rank.
+
+If the embedding service fails at query time the lexical ranking is returned
+alone (an answer with keyword search beats no answer); at ingestion time the
+document fails with the reason, so nothing is half-indexed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import urllib.error
+import urllib.request
+from array import array
+
+from django.conf import settings
+
+from agents.knowledge.models import Chunk
+from agents.knowledge.retrieval import local_ranking, reciprocal_rank_fusion
+
+log = logging.getLogger(__name__)
+
+BATCH = 64
+TIMEOUT_SECONDS = 30
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+class EmbeddingError(Exception):
+    pass
+
+
+def _normalise(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
+def _openai(texts: list[str]) -> list[list[float]]:
+    url = settings.KNOWLEDGE_EMBEDDINGS_URL.rstrip("/") + "/embeddings"
+    if not url.startswith(("http://", "https://")):
+        raise EmbeddingError("KNOWLEDGE_EMBEDDINGS_URL must be an http(s) URL")
+    body = json.dumps({"model": settings.KNOWLEDGE_EMBEDDINGS_MODEL, "input": texts}).encode()
+    headers = {"Content-Type": "application/json"}
+    api_key = getattr(settings, "OPENAI_API_KEY", "") or ""
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 (scheme checked)
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
+            document = json.loads(response.read(MAX_RESPONSE_BYTES))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise EmbeddingError(str(exc)) from exc
+    try:
+        rows = sorted(document["data"], key=lambda row: row.get("index", 0))
+        vectors = [[float(x) for x in row["embedding"]] for row in rows]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EmbeddingError(f"unexpected /embeddings answer: {exc}") from exc
+    if len(vectors) != len(texts):
+        raise EmbeddingError("the /embeddings answer has the wrong number of vectors")
+    return vectors
+
+
+def bedrock_client():
+    import boto3
+
+    return boto3.client("bedrock-runtime", region_name=settings.AWS_REGION)
+
+
+def _bedrock(texts: list[str]) -> list[list[float]]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = bedrock_client()
+    vectors = []
+    for text in texts:
+        try:
+            response = client.invoke_model(
+                modelId=settings.KNOWLEDGE_EMBEDDINGS_MODEL,
+                body=json.dumps({"inputText": text[:40_000]}),
+                contentType="application/json",
+                accept="application/json",
+            )
+            vectors.append([float(x) for x in json.loads(response["body"].read())["embedding"]])
+        except (BotoCoreError, ClientError, KeyError, ValueError) as exc:
+            raise EmbeddingError(str(exc)) from exc
+    return vectors
+
+
+def embed(texts: list[str]) -> list[list[float]]:
+    provider = settings.KNOWLEDGE_EMBEDDINGS
+    if provider == "openai":
+        fn = _openai
+    elif provider == "bedrock":
+        fn = _bedrock
+    else:
+        raise EmbeddingError("no embedding provider is configured (KNOWLEDGE_EMBEDDINGS=openai|bedrock)")
+    vectors: list[list[float]] = []
+    for start in range(0, len(texts), BATCH):
+        vectors.extend(_normalise(v) for v in fn(texts[start : start + BATCH]))
+    return vectors
+
+
+def pack(vector: list[float]) -> bytes:
+    return array("f", vector).tobytes()
+
+
+def unpack(blob: bytes) -> array:
+    values = array("f")
+    values.frombytes(bytes(blob))
+    return values
+
+
+def embed_chunks(chunks: list[Chunk]) -> None:
+    for chunk, vector in zip(chunks, embed([f"{c.title}\n{c.text}" for c in chunks]), strict=True):
+        chunk.embedding = pack(vector)
+
+
+def vector_ranking(tenant_id: int, kb_ids: list[int], query_vector: list[float], limit: int) -> list[tuple[int, float]]:
+    rows = Chunk.objects.filter(tenant_id=tenant_id, knowledge_base_id__in=kb_ids, embedding__isnull=False)
+    scored = []
+    for chunk_id, blob in rows.values_list("id", "embedding").iterator(chunk_size=2000):
+        vector = unpack(blob)
+        if len(vector) == len(query_vector):
+            scored.append((chunk_id, sum(a * b for a, b in zip(vector, query_vector, strict=True))))
+    scored.sort(key=lambda item: (-item[1], item[0]))
+    return scored[:limit]
+
+
+def ranking(tenant, kb_ids: list[int], query: str, limit: int) -> list[tuple[int, float]]:
+    depth = max(limit * 4, 40)
+    lexical = local_ranking(tenant.pk, kb_ids, query, depth)
+    try:
+        query_vector = embed([query])[0]
+    except EmbeddingError as exc:
+        log.warning("hybrid search fell back to full-text only: %s", exc)
+        return lexical[:limit]
+    semantic = vector_ranking(tenant.pk, kb_ids, query_vector, depth)
+    return reciprocal_rank_fusion([lexical, semantic])[:limit]

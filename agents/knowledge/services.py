@@ -1,0 +1,526 @@
+"""What can be done with knowledge bases: the verbs views, the API, tasks and the gateway call.
+
+Admin verbs take an `Actor`, check the role table and the tenant's entitlement,
+write the audit log, and raise `ServiceError` for requests that cannot be
+carried out. Ingestion (`ingest_document`) runs in a Celery task; its failures
+are stored on the document, never raised at anyone.
+
+Retrieval for agents (`retrieve_for_token`) is the one function behind the
+gateway endpoint and the in-process gateway of the local runtime: it validates
+the act-on-behalf token with `tenants.identity.tokens.validate`, requires the
+`kb:read` scope, and searches only the token's tenant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import unicodedata
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from agents.knowledge import chunking, parsing, retrieval
+from agents.knowledge.models import (
+    AgentKnowledge,
+    Backend,
+    Chunk,
+    Document,
+    DocumentStatus,
+    KnowledgeBase,
+)
+from tenants import audit, entitlements
+from tenants.context import require_tenant, tenant_context
+from tenants.models import Tenant
+from tenants.roles import Action, require
+from tenants.services import Actor, ServiceError
+
+log = logging.getLogger(__name__)
+
+FEATURE = "knowledge_bases"
+DEFAULT_PASSAGES = 5
+MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 200, 8000
+
+
+def entitled(tenant: Tenant) -> bool:
+    return entitlements.has_feature(tenant, FEATURE)
+
+
+def _check(actor: Actor, action: str = Action.MANAGE_KNOWLEDGE) -> Tenant:
+    tenant = require_tenant()
+    if actor.membership is None or actor.membership.tenant_id != tenant.pk:
+        raise ServiceError("You are not a member of this tenant.")
+    require(actor.role, action)
+    if not entitled(tenant):
+        raise ServiceError(f"Knowledge bases are not part of the {tenant.tier.name} plan.")
+    return tenant
+
+
+# --- access helpers: "missing" and "someone else's" look the same --------------------------------
+
+
+def _int_id(value) -> int | None:
+    raw = str(value)
+    if raw.isascii() and raw.isdigit() and len(raw) < 19:
+        return int(raw)
+    return None
+
+
+def access_knowledge_base(kb_id) -> KnowledgeBase | None:
+    pk = _int_id(kb_id)
+    return KnowledgeBase.objects.filter(pk=pk).first() if pk is not None else None
+
+
+def access_document(doc_id) -> Document | None:
+    pk = _int_id(doc_id)
+    return Document.objects.select_related("knowledge_base").filter(pk=pk).first() if pk is not None else None
+
+
+def access_chunk(chunk_id) -> Chunk | None:
+    pk = _int_id(chunk_id)
+    return Chunk.objects.select_related("document", "knowledge_base").filter(pk=pk).first() if pk is not None else None
+
+
+# --- knowledge bases ---------------------------------------------------------------------------------
+
+
+def _validate_settings(name: str, backend: str, chunk_size: int, chunk_overlap: int) -> None:
+    errors = {}
+    if not name.strip():
+        errors["name"] = "Give the knowledge base a name."
+    elif len(name) > 100:
+        errors["name"] = "At most 100 characters."
+    if backend not in Backend.values:
+        errors["backend"] = f"Choose one of {', '.join(Backend.values)}."
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        errors["chunk_size"] = f"Between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} characters."
+    if not 0 <= chunk_overlap <= chunk_size // 2:
+        errors["chunk_overlap"] = "Between 0 and half the chunk size."
+    if errors:
+        raise ServiceError(errors)
+
+
+def create_knowledge_base(
+    actor: Actor,
+    *,
+    name: str,
+    description: str = "",
+    backend: str = Backend.LOCAL,
+    chunk_size: int = 1200,
+    chunk_overlap: int = 150,
+) -> KnowledgeBase:
+    tenant = _check(actor)
+    name = name.strip()
+    _validate_settings(name, backend, chunk_size, chunk_overlap)
+    if KnowledgeBase.objects.filter(name__iexact=name).exists():
+        raise ServiceError({"name": "A knowledge base with this name exists already."})
+    try:
+        with transaction.atomic():
+            kb = KnowledgeBase.objects.create(
+                name=name,
+                description=description.strip()[:500],
+                backend=backend,
+                chunk_size=chunk_size,
+                chunk_overlap=chunk_overlap,
+            )
+            audit.record(
+                "knowledge.base_created",
+                actor=actor.user,
+                tenant=tenant,
+                target=kb,
+                after={"name": kb.name, "backend": kb.backend},
+                ip=actor.ip,
+            )
+    except IntegrityError:
+        raise ServiceError({"name": "A knowledge base with this name exists already."})
+    return kb
+
+
+def update_knowledge_base(actor: Actor, kb: KnowledgeBase, *, name: str, description: str) -> KnowledgeBase:
+    tenant = _check(actor)
+    name = name.strip()
+    _validate_settings(name, kb.backend, kb.chunk_size, kb.chunk_overlap)
+    if KnowledgeBase.objects.filter(name__iexact=name).exclude(pk=kb.pk).exists():
+        raise ServiceError({"name": "A knowledge base with this name exists already."})
+    before = {"name": kb.name, "description": kb.description}
+    kb.name, kb.description = name, description.strip()[:500]
+    with transaction.atomic():
+        kb.save(update_fields=["name", "description", "updated_at"])
+        audit.record(
+            "knowledge.base_updated",
+            actor=actor.user,
+            tenant=tenant,
+            target=kb,
+            before=before,
+            after={"name": kb.name, "description": kb.description},
+            ip=actor.ip,
+        )
+    return kb
+
+
+def _remove_files(paths: list[str]) -> None:
+    from agents.knowledge.models import knowledge_storage
+
+    storage = knowledge_storage()
+    for path in paths:
+        if path:
+            try:
+                storage.delete(path)
+            except OSError:
+                log.warning("could not delete knowledge file %s", path)
+
+
+def delete_knowledge_base(actor: Actor, kb: KnowledgeBase) -> None:
+    """The base, its documents, their chunks and index entries (the FTS triggers / the
+    generated column go with the rows), in one transaction; files after commit."""
+    tenant = _check(actor)
+    documents = list(Document.objects.filter(knowledge_base=kb))
+    paths = [d.file.name for d in documents]
+    with transaction.atomic():
+        if kb.backend == Backend.BEDROCK:
+            from agents.knowledge import bedrock
+
+            for document in documents:
+                bedrock.remove_document(tenant, document)
+        audit.record(
+            "knowledge.base_deleted",
+            actor=actor.user,
+            tenant=tenant,
+            target=kb,
+            before={"name": kb.name, "documents": len(documents)},
+            ip=actor.ip,
+        )
+        kb.delete()
+        transaction.on_commit(lambda: _remove_files(paths))
+
+
+# --- documents ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    document: Document
+    outcome: str  # "created" | "new_version" | "unchanged"
+
+
+def clean_filename(name: str) -> str:
+    name = unicodedata.normalize("NFC", os.path.basename(str(name).replace("\\", "/"))).strip()
+    name = "".join(ch for ch in name if ch.isprintable() and ch not in '<>:"|?*')
+    return name[:200]
+
+
+def upload_document(actor: Actor, kb: KnowledgeBase, uploaded) -> UploadResult:
+    """Store one uploaded file and queue its ingestion.
+
+    Same bytes as a document the base already has: nothing happens. Same file name
+    with other bytes: a new version (its chunks replace the old ones when it is
+    indexed). Wrong type, empty or too large: refused here, before anything is stored.
+    """
+    tenant = _check(actor)
+    filename = clean_filename(getattr(uploaded, "name", "") or "")
+    if not filename:
+        raise ServiceError("The file has no name.")
+    kind = parsing.kind_for(filename)
+    if kind is None:
+        raise ServiceError(f"{filename}: only .txt, .md, .html, .pdf, .csv and .docx files can be added.")
+    limit = settings.KNOWLEDGE_MAX_UPLOAD_BYTES
+    size = getattr(uploaded, "size", None)
+    if size is not None and size > limit:
+        raise ServiceError(f"{filename} is larger than the {limit // (1024 * 1024) or 1} MB limit.")
+    uploaded.seek(0)
+    data = uploaded.read(limit + 1)
+    if len(data) > limit:
+        raise ServiceError(f"{filename} is larger than the {limit // (1024 * 1024) or 1} MB limit.")
+    if not data:
+        raise ServiceError(f"{filename} is empty.")
+    checksum = hashlib.sha256(data).hexdigest()
+    same = Document.objects.filter(knowledge_base=kb, checksum=checksum).exclude(status=DocumentStatus.FAILED).first()
+    if same is not None:
+        return UploadResult(same, "unchanged")
+    from django.core.files.base import ContentFile
+
+    try:
+        return _store_upload(actor, tenant, kb, filename, kind, data, checksum, ContentFile)
+    except IntegrityError:
+        # Two uploads of the same new file name at the same moment: one wins, the other is told.
+        raise ServiceError(f"{filename} was being uploaded by someone else at the same time; try again.")
+
+
+def _store_upload(actor, tenant, kb, filename, kind, data, checksum, ContentFile) -> UploadResult:
+    with transaction.atomic():
+        document = Document.objects.select_for_update().filter(knowledge_base=kb, filename=filename).first()
+        old_path = ""
+        if document is None:
+            document = Document(
+                knowledge_base=kb,
+                filename=filename,
+                title=os.path.splitext(filename)[0][:300] or filename,
+                kind=kind,
+                uploaded_by=actor.user,
+            )
+            outcome = "created"
+        else:
+            old_path = document.file.name
+            document.version += 1
+            outcome = "new_version"
+        document.size = len(data)
+        document.checksum = checksum
+        document.status = DocumentStatus.UPLOADED
+        document.error = ""
+        document.kind = kind
+        document.uploaded_by = actor.user
+        document.file.save(filename, ContentFile(data), save=False)
+        document.save()
+        audit.record(
+            f"knowledge.document_{'uploaded' if outcome == 'created' else 'replaced'}",
+            actor=actor.user,
+            tenant=tenant,
+            target=document,
+            after={"knowledge_base": kb.name, "filename": filename, "version": document.version, "size": len(data)},
+            ip=actor.ip,
+        )
+        _enqueue_ingestion(tenant, document)
+        if old_path and old_path != document.file.name:
+            transaction.on_commit(lambda: _remove_files([old_path]))
+    return UploadResult(document, outcome)
+
+
+def _enqueue_ingestion(tenant: Tenant, document: Document) -> None:
+    from agents.knowledge import tasks
+
+    doc_id, version = document.pk, document.version
+    transaction.on_commit(
+        lambda: tasks.ingest_document.apply_async(args=[tenant.pk, doc_id, version], queue=tenant.bindings.celery_queue)
+    )
+
+
+def reindex_document(actor: Actor, document: Document) -> Document:
+    """Parse and index the stored file again (after a failure, or new chunk settings)."""
+    tenant = _check(actor)
+    with transaction.atomic():
+        Document.objects.filter(pk=document.pk).update(status=DocumentStatus.UPLOADED, error="")
+        document.refresh_from_db()
+        _enqueue_ingestion(tenant, document)
+    return document
+
+
+def delete_document(actor: Actor, document: Document) -> None:
+    tenant = _check(actor)
+    path = document.file.name
+    with transaction.atomic():
+        if document.knowledge_base.backend == Backend.BEDROCK:
+            from agents.knowledge import bedrock
+
+            bedrock.remove_document(tenant, document)
+        audit.record(
+            "knowledge.document_deleted",
+            actor=actor.user,
+            tenant=tenant,
+            target=document,
+            before={"filename": document.filename, "version": document.version, "chunks": document.chunk_count},
+            ip=actor.ip,
+        )
+        document.delete()  # chunks cascade; their index entries go with them
+        transaction.on_commit(lambda: _remove_files([path]))
+
+
+# --- ingestion (Celery) -----------------------------------------------------------------------------
+
+
+def _fail(document_id: int, version: int, message: str) -> None:
+    Document.objects.filter(pk=document_id, version=version).update(
+        status=DocumentStatus.FAILED, error=message[:500], updated_at=timezone.now()
+    )
+
+
+def build_chunks(document: Document, data: bytes) -> list[Chunk]:
+    kb = document.knowledge_base
+    sections = parsing.parse(document.kind, data)
+    pieces = chunking.chunk_sections(sections, kb.chunk_size, kb.chunk_overlap)
+    if not pieces:
+        raise parsing.ParseError("The file has no text to index.")
+    chunks = []
+    for position, piece in enumerate(pieces):
+        title = f"{document.title} › {piece.heading}" if piece.heading else document.title
+        metadata = {"version": document.version}
+        if piece.heading:
+            metadata["heading"] = piece.heading
+        if piece.page is not None:
+            metadata["page"] = piece.page
+        chunks.append(
+            Chunk(
+                tenant_id=document.tenant_id,
+                knowledge_base_id=kb.pk,
+                document_id=document.pk,
+                position=position,
+                title=title[:500],
+                text=piece.text,
+                metadata=metadata,
+            )
+        )
+    return chunks
+
+
+def ingest_document(tenant: Tenant, document_id: int, version: int) -> str:
+    """parse → chunk → index one version of a document. Safe to run twice: it claims
+    the version with a conditional update, and a newer upload wins over an older task."""
+    claimed = Document.objects.filter(pk=document_id, version=version, status=DocumentStatus.UPLOADED).update(
+        status=DocumentStatus.PARSING, updated_at=timezone.now()
+    )
+    if not claimed:
+        return "skipped"
+    document = Document.objects.select_related("knowledge_base").get(pk=document_id)
+    try:
+        with document.file.open("rb") as handle:
+            data = handle.read(settings.KNOWLEDGE_MAX_UPLOAD_BYTES + 1)
+        chunks = build_chunks(document, data)
+        Document.objects.filter(pk=document_id, version=version).update(status=DocumentStatus.INDEXING)
+        backend = document.knowledge_base.backend
+        if backend == Backend.HYBRID:
+            from agents.knowledge import hybrid
+
+            hybrid.embed_chunks(chunks)
+        with transaction.atomic():
+            current = Document.objects.select_for_update().filter(pk=document_id).first()
+            if current is None or current.version != version:
+                return "superseded"
+            # The old version's chunks go and the new ones arrive in one transaction:
+            # a search sees either version, never a mix or nothing.
+            Chunk.objects.filter(document_id=document_id).delete()
+            Chunk.objects.bulk_create(chunks, batch_size=500)
+            if backend == Backend.BEDROCK:
+                from agents.knowledge import bedrock
+
+                bedrock.sync_document(tenant, current, data)
+            Document.objects.filter(pk=document_id).update(
+                status=DocumentStatus.READY,
+                error="",
+                chunk_count=len(chunks),
+                indexed_at=timezone.now(),
+                updated_at=timezone.now(),
+            )
+        return "ready"
+    except parsing.ParseError as exc:
+        _fail(document_id, version, str(exc))
+        return "failed"
+    except FileNotFoundError:
+        _fail(document_id, version, "The stored file is missing; upload it again.")
+        return "failed"
+    except Exception as exc:
+        from agents.knowledge.hybrid import EmbeddingError
+
+        if isinstance(exc, EmbeddingError):
+            _fail(document_id, version, f"The embedding service failed: {exc}")
+            return "failed"
+        log.exception("document %s v%s could not be indexed", document_id, version)
+        _fail(document_id, version, "The document could not be indexed (an internal error); try again.")
+        return "failed"
+
+
+# --- agents and their knowledge ----------------------------------------------------------------------
+
+
+def knowledge_bases_for_agent(agent) -> list[KnowledgeBase]:
+    """The bases `agent` reads in the current tenant: the chosen ones, or all when none is chosen."""
+    chosen = list(KnowledgeBase.objects.filter(agent_links__agent=agent).distinct())
+    return chosen or list(KnowledgeBase.objects.all())
+
+
+def set_agent_knowledge(actor: Actor, agent, kb_ids: list[int]) -> list[KnowledgeBase]:
+    tenant = _check(actor)
+    chosen = list(KnowledgeBase.objects.filter(pk__in=kb_ids))
+    if len(chosen) != len(set(kb_ids)):
+        raise ServiceError("Unknown knowledge base.")
+    before = sorted(AgentKnowledge.objects.filter(agent=agent).values_list("knowledge_base__name", flat=True))
+    with transaction.atomic():
+        AgentKnowledge.objects.filter(agent=agent).delete()
+        AgentKnowledge.objects.bulk_create(
+            [AgentKnowledge(tenant_id=tenant.pk, agent=agent, knowledge_base=kb) for kb in chosen]
+        )
+        audit.record(
+            "knowledge.agent_bases_changed",
+            actor=actor.user,
+            tenant=tenant,
+            target=agent,
+            before={"knowledge_bases": before},
+            after={"knowledge_bases": sorted(kb.name for kb in chosen)},
+            ip=actor.ip,
+        )
+    return chosen
+
+
+# --- retrieval --------------------------------------------------------------------------------------
+
+
+def passage_url(tenant: Tenant, chunk: Chunk) -> str:
+    return reverse("knowledge:passage", kwargs={"tenant_slug": tenant.slug, "chunk_id": chunk.pk})
+
+
+def passages_from_hits(tenant: Tenant, hits: list[retrieval.Hit]) -> list[dict]:
+    return [
+        {
+            "id": f"kb-{hit.chunk.pk}",
+            "title": hit.chunk.title,
+            "text": hit.chunk.text,
+            "source": passage_url(tenant, hit.chunk),
+            "score": round(hit.score, 6),
+            "document_id": hit.chunk.document_id,
+            "knowledge_base_id": hit.chunk.knowledge_base_id,
+        }
+        for hit in hits
+    ]
+
+
+class GatewayRefused(Exception):
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def retrieve_for_token(
+    raw_token: str, *, query: str, k: int = DEFAULT_PASSAGES, agent_slug: str = "", tenant_id: str | None = None
+) -> list[dict]:
+    """Passages for an agent acting for a user: the body of the gateway endpoint.
+
+    The token is validated by the one validation function, for the runtime's
+    audience; it must carry kb:read and an actor (an act-on-behalf token), and the
+    search runs in the token's tenant only, whatever the caller sends.
+    """
+    from agents.guardrails.enforce import screen_retrieved
+    from agents.models import Agent
+    from tenants.identity import tokens
+
+    try:
+        token = tokens.validate(raw_token, audience=settings.EXCHANGE_DEFAULT_AUDIENCE)
+    except tokens.InvalidToken as exc:
+        log.info("knowledge gateway: token refused: %s", exc.reason)
+        raise GatewayRefused(401, "The access token is invalid or expired.")
+    if "kb:read" not in token.scopes:
+        raise GatewayRefused(403, "The access token lacks the scope kb:read.")
+    if not token.actors or token.user is None:
+        raise GatewayRefused(403, "An act-on-behalf token (an agent acting for a member) is required.")
+    tenant = token.tenant
+    if tenant_id is not None and str(tenant_id) != str(tenant.pk):
+        # The runtime names the tenant its headers carry; a token of another tenant
+        # (or a confused runtime) gets nothing, rather than the token tenant's passages.
+        raise GatewayRefused(403, "The token was not issued for this tenant.")
+    if not entitled(tenant):
+        raise GatewayRefused(403, f"Knowledge bases are not part of the {tenant.tier.name} plan.")
+    if not isinstance(query, str) or not query.strip():
+        raise GatewayRefused(400, "query: give the text to search for.")
+    with tenant_context(tenant, user_id=token.user.pk):
+        client_id = token.actor.partition(":")[2]
+        agents = Agent.objects.filter(identity__client_id=client_id)
+        if agent_slug:
+            agents = agents.filter(slug=agent_slug)
+        agent = agents.first()
+        if agent is None:
+            raise GatewayRefused(403, "The acting agent is not an agent of this tenant.")
+        hits = retrieval.search(query, knowledge_bases_for_agent(agent), k=k)
+        passages = passages_from_hits(tenant, hits)
+        return screen_retrieved(tenant, passages)

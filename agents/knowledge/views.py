@@ -1,0 +1,265 @@
+"""Knowledge screens: bases, upload with live status, test search, passages cited in chat.
+
+Thin views: parse → access (tenant-scoped helpers: a foreign or missing id is a
+404) → service → render. Managing needs MANAGE_KNOWLEDGE; reading a document or
+a passage (what chat citations link to) needs USE_AGENTS, as a member who sees
+a citation may open its source.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from agents.knowledge import retrieval, services
+from agents.knowledge.models import IN_PROGRESS, AgentKnowledge, Backend, Chunk, Document, KnowledgeBase
+from agents.knowledge.retrieval import MAX_QUERY_CHARS
+from tenants.access import int_or_404
+from tenants.roles import Action, can
+from tenants.services import Actor, ServiceError
+from tenants.views import tenant_view
+
+
+def _kb_or_404(kb_id) -> KnowledgeBase:
+    kb = services.access_knowledge_base(int_or_404(kb_id))
+    if kb is None:
+        raise Http404("No such knowledge base")
+    return kb
+
+
+def _document_or_404(document_id) -> Document:
+    document = services.access_document(int_or_404(document_id))
+    if document is None:
+        raise Http404("No such document")
+    return document
+
+
+def _error_text(exc: ServiceError) -> str:
+    if hasattr(exc, "error_dict"):
+        return " ".join(f"{m}" for messages_ in exc.message_dict.values() for m in messages_)
+    return " ".join(exc.messages)
+
+
+def _int_field(value, default: int) -> int:
+    text = str(value or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 7 else default
+
+
+@tenant_view(Action.MANAGE_KNOWLEDGE)
+def home(request):
+    from django.db.models import Count
+
+    from agents import services as agent_services
+
+    entitled = services.entitled(request.tenant)
+    bases = list(KnowledgeBase.objects.annotate(document_count=Count("documents")).order_by("name"))
+    agents = agent_services.agents_for_members(request.tenant)
+    links: dict[int, set[int]] = {}
+    for agent_id, kb_id in AgentKnowledge.objects.values_list("agent_id", "knowledge_base_id"):
+        links.setdefault(agent_id, set()).add(kb_id)
+    agent_rows = [{"agent": a, "chosen": links.get(a.pk, set())} for a in agents]
+    context = {
+        "entitled": entitled,
+        "bases": bases,
+        "agent_rows": agent_rows,
+        "backends": Backend.choices,
+    }
+    return render(request, "knowledge/home.html", context)
+
+
+@require_POST
+@tenant_view(Action.MANAGE_KNOWLEDGE)
+def kb_create(request):
+    try:
+        kb = services.create_knowledge_base(
+            Actor.from_request(request),
+            name=request.POST.get("name", "")[:200],
+            description=request.POST.get("description", "")[:1000],
+            backend=request.POST.get("backend", Backend.LOCAL),
+            chunk_size=_int_field(request.POST.get("chunk_size"), 1200),
+            chunk_overlap=_int_field(request.POST.get("chunk_overlap"), 150),
+        )
+    except ServiceError as exc:
+        messages.error(request, _error_text(exc))
+        return redirect("knowledge:home", tenant_slug=request.tenant.slug)
+    messages.success(request, f"Knowledge base “{kb.name}” created. Add documents to it below.")
+    return redirect("knowledge:detail", tenant_slug=request.tenant.slug, kb_id=kb.pk)
+
+
+def _documents_context(request, kb) -> dict:
+    documents = list(Document.objects.filter(knowledge_base=kb).order_by("title", "id"))
+    return {
+        "kb": kb,
+        "documents": documents,
+        "polling": any(d.status in IN_PROGRESS for d in documents),
+    }
+
+
+@tenant_view(Action.MANAGE_KNOWLEDGE)
+def kb_detail(request, kb_id):
+    kb = _kb_or_404(kb_id)
+    context = _documents_context(request, kb)
+    context.update(
+        {
+            "entitled": services.entitled(request.tenant),
+            "max_upload_mb": settings.KNOWLEDGE_MAX_UPLOAD_BYTES // (1024 * 1024),
+            "max_upload_bytes": settings.KNOWLEDGE_MAX_UPLOAD_BYTES,
+            "chunk_total": Chunk.objects.filter(knowledge_base=kb).count(),
+        }
+    )
+    return render(request, "knowledge/detail.html", context)
+
+
+@tenant_view(Action.MANAGE_KNOWLEDGE)
+def documents_fragment(request, kb_id):
+    """The documents table alone: htmx polls it while any document is still being ingested."""
+    kb = _kb_or_404(kb_id)
+    return render(request, "knowledge/_documents.html", _documents_context(request, kb))
+
+
+@require_POST
+@tenant_view(Action.MANAGE_KNOWLEDGE)
+def kb_edit(request, kb_id):
+    kb = _kb_or_404(kb_id)
+    try:
+        services.update_knowledge_base(
+            Actor.from_request(request),
+            kb,
+            name=request.POST.get("name", "")[:200],
+            description=request.POST.get("description", "")[:1000],
+        )
+        messages.success(request, "Saved.")
+    except ServiceError as exc:
+        messages.error(request, _error_text(exc))
+    return redirect("knowledge:detail", tenant_slug=request.tenant.slug, kb_id=kb.pk)
+
+
+@require_POST
+@tenant_view(Action.MANAGE_KNOWLEDGE)
+def kb_delete(request, kb_id):
+    kb = _kb_or_404(kb_id)
+    try:
+        services.delete_knowledge_base(Actor.from_request(request), kb)
+    except ServiceError as exc:
+        messages.error(request, _error_text(exc))
+        return redirect("knowledge:detail", tenant_slug=request.tenant.slug, kb_id=kb.pk)
+    messages.success(request, f"Knowledge base “{kb.name}” and all its documents were deleted.")
+    return redirect("knowledge:home", tenant_slug=request.tenant.slug)
+
+
+def _wants_json(request) -> bool:
+    return request.headers.get("X-Requested-With") == "XMLHttpRequest" or "application/json" in request.headers.get(
+        "Accept", ""
+    )
+
+
+@require_POST
+@tenant_view(Action.MANAGE_KNOWLEDGE)
+def document_upload(request, kb_id):
+    """One or more files (`files`). The upload script sends one file per request, so each
+    gets its own progress bar and its own answer; without JavaScript the form sends all."""
+    kb = _kb_or_404(kb_id)
+    files = request.FILES.getlist("files")
+    results = []
+    if not files:
+        results.append({"file": "", "ok": False, "message": "Choose at least one file."})
+    for uploaded in files[:50]:
+        try:
+            result = services.upload_document(Actor.from_request(request), kb, uploaded)
+        except ServiceError as exc:
+            results.append({"file": uploaded.name[:200], "ok": False, "message": _error_text(exc)})
+            continue
+        text = {
+            "created": "Uploaded; it is being indexed.",
+            "new_version": f"Uploaded as version {result.document.version}; it replaces the old one once indexed.",
+            "unchanged": "This exact file is already in the knowledge base; nothing changed.",
+        }[result.outcome]
+        results.append({"file": result.document.filename, "ok": True, "outcome": result.outcome, "message": text})
+    if _wants_json(request):
+        status = 200 if all(r["ok"] for r in results) else 400
+        return JsonResponse({"results": results}, status=status)
+    for r in results:
+        (messages.success if r["ok"] else messages.error)(request, f"{r['file']}: {r['message']}".lstrip(": "))
+    return redirect("knowledge:detail", tenant_slug=request.tenant.slug, kb_id=kb.pk)
+
+
+@tenant_view(Action.MANAGE_KNOWLEDGE)
+def kb_search(request, kb_id):
+    kb = _kb_or_404(kb_id)
+    query = request.GET.get("q", "")[:MAX_QUERY_CHARS].strip()
+    hits = []
+    if query and services.entitled(request.tenant):
+        hits = retrieval.search(query, [kb], k=10)
+    template = "knowledge/_search_results.html" if request.htmx else "knowledge/search.html"
+    return render(request, template, {"kb": kb, "query": query, "hits": hits})
+
+
+@require_POST
+@tenant_view(Action.MANAGE_KNOWLEDGE)
+def agent_knowledge(request):
+    from agents import services as agent_services
+
+    agent_pk = int_or_404(request.POST.get("agent", ""))
+    agent = next((a for a in agent_services.agents_for_members(request.tenant) if a.pk == agent_pk), None)
+    if agent is None:
+        raise Http404("No such agent")
+    chosen = [int(v) for v in request.POST.getlist("knowledge_bases") if v.isascii() and v.isdigit() and len(v) < 19]
+    try:
+        bases = services.set_agent_knowledge(Actor.from_request(request), agent, chosen)
+    except ServiceError as exc:
+        messages.error(request, _error_text(exc))
+    else:
+        names = ", ".join(kb.name for kb in bases) or "all knowledge bases"
+        messages.success(request, f"{agent.name} now reads {names}.")
+    return redirect(reverse("knowledge:home", kwargs={"tenant_slug": request.tenant.slug}) + "#agents")
+
+
+@tenant_view(Action.USE_AGENTS)
+def document_detail(request, document_id):
+    document = _document_or_404(document_id)
+    chunks = Chunk.objects.filter(document=document).order_by("position")
+    context = {
+        "document": document,
+        "chunks": chunks,
+        "may_manage": can(request.membership.role, Action.MANAGE_KNOWLEDGE),
+    }
+    return render(request, "knowledge/document.html", context)
+
+
+@require_POST
+@tenant_view(Action.MANAGE_KNOWLEDGE)
+def document_delete(request, document_id):
+    document = _document_or_404(document_id)
+    kb = document.knowledge_base
+    try:
+        services.delete_document(Actor.from_request(request), document)
+        messages.success(request, f"“{document.title}” and its passages were deleted.")
+    except ServiceError as exc:
+        messages.error(request, _error_text(exc))
+    return redirect("knowledge:detail", tenant_slug=request.tenant.slug, kb_id=kb.pk)
+
+
+@require_POST
+@tenant_view(Action.MANAGE_KNOWLEDGE)
+def document_reindex(request, document_id):
+    document = _document_or_404(document_id)
+    try:
+        services.reindex_document(Actor.from_request(request), document)
+        messages.success(request, f"“{document.title}” is being indexed again.")
+    except ServiceError as exc:
+        messages.error(request, _error_text(exc))
+    return redirect("knowledge:detail", tenant_slug=request.tenant.slug, kb_id=document.knowledge_base_id)
+
+
+@tenant_view(Action.USE_AGENTS)
+def passage(request, chunk_id):
+    """What a chat citation links to: the passage, in its document."""
+    chunk = services.access_chunk(int_or_404(chunk_id))
+    if chunk is None:
+        raise Http404("No such passage")
+    url = reverse("knowledge:document", kwargs={"tenant_slug": request.tenant.slug, "document_id": chunk.document_id})
+    return redirect(f"{url}#passage-{chunk.pk}")

@@ -1,0 +1,137 @@
+"""The knowledge screens: create, upload several files with live status, test search, passages."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from agents.knowledge.models import AgentKnowledge, Document, KnowledgeBase
+from tenants.context import tenant_context
+from tests.agents.helpers import make_catalogue
+from tests.knowledge.helpers import entitle, ingest, make_kb
+
+XHR = {"HTTP_X_REQUESTED_WITH": "XMLHttpRequest", "HTTP_ACCEPT": "application/json"}
+HX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def admin(client, world):
+    entitle(world.a.tenant, world.b.tenant)
+    client.force_login(world.a.admin)
+    return client
+
+
+def test_it_creates_a_knowledge_base_and_shows_it(admin, world):
+    response = admin.post(
+        "/t/alpha/knowledge/new/", {"name": "Handbook", "backend": "local", "chunk_size": "800", "chunk_overlap": "80"}
+    )
+    with tenant_context(world.a.tenant):
+        kb = KnowledgeBase.objects.get()
+    assert response["Location"] == f"/t/alpha/knowledge/{kb.pk}/"
+    assert (kb.name, kb.chunk_size, kb.chunk_overlap) == ("Handbook", 800, 80)
+    page = admin.get("/t/alpha/knowledge/").content.decode()
+    assert "Handbook" in page and 'id="kb-table"' in page
+
+
+def test_it_explains_a_bad_form_instead_of_failing(admin, world):
+    response = admin.post(
+        "/t/alpha/knowledge/new/", {"name": "", "chunk_size": "abc", "chunk_overlap": "-1"}, follow=True
+    )
+    assert response.status_code == 200
+    assert "Give the knowledge base a name." in response.content.decode()
+
+
+def test_it_uploads_several_files_each_with_its_own_answer_and_indexes_them(
+    admin, world, settings, django_capture_on_commit_callbacks
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    kb = make_kb(world.a)
+    url = f"/t/alpha/knowledge/{kb.pk}/upload/"
+    with django_capture_on_commit_callbacks(execute=True):
+        ok = admin.post(url, {"files": SimpleUploadedFile("a.md", b"# Refunds\n\nWithin 30 days.")}, **XHR)
+        also = admin.post(url, {"files": SimpleUploadedFile("b.txt", b"Shipping takes two days.")}, **XHR)
+        bad = admin.post(url, {"files": SimpleUploadedFile("c.exe", b"MZ")}, **XHR)
+    assert ok.status_code == also.status_code == 200
+    assert ok.json()["results"][0]["outcome"] == "created"
+    assert bad.status_code == 400
+    assert "only .txt" in bad.json()["results"][0]["message"]
+    with tenant_context(world.a.tenant):
+        assert sorted(Document.objects.values_list("filename", "status")) == [("a.md", "ready"), ("b.txt", "ready")]
+    fragment = admin.get(f"/t/alpha/knowledge/{kb.pk}/documents/", **HX).content.decode()
+    assert fragment.count('data-status="ready"') == 2
+    assert "hx-trigger" not in fragment  # nothing left to wait for: the polling stops
+
+
+def test_without_javascript_one_form_uploads_all_files(admin, world):
+    kb = make_kb(world.a)
+    files = [SimpleUploadedFile("a.txt", b"One."), SimpleUploadedFile("b.txt", b"Two.")]
+    response = admin.post(f"/t/alpha/knowledge/{kb.pk}/upload/", {"files": files}, follow=True)
+    assert "a.txt: Uploaded; it is being indexed." in response.content.decode()
+    with tenant_context(world.a.tenant):
+        assert Document.objects.count() == 2
+
+
+def test_the_documents_table_polls_while_a_document_is_being_indexed(admin, world):
+    kb = make_kb(world.a)
+    admin.post(f"/t/alpha/knowledge/{kb.pk}/upload/", {"files": SimpleUploadedFile("a.txt", b"One.")}, **XHR)
+    fragment = admin.get(f"/t/alpha/knowledge/{kb.pk}/documents/", **HX).content.decode()
+    assert 'hx-trigger="every 2s"' in fragment
+    assert 'data-status="uploaded"' in fragment
+
+
+def test_a_failed_document_shows_its_reason(admin, world):
+    kb = make_kb(world.a)
+    ingest(world.a, kb, "scan.pdf", b"%PDF-1.4 broken")
+    page = admin.get(f"/t/alpha/knowledge/{kb.pk}/").content.decode()
+    assert "The PDF is damaged and could not be read." in page
+    assert "Retry" in page
+
+
+def test_the_test_search_ranks_passages_with_scores_from_this_tenant_only(admin, world):
+    kb = make_kb(world.a)
+    ingest(world.a, kb, "policy.md", "# Refunds\n\nWithin 30 days.\n\n# Shipping\n\nTwo days.")
+    kb_b = make_kb(world.b)
+    ingest(world.b, kb_b, "policy.md", "# Refunds\n\nWithin 45 days, Bravo Inc rule.")
+    body = admin.get(f"/t/alpha/knowledge/{kb.pk}/search/", {"q": "refund days"}, **HX).content.decode()
+    assert body.index("Within 30 days.") < body.index("Two days.")  # ranked: the refund passage first
+    assert "score " in body
+    assert "45 days" not in body and "Bravo" not in body
+    assert admin.get(f"/t/alpha/knowledge/{kb_b.pk}/search/", {"q": "refund"}).status_code == 404
+
+
+def test_the_admin_chooses_which_bases_an_agent_reads(admin, world):
+    catalogue = make_catalogue(world.a.tenant, world.b.tenant)
+    kb = make_kb(world.a)
+    make_kb(world.a, name="Other")
+    response = admin.post("/t/alpha/knowledge/agents/", {"agent": catalogue.helpdesk.pk, "knowledge_bases": [kb.pk]})
+    assert response.status_code == 302
+    with tenant_context(world.a.tenant):
+        assert list(AgentKnowledge.objects.values_list("knowledge_base_id", flat=True)) == [kb.pk]
+    kb_b = make_kb(world.b)
+    admin.post("/t/alpha/knowledge/agents/", {"agent": catalogue.helpdesk.pk, "knowledge_bases": [kb_b.pk]})
+    with tenant_context(world.a.tenant):
+        assert list(AgentKnowledge.objects.values_list("knowledge_base_id", flat=True)) == [kb.pk]
+
+
+def test_members_read_cited_documents_but_do_not_manage(client, world):
+    entitle(world.a.tenant)
+    kb = make_kb(world.a)
+    document = ingest(world.a, kb, "policy.txt", "Refunds within 30 days.")
+    client.force_login(world.a.member)
+    assert client.get("/t/alpha/knowledge/").status_code == 403
+    page = client.get(f"/t/alpha/knowledge/documents/{document.pk}/").content.decode()
+    assert "Refunds within 30 days." in page
+
+
+def test_it_says_when_the_plan_does_not_include_knowledge_bases(client, world):
+    client.force_login(world.a.admin)
+    page = client.get("/t/alpha/knowledge/").content.decode()
+    assert 'id="kb-not-in-tier"' in page
+    assert 'id="kb-create-form"' not in page
+
+
+def test_the_sidebar_links_to_knowledge_for_admins_only(client, world):
+    client.force_login(world.a.admin)
+    assert 'href="/t/alpha/knowledge/"' in client.get("/t/alpha/").content.decode()
+    client.force_login(world.a.member)
+    assert 'href="/t/alpha/knowledge/"' not in client.get("/t/alpha/").content.decode()
