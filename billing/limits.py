@@ -1,43 +1,537 @@
 """Admission of a turn before it is queued (ARCHITECTURE.md §5 step 1, §7).
 
 `admit()` runs inside post_message's transaction, after the membership,
-entitlement and busy checks and before anything is written. It enforces the
-tenant's rate limits (RPM/TPM/concurrency), monthly token quota, monthly budget
-and per-user limits atomically across processes, and returns an Admission that
-holds the turn's reservation; `Admission.attach()` binds the reservation to the
-invocation once it exists, and billing.metering settles it with the real usage.
+entitlement and busy checks and before anything is written. In order:
 
-Refusals raise LimitExceeded (a ServiceError), carrying the HTTP status (429
-for rate limits, 402 for quota/budget) and Retry-After seconds.
+1. **Reservation** (monthly quota, monthly budget, per-user monthly tokens): the
+   turn's estimated tokens and cost are added to the month's `MonthlyUsage`
+   row with ONE conditional UPDATE (`… WHERE used + reserved + estimate ≤
+   limit`). The database serialises concurrent UPDATEs of a row and re-checks
+   the condition on the latest version, so N parallel requests can never reserve
+   more than the limit, in any number of processes. Metering later replaces the
+   estimate with the real usage (settle) or gives it back (release).
+2. **Concurrent sessions**: the count of the tenant's unfinished invocations,
+   taken while step 1 holds the tenant's month row locked, so two admissions
+   cannot both see the last free slot.
+3. **Rate limits** (tenant RPM and TPM from the tier, per-user RPM): GCRA.
+   With REDIS_URL one Lua script checks and takes every key of the request at
+   once (all or nothing) against the Redis clock, so the limits hold across all
+   web processes. Without Redis the same algorithm runs as a conditional UPDATE
+   of a `RateLimitState` row per key in this transaction.
+
+   Rate limits come last so a request refused by a quota does not use up a
+   rate token. The one leak left: with Redis, if post_message's transaction
+   rolls back *after* admit() (a crash, a guardrail error), the Redis tokens
+   stay taken. That errs towards throttling (never towards overspending money),
+   is bounded by the number of such rollbacks, and heals within the window.
+
+Refusals raise LimitExceeded (a ServiceError) with the HTTP status (429 for rate
+and concurrency limits, 402 for quota/budget), Retry-After seconds and a code.
+The refused request's transaction rolls back, so `records_throttles` (wrapped
+around post_message/retry_turn) writes the ThrottleEvent afterwards, in a
+transaction of its own.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import math
+import time
 from dataclasses import dataclass
+from decimal import Decimal
 
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
+
+from billing import accounting
+from billing.models import (
+    LimitKind,
+    MonthlyUsage,
+    RateLimitState,
+    Reservation,
+    TenantBudget,
+    ThrottleEvent,
+    UsageDaily,
+    UserLimit,
+)
 from tenants.services import ServiceError
+
+log = logging.getLogger(__name__)
+
+MAX_OUTPUT_TOKENS = 1024  # what a turn may generate; the reservation assumes all of it
+WINDOW_SECONDS = 60.0  # RPM/TPM window; the GCRA burst is one full window's allowance
+CONCURRENCY_RETRY_AFTER = 5
+REDIS_KEY_PREFIX = "portal:rl:"
 
 
 class LimitExceeded(ServiceError):
     """A turn refused by a limit: shown to the person, 429/402 in the API."""
 
-    def __init__(self, message: str, *, status: int = 429, retry_after: int | None = None, code: str = "rate_limited"):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 429,
+        retry_after: int | None = None,
+        code: str = "rate_limited",
+        kind: str = "",
+    ):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
         self.code = code
+        self.kind = kind or code
+        # Filled by admit(): who was refused, for the ThrottleEvent.
+        self.tenant = None
+        self.user_id = None
+        self.model_key = ""
+        self.agent_slug = ""
+
+
+def estimate_tokens(text_chars: int) -> int:
+    """⌈characters / 4⌉ — the same estimate agents.turns uses when a provider reports none."""
+    return (max(0, text_chars) + 3) // 4
 
 
 @dataclass
 class Admission:
-    """What admit() reserved for one turn (nothing yet: the metering issue fills this in)."""
+    """What admit() reserved for one turn."""
+
+    tenant_id: int | None = None
+    user_key: int = 0
+    month: object = None
+    tokens: int = 0
+    cost: Decimal = Decimal("0")
+    closed: bool = False
 
     def attach(self, invocation) -> None:
-        """Bind the reservation to the invocation that now exists (same transaction)."""
+        """Bind the reservation to the invocation that now exists (same transaction);
+        metering settles it by the invocation id."""
+        if self.tenant_id is None or self.closed:
+            return
+        Reservation.objects.create(
+            tenant_id=self.tenant_id,
+            invocation_id=invocation.pk,
+            month=self.month,
+            user_key=self.user_key,
+            tokens=self.tokens,
+            cost=self.cost,
+        )
+        self.closed = True
 
-    def release(self) -> None:
-        """Give the reservation back (the turn was blocked before it ran)."""
+    def release(self, invocation=None, *, guardrail_checks: int = 0) -> None:
+        """Give the reservation back (the turn was blocked before it ran) and, if the
+        invocation is given, record it as a blocked turn with zero usage."""
+        from billing import metering
+
+        if self.tenant_id is not None and not self.closed:
+            self.closed = True
+            _add_reserved(self.tenant_id, self.month, self.user_key, -self.tokens, -self.cost)
+        if invocation is not None:
+            metering.record_unrun_turn(invocation, outcome="blocked", guardrail_checks=guardrail_checks)
 
 
-def admit(tenant, user, offering, text: str) -> Admission:
-    return Admission()
+def _add_reserved(tenant_id, month, user_key, tokens, cost) -> None:
+    from billing.metering import upsert_add
+
+    for key in {0, user_key}:
+        upsert_add(
+            MonthlyUsage,
+            {"tenant": tenant_id, "month": month, "user_key": key},
+            {"tokens_used": 0, "tokens_reserved": tokens, "cost_used": Decimal("0"), "cost_reserved": cost},
+        )
+
+
+def estimate_turn(offering, text: str, conversation=None) -> tuple[int, Decimal]:
+    """The turn's reservation: prompt (+ conversation history) tokens and the
+    maximum output, priced at the model's current price."""
+    from django.db.models import Sum
+    from django.db.models.functions import Length
+
+    chars = len(text)
+    if conversation is not None and conversation.pk is not None:
+        from agents.models import Message
+
+        history = Message.objects.filter(conversation_id=conversation.pk).aggregate(n=Sum(Length("content")))["n"]
+        chars += history or 0
+    input_tokens = estimate_tokens(chars)
+    key = getattr(offering, "key", "")
+    prices = accounting.prices_for(key, offering)
+    return input_tokens + MAX_OUTPUT_TOKENS, prices.cost(input_tokens, MAX_OUTPUT_TOKENS)
+
+
+def admit(tenant, user, offering, text: str, conversation=None) -> Admission:
+    """Reserve and rate-limit one turn, or raise LimitExceeded."""
+    try:
+        return _admit(tenant, user, offering, text, conversation)
+    except LimitExceeded as refusal:
+        refusal.tenant = tenant
+        refusal.user_id = getattr(user, "pk", None)
+        refusal.model_key = getattr(offering, "key", "") or ""
+        agent = getattr(conversation, "agent", None) if conversation is not None else None
+        refusal.agent_slug = getattr(agent, "slug", "") or ""
+        raise
+
+
+def _admit(tenant, user, offering, text, conversation) -> Admission:
+    tier = tenant.tier
+    user_key = getattr(user, "pk", None) or 0
+    tokens, cost = estimate_turn(offering, text, conversation)
+    month = accounting.month_start()
+    user_limit = UserLimit.objects.filter(user_id=user_key).first() if user_key else None
+    budget = TenantBudget.objects.filter(monthly_budget__isnull=False).first()
+
+    # 1. Reservation against the month's counters (locks the tenant's month row).
+    MonthlyUsage.objects.bulk_create(
+        [MonthlyUsage(tenant_id=tenant.pk, month=month, user_key=key) for key in sorted({0, user_key})],
+        ignore_conflicts=True,
+    )
+    tenant_row = MonthlyUsage.objects.filter(month=month, user_key=0)
+    quota = None
+    if tier is not None and not tier.overage_allowed:
+        quota = tier.included_tokens
+        tenant_row = tenant_row.filter(tokens_used__lte=Value(quota - tokens) - F("tokens_reserved"))
+    if budget is not None:
+        tenant_row = tenant_row.filter(cost_used__lte=Value(budget.monthly_budget - cost) - F("cost_reserved"))
+    reserved = tenant_row.update(tokens_reserved=F("tokens_reserved") + tokens, cost_reserved=F("cost_reserved") + cost)
+    if reserved != 1:
+        raise _reservation_refusal(month, quota, budget, tokens)
+    if user_key:
+        user_row = MonthlyUsage.objects.filter(month=month, user_key=user_key)
+        if user_limit is not None and user_limit.tokens_per_month:
+            user_row = user_row.filter(
+                tokens_used__lte=Value(user_limit.tokens_per_month - tokens) - F("tokens_reserved")
+            )
+        if user_row.update(tokens_reserved=F("tokens_reserved") + tokens, cost_reserved=F("cost_reserved") + cost) != 1:
+            raise LimitExceeded(
+                f"You have used your monthly allowance of {user_limit.tokens_per_month:,} tokens. "
+                "Ask a tenant admin to raise your limit.",
+                status=402,
+                retry_after=_seconds_to_next_month(month),
+                code="user_token_limit",
+                kind=LimitKind.USER_TOKENS,
+            )
+
+    # 2. Concurrent sessions, counted under the month-row lock taken above.
+    if tier is not None and tier.concurrent_sessions:
+        from agents.models import FINAL_STATUSES, Invocation
+
+        running = Invocation.objects.exclude(status__in=FINAL_STATUSES).count()
+        if running >= tier.concurrent_sessions:
+            raise LimitExceeded(
+                f"Your organisation already has {running} answers in progress (the limit is "
+                f"{tier.concurrent_sessions}). Try again when one finishes.",
+                status=429,
+                retry_after=CONCURRENCY_RETRY_AFTER,
+                code="concurrency_limit",
+                kind=LimitKind.CONCURRENCY,
+            )
+
+    # 3. Rate limits, all keys at once.
+    buckets = []
+    if tier is not None and tier.requests_per_minute:
+        buckets.append(Bucket(LimitKind.RPM, "rpm", tier.requests_per_minute, 1))
+    if tier is not None and tier.tokens_per_minute:
+        buckets.append(Bucket(LimitKind.TPM, "tpm", tier.tokens_per_minute, tokens))
+    if user_limit is not None and user_limit.requests_per_minute:
+        buckets.append(Bucket(LimitKind.USER_RPM, f"user_rpm:{user_key}", user_limit.requests_per_minute, 1))
+    if buckets:
+        refused, retry_after = take(tenant.pk, buckets)
+        if refused is not None:
+            raise _rate_refusal(refused, retry_after)
+    return Admission(tenant_id=tenant.pk, user_key=user_key, month=month, tokens=tokens, cost=cost)
+
+
+def _seconds_to_next_month(month) -> int:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    start = dt.datetime.combine(accounting.next_month(month), dt.time(), tzinfo=dt.UTC)
+    return max(1, int((start - timezone.now()).total_seconds()))
+
+
+def _reservation_refusal(month, quota, budget, tokens) -> LimitExceeded:
+    row = MonthlyUsage.objects.filter(month=month, user_key=0).first()
+    retry = _seconds_to_next_month(month)
+    if quota is not None and row is not None and row.tokens_used + row.tokens_reserved + tokens > quota:
+        return LimitExceeded(
+            f"Your organisation has used its {quota:,} included tokens this month and its plan does not "
+            "allow overage. Upgrade the plan or wait for next month.",
+            status=402,
+            retry_after=retry,
+            code="quota_exceeded",
+            kind=LimitKind.QUOTA,
+        )
+    amount = budget.monthly_budget if budget is not None else Decimal("0")
+    return LimitExceeded(
+        f"Your organisation's monthly budget of ${amount:,.2f} is used up (including answers in progress). "
+        "A tenant admin can raise it under Usage and billing → Limits and budget.",
+        status=402,
+        retry_after=retry,
+        code="budget_exceeded",
+        kind=LimitKind.BUDGET,
+    )
+
+
+def _rate_refusal(bucket, retry_after: float) -> LimitExceeded:
+    seconds = max(1, math.ceil(retry_after))
+    if bucket.kind == LimitKind.RPM:
+        message = f"Your organisation is sending more than {bucket.limit} messages a minute."
+    elif bucket.kind == LimitKind.TPM:
+        message = f"Your organisation is using more than {bucket.limit:,} tokens a minute."
+    else:
+        message = f"You are sending more than {bucket.limit} messages a minute."
+    return LimitExceeded(
+        f"{message} Try again in {seconds} s.",
+        status=429,
+        retry_after=seconds,
+        code="rate_limited",
+        kind=bucket.kind,
+    )
+
+
+# ---------------------------------------------------------------- rate limiting (GCRA)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One GCRA limit: `limit` units per WINDOW_SECONDS, burst of one window; this
+    request takes `quantity` units."""
+
+    kind: str
+    key: str
+    limit: int
+    quantity: int
+
+    @property
+    def interval(self) -> float:
+        return WINDOW_SECONDS / self.limit
+
+
+def take(tenant_id: int, buckets: list[Bucket]) -> tuple[Bucket | None, float]:
+    """Take `quantity` from every bucket, or from none: (refused bucket, retry after s)."""
+    if settings.REDIS_URL:
+        return _take_redis(tenant_id, buckets)
+    return _take_db(tenant_id, buckets)
+
+
+# GCRA (generic cell rate algorithm) for several keys, all or nothing, on Redis's clock.
+# KEYS: one per limit. ARGV: per key: interval (s per unit), tolerance (s), quantity.
+# A request is allowed when its new theoretical arrival time is at most `tolerance`
+# ahead of now; then every key's TAT moves on. Returns {0} or {index, retry_after}.
+GCRA_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local new_tats = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[(i - 1) * 3 + 1])
+  local tolerance = tonumber(ARGV[(i - 1) * 3 + 2])
+  local quantity = tonumber(ARGV[(i - 1) * 3 + 3])
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local new_tat = tat + interval * quantity
+  if new_tat - now > tolerance + 0.000001 then
+    return {i, tostring(new_tat - now - tolerance)}
+  end
+  new_tats[i] = new_tat
+end
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, string.format('%.6f', new_tats[i]), 'PX', math.ceil((new_tats[i] - now) * 1000) + 1000)
+end
+return {0, '0'}
+"""
+
+_redis_client = None
+_gcra_script = None
+
+
+def _redis():
+    global _redis_client, _gcra_script
+    if _redis_client is None:
+        import redis
+
+        _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        _gcra_script = _redis_client.register_script(GCRA_LUA)
+    return _redis_client, _gcra_script
+
+
+def redis_key(tenant_id: int, key: str) -> str:
+    return f"{REDIS_KEY_PREFIX}{tenant_id}:{key}"
+
+
+def _take_redis(tenant_id: int, buckets: list[Bucket]) -> tuple[Bucket | None, float]:
+    _, script = _redis()
+    args: list = []
+    for bucket in buckets:
+        args += [repr(bucket.interval), repr(WINDOW_SECONDS), bucket.quantity]
+    index, retry = script(keys=[redis_key(tenant_id, b.key) for b in buckets], args=args)
+    index = int(index)
+    if index == 0:
+        return None, 0.0
+    return buckets[index - 1], float(retry)
+
+
+def _take_db(tenant_id: int, buckets: list[Bucket]) -> tuple[Bucket | None, float]:
+    """The same GCRA as one conditional UPDATE per key in the caller's transaction:
+    `SET tat = max(tat, now) + interval × n WHERE max(tat, now) + interval × n − now ≤ window`.
+    The database serialises UPDATEs of a row, so no two processes take the last
+    unit; a refusal raises and rolls back the keys already taken."""
+    RateLimitState.objects.bulk_create(
+        [RateLimitState(tenant_id=tenant_id, key=b.key) for b in buckets], ignore_conflicts=True
+    )
+    now = time.time()
+    for bucket in buckets:
+        step = bucket.interval * bucket.quantity
+        if step > WINDOW_SECONDS + 1e-6:
+            return bucket, WINDOW_SECONDS  # this one request is more than a whole window allows
+        new_tat = Greatest(F("tat"), Value(now)) + Value(step)
+        changed = (
+            RateLimitState.objects.filter(key=bucket.key)
+            .filter(tat__lte=Value(now + WINDOW_SECONDS + 1e-6 - step))
+            .update(tat=new_tat)
+        )
+        if changed != 1:
+            tat = RateLimitState.objects.filter(key=bucket.key).values_list("tat", flat=True).first() or now
+            return bucket, max(0.0, max(tat, now) + step - now - WINDOW_SECONDS)
+    return None, 0.0
+
+
+# ---------------------------------------------------------------- recording refusals
+
+
+def record_throttle(refusal: LimitExceeded) -> None:
+    """Write the ThrottleEvent (and the roll-up's throttled count) in a transaction
+    of its own. Called after the refused request's transaction rolled back."""
+    from billing.metering import upsert_add
+    from tenants.context import tenant_context
+
+    if refusal.tenant is None:
+        return
+    from django.utils import timezone
+
+    now = timezone.now()
+    try:
+        with tenant_context(refusal.tenant), transaction.atomic():
+            ThrottleEvent.objects.create(
+                user_id=refusal.user_id,
+                kind=refusal.kind,
+                status=refusal.status,
+                message=" ".join(refusal.messages)[:300],
+                agent_slug=refusal.agent_slug,
+                model_key=refusal.model_key,
+                created_at=now,
+            )
+            upsert_add(
+                UsageDaily,
+                {
+                    "tenant": refusal.tenant.pk,
+                    "day": accounting.utc_day(now),
+                    "model_key": refusal.model_key,
+                    "agent_slug": refusal.agent_slug,
+                    "user_key": refusal.user_id or 0,
+                },
+                {"throttled_requests": 1},
+            )
+    except Exception:  # a failed record must not turn a clear 429 into a 500
+        log.exception("could not record a throttle event for tenant %s", refusal.tenant.pk)
+
+
+def records_throttles(func):
+    """Decorator for services that call admit(): a LimitExceeded leaving `func`
+    (whose transaction has rolled back by then) is recorded, then re-raised."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except LimitExceeded as refusal:
+            record_throttle(refusal)
+            raise
+
+    return wrapper
+
+
+# ---------------------------------------------------------------- what tenant admins set
+
+
+def set_budget(actor, *, monthly_budget: Decimal | None, soft_alert_percent: int) -> TenantBudget:
+    """The tenant's monthly budget (None = no budget) and soft-alert threshold. Audited."""
+    from tenants import audit
+    from tenants.context import require_tenant
+    from tenants.roles import Action, require
+
+    require(actor.role, Action.MANAGE_LIMITS)
+    tenant = require_tenant()
+    if monthly_budget is not None and monthly_budget < 0:
+        raise ServiceError("A budget cannot be negative.")
+    if not 1 <= int(soft_alert_percent) <= 100:
+        raise ServiceError("The alert threshold is a percentage between 1 and 100.")
+    with transaction.atomic():
+        budget = TenantBudget.objects.select_for_update().first() or TenantBudget(tenant=tenant)
+        before = {"monthly_budget": _money_text(budget.monthly_budget), "soft_alert_percent": budget.soft_alert_percent}
+        if budget.pk is None:
+            before = {}
+        changed_threshold = budget.soft_alert_percent != soft_alert_percent or budget.monthly_budget != monthly_budget
+        budget.monthly_budget = monthly_budget
+        budget.soft_alert_percent = soft_alert_percent
+        if changed_threshold:
+            budget.alerted_month = None  # a new line: alert again when it is crossed
+        budget.save()
+        audit.record(
+            "billing.budget_set",
+            actor=actor.user,
+            tenant=tenant,
+            target=budget,
+            target_repr="Monthly budget",
+            before=before,
+            after={"monthly_budget": _money_text(monthly_budget), "soft_alert_percent": soft_alert_percent},
+            ip=actor.ip,
+        )
+    return budget
+
+
+def set_user_limit(actor, user, *, requests_per_minute: int | None, tokens_per_month: int | None) -> UserLimit | None:
+    """One person's limits inside the tenant (both empty = the tenant's limits only). Audited."""
+    from tenants import audit
+    from tenants.context import require_tenant
+    from tenants.roles import Action, require
+
+    require(actor.role, Action.MANAGE_LIMITS)
+    tenant = require_tenant()
+    for value in (requests_per_minute, tokens_per_month):
+        if value is not None and value < 1:
+            raise ServiceError("A limit is at least 1; leave it empty for no personal limit.")
+    with transaction.atomic():
+        row = UserLimit.objects.select_for_update().filter(user=user).first()
+        before = (
+            {"requests_per_minute": row.requests_per_minute, "tokens_per_month": row.tokens_per_month} if row else {}
+        )
+        after = {"requests_per_minute": requests_per_minute, "tokens_per_month": tokens_per_month}
+        if requests_per_minute is None and tokens_per_month is None:
+            if row is not None:
+                row.delete()
+            row = None
+        else:
+            row = row or UserLimit(user=user)
+            row.requests_per_minute = requests_per_minute
+            row.tokens_per_month = tokens_per_month
+            row.save()
+        audit.record(
+            "billing.user_limit_set",
+            actor=actor.user,
+            tenant=tenant,
+            target=user,
+            target_repr=getattr(user, "email", str(user)),
+            before=before,
+            after=after,
+            ip=actor.ip,
+        )
+    return row
+
+
+def _money_text(value) -> str | None:
+    return None if value is None else f"{Decimal(value):.2f}"

@@ -81,6 +81,7 @@ class TierForm(forms.ModelForm):
             "requests_per_minute",
             "tokens_per_minute",
             "concurrent_sessions",
+            "overage_allowed",
             "allowed_models",
             "default_features",
             "celery_queue",

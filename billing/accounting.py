@@ -1,0 +1,180 @@
+"""Small shared helpers over the billing models: months, prices, month-to-date
+numbers and latency percentiles from the roll-up histogram. Used by metering,
+limits, reconcile_usage and the dashboards."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db.models import Sum
+from django.utils import timezone
+
+from billing.models import (
+    LATENCY_BUCKET_FIELDS,
+    LATENCY_BUCKETS_MS,
+    ModelPrice,
+    MonthlyUsage,
+    PriceBook,
+    TenantBudget,
+    UsageDaily,
+)
+
+CENTS = Decimal("0.01")
+COST_QUANTUM = Decimal("0.00000001")
+
+
+def month_start(when: dt.datetime | dt.date | None = None) -> dt.date:
+    """The first day (UTC) of the month containing `when` (now by default)."""
+    when = when or timezone.now()
+    if isinstance(when, dt.datetime):
+        when = when.astimezone(dt.UTC).date() if timezone.is_aware(when) else when.date()
+    return when.replace(day=1)
+
+
+def next_month(month: dt.date) -> dt.date:
+    return (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+
+
+def utc_day(when: dt.datetime) -> dt.date:
+    return when.astimezone(dt.UTC).date() if timezone.is_aware(when) else when.date()
+
+
+@dataclass(frozen=True)
+class Prices:
+    """What one unit costs under one price book (version 0: catalogue list prices)."""
+
+    version: int
+    per_1k_input: Decimal
+    per_1k_output: Decimal
+    per_tool_call: Decimal = Decimal("0")
+    per_runtime_second: Decimal = Decimal("0")
+
+    def cost(self, input_tokens: int, output_tokens: int, tool_calls: int = 0, runtime_seconds=0) -> Decimal:
+        total = (
+            self.per_1k_input * Decimal(input_tokens) / 1000
+            + self.per_1k_output * Decimal(output_tokens) / 1000
+            + self.per_tool_call * Decimal(tool_calls)
+            + self.per_runtime_second * Decimal(str(runtime_seconds))
+        )
+        return total.quantize(COST_QUANTUM)
+
+
+def price_book_at(when: dt.datetime | None = None) -> PriceBook | None:
+    """The book in force at `when`: the latest effective_from ≤ when."""
+    when = when or timezone.now()
+    return PriceBook.objects.filter(effective_from__lte=when).order_by("-effective_from", "-version").first()
+
+
+def prices_for(model_key: str, offering=None, when: dt.datetime | None = None) -> Prices:
+    """Prices of `model_key` at `when`. The book in force decides; a model the book
+    does not list (or no book at all) is priced from the catalogue (`offering`)
+    and recorded as version 0, so an event never claims a book it did not use."""
+    book = price_book_at(when)
+    if book is not None:
+        row = ModelPrice.objects.filter(price_book=book, model_key=model_key).first()
+        if row is not None:
+            return Prices(
+                book.version, row.per_1k_input, row.per_1k_output, book.per_tool_call, book.per_runtime_second
+            )
+    if offering is None:
+        return Prices(0, Decimal("0"), Decimal("0"))
+    return Prices(0, offering.price_per_1k_input, offering.price_per_1k_output)
+
+
+def publish_from_catalogue(note: str = "", effective_from: dt.datetime | None = None) -> PriceBook:
+    """A new price book (next version) with every catalogue model's list prices.
+    Call inside all_tenants()/operator code: the catalogue includes fine-tunes."""
+    from agents.models import ModelOffering
+
+    last = PriceBook.objects.order_by("-version").values_list("version", flat=True).first() or 0
+    book = PriceBook.objects.create(
+        version=last + 1, effective_from=effective_from or timezone.now(), note=note or "From the model catalogue"
+    )
+    ModelPrice.objects.bulk_create(
+        ModelPrice(
+            price_book=book, model_key=o.key, per_1k_input=o.price_per_1k_input, per_1k_output=o.price_per_1k_output
+        )
+        for o in ModelOffering.unscoped.all()
+    )
+    return book
+
+
+@dataclass(frozen=True)
+class MonthToDate:
+    month: dt.date
+    tokens_used: int
+    tokens_reserved: int
+    cost_used: Decimal
+    cost_reserved: Decimal
+    included_tokens: int
+    overage_allowed: bool
+    monthly_budget: Decimal | None
+    soft_alert_percent: int
+
+    @property
+    def overage_tokens(self) -> int:
+        return max(0, self.tokens_used - self.included_tokens)
+
+    @property
+    def quota_percent(self) -> float | None:
+        return None if not self.included_tokens else 100.0 * self.tokens_used / self.included_tokens
+
+    @property
+    def budget_percent(self) -> float | None:
+        if not self.monthly_budget:
+            return None
+        return float(100 * self.cost_used / self.monthly_budget)
+
+
+def month_to_date(tenant, month: dt.date | None = None) -> MonthToDate:
+    """Month-to-date tokens and cost of a tenant (in its tenant context), from the
+    MonthlyUsage counter: O(1), includes in-flight reservations separately.
+    For a past month the counter equals the roll-ups' sums (reconcile_usage checks)."""
+    month = month or month_start()
+    row = MonthlyUsage.objects.filter(month=month, user_key=0).first()
+    budget = TenantBudget.objects.first()
+    tier = tenant.tier
+    return MonthToDate(
+        month=month,
+        tokens_used=row.tokens_used if row else 0,
+        tokens_reserved=row.tokens_reserved if row else 0,
+        cost_used=row.cost_used if row else Decimal("0"),
+        cost_reserved=row.cost_reserved if row else Decimal("0"),
+        included_tokens=tier.included_tokens if tier else 0,
+        overage_allowed=tier.overage_allowed if tier else True,
+        monthly_budget=budget.monthly_budget if budget else None,
+        soft_alert_percent=budget.soft_alert_percent if budget else 80,
+    )
+
+
+def rollup_totals(queryset=None, **filters) -> dict:
+    """Sums of the UsageDaily counters (in the current tenant context) for the filters,
+    e.g. rollup_totals(day__gte=..., day__lt=...)."""
+    from billing.models import DAILY_COUNTERS
+
+    qs = queryset if queryset is not None else UsageDaily.objects.filter(**filters)
+    sums = qs.aggregate(**{name: Sum(name) for name in DAILY_COUNTERS})
+    return {name: (value if value is not None else 0) for name, value in sums.items()}
+
+
+def latency_percentile(buckets: dict, percentile: float) -> int | None:
+    """Estimate a latency percentile (ms) from summed histogram buckets
+    ({"lat_le_250": n, …}): the upper bound of the bucket holding the rank,
+    interpolated linearly inside it. None when there are no samples."""
+    counts = [int(buckets.get(name) or 0) for name in LATENCY_BUCKET_FIELDS]
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = percentile / 100.0 * total
+    lower = 0
+    seen = 0
+    bounds = list(LATENCY_BUCKETS_MS) + [LATENCY_BUCKETS_MS[-1] * 2]
+    for count, upper in zip(counts, bounds, strict=True):
+        if count and seen + count >= rank:
+            fraction = (rank - seen) / count
+            return int(lower + fraction * (upper - lower))
+        seen += count
+        lower = upper
+    return bounds[-1]

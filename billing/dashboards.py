@@ -1,0 +1,879 @@
+"""The numbers behind the usage dashboards, from the daily roll-ups only.
+
+Every chart and total here is a handful of GROUP BY queries over `UsageDaily`
+(one row per tenant × day × model × agent × user), never a scan of raw usage
+events, so a tenant with ten million events renders in milliseconds
+(`make bench`: dashboard_ms_p50). Only the drill-down (`events_page`) reads raw
+events, a page at a time, newest first, through the (tenant, created_at) index.
+
+Tenant functions run in the tenant's context (the default managers). The
+operator table (`operator_rows`) reads every tenant's roll-ups and must be
+called inside `all_tenants(reason)`.
+
+Money stays `Decimal` from the database to the template; charts get floats only
+at the very end (`chart_number`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db import connection, transaction
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from billing.accounting import CENTS, latency_percentile, month_start, next_month
+from billing.models import (
+    LATENCY_BUCKET_FIELDS,
+    TenantBudget,
+    ThrottleEvent,
+    UsageDaily,
+    UsageEvent,
+)
+
+GROUPINGS = ("day", "week", "month")
+BREAKDOWNS = ("model", "agent", "user")
+BREAKDOWN_FIELDS = {"model": "model_key", "agent": "agent_slug", "user": "user_key"}
+MAX_RANGE_DAYS = 800  # a bit over two years: enough for any question, bounded for the database
+FORECAST_TRAILING_DAYS = 7
+
+# The sums each bucket or breakdown row carries.
+_SUMS = {
+    "turns": Sum("turns"),
+    "failed_turns": Sum("failed_turns"),
+    "blocked_turns": Sum("blocked_turns"),
+    "throttled_requests": Sum("throttled_requests"),
+    "input_tokens": Sum("input_tokens"),
+    "output_tokens": Sum("output_tokens"),
+    "tool_calls": Sum("tool_calls"),
+    "cost": Sum("cost"),
+    "latency_ms_sum": Sum("latency_ms_sum"),
+}
+_LATENCY_SUMS = {name: Sum(name) for name in LATENCY_BUCKET_FIELDS}
+
+
+class BadQuery(ValueError):
+    """A dashboard parameter that makes no sense; `field` names it for the error answer."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field = field_name
+        self.message = message
+
+
+# --- the window a dashboard looks at ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """Days `start`..`end` (inclusive, UTC), bucketed by `grouping`."""
+
+    start: dt.date
+    end: dt.date
+    grouping: str = "day"
+    preset: str = ""
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def buckets(self) -> list[dt.date]:
+        """The first day of every bucket in the window, so empty periods still show as zero."""
+        first = _bucket_of(self.start, self.grouping)
+        out, current = [], first
+        while current <= self.end:
+            out.append(current)
+            if self.grouping == "day":
+                current += dt.timedelta(days=1)
+            elif self.grouping == "week":
+                current += dt.timedelta(days=7)
+            else:
+                current = next_month(current)
+        return out
+
+
+PRESETS = {
+    "month": "This month",
+    "30d": "Last 30 days",
+    "90d": "Last 90 days",
+    "last-month": "Last month",
+}
+
+
+def today() -> dt.date:
+    return timezone.now().astimezone(dt.UTC).date()
+
+
+# Far enough for any real question, and far from the ends of the calendar (date arithmetic
+# on 9999-12-31 overflows).
+EARLIEST = dt.date(2000, 1, 1)
+LATEST = dt.date(2100, 12, 31)
+
+
+def parse_date(value: str, field_name: str) -> dt.date:
+    try:
+        day = dt.date.fromisoformat(value.strip())
+    except (ValueError, AttributeError, TypeError):
+        raise BadQuery(field_name, f"“{str(value)[:40]}” is not a date; use YYYY-MM-DD.") from None
+    if not EARLIEST <= day <= LATEST:
+        raise BadQuery(field_name, f"Choose a date between {EARLIEST} and {LATEST}.")
+    return day
+
+
+def parse_window(params, *, default_preset: str = "30d") -> Window:
+    """The window from query parameters: `range` (a preset) or `from`/`to`, and `grouping`.
+
+    Raises BadQuery with a message a person can act on; the UI shows it, the API
+    answers it as a 400 problem.
+    """
+    grouping = (params.get("grouping") or "day").strip()
+    if grouping not in GROUPINGS:
+        raise BadQuery("grouping", f"Unknown grouping “{grouping[:20]}”; use one of: {', '.join(GROUPINGS)}.")
+    start_raw, end_raw = params.get("from"), params.get("to")
+    now = today()
+    if start_raw or end_raw:
+        start = parse_date(start_raw, "from") if start_raw else now - dt.timedelta(days=29)
+        end = parse_date(end_raw, "to") if end_raw else now
+        preset = ""
+    else:
+        preset = (params.get("range") or default_preset).strip()
+        if preset not in PRESETS:
+            raise BadQuery("range", f"Unknown range “{preset[:20]}”; use one of: {', '.join(PRESETS)}.")
+        start, end = _preset(preset, now)
+    if end < start:
+        raise BadQuery("to", "The end date is before the start date.")
+    if (end - start).days + 1 > MAX_RANGE_DAYS:
+        raise BadQuery("from", f"Choose at most {MAX_RANGE_DAYS} days.")
+    return Window(start=start, end=end, grouping=grouping, preset=preset)
+
+
+def _preset(preset: str, now: dt.date) -> tuple[dt.date, dt.date]:
+    if preset == "month":
+        return now.replace(day=1), now
+    if preset == "last-month":
+        this = now.replace(day=1)
+        last = (this - dt.timedelta(days=1)).replace(day=1)
+        return last, this - dt.timedelta(days=1)
+    days = 90 if preset == "90d" else 30
+    return now - dt.timedelta(days=days - 1), now
+
+
+def _bucket_of(day: dt.date, grouping: str) -> dt.date:
+    if grouping == "week":
+        return day - dt.timedelta(days=day.weekday())
+    if grouping == "month":
+        return day.replace(day=1)
+    return day
+
+
+def bucket_label(day: dt.date, grouping: str) -> str:
+    if grouping == "month":
+        return day.strftime("%b %Y")
+    if grouping == "week":
+        return "Week of " + day.strftime("%-d %b")
+    return day.strftime("%-d %b")
+
+
+# --- numbers -----------------------------------------------------------------------------
+
+
+def _int(value) -> int:
+    return int(value or 0)
+
+
+def _money(value) -> Decimal:
+    return Decimal(value or 0)
+
+
+@dataclass
+class Totals:
+    turns: int = 0
+    failed_turns: int = 0
+    blocked_turns: int = 0
+    throttled_requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tool_calls: int = 0
+    cost: Decimal = Decimal("0")
+    latency_ms_sum: int = 0
+    latency: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: dict) -> Totals:
+        return cls(
+            turns=_int(row.get("turns")),
+            failed_turns=_int(row.get("failed_turns")),
+            blocked_turns=_int(row.get("blocked_turns")),
+            throttled_requests=_int(row.get("throttled_requests")),
+            input_tokens=_int(row.get("input_tokens")),
+            output_tokens=_int(row.get("output_tokens")),
+            tool_calls=_int(row.get("tool_calls")),
+            cost=_money(row.get("cost")),
+            latency_ms_sum=_int(row.get("latency_ms_sum")),
+            latency={name: _int(row.get(name)) for name in LATENCY_BUCKET_FIELDS},
+        )
+
+    @classmethod
+    def empty(cls) -> Totals:
+        return cls(latency={name: 0 for name in LATENCY_BUCKET_FIELDS})
+
+    def add(self, other: Totals) -> Totals:
+        """Add another row's sums into this one (in place)."""
+        self.turns += other.turns
+        self.failed_turns += other.failed_turns
+        self.blocked_turns += other.blocked_turns
+        self.throttled_requests += other.throttled_requests
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.tool_calls += other.tool_calls
+        self.cost += other.cost
+        self.latency_ms_sum += other.latency_ms_sum
+        for name, count in other.latency.items():
+            self.latency[name] = self.latency.get(name, 0) + count
+        return self
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def error_rate(self) -> float | None:
+        """Failed turns among turns that ran (blocked turns never reached a model)."""
+        ran = self.turns - self.blocked_turns
+        return self.failed_turns / ran if ran > 0 else None
+
+    @property
+    def p50_ms(self) -> int | None:
+        return latency_percentile(self.latency, 50)
+
+    @property
+    def p95_ms(self) -> int | None:
+        return latency_percentile(self.latency, 95)
+
+    @property
+    def samples(self) -> int:
+        return sum(self.latency.values())
+
+    @property
+    def cost_per_1k_tokens(self) -> Decimal | None:
+        return (self.cost * 1000 / self.tokens) if self.tokens else None
+
+    def as_dict(self) -> dict:
+        return {
+            "turns": self.turns,
+            "failed_turns": self.failed_turns,
+            "blocked_turns": self.blocked_turns,
+            "throttled_requests": self.throttled_requests,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "tokens": self.tokens,
+            "tool_calls": self.tool_calls,
+            "cost": self.cost,
+            "error_rate": self.error_rate,
+            "latency_p50_ms": self.p50_ms,
+            "latency_p95_ms": self.p95_ms,
+        }
+
+
+@dataclass
+class Bucket:
+    start: dt.date
+    label: str
+    totals: Totals
+
+
+def _rollups(window: Window):
+    return UsageDaily.objects.filter(day__gte=window.start, day__lte=window.end)
+
+
+def totals(window: Window) -> Totals:
+    return Totals.from_row(_rollups(window).aggregate(**_SUMS, **_LATENCY_SUMS))
+
+
+@dataclass
+class Slice:
+    """The window's roll-ups summed per day × model × agent: one scan that the timeseries and the
+    model and agent breakdowns are all folded from (people are summed by a second query)."""
+
+    day: dt.date
+    model_key: str
+    agent_slug: str
+    totals: Totals
+
+
+class Slices(list):
+    """The slices of one window, remembering which days were read (a quiet day has no slice)."""
+
+    def __init__(self, items, window: Window):
+        super().__init__(items)
+        self.window_start, self.window_end = window.start, window.end
+
+
+def slices(window: Window) -> Slices:
+    rows = _rollups(window).order_by().values("day", "model_key", "agent_slug").annotate(**_SUMS, **_LATENCY_SUMS)
+    return Slices((Slice(r["day"], r["model_key"], r["agent_slug"], Totals.from_row(r)) for r in rows), window)
+
+
+def timeseries(window: Window, parts: list[Slice] | None = None) -> list[Bucket]:
+    """One bucket per day / week / month of the window, zeros included."""
+    parts = slices(window) if parts is None else parts
+    found: dict[dt.date, Totals] = {}
+    for part in parts:
+        key = _bucket_of(part.day, window.grouping)
+        found.setdefault(key, Totals.empty()).add(part.totals)
+    return [Bucket(day, bucket_label(day, window.grouping), found.get(day, Totals())) for day in window.buckets()]
+
+
+@dataclass
+class BreakdownRow:
+    key: str
+    label: str
+    totals: Totals
+    share: float = 0.0  # of the window's tokens, 0–1
+
+
+def breakdown(window: Window, by: str, parts: list[Slice] | None = None) -> list[BreakdownRow]:
+    """Totals per model, agent or user, largest token use first."""
+    if by not in BREAKDOWNS:
+        raise BadQuery("by", f"Unknown breakdown “{by[:20]}”; use one of: {', '.join(BREAKDOWNS)}.")
+    column = BREAKDOWN_FIELDS[by]
+    if by == "user":
+        rows = list(_rollups(window).order_by().values(column).annotate(**_SUMS, **_LATENCY_SUMS))
+        grouped = {row[column]: Totals.from_row(row) for row in rows}
+        labels = _user_labels(grouped)
+    else:
+        grouped = {}
+        for part in slices(window) if parts is None else parts:
+            grouped.setdefault(getattr(part, column), Totals.empty()).add(part.totals)
+        labels = {}
+    out = [BreakdownRow(key=str(key), label=_label(by, key, labels), totals=t) for key, t in grouped.items()]
+    out.sort(key=lambda r: (-r.totals.tokens, -r.totals.turns, r.label))
+    grand = sum(r.totals.tokens for r in out)
+    for row in out:
+        row.share = row.totals.tokens / grand if grand else 0.0
+    return out
+
+
+_MODEL_VERSION = re.compile(r"-\d{8}(-v\d+(:\d+)?)?$")
+
+
+def model_label(model_key: str) -> str:
+    """A model key as people say it: "anthropic.claude-3-7-sonnet-20250219-v1:0" → "claude-3-7-sonnet"."""
+    if not model_key:
+        return "—"
+    # Drop the vendor / region prefix ("us.anthropic.") — dots before the first hyphen only, so "gpt-4.1" stays.
+    prefix = model_key.split("-", 1)[0]
+    name = model_key[prefix.rfind(".") + 1 :]
+    return _MODEL_VERSION.sub("", name)
+
+
+def _label(by: str, key, user_labels: dict) -> str:
+    if by == "model":
+        return model_label(key)
+    if by != "user":
+        return key or "—"
+    return user_labels.get(key, "Deleted user" if key else "No user (API client)")
+
+
+def _user_labels(keys) -> dict:
+    from tenants.models import User
+
+    ids = [k for k in keys if k]
+    return {u.pk: u.display_name for u in User.objects.filter(pk__in=ids).only("pk", "email", "full_name")}
+
+
+def throttle_breakdown(window: Window) -> list[dict]:
+    """Refusals by limit kind in the window (from the refusal records, indexed by tenant and time)."""
+    from django.db.models import Count
+
+    start = dt.datetime.combine(window.start, dt.time.min, tzinfo=dt.UTC)
+    end = dt.datetime.combine(window.end + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+    rows = (
+        ThrottleEvent.objects.filter(created_at__gte=start, created_at__lt=end)
+        .order_by()
+        .values("kind", "status")
+        .annotate(n=Count("id"))
+    )
+    from billing.models import LimitKind
+
+    labels = dict(LimitKind.choices)
+    return sorted(
+        (
+            {"kind": r["kind"], "label": labels.get(r["kind"], r["kind"]), "status": r["status"], "count": r["n"]}
+            for r in rows
+        ),
+        key=lambda r: -r["count"],
+    )
+
+
+# --- quota and budget, with a month-end forecast ------------------------------------------
+
+
+@dataclass
+class Gauge:
+    """Month-to-date use of one allowance and where the month is heading.
+
+    The forecast is linear on the recent run rate: use of the last
+    FORECAST_TRAILING_DAYS full days plus today so far, divided by the time that
+    covers, times the time left in the month, added to month-to-date. The
+    trailing rate reacts to a change in usage within a week, which the
+    month-to-date average would smear over the whole month, and it works on the
+    1st of the month too.
+    """
+
+    used: Decimal
+    limit: Decimal | None
+    forecast: Decimal
+    alert_percent: int | None = None  # soft alert threshold (budget only)
+
+    @property
+    def percent(self) -> float | None:
+        return float(self.used * 100 / self.limit) if self.limit else None
+
+    @property
+    def forecast_percent(self) -> float | None:
+        return float(self.forecast * 100 / self.limit) if self.limit else None
+
+    @property
+    def fill_percent(self) -> float:
+        return min(100.0, self.percent or 0.0)
+
+    @property
+    def forecast_fill_percent(self) -> float:
+        return min(100.0, self.forecast_percent or 0.0)
+
+    @property
+    def state(self) -> str:
+        """ok, alert (past the soft threshold or heading past the limit) or over."""
+        if not self.limit:
+            return "none"
+        if self.used >= self.limit:
+            return "over"
+        if (self.alert_percent and (self.percent or 0) >= self.alert_percent) or self.forecast > self.limit:
+            return "alert"
+        return "ok"
+
+    @property
+    def css_state(self) -> str:
+        return {"over": "is-danger", "alert": "is-warning"}.get(self.state, "")
+
+
+@dataclass
+class MonthOutlook:
+    month: dt.date
+    days_in_month: int
+    elapsed_days: float
+    tokens: Gauge
+    budget: Gauge
+    month_totals: Totals
+    included_tokens: int
+    overage_price_per_1k: Decimal
+    overage_allowed: bool
+    monthly_price: Decimal
+    budget_row: TenantBudget | None
+
+    @property
+    def overage_tokens(self) -> int:
+        return max(0, int(self.tokens.used) - self.included_tokens)
+
+    @property
+    def forecast_overage_tokens(self) -> int:
+        return max(0, int(self.tokens.forecast) - self.included_tokens)
+
+    @property
+    def forecast_overage_charge(self) -> Decimal:
+        return overage_charge(self.forecast_overage_tokens, self.overage_price_per_1k)
+
+    @property
+    def overage_charge(self) -> Decimal:
+        return overage_charge(self.overage_tokens, self.overage_price_per_1k)
+
+
+def forecast(used: Decimal, trailing: Decimal, now: dt.datetime) -> Decimal:
+    """Month-end value: `used` so far plus the trailing daily rate times the time left.
+
+    `trailing` is the use of the FORECAST_TRAILING_DAYS full days before today
+    plus today so far.
+    """
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    today_fraction = Decimal(str(round((now - midnight).total_seconds() / 86400, 6)))
+    covered = Decimal(FORECAST_TRAILING_DAYS) + today_fraction
+    rate = trailing / covered if covered else Decimal("0")
+    end = dt.datetime.combine(next_month(now.date()), dt.time.min, tzinfo=now.tzinfo)
+    remaining = Decimal(str(round((end - now).total_seconds() / 86400, 6)))
+    return used + rate * remaining
+
+
+def month_outlook(tenant, now: dt.datetime | None = None, parts: Slices | None = None) -> MonthOutlook:
+    """Quota and budget gauges of the month containing `now` (UTC).
+
+    `parts` (the dashboard's day × model × agent slices) are used when they cover the
+    month so far and the trailing week, which saves two queries; else two small aggregates.
+    """
+    now = (now or timezone.now()).astimezone(dt.UTC)
+    month = month_start(now)
+    day = now.date()
+    trailing_from = day - dt.timedelta(days=FORECAST_TRAILING_DAYS)
+    if parts is not None and _covers(parts, min(month, trailing_from), day):
+        month_totals, trailing = Totals.empty(), Totals.empty()
+        for part in parts:
+            if month <= part.day <= day:
+                month_totals.add(part.totals)
+            if trailing_from <= part.day <= day:
+                trailing.add(part.totals)
+        trailing_tokens, trailing_cost = Decimal(trailing.tokens), trailing.cost
+    else:
+        month_row = UsageDaily.objects.filter(day__gte=month, day__lte=day).aggregate(**_SUMS, **_LATENCY_SUMS)
+        trailing_row = UsageDaily.objects.filter(day__gte=trailing_from, day__lte=day).aggregate(
+            input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"), cost=Sum("cost")
+        )
+        month_totals = Totals.from_row(month_row)
+        trailing_tokens = Decimal(_int(trailing_row["input_tokens"]) + _int(trailing_row["output_tokens"]))
+        trailing_cost = _money(trailing_row["cost"])
+    tier = tenant.tier
+    budget_row = TenantBudget.objects.first()
+    budget_limit = budget_row.monthly_budget if budget_row and budget_row.monthly_budget else None
+    used_tokens = Decimal(month_totals.tokens)
+    tokens = Gauge(
+        used=used_tokens,
+        limit=Decimal(tier.included_tokens) if tier.included_tokens else None,
+        forecast=forecast(used_tokens, trailing_tokens, now).quantize(Decimal("1")),
+    )
+    budget = Gauge(
+        used=month_totals.cost,
+        limit=budget_limit,
+        forecast=forecast(month_totals.cost, trailing_cost, now).quantize(CENTS),
+        alert_percent=budget_row.soft_alert_percent if budget_row else None,
+    )
+    days_in_month = (next_month(month) - month).days
+    elapsed = (now - dt.datetime.combine(month, dt.time.min, tzinfo=dt.UTC)).total_seconds() / 86400
+    return MonthOutlook(
+        month=month,
+        days_in_month=days_in_month,
+        elapsed_days=elapsed,
+        tokens=tokens,
+        budget=budget,
+        month_totals=month_totals,
+        included_tokens=tier.included_tokens,
+        overage_price_per_1k=tier.overage_price_per_1k_tokens,
+        overage_allowed=getattr(tier, "overage_allowed", True),
+        monthly_price=tier.monthly_price,
+        budget_row=budget_row,
+    )
+
+
+def _covers(parts: Slices, first: dt.date, last: dt.date) -> bool:
+    """Whether the slices were read for a window holding every day first..last."""
+    return parts.window_start <= first and parts.window_end >= last
+
+
+def overage_charge(overage_tokens: int, price_per_1k: Decimal) -> Decimal:
+    """What overage tokens are billed: pro rata per 1,000 tokens, rounded to the cent (half up)."""
+    return (Decimal(overage_tokens) * price_per_1k / 1000).quantize(CENTS, rounding=ROUND_HALF_UP)
+
+
+# --- the whole tenant dashboard -------------------------------------------------------------
+
+
+@dataclass
+class Dashboard:
+    window: Window
+    totals: Totals
+    series: list[Bucket]
+    by_model: list[BreakdownRow]
+    by_agent: list[BreakdownRow]
+    by_user: list[BreakdownRow]
+    outlook: MonthOutlook
+    throttles: list[dict]
+
+
+def tenant_dashboard(tenant, window: Window, now: dt.datetime | None = None) -> Dashboard:
+    """Everything the tenant dashboard shows: seven aggregate queries over the roll-ups
+    (window totals come from the series, so no extra query) and one over refusals."""
+    # One transaction: on PostgreSQL the tenant is set once for all the queries instead of
+    # once per statement (portal/db), and every number comes from the same moment.
+    with transaction.atomic():
+        parts = slices(window)
+        series = timeseries(window, parts)
+        return Dashboard(
+            window=window,
+            totals=_sum_buckets(series),
+            series=series,
+            by_model=breakdown(window, "model", parts),
+            by_agent=breakdown(window, "agent", parts),
+            by_user=breakdown(window, "user"),
+            outlook=month_outlook(tenant, now, parts),
+            throttles=throttle_breakdown(window),
+        )
+
+
+def _sum_buckets(series: list[Bucket]) -> Totals:
+    total = Totals.empty()
+    for bucket in series:
+        total.add(bucket.totals)
+    return total
+
+
+# --- drill-down: raw events, a page at a time ------------------------------------------------
+
+
+@dataclass
+class EventsPage:
+    events: list
+    page: int
+    has_next: bool
+    per_page: int
+
+    @property
+    def has_previous(self) -> bool:
+        return self.page > 1
+
+
+def events_page(window: Window, *, page: int = 1, per_page: int = 50, **filters) -> EventsPage:
+    """Raw usage events of the window, newest first. No COUNT(*): a tenant may have
+    millions, so the page asks for one row more than it shows to know if there is a next."""
+    start = dt.datetime.combine(window.start, dt.time.min, tzinfo=dt.UTC)
+    end = dt.datetime.combine(window.end + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+    qs = UsageEvent.objects.filter(created_at__gte=start, created_at__lt=end)
+    if filters.get("model"):
+        qs = qs.filter(model_key=filters["model"])
+    if filters.get("agent"):
+        qs = qs.filter(agent_slug=filters["agent"])
+    if filters.get("user"):
+        qs = qs.filter(user_id=filters["user"])
+    if filters.get("outcome"):
+        qs = qs.filter(outcome=filters["outcome"])
+    page = max(1, page)
+    offset = (page - 1) * per_page
+    rows = list(qs.order_by("-created_at", "-id")[offset : offset + per_page + 1])
+    return EventsPage(events=rows[:per_page], page=page, has_next=len(rows) > per_page, per_page=per_page)
+
+
+# --- the operator's table: every tenant, one month -------------------------------------------
+
+OPERATOR_SORTS = {
+    "name": lambda r: r.tenant.name.lower(),
+    "tier": lambda r: (r.tenant.tier.monthly_price, r.tenant.tier.name),
+    "mrr": lambda r: r.mrr,
+    "tokens": lambda r: r.tokens,
+    "cost": lambda r: r.cost,
+    "revenue": lambda r: r.revenue,
+    "margin": lambda r: r.margin,
+    "margin_pct": lambda r: r.margin_percent if r.margin_percent is not None else Decimal("-1e9"),
+    "throttled": lambda r: r.throttled,
+    "budget": lambda r: r.budget_percent if r.budget_percent is not None else -1.0,
+}
+
+
+@dataclass
+class OperatorRow:
+    tenant: object
+    tokens: int
+    cost: Decimal
+    turns: int
+    throttled: int
+    blocked: int
+    budget: Decimal | None
+    budget_alert_percent: int | None
+
+    @property
+    def mrr(self) -> Decimal:
+        return self.tenant.tier.monthly_price
+
+    @property
+    def overage_tokens(self) -> int:
+        return max(0, self.tokens - self.tenant.tier.included_tokens)
+
+    @property
+    def overage(self) -> Decimal:
+        return overage_charge(self.overage_tokens, self.tenant.tier.overage_price_per_1k_tokens)
+
+    @property
+    def revenue(self) -> Decimal:
+        """What the month bills: the tier's base fee plus token overage (as the invoice does)."""
+        return self.mrr + self.overage
+
+    @property
+    def cost_cents(self) -> Decimal:
+        return self.cost.quantize(CENTS, rounding=ROUND_HALF_UP)
+
+    @property
+    def margin(self) -> Decimal:
+        """Gross margin: revenue minus the cost of the usage (tokens, tools, runtime), to the cent."""
+        return self.revenue - self.cost_cents
+
+    @property
+    def margin_percent(self) -> Decimal | None:
+        if not self.revenue:
+            return None
+        return (self.margin * 100 / self.revenue).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+
+    @property
+    def budget_percent(self) -> float | None:
+        return float(self.cost * 100 / self.budget) if self.budget else None
+
+    @property
+    def budget_status(self) -> str:
+        if not self.budget:
+            return "none"
+        percent = self.budget_percent or 0
+        if percent >= 100:
+            return "stop"
+        if self.budget_alert_percent and percent >= self.budget_alert_percent:
+            return "alert"
+        return "ok"
+
+
+def operator_rows(
+    month: dt.date, *, query: str = "", sort: str = "revenue", descending: bool = True
+) -> list[OperatorRow]:
+    """One row per tenant for `month`: two aggregates (roll-ups by tenant, budgets), sorted in
+    Python because revenue and margin are computed per tier. Call inside all_tenants()."""
+    from tenants.models import Tenant
+
+    if sort not in OPERATOR_SORTS:
+        raise BadQuery("sort", f"Unknown sort “{sort[:20]}”; use one of: {', '.join(OPERATOR_SORTS)}.")
+    # Only what the table shows: a tenant row also carries JSON settings that would cost
+    # more to decode for 1,000 tenants than the whole usage query.
+    tenants = (
+        Tenant.objects.select_related("tier")
+        .only(
+            "pk",
+            "slug",
+            "name",
+            "status",
+            "deployment_model",
+            "tier__name",
+            "tier__slug",
+            "tier__monthly_price",
+            "tier__included_tokens",
+            "tier__overage_price_per_1k_tokens",
+        )
+        .order_by("name")
+    )
+    if query:
+        tenants = tenants.filter(Q(name__icontains=query) | Q(slug__icontains=query))
+    with transaction.atomic():
+        return _operator_rows(tenants, month, sort, descending)
+
+
+def _operator_rows(tenants, month: dt.date, sort: str, descending: bool) -> list[OperatorRow]:
+    if connection.vendor == "postgresql":
+        # Row-level security hides the row count from the planner (it expects one row), so it
+        # sorts ~100k roll-up rows for the GROUP BY; give that sort memory instead of disk.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL work_mem = '32MB'")
+            cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+    usage = {
+        row["tenant_id"]: row
+        for row in UsageDaily.unscoped.filter(day__gte=month, day__lt=next_month(month))
+        .order_by()
+        .values("tenant_id")
+        .annotate(
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            cost=Sum("cost"),
+            turns=Sum("turns"),
+            throttled=Sum("throttled_requests"),
+            blocked=Sum("blocked_turns"),
+        )
+    }
+    budgets = {
+        b["tenant_id"]: b for b in TenantBudget.unscoped.values("tenant_id", "monthly_budget", "soft_alert_percent")
+    }
+    rows = []
+    for tenant in tenants:
+        u = usage.get(tenant.pk, {})
+        b = budgets.get(tenant.pk, {})
+        rows.append(
+            OperatorRow(
+                tenant=tenant,
+                tokens=_int(u.get("input_tokens")) + _int(u.get("output_tokens")),
+                cost=_money(u.get("cost")),
+                turns=_int(u.get("turns")),
+                throttled=_int(u.get("throttled")),
+                blocked=_int(u.get("blocked")),
+                budget=b.get("monthly_budget"),
+                budget_alert_percent=b.get("soft_alert_percent"),
+            )
+        )
+    rows.sort(key=OPERATOR_SORTS[sort], reverse=descending)
+    return rows
+
+
+def operator_row(tenant, month: dt.date) -> OperatorRow:
+    """The operator's numbers for one tenant (in that tenant's context): same maths as the table."""
+    u = UsageDaily.objects.filter(day__gte=month, day__lt=next_month(month)).aggregate(
+        input_tokens=Sum("input_tokens"),
+        output_tokens=Sum("output_tokens"),
+        cost=Sum("cost"),
+        turns=Sum("turns"),
+        throttled=Sum("throttled_requests"),
+        blocked=Sum("blocked_turns"),
+    )
+    budget = TenantBudget.objects.first()
+    return OperatorRow(
+        tenant=tenant,
+        tokens=_int(u["input_tokens"]) + _int(u["output_tokens"]),
+        cost=_money(u["cost"]),
+        turns=_int(u["turns"]),
+        throttled=_int(u["throttled"]),
+        blocked=_int(u["blocked"]),
+        budget=budget.monthly_budget if budget else None,
+        budget_alert_percent=budget.soft_alert_percent if budget else None,
+    )
+
+
+@dataclass
+class OperatorTotals:
+    tenants: int
+    mrr: Decimal
+    revenue: Decimal
+    cost: Decimal
+    margin: Decimal
+    tokens: int
+    throttled: int
+
+    @property
+    def margin_percent(self) -> Decimal | None:
+        if not self.revenue:
+            return None
+        return (self.margin * 100 / self.revenue).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+
+
+def operator_totals(rows: list[OperatorRow]) -> OperatorTotals:
+    return OperatorTotals(
+        tenants=len(rows),
+        mrr=sum((r.mrr for r in rows), Decimal("0")),
+        revenue=sum((r.revenue for r in rows), Decimal("0")),
+        cost=sum((r.cost_cents for r in rows), Decimal("0")),
+        margin=sum((r.margin for r in rows), Decimal("0")),
+        tokens=sum(r.tokens for r in rows),
+        throttled=sum(r.throttled for r in rows),
+    )
+
+
+def parse_month(value: str | None, field_name: str = "month") -> dt.date:
+    """`YYYY-MM` → the first day of that month; empty → this month."""
+    if not value:
+        return month_start()
+    try:
+        year, month = value.strip().split("-")
+        first = dt.date(int(year), int(month), 1)
+    except (ValueError, AttributeError, TypeError):
+        raise BadQuery(field_name, f"“{str(value)[:20]}” is not a month; use YYYY-MM.") from None
+    if not EARLIEST <= first <= LATEST:
+        raise BadQuery(field_name, f"Choose a month between {EARLIEST:%Y-%m} and {LATEST:%Y-%m}.")
+    return first
+
+
+def chart_number(value) -> float | int | None:
+    """Numbers as the chart script wants them (JSON has no Decimal)."""
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return float(value.quantize(Decimal("0.0001")))
+    return value

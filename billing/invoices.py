@@ -1,0 +1,285 @@
+"""Monthly invoices: drafted from the daily roll-ups, finalised by an operator, exported.
+
+* `draft_invoice(tenant, period)` computes the month's base fee and token
+  overage from `UsageDaily` and the tenant's tier, and writes (or rewrites) the
+  draft. Running it twice with the same usage gives the same invoice; running it
+  after more usage arrived updates the draft. A **final** invoice is never
+  touched: the rewrite is a conditional UPDATE on `status = draft`, so even a
+  drafter racing a finaliser cannot change a final invoice.
+* `finalise_invoice(operator, invoice)` redrafts one last time (so the final
+  numbers are the roll-ups' at that moment), then flips draft → final with a
+  conditional UPDATE and writes the audit log. Only a month that is over can be
+  finalised.
+* `invoice_csv()` / `invoice_json()` are the exports (one invoice or many).
+
+Amounts (the same formula reconcile_usage checks, `invoice_amounts`):
+base fee = tier.monthly_price; overage = max(0, tokens − included_tokens) ×
+overage_price_per_1k_tokens / 1000, rounded half-up to the cent;
+total = base fee + overage.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import logging
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from billing.accounting import CENTS, month_start, next_month
+from billing.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, UsageDaily
+from tenants import audit
+from tenants.context import all_tenants, tenant_context
+from tenants.services import ServiceError
+
+log = logging.getLogger(__name__)
+
+OPERATOR_REASON = "operator console: invoices"
+
+
+def invoice_amounts(tier, tokens: int) -> tuple[Decimal, Decimal, Decimal]:
+    """(base fee, overage amount, total) of a month with `tokens` used on `tier`."""
+    base_fee = Decimal(tier.monthly_price).quantize(CENTS)
+    overage_tokens = max(0, int(tokens) - int(tier.included_tokens))
+    overage = (Decimal(overage_tokens) * Decimal(tier.overage_price_per_1k_tokens) / 1000).quantize(
+        CENTS, rounding=ROUND_HALF_UP
+    )
+    return base_fee, overage, base_fee + overage
+
+
+def period_usage(period: dt.date) -> tuple[int, Decimal]:
+    """Tokens and our cost of the current tenant's month, from the roll-ups."""
+    row = UsageDaily.objects.filter(day__gte=period, day__lt=next_month(period)).aggregate(
+        input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"), cost=Sum("cost")
+    )
+    tokens = int(row["input_tokens"] or 0) + int(row["output_tokens"] or 0)
+    return tokens, Decimal(row["cost"] or 0)
+
+
+def _lines(tier, period: dt.date, tokens: int) -> list[InvoiceLine]:
+    base_fee, overage, _ = invoice_amounts(tier, tokens)
+    label = period.strftime("%B %Y")
+    lines = [
+        InvoiceLine(
+            kind=InvoiceLineKind.BASE_FEE,
+            description=f"{tier.name} plan, {label} (includes {tier.included_tokens:,} tokens)",
+            quantity=Decimal("1"),
+            unit_price=Decimal(tier.monthly_price),
+            amount=base_fee,
+        )
+    ]
+    overage_tokens = max(0, tokens - tier.included_tokens)
+    if overage_tokens:
+        lines.append(
+            InvoiceLine(
+                kind=InvoiceLineKind.TOKEN_OVERAGE,
+                description=f"Token overage: {overage_tokens:,} tokens over the included {tier.included_tokens:,}",
+                quantity=(Decimal(overage_tokens) / 1000).quantize(Decimal("0.001")),
+                unit_price=Decimal(tier.overage_price_per_1k_tokens),
+                amount=overage,
+            )
+        )
+    return lines
+
+
+def draft_invoice(tenant, period: dt.date) -> Invoice:
+    """Create or update the tenant's draft for `period` (first day of a month). Idempotent.
+
+    Returns the invoice; a final invoice is returned unchanged.
+    """
+    period = month_start(period)
+    with tenant_context(tenant):
+        for attempt in (1, 2):
+            try:
+                return _draft(tenant, period)
+            except IntegrityError:
+                # Two drafters created the same month at once; the loser retries and updates.
+                if attempt == 2:
+                    raise
+                log.info("invoice %s %s: created concurrently, updating instead", tenant.slug, period)
+    raise AssertionError("unreachable")
+
+
+@transaction.atomic
+def _draft(tenant, period: dt.date) -> Invoice:
+    tier = tenant.tier
+    tokens, cost = period_usage(period)
+    base_fee, overage, total = invoice_amounts(tier, tokens)
+    fields = {"base_fee": base_fee, "overage_amount": overage, "total": total, "tokens": tokens, "cost": cost}
+    invoice = Invoice.objects.filter(period=period).first()
+    if invoice is None:
+        with transaction.atomic():
+            invoice = Invoice.objects.create(period=period, drafted_at=timezone.now(), **fields)
+    else:
+        if invoice.status == InvoiceStatus.FINAL:
+            return invoice
+        # Conditional: a finaliser that got there first wins, and this draft changes nothing.
+        changed = Invoice.objects.filter(pk=invoice.pk, status=InvoiceStatus.DRAFT).update(
+            drafted_at=timezone.now(), **fields
+        )
+        if changed != 1:
+            invoice.refresh_from_db()
+            return invoice
+        InvoiceLine.objects.filter(invoice=invoice).delete()
+    InvoiceLine.objects.bulk_create(_with_invoice(_lines(tier, period, tokens), invoice))
+    invoice.refresh_from_db()
+    return invoice
+
+
+def _with_invoice(lines: list[InvoiceLine], invoice: Invoice) -> list[InvoiceLine]:
+    for line in lines:
+        line.invoice = invoice
+        line.tenant_id = invoice.tenant_id
+    return lines
+
+
+def draft_all(period: dt.date) -> int:
+    """Draft `period` for every active tenant (the scheduled task's body); returns how many."""
+    from tenants.models import Tenant, TenantStatus
+
+    count = 0
+    for tenant in Tenant.objects.select_related("tier").filter(status=TenantStatus.ACTIVE).order_by("pk"):
+        draft_invoice(tenant, period)
+        count += 1
+    return count
+
+
+def finalise_invoice(operator, invoice: Invoice, *, ip: str | None = None, today: dt.date | None = None) -> Invoice:
+    """Operator action: last redraft, then draft → final, audited. Refuses an open month."""
+    if not (operator.is_authenticated and operator.is_active and operator.is_staff):
+        raise ServiceError("Only operators can finalise invoices.")
+    today = today or timezone.now().astimezone(dt.UTC).date()
+    if invoice.status == InvoiceStatus.FINAL:
+        raise ServiceError("This invoice is already final.")
+    if next_month(invoice.period) > today:
+        raise ServiceError(
+            f"{invoice.period:%B %Y} is not over yet; finalise it from {next_month(invoice.period):%-d %B}."
+        )
+    tenant = invoice.tenant
+    with transaction.atomic():
+        invoice = draft_invoice(tenant, invoice.period)  # the stored row: its status is the truth
+        if invoice.status == InvoiceStatus.FINAL:
+            raise ServiceError("This invoice is already final.")
+        with tenant_context(tenant):
+            changed = Invoice.objects.filter(pk=invoice.pk, status=InvoiceStatus.DRAFT).update(
+                status=InvoiceStatus.FINAL, finalized_at=timezone.now(), finalized_by=operator
+            )
+        if changed != 1:
+            raise ServiceError("This invoice was finalised by someone else a moment ago.")
+        with all_tenants(OPERATOR_REASON):
+            invoice = Invoice.unscoped.select_related("tenant", "finalized_by").get(pk=invoice.pk)
+            audit.record(
+                "invoice.finalised",
+                actor=operator,
+                tenant=tenant,
+                target=invoice,
+                target_repr=f"Invoice {invoice.period:%Y-%m} for {tenant.name}",
+                after={"total": str(invoice.total), "tokens": invoice.tokens, "currency": invoice.currency},
+                ip=ip,
+            )
+    return invoice
+
+
+# --- exports -----------------------------------------------------------------------------------
+
+CSV_COLUMNS = (
+    "invoice_id",
+    "tenant",
+    "period",
+    "status",
+    "currency",
+    "line_kind",
+    "description",
+    "quantity",
+    "unit_price",
+    "amount",
+    "invoice_total",
+)
+
+
+def lines_by_invoice(invoices) -> dict[int, list[InvoiceLine]]:
+    """Every line of these invoices in one query. In the operator console (all_tenants) the
+    invoices belong to many tenants, so the lines are read through `unscoped` there."""
+    from tenants.context import current_scope
+
+    manager = InvoiceLine.unscoped if current_scope().all_tenants else InvoiceLine.objects
+    out: dict[int, list[InvoiceLine]] = {invoice.pk: [] for invoice in invoices}
+    for line in manager.filter(invoice_id__in=list(out)).order_by("invoice_id", "id"):
+        out[line.invoice_id].append(line)
+    return out
+
+
+def invoice_number(invoice: Invoice) -> str:
+    return f"INV-{invoice.period:%Y%m}-{invoice.tenant_id:05d}"
+
+
+def invoice_csv(invoices) -> str:
+    """One row per invoice line (plus the invoice's total on every row), for spreadsheets."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    invoices = list(invoices)
+    lines = lines_by_invoice(invoices)
+    for invoice in invoices:
+        for line in lines[invoice.pk]:
+            writer.writerow(
+                [
+                    invoice_number(invoice),
+                    invoice.tenant.slug,
+                    f"{invoice.period:%Y-%m}",
+                    invoice.status,
+                    invoice.currency,
+                    line.kind,
+                    csv_safe(line.description),
+                    str(line.quantity),
+                    str(line.unit_price.normalize()),
+                    str(line.amount),
+                    str(invoice.total),
+                ]
+            )
+    return out.getvalue()
+
+
+def csv_safe(text: str) -> str:
+    """Spreadsheets run a cell that starts with = + - @ as a formula; quote it as text."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def invoice_data(invoice: Invoice, lines: list[InvoiceLine] | None = None) -> dict:
+    if lines is None:
+        lines = lines_by_invoice([invoice])[invoice.pk]
+    return {
+        "id": invoice.pk,
+        "number": invoice_number(invoice),
+        "tenant": invoice.tenant.slug,
+        "period": f"{invoice.period:%Y-%m}",
+        "status": invoice.status,
+        "currency": invoice.currency,
+        "base_fee": str(invoice.base_fee),
+        "overage_amount": str(invoice.overage_amount),
+        "total": str(invoice.total),
+        "tokens": invoice.tokens,
+        "drafted_at": invoice.drafted_at.isoformat(),
+        "finalized_at": invoice.finalized_at.isoformat() if invoice.finalized_at else None,
+        "lines": [
+            {
+                "kind": line.kind,
+                "description": line.description,
+                "quantity": str(line.quantity),
+                "unit_price": str(line.unit_price.normalize()),
+                "amount": str(line.amount),
+            }
+            for line in lines
+        ],
+    }
+
+
+def invoice_json(invoices) -> str:
+    invoices = list(invoices)
+    lines = lines_by_invoice(invoices)
+    return json.dumps({"invoices": [invoice_data(i, lines[i.pk]) for i in invoices]}, indent=2)

@@ -1,0 +1,138 @@
+"""The tenant admin's limits page: month-to-date quota and budget, the tier's rate
+limits, the monthly budget with its soft alert, per-person limits and the most
+recent refusals. Viewing needs billing.view; changing needs billing.limits."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django import forms
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from billing import accounting, limits
+from billing.models import TenantBudget, ThrottleEvent, UserLimit
+from tenants.access import int_or_404
+from tenants.models import Membership
+from tenants.roles import Action, can
+from tenants.services import Actor, ServiceError
+from tenants.views import tenant_view
+
+
+class BudgetForm(forms.Form):
+    monthly_budget = forms.DecimalField(
+        label="Monthly budget (USD)",
+        required=False,
+        min_value=Decimal("0"),
+        max_digits=14,
+        decimal_places=2,
+        help_text="Turns stop when this month's spend (including answers in progress) would pass it. Empty: no budget.",
+        widget=forms.NumberInput(attrs={"step": "0.01", "inputmode": "decimal", "placeholder": "No budget"}),
+    )
+    soft_alert_percent = forms.IntegerField(
+        label="Alert admins at (%)",
+        min_value=1,
+        max_value=100,
+        initial=80,
+        help_text="Once a month, an entry in the audit log when spend crosses this share of the budget.",
+    )
+
+
+class UserLimitForm(forms.Form):
+    requests_per_minute = forms.IntegerField(
+        label="Messages per minute", required=False, min_value=1, max_value=1_000_000
+    )
+    tokens_per_month = forms.IntegerField(label="Tokens per month", required=False, min_value=1, max_value=10**15)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The inputs sit in table cells; they belong to the row's form by its id.
+        for field in self.fields.values():
+            field.widget.attrs["form"] = f"limit-{self.prefix[1:]}"
+            field.widget.attrs["placeholder"] = "—"
+
+
+def _context(request, budget_form=None, user_forms=None) -> dict:
+    tenant = request.tenant
+    budget = TenantBudget.objects.first()
+    month = accounting.month_to_date(tenant)
+    user_limits = {row.user_id: row for row in UserLimit.objects.all()}
+    memberships = list(Membership.objects.select_related("user").order_by("user__email"))
+    user_forms = user_forms or {}
+    rows = []
+    for membership in memberships:
+        limit = user_limits.get(membership.user_id)
+        form = user_forms.get(membership.pk) or UserLimitForm(
+            prefix=f"m{membership.pk}",
+            initial={
+                "requests_per_minute": limit.requests_per_minute if limit else None,
+                "tokens_per_month": limit.tokens_per_month if limit else None,
+            },
+        )
+        rows.append({"membership": membership, "limit": limit, "form": form})
+    spend_percent = month.budget_percent
+    return {
+        "tier": tenant.tier,
+        "month": month,
+        "budget": budget,
+        "spend_percent": spend_percent,
+        "quota_percent": month.quota_percent,
+        "reserved_tokens": month.tokens_reserved,
+        "budget_form": budget_form
+        or BudgetForm(
+            initial={
+                "monthly_budget": budget.monthly_budget if budget else None,
+                "soft_alert_percent": budget.soft_alert_percent if budget else 80,
+            }
+        ),
+        "rows": rows,
+        "throttles": list(ThrottleEvent.objects.order_by("-created_at")[:20]),
+        "can_manage": can(request.membership.role, Action.MANAGE_LIMITS),
+        "billing_limits_url": request.path,
+    }
+
+
+@tenant_view(Action.VIEW_BILLING)
+def limits_page(request):
+    return render(request, "billing/limits.html", _context(request))
+
+
+@require_POST
+@tenant_view(Action.MANAGE_LIMITS)
+def budget_save(request):
+    form = BudgetForm(request.POST)
+    if form.is_valid():
+        try:
+            limits.set_budget(
+                Actor.from_request(request),
+                monthly_budget=form.cleaned_data["monthly_budget"],
+                soft_alert_percent=form.cleaned_data["soft_alert_percent"],
+            )
+        except ServiceError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, "Budget saved.")
+            return redirect("billing:limits", tenant_slug=request.tenant.slug)
+    return render(request, "billing/limits.html", _context(request, budget_form=form), status=400)
+
+
+@require_POST
+@tenant_view(Action.MANAGE_LIMITS)
+def user_limit_save(request, membership_id):
+    membership = get_object_or_404(Membership.objects.select_related("user"), pk=int_or_404(membership_id))
+    form = UserLimitForm(request.POST, prefix=f"m{membership.pk}")
+    if form.is_valid():
+        try:
+            limits.set_user_limit(
+                Actor.from_request(request),
+                membership.user,
+                requests_per_minute=form.cleaned_data["requests_per_minute"],
+                tokens_per_month=form.cleaned_data["tokens_per_month"],
+            )
+        except ServiceError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, f"Limits saved for {membership.user.email}.")
+            return redirect("billing:limits", tenant_slug=request.tenant.slug)
+    return render(request, "billing/limits.html", _context(request, user_forms={membership.pk: form}), status=400)

@@ -1,0 +1,151 @@
+"""Operator billing over the REST API: /api/v1/operator/billing/tenants/ and /api/v1/operator/invoices/.
+
+The same numbers as the console's Billing pages (billing.dashboards.operator_rows,
+billing.invoices.invoice_data). Staff signed in with a browser session only:
+access tokens speak for one tenant, so a bearer token is never an operator
+credential here. Anyone else gets 404, as the console answers, so its existence
+is not advertised. Reads run inside all_tenants().
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import permissions, serializers, viewsets
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.response import Response
+
+from billing import dashboards as d
+from billing import invoices as inv
+from billing.models import Invoice, InvoiceStatus
+from tenants.context import all_tenants
+
+REASON = "operator API: billing"
+
+
+class StaffSessionOnly(permissions.BasePermission):
+    def has_permission(self, request, view) -> bool:
+        from tenants.identity.tokens import AccessToken
+
+        user = request.user
+        if not (user and user.is_authenticated and user.is_active and user.is_staff) or isinstance(
+            request.auth, AccessToken
+        ):
+            raise NotFound()
+        return True
+
+
+def _bad(exc: d.BadQuery):
+    return ValidationError({exc.field: [exc.message]})
+
+
+class OperatorRowSerializer(serializers.Serializer):
+    tenant = serializers.CharField(source="tenant.slug")
+    name = serializers.CharField(source="tenant.name")
+    tier = serializers.CharField(source="tenant.tier.slug")
+    status = serializers.CharField(source="tenant.status")
+    mrr = serializers.DecimalField(max_digits=14, decimal_places=2)
+    tokens = serializers.IntegerField()
+    overage_tokens = serializers.IntegerField()
+    revenue = serializers.DecimalField(max_digits=14, decimal_places=2)
+    cost = serializers.DecimalField(source="cost_cents", max_digits=14, decimal_places=2)
+    gross_margin = serializers.DecimalField(source="margin", max_digits=14, decimal_places=2)
+    margin_percent = serializers.DecimalField(max_digits=8, decimal_places=1, allow_null=True)
+    turns = serializers.IntegerField()
+    throttled_requests = serializers.IntegerField(source="throttled")
+    blocked_turns = serializers.IntegerField(source="blocked")
+    budget = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
+    budget_status = serializers.ChoiceField(choices=["none", "ok", "alert", "stop"])
+
+
+class OperatorTableSerializer(serializers.Serializer):
+    month = serializers.CharField()
+    sort = serializers.CharField()
+    count = serializers.IntegerField()
+    revenue = serializers.DecimalField(max_digits=16, decimal_places=2)
+    cost = serializers.DecimalField(max_digits=16, decimal_places=2)
+    gross_margin = serializers.DecimalField(max_digits=16, decimal_places=2)
+    results = OperatorRowSerializer(many=True)
+
+
+class TenantBillingViewSet(viewsets.ViewSet):
+    """Every tenant's revenue, cost and gross margin for one month."""
+
+    permission_classes = [permissions.IsAuthenticated, StaffSessionOnly]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("month", str, description="YYYY-MM (default: this month)"),
+            OpenApiParameter("sort", str, enum=list(d.OPERATOR_SORTS), description="Default revenue"),
+            OpenApiParameter("dir", str, enum=["asc", "desc"], description="Default desc"),
+            OpenApiParameter("q", str, description="Name or slug contains"),
+        ],
+        responses=OperatorTableSerializer,
+    )
+    def list(self, request):
+        params = request.query_params
+        sort = params.get("sort", "revenue")
+        direction = params.get("dir", "desc")
+        if direction not in ("asc", "desc"):
+            raise ValidationError({"dir": ["Use asc or desc."]})
+        query = params.get("q", "").replace("\x00", "").strip()[:100]
+        try:
+            month = d.parse_month(params.get("month"))
+            with all_tenants(REASON):
+                rows = d.operator_rows(month, query=query, sort=sort, descending=direction == "desc")
+        except d.BadQuery as exc:
+            raise _bad(exc) from None
+        totals = d.operator_totals(rows)
+        data = {
+            "month": f"{month:%Y-%m}",
+            "sort": sort,
+            "count": len(rows),
+            "revenue": totals.revenue,
+            "cost": totals.cost,
+            "gross_margin": totals.margin,
+            "results": rows,
+        }
+        return Response(OperatorTableSerializer(data).data)
+
+
+class OperatorInvoiceViewSet(viewsets.ViewSet):
+    """Every tenant's invoices (the same JSON as the console's export)."""
+
+    permission_classes = [permissions.IsAuthenticated, StaffSessionOnly]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("month", str, description="YYYY-MM"),
+            OpenApiParameter("status", str, enum=["draft", "final"]),
+        ],
+        responses=serializers.JSONField,
+    )
+    def list(self, request):
+        params = request.query_params
+        with all_tenants(REASON):
+            invoices = Invoice.unscoped.select_related("tenant").order_by("-period", "tenant__name")
+            if params.get("month"):
+                try:
+                    invoices = invoices.filter(period=d.parse_month(params["month"]))
+                except d.BadQuery as exc:
+                    raise _bad(exc) from None
+            status = params.get("status")
+            if status is not None:
+                if status not in InvoiceStatus.values:
+                    raise ValidationError({"status": ["Use draft or final."]})
+                invoices = invoices.filter(status=status)
+            invoices = list(invoices[:500])
+            lines = inv.lines_by_invoice(invoices)
+            return Response({"count": len(invoices), "results": [inv.invoice_data(i, lines[i.pk]) for i in invoices]})
+
+    @extend_schema(
+        parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH, description="The invoice's id")],
+        responses=serializers.JSONField,
+    )
+    def retrieve(self, request, pk=None):
+        if not str(pk).isdigit() or len(str(pk)) > 18:
+            raise NotFound()
+        with all_tenants(REASON):
+            invoice = Invoice.unscoped.select_related("tenant").filter(pk=int(pk)).first()
+            if invoice is None:
+                raise NotFound()
+            return Response(inv.invoice_data(invoice))

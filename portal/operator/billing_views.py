@@ -1,0 +1,292 @@
+"""Operator console, billing: every tenant's revenue, cost and margin; invoices.
+
+Staff only (non-staff get 404, like the rest of the console). Cross-tenant reads
+run inside `all_tenants()` (operator_view) and use `unscoped` managers; a
+single tenant's numbers are read inside that tenant's context with the same
+functions the tenant's own dashboard uses, so both always show the same figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse, QueryDict
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from billing import dashboards as d
+from billing import invoices as inv
+from billing.accounting import month_start, next_month
+from billing.models import Invoice, InvoiceStatus
+from billing.views import PALETTE, dashboard_context, invoice_context, invoice_download
+from portal.operator.views import operator_view
+from tenants.audit import client_ip
+from tenants.context import tenant_context
+from tenants.models import Tenant
+from tenants.services import ServiceError
+
+PER_PAGE = 50
+SORT_LABELS = [
+    ("name", "Tenant", False),
+    ("tier", "Tier", False),
+    ("mrr", "MRR", True),
+    ("tokens", "Tokens", True),
+    ("cost", "Cost", True),
+    ("revenue", "Revenue", True),
+    ("margin", "Gross margin", True),
+    ("throttled", "Throttled", True),
+    ("budget", "Budget", True),
+]
+
+
+def _months(current: dt.date, count: int = 12) -> list[dt.date]:
+    out, month = [], month_start()
+    for _ in range(count):
+        out.append(month)
+        month = month_start(month - dt.timedelta(days=1))
+    if current not in out:
+        out.append(current)
+    return out
+
+
+def _table_params(request) -> tuple[dt.date, str, bool, str, str]:
+    """month, sort, descending, query, error."""
+    error = ""
+    try:
+        month = d.parse_month(request.GET.get("month"))
+    except d.BadQuery as exc:
+        month, error = month_start(), exc.message
+    sort = request.GET.get("sort", "revenue")
+    if sort not in d.OPERATOR_SORTS:
+        sort, error = "revenue", error or f"Unknown sort; use one of: {', '.join(d.OPERATOR_SORTS)}."
+    descending = request.GET.get("dir", "desc") != "asc"
+    query = request.GET.get("q", "").replace("\x00", "").strip()[:100]
+    return month, sort, descending, query, error
+
+
+def _qs(month: dt.date, sort: str, descending: bool, query: str, **changes) -> str:
+    q = QueryDict(mutable=True)
+    q["month"] = f"{month:%Y-%m}"
+    q["sort"], q["dir"] = sort, "desc" if descending else "asc"
+    if query:
+        q["q"] = query
+    for key, value in changes.items():
+        q[key] = value
+    return q.urlencode()
+
+
+@operator_view
+def billing_overview(request):
+    month, sort, descending, query, error = _table_params(request)
+    rows = d.operator_rows(month, query=query, sort=sort, descending=descending)
+    if request.GET.get("format") == "csv":
+        return _overview_csv(rows, month)
+    page = Paginator(rows, PER_PAGE).get_page(request.GET.get("page"))
+    headers = []
+    for key, label, numeric in SORT_LABELS:
+        active = key == sort
+        # Clicking the active column flips the direction; a new column starts with the largest first.
+        next_desc = (not descending) if active else numeric
+        headers.append(
+            {
+                "key": key,
+                "label": label,
+                "numeric": numeric,
+                "active": active,
+                "aria_sort": ("descending" if descending else "ascending") if active else "",
+                "query": _qs(month, key, next_desc, query),
+            }
+        )
+    previous_month = month_start(month - dt.timedelta(days=1))
+    context = {
+        "page": page,
+        "totals": d.operator_totals(rows),
+        "month": month,
+        "months": [(m, _qs(m, sort, descending, query)) for m in _months(month)],
+        "previous_query": _qs(previous_month, sort, descending, query),
+        "next_query": _qs(next_month(month), sort, descending, query) if next_month(month) <= month_start() else "",
+        "headers": headers,
+        "sort": sort,
+        "descending": descending,
+        "q": query,
+        "error": error,
+        "csv_query": _qs(month, sort, descending, query, format="csv"),
+        "is_current_month": month == month_start(),
+    }
+    return render(request, "operator/billing.html", context, status=400 if error else 200)
+
+
+def _overview_csv(rows, month: dt.date) -> HttpResponse:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "tenant",
+            "name",
+            "tier",
+            "mrr",
+            "tokens",
+            "overage_tokens",
+            "revenue",
+            "cost",
+            "gross_margin",
+            "margin_percent",
+            "turns",
+            "throttled_requests",
+            "blocked_turns",
+            "budget",
+            "budget_status",
+        ]
+    )
+    for r in rows:
+        writer.writerow(
+            [
+                r.tenant.slug,
+                inv.csv_safe(r.tenant.name),
+                r.tenant.tier.slug,
+                r.mrr,
+                r.tokens,
+                r.overage_tokens,
+                r.revenue,
+                r.cost_cents,
+                r.margin,
+                r.margin_percent if r.margin_percent is not None else "",
+                r.turns,
+                r.throttled,
+                r.blocked,
+                r.budget if r.budget is not None else "",
+                r.budget_status,
+            ]
+        )
+    response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="tenants-billing-{month:%Y-%m}.csv"'
+    return response
+
+
+@operator_view
+def billing_tenant(request, slug):
+    tenant = get_object_or_404(Tenant.objects.select_related("tier"), slug=slug)
+    with tenant_context(tenant):
+        try:
+            window, error = d.parse_window(request.GET, default_preset="month"), ""
+        except d.BadQuery as exc:
+            window, error = d.parse_window(QueryDict(), default_preset="month"), exc.message
+        context = dashboard_context(request, tenant, window, error)
+        row = d.operator_row(tenant, month_start())
+        context.update(
+            {
+                "tenant": tenant,
+                "row": row,
+                "invoices": list(Invoice.objects.select_related("tenant").order_by("-period")[:12]),
+                "palette": PALETTE,
+            }
+        )
+        return render(request, "operator/billing_tenant.html", context, status=400 if error else 200)
+
+
+# --- invoices ---------------------------------------------------------------------------------
+
+
+@operator_view
+def billing_invoices(request):
+    status = request.GET.get("status", "")
+    invoices = Invoice.unscoped.select_related("tenant").order_by("-period", "tenant__name")
+    error = ""
+    month = None
+    if request.GET.get("month"):
+        try:
+            month = d.parse_month(request.GET.get("month"))
+        except d.BadQuery as exc:
+            error = exc.message
+        else:
+            invoices = invoices.filter(period=month)
+    if status in InvoiceStatus.values:
+        invoices = invoices.filter(status=status)
+    page = Paginator(invoices, PER_PAGE).get_page(request.GET.get("page"))
+    last_month = month_start(month_start() - dt.timedelta(days=1))
+    context = {
+        "page": page,
+        "invoices": page.object_list,
+        "status": status,
+        "month": month,
+        "months": _months(month or month_start()),
+        "error": error,
+        "draft_month": last_month,
+        "current_month": month_start(),
+    }
+    return render(request, "operator/billing_invoices.html", context, status=400 if error else 200)
+
+
+@require_POST
+@operator_view
+def billing_invoices_draft(request):
+    try:
+        month = d.parse_month(request.POST.get("month"))
+    except d.BadQuery as exc:
+        messages.error(request, exc.message)
+        return redirect("operator:billing_invoices")
+    if month > month_start():
+        messages.error(request, "That month has not started yet.")
+        return redirect("operator:billing_invoices")
+    count = inv.draft_all(month)
+    messages.success(
+        request,
+        f"Drafted {month:%B %Y} for {count} tenant{'s' if count != 1 else ''}; final invoices were left as they are.",
+    )
+    return redirect(f"{reverse('operator:billing_invoices')}?month={month:%Y-%m}")
+
+
+@operator_view
+def billing_invoices_export(request):
+    fmt = request.GET.get("format", "csv")
+    if fmt not in ("csv", "json"):
+        return HttpResponse("Unknown format; use csv or json.", status=400, content_type="text/plain; charset=utf-8")
+    try:
+        month = d.parse_month(request.GET.get("month"))
+    except d.BadQuery as exc:
+        return HttpResponse(exc.message, status=400, content_type="text/plain; charset=utf-8")
+    invoices = list(Invoice.unscoped.filter(period=month).select_related("tenant").order_by("tenant__name"))
+    return invoice_download(invoices, fmt, f"invoices-{month:%Y-%m}")
+
+
+def _invoice(invoice_id) -> Invoice:
+    invoice = Invoice.unscoped.select_related("tenant", "tenant__tier", "finalized_by").filter(pk=invoice_id).first()
+    if invoice is None:
+        raise Http404
+    return invoice
+
+
+@operator_view
+def billing_invoice(request, invoice_id):
+    invoice = _invoice(invoice_id)
+    context = invoice_context(invoice)
+    context["can_finalise"] = invoice.status == InvoiceStatus.DRAFT and next_month(invoice.period) <= d.today()
+    context["margin"] = invoice.total - invoice.cost.quantize(inv.CENTS)
+    return render(request, "operator/billing_invoice.html", context)
+
+
+@require_POST
+@operator_view
+def billing_invoice_finalise(request, invoice_id):
+    invoice = _invoice(invoice_id)
+    try:
+        invoice = inv.finalise_invoice(request.user, invoice, ip=client_ip(request))
+    except ServiceError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"{inv.invoice_number(invoice)} is final: {invoice.currency} {invoice.total}.")
+    return redirect("operator:billing_invoice", invoice_id=invoice.pk)
+
+
+@operator_view
+def billing_invoice_export(request, invoice_id):
+    invoice = _invoice(invoice_id)
+    fmt = request.GET.get("format", "csv")
+    if fmt not in ("csv", "json"):
+        return HttpResponse("Unknown format; use csv or json.", status=400, content_type="text/plain; charset=utf-8")
+    return invoice_download([invoice], fmt, inv.invoice_number(invoice))

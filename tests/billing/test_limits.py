@@ -1,0 +1,235 @@
+"""Limits: budget, quota, per-user, concurrency and rate limits refuse a turn before
+anything is written, answer 402/429 with Retry-After, and leave a ThrottleEvent."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from agents.models import Invocation, Message
+from billing import limits
+from billing.models import ModelPrice, MonthlyUsage, PriceBook, TenantBudget, ThrottleEvent, UsageDaily, UserLimit
+from tenants.context import tenant_context
+from tests.billing.helpers import actor, ask, ask_and_run, run
+
+pytestmark = pytest.mark.django_db
+
+
+def set_tier(side, **fields):
+    tier = side.tenant.tier
+    for name, value in fields.items():
+        setattr(tier, name, value)
+    tier.save()
+    side.tenant.refresh_from_db()
+
+
+@pytest.fixture
+def pricey(db):
+    """A price book at 1.00 per 1k tokens, so a turn's estimate is about 1.03 (budgets are in cents)."""
+    book = PriceBook.objects.create(version=1, effective_from=timezone.now() - dt.timedelta(days=1))
+    ModelPrice.objects.create(price_book=book, model_key="offline-small", per_1k_input=1, per_1k_output=1)
+    return book
+
+
+def estimate(catalogue, text="What is the refund window?") -> tuple[int, Decimal]:
+    return limits.estimate_turn(catalogue.offering, text)
+
+
+def refused(side, catalogue, text="What is the refund window?", role="member") -> limits.LimitExceeded:
+    with pytest.raises(limits.LimitExceeded) as caught:
+        ask(side, catalogue.helpdesk, text, role)
+    return caught.value
+
+
+def written(side) -> tuple[int, int]:
+    with tenant_context(side.tenant):
+        return Message.objects.count(), Invocation.objects.count()
+
+
+def test_the_budget_stops_the_turn_that_would_overspend_and_records_why(world, catalogue, runtime, pricey):
+    tokens, cost = estimate(catalogue)
+    with tenant_context(world.a.tenant):
+        TenantBudget.objects.create(monthly_budget=(cost * 2).quantize(Decimal("0.01"), rounding="ROUND_UP"))
+    # Room for two reservations (the budget is rounded up to cents, less than a third turn's estimate).
+    set_tier(world.a, concurrent_sessions=10)
+    ask(world.a, catalogue.helpdesk)
+    ask(world.a, catalogue.helpdesk)
+    before = written(world.a)
+    refusal = refused(world.a, catalogue)
+    assert (refusal.status, refusal.code, refusal.kind) == (402, "budget_exceeded", "budget")
+    assert "monthly budget" in str(refusal.messages[0])
+    assert refusal.retry_after and refusal.retry_after > 0
+    assert written(world.a) == before  # nothing of the refused turn was written
+    with tenant_context(world.a.tenant):
+        throttle = ThrottleEvent.objects.get()
+        daily = UsageDaily.objects.get(throttled_requests=1)
+        month = MonthlyUsage.objects.get(user_key=0)
+    assert (throttle.kind, throttle.status, throttle.user_id) == ("budget", 402, world.a.member.pk)
+    assert throttle.model_key == "offline-small" and throttle.agent_slug == "helpdesk"
+    assert throttle.message == refusal.messages[0] and throttle.message.startswith("Your organisation's monthly budget")
+    assert daily.turns == 0
+    assert month.tokens_reserved == 2 * tokens  # the refused turn's reservation rolled back
+
+
+def test_tenant_b_is_not_affected_by_tenant_a_budget(world, catalogue, runtime):
+    with tenant_context(world.a.tenant):
+        TenantBudget.objects.create(monthly_budget=Decimal("0"))
+    refused(world.a, catalogue)
+    assert ask(world.b, catalogue.helpdesk).status == "queued"
+
+
+def test_finished_turns_free_the_budget_their_estimate_held(world, catalogue, runtime, pricey):
+    tokens, cost = estimate(catalogue)
+    with tenant_context(world.a.tenant):
+        TenantBudget.objects.create(monthly_budget=(cost * Decimal("1.5")).quantize(Decimal("0.01")))
+    runtime.events = [{"type": "delta", "text": "Yes."}, {"type": "usage", "input_tokens": 10, "output_tokens": 10}]
+    invocation = ask(world.a, catalogue.helpdesk)
+    refused(world.a, catalogue)  # the first turn's estimate holds the budget
+    run(world.a, invocation)  # real usage (20 tokens, 0.02) is far below the 1024-token output estimate
+    assert ask(world.a, catalogue.helpdesk).status == "queued"
+
+
+def test_the_token_quota_refuses_when_overage_is_not_allowed(world, catalogue, runtime):
+    tokens, _ = estimate(catalogue)
+    set_tier(world.a, included_tokens=tokens, overage_allowed=False)
+    ask(world.a, catalogue.helpdesk)
+    refusal = refused(world.a, catalogue)
+    assert (refusal.status, refusal.code) == (402, "quota_exceeded")
+    set_tier(world.a, overage_allowed=True)
+    assert ask(world.a, catalogue.helpdesk).status == "queued"
+
+
+def test_per_user_monthly_tokens_stop_that_user_only(world, catalogue, runtime):
+    tokens, _ = estimate(catalogue)
+    with tenant_context(world.a.tenant):
+        UserLimit.objects.create(user=world.a.member, tokens_per_month=tokens)
+    ask(world.a, catalogue.helpdesk)
+    refusal = refused(world.a, catalogue)
+    assert (refusal.status, refusal.code) == (402, "user_token_limit")
+    assert ask(world.a, catalogue.helpdesk, role="admin").status == "queued"
+
+
+def test_per_user_requests_per_minute(world, catalogue, runtime, limiter):
+    with tenant_context(world.a.tenant):
+        UserLimit.objects.create(user=world.a.member, requests_per_minute=2)
+    ask(world.a, catalogue.helpdesk)
+    ask(world.a, catalogue.helpdesk)
+    refusal = refused(world.a, catalogue)
+    assert (refusal.status, refusal.kind) == (429, "user_rpm")
+    assert 1 <= refusal.retry_after <= 30
+    assert ask(world.a, catalogue.helpdesk, role="admin").status == "queued"
+
+
+@pytest.fixture(params=["database", "redis"])
+def limiter(request, settings):
+    """Both rate limiters: the database GCRA (no REDIS_URL) and the Redis Lua script."""
+    if request.param == "database":
+        settings.REDIS_URL = ""
+    elif not settings.REDIS_URL:
+        pytest.skip("REDIS_URL is not set")
+    return request.param
+
+
+def test_tenant_requests_per_minute_from_the_tier(world, catalogue, runtime, limiter):
+    set_tier(world.a, requests_per_minute=3)
+    for _ in range(3):
+        ask(world.a, catalogue.helpdesk)
+    refusal = refused(world.a, catalogue)
+    assert (refusal.status, refusal.kind, refusal.code) == (429, "rpm", "rate_limited")
+    assert "3 messages a minute" in refusal.messages[0]
+    assert 1 <= refusal.retry_after <= 20  # one request's interval (20 s) at 3/min
+
+
+def test_tokens_per_minute_from_the_tier(world, catalogue, runtime, limiter):
+    tokens, _ = estimate(catalogue)
+    set_tier(world.a, tokens_per_minute=tokens * 2)
+    ask(world.a, catalogue.helpdesk)
+    ask(world.a, catalogue.helpdesk)
+    assert refused(world.a, catalogue).kind == "tpm"
+
+
+def test_concurrent_sessions_count_unfinished_turns(world, catalogue, runtime):
+    set_tier(world.a, concurrent_sessions=2)
+    first = ask(world.a, catalogue.helpdesk)
+    ask(world.a, catalogue.helpdesk)
+    refusal = refused(world.a, catalogue)
+    assert (refusal.status, refusal.kind) == (429, "concurrency")
+    run(world.a, first)
+    assert ask(world.a, catalogue.helpdesk).status == "queued"
+
+
+def test_a_retry_is_admitted_like_a_new_message(world, catalogue, runtime):
+    from agents import services
+    from agents.runtime_gateway import RuntimeRejected
+
+    runtime.events = [RuntimeRejected("nope")]
+    failed = ask_and_run(world.a, catalogue.helpdesk)
+    with tenant_context(world.a.tenant):
+        TenantBudget.objects.create(monthly_budget=Decimal("0"))
+        with pytest.raises(limits.LimitExceeded):
+            services.retry_turn(actor(world.a), Invocation.objects.get(pk=failed.pk))
+        assert ThrottleEvent.objects.filter(kind="budget").count() == 1
+
+
+def test_the_api_answers_a_limit_with_problem_json_and_retry_after(client, world, catalogue, runtime):
+    set_tier(world.a, requests_per_minute=1)
+    client.force_login(world.a.member)
+    base = f"/api/v1/tenants/{world.a.tenant.slug}/conversations/"
+    statuses = []
+    for _ in range(2):
+        conversation = client.post(base, {"agent": catalogue.helpdesk.pk}, content_type="application/json").json()
+        response = client.post(f"{base}{conversation['id']}/messages/", {"text": "Hi"}, content_type="application/json")
+        statuses.append(response.status_code)
+    assert statuses == [202, 429]
+    assert response["Content-Type"] == "application/problem+json"
+    assert int(response["Retry-After"]) >= 1
+    body = response.json()
+    assert (body["status"], body["code"], body["limit"]) == (429, "rate_limited", "rpm")
+    assert "1 messages a minute" in body["detail"]
+
+
+def test_the_composer_shows_the_reason_with_429_and_retry_after(client, world, catalogue, runtime):
+    with tenant_context(world.a.tenant):
+        TenantBudget.objects.create(monthly_budget=Decimal("0"))
+    client.force_login(world.a.member)
+    with tenant_context(world.a.tenant):
+        from agents import services
+
+        conversation = services.start_conversation(actor(world.a), catalogue.helpdesk.pk)
+    response = client.post(
+        f"/t/{world.a.tenant.slug}/chat/{conversation.pk}/messages/", {"text": "Hi"}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 402
+    assert int(response["Retry-After"]) >= 1
+    assert "monthly budget" in response.content.decode()
+    assert "composer-alert" in response.content.decode()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the grants are PostgreSQL's")
+def test_the_app_role_cannot_update_or_delete_usage_events(world, catalogue, runtime):
+    from django.db import ProgrammingError, transaction
+
+    ask_and_run(world.a, catalogue.helpdesk)
+    with tenant_context(world.a.tenant):
+        for statement in ("UPDATE billing_usageevent SET cost = 0", "DELETE FROM billing_usageevent"):
+            with pytest.raises(ProgrammingError, match="permission denied"), transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute(statement)
+
+
+def test_the_api_retry_answers_a_limit_with_402(client, world, catalogue, runtime):
+    from agents.runtime_gateway import RuntimeRejected
+
+    runtime.events = [RuntimeRejected("nope")]
+    failed = ask_and_run(world.a, catalogue.helpdesk)
+    with tenant_context(world.a.tenant):
+        TenantBudget.objects.create(monthly_budget=Decimal("0"))
+    client.force_login(world.a.member)
+    response = client.post(f"/api/v1/tenants/{world.a.tenant.slug}/invocations/{failed.pk}/retry/")
+    assert response.status_code == 402
+    assert response.json()["code"] == "budget_exceeded"
+    assert int(response["Retry-After"]) >= 1

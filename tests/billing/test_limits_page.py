@@ -1,0 +1,125 @@
+"""The limits page: who may see and change it, what it saves, and that it audits."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from billing.models import TenantBudget, UserLimit
+from tenants.context import tenant_context
+from tenants.models import AuditLog
+from tests.portal.test_malformed_input import BAD_FORM_BODIES
+
+pytestmark = pytest.mark.django_db
+
+URL = "/t/alpha/billing/limits/"
+
+
+def test_admins_set_the_budget_and_it_is_audited(client, world):
+    client.force_login(world.a.admin)
+    response = client.post(URL + "budget/", {"monthly_budget": "250.50", "soft_alert_percent": "70"})
+    assert response.status_code == 302
+    with tenant_context(world.a.tenant):
+        budget = TenantBudget.objects.get()
+        entry = AuditLog.objects.get(action="billing.budget_set")
+    assert (budget.monthly_budget, budget.soft_alert_percent) == (Decimal("250.50"), 70)
+    assert entry.after == {"monthly_budget": "250.50", "soft_alert_percent": 70}
+    assert entry.actor_id == world.a.admin.pk
+    # Empty means no budget.
+    client.post(URL + "budget/", {"monthly_budget": "", "soft_alert_percent": "70"})
+    with tenant_context(world.a.tenant):
+        assert TenantBudget.objects.get().monthly_budget is None
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"monthly_budget": "-1", "soft_alert_percent": "80"},
+        {"monthly_budget": "abc", "soft_alert_percent": "80"},
+        {"monthly_budget": "10", "soft_alert_percent": "0"},
+        {"monthly_budget": "10", "soft_alert_percent": "101"},
+        {"monthly_budget": "1e999", "soft_alert_percent": "80"},
+        {},
+    ],
+)
+def test_bad_budget_input_is_a_form_error_not_a_500(client, world, payload):
+    client.force_login(world.a.admin)
+    response = client.post(URL + "budget/", payload)
+    assert response.status_code == 400
+    assert "field-errors" in response.content.decode()
+    with tenant_context(world.a.tenant):
+        assert not TenantBudget.objects.exists()
+
+
+def test_admins_set_and_clear_a_persons_limits(client, world):
+    client.force_login(world.a.owner)
+    membership = world.a.memberships["member"]
+    prefix = f"m{membership.pk}-"
+    url = f"{URL}people/{membership.pk}/"
+    assert (
+        client.post(url, {prefix + "requests_per_minute": "5", prefix + "tokens_per_month": "9000"}).status_code == 302
+    )
+    with tenant_context(world.a.tenant):
+        limit = UserLimit.objects.get()
+    assert (limit.user_id, limit.requests_per_minute, limit.tokens_per_month) == (world.a.member.pk, 5, 9000)
+    assert client.post(url, {prefix + "requests_per_minute": "0"}).status_code == 400
+    assert client.post(url, {prefix + "requests_per_minute": "", prefix + "tokens_per_month": ""}).status_code == 302
+    with tenant_context(world.a.tenant):
+        assert not UserLimit.objects.exists()
+        assert AuditLog.objects.filter(action="billing.user_limit_set").count() == 2
+
+
+def test_the_billing_role_sees_the_page_without_forms_and_cannot_post(client, world):
+    client.force_login(world.a.billing)
+    page = client.get(URL)
+    assert page.status_code == 200
+    assert "Save budget" not in page.content.decode()
+    assert client.post(URL + "budget/", {"monthly_budget": "1", "soft_alert_percent": "80"}).status_code == 403
+
+
+def test_members_cannot_see_the_page(client, world):
+    client.force_login(world.a.member)
+    assert client.get(URL).status_code == 403
+
+
+def test_a_membership_of_another_tenant_is_404(client, world):
+    client.force_login(world.a.admin)
+    foreign = world.b.memberships["member"]
+    response = client.post(f"{URL}people/{foreign.pk}/", {f"m{foreign.pk}-requests_per_minute": "5"})
+    assert response.status_code == 404
+    assert client.post(f"{URL}people/not-a-number/", {}).status_code == 404
+
+
+def test_operators_switch_a_tiers_overage_off(client, world, operator):
+    from tenants.models import Tier
+
+    client.force_login(operator)
+    tier = world.a.tenant.tier
+    form = {
+        "name": tier.name,
+        "slug": tier.slug,
+        "monthly_price": "100.00",
+        "included_tokens": "1000",
+        "overage_price_per_1k_tokens": "0.002",
+        "requests_per_minute": "60",
+        "tokens_per_minute": "100000",
+        "concurrent_sessions": "5",
+        "allowed_models": "",
+        "default_features": ["chat"],
+        "celery_queue": tier.celery_queue,
+    }
+    assert client.get(f"/operator/tiers/{tier.slug}/").content.decode().count('name="overage_allowed"') == 1
+    assert client.post(f"/operator/tiers/{tier.slug}/", form).status_code == 302  # unchecked box: off
+    assert Tier.objects.get(pk=tier.pk).overage_allowed is False
+    assert client.post(f"/operator/tiers/{tier.slug}/", {**form, "overage_allowed": "on"}).status_code == 302
+    assert Tier.objects.get(pk=tier.pk).overage_allowed is True
+
+
+@pytest.mark.parametrize(("name", "body", "content_type"), BAD_FORM_BODIES)
+def test_a_malformed_budget_form_never_fails(client, world, name, body, content_type):
+    client.force_login(world.a.owner)
+    response = client.generic("POST", URL + "budget/", body, content_type)
+    assert response.status_code == 400
+    with tenant_context(world.a.tenant):
+        assert not TenantBudget.objects.exists()

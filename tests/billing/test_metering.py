@@ -1,0 +1,193 @@
+"""Metering: every turn priced from the price book in force, rolled up in the same
+transaction, its reservation settled; replays change nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from agents import turns
+from agents.guardrails import enforce
+from agents.models import Invocation
+from billing import accounting
+from billing.models import (
+    ModelPrice,
+    MonthlyUsage,
+    PriceBook,
+    Reservation,
+    TenantBudget,
+    UsageDaily,
+    UsageEvent,
+)
+from tenants.context import tenant_context
+from tenants.models import AuditLog
+from tests.billing.helpers import ask, ask_and_run, run
+
+pytestmark = pytest.mark.django_db
+
+
+def price_book(version: int, *, input_price: str, output_price: str, tool: str = "0", runtime: str = "0", ago=1):
+    book = PriceBook.objects.create(
+        version=version,
+        effective_from=timezone.now() - dt.timedelta(days=ago),
+        per_tool_call=Decimal(tool),
+        per_runtime_second=Decimal(runtime),
+    )
+    ModelPrice.objects.create(
+        price_book=book,
+        model_key="offline-small",
+        per_1k_input=Decimal(input_price),
+        per_1k_output=Decimal(output_price),
+    )
+    return book
+
+
+def rollup_sums(side) -> dict:
+    with tenant_context(side.tenant):
+        return accounting.rollup_totals()
+
+
+def test_a_turn_is_priced_from_the_book_in_force_and_records_its_version(world, catalogue, runtime):
+    price_book(1, input_price="0.5", output_price="0.5", ago=30)
+    price_book(2, input_price="0.010", output_price="0.020", tool="0.05", ago=1)  # in force now
+    price_book(3, input_price="9", output_price="9", ago=-5)  # not yet in force
+    runtime.events = [
+        {"type": "delta", "text": "Thirty days."},
+        {"type": "tool_call", "name": "lookup", "input": {}},
+        {"type": "usage", "input_tokens": 1200, "output_tokens": 300},
+    ]
+    invocation = ask_and_run(world.a, catalogue.helpdesk)
+
+    with tenant_context(world.a.tenant):
+        event = UsageEvent.objects.get()
+        daily = UsageDaily.objects.get()
+        month = MonthlyUsage.objects.get(user_key=0)
+        reservation = Reservation.objects.get(invocation_id=invocation.pk)
+    # 1.2k × 0.010 + 0.3k × 0.020 + 1 tool call × 0.05 (+ runtime seconds × 0)
+    assert event.cost == Decimal("0.06800000")
+    assert event.price_book_version == 2
+    assert (event.input_tokens, event.output_tokens, event.tool_calls, event.outcome) == (1200, 300, 1, "done")
+    assert event.latency_ms is not None
+    assert (daily.turns, daily.input_tokens, daily.output_tokens, daily.tool_calls) == (1, 1200, 300, 1)
+    assert daily.cost == event.cost
+    assert daily.user_key == world.a.member.pk and daily.agent_slug == "helpdesk"
+    assert sum(getattr(daily, f) for f in ("lat_le_250", "lat_le_500", "lat_le_1000", "lat_gt_30000")) == 1
+    # The reservation (estimate incl. 1024 output tokens) is replaced by the real usage.
+    assert reservation.status == "settled" and reservation.tokens > 1024
+    assert (month.tokens_used, month.tokens_reserved, month.cost_reserved) == (1500, 0, 0)
+    assert month.cost_used == event.cost
+
+
+def test_without_a_price_book_the_catalogue_prices_apply_as_version_0(world, catalogue, runtime):
+    ask_and_run(world.a, catalogue.helpdesk)
+    with tenant_context(world.a.tenant):
+        event = UsageEvent.objects.get()
+    # catalogue: 0.001 / 0.002 per 1k → 1.2 × 0.001 + 0.3 × 0.002
+    assert (event.cost, event.price_book_version) == (Decimal("0.00180000"), 0)
+
+
+def test_replaying_a_finished_turn_leaves_every_sum_unchanged(world, catalogue, runtime):
+    invocation = ask_and_run(world.a, catalogue.helpdesk)
+    before = rollup_sums(world.a)
+    with tenant_context(world.a.tenant):
+        month_before = list(MonthlyUsage.objects.order_by("user_key").values())
+    for _ in range(5):
+        # A redelivered task finds the turn final and does nothing…
+        assert run(world.a, invocation) == "done"
+        # …and even a forced second finish/record cannot bill twice.
+        with tenant_context(world.a.tenant):
+            fresh = Invocation.objects.select_related("agent").get(pk=invocation.pk)
+            turns._finish(fresh, "again", "done", {"input_tokens": 999, "output_tokens": 999}, [], [], 0)
+            from billing import metering
+
+            assert (
+                metering.record_turn(
+                    fresh,
+                    outcome="done",
+                    offering=catalogue.offering,
+                    input_tokens=5,
+                    output_tokens=5,
+                    tool_calls=0,
+                    runtime_seconds=Decimal("1"),
+                    estimated=False,
+                )
+                is None
+            )
+    with tenant_context(world.a.tenant):
+        assert UsageEvent.objects.count() == 1
+        assert list(MonthlyUsage.objects.order_by("user_key").values()) == month_before
+    assert rollup_sums(world.a) == before
+
+
+def test_a_failed_turn_gives_its_reservation_back(world, catalogue, runtime):
+    from agents.runtime_gateway import RuntimeRejected
+
+    runtime.events = [RuntimeRejected("model refused")]
+    invocation = ask(world.a, catalogue.helpdesk)
+    with tenant_context(world.a.tenant):
+        held = MonthlyUsage.objects.get(user_key=0)
+    assert held.tokens_reserved > 0 and held.cost_reserved > 0
+    run(world.a, invocation)
+    with tenant_context(world.a.tenant):
+        after = MonthlyUsage.objects.get(user_key=0)
+        event = UsageEvent.objects.get()
+        daily = UsageDaily.objects.get()
+    assert (after.tokens_reserved, after.cost_reserved, after.tokens_used) == (0, 0, 0)
+    assert (event.outcome, event.input_tokens, event.output_tokens) == ("failed", 0, 0)
+    assert (daily.turns, daily.failed_turns) == (1, 1)
+
+
+def test_a_turn_blocked_at_the_input_counts_as_a_blocked_turn_with_no_usage(world, catalogue, runtime, monkeypatch):
+    monkeypatch.setattr(
+        "agents.guardrails.enforce.screen_input",
+        lambda tenant, user, text: enforce.InputVerdict(
+            text="[blocked]", blocked=True, message="Not allowed.", checks=3
+        ),
+    )
+    invocation = ask(world.a, catalogue.helpdesk, "my card is 4111 1111 1111 1111")
+    with tenant_context(world.a.tenant):
+        event = UsageEvent.objects.get(invocation_id=invocation.pk)
+        daily = UsageDaily.objects.get()
+        month = MonthlyUsage.objects.get(user_key=0)
+    assert (event.outcome, event.input_tokens + event.output_tokens, event.cost) == ("blocked", 0, 0)
+    assert event.guardrail_checks == 3 and event.latency_ms is None
+    assert (daily.turns, daily.blocked_turns, daily.guardrail_checks, daily.lat_le_250) == (1, 1, 3, 0)
+    assert (month.tokens_reserved, month.cost_reserved) == (0, 0)
+    assert runtime.calls == []
+
+
+def test_crossing_the_soft_alert_threshold_alerts_once_a_month(world, catalogue, runtime):
+    price_book(1, input_price="0.1", output_price="0.1")  # 1.5k tokens → 0.15 a turn
+    with tenant_context(world.a.tenant):
+        TenantBudget.objects.create(monthly_budget=Decimal("1.00"), soft_alert_percent=25)
+    ask_and_run(world.a, catalogue.helpdesk)  # 0.15: under 25 %
+    with tenant_context(world.a.tenant):
+        assert not AuditLog.objects.filter(action="billing.budget_soft_alert").exists()
+    ask_and_run(world.a, catalogue.helpdesk)  # 0.30: crosses 25 %
+    ask_and_run(world.a, catalogue.helpdesk)  # 0.45: already alerted this month
+    with tenant_context(world.a.tenant):
+        alerts = list(AuditLog.objects.filter(action="billing.budget_soft_alert"))
+        budget = TenantBudget.objects.get()
+    assert len(alerts) == 1
+    assert alerts[0].after["cost_used"] == "0.30"
+    assert budget.alerted_month == accounting.month_start()
+
+
+def test_usage_events_refuse_updates_and_deletes(world, catalogue, runtime):
+    ask_and_run(world.a, catalogue.helpdesk)
+    with tenant_context(world.a.tenant):
+        event = UsageEvent.objects.get()
+        with pytest.raises(ValueError):
+            event.save()
+        with pytest.raises(ValueError):
+            event.delete()
+
+
+def test_latency_percentiles_come_from_the_histogram():
+    buckets = {"lat_le_250": 50, "lat_le_500": 40, "lat_le_1000": 10}
+    assert accounting.latency_percentile(buckets, 50) == 250
+    assert 250 < accounting.latency_percentile(buckets, 95) <= 1000
+    assert accounting.latency_percentile({}, 50) is None

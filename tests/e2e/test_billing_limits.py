@@ -1,0 +1,82 @@
+"""A tenant admin sets the budget and a person's limit; the person then hits the
+budget in the chat composer and sees why (402, the reason in the composer)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from playwright.sync_api import expect
+
+from billing.models import TenantBudget, ThrottleEvent, UserLimit
+from tenants.context import tenant_context
+from tests import factories
+from tests.agents.helpers import make_catalogue
+
+pytestmark = pytest.mark.browser
+
+SHOTS = Path(settings.BASE_DIR) / "var" / "screenshots" / "billing"
+
+
+def sign_in(page, email: str) -> None:
+    page.goto("/accounts/login/")
+    page.fill("#id_login", email)
+    page.fill("#id_password", factories.PASSWORD)
+    page.click("#login-form button[type=submit]")
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"limits-{name}.png"), full_page=True)
+
+
+def test_an_admin_sets_limits_and_a_member_meets_the_budget(world, live_server, launch_browser, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    make_catalogue(world.a.tenant, world.b.tenant)
+    browser = launch_browser()
+
+    admin = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900}).new_page()
+    sign_in(admin, world.a.admin.email)
+    admin.goto("/t/alpha/billing/limits/")
+    expect(admin.locator("h1")).to_contain_text("Limits and budget")
+    shot(admin, "01-empty")
+
+    admin.fill("[name=monthly_budget]", "-5")
+    admin.click("text=Save budget")
+    expect(admin.locator(".field-errors")).to_be_visible()
+    shot(admin, "02-invalid-budget")
+
+    admin.fill("[name=monthly_budget]", "0")
+    admin.fill("[name=soft_alert_percent]", "75")
+    admin.click("text=Save budget")
+    expect(admin.locator(".flash-success")).to_contain_text("Budget saved")
+
+    member_row = admin.locator(f'#people-limits tr[data-email="{world.a.member.email}"]')
+    member_row.locator("input[name$=requests_per_minute]").fill("10")
+    member_row.locator("input[name$=tokens_per_month]").fill("50000")
+    member_row.locator("button", has_text="Save").click()
+    expect(admin.locator(".flash-success")).to_contain_text(f"Limits saved for {world.a.member.email}")
+    with tenant_context(world.a.tenant):
+        assert TenantBudget.objects.get().monthly_budget == Decimal("0.00")
+        limit = UserLimit.objects.get(user=world.a.member)
+        assert (limit.requests_per_minute, limit.tokens_per_month) == (10, 50000)
+
+    # The member asks; the budget (0) refuses the turn, and the composer says why.
+    member = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 800}).new_page()
+    sign_in(member, world.a.member.email)
+    member.goto("/t/alpha/chat/")
+    member.locator("#new-conversation button[name=agent]").first.click()
+    member.fill("[data-composer-input]", "What is the refund window?")
+    with member.expect_response(lambda r: r.url.endswith("/messages/")) as answer:
+        member.locator("#composer button[type=submit]").click()
+    assert answer.value.status == 402
+    expect(member.locator("#composer-error")).to_contain_text("monthly budget")
+    shot(member, "03-composer-refused")
+
+    admin.goto("/t/alpha/billing/limits/")
+    expect(admin.locator("#refusals")).to_contain_text("Monthly budget")
+    shot(admin, "04-with-refusal")
+    with tenant_context(world.a.tenant):
+        assert ThrottleEvent.objects.filter(kind="budget").count() == 1
