@@ -35,6 +35,18 @@ test: $(INSTALLED)
 # measurement in a database and Redis DB of its own. BENCH_ARGS="--quick" for a smoke run.
 bench: $(INSTALLED)
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+	# Knowledge bases: recall@5 / MRR on the Python reference topics, query latency over
+	# 100,000 chunks in 100 tenants, ingestion of a 50 MB batch (SQLite and PostgreSQL).
+	$(BIN)/python -m tests.bench.knowledge $(BENCH_ARGS)
+	# Usage dashboards with 10M events and the operator table with 1,000 tenants (SQLite and
+	# PostgreSQL); merges dashboard_ms_p50 / operator_table_ms_p50 into var/bench/billing.json.
+	$(BIN)/python -m tests.bench.billing $(BENCH_ARGS)
+	# Noisy neighbour: tenant B's p95 with tenant A at 10x its rate limit; merges
+	# noisy_neighbour_p95_ratio into var/bench/billing.json.
+	$(BIN)/python -m tests.bench.noisy $(BENCH_ARGS)
+	# Guardrails: precision/recall per entity and injection TPR/FPR on a labelled set of 400+
+	# texts, and check_ms_p50/p99 (2,000 chars, every entity, 1,000 terms) → var/bench/guardrails.json.
+	$(BIN)/python -m tests.bench.guardrails
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -23,7 +23,8 @@ from agents.serializers import (
     TurnAcceptedSerializer,
 )
 from agents.views import _last_event_id, sse_response
-from portal.api import TenantScopedAPIMixin
+from billing.limits import LimitExceeded
+from portal.api import PROBLEM_CONTENT_TYPE, TenantScopedAPIMixin, problem
 from tenants.api import TENANT_SLUG
 from tenants.roles import Action
 from tenants.services import Actor
@@ -99,7 +100,11 @@ class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.
     @extend_schema(
         methods=["POST"],
         request=MessageCreateSerializer,
-        responses={202: TurnAcceptedSerializer},
+        responses={
+            202: TurnAcceptedSerializer,
+            402: OpenApiResponse(description="Monthly token quota or budget used up (problem JSON, Retry-After)."),
+            429: OpenApiResponse(description="Rate or concurrency limit (problem JSON, Retry-After header)."),
+        },
         description="Post a message: the turn is queued and answered asynchronously; follow stream_url (SSE).",
     )
     @action(detail=True, methods=["get", "post"])
@@ -110,7 +115,10 @@ class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.
             return Response({"results": MessageSerializer(rows, many=True).data})
         payload = MessageCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        invocation = services.post_message(_actor(request), conversation, payload.validated_data["text"])
+        try:
+            invocation = services.post_message(_actor(request), conversation, payload.validated_data["text"])
+        except LimitExceeded as refusal:
+            return limit_problem(refusal)
         slug = request.tenant.slug
         body = {
             "invocation_id": str(invocation.pk),
@@ -157,8 +165,26 @@ class InvocationViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
         invocation.refresh_from_db()
         return Response(InvocationSerializer(invocation).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=None, responses={202: InvocationSerializer})
+    @extend_schema(
+        request=None,
+        responses={
+            202: InvocationSerializer,
+            402: OpenApiResponse(description="Monthly token quota or budget used up (problem JSON, Retry-After)."),
+            429: OpenApiResponse(description="Rate or concurrency limit (problem JSON, Retry-After header)."),
+        },
+    )
     @action(detail=True, methods=["post"])
     def retry(self, request, *args, **kwargs):
-        invocation = services.retry_turn(_actor(request), self.get_object())
+        try:
+            invocation = services.retry_turn(_actor(request), self.get_object())
+        except LimitExceeded as refusal:
+            return limit_problem(refusal)
         return Response(InvocationSerializer(invocation).data, status=status.HTTP_202_ACCEPTED)
+
+
+def limit_problem(refusal: LimitExceeded) -> Response:
+    """A refused turn as problem JSON: 429 (rate/concurrency) or 402 (quota/budget), with Retry-After."""
+    headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else {}
+    detail = " ".join(refusal.messages)
+    body = problem(refusal.status, title="Limit reached", detail=detail, code=refusal.code, limit=str(refusal.kind))
+    return Response(body, status=refusal.status, headers=headers, content_type=PROBLEM_CONTENT_TYPE)

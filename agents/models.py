@@ -193,6 +193,8 @@ class Invocation(TenantOwnedModel):
     error = models.CharField(max_length=500, blank=True)
     # The turn's steps with their timings (agents.tracing): shown under the answer.
     trace = models.JSONField(default=list, blank=True)
+    # Checks the input guardrails ran when the turn was posted; metered with the output's.
+    input_guardrail_checks = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-queued_at"]

@@ -145,11 +145,16 @@ def client_for(kind: str, tenant: Tenant):
     if kind == "http":
         return clients.HttpRuntimeClient(settings.RUNTIME_URL, timeout=settings.RUNTIME_TIMEOUT_SECONDS)
     if _local_client is None:
+        from agents.knowledge.gateway import InProcessKnowledgeGateway
         from tenants.identity import keys
 
         # Same verification as a remote runtime: our JWKS, our issuer, aud=agent-runtime.
+        # Retrieval goes through the same token validation + service as the HTTP gateway.
         _local_client = clients.LocalRuntimeClient.from_jwks(
-            keys.jwks, issuer=settings.TOKEN_ISSUER, audience=settings.EXCHANGE_DEFAULT_AUDIENCE
+            keys.jwks,
+            issuer=settings.TOKEN_ISSUER,
+            audience=settings.EXCHANGE_DEFAULT_AUDIENCE,
+            knowledge=InProcessKnowledgeGateway(),
         )
     return _local_client
 

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
+from agents import tracing
 from agents.guardrails import enforce as guardrails
 from agents.models import (
     FINAL_STATUSES,
@@ -27,7 +28,7 @@ from agents.models import (
     MessageStatus,
     ModelOffering,
 )
-from billing import limits
+from billing import limits, metering
 from tenants import entitlements
 from tenants.context import require_tenant, tenant_context
 from tenants.models import Tenant
@@ -191,21 +192,28 @@ def _clean_text(text: str) -> str:
     return text
 
 
+@limits.records_throttles
 def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocation:
     """Write the user message and a queued invocation, and enqueue the turn after commit."""
     tenant = _require_chat(actor)
     text = _clean_text(text)
+    trace = tracing.TurnTrace(tenant)
     # The checks share the writes' transaction: on PostgreSQL each statement outside one
     # pays its own BEGIN, tenant set_config and COMMIT round trips (portal.db.postgresql).
     with transaction.atomic():
-        agent = access_agent_for_chat(tenant, conversation.agent_id)
-        if Invocation.objects.filter(conversation=conversation).exclude(status__in=FINAL_STATUSES).exists():
-            raise ServiceError("Wait for the current answer to finish (or stop it) before sending another message.")
-        route = route_model(agent, tenant)
+        with trace.span("turn.checks") as span:
+            agent = access_agent_for_chat(tenant, conversation.agent_id)
+            if Invocation.objects.filter(conversation=conversation).exclude(status__in=FINAL_STATUSES).exists():
+                raise ServiceError("Wait for the current answer to finish (or stop it) before sending another message.")
+            route = route_model(agent, tenant)
+            span.update(agent=agent.slug, model=route.offering.key, route=route.reason)
         # Limits first (a refused turn writes nothing and raises LimitExceeded), then the
         # input guardrails: a blocked turn is recorded and answered at once, never queued.
-        admission = limits.admit(tenant, actor.user, route.offering, text)
-        verdict = guardrails.screen_input(tenant, actor.user, text)
+        with trace.span("turn.admit"):
+            admission = limits.admit(tenant, actor.user, route.offering, text, conversation=conversation)
+        with trace.span("turn.guardrails.input") as span:
+            verdict = guardrails.screen_input(tenant, actor.user, text)
+            span.update(checks=verdict.checks, blocked=verdict.blocked)
         text = verdict.text
         user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=text)
         assistant = Message.objects.create(
@@ -225,6 +233,8 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
             queue=tenant.bindings.celery_queue,
             model_key=route.offering.key,
             model_id=route.offering.model_id,
+            input_guardrail_checks=verdict.checks,
+            trace=trace.spans,
             **(_blocked_fields(verdict, now) if verdict.blocked else {}),
         )
         verdict.record(invocation)
@@ -233,7 +243,7 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
             updates["title"] = text[:80]
         Conversation.objects.filter(pk=conversation.pk).update(**updates)
         if verdict.blocked:
-            admission.release()
+            admission.release(invocation, guardrail_checks=verdict.checks)
         else:
             admission.attach(invocation)
             _enqueue(invocation)
@@ -251,6 +261,7 @@ def _enqueue(invocation: Invocation) -> None:
     transaction.on_commit(lambda: run_turn.apply_async(args=[tenant_id, invocation_id], queue=queue))
 
 
+@limits.records_throttles
 def retry_turn(actor: Actor, invocation: Invocation) -> Invocation:
     """A failed or stopped turn runs again for the same question, as a new invocation.
 
@@ -275,6 +286,9 @@ def retry_turn(actor: Actor, invocation: Invocation) -> Invocation:
             raise ServiceError("This answer was already retried.")
         if Invocation.objects.filter(conversation_id=old.conversation_id).exclude(status__in=FINAL_STATUSES).exists():
             raise ServiceError("Wait for the current answer to finish (or stop it) before retrying.")
+        # A retry is a new turn: the same limits and reservation as a new message.
+        question = Message.objects.filter(pk=old.user_message_id).values_list("content", flat=True).first() or ""
+        admission = limits.admit(tenant, actor.user, route.offering, question, conversation=old.conversation)
         Message.objects.filter(pk=old.assistant_message_id).update(
             status=MessageStatus.QUEUED,
             error="",
@@ -293,6 +307,7 @@ def retry_turn(actor: Actor, invocation: Invocation) -> Invocation:
             model_key=route.offering.key,
             model_id=route.offering.model_id,
         )
+        admission.attach(retried)
         _enqueue(retried)
     return retried
 
@@ -307,6 +322,8 @@ def cancel_turn(actor: Actor, invocation: Invocation) -> None:
             status=MessageStatus.CANCELLED, cancel_requested=True, finished_at=timezone.now()
         ):
             Message.objects.filter(pk=invocation.assistant_message_id).update(status=MessageStatus.CANCELLED)
+            # It never ran: a zero-usage event, and its reservation is given back.
+            metering.record_unrun_turn(invocation, outcome=MessageStatus.CANCELLED)
             transaction.on_commit(lambda: _publish_cancelled(tenant, invocation.pk))
             return
         Invocation.objects.filter(pk=invocation.pk).exclude(status__in=FINAL_STATUSES).update(cancel_requested=True)

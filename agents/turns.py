@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # (the broker redelivers it: acks_late + reject_on_worker_lost).
 STALE_AFTER = timedelta(seconds=180)
 CANCEL_CHECK_SECONDS = 0.5
+SHOW_EVERY = 64  # characters between updates of a redacted stream
 
 
 class RetryLater(Exception):
@@ -93,6 +94,10 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
     guard = guardrails.OutputGuard(tenant, invocation)
     guard_seconds = 0.0
     blocked = None
+    # With PII redaction on answers, the browser gets the redacted, stable part of the
+    # answer every SHOW_EVERY characters instead of each raw delta (guard.shown()).
+    holds_back = guard.holds_back
+    shown, shown_at = "", 0
     runtime_span = {"started": time.time(), "clock": time.perf_counter(), "first_token_ms": None}
     try:
         for event in runtime_gateway.invoke(tenant, invocation):
@@ -109,7 +114,13 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
                 guard_seconds += time.perf_counter() - checking
                 if blocked is not None:
                     break
-                publisher.delta(event.get("text", ""))
+                if not holds_back:
+                    publisher.delta(event.get("text", ""))
+                elif sum(map(len, answer)) - shown_at >= SHOW_EVERY:
+                    checking = time.perf_counter()
+                    raw = "".join(answer)
+                    shown, shown_at = _show(publisher, shown, guard.shown(raw)), len(raw)
+                    guard_seconds += time.perf_counter() - checking
             elif kind == "citation":
                 citations.append({k: v for k, v in event.items() if k != "type"})
                 publisher.emit("citation", citations[-1])
@@ -195,6 +206,8 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
         )
         publisher.emit("blocked", {"message_id": message_id, "text": verdict.text, "message": verdict.message})
         return str(MessageStatus.BLOCKED)
+    if holds_back:
+        shown = _show(publisher, shown, verdict.text)  # the rest, as it is stored
     status = MessageStatus.CANCELLED if cancelled else MessageStatus.DONE
     message_id = _finish(
         invocation, verdict.text, status, usage, citations, tool_calls, started, checks=guard.checks, trace=trace
@@ -215,6 +228,17 @@ def _mark_streaming(invocation: Invocation) -> None:
 def estimate_tokens(text: str) -> int:
     """The documented estimate when a provider reports no usage: ⌈characters / 4⌉."""
     return (len(text) + 3) // 4
+
+
+def _show(publisher, shown: str, safe: str) -> str:
+    """Send what is newly safe to show. The redacted prefix only grows, except when a value
+    straddling the held-back edge turns out to be an entity: then the text is replaced."""
+    if safe.startswith(shown):
+        if len(safe) > len(shown):
+            publisher.delta(safe[len(shown) :])
+        return safe
+    publisher.emit("replace", {"text": safe})
+    return safe
 
 
 def _runtime_called(invocation, trace, runtime_span: dict) -> dict:
@@ -289,7 +313,7 @@ def _finish(
             tool_calls=len(tool_calls),
             runtime_seconds=Decimal(f"{time.monotonic() - started:.3f}"),
             estimated=estimated,
-            guardrail_checks=checks,
+            guardrail_checks=checks + invocation.input_guardrail_checks,
         )
     return invocation.assistant_message_id
 

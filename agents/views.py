@@ -120,7 +120,12 @@ def message_post(request, conversation_id):
     except ServiceError as exc:
         error = " ".join(exc.messages)
         if request.htmx:
-            return render(request, "agents/_composer_error.html", {"error": error}, status=400)
+            # A limit answers 429/402 with Retry-After (billing.limits.LimitExceeded); other refusals 400.
+            status = getattr(exc, "status", 400)
+            response = render(request, "agents/_composer_error.html", {"error": error}, status=status)
+            if getattr(exc, "retry_after", None):
+                response["Retry-After"] = str(exc.retry_after)
+            return response
         messages.error(request, error)
         return redirect("agents:conversation", tenant_slug=request.tenant.slug, conversation_id=conversation.pk)
     if request.htmx:

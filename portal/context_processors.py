@@ -22,5 +22,8 @@ def navigation(request):
             "security": can(role, Action.MANAGE_SECURITY),
             "sso": can(role, Action.MANAGE_SSO),
             "chat": can(role, Action.USE_AGENTS),
+            "knowledge": can(role, Action.MANAGE_KNOWLEDGE),
+            "billing": can(role, Action.VIEW_BILLING),
+            "guardrails": can(role, Action.VIEW_GUARDRAILS),
         },
     }

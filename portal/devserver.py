@@ -79,6 +79,8 @@ def main() -> int:
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
+            # Embedded beat: the scheduled jobs (CELERY_BEAT_SCHEDULE, e.g. invoice drafting).
+            "--beat",
         ]
     )
     children = [web, worker]

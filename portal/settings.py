@@ -177,10 +177,16 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_DEFAULT_QUEUE = "default"
-# Celery beat (inside the `make run` worker; a separate `celery beat` in production).
+# Celery beat (run inside the `make run` worker with -B; a separate `celery beat` in production).
+# Invoice drafts follow usage every hour; drafting is idempotent and never touches a final invoice.
 CELERY_BEAT_SCHEDULE = {
     "agents-fail-stuck-turns": {"task": "agents.tasks.fail_stuck_turns", "schedule": 60.0},
+    "billing-draft-monthly-invoices": {
+        "task": "billing.tasks.draft_monthly_invoices",
+        "schedule": env_int("BILLING_DRAFT_INVOICES_EVERY_SECONDS", 3600, minimum=60),
+    },
 }
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Auth (django-allauth) ------------------------------------------------------
 AUTH_USER_MODEL = "tenants.User"
@@ -298,6 +304,22 @@ AWS_REGION = env_str("AWS_REGION", "us-east-1")
 MODEL_PROVIDERS = env_list("MODEL_PROVIDERS", ["offline"])
 # Entitlements that are also passed to the runtime as feature flags.
 RUNTIME_FEATURE_FLAGS = env_list("RUNTIME_FEATURE_FLAGS", ["knowledge_bases", "tools", "memory", "custom_guardrails"])
+
+# --- Knowledge bases (agents/knowledge) --------------------------------------------
+KNOWLEDGE_MAX_UPLOAD_BYTES = env_int("KNOWLEDGE_MAX_UPLOAD_BYTES", 25 * 1024 * 1024, minimum=1024)
+# Uploaded originals live here (per tenant folders); chunks and index entries live in the database.
+KNOWLEDGE_FILES_DIR = Path(env_str("KNOWLEDGE_FILES_DIR", str(VAR_DIR / "knowledge")))
+# Where the reference agent reaches the portal's gateway APIs (http/agentcore runtimes).
+PORTAL_GATEWAY_URL = env_str("PORTAL_GATEWAY_URL", SITE_URL).rstrip("/")
+# hybrid retrieval: an OpenAI-compatible /embeddings endpoint, or "bedrock" (Titan through boto3).
+KNOWLEDGE_EMBEDDINGS = env_str("KNOWLEDGE_EMBEDDINGS", "")
+KNOWLEDGE_EMBEDDINGS_URL = env_str("KNOWLEDGE_EMBEDDINGS_URL", "")
+KNOWLEDGE_EMBEDDINGS_MODEL = env_str("KNOWLEDGE_EMBEDDINGS_MODEL", "amazon.titan-embed-text-v2:0")
+# bedrock backend: the pooled Bedrock knowledge base and its S3 data source (silo tenants
+# name their own knowledge base id in their resource bindings).
+KNOWLEDGE_BEDROCK_KB_ID = env_str("KNOWLEDGE_BEDROCK_KB_ID", "")
+KNOWLEDGE_BEDROCK_DATA_SOURCE_ID = env_str("KNOWLEDGE_BEDROCK_DATA_SOURCE_ID", "")
+KNOWLEDGE_S3_BUCKET = env_str("KNOWLEDGE_S3_BUCKET", "")
 
 # --- REST API ------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -4,7 +4,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from agents import api as agents_api
+from agents.guardrails import api as guardrails_api
+from agents.knowledge import api as knowledge_api
+from billing import api as billing_api
 from portal import views
+from portal.operator import billing_api as operator_billing_api
 from tenants import api as tenants_api
 from tenants import views as tenants_views
 from tenants.identity import sso_views
@@ -12,16 +16,27 @@ from tenants.identity import views as identity_views
 
 router = SimpleRouter()
 router.register("tenants", tenants_api.TenantViewSet, basename="tenant")
+router.register(
+    "operator/billing/tenants", operator_billing_api.TenantBillingViewSet, basename="operator-billing-tenant"
+)
+router.register("operator/invoices", operator_billing_api.OperatorInvoiceViewSet, basename="operator-invoice")
 tenant_router = SimpleRouter()
 tenant_router.register("members", tenants_api.MemberViewSet, basename="member")
 tenant_router.register("invitations", tenants_api.InvitationViewSet, basename="invitation")
 tenant_router.register("agents", agents_api.AgentViewSet, basename="agent")
 tenant_router.register("conversations", agents_api.ConversationViewSet, basename="conversation")
 tenant_router.register("invocations", agents_api.InvocationViewSet, basename="invocation")
+tenant_router.register("knowledge-bases", knowledge_api.KnowledgeBaseViewSet, basename="knowledge-base")
+tenant_router.register("knowledge-documents", knowledge_api.DocumentViewSet, basename="knowledge-document")
+tenant_router.register("guardrails/policy", guardrails_api.GuardrailPolicyViewSet, basename="guardrail-policy")
+tenant_router.register("guardrails/events", guardrails_api.GuardrailEventViewSet, basename="guardrail-event")
+tenant_router.register("usage", billing_api.UsageViewSet, basename="usage")
+tenant_router.register("invoices", billing_api.InvoiceViewSet, basename="invoice")
 
 api_v1 = [
     path("", include(router.urls)),
     path("tenants/<str:tenant_slug>/", include(tenant_router.urls)),
+    path("gateway/knowledge/retrieve", knowledge_api.KnowledgeGatewayView.as_view(), name="knowledge-gateway-retrieve"),
 ]
 
 urlpatterns = [
@@ -42,6 +57,10 @@ urlpatterns = [
     path("invitations/<str:token>/", tenants_views.invitation_accept, name="invitation_accept"),
     path("t/<str:tenant_slug>/", include("tenants.urls")),
     path("t/<str:tenant_slug>/chat/", include("agents.urls")),
+    path("t/<str:tenant_slug>/knowledge/", include("agents.knowledge.urls")),
+    path("t/<str:tenant_slug>/guardrails/", include("agents.guardrails.urls")),
+    path("t/<str:tenant_slug>/billing/", include("billing.urls")),
+    path("operator/guardrails/", include("agents.guardrails.operator_urls")),
     path("operator/", include("portal.operator.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="api")),

@@ -100,6 +100,10 @@ class Tier(PlatformModel):
     requests_per_minute = models.PositiveIntegerField(default=60)
     tokens_per_minute = models.PositiveIntegerField(default=100_000)
     concurrent_sessions = models.PositiveIntegerField(default=5)
+    overage_allowed = models.BooleanField(
+        default=True,
+        help_text="Past the included tokens: bill overage (on) or refuse further turns until next month (off).",
+    )
     allowed_models = models.JSONField(default=list, blank=True, help_text="Model ids this tier may use.")
     default_features = models.JSONField(default=list, blank=True, help_text="Feature keys included.")
     celery_queue = models.CharField(max_length=63, validators=[queue_validator])

@@ -3,7 +3,7 @@
 Applied after every `migrate` (post_migrate), so a new tenant-owned model is
 covered the moment its table exists; the statements are idempotent. The
 application role (the user of DATABASE_URL) gets plain DML grants and nothing
-that bypasses the policies; the audit log is insert-and-read only.
+that bypasses the policies; the audit log and the usage events are insert-and-read only.
 """
 
 from __future__ import annotations
@@ -94,6 +94,11 @@ def apply_row_level_security(using: str) -> None:
 
             audit_table = connection.ops.quote_name(AuditLog._meta.db_table)
             cursor.execute(f"REVOKE UPDATE, DELETE ON {audit_table} FROM {quoted_role}")
+            # Usage events are billing evidence: insert-and-read only, like the audit log.
+            from billing.models import UsageEvent
+
+            usage_table = connection.ops.quote_name(UsageEvent._meta.db_table)
+            cursor.execute(f"REVOKE UPDATE, DELETE ON {usage_table} FROM {quoted_role}")
 
 
 @receiver(post_migrate)

@@ -32,6 +32,10 @@ class Action:
     MANAGE_AGENTS = "agents.manage"  # which agents may act here; rotate tenant-owned agent secrets
     MANAGE_SSO = "sso.manage"  # the tenant's single sign-on connection and the domains it claims
     MANAGE_SECURITY = "security.manage"  # sign-in policy: whether members must use two-factor authentication
+    VIEW_GUARDRAILS = "guardrails.view"  # the effective guardrail policy and its trigger metrics
+    MANAGE_GUARDRAILS = "guardrails.manage"  # edit the tenant's guardrail overrides, mark false positives
+    MANAGE_KNOWLEDGE = "knowledge.manage"  # knowledge bases: create, upload documents, delete, choose per agent
+    MANAGE_LIMITS = "billing.limits"  # the monthly budget, its soft alert and per-person limits
 
 
 _ADMIN_ACTIONS = frozenset(
@@ -49,6 +53,10 @@ _ADMIN_ACTIONS = frozenset(
         Action.MANAGE_AGENTS,
         Action.MANAGE_SSO,
         Action.MANAGE_SECURITY,
+        Action.VIEW_GUARDRAILS,
+        Action.MANAGE_GUARDRAILS,
+        Action.MANAGE_KNOWLEDGE,
+        Action.MANAGE_LIMITS,
     }
 )
 

@@ -27,3 +27,25 @@ urlpatterns = [
     path("agent-identities/<int:agent_id>/disable/", views.agent_identity_disable, name="agent_identity_disable"),
     path("agent-identities/<int:agent_id>/enable/", views.agent_identity_enable, name="agent_identity_enable"),
 ]
+
+# Billing: revenue, cost and margin per tenant; invoices (portal/operator/billing_views.py).
+from portal.operator import billing_views  # noqa: E402
+
+urlpatterns += [
+    path("billing/", billing_views.billing_overview, name="billing"),
+    path("billing/tenants/<slug:slug>/", billing_views.billing_tenant, name="billing_tenant"),
+    path("billing/invoices/", billing_views.billing_invoices, name="billing_invoices"),
+    path("billing/invoices/draft/", billing_views.billing_invoices_draft, name="billing_invoices_draft"),
+    path("billing/invoices/export/", billing_views.billing_invoices_export, name="billing_invoices_export"),
+    path("billing/invoices/<int:invoice_id>/", billing_views.billing_invoice, name="billing_invoice"),
+    path(
+        "billing/invoices/<int:invoice_id>/finalise/",
+        billing_views.billing_invoice_finalise,
+        name="billing_invoice_finalise",
+    ),
+    path(
+        "billing/invoices/<int:invoice_id>/export/",
+        billing_views.billing_invoice_export,
+        name="billing_invoice_export",
+    ),
+]

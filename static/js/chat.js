@@ -47,9 +47,20 @@
     }
   }
 
-  function addItem(container, text, value) {
+  // Only a passage page of this portal becomes a link (the server-rendered answer applies
+  // the same rule, and also checks the tenant).
+  var PASSAGE_HREF = /^\/t\/[\w-]+\/knowledge\/passages\/\d+\/$/;
+
+  function addItem(container, text, value, href) {
     var item = document.createElement("li");
-    item.textContent = text;
+    if (href && PASSAGE_HREF.test(href)) {
+      var link = document.createElement("a");
+      link.href = href;
+      link.textContent = text;
+      item.appendChild(link);
+    } else {
+      item.textContent = text;
+    }
     if (value) item.value = value;
     container.appendChild(item);
     container.hidden = false;
@@ -96,6 +107,10 @@
       bubble.classList.add("has-text");
       scrollToEnd(false);
     });
+    source.addEventListener("replace", function (event) {
+      // The shown text was corrected (guardrails redacted a value only now complete).
+      text.textContent = parse(event).text || "";
+    });
     source.addEventListener("reset", function () {
       // A retry starts the answer over.
       text.textContent = "";
@@ -107,7 +122,7 @@
     });
     source.addEventListener("citation", function (event) {
       var c = parse(event);
-      addItem(citations, c.title || c.source || c.passage_id || "Source", c.index);
+      addItem(citations, c.title || c.source || c.passage_id || "Source", c.index, c.source);
     });
     source.addEventListener("tool_call", function (event) {
       addItem(tools, "Used " + (parse(event).name || "a tool"));
@@ -115,6 +130,15 @@
     });
     source.addEventListener("done", finish);
     source.addEventListener("cancelled", finish);
+    source.addEventListener("blocked", function (event) {
+      // The output guardrails stopped the answer: what was shown is replaced at once by the
+      // enforced text, then by the stored (blocked) answer from the server.
+      var data = parse(event);
+      text.textContent = data.message || data.text || "";
+      bubble.classList.add("is-blocked");
+      setStatus(data.message || "Blocked by your organisation's guardrails.");
+      finish();
+    });
     source.addEventListener("error", function (event) {
       if (event.data !== undefined) {
         finish(); // the turn's own "error" event: it failed; show the stored reason
@@ -177,8 +201,8 @@
         if (empty) empty.remove();
         stickToBottom = true;
         scrollToEnd(true);
-      } else if (status !== 400) {
-        // 400 carries its own message (swapped in below); anything else gets a plain one.
+      } else if (!CARRIES_MESSAGE[status]) {
+        // 400, 402 and 429 carry their own message (swapped in below); anything else gets a plain one.
         var alert = document.createElement("div");
         alert.className = "alert alert-error composer-alert";
         alert.setAttribute("role", "alert");
@@ -195,6 +219,8 @@
   // the reason) swapped in too: into the element the attribute names, or its usual target.
   // htmx:beforeSwap fires on the target, so the requesting element is noted per request.
   var swapErrorsOwner = new WeakMap();
+  // Refusals with a server-rendered reason: invalid input, and a limit (402 quota/budget, 429 rate).
+  var CARRIES_MESSAGE = { 400: true, 402: true, 429: true };
 
   document.body.addEventListener("htmx:beforeRequest", function (event) {
     var owner = event.target.closest && event.target.closest("[data-swap-errors]");
@@ -203,7 +229,7 @@
 
   document.body.addEventListener("htmx:beforeSwap", function (event) {
     var owner = swapErrorsOwner.get(event.detail.xhr);
-    if (!owner || event.detail.xhr.status !== 400) return;
+    if (!owner || !CARRIES_MESSAGE[event.detail.xhr.status]) return;
     event.detail.shouldSwap = true;
     event.detail.isError = false;
     var selector = owner.getAttribute("data-swap-errors");

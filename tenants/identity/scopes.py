@@ -27,6 +27,10 @@ ACTION_SCOPES: dict[str, str] = {
     Action.MANAGE_SSO: "sso:write",
     # Who may get in is part of managing members; no scope of its own.
     Action.MANAGE_SECURITY: "members:write",
+    Action.VIEW_GUARDRAILS: "guardrails:read",
+    Action.MANAGE_GUARDRAILS: "guardrails:write",
+    Action.MANAGE_KNOWLEDGE: "kb:write",
+    Action.MANAGE_LIMITS: "billing:write",
 }
 
 # Scopes that come with an action: using agents means the agent may read the
@@ -37,14 +41,18 @@ SCOPES: dict[str, str] = {
     "tenant:read": "Read the tenant, its tier, limits and entitlements",
     "agents:invoke": "Chat with the tenant's agents",
     "kb:read": "Retrieve from the tenant's knowledge bases",
+    "kb:write": "Create knowledge bases, upload and delete documents",
     "members:read": "List members and invitations",
     "members:write": "Invite, change roles of and remove members",
     "members:owners": "Grant or remove the owner role",
     "audit:read": "Read the tenant's audit log",
     "billing:read": "Read usage, cost and invoices",
+    "billing:write": "Set the monthly budget and per-person limits",
     "clients:write": "Create and revoke API clients",
     "agents:manage": "Choose which agents act in the tenant; rotate agent credentials",
     "sso:write": "Configure the tenant's single sign-on",
+    "guardrails:read": "Read the guardrail policy and its trigger events",
+    "guardrails:write": "Change the tenant's guardrail policy; mark false positives",
 }
 
 

@@ -88,7 +88,10 @@ def test_it_cancels_a_queued_turn(member, world, catalogue, runtime, django_capt
     assert response.json()["status"] == "cancelled"
     with tenant_context(world.a.tenant):
         assert Message.objects.get(pk=accepted["message_id"]).status == "cancelled"
-        assert UsageEvent.objects.count() == 0
+        # Nothing ran, so nothing is billed: one zero-usage "cancelled" event (billing counts every turn).
+        assert list(UsageEvent.objects.values_list("outcome", "input_tokens", "output_tokens", "cost")) == [
+            ("cancelled", 0, 0, 0)
+        ]
     assert runtime.calls == []
 
 

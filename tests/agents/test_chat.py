@@ -287,11 +287,11 @@ def test_it_cancels_a_queued_turn_which_then_never_runs_nor_bills(
         invocation.refresh_from_db()
         answer = Message.objects.get(pk=invocation.assistant_message_id)
         events = [(event.seq, event.kind) for event in streaming.read(invocation.pk, 0)]
-        usage = UsageEvent.objects.count()
+        usage = list(UsageEvent.objects.values_list("outcome", "input_tokens", "output_tokens", "cost"))
     assert (invocation.status, answer.status) == ("cancelled", "cancelled")
     assert runtime.calls == []
-    # Cancelled before it ran: no runtime time, no tokens, so no usage event at all.
-    assert usage == 0
+    # Cancelled before it ran: no runtime time, no tokens — one zero-usage event (every turn is counted).
+    assert usage == [("cancelled", 0, 0, 0)]
     assert events == [(1, "cancelled")]
 
 

@@ -19,12 +19,16 @@ from dataclasses import dataclass, field
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from agents.guardrails.models import GuardrailEvent, TenantGuardrailOverride
+from agents.knowledge.models import Chunk, Document, KnowledgeBase
 from agents.models import Conversation, Invocation, Message
+from billing.models import Invoice
 from tenants.context import tenant_context
 from tenants.identity.models import AgentGrant, AgentIdentity, ApiClient
 from tenants.models import AuditLog, Invitation, Membership
 from tests import factories
 from tests.agents.helpers import make_catalogue, make_turn
+from tests.knowledge.helpers import make_knowledge_rows
 
 # Text that identifies tenant B; none of it may reach A's owner.
 FOREIGN_MARKERS = ("bravo.test", "Bravo Inc", "secret-bravo-invitee")
@@ -140,6 +144,22 @@ ROUTES: dict[str, object] = {
     "agents:turn_retry": TenantScoped(methods=("POST",), objects={"invocation_id": "invocation"}),
     "agents:message_fragment": TenantScoped(objects={"message_id": "message"}),
     "agents:message_feedback": TenantScoped(methods=("POST",), objects={"message_id": "message"}),
+    # billing limits and budget (billing.views_limits)
+    "billing:limits": TenantScoped(lists=True),
+    "billing:budget_save": TenantScoped(methods=("POST",)),
+    "billing:user_limit_save": TenantScoped(methods=("POST",), objects={"membership_id": "membership"}),
+    # usage dashboard, CSV export, raw-event drill-down, invoices (billing.views) and their API
+    "billing:dashboard": TenantScoped(),
+    "billing:export_csv": TenantScoped(),
+    "billing:events": TenantScoped(lists=True),
+    "billing:invoices": TenantScoped(lists=True),
+    "billing:invoice": TenantScoped(objects={"invoice_id": "invoice"}),
+    "billing:invoice_export": TenantScoped(objects={"invoice_id": "invoice"}),
+    "api:usage-summary": TenantScoped(api=True),
+    "api:usage-timeseries": TenantScoped(api=True),
+    "api:usage-breakdown": TenantScoped(api=True),
+    "api:invoice-list": TenantScoped(api=True, lists=True),
+    "api:invoice-detail": TenantScoped(api=True, objects={"pk": "invoice"}),
     # REST API
     "api:tenant-list": CallerScoped(),
     "api:tenant-detail": CallerScoped(kwargs={"slug": "tenant_b_slug"}),
@@ -156,6 +176,42 @@ ROUTES: dict[str, object] = {
     "api:invocation-events": TenantScoped(api=True, objects={"pk": "invocation"}),
     "api:invocation-cancel": TenantScoped(api=True, methods=("POST",), objects={"pk": "invocation"}),
     "api:invocation-retry": TenantScoped(api=True, methods=("POST",), objects={"pk": "invocation"}),
+    # guardrails: the admin page, override editor, try-it console, events; the API
+    "guardrails:overview": TenantScoped(lists=True),
+    "guardrails:policy_save": TenantScoped(methods=("POST",)),
+    "guardrails:try_it": TenantScoped(methods=("POST",)),
+    "guardrails:event_false_positive": TenantScoped(methods=("POST",), objects={"event_id": "guardrail_event"}),
+    "api:guardrail-policy-list": TenantScoped(api=True),
+    "api:guardrail-policy-override": TenantScoped(api=True, methods=("GET", "PUT")),
+    "api:guardrail-event-list": TenantScoped(api=True, lists=True),
+    "api:guardrail-event-detail": TenantScoped(api=True, objects={"pk": "guardrail_event"}),
+    "api:guardrail-event-false-positive": TenantScoped(api=True, methods=("POST",), objects={"pk": "guardrail_event"}),
+    # knowledge bases: admin screens, the document and passage pages chat citations link to, the API
+    "knowledge:home": TenantScoped(lists=True),
+    "knowledge:create": TenantScoped(methods=("POST",)),
+    "knowledge:detail": TenantScoped(objects={"kb_id": "knowledge_base"}),
+    "knowledge:edit": TenantScoped(methods=("POST",), objects={"kb_id": "knowledge_base"}),
+    "knowledge:delete": TenantScoped(methods=("POST",), objects={"kb_id": "knowledge_base"}),
+    "knowledge:upload": TenantScoped(methods=("POST",), objects={"kb_id": "knowledge_base"}),
+    "knowledge:documents": TenantScoped(objects={"kb_id": "knowledge_base"}),
+    "knowledge:search": TenantScoped(objects={"kb_id": "knowledge_base"}),
+    "knowledge:agent_knowledge": TenantScoped(methods=("POST",)),
+    "knowledge:document": TenantScoped(objects={"document_id": "knowledge_document"}),
+    "knowledge:document_delete": TenantScoped(methods=("POST",), objects={"document_id": "knowledge_document"}),
+    "knowledge:document_reindex": TenantScoped(methods=("POST",), objects={"document_id": "knowledge_document"}),
+    "knowledge:passage": TenantScoped(objects={"chunk_id": "knowledge_chunk"}),
+    "api:knowledge-base-list": TenantScoped(api=True, lists=True, methods=("GET", "POST")),
+    "api:knowledge-base-detail": TenantScoped(
+        api=True, methods=("GET", "PATCH", "DELETE"), objects={"pk": "knowledge_base"}
+    ),
+    "api:knowledge-base-search": TenantScoped(api=True, methods=("POST",), objects={"pk": "knowledge_base"}),
+    "api:knowledge-document-list": TenantScoped(api=True, lists=True, methods=("GET", "POST")),
+    "api:knowledge-document-detail": TenantScoped(
+        api=True, methods=("GET", "DELETE"), objects={"pk": "knowledge_document"}
+    ),
+    # the retrieval gateway of agent runtimes: no tenant slug, the tenant is the act-on-behalf
+    # token's (cross-tenant tokens, scopes and any k: tests/knowledge/test_gateway.py)
+    "api:knowledge-gateway-retrieve": NoTenantData(),
     # operator console
     "operator:tenants": OperatorOnly(),
     "operator:tenant_create": OperatorOnly(methods=("GET", "POST")),
@@ -176,6 +232,21 @@ ROUTES: dict[str, object] = {
     "operator:agent_identity_rotate": OperatorOnly(methods=("POST",), kwargs={"agent_id": "agent_b_id"}),
     "operator:agent_identity_disable": OperatorOnly(methods=("POST",), kwargs={"agent_id": "agent_b_id"}),
     "operator:agent_identity_enable": OperatorOnly(methods=("POST",), kwargs={"agent_id": "agent_b_id"}),
+    # operator billing: revenue, cost and margin per tenant; invoices (portal/operator/billing_views.py)
+    "operator:billing": OperatorOnly(),
+    "operator:billing_tenant": OperatorOnly(kwargs={"slug": "tenant_b_slug"}),
+    "operator:billing_invoices": OperatorOnly(),
+    "operator:billing_invoices_draft": OperatorOnly(methods=("POST",)),
+    "operator:billing_invoices_export": OperatorOnly(),
+    "operator:billing_invoice": OperatorOnly(kwargs={"invoice_id": "b_invoice_id"}),
+    "operator:billing_invoice_finalise": OperatorOnly(methods=("POST",), kwargs={"invoice_id": "b_invoice_id"}),
+    "operator:billing_invoice_export": OperatorOnly(kwargs={"invoice_id": "b_invoice_id"}),
+    # the same for operators over the API (staff browser session only; tokens and non-staff get 404)
+    "api:operator-billing-tenant-list": OperatorOnly(),
+    "api:operator-invoice-list": OperatorOnly(),
+    "api:operator-invoice-detail": OperatorOnly(kwargs={"pk": "b_invoice_id"}),
+    "guardrails_operator:overview": OperatorOnly(),
+    "guardrails_operator:tier_policy": OperatorOnly(methods=("GET", "POST"), kwargs={"slug": "tier_slug"}),
 }
 
 # Route families the project takes from libraries, matched by module and path.
@@ -228,6 +299,10 @@ def scene(world, client):
     catalogue = make_catalogue(world.a.tenant, b.tenant)
     _, message_b, turn_b = make_turn(b.tenant, b.owner, catalogue.helpdesk, "Bravo Inc secret plan?", status="failed")
     _, message_a, turn_a = make_turn(world.a.tenant, world.a.owner, catalogue.helpdesk, "Alpha question?")
+    event_a, event_b = _guardrail_event(world.a, turn_a, "Alpha"), _guardrail_event(b, turn_b, "Bravo Inc")
+    kb_a, document_a, chunk_a = make_knowledge_rows(world.a, "Alpha")
+    kb_b, document_b, chunk_b = make_knowledge_rows(b, "Bravo Inc")
+    invoice_a, invoice_b = _usage_and_invoice(world.a), _usage_and_invoice(b)
     client.force_login(world.a.owner)
     client.raise_request_exception = False
     return {
@@ -244,6 +319,11 @@ def scene(world, client):
             "conversation": turn_b.conversation_id,
             "message": message_b.pk,
             "invocation": turn_b.pk,
+            "guardrail_event": event_b.pk,
+            "knowledge_base": kb_b.pk,
+            "knowledge_document": document_b.pk,
+            "knowledge_chunk": chunk_b.pk,
+            "invoice": invoice_b.pk,
         },
         "a_objects": {
             "membership": world.a.memberships["member"].pk,
@@ -253,11 +333,29 @@ def scene(world, client):
             "conversation": turn_a.conversation_id,
             "message": message_a.pk,
             "invocation": turn_a.pk,
+            "guardrail_event": event_a.pk,
+            "knowledge_base": kb_a.pk,
+            "knowledge_document": document_a.pk,
+            "knowledge_chunk": chunk_a.pk,
+            "invoice": invoice_a.pk,
         },
         "agent_b_id": agent_b.pk,
         "b_api_client_id": client_b.pk,
+        "b_invoice_id": invoice_b.pk,
         "invitation_b": invitation_b,
     }
+
+
+def _usage_and_invoice(side):
+    """A metered turn this month (by the tenant's owner) and the month's draft invoice."""
+    from django.utils import timezone
+
+    from billing import invoices as billing_invoices
+    from billing.accounting import month_start
+    from tests.billing.usage_helpers import record_usage
+
+    record_usage(side.tenant, timezone.now(), user=side.owner, input_tokens=4321, output_tokens=10)
+    return billing_invoices.draft_invoice(side.tenant, month_start())
 
 
 def _machine_identities(side, label: str):
@@ -271,6 +369,15 @@ def _machine_identities(side, label: str):
         )
         AgentGrant.objects.create(agent=agent)
     return client, agent
+
+
+def _guardrail_event(side, turn, label: str):
+    """A trigger in the tenant's own turn, and a guardrail override to aim writes at."""
+    with tenant_context(side.tenant):
+        TenantGuardrailOverride.objects.create(config={"blocked_terms": [f"{label} codeword"]})
+        return GuardrailEvent.objects.create(
+            invocation=turn, stage="input", category="pii", rule="email", action="redact", excerpt=f"{label} [EMAIL]"
+        )
 
 
 def _request(client, method: str, url: str, api: bool):
@@ -315,6 +422,12 @@ def _b_state(world):
             sorted(Message.objects.values_list("pk", "status", "feedback", "content")),
             sorted(Invocation.objects.values_list("pk", "status", "cancel_requested")),
             Conversation.objects.count(),
+            sorted(GuardrailEvent.objects.values_list("pk", "false_positive")),
+            sorted(map(str, TenantGuardrailOverride.objects.values_list("config", flat=True))),
+            sorted(KnowledgeBase.objects.values_list("pk", "name", "description")),
+            sorted(Document.objects.values_list("pk", "status", "version", "checksum")),
+            sorted(Chunk.objects.values_list("pk", "text")),
+            sorted(Invoice.objects.values_list("pk", "status", "total", "drafted_at")),
         )
 
 

@@ -309,6 +309,8 @@ TENANT_POST_VIEWS = [
     "/t/alpha/invitations/{invitation}/resend/",
     "/t/alpha/invitations/{invitation}/revoke/",
     "/t/alpha/members/{member}/remove/",
+    "/t/alpha/guardrails/events/{member}/false-positive/",
+    "/t/alpha/billing/limits/people/{member}/",
 ]
 
 
@@ -354,6 +356,7 @@ OPERATOR_POST_VIEWS = [
     "/operator/tenants/alpha/suspend/",
     "/operator/tiers/new/",
     "/operator/tiers/standard-test/",
+    "/operator/guardrails/tiers/standard-test/",
 ]
 
 

@@ -33,6 +33,10 @@ EXPECTED = {
     "agents.manage": (Y, Y, N, N),
     "sso.manage": (Y, Y, N, N),
     "security.manage": (Y, Y, N, N),
+    "knowledge.manage": (Y, Y, N, N),
+    "guardrails.view": (Y, Y, N, N),
+    "guardrails.manage": (Y, Y, N, N),
+    "billing.limits": (Y, Y, N, N),
 }
 
 MATRIX = [

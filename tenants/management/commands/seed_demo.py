@@ -149,4 +149,13 @@ class Command(BaseCommand):
         from agents.seed import seed_catalogue
 
         created += seed_catalogue()
+        from agents.knowledge.seed import seed_knowledge  # demo documents per entitled tenant
+
+        created += seed_knowledge()
+        from billing.seed import seed_usage  # a month of usage, roll-ups and invoice drafts
+
+        created += seed_usage()
+        from agents.guardrails.seed import seed_guardrails  # tier defaults, canaries, demo events
+
+        created += seed_guardrails()
         self.stdout.write(f"demo data ready ({created} objects created)")
