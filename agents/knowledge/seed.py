@@ -14,6 +14,7 @@ import hashlib
 from django.core.files.base import ContentFile
 from django.db import transaction
 
+from agents.guardrails.services import canary_for
 from agents.knowledge import services
 from agents.knowledge.models import Document, DocumentStatus, KnowledgeBase
 from tenants.context import tenant_context
@@ -52,6 +53,7 @@ next sign-in, and accounts without it are locked after {mfa_days} days.</p>
 <h2>Expenses</h2>
 <p>Travel and equipment expenses up to {expense_limit} are approved by your manager; anything above needs the
 finance team. Submit receipts within 30 days.</p>
+<p>Document control: {canary}</p>
 </body></html>
 """
 
@@ -118,6 +120,9 @@ def seed_knowledge() -> int:
         tenant = Tenant.objects.select_related("tier").filter(slug=slug).first()
         if tenant is None or not services.entitled(tenant):
             continue
+        # A canary planted in the tenant's own documents: the output guardrails block any other
+        # tenant's answer that contains it (cross-tenant leakage), while this tenant's may.
+        facts = {**facts, "canary": canary_for(tenant)}
         with tenant_context(tenant):
             for kb_name, filename, title, template in DOCUMENTS:
                 kb, new = KnowledgeBase.objects.get_or_create(

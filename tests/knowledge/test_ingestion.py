@@ -195,6 +195,7 @@ def test_members_and_tenants_without_the_feature_may_not_manage(world, kb):
 def test_the_demo_seed_is_idempotent_and_gives_each_tenant_its_own_facts(db, settings):
     from django.core.management import call_command
 
+    from agents.guardrails.services import canary_for
     from agents.knowledge.models import Chunk, Document
     from tenants.models import Tenant
 
@@ -208,3 +209,9 @@ def test_the_demo_seed_is_idempotent_and_gives_each_tenant_its_own_facts(db, set
             [top] = retrieval.search("How many days do I have to return a product?", KnowledgeBase.objects.all(), k=1)
             assert days in top.chunk.text
             assert Chunk.objects.exists()
+            # Its canary is planted in its own documents, and only there.
+            canary = canary_for(tenant)
+            assert Chunk.objects.filter(text__contains=canary).exists()
+        other = Tenant.objects.get(slug="initech" if slug == "globex" else "globex")
+        with tenant_context(other):
+            assert not Chunk.objects.filter(text__contains=canary).exists()
