@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 
 from agents.knowledge import fts
@@ -152,8 +153,8 @@ def local_ranking(tenant_id: int, kb_ids: list[int], query: str, limit: int) -> 
                     "depth": limit * 2,
                 },
             )
-        else:  # pragma: no cover - the project runs on SQLite or PostgreSQL only
-            raise NotImplementedError(connection.vendor)
+        else:  # pragma: no cover - settings accept SQLite and PostgreSQL only
+            raise ImproperlyConfigured(f"Knowledge search runs on SQLite or PostgreSQL, not {connection.vendor}.")
         return [(int(row[0]), float(row[1])) for row in cursor.fetchall()]
 
 
