@@ -5,24 +5,8 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 
-from tests.agents.helpers import FakeRuntime, make_catalogue
-
-
-@pytest.fixture
-def catalogue(world):
-    return make_catalogue(world.a.tenant, world.b.tenant)
-
-
-@pytest.fixture
-def runtime(monkeypatch):
-    fake = FakeRuntime()
-    monkeypatch.setattr("agents.runtime_gateway.invoke", fake)
-    return fake
-
-
-@pytest.fixture
-def eager(settings):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
+# The chat fixtures, shared with the agents tests rather than written again.
+from tests.agents.conftest import catalogue, eager, runtime  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
