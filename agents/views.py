@@ -88,7 +88,7 @@ def conversation_new(request):
     try:
         conversation = services.start_conversation(Actor.from_request(request), request.POST.get("agent", ""))
     except ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
         return redirect("agents:chat", tenant_slug=request.tenant.slug)
     return redirect("agents:conversation", tenant_slug=request.tenant.slug, conversation_id=conversation.pk)
 
@@ -118,7 +118,7 @@ def message_post(request, conversation_id):
     try:
         invocation = services.post_message(Actor.from_request(request), conversation, request.POST.get("text", ""))
     except ServiceError as exc:
-        error = " ".join(exc.messages)
+        error = exc.text
         if request.htmx:
             # A limit answers 429/402 with Retry-After (billing.limits.LimitExceeded); other refusals 400.
             status = getattr(exc, "status", 400)
@@ -145,7 +145,7 @@ def turn_cancel(request, invocation_id):
     try:
         services.cancel_turn(Actor.from_request(request), invocation)
     except ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
     if request.htmx:
         return render(request, "agents/_empty.html", status=202)
     return redirect("agents:conversation", tenant_slug=request.tenant.slug, conversation_id=invocation.conversation_id)
@@ -158,7 +158,7 @@ def turn_retry(request, invocation_id):
     try:
         services.retry_turn(Actor.from_request(request), invocation)
     except ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
     return redirect("agents:conversation", tenant_slug=request.tenant.slug, conversation_id=invocation.conversation_id)
 
 

@@ -39,6 +39,11 @@ from tenants.sessions import end_sessions_of_users_left_without_a_tenant
 class ServiceError(ValidationError):
     """A request that is well-formed but cannot be carried out (shown to the user)."""
 
+    @property
+    def text(self) -> str:
+        """Every message (of every field) as one line, for a flash message or a command's error."""
+        return " ".join(self.messages)
+
 
 @dataclass(frozen=True)
 class Actor:

@@ -120,7 +120,7 @@ def member_change_role(request, membership_id):
     try:
         services.change_role(services.Actor.from_request(request), membership, form.cleaned_data["role"])
     except services.ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
     else:
         messages.success(request, f"{membership.user.email} is now {membership.get_role_display()}.")
     return _redirect_members(request)
@@ -133,7 +133,7 @@ def member_remove(request, membership_id):
     try:
         services.remove_member(services.Actor.from_request(request), membership)
     except services.ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
     else:
         messages.success(request, f"{membership.user.email} was removed.")
     return _redirect_members(request)
@@ -146,7 +146,7 @@ def invitation_resend(request, invitation_id):
     try:
         services.resend_invitation(services.Actor.from_request(request), invitation)
     except services.ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
     else:
         messages.success(request, f"Invitation to {invitation.email} sent again.")
     return _redirect_members(request)
@@ -159,7 +159,7 @@ def invitation_revoke(request, invitation_id):
     try:
         services.revoke_invitation(services.Actor.from_request(request), invitation)
     except services.ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
     else:
         messages.success(request, f"Invitation to {invitation.email} revoked.")
     return _redirect_members(request)
@@ -216,7 +216,7 @@ def invitation_accept(request, token: str):
         try:
             services.accept_invitation(invitation, user, ip=client_ip(request))
         except services.ServiceError as exc:
-            messages.error(request, " ".join(exc.messages))
+            messages.error(request, exc.text)
             return render(request, "tenants/invitation_accept.html", {**context, "form": form}, status=400)
         messages.success(request, f"Welcome to {tenant.name}.")
         return redirect("tenants:overview", tenant_slug=tenant.slug)

@@ -38,12 +38,6 @@ def _document_or_404(document_id) -> Document:
     return document
 
 
-def _error_text(exc: ServiceError) -> str:
-    if hasattr(exc, "error_dict"):
-        return " ".join(f"{m}" for messages_ in exc.message_dict.values() for m in messages_)
-    return " ".join(exc.messages)
-
-
 def _int_field(value, default: int) -> int:
     text = str(value or "").strip()
     return int(text) if text.isascii() and text.isdigit() and len(text) < 7 else default
@@ -84,7 +78,7 @@ def kb_create(request):
             chunk_overlap=_int_field(request.POST.get("chunk_overlap"), 150),
         )
     except ServiceError as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, exc.text)
         return redirect("knowledge:home", tenant_slug=request.tenant.slug)
     messages.success(request, f"Knowledge base “{kb.name}” created. Add documents to it below.")
     return redirect("knowledge:detail", tenant_slug=request.tenant.slug, kb_id=kb.pk)
@@ -134,7 +128,7 @@ def kb_edit(request, kb_id):
         )
         messages.success(request, "Saved.")
     except ServiceError as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, exc.text)
     return redirect("knowledge:detail", tenant_slug=request.tenant.slug, kb_id=kb.pk)
 
 
@@ -145,7 +139,7 @@ def kb_delete(request, kb_id):
     try:
         services.delete_knowledge_base(Actor.from_request(request), kb)
     except ServiceError as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, exc.text)
         return redirect("knowledge:detail", tenant_slug=request.tenant.slug, kb_id=kb.pk)
     messages.success(request, f"Knowledge base “{kb.name}” and all its documents were deleted.")
     return redirect("knowledge:home", tenant_slug=request.tenant.slug)
@@ -171,7 +165,7 @@ def document_upload(request, kb_id):
         try:
             result = services.upload_document(Actor.from_request(request), kb, uploaded)
         except ServiceError as exc:
-            results.append({"file": uploaded.name[:200], "ok": False, "message": _error_text(exc)})
+            results.append({"file": uploaded.name[:200], "ok": False, "message": exc.text})
             continue
         text = {
             "created": "Uploaded; it is being indexed.",
@@ -211,7 +205,7 @@ def agent_knowledge(request):
     try:
         bases = services.set_agent_knowledge(Actor.from_request(request), agent, chosen)
     except ServiceError as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, exc.text)
     else:
         names = ", ".join(kb.name for kb in bases) or "all knowledge bases"
         messages.success(request, f"{agent.name} now reads {names}.")
@@ -239,7 +233,7 @@ def document_delete(request, document_id):
         services.delete_document(Actor.from_request(request), document)
         messages.success(request, f"“{document.title}” and its passages were deleted.")
     except ServiceError as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, exc.text)
     return redirect("knowledge:detail", tenant_slug=request.tenant.slug, kb_id=kb.pk)
 
 
@@ -251,7 +245,7 @@ def document_reindex(request, document_id):
         services.reindex_document(Actor.from_request(request), document)
         messages.success(request, f"“{document.title}” is being indexed again.")
     except ServiceError as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, exc.text)
     return redirect("knowledge:detail", tenant_slug=request.tenant.slug, kb_id=document.knowledge_base_id)
 
 

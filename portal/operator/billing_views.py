@@ -277,7 +277,7 @@ def billing_invoice_finalise(request, invoice_id):
     try:
         invoice = inv.finalise_invoice(request.user, invoice, ip=client_ip(request))
     except ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
     else:
         messages.success(request, f"{inv.invoice_number(invoice)} is final: {invoice.currency} {invoice.total}.")
     return redirect("operator:billing_invoice", invoice_id=invoice.pk)

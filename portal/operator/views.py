@@ -136,7 +136,7 @@ def tenant_suspend(request, slug):
             request.user, tenant, TenantStatus.SUSPENDED, form.cleaned_data["reason"], _ip(request)
         )
     except services.ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
     else:
         messages.success(request, f"{tenant.name} is suspended.")
     return redirect("operator:tenant_detail", slug=tenant.slug)
@@ -149,7 +149,7 @@ def tenant_reactivate(request, slug):
     try:
         services.set_tenant_status(request.user, tenant, TenantStatus.ACTIVE, ip=_ip(request))
     except services.ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
     else:
         messages.success(request, f"{tenant.name} is active again.")
     return redirect("operator:tenant_detail", slug=tenant.slug)
@@ -248,7 +248,7 @@ def agent_identity_rotate(request, agent_id):
     try:
         secret = identity_services.rotate_agent_secret(request.user, agent, ip=_ip(request))
     except services.ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
         return redirect("operator:agent_identities")
     return _agent_secret_page(request, agent, secret, rotated=True)
 
@@ -258,7 +258,7 @@ def _set_agent_enabled(request, agent_id, *, enabled: bool):
     try:
         identity_services.set_agent_identity_enabled(request.user, agent, enabled=enabled, ip=_ip(request))
     except services.ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
     else:
         if enabled:
             messages.success(request, f"{agent.name} is enabled again.")
@@ -287,7 +287,7 @@ def tenant_api_client_revoke(request, slug, client_id):
     try:
         identity_services.operator_revoke_api_client(request.user, client, ip=_ip(request))
     except services.ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
     else:
         messages.success(request, f"API client {client.name} of {tenant.name} was revoked.")
     return redirect("operator:tenant_detail", slug=tenant.slug)
@@ -300,7 +300,7 @@ def tenant_sso_verify_domain(request, slug):
     try:
         claim = sso.operator_verify_domain(tenant, request.POST.get("domain", ""), actor=request.user, ip=_ip(request))
     except services.ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
     else:
         messages.success(request, f"{claim.domain} is verified for {tenant.name}.")
     return redirect("operator:tenant_detail", slug=tenant.slug)
@@ -315,7 +315,7 @@ def tenant_sso_disable(request, slug):
             tenant, reason=request.POST.get("reason", "")[:300], actor=request.user, ip=_ip(request)
         )
     except services.ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
     else:
         if connection is None:
             messages.error(request, f"{tenant.name} has no single sign-on configured.")

@@ -41,10 +41,6 @@ def _how_to_connect(request, client_id: str, scopes: list[str]) -> dict:
     }
 
 
-def _errors(exc: ServiceError) -> str:
-    return " ".join(exc.messages)
-
-
 # --- API clients --------------------------------------------------------------------------
 
 
@@ -107,7 +103,7 @@ def api_client_revoke(request, client_id):
     try:
         services.revoke_api_client(Actor.from_request(request), client)
     except ServiceError as exc:
-        messages.error(request, _errors(exc))
+        messages.error(request, exc.text)
     else:
         messages.success(request, f"{client.name} is revoked. Its tokens stop working at once.")
     return redirect("tenants:api_clients", tenant_slug=request.tenant.slug)
@@ -179,7 +175,7 @@ def agent_allow(request, agent_id):
     try:
         services.allow_agent(Actor.from_request(request), agent)
     except ServiceError as exc:
-        messages.error(request, _errors(exc))
+        messages.error(request, exc.text)
     else:
         messages.success(request, f"{agent.name} may now act for your users.")
     return redirect("tenants:agents", tenant_slug=request.tenant.slug)
@@ -192,7 +188,7 @@ def agent_disallow(request, agent_id):
     try:
         services.disallow_agent(Actor.from_request(request), agent)
     except ServiceError as exc:
-        messages.error(request, _errors(exc))
+        messages.error(request, exc.text)
     else:
         messages.success(request, f"{agent.name} may no longer act for your users.")
     return redirect("tenants:agents", tenant_slug=request.tenant.slug)
@@ -207,7 +203,7 @@ def agent_rotate(request, agent_id):
     try:
         secret = services.rotate_agent_secret(request.user, agent, actor=actor, ip=actor.ip)
     except ServiceError as exc:
-        messages.error(request, _errors(exc))
+        messages.error(request, exc.text)
         return redirect("tenants:agents", tenant_slug=request.tenant.slug)
     return _agent_secret_page(request, agent, secret, rotated=True)
 
@@ -225,7 +221,7 @@ def security(request):
             try:
                 services.set_mfa_requirement(Actor.from_request(request), required=required)
             except ServiceError as exc:
-                messages.error(request, _errors(exc))
+                messages.error(request, exc.text)
             else:
                 if required:
                     messages.success(request, "Members now need two-factor authentication to use this organisation.")

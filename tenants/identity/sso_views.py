@@ -67,7 +67,7 @@ def disable(request):
     try:
         sso.disable_sso_connection(Actor.from_request(request))
     except services.ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
     else:
         messages.success(request, "Single sign-on is off. Everyone signs in with a password again.")
     return redirect("tenants:sso_settings", tenant_slug=request.tenant.slug)
@@ -80,7 +80,7 @@ def verify_domain(request):
     try:
         claim = sso.verify_domain(Actor.from_request(request), request.POST.get("domain", ""))
     except services.ServiceError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, exc.text)
     else:
         messages.success(request, f"{claim.domain} is verified: its people can now sign in through your IdP.")
     return redirect("tenants:sso_settings", tenant_slug=request.tenant.slug)

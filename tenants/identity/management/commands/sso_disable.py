@@ -25,7 +25,7 @@ class Command(BaseCommand):
         try:
             connection = sso.force_disable_sso(tenant, reason=reason)
         except ServiceError as exc:
-            raise CommandError(" ".join(exc.messages))
+            raise CommandError(exc.text)
         if connection is None:
             self.stdout.write(f"{tenant.name} has no single sign-on.")
         else:
