@@ -295,6 +295,8 @@ def parse_docx(data: bytes) -> list[Section]:
         try:
             with archive.open(info) as handle:
                 xml = handle.read(DOCX_MAX_XML + 1)  # never more than the limit, whatever the header claims
+        # zipfile raises RuntimeError for an encrypted member and NotImplementedError for a
+        # compression method it cannot read: both mean "not a .docx we can open".
         except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError):
             raise ParseError("The .docx is damaged or encrypted.")
     if len(xml) > DOCX_MAX_XML:
