@@ -8,6 +8,7 @@ commit. Everything else happens in agents.tasks.run_turn.
 
 from __future__ import annotations
 
+import datetime
 import time
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from agents.models import (
     ModelOffering,
 )
 from billing import limits, metering
+from portal.db import sql
 from tenants import entitlements
 from tenants.context import require_tenant, tenant_context
 from tenants.models import Tenant
@@ -66,26 +68,48 @@ def agents_for_members(tenant: Tenant) -> list[Agent]:
     return [a for a in _offered(tenant) if a.pk in enabled and a.identity_id is not None]
 
 
+# One statement for what a turn checks about its agent: published, offered to the
+# tenant (shared, or its own), granted by the tenant's admins (an AgentGrant for the
+# agent's identity), and whether the conversation already has a turn in progress.
+# (Model.from_db takes the loaded fields in the model's own field order.)
+_AGENT_FIELDS = ("id", "owner_tenant_id", "slug", "name", "model_id", "offered_to_tiers", "status", "identity_id")
+_AGENT_FOR_CHAT_SQL = """
+SELECT a.id, a.owner_tenant_id, a.slug, a.name, a.model_id, a.offered_to_tiers, a.status, a.identity_id,
+    EXISTS (SELECT 1 FROM identity_agentgrant g WHERE g.tenant_id = %(tenant)s AND g.agent_id = a.identity_id),
+    EXISTS (
+        SELECT 1 FROM agents_invocation i
+        WHERE i.tenant_id = %(tenant)s AND i.conversation_id = %(conversation)s
+        AND i.status NOT IN ('done', 'failed', 'blocked', 'cancelled')
+    )
+FROM agents_agent a
+WHERE a.id = %(agent)s AND a.status = 'published' AND a.identity_id IS NOT NULL
+    AND (a.owner_tenant_id IS NULL OR a.owner_tenant_id = %(tenant)s)
+"""
+
+
+def _agent_for_chat(tenant: Tenant, agent_id, conversation_id=None) -> tuple[Agent, bool]:
+    """The agent (its routing fields loaded, the rest on access) if a member may chat
+    with it, and whether the conversation has a turn in progress."""
+    from portal.db import sql
+
+    raw = str(agent_id)
+    row = None
+    if raw.isascii() and raw.isdigit() and str(int(raw)) == raw and int(raw) < 2**63:
+        row = sql.one(_AGENT_FOR_CHAT_SQL, {"tenant": tenant.pk, "agent": int(raw), "conversation": conversation_id})
+    if row is None:
+        raise ServiceError("This agent is not available to you.")
+    values = list(row[: len(_AGENT_FIELDS)])
+    values[5] = sql.json_from_db(values[5])
+    agent = Agent.from_db("default", _AGENT_FIELDS, values)
+    if not _is_offered(agent, tenant) or not row[-2]:
+        raise ServiceError("This agent is not available to you.")
+    return agent, bool(row[-1])
+
+
 def access_agent_for_chat(tenant: Tenant, agent_id) -> Agent:
     """One agent of agents_for_members(), by id: the same rules, without listing the whole
     catalogue (it runs on every message posted)."""
-    from tenants.identity.models import AgentGrant
-
-    raw = str(agent_id)
-    agent = None
-    if raw.isascii() and raw.isdigit() and str(int(raw)) == raw and int(raw) < 2**63:
-        agent = (
-            Agent.objects.filter(pk=int(raw), status=AgentStatus.PUBLISHED, identity__isnull=False)
-            .select_related("model")
-            .first()
-        )
-    if (
-        agent is None
-        or not _is_offered(agent, tenant)
-        or not AgentGrant.objects.filter(agent_id=agent.identity_id).exists()
-    ):
-        raise ServiceError("This agent is not available to you.")
-    return agent
+    return _agent_for_chat(tenant, agent_id)[0]
 
 
 # --- model routing --------------------------------------------------------------------
@@ -135,8 +159,10 @@ def route_model(agent: Agent, tenant: Tenant) -> Route:
     visible = visible_offerings(tenant)
     offerings = {key: visible[key] for key in allowed if key in visible}
     offering, reason = None, ""
-    if agent.model is not None and agent.model.is_active and agent.model.key in offerings:
-        offering, reason = offerings[agent.model.key], "agent"
+    # The agent's model by id among the visible ones (active, of a reachable provider).
+    chosen = next((o for o in visible.values() if o.pk == agent.model_id), None) if agent.model_id else None
+    if chosen is not None and chosen.key in offerings:
+        offering, reason = offerings[chosen.key], "agent"
     else:
         for key in allowed:  # the tier's list is ordered: its first available model is the default
             if key in offerings:
@@ -202,8 +228,8 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
     # pays its own BEGIN, tenant set_config and COMMIT round trips (portal.db.postgresql).
     with transaction.atomic():
         with trace.span("turn.checks") as span:
-            agent = access_agent_for_chat(tenant, conversation.agent_id)
-            if Invocation.objects.filter(conversation=conversation).exclude(status__in=FINAL_STATUSES).exists():
+            agent, busy = _agent_for_chat(tenant, conversation.agent_id, conversation.pk)
+            if busy:
                 raise ServiceError("Wait for the current answer to finish (or stop it) before sending another message.")
             route = route_model(agent, tenant)
             span.update(agent=agent.slug, model=route.offering.key, route=route.reason)
@@ -215,16 +241,25 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
             verdict = guardrails.screen_input(tenant, actor.user, text)
             span.update(checks=verdict.checks, blocked=verdict.blocked)
         text = verdict.text
-        user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=text)
-        assistant = Message.objects.create(
+        # The rows are written with portal.db.sql.insert: statements built once, not per turn.
+        now = timezone.now()
+        user_message = Message(
+            tenant_id=tenant.pk, conversation=conversation, role=Message.Role.USER, content=text, created_at=now
+        )
+        sql.insert(user_message)
+        assistant = Message(
+            tenant_id=tenant.pk,
             conversation=conversation,
             role=Message.Role.ASSISTANT,
             status=MessageStatus.BLOCKED if verdict.blocked else MessageStatus.QUEUED,
             content=verdict.message if verdict.blocked else "",
             model_label=route.offering.name,
+            # A microsecond later, so the answer sorts after its question.
+            created_at=now + datetime.timedelta(microseconds=1),
         )
-        now = timezone.now()
-        invocation = Invocation.objects.create(
+        sql.insert(assistant)
+        invocation = Invocation(
+            tenant_id=tenant.pk,
             conversation=conversation,
             user=actor.user,
             agent=agent,
@@ -235,13 +270,21 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
             model_id=route.offering.model_id,
             input_guardrail_checks=verdict.checks,
             trace=trace.spans,
+            queued_at=now,
             **(_blocked_fields(verdict, now) if verdict.blocked else {}),
         )
+        sql.insert(invocation)
         verdict.record(invocation)
-        updates = {"updated_at": now}
-        if not conversation.title:
-            updates["title"] = text[:80]
-        Conversation.objects.filter(pk=conversation.pk).update(**updates)
+        if conversation.title:
+            sql.run(
+                "UPDATE agents_conversation SET updated_at = %s WHERE tenant_id = %s AND id = %s",
+                [sql.dt(now), tenant.pk, conversation.pk],
+            )
+        else:
+            sql.run(
+                "UPDATE agents_conversation SET updated_at = %s, title = %s WHERE tenant_id = %s AND id = %s",
+                [sql.dt(now), text[:80], tenant.pk, conversation.pk],
+            )
         if verdict.blocked:
             admission.release(invocation, guardrail_checks=verdict.checks)
         else:

@@ -14,12 +14,11 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
 from agents import runtime_gateway, streaming, tracing
 from agents.guardrails import enforce as guardrails
-from agents.models import FINAL_STATUSES, Invocation, Message, MessageStatus
+from agents.models import Invocation, Message, MessageStatus
 from billing import metering
 from tenants.models import Tenant
 
@@ -36,32 +35,91 @@ class RetryLater(Exception):
     """A transient runtime failure; the task retries with backoff."""
 
 
+# What the worker needs about a claimed turn, read in the claim itself: the invocation
+# with its agent (and the agent's workload identity), conversation, user and question.
+_CLAIM_JOINS = """
+JOIN agents_agent a ON a.id = i.agent_id
+LEFT JOIN identity_agentidentity ai ON ai.id = a.identity_id
+JOIN agents_conversation c ON c.id = i.conversation_id AND c.tenant_id = i.tenant_id
+LEFT JOIN tenants_user u ON u.id = i.user_id
+JOIN agents_message um ON um.id = i.user_message_id AND um.tenant_id = i.tenant_id
+"""
+# Queued, or running/streaming but abandoned by a worker that vanished STALE_AFTER ago.
+_CLAIMABLE = """
+tenant_id = %(tenant)s AND id = %(invocation)s AND NOT cancel_requested
+AND (status = 'queued' OR (status IN ('running', 'streaming') AND started_at < %(stale)s))
+"""
+_CLAIM_SET = "status = 'running', started_at = %(now)s, attempts = attempts + 1, runtime = %(runtime)s"
+_claim_reader = None
+
+
+def _reader():
+    global _claim_reader
+    if _claim_reader is None:
+        from agents.models import Agent, Conversation
+        from portal.db import sql
+        from tenants.identity.models import AgentIdentity
+        from tenants.models import User
+
+        _claim_reader = sql.RowReader(
+            [(Invocation, "i"), (Agent, "a"), (AgentIdentity, "ai"), (Conversation, "c"), (User, "u"), (Message, "um")]
+        )
+    return _claim_reader
+
+
 def _claim(tenant: Tenant, invocation_id) -> Invocation | None:
     """Mark the invocation and its answer running, or None if it is not ours to run.
 
-    One transaction: on PostgreSQL each statement outside one pays its own
-    BEGIN, tenant set_config and COMMIT round trips (portal.db.postgresql)."""
+    A conditional UPDATE: of two deliveries of the same task only one claims it. On
+    PostgreSQL the claim, the answer's status and the read of everything the turn
+    needs are one statement, sent with the tenant settings in one round trip; on
+    SQLite three statements in one transaction."""
+    from portal.db import sql
+
     now = timezone.now()
-    claimable = Q(status=MessageStatus.QUEUED) | Q(
-        status__in=[MessageStatus.RUNNING, MessageStatus.STREAMING], started_at__lt=now - STALE_AFTER
-    )
-    with transaction.atomic():
-        changed = (
-            Invocation.objects.filter(pk=invocation_id, cancel_requested=False)
-            .filter(claimable)
-            .update(
-                status=MessageStatus.RUNNING,
-                started_at=now,
-                attempts=F("attempts") + 1,
-                runtime=runtime_gateway.runtime_kind(tenant),
+    reader = _reader()
+    params = {
+        "tenant": tenant.pk,
+        "invocation": sql.uuid(invocation_id),
+        "now": sql.dt(now),
+        "stale": sql.dt(now - STALE_AFTER),
+        "runtime": runtime_gateway.runtime_kind(tenant),
+    }
+    if sql.connection.vendor == "postgresql":
+        row = sql.one_scoped(
+            f"""
+            WITH i AS (UPDATE agents_invocation SET {_CLAIM_SET} WHERE {_CLAIMABLE} RETURNING *),
+            answer AS (
+                UPDATE agents_message SET status = 'running', content = ''
+                WHERE tenant_id = %(tenant)s AND id IN (SELECT assistant_message_id FROM i)
             )
+            SELECT {reader.columns} FROM i {_CLAIM_JOINS}
+            """,  # noqa: S608 (constant fragments; values are parameters)
+            params,
         )
-        if changed != 1:
-            return None
-        invocation = Invocation.objects.select_related(
-            "agent", "agent__identity", "conversation", "user", "user_message"
-        ).get(pk=invocation_id)
-        Message.objects.filter(pk=invocation.assistant_message_id).update(status=MessageStatus.RUNNING, content="")
+    else:
+        with transaction.atomic():
+            claimed = sql.one(
+                f"UPDATE agents_invocation SET {_CLAIM_SET} WHERE {_CLAIMABLE} RETURNING assistant_message_id",  # noqa: S608
+                params,
+            )
+            if claimed is None:
+                return None
+            sql.run(
+                "UPDATE agents_message SET status = 'running', content = '' WHERE tenant_id = %s AND id = %s",
+                [tenant.pk, claimed[0]],
+            )
+            row = sql.one(
+                f"SELECT {reader.columns} FROM agents_invocation i {_CLAIM_JOINS} "  # noqa: S608
+                "WHERE i.tenant_id = %(tenant)s AND i.id = %(invocation)s",
+                params,
+            )
+    if row is None:
+        return None
+    invocation, agent, identity, conversation, user, question = reader.read(row)
+    agent.identity = identity
+    invocation.agent, invocation.conversation, invocation.user = agent, conversation, user
+    invocation.user_message = question
     return invocation
 
 
@@ -217,12 +275,31 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
 
 
 def _mark_streaming(invocation: Invocation) -> None:
-    now = timezone.now()
+    """The first token arrived: the invocation and its answer say so (one round trip on
+    PostgreSQL, see _claim)."""
+    from portal.db import sql
+
+    params = {"tenant": invocation.tenant_id, "invocation": sql.uuid(invocation.pk), "now": sql.dt(timezone.now())}
+    if sql.connection.vendor == "postgresql":
+        sql.one_scoped(_MARK_STREAMING_POSTGRES, params)
+        return
     with transaction.atomic():
-        Invocation.objects.filter(pk=invocation.pk, status=MessageStatus.RUNNING).update(
-            status=MessageStatus.STREAMING, first_token_at=now
-        )
-        Message.objects.filter(pk=invocation.assistant_message_id).update(status=MessageStatus.STREAMING)
+        if sql.run(_MARK_INVOCATION_STREAMING, params):
+            sql.run(
+                "UPDATE agents_message SET status = 'streaming' WHERE tenant_id = %s AND id = %s",
+                [invocation.tenant_id, invocation.assistant_message_id],
+            )
+
+
+_MARK_INVOCATION_STREAMING = """
+UPDATE agents_invocation SET status = 'streaming', first_token_at = %(now)s
+WHERE tenant_id = %(tenant)s AND id = %(invocation)s AND status = 'running'
+"""
+_MARK_STREAMING_POSTGRES = f"""
+WITH i AS ({_MARK_INVOCATION_STREAMING} RETURNING assistant_message_id)
+UPDATE agents_message SET status = 'streaming'
+WHERE tenant_id = %(tenant)s AND id IN (SELECT assistant_message_id FROM i)
+"""  # noqa: S608 (constant fragments)
 
 
 def estimate_tokens(text: str) -> int:
@@ -283,26 +360,44 @@ def _finish(
     from agents.runtime_gateway import model_offering
 
     offering = model_offering(invocation)
+    from portal.db import sql
+
     now = timezone.now()
+    json_field = Message._meta.get_field("citations")
     with transaction.atomic():
-        changed = (
-            Invocation.objects.filter(pk=invocation.pk)
-            .exclude(status__in=FINAL_STATUSES)
-            .update(
-                status=status,
-                finished_at=now,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                tool_call_count=len(tool_calls),
-                usage_estimated=estimated,
-                error=error,
-                **({"trace": trace.spans} if trace is not None else {}),
-            )
+        changed = sql.run(
+            "UPDATE agents_invocation SET status = %(status)s, finished_at = %(now)s, input_tokens = %(input)s, "
+            "output_tokens = %(output)s, tool_call_count = %(tool_calls)s, usage_estimated = %(estimated)s, "
+            "error = %(error)s, trace = COALESCE(%(trace)s, trace) "
+            "WHERE tenant_id = %(tenant)s AND id = %(invocation)s "
+            "AND status NOT IN ('done', 'failed', 'blocked', 'cancelled')",
+            {
+                "status": str(status),
+                "now": sql.dt(now),
+                "input": input_tokens,
+                "output": output_tokens,
+                "tool_calls": len(tool_calls),
+                "estimated": estimated,
+                "error": error,
+                "trace": json_field.get_db_prep_save(trace.spans, sql.connection) if trace is not None else None,
+                "tenant": invocation.tenant_id,
+                "invocation": sql.uuid(invocation.pk),
+            },
         )
         if changed != 1:
             return None  # someone else finished it (e.g. cancelled while queued)
-        Message.objects.filter(pk=invocation.assistant_message_id).update(
-            content=text, status=status, citations=citations, tool_calls=tool_calls, error=error
+        sql.run(
+            "UPDATE agents_message SET content = %s, status = %s, citations = %s, tool_calls = %s, error = %s "
+            "WHERE tenant_id = %s AND id = %s",
+            [
+                text,
+                str(status),
+                json_field.get_db_prep_save(citations, sql.connection),
+                json_field.get_db_prep_save(tool_calls, sql.connection),
+                error,
+                invocation.tenant_id,
+                invocation.assistant_message_id,
+            ],
         )
         metering.record_turn(
             invocation,

@@ -67,17 +67,34 @@ def price_book_at(when: dt.datetime | None = None) -> PriceBook | None:
     return PriceBook.objects.filter(effective_from__lte=when).order_by("-effective_from", "-version").first()
 
 
+# The book in force at a moment and its row for one model, in one statement (it runs
+# twice per chat turn: the admission's estimate and the usage event's price).
+_PRICES_SQL = """
+SELECT b.version, b.per_tool_call, b.per_runtime_second, p.per_1k_input, p.per_1k_output
+FROM (
+    SELECT id, version, per_tool_call, per_runtime_second FROM billing_pricebook
+    WHERE effective_from <= %s ORDER BY effective_from DESC, version DESC LIMIT 1
+) b
+LEFT JOIN billing_modelprice p ON p.price_book_id = b.id AND p.model_key = %s
+"""
+
+
 def prices_for(model_key: str, offering=None, when: dt.datetime | None = None) -> Prices:
     """Prices of `model_key` at `when`. The book in force decides; a model the book
     does not list (or no book at all) is priced from the catalogue (`offering`)
     and recorded as version 0, so an event never claims a book it did not use."""
-    book = price_book_at(when)
-    if book is not None:
-        row = ModelPrice.objects.filter(price_book=book, model_key=model_key).first()
-        if row is not None:
-            return Prices(
-                book.version, row.per_1k_input, row.per_1k_output, book.per_tool_call, book.per_runtime_second
-            )
+    from portal.db import sql
+
+    row = sql.one(_PRICES_SQL, [sql.dt(when or timezone.now()), model_key])
+    if row is not None and row[3] is not None:
+        version, per_tool_call, per_runtime_second, per_1k_input, per_1k_output = row
+        return Prices(
+            version,
+            sql.decimal_from_db(per_1k_input, 8),
+            sql.decimal_from_db(per_1k_output, 8),
+            sql.decimal_from_db(per_tool_call, 8),
+            sql.decimal_from_db(per_runtime_second, 8),
+        )
     if offering is None:
         return Prices(0, Decimal("0"), Decimal("0"))
     return Prices(0, offering.price_per_1k_input, offering.price_per_1k_output)

@@ -43,8 +43,6 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Value
-from django.db.models.functions import Greatest
 
 from billing import accounting
 from billing.models import (
@@ -112,13 +110,17 @@ class Admission:
         metering settles it by the invocation id."""
         if self.tenant_id is None or self.closed:
             return
-        Reservation.objects.create(
-            tenant_id=self.tenant_id,
-            invocation_id=invocation.pk,
-            month=self.month,
-            user_key=self.user_key,
-            tokens=self.tokens,
-            cost=self.cost,
+        from portal.db import sql
+
+        sql.insert(
+            Reservation(
+                tenant_id=self.tenant_id,
+                invocation_id=invocation.pk,
+                month=self.month,
+                user_key=self.user_key,
+                tokens=self.tokens,
+                cost=self.cost,
+            )
         )
         self.closed = True
 
@@ -148,18 +150,20 @@ def _add_reserved(tenant_id, month, user_key, tokens, cost) -> None:
 def estimate_turn(offering, text: str, conversation=None) -> tuple[int, Decimal]:
     """The turn's reservation: prompt (+ conversation history) tokens and the
     maximum output, priced at the model's current price."""
-    from django.db.models import Sum
-    from django.db.models.functions import Length
-
-    chars = len(text)
+    history = 0
     if conversation is not None and conversation.pk is not None:
-        from agents.models import Message
+        from portal.db import sql
 
-        history = Message.objects.filter(conversation_id=conversation.pk).aggregate(n=Sum(Length("content")))["n"]
-        chars += history or 0
+        history = sql.one(
+            "SELECT SUM(LENGTH(content)) FROM agents_message WHERE tenant_id = %s AND conversation_id = %s",
+            [conversation.tenant_id, conversation.pk],
+        )[0]
+    return _estimate(offering, len(text) + (history or 0))
+
+
+def _estimate(offering, chars: int) -> tuple[int, Decimal]:
     input_tokens = estimate_tokens(chars)
-    key = getattr(offering, "key", "")
-    prices = accounting.prices_for(key, offering)
+    prices = accounting.prices_for(getattr(offering, "key", ""), offering)
     return input_tokens + MAX_OUTPUT_TOKENS, prices.cost(input_tokens, MAX_OUTPUT_TOKENS)
 
 
@@ -176,50 +180,92 @@ def admit(tenant, user, offering, text: str, conversation=None) -> Admission:
         raise
 
 
+# What admission needs to know besides the tier, in one statement: the conversation's
+# length so far (for the estimate), the person's own limits and the tenant's budget.
+_FACTS_SQL = """
+SELECT
+    (SELECT SUM(LENGTH(content)) FROM agents_message
+        WHERE tenant_id = %(tenant)s AND conversation_id = %(conversation)s),
+    (SELECT requests_per_minute FROM billing_userlimit WHERE tenant_id = %(tenant)s AND user_id = %(user)s),
+    (SELECT tokens_per_month FROM billing_userlimit WHERE tenant_id = %(tenant)s AND user_id = %(user)s),
+    (SELECT monthly_budget FROM billing_tenantbudget WHERE tenant_id = %(tenant)s AND monthly_budget IS NOT NULL)
+"""
+
+# The reservation: add the estimate to a month row, creating it if need be, but only
+# while `used + reserved + estimate` stays within the limits (the WHERE below). The
+# database serialises writers of one row and evaluates the condition on its latest
+# version, so parallel admissions in any number of processes cannot overshoot. A row
+# that does not exist yet starts at zero: admit() checks the estimate alone fits first.
+_RESERVE_SQL = """
+INSERT INTO billing_monthlyusage
+    (tenant_id, month, user_key, tokens_used, tokens_reserved, cost_used, cost_reserved, updated_at)
+VALUES (%(tenant)s, %(month)s, %(user_key)s, 0, %(tokens)s, 0, %(cost)s, %(now)s)
+ON CONFLICT (tenant_id, month, user_key) DO UPDATE SET
+    tokens_reserved = billing_monthlyusage.tokens_reserved + EXCLUDED.tokens_reserved,
+    cost_reserved = billing_monthlyusage.cost_reserved + EXCLUDED.cost_reserved
+WHERE {condition}
+RETURNING user_key
+"""
+_WITHIN_TOKENS = "billing_monthlyusage.tokens_used + billing_monthlyusage.tokens_reserved <= %(max_tokens)s"
+# CAST: SQLite would compare the number with the text of a Decimal parameter as text.
+_WITHIN_COST = "billing_monthlyusage.cost_used + billing_monthlyusage.cost_reserved <= CAST(%(max_cost)s AS NUMERIC)"
+
+
+def _reserve(params: dict, *, max_tokens: int | None, max_cost: Decimal | None) -> bool:
+    """Reserve on one month row; False if a limit would be passed."""
+    from portal.db import sql
+
+    if (max_tokens is not None and max_tokens < 0) or (max_cost is not None and max_cost < 0):
+        return False  # the estimate alone is over the limit, even on an empty month
+    conditions = [c for c, limit in ((_WITHIN_TOKENS, max_tokens), (_WITHIN_COST, max_cost)) if limit is not None]
+    statement = _RESERVE_SQL.format(condition=" AND ".join(conditions) or "1 = 1")
+    return sql.one(statement, {**params, "max_tokens": max_tokens, "max_cost": max_cost}) is not None
+
+
 def _admit(tenant, user, offering, text, conversation) -> Admission:
+    from django.utils import timezone
+
+    from agents.models import FINAL_STATUSES
+    from portal.db import sql
+
     tier = tenant.tier
     user_key = getattr(user, "pk", None) or 0
-    tokens, cost = estimate_turn(offering, text, conversation)
-    month = accounting.month_start()
-    user_limit = UserLimit.objects.filter(user_id=user_key).first() if user_key else None
-    budget = TenantBudget.objects.filter(monthly_budget__isnull=False).first()
+    now = timezone.now()
+    month = accounting.month_start(now)
+    conversation_id = conversation.pk if conversation is not None else None
+    history, user_rpm, user_tokens, budget = sql.one(
+        _FACTS_SQL, {"tenant": tenant.pk, "conversation": conversation_id, "user": user_key}
+    )
+    budget = sql.decimal_from_db(budget, 2)
+    tokens, cost = _estimate(offering, len(text) + (history or 0))
 
     # 1. Reservation against the month's counters (locks the tenant's month row).
-    MonthlyUsage.objects.bulk_create(
-        [MonthlyUsage(tenant_id=tenant.pk, month=month, user_key=key) for key in sorted({0, user_key})],
-        ignore_conflicts=True,
-    )
-    tenant_row = MonthlyUsage.objects.filter(month=month, user_key=0)
-    quota = None
-    if tier is not None and not tier.overage_allowed:
-        quota = tier.included_tokens
-        tenant_row = tenant_row.filter(tokens_used__lte=Value(quota - tokens) - F("tokens_reserved"))
-    if budget is not None:
-        tenant_row = tenant_row.filter(cost_used__lte=Value(budget.monthly_budget - cost) - F("cost_reserved"))
-    reserved = tenant_row.update(tokens_reserved=F("tokens_reserved") + tokens, cost_reserved=F("cost_reserved") + cost)
-    if reserved != 1:
+    params = {"tenant": tenant.pk, "month": sql.date(month), "tokens": tokens, "cost": cost, "now": sql.dt(now)}
+    quota = tier.included_tokens if tier is not None and not tier.overage_allowed else None
+    if not _reserve(
+        {**params, "user_key": 0},
+        max_tokens=None if quota is None else quota - tokens,
+        max_cost=None if budget is None else budget - cost,
+    ):
         raise _reservation_refusal(month, quota, budget, tokens)
-    if user_key:
-        user_row = MonthlyUsage.objects.filter(month=month, user_key=user_key)
-        if user_limit is not None and user_limit.tokens_per_month:
-            user_row = user_row.filter(
-                tokens_used__lte=Value(user_limit.tokens_per_month - tokens) - F("tokens_reserved")
-            )
-        if user_row.update(tokens_reserved=F("tokens_reserved") + tokens, cost_reserved=F("cost_reserved") + cost) != 1:
-            raise LimitExceeded(
-                f"You have used your monthly allowance of {user_limit.tokens_per_month:,} tokens. "
-                "Ask a tenant admin to raise your limit.",
-                status=402,
-                retry_after=_seconds_to_next_month(month),
-                code="user_token_limit",
-                kind=LimitKind.USER_TOKENS,
-            )
+    if user_key and not _reserve(
+        {**params, "user_key": user_key}, max_tokens=None if not user_tokens else user_tokens - tokens, max_cost=None
+    ):
+        raise LimitExceeded(
+            f"You have used your monthly allowance of {user_tokens:,} tokens. Ask a tenant admin to raise your limit.",
+            status=402,
+            retry_after=_seconds_to_next_month(month),
+            code="user_token_limit",
+            kind=LimitKind.USER_TOKENS,
+        )
 
     # 2. Concurrent sessions, counted under the month-row lock taken above.
     if tier is not None and tier.concurrent_sessions:
-        from agents.models import FINAL_STATUSES, Invocation
-
-        running = Invocation.objects.exclude(status__in=FINAL_STATUSES).count()
+        placeholders = ", ".join(["%s"] * len(FINAL_STATUSES))
+        (running,) = sql.one(
+            f"SELECT COUNT(*) FROM agents_invocation WHERE tenant_id = %s AND status NOT IN ({placeholders})",  # noqa: S608 (placeholders only)
+            [tenant.pk, *FINAL_STATUSES],
+        )
         if running >= tier.concurrent_sessions:
             raise LimitExceeded(
                 f"Your organisation already has {running} answers in progress (the limit is "
@@ -236,8 +282,8 @@ def _admit(tenant, user, offering, text, conversation) -> Admission:
         buckets.append(Bucket(LimitKind.RPM, "rpm", tier.requests_per_minute, 1))
     if tier is not None and tier.tokens_per_minute:
         buckets.append(Bucket(LimitKind.TPM, "tpm", tier.tokens_per_minute, tokens))
-    if user_limit is not None and user_limit.requests_per_minute:
-        buckets.append(Bucket(LimitKind.USER_RPM, f"user_rpm:{user_key}", user_limit.requests_per_minute, 1))
+    if user_rpm:
+        buckets.append(Bucket(LimitKind.USER_RPM, f"user_rpm:{user_key}", user_rpm, 1))
     if buckets:
         refused, retry_after = take(tenant.pk, buckets)
         if refused is not None:
@@ -257,7 +303,8 @@ def _seconds_to_next_month(month) -> int:
 def _reservation_refusal(month, quota, budget, tokens) -> LimitExceeded:
     row = MonthlyUsage.objects.filter(month=month, user_key=0).first()
     retry = _seconds_to_next_month(month)
-    if quota is not None and row is not None and row.tokens_used + row.tokens_reserved + tokens > quota:
+    taken = row.tokens_used + row.tokens_reserved if row is not None else 0
+    if quota is not None and taken + tokens > quota:
         return LimitExceeded(
             f"Your organisation has used its {quota:,} included tokens this month and its plan does not "
             "allow overage. Upgrade the plan or wait for next month.",
@@ -266,7 +313,7 @@ def _reservation_refusal(month, quota, budget, tokens) -> LimitExceeded:
             code="quota_exceeded",
             kind=LimitKind.QUOTA,
         )
-    amount = budget.monthly_budget if budget is not None else Decimal("0")
+    amount = budget if budget is not None else Decimal("0")
     return LimitExceeded(
         f"Your organisation's monthly budget of ${amount:,.2f} is used up (including answers in progress). "
         "A tenant admin can raise it under Usage and billing → Limits and budget.",
@@ -375,26 +422,39 @@ def _take_redis(tenant_id: int, buckets: list[Bucket]) -> tuple[Bucket | None, f
     return buckets[index - 1], float(retry)
 
 
+# One key of the database-backed GCRA: take `step` seconds of the key's allowance if
+# its theoretical arrival time allows it, creating the row on first use. (CASE rather
+# than GREATEST/MAX: SQLite and PostgreSQL spell the two-argument maximum differently.)
+_TAKE_SQL = """
+INSERT INTO billing_ratelimitstate (tenant_id, key, tat) VALUES (%(tenant)s, %(key)s, %(first_tat)s)
+ON CONFLICT (tenant_id, key) DO UPDATE SET
+    tat = CASE WHEN billing_ratelimitstate.tat > %(now)s THEN billing_ratelimitstate.tat ELSE %(now)s END + %(step)s
+WHERE billing_ratelimitstate.tat <= %(latest)s
+RETURNING tat
+"""
+
+
 def _take_db(tenant_id: int, buckets: list[Bucket]) -> tuple[Bucket | None, float]:
-    """The same GCRA as one conditional UPDATE per key in the caller's transaction:
+    """The same GCRA as one conditional upsert per key in the caller's transaction:
     `SET tat = max(tat, now) + interval × n WHERE max(tat, now) + interval × n − now ≤ window`.
-    The database serialises UPDATEs of a row, so no two processes take the last
+    The database serialises writers of a row, so no two processes take the last
     unit; a refusal raises and rolls back the keys already taken."""
-    RateLimitState.objects.bulk_create(
-        [RateLimitState(tenant_id=tenant_id, key=b.key) for b in buckets], ignore_conflicts=True
-    )
+    from portal.db import sql
+
     now = time.time()
     for bucket in buckets:
         step = bucket.interval * bucket.quantity
         if step > WINDOW_SECONDS + 1e-6:
             return bucket, WINDOW_SECONDS  # this one request is more than a whole window allows
-        new_tat = Greatest(F("tat"), Value(now)) + Value(step)
-        changed = (
-            RateLimitState.objects.filter(key=bucket.key)
-            .filter(tat__lte=Value(now + WINDOW_SECONDS + 1e-6 - step))
-            .update(tat=new_tat)
-        )
-        if changed != 1:
+        params = {
+            "tenant": tenant_id,
+            "key": bucket.key,
+            "first_tat": now + step,
+            "now": now,
+            "step": step,
+            "latest": now + WINDOW_SECONDS + 1e-6 - step,
+        }
+        if sql.one(_TAKE_SQL, params) is None:
             tat = RateLimitState.objects.filter(key=bucket.key).values_list("tat", flat=True).first() or now
             return bucket, max(0.0, max(tat, now) + step - now - WINDOW_SECONDS)
     return None, 0.0

@@ -24,14 +24,13 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from billing import accounting
 from billing.models import (
     LATENCY_BUCKET_FIELDS,
     MonthlyUsage,
-    Reservation,
     ReservationStatus,
     TenantBudget,
     UsageDaily,
@@ -52,6 +51,40 @@ def turn_cost(offering, input_tokens: int, output_tokens: int) -> Decimal:
     )
 
 
+_UPSERT_SQL_CACHE: dict[tuple, tuple[str, list]] = {}
+
+
+def _upsert_sql(model, key_names: tuple, increment_names: tuple) -> tuple[str, list]:
+    """The statement for upsert_add and the fields of its columns, built once per shape
+    (building it from model metadata on every call cost more than running it)."""
+    cached = _UPSERT_SQL_CACHE.get((model, key_names, increment_names))
+    if cached is not None:
+        return cached
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    named = {*key_names, *increment_names}
+    fields = [model._meta.get_field(name) for name in (*key_names, *increment_names)]
+    for field in model._meta.concrete_fields:
+        # Model defaults are not database defaults: an inserted row needs every column.
+        if field.primary_key or field.name in named or field.attname in named:
+            continue
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False) or field.has_default():
+            fields.append(field)
+    conflict = ", ".join(quote(model._meta.get_field(name).column) for name in key_names)
+    updates = ", ".join(
+        f"{quote(col)} = {table}.{quote(col)} + EXCLUDED.{quote(col)}"
+        for col in (model._meta.get_field(name).column for name in increment_names)
+    )
+    # Identifiers come from model metadata (quoted); every value is a parameter.
+    column_list = ", ".join(quote(field.column) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = (
+        f"INSERT INTO {table} ({column_list}) VALUES ({placeholders}) ON CONFLICT ({conflict}) DO UPDATE SET {updates}"  # noqa: S608, E501
+    )
+    _UPSERT_SQL_CACHE[(model, key_names, increment_names)] = (sql, fields)
+    return sql, fields
+
+
 def upsert_add(model, keys: dict, increments: dict) -> None:
     """INSERT the row, or add `increments` to the existing one — one statement.
 
@@ -59,37 +92,21 @@ def upsert_add(model, keys: dict, increments: dict) -> None:
     PostgreSQL and SQLite (≥ 3.24) take ON CONFLICT … DO UPDATE; concurrent
     callers serialise on the row, so no increment is ever lost or doubled.
     The caller is in the tenant's context (RLS checks tenant_id on PostgreSQL)."""
-    quote = connection.ops.quote_name
-    table = quote(model._meta.db_table)
-    columns = {**keys, **increments}
-    for field in model._meta.concrete_fields:
-        # Model defaults are not database defaults: an inserted row needs every column.
-        if field.primary_key or field.name in columns or field.attname in columns:
-            continue
-        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            columns[field.name] = timezone.now()
-        elif field.has_default():
-            columns[field.name] = field.get_default()
-    names = [model._meta.get_field(name).column for name in columns]
-    values = [_db_value(model, name, value) for name, value in columns.items()]
-    conflict = ", ".join(quote(model._meta.get_field(name).column) for name in keys)
-    updates = ", ".join(
-        f"{quote(col)} = {table}.{quote(col)} + EXCLUDED.{quote(col)}"
-        for col in (model._meta.get_field(name).column for name in increments)
-    )
-    # Identifiers come from model metadata (quoted); every value is a parameter.
-    column_list = ", ".join(quote(n) for n in names)
-    placeholders = ", ".join(["%s"] * len(values))
-    sql = (
-        f"INSERT INTO {table} ({column_list}) VALUES ({placeholders}) ON CONFLICT ({conflict}) DO UPDATE SET {updates}"  # noqa: S608, E501
-    )
+    sql, fields = _upsert_sql(model, tuple(keys), tuple(increments))
+    values = []
+    now = None
+    for field in fields:
+        if field.name in keys or field.attname in keys:
+            value = keys.get(field.name, keys.get(field.attname))
+        elif field.name in increments:
+            value = increments[field.name]
+        elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            value = now = now or timezone.now()
+        else:
+            value = field.get_default()
+        values.append(field.get_db_prep_save(value, connection))
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
-
-
-def _db_value(model, name: str, value):
-    field = model._meta.get_field(name)
-    return field.get_db_prep_save(value, connection)
 
 
 def _daily_increments(
@@ -125,6 +142,18 @@ def _daily_increments(
     return increments
 
 
+# The event is the turn's idempotency key: unique per (invocation, kind), so a
+# redelivered or replayed task inserts nothing and RETURNING gives no row.
+_EVENT_SQL = """
+INSERT INTO billing_usageevent
+    (tenant_id, invocation_id, kind, user_id, agent_slug, model_key, outcome, input_tokens, output_tokens,
+     tool_calls, runtime_seconds, guardrail_checks, latency_ms, cost, price_book_version, estimated, created_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (invocation_id, kind) DO NOTHING
+RETURNING id
+"""
+
+
 def record_turn(
     invocation,
     *,
@@ -142,6 +171,8 @@ def record_turn(
     already recorded (a redelivery or replay: nothing else changes then).
 
     Must run inside the transaction that writes the final status."""
+    from portal.db import sql
+
     now = timezone.now()
     prices = accounting.prices_for(invocation.model_key, offering, now)
     runtime_seconds = Decimal(str(runtime_seconds)).quantize(Decimal("0.001"))
@@ -168,12 +199,33 @@ def record_turn(
         estimated=estimated,
         created_at=now,
     )
-    try:
-        with transaction.atomic():
-            event.save(force_insert=True)
-    except IntegrityError:
+    inserted = sql.one(
+        _EVENT_SQL,
+        [
+            event.tenant_id,
+            sql.uuid(event.invocation_id),
+            event.kind,
+            event.user_id,
+            event.agent_slug,
+            event.model_key,
+            outcome,
+            input_tokens,
+            output_tokens,
+            tool_calls,
+            runtime_seconds,
+            guardrail_checks,
+            latency_ms,
+            cost,
+            prices.version,
+            estimated,
+            sql.dt(now),
+        ],
+    )
+    if inserted is None:
         log.info("turn %s: usage already recorded", invocation.pk)
         return None
+    event.pk = inserted[0]
+    event._state.adding = False
     upsert_add(
         UsageDaily,
         {
@@ -196,8 +248,8 @@ def record_turn(
         ),
     )
     month = accounting.month_start(now)
-    settle(invocation, month=month, tokens=input_tokens + output_tokens, cost=cost)
-    _maybe_soft_alert(invocation.tenant_id, month)
+    tenant_cost_used = settle(invocation, month=month, tokens=input_tokens + output_tokens, cost=cost)
+    _maybe_soft_alert(invocation.tenant_id, month, tenant_cost_used)
     return event
 
 
@@ -225,68 +277,131 @@ def _agent_slug(invocation) -> str:
     return ""
 
 
-def settle(invocation, *, month, tokens: int, cost: Decimal) -> None:
-    """Move the invocation's reservation (if it holds one) to real usage.
+# Closing a held reservation is a conditional UPDATE, so only one caller ever gives it back.
+_CLOSE_RESERVATION_SQL = """
+UPDATE billing_reservation SET status = %s, closed_at = %s
+WHERE tenant_id = %s AND invocation_id = %s AND status = %s
+RETURNING month, user_key, tokens, cost
+"""
+
+# Add to a month row (creating it): real usage and/or a change of what is reserved.
+_MONTH_ADD_SQL = """
+INSERT INTO billing_monthlyusage
+    (tenant_id, month, user_key, tokens_used, tokens_reserved, cost_used, cost_reserved, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (tenant_id, month, user_key) DO UPDATE SET
+    tokens_used = billing_monthlyusage.tokens_used + EXCLUDED.tokens_used,
+    tokens_reserved = billing_monthlyusage.tokens_reserved + EXCLUDED.tokens_reserved,
+    cost_used = billing_monthlyusage.cost_used + EXCLUDED.cost_used,
+    cost_reserved = billing_monthlyusage.cost_reserved + EXCLUDED.cost_reserved
+RETURNING cost_used
+"""
+
+
+def _close_reservation(tenant_id, invocation_id, status: str):
+    """Flip the invocation's held reservation to `status`: (month, user_key, tokens, cost), or None."""
+    from portal.db import sql
+
+    row = sql.one(
+        _CLOSE_RESERVATION_SQL,
+        [status, sql.dt(timezone.now()), tenant_id, sql.uuid(invocation_id), ReservationStatus.HELD],
+    )
+    if row is None:
+        return None
+    month, user_key, tokens, cost = row
+    return sql.date_from_db(month), user_key, tokens, sql.decimal_from_db(cost, 8)
+
+
+def _add_month(tenant_id, month, user_key, *, tokens_used=0, tokens_reserved=0, cost_used=None, cost_reserved=None):
+    """Add to the (tenant, month, user_key) row; its cost_used afterwards."""
+    from portal.db import sql
+
+    zero = Decimal("0")
+    row = sql.one(
+        _MONTH_ADD_SQL,
+        [
+            tenant_id,
+            sql.date(month),
+            user_key,
+            tokens_used,
+            tokens_reserved,
+            cost_used if cost_used is not None else zero,
+            cost_reserved if cost_reserved is not None else zero,
+            sql.dt(timezone.now()),
+        ],
+    )
+    return sql.decimal_from_db(row[0], 8)
+
+
+def settle(invocation, *, month, tokens: int, cost: Decimal) -> Decimal | None:
+    """Move the invocation's reservation (if it holds one) to real usage; the tenant
+    row's cost used afterwards.
 
     The reservation flips held → settled with a conditional UPDATE, so only one
     caller ever subtracts it; the real usage is added to the month it happened
-    in (the reservation is subtracted from the month it was taken in)."""
-    reservation = Reservation.objects.filter(invocation_id=invocation.pk).first()
-    held = (
-        reservation is not None
-        and Reservation.objects.filter(pk=reservation.pk, status=ReservationStatus.HELD).update(
-            status=ReservationStatus.SETTLED, closed_at=timezone.now()
+    in (the reservation is subtracted from the month it was taken in). When both
+    are the same month, each row takes one statement for both."""
+    held = _close_reservation(invocation.tenant_id, invocation.pk, ReservationStatus.SETTLED)
+    tenant_cost_used = None
+    for key in sorted({0, invocation.user_id or 0}):
+        release_here = held is not None and held[0] == month and key in (0, held[1])
+        used = _add_month(
+            invocation.tenant_id,
+            month,
+            key,
+            tokens_used=tokens,
+            cost_used=cost,
+            tokens_reserved=-held[2] if release_here else 0,
+            cost_reserved=-held[3] if release_here else None,
         )
-        == 1
-    )
-    user_key = invocation.user_id or 0
-    for key in {0, user_key}:
-        upsert_add(
-            MonthlyUsage,
-            {"tenant": invocation.tenant_id, "month": month, "user_key": key},
-            {"tokens_used": tokens, "tokens_reserved": 0, "cost_used": cost, "cost_reserved": Decimal("0")},
-        )
-    if held:
-        _unreserve(reservation)
+        if key == 0:
+            tenant_cost_used = used
+    if held is not None:
+        reserved_month, user_key, reserved_tokens, reserved_cost = held
+        for key in sorted({0, user_key}):
+            if reserved_month == month and key in (0, invocation.user_id or 0):
+                continue  # given back above, with the real usage
+            _add_month(
+                invocation.tenant_id,
+                reserved_month,
+                key,
+                tokens_reserved=-reserved_tokens,
+                cost_reserved=-reserved_cost,
+            )
+    return tenant_cost_used
 
 
 def release(invocation_id) -> bool:
     """Give a held reservation back unused (the turn will never be metered with
     real usage against it). True if this call released it."""
-    reservation = Reservation.objects.filter(invocation_id=invocation_id).first()
-    if reservation is None:
+    from tenants.context import require_tenant
+
+    held = _close_reservation(require_tenant().pk, invocation_id, ReservationStatus.RELEASED)
+    if held is None:
         return False
-    changed = Reservation.objects.filter(pk=reservation.pk, status=ReservationStatus.HELD).update(
-        status=ReservationStatus.RELEASED, closed_at=timezone.now()
-    )
-    if changed == 1:
-        _unreserve(reservation)
-    return changed == 1
+    month, user_key, tokens, cost = held
+    for key in sorted({0, user_key}):
+        _add_month(require_tenant().pk, month, key, tokens_reserved=-tokens, cost_reserved=-cost)
+    return True
 
 
-def _unreserve(reservation: Reservation) -> None:
-    for key in {0, reservation.user_key}:
-        upsert_add(
-            MonthlyUsage,
-            {"tenant": reservation.tenant_id, "month": reservation.month, "user_key": key},
-            {
-                "tokens_used": 0,
-                "tokens_reserved": -reservation.tokens,
-                "cost_used": Decimal("0"),
-                "cost_reserved": -reservation.cost,
-            },
-        )
-
-
-def _maybe_soft_alert(tenant_id: int, month) -> None:
+def _maybe_soft_alert(tenant_id: int, month, used: Decimal | None = None) -> None:
     """Alert the tenant's admins once a month when spend crosses the threshold.
 
     The flag flips with a conditional UPDATE, so parallel turns crossing the line
     together write one alert (an AuditLog entry the admins see)."""
-    budget = TenantBudget.objects.filter(monthly_budget__isnull=False).first()
-    if budget is None or not budget.monthly_budget or budget.alerted_month == month:
+    from portal.db import sql
+
+    row = sql.one(
+        "SELECT monthly_budget, soft_alert_percent, alerted_month FROM billing_tenantbudget "
+        "WHERE tenant_id = %s AND monthly_budget IS NOT NULL",
+        [tenant_id],
+    )
+    if row is None or not row[0] or sql.date_from_db(row[2]) == month:
         return
-    used = MonthlyUsage.objects.filter(month=month, user_key=0).values_list("cost_used", flat=True).first()
+    budget = TenantBudget.objects.get(tenant_id=tenant_id)  # past the cheap checks: rare
+    if used is None:
+        used = MonthlyUsage.objects.filter(month=month, user_key=0).values_list("cost_used", flat=True).first()
     threshold = budget.monthly_budget * Decimal(budget.soft_alert_percent) / 100
     if used is None or used < threshold:
         return
