@@ -241,12 +241,10 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
             verdict = guardrails.screen_input(tenant, actor.user, text)
             span.update(checks=verdict.checks, blocked=verdict.blocked)
         text = verdict.text
-        # The rows are written with portal.db.sql.insert: statements built once, not per turn.
         now = timezone.now()
         user_message = Message(
             tenant_id=tenant.pk, conversation=conversation, role=Message.Role.USER, content=text, created_at=now
         )
-        sql.insert(user_message)
         assistant = Message(
             tenant_id=tenant.pk,
             conversation=conversation,
@@ -257,14 +255,11 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
             # A microsecond later, so the answer sorts after its question.
             created_at=now + datetime.timedelta(microseconds=1),
         )
-        sql.insert(assistant)
         invocation = Invocation(
             tenant_id=tenant.pk,
             conversation=conversation,
             user=actor.user,
             agent=agent,
-            user_message=user_message,
-            assistant_message=assistant,
             queue=tenant.bindings.celery_queue,
             model_key=route.offering.key,
             model_id=route.offering.model_id,
@@ -273,24 +268,73 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
             queued_at=now,
             **(_blocked_fields(verdict, now) if verdict.blocked else {}),
         )
-        sql.insert(invocation)
+        _write_turn(invocation, user_message, assistant, now, None if verdict.blocked else admission)
         verdict.record(invocation)
-        if conversation.title:
-            sql.run(
-                "UPDATE agents_conversation SET updated_at = %s WHERE tenant_id = %s AND id = %s",
-                [sql.dt(now), tenant.pk, conversation.pk],
-            )
-        else:
-            sql.run(
-                "UPDATE agents_conversation SET updated_at = %s, title = %s WHERE tenant_id = %s AND id = %s",
-                [sql.dt(now), text[:80], tenant.pk, conversation.pk],
-            )
         if verdict.blocked:
             admission.release(invocation, guardrail_checks=verdict.checks)
         else:
-            admission.attach(invocation)
             _enqueue(invocation)
     return invocation
+
+
+# The conversation moves to the top of the list; its first question names it.
+_TOUCH_CONVERSATION_SQL = (
+    "UPDATE agents_conversation SET updated_at = %s, title = CASE WHEN title = '' THEN %s ELSE title END "
+    "WHERE tenant_id = %s AND id = %s"
+)
+_write_turn_sql: str | None = None
+
+
+def _write_turn(invocation, user_message, assistant, now, admission) -> None:
+    """The question, the answer's placeholder, the invocation, the conversation's update
+    and the reservation's binding (admission, if any). On PostgreSQL one round trip: the
+    three inserts are one statement (the messages' new ids feed the invocation's row),
+    sent with the two others; on SQLite five statements."""
+    conversation_update = (
+        _TOUCH_CONVERSATION_SQL,
+        [sql.dt(now), user_message.content[:80], invocation.tenant_id, invocation.conversation_id],
+    )
+    if sql.connection.vendor != "postgresql":
+        sql.insert(user_message)
+        sql.insert(assistant)
+        invocation.user_message, invocation.assistant_message = user_message, assistant
+        sql.insert(invocation)
+        sql.run(*conversation_update)
+        if admission is not None:
+            admission.attach(invocation)
+        return
+    question_sql, question_values = sql.insert_values(user_message)
+    answer_sql, answer_values = sql.insert_values(assistant)
+    _, invocation_values = sql.insert_values(invocation)
+    fields = sql.insert_fields(Invocation)
+    skip = {"user_message_id", "assistant_message_id"}
+    values = [v for f, v in zip(fields, invocation_values, strict=True) if f.attname not in skip]
+    global _write_turn_sql
+    if _write_turn_sql is None:
+        quote = sql.connection.ops.quote_name
+        select = ", ".join(
+            "(SELECT id FROM q)"
+            if f.attname == "user_message_id"
+            else "(SELECT id FROM a)"
+            if f.attname == "assistant_message_id"
+            else "%s"
+            for f in fields
+        )
+        columns = ", ".join(quote(f.column) for f in fields)
+        _write_turn_sql = (
+            f"WITH q AS ({question_sql}), a AS ({answer_sql}) "  # noqa: S608 (model metadata)
+            f"INSERT INTO agents_invocation ({columns}) SELECT {select} "
+            "RETURNING user_message_id, assistant_message_id"
+        )
+    statements = [(_write_turn_sql, [*question_values, *answer_values, *values]), conversation_update]
+    reservation = admission.attach_statement(invocation) if admission is not None else None
+    if reservation is not None:
+        statements.append(reservation)
+    ids = sql.batch(statements)[0]
+    sql.inserted(user_message, ids[0])
+    sql.inserted(assistant, ids[1])
+    invocation.user_message, invocation.assistant_message = user_message, assistant
+    sql.inserted(invocation)
 
 
 def _blocked_fields(verdict, now) -> dict:

@@ -79,13 +79,17 @@ LEFT JOIN billing_modelprice p ON p.price_book_id = b.id AND p.model_key = %s
 """
 
 
-def prices_for(model_key: str, offering=None, when: dt.datetime | None = None) -> Prices:
-    """Prices of `model_key` at `when`. The book in force decides; a model the book
-    does not list (or no book at all) is priced from the catalogue (`offering`)
-    and recorded as version 0, so an event never claims a book it did not use."""
+def prices_statement(model_key: str, when: dt.datetime | None = None) -> tuple[str, list]:
+    """The query prices_for() runs, for a caller that sends it with other statements."""
     from portal.db import sql
 
-    row = sql.one(_PRICES_SQL, [sql.dt(when or timezone.now()), model_key])
+    return _PRICES_SQL, [sql.dt(when or timezone.now()), model_key]
+
+
+def prices_from_row(row, offering=None) -> Prices:
+    """Prices from a row of prices_statement() (None: no book in force)."""
+    from portal.db import sql
+
     if row is not None and row[3] is not None:
         version, per_tool_call, per_runtime_second, per_1k_input, per_1k_output = row
         return Prices(
@@ -98,6 +102,15 @@ def prices_for(model_key: str, offering=None, when: dt.datetime | None = None) -
     if offering is None:
         return Prices(0, Decimal("0"), Decimal("0"))
     return Prices(0, offering.price_per_1k_input, offering.price_per_1k_output)
+
+
+def prices_for(model_key: str, offering=None, when: dt.datetime | None = None) -> Prices:
+    """Prices of `model_key` at `when`. The book in force decides; a model the book
+    does not list (or no book at all) is priced from the catalogue (`offering`)
+    and recorded as version 0, so an event never claims a book it did not use."""
+    from portal.db import sql
+
+    return prices_from_row(sql.one(*prices_statement(model_key, when)), offering)
 
 
 def publish_from_catalogue(note: str = "", effective_from: dt.datetime | None = None) -> PriceBook:

@@ -108,21 +108,30 @@ class Admission:
     def attach(self, invocation) -> None:
         """Bind the reservation to the invocation that now exists (same transaction);
         metering settles it by the invocation id."""
+        statement = self.attach_statement(invocation)
+        if statement is not None:
+            from portal.db import sql
+
+            sql.run(*statement)
+
+    def attach_statement(self, invocation) -> tuple[str, list] | None:
+        """attach() as a statement for the caller to send with others (None: nothing to
+        attach); the reservation counts as attached from here."""
         if self.tenant_id is None or self.closed:
-            return
+            return None
         from portal.db import sql
 
-        sql.insert(
-            Reservation(
-                tenant_id=self.tenant_id,
-                invocation_id=invocation.pk,
-                month=self.month,
-                user_key=self.user_key,
-                tokens=self.tokens,
-                cost=self.cost,
-            )
-        )
         self.closed = True
+        reservation = Reservation(
+            tenant_id=self.tenant_id,
+            invocation_id=invocation.pk,
+            month=self.month,
+            user_key=self.user_key,
+            tokens=self.tokens,
+            cost=self.cost,
+        )
+        statement, values = sql.insert_values(reservation)
+        return statement, values
 
     def release(self, invocation=None, *, guardrail_checks: int = 0) -> None:
         """Give the reservation back (the turn was blocked before it ran) and, if the
@@ -161,9 +170,9 @@ def estimate_turn(offering, text: str, conversation=None) -> tuple[int, Decimal]
     return _estimate(offering, len(text) + (history or 0))
 
 
-def _estimate(offering, chars: int) -> tuple[int, Decimal]:
+def _estimate(offering, chars: int, prices=None) -> tuple[int, Decimal]:
     input_tokens = estimate_tokens(chars)
-    prices = accounting.prices_for(getattr(offering, "key", ""), offering)
+    prices = prices or accounting.prices_for(getattr(offering, "key", ""), offering)
     return input_tokens + MAX_OUTPUT_TOKENS, prices.cost(input_tokens, MAX_OUTPUT_TOKENS)
 
 
@@ -211,21 +220,25 @@ _WITHIN_TOKENS = "billing_monthlyusage.tokens_used + billing_monthlyusage.tokens
 _WITHIN_COST = "billing_monthlyusage.cost_used + billing_monthlyusage.cost_reserved <= CAST(%(max_cost)s AS NUMERIC)"
 
 
-def _reserve(params: dict, *, max_tokens: int | None, max_cost: Decimal | None) -> bool:
-    """Reserve on one month row; False if a limit would be passed."""
-    from portal.db import sql
-
+def _reserve_statement(params: dict, *, max_tokens: int | None, max_cost: Decimal | None):
+    """The reservation on one month row, or None if the estimate alone is over a limit
+    (even an empty month could not take it)."""
     if (max_tokens is not None and max_tokens < 0) or (max_cost is not None and max_cost < 0):
-        return False  # the estimate alone is over the limit, even on an empty month
+        return None
     conditions = [c for c, limit in ((_WITHIN_TOKENS, max_tokens), (_WITHIN_COST, max_cost)) if limit is not None]
     statement = _RESERVE_SQL.format(condition=" AND ".join(conditions) or "1 = 1")
-    return sql.one(statement, {**params, "max_tokens": max_tokens, "max_cost": max_cost}) is not None
+    return statement, {**params, "max_tokens": max_tokens, "max_cost": max_cost}
+
+
+_RUNNING_SQL = (
+    "SELECT COUNT(*) FROM agents_invocation WHERE tenant_id = %s "
+    "AND status NOT IN ('done', 'failed', 'blocked', 'cancelled')"
+)
 
 
 def _admit(tenant, user, offering, text, conversation) -> Admission:
     from django.utils import timezone
 
-    from agents.models import FINAL_STATUSES
     from portal.db import sql
 
     tier = tenant.tier
@@ -233,39 +246,49 @@ def _admit(tenant, user, offering, text, conversation) -> Admission:
     now = timezone.now()
     month = accounting.month_start(now)
     conversation_id = conversation.pk if conversation is not None else None
-    history, user_rpm, user_tokens, budget = sql.one(
-        _FACTS_SQL, {"tenant": tenant.pk, "conversation": conversation_id, "user": user_key}
+    # The facts and the prices in one round trip (portal.db.sql.batch).
+    facts, price_row = sql.batch(
+        [
+            (_FACTS_SQL, {"tenant": tenant.pk, "conversation": conversation_id, "user": user_key}),
+            accounting.prices_statement(getattr(offering, "key", ""), now),
+        ]
     )
+    history, user_rpm, user_tokens, budget = facts
     budget = sql.decimal_from_db(budget, 2)
-    tokens, cost = _estimate(offering, len(text) + (history or 0))
+    tokens, cost = _estimate(offering, len(text) + (history or 0), accounting.prices_from_row(price_row, offering))
 
-    # 1. Reservation against the month's counters (locks the tenant's month row).
+    # 1. Reservation against the month's counters (locks the tenant's month row), and
+    # 2. concurrent sessions, counted under that lock, so two admissions cannot both see
+    #    the last free slot. One round trip; a refusal rolls the whole transaction back.
     params = {"tenant": tenant.pk, "month": sql.date(month), "tokens": tokens, "cost": cost, "now": sql.dt(now)}
     quota = tier.included_tokens if tier is not None and not tier.overage_allowed else None
-    if not _reserve(
+    tenant_reservation = _reserve_statement(
         {**params, "user_key": 0},
         max_tokens=None if quota is None else quota - tokens,
         max_cost=None if budget is None else budget - cost,
-    ):
+    )
+    if tenant_reservation is None:
         raise _reservation_refusal(month, quota, budget, tokens)
-    if user_key and not _reserve(
-        {**params, "user_key": user_key}, max_tokens=None if not user_tokens else user_tokens - tokens, max_cost=None
-    ):
-        raise LimitExceeded(
-            f"You have used your monthly allowance of {user_tokens:,} tokens. Ask a tenant admin to raise your limit.",
-            status=402,
-            retry_after=_seconds_to_next_month(month),
-            code="user_token_limit",
-            kind=LimitKind.USER_TOKENS,
+    statements = [tenant_reservation]
+    if user_key:
+        user_reservation = _reserve_statement(
+            {**params, "user_key": user_key},
+            max_tokens=None if not user_tokens else user_tokens - tokens,
+            max_cost=None,
         )
-
-    # 2. Concurrent sessions, counted under the month-row lock taken above.
-    if tier is not None and tier.concurrent_sessions:
-        placeholders = ", ".join(["%s"] * len(FINAL_STATUSES))
-        (running,) = sql.one(
-            f"SELECT COUNT(*) FROM agents_invocation WHERE tenant_id = %s AND status NOT IN ({placeholders})",  # noqa: S608 (placeholders only)
-            [tenant.pk, *FINAL_STATUSES],
-        )
+        if user_reservation is None:
+            raise _user_refusal(user_tokens, month)
+        statements.append(user_reservation)
+    counts_sessions = tier is not None and tier.concurrent_sessions
+    if counts_sessions:
+        statements.append((_RUNNING_SQL, [tenant.pk]))
+    results = sql.batch(statements)
+    if results[0] is None:
+        raise _reservation_refusal(month, quota, budget, tokens)
+    if user_key and results[1] is None:
+        raise _user_refusal(user_tokens, month)
+    if counts_sessions:
+        (running,) = results[-1]
         if running >= tier.concurrent_sessions:
             raise LimitExceeded(
                 f"Your organisation already has {running} answers in progress (the limit is "
@@ -289,6 +312,16 @@ def _admit(tenant, user, offering, text, conversation) -> Admission:
         if refused is not None:
             raise _rate_refusal(refused, retry_after)
     return Admission(tenant_id=tenant.pk, user_key=user_key, month=month, tokens=tokens, cost=cost)
+
+
+def _user_refusal(user_tokens, month) -> LimitExceeded:
+    return LimitExceeded(
+        f"You have used your monthly allowance of {user_tokens:,} tokens. Ask a tenant admin to raise your limit.",
+        status=402,
+        retry_after=_seconds_to_next_month(month),
+        code="user_token_limit",
+        kind=LimitKind.USER_TOKENS,
+    )
 
 
 def _seconds_to_next_month(month) -> int:

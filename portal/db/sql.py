@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import re
 import uuid as uuid_module
 
 from django.db import connection
@@ -109,16 +110,7 @@ def run(sql: str, params=()) -> int:
 _INSERT_CACHE: dict[type, tuple[str, list, bool]] = {}
 
 
-def insert(instance) -> None:
-    """INSERT a new model instance in one statement, with the statement built once per
-    model (Model.save() builds it every time). Fills an auto primary key from RETURNING.
-
-    Tenant-owned rows keep TenantOwnedModel.save()'s rule: the tenant comes from the
-    context, and a row for another tenant is refused. No signals are sent: use it only
-    for models nothing listens to (the turn's messages, invocations, reservations)."""
-    from tenants.context import TenantNotSet, current_scope
-
-    model = type(instance)
+def _insert_plan(model) -> tuple[str, list, bool]:
     cached = _INSERT_CACHE.get(model)
     if cached is None:
         quote = connection.ops.quote_name
@@ -132,7 +124,20 @@ def insert(instance) -> None:
             f" RETURNING {quote(pk.column)}" if auto_pk else "",
         )
         cached = _INSERT_CACHE[model] = (statement, fields, auto_pk)
-    statement, fields, auto_pk = cached
+    return cached
+
+
+def insert_fields(model) -> list:
+    """The fields insert_values() gives values for, in order."""
+    return _insert_plan(model)[1]
+
+
+def insert_values(instance) -> tuple[str, list]:
+    """The INSERT statement of a new instance and its parameters (see insert())."""
+    from tenants.context import TenantNotSet, current_scope
+
+    model = type(instance)
+    statement, fields, _ = _insert_plan(model)
     if any(f.name == "tenant" for f in fields):
         scope = current_scope()
         if instance.tenant_id is None:
@@ -144,13 +149,28 @@ def insert(instance) -> None:
                 f"Refusing to save {model._meta.label} for tenant {instance.tenant_id} "
                 f"while the context is tenant {scope.tenant_id}"
             )
-    values = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(statement, values)
-        if auto_pk:
-            setattr(instance, model._meta.pk.attname, cursor.fetchone()[0])
+    return statement, [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
+
+
+def inserted(instance, pk=None) -> None:
+    """Mark an instance written by insert_values()' statement as saved (with its new pk)."""
+    if pk is not None:
+        setattr(instance, type(instance)._meta.pk.attname, pk)
     instance._state.adding = False
     instance._state.db = connection.alias
+
+
+def insert(instance) -> None:
+    """INSERT a new model instance in one statement, with the statement built once per
+    model (Model.save() builds it every time). Fills an auto primary key from RETURNING.
+
+    Tenant-owned rows keep TenantOwnedModel.save()'s rule: the tenant comes from the
+    context, and a row for another tenant is refused. No signals are sent: use it only
+    for models nothing listens to (the turn's messages, invocations, reservations)."""
+    statement, values = insert_values(instance)
+    with connection.cursor() as cursor:
+        cursor.execute(statement, values)
+        inserted(instance, cursor.fetchone()[0] if _insert_plan(type(instance))[2] else None)
 
 
 class RowReader:
@@ -191,3 +211,54 @@ class RowReader:
                     values[i] = convert(values[i], column, connection)
             instances.append(model.from_db(connection.alias, None, values))
         return instances
+
+
+_PLACEHOLDER = re.compile(r"%%|%\((\w+)\)s|%s")
+
+
+def _renamed(index: int, statement: str, params) -> tuple[str, dict]:
+    """The statement with its placeholders named apart from the other statements' (s{index}_…)."""
+    named: dict = {}
+    positional = iter(params) if not isinstance(params, dict) else None
+
+    def rename(match):
+        if match.group(0) == "%%":
+            return "%%"
+        if positional is not None:
+            name = f"s{index}_{len(named)}"
+            named[name] = next(positional)
+        else:
+            name = f"s{index}_{match.group(1)}"
+            named[name] = params[match.group(1)]
+        return f"%({name})s"
+
+    return _PLACEHOLDER.sub(rename, statement), named
+
+
+def batch(statements: list[tuple[str, object]]) -> list[tuple | None]:
+    """Run statements that do not depend on each other's results; the first row of each
+    (None for a statement that returns no rows).
+
+    On PostgreSQL they travel as one query string, so they cost one round trip (inside
+    a transaction they are part of it; outside one they form one implicit transaction);
+    on SQLite, where there is no round trip, they run one after another."""
+    if connection.vendor != "postgresql" or len(statements) == 1:
+        results = []
+        for statement, params in statements:
+            with connection.cursor() as cursor:
+                cursor.execute(statement, params)
+                results.append(cursor.fetchone() if cursor.description else None)
+        return results
+    texts, merged = [], {}
+    for index, (statement, params) in enumerate(statements):
+        text, named = _renamed(index, statement, params)
+        texts.append(text.strip().rstrip(";"))
+        merged.update(named)
+    results = []
+    with connection.cursor() as cursor:
+        cursor.execute(";\n".join(texts), merged)
+        while True:
+            results.append(cursor.fetchone() if cursor.description else None)
+            if not cursor.cursor.nextset():
+                break
+    return results

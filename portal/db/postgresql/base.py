@@ -29,6 +29,21 @@ _SET_SQL = (
 )
 
 
+def _can_go_in_front(sql, params, many, context) -> bool:
+    """Whether the tenant settings can travel in the statement's own query string: a
+    single execute with parameters (so its literal % signs are escaped) on a
+    client-side-binding cursor (which sends one simple-protocol query string; a
+    server-side cursor wraps the text in DECLARE)."""
+    import psycopg
+
+    return (
+        not many
+        and params is not None
+        and isinstance(context["cursor"].cursor, psycopg.ClientCursor)
+        and not isinstance(context["cursor"].cursor, psycopg.ServerCursor)
+    )
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -114,12 +129,36 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self._transaction_control:
             return execute(sql, params, many, context)
         wanted = rls_settings()
+        in_front = _can_go_in_front(sql, params, many, context)
         if not self.get_autocommit():
-            if self._rls_applied != wanted:
-                self._set_scope(wanted)
+            if self._rls_applied == wanted:
+                return execute(sql, params, many, context)
+            if in_front:
+                result = self._execute_behind_scope(execute, sql, params, context, wanted)
+                self._rls_applied = wanted
+                return result
+            self._set_scope(wanted)
             return execute(sql, params, many, context)
         if wanted == _NO_SCOPE:
             return execute(sql, params, many, context)
+        if in_front:
+            # One round trip instead of four (BEGIN, set_config, statement, COMMIT): the
+            # statements of one query string run as one implicit transaction, so the
+            # transaction-local settings hold for the statement and end with it.
+            return self._execute_behind_scope(execute, sql, params, context, wanted)
         with transaction.atomic(using=self.alias):
             self._set_scope(wanted)
             return execute(sql, params, many, context)
+
+    @staticmethod
+    def _execute_behind_scope(execute, sql, params, context, wanted):
+        """The set_config call and the statement in one query string; the cursor is left
+        on the statement's result."""
+        if isinstance(params, dict):
+            names = ("_rls_tenant", "_rls_user", "_rls_all")
+            prefix = _SET_SQL.replace("%s", "%({})s").format(*names)
+            result = execute(f"{prefix}; {sql}", {**params, **dict(zip(names, wanted, strict=True))}, False, context)
+        else:
+            result = execute(f"{_SET_SQL}; {sql}", [*wanted, *params], False, context)
+        context["cursor"].cursor.nextset()
+        return result
