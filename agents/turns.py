@@ -358,35 +358,42 @@ def _finish(
         output_tokens = estimate_tokens(text)
         input_tokens = estimate_tokens(invocation_prompt_text(invocation))
     from agents.runtime_gateway import model_offering
-
-    offering = model_offering(invocation)
+    from billing import accounting
     from portal.db import sql
 
+    offering = model_offering(invocation)
     now = timezone.now()
     json_field = Message._meta.get_field("citations")
     with transaction.atomic():
-        changed = sql.run(
-            "UPDATE agents_invocation SET status = %(status)s, finished_at = %(now)s, input_tokens = %(input)s, "
-            "output_tokens = %(output)s, tool_call_count = %(tool_calls)s, usage_estimated = %(estimated)s, "
-            "error = %(error)s, trace = COALESCE(%(trace)s, trace) "
-            "WHERE tenant_id = %(tenant)s AND id = %(invocation)s "
-            "AND status NOT IN ('done', 'failed', 'blocked', 'cancelled')",
-            {
-                "status": str(status),
-                "now": sql.dt(now),
-                "input": input_tokens,
-                "output": output_tokens,
-                "tool_calls": len(tool_calls),
-                "estimated": estimated,
-                "error": error,
-                "trace": json_field.get_db_prep_save(trace.spans, sql.connection) if trace is not None else None,
-                "tenant": invocation.tenant_id,
-                "invocation": sql.uuid(invocation.pk),
-            },
+        # The final state (only if the turn has not ended already) and the prices in force,
+        # in one round trip on PostgreSQL (portal.db.sql.batch).
+        ended, price_row = sql.batch(
+            [
+                (
+                    "UPDATE agents_invocation SET status = %(status)s, finished_at = %(now)s, "
+                    "input_tokens = %(input)s, output_tokens = %(output)s, tool_call_count = %(tool_calls)s, "
+                    "usage_estimated = %(estimated)s, error = %(error)s, trace = COALESCE(%(trace)s, trace) "
+                    "WHERE tenant_id = %(tenant)s AND id = %(invocation)s "
+                    "AND status NOT IN ('done', 'failed', 'blocked', 'cancelled') RETURNING id",
+                    {
+                        "status": str(status),
+                        "now": sql.dt(now),
+                        "input": input_tokens,
+                        "output": output_tokens,
+                        "tool_calls": len(tool_calls),
+                        "estimated": estimated,
+                        "error": error,
+                        "trace": json_field.get_db_prep_save(trace.spans, sql.connection) if trace else None,
+                        "tenant": invocation.tenant_id,
+                        "invocation": sql.uuid(invocation.pk),
+                    },
+                ),
+                accounting.prices_statement(invocation.model_key, now),
+            ]
         )
-        if changed != 1:
+        if ended is None:
             return None  # someone else finished it (e.g. cancelled while queued)
-        sql.run(
+        answer = (
             "UPDATE agents_message SET content = %s, status = %s, citations = %s, tool_calls = %s, error = %s "
             "WHERE tenant_id = %s AND id = %s",
             [
@@ -409,6 +416,9 @@ def _finish(
             runtime_seconds=Decimal(f"{time.monotonic() - started:.3f}"),
             estimated=estimated,
             guardrail_checks=checks + invocation.input_guardrail_checks,
+            now=now,
+            prices=accounting.prices_from_row(price_row, offering),
+            together_with=[answer],
         )
     return invocation.assistant_message_id
 

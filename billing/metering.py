@@ -54,10 +54,10 @@ def turn_cost(offering, input_tokens: int, output_tokens: int) -> Decimal:
 _UPSERT_SQL_CACHE: dict[tuple, tuple[str, list]] = {}
 
 
-def _upsert_sql(model, key_names: tuple, increment_names: tuple) -> tuple[str, list]:
+def _upsert_sql(model, key_names: tuple, increment_names: tuple, guard: str = "") -> tuple[str, list]:
     """The statement for upsert_add and the fields of its columns, built once per shape
     (building it from model metadata on every call cost more than running it)."""
-    cached = _UPSERT_SQL_CACHE.get((model, key_names, increment_names))
+    cached = _UPSERT_SQL_CACHE.get((model, key_names, increment_names, guard))
     if cached is not None:
         return cached
     quote = connection.ops.quote_name
@@ -78,21 +78,16 @@ def _upsert_sql(model, key_names: tuple, increment_names: tuple) -> tuple[str, l
     # Identifiers come from model metadata (quoted); every value is a parameter.
     column_list = ", ".join(quote(field.column) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
-    sql = (
-        f"INSERT INTO {table} ({column_list}) VALUES ({placeholders}) ON CONFLICT ({conflict}) DO UPDATE SET {updates}"  # noqa: S608, E501
-    )
-    _UPSERT_SQL_CACHE[(model, key_names, increment_names)] = (sql, fields)
+    rows = f"SELECT {placeholders} WHERE {guard}" if guard else f"VALUES ({placeholders})"
+    sql = f"INSERT INTO {table} ({column_list}) {rows} ON CONFLICT ({conflict}) DO UPDATE SET {updates}"  # noqa: S608
+    _UPSERT_SQL_CACHE[(model, key_names, increment_names, guard)] = (sql, fields)
     return sql, fields
 
 
-def upsert_add(model, keys: dict, increments: dict) -> None:
-    """INSERT the row, or add `increments` to the existing one — one statement.
-
-    `keys` must be the columns of a unique constraint of `model`. Both
-    PostgreSQL and SQLite (≥ 3.24) take ON CONFLICT … DO UPDATE; concurrent
-    callers serialise on the row, so no increment is ever lost or doubled.
-    The caller is in the tenant's context (RLS checks tenant_id on PostgreSQL)."""
-    sql, fields = _upsert_sql(model, tuple(keys), tuple(increments))
+def upsert_statement(model, keys: dict, increments: dict, guard: tuple[str, list] | None = None):
+    """upsert_add() as (sql, params), for a caller that sends it with other statements.
+    `guard`: an SQL condition (and its parameters) the row is written under."""
+    sql, fields = _upsert_sql(model, tuple(keys), tuple(increments), guard[0] if guard else "")
     values = []
     now = None
     for field in fields:
@@ -105,8 +100,18 @@ def upsert_add(model, keys: dict, increments: dict) -> None:
         else:
             value = field.get_default()
         values.append(field.get_db_prep_save(value, connection))
+    return sql, values + (list(guard[1]) if guard else [])
+
+
+def upsert_add(model, keys: dict, increments: dict) -> None:
+    """INSERT the row, or add `increments` to the existing one — one statement.
+
+    `keys` must be the columns of a unique constraint of `model`. Both
+    PostgreSQL and SQLite (≥ 3.24) take ON CONFLICT … DO UPDATE; concurrent
+    callers serialise on the row, so no increment is ever lost or doubled.
+    The caller is in the tenant's context (RLS checks tenant_id on PostgreSQL)."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, values)
+        cursor.execute(*upsert_statement(model, keys, increments))
 
 
 def _daily_increments(
@@ -154,6 +159,24 @@ RETURNING id
 """
 
 
+# "This transaction wrote the invocation's event": the event row with this exact
+# created_at. Statements sent in the same batch as the event's INSERT … ON CONFLICT DO
+# NOTHING cannot ask Python whether it inserted; they ask the table.
+_OURS = (
+    "EXISTS (SELECT 1 FROM billing_usageevent WHERE tenant_id = %s AND invocation_id = %s "
+    "AND kind = %s AND created_at = %s)"
+)
+_SETTLE_SQL = f"""
+UPDATE billing_reservation SET status = %s, closed_at = %s
+WHERE tenant_id = %s AND invocation_id = %s AND status = %s AND {_OURS}
+RETURNING month, user_key, tokens, cost
+"""  # noqa: S608 (constant fragments)
+_BUDGET_SQL = (
+    "SELECT monthly_budget, soft_alert_percent, alerted_month FROM billing_tenantbudget "
+    "WHERE tenant_id = %s AND monthly_budget IS NOT NULL"
+)
+
+
 def record_turn(
     invocation,
     *,
@@ -166,15 +189,22 @@ def record_turn(
     estimated: bool,
     guardrail_checks: int = 0,
     latency: bool = True,
+    now=None,
+    prices: accounting.Prices | None = None,
+    together_with: list | tuple = (),
 ) -> UsageEvent | None:
     """Write the invocation's usage event, roll-up and settlement; None if it was
     already recorded (a redelivery or replay: nothing else changes then).
 
-    Must run inside the transaction that writes the final status."""
+    Must run inside the transaction that writes the final status. `now` and `prices`
+    (the book in force at `now`) may come from the caller; `together_with` are the
+    caller's own statements to send in the same round trip. Two round trips on
+    PostgreSQL: the event with everything that only needs to know it was written by us
+    (roll-up, the reservation's settlement, the budget), then the month counters."""
     from portal.db import sql
 
-    now = timezone.now()
-    prices = accounting.prices_for(invocation.model_key, offering, now)
+    now = now or timezone.now()
+    prices = prices or accounting.prices_for(invocation.model_key, offering, now)
     runtime_seconds = Decimal(str(runtime_seconds)).quantize(Decimal("0.001"))
     cost = prices.cost(input_tokens, output_tokens, tool_calls, runtime_seconds)
     latency_ms = None
@@ -199,11 +229,13 @@ def record_turn(
         estimated=estimated,
         created_at=now,
     )
-    inserted = sql.one(
+    invocation_key = sql.uuid(event.invocation_id)
+    ours = [event.tenant_id, invocation_key, event.kind, sql.dt(now)]
+    event_statement = (
         _EVENT_SQL,
         [
             event.tenant_id,
-            sql.uuid(event.invocation_id),
+            invocation_key,
             event.kind,
             event.user_id,
             event.agent_slug,
@@ -221,12 +253,7 @@ def record_turn(
             sql.dt(now),
         ],
     )
-    if inserted is None:
-        log.info("turn %s: usage already recorded", invocation.pk)
-        return None
-    event.pk = inserted[0]
-    event._state.adding = False
-    upsert_add(
+    daily_statement = upsert_statement(
         UsageDaily,
         {
             "tenant": invocation.tenant_id,
@@ -246,10 +273,32 @@ def record_turn(
             estimated=estimated,
             latency_ms=latency_ms,
         ),
+        guard=(_OURS, ours),
     )
+    settle_statement = (
+        _SETTLE_SQL,
+        [ReservationStatus.SETTLED, sql.dt(now), event.tenant_id, invocation_key, ReservationStatus.HELD, *ours],
+    )
+    results = sql.batch(
+        [
+            *together_with,
+            event_statement,
+            daily_statement,
+            settle_statement,
+            (_BUDGET_SQL, [invocation.tenant_id]),
+        ]
+    )
+    inserted, _, held, budget = results[len(together_with) :]
+    if inserted is None:
+        log.info("turn %s: usage already recorded", invocation.pk)
+        return None
+    event.pk = inserted[0]
+    event._state.adding = False
     month = accounting.month_start(now)
-    tenant_cost_used = settle(invocation, month=month, tokens=input_tokens + output_tokens, cost=cost)
-    _maybe_soft_alert(invocation.tenant_id, month, tenant_cost_used)
+    statements = _month_statements(invocation, month, tokens=input_tokens + output_tokens, cost=cost, held=_held(held))
+    tenant_cost_used = sql.decimal_from_db(sql.batch(statements)[0][0], 8)
+    if budget is not None:
+        _maybe_soft_alert(invocation.tenant_id, month, tenant_cost_used, budget)
     return event
 
 
@@ -298,39 +347,88 @@ RETURNING cost_used
 """
 
 
-def _close_reservation(tenant_id, invocation_id, status: str):
-    """Flip the invocation's held reservation to `status`: (month, user_key, tokens, cost), or None."""
+def _held(row):
+    """A closed reservation's row: (month, user_key, tokens, cost), or None."""
     from portal.db import sql
 
-    row = sql.one(
-        _CLOSE_RESERVATION_SQL,
-        [status, sql.dt(timezone.now()), tenant_id, sql.uuid(invocation_id), ReservationStatus.HELD],
-    )
     if row is None:
         return None
     month, user_key, tokens, cost = row
     return sql.date_from_db(month), user_key, tokens, sql.decimal_from_db(cost, 8)
 
 
-def _add_month(tenant_id, month, user_key, *, tokens_used=0, tokens_reserved=0, cost_used=None, cost_reserved=None):
-    """Add to the (tenant, month, user_key) row; its cost_used afterwards."""
+def _close_reservation(tenant_id, invocation_id, status: str):
+    """Flip the invocation's held reservation to `status`: (month, user_key, tokens, cost), or None."""
+    from portal.db import sql
+
+    return _held(
+        sql.one(
+            _CLOSE_RESERVATION_SQL,
+            [status, sql.dt(timezone.now()), tenant_id, sql.uuid(invocation_id), ReservationStatus.HELD],
+        )
+    )
+
+
+def _month_statement(
+    tenant_id, month, user_key, *, tokens_used=0, tokens_reserved=0, cost_used=None, cost_reserved=None
+):
+    """Add to the (tenant, month, user_key) row (RETURNING its cost_used afterwards)."""
     from portal.db import sql
 
     zero = Decimal("0")
-    row = sql.one(
-        _MONTH_ADD_SQL,
-        [
-            tenant_id,
-            sql.date(month),
-            user_key,
-            tokens_used,
-            tokens_reserved,
-            cost_used if cost_used is not None else zero,
-            cost_reserved if cost_reserved is not None else zero,
-            sql.dt(timezone.now()),
-        ],
-    )
-    return sql.decimal_from_db(row[0], 8)
+    return _MONTH_ADD_SQL, [
+        tenant_id,
+        sql.date(month),
+        user_key,
+        tokens_used,
+        tokens_reserved,
+        cost_used if cost_used is not None else zero,
+        cost_reserved if cost_reserved is not None else zero,
+        sql.dt(timezone.now()),
+    ]
+
+
+def _add_month(tenant_id, month, user_key, **amounts):
+    """Add to the (tenant, month, user_key) row; its cost_used afterwards."""
+    from portal.db import sql
+
+    return sql.decimal_from_db(sql.one(*_month_statement(tenant_id, month, user_key, **amounts))[0], 8)
+
+
+def _month_statements(invocation, month, *, tokens: int, cost: Decimal, held) -> list:
+    """The month counters' changes for a turn's real usage and its settled reservation
+    (`held`, or None): the tenant row's statement first. When the reservation was taken
+    in the same month, each row takes one statement for both."""
+    statements = []
+    user_key = invocation.user_id or 0
+    for key in sorted({0, user_key}):
+        release_here = held is not None and held[0] == month and key in (0, held[1])
+        statements.append(
+            _month_statement(
+                invocation.tenant_id,
+                month,
+                key,
+                tokens_used=tokens,
+                cost_used=cost,
+                tokens_reserved=-held[2] if release_here else 0,
+                cost_reserved=-held[3] if release_here else None,
+            )
+        )
+    if held is not None:
+        reserved_month, reserved_user, reserved_tokens, reserved_cost = held
+        for key in sorted({0, reserved_user}):
+            if reserved_month == month and key in (0, user_key):
+                continue  # given back above, with the real usage
+            statements.append(
+                _month_statement(
+                    invocation.tenant_id,
+                    reserved_month,
+                    key,
+                    tokens_reserved=-reserved_tokens,
+                    cost_reserved=-reserved_cost,
+                )
+            )
+    return statements
 
 
 def settle(invocation, *, month, tokens: int, cost: Decimal) -> Decimal | None:
@@ -339,36 +437,12 @@ def settle(invocation, *, month, tokens: int, cost: Decimal) -> Decimal | None:
 
     The reservation flips held → settled with a conditional UPDATE, so only one
     caller ever subtracts it; the real usage is added to the month it happened
-    in (the reservation is subtracted from the month it was taken in). When both
-    are the same month, each row takes one statement for both."""
+    in (the reservation is subtracted from the month it was taken in)."""
+    from portal.db import sql
+
     held = _close_reservation(invocation.tenant_id, invocation.pk, ReservationStatus.SETTLED)
-    tenant_cost_used = None
-    for key in sorted({0, invocation.user_id or 0}):
-        release_here = held is not None and held[0] == month and key in (0, held[1])
-        used = _add_month(
-            invocation.tenant_id,
-            month,
-            key,
-            tokens_used=tokens,
-            cost_used=cost,
-            tokens_reserved=-held[2] if release_here else 0,
-            cost_reserved=-held[3] if release_here else None,
-        )
-        if key == 0:
-            tenant_cost_used = used
-    if held is not None:
-        reserved_month, user_key, reserved_tokens, reserved_cost = held
-        for key in sorted({0, user_key}):
-            if reserved_month == month and key in (0, invocation.user_id or 0):
-                continue  # given back above, with the real usage
-            _add_month(
-                invocation.tenant_id,
-                reserved_month,
-                key,
-                tokens_reserved=-reserved_tokens,
-                cost_reserved=-reserved_cost,
-            )
-    return tenant_cost_used
+    results = sql.batch(_month_statements(invocation, month, tokens=tokens, cost=cost, held=held))
+    return sql.decimal_from_db(results[0][0], 8)
 
 
 def release(invocation_id) -> bool:
@@ -385,18 +459,14 @@ def release(invocation_id) -> bool:
     return True
 
 
-def _maybe_soft_alert(tenant_id: int, month, used: Decimal | None = None) -> None:
+def _maybe_soft_alert(tenant_id: int, month, used: Decimal | None = None, budget_row=None) -> None:
     """Alert the tenant's admins once a month when spend crosses the threshold.
 
     The flag flips with a conditional UPDATE, so parallel turns crossing the line
     together write one alert (an AuditLog entry the admins see)."""
     from portal.db import sql
 
-    row = sql.one(
-        "SELECT monthly_budget, soft_alert_percent, alerted_month FROM billing_tenantbudget "
-        "WHERE tenant_id = %s AND monthly_budget IS NOT NULL",
-        [tenant_id],
-    )
+    row = budget_row or sql.one(_BUDGET_SQL, [tenant_id])
     if row is None or not row[0] or sql.date_from_db(row[2]) == month:
         return
     budget = TenantBudget.objects.get(tenant_id=tenant_id)  # past the cheap checks: rare
