@@ -72,8 +72,8 @@ def _claim(tenant: Tenant, invocation_id) -> Invocation | None:
 
     A conditional UPDATE: of two deliveries of the same task only one claims it. On
     PostgreSQL the claim, the answer's status and the read of everything the turn
-    needs are one statement, sent with the tenant settings in one round trip; on
-    SQLite three statements in one transaction."""
+    needs are one statement, sent with the tenant settings in one round trip
+    (portal.db.postgresql); on SQLite three statements in one transaction."""
     from portal.db import sql
 
     now = timezone.now()
@@ -86,7 +86,9 @@ def _claim(tenant: Tenant, invocation_id) -> Invocation | None:
         "runtime": runtime_gateway.runtime_kind(tenant),
     }
     if sql.connection.vendor == "postgresql":
-        row = sql.one_scoped(
+        # Not durable: if the database crashed right after, the turn would be queued
+        # again, and the broker redelivers the task (acks_late), which claims it again.
+        row = sql.one_not_durable(
             f"""
             WITH i AS (UPDATE agents_invocation SET {_CLAIM_SET} WHERE {_CLAIMABLE} RETURNING *),
             answer AS (
@@ -275,13 +277,14 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
 
 
 def _mark_streaming(invocation: Invocation) -> None:
-    """The first token arrived: the invocation and its answer say so (one round trip on
-    PostgreSQL, see _claim)."""
+    """The first token arrived: the invocation and its answer say so (one statement and
+    round trip on PostgreSQL, see _claim)."""
     from portal.db import sql
 
     params = {"tenant": invocation.tenant_id, "invocation": sql.uuid(invocation.pk), "now": sql.dt(timezone.now())}
     if sql.connection.vendor == "postgresql":
-        sql.one_scoped(_MARK_STREAMING_POSTGRES, params)
+        # Not durable: losing the mark in a database crash loses nothing (finish sets the status).
+        sql.one_not_durable(_MARK_STREAMING_POSTGRES, params)
         return
     with transaction.atomic():
         if sql.run(_MARK_INVOCATION_STREAMING, params):

@@ -163,3 +163,61 @@ def test_a_tenant_cannot_write_shared_catalogue_rows(world):
                 "INSERT INTO agents_agent (slug, name, description, instructions, offered_to_tiers, status,"
                 " created_at, updated_at) VALUES ('x', 'x', '', '', '[]', 'draft', now(), now())"
             )
+
+
+# --- the settings travel in the statement's own query string (portal.db.postgresql) -----
+
+
+def _round_trips(fn):
+    """(fn's result, how many times psycopg waited for the server while it ran)."""
+    import psycopg
+
+    calls = 0
+    wait = psycopg.Connection.wait
+
+    def counting(self, *args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return wait(self, *args, **kwargs)
+
+    psycopg.Connection.wait = counting
+    try:
+        result = fn()
+    finally:
+        psycopg.Connection.wait = wait
+    return result, calls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_a_scoped_statement_is_one_round_trip_and_rls_holds(world):
+    connection.ensure_connection()
+    assert connection.get_autocommit()
+    with tenant_context(world.a.tenant):
+        tenant_ids, trips = _round_trips(lambda: _column("SELECT tenant_id FROM tenants_membership", []))
+    assert tenant_ids == {world.a.tenant.pk}
+    assert trips == 1  # not BEGIN, set_config, the statement and COMMIT
+    # The settings were local to that statement's implicit transaction.
+    assert _scalar("SELECT coalesce(current_setting('app.tenant_id', true), '')", []) == ""
+    assert _scalar("SELECT count(*) FROM tenants_membership", []) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_transaction_the_first_statement_carries_the_settings_and_a_new_context_resets_them(world):
+    with transaction.atomic():
+        with tenant_context(world.a.tenant):
+            a_ids, trips = _round_trips(lambda: _column("SELECT tenant_id FROM tenants_membership", []))
+            again, trips_again = _round_trips(lambda: _column("SELECT tenant_id FROM tenants_membership", []))
+        with tenant_context(world.b.tenant):
+            b_ids = _column("SELECT tenant_id FROM tenants_membership", [])
+    assert a_ids == again == {world.a.tenant.pk}
+    assert b_ids == {world.b.tenant.pk}
+    assert trips <= 2  # BEGIN, then the settings and the statement together
+    assert trips_again == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_with_a_literal_percent_and_no_parameters_still_gets_the_tenant(world):
+    # (No parameters: the % is not escaped, so the settings go in a round trip of their own.)
+    with tenant_context(world.a.tenant), connection.cursor() as cursor:
+        cursor.execute("SELECT tenant_id FROM tenants_membership WHERE 'x' NOT LIKE '100%'")
+        assert {row[0] for row in cursor.fetchall()} == {world.a.tenant.pk}

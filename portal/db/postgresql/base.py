@@ -101,30 +101,6 @@ class DatabaseWrapper(base.DatabaseWrapper):
             cursor.execute(_SET_SQL, wanted)
         self._rls_applied = wanted
 
-    def execute_scoped(self, cursor, sql: str, params) -> None:
-        """Run one statement outside a transaction in ONE round trip: the tenant settings
-        are sent in front of it in the same query string. PostgreSQL runs the statements
-        of one simple-protocol query string as one implicit transaction, so the
-        transaction-local settings hold for the statement and end with it. (The usual
-        path, a transaction of its own around the statement, costs BEGIN, set_config,
-        the statement and COMMIT: four round trips.) The cursor is left on the
-        statement's result. Inside a transaction this is a plain execute."""
-        if not self.get_autocommit():
-            cursor.execute(sql, params)
-            return
-        self._transaction_control = True  # the settings are in the text: no wrapper round trips
-        try:
-            if isinstance(params, dict):
-                scope = {"_scope_tenant": None, "_scope_user": None, "_scope_all": None}
-                wanted = dict(zip(scope, rls_settings(), strict=True))
-                prefix = _SET_SQL.replace("%s", "%({})s").format(*scope)
-                cursor.execute(f"{prefix}; {sql}", {**params, **wanted})
-            else:
-                cursor.execute(f"{_SET_SQL}; {sql}", [*rls_settings(), *params])
-        finally:
-            self._transaction_control = False
-        cursor.cursor.nextset()
-
     def _apply_tenant_scope(self, execute, sql, params, many, context):
         if self._transaction_control:
             return execute(sql, params, many, context)
