@@ -79,7 +79,7 @@ SELECT a.id, a.owner_tenant_id, a.slug, a.name, a.model_id, a.offered_to_tiers, 
     EXISTS (
         SELECT 1 FROM agents_invocation i
         WHERE i.tenant_id = %(tenant)s AND i.conversation_id = %(conversation)s
-        AND i.status NOT IN ('done', 'failed', 'blocked', 'cancelled')
+        AND i.status IN ('queued', 'running', 'streaming')
     )
 FROM agents_agent a
 WHERE a.id = %(agent)s AND a.status = 'published' AND a.identity_id IS NOT NULL

@@ -230,9 +230,10 @@ def _reserve_statement(params: dict, *, max_tokens: int | None, max_cost: Decima
     return statement, {**params, "max_tokens": max_tokens, "max_cost": max_cost}
 
 
+# The unfinished statuses named, not the finished ones excluded: the (tenant, status)
+# index then reads only the tenant's turns in progress, however many it ever had.
 _RUNNING_SQL = (
-    "SELECT COUNT(*) FROM agents_invocation WHERE tenant_id = %s "
-    "AND status NOT IN ('done', 'failed', 'blocked', 'cancelled')"
+    "SELECT COUNT(*) FROM agents_invocation WHERE tenant_id = %s AND status IN ('queued', 'running', 'streaming')"
 )
 
 
