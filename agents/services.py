@@ -317,7 +317,8 @@ def _write_turn(invocation, user_message, assistant, now, admission) -> None:
             if f.attname == "user_message_id"
             else "(SELECT id FROM a)"
             if f.attname == "assistant_message_id"
-            else "%s"
+            # Typed: in INSERT … SELECT the columns do not type the parameters.
+            else f"CAST(%s AS {f.db_type(sql.connection)})"
             for f in fields
         )
         columns = ", ".join(quote(f.column) for f in fields)

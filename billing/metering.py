@@ -78,6 +78,10 @@ def _upsert_sql(model, key_names: tuple, increment_names: tuple, guard: str = ""
     # Identifiers come from model metadata (quoted); every value is a parameter.
     column_list = ", ".join(quote(field.column) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
+    if guard and connection.vendor == "postgresql":
+        # In INSERT … SELECT the target columns do not type the parameters (a prepared
+        # statement would take them all as text): say each one's type.
+        placeholders = ", ".join(f"CAST(%s AS {field.db_type(connection)})" for field in fields)
     rows = f"SELECT {placeholders} WHERE {guard}" if guard else f"VALUES ({placeholders})"
     sql = f"INSERT INTO {table} ({column_list}) {rows} ON CONFLICT ({conflict}) DO UPDATE SET {updates}"  # noqa: S608
     _UPSERT_SQL_CACHE[(model, key_names, increment_names, guard)] = (sql, fields)
