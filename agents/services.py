@@ -233,10 +233,11 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
                 raise ServiceError("Wait for the current answer to finish (or stop it) before sending another message.")
             route = route_model(agent, tenant)
             span.update(agent=agent.slug, model=route.offering.key, route=route.reason)
-        # Limits first (a refused turn writes nothing and raises LimitExceeded), then the
-        # input guardrails: a blocked turn is recorded and answered at once, never queued.
-        with trace.span("turn.admit"):
-            admission = limits.admit(tenant, actor.user, route.offering, text, conversation=conversation)
+        # Limits (a refused turn writes nothing and raises LimitExceeded) and the input
+        # guardrails (a blocked turn is recorded and answered at once, never queued). The
+        # reservation itself is sent last, with the turn's rows: see _write_turn.
+        with trace.span("turn.admit"), limits.refusals_named(tenant, actor.user, route.offering, conversation):
+            plan = limits.plan_admission(tenant, actor.user, route.offering, text, conversation)
         with trace.span("turn.guardrails.input") as span:
             verdict = guardrails.screen_input(tenant, actor.user, text)
             span.update(checks=verdict.checks, blocked=verdict.blocked)
@@ -268,7 +269,8 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
             queued_at=now,
             **(_blocked_fields(verdict, now) if verdict.blocked else {}),
         )
-        _write_turn(invocation, user_message, assistant, now, None if verdict.blocked else admission)
+        with limits.refusals_named(tenant, actor.user, route.offering, conversation):
+            admission = _write_turn(invocation, user_message, assistant, now, plan)
         verdict.record(invocation)
         if verdict.blocked:
             admission.release(invocation, guardrail_checks=verdict.checks)
@@ -282,36 +284,61 @@ _TOUCH_CONVERSATION_SQL = (
     "UPDATE agents_conversation SET updated_at = %s, title = CASE WHEN title = '' THEN %s ELSE title END "
     "WHERE tenant_id = %s AND id = %s"
 )
-_write_turn_sql: str | None = None
 
 
-def _write_turn(invocation, user_message, assistant, now, admission) -> None:
-    """The question, the answer's placeholder, the invocation, the conversation's update
-    and the reservation's binding (admission, if any). On PostgreSQL one round trip: the
-    three inserts are one statement (the messages' new ids feed the invocation's row),
-    sent with the two others; on SQLite five statements."""
+def _write_turn(invocation, user_message, assistant, now, plan: limits.AdmissionPlan) -> limits.Admission:
+    """The question, the answer's placeholder, the invocation, the conversation's update,
+    then the reservation (plan's statements, and its row bound to the invocation unless
+    the turn was blocked): the Admission, or LimitExceeded (the caller's transaction then
+    rolls all of it back).
+
+    The reservation comes last because it locks the tenant's month row, which every turn
+    of the tenant needs: from here the row stays locked only until the commit. On
+    PostgreSQL all of it is one round trip (the three inserts are one statement, the
+    messages' new ids feeding the invocation's row); on SQLite, statements in turn."""
     conversation_update = (
         _TOUCH_CONVERSATION_SQL,
         [sql.dt(now), user_message.content[:80], invocation.tenant_id, invocation.conversation_id],
     )
+    binding = None if invocation.status == MessageStatus.BLOCKED else plan.reservation_statement(invocation)
+    reserve = [*([binding] if binding else []), *plan.statements()]
     if sql.connection.vendor != "postgresql":
         sql.insert(user_message)
         sql.insert(assistant)
         invocation.user_message, invocation.assistant_message = user_message, assistant
         sql.insert(invocation)
         sql.run(*conversation_update)
-        if admission is not None:
-            admission.attach(invocation)
-        return
-    question_sql, question_values = sql.insert_values(user_message)
-    answer_sql, answer_values = sql.insert_values(assistant)
-    _, invocation_values = sql.insert_values(invocation)
-    fields = sql.insert_fields(Invocation)
-    skip = {"user_message_id", "assistant_message_id"}
-    values = [v for f, v in zip(fields, invocation_values, strict=True) if f.attname not in skip]
-    global _write_turn_sql
-    if _write_turn_sql is None:
+        results = sql.batch(reserve)
+    else:
+        question_sql, question_values = sql.insert_values(user_message)
+        answer_sql, answer_values = sql.insert_values(assistant)
+        _, invocation_values = sql.insert_values(invocation)
+        fields = sql.insert_fields(Invocation)
+        skip = {"user_message_id", "assistant_message_id"}
+        values = [v for f, v in zip(fields, invocation_values, strict=True) if f.attname not in skip]
+        statements = [(_write_turn_sql(question_sql, answer_sql), [*question_values, *answer_values, *values])]
+        results = sql.batch([*statements, conversation_update, *reserve])
+        ids, results = results[0], results[2:]
+        sql.inserted(user_message, ids[0])
+        sql.inserted(assistant, ids[1])
+        invocation.user_message, invocation.assistant_message = user_message, assistant
+        sql.inserted(invocation)
+    # The count of turns in progress ran after this turn's row was written: it counts
+    # this one too, unless it was blocked (not in progress).
+    admission = plan.finish(results[1:] if binding else results, counted_itself=binding is not None)
+    admission.closed = binding is not None  # bound: metering settles it; else release() gives it back
+    return admission
+
+
+_WRITE_TURN_SQL: str | None = None
+
+
+def _write_turn_sql(question_sql: str, answer_sql: str) -> str:
+    """WITH q AS (question), a AS (answer) INSERT the invocation with their ids."""
+    global _WRITE_TURN_SQL
+    if _WRITE_TURN_SQL is None:
         quote = sql.connection.ops.quote_name
+        fields = sql.insert_fields(Invocation)
         select = ", ".join(
             "(SELECT id FROM q)"
             if f.attname == "user_message_id"
@@ -322,20 +349,12 @@ def _write_turn(invocation, user_message, assistant, now, admission) -> None:
             for f in fields
         )
         columns = ", ".join(quote(f.column) for f in fields)
-        _write_turn_sql = (
+        _WRITE_TURN_SQL = (
             f"WITH q AS ({question_sql}), a AS ({answer_sql}) "  # noqa: S608 (model metadata)
             f"INSERT INTO agents_invocation ({columns}) SELECT {select} "
             "RETURNING user_message_id, assistant_message_id"
         )
-    statements = [(_write_turn_sql, [*question_values, *answer_values, *values]), conversation_update]
-    reservation = admission.attach_statement(invocation) if admission is not None else None
-    if reservation is not None:
-        statements.append(reservation)
-    ids = sql.batch(statements)[0]
-    sql.inserted(user_message, ids[0])
-    sql.inserted(assistant, ids[1])
-    invocation.user_message, invocation.assistant_message = user_message, assistant
-    sql.inserted(invocation)
+    return _WRITE_TURN_SQL
 
 
 def _blocked_fields(verdict, now) -> dict:

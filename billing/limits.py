@@ -34,6 +34,7 @@ transaction of its own.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -178,8 +179,18 @@ def _estimate(offering, chars: int, prices=None) -> tuple[int, Decimal]:
 
 def admit(tenant, user, offering, text: str, conversation=None) -> Admission:
     """Reserve and rate-limit one turn, or raise LimitExceeded."""
+    with refusals_named(tenant, user, offering, conversation):
+        plan = plan_admission(tenant, user, offering, text, conversation)
+        from portal.db import sql
+
+        return plan.finish(sql.batch(plan.statements()))
+
+
+@contextlib.contextmanager
+def refusals_named(tenant, user, offering, conversation):
+    """A LimitExceeded leaving the block says who was refused, for its ThrottleEvent."""
     try:
-        return _admit(tenant, user, offering, text, conversation)
+        yield
     except LimitExceeded as refusal:
         refusal.tenant = tenant
         refusal.user_id = getattr(user, "pk", None)
@@ -237,7 +248,89 @@ _RUNNING_SQL = (
 )
 
 
-def _admit(tenant, user, offering, text, conversation) -> Admission:
+@dataclass
+class AdmissionPlan:
+    """A turn's admission, prepared: the estimate, and the statements that reserve it.
+
+    admit() sends the statements at once; post_message sends them at the end of its own
+    writes, so the tenant's month row (which every turn of the tenant must lock) stays
+    locked only from there to the commit. Either way: reservation and concurrency are
+    checked by finish() on the statements' results, then the rate limits are taken."""
+
+    tenant: object
+    user_key: int
+    month: object
+    tokens: int
+    cost: Decimal
+    quota: int | None
+    budget: Decimal | None
+    user_tokens: int | None
+    user_rpm: int | None
+    _statements: list
+
+    def statements(self) -> list:
+        return list(self._statements)
+
+    def reservation_statement(self, invocation) -> tuple[str, list]:
+        """The reservation's row, bound to the invocation (metering settles it by the
+        invocation id)."""
+        from portal.db import sql
+
+        return sql.insert_values(
+            Reservation(
+                tenant_id=self.tenant.pk,
+                invocation_id=invocation.pk,
+                month=self.month,
+                user_key=self.user_key,
+                tokens=self.tokens,
+                cost=self.cost,
+            )
+        )
+
+    def finish(self, results: list, *, counted_itself: bool = False) -> Admission:
+        """Check the reservation statements' results (as many as statements(), in order);
+        take the rate limits; the Admission, or LimitExceeded. `counted_itself`: the
+        turn's own invocation was written before the count of turns in progress."""
+        tier = self.tenant.tier
+        if results[0] is None:
+            raise _reservation_refusal(self.month, self.quota, self.budget, self.tokens)
+        if self.user_key and results[1] is None:
+            raise _user_refusal(self.user_tokens, self.month)
+        if tier is not None and tier.concurrent_sessions:
+            running = results[-1][0] - (1 if counted_itself else 0)
+            if running >= tier.concurrent_sessions:
+                raise LimitExceeded(
+                    f"Your organisation already has {running} answers in progress (the limit is "
+                    f"{tier.concurrent_sessions}). Try again when one finishes.",
+                    status=429,
+                    retry_after=CONCURRENCY_RETRY_AFTER,
+                    code="concurrency_limit",
+                    kind=LimitKind.CONCURRENCY,
+                )
+        # 3. Rate limits, all keys at once (after the reservation: a request refused by a
+        #    quota does not use up a rate token).
+        buckets = []
+        if tier is not None and tier.requests_per_minute:
+            buckets.append(Bucket(LimitKind.RPM, "rpm", tier.requests_per_minute, 1))
+        if tier is not None and tier.tokens_per_minute:
+            buckets.append(Bucket(LimitKind.TPM, "tpm", tier.tokens_per_minute, self.tokens))
+        if self.user_rpm:
+            buckets.append(Bucket(LimitKind.USER_RPM, f"user_rpm:{self.user_key}", self.user_rpm, 1))
+        if buckets:
+            refused, retry_after = take(self.tenant.pk, buckets)
+            if refused is not None:
+                raise _rate_refusal(refused, retry_after)
+        return Admission(
+            tenant_id=self.tenant.pk, user_key=self.user_key, month=self.month, tokens=self.tokens, cost=self.cost
+        )
+
+
+def plan_admission(tenant, user, offering, text, conversation) -> AdmissionPlan:
+    """Read what admission needs (one round trip) and prepare the reservation: 1. the
+    estimate on the month's counters (the tenant row, then the person's), 2. concurrent
+    sessions, counted in the same transaction after the tenant row is locked, so two
+    admissions cannot both see the last free slot. Raises LimitExceeded at once when the
+    estimate alone is over a limit."""
     from django.utils import timezone
 
     from portal.db import sql
@@ -247,7 +340,6 @@ def _admit(tenant, user, offering, text, conversation) -> Admission:
     now = timezone.now()
     month = accounting.month_start(now)
     conversation_id = conversation.pk if conversation is not None else None
-    # The facts and the prices in one round trip (portal.db.sql.batch).
     facts, price_row = sql.batch(
         [
             (_FACTS_SQL, {"tenant": tenant.pk, "conversation": conversation_id, "user": user_key}),
@@ -258,9 +350,6 @@ def _admit(tenant, user, offering, text, conversation) -> Admission:
     budget = sql.decimal_from_db(budget, 2)
     tokens, cost = _estimate(offering, len(text) + (history or 0), accounting.prices_from_row(price_row, offering))
 
-    # 1. Reservation against the month's counters (locks the tenant's month row), and
-    # 2. concurrent sessions, counted under that lock, so two admissions cannot both see
-    #    the last free slot. One round trip; a refusal rolls the whole transaction back.
     params = {"tenant": tenant.pk, "month": sql.date(month), "tokens": tokens, "cost": cost, "now": sql.dt(now)}
     quota = tier.included_tokens if tier is not None and not tier.overage_allowed else None
     tenant_reservation = _reserve_statement(
@@ -280,39 +369,20 @@ def _admit(tenant, user, offering, text, conversation) -> Admission:
         if user_reservation is None:
             raise _user_refusal(user_tokens, month)
         statements.append(user_reservation)
-    counts_sessions = tier is not None and tier.concurrent_sessions
-    if counts_sessions:
+    if tier is not None and tier.concurrent_sessions:
         statements.append((_RUNNING_SQL, [tenant.pk]))
-    results = sql.batch(statements)
-    if results[0] is None:
-        raise _reservation_refusal(month, quota, budget, tokens)
-    if user_key and results[1] is None:
-        raise _user_refusal(user_tokens, month)
-    if counts_sessions:
-        (running,) = results[-1]
-        if running >= tier.concurrent_sessions:
-            raise LimitExceeded(
-                f"Your organisation already has {running} answers in progress (the limit is "
-                f"{tier.concurrent_sessions}). Try again when one finishes.",
-                status=429,
-                retry_after=CONCURRENCY_RETRY_AFTER,
-                code="concurrency_limit",
-                kind=LimitKind.CONCURRENCY,
-            )
-
-    # 3. Rate limits, all keys at once.
-    buckets = []
-    if tier is not None and tier.requests_per_minute:
-        buckets.append(Bucket(LimitKind.RPM, "rpm", tier.requests_per_minute, 1))
-    if tier is not None and tier.tokens_per_minute:
-        buckets.append(Bucket(LimitKind.TPM, "tpm", tier.tokens_per_minute, tokens))
-    if user_rpm:
-        buckets.append(Bucket(LimitKind.USER_RPM, f"user_rpm:{user_key}", user_rpm, 1))
-    if buckets:
-        refused, retry_after = take(tenant.pk, buckets)
-        if refused is not None:
-            raise _rate_refusal(refused, retry_after)
-    return Admission(tenant_id=tenant.pk, user_key=user_key, month=month, tokens=tokens, cost=cost)
+    return AdmissionPlan(
+        tenant=tenant,
+        user_key=user_key,
+        month=month,
+        tokens=tokens,
+        cost=cost,
+        quota=quota,
+        budget=budget,
+        user_tokens=user_tokens,
+        user_rpm=user_rpm,
+        _statements=statements,
+    )
 
 
 def _user_refusal(user_tokens, month) -> LimitExceeded:
