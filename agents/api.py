@@ -22,7 +22,7 @@ from agents.serializers import (
     MessageSerializer,
     TurnAcceptedSerializer,
 )
-from agents.views import _last_event_id, sse_response
+from agents.views import _last_event_id, sse_response, stream_url
 from billing.limits import LimitExceeded
 from portal.api import PROBLEM_CONTENT_TYPE, TenantScopedAPIMixin, problem
 from tenants.api import TENANT_SLUG
@@ -105,7 +105,10 @@ class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.
             402: OpenApiResponse(description="Monthly token quota or budget used up (problem JSON, Retry-After)."),
             429: OpenApiResponse(description="Rate or concurrency limit (problem JSON, Retry-After header)."),
         },
-        description="Post a message: the turn is queued and answered asynchronously; follow stream_url (SSE).",
+        description=(
+            "Post a message: the turn is queued and answered asynchronously; follow stream_url (SSE), "
+            "whose stream token (`st`) opens that turn's events without other credentials for 10 minutes."
+        ),
     )
     @action(detail=True, methods=["get", "post"])
     def messages(self, request, *args, **kwargs):
@@ -119,11 +122,12 @@ class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.
             invocation = services.post_message(_actor(request), conversation, payload.validated_data["text"])
         except LimitExceeded as refusal:
             return limit_problem(refusal)
-        slug = request.tenant.slug
+        events = f"/api/v1/tenants/{request.tenant.slug}/invocations/{invocation.pk}/events/"
         body = {
             "invocation_id": str(invocation.pk),
             "status": invocation.status,
-            "stream_url": f"/api/v1/tenants/{slug}/invocations/{invocation.pk}/events/",
+            # With a stream token, which portal.asgi serves without a second authentication.
+            "stream_url": stream_url(events, request.tenant, invocation.pk, request.user.pk),
             "message_id": invocation.assistant_message_id,
         }
         return Response(body, status=status.HTTP_202_ACCEPTED)
@@ -150,12 +154,15 @@ class InvocationViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="Server-Sent Events")},
-        description="The turn's events as text/event-stream; reconnect with Last-Event-ID to resume.",
+        description=(
+            "The turn's events as text/event-stream; reconnect with Last-Event-ID to resume. "
+            "Authenticated as any call, or by the stream token (`st`) of the stream_url a posted message answers with."
+        ),
     )
     @action(detail=True, methods=["get"], renderer_classes=[renderers.JSONRenderer, EventStreamRenderer])
     def events(self, request, *args, **kwargs):
         invocation = self.get_object()
-        return sse_response(request.tenant, invocation.pk, _last_event_id(request))
+        return sse_response(request.tenant, invocation.pk, _last_event_id(request), request.user.pk)
 
     @extend_schema(request=None, responses={202: InvocationSerializer})
     @action(detail=True, methods=["post"])

@@ -60,6 +60,13 @@ def main() -> int:
             PORT,
             "--log-level",
             "warning",
+            # As in production (README, "Serving"); Django does not speak the lifespan protocol.
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--lifespan",
+            "off",
         ]
     )
     worker = subprocess.Popen(  # noqa: S603 (fixed argv, no user input)

@@ -1,11 +1,13 @@
 """500 concurrent Server-Sent Events streams on one uvicorn web process, with the Redis relay.
 
 This process plays the worker: it writes `--streams` running turns (one per
-conversation, members of one tenant), opens one API stream per turn
-(`GET /api/v1/tenants/<slug>/invocations/<id>/events/`, Bearer token) from an
-asyncio client, waits until all are open, notes the web process's RSS and the
-CPU it spends while they sit idle, then publishes status, delta and done for
-every turn through `agents.streaming.publish` and times each delivery.
+conversation, members of one tenant), opens one API stream per turn from an asyncio
+client — the stream_url the POST of each turn would have answered
+(`/api/v1/tenants/<slug>/invocations/<id>/events/?st=<stream token>`, plus the
+member's Bearer token as a client sends it; `--no-stream-token` opens the plain URL,
+authenticated by Django, as a client that builds the URL itself does) — waits until
+all are open, notes the web process's RSS and the CPU it spends while they sit idle,
+then publishes status, delta and done for every turn through `agents.streaming.publish` and times each delivery.
 "Concurrent" counts the streams that were open together when the events were
 published and then received all three.
 
@@ -39,8 +41,8 @@ from tests.bench.common import (
 )
 from tests.bench.httpload import Connection
 
-# Streams being opened at once. Each opening runs a sync view holding a PostgreSQL connection
-# (a thread per request under ASGI, no pool), so this stays well under max_connections (100).
+# Streams being opened at once. Without a stream token each opening runs Django's view on a
+# thread holding a PostgreSQL connection, so this stays well under max_connections (100).
 HANDSHAKES = 32
 OPEN_TIMEOUT = 90.0  # all streams must be open by then
 DELIVERY_TIMEOUT = 60.0
@@ -49,8 +51,8 @@ EXPECTED = ["status", "delta", "done"]
 
 
 class Stream:
-    def __init__(self, invocation_id: str, token: str):
-        self.invocation_id, self.token = invocation_id, token
+    def __init__(self, invocation_id: str, token: str, path: str):
+        self.invocation_id, self.token, self.path = invocation_id, token, path
         self.opened = asyncio.Event()
         self.ended = False
         self.kinds: list[str] = []
@@ -60,10 +62,9 @@ class Stream:
 
 async def follow(stream: Stream, port: int, gate: asyncio.Semaphore) -> None:
     connection = Connection(HOST, port, timeout=DELIVERY_TIMEOUT + OPEN_TIMEOUT)
-    path = f"/api/v1/tenants/{BENCH_TENANT}/invocations/{stream.invocation_id}/events/"
     try:
         async with gate:  # bounded number of handshakes at once; the streams themselves all stay open
-            events = connection.events(path, {"Authorization": f"Bearer {stream.token}"})
+            events = connection.events(stream.path, {"Authorization": f"Bearer {stream.token}"})
             kind, _ = await anext(events)
             stream.opened.set()
         async for kind, _data in events:
@@ -126,6 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--streams", type=int, default=500)
+    parser.add_argument("--no-stream-token", action="store_true", help="open the plain URL (Django authenticates)")
     args = parser.parse_args()
 
     setup_django()
@@ -134,6 +136,7 @@ def main() -> None:
 
     from agents import streaming
     from agents.models import Invocation, Message, MessageStatus
+    from agents.views import stream_url
     from tenants.context import tenant_context
     from tests.bench import data
 
@@ -159,7 +162,10 @@ def main() -> None:
                 status=MessageStatus.RUNNING,
                 model_key="offline-small",
             )
-            streams.append(Stream(str(invocation.pk), tokens[conversation.user_id]))
+            path = f"/api/v1/tenants/{BENCH_TENANT}/invocations/{invocation.pk}/events/"
+            if not args.no_stream_token:
+                path = stream_url(path, world.tenant, invocation.pk, conversation.user_id)
+            streams.append(Stream(str(invocation.pk), tokens[conversation.user_id], path))
     connections.close_all()
 
     def publish(invocation_ids: list[str]) -> dict[str, float]:
@@ -195,7 +201,7 @@ def main() -> None:
         database = settings.DATABASES["default"]["NAME"]
         with ConnectionSampler(os.environ["DATABASE_OWNER_URL"], database) as sampler:
             outcome = asyncio.run(drive(streams, port, web.pid, publish))
-    result = {"streams": args.streams, "web_rss_mb_idle": idle_rss, **outcome}
+    result = {"streams": args.streams, "stream_token": not args.no_stream_token, "web_rss_mb_idle": idle_rss, **outcome}
     result["postgres_connections_peak"] = sampler.peak
     log(
         f"{result['streams_concurrent']} of {args.streams} streams served concurrently; web RSS "

@@ -1,21 +1,22 @@
 """Sustained chat turns per second when the runtime takes 200 ms.
 
-Real processes: one uvicorn web process (the portal's ASGI app), a Celery worker
+Real processes: one uvicorn web process (the portal's ASGI app, uvloop and httptools,
+as README "Serving" says to run it), a Celery worker
 (Redis broker, PostgreSQL, `--pool threads`: a turn mostly waits on the runtime,
 so threads are the I/O-bound pool that needs no new dependency; gevent is not
 installed) and the fake HTTP runtime sleeping 200 ms per call on asyncio. A
 bounded number of client connections (keep-alive), each with its own
 conversation and a member's Bearer token, loop: POST the message (202) → follow
-the turn's SSE stream until its final event → next. Turns per second =
+the turn's SSE stream (the stream_url of the 202, whose stream token portal.asgi
+serves from Redis without Django) until its final event → next. Turns per second =
 completed turns / wall time of the timed phase (1500 turns or 90 s, whichever
 comes first). CPU time per process over the phase shows where the cores went.
 
 Sizing: every worker thread and every request being served holds its own
 PostgreSQL connection (no pool), and max_connections is 100 here, so the
 defaults are 32 worker threads and 48 clients. The web process runs with
-DATABASE_CONN_MAX_AGE=0: under ASGI each request runs on a fresh thread, so a
-kept connection is never reused and lingers until garbage collection; with the
-settings' default of 60 s this bench ran PostgreSQL out of connections (500s).
+DATABASE_CONN_MAX_AGE=0 (with the psycopg pool, Django's default here, connections
+go back to the pool at the end of each request anyway).
 
     python -m tests.bench.throughput --out result.json [--turns 1500] [--clients 48] [--concurrency 32]
 """
@@ -225,7 +226,7 @@ def main() -> None:
         "turn_ms": summary_ms(load.turn_times),
         "post_ms": summary_ms(load.post_times),
         "worker": {"pool": args.pool, "concurrency": args.concurrency},
-        "web": {"processes": 1, "server": "uvicorn"},
+        "web": {"processes": 1, "server": "uvicorn (uvloop, httptools)"},
         "runtime_delay_ms": RUNTIME_DELAY * 1000,
         "runtime_max_in_flight": runtime_stats.get("max_in_flight"),
         "cpu_cores_by_process": cpu,
