@@ -222,7 +222,7 @@ _STREAM_TOKEN = re.compile(
     r"(?P<tenant>[0-9]{1,18})\.(?P<user>[0-9]{1,18}):(?P<stamp>[0-9A-Za-z]{1,16}):(?P<sig>[-_0-9A-Za-z]{16,128})"
 )
 # The routes a stream token opens, and the URL kwarg that names the invocation in each.
-STREAM_ROUTES = {"api:invocation-events": "pk"}
+STREAM_ROUTES = {"api:invocation-events": "pk", "agents:turn_events": "invocation_id"}
 # With what SecurityMiddleware and XFrameOptionsMiddleware add to a Django response.
 _STREAM_HEADERS = [
     (b"content-type", b"text/event-stream"),

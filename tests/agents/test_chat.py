@@ -103,7 +103,11 @@ def test_it_starts_a_conversation_and_answers_a_message(
     invocation = in_tenant(world.a, lambda: Invocation.objects.get())
     body = response.content.decode()
     assert "How long is the refund window?" in body
-    assert f'data-stream-url="/t/alpha/chat/turns/{invocation.pk}/events/"' in body
+    # The page's stream carries a stream token, so it skips Django (tests/agents/test_stream_token.py).
+    assert (
+        f'data-stream-url="/t/alpha/chat/turns/{invocation.pk}/events/?st={world.a.tenant.pk}.{world.a.member.pk}:'
+        in body
+    )
     assert f'data-fragment-url="/t/alpha/chat/messages/{invocation.assistant_message_id}/"' in body
     assert "Stop" in body
 

@@ -116,6 +116,21 @@ def test_it_opens_the_stream_url_a_post_answers_with(world, turn, redis_relay):
 
 
 @needs_redis
+def test_the_chat_page_stream_opens_with_its_token_too(client, world, turn, redis_relay):
+    import html
+    import re
+
+    client.force_login(world.a.member)
+    page = client.get(f"/t/alpha/chat/{turn.conversation_id}/").content.decode()
+    url = html.unescape(re.search(r'data-stream-url="([^"]+)"', page).group(1))
+    stream = views.signed_stream(scope(url))
+    assert (stream.tenant_id, stream.user_id, stream.invocation_id) == (world.a.tenant.pk, world.a.member.pk, turn.pk)
+    publish_answer(turn)
+    _, body = serve(scope(url))
+    assert [line for line in body.splitlines() if line.startswith("id: ")] == ["id: 1", "id: 2", "id: 3"]
+
+
+@needs_redis
 @pytest.mark.parametrize("how", ["no token", "forged", "other turn", "other tenant", "other user", "post", "garbage"])
 def test_it_leaves_anything_but_a_valid_token_to_django(world, turn, catalogue, redis_relay, how):
     url = token_url(world, turn)
