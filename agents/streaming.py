@@ -91,19 +91,32 @@ def last_seq(invocation_id) -> int:
 
 
 def publish(invocation_id, seq: int, kind: str, data: dict) -> None:
+    publish_many(invocation_id, [(seq, kind, data)])
+
+
+def publish_many(invocation_id, events: list[tuple[int, str, dict]]) -> None:
+    """Write events (seq, kind, data) of one invocation, in order: one Redis round trip
+    (or one INSERT) for all of them."""
+    if not events:
+        return
     if uses_redis():
-        client = _redis()
         key = _key(invocation_id)
-        pipe = client.pipeline(transaction=False)
-        pipe.xadd(key, {"k": kind, "d": json.dumps(data)}, id=f"0-{seq}")
+        pipe = _redis().pipeline(transaction=False)
+        for seq, kind, data in events:
+            pipe.xadd(key, {"k": kind, "d": json.dumps(data)}, id=f"0-{seq}")
         pipe.expire(key, STREAM_TTL_SECONDS)
         pipe.execute()
         return
-    from agents.models import StreamEvent
-    from portal.db import sql
+    import contextlib
 
-    # sql.insert: the INSERT built once, not per event (an event per delta adds up).
-    sql.insert(StreamEvent(invocation_id=invocation_id, seq=seq, kind=kind, data=data))
+    from django.db import transaction
+
+    from agents.models import StreamEvent
+
+    # save(), not bulk_create(): it sets and checks the tenant. Several rows, one commit.
+    with transaction.atomic() if len(events) > 1 else contextlib.nullcontext():
+        for seq, kind, data in events:
+            StreamEvent.objects.create(invocation_id=invocation_id, seq=seq, kind=kind, data=data)
 
 
 def publish_final(invocation_id, kind: str, data: dict) -> None:
@@ -113,7 +126,11 @@ def publish_final(invocation_id, kind: str, data: dict) -> None:
 class Publisher:
     """Numbers events and coalesces deltas, so a fast model does not write a row
     (or a Redis entry) per token: a delta is flushed at FLUSH_CHARS characters or
-    FLUSH_SECONDS after the previous flush, whichever comes first."""
+    FLUSH_SECONDS after the previous flush, whichever comes first.
+
+    Everything waiting goes out together in one write: `emit(..., defer=True)` numbers an
+    event but lets it wait for the next write (e.g. the "streaming" status, sent with the
+    first delta), and an emit or flush sends what waits before anything that follows it."""
 
     FLUSH_CHARS = 48
     FLUSH_SECONDS = 0.06
@@ -123,13 +140,16 @@ class Publisher:
         self.invocation_id = invocation_id
         self.seq = last_seq(invocation_id) if start is None else start
         self._pending = ""
+        self._waiting: list[tuple[int, str, dict]] = []
         self._clock = clock
         self._last_flush = clock()
 
-    def emit(self, kind: str, data: dict) -> None:
-        self.flush()
+    def emit(self, kind: str, data: dict, *, defer: bool = False) -> None:
+        self._take_pending()
         self.seq += 1
-        publish(self.invocation_id, self.seq, kind, data)
+        self._waiting.append((self.seq, kind, data))
+        if not defer:
+            self._send()
 
     def delta(self, text: str) -> None:
         self._pending += text
@@ -137,10 +157,19 @@ class Publisher:
             self.flush()
 
     def flush(self) -> None:
+        self._take_pending()
+        self._send()
+
+    def _take_pending(self) -> None:
         if self._pending:
             text, self._pending = self._pending, ""
             self.seq += 1
-            publish(self.invocation_id, self.seq, "delta", {"text": text})
+            self._waiting.append((self.seq, "delta", {"text": text}))
+
+    def _send(self) -> None:
+        if self._waiting:
+            events, self._waiting = self._waiting, []
+            publish_many(self.invocation_id, events)
         self._last_flush = self._clock()
 
 

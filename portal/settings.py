@@ -174,6 +174,9 @@ else:
 CELERY_BROKER_DIR = VAR_DIR / "celery"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+if urlsplit(CELERY_BROKER_URL).scheme == "redis":  # rediss keeps kombu's own (its TLS checks key on the scheme)
+    # kombu's Redis transport, keeping one Redis client per channel (see portal/broker.py).
+    CELERY_BROKER_TRANSPORT = "portal.broker:Transport"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "out"),

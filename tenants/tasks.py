@@ -2,15 +2,56 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
+import threading
+import time
 
 from celery import shared_task
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 
 from tenants.context import tenant_context
-from tenants.models import Tenant
+from tenants.models import Tenant, Tier
 
 log = logging.getLogger(__name__)
+
+# A worker runs many tasks a second for the same few tenants; reading the tenant and its
+# tier for each was a query and ~0.5 ms of ORM work per chat turn. Kept this long per
+# process; a save in this process forgets it at once (signals below), one elsewhere (the
+# operator suspending a tenant in the web process) is seen within TENANT_CACHE_SECONDS.
+# What must take effect at once is checked where it matters, not from this copy: the
+# turn's claim checks the tenant's status, and every token validation re-reads the tenant.
+TENANT_CACHE_SECONDS = 5.0
+_tenants: dict[int, tuple[float, Tenant]] = {}
+_tenants_lock = threading.Lock()
+
+
+def cached_tenant(tenant_id: int) -> Tenant | None:
+    """The tenant with its tier, from this process's short cache or the database; each
+    caller gets its own copy (a task may change attributes of its Tenant)."""
+    now = time.monotonic()
+    with _tenants_lock:
+        hit = _tenants.get(tenant_id)
+    if hit is None or now - hit[0] >= TENANT_CACHE_SECONDS:
+        tenant = Tenant.objects.select_related("tier").filter(pk=tenant_id).first()
+        if tenant is None:
+            return None
+        hit = (now, tenant)
+        with _tenants_lock:
+            _tenants[tenant_id] = hit
+    return copy.copy(hit[1])
+
+
+@receiver(post_save, sender=Tenant, dispatch_uid="tenants.tasks.forget_tenant_saved")
+@receiver(post_delete, sender=Tenant, dispatch_uid="tenants.tasks.forget_tenant_deleted")
+@receiver(post_save, sender=Tier, dispatch_uid="tenants.tasks.forget_tier_saved")
+@receiver(post_delete, sender=Tier, dispatch_uid="tenants.tasks.forget_tier_deleted")
+def forget_tenants(**kwargs) -> None:
+    """Any tenant or tier written in this process: the next task reads them again."""
+    with _tenants_lock:
+        _tenants.clear()
 
 
 def tenant_task(**task_options):
@@ -26,7 +67,7 @@ def tenant_task(**task_options):
         bound = options.get("bind", False)
 
         def call_in_tenant(task, tenant_id: int, args, kwargs):
-            tenant = Tenant.objects.select_related("tier").filter(pk=tenant_id).first()
+            tenant = cached_tenant(tenant_id)
             if tenant is None:
                 log.info("task %s: tenant %s is gone, nothing to do", fn.__name__, tenant_id)
                 return None

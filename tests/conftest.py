@@ -86,3 +86,14 @@ def _fresh_offerings_cache():
     clear_offerings_cache()
     yield
     clear_offerings_cache()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_tenant_cache():
+    # @tenant_task keeps tenants for a few seconds per process; tests change them with
+    # queryset updates (no signals) and roll back, so each test starts without them.
+    from tenants.tasks import forget_tenants
+
+    forget_tenants()
+    yield
+    forget_tenants()

@@ -21,7 +21,7 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from jwt.algorithms import ECAlgorithm
 
@@ -135,8 +135,13 @@ def signing_key() -> tuple[str, object]:
                 return kid, private
     row = SigningKey.objects.filter(status=KeyStatus.ACTIVE).first()
     if row is None:
-        with transaction.atomic():
-            row = SigningKey.objects.select_for_update().filter(status=KeyStatus.ACTIVE).first() or create_key()
+        try:
+            with transaction.atomic():
+                row = SigningKey.objects.select_for_update().filter(status=KeyStatus.ACTIVE).first() or create_key()
+        except IntegrityError:
+            # Another worker thread or process created the first key at the same moment (the
+            # lock above has no row to hold yet, the one-active-key constraint decides): use it.
+            row = SigningKey.objects.get(status=KeyStatus.ACTIVE)
         clear_cache()
     with _lock:
         cached = _cache["private"].get(row.kid)  # type: ignore[union-attr]

@@ -236,16 +236,26 @@ def token_exchange(
     return token_response(token, granted, lifetime, issued_type=TOKEN_TYPE_ACCESS)
 
 
-def act_on_behalf(subject: tokens.AccessToken, agent: AgentIdentity, *, scope: str | None, audience: str):
+def act_on_behalf(
+    subject: tokens.AccessToken,
+    agent: AgentIdentity,
+    *,
+    scope: str | None,
+    audience: str,
+    allowed: bool | None = None,
+):
     """The exchange's policy, once the subject is known: may this agent act for the
     subject's users (AgentGrant, owner tenant), with which scopes (never wider than
     the subject's or the agent's own), for how long (never past the subject token).
     Returns (signed token, granted scopes, lifetime). The worker calls it directly
-    with the subject it just built (tokens.user_subject), so a chat turn signs one
-    token instead of signing a subject token and verifying it again."""
+    with the subject it just built (tokens.member_subject), so a chat turn signs one
+    token instead of signing a subject token and verifying it again; it also passes
+    `allowed`, whether an AgentGrant exists, read live in the same statement as the
+    member's role (None: read it here)."""
     tenant = subject.tenant
-    with tenant_context(tenant):
-        allowed = AgentGrant.objects.filter(agent=agent).exists()
+    if allowed is None:
+        with tenant_context(tenant):
+            allowed = AgentGrant.objects.filter(agent=agent).exists()
     if not allowed or (agent.owner_tenant_id is not None and agent.owner_tenant_id != tenant.pk):
         raise OAuthError("unauthorized_client", "This agent may not act for users of this tenant.")
 

@@ -104,22 +104,48 @@ def user_subject(
         membership = Membership.objects.select_related("user").filter(user=user).first()
     if membership is None or not membership.user.is_active:
         raise InvalidToken("not a member")
-    granted = scope_lib.scopes_for_role(membership.role)
+    return member_subject(
+        tenant,
+        user.pk,
+        membership.role,
+        user=membership.user,
+        membership=membership,
+        audience=audience,
+        scopes=scopes,
+        session_id=session_id,
+        lifetime=lifetime,
+    )
+
+
+def member_subject(
+    tenant: Tenant,
+    user_id: int,
+    role: str,
+    *,
+    user: User | None = None,
+    membership: Membership | None = None,
+    audience: str | None = None,
+    scopes: frozenset[str] | None = None,
+    session_id: str | None = None,
+    lifetime: int | None = None,
+) -> AccessToken:
+    """`user_subject()` for a caller that has just read the member's live role itself (an
+    active user, a membership of this tenant): the chat worker reads it together with the
+    turn's other facts in one statement."""
+    granted = scope_lib.scopes_for_role(role)
     granted = granted if scopes is None else (scopes & granted)
     claims = _base_claims(
-        sub=f"user:{user.pk}",
+        sub=f"user:{user_id}",
         tenant=tenant,
         aud=audience or settings.TOKEN_AUDIENCE,
         scopes=granted,
         lifetime=lifetime or settings.TOKEN_LIFETIME_SECONDS,
         client_id="portal",
     )
-    claims["roles"] = [membership.role]
+    claims["roles"] = [role]
     if session_id:
         claims["session_id"] = session_id
-    return AccessToken(
-        claims=claims, tenant=tenant, scopes=granted, user=membership.user, membership=membership, actors=()
-    )
+    return AccessToken(claims=claims, tenant=tenant, scopes=granted, user=user, membership=membership, actors=())
 
 
 def issue_user_token(

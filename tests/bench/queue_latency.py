@@ -155,19 +155,42 @@ def main() -> None:
             turn_ids.append(one_turn(args.warmup + i))
         receipts = _get_json(f"http://127.0.0.1:{port}/_bench/receipts")["receipts"]
     turn = [receipts[t] - committed[t] for t in turn_ids if t in receipts and t in committed]
+    with tenant_context(world.tenant):
+        traces = dict(Invocation.objects.filter(pk__in=turn_ids).values_list("pk", "trace"))
     result = {
         "worker": {"pool": WORKER_POOL, "concurrency": WORKER_CONCURRENCY},
         "samples": args.samples,
         "queue_to_runtime_ms": summary_ms(turn),
         "bare_celery_ms": summary_ms(bare),
     }
+    result["phases_ms"] = _phases(traces, committed, receipts)
     q, b = result["queue_to_runtime_ms"], result["bare_celery_ms"]
     result["ratio_p50"] = round(q["p50"] / b["p50"], 2) if q["p50"] and b["p50"] else None
     log(
         f"queue→runtime p50 {q['p50']} ms p99 {q['p99']} ms; bare Celery p50 {b['p50']} ms p99 {b['p99']} ms "
         f"(ratio p50 {result['ratio_p50']})"
     )
+    log("phases p50 (ms): " + ", ".join(f"{k} {v['p50']}" for k, v in result["phases_ms"].items()))
     write_result(args.out, result)
+
+
+def _phases(traces: dict, committed: dict[str, float], receipts: dict[str, float]) -> dict:
+    """Where the time between commit and the runtime's receipt went, from the worker's own spans
+    (wall clock, as the receipts): pick-up (broker, Celery, tenant), claim, the gap to the
+    runtime span (relay, guard set-up), prepare (token, request) and the HTTP call itself."""
+    phases: dict[str, list[float]] = {"pickup": [], "claim": [], "to_prepare": [], "prepare": [], "http_send": []}
+    for pk, spans in traces.items():
+        key = str(pk)
+        named = {s["name"]: s for s in spans or []}
+        claim, prepare = named.get("turn.claim"), named.get("turn.prepare")
+        if key not in committed or key not in receipts or claim is None or prepare is None:
+            continue
+        phases["pickup"].append(claim["at"] - committed[key])
+        phases["claim"].append(claim["ms"] / 1000)
+        phases["to_prepare"].append(prepare["at"] - claim["at"] - claim["ms"] / 1000)
+        phases["prepare"].append(prepare["ms"] / 1000)
+        phases["http_send"].append(receipts[key] - prepare["at"] - prepare["ms"] / 1000)
+    return {name: summary_ms(values) for name, values in phases.items()}
 
 
 if __name__ == "__main__":
