@@ -112,11 +112,13 @@ def publish_many(invocation_id, events: list[tuple[int, str, dict]]) -> None:
     from django.db import transaction
 
     from agents.models import StreamEvent
+    from portal.db import sql
 
-    # save(), not bulk_create(): it sets and checks the tenant. Several rows, one commit.
+    # sql.insert (not bulk_create) sets and checks the tenant like save(), with the INSERT
+    # built once. Several rows, one commit.
     with transaction.atomic() if len(events) > 1 else contextlib.nullcontext():
         for seq, kind, data in events:
-            StreamEvent.objects.create(invocation_id=invocation_id, seq=seq, kind=kind, data=data)
+            sql.insert(StreamEvent(invocation_id=invocation_id, seq=seq, kind=kind, data=data))
 
 
 def publish_final(invocation_id, kind: str, data: dict) -> None:

@@ -20,7 +20,7 @@ from agents import runtime_gateway, streaming, tracing
 from agents.guardrails import enforce as guardrails
 from agents.models import Invocation, Message, MessageStatus
 from billing import metering
-from tenants.models import Tenant
+from tenants.models import Tenant, TenantStatus
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ LEFT JOIN identity_agentidentity ai ON ai.id = a.identity_id
 JOIN agents_conversation c ON c.id = i.conversation_id AND c.tenant_id = i.tenant_id
 LEFT JOIN tenants_user u ON u.id = i.user_id
 JOIN agents_message um ON um.id = i.user_message_id AND um.tenant_id = i.tenant_id
+JOIN tenants_tenant t ON t.id = i.tenant_id
 """
 # Queued, or running/streaming but abandoned by a worker that vanished STALE_AFTER ago.
 _CLAIMABLE = """
@@ -95,7 +96,7 @@ def _claim(tenant: Tenant, invocation_id) -> Invocation | None:
                 UPDATE agents_message SET status = 'running', content = ''
                 WHERE tenant_id = %(tenant)s AND id IN (SELECT assistant_message_id FROM i)
             )
-            SELECT {reader.columns} FROM i {_CLAIM_JOINS}
+            SELECT {reader.columns}, t.status FROM i {_CLAIM_JOINS}
             """,  # noqa: S608 (constant fragments; values are parameters)
             params,
         )
@@ -112,13 +113,16 @@ def _claim(tenant: Tenant, invocation_id) -> Invocation | None:
                 [tenant.pk, claimed[0]],
             )
             row = sql.one(
-                f"SELECT {reader.columns} FROM agents_invocation i {_CLAIM_JOINS} "  # noqa: S608
+                f"SELECT {reader.columns}, t.status FROM agents_invocation i {_CLAIM_JOINS} "  # noqa: S608
                 "WHERE i.tenant_id = %(tenant)s AND i.id = %(invocation)s",
                 params,
             )
     if row is None:
         return None
     invocation, agent, identity, conversation, user, question = reader.read(row)
+    # The tenant's status as of the claim: the task's Tenant may be a few seconds old
+    # (tenants.tasks.cached_tenant), and a suspension must stop the turn at once.
+    tenant.status = row[-1]
     agent.identity = identity
     invocation.agent, invocation.conversation, invocation.user = agent, conversation, user
     invocation.user_message = question
@@ -132,6 +136,12 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
         current = Invocation.objects.filter(pk=invocation_id).values_list("status", flat=True).first()
         log.info("turn %s not claimed (status %s): nothing to do", invocation_id, current)
         return str(current or "missing")
+
+    if tenant.status != TenantStatus.ACTIVE:
+        reason = "This organisation's access is suspended. Ask its administrator."
+        if _finish(invocation, "", MessageStatus.FAILED, {}, [], [], time.monotonic(), error=reason) is not None:
+            streaming.publish_final(invocation.pk, "error", {"message": reason})
+        return str(MessageStatus.FAILED)
 
     trace = tracing.TurnTrace(tenant, invocation_id=invocation.pk, spans=invocation.trace)
     if invocation.attempts == 1:
@@ -156,7 +166,7 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
     blocked = None
     # With PII redaction on answers, the browser gets the redacted, stable part of the
     # answer every SHOW_EVERY characters instead of each raw delta (guard.shown()).
-    holds_back = guard.holds_back
+    holds_back = None  # read at the first delta: the policy lookup stays off the path to the runtime
     shown, shown_at = "", 0
     runtime_span = {"started": time.time(), "clock": time.perf_counter(), "first_token_ms": None}
     try:
@@ -167,7 +177,9 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
                     runtime_span.update(_runtime_called(invocation, trace, runtime_span))
                     runtime_span["first_token_ms"] = round((time.perf_counter() - runtime_span["clock"]) * 1000, 3)
                     _mark_streaming(invocation)
-                    publisher.emit("status", {"status": "streaming"})
+                    publisher.emit("status", {"status": "streaming"}, defer=True)
+                if holds_back is None:
+                    holds_back = guard.holds_back
                 answer.append(event.get("text", ""))
                 checking = time.perf_counter()
                 blocked = guard.check("".join(answer))
@@ -266,7 +278,7 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
         )
         publisher.emit("blocked", {"message_id": message_id, "text": verdict.text, "message": verdict.message})
         return str(MessageStatus.BLOCKED)
-    if holds_back:
+    if holds_back or (holds_back is None and guard.holds_back):
         shown = _show(publisher, shown, verdict.text)  # the rest, as it is stored
     status = MessageStatus.CANCELLED if cancelled else MessageStatus.DONE
     message_id = _finish(

@@ -52,3 +52,20 @@ def test_it_fails_turns_left_running_or_queued_too_long_in_every_tenant_and_bill
     # A second sweep finds nothing and bills nothing again.
     assert fail_stuck_turns() == 0
     assert _state(world.a, dead_worker)[2] == 1
+
+
+def test_a_turn_of_a_tenant_suspended_while_it_waited_fails_at_its_claim_and_is_billed_once(world, catalogue, runtime):
+    from tenants.models import Tenant, TenantStatus
+    from tests.billing.helpers import ask, run
+
+    invocation = ask(world.a, catalogue.helpdesk)
+    stale = Tenant.objects.get(pk=world.a.tenant.pk)  # what the worker's short cache may still hold
+    Tenant.objects.filter(pk=stale.pk).update(status=TenantStatus.SUSPENDED)
+    world.a.tenant = stale
+    assert run(world.a, invocation) == "failed"
+    assert runtime.calls == []  # the runtime was never called
+    with tenant_context(world.a.tenant):
+        turn = Invocation.objects.get(pk=invocation.pk)
+        assert turn.status == MessageStatus.FAILED and "suspended" in turn.error
+        assert Message.objects.get(pk=turn.assistant_message_id).status == MessageStatus.FAILED
+        assert UsageEvent.objects.filter(invocation_id=turn.pk).count() == 1
