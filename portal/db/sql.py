@@ -190,7 +190,39 @@ def _insert_plan(model) -> tuple[str, list, bool]:
             f" RETURNING {quote(pk.column)}" if auto_pk else "",
         )
         cached = _INSERT_CACHE[model] = (statement, fields, auto_pk)
+        _PASS_THROUGH[model] = [_passes_through(f) for f in fields]
+        _OWNED[model] = any(f.name == "tenant" for f in fields)
     return cached
+
+
+_PASS_THROUGH: dict[type, list[bool]] = {}
+_OWNED: dict[type, bool] = {}
+# Field types whose Python value the drivers take as it is: for these, Field.pre_save and
+# get_db_prep_save only read the attribute (about 5 µs a field, 25 fields a row).
+_PLAIN_TYPES = {
+    "CharField",
+    "TextField",
+    "SlugField",
+    "IntegerField",
+    "BigIntegerField",
+    "SmallIntegerField",
+    "PositiveIntegerField",
+    "PositiveSmallIntegerField",
+    "PositiveBigIntegerField",
+    "BooleanField",
+    "FloatField",
+    "ForeignKey",
+    "AutoField",
+    "BigAutoField",
+}
+
+
+def _passes_through(field) -> bool:
+    if field.get_internal_type() not in _PLAIN_TYPES:
+        return False
+    if field.get_internal_type() == "ForeignKey":  # its value is the target's key
+        return field.target_field.get_internal_type() in _PLAIN_TYPES
+    return True
 
 
 def insert_fields(model) -> list:
@@ -204,7 +236,7 @@ def insert_values(instance) -> tuple[str, list]:
 
     model = type(instance)
     statement, fields, _ = _insert_plan(model)
-    if any(f.name == "tenant" for f in fields):
+    if _OWNED[model]:
         scope = current_scope()
         if instance.tenant_id is None:
             if scope.tenant_id is None:
@@ -215,7 +247,11 @@ def insert_values(instance) -> tuple[str, list]:
                 f"Refusing to save {model._meta.label} for tenant {instance.tenant_id} "
                 f"while the context is tenant {scope.tenant_id}"
             )
-    return statement, [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
+    values = instance.__dict__
+    return statement, [
+        values[f.attname] if plain else f.get_db_prep_save(f.pre_save(instance, True), connection)
+        for f, plain in zip(fields, _PASS_THROUGH[model], strict=True)
+    ]
 
 
 def inserted(instance, pk=None) -> None:
