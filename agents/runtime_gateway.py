@@ -248,7 +248,7 @@ def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:
     # One statement before the call (the claim loaded the agent with its identity): outside
     # a transaction, portal.db.postgresql sends it with the tenant settings in one round
     # trip, where an atomic block would add BEGIN and COMMIT.
-    facts = turn_facts(tenant, invocation)
+    facts = getattr(invocation, "_facts", None) or turn_facts(tenant, invocation)  # the claim may have read them
     token = mint_act_on_behalf_token(tenant, invocation, facts)
     headers = tenant_headers(tenant, token, invocation)
     request = build_request(invocation, facts)
