@@ -204,7 +204,26 @@ def access_conversation(actor: Actor, conversation_id) -> Conversation:
         pk = int(conversation_id)
     except (TypeError, ValueError):
         return None
-    return Conversation.objects.select_related("agent").filter(pk=pk, user=actor.user).first()
+    if not -(2**63) <= pk < 2**63:
+        return None
+    tenant = require_tenant()  # what Conversation.objects would require
+    global _conversation_reader
+    if _conversation_reader is None:
+        _conversation_reader = sql.RowReader([(Conversation, "c"), (Agent, "a")])
+    # Every message posted looks its conversation up: one hand-written statement (portal.db.sql).
+    row = sql.one(
+        f"SELECT {_conversation_reader.columns} FROM agents_conversation c JOIN agents_agent a ON a.id = c.agent_id "  # noqa: S608
+        "WHERE c.tenant_id = %s AND c.id = %s AND c.user_id = %s",
+        [tenant.pk, pk, actor.user.pk],
+    )
+    if row is None:
+        return None
+    conversation, agent = _conversation_reader.read(row)
+    conversation.agent = agent
+    return conversation
+
+
+_conversation_reader = None
 
 
 def _clean_text(text: str) -> str:
