@@ -330,13 +330,6 @@ def _agent_slug(invocation) -> str:
     return ""
 
 
-# Closing a held reservation is a conditional UPDATE, so only one caller ever gives it back.
-_CLOSE_RESERVATION_SQL = """
-UPDATE billing_reservation SET status = %s, closed_at = %s
-WHERE tenant_id = %s AND invocation_id = %s AND status = %s
-RETURNING month, user_key, tokens, cost
-"""
-
 # Add to a month row (creating it): real usage and/or a change of what is reserved.
 _MONTH_ADD_SQL = """
 INSERT INTO billing_monthlyusage
@@ -361,18 +354,6 @@ def _held(row):
     return sql.date_from_db(month), user_key, tokens, sql.decimal_from_db(cost, 8)
 
 
-def _close_reservation(tenant_id, invocation_id, status: str):
-    """Flip the invocation's held reservation to `status`: (month, user_key, tokens, cost), or None."""
-    from portal.db import sql
-
-    return _held(
-        sql.one(
-            _CLOSE_RESERVATION_SQL,
-            [status, sql.dt(timezone.now()), tenant_id, sql.uuid(invocation_id), ReservationStatus.HELD],
-        )
-    )
-
-
 def _month_statement(
     tenant_id, month, user_key, *, tokens_used=0, tokens_reserved=0, cost_used=None, cost_reserved=None
 ):
@@ -390,13 +371,6 @@ def _month_statement(
         cost_reserved if cost_reserved is not None else zero,
         sql.dt(timezone.now()),
     ]
-
-
-def _add_month(tenant_id, month, user_key, **amounts):
-    """Add to the (tenant, month, user_key) row; its cost_used afterwards."""
-    from portal.db import sql
-
-    return sql.decimal_from_db(sql.one(*_month_statement(tenant_id, month, user_key, **amounts))[0], 8)
 
 
 def _month_statements(invocation, month, *, tokens: int, cost: Decimal, held) -> list:
@@ -433,34 +407,6 @@ def _month_statements(invocation, month, *, tokens: int, cost: Decimal, held) ->
                 )
             )
     return statements
-
-
-def settle(invocation, *, month, tokens: int, cost: Decimal) -> Decimal | None:
-    """Move the invocation's reservation (if it holds one) to real usage; the tenant
-    row's cost used afterwards.
-
-    The reservation flips held → settled with a conditional UPDATE, so only one
-    caller ever subtracts it; the real usage is added to the month it happened
-    in (the reservation is subtracted from the month it was taken in)."""
-    from portal.db import sql
-
-    held = _close_reservation(invocation.tenant_id, invocation.pk, ReservationStatus.SETTLED)
-    results = sql.batch(_month_statements(invocation, month, tokens=tokens, cost=cost, held=held))
-    return sql.decimal_from_db(results[0][0], 8)
-
-
-def release(invocation_id) -> bool:
-    """Give a held reservation back unused (the turn will never be metered with
-    real usage against it). True if this call released it."""
-    from tenants.context import require_tenant
-
-    held = _close_reservation(require_tenant().pk, invocation_id, ReservationStatus.RELEASED)
-    if held is None:
-        return False
-    month, user_key, tokens, cost = held
-    for key in sorted({0, user_key}):
-        _add_month(require_tenant().pk, month, key, tokens_reserved=-tokens, cost_reserved=-cost)
-    return True
 
 
 def _maybe_soft_alert(tenant_id: int, month, used: Decimal | None = None, budget_row=None) -> None:
