@@ -60,16 +60,7 @@ class TenantOwnedModel(models.Model):
         abstract = True
 
     def save(self, *args, **kwargs):
-        scope = current_scope()
-        if self.tenant_id is None:
-            if scope.tenant_id is None:
-                raise TenantNotSet(f"Cannot save {self._meta.label} without a tenant in the context")
-            self.tenant_id = scope.tenant_id
-        elif not scope.all_tenants and scope.tenant_id != self.tenant_id:
-            raise TenantNotSet(
-                f"Refusing to save {self._meta.label} for tenant {self.tenant_id} "
-                f"while the context is tenant {scope.tenant_id}"
-            )
+        assign_tenant(self)
         super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):
@@ -77,6 +68,22 @@ class TenantOwnedModel(models.Model):
         if not scope.all_tenants and scope.tenant_id != self.tenant_id:
             raise TenantNotSet(f"Refusing to delete {self._meta.label} outside its tenant's context")
         return super().delete(*args, **kwargs)
+
+
+def assign_tenant(instance) -> None:
+    """The rule for writing a tenant-owned row: its tenant comes from the context, and a
+    row for another tenant is refused (TenantNotSet). save() applies it, and so does
+    portal.db.sql.insert, the chat turn's hand-written INSERTs."""
+    scope = current_scope()
+    if instance.tenant_id is None:
+        if scope.tenant_id is None:
+            raise TenantNotSet(f"Cannot save {instance._meta.label} without a tenant in the context")
+        instance.tenant_id = scope.tenant_id
+    elif not scope.all_tenants and scope.tenant_id != instance.tenant_id:
+        raise TenantNotSet(
+            f"Refusing to save {instance._meta.label} for tenant {instance.tenant_id} "
+            f"while the context is tenant {scope.tenant_id}"
+        )
 
 
 class SharedOrTenantManager(models.Manager):

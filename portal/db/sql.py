@@ -232,21 +232,12 @@ def insert_fields(model) -> list:
 
 def insert_values(instance) -> tuple[str, list]:
     """The INSERT statement of a new instance and its parameters (see insert())."""
-    from tenants.context import TenantNotSet, current_scope
+    from tenants.scoping import assign_tenant
 
     model = type(instance)
     statement, fields, _ = _insert_plan(model)
     if _OWNED[model]:
-        scope = current_scope()
-        if instance.tenant_id is None:
-            if scope.tenant_id is None:
-                raise TenantNotSet(f"Cannot save {model._meta.label} without a tenant in the context")
-            instance.tenant_id = scope.tenant_id
-        elif not scope.all_tenants and scope.tenant_id != instance.tenant_id:
-            raise TenantNotSet(
-                f"Refusing to save {model._meta.label} for tenant {instance.tenant_id} "
-                f"while the context is tenant {scope.tenant_id}"
-            )
+        assign_tenant(instance)
     values = instance.__dict__
     return statement, [
         values[f.attname] if plain else f.get_db_prep_save(f.pre_save(instance, True), connection)
