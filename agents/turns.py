@@ -230,7 +230,8 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
                 if Invocation.objects.filter(pk=invocation.pk, cancel_requested=True).exists():
                     cancelled = True
                     break
-        publisher.flush()
+        # No flush here: the text still pending goes out with the turn's final event, in
+        # one write, a moment later (once the answer is stored).
     except runtime_gateway.TransientRuntimeError as exc:
         publisher.flush()
         if final_attempt:
