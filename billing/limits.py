@@ -109,30 +109,12 @@ class Admission:
     def attach(self, invocation) -> None:
         """Bind the reservation to the invocation that now exists (same transaction);
         metering settles it by the invocation id."""
-        statement = self.attach_statement(invocation)
-        if statement is not None:
-            from portal.db import sql
-
-            sql.run(*statement)
-
-    def attach_statement(self, invocation) -> tuple[str, list] | None:
-        """attach() as a statement for the caller to send with others (None: nothing to
-        attach); the reservation counts as attached from here."""
         if self.tenant_id is None or self.closed:
-            return None
+            return
         from portal.db import sql
 
+        sql.run(*reservation_row(self.tenant_id, invocation, self.month, self.user_key, self.tokens, self.cost))
         self.closed = True
-        reservation = Reservation(
-            tenant_id=self.tenant_id,
-            invocation_id=invocation.pk,
-            month=self.month,
-            user_key=self.user_key,
-            tokens=self.tokens,
-            cost=self.cost,
-        )
-        statement, values = sql.insert_values(reservation)
-        return statement, values
 
     def release(self, invocation=None, *, guardrail_checks: int = 0) -> None:
         """Give the reservation back (the turn was blocked before it ran) and, if the
@@ -144,6 +126,18 @@ class Admission:
             _add_reserved(self.tenant_id, self.month, self.user_key, -self.tokens, -self.cost)
         if invocation is not None:
             metering.record_unrun_turn(invocation, outcome="blocked", guardrail_checks=guardrail_checks)
+
+
+def reservation_row(tenant_id, invocation, month, user_key, tokens, cost) -> tuple[str, list]:
+    """The INSERT of a reservation bound to its invocation (metering settles it by the
+    invocation id)."""
+    from portal.db import sql
+
+    return sql.insert_values(
+        Reservation(
+            tenant_id=tenant_id, invocation_id=invocation.pk, month=month, user_key=user_key, tokens=tokens, cost=cost
+        )
+    )
 
 
 def _add_reserved(tenant_id, month, user_key, tokens, cost) -> None:
@@ -272,20 +266,8 @@ class AdmissionPlan:
         return list(self._statements)
 
     def reservation_statement(self, invocation) -> tuple[str, list]:
-        """The reservation's row, bound to the invocation (metering settles it by the
-        invocation id)."""
-        from portal.db import sql
-
-        return sql.insert_values(
-            Reservation(
-                tenant_id=self.tenant.pk,
-                invocation_id=invocation.pk,
-                month=self.month,
-                user_key=self.user_key,
-                tokens=self.tokens,
-                cost=self.cost,
-            )
-        )
+        """The reservation's row bound to the invocation, for the caller to send."""
+        return reservation_row(self.tenant.pk, invocation, self.month, self.user_key, self.tokens, self.cost)
 
     def finish(self, results: list, *, counted_itself: bool = False) -> Admission:
         """Check the reservation statements' results (as many as statements(), in order);
