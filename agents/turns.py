@@ -66,6 +66,20 @@ EXISTS (SELECT 1 FROM identity_agentgrant g WHERE g.tenant_id = i.tenant_id AND 
     ORDER BY created_at DESC, id DESC LIMIT {runtime_gateway.HISTORY_MESSAGES}
 ) h)
 """  # noqa: S608 (a constant)
+# And the price book in force now with its prices for the turn's model (the row of
+# billing.accounting.prices_statement), and when the next book takes effect: until then
+# these are the prices in force, and the finish needs no query for them.
+_CLAIM_PRICES_POSTGRES = """
+pb.version, pb.per_tool_call, pb.per_runtime_second, pm.per_1k_input, pm.per_1k_output,
+(SELECT min(effective_from) FROM billing_pricebook WHERE effective_from > %(now)s)
+"""
+_CLAIM_PRICES_JOINS = """
+LEFT JOIN LATERAL (
+    SELECT id, version, per_tool_call, per_runtime_second FROM billing_pricebook
+    WHERE effective_from <= %(now)s ORDER BY effective_from DESC, version DESC LIMIT 1
+) pb ON true
+LEFT JOIN billing_modelprice pm ON pm.price_book_id = pb.id AND pm.model_key = i.model_key
+"""
 _claim_reader = None
 
 
@@ -111,7 +125,8 @@ def _claim(tenant: Tenant, invocation_id) -> Invocation | None:
                 UPDATE agents_message SET status = 'running', content = ''
                 WHERE tenant_id = %(tenant)s AND id IN (SELECT assistant_message_id FROM i)
             )
-            SELECT {reader.columns}, t.status, {_CLAIM_FACTS_POSTGRES} FROM i {_CLAIM_JOINS}
+            SELECT {reader.columns}, t.status, {_CLAIM_FACTS_POSTGRES}, {_CLAIM_PRICES_POSTGRES}
+            FROM i {_CLAIM_JOINS} {_CLAIM_PRICES_JOINS}
             """,  # noqa: S608 (constant fragments; values are parameters)
             params,
         )
@@ -135,12 +150,13 @@ def _claim(tenant: Tenant, invocation_id) -> Invocation | None:
     if row is None:
         return None
     invocation, agent, identity, conversation, user, question = reader.read(row)
-    facts = None
+    facts = prices = None
     if sql.connection.vendor == "postgresql":
-        row, (role, allowed, history) = row[:-3], row[-3:]
+        row, (role, allowed, history), price_row, next_book_from = row[:-9], row[-9:-6], row[-6:-1], row[-1]
         facts = runtime_gateway.TurnFacts(
             role=role, agent_allowed=bool(allowed), history=[{"role": r, "content": c} for r, c in history or []]
         )
+        prices = (price_row, next_book_from)
     # The tenant's status as of the claim: the task's Tenant may be a few seconds old
     # (tenants.tasks.cached_tenant), and a suspension must stop the turn at once.
     tenant.status = row[-1]
@@ -148,6 +164,7 @@ def _claim(tenant: Tenant, invocation_id) -> Invocation | None:
     invocation.agent, invocation.conversation, invocation.user = agent, conversation, user
     invocation.user_message = question
     invocation._facts = facts  # runtime_gateway.invoke reads them itself when None
+    invocation._prices = prices  # _finish reads them itself when None
     return invocation
 
 
@@ -385,7 +402,8 @@ def _finish(
     checks: int = 0,
     trace: tracing.TurnTrace | None = None,
 ) -> int | None:
-    """Final state, stored answer and the one usage event, in one transaction.
+    """Final state, stored answer and the one usage event, in one transaction (on
+    PostgreSQL, outside a caller's transaction: one query string, one round trip).
 
     Returns the answer's message id, or None when the turn had already ended."""
     input_tokens = int(usage.get("input_tokens") or 0)
@@ -402,63 +420,95 @@ def _finish(
     offering = model_offering(invocation)
     now = timezone.now()
     json_field = Message._meta.get_field("citations")
-    with transaction.atomic():
-        # The final state (only if the turn has not ended already) and the prices in force,
-        # in one round trip on PostgreSQL (portal.db.sql.batch).
-        ended, price_row = sql.batch(
-            [
-                (
-                    "UPDATE agents_invocation SET status = %(status)s, finished_at = %(now)s, "
-                    "input_tokens = %(input)s, output_tokens = %(output)s, tool_call_count = %(tool_calls)s, "
-                    "usage_estimated = %(estimated)s, error = %(error)s, trace = COALESCE(%(trace)s, trace) "
-                    "WHERE tenant_id = %(tenant)s AND id = %(invocation)s "
-                    "AND status NOT IN ('done', 'failed', 'blocked', 'cancelled') RETURNING id",
-                    {
-                        "status": str(status),
-                        "now": sql.dt(now),
-                        "input": input_tokens,
-                        "output": output_tokens,
-                        "tool_calls": len(tool_calls),
-                        "estimated": estimated,
-                        "error": error,
-                        "trace": json_field.get_db_prep_save(trace.spans, sql.connection) if trace else None,
-                        "tenant": invocation.tenant_id,
-                        "invocation": sql.uuid(invocation.pk),
-                    },
-                ),
-                accounting.prices_statement(invocation.model_key, now),
-            ]
+    final_state = (
+        "UPDATE agents_invocation SET status = %(status)s, finished_at = %(now)s, "
+        "input_tokens = %(input)s, output_tokens = %(output)s, tool_call_count = %(tool_calls)s, "
+        "usage_estimated = %(estimated)s, error = %(error)s, trace = COALESCE(%(trace)s, trace) "
+        "WHERE tenant_id = %(tenant)s AND id = %(invocation)s "
+        "AND status NOT IN ('done', 'failed', 'blocked', 'cancelled') RETURNING id",
+        {
+            "status": str(status),
+            "now": sql.dt(now),
+            "input": input_tokens,
+            "output": output_tokens,
+            "tool_calls": len(tool_calls),
+            "estimated": estimated,
+            "error": error,
+            "trace": json_field.get_db_prep_save(trace.spans, sql.connection) if trace else None,
+            "tenant": invocation.tenant_id,
+            "invocation": sql.uuid(invocation.pk),
+        },
+    )
+    answer = (
+        "UPDATE agents_message SET content = %s, status = %s, citations = %s, tool_calls = %s, error = %s "
+        "WHERE tenant_id = %s AND id = %s",
+        [
+            text,
+            str(status),
+            json_field.get_db_prep_save(citations, sql.connection),
+            json_field.get_db_prep_save(tool_calls, sql.connection),
+            error,
+            invocation.tenant_id,
+            invocation.assistant_message_id,
+        ],
+    )
+    usage_record = {
+        "outcome": str(status),
+        "offering": offering,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "tool_calls": len(tool_calls),
+        "runtime_seconds": Decimal(f"{time.monotonic() - started:.3f}"),
+        "estimated": estimated,
+        "guardrail_checks": checks + invocation.input_guardrail_checks,
+        "now": now,
+    }
+    if sql.connection.vendor == "postgresql" and sql.connection.get_autocommit():
+        # One query string, so one round trip and one implicit transaction: the final
+        # state, the answer and the usage (metering.record_turn). Whatever holds a row
+        # lock (the tenant's month row, the day's roll-up) holds it only while the string
+        # runs and commits, never across a round trip. The answer and the usage are
+        # written only if this string's own UPDATE ended the turn ("finished at our now").
+        ended_here = (
+            "EXISTS (SELECT 1 FROM agents_invocation WHERE tenant_id = %s AND id = %s AND finished_at = %s)",
+            [invocation.tenant_id, sql.uuid(invocation.pk), sql.dt(now)],
         )
+        guarded_answer = (f"{answer[0]} AND {ended_here[0]}", answer[1] + ended_here[1])
+        event = metering.record_turn(
+            invocation,
+            **usage_record,
+            prices=_prices_in_force(invocation, offering, now),
+            together_with=[final_state, guarded_answer],
+            only_if=ended_here,
+        )
+        # No event: the turn had ended already (someone else finished it, e.g. cancelled
+        # while queued); the event is written in the same string as the final state.
+        return invocation.assistant_message_id if event is not None else None
+    with transaction.atomic():
+        # The final state (only if the turn has not ended already) and the prices in force.
+        ended, price_row = sql.batch([final_state, accounting.prices_statement(invocation.model_key, now)])
         if ended is None:
             return None  # someone else finished it (e.g. cancelled while queued)
-        answer = (
-            "UPDATE agents_message SET content = %s, status = %s, citations = %s, tool_calls = %s, error = %s "
-            "WHERE tenant_id = %s AND id = %s",
-            [
-                text,
-                str(status),
-                json_field.get_db_prep_save(citations, sql.connection),
-                json_field.get_db_prep_save(tool_calls, sql.connection),
-                error,
-                invocation.tenant_id,
-                invocation.assistant_message_id,
-            ],
-        )
         metering.record_turn(
             invocation,
-            outcome=str(status),
-            offering=offering,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            tool_calls=len(tool_calls),
-            runtime_seconds=Decimal(f"{time.monotonic() - started:.3f}"),
-            estimated=estimated,
-            guardrail_checks=checks + invocation.input_guardrail_checks,
-            now=now,
+            **usage_record,
             prices=accounting.prices_from_row(price_row, offering),
             together_with=[answer],
         )
     return invocation.assistant_message_id
+
+
+def _prices_in_force(invocation, offering, now):
+    """The prices in force at `now`: the claim's reading (agents.turns._claim) while no
+    later price book has taken effect since, otherwise read again."""
+    from billing import accounting
+
+    claimed = getattr(invocation, "_prices", None)
+    if claimed is not None:
+        price_row, next_book_from = claimed
+        if next_book_from is None or now < next_book_from:
+            return accounting.prices_from_row(price_row, offering)
+    return accounting.prices_for(invocation.model_key, offering, now)
 
 
 def invocation_prompt_text(invocation: Invocation) -> str:

@@ -180,6 +180,46 @@ _BUDGET_SQL = (
     "WHERE tenant_id = %s AND monthly_budget IS NOT NULL"
 )
 
+# PostgreSQL: the settlement and the month counters in one statement, so that a turn's
+# whole finish is one query string (one round trip, one implicit transaction, with the
+# hot month rows locked only while it runs; see agents.turns._finish). The same changes
+# as _month_statements(): the tenant's and the person's rows of this month get the real
+# usage, and the rows of the reservation's month give back what it held; a row touched
+# by both gets one update (GROUP BY), the rows locked in (month, user_key) order.
+_OURS_NAMED = (
+    "EXISTS (SELECT 1 FROM billing_usageevent WHERE tenant_id = %(tenant)s AND invocation_id = %(invocation)s "
+    "AND kind = %(kind)s AND created_at = %(now)s)"
+)
+_SETTLE_AND_COUNT_POSTGRES = f"""
+WITH settled AS (
+    UPDATE billing_reservation SET status = %(settled)s, closed_at = %(now)s
+    WHERE tenant_id = %(tenant)s AND invocation_id = %(invocation)s AND status = %(held)s AND {_OURS_NAMED}
+    RETURNING month, user_key, tokens, cost
+), changes AS (
+    SELECT CAST(%(month)s AS date) AS month, keys.user_key, CAST(%(tokens)s AS bigint) AS tokens_used,
+        CAST(%(cost)s AS numeric) AS cost_used, CAST(0 AS bigint) AS tokens_reserved,
+        CAST(0 AS numeric) AS cost_reserved
+    FROM (SELECT DISTINCT unnest(ARRAY[0, CAST(%(user_key)s AS bigint)]) AS user_key) keys
+    WHERE {_OURS_NAMED}
+    UNION ALL
+    SELECT s.month, keys.user_key, 0, 0, -s.tokens, -s.cost
+    FROM settled s CROSS JOIN LATERAL (SELECT DISTINCT unnest(ARRAY[0, s.user_key]) AS user_key) keys
+), written AS (
+    INSERT INTO billing_monthlyusage
+        (tenant_id, month, user_key, tokens_used, tokens_reserved, cost_used, cost_reserved, updated_at)
+    SELECT %(tenant)s, month, user_key, SUM(tokens_used), SUM(tokens_reserved), SUM(cost_used),
+        SUM(cost_reserved), %(now)s
+    FROM changes GROUP BY month, user_key ORDER BY month, user_key
+    ON CONFLICT (tenant_id, month, user_key) DO UPDATE SET
+        tokens_used = billing_monthlyusage.tokens_used + EXCLUDED.tokens_used,
+        tokens_reserved = billing_monthlyusage.tokens_reserved + EXCLUDED.tokens_reserved,
+        cost_used = billing_monthlyusage.cost_used + EXCLUDED.cost_used,
+        cost_reserved = billing_monthlyusage.cost_reserved + EXCLUDED.cost_reserved
+    RETURNING month, user_key, cost_used
+)
+SELECT cost_used FROM written WHERE month = %(month)s AND user_key = 0
+"""  # noqa: S608 (constant fragments)
+
 
 def record_turn(
     invocation,
@@ -196,15 +236,20 @@ def record_turn(
     now=None,
     prices: accounting.Prices | None = None,
     together_with: list | tuple = (),
+    only_if: tuple[str, list] | None = None,
 ) -> UsageEvent | None:
     """Write the invocation's usage event, roll-up and settlement; None if it was
-    already recorded (a redelivery or replay: nothing else changes then).
+    already recorded (a redelivery or replay: nothing else changes then), or if
+    `only_if` (an SQL condition and its parameters) did not hold.
 
-    Must run inside the transaction that writes the final status. `now` and `prices`
-    (the book in force at `now`) may come from the caller; `together_with` are the
-    caller's own statements to send in the same round trip. Two round trips on
-    PostgreSQL: the event with everything that only needs to know it was written by us
-    (roll-up, the reservation's settlement, the budget), then the month counters."""
+    Runs in the transaction that writes the final status: the caller's, or, on
+    PostgreSQL outside one, the implicit transaction of the one query string that
+    carries the caller's `together_with` statements first (see agents.turns._finish).
+    `now` and `prices` (the book in force at `now`) may come from the caller.
+
+    PostgreSQL: one round trip. The event goes first; everything after it (roll-up,
+    settlement, month counters) is guarded by "the event this call wrote exists", so a
+    replay changes nothing. SQLite: the same, with the month counters a second step."""
     from portal.db import sql
 
     now = now or timezone.now()
@@ -236,7 +281,7 @@ def record_turn(
     invocation_key = sql.uuid(event.invocation_id)
     ours = [event.tenant_id, invocation_key, event.kind, sql.dt(now)]
     event_statement = (
-        _EVENT_SQL,
+        _event_sql(only_if[0] if only_if else ""),
         [
             event.tenant_id,
             invocation_key,
@@ -255,6 +300,7 @@ def record_turn(
             prices.version,
             estimated,
             sql.dt(now),
+            *(only_if[1] if only_if else ()),
         ],
     )
     daily_statement = upsert_statement(
@@ -279,6 +325,34 @@ def record_turn(
         ),
         guard=(_OURS, ours),
     )
+    month = accounting.month_start(now)
+    if sql.connection.vendor == "postgresql":
+        settle_and_count = (
+            _SETTLE_AND_COUNT_POSTGRES,
+            {
+                "settled": ReservationStatus.SETTLED,
+                "held": ReservationStatus.HELD,
+                "now": sql.dt(now),
+                "tenant": event.tenant_id,
+                "invocation": invocation_key,
+                "kind": event.kind,
+                "month": sql.date(month),
+                "user_key": invocation.user_id or 0,
+                "tokens": input_tokens + output_tokens,
+                "cost": cost,
+            },
+        )
+        results = sql.batch(
+            [*together_with, event_statement, daily_statement, settle_and_count, (_BUDGET_SQL, [event.tenant_id])]
+        )
+        inserted, _, tenant_month, budget = results[len(together_with) :]
+        if inserted is None:
+            log.info("turn %s: usage already recorded", invocation.pk)
+            return None
+        _recorded(event, inserted[0])
+        if budget is not None:
+            _maybe_soft_alert(invocation.tenant_id, month, sql.decimal_from_db(tenant_month[0], 8), budget)
+        return event
     settle_statement = (
         _SETTLE_SQL,
         [ReservationStatus.SETTLED, sql.dt(now), event.tenant_id, invocation_key, ReservationStatus.HELD, *ours],
@@ -296,14 +370,38 @@ def record_turn(
     if inserted is None:
         log.info("turn %s: usage already recorded", invocation.pk)
         return None
-    event.pk = inserted[0]
-    event._state.adding = False
-    month = accounting.month_start(now)
+    _recorded(event, inserted[0])
     statements = _month_statements(invocation, month, tokens=input_tokens + output_tokens, cost=cost, held=_held(held))
     tenant_cost_used = sql.decimal_from_db(sql.batch(statements)[0][0], 8)
     if budget is not None:
         _maybe_soft_alert(invocation.tenant_id, month, tenant_cost_used, budget)
     return event
+
+
+def _recorded(event: UsageEvent, pk: int) -> None:
+    event.pk = pk
+    event._state.adding = False
+
+
+_EVENT_SQL_GUARDED: dict[str, str] = {}
+
+
+def _event_sql(guard: str) -> str:
+    """_EVENT_SQL, or with `guard` its row is inserted only under that condition
+    (INSERT … SELECT, each value cast to its column's type for the prepared statement)."""
+    if not guard:
+        return _EVENT_SQL
+    text = _EVENT_SQL_GUARDED.get(guard)
+    if text is None:
+        columns = _EVENT_SQL.split("(", 1)[1].split(")", 1)[0]
+        names = [name.strip() for name in columns.split(",")]
+        fields = {field.column: field for field in UsageEvent._meta.concrete_fields}
+        values = ", ".join(f"CAST(%s AS {fields[name].db_type(connection)})" for name in names)
+        text = _EVENT_SQL_GUARDED[guard] = (
+            f"INSERT INTO billing_usageevent ({columns}) SELECT {values} WHERE {guard} "  # noqa: S608 (constants)
+            "ON CONFLICT (invocation_id, kind) DO NOTHING RETURNING id"
+        )
+    return text
 
 
 def record_unrun_turn(invocation, *, outcome: str, guardrail_checks: int = 0) -> UsageEvent | None:

@@ -1,0 +1,148 @@
+"""A turn's finish as the worker runs it, outside any transaction of the caller's (as in
+production: these tests commit, transaction=True).
+
+On PostgreSQL the finish is one query string: final state, answer, usage event, roll-up,
+the reservation's settlement and the month counters, one round trip and one implicit
+transaction, priced from the claim's reading of the price book unless a later book has
+taken effect since. On SQLite it is the transaction it always was. Both must leave the
+same rows behind."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from agents import turns
+from agents.models import Invocation, Message, MessageStatus
+from billing import accounting
+from billing.models import ModelPrice, MonthlyUsage, PriceBook, Reservation, ReservationStatus, UsageDaily, UsageEvent
+from tenants.context import tenant_context
+from tests.agents.helpers import ANSWER
+from tests.billing.helpers import ask, run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def book(version: int, per_1k: str, effective_from) -> PriceBook:
+    price_book = PriceBook.objects.create(version=version, effective_from=effective_from)
+    ModelPrice.objects.create(
+        price_book=price_book, model_key="offline-small", per_1k_input=per_1k, per_1k_output=per_1k
+    )
+    return price_book
+
+
+def month_rows(tenant) -> dict[int, MonthlyUsage]:
+    with tenant_context(tenant):
+        return {row.user_key: row for row in MonthlyUsage.objects.filter(month=accounting.month_start())}
+
+
+def test_a_finished_turn_leaves_its_answer_one_event_and_settled_counters(world, catalogue, runtime):
+    book(1, "1.00", timezone.now() - dt.timedelta(days=1))
+    invocation = ask(world.a, catalogue.helpdesk)
+    with tenant_context(world.a.tenant):
+        reserved = Reservation.objects.get(invocation_id=invocation.pk)
+    assert month_rows(world.a.tenant)[0].tokens_reserved == reserved.tokens
+
+    assert run(world.a, invocation) == "done"
+
+    with tenant_context(world.a.tenant):
+        invocation.refresh_from_db()
+        answer = Message.objects.get(pk=invocation.assistant_message_id)
+        event = UsageEvent.objects.get(invocation_id=invocation.pk)
+        daily = UsageDaily.objects.get(user_key=invocation.user_id)
+        reservation = Reservation.objects.get(invocation_id=invocation.pk)
+    assert invocation.status == MessageStatus.DONE and invocation.finished_at is not None
+    assert answer.status == MessageStatus.DONE and answer.content == "".join(ANSWER)
+    tokens = invocation.input_tokens + invocation.output_tokens
+    assert tokens > 0
+    assert (event.input_tokens + event.output_tokens, event.price_book_version) == (tokens, 1)
+    assert event.cost == (Decimal(tokens) / 1000).quantize(accounting.COST_QUANTUM)
+    assert (daily.turns, daily.cost) == (1, event.cost)
+    assert reservation.status == ReservationStatus.SETTLED
+    rows = month_rows(world.a.tenant)
+    for key in (0, invocation.user_id):  # the tenant's row and the person's
+        assert (rows[key].tokens_used, rows[key].tokens_reserved) == (tokens, 0)
+        assert (rows[key].cost_used, rows[key].cost_reserved) == (event.cost, 0)
+
+
+def test_finishing_again_changes_nothing(world, catalogue, runtime):
+    book(1, "1.00", timezone.now() - dt.timedelta(days=1))
+    invocation = ask(world.a, catalogue.helpdesk)
+    run(world.a, invocation)
+    before = {key: (r.tokens_used, r.tokens_reserved, r.cost_used) for key, r in month_rows(world.a.tenant).items()}
+    with tenant_context(world.a.tenant):
+        done = Invocation.objects.select_related("agent").get(pk=invocation.pk)
+        # A late duplicate (a redelivered task's finish, the stuck-turn sweeper's fail).
+        assert turns._finish(done, "Other text", MessageStatus.FAILED, {}, [], [], time.monotonic()) is None
+        assert Message.objects.get(pk=done.assistant_message_id).status == MessageStatus.DONE
+        assert UsageEvent.objects.filter(invocation_id=done.pk).count() == 1
+        assert UsageDaily.objects.get(user_key=done.user_id).turns == 1
+    after = {key: (r.tokens_used, r.tokens_reserved, r.cost_used) for key, r in month_rows(world.a.tenant).items()}
+    assert after == before
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="round trips: PostgreSQL")
+def test_on_postgresql_the_finish_is_one_statement(world, catalogue, runtime, monkeypatch):
+    book(1, "1.00", timezone.now() - dt.timedelta(days=1))
+    invocation = ask(world.a, catalogue.helpdesk)
+    finishes = []
+    original = turns._finish
+
+    def counted(*args, **kwargs):
+        with CaptureQueriesContext(connection) as queries:
+            result = original(*args, **kwargs)
+        finishes.append([q["sql"] for q in queries.captured_queries])
+        return result
+
+    monkeypatch.setattr(turns, "_finish", counted)
+    assert run(world.a, invocation) == "done"
+    assert len(finishes) == 1
+    assert len(finishes[0]) == 1, finishes[0]  # one query string: no BEGIN, no COMMIT, no price lookup
+
+
+def test_a_price_book_that_takes_effect_during_the_turn_prices_it(world, catalogue, runtime, monkeypatch):
+    book(1, "1.00", timezone.now() - dt.timedelta(days=1))
+    book(2, "2.00", timezone.now() + dt.timedelta(seconds=0.3))  # after the claim, before the finish
+    invocation = ask(world.a, catalogue.helpdesk)
+    claim = turns._claim
+
+    def claim_then_wait(*args, **kwargs):
+        claimed = claim(*args, **kwargs)
+        time.sleep(0.4)
+        return claimed
+
+    monkeypatch.setattr(turns, "_claim", claim_then_wait)
+    assert run(world.a, invocation) == "done"
+    with tenant_context(world.a.tenant):
+        event = UsageEvent.objects.get(invocation_id=invocation.pk)
+    tokens = event.input_tokens + event.output_tokens
+    assert event.price_book_version == 2
+    assert event.cost == (Decimal(tokens) * 2 / 1000).quantize(accounting.COST_QUANTUM)
+    assert month_rows(world.a.tenant)[0].cost_used == event.cost
+
+
+def test_a_turn_reserved_last_month_gives_that_month_its_reservation_back(world, catalogue, runtime):
+    book(1, "1.00", timezone.now() - dt.timedelta(days=60))
+    invocation = ask(world.a, catalogue.helpdesk)
+    this_month = accounting.month_start()
+    last_month = (this_month - dt.timedelta(days=1)).replace(day=1)
+    with tenant_context(world.a.tenant):
+        # As if the turn had been admitted before midnight at the month's end.
+        reservation = Reservation.objects.get(invocation_id=invocation.pk)
+        MonthlyUsage.objects.filter(month=this_month).update(month=last_month)
+        Reservation.objects.filter(pk=reservation.pk).update(month=last_month)
+    assert run(world.a, invocation) == "done"
+    with tenant_context(world.a.tenant):
+        last = {r.user_key: r for r in MonthlyUsage.objects.filter(month=last_month)}
+        now = {r.user_key: r for r in MonthlyUsage.objects.filter(month=this_month)}
+        event = UsageEvent.objects.get(invocation_id=invocation.pk)
+    tokens = event.input_tokens + event.output_tokens
+    for key in (0, invocation.user_id):
+        assert (last[key].tokens_reserved, last[key].cost_reserved, last[key].tokens_used) == (0, 0, 0)
+        assert (now[key].tokens_used, now[key].tokens_reserved, now[key].cost_used) == (tokens, 0, event.cost)
