@@ -84,3 +84,96 @@ def test_it_posts_a_form_through_the_middleware(world):
 def test_it_serves_the_health_check(world):
     status, _, body = call("GET", "/healthz")
     assert status == 200
+
+
+# --- how many views run at once -----------------------------------------------------------
+
+
+def _scope(path: str) -> dict:
+    return {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": []}
+
+
+def _serve_concurrently(monkeypatch, inner, paths: list[str], limit: int | asyncio.Semaphore) -> list[list[dict]]:
+    """Run `paths` through portal.asgi.application at once, with `inner` as Django and at
+    most `limit` views at once (or that semaphore itself)."""
+    import portal.asgi
+
+    monkeypatch.setattr(portal.asgi, "django_application", inner)
+    monkeypatch.setattr(portal.asgi, "signed_stream", lambda scope: None)
+    sent: list[list[dict]] = [[] for _ in paths]
+
+    async def run():
+        semaphore = limit if isinstance(limit, asyncio.Semaphore) else asyncio.Semaphore(limit)
+        monkeypatch.setattr(portal.asgi, "_views", semaphore)
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def one(i, path):
+            async def send(message):
+                sent[i].append(message)
+
+            await portal.asgi.application(_scope(path), receive, send)
+
+        await asyncio.wait_for(asyncio.gather(*(one(i, p) for i, p in enumerate(paths))), 10)
+
+    async_to_sync(run)()
+    return sent
+
+
+def test_no_more_views_run_at_once_than_the_limit(monkeypatch):
+    running, most = 0, 0
+
+    async def inner(scope, receive, send):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.02)  # a view at work (a database round trip, say)
+        running -= 1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sent = _serve_concurrently(monkeypatch, inner, [f"/r{i}" for i in range(6)], limit=2)
+    assert most == 2
+    assert all(messages[0]["status"] == 200 for messages in sent)
+
+
+def test_a_started_response_gives_its_place_back(monkeypatch):
+    # An event stream opened without a stream token keeps its thread for as long as it
+    # lasts; once its headers are out it must not keep other requests waiting.
+    stream_open = asyncio.Event
+    events: dict[str, asyncio.Event] = {}
+
+    async def inner(scope, receive, send):
+        if scope["path"] == "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            events.setdefault("other_done", stream_open())
+            await asyncio.wait_for(events["other_done"].wait(), 5)  # still streaming…
+            await send({"type": "http.response.body", "body": b"data: end\n\n"})
+            return
+        await asyncio.sleep(0.01)  # let the stream start first
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        events.setdefault("other_done", stream_open()).set()
+
+    sent = _serve_concurrently(monkeypatch, inner, ["/stream", "/page"], limit=1)
+    assert sent[1][0]["status"] == 200  # served while the stream was open (else: timeout)
+    assert sent[0][-1]["body"] == b"data: end\n\n"
+
+
+def test_a_view_that_fails_gives_its_place_back(monkeypatch):
+    calls = 0
+
+    async def inner(scope, receive, send):
+        nonlocal calls
+        calls += 1
+        if scope["path"] == "/boom":
+            raise RuntimeError("the client went away")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    places = asyncio.Semaphore(1)  # one place, used by both runs (it binds to no loop until it is waited on)
+    with pytest.raises(RuntimeError):
+        _serve_concurrently(monkeypatch, inner, ["/boom"], limit=places)
+    sent = _serve_concurrently(monkeypatch, inner, ["/a", "/b"], limit=places)  # a lost place: timeout
+    assert [messages[0]["status"] for messages in sent] == [200, 200]
