@@ -3,7 +3,9 @@
     BENCH_PROFILE_OUT=web.prof python -m tests.bench.profiled uvicorn portal.asgi:application …
 
 The throughput bench uses it for `--profile-web` / `--profile-worker` (a diagnosis, not a figure:
-the profiler slows the process several times over).
+the profiler slows the process several times over). BENCH_PROFILE_CLOCK=cpu times each thread's
+CPU (time.thread_time) instead of the wall clock: what a function costs the cores, without the
+waits on the database or on the GIL.
 """
 
 from __future__ import annotations
@@ -16,14 +18,21 @@ import runpy
 import signal
 import sys
 import threading
+import time
 
 _profiles: list[cProfile.Profile] = []
 _lock = threading.Lock()
 _thread_run = threading.Thread.run
 
 
+def _new_profile() -> cProfile.Profile:
+    if os.environ.get("BENCH_PROFILE_CLOCK") == "cpu":
+        return cProfile.Profile(time.thread_time)
+    return cProfile.Profile()
+
+
 def _profiled_run(self) -> None:
-    profile = cProfile.Profile()
+    profile = _new_profile()
     with _lock:
         _profiles.append(profile)
     profile.enable()
@@ -62,7 +71,7 @@ _original_raise_signal = signal.raise_signal
 def main() -> None:
     threading.Thread.run = _profiled_run
     signal.raise_signal = _raise_signal_after_dump
-    main_profile = cProfile.Profile()
+    main_profile = _new_profile()
     _profiles.append(main_profile)
     atexit.register(_dump)
     module = sys.argv[1]
