@@ -70,6 +70,30 @@ def test_it_validates_its_own_tokens(world, user_token):
     assert "members:read" in token.scopes
 
 
+def test_validating_a_users_token_reads_tenant_tier_membership_and_user_in_one_query(world, user_token):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    tokens.validate(user_token)  # the signing key is cached from here on
+    with CaptureQueriesContext(connection) as queries:
+        token = tokens.validate(user_token)
+    assert len(queries.captured_queries) == 1, [q["sql"] for q in queries.captured_queries]
+    assert token.tenant.tier == world.a.tenant.tier
+    assert token.membership.role == "admin" and token.membership.tenant_id == world.a.tenant.pk
+
+
+def test_a_deactivated_users_tokens_stop_at_once(client, world, user_token):
+    world.a.admin.is_active = False
+    world.a.admin.save(update_fields=["is_active"])
+    _assert_refused(client, user_token)
+
+
+def test_a_member_of_another_tenant_only_is_refused_here(client, world):
+    # Signed by us for tenant A, but the subject is a member of B alone: no membership in A.
+    token = sign_with_our_key(_valid_claims(world, sub=f"user:{world.b.admin.pk}"))
+    _assert_refused(client, token)
+
+
 def test_the_jwks_publishes_active_and_retiring_keys_only(client, world, user_token):
     old_kid = jwt.get_unverified_header(user_token)["kid"]
     new_key, _ = keys.rotate()
