@@ -20,7 +20,7 @@ import pstats
 import time
 from collections import defaultdict
 
-from tests.bench.common import VAR_BENCH, log, migrate, setup_django, summary_ms, write_result
+from tests.bench.common import VAR_BENCH, analyze, log, migrate, setup_django, summary_ms, write_result
 
 
 class InstantRuntime:
@@ -158,6 +158,7 @@ def main() -> None:
     turns = Turns(world)
     for i in range(args.warmup):
         turns.one(i)
+    analyze()
     turns.spans.clear()
     post_times, run_times, outcomes = [], [], defaultdict(int)
     for i in range(args.turns):

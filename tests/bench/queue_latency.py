@@ -25,6 +25,7 @@ import uuid
 from tests.bench.common import (
     BENCH_QUEUE,
     Children,
+    analyze,
     fake_runtime_argv,
     free_port,
     log,
@@ -147,6 +148,7 @@ def main() -> None:
             one_noop()
             one_turn(i)
         committed.clear()
+        analyze()
         _post(f"http://127.0.0.1:{port}/_bench/reset")
         log(f"timing {args.samples} turns and {args.samples} no-op tasks, alternating, one at a time")
         bare, turn_ids = [], []

@@ -37,6 +37,7 @@ from tests.bench.common import (
     HOST,
     Children,
     ConnectionSampler,
+    analyze,
     cpu_cores,
     cpu_snapshot,
     fake_runtime_argv,
@@ -194,6 +195,7 @@ def main() -> None:
         warm = Load(web_port, BENCH_TENANT, chats, args.clients, 60)
         asyncio.run(warm.run())
         log(f"warm-up: {len(warm.turn_times)} turns, errors {dict(warm.errors)} {warm.first_error}")
+        analyze()
 
         pids = {"web": web.pid, "worker": worker.pid, "fake runtime": runtime.pid, "load client": os.getpid()}
         before = cpu_snapshot(pids)
