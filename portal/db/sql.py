@@ -187,13 +187,23 @@ def _sqlite(statement: str, params, fetch: str):
             cursor.close()
 
 
+def _returns_rows(cursor) -> bool:
+    """Whether the statement's result has columns (a SELECT or RETURNING, even of no row).
+    psycopg builds a Column object for every column on each read of `description` (85 for
+    the claim: about 0.4 ms); the result's field count answers the same for nothing."""
+    result = getattr(cursor.cursor, "pgresult", None)
+    if result is not None:
+        return result.nfields > 0
+    return cursor.description is not None
+
+
 def one(sql: str, params=()) -> tuple | None:
     """The first row (None: no row, or a statement that returns none)."""
     if _direct():
         return _sqlite(sql, params, "one")
     with connection.cursor() as cursor:
         cursor.execute(*_statement(sql, params))
-        return cursor.fetchone() if cursor.description else None
+        return cursor.fetchone() if _returns_rows(cursor) else None
 
 
 def all_rows(sql: str, params=()) -> list[tuple]:
@@ -221,7 +231,7 @@ def one_not_durable(sql: str, params=()) -> tuple | None:
     with connection.cursor() as cursor:
         cursor.execute(f"{_ASYNC_COMMIT}; {statement}", values)
         cursor.cursor.nextset()
-        return cursor.fetchone() if cursor.description else None
+        return cursor.fetchone() if _returns_rows(cursor) else None
 
 
 def run(sql: str, params=()) -> int:
@@ -399,7 +409,7 @@ def batch(statements: list[tuple[str, object]]) -> list[tuple | None]:
     with connection.cursor() as cursor:
         cursor.execute(";\n".join(texts), values)
         while True:
-            results.append(cursor.fetchone() if cursor.description else None)
+            results.append(cursor.fetchone() if _returns_rows(cursor) else None)
             if not cursor.cursor.nextset():
                 break
     return results
