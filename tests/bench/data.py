@@ -32,7 +32,11 @@ class BenchWorld:
         return tokens.issue_user_token(user, self.tenant, lifetime=lifetime)
 
 
-def create(users: int, conversations: int) -> BenchWorld:
+def create(users: int, conversations: int, history: int = 2000) -> BenchWorld:
+    """The bench tenant, its members and conversations, and `history` finished turns of
+    earlier conversations (messages, invocations, usage events, settled reservations):
+    a tenant that has been in use, so that tables have the sizes and statistics the
+    planner sees in a live database, not those of an empty one (common.analyze)."""
     from agents.models import Agent, AgentStatus, Conversation, ModelOffering, Provider
     from tenants.context import all_tenants, tenant_context
     from tenants.identity.models import AgentGrant, AgentIdentity, hash_secret, new_secret
@@ -84,5 +88,115 @@ def create(users: int, conversations: int) -> BenchWorld:
         AgentGrant.objects.create(agent=identity)
         memberships = [Membership.objects.create(user=user, role=Role.MEMBER) for user in people]
         chats = [Conversation.objects.create(user=people[i % users], agent=agent) for i in range(conversations)]
+        _history(tenant, agent, people, history)
     tenant = Tenant.objects.select_related("tier").get(pk=tenant.pk)
     return BenchWorld(tenant=tenant, agent=agent, users=people, memberships=memberships, conversations=chats)
+
+
+def _history(tenant, agent, people, turns: int, per_conversation: int = 10) -> None:
+    """`turns` finished turns in conversations of their own, written in bulk."""
+    import datetime as dt
+    import uuid
+
+    from django.utils import timezone
+
+    from agents.models import Conversation, Invocation, Message, MessageStatus
+    from billing.models import Reservation, ReservationStatus, UsageEvent
+
+    if turns <= 0:
+        return
+    start = timezone.now() - dt.timedelta(days=20)
+    conversations = Conversation.objects.bulk_create(
+        Conversation(
+            user=people[i % len(people)],
+            agent=agent,
+            title=f"Earlier chat {i}",
+            tenant=tenant,
+            runtime_session_id=f"conv-{uuid.uuid4().hex}-bench",  # save() would make one; bulk_create does not
+        )
+        for i in range((turns + per_conversation - 1) // per_conversation)
+    )
+    pairs = []
+    for n in range(turns):
+        conversation = conversations[n // per_conversation]
+        at = start + dt.timedelta(seconds=30 * n)
+        pairs.append(
+            (
+                Message(
+                    conversation=conversation,
+                    role="user",
+                    content=f"Earlier question {n}?",
+                    status="done",
+                    created_at=at,
+                    tenant=tenant,
+                ),
+                Message(
+                    conversation=conversation,
+                    role="assistant",
+                    content="An earlier answer. " * 8,
+                    status="done",
+                    created_at=at + dt.timedelta(seconds=2),
+                    tenant=tenant,
+                ),
+            )
+        )
+    Message.objects.bulk_create([m for pair in pairs for m in pair], batch_size=1000)
+    invocations = [
+        Invocation(
+            id=uuid.uuid4(),
+            tenant=tenant,
+            conversation=question.conversation,
+            user=question.conversation.user,
+            agent=agent,
+            user_message=question,
+            assistant_message=answer,
+            status=MessageStatus.DONE,
+            queue=BENCH_QUEUE,
+            model_key="offline-small",
+            model_id="offline-small",
+            runtime="http",
+            queued_at=question.created_at,
+            started_at=question.created_at,
+            finished_at=answer.created_at,
+            input_tokens=40,
+            output_tokens=60,
+            attempts=1,
+        )
+        for question, answer in pairs
+    ]
+    Invocation.objects.bulk_create(invocations, batch_size=1000)
+    UsageEvent.objects.bulk_create(
+        (
+            UsageEvent(
+                tenant=tenant,
+                invocation_id=i.id,
+                user=i.user,
+                agent_slug=agent.slug,
+                model_key=i.model_key,
+                outcome="done",
+                input_tokens=40,
+                output_tokens=60,
+                cost=Decimal("0.000016"),
+                created_at=i.finished_at,
+            )
+            for i in invocations
+        ),
+        batch_size=1000,
+    )
+    Reservation.objects.bulk_create(
+        (
+            Reservation(
+                tenant=tenant,
+                invocation_id=i.id,
+                month=i.queued_at.date().replace(day=1),
+                user_key=i.user_id,
+                tokens=100,
+                cost=Decimal("0.00002"),
+                status=ReservationStatus.SETTLED,
+                created_at=i.queued_at,
+                closed_at=i.finished_at,
+            )
+            for i in invocations
+        ),
+        batch_size=1000,
+    )
