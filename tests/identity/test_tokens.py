@@ -82,6 +82,18 @@ def test_validating_a_users_token_reads_tenant_tier_membership_and_user_in_one_q
     assert token.membership.role == "admin" and token.membership.tenant_id == world.a.tenant.pk
 
 
+@pytest.mark.parametrize(
+    "header",
+    [b'{"alg":"ES256","typ":"at+jwt","kid":["k1"]}', b'["alg","ES256"]', b'{"alg":', b"\xff\xfe", b""],
+)
+def test_a_header_that_is_not_a_proper_json_object_is_refused(client, world, user_token, header):
+    import base64
+
+    segment = base64.urlsafe_b64encode(header).rstrip(b"=").decode()
+    _, payload, signature = user_token.split(".")
+    _assert_refused(client, f"{segment}.{payload}.{signature}")
+
+
 def test_a_deactivated_users_tokens_stop_at_once(client, world, user_token):
     world.a.admin.is_active = False
     world.a.admin.save(update_fields=["is_active"])
