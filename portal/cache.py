@@ -1,4 +1,4 @@
-"""One Redis connection pool per process for Django's cache.
+"""One Redis connection pool (and client) per process for Django's cache.
 
 Django keeps a cache object per request context (asgiref's Local), and each makes its
 own redis-py pool. Under WSGI a context is a thread, so connections were reused; under
@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 
 import redis
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
 
 class SharedConnectionPool(redis.ConnectionPool):
@@ -29,3 +30,30 @@ class SharedConnectionPool(redis.ConnectionPool):
             if pool is None:
                 pool = cls._pools[key] = super().from_url(url, **kwargs)
         return pool
+
+
+class SharedClientRedisCacheClient(RedisCacheClient):
+    """Django's client for its Redis cache, with one redis.Redis per pool.
+
+    Django builds a new redis.Redis for every cache operation, and redis.Redis.__init__
+    fills a dict of some 180 response callbacks: about 2 % of the web's CPU per chat
+    turn (the guardrail policy is read from the cache on every message). A redis.Redis
+    is safe to share between threads (a connection is taken from the pool only for the
+    time of a command), so one per pool serves every call."""
+
+    _clients: dict[redis.ConnectionPool, redis.Redis] = {}
+
+    def get_client(self, key=None, *, write=False):
+        pool = self._get_connection_pool(write)
+        client = self._clients.get(pool)
+        if client is None:
+            client = self._clients.setdefault(pool, self._client(connection_pool=pool))
+        return client
+
+
+class SharedRedisCache(RedisCache):
+    """django.core.cache.backends.redis.RedisCache with SharedClientRedisCacheClient."""
+
+    def __init__(self, server, params):
+        super().__init__(server, params)
+        self._class = SharedClientRedisCacheClient

@@ -162,7 +162,7 @@ if REDIS_URL and urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "portal.cache.SharedRedisCache",
             "LOCATION": REDIS_URL,
             # Without it, every ASGI request opened a Redis connection of its own (portal/cache.py).
             "OPTIONS": {"pool_class": "portal.cache.SharedConnectionPool"},
