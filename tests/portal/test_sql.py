@@ -67,3 +67,17 @@ def test_a_not_durable_statement_commits_on_its_own(world):
         (pk,) = sql.one_not_durable(*sql.insert_values(_audit(world.a.tenant, "probe.not_durable")))
     with tenant_context(world.a.tenant):
         assert AuditLog.objects.get(pk=pk).action == "probe.not_durable"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="psycopg's query cache: PostgreSQL")
+def test_psycopg_keeps_its_parse_of_a_batch_with_many_parameters(world):
+    from psycopg import _queries
+
+    statements = [("SELECT %s::int + %s::int + %s::int", [i, i, i]) for i in range(30)]  # 90 parameters
+    with tenant_context(world.a.tenant):
+        sql.batch(statements)  # (the first statement of a transaction carries the tenant settings too)
+        sql.batch(statements)
+        before = _queries._query2pg_client.cache_info().hits
+        results = sql.batch(statements)
+    assert results[-1] == (87,)
+    assert _queries._query2pg_client.cache_info().hits > before
