@@ -278,12 +278,15 @@ def _stat(pid: str) -> tuple[str, int, float, float] | None:
     return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
 
 
-def cpu_snapshot(ours: dict[str, int]) -> dict[str, float]:
-    """CPU seconds used so far by: each of `ours` (name → pid), PostgreSQL (the postmaster's
-    waited-for children, i.e. backends that have exited, plus every live postgres process),
-    Redis, and the whole machine ("busy", from /proc/stat). Differences of two snapshots
-    say where the cores went; "rest" is whatever else ran (other users of the machine)."""
+def cpu_snapshot(ours: dict[str, int], with_children: tuple[str, ...] = ()) -> dict[str, float]:
+    """CPU seconds used so far by: each of `ours` (name → pid; for the names in
+    `with_children`, with its live child processes, e.g. uvicorn's workers), PostgreSQL
+    (the postmaster's waited-for children, i.e. backends that have exited, plus every
+    live postgres process), Redis, and the whole machine ("busy", from /proc/stat).
+    Differences of two snapshots say where the cores went; "rest" is whatever else ran
+    (other users of the machine)."""
     snapshot = {name: (cpu_seconds(pid) or 0.0) for name, pid in ours.items()}
+    parents = {ours[name]: name for name in with_children}
     postgres = redis = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -292,6 +295,8 @@ def cpu_snapshot(ours: dict[str, int]) -> dict[str, float]:
         if stat is None:
             continue
         comm, ppid, own, children = stat
+        if ppid in parents:
+            snapshot[parents[ppid]] += own
         if comm == "postgres":
             postgres += own + (children if ppid == 1 else 0.0)
         elif comm == "redis-server":

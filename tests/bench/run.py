@@ -304,7 +304,8 @@ def table(doc: dict) -> str:
             "turns/s, 200 ms runtime",
             _fmt(t["turns_per_s"]),
             "≥ 150",
-            f"{t['completed']}/{t['turns']} turns in {t['elapsed_s']} s, {t['clients']} clients, 1 uvicorn, "
+            f"{t['completed']}/{t['turns']} turns in {t['elapsed_s']} s, {t['clients']} clients, "
+            f"uvicorn×{t.get('web', {}).get('processes', 1)}, "
             f"worker {t['worker']['pool']}×{t['worker']['concurrency']}; errors {sum(t['errors'].values())}",
         )
         row(

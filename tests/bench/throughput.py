@@ -132,6 +132,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=48)
     parser.add_argument("--pool", default="threads")
     parser.add_argument("--concurrency", type=int, default=32)
+    # As README "Serving" says to run it: one uvicorn worker process per core.
+    parser.add_argument("--web-processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--web-conn-max-age", default="0", help="DATABASE_CONN_MAX_AGE of the web process")
     parser.add_argument("--profile-web", help="write a cProfile of the web process (all threads) here")
     parser.add_argument("--profile-worker", help="write a cProfile of the worker (all threads) here")
@@ -164,10 +166,11 @@ def main() -> None:
     with Children("throughput") as children:
         runtime = children.start("fake-runtime", fake_runtime_argv(runtime_port, RUNTIME_DELAY), env)
         # Django's advice for ASGI: no persistent connections (see the module docstring).
-        web_argv, worker_args = uvicorn_argv(web_port), worker_argv(args.pool, args.concurrency)
+        web_argv = uvicorn_argv(web_port, *(["--workers", str(args.web_processes)] if args.web_processes > 1 else []))
+        worker_args = worker_argv(args.pool, args.concurrency)
         web_env, worker_env = {**env, "DATABASE_CONN_MAX_AGE": args.web_conn_max_age}, dict(env)
         # Connection pools sized to what each process can use at once (PostgreSQL allows 100 here).
-        web_env["DATABASE_POOL_MAX_SIZE"] = str(min(args.clients, 48))
+        web_env["DATABASE_POOL_MAX_SIZE"] = str(min(args.clients, 48) // args.web_processes)
         worker_env["DATABASE_POOL_MAX_SIZE"] = str(args.concurrency + 2)
         if args.profile_web:
             web_argv = [web_argv[0], "-m", "tests.bench.profiled", *web_argv[2:]]
@@ -189,7 +192,8 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError("the worker did not start consuming in 60 s")
         log(
-            f"web: 1 uvicorn process; worker: --pool {args.pool} --concurrency {args.concurrency}; "
+            f"web: uvicorn, {args.web_processes} process(es); "
+            f"worker: --pool {args.pool} --concurrency {args.concurrency}; "
             f"runtime sleeps {RUNTIME_DELAY * 1000:.0f} ms; {args.clients} clients"
         )
         warm = Load(web_port, BENCH_TENANT, chats, args.clients, 60)
@@ -198,13 +202,13 @@ def main() -> None:
         analyze()
 
         pids = {"web": web.pid, "worker": worker.pid, "fake runtime": runtime.pid, "load client": os.getpid()}
-        before = cpu_snapshot(pids)
+        before = cpu_snapshot(pids, with_children=("web",))
         log(f"timing {args.turns} turns")
         load = Load(web_port, BENCH_TENANT, chats, args.turns, args.max_seconds)
         database = settings.DATABASES["default"]["NAME"]
         with ConnectionSampler(os.environ["DATABASE_OWNER_URL"], database) as sampler:
             elapsed = asyncio.run(load.run())
-        cpu = cpu_cores(before, cpu_snapshot(pids), elapsed)
+        cpu = cpu_cores(before, cpu_snapshot(pids, with_children=("web",)), elapsed)
         cores = os.cpu_count() or 1
         busy = cpu.pop("machine") / cores
         with urllib.request.urlopen(f"http://127.0.0.1:{runtime_port}/_bench/receipts", timeout=10) as response:  # noqa: S310
@@ -228,7 +232,7 @@ def main() -> None:
         "turn_ms": summary_ms(load.turn_times),
         "post_ms": summary_ms(load.post_times),
         "worker": {"pool": args.pool, "concurrency": args.concurrency},
-        "web": {"processes": 1, "server": "uvicorn (uvloop, httptools)"},
+        "web": {"processes": args.web_processes, "server": "uvicorn (uvloop, httptools)"},
         "runtime_delay_ms": RUNTIME_DELAY * 1000,
         "runtime_max_in_flight": runtime_stats.get("max_in_flight"),
         "cpu_cores_by_process": cpu,
