@@ -5,7 +5,8 @@
 The throughput bench uses it for `--profile-web` / `--profile-worker` (a diagnosis, not a figure:
 the profiler slows the process several times over). BENCH_PROFILE_CLOCK=cpu times each thread's
 CPU (time.thread_time) instead of the wall clock: what a function costs the cores, without the
-waits on the database or on the GIL.
+waits on the database or on the GIL. (Seen here: an idle pool thread's `SimpleQueue.get` and
+`lock.acquire` still report long times under it; read past those two.)
 """
 
 from __future__ import annotations
