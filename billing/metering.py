@@ -153,14 +153,15 @@ def _daily_increments(
 
 # The event is the turn's idempotency key: unique per (invocation, kind), so a
 # redelivered or replayed task inserts nothing and RETURNING gives no row.
-_EVENT_SQL = """
-INSERT INTO billing_usageevent
-    (tenant_id, invocation_id, kind, user_id, agent_slug, model_key, outcome, input_tokens, output_tokens,
-     tool_calls, runtime_seconds, guardrail_checks, latency_ms, cost, price_book_version, estimated, created_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (invocation_id, kind) DO NOTHING
-RETURNING id
-"""
+_EVENT_COLUMNS = (
+    "tenant_id, invocation_id, kind, user_id, agent_slug, model_key, outcome, input_tokens, output_tokens, "
+    "tool_calls, runtime_seconds, guardrail_checks, latency_ms, cost, price_book_version, estimated, created_at"
+)
+_EVENT_CONFLICT = "ON CONFLICT (invocation_id, kind) DO NOTHING RETURNING id"
+_EVENT_SQL = (
+    f"INSERT INTO billing_usageevent ({_EVENT_COLUMNS}) "  # noqa: S608 (constants)
+    f"VALUES ({', '.join(['%s'] * len(_EVENT_COLUMNS.split(',')))}) {_EVENT_CONFLICT}"
+)
 
 
 # "This transaction wrote the invocation's event": the event row with this exact
@@ -393,13 +394,12 @@ def _event_sql(guard: str) -> str:
         return _EVENT_SQL
     text = _EVENT_SQL_GUARDED.get(guard)
     if text is None:
-        columns = _EVENT_SQL.split("(", 1)[1].split(")", 1)[0]
-        names = [name.strip() for name in columns.split(",")]
         fields = {field.column: field for field in UsageEvent._meta.concrete_fields}
-        values = ", ".join(f"CAST(%s AS {fields[name].db_type(connection)})" for name in names)
+        values = ", ".join(
+            f"CAST(%s AS {fields[name.strip()].db_type(connection)})" for name in _EVENT_COLUMNS.split(",")
+        )
         text = _EVENT_SQL_GUARDED[guard] = (
-            f"INSERT INTO billing_usageevent ({columns}) SELECT {values} WHERE {guard} "  # noqa: S608 (constants)
-            "ON CONFLICT (invocation_id, kind) DO NOTHING RETURNING id"
+            f"INSERT INTO billing_usageevent ({_EVENT_COLUMNS}) SELECT {values} WHERE {guard} {_EVENT_CONFLICT}"  # noqa: S608
         )
     return text
 
