@@ -128,7 +128,9 @@ def publish_final(invocation_id, kind: str, data: dict) -> None:
 class Publisher:
     """Numbers events and coalesces deltas, so a fast model does not write a row
     (or a Redis entry) per token: a delta is flushed at FLUSH_CHARS characters or
-    FLUSH_SECONDS after the previous flush, whichever comes first.
+    FLUSH_SECONDS after the previous flush, whichever comes first. The first text
+    goes out at once: it ends the person's wait, and if the runtime pauses right
+    after it (nothing comes to trigger the next flush) it would wait with it.
 
     Everything waiting goes out together in one write: `emit(..., defer=True)` numbers an
     event but lets it wait for the next write (e.g. the "streaming" status, sent with the
@@ -145,6 +147,7 @@ class Publisher:
         self._waiting: list[tuple[int, str, dict]] = []
         self._clock = clock
         self._last_flush = clock()
+        self._text_sent = False
 
     def emit(self, kind: str, data: dict, *, defer: bool = False) -> None:
         self._take_pending()
@@ -155,7 +158,13 @@ class Publisher:
 
     def delta(self, text: str) -> None:
         self._pending += text
-        if len(self._pending) >= self.FLUSH_CHARS or self._clock() - self._last_flush >= self.FLUSH_SECONDS:
+        first_text = bool(self._pending) and not self._text_sent
+        if (
+            first_text
+            or len(self._pending) >= self.FLUSH_CHARS
+            or self._clock() - self._last_flush >= self.FLUSH_SECONDS
+        ):
+            self._text_sent = self._text_sent or first_text
             self.flush()
 
     def flush(self) -> None:

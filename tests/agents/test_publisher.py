@@ -65,7 +65,7 @@ def test_it_sends_a_deferred_event_with_the_next_write(world, turn, writes):
         publisher.emit("status", {"status": "streaming"}, defer=True)
         publisher.delta("Hello")
         publisher.emit("done", {"message_id": 7})
-    assert writes == [[(1, "status")], [(2, "status"), (3, "delta"), (4, "done")]]
+    assert writes == [[(1, "status")], [(2, "status"), (3, "delta")], [(4, "done")]]
     assert relayed(world, turn) == [
         (1, "status", {"status": "running"}),
         (2, "status", {"status": "streaming"}),
@@ -74,18 +74,32 @@ def test_it_sends_a_deferred_event_with_the_next_write(world, turn, writes):
     ]
 
 
-def test_it_flushes_coalesced_deltas_with_what_waits(world, turn, writes):
+def test_the_first_text_goes_out_at_once_with_what_waits(world, turn, writes):
+    # Without it, a runtime that pauses after its first words (a slow model, a tool call
+    # being prepared) would keep them from the person until its next event.
+    with tenant_context(world.a.tenant):
+        publisher = streaming.Publisher(turn.pk, Clock(), start=0)
+        publisher.emit("status", {"status": "streaming"}, defer=True)
+        publisher.delta("")  # no text yet: nothing to send
+        assert writes == []
+        publisher.delta("Hel")
+    assert writes == [[(1, "status"), (2, "delta")]]
+    assert relayed(world, turn)[-1] == (2, "delta", {"text": "Hel"})
+
+
+def test_it_coalesces_later_deltas_by_size_or_time(world, turn, writes):
     clock = Clock()
     with tenant_context(world.a.tenant):
         publisher = streaming.Publisher(turn.pk, clock, start=0)
-        publisher.emit("status", {"status": "streaming"}, defer=True)
         publisher.delta("Hel")
         publisher.delta("lo")
-        assert writes == []  # neither enough text nor enough time yet
+        publisher.delta(", ")
+        assert writes == [[(1, "delta")]]  # neither enough text nor enough time since
         clock.now += streaming.Publisher.FLUSH_SECONDS
-        publisher.delta(", world")
-    assert writes == [[(1, "status"), (2, "delta")]]
-    assert relayed(world, turn)[-1] == (2, "delta", {"text": "Hello, world"})
+        publisher.delta("world")
+        publisher.delta("x" * streaming.Publisher.FLUSH_CHARS)
+    assert writes == [[(1, "delta")], [(2, "delta")], [(3, "delta")]]
+    assert [data["text"] for _, _, data in relayed(world, turn)] == ["Hel", "lo, world", "x" * 48]
 
 
 def test_it_continues_after_what_an_earlier_attempt_sent(world, turn, writes):
