@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib import messages
 from django.core import signing
 from django.db import connections
@@ -34,7 +35,6 @@ from tenants.roles import Action
 from tenants.services import Actor, ServiceError
 from tenants.views import tenant_view
 
-STREAM_MAX_SECONDS = 300  # a browser reconnects (Last-Event-ID) after this
 STREAM_KEEPALIVE_SECONDS = 15
 STREAM_POLL_MS = 1000
 # How often a quiet stream asks the database whether its turn still exists. Once per
@@ -329,7 +329,7 @@ async def _frames(tenant_id: int, invocation_id, after: int, *, tenant=None, use
     """(frame, whether it is the last) pairs of `event_stream`; also ends when `until` is
     done (the client went away). Knowing the last frame lets the ASGI stream send it
     together with the end of the response: one write fewer per turn."""
-    deadline = time.monotonic() + STREAM_MAX_SECONDS
+    deadline = time.monotonic() + settings.SSE_STREAM_MAX_SECONDS  # then the browser reconnects
     last_sent = time.monotonic()
     next_status_check = time.monotonic() + STREAM_STATUS_CHECK_SECONDS
     yield "retry: 1000\n\n", False
@@ -378,7 +378,7 @@ def _release_db_connections() -> None:
 
     The stream itself never uses them (it reads Redis, or queries from other
     threads), yet under ASGI they would stay open until the response ends, up to
-    STREAM_MAX_SECONDS: one PostgreSQL connection per open stream, so a few dozen
+    SSE_STREAM_MAX_SECONDS: one PostgreSQL connection per open stream, so a few dozen
     browsers exhaust max_connections (found by `make bench`). A connection inside
     a transaction (tests wrap each one in atomic) is left alone."""
     for connection in connections.all(initialized_only=True):

@@ -303,6 +303,9 @@ if AGENT_RUNTIME not in {"local", "http", "agentcore"}:
     raise ImproperlyConfigured(f"AGENT_RUNTIME must be local, http or agentcore, got {AGENT_RUNTIME!r}")
 RUNTIME_URL = env_str("RUNTIME_URL", "http://127.0.0.1:8080")
 RUNTIME_TIMEOUT_SECONDS = env_int("RUNTIME_TIMEOUT_SECONDS", 120, minimum=1)
+# A turn's event stream ends after this long and the browser reconnects where it left off
+# (Last-Event-ID). Set it below a proxy's or load balancer's limit on one response.
+SSE_STREAM_MAX_SECONDS = env_int("SSE_STREAM_MAX_SECONDS", 300, minimum=1)
 # A queued turn no worker has started after this long is failed (with a retry button)
 # by agents.tasks.fail_stuck_turns, which beat runs every minute.
 TURN_QUEUED_MAX_SECONDS = env_int("TURN_QUEUED_MAX_SECONDS", 900, minimum=60)

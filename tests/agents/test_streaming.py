@@ -13,7 +13,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
 
-from agents import streaming, views
+from agents import streaming
 from agents.models import MessageStatus
 from tenants.context import tenant_context
 from tests.agents.helpers import make_turn
@@ -105,8 +105,8 @@ def test_it_resumes_after_the_last_event_id_without_repeating(client, world, tur
     assert [(seq, kind) for seq, kind, _ in frames(body)] == [(5, "done")]
 
 
-def test_it_loses_nothing_across_a_reconnect_while_the_answer_is_being_written(client, world, turn, monkeypatch):
-    monkeypatch.setattr(views, "STREAM_MAX_SECONDS", 0.3)  # the server ends the stream; the browser reconnects
+def test_it_loses_nothing_across_a_reconnect_while_the_answer_is_being_written(client, world, turn, settings):
+    settings.SSE_STREAM_MAX_SECONDS = 0.3  # the server ends the stream; the browser reconnects
     write_turn_events(world.a.tenant, turn, final=False)
     client.force_login(world.a.member)
     first = frames(read(client.get(events_url(turn))))
