@@ -196,6 +196,8 @@ def running_product(folder: Path) -> Iterator[Product]:
             PORT=str(port),
             AGENT_RUNTIME="http",
             RUNTIME_URL=runtime.url,
+            # Streams end every second, so a long answer is read across several reconnects.
+            SSE_STREAM_MAX_SECONDS="1",
             PYTHONUNBUFFERED="1",
         )
         if settings.DATABASE_IS_POSTGRES:

@@ -3,7 +3,9 @@
 A member of the demo tenant Acme signs in, starts a conversation, and watches the
 answer arrive while the (scripted) runtime is still writing it; the answer's hostile
 HTML and links render as nothing executable; copy and thumbs up work and the feedback
-is stored. A long answer is stopped mid-stream and the runtime sees the worker hang up.
+is stored. A long answer streams on across the server ending its stream every second
+(the browser resumes with Last-Event-ID, nothing lost or repeated), then is stopped
+mid-stream and the runtime sees the worker hang up.
 A refused turn shows its reason and a Retry button, and Retry answers it.
 
 Web (uvicorn), Celery worker, broker, relay and database are real processes
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -43,6 +46,8 @@ def page(product, launch_browser):
         base_url=product.url, viewport={"width": 1280, "height": 900}, permissions=["clipboard-read", "clipboard-write"]
     )
     context.set_default_timeout(TIMEOUT_MS)
+    # Assertions have their own timeout (5 s by default), too short for a turn on a busy machine.
+    expect.set_options(timeout=TIMEOUT_MS)
     page = context.new_page()
     page.dialogs = []
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
@@ -51,7 +56,8 @@ def page(product, launch_browser):
     page.fill("#id_password", DEMO_PASSWORD)
     page.click("#login-form button[type=submit]")
     expect(page.locator("body")).not_to_contain_text("The email address and/or password you specified are not correct")
-    return page
+    yield page
+    expect.set_options(timeout=5_000)  # Playwright's default, for the other browser tests
 
 
 def shot(page, name: str) -> None:
@@ -128,12 +134,21 @@ def test_an_answer_streams_renders_safely_and_takes_feedback(product, page):
     assert product.sql("SELECT feedback FROM agents_message WHERE id = %s", (message_id,)) == [(1,)]
 
 
-def test_stop_ends_a_long_answer_and_the_worker_hangs_up(product, page):
+def test_a_long_answer_survives_reconnects_and_stop_ends_it(product, page):
     product.runtime.hung_up.clear()
+    streams = []
+    page.on("request", lambda request: streams.append(request.url) if "/events/" in request.url else None)
     new_conversation(page)
     send(page, "Tell me a long story")
     streaming = page.locator(".msg-assistant.is-streaming")
-    expect(streaming.locator("[data-stream-text]")).to_contain_text("Once upon a time (3)")
+    text = streaming.locator("[data-stream-text]")
+    expect(text).to_contain_text("Once upon a time (30).")
+
+    # The server ends each stream after a second (SSE_STREAM_MAX_SECONDS) and the browser
+    # resumes it with Last-Event-ID: the text on screen has every delta once, in order.
+    assert len(streams) >= 2, streams
+    told = [int(n) for n in re.findall(r"Once upon a time \((\d+)\)", text.text_content())]
+    assert told == list(range(len(told)))
     streaming.locator("[data-stop]").click()
 
     stopped = page.locator(".msg-assistant.status-cancelled").last
