@@ -103,7 +103,7 @@ class ScriptedRuntime(LoopbackServer):
             for i in range(int(HOLD_TIMEOUT / 0.1)):
                 yield _sse({"type": "delta", "text": f"Once upon a time ({i}). "})
                 time.sleep(0.1)
-        except GeneratorExit:  # closed unfinished: a write failed, the worker hung up
+        except GeneratorExit:  # closed unfinished (LoopbackServer): a write failed, the worker hung up
             self.hung_up.set()
             raise
         yield from self._finished([""])
