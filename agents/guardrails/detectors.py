@@ -115,6 +115,28 @@ _SECRETS = [
 ]
 
 
+# The keyword-led patterns can only match where one of their cue words occurs. Looking for
+# the cues in one case-folded copy of the text (a C-speed `in` each) skips the regex scan of
+# text that has none. The copy folds as re.IGNORECASE matches these ASCII cues: lower(), and
+# İ and ı as "i", ſ as "s" (the only characters whose case-insensitive match is an ASCII
+# letter while their lower() is not one).
+_FOLD = str.maketrans({"İ": "i", "ı": "i", "ſ": "s"})
+_CVV_CUES = ("cvv", "cvc", "cid", "csc", "security code", "card code", "card verification")
+_SSN_CUES = ("ssn", "social security")
+_DOB_CUES = ("dob", "d.o.b", "date of birth", "birth", "born")
+_MRN_CUES = ("mrn", "medical record", "patient", "chart")
+_PHONE_CUES = ("phone", "tel", "mobile", "cell", "call", "fax", "whatsapp")
+_AWS_KEY_CUES = ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA", "ABIA", "ACCA")
+
+
+def fold(text: str) -> str:
+    return text.translate(_FOLD).lower()
+
+
+def _cued(haystack: str, cues: tuple[str, ...]) -> bool:
+    return any(cue in haystack for cue in cues)
+
+
 def luhn_ok(digits: str) -> bool:
     total, parity = 0, len(digits) % 2
     for i, ch in enumerate(digits):
@@ -161,9 +183,10 @@ def _cards(text: str) -> Iterator[Finding]:
                 break
 
 
-def _cvvs(text: str, cards: list[Finding]) -> Iterator[Finding]:
-    for m in _CVV.finditer(text):
-        yield Finding("cvv", m.start(1), m.end(1))
+def _cvvs(text: str, folded: str, cards: list[Finding]) -> Iterator[Finding]:
+    if _cued(folded, _CVV_CUES):
+        for m in _CVV.finditer(text):
+            yield Finding("cvv", m.start(1), m.end(1))
     # A bare 3–4 digit code right after a card number ("4111 1111 1111 1111 12/27 123").
     for card in cards:
         tail = text[card.end : card.end + 24]
@@ -172,29 +195,33 @@ def _cvvs(text: str, cards: list[Finding]) -> Iterator[Finding]:
             yield Finding("cvv", card.end + m.start(1), card.end + m.end(1))
 
 
-def _ssns(text: str) -> Iterator[Finding]:
+def _ssns(text: str, folded: str) -> Iterator[Finding]:
     for m in _SSN.finditer(text):
         if ssn_ok(m.group(1), m.group(3), m.group(4)):
             yield Finding("ssn", m.start(), m.end())
+    if not _cued(folded, _SSN_CUES):
+        return
     for m in _SSN_CONTEXT.finditer(text):
         raw = m.group(1)
         if ssn_ok(raw[:3], raw[3:5], raw[5:]):
             yield Finding("ssn", m.start(1), m.end(1))
 
 
-def _ibans(text: str) -> Iterator[Finding]:
+def _ibans(text: str, folded: str) -> Iterator[Finding]:
     for m in _IBAN.finditer(text):
         if iban_ok(m.group(1)):
             yield Finding("iban", m.start(1), m.end(1))
 
 
-def _ips(text: str) -> Iterator[Finding]:
+def _ips(text: str, folded: str) -> Iterator[Finding]:
     for m in _IPV4.finditer(text):
         parts = m.group().split(".")
         if all(int(p) <= 255 and (p == "0" or not p.startswith("0")) for p in parts):
             if _VERSION_BEFORE.search(text[max(0, m.start() - 12) : m.start()]):
                 continue
             yield Finding("ip_address", m.start(), m.end())
+    if text.count(":") < 2:  # an IPv6 address has at least two
+        return
     for m in _IPV6.finditer(text):
         try:
             ipaddress.IPv6Address(m.group())
@@ -205,20 +232,27 @@ def _ips(text: str) -> Iterator[Finding]:
         yield Finding("ip_address", m.start(), m.end())
 
 
-def _phones(text: str) -> Iterator[Finding]:
-    for pattern in (_PHONE_NANP, _PHONE_INTL):
+def _phones(text: str, folded: str) -> Iterator[Finding]:
+    for pattern in (_PHONE_NANP, _PHONE_INTL) if "+" in text else (_PHONE_NANP,):
         for m in pattern.finditer(text):
             digits = sum(c.isdigit() for c in m.group())
             if 10 <= digits <= 15:
                 yield Finding("phone", m.start(), m.end())
+    if not _cued(folded, _PHONE_CUES):
+        return
     for m in _PHONE_CONTEXT.finditer(text):
         digits = sum(c.isdigit() for c in m.group(1))
         if 8 <= digits <= 15:
             yield Finding("phone", m.start(1), m.end(1))
 
 
-def _simple(entity: str, pattern: re.Pattern, group: int = 0) -> callable:
-    def detect(text: str) -> Iterator[Finding]:
+def _simple(entity: str, pattern: re.Pattern, group: int = 0, *, cues=None, literal_cues=None) -> callable:
+    """A pattern's findings; with `cues`, only when one occurs in the folded text, with
+    `literal_cues`, only when one occurs in the text as it is."""
+
+    def detect(text: str, folded: str) -> Iterator[Finding]:
+        if (cues and not _cued(folded, cues)) or (literal_cues and not _cued(text, literal_cues)):
+            return
         for m in pattern.finditer(text):
             yield Finding(entity, m.start(group), m.end(group))
 
@@ -231,7 +265,7 @@ _SECRET_HINTS = ("PRIVATE KEY", "_", "github_pat_", "xox", "sk-", "_", "AIza", "
 _SECRET_KEYWORDS = ("secret", "key", "token", "password", "passwd", "pwd")
 
 
-def _secrets(text: str) -> Iterator[Finding]:
+def _secrets(text: str, folded: str) -> Iterator[Finding]:
     lowered = None
     for hint, pattern in zip(_SECRET_HINTS, _SECRETS, strict=True):
         if hint is None:
@@ -254,21 +288,39 @@ def _looks_secret(value: str) -> bool:
 
 
 _DETECTORS = {
-    "email": _simple("email", _EMAIL),
+    "email": _simple("email", _EMAIL, literal_cues=("@",)),
     "phone": _phones,
     "ssn": _ssns,
     "iban": _ibans,
     "ip_address": _ips,
-    "date_of_birth": _simple("date_of_birth", _DOB, 1),
-    "mrn": _simple("mrn", _MRN, 1),
-    "aws_access_key": _simple("aws_access_key", _AWS_KEY),
+    "date_of_birth": _simple("date_of_birth", _DOB, 1, cues=_DOB_CUES),
+    "mrn": _simple("mrn", _MRN, 1, cues=_MRN_CUES),
+    "aws_access_key": _simple("aws_access_key", _AWS_KEY, literal_cues=_AWS_KEY_CUES),
     "secret": _secrets,
 }
 
 
 def find_entities(text: str, wanted: Iterable[str]) -> list[Finding]:
     """Every finding of the wanted builtin entities, overlaps resolved (longest, then earliest)."""
-    wanted = set(wanted)
+    wanted = frozenset(wanted)
+    if len(text) <= CACHED_TEXT_CHARS:
+        return list(_recent_findings(text, wanted))
+    return list(_find_entities(text, wanted))
+
+
+# A policy's PII check and the excerpts of what it found (engine.excerpts) ask the same
+# question of the same text back to back when the policy wants every entity; the second
+# answer comes from this small cache. Findings are immutable; long texts are not kept.
+CACHED_TEXT_CHARS = 64_000
+
+
+@functools.lru_cache(maxsize=16)
+def _recent_findings(text: str, wanted: frozenset[str]) -> tuple[Finding, ...]:
+    return _find_entities(text, wanted)
+
+
+def _find_entities(text: str, wanted: frozenset[str]) -> tuple[Finding, ...]:
+    folded = fold(text)
     findings: list[Finding] = []
     cards: list[Finding] = []
     if "card" in wanted or "cvv" in wanted:
@@ -276,11 +328,11 @@ def find_entities(text: str, wanted: Iterable[str]) -> list[Finding]:
         if "card" in wanted:
             findings.extend(cards)
         if "cvv" in wanted:
-            findings.extend(_cvvs(text, cards))
+            findings.extend(_cvvs(text, folded, cards))
     for key, detect in _DETECTORS.items():
         if key in wanted:
-            findings.extend(detect(text))
-    return resolve_overlaps(findings)
+            findings.extend(detect(text, folded))
+    return tuple(resolve_overlaps(findings))
 
 
 # Which entity wins when two findings cover the same characters: the structured,

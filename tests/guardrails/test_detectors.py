@@ -93,6 +93,32 @@ def test_luhn_iban_and_ssn_validators():
     assert not detectors.ssn_ok("666", "45", "6789")
 
 
+@pytest.mark.parametrize(
+    ("text", "entity", "value"),
+    [
+        # Case-insensitive matching counts İ and ı as "i" and ſ as "s"; the cue words that
+        # let a keyword-led pattern run at all must be found in such spellings too.
+        ("MOBİLE 0612 345 678", "phone", "0612 345 678"),
+        ("mobıle: 0612345678", "phone", "0612345678"),
+        ("ſſn 123456789", "ssn", "123456789"),
+        ("Date of bİrth: 02/03/1990", "date_of_birth", "02/03/1990"),
+        ("CVC: 4821", "cvv", "4821"),
+        ("Patient ID AB-12345", "mrn", "AB-12345"),
+    ],
+)
+def test_keyword_led_entities_are_found_in_any_case_insensitive_spelling(text, entity, value):
+    found = [(f.entity, text[f.start : f.end]) for f in find_entities(text, detectors.ENTITIES)]
+    assert (entity, value) in found
+
+
+def test_each_caller_gets_its_own_list_of_findings():
+    text = "Mail jane@example.com or call 555-201-3344."
+    first = find_entities(text, detectors.ENTITIES)
+    first.clear()  # the caller's own list: the cached answer is untouched
+    assert [f.entity for f in find_entities(text, detectors.ENTITIES)] == ["email", "phone"]
+    assert [f.entity for f in find_entities(text, ["phone"])] == ["phone"]
+
+
 # --- blocked terms ---------------------------------------------------------------------------
 
 
