@@ -115,7 +115,8 @@ _SECRETS = [
 ]
 
 
-# The keyword-led patterns can only match where one of their cue words occurs. Looking for
+# The keyword-led patterns can only match where one of their cue words occurs (every
+# detector is handed the folded copy; the structured ones have no use for it). Looking for
 # the cues in one case-folded copy of the text (a C-speed `in` each) skips the regex scan of
 # text that has none. The copy folds as re.IGNORECASE matches these ASCII cues: lower(), and
 # İ and ı as "i", ſ as "s" (the only characters whose case-insensitive match is an ASCII
@@ -129,7 +130,7 @@ _PHONE_CUES = ("phone", "tel", "mobile", "cell", "call", "fax", "whatsapp")
 _AWS_KEY_CUES = ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA", "ABIA", "ACCA")
 
 
-def fold(text: str) -> str:
+def _fold(text: str) -> str:
     return text.translate(_FOLD).lower()
 
 
@@ -266,11 +267,9 @@ _SECRET_KEYWORDS = ("secret", "key", "token", "password", "passwd", "pwd")
 
 
 def _secrets(text: str, folded: str) -> Iterator[Finding]:
-    lowered = None
     for hint, pattern in zip(_SECRET_HINTS, _SECRETS, strict=True):
         if hint is None:
-            lowered = lowered or text.lower()
-            if not any(k in lowered for k in _SECRET_KEYWORDS):
+            if not _cued(folded, _SECRET_KEYWORDS):
                 continue
         elif hint not in text:
             continue
@@ -300,6 +299,12 @@ _DETECTORS = {
 }
 
 
+# A policy's PII check and the excerpts of what it found (engine.excerpts) ask the same
+# question of the same text back to back when the policy wants every entity; the second
+# answer comes from a small cache. Findings are immutable; long texts are not kept.
+CACHED_TEXT_CHARS = 64_000
+
+
 def find_entities(text: str, wanted: Iterable[str]) -> list[Finding]:
     """Every finding of the wanted builtin entities, overlaps resolved (longest, then earliest)."""
     wanted = frozenset(wanted)
@@ -308,19 +313,13 @@ def find_entities(text: str, wanted: Iterable[str]) -> list[Finding]:
     return list(_find_entities(text, wanted))
 
 
-# A policy's PII check and the excerpts of what it found (engine.excerpts) ask the same
-# question of the same text back to back when the policy wants every entity; the second
-# answer comes from this small cache. Findings are immutable; long texts are not kept.
-CACHED_TEXT_CHARS = 64_000
-
-
 @functools.lru_cache(maxsize=16)
 def _recent_findings(text: str, wanted: frozenset[str]) -> tuple[Finding, ...]:
     return _find_entities(text, wanted)
 
 
 def _find_entities(text: str, wanted: frozenset[str]) -> tuple[Finding, ...]:
-    folded = fold(text)
+    folded = _fold(text)
     findings: list[Finding] = []
     cards: list[Finding] = []
     if "card" in wanted or "cvv" in wanted:
