@@ -53,6 +53,12 @@ _SUMS = {
     "latency_ms_sum": Sum("latency_ms_sum"),
 }
 _LATENCY_SUMS = {name: Sum(name) for name in LATENCY_BUCKET_FIELDS}
+# What the dashboard page shows of each person (tokens, cost, turns and share:
+# templates/billing/_dashboard_body.html). The per-person breakdown is the one GROUP BY
+# that cannot be folded from the slices, and four sums instead of seventeen make it
+# about 2.5× cheaper (SQLite, 9,000 roll-up rows: 14 → 5 ms). The API and the CSV
+# export ask for every sum.
+_PAGE_PERSON_SUMS = {name: _SUMS[name] for name in ("turns", "input_tokens", "output_tokens", "cost")}
 
 
 class BadQuery(ValueError):
@@ -335,13 +341,19 @@ class BreakdownRow:
     share: float = 0.0  # of the window's tokens, 0–1
 
 
-def breakdown(window: Window, by: str, parts: list[Slice] | None = None) -> list[BreakdownRow]:
-    """Totals per model, agent or user, largest token use first."""
+def breakdown(
+    window: Window, by: str, parts: list[Slice] | None = None, *, person_sums: dict | None = None
+) -> list[BreakdownRow]:
+    """Totals per model, agent or user, largest token use first.
+
+    `person_sums` narrows what the per-person query sums (every sum by default); the
+    totals it leaves out read as zero."""
     if by not in BREAKDOWNS:
         raise BadQuery("by", f"Unknown breakdown “{by[:20]}”; use one of: {', '.join(BREAKDOWNS)}.")
     column = BREAKDOWN_FIELDS[by]
     if by == "user":
-        rows = list(_rollups(window).order_by().values(column).annotate(**_SUMS, **_LATENCY_SUMS))
+        sums = person_sums if person_sums is not None else {**_SUMS, **_LATENCY_SUMS}
+        rows = list(_rollups(window).order_by().values(column).annotate(**sums))
         grouped = {row[column]: Totals.from_row(row) for row in rows}
         labels = _user_labels(grouped)
     else:
@@ -585,7 +597,7 @@ class Dashboard:
     series: list[Bucket]
     by_model: list[BreakdownRow]
     by_agent: list[BreakdownRow]
-    by_user: list[BreakdownRow]
+    by_user: list[BreakdownRow]  # turns, tokens and cost only (_PAGE_PERSON_SUMS)
     outlook: MonthOutlook
     throttles: list[dict]
 
@@ -604,7 +616,7 @@ def tenant_dashboard(tenant, window: Window, now: dt.datetime | None = None) -> 
             series=series,
             by_model=breakdown(window, "model", parts),
             by_agent=breakdown(window, "agent", parts),
-            by_user=breakdown(window, "user"),
+            by_user=breakdown(window, "user", person_sums=_PAGE_PERSON_SUMS),
             outlook=month_outlook(tenant, now, parts),
             throttles=throttle_breakdown(window),
         )

@@ -105,6 +105,19 @@ def test_it_breaks_usage_down_per_person_with_their_names_largest_first(world):
     assert rows[0].share == pytest.approx(1000 / 1105)
 
 
+def test_the_pages_people_carry_what_the_page_shows_as_the_full_breakdown_does(world):
+    # The dashboard sums only turns, tokens and cost per person (the page shows nothing
+    # else of them); those must match the full per-person breakdown the API and CSV use.
+    scatter_usage(world)
+    window = d.Window(start=TODAY - dt.timedelta(days=9), end=TODAY)
+    with tenant_context(world.a.tenant):
+        page = d.tenant_dashboard(world.a.tenant, window).by_user
+        full = d.breakdown(window, "user")
+    shown = lambda rows: [(r.key, r.label, r.totals.turns, r.totals.tokens, r.totals.cost, r.share) for r in rows]  # noqa: E731
+    assert len(full) > 1
+    assert shown(page) == shown(full)
+
+
 def test_it_reads_only_the_daily_rollups_never_the_raw_events(world):
     scatter_usage(world, days=3)
     window = d.Window(start=TODAY - dt.timedelta(days=29), end=TODAY)
