@@ -14,6 +14,7 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from tenants import rls
 from tenants.context import current_scope
 from tenants.roles import Role
 from tenants.scoping import PlatformModel, TenantOwnedModel
@@ -225,7 +226,7 @@ class Membership(TenantOwnedModel):
 
     # A signed-in user may read their own memberships in every tenant (the tenant
     # switcher); everything else about other tenants stays invisible.
-    rls_extra_using = "user_id = NULLIF(current_setting('app.user_id', true), '')::bigint"
+    rls_extra_using = f"user_id = {rls.CURRENT_USER_ID}"
 
     class Meta:
         ordering = ["user__email"]

@@ -60,6 +60,20 @@ def test_every_tenant_owned_table_has_forced_rls_and_a_policy(db):
         assert policies == {"tenant_isolation"}, model._meta.db_table
 
 
+def test_every_policy_reads_its_settings_once_per_statement_not_once_per_row(world):
+    # current_setting() written straight into a policy runs for every row the policy
+    # filters; in a sub-SELECT PostgreSQL runs it once per statement (an InitPlan).
+    with tenant_context(world.a.tenant), connection.cursor() as cursor:
+        for model in [*tenant_owned_models(), *shared_or_tenant_models()]:
+            table = connection.ops.quote_name(model._meta.db_table)
+            cursor.execute(f"EXPLAIN (VERBOSE) SELECT * FROM {table}")  # noqa: S608 (a model's table)
+            plan = [row[0] for row in cursor.fetchall()]
+            filters = [line for line in plan if "Filter:" in line]
+            assert filters, (table, plan)
+            assert not any("current_setting" in line for line in filters), (table, plan)
+            assert any("InitPlan" in line for line in plan), (table, plan)
+
+
 def test_a_raw_select_without_a_tenant_returns_no_rows(world):
     assert _scalar("SELECT count(*) FROM tenants_membership") == 0
 
