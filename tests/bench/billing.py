@@ -40,6 +40,7 @@ from tests.bench.common import (
     drop_database,
     log,
     postgres_unreachable,
+    python_speed_ms,
     summary_ms,
 )
 
@@ -307,6 +308,7 @@ def measure(count: int, repeat: int) -> dict:
     return {
         **data,
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
+        "python_speed_ms": python_speed_ms(),
         "window_days": window.days,
         "dashboard": summary_ms(_time(dashboard, repeat)),
         "dashboard_view": summary_ms(_time(dashboard_view, max(5, repeat // 2))),
@@ -403,7 +405,7 @@ def table(details: dict) -> str:
         lines.append(
             f"  {'':<26} {db:<10} {result['events']:,} events, {result['rollup_rows_of_bench_tenant']:,} roll-up rows,"
             f" {result['tenants']:,} tenants, generated in {result['generate_seconds']:.0f} s;"
-            f" load average {result.get('load_average_before')}"
+            f" load average {result.get('load_average_before')}; python_speed_ms {result.get('python_speed_ms')}"
         )
     return "\n".join(lines)
 

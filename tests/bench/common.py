@@ -172,6 +172,25 @@ def migrate() -> None:
     call_command("migrate", interactive=False, verbosity=0)
 
 
+def python_speed_ms() -> float:
+    """How fast this machine runs Python right now: the median time of five runs of one
+    fixed workload (dict updates, arithmetic, a JSON dump), in ms.
+
+    Every chat figure is mostly Python, and this VM's speed drifts a lot from one hour
+    to the next (the same code measured 2.7 and 9.5 ms in-process on different days), so
+    the result files carry this next to the figures: compare figures across runs only
+    when it is similar, or scale by it."""
+    samples = []
+    for _ in range(5):
+        started = time.perf_counter()
+        counts: dict[int, int] = {}
+        for i in range(200_000):
+            counts[i % 1000] = counts.get(i % 1000, 0) + i
+        json.dumps(counts)
+        samples.append((time.perf_counter() - started) * 1000)
+    return round(sorted(samples)[2], 1)
+
+
 def analyze() -> None:
     """Refresh PostgreSQL's table statistics, as autovacuum would have in a live database.
 

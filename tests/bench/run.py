@@ -31,6 +31,7 @@ from tests.bench.common import (
     flush_redis,
     log,
     postgres_unreachable,
+    python_speed_ms,
     redis_unreachable,
     stop_leftovers,
 )
@@ -108,6 +109,7 @@ def main() -> int:
     quick = args.quick
     VAR_BENCH.mkdir(parents=True, exist_ok=True)
     begun = time.monotonic()
+    speed_before = python_speed_ms()
 
     print("Tenant Portal chat benchmarks (all load on 127.0.0.1)", flush=True)
     no_postgres = postgres_unreachable()
@@ -180,6 +182,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "python_speed_ms": {"before": speed_before, "after": python_speed_ms()},
         "quick": quick,
     }
     document["seconds"] = round(time.monotonic() - begun, 1)
@@ -352,6 +355,13 @@ def table(doc: dict) -> str:
         lines.append("")
         for key, why in doc["skipped"].items():
             lines.append(f"skipped/failed {key}: {why}")
+    speed = doc.get("machine", {}).get("python_speed_ms")
+    if speed:
+        lines.append("")
+        lines.append(
+            f"machine: python_speed_ms {speed['before']} before, {speed['after']} after "
+            "(a fixed Python workload; the figures above scale with it: compare runs only next to it)"
+        )
     return "\n".join(lines)
 
 
