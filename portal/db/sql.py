@@ -25,6 +25,7 @@ import re
 import threading
 import uuid as uuid_module
 import weakref
+from typing import NamedTuple
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
@@ -243,12 +244,24 @@ def run(sql: str, params=()) -> int:
         return cursor.rowcount
 
 
-_INSERT_CACHE: dict[type, tuple[str, list, bool]] = {}
+class _InsertPlan(NamedTuple):
+    statement: str
+    fields: list
+    auto_pk: bool
+    pass_through: list[bool]  # per field: its value goes to the driver as it is (_passes_through)
+    tenant_owned: bool
 
 
-def _insert_plan(model) -> tuple[str, list, bool]:
-    cached = _INSERT_CACHE.get(model)
-    if cached is None:
+# One entry per model, published whole in one assignment: threads that insert the same
+# model for the first time at once (a web process's first requests) each see either no
+# plan or all of it. (It was three dicts filled one after another, and a thread could
+# find the statement before the rest: a KeyError under the concurrency proof.)
+_INSERT_PLANS: dict[type, _InsertPlan] = {}
+
+
+def _insert_plan(model) -> _InsertPlan:
+    plan = _INSERT_PLANS.get(model)
+    if plan is None:
         quote = connection.ops.quote_name
         pk = model._meta.pk
         auto_pk = pk.get_internal_type() in ("AutoField", "BigAutoField", "SmallAutoField")
@@ -259,14 +272,17 @@ def _insert_plan(model) -> tuple[str, list, bool]:
             ", ".join(["%s"] * len(fields)),
             f" RETURNING {quote(pk.column)}" if auto_pk else "",
         )
-        cached = _INSERT_CACHE[model] = (statement, fields, auto_pk)
-        _PASS_THROUGH[model] = [_passes_through(f) for f in fields]
-        _OWNED[model] = any(f.name == "tenant" for f in fields)
-    return cached
+        plan = _InsertPlan(
+            statement=statement,
+            fields=fields,
+            auto_pk=auto_pk,
+            pass_through=[_passes_through(f) for f in fields],
+            tenant_owned=any(f.name == "tenant" for f in fields),
+        )
+        _INSERT_PLANS[model] = plan
+    return plan
 
 
-_PASS_THROUGH: dict[type, list[bool]] = {}
-_OWNED: dict[type, bool] = {}
 # Field types whose Python value the drivers take as it is: for these, Field.pre_save and
 # get_db_prep_save only read the attribute (about 5 µs a field, 25 fields a row).
 _PLAIN_TYPES = {
@@ -297,7 +313,7 @@ def _passes_through(field) -> bool:
 
 def insert_fields(model) -> list:
     """The fields insert_values() gives values for, in order."""
-    return _insert_plan(model)[1]
+    return _insert_plan(model).fields
 
 
 def insert_values(instance) -> tuple[str, list]:
@@ -305,13 +321,13 @@ def insert_values(instance) -> tuple[str, list]:
     from tenants.scoping import assign_tenant
 
     model = type(instance)
-    statement, fields, _ = _insert_plan(model)
-    if _OWNED[model]:
+    plan = _insert_plan(model)
+    if plan.tenant_owned:
         assign_tenant(instance)
     values, db = instance.__dict__, _db()
-    return statement, [
+    return plan.statement, [
         values[f.attname] if plain else f.get_db_prep_save(f.pre_save(instance, True), db)
-        for f, plain in zip(fields, _PASS_THROUGH[model], strict=True)
+        for f, plain in zip(plan.fields, plan.pass_through, strict=True)
     ]
 
 
@@ -333,11 +349,11 @@ def insert(instance) -> None:
     statement, values = insert_values(instance)
     if _direct():
         row = _sqlite(statement, values, "one")
-        inserted(instance, row[0] if _insert_plan(type(instance))[2] else None)
+        inserted(instance, row[0] if _insert_plan(type(instance)).auto_pk else None)
         return
     with connection.cursor() as cursor:
         cursor.execute(*_statement(statement, values))
-        inserted(instance, cursor.fetchone()[0] if _insert_plan(type(instance))[2] else None)
+        inserted(instance, cursor.fetchone()[0] if _insert_plan(type(instance)).auto_pk else None)
 
 
 class RowReader:

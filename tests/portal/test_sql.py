@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from django.db import connection, transaction
 
@@ -81,3 +83,31 @@ def test_psycopg_keeps_its_parse_of_a_batch_with_many_parameters(world):
         results = sql.batch(statements)
     assert results[-1] == (87,)
     assert _queries._query2pg_client.cache_info().hits > before
+
+
+def test_a_thread_never_finds_half_an_insert_plan(world, monkeypatch):
+    # A web process's first requests can insert the same model at the same moment. While
+    # one thread is still building the model's plan, another must find no plan (and build
+    # its own), never the statement without the rest: that was a KeyError under load.
+    building, release = threading.Event(), threading.Event()
+    passes_through = sql._passes_through
+
+    def slow_for_the_first_builder(field):
+        if threading.current_thread().name == "first-builder":
+            building.set()
+            release.wait(10)
+        return passes_through(field)
+
+    monkeypatch.setattr(sql, "_passes_through", slow_for_the_first_builder)
+    monkeypatch.delitem(sql._INSERT_PLANS, AuditLog, raising=False)
+    first = threading.Thread(target=sql.insert_fields, args=(AuditLog,), name="first-builder")
+    first.start()
+    try:
+        assert building.wait(10)
+        with tenant_context(world.a.tenant):
+            statement, values = sql.insert_values(AuditLog(action="probe.sql", target_repr="probe"))
+    finally:
+        release.set()
+        first.join(10)
+    assert statement.startswith('INSERT INTO "tenants_auditlog"')
+    assert len(values) == len(sql.insert_fields(AuditLog))
