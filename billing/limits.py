@@ -478,18 +478,19 @@ end
 return {0, '0'}
 """
 
-_redis_client = None
-_gcra_script = None
+# The client and its registered script, published together in one assignment: two globals
+# set one after the other let a thread that came in between take the client with no script.
+_redis_and_script: tuple | None = None
 
 
 def _redis():
-    global _redis_client, _gcra_script
-    if _redis_client is None:
+    global _redis_and_script
+    if _redis_and_script is None:
         import redis
 
-        _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-        _gcra_script = _redis_client.register_script(GCRA_LUA)
-    return _redis_client, _gcra_script
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        _redis_and_script = (client, client.register_script(GCRA_LUA))
+    return _redis_and_script
 
 
 def redis_key(tenant_id: int, key: str) -> str:

@@ -4,6 +4,7 @@ anything is written, answer 402/429 with Retry-After, and leave a ThrottleEvent.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from decimal import Decimal
 
 import pytest
@@ -233,3 +234,30 @@ def test_the_api_retry_answers_a_limit_with_402(client, world, catalogue, runtim
     assert response.status_code == 402
     assert response.json()["code"] == "budget_exceeded"
     assert int(response["Retry-After"]) >= 1
+
+
+def test_a_thread_never_gets_the_redis_client_without_its_script(monkeypatch):
+    # The rate limiter's first calls in a process can come from several threads at once;
+    # the client and its GCRA script are published together, so none gets one without the other.
+    import redis
+
+    registering, release = threading.Event(), threading.Event()
+
+    class Client:
+        def register_script(self, text):
+            if threading.current_thread().name == "first-caller":
+                registering.set()
+                release.wait(10)
+            return object()
+
+    monkeypatch.setattr(redis.Redis, "from_url", classmethod(lambda cls, url, **kwargs: Client()))
+    monkeypatch.setattr(limits, "_redis_and_script", None)
+    first = threading.Thread(target=limits._redis, name="first-caller")
+    first.start()
+    try:
+        assert registering.wait(10)
+        client, script = limits._redis()
+    finally:
+        release.set()
+        first.join(10)
+    assert isinstance(client, Client) and script is not None
