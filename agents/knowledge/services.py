@@ -88,12 +88,17 @@ def access_chunk(chunk_id) -> Chunk | None:
 # --- knowledge bases ---------------------------------------------------------------------------------
 
 
-def _validate_settings(name: str, backend: str, chunk_size: int, chunk_overlap: int) -> None:
+def _validate_settings(name: str, description: str, backend: str, chunk_size: int, chunk_overlap: int) -> None:
     errors = {}
     if not name.strip():
         errors["name"] = "Give the knowledge base a name."
     elif len(name) > 100:
         errors["name"] = "At most 100 characters."
+    # The screens pass raw form values (the API's serializer rejects these itself); PostgreSQL
+    # cannot store a NUL character, so without this check it would fail the save with a 500.
+    for field, value in (("name", name), ("description", description)):
+        if "\x00" in value:
+            errors[field] = "Null characters are not allowed."
     if backend not in Backend.values:
         errors["backend"] = f"Choose one of {', '.join(Backend.values)}."
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
@@ -115,7 +120,7 @@ def create_knowledge_base(
 ) -> KnowledgeBase:
     tenant = _check(actor)
     name = name.strip()
-    _validate_settings(name, backend, chunk_size, chunk_overlap)
+    _validate_settings(name, description, backend, chunk_size, chunk_overlap)
     if KnowledgeBase.objects.filter(name__iexact=name).exists():
         raise ServiceError({"name": "A knowledge base with this name exists already."})
     try:
@@ -143,7 +148,7 @@ def create_knowledge_base(
 def update_knowledge_base(actor: Actor, kb: KnowledgeBase, *, name: str, description: str) -> KnowledgeBase:
     tenant = _check(actor)
     name = name.strip()
-    _validate_settings(name, kb.backend, kb.chunk_size, kb.chunk_overlap)
+    _validate_settings(name, description, kb.backend, kb.chunk_size, kb.chunk_overlap)
     if KnowledgeBase.objects.filter(name__iexact=name).exclude(pk=kb.pk).exists():
         raise ServiceError({"name": "A knowledge base with this name exists already."})
     before = {"name": kb.name, "description": kb.description}

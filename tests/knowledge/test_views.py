@@ -41,6 +41,20 @@ def test_it_explains_a_bad_form_instead_of_failing(admin, world):
     assert "Give the knowledge base a name." in response.content.decode()
 
 
+@pytest.mark.parametrize("field", ["name", "description"])
+def test_it_refuses_a_null_character_in_a_new_or_renamed_knowledge_base(admin, world, field):
+    # PostgreSQL cannot store NUL: this was a 500 there (found by the every-route garbage sweep).
+    kb = make_kb(world.a)
+    good = {"name": "Handbook", "description": "Policies", "backend": "local"}
+    created = admin.post("/t/alpha/knowledge/new/", {**good, field: "Hand\x00book"}, follow=True)
+    edited = admin.post(f"/t/alpha/knowledge/{kb.pk}/edit/", {**good, field: "Hand\x00book"}, follow=True)
+    assert created.status_code == edited.status_code == 200
+    assert "Null characters are not allowed." in created.content.decode()
+    assert "Null characters are not allowed." in edited.content.decode()
+    with tenant_context(world.a.tenant):
+        assert list(KnowledgeBase.objects.values_list("name", "description")) == [(kb.name, kb.description)]
+
+
 def test_it_uploads_several_files_each_with_its_own_answer_and_indexes_them(
     admin, world, settings, django_capture_on_commit_callbacks
 ):
