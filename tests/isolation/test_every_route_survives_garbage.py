@@ -122,3 +122,54 @@ def test_operator_write_routes_never_fail_on_garbage(route, method, scene, opera
     for name, body, content_type in _garbage():
         response = client.generic(method, url, body, content_type)
         _check(response, route.name.startswith("api:"), f"{method} {route.name} with {name}")
+
+
+# Query parameters the pages and lists read, beyond the field names.
+QUERY_NAMES = ("page", "page_size", "q", "cursor", "offset", "format", "ordering", "grouping", "day", "from", "to")
+
+
+def _garbage_queries() -> list[tuple[str, str]]:
+    names = sorted(set(_field_names()) | set(QUERY_NAMES))
+    return [
+        (f"every-parameter-{i}", urlencode({name: value for name in names}))
+        for i, value in enumerate(NASTY_FORM_VALUES)
+    ]
+
+
+# Server-Sent Event streams read the relay from another connection, which a test inside one
+# transaction cannot have; their one input, Last-Event-ID, is fed garbage in
+# tests/agents/test_streaming.py (test_it_ignores_a_malformed_last_event_id).
+STREAMS = {"agents:turn_events", "api:invocation-events"}
+
+
+def _reads(kind):
+    return [
+        pytest.param(param.values[0], id=param.id)
+        for param in _routes_of(kind)
+        if "GET" in classify(param.values[0]).methods and param.id not in STREAMS
+    ]
+
+
+@pytest.mark.parametrize("route", _reads(TenantScoped))
+def test_tenant_pages_and_lists_never_fail_on_garbage_parameters(route, entitled):
+    spec: TenantScoped = classify(route)
+    kwargs = {"tenant_slug": entitled["tenant_a_slug"]}
+    kwargs.update({k: entitled["a_objects"][v] for k, v in spec.objects.items()})
+    url = reverse(route.name, kwargs=kwargs)
+    for name, query in _garbage_queries():
+        response = entitled["client"].get(f"{url}?{query}")
+        _check(response, spec.api, f"GET {route.name} with {name}")
+
+
+@pytest.mark.parametrize("route", _reads(OperatorOnly))
+def test_operator_pages_never_fail_on_garbage_parameters(route, scene, operator):
+    spec: OperatorOnly = classify(route)
+    client = scene["client"]
+    client.force_login(operator)
+    url = reverse(route.name, kwargs={k: scene[v] for k, v in spec.kwargs.items()})
+    for name, query in _garbage_queries():
+        _check(client.get(f"{url}?{query}"), route.name.startswith("api:"), f"GET {route.name} with {name}")
+
+
+def test_the_streams_left_out_are_routes_that_exist():
+    assert set(STREAMS) <= {param.id for param in _routes_of(TenantScoped)}
