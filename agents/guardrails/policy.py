@@ -113,6 +113,9 @@ def clean_config(data: Any) -> dict[str, Any]:
             continue
         try:
             clean[key] = _CLEANERS[key](value)
+            if _holds_a_nul(clean[key]):
+                # PostgreSQL's jsonb cannot store U+0000: refused here rather than failing the save.
+                raise ValueError("Null characters are not allowed.")
         except PolicyError as exc:
             errors.update(exc.errors)
         except (TypeError, ValueError) as exc:
@@ -120,6 +123,16 @@ def clean_config(data: Any) -> dict[str, Any]:
     if errors:
         raise PolicyError(errors)
     return clean
+
+
+def _holds_a_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_a_nul(k) or _holds_a_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_a_nul(item) for item in value)
+    return False
 
 
 def _choice(choices):

@@ -61,6 +61,24 @@ def test_it_answers_a_4xx_problem_to_a_malformed_override(admin_client, world, b
     problem(response, response.status_code)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("blocked_terms", ["zeb\x00ra"]),
+        ("denied_topics", [{"name": "Pets", "examples": ["my \x00 cat"]}]),
+        ("custom_entities", [{"name": "badge", "pattern": "B\x00[0-9]{4}", "action": "redact"}]),
+        ("json_schema", {"type": "object", "title": "An\x00swer"}),
+    ],
+)
+def test_it_refuses_a_null_character_anywhere_in_an_override(admin_client, world, field, value):
+    # PostgreSQL's jsonb cannot hold U+0000: this was a 500 there, and the old override stays.
+    grant_custom_guardrails(world.a.tenant)
+    assert put(admin_client, {"blocked_terms": ["zebra"]}).status_code == 200
+    body = validation_problem(put(admin_client, {field: value}))
+    assert "Null characters are not allowed." in json.dumps(body["errors"])
+    assert admin_client.get(BASE + "policy/override/").json() == {"blocked_terms": ["zebra"]}
+
+
 def test_members_may_not_read_or_change_guardrails(client, world):
     client.raise_request_exception = False
     client.force_login(world.a.member)
