@@ -241,6 +241,22 @@ def client_for(kind: str, tenant: Tenant):
     return _local_client
 
 
+def _without_nul(value):
+    """The event with every U+0000 dropped from its text, keys included.
+
+    What a runtime sends is model output, tool results and document text: a NUL in any of
+    it would reach the answer, citations or tool calls that the turn's finish stores, and
+    PostgreSQL cannot store one (the finish, and the usage event in it, would fail).
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(item) for item in value]
+    return value
+
+
 def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:
     from agents.runtime import clients
     from agents.runtime.contract import InvocationContext, InvocationRequest
@@ -258,7 +274,7 @@ def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:
         client = client_for(kind, tenant)
         events = client.invoke(InvocationRequest.from_dict(request), InvocationContext.from_headers(headers))
         for event in events:
-            data = event.to_dict()
+            data = _without_nul(event.to_dict())
             if data.get("type") == "error" and data.get("retryable"):
                 raise TransientRuntimeError(data.get("message") or "The runtime asked for a retry.")
             yield data

@@ -18,7 +18,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from agents import turns
+from agents import runtime_gateway, turns
 from agents.models import Invocation, Message, MessageStatus
 from billing import accounting
 from billing.models import ModelPrice, MonthlyUsage, PriceBook, Reservation, ReservationStatus, UsageDaily, UsageEvent
@@ -146,3 +146,55 @@ def test_a_turn_reserved_last_month_gives_that_month_its_reservation_back(world,
     for key in (0, invocation.user_id):
         assert (last[key].tokens_reserved, last[key].cost_reserved, last[key].tokens_used) == (0, 0, 0)
         assert (now[key].tokens_used, now[key].tokens_reserved, now[key].cost_used) == (tokens, 0, event.cost)
+
+
+class NulSending:
+    """A runtime whose answer, tool call and citation (or error) carry NUL characters."""
+
+    name = "nul-sending"
+
+    def __init__(self, failing: bool = False):
+        self.failing = failing
+
+    def invoke(self, request, context):
+        from agents.runtime.contract import Citation, Delta, Done, Error, ToolCall, Usage
+
+        if self.failing:
+            return iter([Delta(text="Refunds\x00 take "), Error(code="bad", message="Quota\x00 gone", retryable=False)])
+        return iter(
+            [
+                Delta(text="Refunds\x00 take "),
+                ToolCall(name="look\x00up", input={"q\x00": ["a\x00b", {"n": "c\x00"}]}, id="t\x001"),
+                Delta(text="30 days."),
+                Citation(passage_id="p\x001", title="Re\x00funds", source="refunds\x00.md", index=1),
+                Usage(input_tokens=3, output_tokens=2),
+                Done(),
+            ]
+        )
+
+
+def test_a_runtime_answer_with_nul_characters_is_stored_and_billed_without_them(world, catalogue, monkeypatch):
+    # PostgreSQL cannot store U+0000: the finish, with the usage event in it, failed there.
+    monkeypatch.setattr(runtime_gateway, "client_for", lambda kind, tenant: NulSending())
+    invocation = ask(world.a, catalogue.helpdesk, "How long do refunds take?")
+    assert run(world.a, invocation) == "done"
+    with tenant_context(world.a.tenant):
+        answer = Message.objects.get(pk=Invocation.objects.get(pk=invocation.pk).assistant_message_id)
+        events = list(
+            UsageEvent.objects.filter(invocation_id=invocation.pk).values_list("input_tokens", "output_tokens")
+        )
+    assert answer.content == "Refunds take 30 days."
+    assert answer.tool_calls == [{"name": "lookup", "input": {"q": ["ab", {"n": "c"}]}, "id": "t1"}]
+    assert answer.citations == [{"passage_id": "p1", "title": "Refunds", "source": "refunds.md", "index": 1}]
+    assert events == [(3, 2)]
+
+
+def test_a_runtime_error_with_nul_characters_fails_the_turn_with_its_reason(world, catalogue, monkeypatch):
+    monkeypatch.setattr(runtime_gateway, "client_for", lambda kind, tenant: NulSending(failing=True))
+    invocation = ask(world.a, catalogue.helpdesk)
+    assert run(world.a, invocation) == "failed"
+    with tenant_context(world.a.tenant):
+        failed = Invocation.objects.get(pk=invocation.pk)
+        answer = Message.objects.get(pk=failed.assistant_message_id)
+        assert UsageEvent.objects.filter(invocation_id=invocation.pk).count() == 1
+    assert (failed.error, answer.content, answer.status) == ("Quota gone", "Refunds take ", MessageStatus.FAILED)
