@@ -24,7 +24,7 @@ import csv
 import io
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 
 SUPPORTED_KINDS = ("txt", "md", "html", "pdf", "csv", "docx")
@@ -347,6 +347,12 @@ PARSERS = {
 }
 
 
+def _without_nul(section: Section) -> Section:
+    if "\x00" not in section.text and "\x00" not in section.heading:
+        return section
+    return replace(section, heading=section.heading.replace("\x00", ""), text=section.text.replace("\x00", ""))
+
+
 def parse(kind: str, data: bytes) -> list[Section]:
     """Sections of text of a file of `kind`. Raises ParseError for anything it cannot index."""
     if kind not in PARSERS:
@@ -360,7 +366,10 @@ def parse(kind: str, data: bytes) -> list[Section]:
         raise ParseError(f"The file is named .pdf but its content is {real or 'not a PDF'}.")
     if kind == "docx" and not data.startswith(b"PK\x03\x04"):
         raise ParseError(f"The file is named .docx but its content is {real or 'not a Word document'}.")
-    sections = [s for s in PARSERS[kind](data) if s.text.strip()]
+    # A NUL can survive every parser (past decode_text's look at the first 8 kB, in UTF-16,
+    # inside a PDF's text); PostgreSQL cannot store one, so it is dropped here, for all kinds.
+    sections = [_without_nul(s) for s in PARSERS[kind](data)]
+    sections = [s for s in sections if s.text.strip()]
     if not sections:
         raise ParseError("The file has no text to index.")
     return sections
