@@ -21,6 +21,7 @@ from tenants.entitlements import FEATURES
 from tests.isolation import test_every_route as isolation
 from tests.isolation.test_every_route import OperatorOnly, TenantScoped, _routes_of, classify
 from tests.portal.helpers import PROBLEM_CONTENT_TYPE
+from tests.portal.test_malformed_input import BAD_CONTENT_TYPES, BAD_JSON_BODIES
 
 scene = isolation.scene  # the isolation walk's two tenants, their objects and A's signed-in owner
 
@@ -54,19 +55,9 @@ NASTY_FORM_VALUES = ["\x00", "-99999999999999999999999999", "1e999", "NaN", "a" 
 
 def _garbage() -> list:
     names = _field_names()
-    bodies = [
-        ("invalid-json", b"{", "application/json"),
-        ("json-list", b'["a", 1, null]', "application/json"),
-        ("json-null", b"null", "application/json"),
-        ("json-huge-number", b"1e999999", "application/json"),
-        ("null-byte-and-lone-surrogate", b'{"a": "\\u0000\\ud800"}', "application/json"),
-        ("invalid-utf8", b"\xff\xfe\x00", "application/json"),
-        ("deeply-nested", b"[" * 50_000, "application/json"),
-        ("form-garbage", b"%%%&&&===\xff", "application/x-www-form-urlencoded"),
-        ("multipart-truncated", b"--zzz\r\nnonsense", "multipart/form-data; boundary=zzz"),
-        ("multipart-without-boundary", b"{}", "multipart/form-data"),
-        ("xml", b"<x/>", "application/xml"),
-    ]
+    # The malformed bodies the chosen-endpoint tests use (broken JSON, wrong structures,
+    # bad encodings, unsupported media types), then every known field set to a wrong kind.
+    bodies = list(BAD_JSON_BODIES + BAD_CONTENT_TYPES)
     for i, value in enumerate(NASTY_JSON_VALUES):
         body = json.dumps({name: value for name in names}).encode()
         bodies.append((f"every-field-json-{i}", body, "application/json"))
