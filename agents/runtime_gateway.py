@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from agents.models import Invocation, MessageStatus, ModelOffering
+from portal.text import without_nul
 from tenants import entitlements
 from tenants.context import require_tenant
 from tenants.models import Tenant
@@ -241,22 +242,6 @@ def client_for(kind: str, tenant: Tenant):
     return _local_client
 
 
-def _without_nul(value):
-    """The event with every U+0000 dropped from its text, keys included.
-
-    What a runtime sends is model output, tool results and document text: a NUL in any of
-    it would reach the answer, citations or tool calls that the turn's finish stores, and
-    PostgreSQL cannot store one (the finish, and the usage event in it, would fail).
-    """
-    if isinstance(value, str):
-        return value.replace("\x00", "") if "\x00" in value else value
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_nul(item) for item in value]
-    return value
-
-
 def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:
     from agents.runtime import clients
     from agents.runtime.contract import InvocationContext, InvocationRequest
@@ -274,7 +259,9 @@ def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:
         client = client_for(kind, tenant)
         events = client.invoke(InvocationRequest.from_dict(request), InvocationContext.from_headers(headers))
         for event in events:
-            data = _without_nul(event.to_dict())
+            # Model output, tool results and document text may carry U+0000, which the
+            # turn's finish (answer, citations, tool calls, usage event) could not store.
+            data = without_nul(event.to_dict())
             if data.get("type") == "error" and data.get("retryable"):
                 raise TransientRuntimeError(data.get("message") or "The runtime asked for a retry.")
             yield data

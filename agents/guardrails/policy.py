@@ -23,6 +23,7 @@ import json
 from typing import Any
 
 from agents.guardrails.detectors import ENTITIES, CustomPatternError, compile_custom
+from portal.text import without_nul
 
 ACTIONS = ("allow", "redact", "block")
 _STRICTNESS = {"allow": 0, "redact": 1, "block": 2}
@@ -113,7 +114,7 @@ def clean_config(data: Any) -> dict[str, Any]:
             continue
         try:
             clean[key] = _CLEANERS[key](value)
-            if _holds_a_nul(clean[key]):
+            if without_nul(clean[key]) != clean[key]:
                 # PostgreSQL's jsonb cannot store U+0000: refused here rather than failing the save.
                 raise ValueError("Null characters are not allowed.")
         except PolicyError as exc:
@@ -123,16 +124,6 @@ def clean_config(data: Any) -> dict[str, Any]:
     if errors:
         raise PolicyError(errors)
     return clean
-
-
-def _holds_a_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_a_nul(k) or _holds_a_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_a_nul(item) for item in value)
-    return False
 
 
 def _choice(choices):

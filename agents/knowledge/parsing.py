@@ -27,6 +27,8 @@ import zipfile
 from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 
+from portal.text import without_nul
+
 SUPPORTED_KINDS = ("txt", "md", "html", "pdf", "csv", "docx")
 EXTENSION_KINDS = {
     "txt": "txt",
@@ -347,12 +349,6 @@ PARSERS = {
 }
 
 
-def _without_nul(section: Section) -> Section:
-    if "\x00" not in section.text and "\x00" not in section.heading:
-        return section
-    return replace(section, heading=section.heading.replace("\x00", ""), text=section.text.replace("\x00", ""))
-
-
 def parse(kind: str, data: bytes) -> list[Section]:
     """Sections of text of a file of `kind`. Raises ParseError for anything it cannot index."""
     if kind not in PARSERS:
@@ -368,7 +364,7 @@ def parse(kind: str, data: bytes) -> list[Section]:
         raise ParseError(f"The file is named .docx but its content is {real or 'not a Word document'}.")
     # A NUL can survive every parser (past decode_text's look at the first 8 kB, in UTF-16,
     # inside a PDF's text); PostgreSQL cannot store one, so it is dropped here, for all kinds.
-    sections = [_without_nul(s) for s in PARSERS[kind](data)]
+    sections = [replace(s, heading=without_nul(s.heading), text=without_nul(s.text)) for s in PARSERS[kind](data)]
     sections = [s for s in sections if s.text.strip()]
     if not sections:
         raise ParseError("The file has no text to index.")
