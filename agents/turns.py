@@ -172,9 +172,15 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
     claim_started, claim_clock = time.time(), time.perf_counter()
     invocation = _claim(tenant, invocation_id)
     if invocation is None:
-        current = Invocation.objects.filter(pk=invocation_id).values_list("status", flat=True).first()
-        log.info("turn %s not claimed (status %s): nothing to do", invocation_id, current)
-        return str(current or "missing")
+        current = Invocation.objects.filter(pk=invocation_id).values_list("status", "cancel_requested").first()
+        if current == (MessageStatus.QUEUED, True):
+            # Stopped while it waited for a retry: no claim takes a stopped turn, so this
+            # delivery ends it (cancelled, unbilled: the attempt put back used nothing
+            # that is billed, as with any retry), or it would wait for the sweeper.
+            log.info("turn %s stopped while queued for a retry: cancelled", invocation_id)
+            return _end_unclaimed(invocation_id, MessageStatus.CANCELLED)
+        log.info("turn %s not claimed (status %s): nothing to do", invocation_id, current and current[0])
+        return str(current[0] if current else "missing")
 
     if tenant.status != TenantStatus.ACTIVE:
         reason = "This organisation's access is suspended. Ask its administrator."
@@ -251,7 +257,18 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
         # one write, a moment later (once the answer is stored).
     except runtime_gateway.TransientRuntimeError as exc:
         publisher.flush()
-        if final_attempt:
+        # Back to the queue, and the retry claims it again; but not a turn the person has
+        # stopped: no claim takes a stopped turn (_CLAIMABLE), so it would stay queued,
+        # unbilled, holding its reservation and blocking its conversation. It ends here,
+        # cancelled, with what it used so far (below, as any stopped turn).
+        if not final_attempt and Invocation.objects.filter(
+            pk=invocation.pk, status__in=[MessageStatus.RUNNING, MessageStatus.STREAMING], cancel_requested=False
+        ).update(status=MessageStatus.QUEUED):
+            raise RetryLater(str(exc)) from exc
+        cancelled = Invocation.objects.filter(pk=invocation.pk, cancel_requested=True).exists()
+        if not cancelled:
+            # The last attempt (or a turn no longer ours to put back: the finish's
+            # conditional update then changes nothing).
             # The detail (URLs, errno) is for operators' logs; the person sees a plain reason.
             log.error("turn %s: runtime unavailable after retries: %s", invocation.pk, exc)
             _finish(
@@ -267,11 +284,6 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
             )
             publisher.emit("error", {"message": "The agent runtime is unavailable. Try again in a moment."})
             return "failed"
-        # Back to the queue; the retry claims it again.
-        Invocation.objects.filter(pk=invocation.pk, status__in=[MessageStatus.RUNNING, MessageStatus.STREAMING]).update(
-            status=MessageStatus.QUEUED
-        )
-        raise RetryLater(str(exc))
     except runtime_gateway.RuntimeRejected as exc:
         publisher.flush()
         _finish(
@@ -516,10 +528,20 @@ def invocation_prompt_text(invocation: Invocation) -> str:
 
 
 def fail(invocation_id, reason: str) -> None:
+    _end_unclaimed(invocation_id, MessageStatus.FAILED, reason)
+
+
+def _end_unclaimed(invocation_id, status: str, reason: str = "") -> str:
+    """End a turn no worker is running (or whose worker lost its state), with no answer
+    and zero usage; nothing if it has ended already."""
     invocation = Invocation.objects.select_related("agent").filter(pk=invocation_id).first()
     if invocation is None:
-        return
-    if _finish(invocation, "", MessageStatus.FAILED, {}, [], [], time.monotonic(), error=reason) is not None:
+        return "missing"
+    if _finish(invocation, "", status, {}, [], [], time.monotonic(), error=reason) is not None:
         # Only the call that ended the turn says so: a worker that finished it first
         # has already published its own final event.
-        streaming.publish_final(invocation.pk, "error", {"message": reason})
+        if status == MessageStatus.CANCELLED:
+            streaming.publish_final(invocation.pk, "cancelled", {})
+        else:
+            streaming.publish_final(invocation.pk, "error", {"message": reason})
+    return str(status)
