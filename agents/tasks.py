@@ -41,14 +41,16 @@ def run_turn(self, tenant: Tenant, invocation_id: str) -> str:
         countdown = min(2**self.request.retries, 30)
         log.warning("turn %s: transient runtime error, retry in %ss: %s", invocation_id, countdown, exc)
         raise self.retry(exc=exc, countdown=countdown)
+    # The last resort: turns.run itself fails (and bills) a turn interrupted while it talks
+    # to the runtime; these catch what is raised outside that (the claim, the finish).
     except SoftTimeLimitExceeded:
-        turns.fail(invocation_id, "The agent took too long to answer.")
+        turns.fail(invocation_id, turns.TOOK_TOO_LONG)
         return "failed"
     except Exception:
         # A bug or an unexpected error: fail the turn, or it would stay "running" with
         # no worker behind it, and the conversation would refuse every new message.
         log.exception("turn %s failed unexpectedly", invocation_id)
-        turns.fail(invocation_id, "Something went wrong while answering. Try again.")
+        turns.fail(invocation_id, turns.WENT_WRONG)
         return "failed"
 
 

@@ -13,6 +13,7 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.utils import timezone
 
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 STALE_AFTER = timedelta(seconds=180)
 CANCEL_CHECK_SECONDS = 0.5
 SHOW_EVERY = 64  # characters between updates of a redacted stream
+
+
+# What the person reads when a turn fails in the worker for a reason of the worker's own.
+TOOK_TOO_LONG = "The agent took too long to answer."
+WENT_WRONG = "Something went wrong while answering. Try again."
 
 
 class RetryLater(Exception):
@@ -298,6 +304,31 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
             trace=trace,
         )
         publisher.emit("error", {"message": str(exc)[:500]})
+        return "failed"
+    except Exception as exc:
+        # The soft time limit (raised wherever the worker is, usually waiting for the
+        # runtime) or a bug: the turn fails, billed for what it used until then (tokens,
+        # estimated if the runtime reported none; tool calls; runtime seconds), and its
+        # answer so far is kept. agents.tasks.run_turn's handlers are the last resort for
+        # what is raised outside this loop.
+        if isinstance(exc, SoftTimeLimitExceeded):
+            reason = TOOK_TOO_LONG
+            log.warning("turn %s: soft time limit reached after %.1f s", invocation.pk, time.monotonic() - started)
+        else:
+            reason = WENT_WRONG
+            log.exception("turn %s failed unexpectedly", invocation.pk)
+        _finish(
+            invocation,
+            "".join(answer),
+            MessageStatus.FAILED,
+            usage,
+            citations,
+            tool_calls,
+            started,
+            error=reason,
+            trace=trace,
+        )
+        publisher.emit("error", {"message": reason})
         return "failed"
 
     if runtime_span["first_token_ms"] is None:  # no text came: the call still happened

@@ -1,15 +1,20 @@
 """A turn interrupted while it talks to the runtime: a dropped connection (retried, unless
-the person pressed Stop). Each ends once, with its one usage event for what it really
-used, its reservation settled and its answer so far kept."""
+the person pressed Stop), the soft time limit, a bug. Each ends once, with its one usage
+event for what it really used, its reservation settled and its answer so far kept."""
 
 from __future__ import annotations
 
+import time
+from decimal import Decimal
+
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 
 from agents import runtime_gateway, services, turns
 from agents.models import Invocation, Message
+from agents.tasks import run_turn
 from billing import accounting
-from billing.models import MonthlyUsage, Reservation, ReservationStatus, UsageEvent
+from billing.models import ModelPrice, MonthlyUsage, PriceBook, Reservation, ReservationStatus, UsageEvent
 from tenants.context import tenant_context
 from tests.billing.helpers import actor, ask, run
 
@@ -76,3 +81,47 @@ def test_it_cancels_a_turn_stopped_while_it_waited_for_its_retry(world, catalogu
     assert len(runtime.calls) == 1  # the runtime was not called again
     assert run(world.a, invocation) == "cancelled"  # a duplicate delivery changes nothing
     assert len(ending(world.a, invocation)[2]) == 1
+
+
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (SoftTimeLimitExceeded(), "The agent took too long to answer."),
+        (KeyError("a bug in the worker"), "Something went wrong while answering. Try again."),
+    ],
+)
+def test_it_bills_a_turn_the_worker_could_not_finish_for_what_it_used_and_keeps_its_answer(
+    world, catalogue, runtime, error, reason
+):
+    book = PriceBook.objects.create(
+        version=1, effective_from="2000-01-01T00:00:00Z", per_tool_call="0.5", per_runtime_second="0.01"
+    )
+    ModelPrice.objects.create(price_book=book, model_key="offline-small", per_1k_input=1, per_1k_output=1)
+    invocation = ask(world.a, catalogue.helpdesk, QUESTION)
+
+    def generating():
+        time.sleep(0.2)  # stands for minutes of generation
+        return {"type": "delta", "text": " and more"}
+
+    runtime.events = [
+        {"type": "delta", "text": "A long answer"},
+        {"type": "tool_call", "name": "search"},
+        generating,
+        error,  # raised where the worker waits for the runtime's next event
+    ]
+    assert run_turn.apply(args=[world.a.tenant.pk, str(invocation.pk)]).get() == "failed"
+
+    turn, answer, [event], reservation, month = ending(world.a, invocation)
+    assert (turn.status, answer.status, answer.content, answer.error) == (
+        "failed",
+        "failed",
+        "A long answer and more",
+        reason,
+    )
+    assert answer.tool_calls == [{"name": "search"}]
+    tokens = (turns.estimate_tokens(QUESTION), turns.estimate_tokens("A long answer and more"))
+    assert (event.outcome, (event.input_tokens, event.output_tokens), event.estimated) == ("failed", tokens, True)
+    assert (event.tool_calls, event.runtime_seconds >= Decimal("0.2")) == (1, True)
+    prices = accounting.Prices(1, Decimal(1), Decimal(1), Decimal("0.5"), Decimal("0.01"))
+    assert event.cost == prices.cost(*tokens, 1, event.runtime_seconds)
+    assert (reservation.status, month.tokens_reserved, month.cost_used) == (ReservationStatus.SETTLED, 0, event.cost)
