@@ -72,6 +72,7 @@ def fail_stuck_turns() -> int:
     writes the turn's one usage event like any other failure."""
     from datetime import timedelta
 
+    from django.db.models import Q
     from django.utils import timezone
 
     from agents.models import Invocation, MessageStatus
@@ -87,9 +88,12 @@ def fail_stuck_turns() -> int:
                 status__in=[MessageStatus.RUNNING, MessageStatus.STREAMING], started_at__lt=running_before
             ).values_list("tenant_id", "pk", "status")
         ) + list(
-            Invocation.unscoped.filter(status=MessageStatus.QUEUED, queued_at__lt=queued_before).values_list(
-                "tenant_id", "pk", "status"
-            )
+            # A turn put back to the queue for its retry (turns.RetryLater) keeps its
+            # queued_at (when the person asked: latency, order, the trace's queue wait);
+            # it waits from its last attempt's start, so that is what is measured then.
+            Invocation.unscoped.filter(status=MessageStatus.QUEUED, queued_at__lt=queued_before)
+            .filter(Q(started_at__isnull=True) | Q(started_at__lt=queued_before))
+            .values_list("tenant_id", "pk", "status")
         )
         tenants = Tenant.objects.select_related("tier").in_bulk({tenant_id for tenant_id, _, _ in stuck})
     for tenant_id, invocation_id, status in stuck:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 
+from agents import runtime_gateway, turns
 from agents.models import Invocation, Message, MessageStatus
 from agents.tasks import TURN_TIME_LIMIT, fail_stuck_turns
 from billing.models import UsageEvent
 from tenants.context import tenant_context
 from tests.agents.helpers import make_turn
+from tests.billing.helpers import ask
 
 
 def _turn(side, agent, status, **times):
@@ -69,3 +72,24 @@ def test_a_turn_of_a_tenant_suspended_while_it_waited_fails_at_its_claim_and_is_
         assert turn.status == MessageStatus.FAILED and "suspended" in turn.error
         assert Message.objects.get(pk=turn.assistant_message_id).status == MessageStatus.FAILED
         assert UsageEvent.objects.filter(invocation_id=turn.pk).count() == 1
+
+
+def test_it_leaves_a_turn_waiting_for_its_retry_until_it_has_waited_too_long_since_its_last_attempt(
+    world, catalogue, runtime, settings
+):
+    invocation = ask(world.a, catalogue.helpdesk)
+    runtime.events = [runtime_gateway.TransientRuntimeError("502 from the runtime")]
+    with pytest.raises(turns.RetryLater), tenant_context(world.a.tenant):
+        turns.run(world.a.tenant, str(invocation.pk))  # back to the queue, retry due in 1 s
+    waited = timezone.now() - timedelta(seconds=settings.TURN_QUEUED_MAX_SECONDS + 30)
+    with tenant_context(world.a.tenant):  # it had waited long in a busy queue before its attempt
+        Invocation.objects.filter(pk=invocation.pk).update(queued_at=waited)
+
+    assert fail_stuck_turns() == 0
+    assert _state(world.a, invocation)[0].status == MessageStatus.QUEUED
+
+    with tenant_context(world.a.tenant):  # its retry's task was lost
+        Invocation.objects.filter(pk=invocation.pk).update(started_at=waited)
+    assert fail_stuck_turns() == 1
+    invocation, message, events = _state(world.a, invocation)
+    assert (invocation.status, message.status, events) == (MessageStatus.FAILED, MessageStatus.FAILED, 1)
