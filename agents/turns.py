@@ -74,7 +74,8 @@ EXISTS (SELECT 1 FROM identity_agentgrant g WHERE g.tenant_id = i.tenant_id AND 
 """  # noqa: S608 (a constant)
 # And the price book in force now with its prices for the turn's model (the row of
 # billing.accounting.prices_statement), and when the next book takes effect: until then
-# these are the prices in force, and the finish needs no query for them.
+# these are the prices in force, and the finish needs no query for them (unless a book
+# is published meanwhile, which the finish's own statement notices: _FINAL_STATE_PRICED).
 _CLAIM_PRICES_POSTGRES = """
 pb.version, pb.per_tool_call, pb.per_runtime_second, pm.per_1k_input, pm.per_1k_output,
 (SELECT min(effective_from) FROM billing_pricebook WHERE effective_from > %(now)s)
@@ -464,11 +465,7 @@ def _finish(
     now = timezone.now()
     json_field = Message._meta.get_field("citations")
     final_state = (
-        "UPDATE agents_invocation SET status = %(status)s, finished_at = %(now)s, "
-        "input_tokens = %(input)s, output_tokens = %(output)s, tool_call_count = %(tool_calls)s, "
-        "usage_estimated = %(estimated)s, error = %(error)s, trace = COALESCE(%(trace)s, trace) "
-        "WHERE tenant_id = %(tenant)s AND id = %(invocation)s "
-        "AND status NOT IN ('done', 'failed', 'blocked', 'cancelled') RETURNING id",
+        _FINAL_STATE,
         {
             "status": str(status),
             "now": sql.dt(now),
@@ -517,16 +514,30 @@ def _finish(
             [invocation.tenant_id, sql.uuid(invocation.pk), sql.dt(now)],
         )
         guarded_answer = (f"{answer[0]} AND {ended_here[0]}", answer[1] + ended_here[1])
-        event = metering.record_turn(
-            invocation,
-            **usage_record,
-            prices=_prices_in_force(invocation, offering, now),
-            together_with=[final_state, guarded_answer],
-            only_if=ended_here,
-        )
-        # No event: the turn had ended already (someone else finished it, e.g. cancelled
-        # while queued); the event is written in the same string as the final state.
-        return invocation.assistant_message_id if event is not None else None
+        # The event is priced by the book in force at `now`, as on SQLite (and as
+        # accounting.price_book_at(event.created_at) answers). The prices come from the
+        # claim's reading while it holds, and the string ends the turn only if the book in
+        # force at `now` is still the one they came from: a book published (or backdated)
+        # since makes it write nothing, and only then are the prices read again.
+        price_row = _price_row_in_force(invocation, now)
+        while True:
+            book = price_row[0] if price_row else None
+            priced_state = (_FINAL_STATE_PRICED, {**final_state[1], "book": book or 0})
+            event = metering.record_turn(
+                invocation,
+                **usage_record,
+                prices=accounting.prices_from_row(price_row, offering),
+                together_with=[priced_state, guarded_answer],
+                only_if=ended_here,
+            )
+            if event is not None:
+                return invocation.assistant_message_id
+            # Nothing written: the turn had ended already (someone else finished it, e.g.
+            # cancelled while queued), or the book in force at `now` is another one.
+            price_row_now = sql.one(*accounting.prices_statement(invocation.model_key, now))
+            if (price_row_now[0] if price_row_now else None) == book:
+                return None
+            price_row = price_row_now
     with transaction.atomic():
         # The final state (only if the turn has not ended already) and the prices in force.
         ended, price_row = sql.batch([final_state, accounting.prices_statement(invocation.model_key, now)])
@@ -541,17 +552,36 @@ def _finish(
     return invocation.assistant_message_id
 
 
-def _prices_in_force(invocation, offering, now):
-    """The prices in force at `now`: the claim's reading (agents.turns._claim) while no
-    later price book has taken effect since, otherwise read again."""
+# The final state of a turn that has not ended yet.
+_FINAL_STATE = (
+    "UPDATE agents_invocation SET status = %(status)s, finished_at = %(now)s, "
+    "input_tokens = %(input)s, output_tokens = %(output)s, tool_call_count = %(tool_calls)s, "
+    "usage_estimated = %(estimated)s, error = %(error)s, trace = COALESCE(%(trace)s, trace) "
+    "WHERE tenant_id = %(tenant)s AND id = %(invocation)s "
+    "AND status NOT IN ('done', 'failed', 'blocked', 'cancelled') RETURNING id"
+)
+# PostgreSQL: and only if the book in force at `now`, picked as accounting.prices_statement
+# picks it, is the one the event's prices came from (`book`; 0: none, versions start at 1).
+_FINAL_STATE_PRICED = _FINAL_STATE.replace(
+    " RETURNING id",
+    " AND COALESCE((SELECT version FROM billing_pricebook WHERE effective_from <= %(now)s "
+    "ORDER BY effective_from DESC, version DESC LIMIT 1), 0) = %(book)s RETURNING id",
+)
+
+
+def _price_row_in_force(invocation, now):
+    """A row of accounting.prices_statement for `now`: the claim's reading (agents.turns._claim)
+    while no book that existed then has taken effect since, otherwise read again. A book
+    published after the claim is not in the claim's reading: the finish checks for it."""
     from billing import accounting
+    from portal.db import sql
 
     claimed = getattr(invocation, "_prices", None)
     if claimed is not None:
         price_row, next_book_from = claimed
         if next_book_from is None or now < next_book_from:
-            return accounting.prices_from_row(price_row, offering)
-    return accounting.prices_for(invocation.model_key, offering, now)
+            return price_row
+    return sql.one(*accounting.prices_statement(invocation.model_key, now))
 
 
 def invocation_prompt_text(invocation: Invocation) -> str:

@@ -3,9 +3,9 @@ production: these tests commit, transaction=True).
 
 On PostgreSQL the finish is one query string: final state, answer, usage event, roll-up,
 the reservation's settlement and the month counters, one round trip and one implicit
-transaction, priced from the claim's reading of the price book unless a later book has
-taken effect since. On SQLite it is the transaction it always was. Both must leave the
-same rows behind."""
+transaction, priced by the book in force at the finish (from the claim's reading while
+that is still the book in force). On SQLite it is the transaction it always was. Both
+must leave the same rows behind."""
 
 from __future__ import annotations
 
@@ -124,6 +124,28 @@ def test_a_price_book_that_takes_effect_during_the_turn_prices_it(world, catalog
     tokens = event.input_tokens + event.output_tokens
     assert event.price_book_version == 2
     assert event.cost == (Decimal(tokens) * 2 / 1000).quantize(accounting.COST_QUANTUM)
+    assert month_rows(world.a.tenant)[0].cost_used == event.cost
+
+
+@pytest.mark.parametrize("backdated", [dt.timedelta(0), dt.timedelta(hours=1)])
+def test_it_prices_a_turn_by_a_book_published_after_its_claim(world, catalogue, runtime, backdated):
+    book(1, "1.00", timezone.now() - dt.timedelta(days=1))
+    invocation = ask(world.a, catalogue.helpdesk)
+
+    def operator_publishes_v2():  # while the answer streams: in force at once, or since an hour ago
+        book(2, "2.00", timezone.now() - backdated)
+        return {"type": "delta", "text": " (more)"}
+
+    runtime.events = [
+        {"type": "delta", "text": "The refund window "},
+        operator_publishes_v2,
+        {"type": "usage", "input_tokens": 1200, "output_tokens": 300},
+    ]
+    assert run(world.a, invocation) == "done"
+    with tenant_context(world.a.tenant):
+        event = UsageEvent.objects.get(invocation_id=invocation.pk)
+    assert event.price_book_version == accounting.price_book_at(event.created_at).version == 2
+    assert event.cost == Decimal("3.00000000")
     assert month_rows(world.a.tenant)[0].cost_used == event.cost
 
 
