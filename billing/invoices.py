@@ -218,6 +218,20 @@ def invoice_number(invoice: Invoice) -> str:
     return f"INV-{invoice.period:%Y%m}-{invoice.tenant_id:05d}"
 
 
+def price_text(value: Decimal) -> str:
+    """A unit price as an export writes it: fixed-point, never scientific notation
+    (str(Decimal("100").normalize()) is "1E+2"), at least to the cent like every amount,
+    and with as many more places as the price really has ($0.00125 per 1k tokens)."""
+    value = Decimal(value)
+    places = max(2, -value.normalize().as_tuple().exponent)
+    return f"{value:.{places}f}"
+
+
+def quantity_text(value: Decimal) -> str:
+    """A line's quantity, always to the thousandth (thousands of tokens are stored so)."""
+    return f"{Decimal(value):.3f}"
+
+
 def invoice_csv(invoices) -> str:
     """One row per invoice line (plus the invoice's total on every row), for spreadsheets."""
     out = io.StringIO()
@@ -236,8 +250,8 @@ def invoice_csv(invoices) -> str:
                     invoice.currency,
                     line.kind,
                     csv_safe(line.description),
-                    str(line.quantity),
-                    str(line.unit_price.normalize()),
+                    quantity_text(line.quantity),
+                    price_text(line.unit_price),
                     str(line.amount),
                     str(invoice.total),
                 ]
@@ -270,8 +284,8 @@ def invoice_data(invoice: Invoice, lines: list[InvoiceLine] | None = None) -> di
             {
                 "kind": line.kind,
                 "description": line.description,
-                "quantity": str(line.quantity),
-                "unit_price": str(line.unit_price.normalize()),
+                "quantity": quantity_text(line.quantity),
+                "unit_price": price_text(line.unit_price),
                 "amount": str(line.amount),
             }
             for line in lines

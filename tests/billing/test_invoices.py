@@ -165,3 +165,28 @@ def test_csv_and_json_exports_carry_every_line_and_the_total(priced):
     (only,) = data["invoices"]
     assert only["total"] == "101.00" and only["period"] == f"{LAST_MONTH:%Y-%m}" and only["status"] == "draft"
     assert sum(Decimal(line["amount"]) for line in only["lines"]) == Decimal(only["total"])
+
+
+@pytest.mark.parametrize(
+    ("monthly_price", "per_1k", "expected"),
+    [
+        ("100.00", "0.5", [("1.000", "100.00"), ("2.500", "0.50")]),
+        ("4900.00", "10", [("1.000", "4900.00"), ("2.500", "10.00")]),
+        ("10.00", "0.00125", [("1.000", "10.00"), ("2.500", "0.00125")]),
+    ],
+)
+def test_exports_write_unit_prices_as_plain_decimals_and_quantities_to_the_thousandth(
+    priced, monthly_price, per_1k, expected
+):
+    tier = priced.a.tenant.tier
+    tier.monthly_price = Decimal(monthly_price)
+    tier.overage_price_per_1k_tokens = Decimal(per_1k)
+    tier.save()
+    priced.a.tenant.refresh_from_db()
+    record_usage(priced.a.tenant, at(LAST_MONTH), input_tokens=3500, output_tokens=0)
+    invoice = inv.draft_invoice(priced.a.tenant, LAST_MONTH)
+    with tenant_context(priced.a.tenant):
+        rows = list(csv.DictReader(io.StringIO(inv.invoice_csv([invoice]))))
+        (data,) = json.loads(inv.invoice_json([invoice]))["invoices"]
+    assert [(r["quantity"], r["unit_price"]) for r in rows] == expected
+    assert [(line["quantity"], line["unit_price"]) for line in data["lines"]] == expected
