@@ -26,8 +26,10 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing.accounting import CENTS, latency_percentile, month_start, next_month
+from billing.invoices import owes_invoice
 from billing.models import (
     LATENCY_BUCKET_FIELDS,
+    Invoice,
     TenantBudget,
     ThrottleEvent,
     UsageDaily,
@@ -690,13 +692,18 @@ class OperatorRow:
     blocked: int
     budget: Decimal | None
     budget_alert_percent: int | None
+    # Whether the month is billed at all (billing.invoices.owes_invoice): a tenant suspended
+    # before the month, with no usage in it, owes nothing and has no invoice for it.
+    billable: bool = True
 
     @property
     def mrr(self) -> Decimal:
-        return self.tenant.tier.monthly_price
+        return self.tenant.tier.monthly_price if self.billable else Decimal("0.00")
 
     @property
     def overage_tokens(self) -> int:
+        if not self.billable:
+            return 0
         return max(0, self.tokens - self.tenant.tier.included_tokens)
 
     @property
@@ -773,6 +780,8 @@ def operator_rows(
 
 
 def _operator_rows(tenants, month: dt.date, sort: str, descending: bool) -> list[OperatorRow]:
+    from tenants.models import TenantStatus
+
     if connection.vendor == "postgresql":
         # Row-level security hides the row count from the planner (it expects one row), so it
         # sorts ~100k roll-up rows for the GROUP BY; give that sort memory instead of disk.
@@ -796,20 +805,28 @@ def _operator_rows(tenants, month: dt.date, sort: str, descending: bool) -> list
     budgets = {
         b["tenant_id"]: b for b in TenantBudget.unscoped.values("tenant_id", "monthly_budget", "soft_alert_percent")
     }
+    invoiced = set(Invoice.unscoped.filter(period=month).values_list("tenant_id", flat=True))
     rows = []
     for tenant in tenants:
         u = usage.get(tenant.pk, {})
         b = budgets.get(tenant.pk, {})
+        tokens, cost = _int(u.get("input_tokens")) + _int(u.get("output_tokens")), _money(u.get("cost"))
         rows.append(
             OperatorRow(
                 tenant=tenant,
-                tokens=_int(u.get("input_tokens")) + _int(u.get("output_tokens")),
-                cost=_money(u.get("cost")),
+                tokens=tokens,
+                cost=cost,
                 turns=_int(u.get("turns")),
                 throttled=_int(u.get("throttled")),
                 blocked=_int(u.get("blocked")),
                 budget=b.get("monthly_budget"),
                 budget_alert_percent=b.get("soft_alert_percent"),
+                billable=owes_invoice(
+                    active=tenant.status == TenantStatus.ACTIVE,
+                    tokens=tokens,
+                    cost=cost,
+                    invoiced=tenant.pk in invoiced,
+                ),
             )
         )
     rows.sort(key=OPERATOR_SORTS[sort], reverse=descending)
@@ -818,6 +835,8 @@ def _operator_rows(tenants, month: dt.date, sort: str, descending: bool) -> list
 
 def operator_row(tenant, month: dt.date) -> OperatorRow:
     """The operator's numbers for one tenant (in that tenant's context): same maths as the table."""
+    from tenants.models import TenantStatus
+
     u = UsageDaily.objects.filter(day__gte=month, day__lt=next_month(month)).aggregate(
         input_tokens=Sum("input_tokens"),
         output_tokens=Sum("output_tokens"),
@@ -827,15 +846,22 @@ def operator_row(tenant, month: dt.date) -> OperatorRow:
         blocked=Sum("blocked_turns"),
     )
     budget = TenantBudget.objects.first()
+    tokens, cost = _int(u["input_tokens"]) + _int(u["output_tokens"]), _money(u["cost"])
     return OperatorRow(
         tenant=tenant,
-        tokens=_int(u["input_tokens"]) + _int(u["output_tokens"]),
-        cost=_money(u["cost"]),
+        tokens=tokens,
+        cost=cost,
         turns=_int(u["turns"]),
         throttled=_int(u["throttled"]),
         blocked=_int(u["blocked"]),
         budget=budget.monthly_budget if budget else None,
         budget_alert_percent=budget.soft_alert_percent if budget else None,
+        billable=owes_invoice(
+            active=tenant.status == TenantStatus.ACTIVE,
+            tokens=tokens,
+            cost=cost,
+            invoiced=Invoice.objects.filter(period=month).exists(),
+        ),
     )
 
 

@@ -28,7 +28,7 @@ import logging
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing.accounting import CENTS, month_start, next_month
@@ -138,12 +138,40 @@ def _with_invoice(lines: list[InvoiceLine], invoice: Invoice) -> list[InvoiceLin
     return lines
 
 
-def draft_all(period: dt.date) -> int:
-    """Draft `period` for every active tenant (the scheduled task's body); returns how many."""
+def owes_invoice(*, active: bool, tokens: int, cost: Decimal, invoiced: bool) -> bool:
+    """Whether a tenant is billed for a month: while active it owes the plan fee; whatever
+    its status now, a month it used (tokens or cost) or that was already invoiced (it was
+    active when the month was drafted) is billed too, so suspending a tenant never wipes
+    out its last month. `billable_tenant_ids` is the same rule in SQL; the operator's
+    revenue table applies this one, so its revenue is what the invoices bill."""
+    return active or tokens > 0 or cost > 0 or invoiced
+
+
+def billable_tenant_ids(period: dt.date) -> list[int]:
+    """The tenants that owe an invoice for `period` (see owes_invoice), by id."""
     from tenants.models import Tenant, TenantStatus
 
+    period = month_start(period)
+    with all_tenants("billing: which tenants owe an invoice for a month"):
+        used = (
+            UsageDaily.unscoped.filter(day__gte=period, day__lt=next_month(period))
+            .filter(Q(input_tokens__gt=0) | Q(output_tokens__gt=0) | Q(cost__gt=0))
+            .values("tenant_id")
+        )
+        invoiced = Invoice.unscoped.filter(period=period).values("tenant_id")
+        return list(
+            Tenant.objects.filter(Q(status=TenantStatus.ACTIVE) | Q(pk__in=used) | Q(pk__in=invoiced))
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+
+
+def draft_all(period: dt.date) -> int:
+    """Draft `period` for every tenant that owes it (the operator's button); returns how many."""
+    from tenants.models import Tenant
+
     count = 0
-    for tenant in Tenant.objects.select_related("tier").filter(status=TenantStatus.ACTIVE).order_by("pk"):
+    for tenant in Tenant.objects.select_related("tier").filter(pk__in=billable_tenant_ids(period)).order_by("pk"):
         draft_invoice(tenant, period)
         count += 1
     return count

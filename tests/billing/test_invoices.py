@@ -10,12 +10,13 @@ from decimal import Decimal
 
 import pytest
 
+from billing import dashboards
 from billing import invoices as inv
 from billing.accounting import month_start, next_month
 from billing.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus
 from billing.tasks import draft_monthly_invoices
 from tenants.context import all_tenants, tenant_context
-from tenants.models import AuditLog
+from tenants.models import AuditLog, TenantStatus
 from tenants.services import ServiceError
 from tests.billing.usage_helpers import at, record_usage
 
@@ -149,6 +150,55 @@ def test_the_scheduled_task_drafts_this_and_last_month_for_every_active_tenant(p
     assert periods == sorted(
         [("alpha", LAST_MONTH), ("alpha", month_start()), ("bravo", LAST_MONTH), ("bravo", month_start())]
     )
+
+
+def suspend(tenant):
+    tenant.status = TenantStatus.SUSPENDED
+    tenant.suspended_reason = "unpaid"
+    tenant.save()
+
+
+def invoice_totals(period) -> dict:
+    with all_tenants("test"):
+        return {i.tenant.slug: i.total for i in Invoice.unscoped.select_related("tenant").filter(period=period)}
+
+
+def operator_revenue(period) -> dict:
+    with all_tenants("test"):
+        return {r.tenant.slug: r.revenue for r in dashboards.operator_rows(period)}
+
+
+def test_a_tenant_suspended_after_using_a_month_is_invoiced_for_it_as_the_operator_table_says(priced, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    record_usage(priced.a.tenant, at(LAST_MONTH + dt.timedelta(days=3)), input_tokens=2000, output_tokens=1500)
+    suspend(priced.a.tenant)
+    draft_monthly_invoices()
+    assert invoice_totals(LAST_MONTH)["alpha"] == Decimal("101.25")
+    assert operator_revenue(LAST_MONTH)["alpha"] == Decimal("101.25")
+    with all_tenants("test"):
+        Invoice.unscoped.all().delete()
+    inv.draft_all(LAST_MONTH)  # the operator's "Draft last month" button
+    assert invoice_totals(LAST_MONTH)["alpha"] == Decimal("101.25")
+
+
+def test_a_month_invoiced_while_active_keeps_following_usage_after_a_suspension(priced, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    draft_monthly_invoices()  # while active: this month's running draft exists
+    suspend(priced.a.tenant)
+    record_usage(priced.a.tenant, at(month_start()), input_tokens=3000, output_tokens=0)
+    draft_monthly_invoices()
+    assert invoice_totals(month_start())["alpha"] == Decimal("101.00")
+    assert operator_revenue(month_start())["alpha"] == Decimal("101.00")
+
+
+def test_a_suspended_tenant_owes_nothing_for_a_month_it_did_not_use(priced, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    suspend(priced.a.tenant)
+    sent = draft_monthly_invoices()
+    inv.draft_all(LAST_MONTH)
+    assert sent == 2  # bravo's two months only
+    assert "alpha" not in invoice_totals(LAST_MONTH)
+    assert operator_revenue(LAST_MONTH)["alpha"] == Decimal("0.00")
 
 
 def test_csv_and_json_exports_carry_every_line_and_the_total(priced):
