@@ -43,7 +43,7 @@ def utc_day(when: dt.datetime) -> dt.date:
 
 @dataclass(frozen=True)
 class Prices:
-    """What one unit costs under one price book (version 0: catalogue list prices)."""
+    """What one unit costs under one price book (version 0: no book in force, catalogue list prices)."""
 
     version: int
     per_1k_input: Decimal
@@ -87,27 +87,34 @@ def prices_statement(model_key: str, when: dt.datetime | None = None) -> tuple[s
 
 
 def prices_from_row(row, offering=None) -> Prices:
-    """Prices from a row of prices_statement() (None: no book in force)."""
+    """Prices from a row of prices_statement() (None, or a row of NULLs: no book in force).
+
+    A book in force that does not list the model (a fine-tune created after it was
+    published) still prices the turn's tool calls and runtime seconds, and the event
+    records that book's version; only the token prices come from the catalogue."""
     from portal.db import sql
 
-    if row is not None and row[3] is not None:
-        version, per_tool_call, per_runtime_second, per_1k_input, per_1k_output = row
-        return Prices(
-            version,
-            sql.decimal_from_db(per_1k_input, 8),
-            sql.decimal_from_db(per_1k_output, 8),
-            sql.decimal_from_db(per_tool_call, 8),
-            sql.decimal_from_db(per_runtime_second, 8),
-        )
-    if offering is None:
-        return Prices(0, Decimal("0"), Decimal("0"))
-    return Prices(0, offering.price_per_1k_input, offering.price_per_1k_output)
+    if row is None or row[0] is None:
+        if offering is None:
+            return Prices(0, Decimal("0"), Decimal("0"))
+        return Prices(0, offering.price_per_1k_input, offering.price_per_1k_output)
+    version, per_tool_call, per_runtime_second, per_1k_input, per_1k_output = row
+    if per_1k_input is None:
+        per_1k_input = offering.price_per_1k_input if offering is not None else Decimal("0")
+        per_1k_output = offering.price_per_1k_output if offering is not None else Decimal("0")
+    return Prices(
+        version,
+        sql.decimal_from_db(per_1k_input, 8),
+        sql.decimal_from_db(per_1k_output, 8),
+        sql.decimal_from_db(per_tool_call, 8),
+        sql.decimal_from_db(per_runtime_second, 8),
+    )
 
 
 def prices_for(model_key: str, offering=None, when: dt.datetime | None = None) -> Prices:
-    """Prices of `model_key` at `when`. The book in force decides; a model the book
-    does not list (or no book at all) is priced from the catalogue (`offering`)
-    and recorded as version 0, so an event never claims a book it did not use."""
+    """Prices of `model_key` at `when`. The book in force decides, and the event records
+    its version; token prices of a model the book does not list come from the catalogue
+    (`offering`). With no book in force at all, everything is the catalogue's (version 0)."""
     from portal.db import sql
 
     return prices_from_row(sql.one(*prices_statement(model_key, when)), offering)

@@ -89,6 +89,31 @@ def test_without_a_price_book_the_catalogue_prices_apply_as_version_0(world, cat
     assert (event.cost, event.price_book_version) == (Decimal("0.00180000"), 0)
 
 
+def test_a_model_the_book_does_not_list_pays_the_books_tool_and_runtime_prices(world, catalogue, runtime):
+    book = PriceBook.objects.create(
+        version=1,
+        effective_from=timezone.now() - dt.timedelta(days=1),
+        per_tool_call=Decimal("0.50"),
+        per_runtime_second=Decimal("0.01"),
+    )
+    ModelPrice.objects.create(price_book=book, model_key="some-other-model", per_1k_input=1, per_1k_output=1)
+    runtime.events = [
+        {"type": "delta", "text": "ok"},
+        {"type": "tool_call", "name": "a"},
+        {"type": "tool_call", "name": "b"},
+        {"type": "usage", "input_tokens": 1000, "output_tokens": 0},
+    ]
+    ask_and_run(world.a, catalogue.helpdesk)
+    with tenant_context(world.a.tenant):
+        event = UsageEvent.objects.get()
+    # catalogue tokens (1k × 0.001) + the book's 2 tool calls × 0.50 + runtime seconds × 0.01
+    expected = Decimal("0.001") + 2 * Decimal("0.50") + event.runtime_seconds * Decimal("0.01")
+    assert (event.cost, event.price_book_version) == (expected.quantize(accounting.COST_QUANTUM), 1)
+    assert accounting.prices_for("offline-small", catalogue.offering) == accounting.Prices(
+        1, Decimal("0.001"), Decimal("0.002"), Decimal("0.50"), Decimal("0.01")
+    )
+
+
 def test_replaying_a_finished_turn_leaves_every_sum_unchanged(world, catalogue, runtime):
     invocation = ask_and_run(world.a, catalogue.helpdesk)
     before = rollup_sums(world.a)
