@@ -103,6 +103,9 @@ class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.
         responses={
             202: TurnAcceptedSerializer,
             402: OpenApiResponse(description="Monthly token quota or budget used up (problem JSON, Retry-After)."),
+            413: OpenApiResponse(
+                description="The turn alone is more than a minute's tokens: start a new conversation (problem JSON)."
+            ),
             429: OpenApiResponse(description="Rate or concurrency limit (problem JSON, Retry-After header)."),
         },
         description=(
@@ -177,6 +180,9 @@ class InvocationViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
         responses={
             202: InvocationSerializer,
             402: OpenApiResponse(description="Monthly token quota or budget used up (problem JSON, Retry-After)."),
+            413: OpenApiResponse(
+                description="The turn alone is more than a minute's tokens: start a new conversation (problem JSON)."
+            ),
             429: OpenApiResponse(description="Rate or concurrency limit (problem JSON, Retry-After header)."),
         },
     )
@@ -190,7 +196,8 @@ class InvocationViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
 
 
 def limit_problem(refusal: LimitExceeded) -> Response:
-    """A refused turn as problem JSON: 429 (rate/concurrency) or 402 (quota/budget), with Retry-After."""
+    """A refused turn as problem JSON: 429 (rate/concurrency) or 402 (quota/budget), with Retry-After;
+    413 (one turn larger than a minute's tokens), without: waiting would not help."""
     headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else {}
     detail = " ".join(refusal.messages)
     body = problem(refusal.status, title="Limit reached", detail=detail, code=refusal.code, limit=str(refusal.kind))

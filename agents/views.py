@@ -129,7 +129,7 @@ def message_post(request, conversation_id):
     except ServiceError as exc:
         error = exc.text
         if request.htmx:
-            # A limit answers 429/402 with Retry-After (billing.limits.LimitExceeded); other refusals 400.
+            # A limit answers 429/402 with Retry-After, 413 without (billing.limits.LimitExceeded); other refusals 400.
             status = getattr(exc, "status", 400)
             response = render(request, "agents/_composer_error.html", {"error": error}, status=status)
             if getattr(exc, "retry_after", None):

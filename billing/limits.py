@@ -19,6 +19,11 @@ entitlement and busy checks and before anything is written. In order:
    web processes. Without Redis the same algorithm runs as a conditional UPDATE
    of a `RateLimitState` row per key in this transaction.
 
+   A turn whose estimate alone is more than the tier's tokens per minute can never
+   be taken (the bucket holds one minute's allowance at most): it is refused at once
+   with 413 and no Retry-After, telling the person to start a new conversation or
+   shorten the message, instead of a "try again in 60 s" that would never come true.
+
    Rate limits come last so a request refused by a quota does not use up a
    rate token. The one leak left: with Redis, if post_message's transaction
    rolls back *after* admit() (a crash, a guardrail error), the Redis tokens
@@ -26,7 +31,8 @@ entitlement and busy checks and before anything is written. In order:
    is bounded by the number of such rollbacks, and heals within the window.
 
 Refusals raise LimitExceeded (a ServiceError) with the HTTP status (429 for rate
-and concurrency limits, 402 for quota/budget), Retry-After seconds and a code.
+and concurrency limits, 402 for quota/budget, 413 for a turn larger than a minute's
+tokens), Retry-After seconds (none for 413) and a code.
 The refused request's transaction rolls back, so `records_throttles` (wrapped
 around post_message/retry_turn) writes the ThrottleEvent afterwards, in a
 transaction of its own.
@@ -152,15 +158,15 @@ def _add_reserved(tenant_id, month, user_key, tokens, cost) -> None:
 
 
 def estimate_turn(offering, text: str, conversation=None) -> tuple[int, Decimal]:
-    """The turn's reservation: prompt (+ conversation history) tokens and the
+    """The turn's reservation: prompt (+ the history the runtime is sent) tokens and the
     maximum output, priced at the model's current price."""
     history = 0
     if conversation is not None and conversation.pk is not None:
         from portal.db import sql
 
         history = sql.one(
-            "SELECT SUM(LENGTH(content)) FROM agents_message WHERE tenant_id = %s AND conversation_id = %s",
-            [conversation.tenant_id, conversation.pk],
+            f"SELECT ({_HISTORY_CHARS_SQL})",
+            {"tenant": conversation.tenant_id, "conversation": conversation.pk, "history": _history_messages()},
         )[0]
     return _estimate(offering, len(text) + (history or 0))
 
@@ -194,16 +200,35 @@ def refusals_named(tenant, user, offering, conversation):
         raise
 
 
+# The characters of the history a turn sends the runtime: the conversation's last
+# HISTORY_MESSAGES answered ('done') messages, as agents.runtime_gateway.turn_facts reads
+# them. Not every message ever written: failed and blocked turns are never sent, and a
+# long conversation would otherwise be estimated far above what it costs, for ever.
+_HISTORY_CHARS_SQL = """
+SELECT SUM(LENGTH(h.content)) FROM (
+    SELECT content FROM agents_message
+    WHERE tenant_id = %(tenant)s AND conversation_id = %(conversation)s AND status = 'done'
+    ORDER BY created_at DESC, id DESC
+    LIMIT %(history)s
+) h
+"""
+
 # What admission needs to know besides the tier, in one statement: the conversation's
-# length so far (for the estimate), the person's own limits and the tenant's budget.
-_FACTS_SQL = """
+# history (for the estimate), the person's own limits and the tenant's budget.
+_FACTS_SQL = f"""
 SELECT
-    (SELECT SUM(LENGTH(content)) FROM agents_message
-        WHERE tenant_id = %(tenant)s AND conversation_id = %(conversation)s),
+    ({_HISTORY_CHARS_SQL}),
     (SELECT requests_per_minute FROM billing_userlimit WHERE tenant_id = %(tenant)s AND user_id = %(user)s),
     (SELECT tokens_per_month FROM billing_userlimit WHERE tenant_id = %(tenant)s AND user_id = %(user)s),
     (SELECT monthly_budget FROM billing_tenantbudget WHERE tenant_id = %(tenant)s AND monthly_budget IS NOT NULL)
-"""
+"""  # noqa: S608 (constants)
+
+
+def _history_messages() -> int:
+    from agents.runtime_gateway import HISTORY_MESSAGES
+
+    return HISTORY_MESSAGES
+
 
 # The reservation: add the estimate to a month row, creating it if need be, but only
 # while `used + reserved + estimate` stays within the limits (the WHERE below). The
@@ -324,13 +349,23 @@ def plan_admission(tenant, user, offering, text, conversation) -> AdmissionPlan:
     conversation_id = conversation.pk if conversation is not None else None
     facts, price_row = sql.batch(
         [
-            (_FACTS_SQL, {"tenant": tenant.pk, "conversation": conversation_id, "user": user_key}),
+            (
+                _FACTS_SQL,
+                {
+                    "tenant": tenant.pk,
+                    "conversation": conversation_id,
+                    "user": user_key,
+                    "history": _history_messages(),
+                },
+            ),
             accounting.prices_statement(getattr(offering, "key", ""), now),
         ]
     )
     history, user_rpm, user_tokens, budget = facts
     budget = sql.decimal_from_db(budget, 2)
     tokens, cost = _estimate(offering, len(text) + (history or 0), accounting.prices_from_row(price_row, offering))
+    if tier is not None and tier.tokens_per_minute and tokens > tier.tokens_per_minute:
+        raise _too_large_refusal(tokens, tier.tokens_per_minute)
 
     params = {"tenant": tenant.pk, "month": sql.date(month), "tokens": tokens, "cost": cost, "now": sql.dt(now)}
     quota = tier.included_tokens if tier is not None and not tier.overage_allowed else None
@@ -410,7 +445,24 @@ def _reservation_refusal(month, quota, budget, tokens) -> LimitExceeded:
     )
 
 
+def _too_large_refusal(tokens: int, tokens_per_minute: int) -> LimitExceeded:
+    """One turn larger than a whole minute's token allowance: waiting never helps (the
+    bucket holds at most one minute), so no Retry-After and no "try again"; 413, and
+    what the person can do instead."""
+    return LimitExceeded(
+        f"This message and the conversation so far come to about {tokens:,} tokens, more than your "
+        f"organisation may use in a minute ({tokens_per_minute:,}). Start a new conversation, "
+        "or send a shorter message.",
+        status=413,
+        retry_after=None,
+        code="turn_too_large",
+        kind=LimitKind.TPM,
+    )
+
+
 def _rate_refusal(bucket, retry_after: float) -> LimitExceeded:
+    if bucket.quantity > bucket.limit:
+        return _too_large_refusal(bucket.quantity, bucket.limit)
     seconds = max(1, math.ceil(retry_after))
     if bucket.kind == LimitKind.RPM:
         message = f"Your organisation is sending more than {bucket.limit} messages a minute."
@@ -446,7 +498,13 @@ class Bucket:
 
 
 def take(tenant_id: int, buckets: list[Bucket]) -> tuple[Bucket | None, float]:
-    """Take `quantity` from every bucket, or from none: (refused bucket, retry after s)."""
+    """Take `quantity` from every bucket, or from none: (refused bucket, retry after s).
+
+    A request larger than a bucket's whole window can never be taken, however long it
+    waits: it is refused here, for both limiters, with no retry time."""
+    for bucket in buckets:
+        if bucket.quantity > bucket.limit:
+            return bucket, 0.0
     if settings.REDIS_URL:
         return _take_redis(tenant_id, buckets)
     return _take_db(tenant_id, buckets)
@@ -531,8 +589,6 @@ def _take_db(tenant_id: int, buckets: list[Bucket]) -> tuple[Bucket | None, floa
     now = time.time()
     for bucket in buckets:
         step = bucket.interval * bucket.quantity
-        if step > WINDOW_SECONDS + 1e-6:
-            return bucket, WINDOW_SECONDS  # this one request is more than a whole window allows
         params = {
             "tenant": tenant_id,
             "key": bucket.key,

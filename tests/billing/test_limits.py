@@ -153,6 +153,86 @@ def test_tokens_per_minute_from_the_tier(world, catalogue, runtime, limiter):
     assert refused(world.a, catalogue).kind == "tpm"
 
 
+def long_conversation(side, agent, *, pastes: int = 25):
+    """A conversation of `pastes` exchanges (a 16,000-character paste, a short answer) and a
+    failed and a blocked answer, none of which the runtime is sent beyond its history window."""
+    from agents import services
+
+    with tenant_context(side.tenant):
+        conversation = services.start_conversation(actor(side), agent.pk)
+        for _ in range(pastes):
+            Message.objects.create(conversation=conversation, role="user", content="x" * 16_000)
+            Message.objects.create(conversation=conversation, role="assistant", content="Done.", status="done")
+        Message.objects.create(conversation=conversation, role="assistant", content="y" * 50_000, status="failed")
+        Message.objects.create(conversation=conversation, role="assistant", content="z" * 50_000, status="blocked")
+    return conversation
+
+
+def post(side, conversation, text="Summarise the last paste."):
+    from agents import services
+
+    with tenant_context(side.tenant):
+        return services.post_message(actor(side), conversation, text)
+
+
+def test_the_estimate_counts_the_history_the_runtime_is_sent(world, catalogue, runtime, limiter):
+    from agents.runtime_gateway import HISTORY_MESSAGES
+
+    set_tier(world.a, tokens_per_minute=100_000)
+    conversation = long_conversation(world.a, catalogue.helpdesk)
+    text = "Summarise the last paste."
+    # The last HISTORY_MESSAGES answered messages: half pastes, half "Done."
+    sent_chars = HISTORY_MESSAGES // 2 * (16_000 + len("Done."))
+    with tenant_context(world.a.tenant):
+        tokens, _ = limits.estimate_turn(catalogue.offering, text, conversation)
+    assert tokens == limits.estimate_tokens(len(text) + sent_chars) + limits.MAX_OUTPUT_TOKENS
+    assert post(world.a, conversation, text).status == "queued"
+
+
+def test_a_turn_larger_than_a_minutes_tokens_is_refused_with_what_to_do_not_a_retry_time(
+    world, catalogue, runtime, limiter
+):
+    conversation = long_conversation(world.a, catalogue.helpdesk, pastes=5)
+    set_tier(world.a, tokens_per_minute=10_000)  # the history alone is 20,000 tokens
+    for _ in range(2):  # the same answer every time: waiting does not help
+        with pytest.raises(limits.LimitExceeded) as caught:
+            post(world.a, conversation)
+        refusal = caught.value
+        assert (refusal.status, refusal.code, refusal.kind, refusal.retry_after) == (413, "turn_too_large", "tpm", None)
+        assert "Start a new conversation" in refusal.messages[0]
+        assert "Try again" not in refusal.messages[0]
+    assert written(world.a) == (5 * 2 + 2, 0)  # nothing written
+    with tenant_context(world.a.tenant):
+        assert ThrottleEvent.objects.filter(kind="tpm", status=413).count() == 2
+    # A new conversation still gets through the same minute's allowance.
+    assert ask(world.a, catalogue.helpdesk).status == "queued"
+
+
+def test_the_api_refuses_a_turn_larger_than_a_minutes_tokens_with_413_and_no_retry_after(
+    client, world, catalogue, runtime
+):
+    conversation = long_conversation(world.a, catalogue.helpdesk, pastes=5)
+    set_tier(world.a, tokens_per_minute=10_000)
+    client.force_login(world.a.member)
+    response = client.post(
+        f"/api/v1/tenants/{world.a.tenant.slug}/conversations/{conversation.pk}/messages/",
+        {"text": "Summarise."},
+        content_type="application/json",
+    )
+    assert response.status_code == 413
+    assert response["Content-Type"] == "application/problem+json"
+    assert not response.has_header("Retry-After")
+    assert response.json()["code"] == "turn_too_large"
+
+
+def test_the_limiter_never_promises_a_retry_to_a_request_larger_than_its_window(world, limiter):
+    bucket = limits.Bucket("tpm", "tpm", limit=1000, quantity=1001)
+    with tenant_context(world.a.tenant):
+        refused_bucket, retry_after = limits.take(world.a.tenant.pk, [bucket])
+    refusal = limits._rate_refusal(refused_bucket, retry_after)
+    assert (refusal.status, refusal.code, refusal.retry_after) == (413, "turn_too_large", None)
+
+
 def test_concurrent_sessions_count_unfinished_turns(world, catalogue, runtime):
     set_tier(world.a, concurrent_sessions=2)
     first = ask(world.a, catalogue.helpdesk)
