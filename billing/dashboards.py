@@ -399,6 +399,22 @@ def _user_labels(keys) -> dict:
     return {u.pk: u.display_name for u in User.objects.filter(pk__in=ids).only("pk", "email", "full_name")}
 
 
+def person_names(user_ids) -> dict[int, str]:
+    """Display names of the people among `user_ids` that the current tenant may see: its
+    members, and anyone whose usage is the tenant's own (a former member's turns stay
+    named). Ids can come from a URL, so any other user of the platform is left out, and
+    the caller shows "—": a tenant never learns who another tenant's user id is."""
+    from tenants.models import Membership, User
+
+    ids = {int(i) for i in user_ids if i}
+    if not ids:
+        return {}
+    members = Membership.objects.filter(user_id__in=ids).values_list("user_id", flat=True)
+    users = UsageDaily.objects.filter(user_key__in=ids).values_list("user_key", flat=True).distinct()
+    known = set(members) | set(users)
+    return {u.pk: u.display_name for u in User.objects.filter(pk__in=known).only("pk", "email", "full_name")}
+
+
 def throttle_breakdown(window: Window) -> list[dict]:
     """Refusals by limit kind in the window (from the refusal records, indexed by tenant and time)."""
     from django.db.models import Count

@@ -256,14 +256,9 @@ def events(request):
         else:
             error = error or "Choose a person from the list."
     page = d.events_page(window, page=_page_number(request.GET.get("page")), **filters)
-    from tenants.models import User
-
-    user_ids = {e.user_id for e in page.events if e.user_id}
-    names = {u.pk: u.display_name for u in User.objects.filter(pk__in=user_ids)}
+    # Only the tenant's own people are named; the filter's id comes from the URL.
+    names = d.person_names({e.user_id for e in page.events} | {filters.get("user")})
     rows = [{"event": e, "user_name": names.get(e.user_id, "—")} for e in page.events]
-    if filters.get("user") and filters["user"] not in names:
-        person = User.objects.filter(pk=filters["user"]).first()
-        names[filters["user"]] = person.display_name if person else "Deleted user"
     base = _query(request.GET)
     extra = urlencode(filters)
     context = {
@@ -271,7 +266,7 @@ def events(request):
         "page": page,
         "rows": rows,
         "filters": filters,
-        "filter_user_name": names.get(filters.get("user"), ""),
+        "filter_user_name": names.get(filters.get("user"), "—"),
         "error": error,
         "outcomes": ["done", "failed", "cancelled", "blocked"],
         "base_query": "&".join(p for p in (base, extra) if p),

@@ -108,6 +108,19 @@ def test_the_drill_down_pages_through_raw_events_newest_first(world, client):
     assert client.get(url("events"), {"page": "x", "user": "nobody"}).status_code == 400
 
 
+def test_the_drill_down_names_the_tenants_own_people_only(world, client, operator):
+    record_usage(world.a.tenant, at(TODAY), user=world.a.member)
+    client.force_login(world.a.billing)
+    own = client.get(url("events"), {"user": world.a.member.pk})
+    assert own.context["filter_user_name"] == "Alpha Member"
+    assert [row["user_name"] for row in own.context["rows"]] == ["Alpha Member"]
+    for stranger in (world.b.owner, world.outsider, operator):
+        response = client.get(url("events"), {"user": stranger.pk})
+        assert response.status_code == 200
+        assert response.context["filter_user_name"] == "—"
+        assert stranger.display_name not in response.content.decode()
+
+
 def test_tenant_admins_see_their_own_invoices_and_not_anothers(world, client):
     record_usage(world.a.tenant, at(LAST_MONTH), input_tokens=2000, output_tokens=0)
     mine = inv.draft_invoice(world.a.tenant, LAST_MONTH)
