@@ -698,13 +698,22 @@ def set_budget(actor, *, monthly_budget: Decimal | None, soft_alert_percent: int
 
 
 def set_user_limit(actor, user, *, requests_per_minute: int | None, tokens_per_month: int | None) -> UserLimit | None:
-    """One person's limits inside the tenant (both empty = the tenant's limits only). Audited."""
+    """One person's limits inside the tenant (both empty = the tenant's limits only). Audited.
+
+    An owner's limits are an owner's business, as on the members page: an admin who
+    could cap an owner at one token could lock the owners out of their own tenant."""
     from tenants import audit
     from tenants.context import require_tenant
-    from tenants.roles import Action, require
+    from tenants.models import Membership
+    from tenants.roles import Action, Role, can, require
 
     require(actor.role, Action.MANAGE_LIMITS)
     tenant = require_tenant()
+    target = Membership.objects.filter(user=user).values_list("role", flat=True).first()
+    if target is None:
+        raise ServiceError("This person is not a member of your organisation.")
+    if target == Role.OWNER and not can(actor.role, Action.MANAGE_OWNERS):
+        raise ServiceError("Only an owner can change an owner's limits.")
     for value in (requests_per_minute, tokens_per_month):
         if value is not None and value < 1:
             raise ServiceError("A limit is at least 1; leave it empty for no personal limit.")

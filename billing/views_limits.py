@@ -15,7 +15,7 @@ from billing import accounting, limits
 from billing.models import TenantBudget, ThrottleEvent, UserLimit
 from tenants.access import int_or_404
 from tenants.models import Membership
-from tenants.roles import Action, can
+from tenants.roles import Action, Role, can
 from tenants.services import Actor, ServiceError
 from tenants.views import tenant_view
 
@@ -60,6 +60,8 @@ def _context(request, budget_form=None, user_forms=None) -> dict:
     user_limits = {row.user_id: row for row in UserLimit.objects.all()}
     memberships = list(Membership.objects.select_related("user").order_by("user__email"))
     user_forms = user_forms or {}
+    role = request.membership.role
+    can_manage = can(role, Action.MANAGE_LIMITS)
     rows = []
     for membership in memberships:
         limit = user_limits.get(membership.user_id)
@@ -70,7 +72,9 @@ def _context(request, budget_form=None, user_forms=None) -> dict:
                 "tokens_per_month": limit.tokens_per_month if limit else None,
             },
         )
-        rows.append({"membership": membership, "limit": limit, "form": form})
+        # Same rule as the members page (and limits.set_user_limit): only owners change owners.
+        may_edit = can_manage and (membership.role != Role.OWNER or can(role, Action.MANAGE_OWNERS))
+        rows.append({"membership": membership, "limit": limit, "form": form, "may_edit": may_edit})
     spend_percent = month.budget_percent
     return {
         "tier": tenant.tier,
@@ -88,7 +92,7 @@ def _context(request, budget_form=None, user_forms=None) -> dict:
         ),
         "rows": rows,
         "throttles": list(ThrottleEvent.objects.order_by("-created_at")[:20]),
-        "can_manage": can(request.membership.role, Action.MANAGE_LIMITS),
+        "can_manage": can_manage,
         "billing_limits_url": request.path,
     }
 

@@ -70,6 +70,24 @@ def test_admins_set_and_clear_a_persons_limits(client, world):
         assert AuditLog.objects.filter(action="billing.user_limit_set").count() == 2
 
 
+def test_only_owners_change_an_owners_limits(client, world):
+    owner = world.a.memberships["owner"]
+    url, prefix = f"{URL}people/{owner.pk}/", f"m{owner.pk}-"
+    client.force_login(world.a.admin)
+    response = client.post(url, {prefix + "requests_per_minute": "1", prefix + "tokens_per_month": "1"})
+    assert response.status_code == 400
+    assert "Only an owner can change an owner" in response.content.decode()
+    page = client.get(URL).content.decode()
+    assert f'action="{url}"' not in page  # no form on the owner's row for an admin
+    with tenant_context(world.a.tenant):
+        assert not UserLimit.objects.exists()
+        assert not AuditLog.objects.filter(action="billing.user_limit_set").exists()
+    client.force_login(world.a.owner)
+    assert client.post(url, {prefix + "tokens_per_month": "500000"}).status_code == 302
+    with tenant_context(world.a.tenant):
+        assert UserLimit.objects.get().tokens_per_month == 500_000
+
+
 def test_the_billing_role_sees_the_page_without_forms_and_cannot_post(client, world):
     client.force_login(world.a.billing)
     page = client.get(URL)
