@@ -164,6 +164,13 @@ class MonthToDate:
             return None
         return float(100 * self.cost_used / self.monthly_budget)
 
+    @property
+    def budget_exceeded(self) -> bool:
+        """The month's spend has reached the budget: admission refuses every turn that
+        costs anything until the budget is raised or the month ends. A budget of 0 (or
+        one set below the spend) is a legitimate emergency stop, so this is shown, not refused."""
+        return self.monthly_budget is not None and self.cost_used >= self.monthly_budget
+
 
 def month_to_date(tenant, month: dt.date | None = None) -> MonthToDate:
     """Month-to-date tokens and cost of a tenant (in its tenant context), from the

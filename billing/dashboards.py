@@ -469,6 +469,8 @@ class Gauge:
 
     @property
     def fill_percent(self) -> float:
+        if self.state == "over":
+            return 100.0  # also for a limit of 0, which has no percentage
         return min(100.0, self.percent or 0.0)
 
     @property
@@ -477,8 +479,9 @@ class Gauge:
 
     @property
     def state(self) -> str:
-        """ok, alert (past the soft threshold or heading past the limit) or over."""
-        if not self.limit:
+        """none (no limit), ok, alert (past the soft threshold or heading past the limit)
+        or over. A limit of 0 is a limit (a budget set to 0 stops every paid turn)."""
+        if self.limit is None:
             return "none"
         if self.used >= self.limit:
             return "over"
@@ -565,7 +568,7 @@ def month_outlook(tenant, now: dt.datetime | None = None, parts: Slices | None =
         trailing_cost = _money(trailing_row["cost"])
     tier = tenant.tier
     budget_row = TenantBudget.objects.first()
-    budget_limit = budget_row.monthly_budget if budget_row and budget_row.monthly_budget else None
+    budget_limit = budget_row.monthly_budget if budget_row is not None else None
     used_tokens = Decimal(month_totals.tokens)
     tokens = Gauge(
         used=used_tokens,

@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from billing import accounting, limits
+from billing.dashboards import Gauge
 from billing.models import TenantBudget, ThrottleEvent, UserLimit
 from tenants.access import int_or_404
 from tenants.models import Membership
@@ -76,11 +77,21 @@ def _context(request, budget_form=None, user_forms=None) -> dict:
         may_edit = can_manage and (membership.role != Role.OWNER or can(role, Action.MANAGE_OWNERS))
         rows.append({"membership": membership, "limit": limit, "form": form, "may_edit": may_edit})
     spend_percent = month.budget_percent
+    budget_gauge = None
+    if month.monthly_budget is not None:
+        budget_gauge = Gauge(
+            used=month.cost_used,
+            limit=month.monthly_budget,
+            forecast=month.cost_used,
+            alert_percent=month.soft_alert_percent,
+        )
     return {
         "tier": tenant.tier,
         "month": month,
+        "next_month": accounting.next_month(month.month),
         "budget": budget,
         "spend_percent": spend_percent,
+        "budget_gauge": budget_gauge,
         "quota_percent": month.quota_percent,
         "reserved_tokens": month.tokens_reserved,
         "budget_form": budget_form
@@ -116,7 +127,16 @@ def budget_save(request):
         except ServiceError as exc:
             form.add_error(None, exc)
         else:
-            messages.success(request, "Budget saved.")
+            month = accounting.month_to_date(request.tenant)
+            if month.budget_exceeded:
+                # Saved all the same: a budget at or below the spend is how an admin stops spending now.
+                messages.warning(
+                    request,
+                    f"Budget saved, but this month's spend (${month.cost_used:,.2f}) has already reached it: "
+                    "every chat is refused until the budget is raised or the month ends.",
+                )
+            else:
+                messages.success(request, "Budget saved.")
             return redirect("billing:limits", tenant_slug=request.tenant.slug)
     return render(request, "billing/limits.html", _context(request, budget_form=form), status=400)
 

@@ -6,7 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from billing.models import TenantBudget, UserLimit
+from billing.accounting import month_start
+from billing.models import MonthlyUsage, TenantBudget, UserLimit
 from tenants.context import tenant_context
 from tenants.models import AuditLog
 from tests.portal.test_malformed_input import BAD_FORM_BODIES
@@ -30,6 +31,42 @@ def test_admins_set_the_budget_and_it_is_audited(client, world):
     client.post(URL + "budget/", {"monthly_budget": "", "soft_alert_percent": "70"})
     with tenant_context(world.a.tenant):
         assert TenantBudget.objects.get().monthly_budget is None
+
+
+def spent_this_month(side, cost: str) -> None:
+    with tenant_context(side.tenant):
+        MonthlyUsage.objects.create(month=month_start(), user_key=0, tokens_used=1500, cost_used=Decimal(cost))
+
+
+def test_a_budget_below_this_months_spend_is_saved_with_a_warning_and_shown_over(client, world):
+    spent_this_month(world.a, "12.50")
+    client.force_login(world.a.admin)
+    response = client.post(URL + "budget/", {"monthly_budget": "10", "soft_alert_percent": "80"}, follow=True)
+    assert response.redirect_chain == [(URL, 302)]
+    (message,) = [(m.level_tag, str(m)) for m in response.context["messages"]]
+    assert message[0] == "warning"
+    assert "already reached it: every chat is refused until the budget is raised" in message[1]
+    body = response.content.decode()
+    assert 'id="budget-over"' in body and "Budget reached" in body and "gauge is-danger" in body
+    with tenant_context(world.a.tenant):
+        assert TenantBudget.objects.get().monthly_budget == Decimal("10.00")
+
+
+def test_a_budget_above_the_spend_is_saved_quietly(client, world):
+    spent_this_month(world.a, "2.00")
+    client.force_login(world.a.admin)
+    response = client.post(URL + "budget/", {"monthly_budget": "10", "soft_alert_percent": "80"}, follow=True)
+    assert [(m.level_tag, str(m)) for m in response.context["messages"]] == [("success", "Budget saved.")]
+    assert 'id="budget-over"' not in response.content.decode()
+
+
+def test_a_budget_of_zero_shows_as_a_hard_stop_on_the_dashboard_not_as_no_budget(client, world):
+    with tenant_context(world.a.tenant):
+        TenantBudget.objects.create(monthly_budget=Decimal("0"))
+    client.force_login(world.a.billing)
+    body = client.get("/t/alpha/billing/").content.decode()
+    assert "Hard stop reached" in body
+    assert "No monthly budget is set" not in body
 
 
 @pytest.mark.parametrize(

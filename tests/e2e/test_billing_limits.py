@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 from playwright.sync_api import expect
 
-from billing.models import TenantBudget, ThrottleEvent, UserLimit
+from billing.accounting import month_start
+from billing.models import MonthlyUsage, TenantBudget, ThrottleEvent, UserLimit
 from tenants.context import tenant_context
 from tests import factories
 from tests.agents.helpers import make_catalogue
@@ -51,7 +53,8 @@ def test_an_admin_sets_limits_and_a_member_meets_the_budget(world, live_server, 
     admin.fill("[name=monthly_budget]", "0")
     admin.fill("[name=soft_alert_percent]", "75")
     admin.click("text=Save budget")
-    expect(admin.locator(".flash-success")).to_contain_text("Budget saved")
+    # Saved, with the warning that a budget of 0 refuses every chat from now on.
+    expect(admin.locator(".flash-warning")).to_contain_text("Budget saved")
 
     member_row = admin.locator(f'#people-limits tr[data-email="{world.a.member.email}"]')
     member_row.locator("input[name$=requests_per_minute]").fill("10")
@@ -80,3 +83,24 @@ def test_an_admin_sets_limits_and_a_member_meets_the_budget(world, live_server, 
     shot(admin, "04-with-refusal")
     with tenant_context(world.a.tenant):
         assert ThrottleEvent.objects.filter(kind="budget").count() == 1
+
+
+def test_a_budget_below_this_months_spend_is_saved_with_a_warning_and_shown_over(world, live_server, launch_browser):
+    from tests.billing.usage_helpers import record_usage
+
+    record_usage(world.a.tenant, timezone.now(), cost="12.50")  # roll-ups; the month's counter below
+    with tenant_context(world.a.tenant):
+        MonthlyUsage.objects.create(month=month_start(), user_key=0, tokens_used=1500, cost_used=Decimal("12.50"))
+    admin = launch_browser().new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900}).new_page()
+    sign_in(admin, world.a.admin.email)
+    admin.goto("/t/alpha/billing/limits/")
+    admin.fill("[name=monthly_budget]", "10")
+    admin.click("text=Save budget")
+    expect(admin.locator(".flash-warning")).to_contain_text("already reached")
+    expect(admin.locator("#budget-over")).to_contain_text("refused")
+    shot(admin, "05-budget-below-spend")
+    fill = admin.locator(".gauge.is-danger .gauge-fill")
+    assert fill.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(240, 68, 56)"  # danger red, not grey
+    admin.goto("/t/alpha/billing/")
+    expect(admin.locator(".gauge.is-danger[aria-labelledby=budget-title]")).to_contain_text("Hard stop reached")
+    shot(admin, "06-dashboard-over-budget")
