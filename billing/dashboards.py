@@ -26,7 +26,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing.accounting import CENTS, latency_percentile, month_start, next_month
-from billing.invoices import owes_invoice
+from billing.invoices import owes_invoice, plan_terms
 from billing.models import (
     LATENCY_BUCKET_FIELDS,
     Invoice,
@@ -701,6 +701,9 @@ OPERATOR_SORTS = {
 }
 
 
+_PLAN_FIELDS = ("plan_name", "plan_monthly_price", "plan_included_tokens", "plan_overage_price_per_1k_tokens")
+
+
 @dataclass
 class OperatorRow:
     tenant: object
@@ -714,20 +717,26 @@ class OperatorRow:
     # Whether the month is billed at all (billing.invoices.owes_invoice): a tenant suspended
     # before the month, with no usage in it, owes nothing and has no invoice for it.
     billable: bool = True
+    # The plan terms the month is billed at (billing.invoices.plan_terms); None: the tier now.
+    terms: object = None
+
+    @property
+    def plan(self):
+        return self.terms if self.terms is not None else self.tenant.tier
 
     @property
     def mrr(self) -> Decimal:
-        return self.tenant.tier.monthly_price if self.billable else Decimal("0.00")
+        return self.plan.monthly_price if self.billable else Decimal("0.00")
 
     @property
     def overage_tokens(self) -> int:
         if not self.billable:
             return 0
-        return max(0, self.tokens - self.tenant.tier.included_tokens)
+        return max(0, self.tokens - self.plan.included_tokens)
 
     @property
     def overage(self) -> Decimal:
-        return overage_charge(self.overage_tokens, self.tenant.tier.overage_price_per_1k_tokens)
+        return overage_charge(self.overage_tokens, self.plan.overage_price_per_1k_tokens)
 
     @property
     def revenue(self) -> Decimal:
@@ -824,7 +833,7 @@ def _operator_rows(tenants, month: dt.date, sort: str, descending: bool) -> list
     budgets = {
         b["tenant_id"]: b for b in TenantBudget.unscoped.values("tenant_id", "monthly_budget", "soft_alert_percent")
     }
-    invoiced = set(Invoice.unscoped.filter(period=month).values_list("tenant_id", flat=True))
+    invoices = {i.tenant_id: i for i in Invoice.unscoped.filter(period=month).only("tenant_id", *_PLAN_FIELDS)}
     rows = []
     for tenant in tenants:
         u = usage.get(tenant.pk, {})
@@ -844,8 +853,9 @@ def _operator_rows(tenants, month: dt.date, sort: str, descending: bool) -> list
                     active=tenant.status == TenantStatus.ACTIVE,
                     tokens=tokens,
                     cost=cost,
-                    invoiced=tenant.pk in invoiced,
+                    invoiced=tenant.pk in invoices,
                 ),
+                terms=plan_terms(tenant, month, invoices.get(tenant.pk)),
             )
         )
     rows.sort(key=OPERATOR_SORTS[sort], reverse=descending)
@@ -865,6 +875,7 @@ def operator_row(tenant, month: dt.date) -> OperatorRow:
         blocked=Sum("blocked_turns"),
     )
     budget = TenantBudget.objects.first()
+    invoice = Invoice.objects.filter(period=month).first()
     tokens, cost = _int(u["input_tokens"]) + _int(u["output_tokens"]), _money(u["cost"])
     return OperatorRow(
         tenant=tenant,
@@ -879,8 +890,9 @@ def operator_row(tenant, month: dt.date) -> OperatorRow:
             active=tenant.status == TenantStatus.ACTIVE,
             tokens=tokens,
             cost=cost,
-            invoiced=Invoice.objects.filter(period=month).exists(),
+            invoiced=invoice is not None,
         ),
+        terms=plan_terms(tenant, month, invoice),
     )
 
 

@@ -16,6 +16,11 @@ Amounts (the same formula reconcile_usage checks, `invoice_amounts`):
 base fee = tier.monthly_price; overage = max(0, tokens − included_tokens) ×
 overage_price_per_1k_tokens / 1000, rounded half-up to the cent;
 total = base fee + overage.
+
+The plan terms (`plan_terms`) are the tier's as they stand while the month runs; each
+draft records them on the invoice, and once the month is over the recorded terms are
+kept, so a tier edited (or a tenant moved) after the month ended does not reprice it
+on the hourly redraft or at finalisation.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import datetime as dt
 import io
 import json
 import logging
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import IntegrityError, transaction
@@ -40,6 +46,56 @@ from tenants.services import ServiceError
 log = logging.getLogger(__name__)
 
 OPERATOR_REASON = "operator console: invoices"
+
+
+@dataclass(frozen=True)
+class PlanTerms:
+    """What a month is billed at: the tier's name and prices (the attributes of a Tier,
+    so either can be priced by invoice_amounts)."""
+
+    name: str
+    monthly_price: Decimal
+    included_tokens: int
+    overage_price_per_1k_tokens: Decimal
+
+    @classmethod
+    def of_tier(cls, tier) -> PlanTerms:
+        return cls(tier.name, tier.monthly_price, tier.included_tokens, tier.overage_price_per_1k_tokens)
+
+    @classmethod
+    def of_invoice(cls, invoice) -> PlanTerms | None:
+        """The terms recorded on an invoice, or None (drafted before terms were recorded)."""
+        if invoice is None or invoice.plan_monthly_price is None:
+            return None
+        return cls(
+            invoice.plan_name,
+            invoice.plan_monthly_price,
+            invoice.plan_included_tokens,
+            invoice.plan_overage_price_per_1k_tokens,
+        )
+
+    def as_fields(self) -> dict:
+        return {
+            "plan_name": self.name,
+            "plan_monthly_price": self.monthly_price,
+            "plan_included_tokens": self.included_tokens,
+            "plan_overage_price_per_1k_tokens": self.overage_price_per_1k_tokens,
+        }
+
+
+def month_is_over(period: dt.date, today: dt.date | None = None) -> bool:
+    return next_month(period) <= (today or timezone.now().astimezone(dt.UTC).date())
+
+
+def plan_terms(tenant, period: dt.date, invoice=None, *, today: dt.date | None = None) -> PlanTerms:
+    """The terms `period` is billed at: while the month runs, the tenant's tier now; once
+    it is over, those its invoice recorded during the month (the tier now only if it has
+    none, e.g. a month first drafted after it ended). Drafting, the operator's revenue
+    table and reconcile_usage all ask this one function."""
+    recorded = PlanTerms.of_invoice(invoice)
+    if recorded is not None and month_is_over(period, today):
+        return recorded
+    return PlanTerms.of_tier(tenant.tier)
 
 
 def invoice_amounts(tier, tokens: int) -> tuple[Decimal, Decimal, Decimal]:
@@ -107,11 +163,18 @@ def draft_invoice(tenant, period: dt.date) -> Invoice:
 
 @transaction.atomic
 def _draft(tenant, period: dt.date) -> Invoice:
-    tier = tenant.tier
-    tokens, cost = period_usage(period)
-    base_fee, overage, total = invoice_amounts(tier, tokens)
-    fields = {"base_fee": base_fee, "overage_amount": overage, "total": total, "tokens": tokens, "cost": cost}
     invoice = Invoice.objects.filter(period=period).first()
+    terms = plan_terms(tenant, period, invoice)
+    tokens, cost = period_usage(period)
+    base_fee, overage, total = invoice_amounts(terms, tokens)
+    fields = {
+        "base_fee": base_fee,
+        "overage_amount": overage,
+        "total": total,
+        "tokens": tokens,
+        "cost": cost,
+        **terms.as_fields(),
+    }
     if invoice is None:
         with transaction.atomic():
             invoice = Invoice.objects.create(period=period, drafted_at=timezone.now(), **fields)
@@ -126,7 +189,7 @@ def _draft(tenant, period: dt.date) -> Invoice:
             invoice.refresh_from_db()
             return invoice
         InvoiceLine.objects.filter(invoice=invoice).delete()
-    InvoiceLine.objects.bulk_create(_with_invoice(_lines(tier, period, tokens), invoice))
+    InvoiceLine.objects.bulk_create(_with_invoice(_lines(terms, period, tokens), invoice))
     invoice.refresh_from_db()
     return invoice
 

@@ -352,6 +352,13 @@ class Invoice(TenantOwnedModel):
     finalized_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # The plan terms the month is billed at, recorded with every draft while the month
+    # runs and kept once it is over (billing.invoices.plan_terms): a tier edited after
+    # the month ended does not reprice it. Empty on invoices drafted before they were kept.
+    plan_name = models.CharField(max_length=100, blank=True)
+    plan_monthly_price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    plan_included_tokens = models.BigIntegerField(null=True, blank=True)
+    plan_overage_price_per_1k_tokens = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
 
     class Meta:
         ordering = ["-period"]

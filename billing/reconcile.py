@@ -189,15 +189,17 @@ def _check_invoice(tenant, invoice: Invoice, tokens: int, cost: Decimal, *, toda
         diffs.append(f"{label}: cost {invoice.cost} != events {cost}")
     if invoice.status == InvoiceStatus.DRAFT and tenant.tier is not None:
         try:
-            from billing.invoices import invoice_amounts
+            from billing.invoices import invoice_amounts, plan_terms
         except ImportError:  # pragma: no cover - the invoices module ships with billing
             invoice_amounts = None
         if invoice_amounts is not None:
-            base, overage, total = invoice_amounts(tenant.tier, tokens)
+            # The month's own plan terms (recorded on the invoice once it is over), not the tier now.
+            terms = plan_terms(tenant, invoice.period, invoice, today=today)
+            base, overage, total = invoice_amounts(terms, tokens)
             if (invoice.base_fee, invoice.overage_amount, invoice.total) != (base, overage, total):
                 diffs.append(
                     f"{label}: amounts {invoice.base_fee}/{invoice.overage_amount}/{invoice.total} "
-                    f"!= tier prices applied to the events {base}/{overage}/{total}"
+                    f"!= plan prices applied to the events {base}/{overage}/{total}"
                 )
     return diffs
 

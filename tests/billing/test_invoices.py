@@ -201,6 +201,49 @@ def test_a_suspended_tenant_owes_nothing_for_a_month_it_did_not_use(priced, sett
     assert operator_revenue(LAST_MONTH)["alpha"] == Decimal("0.00")
 
 
+def reprice(tier, monthly: str, included: int, per_1k: str) -> None:
+    tier.monthly_price, tier.included_tokens = Decimal(monthly), included
+    tier.overage_price_per_1k_tokens = Decimal(per_1k)
+    tier.save()
+
+
+def test_a_finished_month_keeps_its_plan_terms_when_the_tier_changes_after_it(priced, operator, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    record_usage(priced.a.tenant, at(LAST_MONTH + dt.timedelta(days=3)), input_tokens=2000, output_tokens=1500)
+    draft_monthly_invoices()  # $100, 1,000 included, $0.50 / 1k: 100 + 2.5 × 0.50
+    reprice(priced.a.tenant.tier, "150.00", 500, "1.0")  # the new month's prices, set on the 1st
+    priced.a.tenant.refresh_from_db()
+    draft_monthly_invoices()  # the hourly beat redrafts last month
+    with tenant_context(priced.a.tenant):
+        invoice = Invoice.objects.get(period=LAST_MONTH)
+    assert (invoice.total, invoice.plan_monthly_price, invoice.plan_included_tokens) == (
+        Decimal("101.25"),
+        Decimal("100.00"),
+        1000,
+    )
+    assert operator_revenue(LAST_MONTH)["alpha"] == Decimal("101.25")
+    final = inv.finalise_invoice(operator, invoice)
+    assert final.total == Decimal("101.25")
+    assert lines_of(final) == [
+        (InvoiceLineKind.BASE_FEE, Decimal("1.000"), Decimal("100.00")),
+        (InvoiceLineKind.TOKEN_OVERAGE, Decimal("2.500"), Decimal("1.25")),
+    ]
+    # The running month is billed at the tier as it stands.
+    assert inv.draft_invoice(priced.a.tenant, month_start()).base_fee == Decimal("150.00")
+
+
+def test_the_plan_terms_follow_the_tier_while_the_month_runs_and_stay_once_it_is_over(priced):
+    period = month_start()
+    invoice = inv.draft_invoice(priced.a.tenant, period)  # records $100 / 1,000 / $0.50
+    reprice(priced.a.tenant.tier, "150.00", 500, "1.0")
+    priced.a.tenant.refresh_from_db()
+    during, after = period + dt.timedelta(days=10), next_month(period)
+    assert inv.plan_terms(priced.a.tenant, period, invoice, today=during).monthly_price == Decimal("150.00")
+    assert inv.plan_terms(priced.a.tenant, period, invoice, today=after) == inv.PlanTerms(
+        priced.a.tenant.tier.name, Decimal("100.00"), 1000, Decimal("0.500000")
+    )
+
+
 def test_csv_and_json_exports_carry_every_line_and_the_total(priced):
     record_usage(priced.a.tenant, at(LAST_MONTH), input_tokens=3000, output_tokens=0)
     invoice = inv.draft_invoice(priced.a.tenant, LAST_MONTH)

@@ -89,6 +89,23 @@ def test_a_past_months_invoice_must_match_its_events(world):
     assert "tokens 10 != events 0" in err
 
 
+def test_a_past_months_draft_is_checked_against_its_own_plan_terms_not_the_tier_now(world):
+    from billing import invoices as inv
+    from tests.billing.usage_helpers import at, record_usage
+
+    period = month_start(month_start() - dt.timedelta(days=1))
+    record_usage(world.a.tenant, at(period), input_tokens=2000, output_tokens=0, cost="0.01")
+    with tenant_context(world.a.tenant):  # the month's counter, as metering keeps it
+        MonthlyUsage.objects.create(month=period, user_key=0, tokens_used=2000, cost_used=Decimal("0.01"))
+    inv.draft_invoice(world.a.tenant, period)
+    tier = world.a.tenant.tier
+    tier.monthly_price += 50
+    tier.save()
+    world.a.tenant.refresh_from_db()
+    out, err = reconcile("--tenant", "alpha", "--month", f"{period:%Y-%m}")  # raises on a difference
+    assert "ok   alpha" in out and err == ""
+
+
 def test_bad_arguments_are_clear_errors(world):
     with pytest.raises(CommandError, match="--month must look like"):
         reconcile("--month", "2026-13")
