@@ -53,6 +53,8 @@ urlpatterns = [
     # Enterprise SSO: the email → IdP step and the callback the tenant registers at its IdP.
     path("accounts/sso/", sso_views.start, name="sso_start"),
     path("accounts/sso/<str:provider_id>/callback/", sso_views.callback, name="sso_callback"),
+    # Before allauth's own: an address must be confirmed before it becomes the account's.
+    path("accounts/email/", identity_views.EmailView.as_view(), name="account_email"),
     path("accounts/", include("allauth.urls")),
     path("invitations/<str:token>/", tenants_views.invitation_accept, name="invitation_accept"),
     path("t/<str:tenant_slug>/", include("tenants.urls")),

@@ -65,8 +65,19 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
                     raise sso.SSORefused(f"Several accounts use {email}; ask support to merge them first.")
                 user = accounts[0] if accounts else None
             sso.admit(connection, email=email, email_verified=verified, existing_user=user)
+            if not sociallogin.is_existing and user is None:
+                if sso.unproven_account_with_email(email) is not None:
+                    # Linking would hand this identity to whoever typed the address in; a
+                    # second account cannot have it either (one account per address).
+                    raise sso.SSORefused(
+                        f"An account already uses {email} but never confirmed that address, so single "
+                        "sign-on cannot use it. Sign in with your password and confirm the address, or ask support."
+                    )
+                # The IdP just proved the address: it gets an account of its own (allauth's
+                # sign-up would otherwise stop at the unconfirmed copies).
+                sso.drop_unproven_claims(email)
             if not sociallogin.is_existing and user is not None:
-                if not sso.may_link_existing_user(connection, user):
+                if not sso.may_link_existing_user(connection, user, email=email):
                     raise sso.SSORefused(
                         f"An account for {email} already exists and belongs to another organisation. Ask an "
                         f"admin of {connection.tenant.name} to invite it, then sign in with single sign-on again."
@@ -74,7 +85,7 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
                 sociallogin.connect(request, user)
                 sso.record_account_linked(connection, user, subject=sociallogin.account.uid, ip=client_ip(request))
             if sociallogin.is_existing:
-                sso.provision_membership(connection, sociallogin.user, ip=client_ip(request))
+                sso.provision_membership(connection, sociallogin.user, email=email, ip=client_ip(request))
         except sso.SSORefused as refusal:
             logger.info("SSO sign-in through %s refused: %s", connection.provider_id, refusal.message)
             raise ImmediateHttpResponse(_error_page(request, connection, refusal.message, refusal.status))
@@ -106,7 +117,8 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
             raise ImmediateHttpResponse(_error_page(request, connection, message, 403))
         user = super().save_user(request, sociallogin, form)
         if connection is not None:
-            sso.provision_membership(connection, user, ip=client_ip(request))
+            email, _ = _asserted_email(sociallogin)
+            sso.provision_membership(connection, user, email=email, ip=client_ip(request))
         return user
 
     def on_authentication_error(self, request, provider, error=None, exception=None, extra_context=None) -> None:

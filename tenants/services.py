@@ -210,6 +210,7 @@ def accept_invitation(invitation: Invitation, user: User, ip: str | None = None)
         if changed != 1:
             raise ServiceError("This invitation has already been used or was revoked.")
         membership, created = Membership.objects.get_or_create(user=user, defaults={"role": invitation.role})
+        record_proven_address(user, invitation.email)
         audit.record(
             "membership.created" if created else "invitation.accepted_existing_member",
             actor=user,
@@ -220,6 +221,24 @@ def accept_invitation(invitation: Invitation, user: User, ip: str | None = None)
             ip=ip,
         )
     return membership
+
+
+def record_proven_address(user: User, email: str) -> None:
+    """Note that `user` proved they read mail sent to `email` (allauth's verified flag).
+
+    The invitation link went to that mailbox only. Single sign-on links an IdP
+    identity to an existing account only through such a proof (tenants/identity/sso.py).
+    """
+    from allauth.account.models import EmailAddress
+
+    email = email.lower()
+    try:
+        with transaction.atomic():
+            if not EmailAddress.objects.filter(user=user, email__iexact=email).update(verified=True):
+                primary = not EmailAddress.objects.filter(user=user, primary=True).exists()
+                EmailAddress.objects.create(user=user, email=email, verified=True, primary=primary)
+    except IntegrityError:
+        pass  # another account confirmed this address first: it keeps it, this one stays unproven
 
 
 # --- members ------------------------------------------------------------------------

@@ -17,9 +17,16 @@ PASSWORD = "correct-horse-battery-staple"
 _seq = itertools.count(1)
 
 
-def make_user(email: str | None = None, **extra) -> User:
+def make_user(email: str | None = None, *, address_proven: bool = True, **extra) -> User:
+    """An account as the product makes them: its address proven (by the invitation link or an
+    IdP) unless `address_proven=False`, an account whose address nobody confirmed."""
+    from tenants.services import record_proven_address
+
     email = email or f"user{next(_seq)}@example.test"
-    return User.objects.create_user(email=email, password=PASSWORD, full_name=extra.pop("full_name", ""), **extra)
+    user = User.objects.create_user(email=email, password=PASSWORD, full_name=extra.pop("full_name", ""), **extra)
+    if address_proven:
+        record_proven_address(user, user.email)
+    return user
 
 
 def make_tier(slug: str | None = None, **extra) -> Tier:

@@ -709,28 +709,59 @@ def admit(connection: SSOConnection, *, email: str, email_verified, existing_use
 
 
 def accounts_with_email(email: str) -> list[User]:
-    """Every account that has this address, as its own or as one of its allauth addresses."""
+    """Every account that proved it holds this address (a confirmed allauth address).
+
+    Only a proof counts: the invitation link or a confirmation link reached the
+    mailbox, or a tenant's IdP asserted it. Addresses are added on allauth's email
+    page without any (ACCOUNT_EMAIL_VERIFICATION is "none"), so an unconfirmed one
+    says nothing about whose it is and must not pick the account an IdP identity
+    lands in.
+    """
     from allauth.account.models import EmailAddress
 
-    users = {user.pk: user for user in User.objects.filter(email__iexact=email)}
-    for address in EmailAddress.objects.filter(email__iexact=email).select_related("user"):
+    users: dict[int, User] = {}
+    for address in EmailAddress.objects.filter(email__iexact=email, verified=True).select_related("user"):
         users.setdefault(address.user_id, address.user)
     return list(users.values())
 
 
-def may_link_existing_user(connection: SSOConnection, user: User) -> bool:
-    """Link a first SSO sign-in to the account with the same email?
+def unproven_account_with_email(email: str) -> User | None:
+    """An account whose own address this is, although it never proved it.
+
+    Nobody may be linked to it, and no second account can be created with the
+    same address either (User.email is unique): the sign-in is refused.
+    """
+    return User.objects.filter(email__iexact=email).first()
+
+
+def drop_unproven_claims(email: str) -> int:
+    """Remove the unconfirmed copies of `email` other accounts added on allauth's email page.
+
+    Called once the tenant's IdP proved whose address it is: like a domain claim
+    that another organisation proves, the unproven claim goes, so that nobody can
+    block a newcomer's first sign-in by typing their address in.
+    """
+    from allauth.account.models import EmailAddress
+
+    deleted, _ = EmailAddress.objects.filter(email__iexact=email, verified=False, primary=False).delete()
+    if deleted:
+        logger.info("SSO sign-in proved an address; %d unconfirmed copies on other accounts removed", deleted)
+    return deleted
+
+
+def may_link_existing_user(connection: SSOConnection, user: User, *, email: str) -> bool:
+    """Link a first SSO sign-in to the account that proved it holds `email`?
 
     Only if the account belongs to no other organisation, or the tenant has
-    invited it: a domain claim must not hand the IdP the keys to an account
-    whose data lives in other tenants.
+    invited that address: a domain claim must not hand the IdP the keys to an
+    account whose data lives in other tenants.
     """
     with user_context(user.pk):
         tenant_ids = set(Membership.of_user(user).values_list("tenant_id", flat=True))
     if tenant_ids <= {connection.tenant_id}:
         return True
     with tenant_context(connection.tenant):
-        return _open_invitation(user.email) is not None
+        return _open_invitation(email) is not None
 
 
 def record_account_linked(connection: SSOConnection, user: User, *, subject: str, ip: str | None = None) -> None:
@@ -755,11 +786,13 @@ def _open_invitation(email: str) -> Invitation | None:
     )
 
 
-def provision_membership(connection: SSOConnection, user: User, *, ip: str | None = None) -> Membership:
+def provision_membership(connection: SSOConnection, user: User, *, email: str, ip: str | None = None) -> Membership:
     """Just-in-time: make the person a member of the connection's tenant if they are not yet.
 
-    An open invitation for their address is accepted (its role wins); otherwise
-    they join with the connection's default role. Idempotent.
+    An open invitation for `email`, the address the IdP asserted (and admit()
+    trusted), is accepted (its role wins); otherwise they join with the
+    connection's default role. Never the account's own address: the IdP vouches
+    for the one it asserted, not for whatever the account calls itself. Idempotent.
     """
     tenant = connection.tenant
     with tenant_context(tenant, user_id=user.pk):
@@ -768,7 +801,7 @@ def provision_membership(connection: SSOConnection, user: User, *, ip: str | Non
             return membership
         try:
             with transaction.atomic():
-                invitation = _open_invitation(user.email)
+                invitation = _open_invitation(email)
                 role = invitation.role if invitation is not None else connection.default_role
                 if role == Role.OWNER and invitation is None:
                     role = Role.MEMBER  # belt and braces: the model's check constraint says the same

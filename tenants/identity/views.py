@@ -6,8 +6,11 @@ import base64
 import binascii
 from urllib.parse import unquote
 
+from allauth.account import views as allauth_views
+from allauth.account.adapter import get_adapter as get_account_adapter
 from django.conf import settings
-from django.http import JsonResponse
+from django.contrib import messages
+from django.http import HttpResponseRedirect, JsonResponse
 from django.views.decorators.cache import cache_control
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
@@ -110,3 +113,22 @@ def token(request):
     except oauth.OAuthError as error:
         return _oauth_error(error)
     return _no_store(JsonResponse(body))
+
+
+class EmailView(allauth_views.EmailView):
+    """allauth's email page, except that only a confirmed address can become the account's own.
+
+    allauth lets an account with no confirmed address make any address primary
+    (ACCOUNT_EMAIL_VERIFICATION is "none" here), which would give it an address it
+    never proved: the one invitations and single sign-on are matched against.
+    An added address takes over once the link mailed to it is followed.
+    """
+
+    def _action_primary(self, request, *args, **kwargs):
+        address = self._get_email_address(request)
+        if address is not None and not address.verified:
+            get_account_adapter(request).add_message(
+                request, messages.ERROR, "account/messages/unverified_primary_email.txt"
+            )
+            return HttpResponseRedirect(self.get_success_url())
+        return super()._action_primary(request, *args, **kwargs)

@@ -261,15 +261,96 @@ def test_an_account_that_belongs_to_another_tenant_is_not_taken_over(client, wor
     assert social_accounts(PROVIDER_ID) == []
 
 
-def test_an_address_another_account_holds_as_a_secondary_one_is_not_taken_over(client, world, idp, alpha_sso):
+def test_an_address_another_account_holds_unconfirmed_gets_an_account_of_its_own(client, world, idp, alpha_sso):
     EmailAddress.objects.create(user=world.b.member, email="newcomer@alpha.test", verified=False, primary=False)
 
     response = sign_in_via_sso(client, idp, "newcomer@alpha.test")
 
+    assert response.status_code == 302
+    newcomer = signed_in_user(client)
+    assert (newcomer.email, newcomer == world.b.member) == ("newcomer@alpha.test", False)
+    assert social_accounts(PROVIDER_ID) == [("idp-user-1", "newcomer@alpha.test")]
+    assert member_roles(world.a.tenant)["newcomer@alpha.test"] == "member"
+    assert world.b.member.email not in member_roles(world.a.tenant)
+    # The IdP proved whose address it is; the unconfirmed copy on the other account goes.
+    assert not EmailAddress.objects.filter(user=world.b.member, email="newcomer@alpha.test").exists()
+
+
+def add_address_on_the_email_page(client, user, email: str, *, make_primary: bool = False) -> None:
+    client.force_login(user)
+    client.post("/accounts/email/", {"action_add": "", "email": email})
+    if make_primary:
+        client.post("/accounts/email/", {"action_primary": "", "email": email})
+    client.logout()
+
+
+@pytest.mark.parametrize("make_primary", [False, True], ids=["secondary", "made-primary"])
+def test_an_address_an_outsider_typed_in_never_takes_the_invitees_sso_sign_in(
+    client, world, idp, alpha_sso, make_primary
+):
+    # An account with no confirmed address at all: allauth lets it make any address primary.
+    attacker = factories.make_user("drifter@nowhere.test", address_proven=False)
+    invitation = factories.make_invitation(world.a.tenant, "newhire@alpha.test", role="admin", invited_by=world.a.owner)
+    add_address_on_the_email_page(client, attacker, "newhire@alpha.test", make_primary=make_primary)
+    idp.user = {"sub": "okta|newhire", "email": "newhire@alpha.test", "email_verified": True}
+
+    response = sign_in_via_sso(client, idp, "newhire@alpha.test")
+
+    assert response.status_code == 302
+    assert signed_in_user(client).email == "newhire@alpha.test"
+    assert User.objects.get(pk=attacker.pk).email == "drifter@nowhere.test"
+    assert social_accounts(PROVIDER_ID) == [("okta|newhire", "newhire@alpha.test")]
+    roles = member_roles(world.a.tenant)
+    assert (roles["newhire@alpha.test"], "drifter@nowhere.test" in roles) == ("admin", False)
+    assert reload(invitation).accepted_by == signed_in_user(client)
+
+
+def test_an_unconfirmed_address_cannot_become_the_accounts_own(client, world):
+    drifter = factories.make_user("drifter@nowhere.test", address_proven=False)
+    client.force_login(drifter)
+    client.post("/accounts/email/", {"action_add": "", "email": "newhire@alpha.test"})
+
+    response = client.post("/accounts/email/", {"action_primary": "", "email": "newhire@alpha.test"}, follow=True)
+
+    assert "Your primary email address must be verified." in response.content.decode()
+    assert User.objects.get(pk=drifter.pk).email == "drifter@nowhere.test"
+    assert EmailAddress.objects.get(user=drifter, email="newhire@alpha.test").primary is False
+
+
+def test_an_account_whose_own_address_nobody_confirmed_is_neither_linked_nor_given_the_invitation(
+    client, world, idp, alpha_sso
+):
+    # e.g. an address made primary before the email page required a confirmation
+    squatter = factories.make_user("newhire@alpha.test", address_proven=False)
+    invitation = factories.make_invitation(world.a.tenant, "newhire@alpha.test", role="admin", invited_by=world.a.owner)
+    idp.user = {"sub": "okta|newhire", "email": "newhire@alpha.test", "email_verified": True}
+
+    response = sign_in_via_sso(client, idp, "newhire@alpha.test")
+
     assert response.status_code == 403
+    assert "never confirmed that address" in error_text(response)
     assert signed_in_user(client) is None
     assert social_accounts(PROVIDER_ID) == []
-    assert not User.objects.filter(email="newcomer@alpha.test").exists()
+    assert squatter.email not in member_roles(world.a.tenant)
+    assert reload(invitation).status == InvitationStatus.PENDING
+
+
+def test_a_member_who_joined_by_invitation_with_a_password_is_linked_on_first_sso_sign_in(
+    client, world, idp, alpha_sso
+):
+    invitation = factories.make_invitation(world.a.tenant, "joiner@alpha.test", role="admin", invited_by=world.a.owner)
+    account = {"full_name": "Jo Iner", "password1": factories.PASSWORD, "password2": factories.PASSWORD}
+    client.post(f"/invitations/{invitation.token}/", account)
+    joiner = signed_in_user(client)
+    client.post("/accounts/logout/")
+    idp.user = {"sub": "okta|joiner", "email": "joiner@alpha.test", "email_verified": True}
+
+    response = sign_in_via_sso(client, idp, "joiner@alpha.test")
+
+    assert response.status_code == 302
+    assert signed_in_user(client) == joiner
+    assert social_accounts(PROVIDER_ID) == [("okta|joiner", "joiner@alpha.test")]
+    assert member_roles(world.a.tenant)["joiner@alpha.test"] == "admin"
 
 
 def test_a_tenant_idp_account_is_never_created_through_allauths_sign_up_form(rf, world, alpha_sso):

@@ -108,6 +108,8 @@ ROUTES: dict[str, object] = {
     "jwks": NoTenantData(),
     "oauth_metadata": NoTenantData(),
     "oauth_token": NoTenantData(),
+    # allauth's email page, wrapped so an unconfirmed address cannot become primary
+    "account_email": NoTenantData(),
     # tenant admin screens
     "tenants:overview": TenantScoped(),
     "tenants:members": TenantScoped(lists=True),
