@@ -184,13 +184,33 @@ def validate_actor_token(token: str) -> AgentIdentity:
     return agent
 
 
-def _target_audience(audiences: list[str], resources: list[str]) -> str:
+def _target_audience(subject: tokens.AccessToken, audiences: list[str], resources: list[str]) -> str:
+    """The one audience the exchanged token is for: one this server issues for, and one
+    the subject token could already reach (an exchange only narrows, RFC 8693 §2.2.2)."""
     targets = [*audiences, *resources]
-    if not targets:
-        return settings.EXCHANGE_DEFAULT_AUDIENCE
-    if len(set(targets)) > 1 or targets[0] not in settings.TOKEN_AUDIENCES:
+    if len(set(targets)) > 1 or (targets and targets[0] not in settings.TOKEN_AUDIENCES):
         raise OAuthError("invalid_target", "The requested audience or resource is not one this server issues for.")
-    return targets[0]
+    target = targets[0] if targets else settings.EXCHANGE_DEFAULT_AUDIENCE
+    if target not in _audiences_within_reach(subject):
+        raise OAuthError(
+            "invalid_target", "An exchange can only narrow: the subject token was not issued for this audience."
+        )
+    return target
+
+
+def _audiences_within_reach(subject: tokens.AccessToken) -> frozenset[str]:
+    """Where a token exchanged from `subject` may go without widening it.
+
+    A person's own token for the portal API (first hop: no `act`) is the widest
+    there is: any audience we issue for narrows it. Every other token keeps the
+    audiences it has, so a turn token for the runtime never becomes one for the
+    portal API.
+    """
+    aud = subject.claims.get("aud")
+    had = frozenset([aud] if isinstance(aud, str) else aud or [])
+    if subject.user is not None and not subject.actors and settings.TOKEN_AUDIENCE in had:
+        return frozenset(settings.TOKEN_AUDIENCES)
+    return had
 
 
 def token_exchange(
@@ -231,7 +251,7 @@ def token_exchange(
     else:
         raise OAuthError("invalid_request", "Acting on behalf needs an actor: actor_token or agent client credentials.")
 
-    audience = _target_audience(audiences, resources)
+    audience = _target_audience(subject, audiences, resources)
     token, granted, lifetime = act_on_behalf(subject, agent, scope=scope, audience=audience)
     return token_response(token, granted, lifetime, issued_type=TOKEN_TYPE_ACCESS)
 

@@ -180,7 +180,7 @@ def test_a_further_hop_nests_the_act_claim(client, world, agents, operator, user
         client,
         hop1.json()["access_token"],
         actor_token_for(client, second, second_secret),
-        audience="agent-runtime",
+        audience="portal-gateway",
         scope="kb:read",
     )
     assert hop2.status_code == 200, hop2.content
@@ -215,6 +215,38 @@ def test_an_unknown_audience_is_invalid_target(client, agents, user_token):
     assert response.json()["error"] == "invalid_target"
 
 
+@pytest.mark.parametrize("wider", ["tenant-portal-api", "portal-gateway"])
+def test_a_runtime_token_cannot_be_exchanged_for_another_audience(client, world, agents, user_token, wider):
+    agent, secret = agents["allowed"]
+    turn_token = exchange(client, user_token, actor_token_for(client, agent, secret), audience="agent-runtime")
+    data = {
+        "grant_type": GRANT_TOKEN_EXCHANGE,
+        "subject_token": turn_token.json()["access_token"],
+        "subject_token_type": TOKEN_TYPE_ACCESS,
+        "audience": wider,
+    }
+
+    response = post(client, data, HTTP_AUTHORIZATION=basic(agent.client_id, secret))
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_target",
+        "error_description": "An exchange can only narrow: the subject token was not issued for this audience.",
+    }
+
+
+def test_an_exchanged_token_can_be_exchanged_again_for_its_own_audience(client, world, agents, user_token):
+    agent, secret = agents["allowed"]
+    turn_token = exchange(client, user_token, actor_token_for(client, agent, secret), audience="agent-runtime")
+
+    response = exchange(
+        client, turn_token.json()["access_token"], actor_token_for(client, agent, secret), audience="agent-runtime"
+    )
+
+    assert response.status_code == 200, response.content
+    assert claims_of(response.json()["access_token"])["aud"] == "agent-runtime"
+
+
 def test_a_refresh_token_type_cannot_be_requested(client, agents, user_token):
     agent, secret = agents["allowed"]
     response = exchange(
@@ -242,7 +274,7 @@ def test_an_agent_authenticating_as_client_is_the_actor(client, world, agents, u
 def test_an_exchanged_token_is_not_accepted_by_the_portal_api(client, agents, user_token):
     agent, secret = agents["allowed"]
     exchanged = exchange(client, user_token, actor_token_for(client, agent, secret)).json()["access_token"]
-    response = client.get("/api/v1/tenants/alpha/members/", HTTP_AUTHORIZATION=f"Bearer {exchanged}")
+    response = client.get("/api/v1/tenants/", HTTP_AUTHORIZATION=f"Bearer {exchanged}")
     assert response.status_code == 401
 
 
