@@ -68,15 +68,25 @@ def _policy_body(tenant) -> dict:
 class GuardrailPolicyViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
     """GET the effective policy; GET/PUT the tenant's override (PUT replaces it whole)."""
 
-    action_permissions = {"list": Action.VIEW_GUARDRAILS, "override": Action.VIEW_GUARDRAILS}
+    # Reading and replacing the override are two actions (one URL), so each has its row:
+    # a guardrails:read token or a member's role never reaches the PUT.
+    action_permissions = {
+        "list": Action.VIEW_GUARDRAILS,
+        "override": Action.VIEW_GUARDRAILS,
+        "replace_override": Action.MANAGE_GUARDRAILS,
+    }
     serializer_class = serializers.Serializer
 
     @extend_schema(responses=PolicySerializer)
     def list(self, request, *args, **kwargs):
         return Response(_policy_body(request.tenant))
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @action(detail=False, methods=["get"], url_path="override")
+    def override(self, request, *args, **kwargs):
+        return Response(services.effective_policy(request.tenant).override)
+
     @extend_schema(
-        methods=["PUT"],
         request=OpenApiTypes.OBJECT,
         responses=PolicySerializer,
         description="Replace the tenant's override. Keys: presets, entities {name: block|redact|allow}, "
@@ -84,15 +94,8 @@ class GuardrailPolicyViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
         "blocked_terms, injection (off|low|medium|high), output_pii, json_schema, block_message, "
         "failure_mode (auto|closed|open), backend, bedrock_guardrail_id, bedrock_guardrail_version.",
     )
-    @extend_schema(methods=["GET"], responses=OpenApiTypes.OBJECT)
-    @action(detail=False, methods=["get", "put"], url_path="override")
-    def override(self, request, *args, **kwargs):
-        if request.method == "GET":
-            return Response(services.effective_policy(request.tenant).override)
-        from tenants.roles import can
-
-        if not can(request.membership.role if request.membership else None, Action.MANAGE_GUARDRAILS):
-            raise exceptions.PermissionDenied("Your role cannot change the guardrail policy.")
+    @override.mapping.put
+    def replace_override(self, request, *args, **kwargs):
         if not request.body:
             raise exceptions.ValidationError({"non_field_errors": "Send the override as a JSON object ({} clears it)."})
         try:

@@ -8,6 +8,7 @@ import pytest
 
 from agents.guardrails.models import GuardrailEvent
 from tenants.context import tenant_context
+from tenants.identity import tokens
 from tests.guardrails.conftest import grant_custom_guardrails, set_tier_policy
 from tests.portal.helpers import problem, validation_problem
 from tests.portal.test_malformed_input import BAD_JSON_BODIES, params
@@ -84,6 +85,19 @@ def test_members_may_not_read_or_change_guardrails(client, world):
     client.force_login(world.a.member)
     problem(client.get(BASE + "policy/"), 403)
     problem(put(client, {"blocked_terms": ["x"]}), 403)
+
+
+def test_a_guardrails_read_token_may_read_but_not_replace_the_override(client, world):
+    grant_custom_guardrails(world.a.tenant)
+    token = tokens.issue_user_token(world.a.admin, world.a.tenant, scopes=frozenset({"guardrails:read"}))
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+    refused = client.put(
+        BASE + "policy/override/", json.dumps({"injection": "off"}), content_type="application/json", **auth
+    )
+
+    assert "guardrails:write" in problem(refused, 403)["detail"]
+    assert client.get(BASE + "policy/override/", **auth).json() == {}
 
 
 def test_it_lists_filters_and_marks_events(admin_client, world):

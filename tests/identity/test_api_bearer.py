@@ -5,6 +5,8 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from tenants.identity import tokens
+from tests.portal.helpers import problem
+from tests.tenants.helpers import member_roles
 
 
 def bearer(token: str) -> dict:
@@ -35,6 +37,33 @@ def test_a_token_lacking_the_scope_is_forbidden(client, world):
     response = client.get("/api/v1/tenants/alpha/members/", **bearer(token))
     assert response.status_code == 403
     assert "members:read" in response.json()["detail"]
+
+
+def member_role_patch(client, world, token):
+    member = world.a.memberships["member"]
+    return client.patch(
+        f"/api/v1/tenants/alpha/members/{member.pk}/",
+        data={"role": "owner"},
+        content_type="application/json",
+        **bearer(token),
+    )
+
+
+def test_a_token_without_members_owners_cannot_hand_out_the_owner_role(client, world):
+    token = tokens.issue_user_token(world.a.owner, world.a.tenant, scopes=frozenset({"members:write"}))
+
+    body = problem(member_role_patch(client, world, token), 403)
+
+    assert "members:owners" in body["detail"]
+    assert member_roles(world.a.tenant)["member@alpha.test"] == "member"
+
+
+def test_an_owners_token_with_members_owners_hands_out_the_owner_role(client, world):
+    scopes = frozenset({"members:write", "members:owners"})
+    token = tokens.issue_user_token(world.a.owner, world.a.tenant, scopes=scopes)
+
+    assert member_role_patch(client, world, token).status_code == 200
+    assert member_roles(world.a.tenant)["member@alpha.test"] == "owner"
 
 
 def test_the_tenant_list_shows_only_the_tokens_tenant(client, world):
