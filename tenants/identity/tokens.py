@@ -335,12 +335,16 @@ def validate(token: str, *, audience: str | list[str] | None = None) -> AccessTo
                 raise InvalidToken("client revoked or unknown")
             if not entitlements.has_feature(tenant, "api_access"):
                 raise InvalidToken("the tenant's tier no longer includes API access")
+            # As for a person's token: an agent switched off or disallowed stops at once.
+            actors = _actors(claims)
+            if actors and not _actors_still_allowed(actors):
+                raise InvalidToken("acting agent disabled or no longer allowed in this tenant")
             return AccessToken(
                 claims=claims,
                 tenant=tenant,
                 scopes=token_scopes & frozenset(client.scopes),
                 client=client,
-                actors=_actors(claims),
+                actors=actors,
             )
     raise InvalidToken("unknown subject kind")
 

@@ -294,6 +294,54 @@ def test_disallowing_an_agent_stops_its_exchanged_tokens_at_once(client, world, 
         tokens.validate(exchanged, audience="agent-runtime")
 
 
+def client_token_with_agent_as_actor(client, agents, api_client) -> str:
+    """An API client's token, exchanged by a shared agent to act for it on the portal API."""
+    api, api_secret = api_client
+    agent, secret = agents["allowed"]
+    client_token = post(
+        client, {"grant_type": "client_credentials"}, HTTP_AUTHORIZATION=basic(api.client_id, api_secret)
+    )
+    response = exchange(
+        client,
+        client_token.json()["access_token"],
+        actor_token_for(client, agent, secret),
+        audience="tenant-portal-api",
+    )
+    assert response.status_code == 200, response.content
+    return response.json()["access_token"]
+
+
+def test_an_api_clients_exchanged_token_works_on_the_portal_api(client, world, agents, api_client):
+    exchanged = client_token_with_agent_as_actor(client, agents, api_client)
+
+    response = client.get("/api/v1/tenants/", HTTP_AUTHORIZATION=f"Bearer {exchanged}")
+
+    assert response.status_code == 200
+
+
+def test_disallowing_an_agent_stops_an_api_clients_exchanged_tokens_at_once(client, world, agents, api_client):
+    exchanged = client_token_with_agent_as_actor(client, agents, api_client)
+    agent, _ = agents["allowed"]
+    with tenant_context(world.a.tenant):
+        services.disallow_agent(Actor(user=world.a.admin, membership=world.a.memberships["admin"]), agent)
+
+    response = client.get("/api/v1/tenants/", HTTP_AUTHORIZATION=f"Bearer {exchanged}")
+
+    assert response.status_code == 401
+
+
+def test_switching_an_agent_off_stops_an_api_clients_exchanged_tokens_at_once(
+    client, world, operator, agents, api_client
+):
+    exchanged = client_token_with_agent_as_actor(client, agents, api_client)
+    agent, _ = agents["allowed"]
+    services.set_agent_identity_enabled(operator, agent, enabled=False)
+
+    response = client.get("/api/v1/tenants/", HTTP_AUTHORIZATION=f"Bearer {exchanged}")
+
+    assert response.status_code == 401
+
+
 def test_a_tier_without_api_access_stops_client_tokens_and_new_grants(client, world, api_client):
     api, secret = api_client
     token = post(client, {"grant_type": "client_credentials"}, HTTP_AUTHORIZATION=basic(api.client_id, secret)).json()
