@@ -559,19 +559,20 @@ def _verify_claim(claim: SSODomain, tenant: Tenant, *, by: str, actor, ip) -> No
         ip=ip,
     )
     # The proof settles the domain: other organisations' pending claims of it go, and
-    # each of them finds out why in its own audit log.
+    # each of them finds out why in its own audit log. The platform removes them: the
+    # person (and address) who proved it belong to another tenant and stay out of this log.
     others = SSODomain.objects.select_related("connection__tenant").filter(domain=claim.domain).exclude(pk=claim.pk)
     for other in others:
         with tenant_context(other.connection.tenant):  # its own log, under its row-level security
             audit.record(
                 "sso.domain_claim_removed",
-                actor=actor,
+                actor=None,
                 tenant=other.connection.tenant,
                 target=other.connection,
                 target_repr=f"Domain {other.domain}",
                 before={"domain": other.domain},
-                after={"reason": "another organisation proved control of the domain"},
-                ip=ip,
+                after={"reason": "another organisation proved control of the domain", "by": "platform"},
+                ip=None,
             )
         other.delete()
 

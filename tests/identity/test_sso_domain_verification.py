@@ -73,6 +73,25 @@ def test_the_admin_sees_the_record_to_publish_and_the_check_verifies_it(client, 
     assert entry.actor_id == world.a.owner.pk and entry.after == {"domain": "alpha.test", "verified_by": "dns"}
 
 
+def test_the_losing_tenants_log_names_no_one_from_the_tenant_that_proved_it(client, world, pending, dns_server):
+    grant_sso_feature(world.b.tenant)
+    squatter = SimpleNamespace(issuer="https://login.bravo.example", client_id="b", client_secret="b")
+    configure_sso(world.b, squatter, domains=["alpha.test"], verified=False)
+    name, value = sso.challenge_record(pending)
+    dns_server.records[name] = [value]
+    client.force_login(world.a.owner)
+
+    check(client, world, "alpha.test")
+
+    with tenant_context(world.b.tenant):
+        removed = AuditLog.objects.get(action="sso.domain_claim_removed")
+    assert (removed.actor_id, removed.actor_email, removed.ip_address) == (None, "", None)
+    assert removed.after == {"reason": "another organisation proved control of the domain", "by": "platform"}
+    client.force_login(world.b.owner)
+    log_page = client.get(f"/t/{world.b.tenant.slug}/audit/").content.decode()
+    assert "sso.domain_claim_removed" in log_page and world.a.owner.email not in log_page
+
+
 @pytest.mark.parametrize(
     ("records", "silent", "message"),
     [
