@@ -92,7 +92,8 @@ class GuardrailPolicyViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
         description="Replace the tenant's override. Keys: presets, entities {name: block|redact|allow}, "
         "custom_entities [{name, pattern, action}], denied_topics [{name, description, examples}], "
         "blocked_terms, injection (off|low|medium|high), output_pii, json_schema, block_message, "
-        "failure_mode (auto|closed|open), backend, bedrock_guardrail_id, bedrock_guardrail_version.",
+        "failure_mode (auto|closed|open), backend (builtin|bedrock; the Bedrock guardrail itself is the "
+        "operator's, set in the tier policy — bedrock_guardrail_id and bedrock_guardrail_version are refused).",
     )
     @override.mapping.put
     def replace_override(self, request, *args, **kwargs):

@@ -14,6 +14,11 @@ policy is computed in one place, `merge()`:
   can tighten its tier's defaults, never remove them.
 * A preset's entity actions are a floor: with `hipaa` on, a medical record number is
   at least redacted whatever a layer says (block stays block).
+* Which Bedrock guardrail runs (`OPERATOR_ONLY_FIELDS`) is the operator's choice alone: the
+  platform's AWS credentials call ApplyGuardrail, so a tenant that could name a guardrail
+  id could have them check text against (and reveal the topics of) any guardrail in the
+  account — another tenant's included. A tenant may still switch `backend`; without a
+  tier guardrail that fails like any unconfigured backend.
 """
 
 from __future__ import annotations
@@ -89,6 +94,9 @@ SCALAR_FIELDS = (
     "block_message",
     "failure_mode",
 )
+OPERATOR_ONLY_FIELDS = ("bedrock_guardrail_id", "bedrock_guardrail_version")
+# An override saved before the operator-only rule still names its guardrail in the database: merge skips it.
+TENANT_SCALAR_FIELDS = tuple(key for key in SCALAR_FIELDS if key not in OPERATOR_ONLY_FIELDS)
 LIMITS = {"custom_entities": 20, "denied_topics": 30, "blocked_terms": 5000, "examples": 20}
 
 
@@ -100,8 +108,10 @@ class PolicyError(ValueError):
         self.errors = errors
 
 
-def clean_config(data: Any) -> dict[str, Any]:
-    """Validate a partial policy (tier defaults or a tenant override); unknown keys are refused."""
+def clean_config(data: Any, *, tenant_override: bool = False) -> dict[str, Any]:
+    """Validate a partial policy (tier defaults, or a tenant override when `tenant_override`).
+
+    Unknown keys are refused, and so are the operator's own keys in a tenant override."""
     if not isinstance(data, dict):
         raise PolicyError({"non_field_errors": "The policy must be a JSON object."})
     errors: dict[str, str] = {}
@@ -109,6 +119,10 @@ def clean_config(data: Any) -> dict[str, Any]:
     known = set(BASE) | {"entities"}
     for key in sorted(set(data) - known):
         errors[key] = "Unknown setting."
+    if tenant_override:
+        for key in sorted(set(data) & set(OPERATOR_ONLY_FIELDS)):
+            errors[key] = "Only the platform operator chooses the Bedrock guardrail (in the tier's policy)."
+        known -= set(OPERATOR_ONLY_FIELDS)
     for key, value in data.items():
         if key not in known:
             continue
@@ -271,8 +285,8 @@ def strictest(a: str, b: str) -> str:
 def merge(tier_config: dict | None, override: dict | None) -> dict[str, Any]:
     """The effective policy (see the module docstring for the rules)."""
     effective = copy.deepcopy(BASE)
-    for layer in (tier_config or {}, override or {}):
-        for key in SCALAR_FIELDS:
+    for layer, scalars in ((tier_config or {}, SCALAR_FIELDS), (override or {}, TENANT_SCALAR_FIELDS)):
+        for key in scalars:
             if key in layer:
                 effective[key] = copy.deepcopy(layer[key])
         effective["entities"].update(layer.get("entities", {}))

@@ -229,7 +229,7 @@ def update_override(actor: Actor, config: dict) -> dict:
     require(actor.role, Action.MANAGE_GUARDRAILS)
     if not entitlements.has_feature(tenant, "custom_guardrails"):
         raise ServiceError(f"The {tenant.tier.name} tier does not include custom guardrails; the tier defaults apply.")
-    clean = policy.clean_config(config)
+    clean = policy.clean_config(config, tenant_override=True)
     with transaction.atomic():
         row = TenantGuardrailOverride.objects.select_for_update().first()
         before = row.config if row else {}

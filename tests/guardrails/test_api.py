@@ -54,6 +54,21 @@ def test_it_refuses_an_override_without_the_entitlement(admin_client, world):
     problem(put(admin_client, {"blocked_terms": ["zebra"]}), 403)
 
 
+def test_it_refuses_an_override_that_names_a_bedrock_guardrail(admin_client, world):
+    # The platform's AWS credentials call ApplyGuardrail: a tenant naming a guardrail id would
+    # have them check text against any guardrail in the account, another tenant's included.
+    grant_custom_guardrails(world.a.tenant)
+    body = validation_problem(
+        put(
+            admin_client,
+            {"backend": "bedrock", "bedrock_guardrail_id": "bravo-dedicated-gr", "bedrock_guardrail_version": "3"},
+        )
+    )
+    assert set(body["errors"]) == {"bedrock_guardrail_id", "bedrock_guardrail_version"}
+    assert "operator" in json.dumps(body["errors"])
+    assert admin_client.get(BASE + "policy/override/").json() == {}
+
+
 @pytest.mark.parametrize(("body", "content_type"), params(BAD_JSON_BODIES))
 def test_it_answers_a_4xx_problem_to_a_malformed_override(admin_client, world, body, content_type):
     grant_custom_guardrails(world.a.tenant)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from botocore.stub import Stubber
 
-from agents.guardrails import backends, enforce
+from agents.guardrails import backends, enforce, services
 from agents.guardrails.engine import BackendError
 from tenants.context import tenant_context
-from tests.guardrails.conftest import set_tier_policy
+from tests.guardrails.conftest import grant_custom_guardrails, set_override, set_tier_policy
 from tests.runtime import helpers as runtime_helpers
 
 INTERVENED_ANONYMIZED = {
@@ -125,3 +125,17 @@ def test_a_turns_input_goes_through_bedrock_when_the_policy_says_so(world, bedro
     with tenant_context(world.a.tenant):
         verdict = enforce.screen_input(world.a.tenant, world.a.member, "Mail jane@example.com about it")
     assert (verdict.text, verdict.blocked, verdict.backend) == ("Mail {EMAIL} about it", False, "bedrock")
+
+
+@pytest.mark.django_db
+def test_an_override_stored_with_a_guardrail_id_still_runs_the_tiers_guardrail(world, bedrock):
+    # Saved before tenants were refused the key: the Stubber answers only the tier's "gr-abc123".
+    set_tier_policy(
+        world.a.tenant.tier,
+        {"backend": "bedrock", "bedrock_guardrail_id": "gr-abc123", "bedrock_guardrail_version": "3"},
+    )
+    grant_custom_guardrails(world.a.tenant)
+    set_override(world.a.tenant, {"bedrock_guardrail_id": "bravo-dedicated-gr", "bedrock_guardrail_version": "1"})
+    bedrock.add_response("apply_guardrail", NONE, _request("Hello", "INPUT"))
+    result = services.try_text(world.a.tenant, "Hello", "input")
+    assert (result.blocked, result.triggers) == (False, [])
