@@ -167,29 +167,41 @@ class OverrideForm(forms.Form):
         except ValueError as exc:
             raise forms.ValidationError(f"Not valid JSON: {exc}") from None
 
+    def clean(self):
+        """Run the policy's own validation here too, on every field that parsed, so that one save
+        reports every invalid field at once (not the JSON first, and the regex after it is fixed).
+        The service validates again: this only brings its errors forward."""
+        cleaned = super().clean()
+        try:
+            policy.clean_config(self.to_config(), tenant_override=True)
+        except policy.PolicyError as exc:
+            self.add_policy_errors(exc.errors)
+        return cleaned
+
     def to_config(self) -> dict:
+        """The override the valid fields describe (a field that failed to parse is left out)."""
         data = self.cleaned_data
         config: dict = {}
-        if data["presets"]:
+        if data.get("presets"):
             config["presets"] = data["presets"]
         entities = {key: data[_entity_field(key)] for key in ENTITIES if data.get(_entity_field(key))}
         if entities:
             config["entities"] = entities
-        if data["injection"]:
+        if data.get("injection"):
             config["injection"] = data["injection"]
-        if data["output_pii"]:
+        if data.get("output_pii"):
             config["output_pii"] = data["output_pii"] == "on"
-        terms = [t.strip() for t in data["blocked_terms"].replace("\r", "").split("\n") if t.strip()]
+        terms = [t.strip() for t in data.get("blocked_terms", "").replace("\r", "").split("\n") if t.strip()]
         if terms:
             config["blocked_terms"] = terms
         for key in ("denied_topics", "custom_entities"):
-            if data[key]:
+            if data.get(key):
                 config[key] = data[key]
-        if data["json_schema"] is not None:
+        if data.get("json_schema") is not None:
             config["json_schema"] = data["json_schema"]
-        if data["block_message"].strip():
+        if data.get("block_message", "").strip():
             config["block_message"] = data["block_message"]
-        if data["failure_mode"]:
+        if data.get("failure_mode"):
             config["failure_mode"] = data["failure_mode"]
         return config
 
@@ -202,9 +214,11 @@ class OverrideForm(forms.Form):
                 field = head if head in self.fields else None
             parts = key.split(".")
             if len(parts) >= 2 and parts[1].isdigit() and field is not None:
-                # custom_entities.0.pattern → "Line 1 (pattern): …", in the words of the textarea.
+                # custom_entities.0.pattern → "Line 1 (pattern): …", in the words of the textarea
+                # (denied topics are blocks of lines, so "Topic 2").
                 detail = f" ({parts[2]})" if len(parts) > 2 else ""
-                message = f"Line {int(parts[1]) + 1}{detail}: {message}"
+                unit = "Topic" if head == "denied_topics" else "Line"
+                message = f"{unit} {int(parts[1]) + 1}{detail}: {message}"
             self.add_error(field, message)
 
 

@@ -194,24 +194,28 @@ def _custom_entities(value):
         raise PolicyError({"custom_entities": "Must be a list."})
     if len(value) > LIMITS["custom_entities"]:
         raise PolicyError({"custom_entities": f"At most {LIMITS['custom_entities']} custom entities."})
-    clean, names = [], set()
+    # Every line's errors at once: an admin fixing line 1 should not then discover line 3.
+    clean, names, errors = [], set(), {}
     for i, item in enumerate(value):
         if not isinstance(item, dict):
-            raise PolicyError({f"custom_entities.{i}": "Each entity needs a name, a pattern and an action."})
+            errors[f"custom_entities.{i}"] = "Each entity needs a name, a pattern and an action."
+            continue
         name = str(item.get("name", "")).strip()
         if not name or len(name) > 40 or not all(c.isalnum() or c in "-_" for c in name):
-            raise PolicyError({f"custom_entities.{i}.name": "Use 1–40 letters, digits, - or _."})
-        if name in names:
-            raise PolicyError({f"custom_entities.{i}.name": f"{name} is listed twice."})
+            errors[f"custom_entities.{i}.name"] = "Use 1–40 letters, digits, - or _."
+        elif name in names:
+            errors[f"custom_entities.{i}.name"] = f"{name} is listed twice."
         names.add(name)
         action = item.get("action", "redact")
         if action not in ("redact", "block"):
-            raise PolicyError({f"custom_entities.{i}.action": "Choose block or redact."})
+            errors[f"custom_entities.{i}.action"] = "Choose block or redact."
         try:
             compile_custom(item.get("pattern"))
         except CustomPatternError as exc:
-            raise PolicyError({f"custom_entities.{i}.pattern": str(exc)}) from None
-        clean.append({"name": name, "pattern": item["pattern"], "action": action})
+            errors[f"custom_entities.{i}.pattern"] = str(exc)
+        clean.append({"name": name, "pattern": item.get("pattern"), "action": action})
+    if errors:
+        raise PolicyError(errors)
     return clean
 
 
@@ -220,19 +224,30 @@ def _denied_topics(value):
         raise PolicyError({"denied_topics": "Must be a list."})
     if len(value) > LIMITS["denied_topics"]:
         raise PolicyError({"denied_topics": f"At most {LIMITS['denied_topics']} topics."})
-    clean = []
+    clean, errors = [], {}
     for i, item in enumerate(value):
         if not isinstance(item, dict):
-            raise PolicyError({f"denied_topics.{i}": "Each topic needs a name and example phrases."})
-        name = _text(80, required=True)(item.get("name", ""))
-        description = _text(500)(item.get("description", "") or "")
+            errors[f"denied_topics.{i}"] = "Each topic needs a name and example phrases."
+            continue
+        try:
+            name = _text(80, required=True)(item.get("name", ""))
+        except ValueError as exc:
+            errors[f"denied_topics.{i}.name"] = str(exc)
+        try:
+            description = _text(500)(item.get("description", "") or "")
+        except ValueError as exc:
+            errors[f"denied_topics.{i}.description"] = str(exc)
         examples = item.get("examples", [])
         if not isinstance(examples, list) or not all(isinstance(e, str) for e in examples):
-            raise PolicyError({f"denied_topics.{i}.examples": "Must be a list of phrases."})
+            errors[f"denied_topics.{i}.examples"] = "Must be a list of phrases."
+            continue
         examples = [e.strip()[:300] for e in examples if e.strip()][: LIMITS["examples"]]
         if not examples:
-            raise PolicyError({f"denied_topics.{i}.examples": "Give at least one example phrase."})
-        clean.append({"name": name, "description": description, "examples": examples})
+            errors[f"denied_topics.{i}.examples"] = "Give at least one example phrase."
+        if not errors:
+            clean.append({"name": name, "description": description, "examples": examples})
+    if errors:
+        raise PolicyError(errors)
     return clean
 
 

@@ -105,6 +105,24 @@ def test_it_refuses_an_invalid_override_with_the_error_at_the_field(client, worl
     assert override_of(world.a.tenant) is None
 
 
+def test_it_reports_every_invalid_field_at_once_in_a_summary_at_the_top(client, world):
+    # The JSON does not parse and two regexes do not compile: all three on the first save.
+    grant_custom_guardrails(world.a.tenant)
+    client.force_login(world.a.admin)
+    response = client.post(
+        URL + "policy/",
+        {"json_schema": "{not json", "custom_entities": "a | redact | EMP-(\nb | redact | [x"},
+    )
+    body = response.content.decode()
+    assert response.status_code == 400
+    summary = body[body.index('id="error-summary"') : body.index('id="stat-trigger-rate"')]
+    assert '<a href="#id_json_schema_field">' in summary and "Not valid JSON" in summary
+    assert '<a href="#id_custom_entities_field">' in summary
+    assert "Line 1 (pattern)" in summary and "Line 2 (pattern)" in summary
+    assert 'id="id_json_schema_field"' in body and 'id="id_custom_entities_field"' in body
+    assert override_of(world.a.tenant) is None
+
+
 def test_it_refuses_an_override_without_the_entitlement(client, world):
     client.force_login(world.a.owner)
     response = client.post(URL + "policy/", {"blocked_terms": "zebra"})
