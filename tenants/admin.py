@@ -1,6 +1,7 @@
-"""Django admin for staff. Tenant-owned models are read-only here (changes go
-through the services, which audit them) and listed across tenants inside
-all_tenants(), which PortalAdminSite sets for every admin view."""
+"""Django admin for staff. Tenant-owned models, tenants and tiers are read-only here
+(changes go through the operator console and its services, which audit them) and
+listed across tenants inside all_tenants(), which PortalAdminSite sets for every
+admin view."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import functools
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.urls import reverse
+from django.utils.html import format_html
 
 from tenants.context import all_tenants
 from tenants.models import AuditLog, Invitation, Membership, Tenant, Tier, User
@@ -58,17 +61,50 @@ class UserAdmin(BaseUserAdmin):
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
 
+class EditInTheConsole(admin.ModelAdmin):
+    """Read-only: an admin save would change a tenant's or tier's settings with no audit
+    entry (ARCHITECTURE.md §3). The page links to the console page that edits it, audited."""
+
+    console_label = "Edit in the operator console"
+
+    def console_url(self, obj) -> str:
+        raise NotImplementedError
+
+    @admin.display(description="Operator console")
+    def console_link(self, obj):
+        if obj is None or obj.pk is None:
+            return "—"
+        return format_html('<a href="{}">{}</a>', self.console_url(obj), self.console_label)
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["console_link", *(f.name for f in self.model._meta.fields)]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Tier)
-class TierAdmin(admin.ModelAdmin):
+class TierAdmin(EditInTheConsole):
     list_display = ["name", "slug", "monthly_price", "included_tokens", "requests_per_minute", "celery_queue"]
+
+    def console_url(self, obj) -> str:
+        return reverse("operator:tier_edit", kwargs={"slug": obj.slug})
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(EditInTheConsole):
     list_display = ["name", "slug", "tier", "deployment_model", "status", "region"]
     list_filter = ["status", "deployment_model", "tier"]
     search_fields = ["name", "slug"]
-    readonly_fields = ["status", "suspended_reason"]  # suspend through the operator console (audited)
+
+    def console_url(self, obj) -> str:
+        return reverse("operator:tenant_detail", kwargs={"slug": obj.slug})
 
 
 @admin.register(Membership)

@@ -20,7 +20,7 @@ from agents.guardrails.detectors import ENTITIES
 from agents.guardrails.forms import OverrideForm, TierPolicyForm, TryForm
 from agents.guardrails.models import Category, GuardrailEvent, GuardrailPolicy, Stage
 from agents.models import Invocation
-from portal.operator.views import operator_view
+from portal.operator.views import audited_read, operator_view
 from tenants.access import int_or_404
 from tenants.models import Tenant, Tier
 from tenants.roles import Action, can
@@ -203,7 +203,7 @@ def operator_overview(request):
         "stats": services.stats(GuardrailEvent.unscoped.all(), days=STATS_DAYS, turns=sum(turns.values())),
         "category_labels": dict(Category.choices),
     }
-    return render(request, "guardrails/operator.html", context)
+    return audited_read(request, render(request, "guardrails/operator.html", context), "guardrails")
 
 
 @operator_view

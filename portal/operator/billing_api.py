@@ -17,6 +17,8 @@ from rest_framework.response import Response
 from billing import dashboards as d
 from billing import invoices as inv
 from billing.models import Invoice, InvoiceStatus
+from portal.operator import services as operator_services
+from tenants.audit import client_ip
 from tenants.context import all_tenants
 
 REASON = "operator API: billing"
@@ -94,6 +96,7 @@ class TenantBillingViewSet(viewsets.ViewSet):
                 rows = d.operator_rows(month, query=query, sort=sort, descending=direction == "desc")
         except d.BadQuery as exc:
             raise _bad(exc) from None
+        operator_services.record_read(request.user, "billing", ip=client_ip(request))
         totals = d.operator_totals(rows)
         data = {
             "month": f"{month:%Y-%m}",
@@ -134,6 +137,7 @@ class OperatorInvoiceViewSet(viewsets.ViewSet):
                     raise ValidationError({"status": ["Use draft or final."]})
                 invoices = invoices.filter(status=status)
             invoices = list(invoices[:500])
+            operator_services.record_read(request.user, "invoices", ip=client_ip(request))
             lines = inv.lines_by_invoice(invoices)
             return Response({"count": len(invoices), "results": [inv.invoice_data(i, lines[i.pk]) for i in invoices]})
 
@@ -148,4 +152,5 @@ class OperatorInvoiceViewSet(viewsets.ViewSet):
             invoice = Invoice.unscoped.select_related("tenant").filter(pk=int(pk)).first()
             if invoice is None:
                 raise NotFound()
+            operator_services.record_read(request.user, "invoice", tenant=invoice.tenant, ip=client_ip(request))
             return Response(inv.invoice_data(invoice))

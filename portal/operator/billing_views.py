@@ -24,7 +24,7 @@ from billing import invoices as inv
 from billing.accounting import month_start, next_month
 from billing.models import Invoice, InvoiceStatus
 from billing.views import PALETTE, dashboard_context, invoice_context, invoice_download
-from portal.operator.views import operator_view
+from portal.operator.views import audited_read, operator_view
 from tenants.audit import client_ip
 from tenants.context import tenant_context
 from tenants.models import Tenant
@@ -85,7 +85,7 @@ def billing_overview(request):
     month, sort, descending, query, error = _table_params(request)
     rows = d.operator_rows(month, query=query, sort=sort, descending=descending)
     if request.GET.get("format") == "csv":
-        return _overview_csv(rows, month)
+        return audited_read(request, _overview_csv(rows, month), "billing")
     page = Paginator(rows, PER_PAGE).get_page(request.GET.get("page"))
     headers = []
     for key, label, numeric in SORT_LABELS:
@@ -118,7 +118,8 @@ def billing_overview(request):
         "csv_query": _qs(month, sort, descending, query, format="csv"),
         "is_current_month": month == month_start(),
     }
-    return render(request, "operator/billing.html", context, status=400 if error else 200)
+    response = render(request, "operator/billing.html", context, status=400 if error else 200)
+    return audited_read(request, response, "billing")
 
 
 def _overview_csv(rows, month: dt.date) -> HttpResponse:
@@ -186,7 +187,8 @@ def billing_tenant(request, slug):
                 "palette": PALETTE,
             }
         )
-        return render(request, "operator/billing_tenant.html", context, status=400 if error else 200)
+        response = render(request, "operator/billing_tenant.html", context, status=400 if error else 200)
+    return audited_read(request, response, "tenant_billing", tenant)
 
 
 # --- invoices ---------------------------------------------------------------------------------
@@ -219,7 +221,8 @@ def billing_invoices(request):
         "draft_month": last_month,
         "current_month": month_start(),
     }
-    return render(request, "operator/billing_invoices.html", context, status=400 if error else 200)
+    response = render(request, "operator/billing_invoices.html", context, status=400 if error else 200)
+    return audited_read(request, response, "invoices")
 
 
 @require_POST
@@ -251,7 +254,7 @@ def billing_invoices_export(request):
     except d.BadQuery as exc:
         return HttpResponse(exc.message, status=400, content_type="text/plain; charset=utf-8")
     invoices = list(Invoice.unscoped.filter(period=month).select_related("tenant").order_by("tenant__name"))
-    return invoice_download(invoices, fmt, f"invoices-{month:%Y-%m}")
+    return audited_read(request, invoice_download(invoices, fmt, f"invoices-{month:%Y-%m}"), "invoices")
 
 
 def _invoice(invoice_id) -> Invoice:
@@ -267,7 +270,7 @@ def billing_invoice(request, invoice_id):
     context = invoice_context(invoice)
     context["can_finalise"] = invoice.status == InvoiceStatus.DRAFT and next_month(invoice.period) <= d.today()
     context["margin"] = invoice.total - invoice.cost.quantize(inv.CENTS)
-    return render(request, "operator/billing_invoice.html", context)
+    return audited_read(request, render(request, "operator/billing_invoice.html", context), "invoice", invoice.tenant)
 
 
 @require_POST
@@ -289,4 +292,5 @@ def billing_invoice_export(request, invoice_id):
     fmt = request.GET.get("format", "csv")
     if fmt not in ("csv", "json"):
         return HttpResponse("Unknown format; use csv or json.", status=400, content_type="text/plain; charset=utf-8")
-    return invoice_download([invoice], fmt, inv.invoice_number(invoice))
+    response = invoice_download([invoice], fmt, inv.invoice_number(invoice))
+    return audited_read(request, response, "invoice_export", invoice.tenant)

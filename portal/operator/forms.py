@@ -32,6 +32,18 @@ class TenantUpdateForm(forms.Form):
     gateway_id = forms.CharField(required=False, max_length=200, label="Gateway id")
     iam_role_arn = forms.CharField(required=False, max_length=300, label="IAM role ARN")
     celery_queue = forms.CharField(required=False, max_length=63, label="Celery queue (silo)")
+    feature_grants = forms.MultipleChoiceField(
+        required=False,
+        choices=list(FEATURES.items()),
+        widget=forms.CheckboxSelectMultiple,
+        label="Granted beyond the tier",
+    )
+    feature_revocations = forms.MultipleChoiceField(
+        required=False,
+        choices=list(FEATURES.items()),
+        widget=forms.CheckboxSelectMultiple,
+        label="Revoked although the tier includes them",
+    )
 
     @classmethod
     def for_tenant(cls, tenant: Tenant, data=None):
@@ -41,8 +53,17 @@ class TenantUpdateForm(forms.Form):
             "deployment_model": tenant.deployment_model,
             "region": tenant.region,
             **{key: (tenant.resource_bindings or {}).get(key, "") for key in BINDING_KEYS},
+            "feature_grants": tenant.feature_grants or [],
+            "feature_revocations": tenant.feature_revocations or [],
         }
         return cls(data, initial=initial)
+
+    def clean(self):
+        cleaned = super().clean()
+        both = set(cleaned.get("feature_grants") or []) & set(cleaned.get("feature_revocations") or [])
+        if both:
+            self.add_error("feature_revocations", f"Granted and revoked at once: {', '.join(sorted(both))}.")
+        return cleaned
 
     def changes(self) -> dict:
         data = self.cleaned_data
@@ -53,6 +74,9 @@ class TenantUpdateForm(forms.Form):
             "region": data["region"],
             "resource_bindings": {key: data[key] for key in BINDING_KEYS if data.get(key)},
         }
+
+    def feature_changes(self) -> dict:
+        return {"grants": self.cleaned_data["feature_grants"], "revocations": self.cleaned_data["feature_revocations"]}
 
 
 class SuspendForm(forms.Form):

@@ -1,4 +1,4 @@
-"""The operator console: staff only, cross-tenant by design, every change audited.
+"""The operator console: staff only, cross-tenant by design, every change and read audited.
 
 Non-staff get 404: the console's existence is not advertised. Reads across
 tenants run inside all_tenants("operator console") and use `unscoped` managers.
@@ -11,6 +11,7 @@ import functools
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.db.models import Count, F, Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
@@ -18,6 +19,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from portal.operator import services as operator_services
 from portal.operator.forms import SuspendForm, TenantCreateForm, TenantUpdateForm, TierForm
 from tenants import entitlements, services
 from tenants.audit import client_ip
@@ -50,6 +52,13 @@ def operator_view(view):
 
 def _ip(request):
     return client_ip(request)
+
+
+def audited_read(request, response, page: str, tenant: Tenant | None = None):
+    """`response`, once the operator's read of one tenant's data (or of every tenant's, `tenant`
+    None) is in the audit log. Recorded after rendering, so a page does not list its own visit."""
+    operator_services.record_read(request.user, page, tenant=tenant, ip=_ip(request))
+    return response
 
 
 @operator_view
@@ -112,15 +121,19 @@ def tenant_detail(request, slug):
         form = TenantUpdateForm.for_tenant(tenant, data=request.POST)
         if form.is_valid():
             try:
-                services.update_tenant(request.user, tenant, ip=_ip(request), **form.changes())
+                with transaction.atomic():
+                    services.update_tenant(request.user, tenant, ip=_ip(request), **form.changes())
+                    operator_services.set_features(request.user, tenant, ip=_ip(request), **form.feature_changes())
             except services.ServiceError as exc:
                 form.add_error(None, exc)
             else:
                 messages.success(request, f"{tenant.name} was updated.")
                 return redirect("operator:tenant_detail", slug=tenant.slug)
         tenant.refresh_from_db()
-        return render(request, "operator/tenant_detail.html", _tenant_detail_context(tenant, form=form), status=400)
-    return render(request, "operator/tenant_detail.html", _tenant_detail_context(tenant))
+        response = render(request, "operator/tenant_detail.html", _tenant_detail_context(tenant, form=form), status=400)
+        return audited_read(request, response, "tenant_detail", tenant)
+    response = render(request, "operator/tenant_detail.html", _tenant_detail_context(tenant))
+    return audited_read(request, response, "tenant_detail", tenant)
 
 
 @require_POST
@@ -130,7 +143,8 @@ def tenant_suspend(request, slug):
     form = SuspendForm(request.POST)
     if not form.is_valid():
         context = _tenant_detail_context(tenant, suspend_form=form)
-        return render(request, "operator/tenant_detail.html", context, status=400)
+        response = render(request, "operator/tenant_detail.html", context, status=400)
+        return audited_read(request, response, "tenant_detail", tenant)
     try:
         services.set_tenant_status(
             request.user, tenant, TenantStatus.SUSPENDED, form.cleaned_data["reason"], _ip(request)
@@ -182,7 +196,8 @@ def audit_log(request):
     form = AuditFilterForm(request.GET or None)
     entries = form.filter(AuditLog.unscoped.select_related("tenant"))
     page = Paginator(entries, 50).get_page(request.GET.get("page"))
-    return render(request, "operator/audit_log.html", {"form": form, "page": page})
+    response = render(request, "operator/audit_log.html", {"form": form, "page": page})
+    return audited_read(request, response, "audit_log")
 
 
 # --- agent identities -----------------------------------------------------------------------

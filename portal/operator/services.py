@@ -1,0 +1,102 @@
+"""Operator-console actions that tenants/services.py does not (yet) offer: the audit of
+operators' reads across tenants, and feature grants and revocations.
+
+ARCHITECTURE.md §3: cross-tenant reads happen only here and in billing roll-ups, "and
+are audited". A read is recorded as `operator.viewed`:
+
+* a page of ONE tenant's data (its settings and members, its billing, one invoice) goes
+  into that tenant's audit log, so its admins see when the provider's staff looked;
+* a page across tenants (guardrail activity, margins, invoices, the audit log) goes
+  into the platform log, which only operators see.
+
+One entry per operator, tenant and page per READ_WINDOW: a page reloaded, sorted or
+paged through is one visit, not a flood that buries the changes in the log.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from tenants import audit, entitlements
+from tenants.context import all_tenants
+from tenants.models import AuditLog, Tenant, User
+from tenants.services import OPERATOR_REASON, ServiceError
+
+READ_ACTION = "operator.viewed"
+READ_WINDOW = timedelta(minutes=10)
+
+# page → what the operator saw, in words a tenant admin reading their log understands.
+PAGES = {
+    "tenant_detail": "Operator console: settings, members, invitations, API clients and audit log",
+    "tenant_billing": "Operator console: usage, cost and invoices",
+    "invoice": "Operator console: an invoice",
+    "invoice_export": "Operator console: an invoice download",
+    "guardrails": "Operator console: every tenant's guardrail activity",
+    "billing": "Operator console: every tenant's revenue, cost and margin",
+    "invoices": "Operator console: every tenant's invoices",
+    "audit_log": "Operator console: the audit log of every tenant",
+}
+
+
+def record_read(operator: User, page: str, *, tenant: Tenant | None = None, ip: str | None = None) -> AuditLog | None:
+    """Audit that `operator` read `page` (of `tenant`, or across tenants); None when already
+    recorded within READ_WINDOW."""
+    description = PAGES[page]
+    with all_tenants(OPERATOR_REASON):
+        recent = AuditLog.unscoped.filter(
+            action=READ_ACTION,
+            actor=operator,
+            tenant=tenant,
+            target_repr=description,
+            created_at__gte=timezone.now() - READ_WINDOW,
+        )
+        if recent.exists():
+            return None
+        return audit.record(
+            READ_ACTION,
+            actor=operator,
+            tenant=tenant,
+            target=tenant,
+            target_repr=description,
+            after={"page": page},
+            ip=ip,
+        )
+
+
+def set_features(
+    operator: User, tenant: Tenant, *, grants: list[str], revocations: list[str], ip: str | None = None
+) -> Tenant:
+    """Grant features beyond the tenant's tier and revoke ones it includes (audited).
+
+    What was the Django admin's alone, now read-only so that no edit escapes the audit."""
+    if not (operator.is_authenticated and operator.is_active and operator.is_staff):
+        raise ServiceError("Only operators can do this.")
+    grants, revocations = sorted(set(grants)), sorted(set(revocations))
+    unknown = entitlements.unknown_features(grants) | entitlements.unknown_features(revocations)
+    if unknown:
+        raise ServiceError(f"Unknown features: {', '.join(sorted(unknown))}.")
+    both = set(grants) & set(revocations)
+    if both:
+        raise ServiceError(f"Grant or revoke, not both: {', '.join(sorted(both))}.")
+    before = {"feature_grants": tenant.feature_grants or [], "feature_revocations": tenant.feature_revocations or []}
+    after = {"feature_grants": grants, "feature_revocations": revocations}
+    changed = [key for key in before if sorted(before[key]) != after[key]]
+    if not changed:
+        return tenant
+    with transaction.atomic():
+        tenant.feature_grants, tenant.feature_revocations = grants, revocations
+        tenant.save(update_fields=["feature_grants", "feature_revocations", "updated_at"])
+        with all_tenants(OPERATOR_REASON):
+            audit.record(
+                "tenant.features_changed",
+                actor=operator,
+                tenant=tenant,
+                target=tenant,
+                before={key: before[key] for key in changed},
+                after={key: after[key] for key in changed},
+                ip=ip,
+            )
+    return tenant
