@@ -17,6 +17,25 @@ PORT = os.environ.get("PORT", "8000")
 WORKER_CONCURRENCY = os.environ.get("CELERY_WORKER_CONCURRENCY", "2")
 
 
+def site_url(host: str, port: str) -> str:
+    """The address links should carry when the server listens on host:port.
+
+    A wildcard address is where the server listens, not one a browser can open."""
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 (a comparison, not a bind)
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def configure_environment(environ=os.environ, host: str = HOST, port: str = PORT) -> None:
+    """Links in e-mails, the token issuer and the gateway URL derive from SITE_URL
+    (portal/settings.py). Unless it is set explicitly, it is where this server listens,
+    so `PORT=8123 make run` does not send invitation links to :8000. Set before Django
+    starts here and inherited by the web server and the worker."""
+    environ.setdefault("SITE_URL", site_url(host, port))
+
+
 def _queues() -> str:
     out = subprocess.run(
         [sys.executable, "manage.py", "celery_queues"], check=True, capture_output=True, text=True
@@ -44,6 +63,7 @@ def _banner() -> str:
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    configure_environment()
     import django
 
     django.setup()
