@@ -1,3 +1,4 @@
+from tenants import entitlements
 from tenants.roles import Action, can
 
 
@@ -10,8 +11,9 @@ def navigation(request):
 
     membership = getattr(request, "membership", None)
     role = membership.role if membership is not None else None
+    tenant = getattr(request, "tenant", None)
     return {
-        "current_tenant": getattr(request, "tenant", None),
+        "current_tenant": tenant,
         "current_membership": membership,
         "my_memberships": my_tenants(user),
         "nav": {
@@ -21,6 +23,7 @@ def navigation(request):
             "agents": can(role, Action.MANAGE_AGENTS),
             "security": can(role, Action.MANAGE_SECURITY),
             "sso": can(role, Action.MANAGE_SSO),
+            "sso_in_tier": tenant is not None and entitlements.has_feature(tenant, "sso"),
             "chat": can(role, Action.USE_AGENTS),
             "knowledge": can(role, Action.MANAGE_KNOWLEDGE),
             "billing": can(role, Action.VIEW_BILLING),

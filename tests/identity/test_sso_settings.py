@@ -93,6 +93,20 @@ def test_it_answers_404_to_the_other_tenants_admin(client, world, alpha):
     assert connection_of(alpha) is None
 
 
+@pytest.mark.parametrize("role", ["owner", "admin"])
+def test_it_is_linked_from_the_security_page(client, alpha, role):
+    client.force_login(alpha.user(role))
+    body = text(client.get(f"/t/{alpha.tenant.slug}/security/"))
+    assert f'href="{url(alpha)}">Single sign-on settings</a>' in body
+    assert f'href="/t/{alpha.tenant.slug}/security/">' in text(client.get(url(alpha)))  # and back
+
+
+def test_the_security_page_says_when_the_tier_lacks_single_sign_on(client, world):
+    client.force_login(world.b.owner)
+    body = text(client.get(f"/t/{world.b.tenant.slug}/security/"))
+    assert "Not in your tier" in body and f'href="{url(world.b)}">Learn more</a>' in body
+
+
 def test_a_tenant_without_the_feature_gets_the_not_in_tier_page(client, world):
     client.force_login(world.b.owner)
 
