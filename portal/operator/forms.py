@@ -89,7 +89,8 @@ class TierForm(forms.ModelForm):
     )
     allowed_models = forms.CharField(
         required=False,
-        help_text="Comma-separated model ids, e.g. offline-small, anthropic.claude-3-haiku",
+        help_text="Comma-separated model keys, the tier's default first, e.g. offline-small, "
+        "anthropic.claude-3-5-haiku-20241022-v1:0",
         widget=forms.TextInput(),
     )
 
@@ -121,4 +122,20 @@ class TierForm(forms.ModelForm):
         models = [item.strip() for item in raw.split(",") if item.strip()]
         if any(len(m) > 200 for m in models):
             raise forms.ValidationError("A model id is at most 200 characters.")
-        return models
+        # A typo would leave the tier with a model that routing silently skips.
+        known = shared_model_keys()
+        unknown = [m for m in dict.fromkeys(models) if m not in known]
+        if unknown:
+            raise forms.ValidationError(
+                f"Unknown model{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}. "
+                f"Models on offer: {', '.join(sorted(known)) or 'none yet'}."
+            )
+        return list(dict.fromkeys(models))
+
+
+def shared_model_keys() -> set[str]:
+    """The keys of the models the platform offers every tier (a tenant's fine-tuned model is
+    not a tier's to allow: it replaces its base model for that tenant only)."""
+    from agents.models import ModelOffering
+
+    return set(ModelOffering.unscoped.filter(owner_tenant__isnull=True).values_list("key", flat=True))

@@ -9,6 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from tenants import services
+from tenants.context import all_tenants
 from tenants.models import InvitationStatus, Tenant, TenantStatus, Tier, User
 from tenants.roles import Role
 from tests import factories
@@ -507,6 +508,27 @@ def test_it_refuses_a_suspension_by_non_staff(client, world):
     assert Tenant.objects.get(slug="bravo").status == TenantStatus.ACTIVE
 
 
+MODELS_ON_OFFER = ("offline-small", "anthropic.claude-3-haiku")
+
+
+@pytest.fixture
+def models_on_offer(world):
+    """The shared models a tier may allow, and a tenant's fine-tuned one, which it may not."""
+    from agents.models import ModelOffering, Provider
+
+    with all_tenants("test: the model catalogue"):
+        for key in MODELS_ON_OFFER:
+            base = ModelOffering.unscoped.create(key=key, name=key, provider=Provider.OFFLINE, model_id=key)
+        ModelOffering.unscoped.create(
+            key="alpha-ft",
+            name="Alpha's",
+            provider=Provider.OFFLINE,
+            model_id="ft",
+            base=base,
+            owner_tenant=world.a.tenant,
+        )
+
+
 def tier_form(**overrides) -> dict:
     data = {
         "name": "Enterprise",
@@ -526,7 +548,7 @@ def tier_form(**overrides) -> dict:
     return data
 
 
-def test_it_lets_an_operator_create_a_tier(client, world, operator):
+def test_it_lets_an_operator_create_a_tier(client, world, operator, models_on_offer):
     client.force_login(operator)
     response = client.post("/operator/tiers/new/", tier_form())
     assert response.status_code == 302
@@ -571,7 +593,7 @@ def test_it_answers_400_to_a_tier_edit_with_a_negative_price_and_changes_nothing
     assert platform_audit_entries("tier.updated") == []
 
 
-def test_it_saves_and_audits_a_tier_edit(client, world, operator):
+def test_it_saves_and_audits_a_tier_edit(client, world, operator, models_on_offer):
     client.force_login(operator)
     response = client.post(
         "/operator/tiers/standard-test/",
@@ -583,6 +605,17 @@ def test_it_saves_and_audits_a_tier_edit(client, world, operator):
     [entry] = platform_audit_entries("tier.updated")
     assert entry.before["monthly_price"] == "100.00"
     assert entry.after["monthly_price"] == "150.00"
+
+
+def test_it_names_the_unknown_models_of_a_tier_and_changes_nothing(client, world, operator, models_on_offer):
+    client.force_login(operator)
+    form = tier_form(slug="standard-test", allowed_models="offline-small, gpt-99-typo, alpha-ft")
+    response = client.post("/operator/tiers/standard-test/", form)
+    assert response.status_code == 400
+    [error] = response.context["form"].errors["allowed_models"]
+    assert error == "Unknown models: gpt-99-typo, alpha-ft. Models on offer: anthropic.claude-3-haiku, offline-small."
+    assert Tier.objects.get(slug="standard-test").allowed_models == []
+    assert platform_audit_entries("tier.updated") == []
 
 
 def test_it_filters_the_console_audit_log_by_action_and_tenant(client, world, operator):
