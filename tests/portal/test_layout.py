@@ -1,0 +1,23 @@
+"""The page shell (templates/base.html): what every page carries."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+ICON = '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
+
+
+def test_a_public_page_names_its_icon_so_browsers_do_not_ask_for_favicon_ico(client):
+    assert ICON in client.get("/accounts/login/").content.decode()
+
+
+def test_a_tenant_page_names_its_icon(client, world):
+    client.force_login(world.a.owner)
+    assert ICON in client.get("/t/alpha/").content.decode()
+
+
+def test_the_icon_is_served(client):
+    response = client.get("/static/favicon.svg")
+    assert (response.status_code, response["Content-Type"]) == (200, "image/svg+xml")
+    assert b"".join(response.streaming_content).startswith(b"<svg")
