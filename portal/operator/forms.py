@@ -56,7 +56,15 @@ class TenantUpdateForm(forms.Form):
             "feature_grants": tenant.feature_grants or [],
             "feature_revocations": tenant.feature_revocations or [],
         }
-        return cls(data, initial=initial)
+        form = cls(data, initial=initial)
+        # Only what can matter: grants of features the tier lacks, revocations of ones it has
+        # (and whatever is set today, so that a save never drops it unseen).
+        in_tier = set(tenant.tier.default_features or [])
+        grantable = (set(FEATURES) - in_tier) | set(tenant.feature_grants or [])
+        revocable = in_tier | set(tenant.feature_revocations or [])
+        form.fields["feature_grants"].choices = [(k, v) for k, v in FEATURES.items() if k in grantable]
+        form.fields["feature_revocations"].choices = [(k, v) for k, v in FEATURES.items() if k in revocable]
+        return form
 
     def clean(self):
         cleaned = super().clean()

@@ -159,11 +159,22 @@ def test_the_console_grants_and_revokes_features_audited(client, world, operator
     assert not re.search(r'name="feature_grants" value="chat"[^>]* checked', page)
 
 
-def test_the_console_refuses_a_feature_granted_and_revoked_at_once(client, world, operator):
+def test_the_console_offers_grants_the_tier_lacks_and_revocations_of_what_it_has(client, world, operator):
     client.force_login(operator)
-    form = settings_form(world.b.tenant, feature_grants=["sso"], feature_revocations=["sso"])
+    form = settings_form(world.b.tenant, feature_grants=["chat"], feature_revocations=["sso"])  # tier: chat, api
     response = client.post("/operator/tenants/bravo/", form)
     assert response.status_code == 400
-    assert "Granted and revoked at once: sso." in response.content.decode()
+    assert set(response.context["form"].errors) == {"feature_grants", "feature_revocations"}
     assert Tenant.objects.get(pk=world.b.tenant.pk).feature_grants == []
+
+
+def test_the_console_refuses_a_feature_granted_and_revoked_at_once(client, world, operator):
+    # A grant made before the tier came to include it is still shown, and so revocable too.
+    Tenant.objects.filter(pk=world.b.tenant.pk).update(feature_grants=["chat"])
+    client.force_login(operator)
+    form = settings_form(world.b.tenant, feature_grants=["chat"], feature_revocations=["chat"])
+    response = client.post("/operator/tenants/bravo/", form)
+    assert response.status_code == 400
+    assert "Granted and revoked at once: chat." in response.content.decode()
+    assert Tenant.objects.get(pk=world.b.tenant.pk).feature_revocations == []
     assert audit_entries(world.b.tenant, "tenant.features_changed") == []
