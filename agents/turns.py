@@ -221,6 +221,23 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
     holds_back = None  # read at the first delta: the policy lookup stays off the path to the runtime
     shown, shown_at = "", 0
     runtime_span = {"started": time.time(), "clock": time.perf_counter(), "first_token_ms": None}
+
+    def failed(reason: str) -> str:
+        """The turn fails with `reason`, keeping its answer so far and billed for what it used."""
+        _finish(
+            invocation,
+            "".join(answer),
+            MessageStatus.FAILED,
+            usage,
+            citations,
+            tool_calls,
+            started,
+            error=reason,
+            trace=trace,
+        )
+        publisher.emit("error", {"message": reason})
+        return "failed"
+
     try:
         for event in runtime_gateway.invoke(tenant, invocation):
             kind = event.get("type")
@@ -278,34 +295,10 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
             # conditional update then changes nothing).
             # The detail (URLs, errno) is for operators' logs; the person sees a plain reason.
             log.error("turn %s: runtime unavailable after retries: %s", invocation.pk, exc)
-            _finish(
-                invocation,
-                "".join(answer),
-                MessageStatus.FAILED,
-                usage,
-                citations,
-                tool_calls,
-                started,
-                error="The agent runtime is unavailable. Try again in a moment.",
-                trace=trace,
-            )
-            publisher.emit("error", {"message": "The agent runtime is unavailable. Try again in a moment."})
-            return "failed"
+            return failed("The agent runtime is unavailable. Try again in a moment.")
     except runtime_gateway.RuntimeRejected as exc:
         publisher.flush()
-        _finish(
-            invocation,
-            "".join(answer),
-            MessageStatus.FAILED,
-            usage,
-            citations,
-            tool_calls,
-            started,
-            error=str(exc)[:500],
-            trace=trace,
-        )
-        publisher.emit("error", {"message": str(exc)[:500]})
-        return "failed"
+        return failed(str(exc)[:500])
     except Exception as exc:
         # The soft time limit (raised wherever the worker is, usually waiting for the
         # runtime) or a bug: the turn fails, billed for what it used until then (tokens,
@@ -318,19 +311,7 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
         else:
             reason = WENT_WRONG
             log.exception("turn %s failed unexpectedly", invocation.pk)
-        _finish(
-            invocation,
-            "".join(answer),
-            MessageStatus.FAILED,
-            usage,
-            citations,
-            tool_calls,
-            started,
-            error=reason,
-            trace=trace,
-        )
-        publisher.emit("error", {"message": reason})
-        return "failed"
+        return failed(reason)
 
     if runtime_span["first_token_ms"] is None:  # no text came: the call still happened
         runtime_span.update(_runtime_called(invocation, trace, runtime_span))

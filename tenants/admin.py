@@ -34,9 +34,8 @@ def _admin_view_across_tenants(self, view, cacheable=False):
 admin.site.admin_view = _admin_view_across_tenants.__get__(admin.site)
 
 
-class ReadOnlyAcrossTenants(admin.ModelAdmin):
-    def get_queryset(self, request):
-        return self.model.unscoped.all()
+class NoWrites(admin.ModelAdmin):
+    """The admin may look, never write: its saves would skip the services and their audit."""
 
     def has_add_permission(self, request):
         return False
@@ -46,6 +45,11 @@ class ReadOnlyAcrossTenants(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ReadOnlyAcrossTenants(NoWrites):
+    def get_queryset(self, request):
+        return self.model.unscoped.all()
 
 
 @admin.register(User)
@@ -61,40 +65,29 @@ class UserAdmin(BaseUserAdmin):
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
 
-class EditInTheConsole(admin.ModelAdmin):
+class EditInTheConsole(NoWrites):
     """Read-only: an admin save would change a tenant's or tier's settings with no audit
     entry (ARCHITECTURE.md §3). The page links to the console page that edits it, audited."""
 
     console_label = "Edit in the operator console"
-
-    def console_url(self, obj) -> str:
-        raise NotImplementedError
+    console_view = ""  # the console page that edits the object, reversed with its slug
 
     @admin.display(description="Operator console")
     def console_link(self, obj):
         if obj is None or obj.pk is None:
             return "—"
-        return format_html('<a href="{}">{}</a>', self.console_url(obj), self.console_label)
+        return format_html(
+            '<a href="{}">{}</a>', reverse(self.console_view, kwargs={"slug": obj.slug}), self.console_label
+        )
 
     def get_readonly_fields(self, request, obj=None):
         return ["console_link", *(f.name for f in self.model._meta.fields)]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Tier)
 class TierAdmin(EditInTheConsole):
     list_display = ["name", "slug", "monthly_price", "included_tokens", "requests_per_minute", "celery_queue"]
-
-    def console_url(self, obj) -> str:
-        return reverse("operator:tier_edit", kwargs={"slug": obj.slug})
+    console_view = "operator:tier_edit"
 
 
 @admin.register(Tenant)
@@ -102,9 +95,7 @@ class TenantAdmin(EditInTheConsole):
     list_display = ["name", "slug", "tier", "deployment_model", "status", "region"]
     list_filter = ["status", "deployment_model", "tier"]
     search_fields = ["name", "slug"]
-
-    def console_url(self, obj) -> str:
-        return reverse("operator:tenant_detail", kwargs={"slug": obj.slug})
+    console_view = "operator:tenant_detail"
 
 
 @admin.register(Membership)
