@@ -8,7 +8,7 @@ that is not one, an unknown grouping) answer a 400 problem naming the field.
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -177,9 +177,17 @@ class InvoiceLineSerializer(serializers.ModelSerializer):
         fields = ["kind", "description", "quantity", "unit_price", "amount"]
 
 
+@extend_schema_field({"type": "string", "pattern": r"^\d{4}-\d{2}$", "example": "2026-12"})
+class MonthField(serializers.DateField):
+    """A calendar month, written YYYY-MM."""
+
+    def __init__(self, **kwargs):
+        super().__init__(format="%Y-%m", **kwargs)
+
+
 class InvoiceSerializer(serializers.ModelSerializer):
     number = serializers.SerializerMethodField()
-    period = serializers.DateField(format="%Y-%m")
+    period = MonthField()
     lines = InvoiceLineSerializer(many=True, read_only=True)
 
     class Meta:

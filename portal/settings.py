@@ -341,7 +341,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "portal.schema.ProblemAutoSchema",
     "DEFAULT_PAGINATION_CLASS": "portal.drf.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "portal.api.problem_exception_handler",
@@ -351,9 +351,20 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Tenant Portal API",
-    "DESCRIPTION": "Tenants, members and invitations of the multi-tenant agent service.",
+    "DESCRIPTION": (
+        "The multi-tenant agent service: tenants, members and invitations; agents, conversations and "
+        "streamed turns; knowledge bases; guardrails; usage, limits and invoices; and the operator's "
+        "billing views. Every call carries an access token from /oauth/token that speaks for one "
+        "tenant; errors are problem details (application/problem+json)."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Choice sets shared by several fields get one stable name (not "Role792Enum").
+    "ENUM_NAME_OVERRIDES": {
+        "MemberRoleEnum": "tenants.roles.Role.choices",
+        "TurnStatusEnum": "agents.models.MessageStatus.choices",
+        "InvoiceStatusEnum": "billing.models.InvoiceStatus.choices",
+    },
     "COMPONENT_SPLIT_REQUEST": True,
     # Swagger UI from the pinned drf-spectacular-sidecar package, never a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -8,6 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from portal.api import TenantScopedAPIMixin
+from portal.schema import counted_list
 from tenants import services
 from tenants.access import access_invitation, access_membership
 from tenants.context import user_context
@@ -44,7 +45,7 @@ class TenantViewSet(viewsets.ViewSet):
         with user_context(request.user.pk):
             return list(Membership.of_user(request.user).order_by("tenant__name"))
 
-    @extend_schema(responses=TenantSerializer(many=True))
+    @extend_schema(responses=counted_list("TenantList", TenantSerializer))
     def list(self, request):
         memberships = self._memberships(request)
         roles = {m.tenant_id: m.role for m in memberships}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from agents.guardrails import policy, services
 from agents.guardrails.models import Category, GuardrailEvent, Stage
 from portal.api import TenantScopedAPIMixin
+from portal.schema import one_object
 from tenants.access import int_or_404
 from tenants.api import TENANT_SLUG
 from tenants.roles import Action
@@ -18,15 +19,13 @@ from tenants.services import Actor, ServiceError
 
 EVENT_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The event's id")
 
-PolicySerializer = inline_serializer(
-    "GuardrailPolicyView",
-    {
-        "effective": serializers.JSONField(help_text="The merged policy every turn runs (tier ← override ← presets)."),
-        "tier_defaults": serializers.JSONField(help_text="The operator's defaults for this tenant's tier."),
-        "override": serializers.JSONField(help_text="This tenant's own settings."),
-        "may_override": serializers.BooleanField(help_text="Whether the tier includes custom_guardrails."),
-    },
-)
+
+@one_object  # GET .../guardrails/policy/ is the viewset's `list`, but answers with one policy
+class GuardrailPolicyViewSerializer(serializers.Serializer):
+    effective = serializers.JSONField(help_text="The merged policy every turn runs (tier ← override ← presets).")
+    tier_defaults = serializers.JSONField(help_text="The operator's defaults for this tenant's tier.")
+    override = serializers.JSONField(help_text="This tenant's own settings.")
+    may_override = serializers.BooleanField(help_text="Whether the tier includes custom_guardrails.")
 
 
 class GuardrailEventSerializer(serializers.ModelSerializer):
@@ -77,7 +76,7 @@ class GuardrailPolicyViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
     }
     serializer_class = serializers.Serializer
 
-    @extend_schema(responses=PolicySerializer)
+    @extend_schema(responses=GuardrailPolicyViewSerializer)
     def list(self, request, *args, **kwargs):
         return Response(_policy_body(request.tenant))
 
@@ -88,7 +87,7 @@ class GuardrailPolicyViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         request=OpenApiTypes.OBJECT,
-        responses=PolicySerializer,
+        responses=GuardrailPolicyViewSerializer,
         description="Replace the tenant's override. Keys: presets, entities {name: block|redact|allow}, "
         "custom_entities [{name, pattern, action}], denied_topics [{name, description, examples}], "
         "blocked_terms, injection (off|low|medium|high), output_pii, json_schema, block_message, "

@@ -16,8 +16,10 @@ from rest_framework.response import Response
 
 from billing import dashboards as d
 from billing import invoices as inv
+from billing.api import InvoiceSerializer
 from billing.models import Invoice, InvoiceStatus
 from portal.operator import services as operator_services
+from portal.schema import counted_list
 from tenants.audit import client_ip
 from tenants.context import all_tenants
 
@@ -110,6 +112,15 @@ class TenantBillingViewSet(viewsets.ViewSet):
         return Response(OperatorTableSerializer(data).data)
 
 
+class OperatorInvoiceSerializer(InvoiceSerializer):
+    """An invoice as the operator sees it: the tenant's own fields and which tenant it is."""
+
+    tenant = serializers.CharField(help_text="The tenant's slug")
+
+    class Meta(InvoiceSerializer.Meta):
+        fields = [*InvoiceSerializer.Meta.fields[:2], "tenant", *InvoiceSerializer.Meta.fields[2:]]
+
+
 class OperatorInvoiceViewSet(viewsets.ViewSet):
     """Every tenant's invoices (the same JSON as the console's export)."""
 
@@ -120,7 +131,7 @@ class OperatorInvoiceViewSet(viewsets.ViewSet):
             OpenApiParameter("month", str, description="YYYY-MM"),
             OpenApiParameter("status", str, enum=["draft", "final"]),
         ],
-        responses=serializers.JSONField,
+        responses=counted_list("OperatorInvoiceList", OperatorInvoiceSerializer),
     )
     def list(self, request):
         params = request.query_params
@@ -143,7 +154,7 @@ class OperatorInvoiceViewSet(viewsets.ViewSet):
 
     @extend_schema(
         parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH, description="The invoice's id")],
-        responses=serializers.JSONField,
+        responses=OperatorInvoiceSerializer,
     )
     def retrieve(self, request, pk=None):
         if not str(pk).isdigit() or len(str(pk)) > 18:
