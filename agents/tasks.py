@@ -41,8 +41,11 @@ def run_turn(self, tenant: Tenant, invocation_id: str) -> str:
         countdown = min(2**self.request.retries, 30)
         log.warning("turn %s: transient runtime error, retry in %ss: %s", invocation_id, countdown, exc)
         raise self.retry(exc=exc, countdown=countdown)
-    # The last resort: turns.run itself fails (and bills) a turn interrupted while it talks
-    # to the runtime; these catch what is raised outside that (the claim, the finish).
+    # The last resort: turns.run itself fails (and bills, for what the runtime reported) a
+    # turn interrupted once the runtime may have been called, in the final guardrail check
+    # and the finish too; these catch what is raised before that (the claim and the stream's
+    # first event: nothing used, nothing to bill) or by run()'s own failure handling. A turn
+    # ended already is left as it is (turns._finish's conditional update).
     except SoftTimeLimitExceeded:
         turns.fail(invocation_id, turns.TOOK_TOO_LONG)
         return "failed"

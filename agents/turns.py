@@ -221,9 +221,12 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
     holds_back = None  # read at the first delta: the policy lookup stays off the path to the runtime
     shown, shown_at = "", 0
     runtime_span = {"started": time.time(), "clock": time.perf_counter(), "first_token_ms": None}
+    failing = ""  # the reason the turn fails, once it does
 
     def failed(reason: str) -> str:
         """The turn fails with `reason`, keeping its answer so far and billed for what it used."""
+        nonlocal failing
+        failing = reason
         _finish(
             invocation,
             "".join(answer),
@@ -238,118 +241,182 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
         publisher.emit("error", {"message": reason})
         return "failed"
 
-    try:
-        for event in runtime_gateway.invoke(tenant, invocation):
-            kind = event.get("type")
-            if kind == "delta":
-                if not answer:
-                    runtime_span.update(_runtime_called(invocation, trace, runtime_span))
-                    runtime_span["first_token_ms"] = round((time.perf_counter() - runtime_span["clock"]) * 1000, 3)
-                    _mark_streaming(invocation)
-                    publisher.emit("status", {"status": "streaming"}, defer=True)
-                if holds_back is None:
-                    holds_back = guard.holds_back
-                answer.append(event.get("text", ""))
-                checking = time.perf_counter()
-                blocked = guard.check("".join(answer))
-                guard_seconds += time.perf_counter() - checking
-                if blocked is not None:
-                    break
-                if not holds_back:
-                    publisher.delta(event.get("text", ""))
-                elif sum(map(len, answer)) - shown_at >= SHOW_EVERY:
-                    checking = time.perf_counter()
-                    raw = "".join(answer)
-                    shown, shown_at = _show(publisher, shown, guard.shown(raw)), len(raw)
-                    guard_seconds += time.perf_counter() - checking
-            elif kind == "citation":
-                citations.append({k: v for k, v in event.items() if k != "type"})
-                publisher.emit("citation", citations[-1])
-            elif kind == "tool_call":
-                tool_calls.append({k: v for k, v in event.items() if k != "type"})
-                publisher.emit("tool_call", tool_calls[-1])
-            elif kind == "usage":
-                usage = event
-            elif kind == "error":
-                raise runtime_gateway.RuntimeRejected(event.get("message") or "The agent reported an error.")
-            if time.monotonic() >= next_cancel_check:
-                next_cancel_check = time.monotonic() + CANCEL_CHECK_SECONDS
-                if Invocation.objects.filter(pk=invocation.pk, cancel_requested=True).exists():
-                    cancelled = True
-                    break
-        # No flush here: the text still pending goes out with the turn's final event, in
-        # one write, a moment later (once the answer is stored).
-    except runtime_gateway.TransientRuntimeError as exc:
-        publisher.flush()
-        # Back to the queue, and the retry claims it again; but not a turn the person has
-        # stopped: no claim takes a stopped turn (_CLAIMABLE), so it would stay queued,
-        # unbilled, holding its reservation and blocking its conversation. It ends here,
-        # cancelled, with what it used so far (below, as any stopped turn).
-        if not final_attempt and Invocation.objects.filter(
-            pk=invocation.pk, status__in=[MessageStatus.RUNNING, MessageStatus.STREAMING], cancel_requested=False
-        ).update(status=MessageStatus.QUEUED):
-            raise RetryLater(str(exc)) from exc
-        cancelled = Invocation.objects.filter(pk=invocation.pk, cancel_requested=True).exists()
-        if not cancelled:
-            # The last attempt (or a turn no longer ours to put back: the finish's
-            # conditional update then changes nothing).
-            # The detail (URLs, errno) is for operators' logs; the person sees a plain reason.
-            log.error("turn %s: runtime unavailable after retries: %s", invocation.pk, exc)
-            return failed("The agent runtime is unavailable. Try again in a moment.")
-    except runtime_gateway.RuntimeRejected as exc:
-        publisher.flush()
-        return failed(str(exc)[:500])
-    except Exception as exc:
-        # The soft time limit (raised wherever the worker is, usually waiting for the
-        # runtime) or a bug: the turn fails, billed for what it used until then (tokens,
-        # estimated if the runtime reported none; tool calls; runtime seconds), and its
-        # answer so far is kept. agents.tasks.run_turn's handlers are the last resort for
-        # what is raised outside this loop.
-        if isinstance(exc, SoftTimeLimitExceeded):
-            reason = TOOK_TOO_LONG
-            log.warning("turn %s: soft time limit reached after %.1f s", invocation.pk, time.monotonic() - started)
-        else:
-            reason = WENT_WRONG
-            log.exception("turn %s failed unexpectedly", invocation.pk)
-        return failed(reason)
-
-    if runtime_span["first_token_ms"] is None:  # no text came: the call still happened
-        runtime_span.update(_runtime_called(invocation, trace, runtime_span))
-    _runtime_span(trace, runtime_span, kind=invocation.runtime, deltas=len(answer))
-    # The output guardrails have the last word: a violation mid-stream (or in the whole
-    # answer) replaces what was shown, and the stored answer is the enforced one.
-    checking, checking_wall = time.perf_counter(), time.time()
-    verdict = blocked or guard.final("".join(answer))
-    guard_seconds += time.perf_counter() - checking
-    trace.add(
-        "turn.guardrails.output",
-        checking_wall,
-        guard_seconds,
-        {"checks": getattr(guard, "checks", 0), "blocked": bool(verdict.blocked)},
-    )
-    if verdict.blocked:
-        status, text = MessageStatus.BLOCKED, verdict.text
+    def interrupted(exc: Exception) -> str:
+        """Something broke after the runtime loop (the final check, the finish, a write to the
+        relay) or while the turn failed: it still ends, failed, billed for what the runtime
+        reported (or the estimate of what it generated), and none of its answer is stored: it
+        may not have passed the output check. If the finish had committed before the break,
+        its conditional update makes this write nothing, so nothing is billed twice; the
+        browser is then told how the turn ended, as that finish would have done."""
+        reason = _interruption_reason(invocation, exc, started)
         message_id = _finish(
             invocation,
-            text,
+            "",
+            MessageStatus.FAILED,
+            usage,
+            [],
+            tool_calls,
+            started,
+            error=failing or reason,
+            checks=guard.checks,
+            trace=trace,
+            generated="".join(answer),
+        )
+        if message_id is None:
+            return _tell_how_it_ended(publisher, invocation)
+        publisher.emit("error", {"message": failing or reason})
+        return str(MessageStatus.FAILED)
+
+    try:
+        try:
+            for event in runtime_gateway.invoke(tenant, invocation):
+                kind = event.get("type")
+                if kind == "delta":
+                    if not answer:
+                        runtime_span.update(_runtime_called(invocation, trace, runtime_span))
+                        runtime_span["first_token_ms"] = round((time.perf_counter() - runtime_span["clock"]) * 1000, 3)
+                        _mark_streaming(invocation)
+                        publisher.emit("status", {"status": "streaming"}, defer=True)
+                    if holds_back is None:
+                        holds_back = guard.holds_back
+                    answer.append(event.get("text", ""))
+                    checking = time.perf_counter()
+                    blocked = guard.check("".join(answer))
+                    guard_seconds += time.perf_counter() - checking
+                    if blocked is not None:
+                        break
+                    if not holds_back:
+                        publisher.delta(event.get("text", ""))
+                    elif sum(map(len, answer)) - shown_at >= SHOW_EVERY:
+                        checking = time.perf_counter()
+                        raw = "".join(answer)
+                        shown, shown_at = _show(publisher, shown, guard.shown(raw)), len(raw)
+                        guard_seconds += time.perf_counter() - checking
+                elif kind == "citation":
+                    citations.append({k: v for k, v in event.items() if k != "type"})
+                    publisher.emit("citation", citations[-1])
+                elif kind == "tool_call":
+                    tool_calls.append({k: v for k, v in event.items() if k != "type"})
+                    publisher.emit("tool_call", tool_calls[-1])
+                elif kind == "usage":
+                    usage = event
+                elif kind == "error":
+                    raise runtime_gateway.RuntimeRejected(event.get("message") or "The agent reported an error.")
+                if time.monotonic() >= next_cancel_check:
+                    next_cancel_check = time.monotonic() + CANCEL_CHECK_SECONDS
+                    if Invocation.objects.filter(pk=invocation.pk, cancel_requested=True).exists():
+                        cancelled = True
+                        break
+            # No flush here: the text still pending goes out with the turn's final event, in
+            # one write, a moment later (once the answer is stored).
+        except runtime_gateway.TransientRuntimeError as exc:
+            publisher.flush()
+            # Back to the queue, and the retry claims it again; but not a turn the person has
+            # stopped: no claim takes a stopped turn (_CLAIMABLE), so it would stay queued,
+            # unbilled, holding its reservation and blocking its conversation. It ends here,
+            # cancelled, with what it used so far (below, as any stopped turn).
+            if not final_attempt and Invocation.objects.filter(
+                pk=invocation.pk, status__in=[MessageStatus.RUNNING, MessageStatus.STREAMING], cancel_requested=False
+            ).update(status=MessageStatus.QUEUED):
+                raise RetryLater(str(exc)) from exc
+            cancelled = Invocation.objects.filter(pk=invocation.pk, cancel_requested=True).exists()
+            if not cancelled:
+                # The last attempt (or a turn no longer ours to put back: the finish's
+                # conditional update then changes nothing).
+                # The detail (URLs, errno) is for operators' logs; the person sees a plain reason.
+                log.error("turn %s: runtime unavailable after retries: %s", invocation.pk, exc)
+                return failed("The agent runtime is unavailable. Try again in a moment.")
+        except runtime_gateway.RuntimeRejected as exc:
+            publisher.flush()
+            return failed(str(exc)[:500])
+        except Exception as exc:
+            # The soft time limit (raised wherever the worker is, usually waiting for the
+            # runtime) or a bug: the turn fails, billed for what it used until then (tokens,
+            # estimated if the runtime reported none; tool calls; runtime seconds), and its
+            # answer so far is kept.
+            return failed(_interruption_reason(invocation, exc, started))
+
+        if runtime_span["first_token_ms"] is None:  # no text came: the call still happened
+            runtime_span.update(_runtime_called(invocation, trace, runtime_span))
+        _runtime_span(trace, runtime_span, kind=invocation.runtime, deltas=len(answer))
+        # The output guardrails have the last word: a violation mid-stream (or in the whole
+        # answer) replaces what was shown, and the stored answer is the enforced one.
+        checking, checking_wall = time.perf_counter(), time.time()
+        verdict = blocked or guard.final("".join(answer))
+        guard_seconds += time.perf_counter() - checking
+        trace.add(
+            "turn.guardrails.output",
+            checking_wall,
+            guard_seconds,
+            {"checks": getattr(guard, "checks", 0), "blocked": bool(verdict.blocked)},
+        )
+        if verdict.blocked:
+            status, text = MessageStatus.BLOCKED, verdict.text
+            message_id = _finish(
+                invocation,
+                text,
+                status,
+                usage,
+                citations,
+                tool_calls,
+                started,
+                error=verdict.message,
+                checks=guard.checks,
+                trace=trace,
+                generated="".join(answer),
+            )
+            publisher.emit("blocked", {"message_id": message_id, "text": verdict.text, "message": verdict.message})
+            return str(MessageStatus.BLOCKED)
+        if holds_back or (holds_back is None and guard.holds_back):
+            shown = _show(publisher, shown, verdict.text)  # the rest, as it is stored
+        status = MessageStatus.CANCELLED if cancelled else MessageStatus.DONE
+        message_id = _finish(
+            invocation,
+            verdict.text,
             status,
             usage,
             citations,
             tool_calls,
             started,
-            error=verdict.message,
             checks=guard.checks,
             trace=trace,
+            generated="".join(answer),
         )
-        publisher.emit("blocked", {"message_id": message_id, "text": verdict.text, "message": verdict.message})
-        return str(MessageStatus.BLOCKED)
-    if holds_back or (holds_back is None and guard.holds_back):
-        shown = _show(publisher, shown, verdict.text)  # the rest, as it is stored
-    status = MessageStatus.CANCELLED if cancelled else MessageStatus.DONE
-    message_id = _finish(
-        invocation, verdict.text, status, usage, citations, tool_calls, started, checks=guard.checks, trace=trace
+        publisher.emit("cancelled" if cancelled else "done", {"message_id": message_id})
+        return str(status)
+    except RetryLater:
+        raise
+    except Exception as exc:
+        # Raised after the runtime loop or in a failure path (the soft time limit, a bug, the
+        # guardrail check itself failing). agents.tasks.run_turn's handlers remain the last
+        # resort for what is raised before (the claim: nothing used, nothing to bill) or here.
+        return interrupted(exc)
+
+
+def _interruption_reason(invocation, exc: Exception, started: float) -> str:
+    """What the person reads when the worker's own trouble cuts a turn short, logged."""
+    if isinstance(exc, SoftTimeLimitExceeded):
+        log.warning("turn %s: soft time limit reached after %.1f s", invocation.pk, time.monotonic() - started)
+        return TOOK_TOO_LONG
+    log.error("turn %s failed unexpectedly", invocation.pk, exc_info=exc)
+    return WENT_WRONG
+
+
+def _tell_how_it_ended(publisher, invocation) -> str:
+    """The final event of a turn that has ended already (its finish committed, and then the
+    worker was interrupted before it said so): as stored. A duplicate of another's final
+    event, if someone else ended it, changes nothing for a reader."""
+    status, error = Invocation.objects.filter(pk=invocation.pk).values_list("status", "error").first() or (
+        MessageStatus.FAILED,
+        "",
     )
-    publisher.emit("cancelled" if cancelled else "done", {"message_id": message_id})
+    message_id = invocation.assistant_message_id
+    if status == MessageStatus.BLOCKED:
+        publisher.emit("blocked", {"message_id": message_id, "message": error})
+    elif status in (MessageStatus.DONE, MessageStatus.CANCELLED):
+        publisher.emit(str(status), {"message_id": message_id})
+    else:
+        publisher.emit("error", {"message": error})
     return str(status)
 
 
@@ -426,17 +493,23 @@ def _finish(
     error: str = "",
     checks: int = 0,
     trace: tracing.TurnTrace | None = None,
+    generated: str | None = None,
 ) -> int | None:
     """Final state, stored answer and the one usage event, in one transaction (on
     PostgreSQL, outside a caller's transaction: one query string, one round trip).
 
+    `generated`: the answer as the runtime produced it, when the stored `text` is not that
+    (redacted, blocked or withheld by the output guardrails); a turn without reported
+    usage is billed by the estimate of what was generated, not of what is stored.
+
     Returns the answer's message id, or None when the turn had already ended."""
+    generated = text if generated is None else generated
     input_tokens = int(usage.get("input_tokens") or 0)
     output_tokens = int(usage.get("output_tokens") or 0)
-    estimated = bool(usage.get("estimated", False)) or (not usage and bool(text))
-    if not usage and text:
+    estimated = bool(usage.get("estimated", False)) or (not usage and bool(generated))
+    if not usage and generated:
         # The provider said nothing about usage but did answer: estimate, flagged as such.
-        output_tokens = estimate_tokens(text)
+        output_tokens = estimate_tokens(generated)
         input_tokens = estimate_tokens(invocation_prompt_text(invocation))
     from agents.runtime_gateway import model_offering
     from billing import accounting

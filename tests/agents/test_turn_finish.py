@@ -14,17 +14,19 @@ import time
 from decimal import Decimal
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from agents import runtime_gateway, turns
+from agents import runtime_gateway, services, streaming, turns
 from agents.models import Invocation, Message, MessageStatus
+from agents.tasks import run_turn
 from billing import accounting
 from billing.models import ModelPrice, MonthlyUsage, PriceBook, Reservation, ReservationStatus, UsageDaily, UsageEvent
 from tenants.context import tenant_context
 from tests.agents.helpers import ANSWER
-from tests.billing.helpers import ask, run
+from tests.billing.helpers import actor, ask, run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -168,6 +170,54 @@ def test_a_turn_reserved_last_month_gives_that_month_its_reservation_back(world,
     for key in (0, invocation.user_id):
         assert (last[key].tokens_reserved, last[key].cost_reserved, last[key].tokens_used) == (0, 0, 0)
         assert (now[key].tokens_used, now[key].tokens_reserved, now[key].cost_used) == (tokens, 0, event.cost)
+
+
+def interrupted_once(monkeypatch, *, after_commit: bool) -> None:
+    """The soft time limit strikes during the turn's first finish: before it writes anything,
+    or once it has committed (and before the worker could say so to the browser)."""
+    finish = turns._finish
+    calls = []
+
+    def finish_interrupted_once(*args, **kwargs):
+        calls.append(args[2])
+        if len(calls) > 1:
+            return finish(*args, **kwargs)
+        if after_commit:
+            finish(*args, **kwargs)
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(turns, "_finish", finish_interrupted_once)
+
+
+@pytest.mark.parametrize(
+    "after_commit, status, error, content, final_event",
+    [
+        (False, "failed", turns.TOOK_TOO_LONG, "", "error"),  # the turn ends failed, billed once
+        (True, "done", "", "".join(ANSWER), "done"),  # it had ended: nothing more written or billed
+    ],
+)
+def test_a_soft_time_limit_in_the_finish_bills_the_turn_exactly_once(
+    world, catalogue, runtime, monkeypatch, after_commit, status, error, content, final_event
+):
+    book(1, "1.00", timezone.now() - dt.timedelta(days=1))
+    invocation = ask(world.a, catalogue.helpdesk)  # the runtime answers in full, 1200 + 300 tokens
+    interrupted_once(monkeypatch, after_commit=after_commit)
+
+    assert run_turn.apply(args=[world.a.tenant.pk, str(invocation.pk)]).get() == status
+
+    with tenant_context(world.a.tenant):
+        turn = Invocation.objects.get(pk=invocation.pk)
+        answer = Message.objects.get(pk=turn.assistant_message_id)
+        events = list(UsageEvent.objects.filter(invocation_id=turn.pk))
+        reservation = Reservation.objects.get(invocation_id=turn.pk)
+        published = streaming.read(turn.pk, 0)
+    assert (turn.status, answer.status, answer.error, answer.content) == (status, status, error, content)
+    assert [(e.outcome, e.input_tokens, e.output_tokens) for e in events] == [(status, 1200, 300)]
+    assert reservation.status == ReservationStatus.SETTLED
+    assert (month_rows(world.a.tenant)[0].tokens_used, month_rows(world.a.tenant)[0].tokens_reserved) == (1500, 0)
+    assert published[-1].kind == final_event  # the browser is told the turn has ended
+    with tenant_context(world.a.tenant):  # the conversation takes the next message
+        services.post_message(actor(world.a), turn.conversation, "And for exchanges?")
 
 
 class NulSending:

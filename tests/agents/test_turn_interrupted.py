@@ -1,6 +1,8 @@
 """A turn interrupted while it talks to the runtime: a dropped connection (retried, unless
-the person pressed Stop), the soft time limit, a bug. Each ends once, with its one usage
-event for what it really used, its reservation settled and its answer so far kept."""
+the person pressed Stop), the soft time limit, a bug; or after it, in the output guardrails'
+final check. Each ends once, with its one usage event for what it really used, its
+reservation settled and its answer so far kept (none of it when the final check could not
+run)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 from agents import runtime_gateway, services, turns
+from agents.guardrails import enforce
 from agents.models import Invocation, Message
 from agents.tasks import run_turn
 from billing import accounting
 from billing.models import ModelPrice, MonthlyUsage, PriceBook, Reservation, ReservationStatus, UsageEvent
 from tenants.context import tenant_context
 from tests.billing.helpers import actor, ask, run
+from tests.guardrails.test_enforcement import published_text
 
 pytestmark = pytest.mark.django_db
 
@@ -125,3 +129,40 @@ def test_it_bills_a_turn_the_worker_could_not_finish_for_what_it_used_and_keeps_
     prices = accounting.Prices(1, Decimal(1), Decimal(1), Decimal("0.5"), Decimal("0.01"))
     assert event.cost == prices.cost(*tokens, 1, event.runtime_seconds)
     assert (reservation.status, month.tokens_reserved, month.cost_used) == (ReservationStatus.SETTLED, 0, event.cost)
+
+
+# --- interrupted after the runtime answered: in the output guardrails' final check ------------
+
+
+def broken_check(error):
+    def final(guard, text):
+        raise error
+
+    return final
+
+
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (SoftTimeLimitExceeded(), turns.TOOK_TOO_LONG),
+        (KeyError("a bug in the check"), turns.WENT_WRONG),
+    ],
+)
+def test_a_turn_interrupted_in_its_final_check_is_billed_for_what_the_runtime_used(
+    world, catalogue, runtime, monkeypatch, error, reason
+):
+    monkeypatch.setattr(enforce.OutputGuard, "final", broken_check(error))
+    invocation = ask(world.a, catalogue.helpdesk, QUESTION)  # the runtime answers in full, 1200 + 300 tokens
+
+    assert run_turn.apply(args=[world.a.tenant.pk, str(invocation.pk)]).get() == "failed"
+
+    turn, answer, [event], reservation, month = ending(world.a, invocation)
+    # None of the unchecked answer is stored; the usage is the runtime's.
+    assert (turn.status, answer.status, answer.error, answer.content) == ("failed", "failed", reason, "")
+    assert (event.outcome, event.input_tokens, event.output_tokens, event.estimated) == ("failed", 1200, 300, False)
+    assert (turn.input_tokens, turn.output_tokens) == (1200, 300)
+    assert (reservation.status, month.tokens_reserved, month.tokens_used) == (ReservationStatus.SETTLED, 0, 1500)
+    published = published_text(world, turn)[1]
+    assert (published[-1].kind, published[-1].data) == ("error", {"message": reason})
+    with tenant_context(world.a.tenant):  # the conversation takes the next message
+        services.post_message(actor(world.a), turn.conversation, "And for exchanges?")
