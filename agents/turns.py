@@ -223,23 +223,60 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
     runtime_span = {"started": time.time(), "clock": time.perf_counter(), "first_token_ms": None}
     failing = ""  # the reason the turn fails, once it does
 
-    def failed(reason: str) -> str:
-        """The turn fails with `reason`, keeping its answer so far and billed for what it used."""
-        nonlocal failing
-        failing = reason
-        _finish(
+    def end(status: str, reason: str = "") -> str:
+        """The turn's last step, however it ended: the output guardrails have the last word on
+        what is stored and shown of its answer, a failed or stopped turn's answer so far too.
+        A violation mid-stream (or in the whole answer) replaces what was shown, and the
+        stored answer is the enforced one."""
+        nonlocal guard_seconds, shown
+        raw = "".join(answer)
+        if status == MessageStatus.FAILED and not raw:
+            verdict = guardrails.OutputVerdict(text="")  # no answer to check
+        else:
+            checking, checking_wall = time.perf_counter(), time.time()
+            verdict = blocked or guard.final(raw)
+            guard_seconds += time.perf_counter() - checking
+            trace.add(
+                "turn.guardrails.output",
+                checking_wall,
+                guard_seconds,
+                {"checks": getattr(guard, "checks", 0), "blocked": bool(verdict.blocked)},
+            )
+        if verdict.blocked and status != MessageStatus.FAILED:
+            status, reason = MessageStatus.BLOCKED, verdict.message
+        elif not verdict.blocked and verdict.text and (holds_back or (holds_back is None and guard.holds_back)):
+            shown = _show(publisher, shown, verdict.text)  # the rest, as it is stored
+        message_id = _finish(
             invocation,
-            "".join(answer),
-            MessageStatus.FAILED,
+            verdict.text,
+            status,
             usage,
             citations,
             tool_calls,
             started,
             error=reason,
+            checks=guard.checks,
             trace=trace,
+            generated=raw,
         )
-        publisher.emit("error", {"message": reason})
-        return "failed"
+        if status == MessageStatus.BLOCKED:
+            publisher.emit("blocked", {"message_id": message_id, "text": verdict.text, "message": verdict.message})
+        elif status == MessageStatus.FAILED:
+            # A failed turn stays failed, for the reason it failed; only its answer so far is
+            # the enforced one, and what was shown of it is replaced by that.
+            if verdict.blocked:
+                publisher.emit("replace", {"text": verdict.text}, defer=True)
+            publisher.emit("error", {"message": reason})
+        else:
+            publisher.emit("cancelled" if status == MessageStatus.CANCELLED else "done", {"message_id": message_id})
+        return str(status)
+
+    def failed(reason: str) -> str:
+        """The turn fails with `reason`, keeping its answer so far (as the output guardrails
+        leave it) and billed for what it used."""
+        nonlocal failing
+        failing = reason
+        return end(MessageStatus.FAILED, reason)
 
     def interrupted(exc: Exception) -> str:
         """Something broke after the runtime loop (the final check, the finish, a write to the
@@ -339,51 +376,7 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
         if runtime_span["first_token_ms"] is None:  # no text came: the call still happened
             runtime_span.update(_runtime_called(invocation, trace, runtime_span))
         _runtime_span(trace, runtime_span, kind=invocation.runtime, deltas=len(answer))
-        # The output guardrails have the last word: a violation mid-stream (or in the whole
-        # answer) replaces what was shown, and the stored answer is the enforced one.
-        checking, checking_wall = time.perf_counter(), time.time()
-        verdict = blocked or guard.final("".join(answer))
-        guard_seconds += time.perf_counter() - checking
-        trace.add(
-            "turn.guardrails.output",
-            checking_wall,
-            guard_seconds,
-            {"checks": getattr(guard, "checks", 0), "blocked": bool(verdict.blocked)},
-        )
-        if verdict.blocked:
-            status, text = MessageStatus.BLOCKED, verdict.text
-            message_id = _finish(
-                invocation,
-                text,
-                status,
-                usage,
-                citations,
-                tool_calls,
-                started,
-                error=verdict.message,
-                checks=guard.checks,
-                trace=trace,
-                generated="".join(answer),
-            )
-            publisher.emit("blocked", {"message_id": message_id, "text": verdict.text, "message": verdict.message})
-            return str(MessageStatus.BLOCKED)
-        if holds_back or (holds_back is None and guard.holds_back):
-            shown = _show(publisher, shown, verdict.text)  # the rest, as it is stored
-        status = MessageStatus.CANCELLED if cancelled else MessageStatus.DONE
-        message_id = _finish(
-            invocation,
-            verdict.text,
-            status,
-            usage,
-            citations,
-            tool_calls,
-            started,
-            checks=guard.checks,
-            trace=trace,
-            generated="".join(answer),
-        )
-        publisher.emit("cancelled" if cancelled else "done", {"message_id": message_id})
-        return str(status)
+        return end(MessageStatus.CANCELLED if cancelled else MessageStatus.DONE)
     except RetryLater:
         raise
     except Exception as exc:

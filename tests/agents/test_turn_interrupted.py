@@ -1,8 +1,8 @@
 """A turn interrupted while it talks to the runtime: a dropped connection (retried, unless
 the person pressed Stop), the soft time limit, a bug; or after it, in the output guardrails'
 final check. Each ends once, with its one usage event for what it really used, its
-reservation settled and its answer so far kept (none of it when the final check could not
-run)."""
+reservation settled and its answer so far kept as the output guardrails leave it (none of
+it when the check itself could not run)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from agents import runtime_gateway, services, turns
 from agents.guardrails import enforce
+from agents.guardrails.models import GuardrailEvent
 from agents.models import Invocation, Message
 from agents.tasks import run_turn
 from billing import accounting
 from billing.models import ModelPrice, MonthlyUsage, PriceBook, Reservation, ReservationStatus, UsageEvent
 from tenants.context import tenant_context
 from tests.billing.helpers import actor, ask, run
-from tests.guardrails.test_enforcement import published_text
+from tests.guardrails.conftest import set_tier_policy
+from tests.guardrails.test_enforcement import _failing_bedrock, published_text
 
 pytestmark = pytest.mark.django_db
 
@@ -166,3 +168,148 @@ def test_a_turn_interrupted_in_its_final_check_is_billed_for_what_the_runtime_us
     assert (published[-1].kind, published[-1].data) == ("error", {"message": reason})
     with tenant_context(world.a.tenant):  # the conversation takes the next message
         services.post_message(actor(world.a), turn.conversation, "And for exchanges?")
+
+
+# --- what a failed turn keeps of its answer: what the output guardrails leave of it -----------
+
+# The ways a turn fails while its runtime answers, and the reason the person is given.
+FAILURES = [
+    pytest.param(
+        runtime_gateway.TransientRuntimeError("connection refused"),
+        "The agent runtime is unavailable. Try again in a moment.",
+        id="runtime-unavailable-after-retries",
+    ),
+    pytest.param({"type": "error", "message": "Quota gone"}, "Quota gone", id="runtime-rejected"),
+    pytest.param(SoftTimeLimitExceeded(), turns.TOOK_TOO_LONG, id="soft-time-limit"),
+    pytest.param(KeyError("a bug in the worker"), turns.WENT_WRONG, id="bug"),
+]
+USAGE = {"type": "usage", "input_tokens": 1200, "output_tokens": 300}
+
+
+def run_last_attempt(side, invocation) -> str:
+    with tenant_context(side.tenant):
+        return turns.run(side.tenant, str(invocation.pk), final_attempt=True)
+
+
+def guardrail_events(side) -> list[tuple[str, str, str]]:
+    with tenant_context(side.tenant):
+        return list(GuardrailEvent.objects.order_by("id").values_list("stage", "category", "action"))
+
+
+@pytest.mark.parametrize("failure, reason", FAILURES)
+def test_a_failed_turn_stores_its_answer_so_far_redacted_as_it_was_shown(world, catalogue, runtime, failure, reason):
+    set_tier_policy(world.a.tenant.tier, {"entities": {"phone": "redact"}})
+    invocation = ask(world.a, catalogue.helpdesk, QUESTION)
+    runtime.events = [
+        {"type": "delta", "text": "Call support on 555-20"},
+        {"type": "delta", "text": "1-3344."},
+        failure,
+    ]
+
+    assert run_last_attempt(world.a, invocation) == "failed"
+
+    turn, answer, [event], reservation, _month = ending(world.a, invocation)
+    assert (turn.status, answer.status, answer.error) == ("failed", "failed", reason)
+    assert answer.content == "Call support on [PHONE]."
+    assert guardrail_events(world.a) == [("output", "pii", "redact")]
+    # Billed for what the runtime generated (estimated: it reported no usage), not for the
+    # redacted text; the final check is counted like any other.
+    raw = "Call support on 555-201-3344."
+    assert (event.outcome, event.output_tokens, event.estimated) == ("failed", turns.estimate_tokens(raw), True)
+    assert event.guardrail_checks > turn.input_guardrail_checks
+    assert reservation.status == ReservationStatus.SETTLED
+    shown, published = published_text(world, turn)
+    assert shown == answer.content  # the stream ends showing exactly what is stored
+    assert not any("3344" in str(e.data) for e in published)
+    assert (published[-1].kind, published[-1].data) == ("error", {"message": reason})
+
+
+@pytest.mark.parametrize("failure, reason", FAILURES)
+def test_a_failed_turn_whose_answer_so_far_is_blocked_stores_only_the_block_message(
+    world, catalogue, runtime, failure, reason
+):
+    set_tier_policy(world.a.tenant.tier, {"blocked_terms": ["nightingale"], "block_message": "Not here, please."})
+    invocation = ask(world.a, catalogue.helpdesk, QUESTION)
+    runtime.events = [
+        {"type": "delta", "text": "The plan is "},
+        {"type": "delta", "text": "Project Nightingale."},
+        USAGE,
+        failure,
+    ]
+
+    assert run_last_attempt(world.a, invocation) == "failed"
+
+    turn, answer, [event], _reservation, _month = ending(world.a, invocation)
+    # Still a failure, for the reason it failed; what is kept of its answer is the enforced text.
+    assert (turn.status, answer.status, answer.error) == ("failed", "failed", reason)
+    assert answer.content == "Not here, please."
+    assert guardrail_events(world.a) == [("output", "blocked_term", "block")]
+    assert (event.outcome, event.input_tokens, event.output_tokens) == ("failed", 1200, 300)
+    shown, published = published_text(world, turn)
+    assert shown == "Not here, please."
+    assert not any("ightingale" in str(e.data) for e in published)
+    assert (published[-1].kind, published[-1].data) == ("error", {"message": reason})
+
+
+@pytest.mark.parametrize("failure, reason", FAILURES)
+def test_a_guardrail_backend_error_in_a_failed_turns_final_check_fails_closed(
+    world, catalogue, runtime, failure, reason
+):
+    invocation = ask(world.a, catalogue.helpdesk, QUESTION)  # admitted by the built-in input checks
+    set_tier_policy(
+        world.a.tenant.tier, {"backend": "bedrock", "bedrock_guardrail_id": "gr-1", "failure_mode": "closed"}
+    )
+    _failing_bedrock()  # ApplyGuardrail answers 503 to the final check of the answer
+    runtime.events = [{"type": "delta", "text": "The refund window "}, USAGE, failure]
+
+    assert run_last_attempt(world.a, invocation) == "failed"
+
+    turn, answer, [event], _reservation, _month = ending(world.a, invocation)
+    block_message = enforce.services.effective_policy(world.a.tenant).config["block_message"]
+    assert (turn.status, answer.error, answer.content) == ("failed", reason, block_message)
+    assert guardrail_events(world.a) == [("output", "backend_error", "block")]
+    assert (event.input_tokens, event.output_tokens) == (1200, 300)
+
+
+@pytest.mark.parametrize("failure, reason", FAILURES)
+def test_a_failed_turn_whose_final_check_breaks_keeps_none_of_its_answer_and_its_reason(
+    world, catalogue, runtime, monkeypatch, failure, reason
+):
+    monkeypatch.setattr(enforce.OutputGuard, "final", broken_check(RuntimeError("guardrail policy unreadable")))
+    invocation = ask(world.a, catalogue.helpdesk, QUESTION)
+    runtime.events = [{"type": "delta", "text": "The refund window "}, USAGE, failure]
+
+    assert run_last_attempt(world.a, invocation) == "failed"
+
+    turn, answer, [event], reservation, _month = ending(world.a, invocation)
+    assert (turn.status, answer.status, answer.error, answer.content) == ("failed", "failed", reason, "")
+    assert (event.outcome, event.input_tokens, event.output_tokens) == ("failed", 1200, 300)
+    assert reservation.status == ReservationStatus.SETTLED
+    published = published_text(world, turn)[1]
+    assert (published[-1].kind, published[-1].data) == ("error", {"message": reason})
+    with tenant_context(world.a.tenant):  # the conversation takes the next message
+        services.post_message(actor(world.a), turn.conversation, "And for exchanges?")
+
+
+def test_a_stopped_turn_whose_runtime_connection_drops_stores_its_answer_so_far_redacted(world, catalogue, runtime):
+    set_tier_policy(world.a.tenant.tier, {"entities": {"phone": "redact"}})
+    invocation = ask(world.a, catalogue.helpdesk, QUESTION)
+
+    def press_stop():
+        with tenant_context(world.a.tenant):
+            services.cancel_turn(actor(world.a), Invocation.objects.get(pk=invocation.pk))
+        return {"type": "delta", "text": "1-3344."}
+
+    runtime.events = [
+        {"type": "delta", "text": "Call support on 555-20"},
+        press_stop,
+        runtime_gateway.TransientRuntimeError("connection reset"),
+    ]
+    assert run(world.a, invocation) == "cancelled"
+
+    turn, answer, [event], _reservation, _month = ending(world.a, invocation)
+    assert (turn.status, answer.status, answer.content) == ("cancelled", "cancelled", "Call support on [PHONE].")
+    assert event.output_tokens == turns.estimate_tokens("Call support on 555-201-3344.")
+    shown, published = published_text(world, turn)
+    assert shown == answer.content
+    assert not any("3344" in str(e.data) for e in published)
