@@ -38,6 +38,8 @@ from tenants.roles import Action, require
 from tenants.services import Actor, ServiceError
 
 MAX_MESSAGE_CHARS = 20_000
+# A conversation's title, taken from its first question (conversation_title) or set by its owner.
+TITLE_MAX_CHARS = 80
 
 
 # --- catalogue ------------------------------------------------------------------------
@@ -298,6 +300,27 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
     return invocation
 
 
+# What may follow a whole word (an apostrophe or a hyphen does not end one).
+_WORD_ENDS = frozenset(" ,;:.!?)]}…")
+
+
+def conversation_title(text: str) -> str:
+    """The title a first question gives its conversation: one line, and when longer than
+    TITLE_MAX_CHARS, cut at the last word boundary that fits, with an ellipsis, so a list
+    of conversations never shows half a word as if it were the whole question."""
+    line = " ".join(text.split())
+    if len(line) <= TITLE_MAX_CHARS:
+        return line
+    kept = line[: TITLE_MAX_CHARS - 1]  # room for the ellipsis
+    if line[len(kept)] not in _WORD_ENDS:
+        # Mid-word: back to the previous space, unless that would drop most of the title
+        # (one very long word, a URL): then the word itself is cut.
+        space = kept.rfind(" ")
+        if space >= TITLE_MAX_CHARS // 2:
+            kept = kept[:space]
+    return kept.rstrip(" ,;:.-–—") + "…"
+
+
 # The conversation moves to the top of the list; its first question names it.
 _TOUCH_CONVERSATION_SQL = (
     "UPDATE agents_conversation SET updated_at = %s, title = CASE WHEN title = '' THEN %s ELSE title END "
@@ -317,7 +340,7 @@ def _write_turn(invocation, user_message, assistant, now, plan: limits.Admission
     messages' new ids feeding the invocation's row); on SQLite, statements in turn."""
     conversation_update = (
         _TOUCH_CONVERSATION_SQL,
-        [sql.dt(now), user_message.content[:80], invocation.tenant_id, invocation.conversation_id],
+        [sql.dt(now), conversation_title(user_message.content), invocation.tenant_id, invocation.conversation_id],
     )
     binding = None if invocation.status == MessageStatus.BLOCKED else plan.reservation_statement(invocation)
     reserve = [*([binding] if binding else []), *plan.statements()]

@@ -142,6 +142,9 @@ def message_post(request, conversation_id):
             "user_message": invocation.user_message,
             "assistant": invocation.assistant_message,
             "invocation": invocation,
+            "conversation": conversation,
+            # The first question has just named the conversation: the page shows it at once.
+            "new_title": "" if conversation.title else services.conversation_title(invocation.user_message.content),
         }
         return render(request, "agents/_turn.html", context, status=202)
     return redirect("agents:conversation", tenant_slug=request.tenant.slug, conversation_id=conversation.pk)

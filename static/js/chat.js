@@ -188,12 +188,8 @@
       if (event.detail.elt !== composer) return;
       var status = event.detail.xhr ? event.detail.xhr.status : 0;
       if (status >= 200 && status < 300) {
-        // The first message names the conversation (as the server did: its first 80 characters).
-        var title = input.value.trim().slice(0, 80);
-        document.querySelectorAll("[data-chat-untitled]").forEach(function (element) {
-          element.textContent = title;
-          element.removeAttribute("data-chat-untitled");
-        });
+        // A first message names the conversation: the answer carries the new title out of
+        // band (agents/_turn.html), as the server cut it, so nothing is repeated here.
         composer.reset();
         grow();
         errorSlot.textContent = "";
