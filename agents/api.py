@@ -12,11 +12,12 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from agents import services
-from agents.models import Conversation, Invocation, Message
+from agents.models import Invocation, Message
 from agents.serializers import (
     AgentSerializer,
     ConversationCreateSerializer,
     ConversationSerializer,
+    ConversationUpdateSerializer,
     InvocationSerializer,
     MessageCreateSerializer,
     MessageSerializer,
@@ -33,6 +34,8 @@ CHAT = {
     "list": Action.USE_AGENTS,
     "retrieve": Action.USE_AGENTS,
     "create": Action.USE_AGENTS,
+    "partial_update": Action.USE_AGENTS,
+    "destroy": Action.USE_AGENTS,
     "messages": Action.USE_AGENTS,
     "events": Action.USE_AGENTS,
     "cancel": Action.USE_AGENTS,
@@ -74,7 +77,7 @@ class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.
     action_permissions = CHAT
 
     def get_queryset(self):
-        return Conversation.objects.filter(user_id=self.request.user.pk).select_related("agent")
+        return services.owned_conversations(self.request.user).select_related("agent")
 
     def get_object(self):
         conversation = services.access_conversation(_actor(self.request), self.kwargs["pk"])
@@ -91,6 +94,38 @@ class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.
         payload.is_valid(raise_exception=True)
         conversation = services.start_conversation(_actor(request), payload.validated_data["agent"])
         return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=ConversationUpdateSerializer,
+        responses={200: ConversationSerializer},
+        description="Rename the conversation (its owner only; anyone else gets 404).",
+    )
+    def partial_update(self, request, *args, **kwargs):
+        conversation = self.get_object()
+        payload = ConversationUpdateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        conversation = services.rename_conversation(_actor(request), conversation, payload.validated_data["title"])
+        return Response(ConversationSerializer(conversation).data)
+
+    @extend_schema(
+        request=None,
+        responses={
+            204: OpenApiResponse(description="Deleted: gone from every list and lookup; usage and invoices unchanged."),
+            409: OpenApiResponse(description="An answer is still being written: stop it or wait (problem JSON)."),
+        },
+        description=(
+            "Delete the conversation (its owner only). It disappears from the API and the portal; the turns "
+            "behind its usage events are kept, so billing does not change."
+        ),
+    )
+    def destroy(self, request, *args, **kwargs):
+        conversation = self.get_object()
+        try:
+            services.delete_conversation(_actor(request), conversation)
+        except services.ConversationBusy as busy:
+            body = problem(busy.status, detail=busy.text)
+            return Response(body, status=busy.status, content_type=PROBLEM_CONTENT_TYPE)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         methods=["GET"],
@@ -147,7 +182,9 @@ class InvocationViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
             pk = uuid.UUID(str(self.kwargs["pk"]))
         except ValueError:
             raise NotFound()
-        invocation = Invocation.objects.filter(pk=pk, user_id=self.request.user.pk).first()
+        invocation = Invocation.objects.filter(
+            pk=pk, user_id=self.request.user.pk, conversation__deleted_at__isnull=True
+        ).first()
         if invocation is None:
             raise NotFound()
         return invocation

@@ -108,6 +108,13 @@ class Agent(SharedOrTenantModel):
 
 
 class Conversation(TenantOwnedModel):
+    """A member's private conversation with one agent.
+
+    Deleting one hides it (`deleted_at`) rather than removing the row: its invocations
+    cascade from it, and they are the record behind each usage event (the same id),
+    guardrail event and trace. Nothing billed changes; the person no longer sees it
+    anywhere (agents.services.access_conversation, owned_conversations)."""
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="+")
     title = models.CharField(max_length=200, blank=True)
@@ -115,6 +122,7 @@ class Conversation(TenantOwnedModel):
     runtime_session_id = models.CharField(max_length=256, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text="Deleted by its owner: hidden everywhere.")
 
     class Meta:
         ordering = ["-updated_at"]

@@ -25,6 +25,13 @@ class ConversationCreateSerializer(serializers.Serializer):
     agent = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
 
 
+class ConversationUpdateSerializer(serializers.Serializer):
+    title = serializers.CharField(
+        max_length=Conversation._meta.get_field("title").max_length,
+        help_text="The new title: one line (line breaks become spaces), not empty.",
+    )
+
+
 class MessageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Message

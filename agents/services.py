@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import time
+import unicodedata
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -31,7 +32,7 @@ from agents.models import (
 )
 from billing import limits, metering
 from portal.db import sql
-from tenants import entitlements
+from tenants import audit, entitlements
 from tenants.context import require_tenant, tenant_context
 from tenants.models import Tenant
 from tenants.roles import Action, require
@@ -200,6 +201,75 @@ def start_conversation(actor: Actor, agent_id) -> Conversation:
     return Conversation.objects.create(user=actor.user, agent=agent, title="")
 
 
+def owned_conversations(user):
+    """The person's conversations in the current tenant, latest activity first; deleted
+    ones are not among them. Every list and ownership check goes through here."""
+    return Conversation.objects.filter(user=user, deleted_at__isnull=True)
+
+
+RENAMED_TITLE_MAX_CHARS = Conversation._meta.get_field("title").max_length
+
+
+def _clean_title(title) -> str:
+    if not isinstance(title, str):
+        raise ServiceError("The title must be text.")
+    # One line, without control characters (PostgreSQL cannot store NUL at all).
+    visible = "".join(ch for ch in title if ch.isspace() or unicodedata.category(ch) != "Cc")
+    cleaned = " ".join(visible.split())
+    if not cleaned:
+        raise ServiceError("Give the conversation a title.")
+    if len(cleaned) > RENAMED_TITLE_MAX_CHARS:
+        raise ServiceError(f"A title is at most {RENAMED_TITLE_MAX_CHARS} characters.")
+    return cleaned
+
+
+def rename_conversation(actor: Actor, conversation: Conversation, title) -> Conversation:
+    """The owner names their conversation. Its place in the list (latest activity) stays."""
+    _require_chat(actor)
+    title = _clean_title(title)
+    if not owned_conversations(actor.user).filter(pk=conversation.pk).update(title=title):
+        raise ServiceError("This conversation was deleted.")
+    conversation.title = title
+    return conversation
+
+
+class ConversationBusy(ServiceError):
+    """The conversation has a turn in progress (HTTP 409 in the API)."""
+
+    status = 409
+
+
+def delete_conversation(actor: Actor, conversation: Conversation) -> None:
+    """The owner deletes their conversation: it is hidden from them everywhere, and kept.
+
+    Kept, because its invocations (which would cascade with it) are the record behind
+    each usage event, guardrail event and trace: what was billed stays explainable and
+    reconcile_usage unchanged. A turn in progress is not stopped for the owner (they
+    may want its answer): they are told to stop it or wait."""
+    tenant = _require_chat(actor)
+    with transaction.atomic():
+        # The row lock orders this with a message being posted: that turn's conversation
+        # update waits for it and then finds the conversation deleted (_write_turn), or it
+        # committed first and the check below, a statement of its own, sees its turn.
+        locked = owned_conversations(actor.user).select_for_update().filter(pk=conversation.pk).first()
+        if locked is None:
+            raise ServiceError("This conversation was deleted.")
+        if Invocation.objects.filter(conversation_id=locked.pk).exclude(status__in=FINAL_STATUSES).exists():
+            raise ConversationBusy(
+                "An answer is still being written: stop it or wait for it to finish, then delete the conversation."
+            )
+        Conversation.objects.filter(pk=locked.pk).update(deleted_at=timezone.now())
+        # By id only: a conversation is private, and the audit log is read by the tenant's admins.
+        audit.record(
+            "chat.conversation_deleted",
+            actor=actor.user,
+            tenant=tenant,
+            target=locked,
+            target_repr=f"Conversation {locked.pk}",
+            ip=actor.ip,
+        )
+
+
 def access_conversation(actor: Actor, conversation_id) -> Conversation:
     """The actor's own conversation (404-style None for missing, foreign or someone else's)."""
     try:
@@ -215,7 +285,7 @@ def access_conversation(actor: Actor, conversation_id) -> Conversation:
     # Every message posted looks its conversation up: one hand-written statement (portal.db.sql).
     row = sql.one(
         f"SELECT {_conversation_reader.columns} FROM agents_conversation c JOIN agents_agent a ON a.id = c.agent_id "  # noqa: S608
-        "WHERE c.tenant_id = %s AND c.id = %s AND c.user_id = %s",
+        "WHERE c.tenant_id = %s AND c.id = %s AND c.user_id = %s AND c.deleted_at IS NULL",
         [tenant.pk, pk, actor.user.pk],
     )
     if row is None:
@@ -321,10 +391,11 @@ def conversation_title(text: str) -> str:
     return kept.rstrip(" ,;:.-–—") + "…"
 
 
-# The conversation moves to the top of the list; its first question names it.
+# The conversation moves to the top of the list; its first question names it. No row:
+# it was deleted since the page was opened (delete_conversation), and the turn is refused.
 _TOUCH_CONVERSATION_SQL = (
     "UPDATE agents_conversation SET updated_at = %s, title = CASE WHEN title = '' THEN %s ELSE title END "
-    "WHERE tenant_id = %s AND id = %s"
+    "WHERE tenant_id = %s AND id = %s AND deleted_at IS NULL RETURNING id"
 )
 
 
@@ -349,7 +420,8 @@ def _write_turn(invocation, user_message, assistant, now, plan: limits.Admission
         sql.insert(assistant)
         invocation.user_message, invocation.assistant_message = user_message, assistant
         sql.insert(invocation)
-        sql.run(*conversation_update)
+        if sql.one(*conversation_update) is None:
+            raise ServiceError("This conversation was deleted.")
         results = sql.batch(reserve)
     else:
         question_sql, question_values = sql.insert_values(user_message)
@@ -360,7 +432,9 @@ def _write_turn(invocation, user_message, assistant, now, plan: limits.Admission
         values = [v for f, v in zip(fields, invocation_values, strict=True) if f.attname not in skip]
         statements = [(_write_turn_sql(question_sql, answer_sql), [*question_values, *answer_values, *values])]
         results = sql.batch([*statements, conversation_update, *reserve])
-        ids, results = results[0], results[2:]
+        ids, touched, results = results[0], results[1], results[2:]
+        if touched is None:
+            raise ServiceError("This conversation was deleted.")
         sql.inserted(user_message, ids[0])
         sql.inserted(assistant, ids[1])
         invocation.user_message, invocation.assistant_message = user_message, assistant
@@ -435,6 +509,9 @@ def retry_turn(actor: Actor, invocation: Invocation) -> Invocation:
             raise ServiceError("This answer was already retried.")
         if Invocation.objects.filter(conversation_id=old.conversation_id).exclude(status__in=FINAL_STATUSES).exists():
             raise ServiceError("Wait for the current answer to finish (or stop it) before retrying.")
+        # Locked too: a delete of the conversation waits for this retry, or this finds it deleted.
+        if owned_conversations(actor.user).select_for_update().filter(pk=old.conversation_id).first() is None:
+            raise ServiceError("This conversation was deleted.")
         # A retry is a new turn: the same limits and reservation as a new message.
         question = Message.objects.filter(pk=old.user_message_id).values_list("content", flat=True).first() or ""
         admission = limits.admit(tenant, actor.user, route.offering, question, conversation=old.conversation)
@@ -493,7 +570,7 @@ def set_feedback(actor: Actor, message: Message, value: int) -> None:
         raise ServiceError("Feedback is -1, 0 or 1.")
     if message.role != Message.Role.ASSISTANT:
         raise ServiceError("Only answers take feedback.")
-    owner = Conversation.objects.filter(pk=message.conversation_id, user=actor.user).exists()
+    owner = owned_conversations(actor.user).filter(pk=message.conversation_id).exists()
     if not owner:
         raise ServiceError("This is not your conversation.")
     Message.objects.filter(pk=message.pk).update(feedback=value)

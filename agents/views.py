@@ -56,9 +56,17 @@ def _conversation_or_404(request, conversation_id) -> Conversation:
 
 def _invocation_or_404(request, invocation_id) -> Invocation:
     invocation = Invocation.objects.select_related("conversation").filter(pk=_uuid_or_404(invocation_id)).first()
-    if invocation is None or invocation.user_id != request.user.pk:
+    if invocation is None or invocation.user_id != request.user.pk or invocation.conversation.deleted_at is not None:
         raise Http404("No such turn")
     return invocation
+
+
+def _message_or_404(request, message_id) -> Message:
+    """A message of one of the caller's own (not deleted) conversations."""
+    message = Message.objects.filter(pk=int_or_404(message_id)).first()
+    if message is None or not services.owned_conversations(request.user).filter(pk=message.conversation_id).exists():
+        raise Http404("No such message")
+    return message
 
 
 def _uuid_or_404(value):
@@ -86,7 +94,7 @@ def _message_rows(conversation: Conversation) -> list[dict]:
 
 @tenant_view(Action.USE_AGENTS)
 def chat_home(request):
-    conversations = Conversation.objects.filter(user=request.user).select_related("agent")[:100]
+    conversations = services.owned_conversations(request.user).select_related("agent")[:100]
     agents = services.agents_for_members(request.tenant)
     return render(request, "agents/chat_home.html", {"conversations": conversations, "agents": agents})
 
@@ -114,10 +122,38 @@ def conversation_detail(request, conversation_id):
         "conversation": conversation,
         "rows": rows,
         "active": active,
-        "conversations": Conversation.objects.filter(user=request.user).select_related("agent")[:100],
+        "conversations": services.owned_conversations(request.user).select_related("agent")[:100],
         "max_chars": services.MAX_MESSAGE_CHARS,
+        "title_max_chars": services.RENAMED_TITLE_MAX_CHARS,
     }
     return render(request, "agents/conversation.html", context)
+
+
+@require_POST
+@tenant_view(Action.USE_AGENTS)
+def conversation_rename(request, conversation_id):
+    conversation = _conversation_or_404(request, conversation_id)
+    try:
+        services.rename_conversation(Actor.from_request(request), conversation, request.POST.get("title", ""))
+    except ServiceError as exc:
+        messages.error(request, exc.text)
+    else:
+        messages.success(request, "Conversation renamed.")
+    return redirect("agents:conversation", tenant_slug=request.tenant.slug, conversation_id=conversation.pk)
+
+
+@require_POST
+@tenant_view(Action.USE_AGENTS)
+def conversation_delete(request, conversation_id):
+    """The page's confirmation panel posts here (see agents/conversation.html)."""
+    conversation = _conversation_or_404(request, conversation_id)
+    try:
+        services.delete_conversation(Actor.from_request(request), conversation)
+    except ServiceError as exc:
+        messages.error(request, exc.text)
+        return redirect("agents:conversation", tenant_slug=request.tenant.slug, conversation_id=conversation.pk)
+    messages.success(request, "Conversation deleted.")
+    return redirect("agents:chat", tenant_slug=request.tenant.slug)
 
 
 @require_POST
@@ -145,6 +181,7 @@ def message_post(request, conversation_id):
             "conversation": conversation,
             # The first question has just named the conversation: the page shows it at once.
             "new_title": "" if conversation.title else services.conversation_title(invocation.user_message.content),
+            "title_max_chars": services.RENAMED_TITLE_MAX_CHARS,
         }
         return render(request, "agents/_turn.html", context, status=202)
     return redirect("agents:conversation", tenant_slug=request.tenant.slug, conversation_id=conversation.pk)
@@ -177,9 +214,7 @@ def turn_retry(request, invocation_id):
 @require_POST
 @tenant_view(Action.USE_AGENTS)
 def message_feedback(request, message_id):
-    message = Message.objects.filter(pk=int_or_404(message_id)).first()
-    if message is None or not Conversation.objects.filter(pk=message.conversation_id, user=request.user).exists():
-        raise Http404
+    message = _message_or_404(request, message_id)
     try:
         value = int(request.POST.get("value", ""))
         services.set_feedback(Actor.from_request(request), message, value)
@@ -192,9 +227,7 @@ def message_feedback(request, message_id):
 @tenant_view(Action.USE_AGENTS)
 def message_fragment(request, message_id):
     """The stored, rendered answer: swapped in when a stream ends."""
-    message = Message.objects.filter(pk=int_or_404(message_id)).first()
-    if message is None or not Conversation.objects.filter(pk=message.conversation_id, user=request.user).exists():
-        raise Http404
+    message = _message_or_404(request, message_id)
     invocation = Invocation.objects.filter(assistant_message=message).first()
     row = {"message": message, "html": markdown.render(message.content), "invocation": invocation}
     return render(request, "agents/_message.html", {"row": row})

@@ -236,6 +236,36 @@
     }
   });
 
+  // --- Rename and Delete panels in the header -----------------------------------------
+  // Each is a <details>: it opens on its button, and closes on Escape or a click elsewhere.
+
+  var actions = document.querySelectorAll("details.chat-action");
+
+  actions.forEach(function (details) {
+    details.addEventListener("toggle", function () {
+      if (!details.open) return;
+      actions.forEach(function (other) {
+        if (other !== details) other.open = false;
+      });
+      var field = details.querySelector("input[name=title]");
+      if (field) field.select();
+    });
+  });
+  document.addEventListener("click", function (event) {
+    actions.forEach(function (details) {
+      if (details.open && !details.contains(event.target)) details.open = false;
+    });
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") return;
+    actions.forEach(function (details) {
+      if (details.open) {
+        details.open = false;
+        details.querySelector("summary").focus();
+      }
+    });
+  });
+
   // --- copy an answer (its raw Markdown) ------------------------------------------------
 
   function copyText(value) {

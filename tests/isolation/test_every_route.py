@@ -141,6 +141,8 @@ ROUTES: dict[str, object] = {
     "agents:conversation_new": TenantScoped(methods=("POST",)),
     "agents:conversation": TenantScoped(objects={"conversation_id": "conversation"}),
     "agents:message_post": TenantScoped(methods=("POST",), objects={"conversation_id": "conversation"}),
+    "agents:conversation_rename": TenantScoped(methods=("POST",), objects={"conversation_id": "conversation"}),
+    "agents:conversation_delete": TenantScoped(methods=("POST",), objects={"conversation_id": "conversation"}),
     "agents:turn_events": TenantScoped(objects={"invocation_id": "invocation"}),
     "agents:turn_cancel": TenantScoped(methods=("POST",), objects={"invocation_id": "invocation"}),
     "agents:turn_retry": TenantScoped(methods=("POST",), objects={"invocation_id": "invocation"}),
@@ -172,7 +174,9 @@ ROUTES: dict[str, object] = {
     "api:invitation-resend": TenantScoped(api=True, methods=("POST",), objects={"pk": "invitation"}),
     "api:agent-list": TenantScoped(api=True, lists=True),
     "api:conversation-list": TenantScoped(api=True, lists=True, methods=("GET", "POST")),
-    "api:conversation-detail": TenantScoped(api=True, objects={"pk": "conversation"}),
+    "api:conversation-detail": TenantScoped(
+        api=True, methods=("GET", "PATCH", "DELETE"), objects={"pk": "conversation"}
+    ),
     "api:conversation-messages": TenantScoped(api=True, methods=("GET", "POST"), objects={"pk": "conversation"}),
     "api:invocation-detail": TenantScoped(api=True, objects={"pk": "invocation"}),
     "api:invocation-events": TenantScoped(api=True, objects={"pk": "invocation"}),
