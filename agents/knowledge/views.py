@@ -89,6 +89,7 @@ def _documents_context(request, kb) -> dict:
     return {
         "kb": kb,
         "documents": documents,
+        "chunk_total": Chunk.objects.filter(knowledge_base=kb).count(),
         "polling": any(d.status in IN_PROGRESS for d in documents),
     }
 
@@ -102,7 +103,6 @@ def kb_detail(request, kb_id):
             "entitled": services.entitled(request.tenant),
             "max_upload_mb": settings.KNOWLEDGE_MAX_UPLOAD_BYTES // (1024 * 1024),
             "max_upload_bytes": settings.KNOWLEDGE_MAX_UPLOAD_BYTES,
-            "chunk_total": Chunk.objects.filter(knowledge_base=kb).count(),
         }
     )
     return render(request, "knowledge/detail.html", context)
@@ -110,9 +110,10 @@ def kb_detail(request, kb_id):
 
 @tenant_view(Action.MANAGE_KNOWLEDGE)
 def documents_fragment(request, kb_id):
-    """The documents table alone: htmx polls it while any document is still being ingested."""
+    """The documents table alone, and the base's counts out of band: fetched after an upload
+    and polled by htmx while any document is still being ingested."""
     kb = _kb_or_404(kb_id)
-    return render(request, "knowledge/_documents.html", _documents_context(request, kb))
+    return render(request, "knowledge/_documents.html", {**_documents_context(request, kb), "oob_summary": True})
 
 
 @require_POST
@@ -172,7 +173,15 @@ def document_upload(request, kb_id):
             "new_version": f"Uploaded as version {result.document.version}; it replaces the old one once indexed.",
             "unchanged": "This exact file is already in the knowledge base; nothing changed.",
         }[result.outcome]
-        results.append({"file": result.document.filename, "ok": True, "outcome": result.outcome, "message": text})
+        results.append(
+            {
+                "file": result.document.filename,
+                "ok": True,
+                "outcome": result.outcome,
+                "message": text,
+                "document": result.document.pk,  # the page follows its status in the documents table
+            }
+        )
     if _wants_json(request):
         status = 200 if all(r["ok"] for r in results) else 400
         return JsonResponse({"results": results}, status=status)

@@ -1,6 +1,8 @@
 // Knowledge base page: upload several files at once (drop or choose), one request per file
-// so each has its own progress bar and its own answer; then refresh the documents table,
-// whose statuses htmx keeps polling while files are being indexed.
+// so each has its own progress bar and its own answer. Each stored file refreshes the
+// documents table at once (with the page's counts, sent out of band), whose statuses htmx
+// keeps polling while files are being indexed; each upload's line follows its document's
+// status in that table, so it does not say "being indexed" once it is ready or failed.
 (function () {
   "use strict";
 
@@ -11,7 +13,6 @@
   var list = document.getElementById("kb-uploads");
   var maxBytes = parseInt(form.dataset.maxBytes, 10) || 0;
   var csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
-  var pending = 0;
 
   function row(file) {
     var item = document.createElement("li");
@@ -42,8 +43,48 @@
 
   function refreshDocuments() {
     if (window.htmx) {
-      window.htmx.ajax("GET", form.dataset.documentsUrl, { target: "#kb-documents", swap: "outerHTML" });
+      // From the table itself, so its hx-sync lets this replace a poll still on its way.
+      window.htmx.ajax("GET", form.dataset.documentsUrl, {
+        source: "#kb-documents",
+        target: "#kb-documents",
+        swap: "outerHTML",
+      });
     }
+  }
+
+  // What an upload's line says while its document is indexed, by the document's status.
+  var PROGRESS = {
+    uploaded: "Uploaded. Queued for indexing…",
+    parsing: "Uploaded. Reading the file…",
+    indexing: "Uploaded. Indexing…",
+  };
+
+  function followStatuses(table) {
+    list.querySelectorAll("li[data-document-id]").forEach(function (item) {
+      var row = table.querySelector('tr[data-document-id="' + item.dataset.documentId + '"]');
+      if (!row) return;
+      var msg = item.querySelector(".kb-upload-msg");
+      var status = row.dataset.status;
+      item.classList.remove("is-done", "is-error", "is-busy");
+      if (status === "ready") {
+        var passages = parseInt(row.dataset.chunkCount, 10) || 0;
+        item.classList.add("is-done");
+        msg.textContent = "Ready: " + passages + (passages === 1 ? " passage" : " passages");
+      } else if (status === "failed") {
+        var error = row.querySelector(".kb-error");
+        item.classList.add("is-error");
+        msg.textContent = "Indexing failed" + (error ? ": " + error.textContent.trim() : ".");
+      } else {
+        item.classList.add("is-busy");
+        msg.textContent = PROGRESS[status] || "Uploaded. Indexing…";
+      }
+    });
+  }
+
+  if (window.htmx) {
+    window.htmx.onLoad(function (element) {
+      if (element.id === "kb-documents") followStatuses(element);
+    });
   }
 
   function send(file) {
@@ -74,19 +115,16 @@
       }
       if (result) finish(ui, !!result.ok, result.message);
       else finish(ui, false, "The upload failed (" + xhr.status + ").");
-      done();
+      if (result && result.ok) {
+        // A new document or version is indexed from now on: follow it, and list it at once.
+        if (result.outcome !== "unchanged") ui.item.dataset.documentId = result.document;
+        refreshDocuments();
+      }
     });
     xhr.addEventListener("error", function () {
       finish(ui, false, "The upload failed: no connection.");
-      done();
     });
-    pending += 1;
     xhr.send(data);
-  }
-
-  function done() {
-    pending -= 1;
-    if (pending === 0) refreshDocuments();
   }
 
   function sendAll(files) {

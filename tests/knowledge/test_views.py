@@ -93,6 +93,35 @@ def test_the_documents_table_polls_while_a_document_is_being_indexed(admin, worl
     assert 'data-status="uploaded"' in fragment
 
 
+def test_the_refreshed_documents_table_brings_the_pages_counts_along(
+    admin, world, settings, django_capture_on_commit_callbacks
+):
+    # The page's "N documents · N passages" line was rendered once and stayed as it was
+    # while uploads were listed and indexed beneath it.
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    kb = make_kb(world.a, chunk_size=200, chunk_overlap=20)
+    page = admin.get(f"/t/alpha/knowledge/{kb.pk}/").content.decode()
+    assert '<span class="muted small" id="kb-summary">0 documents · 0 passages' in page
+    assert "hx-swap-oob" not in page
+    text = ("Refunds are accepted within 30 days of purchase. " * 12).encode()
+    with django_capture_on_commit_callbacks(execute=True):
+        uploaded = admin.post(
+            f"/t/alpha/knowledge/{kb.pk}/upload/", {"files": SimpleUploadedFile("a.txt", text)}, **XHR
+        )
+    with tenant_context(world.a.tenant):
+        document = Document.objects.get()
+    # The upload's answer names its document, whose row the page then follows.
+    assert uploaded.json()["results"][0]["document"] == document.pk
+    fragment = admin.get(f"/t/alpha/knowledge/{kb.pk}/documents/", **HX).content.decode()
+    assert document.chunk_count > 1
+    assert (
+        f'<span class="muted small" id="kb-summary" hx-swap-oob="true">1 document · {document.chunk_count} passages'
+        in fragment
+    )
+    assert f'data-document-id="{document.pk}" data-status="ready" data-chunk-count="{document.chunk_count}"' in fragment
+    assert 'hx-sync="this:replace"' in fragment
+
+
 def test_a_failed_document_shows_its_reason(admin, world):
     kb = make_kb(world.a)
     ingest(world.a, kb, "scan.pdf", b"%PDF-1.4 broken")
