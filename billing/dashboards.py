@@ -17,6 +17,7 @@ at the very end (`chart_number`).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -697,7 +698,8 @@ OPERATOR_SORTS = {
     "margin": lambda r: r.margin,
     "margin_pct": lambda r: r.margin_percent if r.margin_percent is not None else Decimal("-1e9"),
     "throttled": lambda r: r.throttled,
-    "budget": lambda r: r.budget_percent if r.budget_percent is not None else -1.0,
+    # A budget of 0 has no percentage but is the tightest of all: it sorts above every other.
+    "budget": lambda r: r.budget_percent if r.budget_percent is not None else (math.inf if r.budget == 0 else -1.0),
 }
 
 
@@ -764,8 +766,12 @@ class OperatorRow:
 
     @property
     def budget_status(self) -> str:
-        if not self.budget:
+        """none, ok, alert or stop. A budget of 0 is set (a hard stop for every paid turn,
+        as admission and the tenant's own gauge treat it), not the absence of one."""
+        if self.budget is None:
             return "none"
+        if self.budget == 0:
+            return "stop"
         percent = self.budget_percent or 0
         if percent >= 100:
             return "stop"

@@ -214,3 +214,37 @@ def test_the_operator_api_answers_bad_parameters_with_a_400_problem(operator, cl
 
     client.force_login(operator)
     assert field in validation_problem(client.get(path, params))["errors"]
+
+
+HARD_STOP_BADGE = (
+    '<span class="badge budget-stop" title="A budget of $0.00: every paid turn is refused">$0.00 — hard stop</span>'
+)
+
+
+def test_a_budget_of_zero_is_shown_as_the_hard_stop_it_is(priced, operator, client):
+    # A budget of 0 refuses every paid turn (since af9b584 the tenant's own pages say
+    # "Hard stop reached"); the console said "No budget", as if spending were unlimited.
+    with tenant_context(priced.a.tenant):
+        TenantBudget.objects.create(monthly_budget=Decimal("0"), soft_alert_percent=80)
+    alpha = next(r for r in rows() if r.tenant.slug == "alpha")
+    assert (alpha.budget, alpha.budget_status) == (Decimal("0"), "stop")
+    # Sorted by budget it comes first, above Bravo's 125 %: nothing at all may be spent.
+    assert [r.tenant.slug for r in rows(sort="budget")] == ["alpha", "bravo"]
+
+    client.force_login(operator)
+    table = client.get(reverse("operator:billing"), {"sort": "name", "dir": "asc"}).content.decode()
+    tenant_page = client.get(reverse("operator:billing_tenant", kwargs={"slug": "alpha"})).content.decode()
+    for body in (table, tenant_page):
+        assert "No budget" not in body
+        assert HARD_STOP_BADGE in body
+    exported = client.get(reverse("operator:billing"), {"format": "csv", "sort": "name", "dir": "asc"})
+    alpha_csv = next(r for r in csv.DictReader(io.StringIO(exported.content.decode())) if r["tenant"] == "alpha")
+    assert (alpha_csv["budget"], alpha_csv["budget_status"]) == ("0.00", "stop")
+
+
+def test_a_tenant_without_a_budget_still_has_no_budget(priced, operator, client):
+    alpha = next(r for r in rows() if r.tenant.slug == "alpha")
+    assert (alpha.budget, alpha.budget_status) == (None, "none")
+    client.force_login(operator)
+    tenant_page = client.get(reverse("operator:billing_tenant", kwargs={"slug": "alpha"})).content.decode()
+    assert '<span class="badge budget-none">No budget</span>' in tenant_page
