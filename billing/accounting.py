@@ -203,6 +203,13 @@ def rollup_totals(queryset=None, **filters) -> dict:
     return {name: (value if value is not None else 0) for name, value in sums.items()}
 
 
+def turns_by_tenant(first_day: dt.date) -> dict[int, int]:
+    """Every tenant's turns (one usage event each, whatever the outcome) from `first_day`
+    (UTC) on, from the roll-ups. Reads across tenants: call inside all_tenants()."""
+    rows = UsageDaily.unscoped.filter(day__gte=first_day).values("tenant_id").annotate(turns=Sum("turns"))
+    return {row["tenant_id"]: row["turns"] or 0 for row in rows.order_by()}
+
+
 def latency_percentile(buckets: dict, percentile: float) -> int | None:
     """Estimate a latency percentile (ms) from summed histogram buckets
     ({"lat_le_250": n, …}): the upper bound of the bucket holding the rank,

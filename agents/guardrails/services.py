@@ -8,6 +8,7 @@ per process, rebuilt when a tenant or canary changes or after MARKERS_TTL second
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import time
 from dataclasses import dataclass
@@ -326,27 +327,40 @@ def try_text(tenant: Tenant, text: str, stage: str = "input") -> TryResult:
 # --- metrics -------------------------------------------------------------------------------
 
 
+def stats_days(days: int = 14) -> tuple[dt.date, dt.datetime]:
+    """The period every figure of the guardrail pages covers: the last `days` days (UTC)
+    including today, as the chart shows them. Its first day, and the moment it starts."""
+    first_day = timezone.now().astimezone(dt.UTC).date() - timedelta(days=days - 1)
+    return first_day, dt.datetime.combine(first_day, dt.time.min, tzinfo=dt.UTC)
+
+
 def stats(events_qs, *, days: int = 14, turns: int | None = None) -> dict:
-    """Trigger rate, blocked requests by category per day, top rules and false-positive rate."""
-    since = timezone.now() - timedelta(days=days)
+    """Trigger rate, blocked turns by category per day, top rules and false-positive rate.
+
+    `turns` is every turn of the same days (the caller reads the metered turns, one usage
+    event each, from billing's roll-ups). A turn triggered a guardrail if it has an event;
+    it was blocked if one of its events blocked it, however many did. Events with no turn
+    (retrieval screening, which the runtime calls without naming its turn) are triggers
+    in all, not triggered turns."""
+    first_day, since = stats_days(days)
     recent = events_qs.filter(created_at__gte=since)
     totals = recent.aggregate(
         events=Count("id"),
-        blocked=Count("id", filter=Q(action="block")),
+        blocked=Count("invocation", distinct=True, filter=Q(action="block")),
         false_positives=Count("id", filter=Q(false_positive=True)),
         triggered_turns=Count("invocation", distinct=True),
     )
     by_day = (
         recent.filter(action="block")
-        .annotate(day=TruncDate("created_at"))
+        .annotate(day=TruncDate("created_at", tzinfo=dt.UTC))
         .values("day", "category")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("invocation", distinct=True))
         .order_by("day")
     )
-    days_list = [(timezone.now() - timedelta(days=d)).date() for d in range(days - 1, -1, -1)]
+    days_list = [first_day + timedelta(days=d) for d in range(days)]
     series: dict = {d: {} for d in days_list}
     for row in by_day:
-        if row["day"] in series:
+        if row["day"] in series and row["n"]:
             series[row["day"]][row["category"]] = row["n"]
     peak = max((sum(v.values()) for v in series.values()), default=0) or 1
     chart = [
@@ -370,7 +384,7 @@ def stats(events_qs, *, days: int = 14, turns: int | None = None) -> dict:
         "days": days,
         "totals": totals,
         "trigger_rate": trigger_rate,
-        "turns": turns,
+        "turns": turns or 0,
         "false_positive_rate": fp_rate,
         "chart": chart,
         "top_rules": top_rules,

@@ -5,21 +5,19 @@ Views are thin: parse → access → service → render."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from agents.guardrails import policy, services
 from agents.guardrails.detectors import ENTITIES
 from agents.guardrails.forms import OverrideForm, TierPolicyForm, TryForm
 from agents.guardrails.models import Category, GuardrailEvent, GuardrailPolicy, Stage
-from agents.models import Invocation
+from billing.accounting import rollup_totals, turns_by_tenant
 from portal.operator.views import audited_read, operator_view
 from tenants.access import int_or_404
 from tenants.models import Tenant, Tier
@@ -56,8 +54,10 @@ def _page_context(request, form=None, try_form=None, try_result=None) -> dict:
             initial=OverrideForm.initial_from(effective.override),
             tier_defaults=policy.merge(effective.tier_config, None),
         )
-    since = timezone.now() - timedelta(days=STATS_DAYS)
-    turns = Invocation.objects.filter(queued_at__gte=since).count()
+    # Every turn of the period, as metered (one usage event per turn, blocked ones too): the
+    # same turns the usage dashboard counts, whatever became of their conversations.
+    first_day, _since = services.stats_days(STATS_DAYS)
+    turns = rollup_totals(day__gte=first_day)["turns"]
     events = GuardrailEvent.objects.select_related("invocation")
     stage, category = request.GET.get("stage", ""), request.GET.get("category", "")
     if stage in Stage.values:
@@ -154,26 +154,23 @@ def event_false_positive(request, event_id):
 @operator_view
 def operator_overview(request):
     """Every tenant's guardrail activity side by side, and each tier's defaults."""
-    since = timezone.now() - timedelta(days=STATS_DAYS)
+    # The same period and meanings as the tenant's page (services.stats).
+    first_day, since = services.stats_days(STATS_DAYS)
     per_tenant = {
         row["tenant_id"]: row
         for row in GuardrailEvent.unscoped.filter(created_at__gte=since)
         .values("tenant_id")
         .annotate(
             events=Count("id"),
-            blocked=Count("id", filter=Q(action="block")),
+            blocked=Count("invocation", distinct=True, filter=Q(action="block")),
             false_positives=Count("id", filter=Q(false_positive=True)),
             leaks=Count("id", filter=Q(category="cross_tenant")),
             injections=Count("id", filter=Q(category="injection")),
             triggered_turns=Count("invocation", distinct=True),
         )
+        .order_by()
     }
-    turns = dict(
-        Invocation.unscoped.filter(queued_at__gte=since)
-        .values("tenant_id")
-        .annotate(n=Count("id"))
-        .values_list("tenant_id", "n")
-    )
+    turns = turns_by_tenant(first_day)
     rows = []
     for tenant in Tenant.objects.select_related("tier").order_by("name"):
         stats = per_tenant.get(tenant.pk, {})
@@ -182,6 +179,7 @@ def operator_overview(request):
             {
                 "tenant": tenant,
                 "turns": turns.get(tenant.pk, 0),
+                "triggered_turns": stats.get("triggered_turns", 0),
                 "events": events,
                 "blocked": stats.get("blocked", 0),
                 "leaks": stats.get("leaks", 0),

@@ -7,6 +7,7 @@ import pytest
 from agents.guardrails import services
 from agents.guardrails.models import GuardrailEvent, GuardrailPolicy, TenantCanary
 from agents.guardrails.seed import seed_guardrails
+from agents.models import Invocation
 from tenants.context import all_tenants
 from tests import factories
 
@@ -18,12 +19,24 @@ def counts():
         return GuardrailPolicy.objects.count(), GuardrailEvent.unscoped.count(), TenantCanary.unscoped.count()
 
 
-def test_it_seeds_tier_defaults_canaries_and_events_once():
+def test_it_seeds_tier_defaults_canaries_and_the_events_of_the_demo_turns_once(monkeypatch):
+    from agents.seed import seed_catalogue
+    from billing import seed as billing_seed
+
     premium = factories.make_tier("premium")
     tenant = factories.make_tenant("initech", tier=premium, name="Initech")
+    factories.add_member(tenant)
+    seed_catalogue()
+    monkeypatch.setattr(billing_seed, "DAYS", 14)
+    billing_seed.seed_usage()  # the metered turns the guardrail events belong to
+
     assert seed_guardrails() > 0
     first = counts()
     assert first[0] == 1 and first[1] > 0 and first[2] == 1
+    with all_tenants("test: seed counts"):
+        # Each event is a trigger of one of the demo's turns, never of no turn.
+        assert not GuardrailEvent.unscoped.filter(invocation__isnull=True).exists()
+        assert Invocation.unscoped.filter(status="blocked").exists()
     config = services.effective_policy(tenant).config
     assert config["presets"] == ["hipaa", "pci-dss"] and config["failure_mode"] == "closed"
     assert seed_guardrails() == 0

@@ -8,6 +8,7 @@ from agents.guardrails import services
 from agents.guardrails.models import GuardrailEvent, GuardrailPolicy, TenantGuardrailOverride
 from tenants.context import tenant_context
 from tenants.models import AuditLog
+from tests.agents.helpers import make_turn
 from tests.guardrails.conftest import grant_custom_guardrails, set_tier_policy
 
 pytestmark = pytest.mark.django_db
@@ -40,12 +41,20 @@ def test_it_shows_the_sidebar_link_to_admins_only(client, world):
     assert b'href="/t/alpha/guardrails/"' not in client.get("/t/alpha/").content
 
 
-def test_it_shows_metrics_the_effective_policy_and_this_tenants_events_only(client, world):
+def test_it_shows_metrics_the_effective_policy_and_this_tenants_events_only(client, world, catalogue):
     set_tier_policy(world.a.tenant.tier, {"presets": ["hipaa"]})
+    # Every trigger of a turn belongs to it (an event with no turn is retrieval screening).
+    _, _, blocked = make_turn(world.a.tenant, world.a.member, catalogue.helpdesk, status="blocked")
+    _, _, redacted = make_turn(world.a.tenant, world.a.member, catalogue.helpdesk)
     events_in(
-        world.a.tenant, category="injection", rule="ignore_previous", action="block", excerpt="Ignore all previous"
+        world.a.tenant,
+        category="injection",
+        rule="ignore_previous",
+        action="block",
+        excerpt="Ignore all previous",
+        invocation=blocked,
     )
-    events_in(world.a.tenant, false_positive=True, excerpt="mail [EMAIL]")
+    events_in(world.a.tenant, false_positive=True, excerpt="mail [EMAIL]", invocation=redacted)
     events_in(world.b.tenant, excerpt="Bravo Inc secret [EMAIL]")
     client.force_login(world.a.admin)
     body = client.get(URL).content.decode()
