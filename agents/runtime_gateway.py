@@ -250,6 +250,7 @@ def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:
     # a transaction, portal.db.postgresql sends it with the tenant settings in one round
     # trip, where an atomic block would add BEGIN and COMMIT.
     facts = getattr(invocation, "_facts", None) or turn_facts(tenant, invocation)  # the claim may have read them
+    invocation._facts = facts  # the output guard reads the history the runtime was sent
     token = mint_act_on_behalf_token(tenant, invocation, facts)
     headers = tenant_headers(tenant, token, invocation)
     request = build_request(invocation, facts)

@@ -467,7 +467,8 @@ class MarkerMatcher:
         if self.size:
             self._automaton.make_automaton()
 
-    def find(self, text: str, tenant_id: int) -> list[tuple[int, int]]:
+    def find(self, text: str, tenant_id: int) -> list[tuple[int, int, str]]:
+        """(start, end, marker) of each other tenant's marker in `text`, the marker casefolded."""
         if not self.size:
             return []
         lowered = text.casefold()
@@ -480,8 +481,16 @@ class MarkerMatcher:
             after = lowered[end + 1] if end + 1 < len(lowered) else " "
             if (before.isalnum() or after.isalnum()) or owners <= {tenant_id}:
                 continue
-            spans.append((start, end + 1))
+            spans.append((start, end + 1, key))
         return spans
+
+
+def skeleton(text: str) -> str:
+    """Letters and digits only, casefolded, without accents and with simple leetspeak undone:
+    "B.r-á v0 Inc" and "bravo inc" are both "bravoinc". Used to ask whether a marker found in
+    an answer was already in what someone wrote, whatever its spelling there."""
+    folded = strip_accents(text.casefold()).translate(_LEET)
+    return "".join(c for c in folded if c.isalnum())
 
 
 # --- denied topics: offline similarity -----------------------------------------------------

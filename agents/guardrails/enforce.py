@@ -79,6 +79,9 @@ class OutputGuard:
     def __init__(self, tenant, invocation):
         self.tenant = tenant
         self.invocation = invocation
+        # Markers the tenant's own side wrote do not count (no name oracle); without a turn
+        # (tests of the guard alone) nobody wrote anything.
+        self.supplied = services.TenantSupplied(tenant, invocation) if invocation is not None else None
         self.checks = 0  # detector passes run (metering: guardrail_checks)
         self.windows = 0
         self._checked_upto = 0
@@ -110,9 +113,11 @@ class OutputGuard:
 
     def check(self, text_so_far: str) -> OutputVerdict | None:
         """None while the streamed text is acceptable; a verdict stops the stream."""
+        if self.supplied is not None:
+            self.supplied.prime()
         start = max(0, self._markers_upto - OVERLAP)
         self._markers_upto = len(text_so_far)
-        leak = services.run_markers(self.effective, self.tenant.pk, text_so_far[start:])
+        leak = services.run_markers(self.effective, self.tenant.pk, text_so_far[start:], supplied=self.supplied)
         self.checks += leak.checks
         if leak.blocked:
             return self._block(leak)
@@ -121,7 +126,9 @@ class OutputGuard:
         start = max(0, self._checked_upto - OVERLAP)
         self._checked_upto = len(text_so_far)
         self.windows += 1
-        evaluation = services.run_output(self.effective, self.tenant.pk, text_so_far[start:], final=False)
+        evaluation = services.run_output(
+            self.effective, self.tenant.pk, text_so_far[start:], final=False, supplied=self.supplied
+        )
         self.checks += evaluation.checks
         # Mid-stream only blocks stop the stream; redactions are applied by final(), whose
         # text replaces what was shown when the turn ends.
@@ -150,7 +157,7 @@ class OutputGuard:
 
     def final(self, text: str) -> OutputVerdict:
         self.windows += 1
-        evaluation = services.run_output(self.effective, self.tenant.pk, text, final=True)
+        evaluation = services.run_output(self.effective, self.tenant.pk, text, final=True, supplied=self.supplied)
         self.checks += evaluation.checks
         if evaluation.blocked:
             return self._block(evaluation)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agents.guardrails import detectors
@@ -174,15 +175,22 @@ class CompiledPolicy:
             excerpt = excerpts(text, [(start, end, scrub(text[start:end]))])[0]
             evaluation.triggers.append(Trigger("injection", "+".join(result.rules), action, excerpt, result.score))
 
-    def cross_tenant(self, text: str, evaluation: Evaluation, markers, tenant_id: int) -> None:
+    def cross_tenant(
+        self, text: str, evaluation: Evaluation, markers, tenant_id: int, supplied: Callable[[str], bool] | None = None
+    ) -> None:
+        """Another tenant's marker in an answer blocks it, unless `supplied(marker)` says the
+        tenant's own side wrote that marker (see agents.guardrails.services.TenantSupplied):
+        blocking those would tell the person whether a name they typed is another customer."""
         if markers is None:
             return
         evaluation.checks += 1
-        spans = markers.find(text, tenant_id)
-        if spans:
-            start, end = spans[0]
-            excerpt = excerpts(text, [(start, end, "[OTHER_TENANT]")])[0]
-            evaluation.triggers.append(Trigger("cross_tenant", "other_tenant_marker", "block", excerpt))
+        for _start, _end, marker in markers.find(text, tenant_id):
+            if supplied is not None and supplied(marker):
+                continue
+            # No excerpt around it: the words next to another tenant's name may be that
+            # tenant's data, and the event is shown to this tenant's admins.
+            evaluation.triggers.append(Trigger("cross_tenant", "other_tenant_marker", "block", "[OTHER_TENANT]"))
+            return
 
     def answer_format(self, text: str, evaluation: Evaluation) -> None:
         if not self.json_schema:
@@ -206,9 +214,17 @@ class CompiledPolicy:
         self.pii(text, evaluation, INPUT)
         return evaluation
 
-    def evaluate_output(self, text: str, *, markers=None, tenant_id: int = 0, final: bool = False) -> Evaluation:
+    def evaluate_output(
+        self,
+        text: str,
+        *,
+        markers=None,
+        tenant_id: int = 0,
+        final: bool = False,
+        supplied: Callable[[str], bool] | None = None,
+    ) -> Evaluation:
         evaluation = Evaluation(text=text)
-        self.cross_tenant(text, evaluation, markers, tenant_id)
+        self.cross_tenant(text, evaluation, markers, tenant_id, supplied)
         self.blocked_terms(text, evaluation)
         self.denied_topics(text, evaluation)
         self.pii(text, evaluation, OUTPUT)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -133,6 +134,75 @@ def other_tenant_markers(tenants_gen: int = 0) -> detectors.MarkerMatcher:
     return matcher
 
 
+class TenantSupplied:
+    """Whether a marker the cross-tenant check found in an answer came from the tenant's own side.
+
+    The check is there to stop another customer's data from leaking into an answer. A
+    marker the tenant itself put in front of the agent is no sign of that, and blocking on
+    it would turn the guard into a name oracle: ask the agent about "Globex", see whether
+    the answer is blocked, and know whether Globex is a customer of the platform.
+
+    The tenant's own side is what the agent was sent of this conversation (the person's
+    question and the history: their words, and earlier answers that already passed this
+    check), the name and instructions of the tenant's own agent (a shared agent's are the
+    platform's) and the tenant's own documents. Spelling does not matter: a marker counts
+    as written when its `detectors.skeleton` is in the skeleton of the writing, forwards or
+    backwards, so "B R A V O inc" or "cni ovarb" hand over "Bravo Inc" as surely as the
+    name itself.
+
+    `prime()` reads the writing, from memory, before the first check of every turn, so a
+    turn that finds a marker does no more work than one that does not: the time the
+    guardrails take is shown under the answer. Only a marker not in the writing costs a
+    query (the tenant's documents), once per marker per turn."""
+
+    def __init__(self, tenant: Tenant, invocation):
+        self.tenant = tenant
+        self.invocation = invocation
+        self._writing: tuple[str, str] | None = None
+        self._answers: dict[str, bool] = {}
+
+    def prime(self) -> None:
+        if self._writing is None:
+            writing = detectors.skeleton("\n".join(self._texts()))
+            self._writing = (writing, writing[::-1])
+
+    def __call__(self, marker: str) -> bool:
+        if marker not in self._answers:
+            self.prime()
+            key = detectors.skeleton(marker)
+            written = key in self._writing[0] or key in self._writing[1]
+            self._answers[marker] = written or self._in_documents(marker)
+        return self._answers[marker]
+
+    def _texts(self) -> list[str]:
+        from agents.runtime_gateway import turn_facts
+
+        invocation = self.invocation
+        # The history as the runtime was sent it: read by the claim or by runtime_gateway.invoke.
+        facts = getattr(invocation, "_facts", None)
+        if facts is None:
+            with tenant_context(self.tenant):
+                facts = turn_facts(self.tenant, invocation)
+        texts = [invocation.user_message.content, *(message["content"] for message in facts.history)]
+        agent = invocation.agent
+        if agent.owner_tenant_id == self.tenant.pk:
+            texts += [agent.name, agent.instructions]
+        return texts
+
+    def _in_documents(self, marker: str) -> bool:
+        from agents.knowledge.services import own_documents_mention
+
+        with tenant_context(self.tenant):
+            return own_documents_mention(marker)
+
+
+def the_person_wrote_it(_marker: str) -> bool:
+    """For the try-it console: everything in it is what the person typed, so by
+    TenantSupplied's rule no marker in it counts. Showing one would answer "is this
+    name another customer?" for whoever types it."""
+    return True
+
+
 def canary_for(tenant: Tenant) -> str:
     """The tenant's canary (created on first use), for planting in its data."""
     with tenant_context(tenant):
@@ -168,16 +238,24 @@ def run_input(effective: EffectivePolicy, text: str) -> Evaluation:
         return _backend_failure(config, "input", exc, text)
 
 
-def run_output(effective: EffectivePolicy, tenant_id: int, text: str, *, final: bool) -> Evaluation:
+def run_output(
+    effective: EffectivePolicy,
+    tenant_id: int,
+    text: str,
+    *,
+    final: bool,
+    supplied: Callable[[str], bool] | None = None,
+) -> Evaluation:
     """Output checks. Cross-tenant leakage is always the builtin automaton, whatever the backend:
-    Bedrock does not know our tenants."""
+    Bedrock does not know our tenants. `supplied` (a TenantSupplied) exempts the markers the
+    tenant's own side wrote."""
     config = effective.config
     try:
         compiled = effective.compiled
         markers = other_tenant_markers(effective.tenants_gen)
         if config["backend"] == "bedrock":
             evaluation = Evaluation(text=text)
-            compiled.cross_tenant(text, evaluation, markers, tenant_id)
+            compiled.cross_tenant(text, evaluation, markers, tenant_id, supplied)
             if evaluation.blocked or not final:
                 return evaluation
             remote = backends.apply(
@@ -188,15 +266,18 @@ def run_output(effective: EffectivePolicy, tenant_id: int, text: str, *, final: 
             )
             remote.checks += evaluation.checks
             return remote
-        return compiled.evaluate_output(text, markers=markers, tenant_id=tenant_id, final=final)
+        return compiled.evaluate_output(text, markers=markers, tenant_id=tenant_id, final=final, supplied=supplied)
     except BackendError as exc:
         return _backend_failure(config, "output", exc, text)
 
 
-def run_markers(effective: EffectivePolicy, tenant_id: int, text: str) -> Evaluation:
+def run_markers(
+    effective: EffectivePolicy, tenant_id: int, text: str, *, supplied: Callable[[str], bool] | None = None
+) -> Evaluation:
     """Only the cross-tenant check: cheap enough for every streamed delta."""
     evaluation = Evaluation(text=text)
-    effective.compiled.cross_tenant(text, evaluation, other_tenant_markers(effective.tenants_gen), tenant_id)
+    markers = other_tenant_markers(effective.tenants_gen)
+    effective.compiled.cross_tenant(text, evaluation, markers, tenant_id, supplied)
     return evaluation
 
 
@@ -309,8 +390,10 @@ def try_text(tenant: Tenant, text: str, stage: str = "input") -> TryResult:
     """What the effective policy would do with `text`, without recording anything."""
     effective = effective_policy(tenant)
     started = time.perf_counter()
-    run = run_output if stage == "output" else None
-    evaluation = run(effective, tenant.pk, text, final=True) if run else run_input(effective, text)
+    if stage == "output":
+        evaluation = run_output(effective, tenant.pk, text, final=True, supplied=the_person_wrote_it)
+    else:
+        evaluation = run_input(effective, text)
     elapsed = (time.perf_counter() - started) * 1000
     blocked = evaluation.blocked
     return TryResult(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -459,6 +460,22 @@ def set_agent_knowledge(actor: Actor, agent, kb_ids: list[int]) -> list[Knowledg
 
 
 # --- retrieval --------------------------------------------------------------------------------------
+
+
+def own_documents_mention(name: str) -> bool:
+    """Whether the current tenant's own documents contain `name`, whatever the case and the
+    spacing or punctuation between its letters: "BRAVO, Inc." and "B-r-a-v-o Inc" both
+    mention "bravo inc".
+
+    For the output guardrails: a name the tenant's own documents hold is no sign of another
+    tenant's data in an answer. Reads the whole tenant's chunks, so it is for the rare case
+    of a name found in an answer, never for every turn."""
+    letters = [c for c in name if c.isalnum()]
+    if not letters:
+        return False
+    # (\W|_) rather than [\W_]: PostgreSQL refuses \W inside brackets; Python's re takes both.
+    pattern = r"(\W|_)*".join(re.escape(c) for c in letters)
+    return Chunk.objects.filter(text__iregex=pattern).exists()
 
 
 def passage_url(tenant: Tenant, chunk: Chunk) -> str:

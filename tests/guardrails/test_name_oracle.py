@@ -1,0 +1,233 @@
+"""The cross-tenant check is no oracle for the names of the platform's other customers.
+
+The output guard blocks an answer that names another tenant, so a leak of another
+customer's data stops before it is shown. Were it to fire on a name the tenant's own
+side supplied, anyone could learn whether a name is a customer of the platform by
+typing it (in the console, or in a chat whose agent repeats the question): the block
+would answer "yes". So the check ignores what the person wrote in the conversation
+(in any case, spacing or punctuation, or backwards), the instructions of the tenant's
+own agent and the tenant's own documents, and the console shows nothing of it. Every
+test here compares another tenant's name ("Bravo Inc") with a name that is nobody's.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from agents import runtime_gateway
+from agents.guardrails import enforce, services
+from agents.guardrails.models import GuardrailEvent
+from agents.models import Agent, Invocation
+from tenants.context import all_tenants, tenant_context
+from tests.agents.helpers import make_turn
+from tests.agents.test_chat import HX, start
+from tests.guardrails.test_enforcement import deltas, send, turn
+from tests.knowledge.helpers import entitle, ingest, make_kb
+
+pytestmark = pytest.mark.django_db
+
+CUSTOMER, NOBODY = "Bravo Inc", "Zulu Widgets"
+CONSOLE = "/t/alpha/guardrails/try/"
+
+
+@pytest.fixture
+def chatting(client, world, catalogue, runtime, eager):
+    client.force_login(world.a.member)
+    return start(client, world.a, catalogue.helpdesk)
+
+
+def console_result(client, text: str, stage: str) -> str:
+    response = client.post(CONSOLE, {"text": text, "stage": stage}, **HX)
+    assert response.status_code == 200
+    body = response.content.decode()
+    result = body[body.index('id="try-result"') :]
+    return re.sub(r"in [0-9.]+ ms", "in … ms", result).replace(text, "…")
+
+
+# --- the try-it console ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["input", "output"])
+@pytest.mark.parametrize("wording", ["{name}", "As {name} told us, refunds take 30 days.", "{name} ({name})"])
+def test_the_console_answers_the_same_for_another_customers_name_and_a_name_that_is_nobodys(
+    client, world, stage, wording
+):
+    client.force_login(world.a.admin)
+
+    customer = console_result(client, wording.format(name=CUSTOMER), stage)
+    nobody = console_result(client, wording.format(name=NOBODY), stage)
+
+    assert customer == nobody
+    assert "Would pass unchanged" in customer and "Cross-tenant" not in customer
+
+
+def test_the_console_says_why_it_never_shows_the_cross_tenant_check(client, world):
+    client.force_login(world.a.admin)
+
+    body = client.get("/t/alpha/guardrails/").content.decode()
+
+    assert "ignores what the person wrote" in body
+
+
+# --- chat -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [CUSTOMER, NOBODY])
+def test_the_offline_agent_repeats_a_name_the_person_asked_about_whoever_it_belongs_to(
+    client, world, catalogue, eager, monkeypatch, django_capture_on_commit_callbacks, name
+):
+    """No fake: the in-process runtime's offline model restates the question in its answer."""
+    monkeypatch.setattr(runtime_gateway, "_local_client", None)  # its key cache outlives a test's keys
+    client.force_login(world.a.member)
+    conversation = start(client, world.a, catalogue.helpdesk)
+
+    send(client, world, conversation, f"What do you know about {name}?", django_capture_on_commit_callbacks)
+
+    invocation, _asked, answer, events = turn(world)
+    assert (invocation.status, events) == ("done", [])
+    assert name in answer.content
+
+
+WRITTEN = {
+    "as it is": lambda name: f"Tell me about {name}.",
+    "in capitals": lambda name: f"TELL ME ABOUT {name.upper()}",
+    "letter by letter": lambda name: "what about " + " ".join(name.lower()) + "?",
+    "punctuated": lambda name: "And " + ".".join(name.replace(" ", "-")) + "?",
+    "backwards": lambda name: f"Spell this backwards: {name[::-1]}",
+    "with accents": lambda name: "Who is " + name.translate(str.maketrans("aeiou", "áéíóú")) + "?",
+}
+
+
+@pytest.mark.parametrize("form", WRITTEN)
+@pytest.mark.parametrize("name", [CUSTOMER, NOBODY])
+def test_an_answer_may_repeat_a_name_the_person_wrote_in_any_form(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks, form, name
+):
+    runtime.events = deltas("You asked about ", f"{name}; ", "I know nothing about it.")
+
+    send(client, world, chatting, WRITTEN[form](name), django_capture_on_commit_callbacks)
+
+    invocation, _asked, answer, events = turn(world)
+    assert (invocation.status, events) == ("done", [])
+    assert answer.content == f"You asked about {name}; I know nothing about it."
+
+
+def test_a_name_the_person_wrote_earlier_in_the_conversation_counts(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    send(client, world, chatting, "I am comparing us with bravo inc.", django_capture_on_commit_callbacks)
+    runtime.events = deltas("Bravo Inc ", "is not something I know about.")
+
+    send(client, world, chatting, "So what do you know about them?", django_capture_on_commit_callbacks)
+
+    with tenant_context(world.a.tenant):
+        latest = Invocation.objects.select_related("assistant_message").order_by("-queued_at").first()
+        assert not GuardrailEvent.objects.exists()
+    assert latest.status == "done" and latest.assistant_message.content.startswith("Bravo Inc")
+
+
+def test_a_name_in_the_tenants_own_documents_is_not_a_leak(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    entitle(world.a.tenant)
+    ingest(world.a, make_kb(world.a), "partners.md", "# Partners\n\nOur reseller in Spain is BRAVO\nInc.")
+    runtime.events = deltas("Our reseller in Spain is ", "Bravo Inc.")
+
+    send(client, world, chatting, "Who sells for us in Spain?", django_capture_on_commit_callbacks)
+
+    invocation, _asked, _answer, events = turn(world)
+    assert (invocation.status, events) == ("done", [])
+
+
+def test_another_tenants_documents_are_not_this_tenants_words(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    entitle(world.a.tenant, world.b.tenant)
+    ingest(world.b, make_kb(world.b), "about.md", "# About us\n\nBravo Inc sells widgets in Spain.")
+    runtime.events = deltas("Bravo Inc ", "sells widgets in Spain.")
+
+    send(client, world, chatting, "Who sells widgets in Spain?", django_capture_on_commit_callbacks)
+
+    assert turn(world)[0].status == "blocked"
+
+
+def test_a_name_in_the_instructions_of_the_tenants_own_agent_is_not_a_leak(
+    client, world, catalogue, runtime, eager, django_capture_on_commit_callbacks
+):
+    with all_tenants("test: the helpdesk becomes alpha's own agent"):
+        Agent.unscoped.filter(pk=catalogue.helpdesk.pk).update(
+            owner_tenant=world.a.tenant, instructions="Refer resellers to Bravo Inc."
+        )
+    client.force_login(world.a.member)
+    conversation = start(client, world.a, catalogue.helpdesk)
+    runtime.events = deltas("Please ask ", "Bravo Inc.")
+
+    send(client, world, conversation, "Where do resellers go?", django_capture_on_commit_callbacks)
+
+    invocation, _asked, _answer, events = turn(world)
+    assert (invocation.status, events) == ("done", [])
+
+
+# --- what still stops an answer ---------------------------------------------------------------
+
+
+def test_a_shared_agents_instructions_are_not_the_tenants_words(
+    client, world, catalogue, runtime, eager, django_capture_on_commit_callbacks
+):
+    with all_tenants("test: platform instructions that name a customer"):
+        Agent.unscoped.filter(pk=catalogue.helpdesk.pk).update(instructions="Refer resellers to Bravo Inc.")
+    client.force_login(world.a.member)
+    conversation = start(client, world.a, catalogue.helpdesk)
+    runtime.events = deltas("Please ask ", "Bravo Inc.")
+
+    send(client, world, conversation, "Where do resellers go?", django_capture_on_commit_callbacks)
+
+    assert turn(world)[0].status == "blocked"
+
+
+def test_another_customers_name_nobody_here_wrote_still_stops_the_answer_and_its_context_is_not_kept(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    runtime.events = deltas("According to Bravo Inc's ", "board minutes, the merger closes in May.")
+
+    send(client, world, chatting, "Any news about Charlie Widgets?", django_capture_on_commit_callbacks)
+
+    invocation, _asked, answer, [event] = turn(world)
+    assert (invocation.status, event.category, event.action) == ("blocked", "cross_tenant", "block")
+    assert answer.content == services.effective_policy(world.a.tenant).config["block_message"]
+    # The words around the name may be the other customer's data: the event keeps none.
+    assert event.excerpt == "[OTHER_TENANT]"
+
+
+def test_writing_another_customers_name_does_not_let_its_canary_through(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    canary = services.canary_for(world.b.tenant)
+    runtime.events = deltas("Bravo Inc's handbook says ", f"{canary}.")
+
+    send(client, world, chatting, "What does Bravo Inc's handbook say?", django_capture_on_commit_callbacks)
+
+    invocation, _asked, _answer, [event] = turn(world)
+    assert (invocation.status, event.category) == ("blocked", "cross_tenant")
+    assert canary not in event.excerpt
+
+
+@pytest.mark.parametrize("name", [CUSTOMER, NOBODY])
+def test_the_guard_does_the_same_work_for_a_name_the_person_wrote_whoever_it_belongs_to(world, catalogue, name):
+    # The time the output guardrails took is shown under every answer: finding another
+    # customer's name (and then seeing the person wrote it) must cost no extra query.
+    _conversation, _answer, queued = make_turn(world.a.tenant, world.a.member, catalogue.helpdesk, f"About {name}?")
+    with tenant_context(world.a.tenant):
+        invocation = Invocation.objects.select_related("agent", "user_message").get(pk=queued.pk)
+        guard = enforce.OutputGuard(world.a.tenant, invocation)
+        # The policy and the markers are looked up the same way for both: out of the count.
+        services.other_tenant_markers(guard.effective.tenants_gen)
+        with CaptureQueriesContext(connection) as queries:
+            verdicts = [guard.check(f"You asked about {name}"), guard.final(f"You asked about {name}.")]
+
+    assert verdicts[0] is None and not verdicts[1].blocked
+    assert len(queries) == 1  # the history the runtime was sent (turn_facts), as for any turn
