@@ -288,7 +288,15 @@ def change_role(actor: Actor, membership: Membership, role: str) -> Membership:
             after={"role": role},
             ip=actor.ip,
         )
+        _record_api_clients_paused(actor, membership.user, before)
     return membership
+
+
+def _record_api_clients_paused(actor: Actor, user: User, role_before: str) -> None:
+    # API clients act on their owner's rights (tenants/identity/models.py ApiClient).
+    from tenants.identity.services import record_api_clients_paused
+
+    record_api_clients_paused(actor, user, role_before)
 
 
 def remove_member(actor: Actor, membership: Membership) -> None:
@@ -310,6 +318,7 @@ def remove_member(actor: Actor, membership: Membership) -> None:
             before={"email": email, "role": role},
             ip=actor.ip,
         )
+        _record_api_clients_paused(actor, membership.user, role)
         # Their last tenant gone, they are signed out everywhere (tenants/sessions.py).
         end_sessions_of_users_left_without_a_tenant([membership.user_id])
 

@@ -123,7 +123,19 @@ def member_change_role(request, membership_id):
         messages.error(request, exc.text)
     else:
         messages.success(request, f"{membership.user.email} is now {membership.get_role_display()}.")
+        _say_which_api_clients_paused(request, membership.user)
     return _redirect_members(request)
+
+
+def _say_which_api_clients_paused(request, user) -> None:
+    """A member's API clients work on their rights; say so when a change pauses some."""
+    from tenants.identity.services import paused_api_clients_of
+
+    paused = len(paused_api_clients_of(user))
+    if paused:
+        clients = "1 API client they own is" if paused == 1 else f"{paused} API clients they own are"
+        them = "it" if paused == 1 else "them"
+        messages.warning(request, f"{clients} paused until an admin takes {them} over on the API clients page.")
 
 
 @require_POST
@@ -136,6 +148,7 @@ def member_remove(request, membership_id):
         messages.error(request, exc.text)
     else:
         messages.success(request, f"{membership.user.email} was removed.")
+        _say_which_api_clients_paused(request, membership.user)
     return _redirect_members(request)
 
 

@@ -7,12 +7,14 @@ from django.http import Http404
 
 from tenants.access import int_or_404
 from tenants.context import require_tenant
-from tenants.identity.models import AgentIdentity, ApiClient
+from tenants.identity.models import AgentIdentity, ApiClient, with_owner_role
 
 
 def access_api_client(client_id) -> ApiClient:
-    """One of the current tenant's API clients (the scoped manager sees no other)."""
-    client = ApiClient.objects.select_related("created_by").filter(pk=int_or_404(client_id)).first()
+    """One of the current tenant's API clients (the scoped manager sees no other), with its
+    owner's role (`is_paused`, `pause_reason`)."""
+    clients = with_owner_role(ApiClient.objects.select_related("created_by", "owner"))
+    client = clients.filter(pk=int_or_404(client_id)).first()
     if client is None:
         raise Http404("No such API client")
     return client

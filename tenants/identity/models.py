@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from tenants.roles import Role
+from tenants.roles import Action, Role, can
 from tenants.scoping import PlatformModel, TenantOwnedModel
 
 
@@ -52,13 +52,20 @@ def new_secret() -> str:
 
 
 class ApiClient(TenantOwnedModel):
-    """A tenant's machine client: client_credentials grant with a hashed secret."""
+    """A tenant's machine client: client_credentials grant with a hashed secret.
+
+    It acts on its owner's rights (at first its creator; an admin who takes it over later):
+    while the owner could not create it today — gone from the tenant, account deactivated,
+    or in a role that cannot manage API clients or grant one of its scopes — the client is
+    paused. Paused is read live (`with_owner_role`), like a person's token, so it starts
+    and ends at once with the owner's rights."""
 
     name = models.CharField(max_length=100)
     client_id = models.CharField(max_length=64, unique=True)
     secret_hash = models.CharField(max_length=64)
     scopes = models.JSONField(default=list)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
@@ -72,6 +79,50 @@ class ApiClient(TenantOwnedModel):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    def owner_may_hold(self, owner_role: str | None) -> bool:
+        """Whether an owner in `owner_role` (None: not an active member) could create this
+        client today: manage API clients, and hold every scope it has."""
+        from tenants.identity.scopes import scopes_for_role
+
+        return can(owner_role, Action.MANAGE_API_CLIENTS) and set(self.scopes) <= scopes_for_role(owner_role)
+
+    @property
+    def is_paused(self) -> bool:
+        """Needs `owner_role` (with_owner_role)."""
+        return self.is_active and not self.owner_may_hold(self.owner_role)
+
+    @property
+    def pause_reason(self) -> str:
+        """Why the client is paused, for its admins ("" when it is not). Needs `owner_role`
+        and reads `owner` (select_related it for lists)."""
+        if not self.is_paused:
+            return ""
+        owner = self.owner
+        if owner is None:
+            return "Its owner's account no longer exists."
+        name = owner.full_name or owner.email
+        if not owner.is_active:
+            return f"{name}'s account is deactivated."
+        if self.owner_role is None:
+            return f"{name} is no longer a member."
+        from tenants.identity.scopes import format_scope, scopes_for_role
+
+        role = Role(self.owner_role).label
+        if not can(self.owner_role, Action.MANAGE_API_CLIENTS):
+            return f"{name} now has the {role} role, which cannot manage API clients."
+        missing = set(self.scopes) - scopes_for_role(self.owner_role)
+        return f"{name} now has the {role} role, which cannot grant {format_scope(missing)}."
+
+
+def with_owner_role(clients: models.QuerySet) -> models.QuerySet:
+    """`clients` annotated with `owner_role`: the owner's role in the current tenant, or None
+    when they are not a member or their account is deactivated. One subquery, so checking a
+    client's token costs no extra round trip."""
+    from tenants.models import Membership
+
+    role = Membership.objects.filter(user_id=models.OuterRef("owner_id"), user__is_active=True).values("role")[:1]
+    return clients.annotate(owner_role=models.Subquery(role))
 
 
 class AgentIdentity(PlatformModel):

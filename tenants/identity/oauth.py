@@ -20,7 +20,7 @@ from tenants import entitlements
 from tenants.context import tenant_context
 from tenants.identity import keys, tokens
 from tenants.identity import scopes as scope_lib
-from tenants.identity.models import AgentGrant, AgentIdentity, ApiClient, hash_secret
+from tenants.identity.models import AgentGrant, AgentIdentity, ApiClient, hash_secret, with_owner_role
 from tenants.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,13 @@ ACCEPTED_SUBJECT_TYPES = (TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT)
 
 API_CLIENT_PREFIX = "tpc"
 AGENT_CLIENT_PREFIX = "agt"
+
+
+# Said only to a caller that proved the secret: the client itself, which needs to know why.
+PAUSED_CLIENT = (
+    "This API client is paused: the person who owns it no longer has the rights to it. "
+    "An admin of the tenant can take it over on the API clients page."
+)
 
 
 class OAuthError(Exception):
@@ -81,11 +88,13 @@ def authenticate_client(client_id: str, client_secret: str) -> AuthenticatedClie
     if tenant is None:
         raise invalid
     with tenant_context(tenant):
-        client = ApiClient.objects.filter(client_id=client_id, revoked_at__isnull=True).first()
+        client = with_owner_role(ApiClient.objects.filter(client_id=client_id, revoked_at__isnull=True)).first()
     if client is None or not _secret_matches(client_secret, client.secret_hash):
         raise invalid
     if not tenant.is_active:
         raise OAuthError("unauthorized_client", "The client's tenant is suspended.")
+    if client.is_paused:
+        raise OAuthError("invalid_client", PAUSED_CLIENT, status=401)
     client.tenant = tenant
     return AuthenticatedClient(api_client=client)
 

@@ -19,7 +19,7 @@ from tenants.identity import mfa, services
 from tenants.identity import scopes as scope_lib
 from tenants.identity.access import access_agent_identity, access_api_client, access_own_agent_identity
 from tenants.identity.forms import AgentIdentityForm, ApiClientForm, MfaRequirementForm
-from tenants.identity.models import ApiClient
+from tenants.identity.models import ApiClient, with_owner_role
 from tenants.models import Membership
 from tenants.roles import Action
 from tenants.services import Actor, ServiceError
@@ -47,9 +47,15 @@ def _how_to_connect(request, client_id: str, scopes: list[str]) -> dict:
 def _api_clients_context(request, form=None) -> dict:
     tenant = request.tenant
     entitled = entitlements.has_feature(tenant, "api_access")
-    own_scopes = scope_lib.scopes_for_role(request.membership.role)
+    role = request.membership.role
+    own_scopes = scope_lib.scopes_for_role(role)
+    clients = list(
+        with_owner_role(ApiClient.objects.select_related("created_by", "owner")).order_by("revoked_at", "-created_at")
+    )
+    for client in clients:
+        _with_take_over(client, role)
     return {
-        "clients": ApiClient.objects.select_related("created_by").order_by("revoked_at", "-created_at"),
+        "clients": clients,
         "entitled": entitled,
         "form": form or ApiClientForm(allowed_scopes=own_scopes),
         "token_url": token_endpoint_url(),
@@ -89,11 +95,34 @@ def api_client_create(request):
     return render(request, "identity/api_clients.html", _api_clients_context(request, form=form), status=400)
 
 
+def _with_take_over(client: ApiClient, role: str) -> ApiClient:
+    """Whether the viewer may take a paused client over, and if not why (for the page)."""
+    client.take_over_refusal = services.take_over_refusal(client, role) if client.is_paused else ""
+    client.may_take_over = client.is_paused and not client.take_over_refusal
+    return client
+
+
 @tenant_view(Action.MANAGE_API_CLIENTS)
 def api_client(request, client_id):
-    client = access_api_client(client_id)
+    client = _with_take_over(access_api_client(client_id), request.membership.role)
     context = {"client": client, **_how_to_connect(request, client.client_id, client.scopes)}
     return render(request, "identity/api_client_detail.html", context)
+
+
+@require_POST
+@tenant_view(Action.MANAGE_API_CLIENTS)
+def api_client_take_over(request, client_id):
+    client = access_api_client(client_id)
+    try:
+        services.take_over_api_client(Actor.from_request(request), client)
+    except ServiceError as exc:
+        messages.error(request, exc.text)
+    else:
+        messages.success(request, f"You now own {client.name}. It works again, with the same secret.")
+    # Back where the button was: the client's own page or the list.
+    if request.POST.get("from") == "client":
+        return redirect("tenants:api_client", tenant_slug=request.tenant.slug, client_id=client.pk)
+    return redirect("tenants:api_clients", tenant_slug=request.tenant.slug)
 
 
 @require_POST

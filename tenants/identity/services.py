@@ -15,9 +15,9 @@ from tenants import audit, entitlements
 from tenants.context import all_tenants, require_tenant
 from tenants.identity import oauth
 from tenants.identity import scopes as scope_lib
-from tenants.identity.models import AgentGrant, AgentIdentity, ApiClient, hash_secret, new_secret
+from tenants.identity.models import AgentGrant, AgentIdentity, ApiClient, hash_secret, new_secret, with_owner_role
 from tenants.models import Tenant
-from tenants.roles import Action, require
+from tenants.roles import Action, Role, can, require
 from tenants.services import OPERATOR_REASON, Actor, ServiceError, _check_actor_tenant, _require_operator
 
 
@@ -46,6 +46,7 @@ def create_api_client(actor: Actor, *, name: str, scopes: list[str]) -> tuple[Ap
         secret_hash=hash_secret(secret),
         scopes=sorted(requested),
         created_by=actor.user,
+        owner=actor.user,
     )
     with transaction.atomic():
         client.save()
@@ -68,6 +69,80 @@ def revoke_api_client(actor: Actor, client: ApiClient) -> None:
         if changed != 1:
             raise ServiceError("This client is already revoked.")
         audit.record("api_client.revoked", actor=actor.user, tenant=tenant, target=client, ip=actor.ip)
+
+
+def take_over_api_client(actor: Actor, client: ApiClient) -> ApiClient:
+    """The actor becomes the owner of a paused client, which works again on their rights.
+
+    Only a paused client: an owner who still has the rights keeps theirs. Only an actor who
+    could create the client today (the same rule as create_api_client), so taking over never
+    hands anyone a scope their role lacks. The secret stays: the integration resumes as it
+    was (whoever knew the secret can use it again; the page says so)."""
+    tenant = _check_actor_tenant(actor)
+    require(actor.role, Action.MANAGE_API_CLIENTS)
+    current = with_owner_role(ApiClient.objects.select_related("owner")).filter(pk=client.pk).first()
+    if current is None or not current.is_active:
+        raise ServiceError("This client is revoked; it cannot be taken over.")
+    if not current.is_paused:
+        raise ServiceError("This client is not paused: its owner still has the rights to it.")
+    refusal = take_over_refusal(current, actor.role)
+    if refusal:
+        raise ServiceError(refusal)
+    with transaction.atomic():
+        # Conditional on the owner read above: of two admins taking it over at once, one wins.
+        changed = ApiClient.objects.filter(pk=current.pk, revoked_at__isnull=True, owner_id=current.owner_id).update(
+            owner=actor.user
+        )
+        if changed != 1:
+            raise ServiceError("This client changed meanwhile; reload the page and try again.")
+        audit.record(
+            "api_client.taken_over",
+            actor=actor.user,
+            tenant=tenant,
+            target=current,
+            before={"owner": current.owner.email if current.owner else None, "paused": current.pause_reason},
+            after={"owner": actor.user.email},
+            ip=actor.ip,
+        )
+    current.owner = actor.user
+    return current
+
+
+def take_over_refusal(client: ApiClient, role: str | None) -> str:
+    """Why someone in `role` may not take `client` over ("" when they may): their role must
+    be able to grant every scope it has, as it would to create it."""
+    if not can(role, Action.MANAGE_API_CLIENTS):
+        return "Your role cannot manage API clients."
+    missing = set(client.scopes) - scope_lib.scopes_for_role(role)
+    if not missing:
+        return ""
+    if scope_lib.scopes_for_role(Role.OWNER) >= set(client.scopes):
+        return f"Only an owner can take it over: it holds {scope_lib.format_scope(missing)}."
+    return f"Your role cannot grant {scope_lib.format_scope(missing)}, so you cannot take it over."
+
+
+def paused_api_clients_of(user) -> list[ApiClient]:
+    """The current tenant's clients owned by `user` that are paused (for the members page's notices)."""
+    clients = with_owner_role(ApiClient.objects.filter(owner=user, revoked_at__isnull=True).select_related("owner"))
+    return [client for client in clients if client.is_paused]
+
+
+def record_api_clients_paused(actor: Actor, user, role_before: str | None) -> list[ApiClient]:
+    """After `user` lost a role (or their membership) in the current tenant: one audit entry,
+    with the reason, for each of their clients that worked before and is paused now, in the
+    caller's transaction. The pause itself needs no write: it is read live."""
+    tenant = require_tenant()
+    paused = [client for client in paused_api_clients_of(user) if client.owner_may_hold(role_before)]
+    for client in paused:
+        audit.record(
+            "api_client.paused",
+            actor=actor.user,
+            tenant=tenant,
+            target=client,
+            after={"reason": client.pause_reason},
+            ip=actor.ip,
+        )
+    return paused
 
 
 def _new_agent_client_id() -> str:

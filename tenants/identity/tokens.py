@@ -328,11 +328,14 @@ def validate(token: str, *, audience: str | list[str] | None = None) -> AccessTo
                 actors=_actors(claims),
             )
         if kind == "client":
-            from tenants.identity.models import ApiClient
+            from tenants.identity.models import ApiClient, with_owner_role
 
-            client = ApiClient.objects.filter(client_id=ident, revoked_at__isnull=True).first()
+            client = with_owner_role(ApiClient.objects.filter(client_id=ident, revoked_at__isnull=True)).first()
             if client is None:
                 raise InvalidToken("client revoked or unknown")
+            # The client acts on its owner's rights: gone or lowered, its tokens stop at once.
+            if client.is_paused:
+                raise InvalidToken("client paused: its owner no longer has the rights to it")
             if not entitlements.has_feature(tenant, "api_access"):
                 raise InvalidToken("the tenant's tier no longer includes API access")
             # As for a person's token: an agent switched off or disallowed stops at once.

@@ -9,6 +9,7 @@ urlpatterns = [
     path("api-clients/new/", screens.api_client_create, name="api_client_create"),
     path("api-clients/<int:client_id>/", screens.api_client, name="api_client"),
     path("api-clients/<int:client_id>/revoke/", screens.api_client_revoke, name="api_client_revoke"),
+    path("api-clients/<int:client_id>/take-over/", screens.api_client_take_over, name="api_client_take_over"),
     path("agents/", screens.agents, name="agents"),
     path("agents/new/", screens.agent_create, name="agent_create"),
     path("agents/<int:agent_id>/allow/", screens.agent_allow, name="agent_allow"),

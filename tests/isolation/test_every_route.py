@@ -124,6 +124,7 @@ ROUTES: dict[str, object] = {
     "tenants:api_client_create": TenantScoped(methods=("POST",)),
     "tenants:api_client": TenantScoped(objects={"client_id": "api_client"}),
     "tenants:api_client_revoke": TenantScoped(methods=("POST",), objects={"client_id": "api_client"}),
+    "tenants:api_client_take_over": TenantScoped(methods=("POST",), objects={"client_id": "api_client"}),
     "tenants:agents": TenantScoped(lists=True),
     "tenants:agent_create": TenantScoped(methods=("POST",)),
     "tenants:agent_allow": TenantScoped(methods=("POST",), objects={"agent_id": "agent_identity"}),
