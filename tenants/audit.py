@@ -1,7 +1,13 @@
-"""Writing the audit log. Every administrative service calls `record()`."""
+"""Writing the audit log (every administrative service calls `record()`) and exporting it."""
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import models
@@ -54,3 +60,118 @@ def client_ip(request) -> str | None:
     if request is None:
         return None
     return request.META.get("REMOTE_ADDR") or None
+
+
+# --- export ------------------------------------------------------------------------------------
+
+EXPORTED = "audit.exported"
+EXPORT_BATCH = 500  # rows read per query; each batch goes out as one chunk of the response
+EXPORT_COLUMNS = [
+    "id",
+    "created_at",
+    "actor_email",
+    "ip_address",
+    "action",
+    "target_type",
+    "target_id",
+    "target",
+    "before",
+    "after",
+]
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection");
+# tab and carriage return count too, because some spreadsheets strip them before looking.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """`text` as a cell a spreadsheet shows as text: a leading quote before a formula start."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def iso_utc(moment) -> str:
+    """2026-03-14T09:30:05Z: ISO 8601, in UTC, to the second."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _export_row(entry: AuditLog) -> list[str]:
+    def as_json(value: dict) -> str:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str) if value else ""
+
+    cells = [
+        str(entry.pk),
+        iso_utc(entry.created_at),
+        entry.actor_email,
+        entry.ip_address or "",
+        entry.action,
+        entry.target_type,
+        entry.target_id,
+        entry.target_repr,
+        as_json(entry.before),
+        as_json(entry.after),
+    ]
+    return [spreadsheet_safe(cell) for cell in cells]
+
+
+def _csv_text(rows) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerows(rows)
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class AuditExport:
+    """The rows one export selected, read a batch at a time, newest first.
+
+    A streamed body is read after the view has returned, when the request's tenant
+    context is gone (and, under ASGI, on whichever thread asgiref picks): every batch
+    sets the tenant itself, so the rows stay scoped (and row-level security applies)."""
+
+    tenant: Tenant
+    entries: models.QuerySet
+    user_id: int | None = None
+
+    def header(self) -> str:
+        return _csv_text([EXPORT_COLUMNS])
+
+    def batch(self, after: tuple | None) -> tuple[str, tuple | None]:
+        """The CSV of the batch after the keyset `after` (created_at, id), and the keyset to
+        read the next one from; None when this was the last batch."""
+        from tenants.context import tenant_context
+
+        rows = self.entries.order_by("-created_at", "-id")
+        if after is not None:
+            created_at, pk = after
+            rows = rows.filter(models.Q(created_at__lt=created_at) | models.Q(created_at=created_at, id__lt=pk))
+        with tenant_context(self.tenant, user_id=self.user_id):
+            entries = list(rows[:EXPORT_BATCH])
+        if not entries:
+            return "", None
+        last = entries[-1]
+        following = (last.created_at, last.pk) if len(entries) == EXPORT_BATCH else None
+        return _csv_text(_export_row(e) for e in entries), following
+
+    def chunks(self) -> Iterator[str]:
+        yield self.header()
+        after = None
+        while True:
+            text, after = self.batch(after)
+            if text:
+                yield text
+            if after is None:
+                return
+
+    async def achunks(self) -> AsyncIterator[str]:
+        """chunks() for an ASGI server: Django reads a sync iterator whole before it sends
+        anything, so a large log would sit in memory. Each batch runs on the request's
+        thread (thread_sensitive), i.e. with the request's database connection."""
+        from asgiref.sync import sync_to_async
+
+        yield self.header()
+        read = sync_to_async(self.batch, thread_sensitive=True)
+        after = None
+        while True:
+            text, after = await read(after)
+            if text:
+                yield text
+            if after is None:
+                return

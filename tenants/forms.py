@@ -79,3 +79,9 @@ class AuditFilterForm(forms.Form):
         if data["until"]:
             queryset = queryset.filter(created_at__date__lte=data["until"])
         return queryset
+
+    def applied(self) -> dict[str, str]:
+        """The filters in force (valid form), JSON-safe: what an export records it selected."""
+        if not self.is_bound or not self.is_valid():
+            return {}
+        return {name: str(value) for name, value in self.cleaned_data.items() if value}

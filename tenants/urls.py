@@ -15,6 +15,7 @@ urlpatterns = [
     path("invitations/<int:invitation_id>/resend/", views.invitation_resend, name="invitation_resend"),
     path("invitations/<int:invitation_id>/revoke/", views.invitation_revoke, name="invitation_revoke"),
     path("audit/", views.audit_log, name="audit_log"),
+    path("audit/export.csv", views.audit_export, name="audit_export"),
     # API clients, agent identities, sign-in security (names stay in this namespace).
     path("", include("tenants.identity.urls")),
     path("sso/", sso_views.settings_page, name="sso_settings"),
