@@ -21,15 +21,18 @@
     }
   });
 
-  // The tenant switcher closes on Escape or a click elsewhere.
+  // The tenant switcher closes on Escape or a click elsewhere; so does the narrow screen's
+  // Menu, except for a click in the links it opened (they sit beside it, not inside).
+  var POPUPS = "details.switcher[open], details.nav-menu[open]";
   document.addEventListener("click", function (event) {
-    document.querySelectorAll("details.switcher[open]").forEach(function (details) {
-      if (!details.contains(event.target)) details.removeAttribute("open");
+    document.querySelectorAll(POPUPS).forEach(function (details) {
+      var controlled = details.matches(".nav-menu") && event.target.closest(".nav");
+      if (!details.contains(event.target) && !controlled) details.removeAttribute("open");
     });
   });
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Escape") return;
-    document.querySelectorAll("details.switcher[open]").forEach(function (details) {
+    document.querySelectorAll(POPUPS).forEach(function (details) {
       details.removeAttribute("open");
       details.querySelector("summary").focus();
     });
