@@ -307,8 +307,8 @@ class AdmissionPlan:
             running = results[-1][0] - (1 if counted_itself else 0)
             if running >= tier.concurrent_sessions:
                 raise LimitExceeded(
-                    f"Your organisation already has {running} answers in progress (the limit is "
-                    f"{tier.concurrent_sessions}). Try again when one finishes.",
+                    f"Your organisation has reached its limit of concurrent sessions ({tier.concurrent_sessions:,}"
+                    " answers in progress at once). Try again when one finishes.",
                     status=429,
                     retry_after=CONCURRENCY_RETRY_AFTER,
                     code="concurrency_limit",
@@ -404,7 +404,7 @@ def plan_admission(tenant, user, offering, text, conversation) -> AdmissionPlan:
 
 def _user_refusal(user_tokens, month) -> LimitExceeded:
     return LimitExceeded(
-        f"You have used your monthly allowance of {user_tokens:,} tokens. Ask a tenant admin to raise your limit.",
+        f"You have used your monthly token quota ({user_tokens:,} tokens). Ask a tenant admin to raise your limit.",
         status=402,
         retry_after=_seconds_to_next_month(month),
         code="user_token_limit",
@@ -427,7 +427,7 @@ def _reservation_refusal(month, quota, budget, tokens) -> LimitExceeded:
     taken = row.tokens_used + row.tokens_reserved if row is not None else 0
     if quota is not None and taken + tokens > quota:
         return LimitExceeded(
-            f"Your organisation has used its {quota:,} included tokens this month and its plan does not "
+            f"Your organisation has used its monthly token quota ({quota:,} tokens) and its plan does not "
             "allow overage. Upgrade the plan or wait for next month.",
             status=402,
             retry_after=retry,
@@ -436,7 +436,7 @@ def _reservation_refusal(month, quota, budget, tokens) -> LimitExceeded:
         )
     amount = budget if budget is not None else Decimal("0")
     return LimitExceeded(
-        f"Your organisation's monthly budget of ${amount:,.2f} is used up (including answers in progress). "
+        f"Your organisation's monthly budget (${amount:,.2f}) is used up (including answers in progress). "
         "A tenant admin can raise it under Usage and billing → Limits and budget.",
         status=402,
         retry_after=retry,
@@ -451,8 +451,8 @@ def _too_large_refusal(tokens: int, tokens_per_minute: int) -> LimitExceeded:
     what the person can do instead."""
     return LimitExceeded(
         f"This message and the conversation so far come to about {tokens:,} tokens, more than your "
-        f"organisation may use in a minute ({tokens_per_minute:,}). Start a new conversation, "
-        "or send a shorter message.",
+        f"organisation's limit of tokens per minute ({tokens_per_minute:,}) allows at once. Start a new "
+        "conversation, or send a shorter message.",
         status=413,
         retry_after=None,
         code="turn_too_large",
@@ -464,12 +464,12 @@ def _rate_refusal(bucket, retry_after: float) -> LimitExceeded:
     if bucket.quantity > bucket.limit:
         return _too_large_refusal(bucket.quantity, bucket.limit)
     seconds = max(1, math.ceil(retry_after))
-    if bucket.kind == LimitKind.RPM:
-        message = f"Your organisation is sending more than {bucket.limit} messages a minute."
-    elif bucket.kind == LimitKind.TPM:
-        message = f"Your organisation is using more than {bucket.limit:,} tokens a minute."
+    # Named as on the limits page (LimitKind's labels), so the person can find the limit.
+    name = LimitKind(bucket.kind).limit_name.lower()
+    if bucket.kind == LimitKind.USER_RPM:
+        message = f"You have reached your limit of {name} ({bucket.limit:,})."
     else:
-        message = f"You are sending more than {bucket.limit} messages a minute."
+        message = f"Your organisation has reached its limit of {name} ({bucket.limit:,})."
     return LimitExceeded(
         f"{message} Try again in {seconds} s.",
         status=429,

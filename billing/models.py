@@ -202,13 +202,22 @@ class UsageDaily(TenantOwnedModel):
 
 
 class LimitKind(models.TextChoices):
+    """The limits a turn can be refused by, labelled with their names: the one name each
+    limit has on the limits page, the dashboards, the tenant overview and in the message
+    of a refusal (a person's own limits are called what the organisation's are)."""
+
     RPM = "rpm", "Requests per minute"
     TPM = "tpm", "Tokens per minute"
     CONCURRENCY = "concurrency", "Concurrent sessions"
     QUOTA = "quota", "Monthly token quota"
     BUDGET = "budget", "Monthly budget"
-    USER_RPM = "user_rpm", "Your requests per minute"
-    USER_TOKENS = "user_tokens", "Your monthly tokens"
+    USER_RPM = "user_rpm", "Requests per minute (per person)"
+    USER_TOKENS = "user_tokens", "Monthly token quota (per person)"
+
+    @property
+    def limit_name(self) -> str:
+        """The limit's name whoever it applies to: "Requests per minute" for USER_RPM too."""
+        return str(self.label).removesuffix(" (per person)")
 
 
 class ThrottleEvent(TenantOwnedModel):

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 
 from billing import accounting, limits
 from billing.dashboards import Gauge
-from billing.models import TenantBudget, ThrottleEvent, UserLimit
+from billing.models import LimitKind, TenantBudget, ThrottleEvent, UserLimit
 from tenants.access import int_or_404
 from tenants.models import Membership
 from tenants.roles import Action, Role, can
@@ -41,10 +41,13 @@ class BudgetForm(forms.Form):
 
 
 class UserLimitForm(forms.Form):
+    # Labelled with the limits' names (LimitKind): a person's limit is called what the organisation's is.
     requests_per_minute = forms.IntegerField(
-        label="Messages per minute", required=False, min_value=1, max_value=1_000_000
+        label=LimitKind.RPM.limit_name, required=False, min_value=1, max_value=1_000_000
     )
-    tokens_per_month = forms.IntegerField(label="Tokens per month", required=False, min_value=1, max_value=10**15)
+    tokens_per_month = forms.IntegerField(
+        label=LimitKind.QUOTA.limit_name, required=False, min_value=1, max_value=10**15
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -98,6 +98,17 @@ def nth(items, index):
 
 
 @register.filter
+def limit_name(kind: str) -> str:
+    """The name of a limit ("rpm" → "Requests per minute"), as every page and refusal calls it."""
+    from billing.models import LimitKind
+
+    try:
+        return LimitKind(kind).label
+    except ValueError:
+        return kind
+
+
+@register.filter
 def model_label(model_key: str) -> str:
     from billing.dashboards import model_label as label
 

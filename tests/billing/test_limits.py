@@ -40,10 +40,28 @@ def estimate(catalogue, text="What is the refund window?") -> tuple[int, Decimal
     return limits.estimate_turn(catalogue.offering, text)
 
 
+# The one name of each limit: the limits page, the dashboard and the overview use it, and so
+# does every refusal, so a person can find the limit that stopped them (tests/billing/test_limit_names.py).
+LIMIT_NAMES = {
+    "rpm": "requests per minute",
+    "tpm": "tokens per minute",
+    "concurrency": "concurrent sessions",
+    "quota": "monthly token quota",
+    "budget": "monthly budget",
+    "user_rpm": "requests per minute",
+    "user_tokens": "monthly token quota",
+}
+
+
 def refused(side, catalogue, text="What is the refund window?", role="member") -> limits.LimitExceeded:
     with pytest.raises(limits.LimitExceeded) as caught:
         ask(side, catalogue.helpdesk, text, role)
+    assert_names_its_limit(caught.value)
     return caught.value
+
+
+def assert_names_its_limit(refusal: limits.LimitExceeded) -> None:
+    assert LIMIT_NAMES[refusal.kind] in refusal.messages[0].lower(), refusal.messages[0]
 
 
 def written(side) -> tuple[int, int]:
@@ -141,7 +159,7 @@ def test_tenant_requests_per_minute_from_the_tier(world, catalogue, runtime, lim
         ask(world.a, catalogue.helpdesk)
     refusal = refused(world.a, catalogue)
     assert (refusal.status, refusal.kind, refusal.code) == (429, "rpm", "rate_limited")
-    assert "3 messages a minute" in refusal.messages[0]
+    assert "Your organisation has reached its limit of requests per minute (3)." in refusal.messages[0]
     assert 1 <= refusal.retry_after <= 20  # one request's interval (20 s) at 3/min
 
 
@@ -198,6 +216,7 @@ def test_a_turn_larger_than_a_minutes_tokens_is_refused_with_what_to_do_not_a_re
         with pytest.raises(limits.LimitExceeded) as caught:
             post(world.a, conversation)
         refusal = caught.value
+        assert_names_its_limit(refusal)
         assert (refusal.status, refusal.code, refusal.kind, refusal.retry_after) == (413, "turn_too_large", "tpm", None)
         assert "Start a new conversation" in refusal.messages[0]
         assert "Try again" not in refusal.messages[0]
@@ -270,7 +289,7 @@ def test_the_api_answers_a_limit_with_problem_json_and_retry_after(client, world
     assert int(response["Retry-After"]) >= 1
     body = response.json()
     assert (body["status"], body["code"], body["limit"]) == (429, "rate_limited", "rpm")
-    assert "1 messages a minute" in body["detail"]
+    assert "limit of requests per minute (1)" in body["detail"]
 
 
 def test_the_composer_shows_the_reason_with_429_and_retry_after(client, world, catalogue, runtime):

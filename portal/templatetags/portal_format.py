@@ -1,0 +1,85 @@
+"""How every page shows a moment: "3 Dec 2026, 14:05 UTC".
+
+One convention, so that the same moment reads the same on every page:
+
+* day month-abbreviation year, a 24-hour time, and the zone, always UTC (the portal
+  has no per-person time zone, so the zone is said rather than assumed);
+* inside a <time> element whose `datetime` is the ISO 8601 instant (for machines and
+  assistive technology) and whose `title` is the full timestamp to the second (hover).
+
+    {% load portal_format %}
+    {{ entry.created_at|when }}         → <time …>3 Dec 2026, 14:05 UTC</time>
+    {{ membership.created_at|when:"date" }} → <time …>3 Dec 2026</time>
+    {{ event.created_at|when:"stacked" }}   → <time …>3 Dec 2026,<br>14:05 UTC</time> (dense tables)
+    {{ invitation.expires_at|when_text }}  → 3 Dec 2026, 14:05 UTC (plain text: emails, attributes)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django import template
+from django.utils.html import format_html
+
+register = template.Library()
+
+EMPTY = "—"
+# English abbreviations whatever the server's locale (strftime's %b follows it).
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    # Naive datetimes do not occur with USE_TZ; treat one as UTC rather than guess a zone.
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def day_text(value: dt.date | dt.datetime) -> str:
+    """3 Dec 2026 (a datetime's day in UTC)."""
+    if isinstance(value, dt.datetime):
+        value = _utc(value)
+    return f"{value.day} {MONTHS[value.month - 1]} {value.year}"
+
+
+def when_text(value: dt.datetime, *, seconds: bool = False) -> str:
+    """3 Dec 2026, 14:05 UTC (with seconds: 3 Dec 2026, 14:05:09 UTC)."""
+    moment = _utc(value)
+    return f"{day_text(moment)}, {moment:%H:%M:%S} UTC" if seconds else f"{day_text(moment)}, {moment:%H:%M} UTC"
+
+
+def iso(value: dt.date | dt.datetime) -> str:
+    """The machine form: 2026-12-03T14:05:09Z for an instant, 2026-12-03 for a day."""
+    if isinstance(value, dt.datetime):
+        return _utc(value).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return value.isoformat()
+
+
+@register.filter(name="when")
+def when(value, style: str = "") -> str:
+    """A <time> element in the portal's convention. Styles: "date" shows the day only;
+    "stacked" puts the time under the day, for a column in a dense table."""
+    if value in (None, ""):
+        return EMPTY
+    if not isinstance(value, dt.datetime):  # a date: the day is all there is
+        return format_html('<time datetime="{}">{}</time>', iso(value), day_text(value))
+    full = when_text(value, seconds=True)
+    if style == "date":
+        return format_html('<time datetime="{}" title="{}">{}</time>', iso(value), full, day_text(value))
+    if style == "stacked":
+        return format_html(
+            '<time datetime="{}" title="{}">{},<br><span class="muted">{} UTC</span></time>',
+            iso(value),
+            full,
+            day_text(value),
+            f"{_utc(value):%H:%M}",
+        )
+    return format_html('<time datetime="{}" title="{}">{}</time>', iso(value), full, when_text(value))
+
+
+@register.filter(name="when_text")
+def when_text_filter(value) -> str:
+    """The same words without markup, for plain-text mail and attributes."""
+    if value in (None, ""):
+        return EMPTY
+    if not isinstance(value, dt.datetime):
+        return day_text(value)
+    return when_text(value)

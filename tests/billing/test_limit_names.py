@@ -1,0 +1,78 @@
+"""Each limit has one name, the same on every page that shows it: the limits page, the usage
+dashboard, the tenant overview, the refusals a limit records (and, in tests/billing/test_limits.py,
+the message a refused person reads)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+from django.utils import timezone
+
+from billing.models import LimitKind
+from tests.billing.usage_helpers import at, record_throttle
+
+pytestmark = pytest.mark.django_db
+
+NAMES = ["Requests per minute", "Tokens per minute", "Concurrent sessions", "Monthly token quota", "Monthly budget"]
+# What the pages called the same limits before they shared one name.
+OTHER_NAMES = [
+    "Messages per minute",
+    "Answers in progress at once",
+    "Included tokens",
+    "Token quota ·",
+    "Budget ·",
+    "Tokens per month",
+    "Your requests per minute",
+    "Your monthly tokens",
+]
+
+
+def text_of(response) -> str:
+    """The page's words, without markup and extra whitespace."""
+    assert response.status_code == 200
+    body = re.sub(r"<script.*?</script>|<[^>]+>", " ", response.content.decode(), flags=re.S)
+    return re.sub(r"\s+", " ", body)
+
+
+def test_the_refusal_kinds_are_called_by_the_limit_names():
+    assert [LimitKind(k).label for k in ("rpm", "tpm", "concurrency", "quota", "budget")] == NAMES
+    assert LimitKind.USER_RPM.label == "Requests per minute (per person)"
+    assert LimitKind.USER_TOKENS.label == "Monthly token quota (per person)"
+
+
+@pytest.mark.parametrize("page", ["/t/alpha/", "/t/alpha/billing/limits/"])
+def test_the_overview_and_the_limits_page_name_the_plans_limits_alike(client, world, page):
+    client.force_login(world.a.owner)
+    text = text_of(client.get(page))
+    for name in ["Requests per minute", "Tokens per minute", "Concurrent sessions", "Monthly token quota"]:
+        assert name in text, f"{name!r} missing on {page}"
+    for other in OTHER_NAMES:
+        assert other not in text, f"{other!r} on {page}"
+
+
+def test_the_limits_page_names_the_per_person_limits_and_the_refusals_alike(client, world):
+    record_throttle(world.a.tenant, timezone.now(), user=world.a.member, kind=LimitKind.USER_TOKENS)
+    record_throttle(world.a.tenant, timezone.now(), user=world.a.member, kind=LimitKind.CONCURRENCY)
+    client.force_login(world.a.owner)
+
+    text = text_of(client.get("/t/alpha/billing/limits/"))
+
+    assert "Limits per person" in text
+    assert "Person Requests per minute Monthly token quota" in text  # the per-person table's columns
+    assert "Monthly token quota (per person)" in text and "Concurrent sessions" in text  # the refusals
+    assert "Monthly budget" in text
+
+
+def test_the_dashboard_names_the_quota_the_budget_and_the_refusals_alike(client, world):
+    today = timezone.now().astimezone(dt.UTC).date()
+    record_throttle(world.a.tenant, at(today), user=world.a.member, kind=LimitKind.USER_RPM)
+    client.force_login(world.a.billing)
+
+    text = text_of(client.get("/t/alpha/billing/", {"range": "30d"}))
+
+    assert "Monthly token quota ·" in text and "Monthly budget ·" in text
+    assert "Requests per minute (per person)" in text  # the throttled table, by limit
+    for other in OTHER_NAMES:
+        assert other not in text, f"{other!r} on the dashboard"

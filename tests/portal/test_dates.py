@@ -1,0 +1,125 @@
+"""One way to show a moment on every page: "3 Dec 2026, 14:05 UTC", in a <time> element whose
+datetime is the ISO 8601 instant and whose title is the full timestamp (portal_format)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+from django.template import Context, Template
+from django.utils import timezone
+
+from billing import invoices as inv
+from billing.accounting import month_start
+from billing.models import LimitKind
+from portal.templatetags.portal_format import when
+from tenants.context import tenant_context
+from tenants.models import AuditLog, Invitation
+from tests import factories
+from tests.billing.usage_helpers import record_throttle, record_usage
+
+MOMENT = dt.datetime(2026, 3, 14, 9, 5, 7, tzinfo=dt.UTC)
+SHOWN = '<time datetime="2026-03-14T09:05:07Z" title="14 Mar 2026, 09:05:07 UTC">14 Mar 2026, 09:05 UTC</time>'
+
+
+def render(source: str, **context) -> str:
+    return Template("{% load portal_format %}" + source).render(Context(context))
+
+
+def test_it_shows_a_moment_as_day_month_year_time_and_utc_in_a_time_element():
+    assert render("{{ moment|when }}", moment=MOMENT) == SHOWN
+
+
+def test_it_shows_a_moment_of_another_zone_in_utc():
+    paris = dt.timezone(dt.timedelta(hours=1))
+    assert render("{{ moment|when }}", moment=MOMENT.astimezone(paris)) == SHOWN
+
+
+def test_it_shows_the_day_only_with_the_full_timestamp_on_hover():
+    assert render('{{ moment|when:"date" }}', moment=MOMENT) == (
+        '<time datetime="2026-03-14T09:05:07Z" title="14 Mar 2026, 09:05:07 UTC">14 Mar 2026</time>'
+    )
+
+
+def test_it_stacks_the_time_under_the_day_for_a_dense_table():
+    assert render('{{ moment|when:"stacked" }}', moment=MOMENT) == (
+        '<time datetime="2026-03-14T09:05:07Z" title="14 Mar 2026, 09:05:07 UTC">'
+        '14 Mar 2026,<br><span class="muted">09:05 UTC</span></time>'
+    )
+
+
+def test_it_shows_a_date_as_a_day():
+    assert render("{{ day|when }}", day=dt.date(2027, 1, 1)) == '<time datetime="2027-01-01">1 Jan 2027</time>'
+
+
+def test_it_writes_the_same_words_without_markup_for_mail_and_attributes():
+    assert render("{{ moment|when_text }}", moment=MOMENT) == "14 Mar 2026, 09:05 UTC"
+
+
+@pytest.mark.parametrize("empty", [None, ""])
+def test_it_shows_a_dash_for_no_moment(empty):
+    assert render("{{ moment|when }}|{{ moment|when_text }}", moment=empty) == "—|—"
+
+
+# --- the admin and billing pages use it ------------------------------------------------------
+
+
+def times(body: str) -> list[str]:
+    return re.findall(r"<time [^>]*>[^<]*</time>", body)
+
+
+@pytest.mark.django_db
+def test_the_audit_log_shows_its_entries_times_in_the_convention(client, world):
+    with tenant_context(world.a.tenant):
+        AuditLog(tenant=world.a.tenant, actor_email="owner@alpha.test", action="x.y", created_at=MOMENT).save(
+            force_insert=True
+        )
+    client.force_login(world.a.owner)
+    assert when(MOMENT, "stacked") in client.get("/t/alpha/audit/").content.decode()
+
+
+@pytest.mark.django_db
+def test_the_members_page_shows_joined_days_and_expiry_moments_in_the_convention(client, world):
+    invitation = factories.make_invitation(world.a.tenant, "new@alpha.test", invited_by=world.a.owner)
+    with tenant_context(world.a.tenant):
+        joined = world.a.memberships["admin"].created_at
+    client.force_login(world.a.owner)
+
+    shown = times(client.get("/t/alpha/members/").content.decode())
+
+    assert when(joined, "date") in shown
+    assert when(invitation.expires_at) in shown
+
+
+@pytest.mark.django_db
+def test_the_billing_pages_show_moments_in_the_convention(client, world):
+    now = timezone.now().replace(microsecond=0)
+    event = record_usage(world.a.tenant, now, user=world.a.member)
+    record_throttle(world.a.tenant, now, user=world.a.member, kind=LimitKind.RPM)
+    with tenant_context(world.a.tenant):
+        invoice = inv.draft_invoice(world.a.tenant, month_start(now.date()))
+    client.force_login(world.a.owner)
+
+    assert when(event.created_at, "stacked") in client.get("/t/alpha/billing/events/").content.decode()
+    assert when(now) in times(client.get("/t/alpha/billing/limits/").content.decode())
+    detail = client.get(f"/t/alpha/billing/invoices/{invoice.pk}/").content.decode()
+    assert when(invoice.drafted_at) in times(detail)
+
+
+@pytest.mark.django_db
+def test_the_invitation_mail_and_page_say_when_it_expires_in_the_convention(
+    client, world, settings, mailoutbox, django_capture_on_commit_callbacks
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    client.force_login(world.a.owner)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/t/alpha/members/invite/", {"email": "new@alpha.test", "role": "member"})
+    with tenant_context(world.a.tenant):
+        invitation = Invitation.objects.get(email="new@alpha.test")
+
+    [message] = mailoutbox
+    assert f"expires on {render('{{ m|when_text }}', m=invitation.expires_at)}." in message.body
+    client.logout()
+    page = client.get(f"/invitations/{invitation.token}/").content.decode()
+    assert when(invitation.expires_at) in times(page)
