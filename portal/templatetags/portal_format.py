@@ -17,6 +17,7 @@ One convention, so that the same moment reads the same on every page:
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from django import template
 from django.utils.html import format_html
@@ -83,3 +84,12 @@ def when_text_filter(value) -> str:
     if not isinstance(value, dt.datetime):
         return day_text(value)
     return when_text(value)
+
+
+@register.filter(name="json_value")
+def json_value(value) -> str:
+    """One value of a stored JSON object as JSON: null, "", {"action": "x"} (not Python's
+    None and {'action': 'x'}); text as it is."""
+    if isinstance(value, str):
+        return value if value else '""'
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)

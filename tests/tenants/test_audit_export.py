@@ -176,3 +176,14 @@ def test_it_offers_the_export_on_the_audit_log_with_the_current_filters(client, 
 
     assert 'href="/t/alpha/audit/export.csv?action=invitation"' in body
     assert "Export CSV" in body
+
+
+def test_the_audit_log_shows_a_nested_change_as_json_not_as_python(client, world):
+    entry(world.a, "audit.exported", after={"filters": {"action": "invitation"}, "rows": 2, "note": None})
+    client.force_login(world.a.owner)
+
+    body = client.get("/t/alpha/audit/").content.decode()
+
+    assert "{&quot;action&quot;: &quot;invitation&quot;}" in body
+    assert "{&#x27;action&#x27;" not in body
+    assert '<span class="json-key">note</span>: null' in body
