@@ -110,12 +110,13 @@ class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.
     @extend_schema(
         request=None,
         responses={
-            204: OpenApiResponse(description="Deleted: gone from every list and lookup; usage and invoices unchanged."),
+            204: OpenApiResponse(description="Deleted: its text erased, gone from every list and lookup."),
             409: OpenApiResponse(description="An answer is still being written: stop it or wait (problem JSON)."),
         },
         description=(
-            "Delete the conversation (its owner only). It disappears from the API and the portal; the turns "
-            "behind its usage events are kept, so billing does not change."
+            "Delete the conversation (its owner only). Its messages and title are erased and it disappears "
+            "from the API and the portal; the turns behind its usage events are kept, emptied of text, so "
+            "usage and invoices do not change."
         ),
     )
     def destroy(self, request, *args, **kwargs):

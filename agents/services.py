@@ -240,11 +240,11 @@ class ConversationBusy(ServiceError):
 
 
 def delete_conversation(actor: Actor, conversation: Conversation) -> None:
-    """The owner deletes their conversation: it is hidden from them everywhere, and kept.
+    """The owner deletes their conversation: its text is erased and it is hidden everywhere.
 
-    Kept, because its invocations (which would cascade with it) are the record behind
-    each usage event, guardrail event and trace: what was billed stays explainable and
-    reconcile_usage unchanged. A turn in progress is not stopped for the owner (they
+    Its rows are kept, emptied, because its invocations (which would cascade with it) are
+    the record behind each usage event, guardrail event and trace: what was billed stays
+    explainable and reconcile_usage unchanged. A turn in progress is not stopped for the owner (they
     may want its answer): they are told to stop it or wait."""
     tenant = _require_chat(actor)
     with transaction.atomic():
@@ -258,7 +258,15 @@ def delete_conversation(actor: Actor, conversation: Conversation) -> None:
             raise ConversationBusy(
                 "An answer is still being written: stop it or wait for it to finish, then delete the conversation."
             )
-        Conversation.objects.filter(pk=locked.pk).update(deleted_at=timezone.now())
+        # What the person and the agent wrote is erased; what it cost is not. The rows stay
+        # (each invocation is the record behind its usage event), emptied of text: the
+        # messages, the title, the relayed stream of each answer. Guardrail events keep only
+        # their redacted excerpts, the admins' record of what the rules caught.
+        Conversation.objects.filter(pk=locked.pk).update(deleted_at=timezone.now(), title="")
+        Message.objects.filter(conversation_id=locked.pk).update(content="", citations=[], tool_calls=[], error="")
+        from agents import streaming
+
+        streaming.erase(Invocation.objects.filter(conversation_id=locked.pk).values_list("pk", flat=True))
         # By id only: a conversation is private, and the audit log is read by the tenant's admins.
         audit.record(
             "chat.conversation_deleted",

@@ -90,6 +90,19 @@ def last_seq(invocation_id) -> int:
     return StreamEvent.objects.filter(invocation_id=invocation_id).aggregate(m=Max("seq"))["m"] or 0
 
 
+def erase(invocation_ids) -> None:
+    """Forget the relayed streams of these invocations (a conversation deleted by its owner)."""
+    invocation_ids = list(invocation_ids)
+    if not invocation_ids:
+        return
+    if uses_redis():
+        _redis().delete(*(_key(pk) for pk in invocation_ids))
+        return
+    from agents.models import StreamEvent
+
+    StreamEvent.objects.filter(invocation_id__in=invocation_ids).delete()
+
+
 def publish(invocation_id, seq: int, kind: str, data: dict) -> None:
     publish_many(invocation_id, [(seq, kind, data)])
 

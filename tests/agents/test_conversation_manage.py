@@ -13,7 +13,7 @@ import json
 import pytest
 from django.test import Client
 
-from agents import services
+from agents import services, streaming
 from agents.models import Conversation, Invocation, Message
 from billing.accounting import month_start
 from billing.invoices import draft_invoice
@@ -154,6 +154,27 @@ def test_it_deletes_a_conversation_and_leaves_billing_exactly_as_it_was(
         f"Conversation {chatting.pk}",
         world.a.member.pk,
     )
+
+
+def test_deleting_erases_what_was_written_and_keeps_what_it_cost(
+    client, world, chatting, django_capture_on_commit_callbacks
+):
+    post(client, world.a, chatting, "My card is 4111 1111 1111 1111, refund it", django_capture_on_commit_callbacks)
+    with tenant_context(world.a.tenant):
+        invocation_id = Invocation.objects.get(conversation_id=chatting.pk).pk
+        assert streaming.read(invocation_id, 0)
+        usage_before = list(UsageEvent.objects.values_list("invocation_id", "input_tokens", "output_tokens"))
+
+    assert client.post(chat_url(world.a, f"{chatting.pk}/delete/")).status_code == 302
+
+    with tenant_context(world.a.tenant):
+        conversation = Conversation.objects.get(pk=chatting.pk)
+        messages = list(Message.objects.filter(conversation_id=chatting.pk))
+        assert conversation.title == ""
+        assert len(messages) == 2
+        assert [(m.content, m.citations, m.tool_calls, m.error) for m in messages] == [("", [], [], "")] * 2
+        assert streaming.read(invocation_id, 0) == []
+        assert list(UsageEvent.objects.values_list("invocation_id", "input_tokens", "output_tokens")) == usage_before
 
 
 def test_it_refuses_to_delete_while_an_answer_is_being_written(
