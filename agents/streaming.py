@@ -215,6 +215,33 @@ def read_db(invocation_id, after: int, limit: int = 500) -> list[Event]:
     return [Event(row.seq, row.kind, row.data) for row in rows]
 
 
+def off_request_thread(function):
+    """`function`, for a thread of the event loop's executor (sync_to_async with
+    thread_sensitive=False), giving back its pooled database connection when it returns.
+
+    Nothing else would: Django closes a request thread's connections when the request
+    finishes, never an executor thread's, so each of those threads kept one of the pool's
+    connections for good: an executor has up to min(32, CPUs + 4) threads, more than the
+    pool's 20 on a larger machine, and every new event loop (each test's) has threads of its
+    own. Without a pool the connection stays, as a persistent connection of its thread."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        from django.db import connection
+
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if getattr(connection, "pool", None) is not None and not connection.in_atomic_block:
+                connection.close()  # back to the pool
+
+    return wrapper
+
+
+_read_db_off_request_thread = off_request_thread(read_db)
+
+
 async def read_async(invocation_id, after: int, block_ms: int) -> list[Event]:
     """Events after `after`, waiting up to block_ms for new ones (Redis) or one poll (database)."""
     if uses_redis():
@@ -224,7 +251,7 @@ async def read_async(invocation_id, after: int, block_ms: int) -> list[Event]:
 
     from asgiref.sync import sync_to_async
 
-    events = await sync_to_async(read_db, thread_sensitive=False)(invocation_id, after)
+    events = await sync_to_async(_read_db_off_request_thread, thread_sensitive=False)(invocation_id, after)
     if not events:
         await asyncio.sleep(min(block_ms, 250) / 1000)
     return events

@@ -398,6 +398,7 @@ async def _frames(tenant_id: int, invocation_id, after: int, *, tenant=None, use
         await asyncio.sleep(0)
 
 
+@streaming.off_request_thread
 def _still_open(tenant_id: int, user_id: int | None, invocation_id) -> bool:
     """Whether a quiet stream may go on: its tenant active, its reader still a member, its turn there."""
     tenant = Tenant.objects.filter(pk=tenant_id).first()

@@ -147,3 +147,14 @@ def test_it_streams_a_cancelled_queued_turn_to_its_end(client, world, catalogue,
     client.force_login(world.a.member)
     body = read(client.get(events_url(queued)))
     assert [(seq, kind) for seq, kind, _ in frames(body)] == [(1, "cancelled")]
+
+
+def test_streams_read_from_the_database_give_their_connections_back(client, world, turn):
+    """Each stream reads the database relay on threads of its event loop's executor; a
+    connection those threads took from PostgreSQL's pool must go back to it, or more streams
+    than the pool has connections (over a process's life, far more) wait for one in vain."""
+    pool = django_settings.DATABASES["default"].get("OPTIONS", {}).get("pool") or {}
+    write_turn_events(world.a.tenant, turn)
+    client.force_login(world.a.member)
+    for _ in range(pool.get("max_size", 20) + 2):
+        assert [kind for _, kind, _ in frames(read(client.get(events_url(turn))))][-1] == "done"
