@@ -373,6 +373,9 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
         verdict.record(invocation)
         if verdict.blocked:
             admission.release(invocation, guardrail_checks=verdict.checks)
+            # Answered at once; its stream (the API's stream_url) ends with that answer.
+            final = {"message_id": assistant.pk, "message": verdict.message}
+            transaction.on_commit(lambda: _publish_final(tenant, invocation.pk, "blocked", final))
         else:
             _enqueue(invocation)
     return invocation
@@ -558,18 +561,20 @@ def cancel_turn(actor: Actor, invocation: Invocation) -> None:
             Message.objects.filter(pk=invocation.assistant_message_id).update(status=MessageStatus.CANCELLED)
             # It never ran: a zero-usage event, and its reservation is given back.
             metering.record_unrun_turn(invocation, outcome=MessageStatus.CANCELLED)
-            transaction.on_commit(lambda: _publish_cancelled(tenant, invocation.pk))
+            transaction.on_commit(lambda: _publish_final(tenant, invocation.pk, "cancelled", {}))
             return
         Invocation.objects.filter(pk=invocation.pk).exclude(status__in=FINAL_STATUSES).update(cancel_requested=True)
 
 
-def _publish_cancelled(tenant: Tenant, invocation_id) -> None:
+def _publish_final(tenant: Tenant, invocation_id, kind: str, data: dict) -> None:
+    """The final event of a turn that ended without a worker (cancelled while queued, blocked
+    on its question), so that its stream ends too."""
     # An on_commit callback may run after the caller's tenant context is gone
     # (an outer transaction committing later), so it names its tenant itself.
     from agents import streaming
 
     with tenant_context(tenant):
-        streaming.publish_final(invocation_id, "cancelled", {})
+        streaming.publish_final(invocation_id, kind, data)
 
 
 def set_feedback(actor: Actor, message: Message, value: int) -> None:

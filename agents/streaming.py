@@ -6,8 +6,11 @@ nothing lost, nothing repeated. Redis streams carry events when REDIS_URL is set
 (one stream per invocation, ids "0-<seq>", expiring an hour after the last
 write); otherwise rows of agents.StreamEvent do, read by polling.
 
-Event kinds: "status", "delta" {text}, "reset" (a retry starts the answer over),
-"tool_call", "citation", and the final ones "done", "error", "cancelled".
+Event kinds: "status", "delta" {text}, "replace" {text} (what was shown is corrected),
+"reset" (a retry starts the answer over), "tool_call", "citation", and the final ones,
+one of which ends every turn's stream: "done", "cancelled", "error" (it failed) and
+"blocked" (the guardrails blocked the question or the answer). A reader stops at the
+final event; the stream view ends there.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from functools import lru_cache
 
 from django.conf import settings
 
-FINAL_KINDS = ("done", "error", "cancelled")
+FINAL_KINDS = ("done", "cancelled", "error", "blocked")
 STREAM_TTL_SECONDS = 3600
 KEY_PREFIX = "portal:turn:"
 # Each open SSE stream waits in a blocking XREAD, which holds one connection of the

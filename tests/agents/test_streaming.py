@@ -6,17 +6,21 @@ database connections, so these tests commit their data (transaction=True).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 
 import pytest
 from asgiref.sync import async_to_sync
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings as django_settings
 
-from agents import streaming
-from agents.models import MessageStatus
+from agents import services, streaming, turns
+from agents.models import FINAL_STATUSES, Invocation, MessageStatus
 from tenants.context import tenant_context
 from tests.agents.helpers import make_turn
+from tests.billing.helpers import actor, ask, ask_and_run, run
+from tests.guardrails.conftest import set_tier_policy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -138,12 +142,9 @@ def test_it_streams_through_the_api_too(client, world, turn):
 
 
 def test_it_streams_a_cancelled_queued_turn_to_its_end(client, world, catalogue, relay):
-    from agents import services
-    from tests.tenants.helpers import actor
-
     _, _, queued = make_turn(world.a.tenant, world.a.member, catalogue.helpdesk, status=MessageStatus.QUEUED)
     with tenant_context(world.a.tenant):
-        services.cancel_turn(actor(world.a, "member"), queued)
+        services.cancel_turn(actor(world.a), queued)
     client.force_login(world.a.member)
     body = read(client.get(events_url(queued)))
     assert [(seq, kind) for seq, kind, _ in frames(body)] == [(1, "cancelled")]
@@ -158,3 +159,122 @@ def test_streams_read_from_the_database_give_their_connections_back(client, worl
     client.force_login(world.a.member)
     for _ in range(pool.get("max_size", 20) + 2):
         assert [kind for _, kind, _ in frames(read(client.get(events_url(turn))))][-1] == "done"
+
+
+# --- every way a turn ends, its stream ends there ------------------------------------------
+
+# Far longer than any stream of an ended turn should stay open: a stream still open after
+# NOT_ENDED_AFTER seconds would only have ended when its time was up.
+STREAM_TIME = 60
+NOT_ENDED_AFTER = 15
+BLOCKING_POLICY = {"blocked_terms": ["nightingale"], "block_message": "Not here, please."}
+
+
+def read_until_it_ends(response) -> str:
+    async def collect():
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    async def within_time():
+        return await asyncio.wait_for(collect(), NOT_ENDED_AFTER)
+
+    assert response.status_code == 200
+    try:
+        return async_to_sync(within_time)().decode()
+    except TimeoutError:
+        pytest.fail(f"the stream of an ended turn was still open after {NOT_ENDED_AFTER} s")
+
+
+def _answered(world, catalogue, runtime, monkeypatch):
+    return ask_and_run(world.a, catalogue.helpdesk)
+
+
+def _stopped_mid_answer(world, catalogue, runtime, monkeypatch):
+    monkeypatch.setattr(turns, "CANCEL_CHECK_SECONDS", 0)  # the worker notices Stop at the next event
+    invocation = ask(world.a, catalogue.helpdesk)
+
+    def press_stop():
+        with tenant_context(world.a.tenant):
+            services.cancel_turn(actor(world.a), Invocation.objects.get(pk=invocation.pk))
+        return {"type": "delta", "text": "and more"}
+
+    runtime.events = [{"type": "delta", "text": "The refund "}, press_stop, {"type": "delta", "text": "."}]
+    run(world.a, invocation)
+    return invocation
+
+
+def _refused_by_the_runtime(world, catalogue, runtime, monkeypatch):
+    runtime.events = [{"type": "delta", "text": "The refund "}, {"type": "error", "message": "Quota gone"}]
+    return ask_and_run(world.a, catalogue.helpdesk)
+
+
+def _answer_blocked(world, catalogue, runtime, monkeypatch):
+    set_tier_policy(world.a.tenant.tier, BLOCKING_POLICY)
+    runtime.events = [{"type": "delta", "text": "The plan is Project Nightingale."}]
+    return ask_and_run(world.a, catalogue.helpdesk)
+
+
+def _failed_with_its_answer_so_far_blocked(world, catalogue, runtime, monkeypatch):
+    set_tier_policy(world.a.tenant.tier, BLOCKING_POLICY)
+    runtime.events = [
+        {"type": "delta", "text": "The plan is Project Nightingale."},
+        {"type": "error", "message": "The runtime gave up."},
+    ]
+    return ask_and_run(world.a, catalogue.helpdesk)
+
+
+def _question_blocked(world, catalogue, runtime, monkeypatch):
+    set_tier_policy(world.a.tenant.tier, BLOCKING_POLICY)
+    return ask(world.a, catalogue.helpdesk, "Tell me about Project Nightingale")  # answered at once, never queued
+
+
+def _failed_by_the_sweeper(world, catalogue, runtime, monkeypatch):
+    invocation = ask(world.a, catalogue.helpdesk)
+    with tenant_context(world.a.tenant):  # agents.tasks.fail_stuck_turns, for a turn no worker ran
+        turns.fail(invocation.pk, "The agent did not answer in time.")
+    return invocation
+
+
+def _finished_then_interrupted_before_it_said_so(world, catalogue, runtime, monkeypatch):
+    """The finish committed a blocked answer, then the worker was cut short: the next
+    writer tells the browser how the turn ended, as stored (turns._tell_how_it_ended)."""
+    set_tier_policy(world.a.tenant.tier, BLOCKING_POLICY)
+    runtime.events = [{"type": "delta", "text": "The plan is Project Nightingale."}]
+    finish = turns._finish
+
+    def finish_then_time_limit(*args, **kwargs):
+        message_id = finish(*args, **kwargs)
+        if message_id is not None:
+            raise SoftTimeLimitExceeded()
+        return message_id
+
+    monkeypatch.setattr(turns, "_finish", finish_then_time_limit)
+    return ask_and_run(world.a, catalogue.helpdesk)
+
+
+ENDINGS = [
+    pytest.param(_answered, "done", id="done"),
+    pytest.param(_stopped_mid_answer, "cancelled", id="stopped"),
+    pytest.param(_refused_by_the_runtime, "error", id="failed"),
+    pytest.param(_answer_blocked, "blocked", id="answer-blocked"),
+    pytest.param(_failed_with_its_answer_so_far_blocked, "error", id="failed-answer-blocked"),
+    pytest.param(_question_blocked, "blocked", id="question-blocked"),
+    pytest.param(_failed_by_the_sweeper, "error", id="failed-by-the-sweeper"),
+    pytest.param(_finished_then_interrupted_before_it_said_so, "blocked", id="interrupted-after-its-finish"),
+]
+
+
+@pytest.mark.parametrize("end_the_turn, final_kind", ENDINGS)
+def test_the_stream_of_an_ended_turn_ends_at_its_final_event(
+    client, world, catalogue, runtime, relay, settings, monkeypatch, end_the_turn, final_kind
+):
+    settings.SSE_STREAM_MAX_SECONDS = STREAM_TIME
+    invocation = end_the_turn(world, catalogue, runtime, monkeypatch)
+    with tenant_context(world.a.tenant):
+        invocation.refresh_from_db()
+    assert invocation.status in FINAL_STATUSES
+    client.force_login(world.a.member)
+
+    for url in (events_url(invocation), f"/api/v1/tenants/alpha/invocations/{invocation.pk}/events/"):
+        got = frames(read_until_it_ends(client.get(url, HTTP_ACCEPT="text/event-stream")))
+        assert got[-1][1] == final_kind
+        assert [kind for _, kind, _ in got].count(final_kind) == 1
