@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from agents.guardrails.engine import BackendError, Evaluation, Trigger
 
 _client = None
@@ -64,6 +66,11 @@ def apply(text: str, *, source: str, guardrail_id: str, version: str, client=Non
             source=source,
             content=[{"text": {"text": text}}],
         )
+    except SoftTimeLimitExceeded:
+        # The worker's time is up while it waits for Bedrock: not a verdict of the checker
+        # (a backend error blocks in closed mode and lets the text through in open mode),
+        # the turn is interrupted, as anywhere else (agents.turns ends it failed, billed).
+        raise
     except Exception as exc:  # botocore ClientError, endpoint and credential errors alike
         raise BackendError(f"Bedrock ApplyGuardrail failed: {type(exc).__name__}") from exc
     return map_response(text, response)

@@ -13,7 +13,7 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 from agents import runtime_gateway, services, turns
-from agents.guardrails import enforce
+from agents.guardrails import backends, enforce
 from agents.guardrails.models import GuardrailEvent
 from agents.models import Invocation, Message
 from agents.tasks import run_turn
@@ -22,6 +22,7 @@ from billing.models import ModelPrice, MonthlyUsage, PriceBook, Reservation, Res
 from tenants.context import tenant_context
 from tests.billing.helpers import actor, ask, run
 from tests.guardrails.conftest import set_tier_policy
+from tests.guardrails.test_bedrock import time_limit_during_apply_guardrail
 from tests.guardrails.test_enforcement import _failing_bedrock, published_text
 
 pytestmark = pytest.mark.django_db
@@ -313,3 +314,24 @@ def test_a_stopped_turn_whose_runtime_connection_drops_stores_its_answer_so_far_
     shown, published = published_text(world, turn)
     assert shown == answer.content
     assert not any("3344" in str(e.data) for e in published)
+
+
+@pytest.mark.parametrize("failure_mode", ["closed", "open"])
+def test_the_soft_time_limit_in_a_bedrock_final_check_interrupts_the_turn(world, catalogue, runtime, failure_mode):
+    """Not a backend error, which would block the answer (closed) or let it through unchecked
+    (open): the turn is cut short, as anywhere else, billed and keeping none of its answer."""
+    invocation = ask(world.a, catalogue.helpdesk, QUESTION)  # admitted by the built-in input checks
+    set_tier_policy(
+        world.a.tenant.tier, {"backend": "bedrock", "bedrock_guardrail_id": "gr-1", "failure_mode": failure_mode}
+    )
+    backends.set_client(time_limit_during_apply_guardrail())
+
+    assert run_turn.apply(args=[world.a.tenant.pk, str(invocation.pk)]).get() == "failed"
+
+    turn, answer, [event], reservation, _month = ending(world.a, invocation)
+    assert (turn.status, answer.status, answer.error, answer.content) == ("failed", "failed", turns.TOOK_TOO_LONG, "")
+    assert guardrail_events(world.a) == []  # no backend_error verdict
+    assert (event.outcome, event.input_tokens, event.output_tokens) == ("failed", 1200, 300)
+    assert reservation.status == ReservationStatus.SETTLED
+    published = published_text(world, turn)[1]
+    assert (published[-1].kind, published[-1].data) == ("error", {"message": turns.TOOK_TOO_LONG})

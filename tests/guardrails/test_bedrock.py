@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from botocore.stub import Stubber
+from celery.exceptions import SoftTimeLimitExceeded
 
 from agents.guardrails import backends, enforce, services
 from agents.guardrails.engine import BackendError
@@ -139,3 +140,23 @@ def test_an_override_stored_with_a_guardrail_id_still_runs_the_tiers_guardrail(w
     bedrock.add_response("apply_guardrail", NONE, _request("Hello", "INPUT"))
     result = services.try_text(world.a.tenant, "Hello", "input")
     assert (result.blocked, result.triggers) == (False, [])
+
+
+def time_limit_during_apply_guardrail():
+    """A client whose ApplyGuardrail call is cut short by Celery's soft time limit, which the
+    worker raises wherever it is: here, as the request goes out."""
+    client = runtime_helpers.boto3_client("bedrock-runtime")
+
+    def soft_time_limit(**kwargs):
+        raise SoftTimeLimitExceeded()
+
+    client.meta.events.register("before-send.bedrock-runtime.ApplyGuardrail", soft_time_limit)
+    return client
+
+
+def test_the_soft_time_limit_is_not_a_backend_error():
+    # Not a verdict of the checker: the turn is interrupted (agents.turns fails it, billed).
+    with pytest.raises(SoftTimeLimitExceeded):
+        backends.apply(
+            "Hello", source="OUTPUT", guardrail_id="gr-abc123", version="3", client=time_limit_during_apply_guardrail()
+        )
