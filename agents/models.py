@@ -162,6 +162,11 @@ class Message(TenantOwnedModel):
     citations = models.JSONField(default=list, blank=True)
     tool_calls = models.JSONField(default=list, blank=True)
     error = models.CharField(max_length=500, blank=True)
+    blocked_by_guardrails = models.BooleanField(
+        default=False,
+        help_text="The content is the guardrails' block message: they blocked the question, the answer, "
+        "or what a failed turn had written of its answer.",
+    )
     feedback = models.SmallIntegerField(default=0, help_text="-1 thumbs down, 0 none, 1 thumbs up")
     model_label = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

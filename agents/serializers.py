@@ -43,6 +43,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "citations",
             "tool_calls",
             "error",
+            "blocked_by_guardrails",
             "feedback",
             "model_label",
             "created_at",

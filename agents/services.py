@@ -351,6 +351,7 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
             role=Message.Role.ASSISTANT,
             status=MessageStatus.BLOCKED if verdict.blocked else MessageStatus.QUEUED,
             content=verdict.message if verdict.blocked else "",
+            blocked_by_guardrails=verdict.blocked,
             model_label=route.offering.name,
             # A microsecond later, so the answer sorts after its question.
             created_at=now + datetime.timedelta(microseconds=1),
@@ -530,6 +531,7 @@ def retry_turn(actor: Actor, invocation: Invocation) -> Invocation:
             status=MessageStatus.QUEUED,
             error="",
             content="",
+            blocked_by_guardrails=False,
             citations=[],
             tool_calls=[],
             model_label=route.offering.name,

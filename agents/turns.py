@@ -258,14 +258,16 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
             checks=guard.checks,
             trace=trace,
             generated=raw,
+            blocked=verdict.blocked,
         )
         if status == MessageStatus.BLOCKED:
             publisher.emit("blocked", {"message_id": message_id, "text": verdict.text, "message": verdict.message})
         elif status == MessageStatus.FAILED:
             # A failed turn stays failed, for the reason it failed; only its answer so far is
-            # the enforced one, and what was shown of it is replaced by that.
+            # the enforced one, and what was shown of it is replaced by that (the block
+            # message, shown as such: "blocked").
             if verdict.blocked:
-                publisher.emit("replace", {"text": verdict.text}, defer=True)
+                publisher.emit("replace", {"text": verdict.text, "blocked": True}, defer=True)
             publisher.emit("error", {"message": reason})
         else:
             publisher.emit("cancelled" if status == MessageStatus.CANCELLED else "done", {"message_id": message_id})
@@ -487,6 +489,7 @@ def _finish(
     checks: int = 0,
     trace: tracing.TurnTrace | None = None,
     generated: str | None = None,
+    blocked: bool = False,
 ) -> int | None:
     """Final state, stored answer and the one usage event, in one transaction (on
     PostgreSQL, outside a caller's transaction: one query string, one round trip).
@@ -494,6 +497,7 @@ def _finish(
     `generated`: the answer as the runtime produced it, when the stored `text` is not that
     (redacted, blocked or withheld by the output guardrails); a turn without reported
     usage is billed by the estimate of what was generated, not of what is stored.
+    `blocked`: the stored text is the guardrails' block message (the page shows it as such).
 
     Returns the answer's message id, or None when the turn had already ended."""
     generated = text if generated is None else generated
@@ -527,14 +531,15 @@ def _finish(
         },
     )
     answer = (
-        "UPDATE agents_message SET content = %s, status = %s, citations = %s, tool_calls = %s, error = %s "
-        "WHERE tenant_id = %s AND id = %s",
+        "UPDATE agents_message SET content = %s, status = %s, citations = %s, tool_calls = %s, error = %s, "
+        "blocked_by_guardrails = %s WHERE tenant_id = %s AND id = %s",
         [
             text,
             str(status),
             json_field.get_db_prep_save(citations, sql.connection),
             json_field.get_db_prep_save(tool_calls, sql.connection),
             error,
+            blocked,
             invocation.tenant_id,
             invocation.assistant_message_id,
         ],

@@ -66,6 +66,33 @@
     container.hidden = false;
   }
 
+  // The shield of templates/includes/icon.html, for a notice written by this script.
+  var SVG = "http://www.w3.org/2000/svg";
+
+  function shieldIcon() {
+    var icon = document.createElementNS(SVG, "svg");
+    var attributes = {
+      class: "icon",
+      width: "16",
+      height: "16",
+      viewBox: "0 0 24 24",
+      fill: "none",
+      stroke: "currentColor",
+      "stroke-width": "2",
+      "stroke-linecap": "round",
+      "stroke-linejoin": "round",
+      "aria-hidden": "true",
+      focusable: "false",
+    };
+    Object.keys(attributes).forEach(function (name) {
+      icon.setAttribute(name, attributes[name]);
+    });
+    var path = document.createElementNS(SVG, "path");
+    path.setAttribute("d", "M12 3l8 3v6c0 5-3.5 8-8 9-4.5-1-8-4-8-9V6l8-3z");
+    icon.appendChild(path);
+    return icon;
+  }
+
   function follow(bubble) {
     if (bubble.dataset.following) return;
     bubble.dataset.following = "1";
@@ -79,6 +106,24 @@
 
     function setStatus(message) {
       if (statusText) statusText.textContent = message;
+    }
+
+    // The guardrails blocked the answer, or what a failed turn had written of it: what was
+    // shown is replaced at once by their message, shown as the stored answer will show it
+    // (the "Blocked by guardrails" notice, never as answer text) until that answer is swapped in.
+    function showBlocked(message) {
+      var notice = document.createElement("div");
+      notice.className = "alert alert-warning msg-problem msg-blocked";
+      notice.setAttribute("role", "alert");
+      notice.appendChild(shieldIcon());
+      var paragraph = document.createElement("p");
+      var title = document.createElement("strong");
+      title.textContent = "Blocked by guardrails.";
+      paragraph.appendChild(title);
+      paragraph.appendChild(document.createTextNode(" " + (message || "This answer was blocked.")));
+      notice.appendChild(paragraph);
+      text.replaceChildren(notice);
+      bubble.classList.add("is-blocked");
     }
 
     function finish() {
@@ -108,8 +153,11 @@
       scrollToEnd(false);
     });
     source.addEventListener("replace", function (event) {
-      // The shown text was corrected (guardrails redacted a value only now complete).
-      text.textContent = parse(event).text || "";
+      // The shown text was corrected (guardrails redacted a value only now complete), or a
+      // failed turn's answer so far was blocked (its "error" follows).
+      var data = parse(event);
+      if (data.blocked) showBlocked(data.text);
+      else text.textContent = data.text || "";
     });
     source.addEventListener("reset", function () {
       // A retry starts the answer over.
@@ -131,12 +179,9 @@
     source.addEventListener("done", finish);
     source.addEventListener("cancelled", finish);
     source.addEventListener("blocked", function (event) {
-      // The output guardrails stopped the answer: what was shown is replaced at once by the
-      // enforced text, then by the stored (blocked) answer from the server.
+      // The output guardrails stopped the answer; then the stored (blocked) answer is swapped in.
       var data = parse(event);
-      text.textContent = data.message || data.text || "";
-      bubble.classList.add("is-blocked");
-      setStatus(data.message || "Blocked by your organisation's guardrails.");
+      showBlocked(data.message || data.text);
       finish();
     });
     source.addEventListener("error", function (event) {

@@ -6,6 +6,7 @@ runtime at agents.runtime_gateway.invoke; everything else is the real path.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -17,6 +18,7 @@ from agents.services import MAX_MESSAGE_CHARS
 from billing.models import UsageEvent
 from tenants.context import tenant_context
 from tests.agents.helpers import ANSWER, make_turn
+from tests.guardrails.conftest import set_tier_policy
 
 HX = {"HTTP_HX_REQUEST": "true"}
 
@@ -373,6 +375,57 @@ def test_it_shows_a_failed_turn_with_its_reason_and_retries_it_keeping_the_quest
     page = client.get(chat_url(world.a, f"{chatting.pk}/")).content.decode()
     assert "The refund window is <strong>30 days</strong> [1]." in page
     assert "Retry" not in page
+
+
+BLOCKED_ALERT = re.compile(
+    r'<div class="alert alert-warning msg-problem msg-blocked" role="alert"><svg [^>]*>.*?</svg>'
+    r"<p><strong>Blocked by guardrails\.</strong> Not here, please\.</p></div>"
+)
+
+
+def answer_shown(body: str, message_id: int) -> str:
+    """The answer's <article> in a page or fragment, whitespace between tags collapsed."""
+    start = body.index(f'id="msg-{message_id}"')
+    return re.sub(r">\s+<", "><", body[start : body.index("</article>", start)])
+
+
+def test_it_shows_a_failed_turns_blocked_answer_so_far_as_blocked_not_as_answer_text(
+    client, world, runtime, chatting, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"blocked_terms": ["nightingale"], "block_message": "Not here, please."})
+    runtime.events = [
+        {"type": "delta", "text": "The plan is Project Nightingale, and"},
+        runtime_gateway.RuntimeRejected("The model refused the request (content policy)."),
+    ]
+    post(client, world.a, chatting, "What is the plan?", django_capture_on_commit_callbacks)
+    failed = in_tenant(world.a, lambda: Invocation.objects.get())
+    answer = in_tenant(world.a, lambda: Message.objects.get(role="assistant"))
+    assert (failed.status, answer.content) == ("failed", "Not here, please.")
+
+    page = client.get(chat_url(world.a, f"{chatting.pk}/")).content.decode()
+    fragment = client.get(chat_url(world.a, f"messages/{answer.pk}/")).content.decode()
+    for body in (page, fragment):
+        shown = answer_shown(body, answer.pk)
+        # The block message as a blocked turn shows it, then why there is no answer, and Retry.
+        blocked = BLOCKED_ALERT.search(shown)
+        assert blocked is not None, shown
+        assert "<strong>No answer.</strong> The model refused the request (content policy)." in shown
+        assert blocked.end() < shown.index("No answer.")
+        assert 'class="prose"' not in shown and "data-copy" not in shown  # not answer text
+        assert shown.count("Not here, please.") == 1
+        assert f'action="/t/alpha/chat/turns/{failed.pk}/retry/"' in shown
+    api = client.get(f"/api/v1/tenants/alpha/conversations/{chatting.pk}/messages/").json()["results"]
+    assert [(m["status"], m["content"], m["blocked_by_guardrails"]) for m in api] == [
+        ("done", "What is the plan?", False),
+        ("failed", "Not here, please.", True),
+    ]
+
+    runtime.events = [{"type": "delta", "text": "The plan is to ship on Friday."}]
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(chat_url(world.a, f"turns/{failed.pk}/retry/"))
+    shown = answer_shown(client.get(chat_url(world.a, f"{chatting.pk}/")).content.decode(), answer.pk)
+    assert '<div class="prose"><p>The plan is to ship on Friday.</p></div>' in shown
+    assert "Blocked by guardrails." not in shown and "No answer." not in shown
 
 
 def test_it_retries_a_turn_only_once_and_only_when_it_failed_or_stopped(

@@ -211,7 +211,7 @@ def test_a_failed_turn_stores_its_answer_so_far_redacted_as_it_was_shown(world, 
 
     turn, answer, [event], reservation, _month = ending(world.a, invocation)
     assert (turn.status, answer.status, answer.error) == ("failed", "failed", reason)
-    assert answer.content == "Call support on [PHONE]."
+    assert (answer.content, answer.blocked_by_guardrails) == ("Call support on [PHONE].", False)
     assert guardrail_events(world.a) == [("output", "pii", "redact")]
     # Billed for what the runtime generated (estimated: it reported no usage), not for the
     # redacted text; the final check is counted like any other.
@@ -243,11 +243,13 @@ def test_a_failed_turn_whose_answer_so_far_is_blocked_stores_only_the_block_mess
     turn, answer, [event], _reservation, _month = ending(world.a, invocation)
     # Still a failure, for the reason it failed; what is kept of its answer is the enforced text.
     assert (turn.status, answer.status, answer.error) == ("failed", "failed", reason)
-    assert answer.content == "Not here, please."
+    # Shown as the guardrails' notice, not as answer text, by the page and the live stream alike.
+    assert (answer.content, answer.blocked_by_guardrails) == ("Not here, please.", True)
     assert guardrail_events(world.a) == [("output", "blocked_term", "block")]
     assert (event.outcome, event.input_tokens, event.output_tokens) == ("failed", 1200, 300)
     shown, published = published_text(world, turn)
     assert shown == "Not here, please."
+    assert ("replace", {"text": "Not here, please.", "blocked": True}) in [(e.kind, e.data) for e in published]
     assert not any("ightingale" in str(e.data) for e in published)
     assert (published[-1].kind, published[-1].data) == ("error", {"message": reason})
 
@@ -268,6 +270,7 @@ def test_a_guardrail_backend_error_in_a_failed_turns_final_check_fails_closed(
     turn, answer, [event], _reservation, _month = ending(world.a, invocation)
     block_message = enforce.services.effective_policy(world.a.tenant).config["block_message"]
     assert (turn.status, answer.error, answer.content) == ("failed", reason, block_message)
+    assert answer.blocked_by_guardrails
     assert guardrail_events(world.a) == [("output", "backend_error", "block")]
     assert (event.input_tokens, event.output_tokens) == (1200, 300)
 

@@ -50,6 +50,8 @@ class ScriptedRuntime(LoopbackServer):
       with hostile HTML and links in it), so the test can see text arrive before the end;
     - "story": a delta every 0.1 s until the caller hangs up (noted in `hung_up`);
     - "fail once": a 400 refusal the first time, an answer after;
+    - "secret plan": a start naming Globex's blocked "Project Nightingale", then an error
+      (the runtime gives up mid-answer);
     - anything else: a short answer.
     """
 
@@ -85,6 +87,8 @@ class ScriptedRuntime(LoopbackServer):
             return 200, headers, self._held(self.FIRST_PART, self.HOSTILE)
         if "story" in prompt:
             return 200, headers, self._endless()
+        if "secret plan" in prompt:
+            return 200, headers, self._given_up(["The plan is ", "Project Nightingale, which "])
         return 200, headers, self._finished(["All good: ", "the answer is **42**."])
 
     def _finished(self, parts: list[str]) -> Iterator[bytes]:
@@ -92,6 +96,11 @@ class ScriptedRuntime(LoopbackServer):
             yield _sse({"type": "delta", "text": part})
         yield _sse({"type": "usage", "input_tokens": 12, "output_tokens": 20, "model": "offline-small"})
         yield _sse({"type": "done"})
+
+    def _given_up(self, parts: list[str]) -> Iterator[bytes]:
+        for part in parts:
+            yield _sse({"type": "delta", "text": part})
+        yield _sse({"type": "error", "code": "model_error", "message": "The model stopped mid-answer."})
 
     def _held(self, first: str, rest: str) -> Iterator[bytes]:
         yield _sse({"type": "delta", "text": first})

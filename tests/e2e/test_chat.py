@@ -6,7 +6,8 @@ HTML and links render as nothing executable; copy and thumbs up work and the fee
 is stored. A long answer streams on across the server ending its stream every second
 (the browser resumes with Last-Event-ID, nothing lost or repeated), then is stopped
 mid-stream and the runtime sees the worker hang up.
-A refused turn shows its reason and a Retry button, and Retry answers it.
+A refused turn shows its reason and a Retry button, and Retry answers it. A turn that
+fails after writing what the guardrails block shows their notice, never that text.
 
 Web (uvicorn), Celery worker, broker, relay and database are real processes
 (tests/e2e/product.py); only the agent runtime is a fake on loopback.
@@ -42,6 +43,16 @@ def product(tmp_path_factory):
 
 @pytest.fixture
 def page(product, launch_browser):
+    yield from signed_in(product, launch_browser, MEMBER)
+
+
+@pytest.fixture
+def globex_page(product, launch_browser):
+    """A member of Globex, whose tier blocks "project nightingale" in answers."""
+    yield from signed_in(product, launch_browser, "member1@globex.example")
+
+
+def signed_in(product, launch_browser, email: str):
     context = launch_browser().new_context(
         base_url=product.url, viewport={"width": 1280, "height": 900}, permissions=["clipboard-read", "clipboard-write"]
     )
@@ -52,7 +63,7 @@ def page(product, launch_browser):
     page.dialogs = []
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
     page.goto("/accounts/login/")
-    page.fill("#id_login", MEMBER)
+    page.fill("#id_login", email)
     page.fill("#id_password", DEMO_PASSWORD)
     page.click("#login-form button[type=submit]")
     expect(page.locator("body")).not_to_contain_text("The email address and/or password you specified are not correct")
@@ -65,8 +76,8 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def new_conversation(page) -> None:
-    page.goto("/t/acme/chat/")
+def new_conversation(page, tenant: str = "acme") -> None:
+    page.goto(f"/t/{tenant}/chat/")
     expect(page.locator("h1")).to_contain_text("Chat")
     page.locator("#new-conversation button[name=agent]").first.click()
     expect(page.locator("#composer-text")).to_be_visible()
@@ -174,3 +185,34 @@ def test_a_refused_turn_shows_why_and_retry_answers_it(product, page):
     expect(done.locator(".prose strong")).to_have_text("42")
     expect(page.locator(".msg-assistant.status-failed")).to_have_count(0)
     shot(page, "06-retried")
+
+
+def test_a_failed_turns_blocked_answer_so_far_shows_as_blocked(product, globex_page):
+    page = globex_page  # the runtime gives up after naming what Globex's guardrails block
+    held = []  # the stored answer's fragment, held back to see the bubble as the stream left it
+
+    def hold(route):
+        held.append(route)
+
+    page.route("**/chat/messages/*/", hold)
+    new_conversation(page, "globex")
+    send(page, "What is the secret plan?")
+
+    live = page.locator(".msg-assistant.is-blocked")
+    expect(live.locator(".msg-blocked")).to_have_text(
+        "Blocked by guardrails. This request was blocked by your organisation's guardrails."
+    )
+    expect(live).not_to_contain_text("Nightingale")
+    shot(page, "07-failed-blocked-live")
+    held[0].continue_()
+
+    failed = page.locator(".msg-assistant.status-failed").last
+    expect(failed.locator(".msg-blocked")).to_have_text(
+        "Blocked by guardrails. This request was blocked by your organisation's guardrails."
+    )
+    expect(failed.locator(".alert-error")).to_have_text("No answer. The model stopped mid-answer.")
+    expect(failed.locator(".prose")).to_have_count(0)
+    expect(failed.locator("[data-copy]")).to_have_count(0)
+    expect(failed.get_by_role("button", name="Retry")).to_be_visible()
+    assert "Nightingale" not in failed.text_content()
+    shot(page, "08-failed-blocked")
