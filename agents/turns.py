@@ -335,7 +335,10 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
                     citations.append({k: v for k, v in event.items() if k != "type"})
                     publisher.emit("citation", citations[-1])
                 elif kind == "tool_call":
-                    tool_calls.append({k: v for k, v in event.items() if k != "type"})
+                    # Shown and stored with the answer: its arguments pass the output policy too.
+                    checking = time.perf_counter()
+                    tool_calls.append(guard.tool_call({k: v for k, v in event.items() if k != "type"}))
+                    guard_seconds += time.perf_counter() - checking
                     publisher.emit("tool_call", tool_calls[-1])
                 elif kind == "usage":
                     usage = event

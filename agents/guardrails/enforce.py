@@ -1,8 +1,9 @@
 """The three enforcement points of a chat turn (input, output, retrieved context).
 
 agents.services.post_message calls `screen_input()` before anything is written;
-agents.turns.run feeds the streamed answer to an `OutputGuard`; retrieval and tool
-results pass `screen_retrieved()`. Each runs the tenant's effective policy
+agents.turns.run feeds the streamed answer, and each tool call it shows and stores
+with it, to an `OutputGuard`; retrieval and tool results pass `screen_retrieved()`
+before they reach the model. Each runs the tenant's effective policy
 (agents.guardrails.services.effective_policy, cached) and records one
 GuardrailEvent per trigger, with redacted excerpts only.
 
@@ -155,6 +156,41 @@ class OutputGuard:
         self.checks += evaluation.checks
         return evaluation.text
 
+    def tool_call(self, call: dict) -> dict:
+        """A tool call as it may be shown and stored: its arguments, and any result the runtime
+        reports with it (every field but its name and id), through the answer's output checks
+        in one pass over all their values together. Redacted where the policy redacts; when the
+        policy blocks, each value is replaced by BLOCKED_VALUE. Its events are its own."""
+        content = {key: value for key, value in call.items() if key not in TOOL_CALL_IDENTIFIERS}
+        values = list(_scalars(content))
+        if not values:
+            return call
+        text = _VALUE_SEPARATOR.join(values)
+        evaluation = services.run_output(self.effective, self.tenant.pk, text, final=True, answer=False)
+        self.checks += evaluation.checks
+        if evaluation.triggers:
+            services.record_events(
+                self.tenant,
+                "output",
+                list(evaluation.triggers),
+                invocation=self.invocation,
+                backend=self.effective.config["backend"],
+            )
+        if evaluation.blocked:
+            enforced = [BLOCKED_VALUE] * len(values)
+        elif evaluation.text == text:
+            return call
+        else:
+            enforced = evaluation.text.split(_VALUE_SEPARATOR)
+            if len(enforced) != len(values):  # a redaction took in a separator: value by value
+                enforced = [self._tool_value(value) for value in values]
+        return {**call, **_with_scalars(content, iter(enforced))}
+
+    def _tool_value(self, value: str) -> str:
+        evaluation = services.run_output(self.effective, self.tenant.pk, value, final=True, answer=False)
+        self.checks += evaluation.checks
+        return BLOCKED_VALUE if evaluation.blocked else evaluation.text
+
     def final(self, text: str) -> OutputVerdict:
         self.windows += 1
         evaluation = services.run_output(self.effective, self.tenant.pk, text, final=True, supplied=self.supplied)
@@ -163,6 +199,46 @@ class OutputGuard:
             return self._block(evaluation)
         self._record(evaluation.triggers)
         return OutputVerdict(text=evaluation.text)
+
+
+# A tool call's fields that identify it rather than carry content: kept as they come.
+TOOL_CALL_IDENTIFIERS = ("name", "id")
+# What stands for each value of a tool call whose arguments the output policy blocks.
+BLOCKED_VALUE = "[BLOCKED]"
+# Between a tool call's values in its one check: no built-in detector matches across it (a
+# private-use character between line breaks), so each value's redaction comes back on its own.
+# A custom pattern may: the values are then checked one by one (OutputGuard.tool_call).
+_VALUE_SEPARATOR = "\n\ue000\n"
+
+
+def _scalars(data):
+    """The text of each value in `data` (dicts, lists, strings, numbers), in order. Keys are
+    the tool's parameter names; booleans and nulls say nothing."""
+    if isinstance(data, dict):
+        for value in data.values():
+            yield from _scalars(value)
+    elif isinstance(data, list):
+        for value in data:
+            yield from _scalars(value)
+    elif isinstance(data, str):
+        yield data
+    elif isinstance(data, int | float) and not isinstance(data, bool):
+        yield str(data)
+
+
+def _with_scalars(data, enforced):
+    """`data` with each value _scalars() yields replaced by the next of `enforced` (a number
+    the check left alone stays a number)."""
+    if isinstance(data, dict):
+        return {key: _with_scalars(value, enforced) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_with_scalars(value, enforced) for value in data]
+    if isinstance(data, str):
+        return next(enforced)
+    if isinstance(data, int | float) and not isinstance(data, bool):
+        text = next(enforced)
+        return data if text == str(data) else text
+    return data
 
 
 def screen_retrieved(tenant, passages: list[dict]) -> list[dict]:

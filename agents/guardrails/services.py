@@ -245,10 +245,13 @@ def run_output(
     *,
     final: bool,
     supplied: Callable[[str], bool] | None = None,
+    answer: bool = True,
 ) -> Evaluation:
     """Output checks. Cross-tenant leakage is always the builtin automaton, whatever the backend:
-    Bedrock does not know our tenants. `supplied` (a TenantSupplied) exempts the markers the
-    tenant's own side wrote."""
+    Bedrock does not know our tenants. `final`: the whole text (Bedrock is asked then, not on
+    each window); `supplied` (a TenantSupplied) exempts the markers the tenant's own side
+    wrote; `answer=False`: text shown with the answer that is not the answer (a tool call's
+    arguments), which the answer's required format does not apply to."""
     config = effective.config
     try:
         compiled = effective.compiled
@@ -266,7 +269,9 @@ def run_output(
             )
             remote.checks += evaluation.checks
             return remote
-        return compiled.evaluate_output(text, markers=markers, tenant_id=tenant_id, final=final, supplied=supplied)
+        return compiled.evaluate_output(
+            text, markers=markers, tenant_id=tenant_id, final=final and answer, supplied=supplied
+        )
     except BackendError as exc:
         return _backend_failure(config, "output", exc, text)
 

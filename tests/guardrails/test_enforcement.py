@@ -376,3 +376,162 @@ def test_without_output_redaction_deltas_stream_as_they_come(
     shown, events = published_text(world, invocation)
     assert shown == "The refund window is thirty days."
     assert not any(event.kind == "replace" for event in events)
+
+
+# --- tool calls: their arguments are shown and stored with the answer -------------------------
+
+SEND_MAIL = {
+    "type": "tool_call",
+    "name": "send_mail",
+    "id": "call-1",
+    "input": {
+        "to": "jane.doe@example.com",
+        "body": "Call her on 555-201-3344 about Project Nightingale.",
+        "copies": 2,
+        "cc": [{"address": "bob@example.com", "urgent": True}],
+    },
+}
+
+
+def tool_calls_published(world, invocation) -> list[dict]:
+    return [event.data for event in published_text(world, invocation)[1] if event.kind == "tool_call"]
+
+
+def test_a_tool_calls_arguments_are_redacted_where_the_answer_is(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"entities": {"phone": "redact", "email": "redact"}})
+    runtime.events = [SEND_MAIL, *deltas("I wrote to [EMAIL] for you.")]
+    send(client, world, chatting, "Ask Jane to call me", django_capture_on_commit_callbacks)
+
+    invocation, _asked, answer, events = turn(world)
+    redacted = {
+        "name": "send_mail",
+        "id": "call-1",
+        "input": {
+            "to": "[EMAIL]",
+            "body": "Call her on [PHONE] about Project Nightingale.",
+            "copies": 2,
+            "cc": [{"address": "[EMAIL]", "urgent": True}],
+        },
+    }
+    assert (invocation.status, answer.tool_calls) == ("done", [redacted])
+    assert tool_calls_published(world, invocation) == [redacted]  # streamed as stored
+    _shown, published = published_text(world, invocation)
+    assert not any(raw in str(e.data) for e in published for raw in ("jane.doe", "bob@", "3344"))
+    assert sorted((e.stage, e.category, e.rule, e.action) for e in events) == [
+        ("output", "pii", "email", "redact"),
+        ("output", "pii", "email", "redact"),
+        ("output", "pii", "phone", "redact"),
+    ]
+
+
+def test_a_tool_call_whose_arguments_are_blocked_keeps_only_its_name(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"blocked_terms": ["nightingale"]})
+    runtime.events = [SEND_MAIL, *deltas("Done: I wrote to Jane.")]
+    send(client, world, chatting, "Ask Jane to call me", django_capture_on_commit_callbacks)
+
+    invocation, _asked, answer, events = turn(world)
+    blocked = {
+        "name": "send_mail",
+        "id": "call-1",
+        "input": {
+            "to": enforce.BLOCKED_VALUE,
+            "body": enforce.BLOCKED_VALUE,
+            "copies": enforce.BLOCKED_VALUE,
+            "cc": [{"address": enforce.BLOCKED_VALUE, "urgent": True}],
+        },
+    }
+    # The answer passed its own check: only the tool call's arguments are withheld.
+    assert (invocation.status, answer.content, answer.tool_calls) == ("done", "Done: I wrote to Jane.", [blocked])
+    assert tool_calls_published(world, invocation) == [blocked]
+    assert [(e.stage, e.category, e.action) for e in events] == [("output", "blocked_term", "block")]
+
+
+def test_a_result_the_runtime_reports_with_a_tool_call_is_checked_too(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"entities": {"email": "redact"}})
+    lookup = {"type": "tool_call", "name": "lookup", "input": {}, "result": "Owner: jane.doe@example.com"}
+    runtime.events = [lookup, *deltas("Found the owner.")]
+    send(client, world, chatting, "Who owns it?", django_capture_on_commit_callbacks)
+
+    invocation, _asked, answer, _events = turn(world)
+    checked = {"name": "lookup", "input": {}, "result": "Owner: [EMAIL]"}
+    assert answer.tool_calls == [checked]
+    assert tool_calls_published(world, invocation) == [checked]
+
+
+def test_a_redaction_that_would_take_in_two_values_is_made_value_by_value(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    # A custom entity that matches across any non-word characters, the values' separator too.
+    set_tier_policy(
+        world.a.tenant.tier, {"custom_entities": [{"name": "pair", "pattern": r"A\W+B", "action": "redact"}]}
+    )
+    pairs = {"type": "tool_call", "name": "pairs", "input": {"inside": "code A-B here", "end": "xA", "start": "By"}}
+    runtime.events = [pairs, *deltas("Done.")]
+    send(client, world, chatting, "Pairs?", django_capture_on_commit_callbacks)
+
+    # Each value as the policy leaves it alone: no value was cut, none took in its neighbour.
+    assert turn(world)[2].tool_calls == [
+        {"name": "pairs", "input": {"inside": "code [PAIR] here", "end": "xA", "start": "By"}}
+    ]
+
+
+def test_each_tool_call_is_checked_once_however_many_values_it_has(
+    client, world, chatting, runtime, monkeypatch, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"entities": {"phone": "redact", "email": "redact"}})
+    checked = []
+    run_output = services.run_output
+
+    def counting(effective, tenant_id, text, **kwargs):
+        checked.append(text)
+        return run_output(effective, tenant_id, text, **kwargs)
+
+    monkeypatch.setattr(services, "run_output", counting)
+    runtime.events = [SEND_MAIL, {**SEND_MAIL, "id": "call-2"}, *deltas("I wrote ", "to her ", "twice.")]
+    send(client, world, chatting, "Ask Jane to call me", django_capture_on_commit_callbacks)
+
+    # Two tool calls, one check each (all their values together), and the answer's final check.
+    tool_call_checks = [text for text in checked if "jane.doe@example.com" in text]
+    assert len(tool_call_checks) == 2
+    assert len(checked) == 3
+    assert turn(world)[2].tool_calls[1]["input"]["to"] == "[EMAIL]"
+
+
+def test_a_tool_calls_arguments_go_through_bedrock_when_the_policy_says_so(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    from tests.guardrails.test_bedrock import INTERVENED_BLOCKED, NONE
+
+    set_tier_policy(world.a.tenant.tier, {"backend": "bedrock", "bedrock_guardrail_id": "gr-1"})
+    runtime.events = [SEND_MAIL, *deltas("Done.")]
+    bedrock = runtime_helpers.boto3_client("bedrock-runtime")
+
+    def checked(text: str, source: str) -> dict:
+        return {
+            "guardrailIdentifier": "gr-1",
+            "guardrailVersion": "DRAFT",
+            "source": source,
+            "content": [{"text": {"text": text}}],
+        }
+
+    with Stubber(bedrock) as stub:
+        backends.set_client(bedrock)
+        stub.add_response("apply_guardrail", NONE, checked("Ask Jane to call me", "INPUT"))
+        stub.add_response("apply_guardrail", INTERVENED_BLOCKED)  # the tool call's arguments (OUTPUT)
+        stub.add_response("apply_guardrail", NONE, checked("Done.", "OUTPUT"))
+        send(client, world, chatting, "Ask Jane to call me", django_capture_on_commit_callbacks)
+        stub.assert_no_pending_responses()
+
+    invocation, _asked, answer, events = turn(world)
+    assert (invocation.status, answer.content) == ("done", "Done.")
+    assert answer.tool_calls[0]["input"]["to"] == enforce.BLOCKED_VALUE
+    assert {(e.stage, e.category, e.action, e.backend) for e in events} == {
+        ("output", "denied_topic", "block", "bedrock"),
+        ("output", "injection", "block", "bedrock"),
+    }
