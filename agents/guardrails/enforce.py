@@ -166,7 +166,9 @@ class OutputGuard:
         if not values:
             return call
         text = _VALUE_SEPARATOR.join(values)
-        evaluation = services.run_output(self.effective, self.tenant.pk, text, final=True, answer=False)
+        evaluation = services.run_output(
+            self.effective, self.tenant.pk, text, final=True, supplied=self.supplied, answer=False
+        )
         self.checks += evaluation.checks
         if evaluation.triggers:
             services.record_events(
@@ -187,7 +189,9 @@ class OutputGuard:
         return {**call, **_with_scalars(content, iter(enforced))}
 
     def _tool_value(self, value: str) -> str:
-        evaluation = services.run_output(self.effective, self.tenant.pk, value, final=True, answer=False)
+        evaluation = services.run_output(
+            self.effective, self.tenant.pk, value, final=True, supplied=self.supplied, answer=False
+        )
         self.checks += evaluation.checks
         return BLOCKED_VALUE if evaluation.blocked else evaluation.text
 

@@ -231,3 +231,30 @@ def test_the_guard_does_the_same_work_for_a_name_the_person_wrote_whoever_it_bel
 
     assert verdicts[0] is None and not verdicts[1].blocked
     assert len(queries) == 1  # the history the runtime was sent (turn_facts), as for any turn
+
+
+def test_a_tool_call_may_carry_a_name_the_person_wrote(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    # A tool call's arguments are shown and stored with the answer, so they pass the same
+    # cross-tenant check, with the same exemption: otherwise a model that puts the name the
+    # person asked about into a search call would make the call an oracle.
+    runtime.events = [{"type": "tool_call", "name": "search", "id": "call-1", "input": {"query": CUSTOMER}}]
+    runtime.events += deltas("Nothing found.")
+    send(client, world, chatting, f"Search for {CUSTOMER}", django_capture_on_commit_callbacks)
+
+    invocation, _asked, answer, events = turn(world)
+    assert (invocation.status, events) == ("done", [])
+    assert answer.tool_calls == [{"name": "search", "id": "call-1", "input": {"query": CUSTOMER}}]
+
+
+def test_a_tool_call_carrying_another_customers_name_nobody_here_wrote_is_blocked(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    runtime.events = [{"type": "tool_call", "name": "search", "id": "call-1", "input": {"query": CUSTOMER}}]
+    runtime.events += deltas("Nothing found.")
+    send(client, world, chatting, "Search for our biggest competitor", django_capture_on_commit_callbacks)
+
+    invocation, _asked, answer, events = turn(world)
+    assert answer.tool_calls == [{"name": "search", "id": "call-1", "input": {"query": enforce.BLOCKED_VALUE}}]
+    assert [event.category for event in events] == ["cross_tenant"]
