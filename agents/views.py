@@ -389,7 +389,15 @@ async def _frames(tenant_id: int, invocation_id, after: int, *, tenant=None, use
             await asyncio.sleep(STREAM_COALESCE_SECONDS)
             continue
         if time.monotonic() >= next_status_check:
-            if not await sync_to_async(_still_open, thread_sensitive=False)(tenant_id, user_id, invocation_id):
+            state = await sync_to_async(_turn_state, thread_sensitive=False)(tenant_id, user_id, invocation_id)
+            if state is None:
+                return
+            if state.status in FINAL_STATUSES:
+                # The turn has ended, yet its final event never came: the relay lost it (a
+                # Redis stream kept for STREAM_TTL_SECONDS, a worker gone between its commit
+                # and its publish). The stream ends with the final event the database implies
+                # rather than wait out SSE_STREAM_MAX_SECONDS, and a client's reconnect, for ever.
+                yield await sync_to_async(_closing_frame, thread_sensitive=False)(tenant, invocation_id, after, state)
                 return
             next_status_check = time.monotonic() + STREAM_STATUS_CHECK_SECONDS
         if time.monotonic() - last_sent >= STREAM_KEEPALIVE_SECONDS:
@@ -398,16 +406,50 @@ async def _frames(tenant_id: int, invocation_id, after: int, *, tenant=None, use
         await asyncio.sleep(0)
 
 
+@dataclass(frozen=True)
+class TurnState:
+    status: str
+    message_id: int
+    error: str
+
+
 @streaming.off_request_thread
-def _still_open(tenant_id: int, user_id: int | None, invocation_id) -> bool:
-    """Whether a quiet stream may go on: its tenant active, its reader still a member, its turn there."""
+def _turn_state(tenant_id: int, user_id: int | None, invocation_id) -> TurnState | None:
+    """A quiet stream's turn, or None if the stream may not go on: its tenant suspended or
+    gone, its reader no longer a member, its turn gone."""
     tenant = Tenant.objects.filter(pk=tenant_id).first()
     if tenant is None or not tenant.is_active:
-        return False
+        return None
     with tenant_context(tenant):
         if user_id is not None and not Membership.objects.filter(user_id=user_id, user__is_active=True).exists():
-            return False
-        return Invocation.objects.filter(pk=invocation_id).exists()
+            return None
+        row = Invocation.objects.filter(pk=invocation_id).values_list("status", "assistant_message_id", "error").first()
+    return TurnState(*row) if row else None
+
+
+# The final event a turn's ended state implies (see agents.turns for the events themselves).
+_FINAL_EVENT = {"done": "done", "cancelled": "cancelled", "blocked": "blocked", "failed": "error"}
+
+
+@streaming.off_request_thread
+def _closing_frame(tenant, invocation_id, after: int, state: TurnState) -> tuple[str, bool]:
+    """The last frame of a stream whose turn has ended: its own final event if it has come
+    after all, else the one the database implies, numbered after the last event sent."""
+    if tenant is not None:
+        with tenant_context(tenant):
+            events = streaming.read(invocation_id, after)
+    else:
+        events = streaming.read(invocation_id, after)
+    final = next((i for i, event in enumerate(events) if event.is_final), None)
+    if final is not None:
+        return "".join(event.sse() for event in events[: final + 1]), True
+    data = {"message_id": state.message_id}
+    if state.status == "failed":
+        data = {"message": state.error or "The answer failed."}
+    elif state.status == "blocked":
+        data["message"] = state.error
+    last = events[-1].seq if events else after
+    return "".join(e.sse() for e in events) + streaming.Event(last + 1, _FINAL_EVENT[state.status], data).sse(), True
 
 
 def _release_db_connections() -> None:

@@ -168,25 +168,25 @@ def test_it_leaves_streams_to_django_without_redis(world, turn, settings):
 
 
 def test_it_ends_a_quiet_stream_once_the_reader_is_no_longer_a_member(world, turn):
-    assert views._still_open(world.a.tenant.pk, world.a.member.pk, turn.pk)
+    assert views._turn_state(world.a.tenant.pk, world.a.member.pk, turn.pk) is not None
     with tenant_context(world.a.tenant):
         Membership.objects.filter(user=world.a.member).delete()
-    assert not views._still_open(world.a.tenant.pk, world.a.member.pk, turn.pk)
+    assert views._turn_state(world.a.tenant.pk, world.a.member.pk, turn.pk) is None
 
 
 def test_it_ends_a_quiet_stream_once_the_tenant_is_suspended(world, turn):
     world.a.tenant.status = TenantStatus.SUSPENDED
     world.a.tenant.save(update_fields=["status"])
-    assert not views._still_open(world.a.tenant.pk, world.a.member.pk, turn.pk)
+    assert views._turn_state(world.a.tenant.pk, world.a.member.pk, turn.pk) is None
 
 
 def test_it_ends_a_quiet_stream_whose_turn_is_gone(world, turn):
     with tenant_context(world.a.tenant):
         turn.delete()
-    assert not views._still_open(world.a.tenant.pk, world.a.member.pk, turn.pk)
+    assert views._turn_state(world.a.tenant.pk, world.a.member.pk, turn.pk) is None
 
 
 def test_it_ends_a_quiet_stream_once_the_reader_is_deactivated(world, turn):
     world.a.member.is_active = False
     world.a.member.save(update_fields=["is_active"])
-    assert not views._still_open(world.a.tenant.pk, world.a.member.pk, turn.pk)
+    assert views._turn_state(world.a.tenant.pk, world.a.member.pk, turn.pk) is None

@@ -7,6 +7,7 @@ database connections, so these tests commit their data (transaction=True).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 
@@ -15,7 +16,7 @@ from asgiref.sync import async_to_sync
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings as django_settings
 
-from agents import services, streaming, turns
+from agents import services, streaming, turns, views
 from agents.models import FINAL_STATUSES, Invocation, MessageStatus
 from tenants.context import tenant_context
 from tests.agents.helpers import make_turn
@@ -278,3 +279,28 @@ def test_the_stream_of_an_ended_turn_ends_at_its_final_event(
         got = frames(read_until_it_ends(client.get(url, HTTP_ACCEPT="text/event-stream")))
         assert got[-1][1] == final_kind
         assert [kind for _, kind, _ in got].count(final_kind) == 1
+
+
+@pytest.mark.parametrize("end_the_turn, final_kind", ENDINGS)
+def test_the_stream_of_an_ended_turn_whose_events_were_lost_ends_as_the_turn_did(
+    client, world, catalogue, runtime, relay, settings, monkeypatch, end_the_turn, final_kind
+):
+    # A Redis stream is kept STREAM_TTL_SECONDS, and a worker can die between its commit and
+    # its final event: the turn has ended, but no final event will ever come. The stream's
+    # quiet-time check sees the ended turn and closes with the final event it implies.
+    settings.SSE_STREAM_MAX_SECONDS = STREAM_TIME
+    monkeypatch.setattr(views, "STREAM_STATUS_CHECK_SECONDS", 0.2)
+    invocation = end_the_turn(world, catalogue, runtime, monkeypatch)
+    with tenant_context(world.a.tenant):
+        invocation.refresh_from_db()
+        streaming.erase([invocation.pk])
+    client.force_login(world.a.member)
+
+    for url in (events_url(invocation), f"/api/v1/tenants/alpha/invocations/{invocation.pk}/events/"):
+        got = frames(read_until_it_ends(client.get(url, HTTP_ACCEPT="text/event-stream")))
+        assert [(seq, kind) for seq, kind, _ in got] == [(1, final_kind)]
+        data = json.loads(got[-1][2])
+        if final_kind == "error":
+            assert data["message"] == invocation.error
+        else:
+            assert data["message_id"] == invocation.assistant_message_id
