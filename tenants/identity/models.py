@@ -58,7 +58,12 @@ class ApiClient(TenantOwnedModel):
     while the owner could not create it today — gone from the tenant, account deactivated,
     or in a role that cannot manage API clients or grant one of its scopes — the client is
     paused. Paused is read live (`with_owner_role`), like a person's token, so it starts
-    and ends at once with the owner's rights."""
+    and ends at once with the owner's rights.
+
+    `credentials_generation` goes up whenever the client's credentials are replaced (a
+    take-over gives it a new secret): its tokens carry the generation they were issued
+    in, and validate() refuses any other, so a token issued with the old secret (or
+    exchanged from one) dies with it, not when it expires."""
 
     name = models.CharField(max_length=100)
     client_id = models.CharField(max_length=64, unique=True)
@@ -66,6 +71,7 @@ class ApiClient(TenantOwnedModel):
     scopes = models.JSONField(default=list)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    credentials_generation = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)

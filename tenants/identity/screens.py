@@ -67,6 +67,20 @@ def api_clients(request):
     return render(request, "identity/api_clients.html", _api_clients_context(request))
 
 
+def _api_client_secret_page(request, client: ApiClient, secret: str, *, taken_over: bool = False):
+    context = {
+        "kind": "API client",
+        "name": client.name,
+        "secret": secret,
+        "rotated": taken_over,
+        "taken_over": taken_over,
+        "scopes": client.scopes,
+        "done_url": reverse("tenants:api_client", kwargs={"tenant_slug": request.tenant.slug, "client_id": client.pk}),
+        **_how_to_connect(request, client.client_id, client.scopes),
+    }
+    return render(request, "identity/secret.html", context)
+
+
 @never_cache
 @require_POST
 @tenant_view(Action.MANAGE_API_CLIENTS)
@@ -81,17 +95,7 @@ def api_client_create(request):
         except ServiceError as exc:
             form.add_error(None, exc)
         else:
-            context = {
-                "kind": "API client",
-                "name": client.name,
-                "secret": secret,
-                "scopes": client.scopes,
-                "done_url": reverse(
-                    "tenants:api_client", kwargs={"tenant_slug": request.tenant.slug, "client_id": client.pk}
-                ),
-                **_how_to_connect(request, client.client_id, client.scopes),
-            }
-            return render(request, "identity/secret.html", context)
+            return _api_client_secret_page(request, client, secret)
     return render(request, "identity/api_clients.html", _api_clients_context(request, form=form), status=400)
 
 
@@ -109,20 +113,21 @@ def api_client(request, client_id):
     return render(request, "identity/api_client_detail.html", context)
 
 
+@never_cache
 @require_POST
 @tenant_view(Action.MANAGE_API_CLIENTS)
 def api_client_take_over(request, client_id):
     client = access_api_client(client_id)
     try:
-        services.take_over_api_client(Actor.from_request(request), client)
+        client, secret = services.take_over_api_client(Actor.from_request(request), client)
     except ServiceError as exc:
         messages.error(request, exc.text)
-    else:
-        messages.success(request, f"You now own {client.name}. It works again, with the same secret.")
-    # Back where the button was: the client's own page or the list.
-    if request.POST.get("from") == "client":
-        return redirect("tenants:api_client", tenant_slug=request.tenant.slug, client_id=client.pk)
-    return redirect("tenants:api_clients", tenant_slug=request.tenant.slug)
+        # Back where the button was: the client's own page or the list.
+        if request.POST.get("from") == "client":
+            return redirect("tenants:api_client", tenant_slug=request.tenant.slug, client_id=client.pk)
+        return redirect("tenants:api_clients", tenant_slug=request.tenant.slug)
+    # The new secret, once, on the response to the POST that made it (as at creation).
+    return _api_client_secret_page(request, client, secret, taken_over=True)
 
 
 @require_POST

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from tenants import audit, entitlements
@@ -71,13 +72,15 @@ def revoke_api_client(actor: Actor, client: ApiClient) -> None:
         audit.record("api_client.revoked", actor=actor.user, tenant=tenant, target=client, ip=actor.ip)
 
 
-def take_over_api_client(actor: Actor, client: ApiClient) -> ApiClient:
-    """The actor becomes the owner of a paused client, which works again on their rights.
+def take_over_api_client(actor: Actor, client: ApiClient) -> tuple[ApiClient, str]:
+    """The actor becomes the owner of a paused client, which works again on their rights,
+    with a new secret. Returns the client and the secret, to be shown once.
 
     Only a paused client: an owner who still has the rights keeps theirs. Only an actor who
     could create the client today (the same rule as create_api_client), so taking over never
-    hands anyone a scope their role lacks. The secret stays: the integration resumes as it
-    was (whoever knew the secret can use it again; the page says so)."""
+    hands anyone a scope their role lacks. A client is usually paused because its owner
+    left, and they may hold its secret: so the secret is replaced, and every token issued
+    before (exchanged ones included) is refused from now on (`credentials_generation`)."""
     tenant = _check_actor_tenant(actor)
     require(actor.role, Action.MANAGE_API_CLIENTS)
     current = with_owner_role(ApiClient.objects.select_related("owner")).filter(pk=client.pk).first()
@@ -88,10 +91,14 @@ def take_over_api_client(actor: Actor, client: ApiClient) -> ApiClient:
     refusal = take_over_refusal(current, actor.role)
     if refusal:
         raise ServiceError(refusal)
+    secret = new_secret()
     with transaction.atomic():
-        # Conditional on the owner read above: of two admins taking it over at once, one wins.
+        # Conditional on the owner read above: of two admins taking it over at once, one
+        # wins, and only the secret shown to that one works.
         changed = ApiClient.objects.filter(pk=current.pk, revoked_at__isnull=True, owner_id=current.owner_id).update(
-            owner=actor.user
+            owner=actor.user,
+            secret_hash=hash_secret(secret),
+            credentials_generation=F("credentials_generation") + 1,
         )
         if changed != 1:
             raise ServiceError("This client changed meanwhile; reload the page and try again.")
@@ -101,11 +108,12 @@ def take_over_api_client(actor: Actor, client: ApiClient) -> ApiClient:
             tenant=tenant,
             target=current,
             before={"owner": current.owner.email if current.owner else None, "paused": current.pause_reason},
-            after={"owner": actor.user.email},
+            after={"owner": actor.user.email, "secret": "rotated", "earlier_tokens": "refused"},
             ip=actor.ip,
         )
-    current.owner = actor.user
-    return current
+    current.refresh_from_db(fields=["owner", "secret_hash", "credentials_generation"])
+    current.owner_role = actor.role  # as with_owner_role would read it now: no longer paused
+    return current, secret
 
 
 def take_over_refusal(client: ApiClient, role: str | None) -> str:

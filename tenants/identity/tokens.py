@@ -4,7 +4,9 @@ Claims come in three groups:
 * security: iss sub aud exp iat nbf jti (and client_id, RFC 9068);
 * tenant:   tenant_id tier roles scope entitlements;
 * request:  session_id agent_id region — where they apply;
-plus `act` (RFC 8693) on exchanged tokens, nested for further hops.
+plus `act` (RFC 8693) on exchanged tokens, nested for further hops, and on an API
+client's tokens `credentials_generation`: the generation of the client's credentials
+they were issued under (exchanged tokens keep it), so replacing the secret ends them.
 
 Validation trusts nothing in the token's header but the `kid`: the algorithm
 comes from our key, `jku`/`x5u`/`jwk`/`x5c` headers are refused outright, and
@@ -32,6 +34,8 @@ from tenants.identity import scopes as scope_lib
 from tenants.models import Membership, Tenant, User
 
 ACCESS_TOKEN_TYP = "at+jwt"
+# An API client's tokens: the generation of its credentials they were issued under.
+CREDENTIALS_GENERATION = "credentials_generation"
 # Headers that would let a token choose where its verification key comes from.
 FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "tenant_id", "scope"]
@@ -175,6 +179,7 @@ def issue_client_token(client, scopes: frozenset[str]) -> str:
         client_id=client.client_id,
     )
     claims["roles"] = []
+    claims[CREDENTIALS_GENERATION] = client.credentials_generation
     return sign(claims)
 
 
@@ -336,6 +341,11 @@ def validate(token: str, *, audience: str | list[str] | None = None) -> AccessTo
             # The client acts on its owner's rights: gone or lowered, its tokens stop at once.
             if client.is_paused:
                 raise InvalidToken("client paused: its owner no longer has the rights to it")
+            # Issued under credentials it no longer has (a take-over replaced the secret,
+            # which whoever left may hold): dead at once, exchanged tokens too. Tokens from
+            # before generations existed carry none, the generation every client started in.
+            if _credentials_generation(claims) != client.credentials_generation:
+                raise InvalidToken("client token issued before its credentials changed")
             if not entitlements.has_feature(tenant, "api_access"):
                 raise InvalidToken("the tenant's tier no longer includes API access")
             # As for a person's token: an agent switched off or disallowed stops at once.
@@ -352,6 +362,12 @@ def validate(token: str, *, audience: str | list[str] | None = None) -> AccessTo
     raise InvalidToken("unknown subject kind")
 
 
+def _credentials_generation(claims: dict) -> int | None:
+    generation = claims.get(CREDENTIALS_GENERATION, 0)
+    # bool is an int to Python; a token saying `true` says nothing we issued.
+    return generation if type(generation) is int else None
+
+
 def exchanged_claims(subject: AccessToken, agent, *, audience: str, scopes, lifetime: int) -> dict:
     """Claims of an act-on-behalf token: the subject and tenant stay, aud and scope
     narrow, and `act` names the agent, wrapping any earlier actor (RFC 8693 §4.1)."""
@@ -366,6 +382,9 @@ def exchanged_claims(subject: AccessToken, agent, *, audience: str, scopes, life
     claims["roles"] = list(subject.claims.get("roles", []))
     if subject.claims.get("session_id"):
         claims["session_id"] = subject.claims["session_id"]
+    if CREDENTIALS_GENERATION in subject.claims:
+        # Acting for an API client: the token dies with the credentials the subject's did.
+        claims[CREDENTIALS_GENERATION] = subject.claims[CREDENTIALS_GENERATION]
     claims["agent_id"] = agent.client_id
     act = {"sub": agent.subject}
     if isinstance(subject.claims.get("act"), dict):

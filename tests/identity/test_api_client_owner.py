@@ -5,7 +5,9 @@ tenant, or their role could no longer have created the client or granted its sco
 client is paused at once: the token endpoint answers `invalid_client` saying so, and
 tokens it already had (its own and those exchanged for it) are refused. The API clients
 page shows it as paused with the reason; an admin whose role covers the client's scopes
-takes it over (audited), which makes them its owner and the client works again.
+takes it over (audited), which makes them its owner and the client works again, with a
+new secret: whoever left may still hold the old one, so it stops working, and so does
+every token issued before the take-over, the ones exchanged from them included.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from tenants.identity import services, tokens
 from tenants.identity.models import ApiClient
 from tenants.roles import Role
 from tenants.services import Actor, ServiceError, change_role, remove_member
-from tests.identity.test_screens import messages_of, signed_in, url
+from tests.identity.test_screens import messages_of, secret_on_page, signed_in, url
 from tests.identity.test_token_endpoint import basic, client_token_with_agent_as_actor, exchange, post
 from tests.tenants.helpers import audit_entries
 
@@ -53,7 +55,8 @@ def set_role(side, role: str, new_role: str, by: str = "owner") -> None:
         change_role(actor(side, by), side.memberships[role], new_role)
 
 
-def take_over(side, role: str, api: ApiClient) -> ApiClient:
+def take_over(side, role: str, api: ApiClient) -> tuple[ApiClient, str]:
+    """The taken-over client and its new secret."""
     with tenant_context(side.tenant):
         return services.take_over_api_client(actor(side, role), api)
 
@@ -156,18 +159,105 @@ def test_the_owners_removal_and_demotion_are_recorded_against_each_client_it_pau
 # --- taking a paused client over ------------------------------------------------------------
 
 
-def test_an_admin_takes_over_a_paused_client_and_it_works_again(client, world, api_client):
-    api, secret = api_client
+def test_an_admin_takes_over_a_paused_client_and_it_works_again_with_a_new_secret(client, world, api_client):
+    api, old_secret = api_client
     remove(world.a, "admin")
 
-    taken = take_over(world.a, "owner", api)
+    taken, new_secret = take_over(world.a, "owner", api)
 
     assert taken.owner == world.a.owner
     assert taken.created_by == world.a.admin  # who made it stays on record
-    assert token_for(client, api, secret).status_code == 200
+    assert new_secret != old_secret
+    assert token_for(client, api, new_secret).status_code == 200
+    # Whoever left may hold the old secret: it is no longer the client's.
+    refused = token_for(client, api, old_secret)
+    assert (refused.status_code, refused.json()["error"]) == (401, "invalid_client")
+    assert "paused" not in refused.json()["error_description"]
     [entry] = audit_entries(world.a.tenant, "api_client.taken_over")
     assert entry.actor == world.a.owner and entry.target_id == str(api.pk)
     assert entry.before["owner"] == world.a.admin.email and entry.after["owner"] == world.a.owner.email
+    assert entry.after["secret"] == "rotated"
+    assert old_secret not in str(entry.after) and new_secret not in str(entry.after)
+
+
+def test_tokens_issued_before_the_take_over_stay_refused_after_it(client, world, api_client):
+    api, old_secret = api_client
+    before = token_for(client, api, old_secret).json()["access_token"]
+    remove(world.a, "admin")
+
+    _taken, new_secret = take_over(world.a, "owner", api)
+
+    assert api_get(client, before).status_code == 401
+    with pytest.raises(tokens.InvalidToken, match="before its credentials changed"):
+        tokens.validate(before)
+    after = token_for(client, api, new_secret).json()["access_token"]
+    assert api_get(client, after).status_code == 200
+
+
+def test_a_token_from_before_generations_existed_works_until_the_credentials_change(client, world, api_client):
+    api, _ = api_client
+    with tenant_context(world.a.tenant):
+        api.tenant = world.a.tenant
+        claims = tokens.decode(tokens.issue_client_token(api, frozenset(api.scopes)))
+    del claims["credentials_generation"]
+    older = tokens.sign(claims)
+    assert api_get(client, older).status_code == 200
+
+    remove(world.a, "admin")
+    take_over(world.a, "owner", api)
+
+    assert api_get(client, older).status_code == 401
+
+
+@pytest.mark.parametrize("generation", [False, 0.0, "0", None])  # False and 0.0 equal 0 to Python
+def test_a_token_whose_generation_is_not_a_number_we_issue_is_refused(world, api_client, generation):
+    api, _ = api_client
+    with tenant_context(world.a.tenant):
+        api.tenant = world.a.tenant
+        claims = tokens.decode(tokens.issue_client_token(api, frozenset(api.scopes)))
+    claims["credentials_generation"] = generation
+
+    with pytest.raises(tokens.InvalidToken, match="before its credentials changed"):
+        tokens.validate(tokens.sign(claims))
+
+
+def test_a_token_exchanged_before_the_take_over_stays_refused_after_it(client, world, agents, api_client):
+    exchanged = client_token_with_agent_as_actor(client, agents, api_client)
+    remove(world.a, "admin")
+
+    take_over(world.a, "owner", api_client[0])
+
+    assert api_get(client, exchanged).status_code == 401
+    with pytest.raises(tokens.InvalidToken, match="before its credentials changed"):
+        tokens.validate(exchanged)
+
+
+def test_a_token_issued_before_the_take_over_cannot_be_exchanged_after_it(client, world, agents, api_client):
+    api, old_secret = api_client
+    before = token_for(client, api, old_secret).json()["access_token"]
+    agent, agent_secret = agents["allowed"]
+    remove(world.a, "admin")
+    take_over(world.a, "owner", api)
+    actor_token = post(
+        client, {"grant_type": "client_credentials", "client_id": agent.client_id, "client_secret": agent_secret}
+    ).json()["access_token"]
+
+    response = exchange(client, before, actor_token, audience="tenant-portal-api")
+
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
+
+
+def test_a_client_taken_over_is_not_taken_over_again(client, world, api_client):
+    api, _ = api_client
+    remove(world.a, "admin")
+    _taken, first_secret = take_over(world.a, "owner", api)
+
+    # Its new owner has the rights: another admin's click (a page loaded before) changes nothing.
+    with pytest.raises(ServiceError):
+        take_over(world.a, "owner", api)
+
+    assert token_for(client, api, first_secret).status_code == 200
+    assert len(audit_entries(world.a.tenant, "api_client.taken_over")) == 1
 
 
 def test_only_someone_whose_role_covers_the_clients_scopes_may_take_it_over(client, world):
@@ -178,10 +268,10 @@ def test_only_someone_whose_role_covers_the_clients_scopes_may_take_it_over(clie
 
     with pytest.raises(ServiceError, match="members:owners"):
         take_over(world.a, "member", owners_only)
-    assert_paused(client, owners_only, secret)
+    assert_paused(client, owners_only, secret)  # refused: the secret is the one it had
 
-    take_over(world.a, "admin", owners_only)  # an owner can
-    assert token_for(client, owners_only, secret).status_code == 200
+    _taken, new_secret = take_over(world.a, "admin", owners_only)  # an owner can
+    assert token_for(client, owners_only, new_secret).status_code == 200
 
 
 def test_a_client_whose_owner_has_the_rights_is_not_taken_over(world, api_client):
@@ -233,17 +323,35 @@ def test_the_client_page_explains_the_pause(client, world, api_client):
     assert f'action="/t/alpha/api-clients/{api.pk}/take-over/"' in page
 
 
-def test_taking_over_on_the_page_makes_you_the_owner(client, world, api_client):
-    api, secret = api_client
+def test_taking_over_on_the_page_makes_you_the_owner_and_shows_the_new_secret_once(client, world, api_client):
+    api, old_secret = api_client
     remove(world.a, "admin")
 
     response = signed_in(client, world.a.owner).post(url(world.a, f"api-clients/{api.pk}/take-over/"))
 
-    assert response.status_code == 302
-    assert any("You now own CI robot" in m for m in messages_of(response))
-    assert token_for(client, api, secret).status_code == 200
-    page = client.get(url(world.a, "api-clients/")).content.decode()
-    assert "Alpha Owner" in page.split(f'data-client-id="{api.client_id}"')[1].split("</tr>")[0]
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    page = response.content.decode()
+    assert "New secret for CI robot" in page and "You now own it" in page
+    assert "only time the secret is shown" in page
+    new_secret = secret_on_page(response)
+    assert token_for(client, api, new_secret).status_code == 200
+    assert token_for(client, api, old_secret).status_code == 401
+    listing = client.get(url(world.a, "api-clients/")).content.decode()
+    assert "Alpha Owner" in listing.split(f'data-client-id="{api.client_id}"')[1].split("</tr>")[0]
+    assert new_secret not in listing
+    assert new_secret not in client.get(url(world.a, f"api-clients/{api.pk}/")).content.decode()
+
+
+def test_the_take_over_button_says_the_secret_changes(client, world, api_client):
+    api, _ = api_client
+    remove(world.a, "admin")
+
+    page = signed_in(client, world.a.owner).get(url(world.a, f"api-clients/{api.pk}/")).content.decode()
+
+    assert "same secret" not in page
+    assert "new secret" in page
+    assert "tokens issued before stop working" in page
 
 
 def test_taking_over_a_client_beyond_your_role_shows_why(client, world):
