@@ -29,7 +29,7 @@ from tenants.identity import scopes as scope_lib
 from tenants.identity import services as identity_services
 from tenants.identity import sso
 from tenants.identity.forms import AgentIdentityForm
-from tenants.identity.models import AgentGrant, AgentIdentity, ApiClient, SSOConnection
+from tenants.identity.models import AgentGrant, AgentIdentity, ApiClient, SSOConnection, with_owner_role
 from tenants.identity.screens import token_endpoint_url
 from tenants.models import AuditLog, Invitation, Membership, Tenant, TenantStatus, Tier
 
@@ -109,7 +109,10 @@ def _tenant_detail_context(tenant, form=None, suspend_form=None):
         "memberships": Membership.unscoped.filter(tenant=tenant).select_related("user").order_by("role", "user__email"),
         "invitations": Invitation.unscoped.filter(tenant=tenant, status="pending"),
         "audit": AuditLog.unscoped.filter(tenant=tenant)[:20],
-        "api_clients": ApiClient.unscoped.filter(tenant=tenant).select_related("created_by"),
+        # Paused ones with why, as the tenant's own page shows them (with_owner_role).
+        "api_clients": with_owner_role(ApiClient.unscoped.filter(tenant=tenant))
+        .select_related("created_by", "owner")
+        .order_by("revoked_at", "-created_at"),
         "sso": SSOConnection.objects.filter(tenant=tenant).first(),
     }
 

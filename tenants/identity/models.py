@@ -122,12 +122,20 @@ class ApiClient(TenantOwnedModel):
 
 
 def with_owner_role(clients: models.QuerySet) -> models.QuerySet:
-    """`clients` annotated with `owner_role`: the owner's role in the current tenant, or None
+    """`clients` annotated with `owner_role`: the owner's role in the client's tenant, or None
     when they are not a member or their account is deactivated. One subquery, so checking a
-    client's token costs no extra round trip."""
+    client's token costs no extra round trip.
+
+    The subquery names the client's tenant itself (OuterRef) rather than taking the tenant
+    from the context: `clients` decides which tenants are read (the scoped manager in a
+    tenant's requests, `ApiClient.unscoped` in the operator console, where no tenant is
+    set), and each client is judged by its owner's membership of that client's tenant,
+    never of another one they also belong to."""
     from tenants.models import Membership
 
-    role = Membership.objects.filter(user_id=models.OuterRef("owner_id"), user__is_active=True).values("role")[:1]
+    role = Membership.unscoped.filter(
+        tenant_id=models.OuterRef("tenant_id"), user_id=models.OuterRef("owner_id"), user__is_active=True
+    ).values("role")[:1]
     return clients.annotate(owner_role=models.Subquery(role))
 
 

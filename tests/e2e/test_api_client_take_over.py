@@ -57,3 +57,29 @@ def test_an_owner_takes_over_a_paused_client_and_gets_a_new_secret(world, live_s
     expect(page.locator(".page-badges")).to_contain_text("Active")
     expect(page.locator("main")).to_contain_text("Alpha Owner")
     assert new_secret not in page.content()
+    page.goto(f"/t/{a.tenant.slug}/api-clients/")
+    expect(page.locator(f'tr[data-client-id="{api.client_id}"] .badge')).to_have_text("Active")
+    shot(page, "03-list")
+
+
+def test_the_operator_sees_a_tenants_paused_client_and_why(world, operator, live_server, launch_browser):
+    a = world.a
+    with tenant_context(a.tenant):
+        admin = Actor(user=a.admin, membership=a.memberships["admin"])
+        api, _ = services.create_api_client(admin, name="Nightly export", scopes=["tenant:read", "members:read"])
+        services.create_api_client(
+            Actor(user=a.owner, membership=a.memberships["owner"]), name="Billing sync", scopes=["tenant:read"]
+        )
+        remove_member(Actor(user=a.owner, membership=a.memberships["owner"]), a.memberships["admin"])
+    page = launch_browser().new_context(base_url=live_server.url, viewport={"width": 1366, "height": 860}).new_page()
+    sign_in(page, operator.email)
+
+    page.goto(f"/operator/tenants/{a.tenant.slug}/")
+
+    row = page.locator(f'tr[data-client-id="{api.client_id}"]')
+    expect(row.locator(".badge")).to_have_text("Paused")
+    expect(row).to_contain_text("Paused: Alpha Admin is no longer a member.")
+    shot(page, "04-operator-tenant")
+    page.locator('section[aria-labelledby="clients-title"]').screenshot(
+        path=str(SCREENSHOTS / "e2e-api-client-take-over-05-operator-clients.png")
+    )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from tenants.context import all_tenants, tenant_context
 from tenants.identity import services
 from tenants.identity.models import ApiClient
-from tenants.models import AuditLog
-from tenants.services import Actor
+from tenants.models import AuditLog, Membership
+from tenants.roles import Role
+from tenants.services import Actor, change_role, remove_member
 
 
 def _client_of_a(world):
@@ -40,3 +41,62 @@ def test_switching_sso_off_without_a_configuration_says_so(client, world, operat
     client.force_login(operator)
     response = client.post(f"/operator/tenants/{world.a.tenant.slug}/sso/disable/", {"reason": "IdP down"}, follow=True)
     assert "has no single sign-on configured" in response.content.decode()
+
+
+# --- a paused client, as the tenant's own page shows it -------------------------------------
+
+
+def _row(page: str, api: ApiClient) -> str:
+    return page[page.index(f'data-client-id="{api.client_id}"') :].split("</tr>")[0]
+
+
+def test_it_shows_a_paused_client_with_why_as_the_tenants_page_does(client, world, operator):
+    paused = _client_of_a(world)
+    with tenant_context(world.a.tenant):
+        active, _ = services.create_api_client(
+            Actor(user=world.a.owner, membership=world.a.memberships["owner"]),
+            name="Still fine",
+            scopes=["tenant:read"],
+        )
+        remove_member(Actor(user=world.a.owner, membership=world.a.memberships["owner"]), world.a.memberships["admin"])
+    client.force_login(operator)
+
+    page = client.get(f"/operator/tenants/{world.a.tenant.slug}/").content.decode()
+
+    row = _row(page, paused)
+    assert '<span class="badge badge-warning"' in row and ">Paused</span>" in row
+    assert "Paused: Alpha Admin is no longer a member." in row
+    assert "Alpha Admin" in row  # its owner
+    active_row = _row(page, active)
+    assert ">Active</span>" in active_row and "Paused" not in active_row
+    assert "Alpha Owner" in active_row
+
+
+def test_a_client_is_paused_by_its_owners_role_in_its_own_tenant_not_in_another(client, world, operator):
+    # Alpha's admin is also an admin of Bravo; demoted in Alpha, Alpha's client pauses.
+    api = _client_of_a(world)
+    with tenant_context(world.b.tenant):
+        Membership.objects.create(user=world.a.admin, role=Role.ADMIN)
+    with tenant_context(world.a.tenant):
+        change_role(
+            Actor(user=world.a.owner, membership=world.a.memberships["owner"]),
+            world.a.memberships["admin"],
+            Role.MEMBER,
+        )
+    client.force_login(operator)
+
+    page = client.get(f"/operator/tenants/{world.a.tenant.slug}/").content.decode()
+
+    assert "Paused: Alpha Admin now has the Member role, which cannot manage API clients." in _row(page, api)
+
+
+def test_a_revoked_client_says_revoked_not_paused(client, world, operator):
+    api = _client_of_a(world)
+    with tenant_context(world.a.tenant):
+        remove_member(Actor(user=world.a.owner, membership=world.a.memberships["owner"]), world.a.memberships["admin"])
+        services.revoke_api_client(Actor(user=world.a.owner, membership=world.a.memberships["owner"]), api)
+    client.force_login(operator)
+
+    row = _row(client.get(f"/operator/tenants/{world.a.tenant.slug}/").content.decode(), api)
+
+    assert "Revoked" in row and "Paused" not in row and "revoke/" not in row
