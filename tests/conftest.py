@@ -97,3 +97,14 @@ def _fresh_tenant_cache():
     forget_tenants()
     yield
     forget_tenants()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_document_markers():
+    # The output guardrails keep, per process, which other tenants' names each tenant's
+    # documents hold; tests roll their documents back.
+    from agents.guardrails.services import forget_document_markers
+
+    forget_document_markers()
+    yield
+    forget_document_markers()

@@ -459,13 +459,43 @@ class MarkerMatcher:
     def __init__(self, markers: dict[str, set[int]]):
         self._automaton = ahocorasick.Automaton()
         self.size = 0
+        keys = []
         for marker, owners in markers.items():
             key = marker.casefold()
             if len(key) >= 3:
                 self._automaton.add_word(key, (key, frozenset(owners)))
                 self.size += 1
+                keys.append(key)
         if self.size:
             self._automaton.make_automaton()
+        self._keys = keys
+        self._by_skeleton = None
+        # Equal for two matchers of the same markers (one is rebuilt every few minutes):
+        # what is derived from a tenant's writing against them need not be derived again.
+        self.fingerprint = hash(frozenset(keys))
+
+    def written_in(self, texts) -> frozenset[str]:
+        """The markers (casefolded, as find() gives them) that `texts` hold in any spelling:
+        their skeleton is in the skeleton of one of the texts. Like find(), whoever owns
+        them; the caller asks about the markers it found in an answer."""
+        if self._by_skeleton is None:
+            automaton = ahocorasick.Automaton()
+            by_skeleton: dict[str, list[str]] = {}
+            for key in self._keys:
+                if folded := skeleton(key):
+                    by_skeleton.setdefault(folded, []).append(key)
+            for folded, keys in by_skeleton.items():
+                automaton.add_word(folded, tuple(keys))
+            if by_skeleton:
+                automaton.make_automaton()
+            self._by_skeleton = automaton if by_skeleton else False
+        if not self._by_skeleton:
+            return frozenset()
+        found: set[str] = set()
+        for text in texts:
+            for _end, keys in self._by_skeleton.iter(skeleton(text)):
+                found.update(keys)
+        return frozenset(found)
 
     def find(self, text: str, tenant_id: int) -> list[tuple[int, int, str]]:
         """(start, end, marker) of each other tenant's marker in `text`, the marker casefolded."""

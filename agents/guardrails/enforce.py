@@ -112,10 +112,15 @@ class OutputGuard:
                 backend=self.effective.config["backend"],
             )
 
+    def _prime(self) -> None:
+        # The tenant's writing is read at this fixed point of every turn, before any check,
+        # so finding another customer's name costs no extra work (TenantSupplied).
+        if self.supplied is not None:
+            self.supplied.prime(services.other_tenant_markers(self.effective.tenants_gen))
+
     def check(self, text_so_far: str) -> OutputVerdict | None:
         """None while the streamed text is acceptable; a verdict stops the stream."""
-        if self.supplied is not None:
-            self.supplied.prime()
+        self._prime()
         start = max(0, self._markers_upto - OVERLAP)
         self._markers_upto = len(text_so_far)
         leak = services.run_markers(self.effective, self.tenant.pk, text_so_far[start:], supplied=self.supplied)
@@ -196,6 +201,7 @@ class OutputGuard:
         return BLOCKED_VALUE if evaluation.blocked else evaluation.text
 
     def final(self, text: str) -> OutputVerdict:
+        self._prime()
         self.windows += 1
         evaluation = services.run_output(self.effective, self.tenant.pk, text, final=True, supplied=self.supplied)
         self.checks += evaluation.checks

@@ -150,29 +150,31 @@ class TenantSupplied:
     backwards, so "B R A V O inc" or "cni ovarb" hand over "Bravo Inc" as surely as the
     name itself.
 
-    `prime()` reads the writing, from memory, before the first check of every turn, so a
-    turn that finds a marker does no more work than one that does not: the time the
-    guardrails take is shown under the answer. Only a marker not in the writing costs a
-    query (the tenant's documents), once per marker per turn."""
+    No oracle in the time either: the time the guardrails take is shown under the answer
+    and in its trace, and it passes while the answer streams. So all the work is done by
+    `prime()`, before the first check of every turn, whatever the answer holds: the
+    conversation from memory, and which markers the tenant's documents hold (one small
+    query with knowledge bases; markers_in_own_documents). Deciding about a marker found later is a lookup in
+    memory: a turn naming another customer costs what a turn naming nobody does."""
 
     def __init__(self, tenant: Tenant, invocation):
         self.tenant = tenant
         self.invocation = invocation
         self._writing: tuple[str, str] | None = None
-        self._answers: dict[str, bool] = {}
+        self._in_documents: frozenset[str] = frozenset()
 
-    def prime(self) -> None:
+    def prime(self, markers: detectors.MarkerMatcher) -> None:
+        """Read the tenant's writing, once per turn (the guard calls it before every check)."""
         if self._writing is None:
             writing = detectors.skeleton("\n".join(self._texts()))
             self._writing = (writing, writing[::-1])
+            self._in_documents = markers_in_own_documents(self.tenant, markers)
 
     def __call__(self, marker: str) -> bool:
-        if marker not in self._answers:
-            self.prime()
-            key = detectors.skeleton(marker)
-            written = key in self._writing[0] or key in self._writing[1]
-            self._answers[marker] = written or self._in_documents(marker)
-        return self._answers[marker]
+        if self._writing is None:
+            raise RuntimeError("TenantSupplied.prime() runs before the first check of a turn")
+        key = detectors.skeleton(marker)
+        return key in self._writing[0] or key in self._writing[1] or marker in self._in_documents
 
     def _texts(self) -> list[str]:
         from agents.runtime_gateway import turn_facts
@@ -189,11 +191,38 @@ class TenantSupplied:
             texts += [agent.name, agent.instructions]
         return texts
 
-    def _in_documents(self, marker: str) -> bool:
-        from agents.knowledge.services import own_documents_mention
 
-        with tenant_context(self.tenant):
-            return own_documents_mention(marker)
+# Per process: tenant id -> ((markers' fingerprint, documents_version), the markers found).
+_document_markers: dict[int, tuple[tuple, frozenset[str]]] = {}
+
+
+def markers_in_own_documents(tenant: Tenant, markers: detectors.MarkerMatcher) -> frozenset[str]:
+    """Which of `markers` the tenant's own documents hold, in any spelling (for TenantSupplied).
+
+    Every turn of a tenant with knowledge bases reads whether the documents changed
+    (knowledge.documents_version, one small query); the markers are looked for in all of
+    their text only when the documents or the markers changed since this process last did,
+    and then whatever the turn's answer holds. An upload or a deletion counts from the next
+    turn on. A tenant without knowledge bases in its plan has no documents the agent could
+    have read (the knowledge gateway refuses it), so none to read here."""
+    from agents.knowledge.services import document_texts, documents_version
+
+    if not entitlements.has_feature(tenant, "knowledge_bases"):
+        return frozenset()
+    with tenant_context(tenant):
+        version = documents_version()
+        key = (markers.fingerprint, version)
+        known = _document_markers.get(tenant.pk)
+        if known is not None and known[0] == key:
+            return known[1]
+        found = markers.written_in(document_texts()) if version[0] else frozenset()
+    _document_markers[tenant.pk] = (key, found)
+    return found
+
+
+def forget_document_markers() -> None:
+    """Drop what this process derived from tenants' documents (tests roll documents back)."""
+    _document_markers.clear()
 
 
 def the_person_wrote_it(_marker: str) -> bool:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Max
 from django.urls import reverse
 from django.utils import timezone
 
@@ -462,20 +463,22 @@ def set_agent_knowledge(actor: Actor, agent, kb_ids: list[int]) -> list[Knowledg
 # --- retrieval --------------------------------------------------------------------------------------
 
 
-def own_documents_mention(name: str) -> bool:
-    """Whether the current tenant's own documents contain `name`, whatever the case and the
-    spacing or punctuation between its letters: "BRAVO, Inc." and "B-r-a-v-o Inc" both
-    mention "bravo inc".
+def documents_version() -> tuple:
+    """A value that changes whenever the current tenant's indexed text does: how many
+    documents it has and when the latest changed. Chunks are only ever written with their
+    document's update (ingest_document) or deleted with the document or its base, so a new
+    or re-indexed document moves the time and a deleted one the count. One small query over
+    the tenant's documents, for callers that keep something derived from all of its text."""
+    found = Document.objects.aggregate(documents=Count("id"), latest=Max("updated_at"))
+    return (found["documents"], found["latest"])
 
-    For the output guardrails: a name the tenant's own documents hold is no sign of another
-    tenant's data in an answer. Reads the whole tenant's chunks, so it is for the rare case
-    of a name found in an answer, never for every turn."""
-    letters = [c for c in name if c.isalnum()]
-    if not letters:
-        return False
-    # (\W|_) rather than [\W_]: PostgreSQL refuses \W inside brackets; Python's re takes both.
-    pattern = r"(\W|_)*".join(re.escape(c) for c in letters)
-    return Chunk.objects.filter(text__iregex=pattern).exists()
+
+def document_texts(batch: int = 500) -> Iterator[str]:
+    """The text of every chunk of the current tenant's documents, read in batches (for the
+    output guardrails, which derive from it which other tenants' names the tenant's own
+    documents hold: agents.guardrails.services.markers_in_own_documents)."""
+    with transaction.atomic():  # a server-side cursor on PostgreSQL lives in a transaction
+        yield from Chunk.objects.order_by().values_list("text", flat=True).iterator(chunk_size=batch)
 
 
 def passage_url(tenant: Tenant, chunk: Chunk) -> str:

@@ -26,7 +26,7 @@ from tenants.context import all_tenants, tenant_context
 from tests.agents.helpers import make_turn
 from tests.agents.test_chat import HX, start
 from tests.guardrails.test_enforcement import deltas, send, turn
-from tests.knowledge.helpers import entitle, ingest, make_kb
+from tests.knowledge.helpers import actor_for, entitle, ingest, make_kb
 
 pytestmark = pytest.mark.django_db
 
@@ -216,6 +216,79 @@ def test_writing_another_customers_name_does_not_let_its_canary_through(
     assert canary not in event.excerpt
 
 
+def guard_work(world, catalogue, question: str, answer: str) -> tuple[list[str], bool]:
+    """The statements the output guard runs over a turn's answer (the policy and the markers
+    read beforehand, as every turn reads them), and whether it blocked the answer."""
+    _conversation, _answer, queued = make_turn(world.a.tenant, world.a.member, catalogue.helpdesk, question)
+    with tenant_context(world.a.tenant):
+        invocation = Invocation.objects.select_related("agent", "user_message").get(pk=queued.pk)
+        guard = enforce.OutputGuard(world.a.tenant, invocation)
+        services.other_tenant_markers(guard.effective.tenants_gen)
+        with CaptureQueriesContext(connection) as queries:
+            verdicts = [guard.check(answer[: len(answer) // 2]), guard.check(answer), guard.final(answer)]
+    blocked = any(verdict is not None and verdict.blocked for verdict in verdicts)
+    # The same statements, whatever ids and values they were run with.
+    return [re.sub(r"\d+|'[^']*'", "?", query["sql"]) for query in queries.captured_queries], blocked
+
+
+def test_the_guard_does_the_same_work_for_a_name_from_the_tenants_documents_whoever_it_belongs_to(world, catalogue):
+    # The time the output guardrails took is shown under the answer and in its trace. A name
+    # the tenant's documents hold is no leak; finding it must not cost more when it is
+    # another customer's (that extra time would answer "is this name a customer?").
+    entitle(world.a.tenant)
+    ingest(world.a, make_kb(world.a), "partners.md", f"# Partners\n\nIn Spain: {CUSTOMER}. In Chile: {NOBODY}.")
+    guard_work(world, catalogue, "Who sells for us?", "Nobody yet.")  # any turn before: the documents are read
+
+    customer, customer_blocked = guard_work(world, catalogue, "Who sells in Spain?", f"In Spain: {CUSTOMER}.")
+    nobody, nobody_blocked = guard_work(world, catalogue, "Who sells in Chile?", f"In Chile: {NOBODY}.")
+
+    assert (customer_blocked, nobody_blocked) == (False, False)
+    assert customer == nobody
+
+
+def test_the_guard_reads_the_tenants_documents_at_the_same_point_of_every_turn(world, catalogue):
+    # Whether the answer names anyone or not, the first check of a turn reads the same.
+    entitle(world.a.tenant)
+    ingest(world.a, make_kb(world.a), "partners.md", f"# Partners\n\nIn Spain: {CUSTOMER}.")
+    guard_work(world, catalogue, "Who sells for us?", "Nobody yet.")
+
+    named, _ = guard_work(world, catalogue, "Who sells in Spain?", f"In Spain: {CUSTOMER}.")
+    plain, _ = guard_work(world, catalogue, "What is the refund window?", "Thirty days, from delivery.")
+
+    assert named == plain
+
+
+def latest_status(world) -> str:
+    with tenant_context(world.a.tenant):
+        return Invocation.objects.order_by("-queued_at", "-id").values_list("status", flat=True).first()
+
+
+def test_a_document_uploaded_or_deleted_between_turns_counts_at_once(
+    client, world, catalogue, runtime, eager, django_capture_on_commit_callbacks
+):
+    from agents.knowledge import services as knowledge
+
+    def ask_in_a_new_conversation() -> str:
+        # A new conversation each time: an answer that passed is history, and so the
+        # tenant's own words, for the next turn of its conversation.
+        send(client, world, start(client, world.a, catalogue.helpdesk), "Who sells for us in Spain?", capture)
+        return latest_status(world)
+
+    capture = django_capture_on_commit_callbacks
+    client.force_login(world.a.member)
+    entitle(world.a.tenant)
+    kb = make_kb(world.a)
+    runtime.events = deltas("Our reseller in Spain is ", "Bravo Inc.")
+    assert ask_in_a_new_conversation() == "blocked"  # nobody here wrote it yet
+
+    document = ingest(world.a, kb, "partners.md", "# Partners\n\nOur reseller in Spain is Bravo Inc.")
+    assert ask_in_a_new_conversation() == "done"
+
+    with tenant_context(world.a.tenant):
+        knowledge.delete_document(actor_for(world.a), document)
+    assert ask_in_a_new_conversation() == "blocked"
+
+
 @pytest.mark.parametrize("name", [CUSTOMER, NOBODY])
 def test_the_guard_does_the_same_work_for_a_name_the_person_wrote_whoever_it_belongs_to(world, catalogue, name):
     # The time the output guardrails took is shown under every answer: finding another
@@ -230,7 +303,9 @@ def test_the_guard_does_the_same_work_for_a_name_the_person_wrote_whoever_it_bel
             verdicts = [guard.check(f"You asked about {name}"), guard.final(f"You asked about {name}.")]
 
     assert verdicts[0] is None and not verdicts[1].blocked
-    assert len(queries) == 1  # the history the runtime was sent (turn_facts), as for any turn
+    # As for any turn: the history the runtime was sent (turn_facts); the tenant has no
+    # knowledge bases, so no documents the agent could have read.
+    assert len(queries) == 1
 
 
 def test_a_tool_call_may_carry_a_name_the_person_wrote(
