@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -113,6 +114,8 @@ def mint_act_on_behalf_token(tenant: Tenant, invocation: Invocation, facts: Turn
             invocation.user_id,
             facts.role,
             session_id=invocation.conversation.runtime_session_id,
+            # What the portal's gateways record during the turn belongs to it (turn_in_progress).
+            invocation_id=str(invocation.pk),
             lifetime=settings.EXCHANGED_TOKEN_LIFETIME_SECONDS,
         )
         token, _, _ = oauth.act_on_behalf(
@@ -127,6 +130,35 @@ def mint_act_on_behalf_token(tenant: Tenant, invocation: Invocation, facts: Turn
     except tokens.InvalidToken as exc:
         raise RuntimeRejected(f"Your access could not be confirmed ({exc.reason}).")
     return token
+
+
+def turn_in_progress(token) -> Invocation | None:
+    """The turn a runtime's act-on-behalf token was minted for, while it runs: what the
+    portal's gateways record when the runtime calls them (a flagged passage) belongs to it.
+
+    The turn is named by the token's `invocation_id` (mint_act_on_behalf_token), and taken
+    only if it is one of the token's tenant's (the tenant context: scoped manager and row-
+    level security), asked by the token's user, in the conversation of the token's
+    `session_id`, run by the acting agent, and running now. Anything else (a turn that has
+    ended, a token exchanged outside a turn, a claim that is not ours) is no turn: None.
+    Needs the token's tenant in the context."""
+    claimed, session = token.claims.get("invocation_id"), token.claims.get("session_id")
+    if not isinstance(claimed, str) or not isinstance(session, str) or token.user is None or not token.actors:
+        return None
+    try:
+        invocation_id = uuid.UUID(claimed)
+    except ValueError:
+        return None
+    kind, _, agent_client_id = token.actor.partition(":")
+    if kind != "agent":
+        return None
+    return Invocation.objects.filter(
+        pk=invocation_id,
+        user_id=token.user.pk,
+        conversation__runtime_session_id=session,
+        agent__identity__client_id=agent_client_id,
+        status__in=[MessageStatus.RUNNING, MessageStatus.STREAMING],
+    ).first()
 
 
 def tenant_headers(tenant: Tenant, token: str, invocation: Invocation) -> dict[str, str]:

@@ -14,6 +14,7 @@ run for the turn (`guardrail_checks`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agents.guardrails import services
@@ -251,11 +252,15 @@ def _with_scalars(data, enforced):
     return data
 
 
-def screen_retrieved(tenant, passages: list[dict]) -> list[dict]:
+def screen_retrieved(tenant, passages: list[dict], *, turn: Callable[[], object] | None = None) -> list[dict]:
     """Indirect prompt injection: retrieved passages and tool results are screened
     before they reach the model. Each passage dict has at least "text"; the result
     is the same list with `"flagged": True` and a "flag_reason" on suspicious ones
-    (whose text is neutralised) — never a passage of another tenant added."""
+    (whose text is neutralised) — never a passage of another tenant added.
+
+    `turn()` finds the turn the passages are for (the runtime retrieves during one), so
+    its events count among that turn's triggers; called only when a passage is flagged,
+    so screening clean passages looks for nothing."""
     if not passages:
         return passages
     compiled = services.effective_policy(tenant).compiled
@@ -271,7 +276,7 @@ def screen_retrieved(tenant, passages: list[dict]) -> list[dict]:
             passage["text"] = neutralise(passage.get("text", ""))
         screened.append(passage)
     if triggers:
-        services.record_events(tenant, "retrieval", triggers)
+        services.record_events(tenant, "retrieval", triggers, invocation=turn() if turn is not None else None)
     return screened
 
 

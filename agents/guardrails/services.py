@@ -456,9 +456,11 @@ def stats(events_qs, *, days: int = 14, turns: int | None = None) -> dict:
 
     `turns` is every turn of the same days (the caller reads the metered turns, one usage
     event each, from billing's roll-ups). A turn triggered a guardrail if it has an event;
-    it was blocked if one of its events blocked it, however many did. Events with no turn
-    (retrieval screening, which the runtime calls without naming its turn) are triggers
-    in all, not triggered turns."""
+    it was blocked if one of its events blocked it, however many did. Passages flagged while
+    the runtime retrieves belong to the turn its token was minted for (turn_in_progress in
+    agents.runtime_gateway); only an event of no running turn (a retrieval with a token
+    exchanged outside a chat turn, or after its turn ended) is a trigger in all and no
+    triggered turn."""
     first_day, since = stats_days(days)
     recent = events_qs.filter(created_at__gte=since)
     totals = recent.aggregate(

@@ -518,6 +518,7 @@ def retrieve_for_token(
     """
     from agents.guardrails.enforce import screen_retrieved
     from agents.models import Agent
+    from agents.runtime_gateway import turn_in_progress
     from tenants.identity import tokens
 
     try:
@@ -548,4 +549,4 @@ def retrieve_for_token(
             raise GatewayRefused(403, "The acting agent is not an agent of this tenant.")
         hits = retrieval.search(query, knowledge_bases_for_agent(agent), k=k)
         passages = passages_from_hits(tenant, hits)
-        return screen_retrieved(tenant, passages)
+        return screen_retrieved(tenant, passages, turn=lambda: turn_in_progress(token))

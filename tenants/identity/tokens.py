@@ -3,7 +3,8 @@
 Claims come in three groups:
 * security: iss sub aud exp iat nbf jti (and client_id, RFC 9068);
 * tenant:   tenant_id tier roles scope entitlements;
-* request:  session_id agent_id region — where they apply;
+* request:  session_id agent_id region invocation_id — where they apply (a chat turn's
+            token names its conversation's runtime session and the turn);
 plus `act` (RFC 8693) on exchanged tokens, nested for further hops, and on an API
 client's tokens `credentials_generation`: the generation of the client's credentials
 they were issued under (exchanged tokens keep it), so replacing the secret ends them.
@@ -134,11 +135,12 @@ def member_subject(
     audience: str | None = None,
     scopes: frozenset[str] | None = None,
     session_id: str | None = None,
+    invocation_id: str | None = None,
     lifetime: int | None = None,
 ) -> AccessToken:
     """`user_subject()` for a caller that has just read the member's live role itself (an
     active user, a membership of this tenant): the chat worker reads it together with the
-    turn's other facts in one statement."""
+    turn's other facts in one statement, and names the turn (`invocation_id`)."""
     granted = scope_lib.scopes_for_role(role)
     granted = granted if scopes is None else (scopes & granted)
     claims = _base_claims(
@@ -152,6 +154,8 @@ def member_subject(
     claims["roles"] = [role]
     if session_id:
         claims["session_id"] = session_id
+    if invocation_id:
+        claims["invocation_id"] = invocation_id
     return AccessToken(claims=claims, tenant=tenant, scopes=granted, user=user, membership=membership, actors=())
 
 
@@ -380,8 +384,9 @@ def exchanged_claims(subject: AccessToken, agent, *, audience: str, scopes, life
         client_id=agent.client_id,
     )
     claims["roles"] = list(subject.claims.get("roles", []))
-    if subject.claims.get("session_id"):
-        claims["session_id"] = subject.claims["session_id"]
+    for request_claim in ("session_id", "invocation_id"):
+        if subject.claims.get(request_claim):
+            claims[request_claim] = subject.claims[request_claim]
     if CREDENTIALS_GENERATION in subject.claims:
         # Acting for an API client: the token dies with the credentials the subject's did.
         claims[CREDENTIALS_GENERATION] = subject.claims[CREDENTIALS_GENERATION]

@@ -43,7 +43,7 @@ def test_it_shows_the_sidebar_link_to_admins_only(client, world):
 
 def test_it_shows_metrics_the_effective_policy_and_this_tenants_events_only(client, world, catalogue):
     set_tier_policy(world.a.tenant.tier, {"presets": ["hipaa"]})
-    # Every trigger of a turn belongs to it (an event with no turn is retrieval screening).
+    # Every trigger of a turn belongs to it, a passage flagged while its runtime retrieved too.
     _, _, blocked = make_turn(world.a.tenant, world.a.member, catalogue.helpdesk, status="blocked")
     _, _, redacted = make_turn(world.a.tenant, world.a.member, catalogue.helpdesk)
     events_in(
