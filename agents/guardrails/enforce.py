@@ -171,6 +171,7 @@ class OutputGuard:
         values = list(_scalars(content))
         if not values:
             return call
+        self._prime()  # a tool call can come before the answer's first text
         text = _VALUE_SEPARATOR.join(values)
         evaluation = services.run_output(
             self.effective, self.tenant.pk, text, final=True, supplied=self.supplied, answer=False
