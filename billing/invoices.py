@@ -40,6 +40,7 @@ from django.utils import timezone
 from billing.accounting import CENTS, month_start, next_month
 from billing.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, UsageDaily
 from tenants import audit
+from tenants.audit import spreadsheet_safe
 from tenants.context import all_tenants, tenant_context
 from tenants.services import ServiceError
 
@@ -340,7 +341,7 @@ def invoice_csv(invoices) -> str:
                     invoice.status,
                     invoice.currency,
                     line.kind,
-                    csv_safe(line.description),
+                    spreadsheet_safe(line.description),
                     quantity_text(line.quantity),
                     price_text(line.unit_price),
                     str(line.amount),
@@ -348,11 +349,6 @@ def invoice_csv(invoices) -> str:
                 ]
             )
     return out.getvalue()
-
-
-def csv_safe(text: str) -> str:
-    """Spreadsheets run a cell that starts with = + - @ as a formula; quote it as text."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
 def invoice_data(invoice: Invoice, lines: list[InvoiceLine] | None = None) -> dict:

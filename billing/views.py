@@ -20,6 +20,7 @@ from django.shortcuts import render
 from billing import dashboards as d
 from billing import invoices as inv
 from billing.models import Invoice
+from tenants.audit import spreadsheet_safe
 from tenants.roles import Action
 from tenants.views import tenant_view
 
@@ -206,8 +207,8 @@ def usage_csv(window: d.Window, dataset: str) -> str:
             data = row.totals.as_dict()
             writer.writerow(
                 [
-                    inv.csv_safe(row.label),
-                    inv.csv_safe(row.key),
+                    spreadsheet_safe(row.label),
+                    spreadsheet_safe(row.key),
                     window.start.isoformat(),
                     window.end.isoformat(),
                     *(_csv_cell(data[c]) for c in TOTAL_COLUMNS),

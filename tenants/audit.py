@@ -84,7 +84,8 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def spreadsheet_safe(text: str) -> str:
-    """`text` as a cell a spreadsheet shows as text: a leading quote before a formula start."""
+    """`text` as a cell a spreadsheet shows as text: a leading quote before a formula start.
+    Every CSV export (audit logs, usage, invoices, the operator's billing table) uses this one."""
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 

@@ -25,7 +25,7 @@ from billing.accounting import month_start, next_month
 from billing.models import Invoice, InvoiceStatus
 from billing.views import PALETTE, dashboard_context, invoice_context, invoice_download
 from portal.operator.views import audited_read, operator_view
-from tenants.audit import client_ip
+from tenants.audit import client_ip, spreadsheet_safe
 from tenants.context import tenant_context
 from tenants.models import Tenant
 from tenants.services import ServiceError
@@ -148,7 +148,7 @@ def _overview_csv(rows, month: dt.date) -> HttpResponse:
         writer.writerow(
             [
                 r.tenant.slug,
-                inv.csv_safe(r.tenant.name),
+                spreadsheet_safe(r.tenant.name),
                 r.tenant.tier.slug,
                 r.mrr,
                 r.tokens,

@@ -171,3 +171,13 @@ def test_seed_usage_is_consistent_and_idempotent(db, monkeypatch):
     assert seed_usage() == 0  # a second run writes nothing
     with tenant_context(acme):
         assert UsageEvent.objects.count() == events
+
+
+def test_csv_export_by_person_quotes_a_name_that_starts_like_a_formula_after_a_tab(world, client):
+    world.a.member.full_name = "\t=HYPERLINK(1)"
+    world.a.member.save()
+    record_usage(world.a.tenant, at(TODAY), user=world.a.member, input_tokens=70, output_tokens=0)
+    client.force_login(world.a.owner)
+    response = client.get(url("export_csv"), {"dataset": "user"})
+    rows = list(csv.DictReader(io.StringIO(response.content.decode(), newline="")))
+    assert [r["user"] for r in rows] == ["'\t=HYPERLINK(1)"]

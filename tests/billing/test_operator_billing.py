@@ -248,3 +248,15 @@ def test_a_tenant_without_a_budget_still_has_no_budget(priced, operator, client)
     client.force_login(operator)
     tenant_page = client.get(reverse("operator:billing_tenant", kwargs={"slug": "alpha"})).content.decode()
     assert '<span class="badge budget-none">No budget</span>' in tenant_page
+
+
+@pytest.mark.parametrize("name", ["\t=1+2", "\r=1+2", "=1+2", "@SUM(A1)"])
+def test_the_csv_export_quotes_a_tenant_name_a_spreadsheet_would_run(priced, operator, client, name):
+    # Some spreadsheets drop a leading tab or carriage return before they look for a formula.
+    priced.a.tenant.name = name
+    priced.a.tenant.save()
+    client.force_login(operator)
+    response = client.get(reverse("operator:billing"), {"format": "csv", "sort": "name", "dir": "asc"})
+    table = {r["tenant"]: r for r in csv.DictReader(io.StringIO(response.content.decode(), newline=""))}
+    assert table["alpha"]["name"] == "'" + name
+    assert table["bravo"]["name"] == "Bravo Inc"
