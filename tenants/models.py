@@ -94,16 +94,18 @@ class Tier(PlatformModel):
     monthly_price = models.DecimalField(
         max_digits=12, decimal_places=2, default=Decimal("0"), validators=[MinValueValidator(Decimal("0"))]
     )
-    included_tokens = models.BigIntegerField(default=0, validators=[MinValueValidator(0)])
+    # The limits' verbose names are their names everywhere (billing.models.LimitKind's labels), so
+    # the tier form calls each limit what the tenant's pages and refusals call it.
+    included_tokens = models.BigIntegerField("Monthly token quota", default=0, validators=[MinValueValidator(0)])
     overage_price_per_1k_tokens = models.DecimalField(
         max_digits=12, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(Decimal("0"))]
     )
-    requests_per_minute = models.PositiveIntegerField(default=60)
-    tokens_per_minute = models.PositiveIntegerField(default=100_000)
-    concurrent_sessions = models.PositiveIntegerField(default=5)
+    requests_per_minute = models.PositiveIntegerField("Requests per minute", default=60)
+    tokens_per_minute = models.PositiveIntegerField("Tokens per minute", default=100_000)
+    concurrent_sessions = models.PositiveIntegerField("Concurrent sessions", default=5)
     overage_allowed = models.BooleanField(
         default=True,
-        help_text="Past the included tokens: bill overage (on) or refuse further turns until next month (off).",
+        help_text="Past the monthly token quota: bill overage (on) or refuse further turns until next month (off).",
     )
     allowed_models = models.JSONField(default=list, blank=True, help_text="Model ids this tier may use.")
     default_features = models.JSONField(default=list, blank=True, help_text="Feature keys included.")

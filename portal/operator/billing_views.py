@@ -22,7 +22,7 @@ from django.views.decorators.http import require_POST
 from billing import dashboards as d
 from billing import invoices as inv
 from billing.accounting import month_start, next_month
-from billing.models import Invoice, InvoiceStatus
+from billing.models import Invoice, InvoiceStatus, LimitKind
 from billing.views import PALETTE, dashboard_context, invoice_context, invoice_download
 from portal.operator.views import audited_read, operator_view
 from tenants.audit import client_ip, spreadsheet_safe
@@ -40,7 +40,7 @@ SORT_LABELS = [
     ("revenue", "Revenue", True),
     ("margin", "Gross margin", True),
     ("throttled", "Throttled", True),
-    ("budget", "Budget", True),
+    ("budget", LimitKind.BUDGET.label, True),
 ]
 
 

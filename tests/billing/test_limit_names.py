@@ -76,3 +76,26 @@ def test_the_dashboard_names_the_quota_the_budget_and_the_refusals_alike(client,
     assert "Requests per minute (per person)" in text  # the throttled table, by limit
     for other in OTHER_NAMES:
         assert other not in text, f"{other!r} on the dashboard"
+
+
+def test_the_operators_tiers_and_tier_form_name_the_limits_alike(client, world, operator):
+    client.force_login(operator)
+
+    tiers = text_of(client.get("/operator/tiers/"))
+    form = text_of(client.get(f"/operator/tiers/{world.a.tenant.tier.slug}/"))
+
+    for name in ["Requests per minute", "Tokens per minute", "Concurrent sessions", "Monthly token quota"]:
+        assert name in tiers, f"{name!r} missing on the tiers page"
+        assert name in form, f"{name!r} missing on the tier form"
+    for other in [*OTHER_NAMES, "req/min", "tokens/min"]:
+        assert other not in tiers, f"{other!r} on the tiers page"
+        assert other not in form, f"{other!r} on the tier form"
+    assert not re.search(r"\d sessions", tiers), "a limit called just 'sessions' on the tiers page"
+
+
+def test_the_operators_billing_table_names_the_budget_as_the_tenant_pages_do(client, world, operator):
+    client.force_login(operator)
+
+    text = text_of(client.get("/operator/billing/"))
+
+    assert "Monthly budget" in text

@@ -123,3 +123,79 @@ def test_the_invitation_mail_and_page_say_when_it_expires_in_the_convention(
     client.logout()
     page = client.get(f"/invitations/{invitation.token}/").content.decode()
     assert when(invitation.expires_at) in times(page)
+
+
+# --- the guardrail, knowledge, operator and session pages use it too ---------------------------
+
+
+@pytest.mark.django_db
+def test_the_guardrail_events_and_chart_show_moments_and_days_in_the_convention(client, world):
+    from agents.guardrails.models import GuardrailEvent
+
+    with tenant_context(world.a.tenant):
+        event = GuardrailEvent.objects.create(stage="input", category="pii", rule="email", action="redact")
+    client.force_login(world.a.owner)
+
+    body = client.get("/t/alpha/guardrails/").content.decode()
+
+    assert when(event.created_at, "stacked") in body
+    today = event.created_at.astimezone(dt.UTC).date()
+    assert f'title="{render("{{ d|when_text }}", d=today)}: 0 blocked"' in body  # the chart's bar of today
+    assert when(today) in times(body)  # the chart's last tick
+
+
+@pytest.mark.django_db
+def test_the_knowledge_bases_show_when_they_changed_in_the_convention(client, world):
+    from tests.knowledge.helpers import entitle, make_kb
+
+    entitle(world.a.tenant)
+    kb = make_kb(world.a)
+    client.force_login(world.a.admin)
+
+    assert when(kb.updated_at, "date") in times(client.get("/t/alpha/knowledge/").content.decode())
+
+
+@pytest.mark.django_db
+def test_the_operators_agent_identities_show_days_and_moments_in_the_convention(client, operator):
+    from tenants.identity import services as identity_services
+
+    agent, _ = identity_services.create_shared_agent_identity(operator, name="Helpdesk", allowed_scopes=[])
+    identity_services.rotate_agent_secret(operator, agent)
+    identity_services.set_agent_identity_enabled(operator, agent, enabled=False)
+    agent.refresh_from_db()
+    client.force_login(operator)
+
+    body = client.get("/operator/agent-identities/").content.decode()
+
+    assert f"since {when(agent.created_at, 'date')}" in body
+    assert f"secret rotated {when(agent.rotated_at, 'date')}" in body
+    assert f'title="Disabled {render("{{ m|when_text }}", m=agent.disabled_at)}"' in body
+
+
+@pytest.mark.django_db
+def test_the_operators_invoice_says_when_it_was_finalised_in_the_convention(client, world, operator):
+    last_month = month_start(month_start() - dt.timedelta(days=1))
+    with tenant_context(world.a.tenant):
+        invoice = inv.draft_invoice(world.a.tenant, last_month)
+    invoice = inv.finalise_invoice(operator, invoice)
+    client.force_login(operator)
+
+    body = client.get(f"/operator/billing/invoices/{invoice.pk}/").content.decode()
+
+    assert f"Final since {when(invoice.finalized_at)}" in body
+
+
+@pytest.mark.django_db
+def test_the_sessions_page_says_when_each_session_began_in_the_convention(client, world):
+    from allauth.usersessions.models import UserSession
+
+    from tests.identity.mfa_helpers import sign_in_with_password
+
+    assert sign_in_with_password(client, world.a.member).status_code == 302
+    client.get("/accounts/2fa/")  # a page opened: the session is recorded, with its activity
+    [session] = UserSession.objects.filter(user=world.a.member)
+
+    shown = times(client.get("/accounts/sessions/").content.decode())
+
+    assert when(session.created_at) in shown
+    assert when(session.last_seen_at) in shown
