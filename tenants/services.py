@@ -19,7 +19,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from tenants import audit
+from tenants import audit, entitlements
 from tenants.context import all_tenants, require_tenant, tenant_context
 from tenants.identity.scopes import ACTION_SCOPES
 from tenants.models import (
@@ -324,6 +324,9 @@ def remove_member(actor: Actor, membership: Membership) -> None:
         end_sessions_of_users_left_without_a_tenant([membership.user_id])
 
 
+AUDIT_EXPORT_FEATURE = "audit_export"  # the entitlement an export needs (tenants.entitlements.FEATURES)
+
+
 def export_audit_log(actor: Actor, entries, *, filters: dict) -> audit.AuditExport:
     """Begin a CSV export of the audit log rows `entries` selects (the filters the person
     chose, as `filters`), and record it (audit.exported) before a row goes out: who took
@@ -333,6 +336,8 @@ def export_audit_log(actor: Actor, entries, *, filters: dict) -> audit.AuditExpo
     number of rows recorded, and not its own record."""
     tenant = _check_actor_tenant(actor)
     require(actor.role, Action.VIEW_AUDIT_LOG)
+    if not entitlements.has_feature(tenant, AUDIT_EXPORT_FEATURE):
+        raise PermissionDenied(f"Exporting the audit log is not part of the {tenant.tier.name} plan.")
     newest = AuditLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
     selected = entries.filter(id__lte=newest)
     audit.record(

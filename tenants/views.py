@@ -192,10 +192,13 @@ def _audit_filter_form(request) -> AuditFilterForm:
 def _audit_log_page(request, form: AuditFilterForm, *, status: int = 200):
     entries = form.filter(AuditLog.objects.all())
     page = Paginator(entries, 50).get_page(request.GET.get("page"))
-    export_query = urlencode(form.applied())
-    return render(
-        request, "tenants/audit_log.html", {"form": form, "page": page, "export_query": export_query}, status=status
-    )
+    context = {
+        "form": form,
+        "page": page,
+        "export_query": urlencode(form.applied()),
+        "may_export": entitlements.has_feature(request.tenant, services.AUDIT_EXPORT_FEATURE),
+    }
+    return render(request, "tenants/audit_log.html", context, status=status)
 
 
 @tenant_view(Action.VIEW_AUDIT_LOG)
@@ -206,6 +209,9 @@ def audit_log(request):
 @tenant_view(Action.VIEW_AUDIT_LOG)
 def audit_export(request):
     """The audit log as CSV: the rows the page's filters select, all of them, streamed."""
+    if not entitlements.has_feature(request.tenant, services.AUDIT_EXPORT_FEATURE):
+        # As the single sign-on page does for a plan without it: 403, with why and how to get it.
+        return render(request, "tenants/audit_export_not_in_plan.html", status=403)
     form = _audit_filter_form(request)
     if form.is_bound and not form.is_valid():
         # Exporting everything for a filter that did not parse would hand over more than was asked.

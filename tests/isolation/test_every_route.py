@@ -311,6 +311,10 @@ def scene(world, client):
     kb_a, document_a, chunk_a = make_knowledge_rows(world.a, "Alpha")
     kb_b, document_b, chunk_b = make_knowledge_rows(b, "Bravo Inc")
     invoice_a, invoice_b = _usage_and_invoice(world.a), _usage_and_invoice(b)
+    # A's plan includes the audit log export, so that A's export is a real CSV to search for B's rows.
+    world.a.tenant.refresh_from_db()
+    world.a.tenant.feature_grants = sorted({*world.a.tenant.feature_grants, "audit_export"})
+    world.a.tenant.save(update_fields=["feature_grants"])
     client.force_login(world.a.owner)
     client.raise_request_exception = False
     return {

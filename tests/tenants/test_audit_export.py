@@ -1,6 +1,7 @@
 """Exporting the tenant's audit log as CSV: exactly what the filters select, streamed,
-tenant-scoped, for the roles that may read the log, safe to open in a spreadsheet,
-dates in ISO 8601 UTC, and the export itself recorded in the log (audit.exported)."""
+tenant-scoped, for the roles that may read the log of a tenant whose plan includes the
+export (audit_export), safe to open in a spreadsheet, dates in ISO 8601 UTC, and the
+export itself recorded in the log (audit.exported)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,17 @@ HEADER = [
     "before",
     "after",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _alpha_may_export(world):
+    """Alpha's plan lacks the export, as most do; the operator granted it (Bravo: not)."""
+    grant(world.a.tenant, "audit_export")
+
+
+def grant(tenant, feature: str) -> None:
+    tenant.feature_grants = sorted({*tenant.feature_grants, feature})
+    tenant.save(update_fields=["feature_grants"])
 
 
 def entry(side, action: str, *, actor=None, when: dt.datetime | None = None, **fields) -> AuditLog:
@@ -187,3 +199,72 @@ def test_the_audit_log_shows_a_nested_change_as_json_not_as_python(client, world
     assert "{&quot;action&quot;: &quot;invitation&quot;}" in body
     assert "{&#x27;action&#x27;" not in body
     assert '<span class="json-key">note</span>: null' in body
+
+
+# --- only where the plan includes it ------------------------------------------------------------
+
+
+def test_it_refuses_the_export_with_the_reason_when_the_plan_lacks_it(client, world):
+    entry(world.b, "invitation.sent")
+    client.force_login(world.b.owner)
+
+    response = client.get("/t/bravo/audit/export.csv")
+
+    assert response.status_code == 403
+    assert not response.streaming
+    body = response.content.decode()
+    assert "Exporting the audit log is not part of the Standard-Test plan" in body
+    assert "<code>audit_export</code>" in body
+    assert 'href="/t/bravo/"' in body  # where the plan's features are listed
+    assert audit_entries(world.b.tenant, "audit.exported") == []
+
+
+def test_it_refuses_the_export_when_the_operator_revoked_it(client, world):
+    world.a.tenant.feature_revocations = ["audit_export"]
+    world.a.tenant.save(update_fields=["feature_revocations"])
+    client.force_login(world.a.owner)
+
+    assert client.get(EXPORT).status_code == 403
+    assert audit_entries(world.a.tenant, "audit.exported") == []
+
+
+def test_it_exports_where_the_tier_includes_it(client, world):
+    tier = world.b.tenant.tier
+    tier.default_features = [*tier.default_features, "audit_export"]
+    tier.save(update_fields=["default_features"])
+    client.force_login(world.b.admin)
+
+    response = client.get("/t/bravo/audit/export.csv")
+
+    assert response.status_code == 200 and response.streaming
+
+
+def test_a_role_without_the_log_is_refused_before_the_plan_is_mentioned(client, world):
+    client.force_login(world.b.member)
+
+    response = client.get("/t/bravo/audit/export.csv")
+
+    assert response.status_code == 403
+    assert b"audit_export" not in response.content
+
+
+def test_the_audit_log_offers_no_export_button_but_says_how_to_get_it_when_the_plan_lacks_it(client, world):
+    client.force_login(world.b.owner)
+
+    body = client.get("/t/bravo/audit/").content.decode()
+
+    assert 'id="audit-export"' not in body
+    assert "/audit/export.csv" not in body
+    assert 'id="audit-export-not-in-plan"' in body
+    assert "Exporting the audit log is not part of the Standard-Test plan." in body
+
+
+def test_the_service_refuses_an_export_the_plan_lacks(world):
+    from django.core.exceptions import PermissionDenied
+
+    from tenants import services
+    from tenants.context import tenant_context
+
+    actor = services.Actor(user=world.b.owner, membership=world.b.memberships["owner"])
+    with tenant_context(world.b.tenant), pytest.raises(PermissionDenied):
+        services.export_audit_log(actor, AuditLog.objects.all(), filters={})
