@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import json
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,8 @@ EXPORT_COLUMNS = [
     "before",
     "after",
 ]
+# The operator's export spans tenants: each row says whose it is (empty for the platform's own).
+PLATFORM_EXPORT_COLUMNS = [*EXPORT_COLUMNS[:2], "tenant", *EXPORT_COLUMNS[2:]]
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection");
 # tab and carriage return count too, because some spreadsheets strip them before looking.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -94,13 +97,14 @@ def iso_utc(moment) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _export_row(entry: AuditLog) -> list[str]:
+def _export_row(entry: AuditLog, *, with_tenant: bool = False) -> list[str]:
     def as_json(value: dict) -> str:
         return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str) if value else ""
 
     cells = [
         str(entry.pk),
         iso_utc(entry.created_at),
+        *([entry.tenant.slug if entry.tenant_id else ""] if with_tenant else []),
         entry.actor_email,
         entry.ip_address or "",
         entry.action,
@@ -121,35 +125,56 @@ def _csv_text(rows) -> str:
 
 @dataclass(frozen=True)
 class AuditExport:
-    """The rows one export selected, read a batch at a time, newest first.
+    """The rows one export selected, read a batch at a time, newest first: one tenant's
+    log (`tenant`), or the operator's across every tenant and the platform (`tenant` None,
+    read under all_tenants(`reason`), with a tenant column).
 
     A streamed body is read after the view has returned, when the request's tenant
     context is gone (and, under ASGI, on whichever thread asgiref picks): every batch
-    sets the tenant itself, so the rows stay scoped (and row-level security applies)."""
+    sets the scope itself, so the rows stay scoped (and row-level security applies)."""
 
-    tenant: Tenant
+    tenant: Tenant | None
     entries: models.QuerySet
     user_id: int | None = None
+    reason: str = ""  # why the operator's export reads across tenants (all_tenants)
+
+    def __post_init__(self):
+        if self.tenant is None and not self.reason:
+            raise ValueError("An export across tenants needs the reason it reads them all")
+
+    @property
+    def columns(self) -> list[str]:
+        return EXPORT_COLUMNS if self.tenant is not None else PLATFORM_EXPORT_COLUMNS
 
     def header(self) -> str:
-        return _csv_text([EXPORT_COLUMNS])
+        return _csv_text([self.columns])
+
+    @contextmanager
+    def _scope(self) -> Iterator[None]:
+        from tenants.context import all_tenants, tenant_context, user_context
+
+        if self.tenant is not None:
+            with tenant_context(self.tenant, user_id=self.user_id):
+                yield
+        else:
+            with user_context(self.user_id), all_tenants(self.reason):
+                yield
 
     def batch(self, after: tuple | None) -> tuple[str, tuple | None]:
         """The CSV of the batch after the keyset `after` (created_at, id), and the keyset to
         read the next one from; None when this was the last batch."""
-        from tenants.context import tenant_context
-
         rows = self.entries.order_by("-created_at", "-id")
         if after is not None:
             created_at, pk = after
             rows = rows.filter(models.Q(created_at__lt=created_at) | models.Q(created_at=created_at, id__lt=pk))
-        with tenant_context(self.tenant, user_id=self.user_id):
+        with self._scope():
             entries = list(rows[:EXPORT_BATCH])
         if not entries:
             return "", None
         last = entries[-1]
         following = (last.created_at, last.pk) if len(entries) == EXPORT_BATCH else None
-        return _csv_text(_export_row(e) for e in entries), following
+        with_tenant = self.tenant is None
+        return _csv_text(_export_row(e, with_tenant=with_tenant) for e in entries), following
 
     def chunks(self) -> Iterator[str]:
         yield self.header()

@@ -64,6 +64,14 @@ class AuditFilterForm(forms.Form):
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
 
+    @classmethod
+    def from_query(cls, query) -> AuditFilterForm:
+        """The filters of a page's query string: the page number is the pager's, not a filter,
+        so the form is bound only when a real filter is there."""
+        filters = query.copy()
+        filters.pop("page", None)
+        return cls(filters or None)
+
     def filter(self, queryset):
         if not self.is_valid():
             return queryset

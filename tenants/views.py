@@ -182,13 +182,6 @@ def invitation_revoke(request, invitation_id):
     return _redirect_members(request)
 
 
-def _audit_filter_form(request) -> AuditFilterForm:
-    # The page number is the pager's, not a filter: a bound form only for real filters.
-    filters = request.GET.copy()
-    filters.pop("page", None)
-    return AuditFilterForm(filters or None)
-
-
 def _audit_log_page(request, form: AuditFilterForm, *, status: int = 200):
     entries = form.filter(AuditLog.objects.all())
     page = Paginator(entries, 50).get_page(request.GET.get("page"))
@@ -203,7 +196,7 @@ def _audit_log_page(request, form: AuditFilterForm, *, status: int = 200):
 
 @tenant_view(Action.VIEW_AUDIT_LOG)
 def audit_log(request):
-    return _audit_log_page(request, _audit_filter_form(request))
+    return _audit_log_page(request, AuditFilterForm.from_query(request.GET))
 
 
 @tenant_view(Action.VIEW_AUDIT_LOG)
@@ -212,17 +205,22 @@ def audit_export(request):
     if not entitlements.has_feature(request.tenant, services.AUDIT_EXPORT_FEATURE):
         # As the single sign-on page does for a plan without it: 403, with why and how to get it.
         return render(request, "tenants/audit_export_not_in_plan.html", status=403)
-    form = _audit_filter_form(request)
+    form = AuditFilterForm.from_query(request.GET)
     if form.is_bound and not form.is_valid():
         # Exporting everything for a filter that did not parse would hand over more than was asked.
         return _audit_log_page(request, form, status=400)
     export = services.export_audit_log(
         services.Actor.from_request(request), form.filter(AuditLog.objects.all()), filters=form.applied()
     )
+    return audit_export_response(request, export, f"{request.tenant.slug}-audit-log")
+
+
+def audit_export_response(request, export, name: str) -> StreamingHttpResponse:
+    """An audit log export as a CSV download, `name`-<UTC stamp>.csv (the operator console's too)."""
     chunks = export.achunks() if isinstance(request, ASGIRequest) else export.chunks()
     response = StreamingHttpResponse(chunks, content_type="text/csv; charset=utf-8")
     stamp = timezone.now().astimezone(dt.UTC).strftime("%Y%m%d-%H%M%SZ")
-    response["Content-Disposition"] = f'attachment; filename="{request.tenant.slug}-audit-log-{stamp}.csv"'
+    response["Content-Disposition"] = f'attachment; filename="{name}-{stamp}.csv"'
     response["Cache-Control"] = "no-store"
     return response
 

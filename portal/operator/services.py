@@ -66,6 +66,28 @@ def record_read(operator: User, page: str, *, tenant: Tenant | None = None, ip: 
         )
 
 
+def export_audit_log(operator: User, entries, *, filters: dict, ip: str | None = None) -> audit.AuditExport:
+    """Begin a CSV export of the audit log rows `entries` selects across every tenant (the
+    filters the operator chose, as `filters`), and record it (audit.exported) in the platform's
+    log before a row goes out, as a tenant's export is recorded in its own.
+
+    Pinned to the entries that exist now, so the file holds exactly the rows recorded, and
+    not its own record."""
+    if not (operator.is_authenticated and operator.is_active and operator.is_staff):
+        raise ServiceError("Only operators can do this.")
+    with all_tenants(OPERATOR_REASON):
+        newest = AuditLog.unscoped.order_by("-id").values_list("id", flat=True).first() or 0
+        selected = entries.filter(id__lte=newest)
+        audit.record(
+            audit.EXPORTED,
+            actor=operator,
+            target_repr="Audit log of every tenant and the platform (CSV)",
+            after={"format": "csv", "rows": selected.count(), "filters": filters},
+            ip=ip,
+        )
+    return audit.AuditExport(tenant=None, entries=selected, user_id=operator.pk, reason=OPERATOR_REASON)
+
+
 def set_features(
     operator: User, tenant: Tenant, *, grants: list[str], revocations: list[str], ip: str | None = None
 ) -> Tenant:

@@ -21,6 +21,7 @@ urlpatterns = [
     path("tiers/new/", views.tier_edit, name="tier_create"),
     path("tiers/<slug:slug>/", views.tier_edit, name="tier_edit"),
     path("audit/", views.audit_log, name="audit_log"),
+    path("audit/export.csv", views.audit_export, name="audit_export"),
     path("agent-identities/", views.agent_identities, name="agent_identities"),
     path("agent-identities/new/", views.agent_identity_create, name="agent_identity_create"),
     path("agent-identities/<int:agent_id>/rotate/", views.agent_identity_rotate, name="agent_identity_rotate"),

@@ -235,6 +235,7 @@ ROUTES: dict[str, object] = {
     "operator:tier_create": OperatorOnly(methods=("GET", "POST")),
     "operator:tier_edit": OperatorOnly(methods=("GET", "POST"), kwargs={"slug": "tier_slug"}),
     "operator:audit_log": OperatorOnly(),
+    "operator:audit_export": OperatorOnly(),
     "operator:agent_identities": OperatorOnly(),
     "operator:agent_identity_create": OperatorOnly(methods=("POST",)),
     "operator:agent_identity_rotate": OperatorOnly(methods=("POST",), kwargs={"agent_id": "agent_b_id"}),
