@@ -39,7 +39,9 @@ def test_a_member_names_renames_and_deletes_a_conversation(world, live_server, l
     page.fill("[data-composer-input]", QUESTION)
     page.keyboard.press("Enter")
     # Named by the server's answer to the post, without a reload: heading and list entry.
-    expect(page.locator("#chat-title")).to_have_text(TITLE)
+    # With CELERY_TASK_ALWAYS_EAGER the turn runs inside that post, so the answer (and the
+    # name with it) can take longer than expect()'s default 5 s on a loaded machine.
+    expect(page.locator("#chat-title")).to_have_text(TITLE, timeout=15_000)
     expect(page.locator(".chat-sidebar [aria-current=page] .conversation-title")).to_have_text(TITLE)
     expect(page.locator(".msg-assistant").last).not_to_have_class("is-streaming", timeout=15_000)
 
