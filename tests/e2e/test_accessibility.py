@@ -78,15 +78,27 @@ def product(tmp_path_factory):
         yield running
 
 
+# The signed-in cookies of each (product, person), so each person signs in once per module.
+# Signing in once per test would be about 31 sign-ins a minute from one address, and allauth
+# rightly refuses more than 30 ("login": "30/m/ip"), so the last test could never sign in.
+_SIGNED_IN: dict[tuple[str, str], dict] = {}
+
+
 def browser_page(launch_browser, product, email: str | None):
-    page = launch_browser().new_context(base_url=product.url, viewport={"width": 1280, "height": 900}).new_page()
+    browser = launch_browser()
+    options = {"base_url": product.url, "viewport": {"width": 1280, "height": 900}}
+    if email and (product.url, email) in _SIGNED_IN:
+        options["storage_state"] = _SIGNED_IN[product.url, email]
+    context = browser.new_context(**options)
+    page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
-    if email:
+    if email and "storage_state" not in options:
         page.goto("/accounts/login/")
         page.fill("#id_login", email)
         page.fill("#id_password", DEMO_PASSWORD)
         page.click("#login-form button[type=submit]")
         page.wait_for_url(lambda url: "/accounts/login/" not in url)
+        _SIGNED_IN[product.url, email] = context.storage_state()
     return page
 
 
