@@ -108,3 +108,13 @@ def _fresh_document_markers():
     forget_document_markers()
     yield
     forget_document_markers()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limit_counters():
+    # allauth counts sign-ins per address in Django's cache (at most 30 a minute from one
+    # address by default), and every test signs in from 127.0.0.1: counters left by earlier
+    # tests would refuse a later test's sign-in whenever the suite runs fast.
+    from django.core.cache import cache
+
+    cache.clear()
