@@ -88,19 +88,23 @@ def invalidate_tenant(tenant_id: int) -> None:
     cache.delete(_tenant_key(tenant_id))
 
 
+def _next_generation(key: str) -> None:
+    """Move a generation on. One missing (the cache was flushed or restarted) starts again
+    from the clock, not from 1: a process may still hold something built at a generation
+    counted before the flush, and must not take a new change for that one."""
+    try:
+        cache.incr(key)
+    except ValueError:
+        cache.set(key, time.time_ns(), None)
+
+
 def invalidate_all() -> None:
     """A tier's defaults changed: every tenant's cached policy is stale (a new generation)."""
-    try:
-        cache.incr(_GEN_KEY)
-    except ValueError:
-        cache.set(_GEN_KEY, 1, None)
+    _next_generation(_GEN_KEY)
 
 
 def invalidate_tenants_list() -> None:
-    try:
-        cache.incr(_TENANTS_GEN_KEY)
-    except ValueError:
-        cache.set(_TENANTS_GEN_KEY, 1, None)
+    _next_generation(_TENANTS_GEN_KEY)
 
 
 # --- other tenants' markers ----------------------------------------------------------------

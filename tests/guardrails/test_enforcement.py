@@ -296,6 +296,24 @@ def test_a_new_tenants_name_is_a_marker_at_once(world):
     assert verdict is not None and verdict.blocked
 
 
+def test_a_tenant_renamed_after_the_cache_was_flushed_is_a_marker_at_once(world):
+    # A flushed (or restarted) cache loses the generations. Each process keeps its markers
+    # built at a generation: counting again from the same start after every flush would let
+    # it take a later change for the one it built at, and miss the new name.
+    from django.core.cache import cache
+
+    def renamed(name: str) -> bool:
+        cache.clear()
+        world.b.tenant.name = name
+        world.b.tenant.save(update_fields=["name"])
+        with tenant_context(world.a.tenant):
+            verdict = enforce.OutputGuard(world.a.tenant, invocation=None).check(f"Our partner {name} said so.")
+        return verdict is not None and verdict.blocked
+
+    assert renamed("Kilo Holdings")
+    assert renamed("Lima Ventures")
+
+
 @pytest.mark.parametrize(("entity", "text", "value"), [p for p in POSITIVES if p[2]])
 def test_no_event_ever_holds_the_raw_value(world, entity, text, value):
     set_tier_policy(world.a.tenant.tier, {"entities": dict.fromkeys(ENTITIES, "block")})
