@@ -191,6 +191,12 @@ CELERY_DEFAULT_QUEUE = "default"
 # Invoice drafts follow usage every hour; drafting is idempotent and never touches a final invoice.
 CELERY_BEAT_SCHEDULE = {
     "agents-fail-stuck-turns": {"task": "agents.tasks.fail_stuck_turns", "schedule": 60.0},
+    # Documents whose other-tenant markers predate a tenant change (started at once by the
+    # change itself; this catches documents indexed before markers were stored and lost tasks).
+    "knowledge-rescan-document-markers": {
+        "task": "agents.knowledge.tasks.rescan_stale_document_markers",
+        "schedule": 600.0,
+    },
     "billing-draft-monthly-invoices": {
         "task": "billing.tasks.draft_monthly_invoices",
         "schedule": env_int("BILLING_DRAFT_INVOICES_EVERY_SECONDS", 3600, minimum=60),

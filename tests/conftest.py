@@ -100,17 +100,6 @@ def _fresh_tenant_cache():
 
 
 @pytest.fixture(autouse=True)
-def _fresh_document_markers():
-    # The output guardrails keep, per process, which other tenants' names each tenant's
-    # documents hold; tests roll their documents back.
-    from agents.guardrails.services import forget_document_markers
-
-    forget_document_markers()
-    yield
-    forget_document_markers()
-
-
-@pytest.fixture(autouse=True)
 def _fresh_rate_limit_counters():
     # allauth counts sign-ins per address in Django's cache (at most 30 a minute from one
     # address by default), and every test signs in from 127.0.0.1: counters left by earlier

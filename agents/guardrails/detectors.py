@@ -10,6 +10,7 @@ Term lists (blocked terms, other tenants' markers) use an Aho–Corasick automat
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import math
 import re
@@ -470,9 +471,10 @@ class MarkerMatcher:
             self._automaton.make_automaton()
         self._keys = keys
         self._by_skeleton = None
-        # Equal for two matchers of the same markers (one is rebuilt every few minutes):
-        # what is derived from a tenant's writing against them need not be derived again.
-        self.fingerprint = hash(frozenset(keys))
+        # Equal for two matchers of the same markers, in any process and after a restart (it
+        # is stored with each document's markers: agents.knowledge.models.Document), so what
+        # was derived from a tenant's writing against them need not be derived again.
+        self.fingerprint = hashlib.sha256("\n".join(sorted(set(keys))).encode()).hexdigest()[:32]
 
     def written_in(self, texts) -> frozenset[str]:
         """The markers (casefolded, as find() gives them) that `texts` hold in any spelling:

@@ -117,7 +117,7 @@ class OutputGuard:
         # The tenant's writing is read at this fixed point of every turn, before any check,
         # so finding another customer's name costs no extra work (TenantSupplied).
         if self.supplied is not None:
-            self.supplied.prime(services.other_tenant_markers(self.effective.tenants_gen))
+            self.supplied.prime()
 
     def check(self, text_so_far: str) -> OutputVerdict | None:
         """None while the streamed text is acceptable; a verdict stops the stream."""

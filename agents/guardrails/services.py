@@ -127,15 +127,29 @@ def other_tenant_markers(tenants_gen: int = 0) -> detectors.MarkerMatcher:
     now = time.monotonic()
     if state["matcher"] is not None and state["gen"] == tenants_gen and now < state["expires"]:
         return state["matcher"]
+    matcher = build_other_tenant_markers()
+    state.update(gen=tenants_gen, expires=now + MARKERS_TTL, matcher=matcher)
+    return matcher
+
+
+def build_other_tenant_markers() -> detectors.MarkerMatcher:
+    """Every tenant's markers as the database has them now (one query for the tenants, one
+    for the canaries). Background work that stores what it derives (a document's markers at
+    ingestion or rescan) builds its own, so it never works from a matcher this process
+    cached before a tenant changed."""
     owners: dict[str, set[int]] = {}
     with all_tenants(MARKERS_REASON):
         canaries = dict(TenantCanary.unscoped.values_list("tenant_id", "value"))
         for tenant_id, name, slug in Tenant.objects.values_list("id", "name", "slug"):
             for marker in tenant_markers(tenant_id, name, slug, canaries.get(tenant_id)):
                 owners.setdefault(marker.casefold(), set()).add(tenant_id)
-    matcher = detectors.MarkerMatcher(owners)
-    state.update(gen=tenants_gen, expires=now + MARKERS_TTL, matcher=matcher)
-    return matcher
+    return detectors.MarkerMatcher(owners)
+
+
+def tenants_generation() -> int:
+    """Moves whenever a tenant or canary is saved or deleted (the signals), so a change of
+    the set of markers (invalidate_tenants_list)."""
+    return cache.get(_TENANTS_GEN_KEY, 0)
 
 
 class TenantSupplied:
@@ -158,8 +172,9 @@ class TenantSupplied:
     and in its trace, and it passes while the answer streams. So all the work is done by
     `prime()`, before the first check of every turn, whatever the answer holds: the
     conversation from memory, and which markers the tenant's documents hold (one small
-    query with knowledge bases; markers_in_own_documents). Deciding about a marker found later is a lookup in
-    memory: a turn naming another customer costs what a turn naming nobody does."""
+    query with knowledge bases, of the markers stored with each document at ingestion;
+    markers_in_own_documents). Deciding about a marker found later is a lookup in memory:
+    a turn naming another customer costs what a turn naming nobody does."""
 
     def __init__(self, tenant: Tenant, invocation):
         self.tenant = tenant
@@ -167,12 +182,12 @@ class TenantSupplied:
         self._writing: tuple[str, str] | None = None
         self._in_documents: frozenset[str] = frozenset()
 
-    def prime(self, markers: detectors.MarkerMatcher) -> None:
+    def prime(self) -> None:
         """Read the tenant's writing, once per turn (the guard calls it before every check)."""
         if self._writing is None:
             writing = detectors.skeleton("\n".join(self._texts()))
             self._writing = (writing, writing[::-1])
-            self._in_documents = markers_in_own_documents(self.tenant, markers)
+            self._in_documents = markers_in_own_documents(self.tenant)
 
     def __call__(self, marker: str) -> bool:
         if self._writing is None:
@@ -196,37 +211,34 @@ class TenantSupplied:
         return texts
 
 
-# Per process: tenant id -> ((markers' fingerprint, documents_version), the markers found).
-_document_markers: dict[int, tuple[tuple, frozenset[str]]] = {}
+def markers_in_own_documents(tenant: Tenant) -> frozenset[str]:
+    """Which other tenants' markers the tenant's own documents hold, in any spelling (for
+    TenantSupplied): the union of what each document stores (found when it was ingested,
+    agents.knowledge.services.ingest_document), read in one small query per turn that never
+    touches the documents' text. An upload or a deletion counts from the next turn on. A
+    tenant without knowledge bases in its plan has no documents the agent could have read
+    (the knowledge gateway refuses it), so none to read here.
 
+    A document's markers were looked for with the matcher of its ingestion. When the set of
+    tenants changes since (a tenant onboarded or renamed, a slug or canary changed), its
+    fingerprint no longer matches the current matcher's and a background task reads it again
+    (agents.knowledge.tasks.rescan_stale_document_markers); until then its stored markers
+    still count. That is safe in one direction only, and it is the right one: what a
+    document lists it did hold (its text has not changed, or ingestion would have written
+    the list again), so exempting it never lets through a name the tenant did not supply;
+    a marker new since may be missing from the list, so an answer naming it is blocked
+    until the rescan: an over-block, never a leak.
 
-def markers_in_own_documents(tenant: Tenant, markers: detectors.MarkerMatcher) -> frozenset[str]:
-    """Which of `markers` the tenant's own documents hold, in any spelling (for TenantSupplied).
-
-    Every turn of a tenant with knowledge bases reads whether the documents changed
-    (knowledge.documents_version, one small query); the markers are looked for in all of
-    their text only when the documents or the markers changed since this process last did,
-    and then whatever the turn's answer holds. An upload or a deletion counts from the next
-    turn on. A tenant without knowledge bases in its plan has no documents the agent could
-    have read (the knowledge gateway refuses it), so none to read here."""
-    from agents.knowledge.services import document_texts, documents_version
+    The work is the same whatever the answer holds (no timing oracle): one query whose
+    rows depend on the tenant's documents, never on the markers found in the answer. Nothing
+    is kept per process: that query replaced the one that asked whether the documents had
+    changed, so a cache would save no round trip."""
+    from agents.knowledge.services import document_markers
 
     if not entitlements.has_feature(tenant, "knowledge_bases"):
         return frozenset()
     with tenant_context(tenant):
-        version = documents_version()
-        key = (markers.fingerprint, version)
-        known = _document_markers.get(tenant.pk)
-        if known is not None and known[0] == key:
-            return known[1]
-        found = markers.written_in(document_texts()) if version[0] else frozenset()
-    _document_markers[tenant.pk] = (key, found)
-    return found
-
-
-def forget_document_markers() -> None:
-    """Drop what this process derived from tenants' documents (tests roll documents back)."""
-    _document_markers.clear()
+        return document_markers()
 
 
 def the_person_wrote_it(_marker: str) -> bool:

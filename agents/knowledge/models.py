@@ -105,6 +105,13 @@ class Document(TenantOwnedModel):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     indexed_at = models.DateTimeField(null=True, blank=True)
+    # Which other tenants' markers (names, slugs, ids, canaries: casefolded, as the output
+    # guardrails' MarkerMatcher has them) the document's chunks hold in any spelling, and the
+    # fingerprint of the matcher they were looked for with. Written with the chunks by
+    # ingestion; rescanned in the background when the set of tenants changes (a stale
+    # fingerprint). A turn reads only these lists: agents.guardrails.services.markers_in_own_documents.
+    other_tenant_markers = models.JSONField(default=list, blank=True)
+    markers_fingerprint = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["title", "id"]

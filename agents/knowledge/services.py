@@ -17,12 +17,10 @@ import hashlib
 import logging
 import os
 import unicodedata
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max
 from django.urls import reverse
 from django.utils import timezone
 
@@ -305,6 +303,14 @@ def _enqueue_ingestion(tenant: Tenant, document: Document) -> None:
     )
 
 
+def _enqueue_rescan(tenant: Tenant) -> None:
+    from agents.knowledge import tasks
+
+    transaction.on_commit(
+        lambda: tasks.rescan_document_markers.apply_async(args=[tenant.pk], queue=tenant.bindings.celery_queue)
+    )
+
+
 def reindex_document(actor: Actor, document: Document) -> Document:
     """Parse and index the stored file again (after a failure, or new chunk settings)."""
     tenant = _check(actor)
@@ -386,6 +392,13 @@ def ingest_document(tenant: Tenant, document_id: int, version: int) -> str:
             data = handle.read(settings.KNOWLEDGE_MAX_UPLOAD_BYTES + 1)
         chunks = build_chunks(document, data)
         Document.objects.filter(pk=document_id, version=version).update(status=DocumentStatus.INDEXING)
+        # Other tenants' markers the text holds, stored with the chunks: a turn reads only this
+        # list, never the text (agents.guardrails.services.markers_in_own_documents).
+        from agents.guardrails.services import build_other_tenant_markers, tenants_generation
+
+        generation = tenants_generation()
+        matcher = build_other_tenant_markers()
+        markers = _markers_of(matcher, (chunk.text for chunk in chunks))
         backend = document.knowledge_base.backend
         if backend == Backend.HYBRID:
             from agents.knowledge import hybrid
@@ -409,7 +422,13 @@ def ingest_document(tenant: Tenant, document_id: int, version: int) -> str:
                 chunk_count=len(chunks),
                 indexed_at=timezone.now(),
                 updated_at=timezone.now(),
+                other_tenant_markers=markers,
+                markers_fingerprint=matcher.fingerprint,
             )
+        if tenants_generation() != generation:
+            # A tenant or canary changed while this ran: the markers may be stale already, and
+            # the rescan that change started may have run before they were stored.
+            _enqueue_rescan(tenant)
         return "ready"
     except parsing.ParseError as exc:
         _fail(document_id, version, str(exc))
@@ -463,22 +482,72 @@ def set_agent_knowledge(actor: Actor, agent, kb_ids: list[int]) -> list[Knowledg
 # --- retrieval --------------------------------------------------------------------------------------
 
 
-def documents_version() -> tuple:
-    """A value that changes whenever the current tenant's indexed text does: how many
-    documents it has and when the latest changed. Chunks are only ever written with their
-    document's update (ingest_document) or deleted with the document or its base, so a new
-    or re-indexed document moves the time and a deleted one the count. One small query over
-    the tenant's documents, for callers that keep something derived from all of its text."""
-    found = Document.objects.aggregate(documents=Count("id"), latest=Max("updated_at"))
-    return (found["documents"], found["latest"])
+def document_markers() -> frozenset[str]:
+    """Which other tenants' markers the current tenant's documents hold (the union of what
+    ingestion or the rescan stored with each; for the output guardrails:
+    agents.guardrails.services.markers_in_own_documents). One query over the documents
+    that hold any, without their text: most documents name no other tenant."""
+    found: set[str] = set()
+    for markers in Document.objects.exclude(other_tenant_markers=[]).values_list("other_tenant_markers", flat=True):
+        found.update(markers)
+    return frozenset(found)
 
 
-def document_texts(batch: int = 500) -> Iterator[str]:
-    """The text of every chunk of the current tenant's documents, read in batches (for the
-    output guardrails, which derive from it which other tenants' names the tenant's own
-    documents hold: agents.guardrails.services.markers_in_own_documents)."""
-    with transaction.atomic():  # a server-side cursor on PostgreSQL lives in a transaction
-        yield from Chunk.objects.order_by().values_list("text", flat=True).iterator(chunk_size=batch)
+# --- other tenants' markers in documents ---------------------------------------------------------
+
+RESCAN_BATCH = 50
+
+
+def _markers_of(matcher, texts) -> list[str]:
+    return sorted(matcher.written_in(texts))
+
+
+def rescan_document_markers(tenant: Tenant, batch: int | None = None) -> tuple[int, bool]:
+    """Look again for other tenants' markers in up to `batch` of `tenant`'s
+    documents whose stored markers were found with an older set of tenants (a stale
+    fingerprint); returns (documents rescanned, whether stale ones remain).
+
+    Runs in the tenant's context (set here, and by agents.knowledge.tasks.rescan_document_markers): every
+    read goes through the tenant-scoped managers, and on PostgreSQL row-level security
+    holds it to the tenant's rows. Each document is locked while its chunks are read and
+    its markers written, as ingestion locks it to replace the chunks, so the markers
+    stored are always those of the chunks stored."""
+    from agents.guardrails.services import build_other_tenant_markers
+
+    batch = batch or RESCAN_BATCH
+    matcher = build_other_tenant_markers()
+    with tenant_context(tenant):
+        stale = Document.objects.exclude(markers_fingerprint=matcher.fingerprint).order_by("pk")
+        ids = list(stale.values_list("pk", flat=True)[: batch + 1])
+        for document_id in ids[:batch]:
+            with transaction.atomic():
+                locked = (
+                    Document.objects.select_for_update()
+                    .filter(pk=document_id)
+                    .exclude(markers_fingerprint=matcher.fingerprint)
+                    .values_list("pk", flat=True)
+                    .first()
+                )
+                if locked is None:  # deleted, or ingested again meanwhile
+                    continue
+                texts = Chunk.objects.filter(document_id=document_id).order_by().values_list("text", flat=True)
+                Document.objects.filter(pk=document_id).update(
+                    other_tenant_markers=_markers_of(matcher, texts.iterator(chunk_size=500)),
+                    markers_fingerprint=matcher.fingerprint,
+                )
+    return min(len(ids), batch), len(ids) > batch
+
+
+def stale_marker_tenants() -> list[int]:
+    """The tenants with documents whose markers were found with an older set of tenants.
+    Reads across tenants the documents' tenant and fingerprint only, never their text."""
+    from agents.guardrails.services import build_other_tenant_markers
+    from tenants.context import all_tenants
+
+    fingerprint = build_other_tenant_markers().fingerprint
+    with all_tenants("knowledge: which tenants have documents to rescan for other tenants' markers"):
+        stale = Document.unscoped.exclude(markers_fingerprint=fingerprint).order_by()
+        return sorted(stale.values_list("tenant_id", flat=True).distinct())
 
 
 def passage_url(tenant: Tenant, chunk: Chunk) -> str:
