@@ -166,11 +166,20 @@ class OutputGuard:
         """A tool call as it may be shown and stored: its arguments, and any result the runtime
         reports with it (every field but its name and id), through the answer's output checks
         in one pass over all their values together. Redacted where the policy redacts; when the
-        policy blocks, each value is replaced by BLOCKED_VALUE. Its events are its own."""
+        policy blocks, each value is replaced by BLOCKED_VALUE. Its events are its own.
+
+        The keys of the arguments are the model's writing as much as their values (nothing
+        stops it from putting a name or an address in a key), so they are checked with the
+        values: a key the check redacts is replaced by its redacted text; in a call the
+        policy blocks, the keys are checked again on their own (a block says nothing of which
+        text caused it) and each that would be blocked becomes BLOCKED_VALUE. Keys made equal
+        by this are numbered ("[BLOCKED]", "[BLOCKED 2]"), so the arguments stay valid JSON.
+        The call's own fields ("input", "result") are the runtime's, not the model's."""
         content = {key: value for key, value in call.items() if key not in TOOL_CALL_IDENTIFIERS}
-        values = list(_scalars(content))
-        if not values:
+        segments = list(_segments(content, keys=False))
+        if not segments:
             return call
+        values = [text for _is_key, text in segments]
         self._prime()  # a tool call can come before the answer's first text
         text = _VALUE_SEPARATOR.join(values)
         evaluation = services.run_output(
@@ -186,14 +195,31 @@ class OutputGuard:
                 backend=self.effective.config["backend"],
             )
         if evaluation.blocked:
-            enforced = [BLOCKED_VALUE] * len(values)
+            keys = iter(self._tool_keys([text for is_key, text in segments if is_key]))
+            enforced = [next(keys) if is_key else BLOCKED_VALUE for is_key, _text in segments]
         elif evaluation.text == text:
             return call
         else:
             enforced = evaluation.text.split(_VALUE_SEPARATOR)
             if len(enforced) != len(values):  # a redaction took in a separator: value by value
                 enforced = [self._tool_value(value) for value in values]
-        return {**call, **_with_scalars(content, iter(enforced))}
+        return {**call, **_with_scalars(content, iter(enforced), keys=False)}
+
+    def _tool_keys(self, keys: list[str]) -> list[str]:
+        """The keys of a tool call the policy blocks, as each may be kept: checked together
+        (one more check, only for a blocked call), then one by one if that blocks too."""
+        if not keys:
+            return []
+        text = _VALUE_SEPARATOR.join(keys)
+        evaluation = services.run_output(
+            self.effective, self.tenant.pk, text, final=True, supplied=self.supplied, answer=False
+        )
+        self.checks += evaluation.checks
+        if not evaluation.blocked:
+            enforced = evaluation.text.split(_VALUE_SEPARATOR)
+            if len(enforced) == len(keys):
+                return enforced
+        return [self._tool_value(key) for key in keys]
 
     def _tool_value(self, value: str) -> str:
         evaluation = services.run_output(
@@ -223,26 +249,40 @@ BLOCKED_VALUE = "[BLOCKED]"
 _VALUE_SEPARATOR = "\n\ue000\n"
 
 
-def _scalars(data):
-    """The text of each value in `data` (dicts, lists, strings, numbers), in order. Keys are
-    the tool's parameter names; booleans and nulls say nothing."""
+def _segments(data, *, keys: bool = True):
+    """(is_key, text) of each key and value in `data` (dicts, lists, strings, numbers), in
+    order, each key before its value; the keys of `data` itself only with `keys`. Booleans
+    and nulls say nothing."""
     if isinstance(data, dict):
-        for value in data.values():
-            yield from _scalars(value)
+        for key, value in data.items():
+            if keys and isinstance(key, str):
+                yield True, key
+            yield from _segments(value)
     elif isinstance(data, list):
         for value in data:
-            yield from _scalars(value)
+            yield from _segments(value)
     elif isinstance(data, str):
-        yield data
+        yield False, data
     elif isinstance(data, int | float) and not isinstance(data, bool):
-        yield str(data)
+        yield False, str(data)
 
 
-def _with_scalars(data, enforced):
-    """`data` with each value _scalars() yields replaced by the next of `enforced` (a number
-    the check left alone stays a number)."""
+def _with_scalars(data, enforced, *, keys: bool = True):
+    """`data` with each key and value _segments() yields replaced by the next of `enforced`
+    (a number the check left alone stays a number; keys made equal are numbered)."""
     if isinstance(data, dict):
-        return {key: _with_scalars(value, enforced) for key, value in data.items()}
+        pairs = []
+        for key, value in data.items():
+            new_key = next(enforced) if keys and isinstance(key, str) else key
+            pairs.append((key, new_key, _with_scalars(value, enforced)))
+        taken = {key for key, new_key, _value in pairs if new_key == key}
+        result = {}
+        for key, new_key, value in pairs:
+            if new_key != key:
+                new_key = _unique_key(new_key, taken)
+                taken.add(new_key)
+            result[new_key] = value
+        return result
     if isinstance(data, list):
         return [_with_scalars(value, enforced) for value in data]
     if isinstance(data, str):
@@ -251,6 +291,15 @@ def _with_scalars(data, enforced):
         text = next(enforced)
         return data if text == str(data) else text
     return data
+
+
+def _unique_key(key: str, taken: set) -> str:
+    """`key`, or numbered until no other key of its dict is the same: "[BLOCKED 2]"."""
+    candidate, number = key, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{key[:-1]} {number}]" if key.startswith("[") and key.endswith("]") else f"{key} {number}"
+    return candidate
 
 
 def screen_retrieved(tenant, passages: list[dict], *, turn: Callable[[], object] | None = None) -> list[dict]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from botocore.stub import Stubber
 
@@ -468,6 +470,65 @@ def test_a_tool_call_whose_arguments_are_blocked_keeps_only_its_name(
     assert [(e.stage, e.category, e.action) for e in events] == [("output", "blocked_term", "block")]
 
 
+@pytest.mark.parametrize(
+    ("policy", "blocked_key"),
+    [({"blocked_terms": ["nightingale"]}, "Project Nightingale plan"), ({}, "Bravo Inc secret plan")],
+    ids=["blocked term", "another tenant"],
+)
+def test_a_key_of_a_blocked_tool_call_that_would_be_blocked_is_withheld_too(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks, policy, blocked_key
+):
+    # The model writes the keys as well as the values: a key can carry what a value may not.
+    set_tier_policy(world.a.tenant.tier, policy)
+    call = {
+        "type": "tool_call",
+        "name": "save_note",
+        "id": "call-1",
+        "input": {blocked_key: 1, "notes": [{blocked_key.upper(): "draft", "[BLOCKED]": "x"}], "title": "Plans"},
+    }
+    runtime.events = [call, *deltas("Saved.")]
+    send(client, world, chatting, "Save my plans", django_capture_on_commit_callbacks)
+
+    invocation, _asked, answer, events = turn(world)
+    withheld = {
+        "name": "save_note",
+        "id": "call-1",
+        "input": {
+            enforce.BLOCKED_VALUE: enforce.BLOCKED_VALUE,
+            "notes": [{"[BLOCKED 2]": enforce.BLOCKED_VALUE, "[BLOCKED]": enforce.BLOCKED_VALUE}],
+            "title": enforce.BLOCKED_VALUE,
+        },
+    }
+    assert (invocation.status, answer.tool_calls) == ("done", [withheld])
+    assert tool_calls_published(world, invocation) == [withheld]
+    assert blocked_key.casefold() not in json.dumps(answer.tool_calls).casefold()
+    assert len(events) == 1
+
+
+def test_a_key_of_a_tool_call_is_redacted_where_a_value_would_be(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"entities": {"email": "redact"}})
+    call = {
+        "type": "tool_call",
+        "name": "invite",
+        "id": "call-1",
+        "input": {"jane.doe@example.com": "owner", "bob@example.com": {"role": "viewer"}, "message": "Welcome!"},
+    }
+    runtime.events = [call, *deltas("Invited them.")]
+    send(client, world, chatting, "Invite the team", django_capture_on_commit_callbacks)
+
+    invocation, _asked, answer, events = turn(world)
+    redacted = {
+        "name": "invite",
+        "id": "call-1",
+        "input": {"[EMAIL]": "owner", "[EMAIL 2]": {"role": "viewer"}, "message": "Welcome!"},
+    }
+    assert (invocation.status, answer.tool_calls) == ("done", [redacted])
+    assert tool_calls_published(world, invocation) == [redacted]
+    assert [(e.category, e.rule, e.action) for e in events] == [("pii", "email", "redact")] * 2
+
+
 def test_a_result_the_runtime_reports_with_a_tool_call_is_checked_too(
     client, world, chatting, runtime, django_capture_on_commit_callbacks
 ):
@@ -542,6 +603,9 @@ def test_a_tool_calls_arguments_go_through_bedrock_when_the_policy_says_so(
         backends.set_client(bedrock)
         stub.add_response("apply_guardrail", NONE, checked("Ask Jane to call me", "INPUT"))
         stub.add_response("apply_guardrail", INTERVENED_BLOCKED)  # the tool call's arguments (OUTPUT)
+        # A blocked call's keys, on their own: they are the model's writing too.
+        keys = enforce._VALUE_SEPARATOR.join(["to", "body", "copies", "cc", "address", "urgent"])
+        stub.add_response("apply_guardrail", NONE, checked(keys, "OUTPUT"))
         stub.add_response("apply_guardrail", NONE, checked("Done.", "OUTPUT"))
         send(client, world, chatting, "Ask Jane to call me", django_capture_on_commit_callbacks)
         stub.assert_no_pending_responses()
