@@ -22,6 +22,7 @@ from agents.knowledge import tasks
 from agents.knowledge.models import Document
 from agents.models import Invocation
 from tenants.context import tenant_context
+from tenants.models import Tenant
 from tests import factories
 from tests.agents.helpers import make_turn
 from tests.knowledge.helpers import entitle, ingest, make_kb
@@ -181,3 +182,32 @@ def test_the_rescan_of_one_tenant_never_reads_another_tenants_documents(world):
     for query in knowledge_sql:
         assert re.search(rf'"tenant_id" = {world.a.tenant.pk}\b', query["sql"]), query["sql"]
         assert not re.search(rf'"tenant_id" = {world.b.tenant.pk}\b', query["sql"]), query["sql"]
+
+
+def test_a_tenant_onboarded_while_a_document_is_ingested_is_looked_for_after_it(
+    world, eager, monkeypatch, django_capture_on_commit_callbacks
+):
+    # The change's own rescan can run before the ingestion stores what it found with the
+    # older set of tenants; the ingestion sees the generation move and starts one itself.
+    from agents.guardrails import services as guardrails
+
+    build = guardrails.build_other_tenant_markers
+    onboarded = []
+
+    def onboarding_meanwhile():
+        matcher = build()
+        if not onboarded:  # the ingestion's matcher is built: a tenant arrives, and its rescan runs
+            onboarded.extend(Tenant.objects.bulk_create([Tenant(slug="delta-works", name=NEWCOMER, tier=tier)]))
+            guardrails.invalidate_tenants_list()  # what the signals do; their rescan is the next line
+            tasks.rescan_stale_document_markers()
+        return matcher
+
+    tier = world.a.tenant.tier
+    entitle(world.a.tenant)
+    kb = make_kb(world.a)
+    monkeypatch.setattr(guardrails, "build_other_tenant_markers", onboarding_meanwhile)
+    with django_capture_on_commit_callbacks(execute=True):
+        document = ingest(world.a, kb, "partners.md", f"# Partners\n\nSold by {NEWCOMER}.")
+
+    assert onboarded
+    assert stored(document) == (["delta works", "delta-works"], build().fingerprint)
