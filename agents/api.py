@@ -97,7 +97,10 @@ class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.
 
     @extend_schema(
         request=ConversationUpdateSerializer,
-        responses={200: ConversationSerializer},
+        responses={
+            200: ConversationSerializer,
+            409: OpenApiResponse(description="The conversation was deleted meanwhile (problem JSON)."),
+        },
         description="Rename the conversation (its owner only; anyone else gets 404).",
     )
     def partial_update(self, request, *args, **kwargs):
@@ -111,7 +114,9 @@ class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.
         request=None,
         responses={
             204: OpenApiResponse(description="Deleted: its text erased, gone from every list and lookup."),
-            409: OpenApiResponse(description="An answer is still being written: stop it or wait (problem JSON)."),
+            409: OpenApiResponse(
+                description="An answer is still being written (stop it or wait), or it was just deleted (problem JSON)."
+            ),
         },
         description=(
             "Delete the conversation (its owner only). Its messages and title are erased and it disappears "
@@ -123,7 +128,7 @@ class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.
         conversation = self.get_object()
         try:
             services.delete_conversation(_actor(request), conversation)
-        except services.ConversationBusy as busy:
+        except services.ConversationConflict as busy:
             body = problem(busy.status, detail=busy.text)
             return Response(body, status=busy.status, content_type=PROBLEM_CONTENT_TYPE)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -139,6 +144,9 @@ class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.
         responses={
             202: TurnAcceptedSerializer,
             402: OpenApiResponse(description="Monthly token quota or budget used up (problem JSON, Retry-After)."),
+            409: OpenApiResponse(
+                description="The conversation was deleted while the message was being posted (problem JSON)."
+            ),
             413: OpenApiResponse(
                 description="The turn alone is more than a minute's tokens: start a new conversation (problem JSON)."
             ),
@@ -218,6 +226,7 @@ class InvocationViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
         responses={
             202: InvocationSerializer,
             402: OpenApiResponse(description="Monthly token quota or budget used up (problem JSON, Retry-After)."),
+            409: OpenApiResponse(description="The conversation was deleted meanwhile (problem JSON)."),
             413: OpenApiResponse(
                 description="The turn alone is more than a minute's tokens: start a new conversation (problem JSON)."
             ),

@@ -228,15 +228,28 @@ def rename_conversation(actor: Actor, conversation: Conversation, title) -> Conv
     _require_chat(actor)
     title = _clean_title(title)
     if not owned_conversations(actor.user).filter(pk=conversation.pk).update(title=title):
-        raise ServiceError("This conversation was deleted.")
+        raise ConversationGone()
     conversation.title = title
     return conversation
 
 
-class ConversationBusy(ServiceError):
-    """The conversation has a turn in progress (HTTP 409 in the API)."""
+class ConversationConflict(ServiceError):
+    """The conversation's state, changed by a request that ran at the same moment, refuses
+    this one (HTTP 409 in the API, with the reason)."""
 
     status = 409
+
+
+class ConversationBusy(ConversationConflict):
+    """The conversation has a turn in progress."""
+
+
+class ConversationGone(ConversationConflict):
+    """The conversation was deleted after this request found it (a delete in another tab
+    or client committed first): the request is refused and writes nothing."""
+
+    def __init__(self, message: str = "This conversation was deleted."):
+        super().__init__(message)
 
 
 def delete_conversation(actor: Actor, conversation: Conversation) -> None:
@@ -253,7 +266,7 @@ def delete_conversation(actor: Actor, conversation: Conversation) -> None:
         # committed first and the check below, a statement of its own, sees its turn.
         locked = owned_conversations(actor.user).select_for_update().filter(pk=conversation.pk).first()
         if locked is None:
-            raise ServiceError("This conversation was deleted.")
+            raise ConversationGone()
         if Invocation.objects.filter(conversation_id=locked.pk).exclude(status__in=FINAL_STATUSES).exists():
             raise ConversationBusy(
                 "An answer is still being written: stop it or wait for it to finish, then delete the conversation."
@@ -433,7 +446,7 @@ def _write_turn(invocation, user_message, assistant, now, plan: limits.Admission
         invocation.user_message, invocation.assistant_message = user_message, assistant
         sql.insert(invocation)
         if sql.one(*conversation_update) is None:
-            raise ServiceError("This conversation was deleted.")
+            raise ConversationGone()
         results = sql.batch(reserve)
     else:
         question_sql, question_values = sql.insert_values(user_message)
@@ -446,7 +459,7 @@ def _write_turn(invocation, user_message, assistant, now, plan: limits.Admission
         results = sql.batch([*statements, conversation_update, *reserve])
         ids, touched, results = results[0], results[1], results[2:]
         if touched is None:
-            raise ServiceError("This conversation was deleted.")
+            raise ConversationGone()
         sql.inserted(user_message, ids[0])
         sql.inserted(assistant, ids[1])
         invocation.user_message, invocation.assistant_message = user_message, assistant
@@ -523,7 +536,7 @@ def retry_turn(actor: Actor, invocation: Invocation) -> Invocation:
             raise ServiceError("Wait for the current answer to finish (or stop it) before retrying.")
         # Locked too: a delete of the conversation waits for this retry, or this finds it deleted.
         if owned_conversations(actor.user).select_for_update().filter(pk=old.conversation_id).first() is None:
-            raise ServiceError("This conversation was deleted.")
+            raise ConversationGone()
         # A retry is a new turn: the same limits and reservation as a new message.
         question = Message.objects.filter(pk=old.user_message_id).values_list("content", flat=True).first() or ""
         admission = limits.admit(tenant, actor.user, route.offering, question, conversation=old.conversation)

@@ -129,12 +129,21 @@ def conversation_detail(request, conversation_id):
     return render(request, "agents/conversation.html", context)
 
 
+def _gone(request, exc: ServiceError):
+    """The conversation was deleted (in another tab) while this request ran: its page is
+    gone too, so the person lands on the list of conversations, told why."""
+    messages.error(request, exc.text)
+    return redirect("agents:chat", tenant_slug=request.tenant.slug)
+
+
 @require_POST
 @tenant_view(Action.USE_AGENTS)
 def conversation_rename(request, conversation_id):
     conversation = _conversation_or_404(request, conversation_id)
     try:
         services.rename_conversation(Actor.from_request(request), conversation, request.POST.get("title", ""))
+    except services.ConversationGone as exc:
+        return _gone(request, exc)
     except ServiceError as exc:
         messages.error(request, exc.text)
     else:
@@ -149,6 +158,8 @@ def conversation_delete(request, conversation_id):
     conversation = _conversation_or_404(request, conversation_id)
     try:
         services.delete_conversation(Actor.from_request(request), conversation)
+    except services.ConversationGone as exc:  # deleted in another tab a moment ago: done all the same
+        return _gone(request, exc)
     except ServiceError as exc:
         messages.error(request, exc.text)
         return redirect("agents:conversation", tenant_slug=request.tenant.slug, conversation_id=conversation.pk)
@@ -171,6 +182,8 @@ def message_post(request, conversation_id):
             if getattr(exc, "retry_after", None):
                 response["Retry-After"] = str(exc.retry_after)
             return response
+        if isinstance(exc, services.ConversationGone):
+            return _gone(request, exc)
         messages.error(request, error)
         return redirect("agents:conversation", tenant_slug=request.tenant.slug, conversation_id=conversation.pk)
     if request.htmx:
@@ -206,6 +219,8 @@ def turn_retry(request, invocation_id):
     invocation = _invocation_or_404(request, invocation_id)
     try:
         services.retry_turn(Actor.from_request(request), invocation)
+    except services.ConversationGone as exc:
+        return _gone(request, exc)
     except ServiceError as exc:
         messages.error(request, exc.text)
     return redirect("agents:conversation", tenant_slug=request.tenant.slug, conversation_id=invocation.conversation_id)

@@ -71,6 +71,12 @@ class MFARequired(exceptions.PermissionDenied):
 
 def problem_exception_handler(exc, context):
     """Every API error as {type,title,status,detail}; field errors under "errors"."""
+    status_code = getattr(exc, "status", None)
+    if isinstance(exc, DjangoValidationError) and isinstance(status_code, int) and 400 < status_code < 500:
+        # A refusal that names its own status (e.g. agents.services.ConversationConflict: 409
+        # when a concurrent delete or turn changed the conversation under this request).
+        body = problem(status_code, None, " ".join(exc.messages))
+        return Response(body, status=status_code, content_type=PROBLEM_CONTENT_TYPE)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         exc = exceptions.ValidationError(detail)
