@@ -71,6 +71,11 @@ class MFARequired(exceptions.PermissionDenied):
 
 def problem_exception_handler(exc, context):
     """Every API error as {type,title,status,detail}; field errors under "errors"."""
+    from portal.db import busy
+
+    if busy.is_busy(exc):  # the database held by a writer for longer than the busy timeout
+        log.warning("database busy: %s answered 503: %s", context["request"].path, exc)
+        return busy.problem_response()
     status_code = getattr(exc, "status", None)
     if isinstance(exc, DjangoValidationError) and isinstance(status_code, int) and 400 < status_code < 500:
         # A refusal that names its own status (e.g. agents.services.ConversationConflict: 409

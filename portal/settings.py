@@ -77,6 +77,8 @@ MIDDLEWARE = [
     # Records every signed-in session per user, so that removing a member can end theirs.
     "allauth.usersessions.middleware.UserSessionsMiddleware",
     "tenants.middleware.TenantMiddleware",
+    # A view that met a database held longer than its busy timeout: 503 / "try again", not 500.
+    "portal.db.busy.DatabaseBusyMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from django.contrib.auth.decorators import login_required
 from django.db import connection
@@ -64,30 +65,36 @@ def readyz(request):
     return JsonResponse({"status": "unavailable" if problems else "ok", "problems": problems}, status=status)
 
 
-def _wants_json(request) -> bool:
+def wants_json(request) -> bool:
     return request.path.startswith("/api/") or request.path.startswith("/oauth/")
 
 
 def error_404(request, exception=None):
-    if _wants_json(request):
+    if wants_json(request):
         return problem_response(404, "Not found", "Nothing here, or nothing you may see.")
     return render(request, "404.html", status=404)
 
 
 def error_403(request, exception=None):
     detail = str(exception) if exception and str(exception) else "You do not have permission to do this."
-    if _wants_json(request):
+    if wants_json(request):
         return problem_response(403, "Forbidden", detail)
     return render(request, "403.html", {"detail": detail}, status=403)
 
 
 def error_400(request, exception=None):
-    if _wants_json(request):
+    if wants_json(request):
         return problem_response(400, "Bad request", "The request could not be understood.")
     return render(request, "400.html", status=400)
 
 
 def error_500(request):
-    if _wants_json(request):
+    # Called while Django handles the exception (sys.exc_info() is it): a database held
+    # past its busy timeout is answered 503 / "try again", wherever the request met it.
+    from portal.db import busy
+
+    if busy.is_busy(sys.exc_info()[1]):
+        return busy.response_for(request)
+    if wants_json(request):
         return problem_response(500, "Server error", "Something went wrong on our side; it has been logged.")
     return render(request, "500.html", status=500)

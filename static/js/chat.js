@@ -243,7 +243,7 @@
         stickToBottom = true;
         scrollToEnd(true);
       } else if (!CARRIES_MESSAGE[status]) {
-        // 400, 402, 409, 413 and 429 carry their own message (swapped in below); anything else gets a plain one.
+        // 400, 402, 409, 413, 429 and 503 carry their own message (swapped in below); anything else gets a plain one.
         var alert = document.createElement("div");
         alert.className = "alert alert-error composer-alert";
         alert.setAttribute("role", "alert");
@@ -262,8 +262,9 @@
   var swapErrorsOwner = new WeakMap();
   // Refusals with a server-rendered reason: invalid input, a limit (402 quota/budget,
   // 413 a turn larger than a minute's tokens, 429 rate), and 409 (the conversation was
-  // deleted in another tab while the message was being sent).
-  var CARRIES_MESSAGE = { 400: true, 402: true, 409: true, 413: true, 429: true };
+  // deleted in another tab while the message was being sent), and 503 (the database was too
+  // busy to take it: portal/db/busy.py).
+  var CARRIES_MESSAGE = { 400: true, 402: true, 409: true, 413: true, 429: true, 503: true };
 
   document.body.addEventListener("htmx:beforeRequest", function (event) {
     var owner = event.target.closest && event.target.closest("[data-swap-errors]");

@@ -25,6 +25,7 @@ from django.test import Client
 
 from agents import services, streaming, turns
 from agents.models import FINAL_STATUSES, Conversation, Invocation, Message
+from portal.db import busy
 from tenants.context import tenant_context
 from tenants.services import Actor
 from tests.agents.test_chat import HX, chat_url, flash, in_tenant
@@ -290,3 +291,48 @@ def test_the_page_tells_why_a_message_to_a_conversation_deleted_meanwhile_was_re
     response = client.post(chat_url(world.a, f"{conversation.pk}/rename/"), {"title": "Mine"})
     assert response.status_code == 302 and response["Location"] == chat_url(world.a)
     assert flash(response) == GONE
+
+
+# --- a database held for longer than the busy timeout --------------------------------------
+
+
+def test_a_database_held_past_the_busy_timeout_answers_503_or_try_again_never_500(
+    world, catalogue, runtime, eager, shared_database
+):
+    """Not ordinary use (the tests above): a writer that keeps the database longer than the
+    connections wait (a maintenance command, a backup, a `sqlite3` shell in a transaction)."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's database-wide write lock; PostgreSQL locks rows (CI runs both)")
+    conversation = _conversation(world, catalogue)
+    member = signed_in(world.a.member)
+    path = shared_database(busy_timeout=0.3)
+    page = f"http://testserver{chat_url(world.a, f'{conversation.pk}/')}"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the writer that does not let go
+    try:
+        answers = on_a_thread(
+            lambda: {
+                "post": post_json(member, api(f"conversations/{conversation.pk}/messages/"), {"text": "Refunds?"}),
+                "delete": member.delete(api(f"conversations/{conversation.pk}/")),
+                "page": member.post(chat_url(world.a, f"{conversation.pk}/delete/"), HTTP_REFERER=page),
+                "composer": member.post(chat_url(world.a, f"{conversation.pk}/messages/"), {"text": "Hi"}, **HX),
+            }
+        )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    for name in ("post", "delete"):
+        body = problem(answers[name], 503)
+        assert (body["title"], body["detail"]) == (busy.TITLE, busy.DETAIL)
+        assert answers[name]["Retry-After"] == str(busy.RETRY_AFTER_SECONDS)
+    # Pages: the reason (no flash message: messages are kept in the session, a row that
+    # cannot be written either), with the way back; the composer shows it in place.
+    assert answers["page"].status_code == 503 and answers["page"]["Retry-After"] == str(busy.RETRY_AFTER_SECONDS)
+    assert busy.MESSAGE in answers["page"].content.decode() and f'href="{page}"' in answers["page"].content.decode()
+    assert answers["composer"].status_code == 503 and busy.MESSAGE in answers["composer"].content.decode()
+    # Nothing was written, and once the database is free the same request goes through.
+    response = on_a_thread(
+        lambda: post_json(member, api(f"conversations/{conversation.pk}/messages/"), {"text": "Refunds?"})
+    )
+    assert response.status_code == 202, response.content
+    assert on_a_thread(lambda: in_tenant(world.a, lambda: Message.objects.count())) == 2
