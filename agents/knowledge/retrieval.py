@@ -193,8 +193,11 @@ def search(query: str, knowledge_bases: Iterable[KnowledgeBase], k: int = 5) -> 
     # One transaction for the ranking and the fetch: on PostgreSQL each transaction costs a
     # BEGIN, the tenant's set_config and a COMMIT round trip (portal/db), a third of a query.
     # Not around a call to Bedrock, which would hold the transaction open over the network.
+    # Nor on SQLite, where it saves nothing and is BEGIN IMMEDIATE (settings): the write
+    # lock, which would keep every other writer (messages posted, turns finishing) waiting
+    # for the whole ranking, an embedding request's network round trip included.
     remote = Backend.BEDROCK in by_backend
-    with contextlib.nullcontext() if remote else transaction.atomic():
+    with contextlib.nullcontext() if remote or connection.vendor != "postgresql" else transaction.atomic():
         rankings = [ranking_for(tenant, backend, ids, query, k) for backend, ids in sorted(by_backend.items())]
         ranked = rankings[0] if len(rankings) == 1 else reciprocal_rank_fusion(rankings)[:k]
         ranked = ranked[:k]

@@ -29,6 +29,7 @@ from portal.db import busy
 from tenants.context import tenant_context
 from tenants.services import Actor
 from tests.agents.test_chat import HX, chat_url, flash, in_tenant
+from tests.knowledge.helpers import make_knowledge_rows
 from tests.portal.helpers import problem
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -336,3 +337,42 @@ def test_a_database_held_past_the_busy_timeout_answers_503_or_try_again_never_50
     )
     assert response.status_code == 202, response.content
     assert on_a_thread(lambda: in_tenant(world.a, lambda: Message.objects.count())) == 2
+
+
+def test_a_knowledge_search_during_a_turn_lets_other_writers_through(world, catalogue, shared_database, monkeypatch):
+    """The agent's knowledge search (the worker, mid-turn) ranks in Python, and for a hybrid
+    base waits for an embedding service: meanwhile the conversation can still be written to.
+    On SQLite the ranking used to run in a transaction, i.e. under the write lock."""
+    from agents.knowledge import retrieval
+
+    kb, _, _ = make_knowledge_rows(world.a, "Alpha")
+    conversation = _conversation(world, catalogue)
+    actor = Actor(user=world.a.member, membership=world.a.memberships["member"])
+    shared_database(busy_timeout=0.5)
+    ranking, renamed = threading.Event(), threading.Event()
+    rank = retrieval.ranking_for
+
+    def slow_ranking(*args):
+        ranking.set()
+        assert renamed.wait(30)  # as long as the ranking takes, here: until the rename is done
+        return rank(*args)
+
+    monkeypatch.setattr(retrieval, "ranking_for", slow_ranking)
+    hits = []
+
+    def search():
+        with tenant_context(world.a.tenant):
+            hits.extend(retrieval.search("refund rule", [kb], k=3))
+
+    def rename():
+        assert ranking.wait(30)
+        try:
+            with tenant_context(world.a.tenant):
+                found = services.access_conversation(actor, conversation.pk)
+                services.rename_conversation(actor, found, "Renamed during the search")
+        finally:
+            renamed.set()
+
+    errors = on_threads(search, rename)
+    assert not errors, "\n".join(errors)
+    assert [hit.chunk.knowledge_base_id for hit in hits] == [kb.pk]
