@@ -76,12 +76,11 @@ def problem_exception_handler(exc, context):
     if busy.is_busy(exc):  # the database held by a writer for longer than the busy timeout
         log.warning("database busy: %s answered 503: %s", context["request"].path, exc)
         return busy.problem_response()
-    status_code = getattr(exc, "status", None)
-    if isinstance(exc, DjangoValidationError) and isinstance(status_code, int) and 400 < status_code < 500:
-        # A refusal that names its own status (e.g. agents.services.ConversationConflict: 409
-        # when a concurrent delete or turn changed the conversation under this request).
-        body = problem(status_code, None, " ".join(exc.messages))
-        return Response(body, status=status_code, content_type=PROBLEM_CONTENT_TYPE)
+    if isinstance(exc, DjangoValidationError) and getattr(exc, "status", None) == 409:
+        # A refusal because of the resource's state, which a request running at the same
+        # moment changed (agents.services.ConversationConflict: deleted, or an answer running).
+        body = problem(409, None, " ".join(exc.messages))
+        return Response(body, status=409, content_type=PROBLEM_CONTENT_TYPE)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         exc = exceptions.ValidationError(detail)
