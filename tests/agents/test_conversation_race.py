@@ -164,7 +164,9 @@ def test_post_rename_and_delete_of_one_conversation_at_once_end_cleanly(
                 texts = list(Message.objects.filter(conversation_id=pk).values_list("content", flat=True))
                 running = Invocation.objects.filter(conversation_id=pk).exclude(status__in=FINAL_STATUSES)
                 invocations = list(Invocation.objects.filter(conversation_id=pk).values_list("pk", flat=True))
-                events = sum(len(streaming.read(i, 0)) for i in invocations)
+                # What the relay still holds besides a final event, which a worker that
+                # committed its finish just before the delete publishes just after it.
+                events = sum(1 for i in invocations for e in streaming.read(i, 0) if not e.is_final)
                 found[pk] = (conversation.deleted_at is not None, conversation.title, texts, running.count(), events)
             return found
 
