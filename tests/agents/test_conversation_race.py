@@ -378,3 +378,43 @@ def test_a_knowledge_search_during_a_turn_lets_other_writers_through(world, cata
     errors = on_threads(search, rename)
     assert not errors, "\n".join(errors)
     assert [hit.chunk.knowledge_base_id for hit in hits] == [kb.pk]
+
+
+# --- the hand-written SQL's direct path (portal.db.sql) -------------------------------------
+
+
+def test_the_direct_sqlite_statements_wait_for_another_writer_like_the_orm(world, catalogue, shared_database):
+    """portal.db.sql sends the chat path's statements to sqlite3 itself, on Django's own
+    connection: the same busy timeout, and inside atomic() the same BEGIN IMMEDIATE, so a
+    statement of its own and a transaction that reads before it writes both wait for the
+    writer before them instead of failing at once with "database is locked"."""
+    if connection.vendor != "sqlite":
+        pytest.skip("the direct path is SQLite's (PostgreSQL goes through Django's cursor)")
+    from django.db import transaction
+
+    from portal.db import sql
+
+    conversation = _conversation(world, catalogue)
+    path = shared_database(busy_timeout=10)
+    touch = "UPDATE agents_conversation SET title = %s WHERE tenant_id = %s AND id = %s"
+    read = "SELECT title FROM agents_conversation WHERE tenant_id = %s AND id = %s"
+    tenant = world.a.tenant.pk
+
+    def hold_then_let_go():
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("UPDATE agents_conversation SET title = 'held' WHERE id = ?", [conversation.pk])
+        threading.Timer(0.5, lambda: (holder.execute("COMMIT"), holder.close())).start()
+
+    def write():
+        with tenant_context(world.a.tenant):
+            assert sql._direct()
+            hold_then_let_go()
+            assert sql.run(touch, ["on its own", tenant, conversation.pk]) == 1
+            hold_then_let_go()
+            with transaction.atomic():
+                assert sql.one(read, [tenant, conversation.pk]) is not None  # reads, then writes
+                assert sql.run(touch, ["in a transaction", tenant, conversation.pk]) == 1
+            return sql.one(read, [tenant, conversation.pk])[0]
+
+    assert on_a_thread(write) == "in a transaction"
