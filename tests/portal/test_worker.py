@@ -46,5 +46,10 @@ def test_it_delivers_an_invitation_email_through_the_broker_and_a_worker(worker,
     message = sent()[0]
     assert message.to == ["via-worker@alpha.test"]
     assert f"/invitations/{invitation.token}/" in message.body
-    with tenant_context(world.a.tenant):
-        assert Invitation.objects.get(pk=invitation.pk).last_sent_at is not None
+
+    def recorded_as_sent():
+        # The task sends the email first and records the sending after it: wait for both.
+        with tenant_context(world.a.tenant):
+            return Invitation.objects.get(pk=invitation.pk).last_sent_at is not None
+
+    assert _wait_for(recorded_as_sent), "the worker sent the email but did not record it as sent"
