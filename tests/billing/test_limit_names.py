@@ -99,3 +99,14 @@ def test_the_operators_billing_table_names_the_budget_as_the_tenant_pages_do(cli
     text = text_of(client.get("/operator/billing/"))
 
     assert "Monthly budget" in text
+
+
+def test_the_operators_tenant_page_names_the_tenants_limits_alike(client, world, operator):
+    client.force_login(operator)
+
+    text = text_of(client.get(f"/operator/tenants/{world.a.tenant.slug}/"))
+
+    for name in ["Requests per minute", "Tokens per minute", "Concurrent sessions", "Monthly token quota"]:
+        assert name in text, f"{name!r} missing on the operator's tenant page"
+    for other in [*OTHER_NAMES, "Requests / min", "Tokens / min"]:
+        assert other not in text, f"{other!r} on the operator's tenant page"
