@@ -57,7 +57,7 @@ class GaugeSerializer(serializers.Serializer):
 
 class MonthSerializer(serializers.Serializer):
     month = serializers.DateField()
-    tokens = GaugeSerializer(help_text="Tokens this month against the tier's included tokens")
+    tokens = GaugeSerializer(help_text="Tokens this month against the tier's monthly token quota")
     budget = GaugeSerializer(help_text="Cost this month against the tenant's monthly budget")
     overage_tokens = serializers.IntegerField()
     overage_charge = serializers.DecimalField(max_digits=14, decimal_places=2)

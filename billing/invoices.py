@@ -38,7 +38,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing.accounting import CENTS, month_start, next_month
-from billing.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, UsageDaily
+from billing.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, LimitKind, UsageDaily
 from tenants import audit
 from tenants.audit import spreadsheet_safe
 from tenants.context import all_tenants, tenant_context
@@ -121,10 +121,11 @@ def period_usage(period: dt.date) -> tuple[int, Decimal]:
 def _lines(tier, period: dt.date, tokens: int) -> list[InvoiceLine]:
     base_fee, overage, _ = invoice_amounts(tier, tokens)
     label = period.strftime("%B %Y")
+    quota_name = LimitKind.QUOTA.limit_name.lower()  # what every page calls the included tokens
     lines = [
         InvoiceLine(
             kind=InvoiceLineKind.BASE_FEE,
-            description=f"{tier.name} plan, {label} (includes {tier.included_tokens:,} tokens)",
+            description=f"{tier.name} plan, {label} ({quota_name}: {tier.included_tokens:,} tokens)",
             quantity=Decimal("1"),
             unit_price=Decimal(tier.monthly_price),
             amount=base_fee,
@@ -135,7 +136,9 @@ def _lines(tier, period: dt.date, tokens: int) -> list[InvoiceLine]:
         lines.append(
             InvoiceLine(
                 kind=InvoiceLineKind.TOKEN_OVERAGE,
-                description=f"Token overage: {overage_tokens:,} tokens over the included {tier.included_tokens:,}",
+                description=(
+                    f"Token overage: {overage_tokens:,} tokens over the {quota_name} of {tier.included_tokens:,}"
+                ),
                 quantity=(Decimal(overage_tokens) / 1000).quantize(Decimal("0.001")),
                 unit_price=Decimal(tier.overage_price_per_1k_tokens),
                 amount=overage,

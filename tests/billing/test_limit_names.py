@@ -110,3 +110,52 @@ def test_the_operators_tenant_page_names_the_tenants_limits_alike(client, world,
         assert name in text, f"{name!r} missing on the operator's tenant page"
     for other in [*OTHER_NAMES, "Requests / min", "Tokens / min"]:
         assert other not in text, f"{other!r} on the operator's tenant page"
+
+
+# What the invoice, the dashboard and the API called the monthly token quota before they
+# used its one name.
+QUOTA_OTHER_NAMES = [
+    r"included tokens",
+    r"over the included",
+    r"the included amount",
+    r"includes [\d,]+ tokens",
+    r"[\d.,]+\s*[km]? included",  # the dashboard's gauge: "3.5K of 1K included"
+]
+
+
+def test_an_invoice_and_its_pages_call_the_plans_tokens_the_monthly_token_quota(client, world, operator):
+    from billing.accounting import month_start
+    from billing.invoices import draft_invoice
+    from tests.billing.usage_helpers import record_usage
+
+    tier = world.a.tenant.tier
+    tier.included_tokens, tier.overage_allowed = 1000, True
+    tier.save()
+    world.a.tenant.refresh_from_db()
+    last_month = month_start(month_start() - dt.timedelta(days=1))
+    record_usage(world.a.tenant, at(last_month), input_tokens=3500)
+    invoice = draft_invoice(world.a.tenant, last_month)
+
+    client.force_login(world.a.owner)
+    pages = {
+        "invoice": text_of(client.get(f"/t/alpha/billing/invoices/{invoice.pk}/")),
+        "invoices": text_of(client.get("/t/alpha/billing/invoices/")),
+        "dashboard": text_of(client.get("/t/alpha/billing/")),
+    }
+    client.force_login(operator)
+    pages["operator invoice"] = text_of(client.get(f"/operator/billing/invoices/{invoice.pk}/"))
+    pages["operator billing"] = text_of(client.get(f"/operator/billing/tenants/{world.a.tenant.slug}/"))
+
+    assert "monthly token quota of 1,000" in pages["invoice"]  # the overage line
+    assert "beyond your plan's monthly token quota" in pages["invoice"]  # the sheet's foot
+    for page, text in pages.items():
+        for other in QUOTA_OTHER_NAMES:
+            assert not re.search(other, text.lower()), f"{other!r} on the {page} page"
+
+
+def test_the_api_describes_the_months_tokens_against_the_monthly_token_quota(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    month = schema["components"]["schemas"]["Month"]["properties"]["tokens"]
+
+    assert "monthly token quota" in month["description"]
+    assert "included" not in month["description"]
