@@ -12,6 +12,17 @@ One convention, so that the same moment reads the same on every page:
     {{ membership.created_at|when:"date" }} → <time …>3 Dec 2026</time>
     {{ event.created_at|when:"stacked" }}   → <time …>3 Dec 2026,<br>14:05 UTC</time> (dense tables)
     {{ invitation.expires_at|when_text }}  → 3 Dec 2026, 14:05 UTC (plain text: emails, attributes)
+
+The rule for relative times ("5 minutes ago"): a moment is shown with `when` everywhere,
+except in the list of a person's conversations (the chat home and the conversation page's
+side list), where what matters is how recently each was active. There, and only there,
+`ago` shows the relative time, in the same <time> element (datetime the ISO instant, title
+the full timestamp, so the exact moment is one hover away):
+
+    {{ conversation.updated_at|ago }}   → <time … title="3 Dec 2026, 14:05:09 UTC">5 minutes ago</time>
+
+Django's `naturaltime` is not used in templates: it gives neither the <time> element nor
+the title. tests/portal/test_dates.py scans the templates for both rules.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import datetime as dt
 import json
 
 from django import template
+from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.utils.html import format_html
 
 register = template.Library()
@@ -74,6 +86,23 @@ def when(value, style: str = "") -> str:
             f"{_utc(value):%H:%M}",
         )
     return format_html('<time datetime="{}" title="{}">{}</time>', iso(value), full, when_text(value))
+
+
+# The only templates that may show relative times (`ago`): lists of a person's conversations.
+RELATIVE_TIME_TEMPLATES = ("agents/chat_home.html", "agents/conversation.html")
+
+
+@register.filter(name="ago")
+def ago(value) -> str:
+    """A <time> element saying how long ago ("5 minutes ago"), with the full timestamp as its
+    title. Only for the conversation lists (RELATIVE_TIME_TEMPLATES); elsewhere use `when`."""
+    if value in (None, ""):
+        return EMPTY
+    if not isinstance(value, dt.datetime):
+        return when(value)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>', iso(value), when_text(value, seconds=True), naturaltime(value)
+    )
 
 
 @register.filter(name="when_text")

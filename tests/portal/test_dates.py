@@ -199,3 +199,103 @@ def test_the_sessions_page_says_when_each_session_began_in_the_convention(client
 
     assert when(session.created_at) in shown
     assert when(session.last_seen_at) in shown
+
+
+# --- relative times: only in the conversation lists, and always with the exact moment ---------
+
+
+def template_sources() -> dict[str, str]:
+    """Every template of the project and its apps, by its name (e.g. "agents/chat_home.html")."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    roots = [Path(d) for engine in settings.TEMPLATES for d in engine.get("DIRS", [])]
+    roots += [
+        Path(__file__).resolve().parents[2] / app / "templates" for app in ("agents", "billing", "portal", "tenants")
+    ]
+    sources = {}
+    for root in roots:
+        for path in root.rglob("*.html") if root.is_dir() else []:
+            sources[path.relative_to(root).as_posix()] = path.read_text()
+    return sources
+
+
+def test_the_templates_are_found():
+    assert {"agents/chat_home.html", "identity/api_clients.html", "operator/tenant_detail.html"} <= set(
+        template_sources()
+    )
+
+
+def test_no_template_uses_djangos_naturaltime_it_gives_neither_time_element_nor_the_exact_moment():
+    stray = [name for name, source in template_sources().items() if "naturaltime" in source]
+    assert stray == [], f"naturaltime in {stray}: use |when (or |ago in a conversation list)"
+
+
+def test_only_the_conversation_lists_show_relative_times():
+    from portal.templatetags.portal_format import RELATIVE_TIME_TEMPLATES
+
+    relative = {name for name, source in template_sources().items() if re.search(r"\|\s*ago\b", source)}
+    assert relative == set(RELATIVE_TIME_TEMPLATES), "relative times (|ago) outside the conversation lists"
+
+
+def test_a_relative_time_says_how_long_ago_with_the_exact_moment_as_title():
+    five_minutes_ago = timezone.now().replace(microsecond=0) - dt.timedelta(minutes=5)
+    shown = render("{{ moment|ago }}", moment=five_minutes_ago)
+    exact = render("{{ m|when_text }}", m=five_minutes_ago)
+    assert re.fullmatch(r'<time datetime="[^"]+Z" title="[^"]+">5\xa0minutes ago</time>', shown), shown
+    assert f'title="{exact[:-4]}:' in shown  # to the second
+
+
+@pytest.mark.django_db
+def test_the_conversation_lists_show_relative_times_with_the_exact_moment(client, world):
+    from tests.agents.helpers import make_catalogue, make_turn
+
+    catalogue = make_catalogue(world.a.tenant, world.b.tenant)
+    conversation, _, _ = make_turn(world.a.tenant, world.a.member, catalogue.helpdesk)
+    client.force_login(world.a.member)
+    updated = render("{{ m|ago }}", m=conversation.updated_at)
+
+    assert updated in client.get("/t/alpha/chat/").content.decode()
+    assert updated in client.get(f"/t/alpha/chat/{conversation.pk}/").content.decode()
+
+
+@pytest.mark.django_db
+def test_the_api_client_pages_say_when_a_client_was_created_and_last_used_in_the_convention(client, world):
+    from tenants.identity import services as identity_services
+    from tenants.identity.models import ApiClient
+    from tenants.services import Actor
+
+    actor = Actor(user=world.a.owner, membership=world.a.memberships["owner"])
+    with tenant_context(world.a.tenant):
+        api_client, _ = identity_services.create_api_client(actor, name="Nightly export", scopes=["tenant:read"])
+        ApiClient.objects.filter(pk=api_client.pk).update(last_used_at=MOMENT)
+        api_client.refresh_from_db()
+    client.force_login(world.a.owner)
+
+    listed = times(client.get("/t/alpha/api-clients/").content.decode())
+    detail = times(client.get(f"/t/alpha/api-clients/{api_client.pk}/").content.decode())
+
+    assert when(MOMENT) in listed and when(api_client.created_at, "date") in listed
+    assert when(MOMENT) in detail and when(api_client.created_at) in detail
+
+
+@pytest.mark.django_db
+def test_the_operators_tenant_page_says_when_invitations_expire_and_clients_were_used_in_the_convention(
+    client, world, operator
+):
+    from tenants.identity import services as identity_services
+    from tenants.identity.models import ApiClient
+    from tenants.services import Actor
+
+    invitation = factories.make_invitation(world.a.tenant, "new@alpha.test", invited_by=world.a.owner)
+    actor = Actor(user=world.a.owner, membership=world.a.memberships["owner"])
+    with tenant_context(world.a.tenant):
+        api_client, _ = identity_services.create_api_client(actor, name="Nightly export", scopes=["tenant:read"])
+        ApiClient.objects.filter(pk=api_client.pk).update(last_used_at=MOMENT)
+    client.force_login(operator)
+
+    shown = times(client.get("/operator/tenants/alpha/").content.decode())
+
+    assert when(invitation.expires_at) in shown
+    assert when(MOMENT) in shown
