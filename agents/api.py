@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, renderers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
@@ -180,7 +180,12 @@ class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.
         return Response(body, status=status.HTTP_202_ACCEPTED)
 
 
-@extend_schema(parameters=[TENANT_SLUG])
+# A turn's id is a UUID. The route takes any segment, so that an id that is not one is the
+# same 404 problem as one that does not exist (get_object), rather than a resolver miss.
+INVOCATION_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The turn's id")
+
+
+@extend_schema(parameters=[TENANT_SLUG, INVOCATION_ID])
 class InvocationViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
     serializer_class = InvocationSerializer
     action_permissions = CHAT

@@ -173,3 +173,36 @@ def test_it_forbids_chat_to_the_billing_role(client, world, catalogue):
     client.force_login(world.a.billing)
     problem(client.get(api("conversations/")), 403)
     problem(post_json(client, api("conversations/"), {"agent": catalogue.helpdesk.pk}), 403)
+
+
+# --- a turn's id is a UUID, in the schema and in the routes -------------------------------------
+
+
+def test_the_schema_publishes_a_turns_id_as_a_uuid(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    turn_paths = {path: ops for path, ops in schema["paths"].items() if "/invocations/{id}/" in path}
+
+    assert len(turn_paths) == 4  # the turn, its events, cancel and retry
+    for path, operations in turn_paths.items():
+        for method, operation in operations.items():
+            [turn_id] = [p for p in operation["parameters"] if p["in"] == "path" and p["name"] == "id"]
+            assert turn_id["schema"] == {"type": "string", "format": "uuid"}, f"{method} {path}"
+
+
+@pytest.mark.parametrize("bad_id", ["not-a-uuid", "12345", "00000000-0000-0000-0000-00000000000g"])
+def test_a_turn_id_that_is_not_a_uuid_is_a_404_problem_in_the_api(member, bad_id):
+    problem(member.get(api(f"invocations/{bad_id}/")), 404)
+    problem(member.get(api(f"invocations/{bad_id}/events/"), HTTP_ACCEPT="text/event-stream"), 404)
+    problem(post_json(member, api(f"invocations/{bad_id}/cancel/")), 404)
+    problem(post_json(member, api(f"invocations/{bad_id}/retry/")), 404)
+
+
+def test_the_chat_pages_turn_routes_take_a_uuid_and_answer_404_to_anything_else(member, world, catalogue):
+    from django.urls import resolve
+
+    _, _, invocation = make_turn(world.a.tenant, world.a.member, catalogue.helpdesk)
+    for step in ("events", "cancel", "retry"):
+        match = resolve(f"/t/alpha/chat/turns/{invocation.pk}/{step}/")
+        assert match.kwargs["invocation_id"] == invocation.pk, step
+        assert member.get(f"/t/alpha/chat/turns/not-a-uuid/{step}/").status_code == 404
+        assert member.post(f"/t/alpha/chat/turns/not-a-uuid/{step}/").status_code == 404
