@@ -15,6 +15,81 @@ from django.db import models
 
 from tenants.models import AuditLog, Tenant
 
+# What each action the code records is called on the audit pages and in the CSV export (the
+# code stays alongside: it is what the filter and integrations match). Every code passed to
+# record() needs a label here: tests/tenants/test_audit_labels.py scans the source for them.
+ACTION_LABELS: dict[str, str] = {
+    # the organisation and its plan
+    "tenant.created": "Organisation created",
+    "tenant.updated": "Organisation settings changed",
+    "tenant.tier_changed": "Plan changed",
+    "tenant.deployment_model_changed": "Deployment model changed",
+    "tenant.features_changed": "Features granted or revoked",
+    "tenant.suspended": "Organisation suspended",
+    "tenant.reactivated": "Organisation reactivated",
+    "tenant.mfa_required": "Two-factor authentication required",
+    "tenant.mfa_optional": "Two-factor authentication made optional",
+    "tier.created": "Tier created",
+    "tier.updated": "Tier changed",
+    # members and invitations
+    "invitation.created": "Invitation sent",
+    "invitation.resent": "Invitation resent",
+    "invitation.revoked": "Invitation revoked",
+    "invitation.accepted_existing_member": "Invitation accepted by an existing member",
+    "membership.created": "Member joined",
+    "membership.role_changed": "Member's role changed",
+    "membership.removed": "Member removed",
+    # single sign-on
+    "sso.created": "Single sign-on set up",
+    "sso.updated": "Single sign-on changed",
+    "sso.disabled": "Single sign-on turned off",
+    "sso.domain_verified": "Domain verified for single sign-on",
+    "sso.domain_claim_removed": "Domain claim removed",
+    "sso.account_linked": "Account linked to single sign-on",
+    # API clients and agent identities
+    "api_client.created": "API client created",
+    "api_client.revoked": "API client revoked",
+    "api_client.taken_over": "API client taken over",
+    "api_client.paused": "API clients paused (owner lost access)",
+    "agent_identity.created": "Agent identity created",
+    "agent_identity.rotated": "Agent identity secret rotated",
+    "agent_identity.enabled": "Agent identity enabled",
+    "agent_identity.disabled": "Agent identity disabled",
+    "agent.allowed": "Agent allowed",
+    "agent.disallowed": "Agent disallowed",
+    # chat, knowledge and guardrails
+    "chat.conversation_deleted": "Conversation deleted",
+    "knowledge.base_created": "Knowledge base created",
+    "knowledge.base_updated": "Knowledge base changed",
+    "knowledge.base_deleted": "Knowledge base deleted",
+    "knowledge.document_uploaded": "Document uploaded",
+    "knowledge.document_replaced": "Document replaced",
+    "knowledge.document_deleted": "Document deleted",
+    "knowledge.agent_bases_changed": "Agent's knowledge bases changed",
+    "guardrails.policy_updated": "Guardrail policy changed",
+    "guardrails.tier_policy_updated": "Tier guardrail policy changed",
+    # billing
+    "billing.budget_set": "Monthly budget set",
+    "billing.user_limit_set": "Limits per person set",
+    "billing.budget_soft_alert": "Monthly budget alert reached",
+    "invoice.finalised": "Invoice finalised",
+    # the log itself and the operator console
+    "audit.exported": "Audit log exported",
+    "operator.viewed": "Viewed by an operator",
+}
+
+
+def action_label(action: str) -> str:
+    """The action's name for people ("api_client.taken_over" → "API client taken over"); an
+    unknown code (an entry older than its label) as it is."""
+    return ACTION_LABELS.get(action, action)
+
+
+def actions_matching(text: str) -> list[str]:
+    """The codes whose label contains `text` (any case): the filter finds "taken over" too."""
+    needle = text.casefold()
+    return [code for code, label in ACTION_LABELS.items() if needle in label.casefold()]
+
 
 def snapshot(obj: models.Model, fields: list[str]) -> dict[str, Any]:
     """A JSON-safe picture of some fields, for before/after."""
@@ -78,6 +153,8 @@ EXPORT_COLUMNS = [
     "target",
     "before",
     "after",
+    # Last, so that a reader of the earlier columns by position keeps working.
+    "action_label",
 ]
 # The operator's export spans tenants: each row says whose it is (empty for the platform's own).
 PLATFORM_EXPORT_COLUMNS = [*EXPORT_COLUMNS[:2], "tenant", *EXPORT_COLUMNS[2:]]
@@ -113,6 +190,7 @@ def _export_row(entry: AuditLog, *, with_tenant: bool = False) -> list[str]:
         entry.target_repr,
         as_json(entry.before),
         as_json(entry.after),
+        action_label(entry.action),
     ]
     return [spreadsheet_safe(cell) for cell in cells]
 

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth import password_validation
+from django.db import models
 
+from tenants import audit
 from tenants.models import User
 from tenants.roles import Action, Role, can
 
@@ -76,8 +78,9 @@ class AuditFilterForm(forms.Form):
         if not self.is_valid():
             return queryset
         data = self.cleaned_data
-        if data["action"]:
-            queryset = queryset.filter(action__icontains=data["action"])
+        if data["action"]:  # the code or the label ("api_client" and "API client" alike)
+            by_label = audit.actions_matching(data["action"])
+            queryset = queryset.filter(models.Q(action__icontains=data["action"]) | models.Q(action__in=by_label))
         if data["actor"]:
             queryset = queryset.filter(actor_email__icontains=data["actor"])
         if data["tenant"]:

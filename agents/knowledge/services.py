@@ -281,7 +281,7 @@ def _store_upload(actor, tenant, kb, filename, kind, data, checksum, ContentFile
         document.file.save(filename, ContentFile(data), save=False)
         document.save()
         audit.record(
-            f"knowledge.document_{'uploaded' if outcome == 'created' else 'replaced'}",
+            "knowledge.document_uploaded" if outcome == "created" else "knowledge.document_replaced",
             actor=actor.user,
             tenant=tenant,
             target=document,

@@ -115,6 +115,14 @@ def when_text_filter(value) -> str:
     return when_text(value)
 
 
+@register.filter(name="action_label")
+def action_label(action: str) -> str:
+    """An audit action's name for people ("api_client.created" → "API client created")."""
+    from tenants.audit import action_label as label
+
+    return label(action or "")
+
+
 @register.filter(name="json_value")
 def json_value(value) -> str:
     """One value of a stored JSON object as JSON: null, "", {"action": "x"} (not Python's

@@ -34,6 +34,7 @@ HEADER = [
     "target",
     "before",
     "after",
+    "action_label",
 ]
 
 

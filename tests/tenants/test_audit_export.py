@@ -31,6 +31,7 @@ HEADER = [
     "target",
     "before",
     "after",
+    "action_label",
 ]
 
 
