@@ -1,0 +1,69 @@
+"""At a laptop's 1280 px, the wide tables fit their boxes: a person reads the whole row without
+scrolling sideways (the phone layout, where a table scrolls in its box, is
+tests/e2e/test_admin_mobile.py's and test_accessibility.py's).
+
+The pages are the demo's, as the owner of Initech (Premium: every room) and as the operator,
+each screenshotted to var/screenshots/wide-tables/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tests.e2e.test_accessibility import OPERATOR_EMAIL, OWNER, browser_page, open_page, product  # noqa: F401
+
+pytestmark = pytest.mark.browser
+
+SHOTS = Path(settings.BASE_DIR) / "var" / "screenshots" / "wide-tables"
+OWNER_TABLES = {
+    "billing-events": "/t/initech/billing/events/",
+    "billing-dashboard": "/t/initech/billing/",
+    "billing-invoices": "/t/initech/billing/invoices/",
+    "billing-limits": "/t/initech/billing/limits/",
+    "audit-log": "/t/initech/audit/",
+    "members": "/t/initech/members/",
+    "api-clients": "/t/initech/api-clients/",
+    "guardrails": "/t/initech/guardrails/",
+    "knowledge": "/t/initech/knowledge/",
+}
+OPERATOR_TABLES = {
+    "operator-tenants": "/operator/",
+    "operator-tenant": "/operator/tenants/initech/",
+    "operator-tiers": "/operator/tiers/",
+    "operator-billing": "/operator/billing/",
+    "operator-billing-tenant": "/operator/billing/tenants/initech/",
+    "operator-invoices": "/operator/billing/invoices/",
+    "operator-guardrails": "/operator/guardrails/",
+    "operator-audit-log": "/operator/audit/",
+    "operator-agent-identities": "/operator/agent-identities/",
+}
+
+OVERFLOWING = """() => [...document.querySelectorAll('.table-wrap')]
+    .filter(box => box.querySelector('table') && box.scrollWidth > box.clientWidth + 1)
+    .map(box => `${box.querySelector('table').id || box.querySelector('table').getAttribute('aria-label')
+        || box.getAttribute('aria-label') || 'a table'}: ${box.scrollWidth} px in a ${box.clientWidth} px box`)"""
+
+
+def assert_tables_fit(page, name: str) -> None:
+    # A chart's table is folded away under it: opened, it must fit too.
+    page.evaluate("document.querySelectorAll('details.chart-table').forEach(d => d.open = true)")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    overflowing = page.evaluate(OVERFLOWING)
+    assert overflowing == [], f"{page.url} at 1280 px: " + "; ".join(overflowing)
+
+
+@pytest.mark.parametrize("name", OWNER_TABLES)
+def test_a_tenant_owners_tables_fit_a_1280_px_screen(product, launch_browser, name):  # noqa: F811
+    page = browser_page(launch_browser, product, OWNER)
+    open_page(page, OWNER_TABLES[name])
+    assert_tables_fit(page, name)
+
+
+@pytest.mark.parametrize("name", OPERATOR_TABLES)
+def test_an_operators_tables_fit_a_1280_px_screen(product, launch_browser, name):  # noqa: F811
+    page = browser_page(launch_browser, product, OPERATOR_EMAIL)
+    open_page(page, OPERATOR_TABLES[name])
+    assert_tables_fit(page, name)
