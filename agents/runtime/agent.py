@@ -58,6 +58,7 @@ def build_model_input(request: InvocationRequest, caller: Caller) -> ModelInput:
             "invocation_id": request.invocation_id,
             "agent_id": request.agent.id,
         },
+        features=frozenset(caller.tenant.entitlements) | frozenset(caller.tenant.feature_flags),
     )
 
 

@@ -9,7 +9,17 @@ import pytest
 
 from agents.runtime.agent import ReferenceAgent, build_model_input
 from agents.runtime.auth import Caller
-from agents.runtime.contract import ChatMessage, Citation, Delta, Done, InvocationResult, ModelSpec, Passage, Usage
+from agents.runtime.contract import (
+    AgentSpec,
+    ChatMessage,
+    Citation,
+    Delta,
+    Done,
+    InvocationResult,
+    ModelSpec,
+    Passage,
+    Usage,
+)
 from agents.runtime.models.base import estimate_input_tokens
 from agents.runtime.models.offline import LABEL, OfflineModel, bm25_rank, terms
 from tests.runtime import helpers
@@ -84,9 +94,39 @@ def test_it_answers_from_instructions_and_conversation_without_passages():
     result = InvocationResult.from_events(_run(passages=(), messages=history, prompt="Where do invoices go?"))
     assert result.output.startswith(f"{LABEL} No sources were provided")
     assert 'You asked: "Where do invoices go?"' in result.output
-    assert 'Helpdesk is instructed to: "Answer questions about the product."' in result.output
+    assert "Helpdesk is answering with the offline model, which does not write answers" in result.output
     assert 'Earlier in this conversation: "Our invoices go to finance@example.com."' in result.output
     assert result.citations == []
+
+
+def test_it_never_quotes_the_agents_instructions():
+    secret = "You are a concise, friendly helpdesk agent. Never mention the discount code FALCON-7."
+    agent = AgentSpec(id="42", name="Helpdesk", instructions=secret)
+    output = InvocationResult.from_events(_run(passages=(), agent=agent, prompt="Where do invoices go?")).output
+    assert output.startswith(f"{LABEL} No sources were provided")
+    assert "instructed" not in output
+    assert "concise, friendly" not in output and "FALCON-7" not in output
+
+
+KB_ADVICE = "An administrator can add documents to a knowledge base this agent uses, so that answers quote them."
+
+
+@pytest.mark.parametrize(
+    ("tenant", "advised"),
+    [
+        ({"entitlements": ("chat",), "feature_flags": ()}, False),
+        ({"entitlements": ("chat", "knowledge_bases"), "feature_flags": ("knowledge_bases",)}, True),
+        ({"entitlements": (), "feature_flags": ("knowledge_bases",)}, True),
+    ],
+    ids=["basic-plan", "entitled", "flag-only"],
+)
+def test_it_suggests_a_knowledge_base_only_to_tenants_that_have_the_feature(tenant, advised):
+    caller = Caller(tenant=helpers.tenant(**tenant), subject="user:17", actors=(helpers.AGENT_SUBJECT,))
+    events = list(ReferenceAgent().run(helpers.request(passages=(), prompt="Where do invoices go?"), caller))
+    output = InvocationResult.from_events(events).output
+    assert (KB_ADVICE in output) is advised
+    assert ("knowledge base" in output) is advised
+    assert "administrator" not in output or advised
 
 
 def test_it_says_so_when_no_passage_matches():

@@ -78,7 +78,9 @@ class ModelInput:
     ``history`` and ``prompt`` are kept apart for the offline model, which reads
     them rather than generating from them. ``metadata`` is string-valued
     request metadata (tenant id, tier, invocation id) for providers that
-    attribute cost by it.
+    attribute cost by it. ``features`` are the tenant's entitlements and
+    feature flags as the runtime headers carry them, so that a provider's own
+    wording (the offline model's advice) never promises what the plan lacks.
     """
 
     system: str
@@ -91,6 +93,7 @@ class ModelInput:
     passages: tuple[Passage, ...] = ()
     tools: tuple[ToolSpec, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    features: frozenset[str] = frozenset()
 
 
 class ModelProvider(Protocol):

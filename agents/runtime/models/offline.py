@@ -14,8 +14,13 @@ How it answers
   citations ``[1]``, ``[2]`` in order of appearance. Ties break by passage then
   sentence order, so the same input always gives the same answer.
 * Without passages, or when no passage sentence shares a term with the prompt:
-  a clearly templated answer that restates the question, the agent's
-  instructions and the most relevant earlier sentence of the conversation.
+  a clearly templated answer that restates the question, says what the offline
+  model can do, and quotes the most relevant earlier sentence of the
+  conversation. It never quotes the agent's instructions: they are the
+  tenant's system prompt and may be confidential. It suggests adding documents
+  to a knowledge base only when the tenant has the ``knowledge_bases`` feature
+  (its entitlements or feature flags, from the runtime request's tenant
+  headers), so it never gives advice the tenant's plan cannot follow.
 
 It streams the answer word by word, honours ``max_tokens`` (by the estimate),
 and reports usage as estimated (``ceil(chars / 4)``, see ``models.base``).
@@ -43,6 +48,7 @@ MAX_QUOTES = 3
 MAX_SENTENCE_CHARS = 400
 K1 = 1.2
 B = 0.75
+KNOWLEDGE_FEATURE = "knowledge_bases"
 
 STOP_WORDS = frozenset(
     re.findall(
@@ -145,10 +151,14 @@ class OfflineModel:
                 f"{LABEL} No sources were provided for this question, "
                 "so this is a templated reply rather than an answer."
             )
-        lines = [opening, "", f'You asked: "{_quote(model_input.prompt)}"']
-        if model_input.instructions.strip():
-            who = model_input.agent_name or "This agent"
-            lines.append(f'{who} is instructed to: "{_quote(model_input.instructions)}"')
+        who = model_input.agent_name or "This agent"
+        lines = [
+            opening,
+            "",
+            f'You asked: "{_quote(model_input.prompt)}"',
+            f"{who} is answering with the offline model, which does not write answers: "
+            "it quotes the sentences of the sources it is given that best match a question.",
+        ]
         earlier = [s for m in model_input.history for s in sentences(m.content)]
         ranked = bm25_rank(query, [terms(s) for s in earlier])
         if ranked:
@@ -157,7 +167,10 @@ class OfflineModel:
             lines.append(
                 f"This conversation has {len(model_input.history)} earlier messages; none matches your question."
             )
-        lines.append("Ask an administrator to add documents to the knowledge base or to enable a language model.")
+        if KNOWLEDGE_FEATURE in model_input.features:
+            lines.append(
+                "An administrator can add documents to a knowledge base this agent uses, so that answers quote them."
+            )
         return "\n".join(lines)
 
     def generate(self, model_input: ModelInput, *, stream: bool) -> Iterator[ModelEvent]:
