@@ -59,6 +59,7 @@ def usage_chart(series: list[d.Bucket]) -> dict:
     ]
     return {
         "type": "bar",
+        "empty": NO_USAGE,
         "labels": labels,
         "stacked": True,
         "format": "tokens",
@@ -71,9 +72,17 @@ def usage_chart(series: list[d.Bucket]) -> dict:
     }
 
 
+NO_USAGE = "No usage yet"
+
+
+def _any_turns(series: list[d.Bucket]) -> bool:
+    return any(b.totals.turns for b in series)
+
+
 def latency_chart(series: list[d.Bucket]) -> dict:
     return {
         "type": "line",
+        "empty": "No latency was recorded in this period" if _any_turns(series) else NO_USAGE,
         "labels": [b.label for b in series],
         "format": "ms",
         "y1": {"format": "pct", "suggestedMax": 0.1},
@@ -94,6 +103,7 @@ def latency_chart(series: list[d.Bucket]) -> dict:
 def refusals_chart(series: list[d.Bucket]) -> dict:
     return {
         "type": "bar",
+        "empty": "Nothing was throttled or blocked in this period" if _any_turns(series) else NO_USAGE,
         "labels": [b.label for b in series],
         "stacked": True,
         "format": "int",

@@ -5,12 +5,17 @@
  * Each <canvas data-chart="ID"> reads its spec from <script type="application/json" id="ID">:
  *
  *   {type: "bar"|"line", labels: [...], format: "tokens"|"usd"|"int"|"ms"|"pct",
- *    stacked: bool, horizontal: bool, y1: {format} | null,
+ *    stacked: bool, horizontal: bool, y1: {format} | null, empty?: "text when all zero",
  *    datasets: [{label, data, color, type?, axis?: "y1", dashed?, fill?}],
  *    variants: {name: {datasets, format}}   // optional: metric switch (tokens / cost / turns)
  *   }
  *
  * A [data-variant-for="ID"] button group switches variants without a reload.
+ *
+ * Counts ("int", "tokens") and latencies ("ms") get whole-number ticks, so a small range
+ * reads 0, 1, 2 rather than 0, 0.2, 0.4 (or "1 ms, 1 ms, 0 ms" once rounded). A chart whose
+ * values are all zero or missing (in every variant) is not drawn: its box says
+ * `spec.empty` ("No usage yet" by default) and the table behind it keeps the zeros.
  */
 (function () {
   "use strict";
@@ -51,6 +56,22 @@
     }
   }
 
+  const WHOLE_FORMATS = new Set(["int", "tokens", "ms"]);
+  const precisionOf = (format) => (WHOLE_FORMATS.has(format) ? 0 : undefined);
+
+  function isEmpty(spec) {
+    const all = [spec.datasets, ...Object.values(spec.variants || {}).map((v) => v.datasets)];
+    return all.every((datasets) => datasets.every((d) => d.data.every((v) => v === null || Number(v) === 0)));
+  }
+
+  function showEmpty(canvas, spec) {
+    canvas.hidden = true;
+    const note = document.createElement("p");
+    note.className = "chart-empty";
+    note.textContent = spec.empty || "No usage yet";
+    canvas.insertAdjacentElement("afterend", note);
+  }
+
   function hexToRgba(hex, alpha) {
     const h = hex.replace("#", "");
     const n = parseInt(h.length === 3 ? h.replace(/./g, "$&$&") : h, 16);
@@ -87,6 +108,10 @@
     const source = document.getElementById(canvas.dataset.chart);
     if (!source) return;
     const spec = JSON.parse(source.textContent);
+    if (isEmpty(spec)) {
+      showEmpty(canvas, spec);
+      return;
+    }
     let format = spec.format || "int";
     const valueAxis = spec.horizontal ? "x" : "y";
     const categoryAxis = spec.horizontal ? "y" : "x";
@@ -101,7 +126,7 @@
         beginAtZero: true,
         border: { display: false },
         grid: { color: BORDER },
-        ticks: { maxTicksLimit: 6, callback: (v) => fmt(format, v, true) },
+        ticks: { maxTicksLimit: 6, precision: precisionOf(format), callback: (v) => fmt(format, v, true) },
       },
     };
     if (spec.y1) {
@@ -111,7 +136,11 @@
         border: { display: false },
         grid: { display: false },
         suggestedMax: spec.y1.suggestedMax,
-        ticks: { maxTicksLimit: 6, callback: (v) => fmt(spec.y1.format, v, true) },
+        ticks: {
+          maxTicksLimit: 6,
+          precision: precisionOf(spec.y1.format),
+          callback: (v) => fmt(spec.y1.format, v, true),
+        },
       };
     }
     const chart = new Chart(canvas, {
@@ -151,6 +180,7 @@
         const variant = spec.variants[button.dataset.variant];
         if (!variant) return;
         format = variant.format;
+        chart.options.scales[valueAxis].ticks.precision = precisionOf(format);
         chart.data.datasets = datasetsOf(spec, variant.datasets);
         chart.options.plugins.legend.display = variant.datasets.length > 1;
         chart.update();

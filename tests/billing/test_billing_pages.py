@@ -54,6 +54,21 @@ def test_the_dashboard_shows_the_windows_numbers_and_the_charts_data(world, clie
     assert response.context["board"].totals.tokens == 1_234_000
 
 
+def test_each_chart_says_why_it_is_empty(world, client):
+    """billing.js draws a chart's `empty` text instead of zero axes; it must say what is missing."""
+    client.force_login(world.a.billing)
+    charts = client.get(url("dashboard")).context["charts"]
+    assert {name: chart["empty"] for name, chart in charts.items()} == {
+        "usage": "No usage yet",
+        "latency": "No usage yet",
+        "refusals": "No usage yet",
+    }
+    record_usage(world.a.tenant, at(TODAY))
+    charts = client.get(url("dashboard")).context["charts"]
+    assert charts["refusals"]["empty"] == "Nothing was throttled or blocked in this period"
+    assert charts["latency"]["empty"] == "No latency was recorded in this period"
+
+
 @pytest.mark.parametrize(
     "params", [{"from": "2026-02-30"}, {"grouping": "hourly"}, {"range": "\x00"}, {"from": "9" * 500}]
 )
