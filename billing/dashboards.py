@@ -363,7 +363,7 @@ def breakdown(
         grouped = {}
         for part in slices(window) if parts is None else parts:
             grouped.setdefault(getattr(part, column), Totals.empty()).add(part.totals)
-        labels = {}
+        labels = agent_names(grouped) if by == "agent" else {}
     out = [BreakdownRow(key=str(key), label=_label(by, key, labels), totals=t) for key, t in grouped.items()]
     out.sort(key=lambda r: (-r.totals.tokens, -r.totals.turns, r.label))
     grand = sum(r.totals.tokens for r in out)
@@ -385,12 +385,28 @@ def model_label(model_key: str) -> str:
     return _MODEL_VERSION.sub("", name)
 
 
-def _label(by: str, key, user_labels: dict) -> str:
+def _label(by: str, key, labels: dict) -> str:
     if by == "model":
         return model_label(key)
-    if by != "user":
-        return key or "—"
-    return user_labels.get(key, "Deleted user" if key else "No user (API client)")
+    if by == "agent":
+        return labels.get(key) or key or "—"
+    return labels.get(key, "Deleted user" if key else "No user (API client)")
+
+
+def agent_names(slugs) -> dict[str, str]:
+    """The names of the agents the current tenant sees, by slug (usage records keep the slug,
+    people know the name). A tenant's own agent wins over a shared one with the same slug; an
+    agent deleted since has no name here, and callers show its slug."""
+    from agents.models import Agent
+
+    wanted = {s for s in slugs if s}
+    if not wanted:
+        return {}
+    rows = Agent.objects.filter(slug__in=wanted).values_list("slug", "name", "owner_tenant_id")
+    names: dict[str, str] = {}
+    for slug, name, _owner in sorted(rows, key=lambda row: row[2] is not None):  # shared first, own last
+        names[slug] = name
+    return names
 
 
 def _user_labels(keys) -> dict:

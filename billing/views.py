@@ -269,7 +269,11 @@ def events(request):
     page = d.events_page(window, page=_page_number(request.GET.get("page")), **filters)
     # Only the tenant's own people are named; the filter's id comes from the URL.
     names = d.person_names({e.user_id for e in page.events} | {filters.get("user")})
-    rows = [{"event": e, "user_name": names.get(e.user_id, "—")} for e in page.events]
+    agents = d.agent_names({e.agent_slug for e in page.events})
+    rows = [
+        {"event": e, "user_name": names.get(e.user_id, "—"), "agent_name": agents.get(e.agent_slug, e.agent_slug)}
+        for e in page.events
+    ]
     base = _query(request.GET)
     extra = urlencode(filters)
     context = {

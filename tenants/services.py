@@ -364,6 +364,14 @@ def _require_operator(user: User) -> None:
 TENANT_FIELDS = ["slug", "name", "tier", "deployment_model", "region", "status", "resource_bindings"]
 
 
+def _audited(tenant: Tenant) -> dict:
+    """The tenant's fields as its audit entries record them: the tier by its name, which is
+    what an operator reading the log knows it by (its database id says nothing)."""
+    values = audit.snapshot(tenant, TENANT_FIELDS)
+    values["tier"] = tenant.tier.name
+    return values
+
+
 def create_tenant(
     operator: User,
     *,
@@ -388,7 +396,7 @@ def create_tenant(
                 actor=operator,
                 tenant=tenant,
                 target=tenant,
-                after=audit.snapshot(tenant, TENANT_FIELDS),
+                after=_audited(tenant),
                 ip=ip,
             )
         if owner_email:
@@ -420,11 +428,12 @@ def update_tenant(operator: User, tenant: Tenant, ip: str | None = None, **chang
     unknown = set(changes) - allowed
     if unknown:
         raise ServiceError(f"Cannot change {', '.join(sorted(unknown))} here.")
-    before = audit.snapshot(tenant, TENANT_FIELDS)
+    # Compared by id (two tiers may share a name), recorded by name.
+    before, shown_before = audit.snapshot(tenant, TENANT_FIELDS), _audited(tenant)
     for field, value in changes.items():
         setattr(tenant, field, value)
     tenant.full_clean()
-    after = audit.snapshot(tenant, TENANT_FIELDS)
+    after, shown_after = audit.snapshot(tenant, TENANT_FIELDS), _audited(tenant)
     if before == after:
         return tenant
     actions = {
@@ -441,8 +450,8 @@ def update_tenant(operator: User, tenant: Tenant, ip: str | None = None, **chang
                 actor=operator,
                 tenant=tenant,
                 target=tenant,
-                before={f: before[f] for f in changed_fields},
-                after={f: after[f] for f in changed_fields},
+                before={f: shown_before[f] for f in changed_fields},
+                after={f: shown_after[f] for f in changed_fields},
                 ip=ip,
             )
     return tenant

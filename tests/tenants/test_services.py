@@ -362,7 +362,7 @@ def test_it_onboards_a_tenant_with_an_owner_invitation(world, operator):
     [created] = audit_entries(tenant, "tenant.created")
     assert created.actor == operator
     assert created.after["slug"] == "charlie"
-    assert created.after["tier"] == str(tier.pk)
+    assert created.after["tier"] == tier.name  # the tier people know, not its database id
     assert created.ip_address == IP
     assert len(audit_entries(tenant, "invitation.created")) == 1
 
@@ -397,9 +397,16 @@ def test_it_audits_a_tier_change_as_tier_changed(world, operator):
     assert Tenant.objects.get(pk=world.a.tenant.pk).tier == new_tier
     assert Tenant.objects.get(pk=world.b.tenant.pk).tier == old_tier
     [entry] = audit_entries(world.a.tenant, "tenant.tier_changed")
-    assert entry.before == {"tier": str(old_tier.pk)}
-    assert entry.after == {"tier": str(new_tier.pk)}
+    assert entry.before == {"tier": old_tier.name}
+    assert entry.after == {"tier": new_tier.name}
     assert entry.actor == operator
+
+
+def test_it_audits_a_change_between_tiers_of_the_same_name(world, operator):
+    twin = factories.make_tier("twin", name=world.a.tenant.tier.name)
+    services.update_tenant(operator, world.a.tenant, tier=twin)
+    [entry] = audit_entries(world.a.tenant, "tenant.tier_changed")
+    assert entry.before == entry.after == {"tier": twin.name}  # recorded, though both read the same
 
 
 def test_it_audits_several_tenant_changes_as_updated(world, operator):

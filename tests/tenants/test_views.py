@@ -431,6 +431,8 @@ def test_it_lets_an_operator_create_a_tenant(client, world, operator):
     [created] = audit_entries(tenant, "tenant.created")
     assert created.actor == operator
     assert created.ip_address == "127.0.0.1"
+    page = client.get("/operator/tenants/charlie/").content.decode()  # its log names the tier
+    assert '<span class="json-key">tier</span>: Standard-Test</span>' in page
     [invitation] = invitations(tenant)
     assert (invitation.email, invitation.role) == ("boss@charlie.test", "owner")
 
