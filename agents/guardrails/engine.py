@@ -8,6 +8,7 @@ excerpt is built from the *redacted* text, never from the raw value.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Callable
@@ -102,6 +103,17 @@ def excerpts(text: str, spans: list[tuple[int, int, str]]) -> list[str]:
         left, right = max(0, start - EXCERPT_RADIUS), min(len(safe), end + EXCERPT_RADIUS)
         result.append(("…" if left else "") + safe[left:right] + ("…" if right < len(safe) else ""))
     return result
+
+
+def _bare_excerpt(trigger: Trigger) -> str:
+    """A trigger's excerpt without the text around it: an entity's placeholder, else nothing."""
+    if trigger.category == "pii":
+        return placeholder(trigger.rule)
+    if trigger.category == "custom_entity":
+        return placeholder(f"custom:{trigger.rule}")
+    if trigger.category == "cross_tenant":
+        return trigger.excerpt  # a fixed "[OTHER_TENANT]", never the text
+    return ""
 
 
 class CompiledPolicy:
@@ -206,13 +218,27 @@ class CompiledPolicy:
 
     # -- the stages ------------------------------------------------------------------------
 
+    @staticmethod
+    def withhold_context(evaluation: Evaluation) -> Evaluation:
+        """A blocked term's excerpt is "[TERM]", so no other excerpt of the same text may show
+        the words around its finding either: they could hold the term (in any spelling the
+        matcher sees through, or cut in half at the excerpt's edge). Those excerpts keep only
+        the finding's placeholder, or nothing."""
+        if not any(t.category == "blocked_term" for t in evaluation.triggers):
+            return evaluation
+        evaluation.triggers = [
+            t if t.category == "blocked_term" else dataclasses.replace(t, excerpt=_bare_excerpt(t) if t.excerpt else "")
+            for t in evaluation.triggers
+        ]
+        return evaluation
+
     def evaluate_input(self, text: str) -> Evaluation:
         evaluation = Evaluation(text=text)
         self.blocked_terms(text, evaluation)
         self.denied_topics(text, evaluation)
         self.injection_check(text, evaluation)
         self.pii(text, evaluation, INPUT)
-        return evaluation
+        return self.withhold_context(evaluation)
 
     def evaluate_output(
         self,
@@ -230,7 +256,7 @@ class CompiledPolicy:
         self.pii(text, evaluation, OUTPUT)
         if final:
             self.answer_format(evaluation.text, evaluation)
-        return evaluation
+        return self.withhold_context(evaluation)
 
     def evaluate_retrieved(self, text: str) -> Evaluation:
         evaluation = Evaluation(text=text)

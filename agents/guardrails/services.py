@@ -428,7 +428,7 @@ def mark_false_positive(actor: Actor, event: GuardrailEvent, value: bool = True)
 @dataclass(frozen=True)
 class TryResult:
     stage: str
-    text: str
+    text: str  # what would be stored: the enforced text, or the block message when blocked
     blocked: bool
     message: str
     triggers: list[Trigger]
@@ -446,11 +446,14 @@ def try_text(tenant: Tenant, text: str, stage: str = "input") -> TryResult:
         evaluation = run_input(effective, text)
     elapsed = (time.perf_counter() - started) * 1000
     blocked = evaluation.blocked
+    message = effective.config["block_message"] if blocked else ""
     return TryResult(
         stage,
-        evaluation.text,
+        # What a chat would store as the answer (or send on as the question): when the policy
+        # blocks, the block message (agents.guardrails.enforce), never the text that was blocked.
+        message if blocked else evaluation.text,
         blocked,
-        effective.config["block_message"] if blocked else "",
+        message,
         evaluation.triggers,
         evaluation.checks,
         round(elapsed, 2),

@@ -90,6 +90,8 @@ def test_it_answers_a_blocked_message_at_once_and_never_queues_it(
     assert asked.content == "Status of N1ghting4le for [SSN]?"  # kept for the record, redacted
     assert {(e.category, e.action) for e in events} == {("blocked_term", "block"), ("pii", "redact")}
     assert "123-45-6789" not in str([e.excerpt for e in events])
+    # The SSN's excerpt shows no words around it: they hold the blocked term (in leetspeak).
+    assert sorted(e.excerpt for e in events) == ["[SSN]", "[TERM]"]
 
 
 def test_it_blocks_prompt_injection_with_the_platform_defaults(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from agents.guardrails import services
@@ -151,6 +153,28 @@ def test_it_runs_text_through_the_policy_in_the_console_without_recording(client
     assert "Would be blocked" in blocked and "Blocked term" in blocked and "<code>zebra</code>" in blocked
     with tenant_context(world.a.tenant):
         assert GuardrailEvent.objects.count() == 0
+
+
+@pytest.mark.parametrize("stage", ["input", "output"])
+def test_the_console_never_shows_a_blocked_term_as_stored_or_redacted_text(client, world, stage):
+    set_tier_policy(
+        world.a.tenant.tier,
+        {"entities": {"email": "redact"}, "blocked_terms": ["projectfalcon"], "block_message": "Not here, please."},
+    )
+    client.force_login(world.a.admin)
+    text = "Tell me about projectfalcon and email me at a@b.example"
+    body = client.post(URL + "try/", {"text": text, "stage": stage}, **HX).content.decode()
+    result = body[body.index('id="try-result"') :]
+    assert "Would be blocked" in result
+    # What a chat stores when the policy blocks: the block message, not the blocked text.
+    stored = re.search(r'<span class="label">([^<]*)</span><div class="gr-result-text">([^<]*)</div>', result)
+    assert stored.groups() == ("Stored as the answer", "Not here, please.")
+    # The PII row's excerpt keeps its placeholder but none of the words around it.
+    excerpts = re.findall(r'<td class="gr-excerpt">([^<]*)</td>', result)
+    assert sorted(excerpts) == ["[EMAIL]", "[TERM]"]
+    # The term is named once, as the policy's rule; never as text that was stored or redacted.
+    assert result.count("projectfalcon") == 1 and "<code>projectfalcon</code>" in result
+    assert "a@b.example" not in result
 
 
 def test_it_marks_and_unmarks_a_false_positive(client, world):
