@@ -78,3 +78,11 @@ def test_the_usage_events_carry_the_agents_name(world, client, agents):
         ("retired-bot", "retired-bot"),
         ("tps-reports", "TPS report assistant"),
     ]
+
+
+def test_the_usage_events_page_shows_the_agents_name_with_the_slug_as_its_title(world, client, agents):
+    client.force_login(world.a.billing)
+    body = client.get(url("events")).content.decode()
+    assert '<td class="wrap" title="tps-reports">TPS report assistant</td>' in body
+    assert '<td class="wrap">retired-bot</td>' in body  # a deleted agent: its slug is all there is
+    assert "<code>tps-reports</code>" not in body
