@@ -20,9 +20,11 @@ log = logging.getLogger(__name__)
 @login_required
 def home(request):
     memberships = my_tenants(request.user)
-    active = [m for m in memberships if m.tenant.is_active]
-    if len(active) == 1 and len(memberships) == 1 and not request.user.is_staff:
-        return redirect("tenants:overview", tenant_slug=active[0].tenant.slug)
+    if len(memberships) == 1 and not request.user.is_staff:
+        # Suspended or not: a suspended tenant's address answers with its suspended
+        # page (name, reason, whom to contact), and the same address works again
+        # once it is reactivated.
+        return redirect("tenants:overview", tenant_slug=memberships[0].tenant.slug)
     return render(request, "portal/home.html", {"memberships": memberships})
 
 

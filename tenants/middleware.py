@@ -11,6 +11,7 @@ from django.shortcuts import render
 from tenants.context import tenant_context, user_context
 from tenants.identity.mfa import mfa_setup_required, mfa_setup_response
 from tenants.models import Membership, Tenant
+from tenants.roles import Role
 
 TENANT_PATH = re.compile(r"^/t/(?P<slug>[^/]+)/")
 
@@ -41,7 +42,13 @@ class TenantMiddleware:
                 # Not a member: indistinguishable from a tenant that does not exist.
                 raise Http404("No such tenant")
             if not tenant.is_active:
-                return render(request, "tenants/suspended.html", {"tenant": tenant}, status=403)
+                # Members stay signed in (tenants/sessions.py) and see why, every time.
+                context = {
+                    "tenant": tenant,
+                    "runs_tenant": membership.role in (Role.OWNER, Role.ADMIN),
+                    "role_label": membership.get_role_display().lower(),
+                }
+                return render(request, "tenants/suspended.html", context, status=403)
             if mfa_setup_required(user, tenant):
                 return mfa_setup_response(request, tenant)
             membership.tenant = tenant

@@ -487,9 +487,6 @@ def set_tenant_status(operator: User, tenant: Tenant, status: str, reason: str =
                 after={"status": status, "reason": tenant.suspended_reason},
                 ip=ip,
             )
-            if status == TenantStatus.SUSPENDED:
-                member_ids = Membership.unscoped.filter(tenant=tenant).values_list("user_id", flat=True)
-                end_sessions_of_users_left_without_a_tenant(list(member_ids))
     return tenant
 
 

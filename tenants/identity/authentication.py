@@ -43,6 +43,12 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         try:
             raw = header[1].decode("ascii")
             token = tokens.validate(raw)
+        except tokens.TenantSuspended as exc:
+            # Still refused; the caller is told why rather than "invalid or expired".
+            from portal.api import TenantSuspended  # portal.api imports DRF's views, which read this module
+
+            log.info("bearer token refused: %s", exc.reason)
+            raise TenantSuspended(exc.message)
         except (UnicodeDecodeError, tokens.InvalidToken) as exc:
             log.info("bearer token refused: %s", getattr(exc, "reason", exc))
             raise exceptions.AuthenticationFailed("The access token is invalid or expired.")

@@ -50,6 +50,21 @@ class InvalidToken(Exception):
         self.reason = reason
 
 
+class TenantSuspended(InvalidToken):
+    """A sound token of a live subject whose tenant is suspended: still refused, and
+    the caller may be told why (the tenant's name and the operator's reason), since
+    the subject is a member who would see the same on the tenant's pages."""
+
+    def __init__(self, tenant: Tenant):
+        super().__init__("tenant suspended")
+        self.tenant = tenant
+
+    @property
+    def message(self) -> str:
+        reason = self.tenant.suspended_reason or "contact the provider"
+        return f"{self.tenant.name} is suspended: {reason}. Its tokens work again once it is reactivated."
+
+
 @dataclass(frozen=True)
 class AccessToken:
     claims: dict
@@ -317,12 +332,12 @@ def validate(token: str, *, audience: str | list[str] | None = None) -> AccessTo
     tenant, membership = _tenant_and_membership(int(tenant_id), user_id)
     if tenant is None:
         raise InvalidToken("unknown tenant")
-    if not tenant.is_active:
-        raise InvalidToken("tenant suspended")
     with tenant_context(tenant):
         if user_id is not None:
             if membership is None or not membership.user.is_active:
                 raise InvalidToken("no longer a member")
+            if not tenant.is_active:
+                raise TenantSuspended(tenant)
             # Scopes never exceed what the role allows today (a demotion takes effect at once).
             scopes = token_scopes & scope_lib.scopes_for_role(membership.role)
             actors = _actors(claims)
@@ -342,6 +357,8 @@ def validate(token: str, *, audience: str | list[str] | None = None) -> AccessTo
             client = with_owner_role(ApiClient.objects.filter(client_id=ident, revoked_at__isnull=True)).first()
             if client is None:
                 raise InvalidToken("client revoked or unknown")
+            if not tenant.is_active:
+                raise TenantSuspended(tenant)
             # The client acts on its owner's rights: gone or lowered, its tokens stop at once.
             if client.is_paused:
                 raise InvalidToken("client paused: its owner no longer has the rights to it")
@@ -363,7 +380,8 @@ def validate(token: str, *, audience: str | list[str] | None = None) -> AccessTo
                 client=client,
                 actors=actors,
             )
-    raise InvalidToken("unknown subject kind")
+    # Whatever the subject, a suspended tenant's token never passes (fail closed).
+    raise InvalidToken("tenant suspended" if not tenant.is_active else "unknown subject kind")
 
 
 def _credentials_generation(claims: dict) -> int | None:

@@ -122,7 +122,7 @@ def test_it_keeps_an_operators_session(world):
 # --- suspending a tenant ---------------------------------------------------------------------------
 
 
-def test_it_signs_out_the_members_of_a_suspended_tenant_who_have_no_other(world, operator):
+def test_it_keeps_every_member_of_a_suspended_tenant_signed_in_and_shows_them_why(world, operator):
     only_here = browser_of(world.a.member)
     both = world.b.member
     factories.add_member(world.a.tenant, both)
@@ -131,10 +131,37 @@ def test_it_signs_out_the_members_of_a_suspended_tenant_who_have_no_other(world,
 
     services.set_tenant_status(operator, world.a.tenant, TenantStatus.SUSPENDED, "Unpaid invoices", IP)
 
-    assert not is_signed_in(only_here)
-    assert is_signed_in(elsewhere_too)
-    assert elsewhere_too.get("/t/alpha/").status_code == 403  # the suspended page
+    for browser in (only_here, elsewhere_too):
+        assert is_signed_in(browser)
+        page = browser.get("/t/alpha/chat/")
+        assert page.status_code == 403
+        assert page.templates[0].name == "tenants/suspended.html"
+        assert "Alpha Inc is suspended" in page.content.decode()
+        assert "Unpaid invoices" in page.content.decode()
     assert is_signed_in(console)
+
+
+def test_it_lets_the_members_of_a_suspended_tenant_continue_after_reactivation(world, operator):
+    browser = browser_of(world.a.member)
+    services.set_tenant_status(operator, world.a.tenant, TenantStatus.SUSPENDED, "Unpaid invoices", IP)
+    assert browser.get("/t/alpha/").status_code == 403
+
+    services.set_tenant_status(operator, world.a.tenant, TenantStatus.ACTIVE, ip=IP)
+
+    assert browser.get("/t/alpha/").status_code == 200
+
+
+def test_it_keeps_someone_removed_from_one_tenant_signed_in_while_their_other_is_suspended(world, operator):
+    # Removed from A while B, their only other tenant, is suspended: they still belong to B.
+    both = world.b.member
+    factories.add_member(world.a.tenant, both)
+    browser = browser_of(both)
+    services.set_tenant_status(operator, world.b.tenant, TenantStatus.SUSPENDED, "Unpaid invoices", IP)
+
+    remove(world.a, both)
+
+    assert is_signed_in(browser)
+    assert browser.get("/t/bravo/").status_code == 403
 
 
 def test_it_does_not_sign_anyone_out_at_reactivation(world, operator):

@@ -242,10 +242,49 @@ def test_a_valid_token_for_tenant_a_is_not_found_on_tenant_bs_routes(client, wor
     assert "bravo.test" not in response.content.decode()
 
 
-def test_a_suspended_tenants_tokens_stop_at_once(client, world, user_token):
-    world.a.tenant.status = TenantStatus.SUSPENDED
-    world.a.tenant.save(update_fields=["status"])
+def _suspend(tenant, reason="unpaid invoice"):
+    tenant.status = TenantStatus.SUSPENDED
+    tenant.suspended_reason = reason
+    tenant.save(update_fields=["status", "suspended_reason"])
+
+
+def test_a_suspended_tenants_tokens_stop_at_once_with_a_problem_that_says_why(client, world, user_token):
+    _suspend(world.a.tenant)
+    with pytest.raises(tokens.TenantSuspended):
+        tokens.validate(user_token)
+    response = client.get(API, HTTP_AUTHORIZATION=f"Bearer {user_token}")
+    assert response.status_code == 403
+    body = response.json()
+    assert body["reason"] == "tenant_suspended"
+    assert body["detail"] == "Alpha Inc is suspended: unpaid invoice. Its tokens work again once it is reactivated."
+    assert "results" not in body
+    assert "sessionid" not in response.cookies
+
+
+def test_a_suspended_tenants_client_tokens_get_the_same_problem(client, world, api_client):
+    from tests.identity.test_api_bearer import client_token
+
+    token = client_token(client, api_client)
+    _suspend(world.a.tenant)
+    response = client.get(API, HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 403
+    assert response.json()["detail"].startswith("Alpha Inc is suspended: unpaid invoice.")
+
+
+def test_a_removed_member_of_a_suspended_tenant_is_not_told_it_is_suspended(client, world, user_token):
+    _suspend(world.a.tenant)
+    with tenant_context(world.a.tenant):
+        Membership.objects.filter(user=world.a.admin).delete()
     _assert_refused(client, user_token)
+    response = client.get(API, HTTP_AUTHORIZATION=f"Bearer {user_token}")
+    assert "suspended" not in response.content.decode()
+
+
+def test_a_reactivated_tenants_tokens_work_again(client, world, user_token):
+    _suspend(world.a.tenant)
+    world.a.tenant.status = TenantStatus.ACTIVE
+    world.a.tenant.save(update_fields=["status"])
+    assert client.get(API, HTTP_AUTHORIZATION=f"Bearer {user_token}").status_code == 200
 
 
 def test_a_removed_members_tokens_stop_at_once(client, world, user_token):

@@ -85,6 +85,30 @@ def test_it_shows_a_suspended_tenant_with_the_reason(client, world, operator):
     assert b"Unpaid invoice 2024-07" in response.content
 
 
+def test_it_tells_the_owner_of_a_suspended_tenant_that_the_provider_suspended_it(client, world, operator):
+    services.set_tenant_status(operator, world.a.tenant, TenantStatus.SUSPENDED, "unpaid invoice")
+    page = signed_in_as(client, world.a.owner).get(f"/t/{world.a.tenant.slug}/members/").content.decode()
+    assert "Alpha Inc is suspended" in page
+    assert "The provider of this portal suspended Alpha Inc. As its owner, contact the provider" in page
+    assert "member@alpha.test" not in page  # nothing of the tenant's data
+
+
+def test_it_tells_a_member_of_a_suspended_tenant_to_ask_an_owner_or_admin(client, world, operator):
+    services.set_tenant_status(operator, world.a.tenant, TenantStatus.SUSPENDED, "unpaid invoice")
+    page = signed_in_as(client, world.a.member).get(f"/t/{world.a.tenant.slug}/").content.decode()
+    assert "Contact an owner or admin of Alpha Inc" in page
+    assert "As its" not in page
+
+
+def test_it_sends_a_member_of_one_suspended_tenant_from_home_to_its_suspended_page(client, world, operator):
+    services.set_tenant_status(operator, world.a.tenant, TenantStatus.SUSPENDED, "unpaid invoice")
+    response = signed_in_as(client, world.a.owner).get("/", follow=True)
+    assert response.redirect_chain == [(f"/t/{world.a.tenant.slug}/", 302)]
+    assert response.status_code == 403
+    assert "unpaid invoice" in response.content.decode()
+    assert "Contact your administrator" not in response.content.decode()
+
+
 def test_it_keeps_a_suspended_tenant_404_for_a_member_of_the_other_tenant(client, world, operator):
     services.set_tenant_status(operator, world.a.tenant, TenantStatus.SUSPENDED, "Unpaid invoice 2024-07")
     response = signed_in_as(client, world.b.owner).get(f"/t/{world.a.tenant.slug}/")
