@@ -31,7 +31,7 @@ from agents.models import FINAL_STATUSES, Conversation, Invocation, Message
 from tenants.access import int_or_404
 from tenants.context import tenant_context
 from tenants.models import Membership, Tenant
-from tenants.roles import Action
+from tenants.roles import Action, can
 from tenants.services import Actor, ServiceError
 from tenants.views import tenant_view
 
@@ -96,7 +96,13 @@ def _message_rows(conversation: Conversation) -> list[dict]:
 def chat_home(request):
     conversations = services.owned_conversations(request.user).select_related("agent")[:100]
     agents = services.agents_for_members(request.tenant)
-    return render(request, "agents/chat_home.html", {"conversations": conversations, "agents": agents})
+    context = {
+        "conversations": conversations,
+        "agents": agents,
+        # With no agent enabled, whoever may enable one is sent where that is done.
+        "may_enable_agents": can(request.membership.role, Action.MANAGE_AGENTS),
+    }
+    return render(request, "agents/chat_home.html", context)
 
 
 @require_POST

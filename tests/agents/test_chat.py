@@ -85,7 +85,19 @@ def test_it_says_so_when_no_agent_is_enabled(client, world):
     response = signed_in_as(client, world.a.member).get(chat_url(world.a))
     assert response.status_code == 200
     assert b"No agents available yet" in response.content
+    assert b"Ask them to enable one" in response.content
+    assert b'href="/t/alpha/agents/"' not in response.content
     assert b"No conversations yet." in response.content
+
+
+@pytest.mark.parametrize("role", ["owner", "admin"])
+def test_it_sends_whoever_may_enable_agents_to_where_they_are_enabled(client, world, role):
+    response = signed_in_as(client, getattr(world.a, role)).get(chat_url(world.a))
+    body = response.content.decode()
+    assert "No agents available yet" in body
+    assert "You decide which agents may act in Alpha Inc" in body
+    assert '<a class="btn btn-primary" href="/t/alpha/agents/">' in body  # not just the navigation's link
+    assert "Ask them to enable one" not in body
 
 
 def test_it_shows_the_chat_link_to_members_only(client, world):
