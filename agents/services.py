@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
@@ -205,6 +206,18 @@ def owned_conversations(user):
     """The person's conversations in the current tenant, latest activity first; deleted
     ones are not among them. Every list and ownership check goes through here."""
     return Conversation.objects.filter(user=user, deleted_at__isnull=True)
+
+
+def listed_conversations(user, *, keeping: Conversation | None = None):
+    """The conversations the portal lists: the owned ones that have a message.
+
+    "New conversation" saves one at once (the API's POST conversations answers with
+    it), so a conversation nobody wrote in is not listed nor counted; `keeping` is the
+    one open on the page, listed even while still empty.
+    """
+    has_message = Exists(Message.objects.filter(conversation=OuterRef("pk")))
+    shown = Q(has_message) | Q(pk=keeping.pk) if keeping is not None else Q(has_message)
+    return owned_conversations(user).filter(shown)
 
 
 RENAMED_TITLE_MAX_CHARS = Conversation._meta.get_field("title").max_length

@@ -94,7 +94,7 @@ def _message_rows(conversation: Conversation) -> list[dict]:
 
 @tenant_view(Action.USE_AGENTS)
 def chat_home(request):
-    conversations = services.owned_conversations(request.user).select_related("agent")[:100]
+    conversations = services.listed_conversations(request.user).select_related("agent")[:100]
     agents = services.agents_for_members(request.tenant)
     context = {
         "conversations": conversations,
@@ -124,11 +124,12 @@ def conversation_detail(request, conversation_id):
         (r["invocation"] for r in reversed(rows) if r["invocation"] and r["invocation"].status not in FINAL_STATUSES),
         None,
     )
+    listed = services.listed_conversations(request.user, keeping=conversation).select_related("agent")[:100]
     context = {
         "conversation": conversation,
         "rows": rows,
         "active": active,
-        "conversations": services.owned_conversations(request.user).select_related("agent")[:100],
+        "conversations": listed,
         "max_chars": services.MAX_MESSAGE_CHARS,
         "title_max_chars": services.RENAMED_TITLE_MAX_CHARS,
     }

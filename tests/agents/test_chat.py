@@ -100,6 +100,23 @@ def test_it_sends_whoever_may_enable_agents_to_where_they_are_enabled(client, wo
     assert "Ask them to enable one" not in body
 
 
+def test_it_neither_lists_nor_counts_conversations_nobody_wrote_in(client, world, catalogue):
+    written, _, _ = make_turn(world.a.tenant, world.a.member, catalogue.helpdesk, question="Refunds?")
+    signed_in_as(client, world.a.member)
+    empty = [start(client, world.a, catalogue.helpdesk) for _ in range(3)]
+
+    home = client.get(chat_url(world.a)).content.decode()
+    assert 'Your conversations <span class="count">1</span>' in home
+    assert f'href="{chat_url(world.a, f"{written.pk}/")}"' in home
+    assert all(f'href="{chat_url(world.a, f"{c.pk}/")}"' not in home for c in empty)
+
+    # The open one is listed while it is still empty, the other empty ones are not.
+    page = client.get(chat_url(world.a, f"{empty[0].pk}/")).content.decode()
+    assert page.count('class="conversation-title"') == 2
+    assert f'id="conversation-title-{empty[0].pk}">New conversation<' in page
+    assert f'id="conversation-title-{empty[1].pk}"' not in page
+
+
 def test_it_shows_the_chat_link_to_members_only(client, world):
     assert b'href="/t/alpha/chat/"' in signed_in_as(client, world.a.member).get("/t/alpha/").content
     assert b'href="/t/alpha/chat/"' not in signed_in_as(client, world.a.billing).get("/t/alpha/").content
