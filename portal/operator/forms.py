@@ -91,6 +91,12 @@ class SuspendForm(forms.Form):
     reason = forms.CharField(max_length=300, widget=forms.TextInput(attrs={"placeholder": "e.g. unpaid invoice"}))
 
 
+class OwnerInvitationForm(forms.Form):
+    """Invite an owner for a tenant that has none yet (e.g. the first address was mistyped)."""
+
+    email = forms.EmailField(label="Owner email", max_length=254)
+
+
 class TierForm(forms.ModelForm):
     default_features = forms.MultipleChoiceField(
         choices=list(FEATURES.items()), widget=forms.CheckboxSelectMultiple, required=False

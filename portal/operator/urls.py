@@ -15,6 +15,17 @@ urlpatterns = [
         views.tenant_api_client_revoke,
         name="tenant_api_client_revoke",
     ),
+    path("tenants/<slug:slug>/invitations/owner/", views.tenant_invite_owner, name="tenant_invite_owner"),
+    path(
+        "tenants/<slug:slug>/invitations/<int:invitation_id>/resend/",
+        views.tenant_invitation_resend,
+        name="tenant_invitation_resend",
+    ),
+    path(
+        "tenants/<slug:slug>/invitations/<int:invitation_id>/revoke/",
+        views.tenant_invitation_revoke,
+        name="tenant_invitation_revoke",
+    ),
     path("tenants/<slug:slug>/sso/disable/", views.tenant_sso_disable, name="tenant_sso_disable"),
     path("tenants/<slug:slug>/sso/verify-domain/", views.tenant_sso_verify_domain, name="tenant_sso_verify_domain"),
     path("tiers/", views.tiers, name="tiers"),

@@ -21,7 +21,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from portal.operator import services as operator_services
-from portal.operator.forms import SuspendForm, TenantCreateForm, TenantUpdateForm, TierForm
+from portal.operator.forms import OwnerInvitationForm, SuspendForm, TenantCreateForm, TenantUpdateForm, TierForm
 from tenants import entitlements, services
 from tenants.audit import client_ip
 from tenants.context import all_tenants
@@ -33,6 +33,7 @@ from tenants.identity.forms import AgentIdentityForm
 from tenants.identity.models import AgentGrant, AgentIdentity, ApiClient, SSOConnection, with_owner_role
 from tenants.identity.screens import token_endpoint_url
 from tenants.models import AuditLog, Invitation, Membership, Tenant, TenantStatus, Tier
+from tenants.roles import Role
 from tenants.views import audit_export_response
 
 REASON = services.OPERATOR_REASON
@@ -101,15 +102,19 @@ def tenant_create(request):
     return render(request, "operator/tenant_form.html", {"form": form}, status=status)
 
 
-def _tenant_detail_context(tenant, form=None, suspend_form=None):
+def _tenant_detail_context(tenant, form=None, suspend_form=None, owner_form=None):
+    memberships = Membership.unscoped.filter(tenant=tenant).select_related("user").order_by("role", "user__email")
     return {
         "tenant": tenant,
         "form": form or TenantUpdateForm.for_tenant(tenant),
         "suspend_form": suspend_form or SuspendForm(),
+        # Until the tenant has an owner, nobody but the operator can let one in.
+        "owner_form": owner_form or OwnerInvitationForm(),
+        "has_owner": any(m.role == Role.OWNER for m in memberships),
         "features": entitlements.describe(tenant),
         "limits": entitlements.effective_limits(tenant),
-        "memberships": Membership.unscoped.filter(tenant=tenant).select_related("user").order_by("role", "user__email"),
-        "invitations": Invitation.unscoped.filter(tenant=tenant, status="pending"),
+        "memberships": memberships,
+        "invitations": Invitation.unscoped.filter(tenant=tenant, status="pending").select_related("invited_by"),
         "audit": AuditLog.unscoped.filter(tenant=tenant)[:20],
         # Paused ones with why, as the tenant's own page shows them (with_owner_role).
         "api_clients": with_owner_role(ApiClient.unscoped.filter(tenant=tenant))
@@ -172,6 +177,50 @@ def tenant_reactivate(request, slug):
     else:
         messages.success(request, f"{tenant.name} is active again.")
     return redirect("operator:tenant_detail", slug=tenant.slug)
+
+
+@require_POST
+@operator_view
+def tenant_invitation_resend(request, slug, invitation_id):
+    tenant = get_object_or_404(Tenant, slug=slug)
+    try:
+        invitation = services.operator_resend_invitation(request.user, tenant, invitation_id, ip=_ip(request))
+    except services.ServiceError as exc:
+        messages.error(request, exc.text)
+    else:
+        messages.success(request, f"A new invitation link went to {invitation.email}; the old one stopped working.")
+    return redirect(reverse("operator:tenant_detail", args=[tenant.slug]) + "#inv-title")
+
+
+@require_POST
+@operator_view
+def tenant_invitation_revoke(request, slug, invitation_id):
+    tenant = get_object_or_404(Tenant, slug=slug)
+    try:
+        invitation = services.operator_revoke_invitation(request.user, tenant, invitation_id, ip=_ip(request))
+    except services.ServiceError as exc:
+        messages.error(request, exc.text)
+    else:
+        messages.success(request, f"The invitation to {invitation.email} is revoked; its link no longer works.")
+    return redirect(reverse("operator:tenant_detail", args=[tenant.slug]) + "#inv-title")
+
+
+@require_POST
+@operator_view
+def tenant_invite_owner(request, slug):
+    tenant = get_object_or_404(Tenant.objects.select_related("tier"), slug=slug)
+    form = OwnerInvitationForm(request.POST)
+    if form.is_valid():
+        try:
+            invitation = services.operator_invite_owner(request.user, tenant, form.cleaned_data["email"], _ip(request))
+        except services.ServiceError as exc:
+            form.add_error("email", exc)
+        else:
+            messages.success(request, f"An owner invitation went to {invitation.email}.")
+            return redirect(reverse("operator:tenant_detail", args=[tenant.slug]) + "#inv-title")
+    context = _tenant_detail_context(tenant, owner_form=form)
+    response = render(request, "operator/tenant_detail.html", context, status=400)
+    return audited_read(request, response, "tenant_detail", tenant)
 
 
 @operator_view

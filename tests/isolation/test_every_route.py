@@ -229,6 +229,13 @@ ROUTES: dict[str, object] = {
     "operator:tenant_api_client_revoke": OperatorOnly(
         methods=("POST",), kwargs={"slug": "tenant_b_slug", "client_id": "b_api_client_id"}
     ),
+    "operator:tenant_invite_owner": OperatorOnly(methods=("POST",), kwargs={"slug": "tenant_b_slug"}),
+    "operator:tenant_invitation_resend": OperatorOnly(
+        methods=("POST",), kwargs={"slug": "tenant_b_slug", "invitation_id": "b_invitation_id"}
+    ),
+    "operator:tenant_invitation_revoke": OperatorOnly(
+        methods=("POST",), kwargs={"slug": "tenant_b_slug", "invitation_id": "b_invitation_id"}
+    ),
     "operator:tenant_sso_disable": OperatorOnly(methods=("POST",), kwargs={"slug": "tenant_b_slug"}),
     "operator:tenant_sso_verify_domain": OperatorOnly(methods=("POST",), kwargs={"slug": "tenant_b_slug"}),
     "operator:tiers": OperatorOnly(),
@@ -354,6 +361,7 @@ def scene(world, client):
         },
         "agent_b_id": agent_b.pk,
         "b_api_client_id": client_b.pk,
+        "b_invitation_id": invitation_b.pk,
         "b_invoice_id": invoice_b.pk,
         "invitation_b": invitation_b,
     }

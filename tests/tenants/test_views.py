@@ -9,7 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from tenants import services
-from tenants.context import all_tenants
+from tenants.context import all_tenants, tenant_context
 from tenants.models import InvitationStatus, Tenant, TenantStatus, Tier, User
 from tenants.roles import Role
 from tests import factories
@@ -488,6 +488,112 @@ def test_it_lets_an_operator_change_a_tenants_tier(client, world, operator):
     assert Tenant.objects.get(slug="alpha").tier == premium
     assert Tenant.objects.get(slug="bravo").tier.slug == "standard-test"
     assert len(audit_entries(world.a.tenant, "tenant.tier_changed")) == 1
+
+
+# --- the operator and a new tenant's owner invitation ---------------------------------
+
+
+@pytest.fixture
+def onboarded(client, world, operator):
+    """Charlie, onboarded with a mistyped owner address; the operator signed in."""
+    client.force_login(operator)
+    assert client.post("/operator/tenants/new/", tenant_form(owner_email="bos@charlie.test")).status_code == 302
+    tenant = Tenant.objects.get(slug="charlie")
+    [invitation] = invitations(tenant)
+    return tenant, invitation
+
+
+def test_it_offers_the_operator_resend_revoke_and_another_owner_invitation(client, onboarded):
+    tenant, invitation = onboarded
+    page = client.get("/operator/tenants/charlie/").content.decode()
+    assert f'action="/operator/tenants/charlie/invitations/{invitation.pk}/resend/"' in page
+    assert f'action="/operator/tenants/charlie/invitations/{invitation.pk}/revoke/"' in page
+    assert 'action="/operator/tenants/charlie/invitations/owner/"' in page
+    assert "has no owner yet" in page
+
+
+def test_it_lets_the_operator_resend_an_owner_invitation_with_a_new_link(
+    client, onboarded, operator, settings, mailoutbox, django_capture_on_commit_callbacks
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    tenant, invitation = onboarded
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/operator/tenants/charlie/invitations/{invitation.pk}/resend/")
+    assert response.status_code == 302
+    assert response["Location"] == "/operator/tenants/charlie/#inv-title"
+    assert last_message(response) == "A new invitation link went to bos@charlie.test; the old one stopped working."
+    resent = reload(invitation)
+    assert resent.sent_count == 1
+    assert resent.secret_hash != invitation.secret_hash
+    [message] = mailoutbox
+    assert message.to == ["bos@charlie.test"]
+    [entry] = audit_entries(tenant, "invitation.resent")
+    assert (entry.actor, entry.ip_address) == (operator, "127.0.0.1")
+
+
+def test_it_lets_the_operator_revoke_a_mistyped_owner_invitation_and_invite_another(client, onboarded, operator):
+    tenant, invitation = onboarded
+    revoked = client.post(f"/operator/tenants/charlie/invitations/{invitation.pk}/revoke/")
+    assert last_message(revoked) == "The invitation to bos@charlie.test is revoked; its link no longer works."
+    assert reload(invitation).status == InvitationStatus.REVOKED
+    [entry] = audit_entries(tenant, "invitation.revoked")
+    assert entry.actor == operator
+
+    invited = client.post("/operator/tenants/charlie/invitations/owner/", {"email": "Boss@Charlie.test"})
+    assert invited.status_code == 302
+    assert last_message(invited) == "An owner invitation went to boss@charlie.test."
+    fresh = [i for i in invitations(tenant) if i.status == InvitationStatus.PENDING]
+    assert [(i.email, i.role, i.invited_by) for i in fresh] == [("boss@charlie.test", "owner", operator)]
+    assert [e.after for e in audit_entries(tenant, "invitation.created")][-1] == {
+        "email": "boss@charlie.test",
+        "role": "owner",
+    }
+
+
+def test_it_says_so_when_the_operator_revokes_an_invitation_twice(client, onboarded):
+    _, invitation = onboarded
+    client.post(f"/operator/tenants/charlie/invitations/{invitation.pk}/revoke/")
+    again = client.post(f"/operator/tenants/charlie/invitations/{invitation.pk}/revoke/")
+    assert last_message(again) == "This invitation is no longer pending."
+    resend = client.post(f"/operator/tenants/charlie/invitations/{invitation.pk}/resend/")
+    assert last_message(resend) == "Only pending invitations can be resent."
+
+
+def test_it_answers_400_with_the_error_to_a_bad_or_duplicate_owner_address(client, onboarded):
+    bad = client.post("/operator/tenants/charlie/invitations/owner/", {"email": "not an address"})
+    assert bad.status_code == 400
+    assert "email" in bad.context["owner_form"].errors
+    duplicate = client.post("/operator/tenants/charlie/invitations/owner/", {"email": "bos@charlie.test"})
+    assert duplicate.status_code == 400
+    assert "already has a pending invitation" in duplicate.context["owner_form"].errors["email"][0]
+
+
+def test_it_refuses_an_operator_owner_invitation_once_the_tenant_has_an_owner(client, world, operator):
+    client.force_login(operator)
+    page = client.get("/operator/tenants/alpha/").content.decode()
+    assert "invitations/owner/" not in page
+    response = client.post("/operator/tenants/alpha/invitations/owner/", {"email": "second@alpha.test"})
+    assert response.status_code == 400
+    assert response.context["owner_form"].errors["email"] == ["Alpha Inc has an owner: its owners invite people now."]
+    assert [i.email for i in invitations(world.a.tenant)] == []
+
+
+def test_it_finds_no_invitation_of_another_tenant_under_the_operators_tenant_url(client, world, onboarded):
+    owner = services.Actor(user=world.a.owner, membership=world.a.memberships["owner"])
+    with tenant_context(world.a.tenant):
+        alphas = services.invite_member(owner, email="new@alpha.test", role=Role.MEMBER)
+    response = client.post(f"/operator/tenants/charlie/invitations/{alphas.pk}/revoke/")
+    assert last_message(response) == "No such invitation."
+    assert reload(alphas).status == InvitationStatus.PENDING
+    assert audit_entries(world.a.tenant, "invitation.revoked") == []
+
+
+def test_it_keeps_the_operator_invitation_actions_to_operators_and_post(client, world, onboarded):
+    _, invitation = onboarded
+    assert client.get(f"/operator/tenants/charlie/invitations/{invitation.pk}/revoke/").status_code == 405
+    client.force_login(world.a.owner)
+    assert client.post(f"/operator/tenants/charlie/invitations/{invitation.pk}/revoke/").status_code == 404
+    assert reload(invitation).status == InvitationStatus.PENDING
 
 
 def test_it_lets_an_operator_suspend_and_reactivate_a_tenant(client, world, operator):
