@@ -209,14 +209,15 @@ def owned_conversations(user):
 
 
 def listed_conversations(user, *, keeping: Conversation | None = None):
-    """The conversations the portal lists: the owned ones that have a message.
+    """The conversations the portal lists: the owned ones that have a message or a title.
 
     "New conversation" saves one at once (the API's POST conversations answers with
-    it), so a conversation nobody wrote in is not listed nor counted; `keeping` is the
+    it), so one nobody wrote in nor named is not listed nor counted; `keeping` is the
     one open on the page, listed even while still empty.
     """
-    has_message = Exists(Message.objects.filter(conversation=OuterRef("pk")))
-    shown = Q(has_message) | Q(pk=keeping.pk) if keeping is not None else Q(has_message)
+    shown = Q(Exists(Message.objects.filter(conversation=OuterRef("pk")))) | ~Q(title="")
+    if keeping is not None:
+        shown |= Q(pk=keeping.pk)
     return owned_conversations(user).filter(shown)
 
 
