@@ -25,7 +25,7 @@ from agents.serializers import (
 )
 from agents.views import _last_event_id, sse_response, stream_url
 from billing.limits import LimitExceeded
-from portal.api import PROBLEM_CONTENT_TYPE, TenantScopedAPIMixin, problem
+from portal.api import CLIENT_CANNOT_CHAT, PROBLEM_CONTENT_TYPE, TenantScopedAPIMixin, problem
 from tenants.api import TENANT_SLUG
 from tenants.roles import Action
 from tenants.services import Actor
@@ -54,10 +54,10 @@ class EventStreamRenderer(renderers.JSONRenderer):
 
 
 def _actor(request) -> Actor:
-    if request.membership is None:
+    if request.membership is None:  # TenantScopedAPIMixin refuses a client first; kept as a backstop
         from rest_framework.exceptions import PermissionDenied
 
-        raise PermissionDenied("Chat needs a person: use a user token, not an API client.")
+        raise PermissionDenied(CLIENT_CANNOT_CHAT)
     return Actor.from_request(request)
 
 

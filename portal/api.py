@@ -14,11 +14,18 @@ from rest_framework.views import exception_handler
 
 from tenants.context import TenantNotSet, tenant_context
 from tenants.models import Membership, Tenant
-from tenants.roles import can
+from tenants.roles import Action, can
 
 log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+# Agents act on behalf of a member, never for a machine (ARCHITECTURE.md §4): an API
+# client's token has no person behind it, so every chat operation refuses it.
+CLIENT_CANNOT_CHAT = (
+    "Chat needs a person: agents (and the knowledge bases they read) act on behalf of a member, "
+    "never for an API client. Use a member's access token."
+)
 
 _TITLES = {
     400: "Invalid request",
@@ -123,8 +130,9 @@ class TenantScopedAPIMixin:
 
     action_permissions: dict[str, str] = {}
     # Actions a machine client (client_credentials token, no membership) may take;
-    # changes to members need a person, whose role the services check.
-    client_actions = frozenset({"tenant.view", "members.view", "audit.view", "billing.view", "agents.use"})
+    # changes need a person, whose role the services check, and so does chat: agents
+    # act on behalf of a member, and a client is none.
+    client_actions = frozenset({"tenant.view", "members.view", "audit.view", "billing.view"})
 
     def dispatch(self, request, *args, **kwargs):
         self._tenant_scope = ExitStack()
@@ -175,6 +183,8 @@ class TenantScopedAPIMixin:
         if membership is not None and not can(membership.role, required):
             raise exceptions.PermissionDenied(f"Your role ({membership.role}) does not allow {required}.")
         if membership is None and required not in self.client_actions:
+            if required == Action.USE_AGENTS:
+                raise exceptions.PermissionDenied(CLIENT_CANNOT_CHAT)
             raise exceptions.PermissionDenied("API clients may read here but not change anything.")
 
     def _has_handler(self, method: str) -> bool:

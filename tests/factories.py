@@ -109,3 +109,26 @@ class World:
                 side.memberships[role] = add_member(tenant, user, role)
             sides.append(side)
         return cls(a=sides[0], b=sides[1], outsider=make_user("outsider@nowhere.test"))
+
+
+def client_token(tenant: Tenant, owner: User, scopes, name: str = "Robot") -> str:
+    """An access token of an API client of `tenant` owned by `owner` (an owner or admin)
+    holding `scopes`, as the token endpoint's client_credentials grant issues it. The
+    client row is written directly: a test may give it scopes the API clients page no
+    longer offers (a client created before), to check what the API does with them."""
+    import secrets
+
+    from tenants.identity import oauth, tokens
+    from tenants.identity.models import ApiClient, hash_secret
+
+    with tenant_context(tenant):
+        client = ApiClient.objects.create(
+            name=name,
+            client_id=oauth.api_client_id(tenant, secrets.token_hex(8)),
+            secret_hash=hash_secret(secrets.token_urlsafe(16)),
+            scopes=sorted(scopes),
+            created_by=owner,
+            owner=owner,
+        )
+    client.tenant = tenant
+    return tokens.issue_client_token(client, frozenset(scopes))

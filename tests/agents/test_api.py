@@ -206,3 +206,42 @@ def test_the_chat_pages_turn_routes_take_a_uuid_and_answer_404_to_anything_else(
         assert match.kwargs["invocation_id"] == invocation.pk, step
         assert member.get(f"/t/alpha/chat/turns/not-a-uuid/{step}/").status_code == 404
         assert member.post(f"/t/alpha/chat/turns/not-a-uuid/{step}/").status_code == 404
+
+
+# --- an API client: no person to chat for --------------------------------------------------
+
+CHAT_OPERATIONS = [
+    ("get", "agents/"),
+    ("get", "conversations/"),
+    ("post", "conversations/"),
+    ("get", "conversations/{conversation}/"),
+    ("patch", "conversations/{conversation}/"),
+    ("delete", "conversations/{conversation}/"),
+    ("get", "conversations/{conversation}/messages/"),
+    ("post", "conversations/{conversation}/messages/"),
+    ("get", "invocations/{invocation}/"),
+    ("get", "invocations/{invocation}/events/"),
+    ("post", "invocations/{invocation}/cancel/"),
+    ("post", "invocations/{invocation}/retry/"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), CHAT_OPERATIONS)
+def test_an_api_clients_token_is_refused_every_chat_operation_with_why(client, world, catalogue, method, path):
+    # Agents act on behalf of a member (ARCHITECTURE.md §4); a client token has no person behind it.
+    from tests.factories import client_token
+
+    conversation, _, invocation = make_turn(world.a.tenant, world.a.member, catalogue.helpdesk)
+    token = client_token(world.a.tenant, world.a.owner, {"agents:invoke", "tenant:read"})
+    url = api(path.format(conversation=conversation.pk, invocation=invocation.pk))
+
+    response = getattr(client, method)(
+        url,
+        data=json.dumps({"agent": catalogue.helpdesk.pk, "text": "Hi", "title": "x"}) if method != "get" else None,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+
+    body = problem(response, 403)
+    assert body["detail"].startswith("Chat needs a person")
+    assert "API client" in body["detail"]

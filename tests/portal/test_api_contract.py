@@ -63,8 +63,10 @@ def owner_token(world):
     return issue_user_token(world.a.owner, world.a.tenant)
 
 
-def test_every_api_operation_keeps_its_contract(api_schema, world, owner_token):
-    # One test that walks the operations itself: schemathesis's own pytest integration
+def walk_every_operation(api_schema, world, token: str, checks) -> list[str]:
+    """Call every operation of the schema with `token`, generated requests valid and not;
+    the failures, one per operation that broke a check."""
+    # One walk that goes over the operations itself: schemathesis's own pytest integration
     # (`from_fixture`) uses a pytest internal that pytest 9 no longer has.
     failures = []
     operations = [result.ok() for result in api_schema.get_all_operations()]
@@ -86,12 +88,29 @@ def test_every_api_operation_keeps_its_contract(api_schema, world, owner_token):
                 # A random slug only ever meets the 404 of a tenant that does not exist;
                 # the caller's own tenant reaches the operation itself.
                 case.path_parameters["tenant_slug"] = world.a.tenant.slug
-            case.call_and_validate(headers={"Authorization": f"Bearer {owner_token}"}, checks=CHECKS)
+            case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=checks)
 
         try:
             keeps_contract()
         except (Exception, BaseExceptionGroup) as exc:  # check every operation, then report all
             failures.append(f"{operation.label}: {exc}")
+    return failures
+
+
+def test_every_api_operation_keeps_its_contract(api_schema, world, owner_token):
+    failures = walk_every_operation(api_schema, world, owner_token, CHECKS)
+    assert not failures, "\n\n".join(failures)
+
+
+def test_every_api_operation_answers_an_api_client_without_a_server_error(api_schema, world):
+    # An API client's token (client_credentials) has no person behind it: request.user is
+    # a ClientPrincipal. With every scope there is, each operation must still answer as
+    # documented (a refusal is a 403 problem), never assume a person and fail with a 500.
+    from tenants.identity.scopes import SCOPES
+    from tests.factories import client_token
+
+    token = client_token(world.a.tenant, world.a.owner, set(SCOPES))
+    failures = walk_every_operation(api_schema, world, token, CHECKS)
     assert not failures, "\n\n".join(failures)
 
 
