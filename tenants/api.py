@@ -5,6 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
 
 from portal.api import TenantScopedAPIMixin
@@ -12,7 +13,7 @@ from portal.schema import counted_list
 from tenants import services
 from tenants.access import access_invitation, access_membership
 from tenants.context import user_context
-from tenants.models import Invitation, InvitationStatus, Membership
+from tenants.models import Invitation, InvitationStatus, Membership, Tenant
 from tenants.roles import Action
 from tenants.serializers import (
     InvitationCreateSerializer,
@@ -26,40 +27,44 @@ TENANT_SLUG = OpenApiParameter("tenant_slug", str, OpenApiParameter.PATH, descri
 
 
 class TenantViewSet(viewsets.ViewSet):
-    """The tenants the caller belongs to."""
+    """The tenants the caller may read: a person's, or an access token's one tenant."""
 
     lookup_field = "slug"
     lookup_value_regex = "[^/]+"
     serializer_class = TenantSerializer
 
-    def _memberships(self, request):
+    def _readable(self, request) -> list[tuple[Tenant, str | None]]:
+        """(tenant, the caller's role there) for each tenant the caller may read; the
+        role is None for an API client, which has no membership."""
+        from tenants.identity.scopes import ACTION_SCOPES
         from tenants.identity.tokens import AccessToken
 
-        if isinstance(request.auth, AccessToken):
-            # A token speaks for one tenant only; a client token has no membership at all.
-            membership = request.auth.membership
-            if membership is None:
-                return []
-            membership.tenant = request.auth.tenant
-            return [membership]
-        with user_context(request.user.pk):
-            return list(Membership.of_user(request.user).order_by("tenant__name"))
+        token = request.auth if isinstance(request.auth, AccessToken) else None
+        if token is None:
+            with user_context(request.user.pk):
+                memberships = Membership.of_user(request.user).order_by("tenant__name")
+                return [(m.tenant, m.role) for m in memberships]
+        # A token speaks for one tenant only: a member's token for the member's tenant, an
+        # API client's (client_credentials) for the tenant the client belongs to.
+        scope = ACTION_SCOPES[Action.VIEW_TENANT]
+        if scope not in token.scopes:
+            raise PermissionDenied(f"The access token lacks the scope {scope}.")
+        if token.membership is not None:
+            return [(token.tenant, token.membership.role)]
+        return [(token.tenant, None)]
 
     @extend_schema(responses=counted_list("TenantList", TenantSerializer))
     def list(self, request):
-        memberships = self._memberships(request)
-        roles = {m.tenant_id: m.role for m in memberships}
-        data = TenantSerializer([m.tenant for m in memberships], many=True, context={"roles": roles}).data
+        readable = self._readable(request)
+        roles = {tenant.pk: role for tenant, role in readable}
+        data = TenantSerializer([tenant for tenant, _ in readable], many=True, context={"roles": roles}).data
         return Response({"count": len(data), "results": data})
 
     @extend_schema(responses=TenantSerializer)
     def retrieve(self, request, slug=None):
-        for membership in self._memberships(request):
-            if membership.tenant.slug == slug:
-                roles = {membership.tenant_id: membership.role}
-                return Response(TenantSerializer(membership.tenant, context={"roles": roles}).data)
-        from rest_framework.exceptions import NotFound
-
+        for tenant, role in self._readable(request):
+            if tenant.slug == slug:
+                return Response(TenantSerializer(tenant, context={"roles": {tenant.pk: role}}).data)
         raise NotFound()
 
 

@@ -34,9 +34,15 @@ class TenantSerializer(serializers.ModelSerializer):
         model = Tenant
         fields = ["slug", "name", "status", "deployment_model", "region", "tier", "role", "entitlements"]
 
-    @extend_schema_field(serializers.ChoiceField(choices=Role.choices))
-    def get_role(self, tenant: Tenant) -> str:
-        return self.context["roles"].get(tenant.pk, "")
+    @extend_schema_field(
+        serializers.ChoiceField(
+            choices=Role.choices,
+            allow_null=True,
+            help_text="The caller's role in the tenant; null for an API client, which is no member.",
+        )
+    )
+    def get_role(self, tenant: Tenant) -> str | None:
+        return self.context["roles"].get(tenant.pk)
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_entitlements(self, tenant: Tenant) -> list[str]:

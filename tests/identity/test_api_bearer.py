@@ -88,3 +88,43 @@ def test_an_api_client_reads_but_cannot_change_members(client, world, api_client
 def test_an_api_client_of_a_cannot_see_b(client, world, api_client):
     token = client_token(client, api_client)
     assert client.get("/api/v1/tenants/bravo/members/", **bearer(token)).status_code == 404
+
+
+# --- tenant:read for an API client: its own tenant -------------------------------------------
+
+
+def test_an_api_client_with_tenant_read_lists_exactly_its_own_tenant(client, world, api_client):
+    token = client_token(client, api_client)
+
+    body = client.get("/api/v1/tenants/", **bearer(token)).json()
+
+    assert body["count"] == 1
+    [alpha] = body["results"]
+    assert alpha["slug"] == "alpha"
+    assert alpha["role"] is None  # no person, no role
+    assert alpha["tier"]["slug"] == world.a.tenant.tier.slug
+    assert "requests_per_minute" in alpha["tier"]  # its limits
+    assert isinstance(alpha["entitlements"], list)
+
+
+def test_an_api_client_with_tenant_read_reads_its_own_tenant_and_not_another(client, world, api_client):
+    token = client_token(client, api_client)
+
+    own = client.get("/api/v1/tenants/alpha/", **bearer(token))
+    assert own.status_code == 200
+    assert own.json()["name"] == world.a.tenant.name
+
+    foreign = client.get("/api/v1/tenants/bravo/", **bearer(token))
+    assert b"Bravo" not in problem(foreign, 404)["detail"].encode()
+    problem(client.get("/api/v1/tenants/no-such-tenant/", **bearer(token)), 404)
+
+
+def test_a_token_without_tenant_read_cannot_read_the_tenant(client, world):
+    from tests.factories import client_token as a_client_token
+
+    for token in (
+        a_client_token(world.a.tenant, world.a.admin, {"members:read"}),
+        tokens.issue_user_token(world.a.admin, world.a.tenant, scopes=frozenset({"members:read"})),
+    ):
+        for url in ("/api/v1/tenants/", "/api/v1/tenants/alpha/"):
+            assert "tenant:read" in problem(client.get(url, **bearer(token)), 403)["detail"]
