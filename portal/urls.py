@@ -23,6 +23,7 @@ router.register("operator/invoices", operator_billing_api.OperatorInvoiceViewSet
 tenant_router = SimpleRouter()
 tenant_router.register("members", tenants_api.MemberViewSet, basename="member")
 tenant_router.register("invitations", tenants_api.InvitationViewSet, basename="invitation")
+tenant_router.register("audit-log", tenants_api.AuditLogViewSet, basename="audit-log")
 tenant_router.register("agents", agents_api.AgentViewSet, basename="agent")
 tenant_router.register("conversations", agents_api.ConversationViewSet, basename="conversation")
 tenant_router.register("invocations", agents_api.InvocationViewSet, basename="invocation")

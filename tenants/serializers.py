@@ -4,7 +4,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from tenants import entitlements
-from tenants.models import Invitation, Membership, Tenant, Tier
+from tenants.models import AuditLog, Invitation, Membership, Tenant, Tier
 from tenants.roles import Role
 
 
@@ -75,3 +75,30 @@ class InvitationSerializer(serializers.ModelSerializer):
 class InvitationCreateSerializer(serializers.Serializer):
     email = serializers.EmailField(max_length=254)
     role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
+
+
+class AuditLogEntrySerializer(serializers.ModelSerializer):
+    actor_email = serializers.EmailField(
+        read_only=True, allow_blank=True, help_text="Who did it (kept when the account is deleted); empty: the system."
+    )
+    target = serializers.CharField(
+        source="target_repr", read_only=True, help_text="What it was done to, as named then."
+    )
+    before = serializers.DictField(read_only=True, help_text="The changed fields before (empty for a creation).")
+    after = serializers.DictField(read_only=True, help_text="The changed fields after.")
+
+    class Meta:
+        model = AuditLog
+        fields = [
+            "id",
+            "created_at",
+            "action",
+            "actor_email",
+            "ip_address",
+            "target_type",
+            "target_id",
+            "target",
+            "before",
+            "after",
+        ]
+        read_only_fields = fields

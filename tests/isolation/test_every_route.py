@@ -174,6 +174,7 @@ ROUTES: dict[str, object] = {
     "api:invitation-list": TenantScoped(api=True, lists=True, methods=("GET", "POST")),
     "api:invitation-detail": TenantScoped(api=True, methods=("GET", "DELETE"), objects={"pk": "invitation"}),
     "api:invitation-resend": TenantScoped(api=True, methods=("POST",), objects={"pk": "invitation"}),
+    "api:audit-log-list": TenantScoped(api=True, lists=True),
     "api:agent-list": TenantScoped(api=True, lists=True),
     "api:conversation-list": TenantScoped(api=True, lists=True, methods=("GET", "POST")),
     "api:conversation-detail": TenantScoped(
