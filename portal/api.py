@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from tenants.context import TenantNotSet, tenant_context
+from tenants.identity.scopes import CLIENT_ACTIONS
 from tenants.models import Membership, Tenant
 from tenants.roles import Action, can
 
@@ -129,10 +130,10 @@ class TenantScopedAPIMixin:
     """
 
     action_permissions: dict[str, str] = {}
-    # Actions a machine client (client_credentials token, no membership) may take;
-    # changes need a person, whose role the services check, and so does chat: agents
-    # act on behalf of a member, and a client is none.
-    client_actions = frozenset({"tenant.view", "members.view", "audit.view", "billing.view"})
+    # Actions a machine client (client_credentials token, no membership) may take: reads.
+    # Changes need a person, whose role the services check, and so does chat: agents act
+    # on behalf of a member, and a client is none (tenants.identity.scopes.CLIENT_ACTIONS).
+    client_actions = CLIENT_ACTIONS
 
     def dispatch(self, request, *args, **kwargs):
         self._tenant_scope = ExitStack()

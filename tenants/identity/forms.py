@@ -23,13 +23,17 @@ class ApiClientForm(forms.Form):
     )
     scopes = forms.MultipleChoiceField(
         widget=forms.CheckboxSelectMultiple,
-        help_text="Only scopes you hold yourself: a client never has more rights than its creator.",
+        help_text="Only scopes you hold yourself: a client never has more rights than its creator. "
+        "A client can read, not change: inviting or removing members, editing settings and "
+        "knowledge bases need a person. Nor can it chat with agents, which act on behalf of a "
+        "member, never for an API client.",
         error_messages={"required": "Choose at least one scope."},
     )
 
     def __init__(self, *args, allowed_scopes: Iterable[str], **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["scopes"].choices = scope_choices(allowed_scopes)
+        # Only what a client can use (scope_lib.CLIENT_SCOPES): its token is no person's.
+        self.fields["scopes"].choices = scope_choices(set(allowed_scopes) & scope_lib.CLIENT_SCOPES)
 
 
 class AgentIdentityForm(forms.Form):

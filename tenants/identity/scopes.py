@@ -37,6 +37,16 @@ ACTION_SCOPES: dict[str, str] = {
 # tenant's knowledge bases on the user's behalf.
 IMPLIED_SCOPES: dict[str, set[str]] = {Action.USE_AGENTS: {"kb:read"}}
 
+# What an API client (client_credentials: no person behind it) may do: read. Every change
+# goes through a service that checks a person's role, and chat is always on behalf of a
+# member (agents act for users, never for a machine; ARCHITECTURE.md §4), so a client
+# token holding any other scope could use none of it. The API clients page offers only
+# these scopes, and TenantScopedAPIMixin lets a client take only these actions.
+CLIENT_ACTIONS = frozenset(
+    {Action.VIEW_TENANT, Action.VIEW_MEMBERS, Action.VIEW_AUDIT_LOG, Action.VIEW_BILLING, Action.VIEW_GUARDRAILS}
+)
+CLIENT_SCOPES = frozenset(ACTION_SCOPES[action] for action in CLIENT_ACTIONS)
+
 SCOPES: dict[str, str] = {
     "tenant:read": "Read the tenant, its tier, limits and entitlements",
     "agents:invoke": "Chat with the tenant's agents",

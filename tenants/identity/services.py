@@ -36,6 +36,9 @@ def create_api_client(actor: Actor, *, name: str, scopes: list[str]) -> tuple[Ap
         raise ServiceError("Choose at least one scope.")
     if scope_lib.unknown(requested):
         raise ServiceError(f"Unknown scopes: {', '.join(sorted(scope_lib.unknown(requested)))}.")
+    if not requested <= scope_lib.CLIENT_SCOPES:
+        unusable = ", ".join(sorted(requested - scope_lib.CLIENT_SCOPES))
+        raise ServiceError(f"An API client can only read; these need a person: {unusable}.")
     own = scope_lib.scopes_for_role(actor.role)
     if not requested <= own:
         raise ServiceError(f"You cannot grant scopes you do not have: {', '.join(sorted(requested - own))}.")

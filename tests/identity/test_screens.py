@@ -144,11 +144,29 @@ def test_it_gives_a_secret_that_works_at_the_token_endpoint(client, world):
     assert token.json()["scope"] == "tenant:read"
 
 
-def test_it_offers_only_the_admins_own_scopes(client, world):
+def test_it_offers_only_the_admins_own_scopes_that_a_client_can_use(client, world):
     response = signed_in(client, world.a.admin).get(url(world.a, "api-clients/"))
+    page = response.content.decode()
+    offered = set(re.findall(r'name="scopes" value="([^"]+)"', page))
+    # A client reads; changes and chat need a person (agents act on behalf of members).
+    assert offered == {"tenant:read", "members:read", "audit:read", "billing:read", "guardrails:read"}
+    assert "members:write" not in offered
+    assert "agents:invoke" not in offered
+    assert "Nor can it chat with agents, which act on behalf of a member" in page
+
+
+def test_an_owner_is_not_offered_the_owner_scopes_a_client_cannot_use(client, world):
+    response = signed_in(client, world.a.owner).get(url(world.a, "api-clients/"))
     offered = set(re.findall(r'name="scopes" value="([^"]+)"', response.content.decode()))
-    assert "members:write" in offered
-    assert "members:owners" not in offered  # only owners hold it
+    assert "members:owners" not in offered  # an owner holds it, but a client cannot use it
+
+
+def test_it_refuses_a_scope_a_client_cannot_use(client, world):
+    signed_in(client, world.a.owner)
+    response = client.post(url(world.a, "api-clients/new/"), {"name": "Chatty", "scopes": ["agents:invoke"]})
+    assert response.status_code == 400
+    assert b"Select a valid choice" in response.content
+    assert clients_of(world.a.tenant) == []
 
 
 def test_it_refuses_a_scope_the_admin_does_not_hold(client, world):
