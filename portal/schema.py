@@ -37,7 +37,10 @@ class ProblemSerializer(serializers.Serializer):
 _COMMON_PROBLEMS = {
     "400": "Invalid input: the body, a query parameter or a header (field errors under `errors`).",
     "401": "No valid access token (or session): missing, malformed, expired or revoked.",
-    "403": "Authenticated, but the token's scopes, the member's role or the tenant's tier do not allow this.",
+    "403": (
+        "Authenticated, but the token's scopes, the member's role or the tenant's tier do not allow this; "
+        "or an API client asks for what needs a person (chat, any change)."
+    ),
     "404": "Nothing here that the caller may see: another tenant's object is indistinguishable from none.",
 }
 
