@@ -20,7 +20,10 @@ total = base fee + overage.
 The plan terms (`plan_terms`) are the tier's as they stand while the month runs; each
 draft records them on the invoice, and once the month is over the recorded terms are
 kept, so a tier edited (or a tenant moved) after the month ended does not reprice it
-on the hourly redraft or at finalisation.
+on the hourly redraft or at finalisation. A plan change while the month runs (a tier's
+prices edited, a tenant moved or onboarded) redraws the running month's drafts in the
+same transaction (`redraft_running_month`, called by tenants.services), so the invoices
+and the operator's revenue never disagree until the next hourly redraft.
 """
 
 from __future__ import annotations
@@ -241,6 +244,33 @@ def draft_all(period: dt.date) -> int:
     for tenant in Tenant.objects.select_related("tier").filter(pk__in=billable_tenant_ids(period)).order_by("pk"):
         draft_invoice(tenant, period)
         count += 1
+    return count
+
+
+def tenants_billed_on(tier, period: dt.date | None = None) -> list:
+    """The tenants on `tier` that owe an invoice for `period` (default: the running month):
+    those whose month a change of the tier's prices re-prices."""
+    from tenants.models import Tenant
+
+    period = month_start(period)
+    return list(
+        Tenant.objects.select_related("tier").filter(tier=tier, pk__in=billable_tenant_ids(period)).order_by("pk")
+    )
+
+
+def redraft_running_month(tenants) -> int:
+    """Draw the running month's draft invoice again for each of `tenants` that owes it (or
+    draft it for the first time), so the invoices bill what the operator's revenue table
+    says the moment a plan changes: a tier's prices edited, a tenant moved to another tier,
+    a tenant onboarded. Months already over keep their recorded terms (plan_terms).
+    Returns how many were drafted."""
+    period = month_start()
+    owing = set(billable_tenant_ids(period))
+    count = 0
+    for tenant in tenants:
+        if tenant.pk in owing:
+            draft_invoice(tenant, period)
+            count += 1
     return count
 
 

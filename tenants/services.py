@@ -415,6 +415,7 @@ def create_tenant(
         if owner_email:
             with tenant_context(tenant):
                 invitation = _create_invitation(tenant, email=owner_email, role=Role.OWNER, by=operator, ip=ip)
+        _redraft_running_month([tenant])
     return tenant, invitation
 
 
@@ -453,6 +454,15 @@ def operator_invite_owner(operator: User, tenant: Tenant, email: str, ip: str | 
         return _create_invitation(tenant, email=email, role=Role.OWNER, by=operator, ip=ip)
 
 
+def _redraft_running_month(tenants) -> int:
+    """The running month's draft invoices of `tenants` drawn again (or for the first time)
+    after a change of plan, in the caller's transaction, so invoices and the operator's
+    revenue agree at once (billing.invoices.redraft_running_month)."""
+    from billing.invoices import redraft_running_month
+
+    return redraft_running_month(tenants)
+
+
 def update_tenant(operator: User, tenant: Tenant, ip: str | None = None, **changes) -> Tenant:
     """Change tier, deployment model, region, name or resource bindings."""
     _require_operator(operator)
@@ -486,6 +496,8 @@ def update_tenant(operator: User, tenant: Tenant, ip: str | None = None, **chang
                 after={f: shown_after[f] for f in changed_fields},
                 ip=ip,
             )
+        if "tier" in changed_fields:
+            _redraft_running_month([tenant])
     return tenant
 
 
@@ -519,7 +531,21 @@ def set_tenant_status(operator: User, tenant: Tenant, status: str, reason: str =
                 after={"status": status, "reason": tenant.suspended_reason},
                 ip=ip,
             )
+        if status == TenantStatus.ACTIVE:
+            # Active again: it owes the running month's plan fee, as the revenue table counts it.
+            _redraft_running_month([tenant])
     return tenant
+
+
+# What an invoice is priced from (billing.invoices.PlanTerms): a change re-prices the running month.
+PLAN_TIER_FIELDS = ("name", "monthly_price", "included_tokens", "overage_price_per_1k_tokens")
+
+
+def tier_tenants_billed(tier: Tier) -> list[Tenant]:
+    """The tenants whose running month a change of `tier`'s prices re-prices."""
+    from billing.invoices import tenants_billed_on
+
+    return tenants_billed_on(tier)
 
 
 TIER_FIELDS = [
@@ -542,11 +568,17 @@ def save_tier(operator: User, tier: Tier, ip: str | None = None) -> Tier:
     """Create or update a tier (the caller has set its fields, e.g. from a form)."""
     _require_operator(operator)
     creating = tier.pk is None
-    before = {} if creating else audit.snapshot(Tier.objects.get(pk=tier.pk), TIER_FIELDS)
+    stored = None if creating else Tier.objects.get(pk=tier.pk)
+    before = {} if creating else audit.snapshot(stored, TIER_FIELDS)
     tier.full_clean()
+    tier.repriced_invoices = 0  # how many running-month drafts the save redrew (for the message)
     with transaction.atomic():
         tier.save()
         after = audit.snapshot(tier, TIER_FIELDS)
+        if not creating and any(getattr(stored, f) != getattr(tier, f) for f in PLAN_TIER_FIELDS):
+            # The running month is billed at the tier's terms now: its drafts are redrawn
+            # here, so no invoice keeps the old price until the hourly redraft.
+            tier.repriced_invoices = _redraft_running_month(tier_tenants_billed(tier))
         with all_tenants(OPERATOR_REASON):
             audit.record(
                 "tier.created" if creating else "tier.updated",

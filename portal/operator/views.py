@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from billing.accounting import month_start
 from portal.operator import services as operator_services
 from portal.operator.forms import OwnerInvitationForm, SuspendForm, TenantCreateForm, TenantUpdateForm, TierForm
 from tenants import entitlements, services
@@ -239,10 +240,22 @@ def tier_edit(request, slug=None):
         except services.ServiceError as exc:
             form.add_error(None, exc)
         else:
-            messages.success(request, f"Tier {tier.name} saved.")
+            repriced = tier.repriced_invoices
+            note = (
+                f" {month_start():%B %Y} is re-priced: the draft invoice{'s' if repriced != 1 else ''} of "
+                f"{repriced} tenant{'s' if repriced != 1 else ''} {'were' if repriced != 1 else 'was'} redrawn."
+                if repriced
+                else ""
+            )
+            messages.success(request, f"Tier {tier.name} saved.{note}")
             return redirect("operator:tiers")
     status = 400 if request.method == "POST" else 200
-    return render(request, "operator/tier_form.html", {"form": form, "tier": tier}, status=status)
+    context = {"form": form, "tier": tier}
+    if tier.pk:
+        # Said before saving: a price change re-prices the running month of these tenants.
+        context["reprice_month"] = month_start()
+        context["reprice_count"] = len(services.tier_tenants_billed(Tier.objects.get(pk=tier.pk)))
+    return render(request, "operator/tier_form.html", context, status=status)
 
 
 @operator_view
