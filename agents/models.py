@@ -211,7 +211,11 @@ class Invocation(TenantOwnedModel):
 
     class Meta:
         ordering = ["-queued_at"]
-        indexes = [models.Index(fields=["tenant", "status"])]
+        indexes = [
+            models.Index(fields=["tenant", "status"]),
+            # The turns of a window (agents.concurrency): finished in it, or not finished (NULL).
+            models.Index(fields=["finished_at"], name="invocation_finished_at"),
+        ]
 
     def __str__(self) -> str:
         return f"Invocation {self.pk} ({self.status})"

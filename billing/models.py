@@ -236,7 +236,11 @@ class ThrottleEvent(TenantOwnedModel):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["tenant", "created_at"])]
+        indexes = [
+            models.Index(fields=["tenant", "created_at"]),
+            # Every tenant's refusals of the last hour (the operator's Load page, billing.load).
+            models.Index(fields=["created_at"], name="throttle_event_created_at"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.created_at:%Y-%m-%d %H:%M}"

@@ -37,6 +37,7 @@ PAGES = {
     "guardrails": "Operator console: every tenant's guardrail activity",
     "billing": "Operator console: every tenant's revenue, cost and margin",
     "invoices": "Operator console: every tenant's invoices",
+    "load": "Operator console: every tenant's load on the shared capacity",
     "audit_log": "Operator console: the audit log of every tenant",
 }
 

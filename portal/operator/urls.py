@@ -61,3 +61,8 @@ urlpatterns += [
         name="billing_invoice_export",
     ),
 ]
+
+# Load: tenants ranked by their use of the shared capacity (portal/operator/load_views.py).
+from portal.operator import load_views  # noqa: E402
+
+urlpatterns += [path("load/", load_views.load_overview, name="load")]

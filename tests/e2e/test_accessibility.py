@@ -62,6 +62,7 @@ OPERATOR_PAGES = {
     "operator-invoices": "/operator/billing/invoices/",
     "operator-guardrails": "/operator/guardrails/",
     "operator-audit-log": "/operator/audit/",
+    "operator-load": "/operator/load/?window=7d",
     "operator-agent-identities": "/operator/agent-identities/",
 }
 SIGNED_OUT_PAGES = {
