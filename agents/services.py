@@ -293,7 +293,12 @@ def delete_conversation(actor: Actor, conversation: Conversation) -> None:
         Message.objects.filter(conversation_id=locked.pk).update(content="", citations=[], tool_calls=[], error="")
         from agents import streaming
 
-        streaming.erase(Invocation.objects.filter(conversation_id=locked.pk).values_list("pk", flat=True))
+        relayed = list(Invocation.objects.filter(conversation_id=locked.pk).values_list("pk", flat=True))
+        streaming.erase(relayed)
+        # And again once the delete is visible: a worker whose finish committed just before
+        # this may publish its final event after the erase above, then look for the delete
+        # (streaming.erase_if_deleted) before it commits; this erase comes after that event.
+        transaction.on_commit(lambda: _erase_relay(tenant, relayed))
         # By id only: a conversation is private, and the audit log is read by the tenant's admins.
         audit.record(
             "chat.conversation_deleted",
@@ -403,7 +408,7 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
             admission.release(invocation, guardrail_checks=verdict.checks)
             # Answered at once; its stream (the API's stream_url) ends with that answer.
             final = {"message_id": assistant.pk, "message": verdict.message}
-            transaction.on_commit(lambda: _publish_final(tenant, invocation.pk, "blocked", final))
+            transaction.on_commit(lambda: _publish_final(tenant, invocation, "blocked", final))
         else:
             _enqueue(invocation)
     return invocation
@@ -590,20 +595,28 @@ def cancel_turn(actor: Actor, invocation: Invocation) -> None:
             Message.objects.filter(pk=invocation.assistant_message_id).update(status=MessageStatus.CANCELLED)
             # It never ran: a zero-usage event, and its reservation is given back.
             metering.record_unrun_turn(invocation, outcome=MessageStatus.CANCELLED)
-            transaction.on_commit(lambda: _publish_final(tenant, invocation.pk, "cancelled", {}))
+            transaction.on_commit(lambda: _publish_final(tenant, invocation, "cancelled", {}))
             return
         Invocation.objects.filter(pk=invocation.pk).exclude(status__in=FINAL_STATUSES).update(cancel_requested=True)
 
 
-def _publish_final(tenant: Tenant, invocation_id, kind: str, data: dict) -> None:
+def _publish_final(tenant: Tenant, invocation, kind: str, data: dict) -> None:
     """The final event of a turn that ended without a worker (cancelled while queued, blocked
-    on its question), so that its stream ends too."""
+    on its question), so that its stream ends too; erased again if its conversation was
+    deleted since the commit (streaming.erase_if_deleted)."""
     # An on_commit callback may run after the caller's tenant context is gone
     # (an outer transaction committing later), so it names its tenant itself.
     from agents import streaming
 
     with tenant_context(tenant):
-        streaming.publish_final(invocation_id, kind, data)
+        streaming.publish_final(invocation.pk, kind, data, conversation_id=invocation.conversation_id)
+
+
+def _erase_relay(tenant: Tenant, invocation_ids: list) -> None:
+    from agents import streaming
+
+    with tenant_context(tenant):  # an on_commit callback, as _publish_final
+        streaming.erase(invocation_ids)
 
 
 def set_feedback(actor: Actor, message: Message, value: int) -> None:

@@ -106,6 +106,25 @@ def erase(invocation_ids) -> None:
     StreamEvent.objects.filter(invocation_id__in=invocation_ids).delete()
 
 
+def erase_if_deleted(invocation_id, conversation_id) -> bool:
+    """After a turn's final event: erase its stream again if its conversation was deleted
+    meanwhile, and say so.
+
+    A conversation can be deleted as soon as its last turn's finish commits, a moment
+    before the worker publishes that turn's final event (with the answer's last text, or
+    the guardrails' block message, or what replaces it): the delete's erase may run first,
+    and the final write would then bring the stream of a deleted conversation back. This
+    read comes after that write, and agents.services.delete_conversation erases again once
+    its delete has committed: if this read misses the delete, that erase comes after the
+    write; if it sees it, this erase does. Nothing of it stays on either relay."""
+    from agents.models import Conversation
+
+    if Conversation.objects.filter(pk=conversation_id, deleted_at__isnull=False).exists():
+        erase([invocation_id])
+        return True
+    return False
+
+
 def publish(invocation_id, seq: int, kind: str, data: dict) -> None:
     publish_many(invocation_id, [(seq, kind, data)])
 
@@ -137,8 +156,12 @@ def publish_many(invocation_id, events: list[tuple[int, str, dict]]) -> None:
             sql.insert(StreamEvent(invocation_id=invocation_id, seq=seq, kind=kind, data=data))
 
 
-def publish_final(invocation_id, kind: str, data: dict) -> None:
+def publish_final(invocation_id, kind: str, data: dict, *, conversation_id=None) -> None:
+    """The final event, after whatever the stream holds; with `conversation_id`, the stream
+    is then erased again if that conversation was deleted meanwhile (erase_if_deleted)."""
     publish(invocation_id, last_seq(invocation_id) + 1, kind, data)
+    if conversation_id is not None:
+        erase_if_deleted(invocation_id, conversation_id)
 
 
 class Publisher:
@@ -155,9 +178,12 @@ class Publisher:
     FLUSH_CHARS = 48
     FLUSH_SECONDS = 0.06
 
-    def __init__(self, invocation_id, clock, start: int | None = None):
-        """`start`: the sequence number already reached, when the caller knows it (None: ask the relay)."""
+    def __init__(self, invocation_id, clock, start: int | None = None, *, conversation_id=None):
+        """`start`: the sequence number already reached, when the caller knows it (None: ask the relay).
+        `conversation_id`: the turn's conversation; the write with the final event then erases the
+        stream again if that conversation was deleted meanwhile (erase_if_deleted)."""
         self.invocation_id = invocation_id
+        self.conversation_id = conversation_id
         self.seq = last_seq(invocation_id) if start is None else start
         self._pending = ""
         self._waiting: list[tuple[int, str, dict]] = []
@@ -197,6 +223,8 @@ class Publisher:
         if self._waiting:
             events, self._waiting = self._waiting, []
             publish_many(self.invocation_id, events)
+            if self.conversation_id is not None and any(kind in FINAL_KINDS for _, kind, _ in events):
+                erase_if_deleted(self.invocation_id, self.conversation_id)
         self._last_flush = self._clock()
 
 

@@ -192,7 +192,9 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
     if tenant.status != TenantStatus.ACTIVE:
         reason = "This organisation's access is suspended. Ask its administrator."
         if _finish(invocation, "", MessageStatus.FAILED, {}, [], [], time.monotonic(), error=reason) is not None:
-            streaming.publish_final(invocation.pk, "error", {"message": reason})
+            streaming.publish_final(
+                invocation.pk, "error", {"message": reason}, conversation_id=invocation.conversation_id
+            )
         return str(MessageStatus.FAILED)
 
     trace = tracing.TurnTrace(tenant, invocation_id=invocation.pk, spans=invocation.trace)
@@ -202,7 +204,14 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> s
     trace.add("turn.claim", claim_started, time.perf_counter() - claim_clock, {"attempt": invocation.attempts})
     # A first attempt's stream is empty (only a claimed turn publishes), so it starts at 0
     # without asking the relay; a retry continues after what the earlier attempt sent.
-    publisher = streaming.Publisher(invocation.pk, time.monotonic, start=0 if invocation.attempts == 1 else None)
+    # The conversation may be deleted once the finish commits, before the final event goes
+    # out: that write then erases the stream again (streaming.erase_if_deleted).
+    publisher = streaming.Publisher(
+        invocation.pk,
+        time.monotonic,
+        start=0 if invocation.attempts == 1 else None,
+        conversation_id=invocation.conversation_id,
+    )
     if invocation.attempts > 1:
         publisher.emit("reset", {"attempt": invocation.attempts})
     publisher.emit("status", {"status": "running"})
@@ -656,8 +665,11 @@ def _end_unclaimed(invocation_id, status: str, reason: str = "") -> str:
     if _finish(invocation, "", status, {}, [], [], time.monotonic(), error=reason) is not None:
         # Only the call that ended the turn says so: a worker that finished it first
         # has already published its own final event.
+        # The conversation may have been deleted since the finish committed (erase_if_deleted).
         if status == MessageStatus.CANCELLED:
-            streaming.publish_final(invocation.pk, "cancelled", {})
+            streaming.publish_final(invocation.pk, "cancelled", {}, conversation_id=invocation.conversation_id)
         else:
-            streaming.publish_final(invocation.pk, "error", {"message": reason})
+            streaming.publish_final(
+                invocation.pk, "error", {"message": reason}, conversation_id=invocation.conversation_id
+            )
     return str(status)

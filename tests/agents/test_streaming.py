@@ -17,7 +17,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings as django_settings
 
 from agents import services, streaming, turns, views
-from agents.models import FINAL_STATUSES, Invocation, MessageStatus
+from agents.models import FINAL_STATUSES, Conversation, Invocation, MessageStatus
 from tenants.context import tenant_context
 from tests.agents.helpers import make_turn
 from tests.billing.helpers import actor, ask, ask_and_run, run
@@ -304,3 +304,57 @@ def test_the_stream_of_an_ended_turn_whose_events_were_lost_ends_as_the_turn_did
             assert data["message"] == invocation.error
         else:
             assert data["message_id"] == invocation.assistant_message_id
+
+
+WORKER_ENDINGS = [ending for ending in ENDINGS if ending.id != "question-blocked"]  # these end in a worker
+
+
+@pytest.mark.parametrize("end_the_turn, final_kind", WORKER_ENDINGS)
+def test_a_conversation_deleted_before_the_final_event_leaves_nothing_in_the_relay(
+    world, catalogue, runtime, relay, monkeypatch, end_the_turn, final_kind
+):
+    # The owner may delete the conversation as soon as the turn's finish commits, a moment
+    # before the worker publishes its final event (with the answer's last text, the block
+    # message or what replaces the answer): that write must not bring the stream back.
+    finish = turns._finish
+    deleted = []
+
+    def finish_then_delete(invocation, *args, **kwargs):
+        message_id = finish(invocation, *args, **kwargs)
+        if message_id is not None:
+            conversation = Conversation.objects.get(pk=invocation.conversation_id)
+            services.delete_conversation(actor(world.a), conversation)
+            deleted.append(invocation.pk)
+        return message_id
+
+    monkeypatch.setattr(turns, "_finish", finish_then_delete)
+    invocation = end_the_turn(world, catalogue, runtime, monkeypatch)
+    assert deleted == [invocation.pk]
+    with tenant_context(world.a.tenant):
+        invocation.refresh_from_db()
+        assert invocation.status in FINAL_STATUSES
+        assert streaming.read(invocation.pk, 0) == []
+        assert streaming.last_seq(invocation.pk) == 0
+
+
+def test_a_final_event_written_while_the_delete_commits_is_erased_with_it(
+    world, catalogue, runtime, relay, monkeypatch
+):
+    # The other order: the worker's final event lands after the delete's erase, and the
+    # worker's look for the delete (another connection) came before the delete committed,
+    # so it saw none. The delete erases again once it has committed.
+    invocation = ask_and_run(world.a, catalogue.helpdesk)
+    erase = streaming.erase
+    erases = []
+
+    def erase_then_a_late_final_event(invocation_ids):
+        erase(invocation_ids)
+        erases.append(list(invocation_ids))
+        if len(erases) == 1:
+            streaming.publish_final(invocation.pk, "done", {"message_id": invocation.assistant_message_id})
+
+    monkeypatch.setattr(streaming, "erase", erase_then_a_late_final_event)
+    with tenant_context(world.a.tenant):
+        services.delete_conversation(actor(world.a), Conversation.objects.get(pk=invocation.conversation_id))
+        assert streaming.read(invocation.pk, 0) == []
+    assert erases == [[invocation.pk], [invocation.pk]]  # in the delete, and once it committed
