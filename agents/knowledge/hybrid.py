@@ -132,13 +132,25 @@ def vector_ranking(tenant_id: int, kb_ids: list[int], query_vector: list[float],
     return scored[:limit]
 
 
-def ranking(tenant, kb_ids: list[int], query: str, limit: int) -> list[tuple[int, float]]:
-    depth = max(limit * 4, 40)
-    lexical = local_ranking(tenant.pk, kb_ids, query, depth)
+def query_vector(query: str) -> list[float] | None:
+    """The question's embedding, or None when the embedding service fails (the search then
+    ranks by words alone). An HTTP call, possibly slow: retrieval.search asks it before it
+    opens its transaction, never inside one."""
     try:
-        query_vector = embed([query])[0]
+        return embed([query])[0]
     except EmbeddingError as exc:
         log.warning("hybrid search fell back to full-text only: %s", exc)
+        return None
+
+
+def ranking(
+    tenant, kb_ids: list[int], query: str, limit: int, *, vector: list[float] | None
+) -> list[tuple[int, float]]:
+    """The lexical ranking fused with the similarity to `vector` (query_vector(query)); by
+    words alone when there is none."""
+    depth = max(limit * 4, 40)
+    lexical = local_ranking(tenant.pk, kb_ids, query, depth)
+    if vector is None:
         return lexical[:limit]
-    semantic = vector_ranking(tenant.pk, kb_ids, query_vector, depth)
+    semantic = vector_ranking(tenant.pk, kb_ids, vector, depth)
     return reciprocal_rank_fusion([lexical, semantic])[:limit]

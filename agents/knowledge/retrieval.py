@@ -169,11 +169,14 @@ def reciprocal_rank_fusion(rankings: Iterable[list[tuple[int, float]]], k: int =
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 
-def ranking_for(tenant, backend: str, kb_ids: list[int], query: str, limit: int) -> list[tuple[int, float]]:
+def ranking_for(
+    tenant, backend: str, kb_ids: list[int], query: str, limit: int, *, vector: list[float] | None = None
+) -> list[tuple[int, float]]:
+    """`vector`: the query's embedding, for a hybrid base (hybrid.query_vector)."""
     if backend == Backend.HYBRID:
         from agents.knowledge import hybrid
 
-        return hybrid.ranking(tenant, kb_ids, query, limit)
+        return hybrid.ranking(tenant, kb_ids, query, limit, vector=vector)
     if backend == Backend.BEDROCK:
         from agents.knowledge import bedrock
 
@@ -195,10 +198,20 @@ def search(query: str, knowledge_bases: Iterable[KnowledgeBase], k: int = 5) -> 
     # Not around a call to Bedrock, which would hold the transaction open over the network.
     # Nor on SQLite, where it saves nothing and is BEGIN IMMEDIATE (settings): the write
     # lock, which would keep every other writer (messages posted, turns finishing) waiting
-    # for the whole ranking, an embedding request's network round trip included.
+    # for the whole ranking.
+    # A hybrid base's query embedding is an HTTP call to the embedding provider: asked before
+    # the transaction opens, or the connection would wait "idle in transaction" (holding its
+    # snapshot and the tenant's settings) for the network. The tenant stays the context's.
+    vector = None
+    if Backend.HYBRID in by_backend:
+        from agents.knowledge import hybrid
+
+        vector = hybrid.query_vector(query)
     remote = Backend.BEDROCK in by_backend
     with contextlib.nullcontext() if remote or connection.vendor != "postgresql" else transaction.atomic():
-        rankings = [ranking_for(tenant, backend, ids, query, k) for backend, ids in sorted(by_backend.items())]
+        rankings = [
+            ranking_for(tenant, backend, ids, query, k, vector=vector) for backend, ids in sorted(by_backend.items())
+        ]
         ranked = rankings[0] if len(rankings) == 1 else reciprocal_rank_fusion(rankings)[:k]
         ranked = ranked[:k]
         chunks = Chunk.objects.select_related("document").in_bulk([chunk_id for chunk_id, _ in ranked])

@@ -354,10 +354,10 @@ def test_a_knowledge_search_during_a_turn_lets_other_writers_through(world, cata
     ranking, renamed = threading.Event(), threading.Event()
     rank = retrieval.ranking_for
 
-    def slow_ranking(*args):
+    def slow_ranking(*args, **kwargs):
         ranking.set()
         assert renamed.wait(30)  # as long as the ranking takes, here: until the rename is done
-        return rank(*args)
+        return rank(*args, **kwargs)
 
     monkeypatch.setattr(retrieval, "ranking_for", slow_ranking)
     hits = []

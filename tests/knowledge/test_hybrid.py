@@ -14,6 +14,7 @@ import boto3
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
+from django.db import connection
 
 from agents.knowledge import hybrid, retrieval
 from agents.knowledge.models import Backend, Chunk
@@ -124,6 +125,39 @@ def test_search_falls_back_to_words_when_the_embedding_service_is_down(world, se
     with tenant_context(world.a.tenant):
         hits = retrieval.search("refund card", [kb])
     assert "30 days" in hits[0].chunk.text
+
+
+def transaction_state() -> tuple[bool, str]:
+    """Whether this thread's connection is inside a transaction: Django's view, and the
+    server's (PostgreSQL: psycopg's transaction status; "idle" is none open)."""
+    in_atomic = connection.in_atomic_block
+    if connection.vendor != "postgresql" or connection.connection is None:
+        return in_atomic, "idle"
+    return in_atomic, connection.connection.info.transaction_status.name.lower()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_transaction_is_open_while_the_query_is_embedded(world, openai_embeddings, monkeypatch):
+    # The embedding is a network call, possibly slow: a transaction open meanwhile would keep
+    # its connection "idle in transaction" (on PostgreSQL, with the tenant's SET LOCAL) for it.
+    entitle(world.a.tenant)
+    kb = make_kb(world.a, backend=Backend.HYBRID)
+    for name, text in DOCS.items():
+        assert ingest(world.a, kb, name, text).status == "ready"
+    openai = hybrid._openai
+    states = []
+
+    def embedding_call(texts):
+        states.append(transaction_state())
+        return openai(texts)
+
+    monkeypatch.setattr(hybrid, "_openai", embedding_call)
+    with tenant_context(world.a.tenant):
+        hits = retrieval.search("reimbursement", [kb], k=1)
+    assert states == [(False, "idle")]
+    # And the reads stayed the tenant's: the answer comes from its own chunks, through the vector.
+    assert "30 days" in hits[0].chunk.text
+    assert {hit.chunk.tenant_id for hit in hits} == {world.a.tenant.pk}
 
 
 def test_titan_embeddings_through_boto3(world, settings, monkeypatch):
