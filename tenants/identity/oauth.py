@@ -125,7 +125,9 @@ def client_credentials(client: AuthenticatedClient, scope: str | None) -> dict:
         api_client = client.api_client
         if not entitlements.has_feature(api_client.tenant, "api_access"):
             raise OAuthError("unauthorized_client", "API access is not included in the tenant's tier.")
-        granted = _requested_scopes(scope, frozenset(api_client.scopes))
+        # Only what a client can use, whatever its row says (a client from before the limit,
+        # should one have escaped migration identity 0006): the rest needs a person.
+        granted = _requested_scopes(scope, frozenset(api_client.scopes) & scope_lib.CLIENT_SCOPES)
         with tenant_context(api_client.tenant):
             ApiClient.objects.filter(pk=api_client.pk).update(last_used_at=timezone.now())
         token = tokens.issue_client_token(api_client, granted)

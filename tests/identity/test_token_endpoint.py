@@ -83,6 +83,26 @@ def test_a_client_asking_for_more_scope_gets_invalid_scope(client, api_client):
     assert response.json()["error"] == "invalid_scope"
 
 
+def test_a_client_from_before_the_limit_is_minted_only_what_a_client_can_use(client, world, api_client):
+    # Its row still holds scopes no client can use (written before the API clients page
+    # offered only the read scopes, and missed by the migration that narrows them).
+    from tenants.identity.models import ApiClient
+
+    api, secret = api_client
+    with tenant_context(world.a.tenant):
+        ApiClient.objects.filter(pk=api.pk).update(scopes=["agents:invoke", "kb:read", "members:write", "tenant:read"])
+
+    response = post(client, {"grant_type": "client_credentials"}, HTTP_AUTHORIZATION=basic(api.client_id, secret))
+    assert response.status_code == 200
+    assert response.json()["scope"] == "tenant:read"
+    assert claims_of(response.json()["access_token"])["scope"] == "tenant:read"
+
+    for scope in ("agents:invoke", "kb:read", "members:write"):
+        data = {"grant_type": "client_credentials", "scope": f"tenant:read {scope}"}
+        response = post(client, data, HTTP_AUTHORIZATION=basic(api.client_id, secret))
+        assert (response.status_code, response.json()["error"]) == (400, "invalid_scope")
+
+
 def test_a_wrong_secret_is_invalid_client(client, api_client):
     api, _ = api_client
     response = post(client, {"grant_type": "client_credentials"}, HTTP_AUTHORIZATION=basic(api.client_id, "nope"))
