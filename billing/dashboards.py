@@ -526,6 +526,10 @@ class MonthOutlook:
     budget_row: TenantBudget | None
 
     @property
+    def last_day(self) -> dt.date:
+        return self.month + dt.timedelta(days=self.days_in_month - 1)
+
+    @property
     def overage_tokens(self) -> int:
         return max(0, int(self.tokens.used) - self.included_tokens)
 

@@ -11,6 +11,7 @@ One convention, so that the same moment reads the same on every page:
     {{ entry.created_at|when }}         → <time …>3 Dec 2026, 14:05 UTC</time>
     {{ membership.created_at|when:"date" }} → <time …>3 Dec 2026</time>
     {{ event.created_at|when:"stacked" }}   → <time …>3 Dec 2026,<br>14:05 UTC</time> (dense tables)
+    {{ message.created_at|when:"time" }}    → <time …>14:05 UTC</time> (the day is said nearby)
     {{ invitation.expires_at|when_text }}  → 3 Dec 2026, 14:05 UTC (plain text: emails, attributes)
 
 The rule for relative times ("5 minutes ago"): a moment is shown with `when` everywhere,
@@ -22,7 +23,10 @@ the full timestamp, so the exact moment is one hover away):
     {{ conversation.updated_at|ago }}   → <time … title="3 Dec 2026, 14:05:09 UTC">5 minutes ago</time>
 
 Django's `naturaltime` is not used in templates: it gives neither the <time> element nor
-the title. tests/portal/test_dates.py scans the templates for both rules.
+the title. Nor is `|date` for a moment or a day (it says no zone and no <time> element);
+`|date` stays for what is not a moment: a billing month's name ("F", "F Y"), the machine
+values of links and inputs ("Y-m", "Y-m-d") and an invoice number's "Ym" (DATE_FORMATS).
+tests/portal/test_dates.py scans the templates for these rules.
 """
 
 from __future__ import annotations
@@ -69,7 +73,8 @@ def iso(value: dt.date | dt.datetime) -> str:
 @register.filter(name="when")
 def when(value, style: str = "") -> str:
     """A <time> element in the portal's convention. Styles: "date" shows the day only;
-    "stacked" puts the time under the day, for a column in a dense table."""
+    "stacked" puts the time under the day, for a column in a dense table; "time" shows the
+    time of day only, where the day is said nearby (a chat message, a one-hour window)."""
     if value in (None, ""):
         return EMPTY
     if not isinstance(value, dt.datetime):  # a date: the day is all there is
@@ -77,6 +82,8 @@ def when(value, style: str = "") -> str:
     full = when_text(value, seconds=True)
     if style == "date":
         return format_html('<time datetime="{}" title="{}">{}</time>', iso(value), full, day_text(value))
+    if style == "time":
+        return format_html('<time datetime="{}" title="{}">{} UTC</time>', iso(value), full, f"{_utc(value):%H:%M}")
     if style == "stacked":
         return format_html(
             '<time datetime="{}" title="{}">{},<br><span class="muted">{} UTC</span></time>',
@@ -87,6 +94,9 @@ def when(value, style: str = "") -> str:
         )
     return format_html('<time datetime="{}" title="{}">{}</time>', iso(value), full, when_text(value))
 
+
+# The formats `|date` may still use in a template: none of them shows a moment or a day.
+DATE_FORMATS = ("F", "F Y", "Y-m", "Y-m-d", "Ym")
 
 # The only templates that may show relative times (`ago`): lists of a person's conversations.
 RELATIVE_TIME_TEMPLATES = ("agents/chat_home.html", "agents/conversation.html")

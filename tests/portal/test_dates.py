@@ -304,3 +304,127 @@ def test_the_operators_tenant_page_says_when_invitations_expire_and_clients_were
 
     assert when(invitation.expires_at) in shown
     assert when(MOMENT) in shown
+
+
+# --- Django's |date and |time: never for a moment or a day -----------------------------------
+
+DATE_FILTER = re.compile(r"\|\s*(date|time|timesince|timeuntil)\b(?:\s*:\s*(\"[^\"]*\"|'[^']*'|[\w.]+))?")
+
+
+def test_it_shows_the_time_of_day_alone_in_a_time_element_with_the_full_timestamp():
+    assert render('{{ moment|when:"time" }}', moment=MOMENT) == (
+        '<time datetime="2026-03-14T09:05:07Z" title="14 Mar 2026, 09:05:07 UTC">09:05 UTC</time>'
+    )
+
+
+def test_no_template_shows_a_moment_or_a_day_with_djangos_date_or_time_filters():
+    from portal.templatetags.portal_format import DATE_FORMATS
+
+    stray = []
+    for name, source in template_sources().items():
+        for match in DATE_FILTER.finditer(source):
+            name_of_filter, argument = match.groups()
+            if name_of_filter != "date" or not argument or argument[1:-1] not in DATE_FORMATS:
+                stray.append(f"{name}: {match.group(0)}")
+    assert stray == [], f"use |when (or |when:'date', |when_text) for a moment or a day: {stray}"
+
+
+def test_the_scan_catches_a_moment_shown_with_date_and_lets_a_month_name_pass():
+    from portal.templatetags.portal_format import DATE_FORMATS
+
+    def flagged(source):
+        return [m.group(0) for m in DATE_FILTER.finditer(source) if (m.group(2) or "")[1:-1] not in DATE_FORMATS]
+
+    assert flagged('{{ a|date:"j M Y" }} {{ b|date }} {{ c|time:"H:i" }} {{ d|timesince }} {{ e|date:f }}') == [
+        '|date:"j M Y"',
+        "|date",
+        '|time:"H:i"',
+        "|timesince",
+        "|date:f",
+    ]
+    assert flagged("""{{ m|date:"F Y" }} {{ m|date:'Y-m' }} {{ x|dates }}""") == []
+
+
+@pytest.mark.django_db
+def test_the_chat_shows_each_messages_time_of_day_in_the_convention(client, world):
+    from tests.agents.helpers import make_catalogue, make_turn
+
+    catalogue = make_catalogue(world.a.tenant, world.b.tenant)
+    conversation, _, invocation = make_turn(world.a.tenant, world.a.member, catalogue.helpdesk)
+    client.force_login(world.a.member)
+
+    shown = times(client.get(f"/t/alpha/chat/{conversation.pk}/").content.decode())
+
+    assert when(invocation.user_message.created_at, "time") in shown
+    assert when(invocation.assistant_message.created_at, "time") in shown
+
+
+@pytest.mark.django_db
+def test_the_sso_settings_say_when_the_connection_last_changed_in_the_convention(client, world):
+    from types import SimpleNamespace
+
+    from tenants.identity.models import SSOConnection
+    from tests.identity.sso_helpers import configure_sso, grant_sso_feature
+
+    grant_sso_feature(world.a.tenant)
+    idp = SimpleNamespace(issuer="https://login.alpha-corp.example", client_id="portal", client_secret="s3cret-Zq81")
+    configure_sso(world.a, idp, verified=False)
+    with tenant_context(world.a.tenant):
+        SSOConnection.objects.filter(tenant=world.a.tenant).update(updated_at=MOMENT)
+    client.force_login(world.a.owner)
+
+    assert f"<dt>Last change</dt><dd>{SHOWN}</dd>" in client.get("/t/alpha/sso/").content.decode()
+
+
+@pytest.mark.django_db
+def test_a_revoked_api_client_says_the_day_it_was_revoked_in_the_convention(client, world):
+    from tenants.identity import services as identity_services
+    from tenants.identity.models import ApiClient
+    from tenants.services import Actor
+
+    actor = Actor(user=world.a.owner, membership=world.a.memberships["owner"])
+    with tenant_context(world.a.tenant):
+        api_client, _ = identity_services.create_api_client(actor, name="Nightly export", scopes=["tenant:read"])
+        ApiClient.objects.filter(pk=api_client.pk).update(revoked_at=MOMENT)
+    client.force_login(world.a.owner)
+
+    assert f"Revoked {when(MOMENT, 'date')}" in client.get("/t/alpha/api-clients/").content.decode()
+
+
+@pytest.mark.django_db
+def test_the_invoice_and_usage_pages_show_their_days_in_the_convention(client, world):
+    now = timezone.now().replace(microsecond=0)
+    record_usage(world.a.tenant, now, user=world.a.member)
+    month = month_start(now.date())
+    with tenant_context(world.a.tenant):
+        invoice = inv.draft_invoice(world.a.tenant, month)
+    next_month = (month + dt.timedelta(days=32)).replace(day=1)
+    month_end = next_month - dt.timedelta(days=1)
+    today = now.astimezone(dt.UTC).date()
+    month_ago = today - dt.timedelta(days=29)
+    client.force_login(world.a.owner)
+
+    detail = client.get(f"/t/alpha/billing/invoices/{invoice.pk}/").content.decode()
+    dashboard = client.get("/t/alpha/billing/", {"range": "30d"}).content.decode()
+    events = client.get("/t/alpha/billing/events/", {"range": "30d"}).content.decode()
+
+    assert f"<dt>Period</dt><dd>{when(month)} – {when(month_end)}</dd>" in detail
+    assert f"{when(month_ago)} – {when(today)}, by day" in dashboard
+    assert f'aria-label="Totals for {render("{{ d|when_text }}", d=month_ago)} – ' in dashboard
+    assert f"by {when(month_end)} (" in dashboard  # the quota's forecast
+    assert f"{when(month_ago)} – {when(today)}" in events
+
+
+@pytest.mark.django_db
+def test_the_operators_load_page_says_its_window_in_the_convention(client, operator):
+    from billing import load
+
+    client.force_login(operator)
+
+    hour = client.get("/operator/load/")
+    days = client.get("/operator/load/", {"window": "7d"})
+
+    window = hour.context["window"]
+    assert f"({when(window.start, 'time')} – {when(window.end, 'time')}, from the raw events)" in hour.content.decode()
+    week = load.load_window("7d", days.context["window"].end)
+    assert f"({when(week.first_day)} – {when(week.last_day)}, whole UTC days" in days.content.decode()
