@@ -86,7 +86,7 @@ class DeploymentModel(models.TextChoices):
 
 
 class Tier(PlatformModel):
-    """A plan the SaaS sells: price, included usage, limits and features."""
+    """A plan the SaaS sells: price, monthly token quota, limits and features."""
 
     slug = models.SlugField(max_length=50, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=100)

@@ -90,6 +90,9 @@ def test_the_operators_tiers_and_tier_form_name_the_limits_alike(client, world, 
     for other in [*OTHER_NAMES, "req/min", "tokens/min"]:
         assert other not in tiers, f"{other!r} on the tiers page"
         assert other not in form, f"{other!r} on the tier form"
+    for other in ["included usage", "included tokens"]:  # in a sentence, any case
+        assert other not in tiers.lower(), f"{other!r} on the tiers page"
+        assert other not in form.lower(), f"{other!r} on the tier form"
     assert not re.search(r"\d sessions", tiers), "a limit called just 'sessions' on the tiers page"
 
 
