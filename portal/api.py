@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from contextlib import ExitStack
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
@@ -111,6 +112,8 @@ def problem_exception_handler(exc, context):
         detail = _flatten(exc.detail) if hasattr(exc, "detail") else str(exc)
     if isinstance(exc, TenantSuspended):
         extra["reason"] = "tenant_suspended"
+        if settings.SUPPORT_EMAIL:
+            extra["support_email"] = settings.SUPPORT_EMAIL  # where to ask for the reactivation
     if isinstance(exc, MFARequired):
         extra["reason"] = "mfa_required"
     code = response.status_code

@@ -1,3 +1,5 @@
+from django.conf import settings
+
 from tenants import entitlements
 from tenants.roles import Action, can
 
@@ -16,6 +18,7 @@ def navigation(request):
         "current_tenant": tenant,
         "current_membership": membership,
         "my_memberships": my_tenants(user),
+        "support_email": settings.SUPPORT_EMAIL,  # the suspended page and cards (SUPPORT_EMAIL)
         "nav": {
             "members": can(role, Action.VIEW_MEMBERS),
             "audit": can(role, Action.VIEW_AUDIT_LOG),

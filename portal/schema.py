@@ -31,6 +31,9 @@ class ProblemSerializer(serializers.Serializer):
     reason = serializers.CharField(
         required=False, help_text="A stable code for some refusals: tenant_suspended, mfa_required, turn_too_large…"
     )
+    support_email = serializers.EmailField(
+        required=False, help_text="tenant_suspended only, when the provider set one: where to ask for reactivation."
+    )
 
 
 # What any operation may answer besides its own responses, and when.

@@ -144,6 +144,14 @@ def test_it_answers_a_403_problem_with_the_reason_for_a_suspended_tenant(client,
     assert "Unpaid invoice" in body["detail"]
 
 
+def test_the_suspended_tenant_problem_carries_the_providers_support_address(client, world, operator, settings):
+    settings.SUPPORT_EMAIL = "support@provider.example"
+    services.set_tenant_status(operator, world.a.tenant, TenantStatus.SUSPENDED, "Unpaid invoice")
+    body = signed_in_as(client, world.a.owner).get(api("alpha", "members/")).json()
+    assert body["reason"] == "tenant_suspended"
+    assert body["support_email"] == "support@provider.example"
+
+
 def test_it_changes_a_members_role_on_patch(client, world):
     membership = world.a.memberships["member"]
     response = signed_in_as(client, world.a.owner).patch(

@@ -93,6 +93,48 @@ def test_it_tells_the_owner_of_a_suspended_tenant_that_the_provider_suspended_it
     assert "member@alpha.test" not in page  # nothing of the tenant's data
 
 
+def test_it_gives_the_owner_of_a_suspended_tenant_the_providers_support_address(client, world, operator, settings):
+    settings.SUPPORT_EMAIL = "support@provider.example"
+    services.set_tenant_status(operator, world.a.tenant, TenantStatus.SUSPENDED, "unpaid invoice")
+    factories.add_member(world.b.tenant, world.a.owner)  # two organisations: the home page lists them
+    signed_in_as(client, world.a.owner)
+
+    page = client.get(f"/t/{world.a.tenant.slug}/").content.decode()
+    home = client.get("/").content.decode()
+
+    link = (
+        '<a class="support-email" href="mailto:support@provider.example?subject=Reactivate%20Alpha%20Inc">'
+        "support@provider.example</a>"
+    )
+    assert f"As its owner, contact the provider at {link} to settle the reason above" in page
+    assert f"Contact the provider at {link} to have it reactivated." in home
+
+
+def test_it_keeps_the_wording_without_an_address_when_no_support_email_is_set(client, world, operator, settings):
+    settings.SUPPORT_EMAIL = ""
+    services.set_tenant_status(operator, world.a.tenant, TenantStatus.SUSPENDED, "unpaid invoice")
+    factories.add_member(world.b.tenant, world.a.admin)  # two organisations: the home page lists them
+    signed_in_as(client, world.a.admin)
+
+    page = client.get(f"/t/{world.a.tenant.slug}/").content.decode()
+    home = client.get("/").content.decode()
+
+    assert "As its admin, contact the provider to settle the reason above and have it reactivated." in page
+    assert "Contact the provider to have it reactivated." in home
+    assert "mailto:" not in page and "mailto:" not in home
+
+
+def test_it_does_not_send_a_member_of_a_suspended_tenant_to_the_provider(client, world, operator, settings):
+    settings.SUPPORT_EMAIL = "support@provider.example"
+    services.set_tenant_status(operator, world.a.tenant, TenantStatus.SUSPENDED, "unpaid invoice")
+    signed_in_as(client, world.a.member)
+
+    page = client.get(f"/t/{world.a.tenant.slug}/").content.decode()
+
+    assert "Contact an owner or admin of Alpha Inc" in page
+    assert "support@provider.example" not in page
+
+
 def test_it_tells_a_member_of_a_suspended_tenant_to_ask_an_owner_or_admin(client, world, operator):
     services.set_tenant_status(operator, world.a.tenant, TenantStatus.SUSPENDED, "unpaid invoice")
     page = signed_in_as(client, world.a.member).get(f"/t/{world.a.tenant.slug}/").content.decode()
