@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from playwright.sync_api import expect
 
 from tests.e2e.test_accessibility import OPERATOR_EMAIL, OWNER, browser_page, open_page, product  # noqa: F401
 
@@ -38,12 +39,24 @@ OPERATOR_TABLES = {
     "operator-guardrails": "/operator/guardrails/",
     "operator-audit-log": "/operator/audit/",
     "operator-agent-identities": "/operator/agent-identities/",
+    "operator-load": "/operator/load/?window=7d",
 }
 
 OVERFLOWING = """() => [...document.querySelectorAll('.table-wrap')]
     .filter(box => box.querySelector('table') && box.scrollWidth > box.clientWidth + 1)
     .map(box => `${box.querySelector('table').id || box.querySelector('table').getAttribute('aria-label')
         || box.getAttribute('aria-label') || 'a table'}: ${box.scrollWidth} px in a ${box.clientWidth} px box`)"""
+
+
+# A badge sticking out of its table cell (into the next column, or cut at the table's edge).
+BADGES_OUT = """() => [...document.querySelectorAll('td .badge')].filter(badge => {
+        const cell = badge.closest('td').getBoundingClientRect(), box = badge.getBoundingClientRect();
+        return box.left < cell.left - 0.5 || box.right > cell.right + 0.5;
+    }).map(badge => `“${badge.textContent.trim()}” in ${badge.closest('table').id || 'a table'}`)"""
+
+# A stat card's figure or note cut short (an ellipsis instead of its end).
+STATS_CUT = """() => [...document.querySelectorAll('.stat-value, .stat-note')]
+    .filter(text => text.scrollWidth > text.clientWidth + 1).map(text => `“${text.textContent.trim()}”`)"""
 
 
 def assert_tables_fit(page, name: str) -> None:
@@ -53,6 +66,8 @@ def assert_tables_fit(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     overflowing = page.evaluate(OVERFLOWING)
     assert overflowing == [], f"{page.url} at 1280 px: " + "; ".join(overflowing)
+    assert page.evaluate(BADGES_OUT) == [], f"{page.url} at 1280 px: badges outside their cells"
+    assert page.evaluate(STATS_CUT) == [], f"{page.url} at 1280 px: stat cards cut short"
 
 
 @pytest.mark.parametrize("name", OWNER_TABLES)
@@ -67,3 +82,29 @@ def test_an_operators_tables_fit_a_1280_px_screen(product, launch_browser, name)
     page = browser_page(launch_browser, product, OPERATOR_EMAIL)
     open_page(page, OPERATOR_TABLES[name])
     assert_tables_fit(page, name)
+
+
+def set_suspended(page, slug: str, suspended: bool) -> None:
+    """The operator suspends or reactivates a tenant from its console page (as a person would)."""
+    page.goto(f"/operator/tenants/{slug}/")
+    if suspended:
+        page.once("dialog", lambda dialog: dialog.accept())  # "Suspend Acme Corporation?"
+        page.fill("#suspend-form [name=reason]", "unpaid invoice")
+        page.click("#suspend-form button[type=submit]")
+    else:
+        page.click("#reactivate-form button[type=submit]")
+    expect(page.locator(".flash-success")).to_be_visible()
+
+
+def test_the_load_page_fits_with_a_suspended_tenant_among_the_shared_ones(product, launch_browser):  # noqa: F811
+    """A suspended tenant's row carries a "Suspended" badge beside its slug: with it, the Load
+    page's table still fits and its tier badges stay in their cells. Last in this file: it
+    reactivates the tenant it suspended, whatever happens."""
+    page = browser_page(launch_browser, product, OPERATOR_EMAIL)
+    set_suspended(page, "acme", True)
+    try:
+        open_page(page, "/operator/load/?window=7d")
+        expect(page.locator("#load-shared tr[data-slug=acme] .status-suspended")).to_be_visible()
+        assert_tables_fit(page, "operator-load-suspended")
+    finally:
+        set_suspended(page, "acme", False)
