@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agents.guardrails import services
+from agents.guardrails import policy, services
 from agents.guardrails.engine import OUTPUT, BackendError, Evaluation, Trigger
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def screen_input(tenant, user, text: str) -> InputVerdict:
         # A blocked message is stored too (the record of what happened), so it is redacted as well.
         text=evaluation.text or text if not blocked else (evaluation.text or "[blocked]"),
         blocked=blocked,
-        message=effective.config["block_message"] if blocked else "",
+        message=policy.block_message(effective.config, "input") if blocked else "",
         triggers=tuple(evaluation.triggers),
         checks=evaluation.checks,
         tenant=tenant,
@@ -99,7 +99,7 @@ class OutputGuard:
 
     def _block(self, evaluation) -> OutputVerdict:
         self._record(evaluation.triggers)
-        message = self.effective.config["block_message"]
+        message = policy.block_message(self.effective.config, OUTPUT)
         return OutputVerdict(text=message, blocked=True, message=message)
 
     def _record(self, triggers) -> None:

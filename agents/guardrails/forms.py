@@ -69,7 +69,11 @@ class OverrideForm(forms.Form):
         help_text="Optional. Answers that do not validate are blocked.",
     )
     block_message = forms.CharField(
-        required=False, max_length=500, widget=forms.Textarea(attrs={"rows": 2}), label="Message when blocked"
+        required=False,
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        label="Message when blocked",
+        help_text="Shown instead of a blocked question or answer. Empty: the tier's (by default, one for each).",
     )
     failure_mode = forms.ChoiceField(
         required=False,

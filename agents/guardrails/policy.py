@@ -65,7 +65,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# What a person reads when a guardrail blocks, unless the tier or the tenant chose a message
+# (block_message): a blocked question is "this request", a blocked answer is not (block_message()).
 DEFAULT_BLOCK_MESSAGE = "This request was blocked by your organisation's guardrails."
+DEFAULT_OUTPUT_BLOCK_MESSAGE = "The answer was withheld by your organisation's guardrails."
 
 BASE: dict[str, Any] = {
     "backend": "builtin",
@@ -98,6 +101,16 @@ OPERATOR_ONLY_FIELDS = ("bedrock_guardrail_id", "bedrock_guardrail_version")
 # An override saved before the operator-only rule still names its guardrail in the database: merge skips it.
 TENANT_SCALAR_FIELDS = tuple(key for key in SCALAR_FIELDS if key not in OPERATOR_ONLY_FIELDS)
 LIMITS = {"custom_entities": 20, "denied_topics": 30, "blocked_terms": 5000, "examples": 20}
+
+
+def block_message(config: dict[str, Any], stage: str) -> str:
+    """The message shown instead of what a guardrail blocked at `stage` ("input": the person's
+    question, "output": the agent's answer). A message the tier or the tenant chose is shown
+    for both; the default one speaks of the request, so a blocked answer gets its own."""
+    message = config["block_message"]
+    if stage == "output" and message == DEFAULT_BLOCK_MESSAGE:
+        return DEFAULT_OUTPUT_BLOCK_MESSAGE
+    return message
 
 
 class PolicyError(ValueError):

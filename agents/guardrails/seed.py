@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 
-from agents.guardrails import enforce, services
+from agents.guardrails import enforce, policy, services
 from agents.guardrails.models import GuardrailEvent, GuardrailPolicy, TenantGuardrailOverride
 from agents.models import Agent, Conversation, Invocation, Message, MessageStatus, ModelOffering
 from agents.services import conversation_title
@@ -121,7 +121,7 @@ def _screen(tenant: Tenant, stage: str, question: str, answer: str) -> _Screened
         return _Screened(stage, verdict.text, text, verdict.blocked, tuple(verdict.triggers))
     effective = services.effective_policy(tenant)
     evaluation = services.run_output(effective, tenant.pk, answer, final=True)
-    text = effective.config["block_message"] if evaluation.blocked else evaluation.text
+    text = policy.block_message(effective.config, "output") if evaluation.blocked else evaluation.text
     return _Screened(stage, question, text, evaluation.blocked, tuple(evaluation.triggers))
 
 

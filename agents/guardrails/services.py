@@ -446,7 +446,7 @@ def try_text(tenant: Tenant, text: str, stage: str = "input") -> TryResult:
         evaluation = run_input(effective, text)
     elapsed = (time.perf_counter() - started) * 1000
     blocked = evaluation.blocked
-    message = effective.config["block_message"] if blocked else ""
+    message = policy.block_message(effective.config, stage) if blocked else ""
     return TryResult(
         stage,
         # What a chat would store as the answer (or send on as the question): when the policy

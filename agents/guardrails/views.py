@@ -69,6 +69,7 @@ def _page_context(request, form=None, try_form=None, try_result=None) -> dict:
         "effective": effective,
         "config": effective.config,
         "config_json": json.dumps(effective.config, indent=2),
+        "output_block_message": policy.block_message(effective.config, "output"),
         "entity_rows": _policy_rows(effective),
         "presets": policy.PRESETS,
         "form": form,

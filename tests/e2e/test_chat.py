@@ -200,7 +200,7 @@ def test_a_failed_turns_blocked_answer_so_far_shows_as_blocked(product, globex_p
 
     live = page.locator(".msg-assistant.is-blocked")
     expect(live.locator(".msg-blocked")).to_have_text(
-        "Blocked by guardrails. This request was blocked by your organisation's guardrails."
+        "Blocked by guardrails. The answer was withheld by your organisation's guardrails."
     )
     expect(live).not_to_contain_text("Nightingale")
     shot(page, "07-failed-blocked-live")
@@ -208,7 +208,7 @@ def test_a_failed_turns_blocked_answer_so_far_shows_as_blocked(product, globex_p
 
     failed = page.locator(".msg-assistant.status-failed").last
     expect(failed.locator(".msg-blocked")).to_have_text(
-        "Blocked by guardrails. This request was blocked by your organisation's guardrails."
+        "Blocked by guardrails. The answer was withheld by your organisation's guardrails."
     )
     expect(failed.locator(".alert-error")).to_have_text("No answer. The model stopped mid-answer.")
     expect(failed.locator(".prose")).to_have_count(0)

@@ -137,7 +137,7 @@ def test_it_stops_the_stream_mid_way_on_another_tenants_name_and_replaces_what_w
     send(client, world, chatting, "Refunds?", django_capture_on_commit_callbacks)
     invocation, _asked, answer, [event] = turn(world)
     assert (invocation.status, answer.status, answer.blocked_by_guardrails) == ("blocked", "blocked", True)
-    assert answer.content == services.effective_policy(world.a.tenant).config["block_message"]
+    assert answer.content == "The answer was withheld by your organisation's guardrails."  # not "this request"
     assert (event.stage, event.category, event.action) == ("output", "cross_tenant", "block")
     assert "Bravo" not in event.excerpt and "[OTHER_TENANT]" in event.excerpt
     with tenant_context(world.a.tenant):
@@ -146,6 +146,45 @@ def test_it_stops_the_stream_mid_way_on_another_tenants_name_and_replaces_what_w
     assert "Bravo" not in shown and "secret plan" not in shown
     assert published[-1].kind == "blocked"
     assert published[-1].data["message"] == answer.content
+
+
+def test_a_blocked_answer_is_said_to_be_withheld_by_default(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"blocked_terms": ["nightingale"]})  # the default message
+    runtime.events = deltas("The plan is called ", "Nightingale.")
+
+    send(client, world, chatting, "What is the plan called?", django_capture_on_commit_callbacks)
+
+    invocation, _asked, answer, [event] = turn(world)
+    assert (invocation.status, event.stage) == ("blocked", "output")
+    assert answer.content == "The answer was withheld by your organisation's guardrails."
+
+
+def test_a_blocked_question_is_said_to_be_a_blocked_request_by_default(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"blocked_terms": ["nightingale"]})
+
+    send(client, world, chatting, "Is the plan called Nightingale?", django_capture_on_commit_callbacks)
+
+    invocation, _asked, answer, [event] = turn(world)
+    assert (invocation.status, event.stage) == ("blocked", "input")
+    assert answer.content == "This request was blocked by your organisation's guardrails."
+
+
+def test_a_tenants_own_block_message_is_shown_for_a_blocked_answer_too(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"blocked_terms": ["nightingale"]})
+    grant_custom_guardrails(world.a.tenant)
+    set_override(world.a.tenant, {"block_message": "Ask the service desk instead."})
+    runtime.events = deltas("The plan is called ", "Nightingale.")
+
+    send(client, world, chatting, "What is the plan called?", django_capture_on_commit_callbacks)
+
+    invocation, _asked, answer, [event] = turn(world)
+    assert (invocation.status, event.stage, answer.content) == ("blocked", "output", "Ask the service desk instead.")
 
 
 def test_it_blocks_another_tenants_canary_but_not_the_tenants_own_name(

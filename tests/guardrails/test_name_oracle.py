@@ -198,7 +198,7 @@ def test_another_customers_name_nobody_here_wrote_still_stops_the_answer_and_its
 
     invocation, _asked, answer, [event] = turn(world)
     assert (invocation.status, event.category, event.action) == ("blocked", "cross_tenant", "block")
-    assert answer.content == services.effective_policy(world.a.tenant).config["block_message"]
+    assert answer.content == "The answer was withheld by your organisation's guardrails."
     # The words around the name may be the other customer's data: the event keeps none.
     assert event.excerpt == "[OTHER_TENANT]"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -175,6 +176,31 @@ def test_the_console_never_shows_a_blocked_term_as_stored_or_redacted_text(clien
     # The term is named once, as the policy's rule; never as text that was stored or redacted.
     assert result.count("projectfalcon") == 1 and "<code>projectfalcon</code>" in result
     assert "a@b.example" not in result
+
+
+@pytest.mark.parametrize(
+    ("stage", "stored"),
+    [
+        ("input", "This request was blocked by your organisation's guardrails."),
+        ("output", "The answer was withheld by your organisation's guardrails."),
+    ],
+)
+def test_the_console_says_what_a_blocked_question_or_answer_is_stored_as_by_default(client, world, stage, stored):
+    set_tier_policy(world.a.tenant.tier, {"blocked_terms": ["projectfalcon"]})
+    client.force_login(world.a.admin)
+    body = client.post(URL + "try/", {"text": "About projectfalcon", "stage": stage}, **HX).content.decode()
+    result = html.unescape(body[body.index('id="try-result"') :])
+    assert re.search(r'<div class="gr-result-text">([^<]*)</div>', result).group(1) == stored
+
+
+def test_the_policy_names_both_default_block_messages(client, world):
+    client.force_login(world.a.admin)
+    body = html.unescape(client.get(URL).content.decode())
+    assert (
+        '<dt>When blocked</dt><dd><span class="muted">A question:</span> '
+        "“This request was blocked by your organisation's guardrails.”<br>"
+        '<span class="muted">An answer:</span> “The answer was withheld by your organisation\'s guardrails.”</dd>'
+    ) in body
 
 
 def test_it_marks_and_unmarks_a_false_positive(client, world):
