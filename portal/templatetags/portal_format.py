@@ -36,6 +36,7 @@ import json
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
+from django.utils import timezone
 from django.utils.html import format_html
 
 register = template.Library()
@@ -74,7 +75,8 @@ def iso(value: dt.date | dt.datetime) -> str:
 def when(value, style: str = "") -> str:
     """A <time> element in the portal's convention. Styles: "date" shows the day only;
     "stacked" puts the time under the day, for a column in a dense table; "time" shows the
-    time of day only, where the day is said nearby (a chat message, a one-hour window)."""
+    time of day only when the moment is today (a chat message, a one-hour window), and the
+    day with it otherwise, so an old message never reads as if it were from today."""
     if value in (None, ""):
         return EMPTY
     if not isinstance(value, dt.datetime):  # a date: the day is all there is
@@ -82,8 +84,10 @@ def when(value, style: str = "") -> str:
     full = when_text(value, seconds=True)
     if style == "date":
         return format_html('<time datetime="{}" title="{}">{}</time>', iso(value), full, day_text(value))
-    if style == "time":
+    if style == "time" and _utc(value).date() == _utc(timezone.now()).date():
         return format_html('<time datetime="{}" title="{}">{} UTC</time>', iso(value), full, f"{_utc(value):%H:%M}")
+    if style == "time":
+        return format_html('<time datetime="{}" title="{}">{}</time>', iso(value), full, when_text(value))
     if style == "stacked":
         return format_html(
             '<time datetime="{}" title="{}">{},<br><span class="muted">{} UTC</span></time>',

@@ -311,9 +311,18 @@ def test_the_operators_tenant_page_says_when_invitations_expire_and_clients_were
 DATE_FILTER = re.compile(r"\|\s*(date|time|timesince|timeuntil)\b(?:\s*:\s*(\"[^\"]*\"|'[^']*'|[\w.]+))?")
 
 
-def test_it_shows_the_time_of_day_alone_in_a_time_element_with_the_full_timestamp():
-    assert render('{{ moment|when:"time" }}', moment=MOMENT) == (
-        '<time datetime="2026-03-14T09:05:07Z" title="14 Mar 2026, 09:05:07 UTC">09:05 UTC</time>'
+def test_it_shows_the_time_of_day_alone_for_today_in_a_time_element_with_the_full_timestamp(monkeypatch):
+    monkeypatch.setattr(timezone, "now", lambda: MOMENT + dt.timedelta(hours=3))
+    shown = render('{{ moment|when:"time" }}', moment=MOMENT)
+    assert shown == '<time datetime="2026-03-14T09:05:07Z" title="14 Mar 2026, 09:05:07 UTC">09:05 UTC</time>'
+
+
+def test_it_shows_the_day_with_the_time_for_a_moment_before_today(monkeypatch):
+    # A chat message from last week must not read as if it were from today.
+    monkeypatch.setattr(timezone, "now", lambda: MOMENT + dt.timedelta(days=1))
+    shown = render('{{ moment|when:"time" }}', moment=MOMENT)
+    assert shown == (
+        '<time datetime="2026-03-14T09:05:07Z" title="14 Mar 2026, 09:05:07 UTC">14 Mar 2026, 09:05 UTC</time>'
     )
 
 
