@@ -1,6 +1,7 @@
-"""Small shared helpers over the billing models: months, prices, month-to-date
-numbers and latency percentiles from the roll-up histogram. Used by metering,
-limits, reconcile_usage and the dashboards."""
+"""Small shared helpers over the billing models: months, prices, roll-up sums and
+latency percentiles from the roll-up histogram. Used by metering, limits,
+reconcile_usage and the dashboards. (What a tenant spends in money — its bill — is
+billing.spend.)"""
 
 from __future__ import annotations
 
@@ -15,9 +16,7 @@ from billing.models import (
     LATENCY_BUCKET_FIELDS,
     LATENCY_BUCKETS_MS,
     ModelPrice,
-    MonthlyUsage,
     PriceBook,
-    TenantBudget,
     UsageDaily,
 )
 
@@ -136,61 +135,6 @@ def publish_from_catalogue(note: str = "", effective_from: dt.datetime | None = 
         for o in ModelOffering.unscoped.all()
     )
     return book
-
-
-@dataclass(frozen=True)
-class MonthToDate:
-    month: dt.date
-    tokens_used: int
-    tokens_reserved: int
-    cost_used: Decimal
-    cost_reserved: Decimal
-    included_tokens: int
-    overage_allowed: bool
-    monthly_budget: Decimal | None
-    soft_alert_percent: int
-
-    @property
-    def overage_tokens(self) -> int:
-        return max(0, self.tokens_used - self.included_tokens)
-
-    @property
-    def quota_percent(self) -> float | None:
-        return None if not self.included_tokens else 100.0 * self.tokens_used / self.included_tokens
-
-    @property
-    def budget_percent(self) -> float | None:
-        if not self.monthly_budget:
-            return None
-        return float(100 * self.cost_used / self.monthly_budget)
-
-    @property
-    def budget_exceeded(self) -> bool:
-        """The month's spend has reached the budget: admission refuses every turn that
-        costs anything until the budget is raised or the month ends. A budget of 0 (or
-        one set below the spend) is a legitimate emergency stop, so this is shown, not refused."""
-        return self.monthly_budget is not None and self.cost_used >= self.monthly_budget
-
-
-def month_to_date(tenant, month: dt.date | None = None) -> MonthToDate:
-    """Month-to-date tokens and cost of a tenant (in its tenant context), from the
-    MonthlyUsage counter: O(1), includes in-flight reservations separately.
-    For a past month the counter equals the roll-ups' sums (reconcile_usage checks)."""
-    month = month or month_start()
-    row = MonthlyUsage.objects.filter(month=month, user_key=0).first()
-    budget = TenantBudget.objects.first()
-    tier = tenant.tier
-    return MonthToDate(
-        month=month,
-        tokens_used=row.tokens_used if row else 0,
-        tokens_reserved=row.tokens_reserved if row else 0,
-        cost_used=row.cost_used if row else Decimal("0"),
-        cost_reserved=row.cost_reserved if row else Decimal("0"),
-        included_tokens=tier.included_tokens if tier else 0,
-        overage_allowed=tier.overage_allowed if tier else True,
-        monthly_budget=budget.monthly_budget if budget else None,
-        soft_alert_percent=budget.soft_alert_percent if budget else 80,
-    )
 
 
 def rollup_totals(queryset=None, **filters) -> dict:

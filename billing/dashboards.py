@@ -475,6 +475,10 @@ class Gauge:
     limit: Decimal | None
     forecast: Decimal
     alert_percent: int | None = None  # soft alert threshold (budget only)
+    # Whether the limit stops turns now, when `used >= limit` does not say it: the budget
+    # caps the bill, which is the plan's fee from the first day, so a budget equal to the
+    # fee is "reached" in money while the included tokens are still free to use.
+    reached: bool | None = None
 
     @property
     def percent(self) -> float | None:
@@ -500,7 +504,7 @@ class Gauge:
         or over. A limit of 0 is a limit (a budget set to 0 stops every paid turn)."""
         if self.limit is None:
             return "none"
-        if self.used >= self.limit:
+        if self.reached if self.reached is not None else self.used >= self.limit:
             return "over"
         if (self.alert_percent and (self.percent or 0) >= self.alert_percent) or self.forecast > self.limit:
             return "alert"

@@ -5,9 +5,12 @@ entitlement and busy checks and before anything is written. In order:
 
 1. **Reservation** (monthly quota, monthly budget, per-user monthly tokens): the
    turn's estimated tokens and cost are added to the month's `MonthlyUsage`
-   row with ONE conditional UPDATE (`… WHERE used + reserved + estimate ≤
-   limit`). The database serialises concurrent UPDATEs of a row and re-checks
-   the condition on the latest version, so N parallel requests can never reserve
+   row with ONE conditional UPDATE (`… WHERE tokens used + reserved + estimate ≤
+   limit`). The budget caps the tenant's bill (plan fee + token overage), which is
+   a token ceiling (billing.spend.budget_token_ceiling): the limit is the smaller
+   of the quota and that ceiling (the cost columns are kept for the operators).
+   The database serialises concurrent UPDATEs of a row and re-checks the
+   condition on the latest version, so N parallel requests can never reserve
    more than the limit, in any number of processes. Metering later replaces the
    estimate with the real usage (settle) or gives it back (release).
 2. **Concurrent sessions**: the count of the tenant's unfinished invocations,
@@ -51,7 +54,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import transaction
 
-from billing import accounting
+from billing import accounting, spend
 from billing.models import (
     LimitKind,
     MonthlyUsage,
@@ -246,18 +249,20 @@ WHERE {condition}
 RETURNING user_key
 """
 _WITHIN_TOKENS = "billing_monthlyusage.tokens_used + billing_monthlyusage.tokens_reserved <= %(max_tokens)s"
-# CAST: SQLite would compare the number with the text of a Decimal parameter as text.
-_WITHIN_COST = "billing_monthlyusage.cost_used + billing_monthlyusage.cost_reserved <= CAST(%(max_cost)s AS NUMERIC)"
 
 
-def _reserve_statement(params: dict, *, max_tokens: int | None, max_cost: Decimal | None):
-    """The reservation on one month row, or None if the estimate alone is over a limit
-    (even an empty month could not take it)."""
-    if (max_tokens is not None and max_tokens < 0) or (max_cost is not None and max_cost < 0):
+def _reserve_statement(params: dict, *, max_tokens: int | None):
+    """The reservation on one month row, or None if the estimate alone is over the limit
+    (even an empty month could not take it). `max_tokens`: the limit less the estimate."""
+    if max_tokens is not None and max_tokens < 0:
         return None
-    conditions = [c for c, limit in ((_WITHIN_TOKENS, max_tokens), (_WITHIN_COST, max_cost)) if limit is not None]
-    statement = _RESERVE_SQL.format(condition=" AND ".join(conditions) or "1 = 1")
-    return statement, {**params, "max_tokens": max_tokens, "max_cost": max_cost}
+    statement = _RESERVE_SQL.format(condition=_WITHIN_TOKENS if max_tokens is not None else "1 = 1")
+    return statement, {**params, "max_tokens": max_tokens}
+
+
+def _smallest(*limits_: int | None) -> int | None:
+    present = [limit for limit in limits_ if limit is not None]
+    return min(present) if present else None
 
 
 # The unfinished statuses named, not the finished ones excluded: the (tenant, status)
@@ -300,7 +305,7 @@ class AdmissionPlan:
         turn's own invocation was written before the count of turns in progress."""
         tier = self.tenant.tier
         if results[0] is None:
-            raise _reservation_refusal(self.month, self.quota, self.budget, self.tokens)
+            raise _reservation_refusal(self.tenant, self.month, self.quota, self.budget, self.tokens)
         if self.user_key and results[1] is None:
             raise _user_refusal(self.user_tokens, self.month)
         if tier is not None and tier.concurrent_sessions:
@@ -369,19 +374,19 @@ def plan_admission(tenant, user, offering, text, conversation) -> AdmissionPlan:
 
     params = {"tenant": tenant.pk, "month": sql.date(month), "tokens": tokens, "cost": cost, "now": sql.dt(now)}
     quota = tier.included_tokens if tier is not None and not tier.overage_allowed else None
+    # The budget caps the bill (fee + overage): as tokens, the ceiling the same UPDATE checks.
+    ceiling = spend.budget_token_ceiling(tier, budget)
+    limit = _smallest(quota, ceiling)
     tenant_reservation = _reserve_statement(
-        {**params, "user_key": 0},
-        max_tokens=None if quota is None else quota - tokens,
-        max_cost=None if budget is None else budget - cost,
+        {**params, "user_key": 0}, max_tokens=None if limit is None else limit - tokens
     )
     if tenant_reservation is None:
-        raise _reservation_refusal(month, quota, budget, tokens)
+        raise _reservation_refusal(tenant, month, quota, budget, tokens)
     statements = [tenant_reservation]
     if user_key:
         user_reservation = _reserve_statement(
             {**params, "user_key": user_key},
             max_tokens=None if not user_tokens else user_tokens - tokens,
-            max_cost=None,
         )
         if user_reservation is None:
             raise _user_refusal(user_tokens, month)
@@ -421,7 +426,7 @@ def _seconds_to_next_month(month) -> int:
     return max(1, int((start - timezone.now()).total_seconds()))
 
 
-def _reservation_refusal(month, quota, budget, tokens) -> LimitExceeded:
+def _reservation_refusal(tenant, month, quota, budget, tokens) -> LimitExceeded:
     row = MonthlyUsage.objects.filter(month=month, user_key=0).first()
     retry = _seconds_to_next_month(month)
     taken = row.tokens_used + row.tokens_reserved if row is not None else 0
@@ -434,9 +439,13 @@ def _reservation_refusal(month, quota, budget, tokens) -> LimitExceeded:
             code="quota_exceeded",
             kind=LimitKind.QUOTA,
         )
+    # In the money the tenant is billed (its invoice), never the price book's cost.
     amount = budget if budget is not None else Decimal("0")
+    so_far = spend.bill(tenant.tier, row.tokens_used if row is not None else 0)
     return LimitExceeded(
-        f"Your organisation's monthly budget (${amount:,.2f}) is used up (including answers in progress). "
+        f"Your organisation's monthly budget (${amount:,.2f}) has no room for this answer: this month's bill "
+        f"is ${so_far.total:,.2f} so far (plan fee ${so_far.fee:,.2f} + token overage ${so_far.overage:,.2f}), "
+        "and this answer, with those in progress, could take it past the budget. "
         "A tenant admin can raise it under Usage and billing → Limits and budget.",
         status=402,
         retry_after=retry,
@@ -662,15 +671,19 @@ def records_throttles(func):
 
 
 def set_budget(actor, *, monthly_budget: Decimal | None, soft_alert_percent: int) -> TenantBudget:
-    """The tenant's monthly budget (None = no budget) and soft-alert threshold. Audited."""
+    """The tenant's monthly budget (None = no budget) and soft-alert threshold. Audited.
+
+    The budget caps the tenant's bill (billing.spend), so one below the plan's monthly
+    fee is refused: the fee alone would pass it."""
     from tenants import audit
     from tenants.context import require_tenant
     from tenants.roles import Action, require
 
     require(actor.role, Action.MANAGE_LIMITS)
     tenant = require_tenant()
-    if monthly_budget is not None and monthly_budget < 0:
-        raise ServiceError("A budget cannot be negative.")
+    problem = spend.check_budget(tenant.tier, monthly_budget)
+    if problem:
+        raise ServiceError(problem)
     if not 1 <= int(soft_alert_percent) <= 100:
         raise ServiceError("The alert threshold is a percentage between 1 and 100.")
     with transaction.atomic():

@@ -11,7 +11,8 @@ with that status:
    SET x = x + n statement (atomic on PostgreSQL and SQLite alike);
 3. the month-to-date counters: the turn's reservation (taken by
    billing.limits at admission) is replaced by its real tokens and cost;
-4. the budget soft alert, once a month, when spend crosses the threshold.
+4. the budget soft alert, once a month, when the month's bill (plan fee + token
+   overage, billing.spend) crosses the threshold.
 
 Every invocation gets exactly one `agent_turn` event, whatever its outcome:
 turns blocked by the input guardrails (never queued) and turns cancelled while
@@ -216,9 +217,9 @@ WITH settled AS (
         tokens_reserved = billing_monthlyusage.tokens_reserved + EXCLUDED.tokens_reserved,
         cost_used = billing_monthlyusage.cost_used + EXCLUDED.cost_used,
         cost_reserved = billing_monthlyusage.cost_reserved + EXCLUDED.cost_reserved
-    RETURNING month, user_key, cost_used
+    RETURNING month, user_key, tokens_used
 )
-SELECT cost_used FROM written WHERE month = %(month)s AND user_key = 0
+SELECT tokens_used FROM written WHERE month = %(month)s AND user_key = 0
 """  # noqa: S608 (constant fragments)
 
 
@@ -352,7 +353,7 @@ def record_turn(
             return None
         _recorded(event, inserted[0])
         if budget is not None:
-            _maybe_soft_alert(invocation.tenant_id, month, sql.decimal_from_db(tenant_month[0], 8), budget)
+            _maybe_soft_alert(invocation.tenant_id, month, int(tenant_month[0]), budget)
         return event
     settle_statement = (
         _SETTLE_SQL,
@@ -373,9 +374,9 @@ def record_turn(
         return None
     _recorded(event, inserted[0])
     statements = _month_statements(invocation, month, tokens=input_tokens + output_tokens, cost=cost, held=_held(held))
-    tenant_cost_used = sql.decimal_from_db(sql.batch(statements)[0][0], 8)
+    tenant_tokens_used = int(sql.batch(statements)[0][0])
     if budget is not None:
-        _maybe_soft_alert(invocation.tenant_id, month, tenant_cost_used, budget)
+        _maybe_soft_alert(invocation.tenant_id, month, tenant_tokens_used, budget)
     return event
 
 
@@ -438,7 +439,7 @@ ON CONFLICT (tenant_id, month, user_key) DO UPDATE SET
     tokens_reserved = billing_monthlyusage.tokens_reserved + EXCLUDED.tokens_reserved,
     cost_used = billing_monthlyusage.cost_used + EXCLUDED.cost_used,
     cost_reserved = billing_monthlyusage.cost_reserved + EXCLUDED.cost_reserved
-RETURNING cost_used
+RETURNING tokens_used
 """
 
 
@@ -455,7 +456,7 @@ def _held(row):
 def _month_statement(
     tenant_id, month, user_key, *, tokens_used=0, tokens_reserved=0, cost_used=None, cost_reserved=None
 ):
-    """Add to the (tenant, month, user_key) row (RETURNING its cost_used afterwards)."""
+    """Add to the (tenant, month, user_key) row (RETURNING its tokens_used afterwards)."""
     from portal.db import sql
 
     zero = Decimal("0")
@@ -507,34 +508,41 @@ def _month_statements(invocation, month, *, tokens: int, cost: Decimal, held) ->
     return statements
 
 
-def _maybe_soft_alert(tenant_id: int, month, used: Decimal | None = None, budget_row=None) -> None:
-    """Alert the tenant's admins once a month when spend crosses the threshold.
+def _maybe_soft_alert(tenant_id: int, month, tokens_used: int | None = None, budget_row=None) -> None:
+    """Alert the tenant's admins once a month when the month's bill (plan fee + token
+    overage on the tokens used so far, billing.spend) crosses the threshold of the
+    budget. The bill, not the price book's cost: the budget caps what the tenant pays.
 
     The flag flips with a conditional UPDATE, so parallel turns crossing the line
     together write one alert (an AuditLog entry the admins see)."""
     from portal.db import sql
 
     row = budget_row or sql.one(_BUDGET_SQL, [tenant_id])
-    if row is None or not row[0] or sql.date_from_db(row[2]) == month:
+    if row is None or row[0] is None or sql.date_from_db(row[2]) == month:
         return
-    budget = TenantBudget.objects.get(tenant_id=tenant_id)  # past the cheap checks: rare
-    if used is None:
-        used = MonthlyUsage.objects.filter(month=month, user_key=0).values_list("cost_used", flat=True).first()
-    threshold = budget.monthly_budget * Decimal(budget.soft_alert_percent) / 100
-    if used is None or used < threshold:
+    from billing import spend
+    from tenants.models import Tenant
+
+    # Past the cheap checks: the tenant's plan prices the tokens.
+    tenant = Tenant.objects.select_related("tier").get(pk=tenant_id)
+    if tokens_used is None:
+        tokens_used = MonthlyUsage.objects.filter(month=month, user_key=0).values_list("tokens_used", flat=True).first()
+    monthly_budget, alert_percent = sql.decimal_from_db(row[0], 2), int(row[1])
+    so_far = spend.bill(tenant.tier, tokens_used or 0)
+    if so_far.total < spend.alert_threshold(monthly_budget, alert_percent):
         return
     from django.db.models import Q
 
     flipped = (
-        TenantBudget.objects.filter(pk=budget.pk)
+        TenantBudget.objects.filter(tenant_id=tenant_id)
         .filter(Q(alerted_month__isnull=True) | ~Q(alerted_month=month))
         .update(alerted_month=month)
     )
     if flipped:
         from tenants import audit
-        from tenants.models import Tenant
 
-        tenant = Tenant.objects.get(pk=tenant_id)
+        budget = TenantBudget.objects.get(tenant_id=tenant_id)
+
         audit.record(
             "billing.budget_soft_alert",
             tenant=tenant,
@@ -542,7 +550,10 @@ def _maybe_soft_alert(tenant_id: int, month, used: Decimal | None = None, budget
             target_repr=f"Budget {budget.monthly_budget}",
             after={
                 "month": month.isoformat(),
-                "cost_used": str(Decimal(used).quantize(accounting.CENTS)),
+                "bill_so_far": str(so_far.total),
+                "plan_fee": str(so_far.fee),
+                "token_overage": str(so_far.overage),
+                "tokens_used": so_far.tokens,
                 "threshold_percent": budget.soft_alert_percent,
                 "monthly_budget": str(budget.monthly_budget),
             },

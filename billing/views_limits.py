@@ -1,6 +1,9 @@
-"""The tenant admin's limits page: month-to-date quota and budget, the tier's rate
-limits, the monthly budget with its soft alert, per-person limits and the most
-recent refusals. Viewing needs billing.view; changing needs billing.limits."""
+"""The tenant admin's limits page: month-to-date quota and bill against the budget, the
+tier's rate limits, the monthly budget with its soft alert, per-person limits and the
+most recent refusals. Viewing needs billing.view; changing needs billing.limits.
+
+Money here is what the tenant is billed (billing.spend: plan fee + token overage),
+never the price book's cost of its usage, which only operators see."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from billing import accounting, limits
+from billing import accounting, limits, spend
 from billing.dashboards import Gauge
 from billing.models import LimitKind, TenantBudget, ThrottleEvent, UserLimit
 from tenants.access import int_or_404
@@ -28,7 +31,10 @@ class BudgetForm(forms.Form):
         min_value=Decimal("0"),
         max_digits=14,
         decimal_places=2,
-        help_text="Turns stop when this month's spend (including answers in progress) would pass it. Empty: no budget.",
+        help_text=(
+            "A ceiling on this month's bill (your plan's fee plus token overage): turns stop when the "
+            "tokens used, with answers in progress, would take the bill past it. Empty: no budget."
+        ),
         widget=forms.NumberInput(attrs={"step": "0.01", "inputmode": "decimal", "placeholder": "No budget"}),
     )
     soft_alert_percent = forms.IntegerField(
@@ -36,8 +42,21 @@ class BudgetForm(forms.Form):
         min_value=1,
         max_value=100,
         initial=80,
-        help_text="Once a month, an entry in the audit log when spend crosses this share of the budget.",
+        help_text="Once a month, an entry in the audit log when the bill crosses this share of the budget.",
     )
+
+    def __init__(self, *args, tier=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tier = tier
+        fee = spend.monthly_fee(tier)
+        self.fields["monthly_budget"].widget.attrs["min"] = f"{fee:.2f}"
+
+    def clean_monthly_budget(self):
+        budget = self.cleaned_data.get("monthly_budget")
+        problem = spend.check_budget(self.tier, budget)
+        if problem:
+            raise forms.ValidationError(problem, code="below_fee")
+        return budget
 
 
 class UserLimitForm(forms.Form):
@@ -60,7 +79,7 @@ class UserLimitForm(forms.Form):
 def _context(request, budget_form=None, user_forms=None) -> dict:
     tenant = request.tenant
     budget = TenantBudget.objects.first()
-    month = accounting.month_to_date(tenant)
+    month = spend.month_spend(tenant)
     user_limits = {row.user_id: row for row in UserLimit.objects.all()}
     memberships = list(Membership.objects.select_related("user").order_by("user__email"))
     user_forms = user_forms or {}
@@ -79,30 +98,44 @@ def _context(request, budget_form=None, user_forms=None) -> dict:
         # Same rule as the members page (and limits.set_user_limit): only owners change owners.
         may_edit = can_manage and (membership.role != Role.OWNER or can(role, Action.MANAGE_OWNERS))
         rows.append({"membership": membership, "limit": limit, "form": form, "may_edit": may_edit})
-    spend_percent = month.budget_percent
     budget_gauge = None
     if month.monthly_budget is not None:
         budget_gauge = Gauge(
-            used=month.cost_used,
+            used=month.bill.total,
             limit=month.monthly_budget,
-            forecast=month.cost_used,
+            forecast=month.bill.total,
             alert_percent=month.soft_alert_percent,
+            reached=month.budget_reached,
         )
+    tier = tenant.tier
+    included = tier.included_tokens if tier is not None else 0
+    fee = spend.monthly_fee(tier)
+    plan_rule = spend.budget_rule(tier, fee)
+    tokens_per_dollar = None
+    if plan_rule == spend.BudgetRule.CAPS_OVERAGE:
+        tokens_per_dollar = spend.budget_token_ceiling(tier, fee + 1) - spend.budget_token_ceiling(tier, fee)
     return {
-        "tier": tenant.tier,
+        "tier": tier,
         "month": month,
+        "included_tokens": included,
+        "overage_allowed": tier.overage_allowed if tier is not None else True,
+        "monthly_fee": fee,
+        # How any budget (at least the fee) bears on this plan, for the note under the form.
+        "plan_rule": plan_rule,
+        "tokens_per_dollar": tokens_per_dollar,
         "next_month": accounting.next_month(month.month),
         "budget": budget,
-        "spend_percent": spend_percent,
+        "spend_percent": month.budget_percent,
         "budget_gauge": budget_gauge,
-        "quota_percent": month.quota_percent,
+        "quota_percent": 100.0 * month.tokens_used / included if included else None,
         "reserved_tokens": month.tokens_reserved,
         "budget_form": budget_form
         or BudgetForm(
+            tier=tier,
             initial={
                 "monthly_budget": budget.monthly_budget if budget else None,
                 "soft_alert_percent": budget.soft_alert_percent if budget else 80,
-            }
+            },
         ),
         "rows": rows,
         "throttles": list(ThrottleEvent.objects.order_by("-created_at")[:20]),
@@ -119,7 +152,7 @@ def limits_page(request):
 @require_POST
 @tenant_view(Action.MANAGE_LIMITS)
 def budget_save(request):
-    form = BudgetForm(request.POST)
+    form = BudgetForm(request.POST, tier=request.tenant.tier)
     if form.is_valid():
         try:
             limits.set_budget(
@@ -130,12 +163,12 @@ def budget_save(request):
         except ServiceError as exc:
             form.add_error(None, exc)
         else:
-            month = accounting.month_to_date(request.tenant)
-            if month.budget_exceeded:
-                # Saved all the same: a budget at or below the spend is how an admin stops spending now.
+            month = spend.month_spend(request.tenant)
+            if month.budget_reached:
+                # Saved all the same: a budget at this month's bill is how an admin stops spending now.
                 messages.warning(
                     request,
-                    f"Budget saved, but this month's spend (${month.cost_used:,.2f}) has already reached it: "
+                    f"Budget saved, but this month's bill (${month.bill.total:,.2f}) has already reached it: "
                     "every chat is refused until the budget is raised or the month ends.",
                 )
             else:

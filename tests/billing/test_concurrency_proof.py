@@ -2,7 +2,8 @@
 (each with 8 threads, each thread its own database connection) through the real
 post_message → admit path.
 
-* a budget with room for exactly 50 turns → exactly 50 accepted, 150 refused 402;
+* a budget whose bill ceiling (plan fee + token overage, billing.spend) has room for
+  exactly 50 turns → exactly 50 accepted, 150 refused 402, the bill within the budget;
 * a rate limit of 60/min → at least 60 and at most 60 + what the bucket refilled
   while the test ran accepted, the rest 429 with Retry-After.
 
@@ -24,7 +25,7 @@ from decimal import Decimal
 import pytest
 
 from agents import services
-from billing import limits
+from billing import limits, spend
 from billing.models import ModelPrice, PriceBook, TenantBudget
 from tenants.context import tenant_context
 from tests.billing.helpers import actor
@@ -89,10 +90,19 @@ def hammer(world, conversations, env) -> tuple[list[str], float]:
 
 def test_200_parallel_turns_against_a_budget_for_50_accept_exactly_50(proof_world, tmp_path):
     world, catalogue, conversations = proof_world
-    _, cost = limits.estimate_turn(catalogue.offering, "How long is the refund window?")
-    # Every conversation is new, so every estimate is the same; the budget holds 50 of them, not 51.
-    budget = (cost * 50).quantize(Decimal("0.01"), rounding="ROUND_UP")
-    assert budget < cost * 51
+    tier = world.a.tenant.tier
+    tier.monthly_price, tier.included_tokens = Decimal("100.00"), 1000
+    tier.overage_allowed, tier.overage_price_per_1k_tokens = True, Decimal("0.5")
+    tier.save()
+    tokens, _ = limits.estimate_turn(catalogue.offering, "How long is the refund window?")
+    # Every conversation is new, so every estimate is the same. The budget caps the bill:
+    # the fee plus the overage of 50 estimates, rounded up to the cent — a token ceiling
+    # that holds 50 of them, not 51. (The price book's cost of 50 turns, ~$52, is far
+    # below the budget: a budget on cost would let all 200 through.)
+    overage = (Decimal(50 * tokens - 1000) * Decimal("0.5") / 1000).quantize(Decimal("0.01"), rounding="ROUND_UP")
+    budget = Decimal("100.00") + overage
+    ceiling = spend.budget_token_ceiling(tier, budget)
+    assert 50 * tokens <= ceiling < 51 * tokens
     with tenant_context(world.a.tenant):
         TenantBudget.objects.create(monthly_budget=budget)
     env, path = database_env(tmp_path)
@@ -109,9 +119,10 @@ def test_200_parallel_turns_against_a_budget_for_50_accept_exactly_50(proof_worl
     assert rows(path, f"SELECT COUNT(*) FROM agents_invocation WHERE tenant_id = {tenant}") == [(50,)]  # noqa: S608
     (reserved,) = rows(
         path,
-        f"SELECT cost_reserved FROM billing_monthlyusage WHERE tenant_id = {tenant} AND user_key = 0",  # noqa: S608
+        f"SELECT tokens_reserved FROM billing_monthlyusage WHERE tenant_id = {tenant} AND user_key = 0",  # noqa: S608
     )[0]
-    assert Decimal(str(reserved)) <= budget
+    assert reserved == 50 * tokens <= ceiling
+    assert spend.bill(tier, reserved).total <= budget < spend.bill(tier, reserved + tokens).total
     # Every refusal left its ThrottleEvent, though its own transaction rolled back.
     assert rows(path, f"SELECT kind, COUNT(*) FROM billing_throttleevent WHERE tenant_id = {tenant} GROUP BY kind") == [  # noqa: S608, E501
         ("budget", 150)

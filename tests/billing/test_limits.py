@@ -69,18 +69,47 @@ def written(side) -> tuple[int, int]:
         return Message.objects.count(), Invocation.objects.count()
 
 
-def test_the_budget_stops_the_turn_that_would_overspend_and_records_why(world, catalogue, runtime, pricey):
+FEE = Decimal("100.00")
+
+
+def bill_priced(
+    side, *, price: str = "1.00", included: int = 0, overage_allowed: bool = True, fee: Decimal = FEE
+) -> None:
+    """A plan at a `fee` (default $100) whose every token past `included` bills `price` per 1k."""
+    set_tier(
+        side,
+        monthly_price=fee,
+        included_tokens=included,
+        overage_allowed=overage_allowed,
+        overage_price_per_1k_tokens=Decimal(price),
+        concurrent_sessions=10,
+    )
+
+
+def budget_for(tokens: int, price: str = "1.00") -> Decimal:
+    """The fee plus the overage of `tokens` (none included), rounded up to the cent."""
+    return FEE + (Decimal(tokens) * Decimal(price) / 1000).quantize(Decimal("0.01"), rounding="ROUND_UP")
+
+
+def test_the_budget_stops_the_turn_that_would_take_the_bill_past_it_and_records_why(world, catalogue, runtime, pricey):
     tokens, cost = estimate(catalogue)
+    bill_priced(world.a)
+    # Room in the bill for two estimates' overage (rounded up to the cent: less than a third).
+    budget = budget_for(2 * tokens)
     with tenant_context(world.a.tenant):
-        TenantBudget.objects.create(monthly_budget=(cost * 2).quantize(Decimal("0.01"), rounding="ROUND_UP"))
-    # Room for two reservations (the budget is rounded up to cents, less than a third turn's estimate).
-    set_tier(world.a, concurrent_sessions=10)
+        TenantBudget.objects.create(monthly_budget=budget)
+    # The price book's cost of three turns is far below the budget: the bill, not the cost, decides.
+    assert 3 * cost < budget
     ask(world.a, catalogue.helpdesk)
     ask(world.a, catalogue.helpdesk)
     before = written(world.a)
     refusal = refused(world.a, catalogue)
     assert (refusal.status, refusal.code, refusal.kind) == (402, "budget_exceeded", "budget")
-    assert "monthly budget" in str(refusal.messages[0])
+    message = str(refusal.messages[0])
+    assert f"monthly budget (${budget:,.2f})" in message
+    # In the money the tenant is billed: nothing used yet, so the fee and no overage.
+    assert "bill is $100.00 so far (plan fee $100.00 + token overage $0.00)" in message
+    assert "has no room for this answer" in message
     assert refusal.retry_after and refusal.retry_after > 0
     assert written(world.a) == before  # nothing of the refused turn was written
     with tenant_context(world.a.tenant):
@@ -94,22 +123,69 @@ def test_the_budget_stops_the_turn_that_would_overspend_and_records_why(world, c
     assert month.tokens_reserved == 2 * tokens  # the refused turn's reservation rolled back
 
 
+def test_a_budget_on_the_bill_is_not_reached_by_the_price_books_cost(world, catalogue, runtime, pricey):
+    # The price book prices a turn at ~$1.03; the bill of a turn within the included tokens
+    # is $0 over the fee. A budget at the fee therefore admits turns while tokens stay included.
+    tokens, cost = estimate(catalogue)
+    bill_priced(world.a, included=3 * tokens)
+    with tenant_context(world.a.tenant):
+        TenantBudget.objects.create(monthly_budget=FEE)
+    for _ in range(3):
+        assert ask(world.a, catalogue.helpdesk).status == "queued"
+    refusal = refused(world.a, catalogue)  # a fourth would bill overage past the fee
+    assert refusal.code == "budget_exceeded"
+
+
 def test_tenant_b_is_not_affected_by_tenant_a_budget(world, catalogue, runtime):
     with tenant_context(world.a.tenant):
-        TenantBudget.objects.create(monthly_budget=Decimal("0"))
+        TenantBudget.objects.create(monthly_budget=Decimal("0"))  # below the fee: an older row, a hard stop
     refused(world.a, catalogue)
     assert ask(world.b, catalogue.helpdesk).status == "queued"
 
 
 def test_finished_turns_free_the_budget_their_estimate_held(world, catalogue, runtime, pricey):
     tokens, cost = estimate(catalogue)
+    bill_priced(world.a)
     with tenant_context(world.a.tenant):
-        TenantBudget.objects.create(monthly_budget=(cost * Decimal("1.5")).quantize(Decimal("0.01")))
+        TenantBudget.objects.create(monthly_budget=budget_for(tokens * 3 // 2))
     runtime.events = [{"type": "delta", "text": "Yes."}, {"type": "usage", "input_tokens": 10, "output_tokens": 10}]
     invocation = ask(world.a, catalogue.helpdesk)
     refused(world.a, catalogue)  # the first turn's estimate holds the budget
-    run(world.a, invocation)  # real usage (20 tokens, 0.02) is far below the 1024-token output estimate
+    run(world.a, invocation)  # real usage (20 tokens, $0.02 of overage) is far below the 1024-token output estimate
     assert ask(world.a, catalogue.helpdesk).status == "queued"
+
+
+def test_without_overage_a_budget_adds_nothing_to_the_quota(world, catalogue, runtime, pricey):
+    tokens, cost = estimate(catalogue)
+    # A $1 plan and a $1 budget: less than the price book's cost of one turn (~$1.03), but
+    # the bill can never pass the fee.
+    bill_priced(world.a, included=2 * tokens, overage_allowed=False, fee=Decimal("1.00"))
+    assert cost > Decimal("1.00")
+    with tenant_context(world.a.tenant):
+        TenantBudget.objects.create(monthly_budget=Decimal("1.00"))
+    ask(world.a, catalogue.helpdesk)
+    ask(world.a, catalogue.helpdesk)
+    assert refused(world.a, catalogue).code == "quota_exceeded"  # the quota, not the budget
+
+
+def test_free_overage_never_reaches_a_budget(world, catalogue, runtime, pricey):
+    bill_priced(world.a, price="0", fee=Decimal("1.00"))
+    with tenant_context(world.a.tenant):
+        TenantBudget.objects.create(monthly_budget=Decimal("1.00"))  # below one turn's price-book cost
+    for _ in range(4):
+        assert ask(world.a, catalogue.helpdesk).status == "queued"
+
+
+def test_the_budget_and_the_quota_each_refuse_in_their_own_words(world, catalogue, runtime, pricey):
+    tokens, _ = estimate(catalogue)
+    bill_priced(world.a)
+    with tenant_context(world.a.tenant):
+        TenantBudget.objects.create(monthly_budget=budget_for(tokens))
+    ask(world.a, catalogue.helpdesk)
+    assert refused(world.a, catalogue).code == "budget_exceeded"
+    # Overage off and a quota of 1.5 turns: the quota (overage now impossible) refuses first.
+    set_tier(world.a, overage_allowed=False, included_tokens=tokens * 3 // 2)
+    assert refused(world.a, catalogue).code == "quota_exceeded"
 
 
 def test_the_token_quota_refuses_when_overage_is_not_allowed(world, catalogue, runtime):

@@ -33,35 +33,99 @@ def test_admins_set_the_budget_and_it_is_audited(client, world):
         assert TenantBudget.objects.get().monthly_budget is None
 
 
-def spent_this_month(side, cost: str) -> None:
+def priced_overage(side, price: str = "0.50") -> None:
+    """The tenant's plan: a $100 fee, 1,000 tokens included, then `price` per 1k tokens."""
+    tier = side.tenant.tier
+    tier.monthly_price, tier.included_tokens, tier.overage_price_per_1k_tokens = Decimal("100.00"), 1000, Decimal(price)
+    tier.save()
+
+
+def used_this_month(side, tokens: int, cost: str = "0.98765") -> None:
     with tenant_context(side.tenant):
-        MonthlyUsage.objects.create(month=month_start(), user_key=0, tokens_used=1500, cost_used=Decimal(cost))
+        MonthlyUsage.objects.create(month=month_start(), user_key=0, tokens_used=tokens, cost_used=Decimal(cost))
 
 
-def test_a_budget_below_this_months_spend_is_saved_with_a_warning_and_shown_over(client, world):
-    spent_this_month(world.a, "12.50")
+def test_a_budget_at_this_months_bill_is_saved_with_a_warning_and_shown_reached(client, world):
+    priced_overage(world.a)
+    used_this_month(world.a, 21_000)  # billed $100 + 20,000 × $0.50 / 1k = $110.00
     client.force_login(world.a.admin)
-    response = client.post(URL + "budget/", {"monthly_budget": "10", "soft_alert_percent": "80"}, follow=True)
+    response = client.post(URL + "budget/", {"monthly_budget": "110", "soft_alert_percent": "80"}, follow=True)
     assert response.redirect_chain == [(URL, 302)]
     (message,) = [(m.level_tag, str(m)) for m in response.context["messages"]]
     assert message[0] == "warning"
-    assert "already reached it: every chat is refused until the budget is raised" in message[1]
+    assert "this month's bill ($110.00) has already reached it: every chat is refused" in message[1]
     body = response.content.decode()
     assert 'id="budget-over"' in body and "Budget reached" in body and "gauge is-danger" in body
     with tenant_context(world.a.tenant):
-        assert TenantBudget.objects.get().monthly_budget == Decimal("10.00")
+        assert TenantBudget.objects.get().monthly_budget == Decimal("110.00")
 
 
-def test_a_budget_above_the_spend_is_saved_quietly(client, world):
-    spent_this_month(world.a, "2.00")
+def test_a_budget_above_the_bill_is_saved_quietly(client, world):
+    priced_overage(world.a)
+    used_this_month(world.a, 21_000)
     client.force_login(world.a.admin)
-    response = client.post(URL + "budget/", {"monthly_budget": "10", "soft_alert_percent": "80"}, follow=True)
+    response = client.post(URL + "budget/", {"monthly_budget": "150", "soft_alert_percent": "80"}, follow=True)
     assert [(m.level_tag, str(m)) for m in response.context["messages"]] == [("success", "Budget saved.")]
-    assert 'id="budget-over"' not in response.content.decode()
+    body = response.content.decode()
+    assert 'id="budget-over"' not in body
+    # The page says what the budget buys: ⌊$50 × 1000 / $0.50⌋ tokens past the 1,000 included.
+    assert "lets 101,000 tokens be used this month" in body
+
+
+def test_the_limits_page_shows_the_bill_not_the_price_books_cost(client, world):
+    priced_overage(world.a)
+    used_this_month(world.a, 21_000, cost="0.98765")
+    with tenant_context(world.a.tenant):
+        MonthlyUsage.objects.filter(user_key=0).update(tokens_reserved=2048, cost_reserved=Decimal("0.54321"))
+        TenantBudget.objects.create(monthly_budget=Decimal("200.00"))
+    client.force_login(world.a.owner)
+    body = client.get(URL).content.decode()
+    assert "$110.00" in body and "Plan fee $100.00 + token overage $10.00" in body
+    assert "of a budget of $200.00 (55 %)" in body
+    for cost in ("0.98765", "0.99", "0.54321", "0.54"):
+        assert cost not in body
+
+
+def test_a_budget_below_the_plans_fee_is_a_form_error_that_names_the_fee(client, world):
+    client.force_login(world.a.admin)
+    response = client.post(URL + "budget/", {"monthly_budget": "99.99", "soft_alert_percent": "80"})
+    assert response.status_code == 400
+    errors = response.context["budget_form"].errors["monthly_budget"]
+    assert errors == [
+        "A monthly budget caps what your organisation is billed, and your plan's monthly fee is $100.00: "
+        "choose at least $100.00, or leave it empty for no budget."
+    ]
+    assert "$100.00" in response.content.decode()
+    with tenant_context(world.a.tenant):
+        assert not TenantBudget.objects.exists()
+    # At the fee it is accepted.
+    assert client.post(URL + "budget/", {"monthly_budget": "100", "soft_alert_percent": "80"}).status_code == 302
+
+
+def test_the_service_refuses_a_budget_below_the_fee_too(world):
+    from billing import limits
+    from tenants.services import Actor, ServiceError
+
+    with tenant_context(world.a.tenant), pytest.raises(ServiceError, match=r"monthly fee is \$100\.00"):
+        limits.set_budget(
+            Actor(user=world.a.owner, membership=world.a.memberships["owner"]),
+            monthly_budget=Decimal("50"),
+            soft_alert_percent=80,
+        )
+
+
+def test_without_overage_the_page_says_a_budget_adds_nothing(client, world):
+    tier = world.a.tenant.tier
+    tier.overage_allowed = False
+    tier.save()
+    client.force_login(world.a.owner)
+    body = client.get(URL).content.decode()
+    assert "Your plan allows no overage, so the bill never passes the fee: a budget adds nothing" in body
 
 
 def test_a_budget_of_zero_shows_as_a_hard_stop_on_the_dashboard_not_as_no_budget(client, world):
     with tenant_context(world.a.tenant):
+        # Below the fee (the form refuses one now; an older row may hold it): the bill is past it.
         TenantBudget.objects.create(monthly_budget=Decimal("0"))
     client.force_login(world.a.billing)
     body = client.get("/t/alpha/billing/").content.decode()
@@ -74,8 +138,9 @@ def test_a_budget_of_zero_shows_as_a_hard_stop_on_the_dashboard_not_as_no_budget
     [
         {"monthly_budget": "-1", "soft_alert_percent": "80"},
         {"monthly_budget": "abc", "soft_alert_percent": "80"},
-        {"monthly_budget": "10", "soft_alert_percent": "0"},
-        {"monthly_budget": "10", "soft_alert_percent": "101"},
+        {"monthly_budget": "150", "soft_alert_percent": "0"},
+        {"monthly_budget": "150", "soft_alert_percent": "101"},
+        {"monthly_budget": "10", "soft_alert_percent": "80"},
         {"monthly_budget": "1e999", "soft_alert_percent": "80"},
         {},
     ],

@@ -184,21 +184,39 @@ def test_a_turn_blocked_at_the_input_counts_as_a_blocked_turn_with_no_usage(worl
     assert runtime.calls == []
 
 
-def test_crossing_the_soft_alert_threshold_alerts_once_a_month(world, catalogue, runtime):
-    price_book(1, input_price="0.1", output_price="0.1")  # 1.5k tokens → 0.15 a turn
+def test_crossing_the_soft_alert_threshold_of_the_bill_alerts_once_a_month(world, catalogue, runtime):
+    # The bill: a $100 fee with 1,000 tokens included, then $10 per 1k tokens. A turn here
+    # uses 1,500 tokens ($5.00 of overage for the first, $15.00 for each after).
+    tier = world.a.tenant.tier
+    tier.monthly_price, tier.included_tokens, tier.overage_price_per_1k_tokens = Decimal("100"), 1000, Decimal("10")
+    tier.save()
+    # The price book's cost of a turn is 1,000× smaller ($0.015): a threshold on cost is never crossed.
+    price_book(1, input_price="0.01", output_price="0.01")
     with tenant_context(world.a.tenant):
-        TenantBudget.objects.create(monthly_budget=Decimal("1.00"), soft_alert_percent=25)
-    ask_and_run(world.a, catalogue.helpdesk)  # 0.15: under 25 %
+        TenantBudget.objects.create(monthly_budget=Decimal("150.00"), soft_alert_percent=80)  # alert at $120
+    ask_and_run(world.a, catalogue.helpdesk)  # billed $105.00: under 80 %
     with tenant_context(world.a.tenant):
         assert not AuditLog.objects.filter(action="billing.budget_soft_alert").exists()
-    ask_and_run(world.a, catalogue.helpdesk)  # 0.30: crosses 25 %
-    ask_and_run(world.a, catalogue.helpdesk)  # 0.45: already alerted this month
+    ask_and_run(world.a, catalogue.helpdesk)  # $120.00: crosses 80 %
     with tenant_context(world.a.tenant):
         alerts = list(AuditLog.objects.filter(action="billing.budget_soft_alert"))
         budget = TenantBudget.objects.get()
+        month = MonthlyUsage.objects.get(user_key=0)
     assert len(alerts) == 1
-    assert alerts[0].after["cost_used"] == "0.30"
+    assert alerts[0].after == {
+        "month": accounting.month_start().isoformat(),
+        "bill_so_far": "120.00",
+        "plan_fee": "100.00",
+        "token_overage": "20.00",
+        "tokens_used": 3000,
+        "threshold_percent": 80,
+        "monthly_budget": "150.00",
+    }
+    assert month.cost_used < Decimal("0.05")  # the cost stays recorded, for the operators
     assert budget.alerted_month == accounting.month_start()
+    ask_and_run(world.a, catalogue.helpdesk)  # $135.00: already alerted this month
+    with tenant_context(world.a.tenant):
+        assert AuditLog.objects.filter(action="billing.budget_soft_alert").count() == 1
 
 
 def test_usage_events_refuse_updates_and_deletes(world, catalogue, runtime):

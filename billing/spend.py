@@ -1,0 +1,183 @@
+"""What a tenant spends: its bill, never the provider's cost (ARCHITECTURE.md §7).
+
+The price book prices what a turn costs *us* (tokens, tool calls, runtime seconds):
+operators see it, with revenue and margin. What a tenant pays is its invoice: the plan's
+monthly fee plus token overage (`billing.invoices.invoice_amounts`, the one formula).
+So every tenant-facing figure of money — the dashboard's gauge, the limits page, the
+soft alert, the API — is `bill()` of the tokens used, and the monthly budget caps that
+bill.
+
+The budget as a token ceiling. The fee is fixed and overage is linear in tokens, so
+"fee + overage ≤ budget" is exactly "tokens ≤ ceiling" (`budget_token_ceiling`):
+
+* overage allowed and priced: included tokens + ⌊(budget − fee) × 1000 / price per 1k⌋
+  (the floor keeps the ceiling's own bill, rounded half-up to the cent, within budget);
+* overage not allowed: the bill cannot pass the fee, so the budget adds nothing to the
+  quota (None);
+* overage free (price 0): the bill never grows past the fee, so the budget is never
+  reached (None);
+* a budget below the fee (the forms refuse one; an older row may hold one): the bill
+  is past it already, so no more tokens (0).
+
+Admission enforces the ceiling in the same conditional UPDATE as the quota
+(billing.limits), so it holds across processes and under concurrency.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
+
+from billing.accounting import CENTS, month_start
+from billing.invoices import invoice_amounts
+
+
+@dataclass(frozen=True)
+class _NoPlan:
+    """The terms of a tenant with no tier: nothing to pay, no quota."""
+
+    name: str = ""
+    monthly_price: Decimal = Decimal("0")
+    included_tokens: int = 0
+    overage_price_per_1k_tokens: Decimal = Decimal("0")
+    overage_allowed: bool = True
+
+
+def _plan(tier):
+    return tier if tier is not None else _NoPlan()
+
+
+@dataclass(frozen=True)
+class Bill:
+    """A month's bill for `tokens`: the plan's fee, the token overage and their sum."""
+
+    tokens: int
+    fee: Decimal
+    overage: Decimal
+    total: Decimal
+
+    def as_dict(self) -> dict:
+        return {"tokens": self.tokens, "fee": self.fee, "overage": self.overage, "total": self.total}
+
+
+def bill(tier, tokens: int) -> Bill:
+    """What a month with `tokens` used bills on `tier` (as its invoice will)."""
+    fee, overage, total = invoice_amounts(_plan(tier), max(0, int(tokens)))
+    return Bill(tokens=max(0, int(tokens)), fee=fee, overage=overage, total=total)
+
+
+def monthly_fee(tier) -> Decimal:
+    """The lowest a month can bill, hence the lowest budget that means anything."""
+    return Decimal(_plan(tier).monthly_price).quantize(CENTS)
+
+
+class BudgetRule:
+    """How a budget bears on a tier (what the limits page says about it)."""
+
+    NONE = "none"  # no budget set
+    BELOW_FEE = "below_fee"  # the fee alone passes it: every turn is refused
+    CAPS_OVERAGE = "caps_overage"  # a token ceiling above the included tokens
+    NO_OVERAGE = "no_overage"  # the plan refuses overage: the quota is the ceiling
+    FREE_OVERAGE = "free_overage"  # overage costs nothing: the bill stays at the fee
+
+
+def budget_rule(tier, budget: Decimal | None) -> str:
+    if budget is None:
+        return BudgetRule.NONE
+    plan = _plan(tier)
+    if Decimal(budget) < monthly_fee(plan):
+        return BudgetRule.BELOW_FEE
+    if not plan.overage_allowed:
+        return BudgetRule.NO_OVERAGE
+    if Decimal(plan.overage_price_per_1k_tokens) <= 0:
+        return BudgetRule.FREE_OVERAGE
+    return BudgetRule.CAPS_OVERAGE
+
+
+def budget_token_ceiling(tier, budget: Decimal | None) -> int | None:
+    """The most tokens a month may use with its bill within `budget`; None when the budget
+    sets no ceiling of its own (no budget, no overage, or free overage)."""
+    rule = budget_rule(tier, budget)
+    if rule == BudgetRule.BELOW_FEE:
+        return 0
+    if rule != BudgetRule.CAPS_OVERAGE:
+        return None
+    plan = _plan(tier)
+    headroom = Decimal(budget) - monthly_fee(plan)
+    extra = (headroom * 1000 / Decimal(plan.overage_price_per_1k_tokens)).to_integral_value(rounding=ROUND_FLOOR)
+    return int(plan.included_tokens) + int(extra)
+
+
+@dataclass(frozen=True)
+class MonthSpend:
+    """A tenant's month so far, in what it pays: the bill against its budget."""
+
+    month: dt.date
+    tokens_used: int
+    tokens_reserved: int
+    bill: Bill
+    monthly_budget: Decimal | None
+    soft_alert_percent: int
+    rule: str
+    token_ceiling: int | None
+
+    @property
+    def budget_percent(self) -> float | None:
+        if not self.monthly_budget:
+            return None
+        return float(100 * self.bill.total / self.monthly_budget)
+
+    @property
+    def budget_reached(self) -> bool:
+        """No turn can be admitted until the budget is raised or the month ends: the tokens
+        used have reached the budget's ceiling (with a budget below the fee, at once)."""
+        return self.token_ceiling is not None and self.tokens_used >= self.token_ceiling
+
+    @property
+    def alert_reached(self) -> bool:
+        if self.monthly_budget is None:
+            return False
+        return self.bill.total >= alert_threshold(self.monthly_budget, self.soft_alert_percent)
+
+
+def alert_threshold(budget: Decimal, percent: int) -> Decimal:
+    return Decimal(budget) * Decimal(percent) / 100
+
+
+def month_spend(tenant, month: dt.date | None = None) -> MonthSpend:
+    """The tenant's bill so far this month (in its tenant context), from the month's
+    counter (O(1)); `tokens_reserved` are the answers in progress."""
+    from billing.models import MonthlyUsage, TenantBudget
+
+    month = month or month_start()
+    row = MonthlyUsage.objects.filter(month=month, user_key=0).values("tokens_used", "tokens_reserved").first() or {}
+    budget_row = TenantBudget.objects.first()
+    budget = budget_row.monthly_budget if budget_row is not None else None
+    tier = tenant.tier
+    used = int(row.get("tokens_used") or 0)
+    return MonthSpend(
+        month=month,
+        tokens_used=used,
+        tokens_reserved=int(row.get("tokens_reserved") or 0),
+        bill=bill(tier, used),
+        monthly_budget=budget,
+        soft_alert_percent=budget_row.soft_alert_percent if budget_row is not None else 80,
+        rule=budget_rule(tier, budget),
+        token_ceiling=budget_token_ceiling(tier, budget),
+    )
+
+
+def check_budget(tier, budget: Decimal | None) -> str | None:
+    """Why `budget` cannot be set on `tier` (a message naming the fee), or None."""
+    if budget is None:
+        return None
+    if budget < 0:
+        return "A budget cannot be negative."
+    fee = monthly_fee(tier)
+    if budget < fee:
+        return (
+            f"A monthly budget caps what your organisation is billed, and your plan's monthly fee is "
+            f"${fee:,.2f}: choose at least ${fee:,.2f}, or leave it empty for no budget."
+        )
+    return None
