@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from billing import spend
 from billing.accounting import CENTS, latency_percentile, month_start, next_month
 from billing.invoices import owes_invoice, plan_terms
 from billing.models import (
@@ -36,6 +37,7 @@ from billing.models import (
     UsageDaily,
     UsageEvent,
 )
+from billing.spend import Bill, BudgetRule
 
 GROUPINGS = ("day", "week", "month")
 BREAKDOWNS = ("model", "agent", "user")
@@ -528,6 +530,9 @@ class MonthOutlook:
     overage_allowed: bool
     monthly_price: Decimal
     budget_row: TenantBudget | None
+    bill: Bill  # the month's bill so far (plan fee + token overage): what the budget gauge shows
+    forecast_bill: Bill
+    budget_rule: str = BudgetRule.NONE
 
     @property
     def last_day(self) -> dt.date:
@@ -582,15 +587,14 @@ def month_outlook(tenant, now: dt.datetime | None = None, parts: Slices | None =
                 month_totals.add(part.totals)
             if trailing_from <= part.day <= day:
                 trailing.add(part.totals)
-        trailing_tokens, trailing_cost = Decimal(trailing.tokens), trailing.cost
+        trailing_tokens = Decimal(trailing.tokens)
     else:
         month_row = UsageDaily.objects.filter(day__gte=month, day__lte=day).aggregate(**_SUMS, **_LATENCY_SUMS)
         trailing_row = UsageDaily.objects.filter(day__gte=trailing_from, day__lte=day).aggregate(
-            input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"), cost=Sum("cost")
+            input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens")
         )
         month_totals = Totals.from_row(month_row)
         trailing_tokens = Decimal(_int(trailing_row["input_tokens"]) + _int(trailing_row["output_tokens"]))
-        trailing_cost = _money(trailing_row["cost"])
     tier = tenant.tier
     budget_row = TenantBudget.objects.first()
     budget_limit = budget_row.monthly_budget if budget_row is not None else None
@@ -600,11 +604,17 @@ def month_outlook(tenant, now: dt.datetime | None = None, parts: Slices | None =
         limit=Decimal(tier.included_tokens) if tier.included_tokens else None,
         forecast=forecast(used_tokens, trailing_tokens, now).quantize(Decimal("1")),
     )
+    # The budget caps the bill (billing.spend), so its gauge is in the money the tenant
+    # pays: the plan's fee plus overage on the tokens so far, and on the forecast tokens.
+    so_far = spend.bill(tier, month_totals.tokens)
+    forecast_bill = spend.bill(tier, int(tokens.forecast))
+    ceiling = spend.budget_token_ceiling(tier, budget_limit)
     budget = Gauge(
-        used=month_totals.cost,
+        used=so_far.total,
         limit=budget_limit,
-        forecast=forecast(month_totals.cost, trailing_cost, now).quantize(CENTS),
+        forecast=forecast_bill.total,
         alert_percent=budget_row.soft_alert_percent if budget_row else None,
+        reached=ceiling is not None and month_totals.tokens >= ceiling,
     )
     days_in_month = (next_month(month) - month).days
     elapsed = (now - dt.datetime.combine(month, dt.time.min, tzinfo=dt.UTC)).total_seconds() / 86400
@@ -620,6 +630,9 @@ def month_outlook(tenant, now: dt.datetime | None = None, parts: Slices | None =
         overage_allowed=getattr(tier, "overage_allowed", True),
         monthly_price=tier.monthly_price,
         budget_row=budget_row,
+        bill=so_far,
+        forecast_bill=forecast_bill,
+        budget_rule=spend.budget_rule(tier, budget_limit),
     )
 
 
@@ -786,19 +799,21 @@ class OperatorRow:
 
     @property
     def budget_percent(self) -> float | None:
-        return float(self.cost * 100 / self.budget) if self.budget else None
+        """The month's bill (revenue: what the tenant pays) as a share of its budget, which
+        caps that bill (billing.spend) — not the cost of the usage."""
+        return float(self.revenue * 100 / self.budget) if self.budget else None
 
     @property
     def budget_status(self) -> str:
-        """none, ok, alert or stop. A budget of 0 is set (a hard stop for every paid turn,
-        as admission and the tenant's own gauge treat it), not the absence of one."""
+        """none, ok, alert or stop. Stop: admission refuses the tenant's turns, its tokens
+        having reached the budget's token ceiling (at once for a budget below the fee, e.g.
+        0), as the tenant's own gauge says."""
         if self.budget is None:
             return "none"
-        if self.budget == 0:
+        ceiling = spend.budget_token_ceiling(self.tenant.tier, self.budget)
+        if ceiling is not None and self.tokens >= ceiling:
             return "stop"
         percent = self.budget_percent or 0
-        if percent >= 100:
-            return "stop"
         if self.budget_alert_percent and percent >= self.budget_alert_percent:
             return "alert"
         return "ok"
@@ -828,6 +843,7 @@ def operator_rows(
             "tier__monthly_price",
             "tier__included_tokens",
             "tier__overage_price_per_1k_tokens",
+            "tier__overage_allowed",
         )
         .order_by("name")
     )

@@ -1,7 +1,9 @@
 """Tenant usage dashboard, CSV export, raw-event drill-down and invoices (/t/<slug>/billing/…).
 
 Owners, admins and the billing role (Action.VIEW_BILLING). Thin views: parse the
-window → billing.dashboards (roll-ups only) → render. Bad parameters are shown
+window → billing.dashboards (roll-ups only) → render. Tenants see tokens, turns and
+what they are billed (billing.spend); the price book's cost of their usage is the
+provider's and appears only on the operator's pages (`show_cost`). Bad parameters are shown
 on the page with a 400, never a 500. The chart specs built here are read by
 static/js/billing.js; the same numbers are always in a table next to the chart.
 """
@@ -31,12 +33,6 @@ PALETTE = ["#4f46e5", "#0ba5ec", "#17b26a", "#f79009", "#ee46bc", "#7a5af8", "#0
 DANGER = "#f04438"
 WARNING = "#f79009"
 
-METRICS = {
-    "tokens": ("Tokens", "tokens"),
-    "cost": ("Cost", "usd"),
-    "turns": ("Turns", "int"),
-}
-
 
 def _n(value):
     return d.chart_number(value)
@@ -45,18 +41,21 @@ def _n(value):
 # --- chart specs (static/js/billing.js) ---------------------------------------------------------
 
 
-def usage_chart(series: list[d.Bucket]) -> dict:
-    """Tokens (input + output, stacked), with cost and turns as switchable variants."""
+def usage_chart(series: list[d.Bucket], *, show_cost: bool = False) -> dict:
+    """Tokens (input + output, stacked), with turns (and, for operators, cost) as switchable variants."""
     labels = [b.label for b in series]
     tokens = [
         {"label": "Input tokens", "data": [b.totals.input_tokens for b in series], "color": ACCENT},
         {"label": "Output tokens", "data": [b.totals.output_tokens for b in series], "color": ACCENT_LIGHT},
     ]
-    cost = [{"label": "Cost", "data": [_n(b.totals.cost) for b in series], "color": PALETTE[2]}]
     turns = [
         {"label": "Turns", "data": [b.totals.turns - b.totals.failed_turns for b in series], "color": PALETTE[1]},
         {"label": "Failed", "data": [b.totals.failed_turns for b in series], "color": DANGER},
     ]
+    variants = {"tokens": {"datasets": tokens, "format": "tokens"}, "turns": {"datasets": turns, "format": "int"}}
+    if show_cost:
+        cost = [{"label": "Cost", "data": [_n(b.totals.cost) for b in series], "color": PALETTE[2]}]
+        variants["cost"] = {"datasets": cost, "format": "usd"}
     return {
         "type": "bar",
         "empty": NO_USAGE,
@@ -64,11 +63,7 @@ def usage_chart(series: list[d.Bucket]) -> dict:
         "stacked": True,
         "format": "tokens",
         "datasets": tokens,
-        "variants": {
-            "tokens": {"datasets": tokens, "format": "tokens"},
-            "cost": {"datasets": cost, "format": "usd"},
-            "turns": {"datasets": turns, "format": "int"},
-        },
+        "variants": variants,
     }
 
 
@@ -135,8 +130,9 @@ def _query(params, **changes) -> str:
     return q.urlencode()
 
 
-def dashboard_context(request, tenant, window: d.Window, error: str = "") -> dict:
-    """What the dashboard template needs; the operator's tenant page uses it too."""
+def dashboard_context(request, tenant, window: d.Window, error: str = "", *, show_cost: bool = False) -> dict:
+    """What the dashboard template needs; the operator's tenant page uses it too, with
+    `show_cost` (the price book's cost of the usage: the provider's, never the tenant's)."""
     board = d.tenant_dashboard(tenant, window)
     params = request.GET
     return {
@@ -147,11 +143,12 @@ def dashboard_context(request, tenant, window: d.Window, error: str = "") -> dic
         "groupings": [(g, g.capitalize(), _query(params, grouping=g)) for g in d.GROUPINGS],
         "query": _query(params),
         "charts": {
-            "usage": usage_chart(board.series),
+            "usage": usage_chart(board.series, show_cost=show_cost),
             "latency": latency_chart(board.series),
             "refusals": refusals_chart(board.series),
         },
         "palette": PALETTE,
+        "show_cost": show_cost,
         "breakdowns": [
             ("model", "By model", board.by_model),
             ("agent", "By agent", board.by_agent),
@@ -174,7 +171,7 @@ def dashboard(request):
     return render(request, "billing/dashboard.html", context, status=400 if error else 200)
 
 
-# --- CSV export: the same numbers as the page ------------------------------------------------
+# --- CSV export: the same numbers as the page (tokens and turns, never the provider's cost) ---
 
 EXPORT_DATASETS = ("timeseries", "model", "agent", "user")
 TOTAL_COLUMNS = [
@@ -186,7 +183,6 @@ TOTAL_COLUMNS = [
     "output_tokens",
     "tokens",
     "tool_calls",
-    "cost",
     "error_rate",
     "latency_p50_ms",
     "latency_p95_ms",

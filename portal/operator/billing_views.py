@@ -177,7 +177,7 @@ def billing_tenant(request, slug):
             window, error = d.parse_window(request.GET, default_preset="month"), ""
         except d.BadQuery as exc:
             window, error = d.parse_window(QueryDict(), default_preset="month"), exc.message
-        context = dashboard_context(request, tenant, window, error)
+        context = dashboard_context(request, tenant, window, error, show_cost=True)
         row = d.operator_row(tenant, month_start())
         context.update(
             {

@@ -48,7 +48,12 @@ def test_the_dashboard_shows_the_windows_numbers_and_the_charts_data(world, clie
     response = client.get(url("dashboard"), {"range": "30d", "grouping": "week"})
     assert response.status_code == 200
     body = response.content.decode()
-    assert "1.2M" in body and "$1.50" in body and "Alpha Member" in body
+    assert "1.2M" in body and "Alpha Member" in body
+    assert "$1.50" not in body  # the price book's cost is the provider's, not the tenant's
+    # What the tenant is billed this month: the fee plus overage past the 1,000 included tokens.
+    bill = response.context["board"].outlook.bill
+    assert (bill.fee, bill.tokens) == (Decimal("100.00"), 1_234_000)
+    assert 'id="bill-stat"' in body
     assert 'id="chart-usage"' in body and "chart.umd.min.js" in body
     assert "9,999,999" not in body and "$77" not in body
     assert response.context["board"].totals.tokens == 1_234_000
@@ -92,7 +97,8 @@ def test_csv_export_has_one_row_per_bucket_with_the_same_numbers(world, client):
     assert len(rows) == 30
     by_day = {r["period_start"]: r for r in rows}
     assert by_day[TODAY.isoformat()]["tokens"] == "500"
-    assert Decimal(by_day[TODAY.isoformat()]["cost"]) == Decimal("0.12345678")
+    assert "cost" not in rows[0]  # the price book's cost is the provider's, not the tenant's
+    assert "0.12345678" not in response.content.decode()
     assert by_day[(TODAY - dt.timedelta(days=2)).isoformat()]["input_tokens"] == "10"
     assert by_day[(TODAY - dt.timedelta(days=1)).isoformat()]["turns"] == "0"
     assert sum(int(r["tokens"]) for r in rows) == 515

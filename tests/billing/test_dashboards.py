@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from billing import dashboards as d
+from billing import spend
 from billing.models import LATENCY_BUCKETS_MS, TenantBudget, UsageEvent
 from tenants.context import tenant_context
 from tests.billing.usage_helpers import at, record_throttle, record_usage
@@ -190,7 +191,10 @@ def test_forecast_extends_the_trailing_week_rate_to_month_end():
     assert result == Decimal(15000) + rate * Decimal("15.5")  # 15.5 days from 15 Nov noon to 1 Dec
 
 
-def test_month_outlook_forecasts_quota_and_budget_from_the_rollups(world):
+def test_month_outlook_forecasts_quota_and_the_bill_against_the_budget_from_the_rollups(world):
+    tier = world.a.tenant.tier
+    tier.overage_price_per_1k_tokens = Decimal("0.50")  # $100 fee, 1,000 tokens included
+    tier.save()
     now = timezone.now().astimezone(dt.UTC)
     month = now.date().replace(day=1)
     for offset in range((now.date() - month).days + 1):
@@ -202,12 +206,30 @@ def test_month_outlook_forecasts_quota_and_budget_from_the_rollups(world):
         outlook = d.month_outlook(world.a.tenant, now)
     days_so_far = (now.date() - month).days + 1
     assert outlook.tokens.used == Decimal(1000 * days_so_far)
-    assert outlook.budget.used == Decimal(2 * days_so_far)
     trailing_days = min(days_so_far, d.FORECAST_TRAILING_DAYS + 1)
     expected = d.forecast(Decimal(1000 * days_so_far), Decimal(1000 * trailing_days), now).quantize(Decimal("1"))
     assert outlook.tokens.forecast == expected
     assert outlook.tokens.limit == Decimal(world.a.tenant.tier.included_tokens)
+    # The budget gauge is the bill — the fee plus $0.50 per 1k tokens past the first 1,000 —
+    # not the price book's cost ($2 a day).
+    billed = Decimal("100.00") + Decimal(1000 * days_so_far - 1000) * Decimal("0.50") / 1000
+    assert outlook.budget.used == outlook.bill.total == billed.quantize(Decimal("0.01"))
+    assert (outlook.bill.fee, outlook.bill.tokens) == (Decimal("100.00"), 1000 * days_so_far)
+    assert outlook.budget.forecast == outlook.forecast_bill.total == spend.bill(tier, int(expected)).total
     assert outlook.budget.limit == Decimal("1000")
+
+
+def test_a_budget_at_the_fee_is_full_in_money_but_not_reached_while_tokens_are_included(world):
+    tier = world.a.tenant.tier
+    tier.overage_price_per_1k_tokens = Decimal("0.50")
+    tier.included_tokens = 1_000_000
+    tier.save()
+    record_usage(world.a.tenant, at(TODAY, 0), input_tokens=600, output_tokens=400)
+    with tenant_context(world.a.tenant):
+        TenantBudget.objects.create(monthly_budget=Decimal("100.00"))
+        outlook = d.month_outlook(world.a.tenant)
+    assert outlook.budget.used == outlook.budget.limit == Decimal("100.00")
+    assert outlook.budget.state != "over"  # admission still takes turns inside the included tokens
 
 
 def test_gauge_states_follow_the_soft_alert_the_forecast_and_the_hard_stop():

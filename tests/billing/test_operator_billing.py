@@ -64,7 +64,9 @@ def test_revenue_cost_and_gross_margin_are_exact_decimals(priced):
     assert bravo.revenue == Decimal("20.00")
     assert bravo.margin == Decimal("-5.01")  # 25.005 rounds half up to 25.01
     assert bravo.margin_percent == Decimal("-25.1")
-    assert (bravo.throttled, bravo.budget_status) == (1, "stop")
+    # The budget caps the tenant's bill: Bravo's is its $20 fee (overage is free on its plan),
+    # 100 % of its $20 budget, an alert and never a stop. The $25.01 the usage cost us is ours.
+    assert (bravo.throttled, bravo.budget_percent, bravo.budget_status) == (1, 100.0, "alert")
     totals = d.operator_totals(rows())
     assert totals.revenue == Decimal("121.25") and totals.margin == Decimal("96.12")
 
@@ -228,7 +230,7 @@ def test_a_budget_of_zero_is_shown_as_the_hard_stop_it_is(priced, operator, clie
         TenantBudget.objects.create(monthly_budget=Decimal("0"), soft_alert_percent=80)
     alpha = next(r for r in rows() if r.tenant.slug == "alpha")
     assert (alpha.budget, alpha.budget_status) == (Decimal("0"), "stop")
-    # Sorted by budget it comes first, above Bravo's 125 %: nothing at all may be spent.
+    # Sorted by budget it comes first, above Bravo's 100 %: nothing at all may be spent.
     assert [r.tenant.slug for r in rows(sort="budget")] == ["alpha", "bravo"]
 
     client.force_login(operator)

@@ -35,7 +35,7 @@ def test_a_tenant_without_usage_sees_no_usage_yet_instead_of_empty_axes(world, l
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     sign_in(page, world.a.billing.email)
     page.goto("/t/alpha/billing/")
-    expect(page.locator("h1")).to_contain_text("Usage and cost")
+    expect(page.locator("h1")).to_contain_text("Usage and billing")
     expect(page.locator("canvas[data-chart=chart-refusals]")).to_have_attribute("data-drawn", "1")
     shot(page, "01-no-usage")
     for chart in CHARTS:

@@ -36,19 +36,21 @@ def test_the_billing_role_reads_charts_and_the_operator_sorts_margins(world, ope
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     sign_in(page, world.a.billing.email)
     page.goto("/t/alpha/billing/")
-    expect(page.locator("h1")).to_contain_text("Usage and cost")
+    expect(page.locator("h1")).to_contain_text("Usage and billing")
     usage = page.locator("canvas[data-chart=chart-usage]")
     expect(usage).to_have_attribute("data-drawn", "1")
     assert page.locator("canvas[data-chart]").count() == 3
     assert page.eval_on_selector("canvas[data-chart=chart-usage]", "c => Chart.getChart(c).data.datasets.length") == 2
 
-    page.click("[data-variant-for=chart-usage] button[data-variant=cost]")
-    expect(page.locator("[data-variant-for=chart-usage] button[data-variant=cost]")).to_have_attribute(
+    # The price book's cost is the provider's: a tenant's chart switches between tokens and turns only.
+    assert page.locator("[data-variant-for=chart-usage] button[data-variant=cost]").count() == 0
+    page.click("[data-variant-for=chart-usage] button[data-variant=turns]")
+    expect(page.locator("[data-variant-for=chart-usage] button[data-variant=turns]")).to_have_attribute(
         "aria-pressed", "true"
     )
-    expect(usage).to_have_attribute("aria-label", "Cost per day: $0.10 in total.")
+    expect(usage).to_have_attribute("aria-label", "Turns per day: 10 in total.")
     assert page.eval_on_selector("canvas[data-chart=chart-usage]", "c => Chart.getChart(c).data.datasets[0].label") == (
-        "Cost"
+        "Turns"
     )
 
     page.click("section[aria-labelledby=usage-title] summary")
@@ -62,3 +64,9 @@ def test_the_billing_role_reads_charts_and_the_operator_sorts_margins(world, ope
     expect(staff.locator("#billing-table tbody tr")).to_have_count(2)
     staff.click("#billing-table th a.sort:has-text('Cost')")
     expect(staff.locator("#billing-table tbody tr").first).to_have_attribute("data-slug", "bravo")
+    # The operator's drill-down into a tenant keeps the cost variant of the same chart.
+    staff.goto("/operator/billing/tenants/alpha/?range=30d")
+    staff.click("[data-variant-for=chart-usage] button[data-variant=cost]")
+    expect(staff.locator("canvas[data-chart=chart-usage]")).to_have_attribute(
+        "aria-label", "Cost per day: $0.10 in total."
+    )

@@ -34,9 +34,21 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"limits-{name}.png"), full_page=True)
 
 
+def priced_overage(side, *, included: int, price: str) -> None:
+    """A $100 plan with `included` tokens, then `price` per 1k tokens of overage."""
+    tier = side.tenant.tier
+    tier.monthly_price, tier.included_tokens, tier.overage_price_per_1k_tokens = (
+        Decimal("100"),
+        included,
+        Decimal(price),
+    )
+    tier.save()
+
+
 def test_an_admin_sets_limits_and_a_member_meets_the_budget(world, live_server, launch_browser, settings):
     settings.CELERY_TASK_ALWAYS_EAGER = False
     make_catalogue(world.a.tenant, world.b.tenant)
+    priced_overage(world.a, included=0, price="1.00")
     browser = launch_browser()
 
     admin = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900}).new_page()
@@ -50,10 +62,16 @@ def test_an_admin_sets_limits_and_a_member_meets_the_budget(world, live_server, 
     expect(admin.locator(".field-errors")).to_be_visible()
     shot(admin, "02-invalid-budget")
 
-    admin.fill("[name=monthly_budget]", "0")
+    # The budget caps the bill, which is at least the plan's fee: below it is a form error naming the fee.
+    admin.fill("[name=monthly_budget]", "50")
+    admin.click("text=Save budget")
+    expect(admin.locator(".field-errors")).to_contain_text("monthly fee is $100.00")
+    shot(admin, "02b-budget-below-the-fee")
+
+    admin.fill("[name=monthly_budget]", "100")
     admin.fill("[name=soft_alert_percent]", "75")
     admin.click("text=Save budget")
-    # Saved, with the warning that a budget of 0 refuses every chat from now on.
+    # Saved, with the warning that a budget at the fee (no tokens included) refuses every chat from now on.
     expect(admin.locator(".flash-warning")).to_contain_text("Budget saved")
 
     member_row = admin.locator(f'#people-limits tr[data-email="{world.a.member.email}"]')
@@ -62,11 +80,11 @@ def test_an_admin_sets_limits_and_a_member_meets_the_budget(world, live_server, 
     member_row.locator("button", has_text="Save").click()
     expect(admin.locator(".flash-success")).to_contain_text(f"Limits saved for {world.a.member.email}")
     with tenant_context(world.a.tenant):
-        assert TenantBudget.objects.get().monthly_budget == Decimal("0.00")
+        assert TenantBudget.objects.get().monthly_budget == Decimal("100.00")
         limit = UserLimit.objects.get(user=world.a.member)
         assert (limit.requests_per_minute, limit.tokens_per_month) == (10, 50000)
 
-    # The member asks; the budget (0) refuses the turn, and the composer says why.
+    # The member asks; the budget (the fee: no overage) refuses the turn, and the composer says why.
     member = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 800}).new_page()
     sign_in(member, world.a.member.email)
     member.goto("/t/alpha/chat/")
@@ -85,16 +103,18 @@ def test_an_admin_sets_limits_and_a_member_meets_the_budget(world, live_server, 
         assert ThrottleEvent.objects.filter(kind="budget").count() == 1
 
 
-def test_a_budget_below_this_months_spend_is_saved_with_a_warning_and_shown_over(world, live_server, launch_browser):
+def test_a_budget_at_this_months_bill_is_saved_with_a_warning_and_shown_over(world, live_server, launch_browser):
     from tests.billing.usage_helpers import record_usage
 
-    record_usage(world.a.tenant, timezone.now(), cost="12.50")  # roll-ups; the month's counter below
+    priced_overage(world.a, included=1000, price="0.50")
+    # 21,000 tokens: billed $100 + 20,000 × $0.50 / 1k = $110. Roll-ups; the month's counter below.
+    record_usage(world.a.tenant, timezone.now(), input_tokens=20_000, output_tokens=1000, cost="12.50")
     with tenant_context(world.a.tenant):
-        MonthlyUsage.objects.create(month=month_start(), user_key=0, tokens_used=1500, cost_used=Decimal("12.50"))
+        MonthlyUsage.objects.create(month=month_start(), user_key=0, tokens_used=21_000, cost_used=Decimal("12.50"))
     admin = launch_browser().new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900}).new_page()
     sign_in(admin, world.a.admin.email)
     admin.goto("/t/alpha/billing/limits/")
-    admin.fill("[name=monthly_budget]", "10")
+    admin.fill("[name=monthly_budget]", "110")
     admin.click("text=Save budget")
     expect(admin.locator(".flash-warning")).to_contain_text("already reached")
     expect(admin.locator("#budget-over")).to_contain_text("refused")
