@@ -2,7 +2,9 @@
 
 Owners, admins, the billing role and API clients with the `billing:read` scope
 (Action.VIEW_BILLING). The numbers are the dashboard's (billing.dashboards, daily
-roll-ups only); money is a decimal string, never a float. Bad parameters (a date
+roll-ups only); money is a decimal string, never a float. Money here is what the tenant
+is billed (billing.spend: plan fee + token overage, the budget caps it), never the price
+book's cost of its usage, which is the provider's and only operators see. Bad parameters (a date
 that is not one, an unknown grouping) answer a 400 problem naming the field.
 """
 
@@ -40,7 +42,6 @@ class TotalsSerializer(serializers.Serializer):
     output_tokens = serializers.IntegerField()
     tokens = serializers.IntegerField()
     tool_calls = serializers.IntegerField()
-    cost = serializers.DecimalField(max_digits=20, decimal_places=8)
     error_rate = serializers.FloatField(allow_null=True)
     latency_p50_ms = serializers.IntegerField(allow_null=True)
     latency_p95_ms = serializers.IntegerField(allow_null=True)
@@ -55,10 +56,21 @@ class GaugeSerializer(serializers.Serializer):
     state = serializers.ChoiceField(choices=["none", "ok", "alert", "over"])
 
 
+class BillSerializer(serializers.Serializer):
+    tokens = serializers.IntegerField(help_text="Tokens the bill is for")
+    fee = serializers.DecimalField(max_digits=14, decimal_places=2, help_text="The plan's monthly fee")
+    overage = serializers.DecimalField(max_digits=14, decimal_places=2, help_text="Token overage beyond the quota")
+    total = serializers.DecimalField(max_digits=14, decimal_places=2, help_text="Fee plus overage")
+
+
 class MonthSerializer(serializers.Serializer):
     month = serializers.DateField()
     tokens = GaugeSerializer(help_text="Tokens this month against the tier's monthly token quota")
-    budget = GaugeSerializer(help_text="Cost this month against the tenant's monthly budget")
+    bill = BillSerializer(help_text="This month's bill so far: the plan's fee plus token overage")
+    forecast_bill = BillSerializer(help_text="The bill the month heads for at the recent rate of tokens")
+    budget = GaugeSerializer(
+        help_text="This month's bill (plan fee + token overage) against the tenant's monthly budget, which caps it"
+    )
     overage_tokens = serializers.IntegerField()
     overage_charge = serializers.DecimalField(max_digits=14, decimal_places=2)
     forecast_overage_charge = serializers.DecimalField(max_digits=14, decimal_places=2)
@@ -117,7 +129,7 @@ def _gauge(gauge: d.Gauge) -> dict:
 
 @extend_schema(parameters=[TENANT_SLUG])
 class UsageViewSet(TenantScopedAPIMixin, viewsets.ViewSet):
-    """Usage and cost of the tenant, from the daily roll-ups."""
+    """Usage of the tenant (tokens, turns) and its bill so far, from the daily roll-ups."""
 
     action_permissions = {
         "summary": Action.VIEW_BILLING,
@@ -128,7 +140,7 @@ class UsageViewSet(TenantScopedAPIMixin, viewsets.ViewSet):
     @extend_schema(parameters=WINDOW_PARAMETERS, responses=SummarySerializer)
     @action(detail=False, methods=["get"])
     def summary(self, request, *args, **kwargs):
-        """Totals for the period, and this month's quota and budget with the month-end forecast."""
+        """Totals for the period, and this month's quota, bill and budget with the month-end forecast."""
         window = _window(request)
         outlook = d.month_outlook(request.tenant)
         data = {
@@ -138,6 +150,8 @@ class UsageViewSet(TenantScopedAPIMixin, viewsets.ViewSet):
             "month": {
                 "month": outlook.month,
                 "tokens": _gauge(outlook.tokens),
+                "bill": outlook.bill.as_dict(),
+                "forecast_bill": outlook.forecast_bill.as_dict(),
                 "budget": _gauge(outlook.budget),
                 "overage_tokens": outlook.overage_tokens,
                 "overage_charge": outlook.overage_charge,

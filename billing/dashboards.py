@@ -273,6 +273,8 @@ class Totals:
         return (self.cost * 1000 / self.tokens) if self.tokens else None
 
     def as_dict(self) -> dict:
+        """The totals as the tenant's API and CSV export give them: tokens and turns, never
+        the price book's cost (the provider's; operators read `cost` on the object)."""
         return {
             "turns": self.turns,
             "failed_turns": self.failed_turns,
@@ -282,7 +284,6 @@ class Totals:
             "output_tokens": self.output_tokens,
             "tokens": self.tokens,
             "tool_calls": self.tool_calls,
-            "cost": self.cost,
             "error_rate": self.error_rate,
             "latency_p50_ms": self.p50_ms,
             "latency_p95_ms": self.p95_ms,

@@ -3,7 +3,7 @@ the price book's cost of their usage, which is the provider's and commercially
 sensitive. Operators keep the cost (with revenue and margin).
 
 One usage event whose cost is a number that appears nowhere else (0.98765) is looked for
-on every tenant-facing page and export, and on the operator's pages."""
+on every tenant-facing page, export and API answer, and on the operator's pages."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from django.utils import timezone
 from billing.accounting import month_start
 from billing.models import MonthlyUsage, TenantBudget
 from tenants.context import tenant_context
+from tenants.identity.tokens import issue_user_token
 from tests.billing.usage_helpers import at, record_usage
 
 pytestmark = pytest.mark.django_db
@@ -63,6 +64,24 @@ def test_it_shows_tenants_no_price_book_cost_on_any_billing_page(client, usage):
     assert '"cost"' not in dashboard  # no cost variant in the chart's data
     events = client.get(pages[2]).content.decode()
     assert "3,000" in events and ">Cost<" not in events
+
+
+def test_it_gives_tenant_tokens_the_bill_not_the_cost(client, usage):
+    token = issue_user_token(usage.a.owner, usage.a.tenant)
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    base = "/api/v1/tenants/alpha/usage/"
+    answers = [
+        client.get(base + "summary/", {"range": "30d"}, **headers),
+        client.get(base + "timeseries/", {"range": "30d"}, **headers),
+        *(client.get(base + "breakdown/", {"range": "30d", "by": by}, **headers) for by in ("model", "agent", "user")),
+    ]
+    for answer in answers:
+        assert answer.status_code == 200
+        assert_no_cost(answer.content.decode())
+        assert '"cost"' not in answer.content.decode()
+    month = answers[0].json()["month"]
+    assert month["bill"] == {"tokens": 4000, "fee": "100.00", "overage": "1.50", "total": "101.50"}
+    assert (month["budget"]["used"], month["budget"]["limit"]) == ("101.50000000", "250.00000000")
 
 
 def test_the_operator_keeps_the_cost(client, usage, operator):

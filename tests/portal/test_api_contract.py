@@ -121,3 +121,34 @@ def test_the_schema_generates_without_a_warning(tmp_path):
 
     call_command("spectacular", "--fail-on-warn", "--validate", "--file", str(tmp_path / "schema.yaml"))
     assert "bearerAuth" in (tmp_path / "schema.yaml").read_text()
+
+
+def test_the_tenant_usage_schema_publishes_the_bill_and_never_the_price_books_cost():
+    # What a tenant's token reads under /usage/ is its bill (plan fee + token overage) with
+    # tokens and turns; the price book's cost is the provider's (the operator API keeps it).
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    components = schema["components"]["schemas"]
+
+    def properties(node, seen=()):
+        """Every property name reachable from a schema node, through its $refs."""
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if ref:
+                name = ref.rsplit("/", 1)[-1]
+                return set() if name in seen else properties(components[name], (*seen, name))
+            found = set(node.get("properties", {}))
+            for value in node.values():
+                found |= properties(value, seen)
+            return found
+        if isinstance(node, list):
+            return set().union(*(properties(item, seen) for item in node)) if node else set()
+        return set()
+
+    usage = {path: item for path, item in schema["paths"].items() if "/usage/" in path and "/operator/" not in path}
+    assert len(usage) == 3
+    for path, item in usage.items():
+        assert "cost" not in properties(item["get"]["responses"]), path
+    assert {"bill", "forecast_bill", "budget"} <= set(components["Month"]["properties"])
+    assert set(components["Bill"]["properties"]) == {"tokens", "fee", "overage", "total"}
