@@ -74,7 +74,7 @@ PROFILES = {
             ("helpdesk", HAIKU, 0.35, 1500, 520, 2100),
             ("analyst", SONNET, 0.20, 3200, 900, 6200),
         ),
-        budget=Decimal("250.00"),
+        budget=Decimal("750.00"),  # the $499 Standard fee + up to ~$251 of overage
         alert_percent=80,
         throttles_per_day=1.2,
         throttle_kinds=(LimitKind.RPM, LimitKind.BUDGET),
@@ -86,7 +86,7 @@ PROFILES = {
             ("analyst", SONNET, 0.40, 14000, 2200, 6800),
             ("tps-reports", "initech-sonnet-ft", 0.30, 11000, 2600, 5400),
         ),
-        budget=Decimal("3000.00"),
+        budget=Decimal("6000.00"),  # the $4,900 Premium fee + up to $1,100 of overage
         alert_percent=90,
         throttles_per_day=0.4,
         throttle_kinds=(LimitKind.TPM, LimitKind.CONCURRENCY),

@@ -192,6 +192,15 @@ def test_seed_usage_is_consistent_and_idempotent(db, monkeypatch):
     assert seed_usage() == 0  # a second run writes nothing
     with tenant_context(acme):
         assert UsageEvent.objects.count() == events
+    # Every demo budget caps a bill above its plan's fee, with room for overage.
+    from billing import spend
+    from billing.models import TenantBudget
+
+    for tenant in Tenant.objects.select_related("tier").filter(slug__in=["globex", "initech"]):
+        with tenant_context(tenant):
+            budget = TenantBudget.objects.get().monthly_budget
+            assert spend.budget_rule(tenant.tier, budget) == spend.BudgetRule.CAPS_OVERAGE, tenant.slug
+            assert spend.budget_token_ceiling(tenant.tier, budget) > tenant.tier.included_tokens
 
 
 def test_csv_export_by_person_quotes_a_name_that_starts_like_a_formula_after_a_tab(world, client):
