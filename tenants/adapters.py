@@ -58,6 +58,7 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
                 raise sso.SSORefused("An organisation's single sign-on can only be used to sign in.")
             email, verified = _asserted_email(sociallogin)
             if sociallogin.is_existing:
+                sso.check_link_issuer(connection, sociallogin.account.extra_data)
                 user = sociallogin.user
             else:
                 accounts = sso.accounts_with_email(email) if email else []

@@ -30,7 +30,11 @@ class Action:
     VIEW_BILLING = "billing.view"
     MANAGE_API_CLIENTS = "api_clients.manage"  # create and revoke machine clients
     MANAGE_AGENTS = "agents.manage"  # which agents may act here; rotate tenant-owned agent secrets
-    MANAGE_SSO = "sso.manage"  # the tenant's single sign-on connection and the domains it claims
+    MANAGE_SSO = "sso.manage"  # the tenant's single sign-on settings: domains, policy, secret rotation
+    # Which identity provider signs the tenant's people in (set up the connection, change its
+    # issuer or client id): whoever chooses it can sign in as anyone of the claimed domains,
+    # owners included, so it is an owner's decision like granting the owner role.
+    MANAGE_SSO_PROVIDER = "sso.manage_provider"
     MANAGE_SECURITY = "security.manage"  # sign-in policy: whether members must use two-factor authentication
     VIEW_GUARDRAILS = "guardrails.view"  # the effective guardrail policy and its trigger metrics
     MANAGE_GUARDRAILS = "guardrails.manage"  # edit the tenant's guardrail overrides, mark false positives
@@ -61,7 +65,7 @@ _ADMIN_ACTIONS = frozenset(
 )
 
 ROLE_ACTIONS: dict[str, frozenset[str]] = {
-    Role.OWNER: _ADMIN_ACTIONS | {Action.MANAGE_OWNERS},
+    Role.OWNER: _ADMIN_ACTIONS | {Action.MANAGE_OWNERS, Action.MANAGE_SSO_PROVIDER},
     Role.ADMIN: _ADMIN_ACTIONS,
     Role.BILLING: frozenset({Action.VIEW_TENANT, Action.VIEW_BILLING}),
     Role.MEMBER: frozenset({Action.VIEW_TENANT, Action.USE_AGENTS}),

@@ -25,6 +25,7 @@ ACTION_SCOPES: dict[str, str] = {
     Action.MANAGE_API_CLIENTS: "clients:write",
     Action.MANAGE_AGENTS: "agents:manage",
     Action.MANAGE_SSO: "sso:write",
+    Action.MANAGE_SSO_PROVIDER: "sso:write",
     # Who may get in is part of managing members; no scope of its own.
     Action.MANAGE_SECURITY: "members:write",
     Action.VIEW_GUARDRAILS: "guardrails:read",

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import ipaddress
 import logging
 import re
@@ -400,7 +401,14 @@ def save_sso_connection(
     enforced: bool = False,
     enabled: bool = True,
 ) -> SSOConnection:
-    """Create or change the current tenant's SSO connection. A blank secret keeps the stored one."""
+    """Create or change the current tenant's SSO connection. A blank secret keeps the stored one.
+
+    Admins may change the domains, the policy and the secret; which identity provider
+    it is (setting it up, its issuer, its client id) is for owners only
+    (Action.MANAGE_SSO_PROVIDER). A new issuer is a new IdP: the links of accounts to
+    the old one's subjects are removed and every domain must be proved again
+    (`_forget_the_old_provider`).
+    """
     tenant = _check_actor_tenant(actor)
     require(actor.role, Action.MANAGE_SSO)
     if not entitlements.has_feature(tenant, "sso"):
@@ -418,6 +426,9 @@ def save_sso_connection(
         enforced=enforced,
         enabled=enabled,
     )
+    issuer_changed = existing is not None and not same_issuer(existing.issuer, cleaned["issuer"])
+    if existing is None or issuer_changed or cleaned["client_id"] != existing.client_id:
+        require(actor.role, Action.MANAGE_SSO_PROVIDER)
     before = _snapshot(existing)
     connection = existing or SSOConnection(
         tenant=tenant, provider_id=provider_id_for(tenant), created_by=actor.user, secret_updated_at=timezone.now()
@@ -444,6 +455,7 @@ def save_sso_connection(
                 [SSODomain(connection=connection, domain=d) for d in new_domains if d not in present]
             )
             _sync_social_app(connection, new_domains)
+            forgotten = _forget_the_old_provider(connection) if issuer_changed else {}
             audit.record(
                 "sso.created" if existing is None else "sso.updated",
                 actor=actor.user,
@@ -454,6 +466,7 @@ def save_sso_connection(
                 after={
                     **{k: after[k] for k in sorted(changed)},
                     **({"client_secret": "replaced" if existing else "set"} if secret_changed else {}),
+                    **forgotten,
                 },
                 ip=actor.ip,
             )
@@ -462,6 +475,36 @@ def save_sso_connection(
         raise ServiceError("These settings changed meanwhile or a domain was just claimed elsewhere; try again.")
     connection._prefetched_objects_cache = {}
     return connection
+
+
+def same_issuer(a: str, b: str) -> bool:
+    return (a or "").rstrip("/") == (b or "").rstrip("/")
+
+
+def _forget_the_old_provider(connection: SSOConnection) -> dict:
+    """The issuer changed: nothing the old IdP vouched for carries over to the new one.
+
+    An account link is (provider id, subject), and subjects are the IdP's own names: the
+    new IdP could assert the old one's subject of the owner and get the owner's account.
+    So every link goes (people are linked again at their next SSO sign-in, by the checks
+    a first sign-in gets), and each domain claim goes back to unproved with a new
+    challenge, so that the domain's DNS, not whoever changed the issuer, decides whether
+    the new IdP speaks for its addresses. Returned for the audit entry.
+    """
+    from allauth.socialaccount.models import SocialAccount
+
+    links = SocialAccount.objects.filter(provider=connection.provider_id)
+    removed = links.count()
+    links.delete()  # their tokens with them
+    unverified = []
+    for claim in SSODomain.objects.filter(connection=connection).order_by("domain"):
+        if claim.verified_at is not None:
+            unverified.append(claim.domain)
+        claim.verified_at = None
+        claim.verified_by = ""
+        claim.verification_token = SSODomain._meta.get_field("verification_token").get_default()
+        claim.save(update_fields=["verified_at", "verified_by", "verification_token"])
+    return {"account_links_removed": removed, "domains_unverified": unverified}
 
 
 # --- domain verification (DNS TXT) ---------------------------------------------------------
@@ -765,6 +808,18 @@ def may_link_existing_user(connection: SSOConnection, user: User, *, email: str)
         return _open_invitation(email) is not None
 
 
+def subject_fingerprint(connection: SSOConnection, subject: str) -> str:
+    """A stand-in for an IdP subject in the tenant's audit log.
+
+    The subject is half of an account link's key: shown to the tenant's admins it
+    would tell them what to assert to sign in as someone. Keyed, so that it cannot be
+    recomputed from a guess; stable, so that support can match it to a link.
+    """
+    key = hashlib.sha256(f"sso-subject:{settings.SECRET_KEY}".encode()).digest()
+    message = f"{connection.provider_id}\x00{subject}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:16]
+
+
 def record_account_linked(connection: SSOConnection, user: User, *, subject: str, ip: str | None = None) -> None:
     """Audit the first SSO sign-in into an account that already existed (it now answers to the IdP)."""
     with tenant_context(connection.tenant, user_id=user.pk):
@@ -774,8 +829,54 @@ def record_account_linked(connection: SSOConnection, user: User, *, subject: str
             tenant=connection.tenant,
             target=user,
             target_repr=user.email,
-            after={"provider_id": connection.provider_id, "subject": subject[:200]},
+            after={
+                "provider_id": connection.provider_id,
+                "issuer": connection.issuer,
+                "subject_fingerprint": subject_fingerprint(connection, subject),
+            },
             ip=ip,
+        )
+
+
+# The issuer whose subject an account link (allauth SocialAccount) names, kept in its extra_data.
+LINK_ISSUER = "tenant_sso_issuer"
+
+
+def issuer_of_link(extra_data) -> str:
+    """The issuer a link belongs to ("" if unknown). Links made before it was stored
+    fall back to the issuer of the ID token their last sign-in kept."""
+    if not isinstance(extra_data, dict):
+        return ""
+    issuer = extra_data.get(LINK_ISSUER)
+    if issuer is None and isinstance(extra_data.get("id_token"), dict):
+        issuer = extra_data["id_token"].get("iss")
+    return issuer if isinstance(issuer, str) else ""
+
+
+def stamp_link_issuer(connection: SSOConnection, *, subject: str, extra_data: dict) -> None:
+    """Put the issuer of the account link this sign-in uses into its extra_data.
+
+    allauth replaces a link's extra_data with each sign-in's before any check runs, so
+    an existing link's own issuer is carried over here (the check in the adapter then
+    compares it with the connection's); a new link gets the connection's.
+    """
+    from allauth.socialaccount.models import SocialAccount
+
+    stored = (
+        SocialAccount.objects.filter(provider=connection.provider_id, uid=subject)
+        .values_list("extra_data", flat=True)
+        .first()
+    )
+    extra_data[LINK_ISSUER] = connection.issuer if stored is None else issuer_of_link(stored)
+
+
+def check_link_issuer(connection: SSOConnection, extra_data) -> None:
+    """Refuse a sign-in through an account link another IdP made (defence in depth:
+    changing the issuer removes the links, `_forget_the_old_provider`)."""
+    if not same_issuer(issuer_of_link(extra_data), connection.issuer):
+        raise SSORefused(
+            f"Your account was linked to another identity provider than the one {connection.tenant.name} "
+            "uses now, so single sign-on cannot sign you in to it. Sign in with your password, or ask support."
         )
 
 

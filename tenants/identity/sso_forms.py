@@ -49,7 +49,7 @@ class SSOConnectionForm(forms.Form):
     )
     enabled = forms.BooleanField(label="Single sign-on is on", required=False, initial=True)
 
-    def __init__(self, *args, connection: SSOConnection | None = None, **kwargs):
+    def __init__(self, *args, connection: SSOConnection | None = None, can_change_provider: bool = True, **kwargs):
         if connection is not None and not args and "initial" not in kwargs:
             kwargs["initial"] = {
                 "issuer": connection.issuer,
@@ -60,6 +60,13 @@ class SSOConnectionForm(forms.Form):
                 "enabled": connection.enabled,
             }
         super().__init__(*args, **kwargs)
+        if not can_change_provider:
+            # Which IdP signs people in is an owner's choice (Action.MANAGE_SSO_PROVIDER):
+            # shown, and a disabled field keeps its stored value whatever is posted.
+            for name in ("issuer", "client_id"):
+                self.fields[name].disabled = True
+                self.fields[name].initial = getattr(connection, name, "")
+            self.fields["issuer"].help_text = "Only an owner can change the identity provider (issuer and client ID)."
         secret = self.fields["client_secret"]
         if connection is None:
             secret.required = True

@@ -99,6 +99,10 @@ class TenantOIDCAdapter(OpenIDConnectOAuth2Adapter):
                 raise OAuth2Error("The userinfo answer describes someone other than the ID token.")
             data["userinfo"] = userinfo
         login = self.get_provider().sociallogin_from_response(request, data)
+        connection = sso.connection_for_provider_id(self.provider_id)
+        if connection is None or not sso.same_issuer(claims["iss"], connection.issuer):
+            raise OAuth2Error("The single sign-on settings changed during this sign-in.")
+        sso.stamp_link_issuer(connection, subject=claims["sub"], extra_data=login.account.extra_data)
         # Read by SocialAccountAdapter.pre_social_login: a tenant sign-in that did not
         # come through these checks (e.g. allauth's own callback URL) is refused.
         login.tenant_sso_verified = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 from allauth.account.utils import get_next_redirect_url
 from allauth.socialaccount.models import SocialApp
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -18,7 +19,7 @@ from tenants import entitlements, services
 from tenants.identity import sso
 from tenants.identity.sso_forms import SSOConnectionForm, SSOStartForm
 from tenants.identity.sso_provider import TenantOIDCAdapter, TenantSSOCallbackView
-from tenants.roles import Action
+from tenants.roles import Action, can
 from tenants.services import Actor
 from tenants.views import tenant_view
 
@@ -32,9 +33,12 @@ def settings_page(request):
     if not entitlements.has_feature(tenant, "sso"):
         return render(request, "identity/sso_not_in_tier.html", status=403)
     connection = sso.connection_of(tenant)
+    can_change_provider = can(request.membership.role, Action.MANAGE_SSO_PROVIDER)
+    if connection is None and not can_change_provider and request.method == "POST":
+        raise PermissionDenied("Only an owner can set up single sign-on.")
     status = 200
     if request.method == "POST":
-        form = SSOConnectionForm(request.POST, connection=connection)
+        form = SSOConnectionForm(request.POST, connection=connection, can_change_provider=can_change_provider)
         if form.is_valid():
             try:
                 sso.save_sso_connection(Actor.from_request(request), **form.cleaned_data)
@@ -45,11 +49,12 @@ def settings_page(request):
                 return redirect("tenants:sso_settings", tenant_slug=tenant.slug)
         status = 400
     else:
-        form = SSOConnectionForm(connection=connection)
+        form = SSOConnectionForm(connection=connection, can_change_provider=can_change_provider)
     provider_id = connection.provider_id if connection is not None else sso.provider_id_for(tenant)
     context = {
         "form": form,
         "connection": connection,
+        "can_change_provider": can_change_provider,
         "usable": connection is not None and sso.is_usable(connection),
         "redirect_uri": request.build_absolute_uri(sso.callback_path(provider_id)),
         "domains": [

@@ -17,9 +17,12 @@ from allauth.account.models import EmailAddress
 from allauth.core.exceptions import ImmediateHttpResponse
 from allauth.socialaccount.internal import statekit
 from allauth.socialaccount.models import SocialAccount, SocialApp
+from django.core.exceptions import PermissionDenied
+from django.test import Client
 
 from tenants.adapters import SocialAccountAdapter
 from tenants.context import tenant_context
+from tenants.identity import sso
 from tenants.identity.models import SSOConnection
 from tenants.models import InvitationStatus, User
 from tests import factories
@@ -33,7 +36,7 @@ from tests.identity.sso_helpers import (
     social_accounts,
     start_sign_in,
 )
-from tests.tenants.helpers import audit_entries, member_roles, reload
+from tests.tenants.helpers import actor, audit_entries, member_roles, reload
 
 PROVIDER_ID = "tenant-alpha"
 
@@ -141,7 +144,12 @@ def test_it_links_an_existing_member_without_changing_their_role(client, world, 
     assert social_accounts(PROVIDER_ID) == [("okta|admin", "admin@alpha.test")]
     assert audit_entries(world.a.tenant, "membership.created") == []
     [linked] = audit_entries(world.a.tenant, "sso.account_linked")
-    assert (linked.actor, linked.after) == (world.a.admin, {"provider_id": PROVIDER_ID, "subject": "okta|admin"})
+    assert linked.actor == world.a.admin
+    assert linked.after == {
+        "provider_id": PROVIDER_ID,
+        "issuer": idp.issuer,
+        "subject_fingerprint": sso.subject_fingerprint(alpha_sso, "okta|admin"),
+    }
     assert world.a.admin.__class__.objects.get(pk=world.a.admin.pk).has_usable_password()
 
 
@@ -571,3 +579,106 @@ def test_an_invitation_under_enforced_sso_sends_the_invitee_to_the_idp_not_a_pas
     assert response["Location"].startswith(enforced.issuer)
     assert query_of(response["Location"])["login_hint"] == "newcomer@alpha.test"
     assert not User.objects.filter(email="newcomer@alpha.test").exists()
+
+
+# --- a new identity provider inherits nothing from the old one -------------------------------
+
+
+@pytest.fixture
+def other_idp():
+    """A second IdP, e.g. one that someone in the tenant runs themselves."""
+    server = FakeIdP(client_id="other-client", client_secret="other-secret").start()
+    yield server
+    server.stop()
+
+
+def point_sso_at(side, idp, *, role: str) -> None:
+    with tenant_context(side.tenant):
+        sso.save_sso_connection(
+            actor(side, role),
+            issuer=idp.issuer,
+            client_id=idp.client_id,
+            client_secret=idp.client_secret,
+            domains=[f"{side.tenant.slug}.test"],
+        )
+
+
+def test_an_admin_cannot_point_sso_at_their_own_idp_and_sign_in_as_the_owner(client, world, idp, other_idp, alpha_sso):
+    with pytest.raises(PermissionDenied):
+        point_sso_at(world.a, other_idp, role="admin")
+
+    assert SSOConnection.objects.get(tenant=world.a.tenant).issuer == idp.issuer
+    assert sso.trusted_domains_of(sso.connection_of(world.a.tenant)) == ["alpha.test"]
+    # The owner's address still goes to the organisation's IdP, not the admin's.
+    assert start_sign_in(client, world.a.owner.email).startswith(idp.issuer + "/")
+
+
+def test_a_new_issuer_removes_the_account_links_and_trusts_no_domain_yet(client, world, idp, other_idp, alpha_sso):
+    idp.user = {"sub": "okta|00u-owner", "email": world.a.owner.email, "email_verified": True}
+    sign_in_via_sso(Client(), idp, world.a.owner.email)
+    assert social_accounts(PROVIDER_ID) == [("okta|00u-owner", world.a.owner.email)]
+
+    point_sso_at(world.a, other_idp, role="owner")
+
+    assert social_accounts(PROVIDER_ID) == []
+    [entry] = audit_entries(world.a.tenant, "sso.updated")
+    assert (entry.after["account_links_removed"], entry.after["domains_unverified"]) == (1, ["alpha.test"])
+    # The new IdP asserting the old subject, or the owner's address, signs nobody in.
+    other_idp.user = {"sub": "okta|00u-owner", "email": "nobody@alpha.test", "email_verified": True}
+    assert client.post("/accounts/sso/", {"login": "nobody@alpha.test"}).status_code == 400  # not routed at all
+    assert signed_in_user(client) is None
+
+
+def test_after_a_new_issuer_is_proved_people_are_linked_again_at_their_next_sign_in(
+    client, world, idp, other_idp, alpha_sso
+):
+    idp.user = {"sub": "okta|admin", "email": "admin@alpha.test", "email_verified": True}
+    sign_in_via_sso(Client(), idp, "admin@alpha.test")
+    point_sso_at(world.a, other_idp, role="owner")
+    sso.operator_verify_domain(world.a.tenant, "alpha.test", actor=None)
+    other_idp.user = {"sub": "entra|admin", "email": "admin@alpha.test", "email_verified": True}
+
+    sign_in_via_sso(client, other_idp, "admin@alpha.test")
+
+    assert signed_in_user(client) == world.a.admin
+    assert social_accounts(PROVIDER_ID) == [("entra|admin", "admin@alpha.test")]
+    link = SocialAccount.objects.get(provider=PROVIDER_ID)
+    assert link.extra_data[sso.LINK_ISSUER] == other_idp.issuer
+
+
+def test_a_link_keeps_the_issuer_it_was_made_through(client, world, idp, alpha_sso):
+    idp.user = {"sub": "okta|admin", "email": "admin@alpha.test", "email_verified": True}
+    sign_in_via_sso(Client(), idp, "admin@alpha.test")
+    sign_in_via_sso(client, idp, "admin@alpha.test")
+
+    assert signed_in_user(client) == world.a.admin
+    assert SocialAccount.objects.get(provider=PROVIDER_ID).extra_data[sso.LINK_ISSUER] == idp.issuer
+
+
+def test_a_link_another_issuer_made_signs_nobody_in(client, world, idp, alpha_sso):
+    SocialAccount.objects.create(
+        user=world.a.owner,
+        provider=PROVIDER_ID,
+        uid="okta|00u-owner",
+        extra_data={sso.LINK_ISSUER: "https://idp.previous.example", "id_token": {"sub": "okta|00u-owner"}},
+    )
+    idp.user = {"sub": "okta|00u-owner", "email": "nobody@alpha.test", "email_verified": True}
+
+    response = sign_in_via_sso(client, idp, "nobody@alpha.test")
+
+    assert response.status_code == 403
+    assert "linked to another identity provider" in error_text(response)
+    assert signed_in_user(client) is None
+    # Refused before allauth could overwrite what the link remembers.
+    link = SocialAccount.objects.get(provider=PROVIDER_ID)
+    assert link.extra_data[sso.LINK_ISSUER] == "https://idp.previous.example"
+
+
+def test_the_audit_log_never_shows_the_idp_subject_of_a_linked_account(client, world, idp, alpha_sso):
+    idp.user = {"sub": "okta|00u-owner", "email": world.a.owner.email, "email_verified": True}
+
+    sign_in_via_sso(client, idp, world.a.owner.email)
+
+    [linked] = audit_entries(world.a.tenant, "sso.account_linked")
+    assert "okta|00u-owner" not in str(linked.after)
+    assert linked.after["subject_fingerprint"] == sso.subject_fingerprint(alpha_sso, "okta|00u-owner")

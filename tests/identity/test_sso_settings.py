@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 from allauth.socialaccount.models import SocialApp
+from django.core.exceptions import PermissionDenied
 from django.core.management import CommandError, call_command
 
 from tenants.context import tenant_context
@@ -72,7 +73,16 @@ def test_it_shows_the_page_to_owners_and_admins(client, alpha, role):
     assert response.status_code == 200
     body = text(response)
     assert "http://testserver/accounts/sso/tenant-alpha/callback/" in body
-    assert "Set up single sign-on" in body
+
+
+def test_only_an_owner_is_offered_to_set_it_up(client, alpha):
+    client.force_login(alpha.owner)
+    assert "Set up single sign-on" in text(client.get(url(alpha)))
+
+    client.force_login(alpha.admin)
+    body = text(client.get(url(alpha)))
+    assert "Set up single sign-on" not in body
+    assert "Only an owner of Alpha" in body
 
 
 @pytest.mark.parametrize("role", ["member", "billing"])
@@ -380,3 +390,95 @@ def test_the_command_needs_a_known_tenant_and_a_reason(alpha):
         call_command("sso_disable", "nobody", "--reason", "x")
     with pytest.raises(CommandError, match="Say why"):
         call_command("sso_disable", "alpha", "--reason", " ")
+
+
+# --- who chooses the identity provider ---------------------------------------------------
+
+
+def test_an_admin_cannot_set_single_sign_on_up(client, alpha):
+    with tenant_context(alpha.tenant), pytest.raises(PermissionDenied):
+        sso.save_sso_connection(
+            actor(alpha, "admin"), issuer=ISSUER, client_id="c", client_secret="s", domains=["alpha.test"]
+        )
+    client.force_login(alpha.admin)
+
+    assert client.post(url(alpha), form()).status_code == 403
+    assert connection_of(alpha) is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"issuer": "https://idp.admins-own.example"}, {"client_id": "admins-own-client"}],
+    ids=["issuer", "client_id"],
+)
+def test_an_admin_cannot_change_which_identity_provider_signs_people_in(owner_client, alpha, change):
+    owner_client.post(url(alpha), form())
+    fields = {"issuer": ISSUER, "client_id": "portal-client", "client_secret": "", "domains": ["alpha.test"]}
+
+    with tenant_context(alpha.tenant), pytest.raises(PermissionDenied):
+        sso.save_sso_connection(actor(alpha, "admin"), **{**fields, **change})
+
+    connection = connection_of(alpha)
+    assert (connection.issuer, connection.client_id) == (ISSUER, "portal-client")
+    assert audit_entries(alpha.tenant, "sso.updated") == []
+
+
+def test_the_admins_form_keeps_the_identity_provider_whatever_is_posted(client, owner_client, alpha):
+    owner_client.post(url(alpha), form())
+    client.force_login(alpha.admin)
+
+    response = client.post(
+        url(alpha),
+        form(issuer="https://idp.admins-own.example", client_id="admins-own", client_secret="", default_role="admin"),
+    )
+
+    assert response.status_code == 302, response.context["form"].errors
+    connection = connection_of(alpha)
+    assert (connection.issuer, connection.client_id, connection.default_role) == (ISSUER, "portal-client", "admin")
+    page = text(client.get(url(alpha)))
+    assert "Only an owner can change the identity provider" in page
+
+
+def test_an_admin_may_still_change_the_domains_policy_and_secret(owner_client, alpha):
+    owner_client.post(url(alpha), form())
+
+    with tenant_context(alpha.tenant):
+        sso.save_sso_connection(
+            actor(alpha, "admin"),
+            issuer=ISSUER,
+            client_id="portal-client",
+            client_secret="rotated-by-admin",
+            domains=["alpha.test"],
+            default_role="admin",
+        )
+
+    connection = connection_of(alpha)
+    assert sso.domains_of(connection) == ["alpha.test"]
+    assert (connection.default_role, sso.client_secret(connection)) == ("admin", "rotated-by-admin")
+    assert audit_entries(alpha.tenant, "sso.updated")[-1].actor == alpha.admin
+
+
+def test_a_new_issuer_must_prove_every_domain_again(owner_client, alpha):
+    owner_client.post(url(alpha), form())
+    sso.operator_verify_domain(alpha.tenant, "alpha.test", actor=None)
+    old_token = SSODomain.objects.get(domain="alpha.test").verification_token
+
+    owner_client.post(url(alpha), form(issuer="https://login.new-idp.example", client_secret=""))
+
+    claim = SSODomain.objects.get(domain="alpha.test")
+    assert (claim.verified_at, claim.verified_by) == (None, "")
+    assert claim.verification_token != old_token  # the old TXT record proves nothing for the new IdP
+    assert sso.trusted_domains_of(connection_of(alpha)) == []
+    [entry] = audit_entries(alpha.tenant, "sso.updated")
+    assert entry.after["issuer"] == "https://login.new-idp.example"
+    assert entry.after["domains_unverified"] == ["alpha.test"]
+    assert entry.after["account_links_removed"] == 0
+
+
+def test_the_same_issuer_keeps_the_domains_proved(owner_client, alpha):
+    owner_client.post(url(alpha), form())
+    sso.operator_verify_domain(alpha.tenant, "alpha.test", actor=None)
+
+    owner_client.post(url(alpha), form(issuer=ISSUER + "/", client_secret="", default_role="admin"))
+
+    assert SSODomain.objects.get(domain="alpha.test").verified_at is not None

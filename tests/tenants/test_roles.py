@@ -32,6 +32,7 @@ EXPECTED = {
     "api_clients.manage": (Y, Y, N, N),
     "agents.manage": (Y, Y, N, N),
     "sso.manage": (Y, Y, N, N),
+    "sso.manage_provider": (Y, N, N, N),
     "security.manage": (Y, Y, N, N),
     "knowledge.manage": (Y, Y, N, N),
     "guardrails.view": (Y, Y, N, N),
