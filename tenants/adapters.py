@@ -78,11 +78,8 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
                 # sign-up would otherwise stop at the unconfirmed copies).
                 sso.drop_unproven_claims(email)
             if not sociallogin.is_existing and user is not None:
-                if not sso.may_link_existing_user(connection, user, email=email):
-                    raise sso.SSORefused(
-                        f"An account for {email} already exists and belongs to another organisation. Ask an "
-                        f"admin of {connection.tenant.name} to invite it, then sign in with single sign-on again."
-                    )
+                if not sso.may_link_existing_user(connection, user):
+                    raise sso.SSORefused(sso.not_linked_message(connection, email))
                 sociallogin.connect(request, user)
                 sso.record_account_linked(connection, user, subject=sociallogin.account.uid, ip=client_ip(request))
             if sociallogin.is_existing:

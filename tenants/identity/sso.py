@@ -793,19 +793,38 @@ def drop_unproven_claims(email: str) -> int:
     return deleted
 
 
-def may_link_existing_user(connection: SSOConnection, user: User, *, email: str) -> bool:
+def may_link_existing_user(connection: SSOConnection, user: User) -> bool:
     """Link a first SSO sign-in to the account that proved it holds `email`?
 
-    Only if the account belongs to no other organisation, or the tenant has
-    invited that address: a domain claim must not hand the IdP the keys to an
-    account whose data lives in other tenants.
+    If the account belongs to no other organisation, yes: the verified domain claim
+    vouches for its addresses. If it belongs to others too, the IdP would get the keys
+    to data in tenants that never chose it, so only the person's own consent counts:
+    they accepted this tenant's invitation while signed in to that account. An open
+    invitation does not: the tenant writes those itself.
     """
     with user_context(user.pk):
         tenant_ids = set(Membership.of_user(user).values_list("tenant_id", flat=True))
     if tenant_ids <= {connection.tenant_id}:
         return True
-    with tenant_context(connection.tenant):
-        return _open_invitation(email) is not None
+    if connection.tenant_id not in tenant_ids:
+        return False
+    with tenant_context(connection.tenant, user_id=user.pk):
+        return Invitation.objects.filter(accepted_by=user, status=InvitationStatus.ACCEPTED).exists()
+
+
+def not_linked_message(connection: SSOConnection, email: str) -> str:
+    """Why an account other organisations use was not linked, and what its holder can do."""
+    name = connection.tenant.name
+    first = (
+        f"An account for {email} already exists and belongs to another organisation, so {name}'s "
+        "single sign-on cannot take it over by itself."
+    )
+    if enforced_connection_for_email(email) is not None:
+        return f"{first} Ask support to connect it to {name}'s single sign-on."
+    return (
+        f"{first} Sign in with your password and accept {name}'s invitation (ask an admin of {name} "
+        "for one); after that you can sign in with single sign-on."
+    )
 
 
 def subject_fingerprint(connection: SSOConnection, subject: str) -> str:

@@ -682,3 +682,69 @@ def test_the_audit_log_never_shows_the_idp_subject_of_a_linked_account(client, w
     [linked] = audit_entries(world.a.tenant, "sso.account_linked")
     assert "okta|00u-owner" not in str(linked.after)
     assert linked.after["subject_fingerprint"] == sso.subject_fingerprint(alpha_sso, "okta|00u-owner")
+
+
+# --- an account other organisations use is linked only with its holder's consent --------------
+
+
+def test_an_open_invitation_does_not_let_sso_take_over_another_tenants_owner(client, world, idp, alpha_sso):
+    consultant = factories.make_user("consultant@alpha.test")
+    factories.add_member(world.b.tenant, consultant, "owner")
+    invitation = factories.make_invitation(world.a.tenant, consultant.email, invited_by=world.a.admin)
+    idp.user = {"sub": "okta|consultant", "email": consultant.email, "email_verified": True}
+
+    response = sign_in_via_sso(client, idp, consultant.email)
+
+    assert response.status_code == 403
+    message = error_text(response)
+    assert "belongs to another organisation" in message
+    assert "Sign in with your password and accept Alpha Inc's invitation" in message
+    assert signed_in_user(client) is None
+    assert social_accounts(PROVIDER_ID) == []
+    assert consultant.email not in member_roles(world.a.tenant)
+    assert reload(invitation).status == InvitationStatus.PENDING
+
+
+def test_another_tenants_member_who_accepted_the_invitation_signed_in_is_linked(client, world, idp, alpha_sso):
+    consultant = factories.make_user("consultant@alpha.test")
+    factories.add_member(world.b.tenant, consultant, "owner")
+    invitation = factories.make_invitation(world.a.tenant, consultant.email, invited_by=world.a.admin)
+    client.force_login(consultant)
+    client.post(f"/invitations/{invitation.token}/")
+    client.post("/accounts/logout/")
+    assert member_roles(world.a.tenant)[consultant.email] == "member"
+    idp.user = {"sub": "okta|consultant", "email": consultant.email, "email_verified": True}
+
+    response = sign_in_via_sso(client, idp, consultant.email)
+
+    assert response.status_code == 302
+    assert signed_in_user(client) == consultant
+    assert social_accounts(PROVIDER_ID) == [("okta|consultant", consultant.email)]
+
+
+def test_another_tenants_member_added_here_without_their_consent_is_not_linked(client, world, idp, alpha_sso):
+    consultant = factories.make_user("consultant@alpha.test")
+    factories.add_member(world.b.tenant, consultant, "owner")
+    factories.add_member(world.a.tenant, consultant, "member")  # no invitation they accepted
+    idp.user = {"sub": "okta|consultant", "email": consultant.email, "email_verified": True}
+
+    response = sign_in_via_sso(client, idp, consultant.email)
+
+    assert response.status_code == 403
+    assert signed_in_user(client) is None
+    assert social_accounts(PROVIDER_ID) == []
+
+
+def test_under_enforced_sso_the_refusal_sends_the_holder_of_another_tenants_account_to_support(
+    client, world, idp, enforced
+):
+    consultant = factories.make_user("consultant@alpha.test")
+    factories.add_member(world.b.tenant, consultant, "owner")
+    factories.make_invitation(world.a.tenant, consultant.email, invited_by=world.a.admin)
+    idp.user = {"sub": "okta|consultant", "email": consultant.email, "email_verified": True}
+
+    response = sign_in_via_sso(client, idp, consultant.email)
+
+    assert response.status_code == 403
+    assert "Ask support to connect it to Alpha Inc's single sign-on" in error_text(response)
+    assert signed_in_user(client) is None
