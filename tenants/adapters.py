@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import render
 
 from tenants.audit import client_ip
-from tenants.identity import sso
+from tenants.identity import sso, sso_http
 from tenants.identity.sso_provider import is_tenant_app
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,13 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
     nothing else; it may create accounts (just-in-time) and make them members of
     its tenant, never of another.
     """
+
+    def get_requests_session(self):
+        # Every call to an IdP (discovery, JWKS, token, userinfo) goes through allauth's
+        # session: it reaches public addresses only (tenants/identity/sso_http.py).
+        from allauth.socialaccount import app_settings
+
+        return sso_http.session(timeout=app_settings.REQUESTS_TIMEOUT)
 
     def list_providers(self, request):
         # Tenant IdPs are reached through the email-domain step, never listed

@@ -173,7 +173,9 @@ def clean_issuer(raw: str) -> str:
     http:// and loopback or private addresses are allowed only with
     SSO_ALLOW_LOOPBACK_ISSUERS (development and the test IdP): the portal fetches
     the discovery document, keys and tokens from here, so an issuer must never
-    point the server at itself or at the internal network.
+    point the server at itself or at the internal network. This looks at the URL
+    only, for a clear form error; what a name resolves to is checked on every
+    connection (tenants.identity.sso_http).
     """
     url = (raw or "").strip()
     if url.endswith(WELL_KNOWN):

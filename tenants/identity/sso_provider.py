@@ -9,8 +9,10 @@ Registered for provider "openid_connect" through SOCIALACCOUNT_PROVIDERS
 * verifies the ID token's signature against the IdP's JWKS with an asymmetric
   algorithm the IdP announces — allauth 65 skips the signature when the token
   came from the token endpoint, and sends no nonce;
-* checks that the discovery document names the configured issuer, and that
-  userinfo describes the same subject as the ID token;
+* checks that the discovery document names the configured issuer, that an
+  https issuer names only https endpoints, and that userinfo describes the same
+  subject as the ID token (every request to the IdP goes through
+  tenants.identity.sso_http, which reaches public addresses only);
 * ignores authorization parameters and scopes from the request's query string;
 * hands the client secret (stored encrypted in SSOConnection) to the token call;
 * uses our callback URL (tenants.identity.sso_views.callback), whose view gives
@@ -75,6 +77,13 @@ class TenantOIDCAdapter(OpenIDConnectOAuth2Adapter):
             if config["issuer"].rstrip("/") != expected:
                 del self._openid_config
                 raise OAuth2Error(f"The discovery document names issuer {config['issuer']!r}, not {expected!r}.")
+            if expected.startswith("https://"):
+                # An https issuer's endpoints are https too: nothing it names is fetched in the clear.
+                for key in ("authorization_endpoint", "token_endpoint", "jwks_uri", "userinfo_endpoint"):
+                    value = config.get(key)
+                    if value is not None and not (isinstance(value, str) and value.startswith("https://")):
+                        del self._openid_config
+                        raise OAuth2Error(f"The discovery document's {key} is not an https URL.")
             self._openid_config_checked = True
         return config
 
