@@ -203,6 +203,9 @@ class Invocation(TenantOwnedModel):
     usage_estimated = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
+    # Who runs the current attempt: "host:pid:token", set by its claim (agents.turns). A
+    # redelivery of the task may take the turn over when that process is gone.
+    lease = models.CharField(max_length=300, blank=True)
     error = models.CharField(max_length=500, blank=True)
     # The turn's steps with their timings (agents.tracing): shown under the answer.
     trace = models.JSONField(default=list, blank=True)

@@ -292,3 +292,23 @@ def read(invocation_id, after: int) -> list[Event]:
     if uses_redis():
         return _decode_redis(_redis().xrange(_key(invocation_id), min=f"0-{after + 1}", max="+", count=500))
     return read_db(invocation_id, after)
+
+
+def attempt_texts(invocation_id) -> list[str]:
+    """The text each attempt of the turn streamed so far, as the relay holds it (one string
+    per attempt: a "reset" starts the next). What the worker published, so the redacted text
+    where the output guardrails redact: it is there to estimate the tokens a provider
+    produced for an attempt that could not report them (its worker died)."""
+    texts, after = [""], 0
+    while True:
+        events = read(invocation_id, after)
+        if not events:
+            return texts
+        for event in events:
+            if event.kind == "reset":
+                texts.append("")
+            elif event.kind == "delta":
+                texts[-1] += str(event.data.get("text", ""))
+            elif event.kind == "replace":
+                texts[-1] = str(event.data.get("text", ""))
+        after = events[-1].seq

@@ -35,7 +35,12 @@ MAX_RETRIES = 3
 )
 def run_turn(self, tenant: Tenant, invocation_id: str) -> str:
     try:
-        return turns.run(tenant, invocation_id, final_attempt=self.request.retries >= MAX_RETRIES)
+        return turns.run(
+            tenant,
+            invocation_id,
+            final_attempt=self.request.retries >= MAX_RETRIES,
+            redelivered=bool((self.request.delivery_info or {}).get("redelivered")),
+        )
     except turns.RetryLater as exc:
         # Exponential backoff with jitter: 1 s, 2 s, 4 s (capped), then the turn fails for good.
         countdown = min(2**self.request.retries, 30)

@@ -9,7 +9,10 @@ late delivery of the same task cannot run a turn twice or bill it twice.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -51,12 +54,17 @@ LEFT JOIN tenants_user u ON u.id = i.user_id
 JOIN agents_message um ON um.id = i.user_message_id AND um.tenant_id = i.tenant_id
 JOIN tenants_tenant t ON t.id = i.tenant_id
 """
-# Queued, or running/streaming but abandoned by a worker that vanished STALE_AFTER ago.
+# Queued, or running/streaming but abandoned by a worker that vanished STALE_AFTER ago, or
+# whose lease a redelivery found dead (`dead_lease`, None otherwise: `= NULL` is never true;
+# see _lease_lost). Matching the exact lease makes the takeover a compare-and-swap: of two
+# redeliveries only one takes the turn, and never from an attempt that claimed it since.
 _CLAIMABLE = """
 tenant_id = %(tenant)s AND id = %(invocation)s AND NOT cancel_requested
-AND (status = 'queued' OR (status IN ('running', 'streaming') AND started_at < %(stale)s))
+AND (status = 'queued' OR (status IN ('running', 'streaming') AND (started_at < %(stale)s OR lease = %(dead_lease)s)))
 """
-_CLAIM_SET = "status = 'running', started_at = %(now)s, attempts = attempts + 1, runtime = %(runtime)s"
+_CLAIM_SET = (
+    "status = 'running', started_at = %(now)s, attempts = attempts + 1, runtime = %(runtime)s, lease = %(lease)s"
+)
 # On PostgreSQL the claim also reads what runtime_gateway.turn_facts would read next (the
 # member's role, the agent's grant, the conversation so far, oldest first), saving the
 # turn a round trip on its way to the runtime. SQLite, with no round trips, reads them
@@ -104,7 +112,41 @@ def _reader():
     return _claim_reader
 
 
-def _claim(tenant: Tenant, invocation_id) -> Invocation | None:
+def _lease() -> str:
+    """This attempt's lease: the process running it, and a token of its own."""
+    return f"{socket.gethostname()[:200]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+
+
+def _lease_lost(lease: str, redelivered: bool) -> bool:
+    """Whether the attempt holding `lease` is certainly gone, so a new delivery may take the
+    turn over at once instead of waiting STALE_AFTER (and the sweeper) with it.
+
+    On this host: when its process no longer exists (a killed prefork child; its parent has
+    reaped it before the broker redelivers). On another host the process cannot be asked;
+    then only a delivery the broker marks redelivered takes over: Redis marks a message it
+    restores, and it restores one only when the worker rejected it because the child running
+    it died (task_reject_on_worker_lost), or once the visibility timeout, above the task's
+    hard time limit (portal.settings), has passed. The filesystem broker, a single host's,
+    does not mark redeliveries (kombu's virtual transport sets the flag outside the
+    delivery_info Celery reads): the process check covers it."""
+    host, _, rest = lease.partition(":")
+    pid, _, _ = rest.partition(":")
+    if not host or not pid.isdigit():
+        return redelivered  # claimed before leases existed
+    if host != socket.gethostname()[:200]:
+        return redelivered
+    if int(pid) == os.getpid():
+        return False  # this process: it is running that attempt (a thread pool) or ran it to its end
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # someone else's process now holds the number: alive, but not ours
+    return False
+
+
+def _claim(tenant: Tenant, invocation_id, dead_lease: str | None = None) -> Invocation | None:
     """Mark the invocation and its answer running, or None if it is not ours to run.
 
     A conditional UPDATE: of two deliveries of the same task only one claims it. On
@@ -121,6 +163,8 @@ def _claim(tenant: Tenant, invocation_id) -> Invocation | None:
         "now": sql.dt(now),
         "stale": sql.dt(now - STALE_AFTER),
         "runtime": runtime_gateway.runtime_kind(tenant),
+        "lease": _lease(),
+        "dead_lease": dead_lease,
     }
     if sql.connection.vendor == "postgresql":
         # Not durable: if the database crashed right after, the turn would be queued
@@ -175,12 +219,27 @@ def _claim(tenant: Tenant, invocation_id) -> Invocation | None:
     return invocation
 
 
-def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False) -> str:
+def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, redelivered: bool = False) -> str:
+    """Run the turn, if it is this delivery's to run. `redelivered`: the broker says this
+    delivery is a redelivery (Celery's request.delivery_info), see _lease_lost."""
     claim_started, claim_clock = time.time(), time.perf_counter()
     invocation = _claim(tenant, invocation_id)
     if invocation is None:
-        current = Invocation.objects.filter(pk=invocation_id).values_list("status", "cancel_requested").first()
-        if current == (MessageStatus.QUEUED, True):
+        current = Invocation.objects.filter(pk=invocation_id).values_list("status", "cancel_requested", "lease").first()
+        if (
+            current
+            and current[0] in (MessageStatus.RUNNING, MessageStatus.STREAMING)
+            and not current[1]
+            and _lease_lost(current[2], redelivered)
+        ):
+            # Its worker was killed and the broker gave the task back: run it again now, as a
+            # new attempt (its stream restarts with a "reset"), rather than leave it holding
+            # its concurrency slot until the sweeper fails it.
+            invocation = _claim(tenant, invocation_id, dead_lease=current[2])
+            if invocation is not None:
+                log.warning("turn %s: its worker (%s) is gone: taken over", invocation_id, current[2])
+    if invocation is None:
+        if current and current[:2] == (MessageStatus.QUEUED, True):
             # Stopped while it waited for a retry: no claim takes a stopped turn, so this
             # delivery ends it (cancelled, unbilled: the attempt put back used nothing
             # that is billed, as with any retry), or it would wait for the sweeper.
@@ -656,13 +715,28 @@ def fail(invocation_id, reason: str) -> None:
     _end_unclaimed(invocation_id, MessageStatus.FAILED, reason)
 
 
+def _streamed_by_current_attempt(invocation: Invocation) -> str:
+    """What the turn's current attempt streamed (the relay's text since its last reset), or
+    "" if it is not running or nothing can be read."""
+    if invocation.status not in (MessageStatus.RUNNING, MessageStatus.STREAMING):
+        return ""
+    try:
+        return streaming.attempt_texts(invocation.pk)[-1]
+    except Exception:  # the relay (Redis) unreachable: bill what is known
+        log.warning("turn %s: could not read what it streamed", invocation.pk, exc_info=True)
+        return ""
+
+
 def _end_unclaimed(invocation_id, status: str, reason: str = "") -> str:
-    """End a turn no worker is running (or whose worker lost its state), with no answer
-    and zero usage; nothing if it has ended already."""
+    """End a turn no worker is running (or whose worker lost its state), with no answer;
+    nothing if it has ended already. A turn that had streamed text (its worker died
+    mid-answer) is billed by the estimate of that text, flagged estimated like any
+    estimate: the provider produced it, and no usage report will come."""
     invocation = Invocation.objects.select_related("agent").filter(pk=invocation_id).first()
     if invocation is None:
         return "missing"
-    if _finish(invocation, "", status, {}, [], [], time.monotonic(), error=reason) is not None:
+    generated = _streamed_by_current_attempt(invocation)
+    if _finish(invocation, "", status, {}, [], [], time.monotonic(), error=reason, generated=generated) is not None:
         # Only the call that ended the turn says so: a worker that finished it first
         # has already published its own final event.
         # The conversation may have been deleted since the finish committed (erase_if_deleted).

@@ -179,6 +179,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
 if urlsplit(CELERY_BROKER_URL).scheme == "redis":  # rediss keeps kombu's own (its TLS checks key on the scheme)
     # kombu's Redis transport, keeping one Redis client per channel (see portal/broker.py).
     CELERY_BROKER_TRANSPORT = "portal.broker:Transport"
+if urlsplit(CELERY_BROKER_URL).scheme in {"redis", "rediss"}:
+    # Redis gives an unacknowledged task (acks_late) back to the queue, marked redelivered,
+    # once it has been out this long; kombu's default is an hour, so a task whose worker
+    # host vanished (no parent left to reject it) waited an hour. 170 s is
+    #   above 150 s, the turn's hard time limit (agents.tasks.TURN_TIME_LIMIT), plus the
+    #     longest retry countdown a turn waits for before it runs (4 s): a task still
+    #     running legitimately is not handed to a second worker (agents.turns takes a
+    #     redelivered turn over at once, see _lease_lost);
+    #   below 180 s, agents.turns.STALE_AFTER, when a plain delivery may take a running turn
+    #     over too, and well before the beat sweeper fails the turn (150 s + 60 s grace).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 170}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "out"),

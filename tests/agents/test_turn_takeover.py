@@ -1,0 +1,131 @@
+"""A turn whose worker was killed is run again by the task's redelivery at once, and one no
+worker will finish is billed for what it streamed (ARCHITECTURE.md §5, §7)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from datetime import timedelta
+
+from django.utils import timezone
+
+from agents import streaming, turns
+from agents.models import Invocation, MessageStatus
+from agents.tasks import TURN_TIME_LIMIT, fail_stuck_turns, run_turn
+from billing.models import UsageEvent
+from tenants.context import tenant_context
+from tests.billing.helpers import ask, run
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _left_streaming(side, invocation, lease: str, started_ago: float = 5, streamed: str = "") -> None:
+    """As a worker killed mid-answer leaves it: claimed, streaming, some text relayed."""
+    with tenant_context(side.tenant):
+        Invocation.objects.filter(pk=invocation.pk).update(
+            status=MessageStatus.STREAMING,
+            started_at=timezone.now() - timedelta(seconds=started_ago),
+            attempts=1,
+            lease=lease,
+        )
+        if streamed:
+            streaming.publish_many(
+                invocation.pk, [(1, "status", {"status": "running"}), (2, "delta", {"text": streamed})]
+            )
+
+
+def _turn(side, invocation):
+    with tenant_context(side.tenant):
+        return Invocation.objects.get(pk=invocation.pk)
+
+
+def _events(side, invocation):
+    with tenant_context(side.tenant):
+        return list(
+            UsageEvent.objects.filter(invocation_id=invocation.pk).values_list(
+                "input_tokens", "output_tokens", "estimated", "outcome"
+            )
+        )
+
+
+def test_a_delivery_takes_over_at_once_a_turn_whose_worker_process_on_this_host_is_gone(world, catalogue, runtime):
+    invocation = ask(world.a, catalogue.helpdesk)
+    _left_streaming(world.a, invocation, f"{socket.gethostname()}:{_dead_pid()}:killed", streamed="half an ans")
+
+    assert run(world.a, invocation) == "done"
+
+    turn = _turn(world.a, invocation)
+    assert (turn.status, turn.attempts) == (MessageStatus.DONE, 2)
+    assert runtime.calls == [turn.pk]
+    with tenant_context(world.a.tenant):
+        kinds = [event.kind for event in streaming.read(invocation.pk, 0)]
+    assert kinds[2] == "reset"  # the reader drops the dead attempt's text and starts again
+    assert len(_events(world.a, invocation)) == 1
+
+
+def test_a_turn_whose_worker_still_runs_is_not_taken_over(world, catalogue, runtime):
+    invocation = ask(world.a, catalogue.helpdesk)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        _left_streaming(world.a, invocation, f"{socket.gethostname()}:{alive.pid}:running")
+        assert run(world.a, invocation) == "streaming"
+        with tenant_context(world.a.tenant):  # same host: the process is asked, whatever the broker says
+            assert turns.run(world.a.tenant, str(invocation.pk), redelivered=True) == "streaming"
+    finally:
+        alive.kill()
+        alive.wait()
+    assert runtime.calls == []
+    assert _turn(world.a, invocation).attempts == 1
+
+
+def test_a_redelivered_task_takes_over_a_turn_claimed_on_another_host(world, catalogue, runtime):
+    invocation = ask(world.a, catalogue.helpdesk)
+    _left_streaming(world.a, invocation, "another-worker-host:4242:token")
+
+    assert run(world.a, invocation) == "streaming"  # a plain duplicate delivery does nothing
+    assert runtime.calls == []
+    # The broker's redelivery, as Celery's request sees it (Redis marks what it restores).
+    run_turn.push_request(delivery_info={"redelivered": True}, retries=0)
+    try:
+        assert run_turn.run(world.a.tenant.pk, str(invocation.pk)) == "done"
+    finally:
+        run_turn.pop_request()
+    turn = _turn(world.a, invocation)
+    assert (turn.status, turn.attempts) == (MessageStatus.DONE, 2)
+    assert turn.lease.startswith(f"{socket.gethostname()}:{os.getpid()}:")
+
+
+def test_the_sweeper_bills_what_a_dead_worker_streamed_as_an_estimate(world, catalogue):
+    invocation = ask(world.a, catalogue.helpdesk)
+    streamed = "x" * 400
+    _left_streaming(world.a, invocation, "gone-host:1:t", started_ago=TURN_TIME_LIMIT + 120, streamed=streamed)
+
+    assert fail_stuck_turns() == 1
+
+    [(input_tokens, output_tokens, estimated, outcome)] = _events(world.a, invocation)
+    assert (output_tokens, estimated, outcome) == (turns.estimate_tokens(streamed), True, "failed")
+    assert input_tokens > 0
+    turn = _turn(world.a, invocation)
+    assert (turn.output_tokens, turn.usage_estimated) == (100, True)
+
+
+def test_redis_gives_back_an_unacknowledged_turn_after_its_hard_limit_and_before_the_stale_window():
+    from agents.tasks import TURN_SOFT_TIME_LIMIT
+
+    env = {**os.environ, "CELERY_BROKER_URL": "redis://127.0.0.1:6399/0", "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    out = subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; print(settings.CELERY_BROKER_TRANSPORT_OPTIONS)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    ).stdout
+    timeout = eval(out)["visibility_timeout"]  # noqa: S307 (our own settings' repr)
+    assert TURN_SOFT_TIME_LIMIT < TURN_TIME_LIMIT < timeout < turns.STALE_AFTER.total_seconds()
