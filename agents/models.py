@@ -201,6 +201,13 @@ class Invocation(TenantOwnedModel):
     output_tokens = models.PositiveIntegerField(default=0)
     tool_call_count = models.PositiveIntegerField(default=0)
     usage_estimated = models.BooleanField(default=False)
+    # What earlier attempts used and no usage event recorded (an attempt retried after a
+    # transient runtime error, or whose worker died): the turn's one usage event adds it.
+    carried_input_tokens = models.PositiveIntegerField(default=0)
+    carried_output_tokens = models.PositiveIntegerField(default=0)
+    carried_tool_calls = models.PositiveIntegerField(default=0)
+    carried_runtime_seconds = models.DecimalField(max_digits=12, decimal_places=3, default=0)
+    carried_estimated = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
     # Who runs the current attempt: "host:pid:token", set by its claim (agents.turns). A

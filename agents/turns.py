@@ -238,11 +238,12 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
             invocation = _claim(tenant, invocation_id, dead_lease=current[2])
             if invocation is not None:
                 log.warning("turn %s: its worker (%s) is gone: taken over", invocation_id, current[2])
+                _carry_dead_attempt(invocation)
     if invocation is None:
         if current and current[:2] == (MessageStatus.QUEUED, True):
             # Stopped while it waited for a retry: no claim takes a stopped turn, so this
-            # delivery ends it (cancelled, unbilled: the attempt put back used nothing
-            # that is billed, as with any retry), or it would wait for the sweeper.
+            # delivery ends it (cancelled, billed for what the attempts put back used:
+            # carried on the invocation), or it would wait for the sweeper.
             log.info("turn %s stopped while queued for a retry: cancelled", invocation_id)
             return _end_unclaimed(invocation_id, MessageStatus.CANCELLED)
         log.info("turn %s not claimed (status %s): nothing to do", invocation_id, current and current[0])
@@ -425,9 +426,12 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
             # stopped: no claim takes a stopped turn (_CLAIMABLE), so it would stay queued,
             # unbilled, holding its reservation and blocking its conversation. It ends here,
             # cancelled, with what it used so far (below, as any stopped turn).
+            # The attempt put back has used what the provider charges for (the tokens it
+            # streamed, its tool calls, its runtime): carried on the invocation, and the
+            # turn's one usage event adds it, whichever attempt ends the turn.
             if not final_attempt and Invocation.objects.filter(
                 pk=invocation.pk, status__in=[MessageStatus.RUNNING, MessageStatus.STREAMING], cancel_requested=False
-            ).update(status=MessageStatus.QUEUED):
+            ).update(status=MessageStatus.QUEUED, **_carry(invocation, usage, "".join(answer), tool_calls, started)):
                 raise RetryLater(str(exc)) from exc
             cancelled = Invocation.objects.filter(pk=invocation.pk, cancel_requested=True).exists()
             if not cancelled:
@@ -572,13 +576,13 @@ def _finish(
 
     Returns the answer's message id, or None when the turn had already ended."""
     generated = text if generated is None else generated
-    input_tokens = int(usage.get("input_tokens") or 0)
-    output_tokens = int(usage.get("output_tokens") or 0)
-    estimated = bool(usage.get("estimated", False)) or (not usage and bool(generated))
-    if not usage and generated:
-        # The provider said nothing about usage but did answer: estimate, flagged as such.
-        output_tokens = estimate_tokens(generated)
-        input_tokens = estimate_tokens(invocation_prompt_text(invocation))
+    input_tokens, output_tokens, estimated = _attempt_tokens(invocation, usage, generated)
+    # And what earlier attempts used (retried, or their worker died): one event for the turn.
+    input_tokens += invocation.carried_input_tokens
+    output_tokens += invocation.carried_output_tokens
+    estimated = estimated or invocation.carried_estimated
+    tool_call_count = len(tool_calls) + invocation.carried_tool_calls
+    runtime_seconds = Decimal(f"{time.monotonic() - started:.3f}") + Decimal(invocation.carried_runtime_seconds)
     from agents.runtime_gateway import model_offering
     from billing import accounting
     from portal.db import sql
@@ -593,7 +597,7 @@ def _finish(
             "now": sql.dt(now),
             "input": input_tokens,
             "output": output_tokens,
-            "tool_calls": len(tool_calls),
+            "tool_calls": tool_call_count,
             "estimated": estimated,
             "error": error,
             "trace": json_field.get_db_prep_save(trace.spans, sql.connection) if trace else None,
@@ -620,8 +624,8 @@ def _finish(
         "offering": offering,
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
-        "tool_calls": len(tool_calls),
-        "runtime_seconds": Decimal(f"{time.monotonic() - started:.3f}"),
+        "tool_calls": tool_call_count,
+        "runtime_seconds": runtime_seconds,
         "estimated": estimated,
         "guardrail_checks": checks + invocation.input_guardrail_checks,
         "now": now,
@@ -673,6 +677,54 @@ def _finish(
             together_with=[answer],
         )
     return invocation.assistant_message_id
+
+
+def _attempt_tokens(invocation, usage: dict, generated: str) -> tuple[int, int, bool]:
+    """An attempt's tokens in and out, and whether they are estimated: as the runtime
+    reported them, or, when it reported none but did answer, estimated from the answer."""
+    input_tokens = int(usage.get("input_tokens") or 0)
+    output_tokens = int(usage.get("output_tokens") or 0)
+    estimated = bool(usage.get("estimated", False)) or (not usage and bool(generated))
+    if not usage and generated:
+        # The provider said nothing about usage but did answer: estimate, flagged as such.
+        output_tokens = estimate_tokens(generated)
+        input_tokens = estimate_tokens(invocation_prompt_text(invocation))
+    return input_tokens, output_tokens, estimated
+
+
+def _carry(invocation, usage: dict, generated: str, tool_calls: list, started: float | None) -> dict:
+    """The update that carries an abandoned attempt's usage on its invocation (see _finish)."""
+    from django.db.models import F
+
+    input_tokens, output_tokens, estimated = _attempt_tokens(invocation, usage, generated)
+    seconds = Decimal(f"{time.monotonic() - started:.3f}") if started is not None else Decimal(0)
+    carried = {
+        "carried_input_tokens": F("carried_input_tokens") + input_tokens,
+        "carried_output_tokens": F("carried_output_tokens") + output_tokens,
+        "carried_tool_calls": F("carried_tool_calls") + len(tool_calls),
+        "carried_runtime_seconds": F("carried_runtime_seconds") + seconds,
+    }
+    if estimated:
+        carried["carried_estimated"] = True
+    return carried
+
+
+def _carry_dead_attempt(invocation) -> None:
+    """A turn taken over from a dead worker: carry what its attempt streamed (the relay's
+    text since the last reset, before this attempt's reset), estimated, as nothing else
+    will report it. Its tool calls and runtime are not known."""
+    try:
+        streamed = streaming.attempt_texts(invocation.pk)[-1]
+    except Exception:  # the relay (Redis) unreachable: the turn runs all the same
+        log.warning("turn %s: could not read what its dead attempt streamed", invocation.pk, exc_info=True)
+        return
+    if not streamed:
+        return
+    Invocation.objects.filter(pk=invocation.pk).update(**_carry(invocation, {}, streamed, [], None))
+    input_tokens, output_tokens, _ = _attempt_tokens(invocation, {}, streamed)
+    invocation.carried_input_tokens += input_tokens
+    invocation.carried_output_tokens += output_tokens
+    invocation.carried_estimated = True
 
 
 # The final state of a turn that has not ended yet.
