@@ -82,9 +82,9 @@ def problem_exception_handler(exc, context):
     """Every API error as {type,title,status,detail}; field errors under "errors"."""
     from portal.db import busy
 
-    if busy.is_busy(exc):  # the database held by a writer for longer than the busy timeout
-        log.warning("database busy: %s answered 503: %s", context["request"].path, exc)
-        return busy.problem_response()
+    if busy.is_unavailable(exc):  # a database held past the busy timeout, or Redis down
+        log.warning("service unavailable: %s answered 503: %s", context["request"].path, exc)
+        return busy.problem_response(exc)
     if isinstance(exc, DjangoValidationError) and getattr(exc, "status", None) == 409:
         # A refusal because of the resource's state, which a request running at the same
         # moment changed (agents.services.ConversationConflict: deleted, or an answer running).

@@ -95,8 +95,8 @@ def error_500(request):
     # past its busy timeout is answered 503 / "try again", wherever the request met it.
     from portal.db import busy
 
-    if busy.is_busy(sys.exc_info()[1]):
-        return busy.response_for(request)
+    if busy.is_unavailable(sys.exc_info()[1]):  # or Redis down
+        return busy.response_for(request, sys.exc_info()[1])
     if wants_json(request):
         return problem_response(500, "Server error", "Something went wrong on our side; it has been logged.")
     return render(request, "500.html", status=500)

@@ -31,47 +31,90 @@ DETAIL = "The database was too busy to take this request in time. Try again in a
 MESSAGE = "The portal was too busy to finish that just now. Please try again in a moment."
 
 
+# Redis (REDIS_URL: the cache holding the guardrail policy, the rate limiter) unreachable.
+# The portal fails closed: a message is not admitted unchecked against its tenant's limits
+# and policy, and nothing of it is saved; the person is told to try again, as for a busy
+# database. (Without REDIS_URL neither is in Redis.)
+REDIS_DETAIL = "A service the portal needs is unreachable, so nothing was saved. Try again in a moment."
+REDIS_MESSAGE = "The portal could not reach a service it needs, so nothing was saved. Please try again in a moment."
+
+
 def is_busy(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and any(text in str(exc) for text in _BUSY_MESSAGES)
 
 
-def problem_response():
+def is_redis_down(exc: BaseException) -> bool:
+    """Redis refused, dropped or timed out a connection (redis-py's ConnectionError and
+    TimeoutError; Django's Redis cache and billing.limits both raise them unwrapped)."""
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+    except ImportError:  # pragma: no cover (redis is a dependency)
+        return False
+    return isinstance(exc, (RedisConnectionError, RedisTimeoutError))
+
+
+def is_unavailable(exc: BaseException | None) -> bool:
+    """A passing outage of the server's own (busy database, Redis down): 503, "try again"."""
+    return exc is not None and (is_busy(exc) or is_redis_down(exc))
+
+
+def _texts(exc: BaseException | None) -> tuple[str, str]:
+    """(the API's detail, the page's message) for this outage."""
+    if exc is not None and is_redis_down(exc):
+        return REDIS_DETAIL, REDIS_MESSAGE
+    return DETAIL, MESSAGE
+
+
+def problem_response(exc: BaseException | None = None):
     """The API's answer (a DRF Response: rest_framework's exception handler returns it)."""
     from rest_framework.response import Response
 
     from portal.api import PROBLEM_CONTENT_TYPE, problem
 
-    return Response(
-        problem(503, TITLE, DETAIL),
+    response = Response(
+        problem(503, TITLE, _texts(exc)[0]),
         status=503,
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         content_type=PROBLEM_CONTENT_TYPE,
     )
+    return _logged(response)
 
 
-def response_for(request):
-    """The answer to a request that met a busy database: problem JSON for the API, the
-    reason in place for htmx, else a page saying so with the way back. (Not a flash
-    message and a redirect: messages live in the session, a row that cannot be written
-    either until the database is free.)"""
-    log.warning("database busy: %s %s answered 503", request.method, request.path)
+def _logged(response):
+    """The caller logged the outage once, as a warning: Django's request logger need not log
+    the 503 again as an error (django.utils.log.log_response honours this mark)."""
+    response._has_been_logged = True
+    return response
+
+
+def response_for(request, exc: BaseException | None = None):
+    """The answer to a request that met a busy database (or Redis down): problem JSON for
+    the API, the reason in place for htmx, else a page saying so with the way back. (Not a
+    flash message and a redirect: messages live in the session, a row that cannot be
+    written either until the database is free.)"""
+    detail, message = _texts(exc)
+    if exc is not None and is_redis_down(exc):
+        log.warning("redis unreachable: %s %s answered 503: %s", request.method, request.path, exc)
+    else:
+        log.warning("database busy: %s %s answered 503", request.method, request.path)
     from portal.api import problem_response as json_problem
     from portal.views import wants_json
 
     if wants_json(request):
-        response = json_problem(503, TITLE, DETAIL)
+        response = json_problem(503, TITLE, detail)
     elif request.headers.get("HX-Request"):
         # Shown where the request's refusals are (static/js/chat.js swaps 503 in too).
-        response = render(request, "includes/busy_alert.html", {"detail": MESSAGE}, status=503)
+        response = render(request, "includes/busy_alert.html", {"detail": message}, status=503)
     else:
         back = request.headers.get("Referer", "")
         if not url_has_allowed_host_and_scheme(
             back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
         ):
             back = "/"
-        response = render(request, "503.html", {"detail": MESSAGE, "back": back}, status=503)
+        response = render(request, "503.html", {"detail": message, "back": back}, status=503)
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return response
+    return _logged(response)
 
 
 class DatabaseBusyMiddleware:
@@ -86,4 +129,4 @@ class DatabaseBusyMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        return response_for(request) if is_busy(exception) else None
+        return response_for(request, exception) if is_unavailable(exception) else None
