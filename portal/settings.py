@@ -182,14 +182,15 @@ if urlsplit(CELERY_BROKER_URL).scheme == "redis":  # rediss keeps kombu's own (i
 if urlsplit(CELERY_BROKER_URL).scheme in {"redis", "rediss"}:
     # Redis gives an unacknowledged task (acks_late) back to the queue, marked redelivered,
     # once it has been out this long; kombu's default is an hour, so a task whose worker
-    # host vanished (no parent left to reject it) waited an hour. 170 s is
-    #   above 150 s, the turn's hard time limit (agents.tasks.TURN_TIME_LIMIT), plus the
-    #     longest retry countdown a turn waits for before it runs (4 s): a task still
-    #     running legitimately is not handed to a second worker (agents.turns takes a
-    #     redelivered turn over at once, see _lease_lost);
-    #   below 180 s, agents.turns.STALE_AFTER, when a plain delivery may take a running turn
-    #     over too, and well before the beat sweeper fails the turn (150 s + 60 s grace).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 170}
+    # host vanished (no parent left to reject it) waited an hour. The timeout must be longer
+    # than any acks_late task can legitimately stay unacknowledged, or a task still running
+    # is handed to a second worker: above 360 s, the longest hard time limit (knowledge
+    # ingestion, agents.knowledge.tasks.INGEST_TIME_LIMIT; a turn's is 150 s), with room for
+    # a short wait in the worker's prefetch. A turn whose worker process died is taken over
+    # at once anyway (its parent rejects the task; agents.turns sees the dead lease); this
+    # timeout only matters when a whole worker host is gone, and by then the beat sweeper has
+    # already ended the turn (150 s + 60 s grace) and billed what it streamed.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 420}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "out"),

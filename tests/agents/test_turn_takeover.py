@@ -3,6 +3,7 @@ worker will finish is billed for what it streamed (ARCHITECTURE.md §5, §7)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -115,17 +116,25 @@ def test_the_sweeper_bills_what_a_dead_worker_streamed_as_an_estimate(world, cat
     assert (turn.output_tokens, turn.usage_estimated) == (100, True)
 
 
-def test_redis_gives_back_an_unacknowledged_turn_after_its_hard_limit_and_before_the_stale_window():
-    from agents.tasks import TURN_SOFT_TIME_LIMIT
-
+def test_redis_never_gives_back_a_task_that_may_still_be_running():
+    """The visibility timeout is above every task's hard time limit: a task still running
+    (a turn, or a long knowledge ingestion) is never handed to a second worker."""
+    script = (
+        "import json; from django.conf import settings; from portal.celery import app; "
+        "app.loader.import_default_modules(); "
+        "limits = [t.time_limit or app.conf.task_time_limit or 0 for n, t in app.tasks.items() "
+        "if not n.startswith('celery.')]; "
+        "print(json.dumps([settings.CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout'], max(limits)]))"
+    )
     env = {**os.environ, "CELERY_BROKER_URL": "redis://127.0.0.1:6399/0", "DJANGO_SETTINGS_MODULE": "portal.settings"}
     out = subprocess.run(
-        [sys.executable, "-c", "from django.conf import settings; print(settings.CELERY_BROKER_TRANSPORT_OPTIONS)"],
+        [sys.executable, "-c", f"import django; django.setup(); {script}"],
         env=env,
         capture_output=True,
         text=True,
         check=True,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     ).stdout
-    timeout = eval(out)["visibility_timeout"]  # noqa: S307 (our own settings' repr)
-    assert TURN_SOFT_TIME_LIMIT < TURN_TIME_LIMIT < timeout < turns.STALE_AFTER.total_seconds()
+    timeout, longest_task = json.loads(out.strip().splitlines()[-1])
+    assert longest_task >= TURN_TIME_LIMIT
+    assert timeout > longest_task
