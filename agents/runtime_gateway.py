@@ -217,11 +217,15 @@ def build_request(invocation: Invocation, facts: TurnFacts | None = None) -> dic
 
 
 def runtime_kind(tenant: Tenant) -> str:
-    """A silo tenant's own runtime (bindings) wins over the platform's (AGENT_RUNTIME)."""
-    bindings = tenant.bindings
-    if bindings.runtime_arn and settings.AGENT_RUNTIME == "agentcore":
-        return "agentcore"
+    """The configured runtime kind (AGENT_RUNTIME). Which runtime of that kind a tenant
+    reaches is client_for's business: a dedicated tenant only ever its own."""
     return settings.AGENT_RUNTIME
+
+
+DEDICATED_RUNTIME_MISSING = (
+    "This organisation's dedicated runtime is not configured, so its turns cannot run. "
+    "An operator must bind its {what} (operator console, tenant settings, resource bindings)."
+)
 
 
 _local_client = None
@@ -231,13 +235,22 @@ _clients_lock = threading.Lock()
 
 
 def client_for(kind: str, tenant: Tenant):
-    """The runtime client for a tenant: its own AgentCore runtime (silo bindings),
-    the platform's, an HTTP runtime, or the in-process reference agent."""
+    """The runtime client for a tenant: a dedicated tenant's own runtime (its bindings'
+    ARN or URL, never the shared one), the platform's AgentCore or HTTP runtime, or the
+    in-process reference agent (`local`: one process, where dedication does not apply)."""
     from agents.runtime import clients
 
     global _local_client
+    # A dedicated tenant runs only on its own runtime: without one it fails closed here
+    # rather than sending its data to the shared one.
+    own = tenant.bindings.dedicated_runtime(kind)
+    if own == "":
+        log.error("tenant %s is dedicated but has no %s runtime binding", tenant.slug, kind)
+        raise RuntimeRejected(
+            DEDICATED_RUNTIME_MISSING.format(what="runtime ARN" if kind == "agentcore" else "runtime URL")
+        )
     if kind == "agentcore":
-        arn = tenant.bindings.runtime_arn or settings.AGENTCORE_RUNTIME_ARN
+        arn = own or settings.AGENTCORE_RUNTIME_ARN
         if not arn:
             raise RuntimeRejected("No AgentCore runtime is configured for this tenant.")
         # Made once per runtime and process: building a boto3 client costs tens of ms (it
@@ -252,11 +265,12 @@ def client_for(kind: str, tenant: Tenant):
         return client
     if kind == "http":
         # One client per URL and process: it keeps its connections alive between calls.
-        key = (settings.RUNTIME_URL, settings.RUNTIME_TIMEOUT_SECONDS)
+        url = own or settings.RUNTIME_URL
+        key = (url, settings.RUNTIME_TIMEOUT_SECONDS)
         client = _http_clients.get(key)
         if client is None:
             client = _http_clients.setdefault(
-                key, clients.HttpRuntimeClient(settings.RUNTIME_URL, timeout=settings.RUNTIME_TIMEOUT_SECONDS)
+                key, clients.HttpRuntimeClient(url, timeout=settings.RUNTIME_TIMEOUT_SECONDS)
             )
         return client
     if _local_client is None:

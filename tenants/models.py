@@ -5,6 +5,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
@@ -23,6 +24,22 @@ slug_validator = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
     "Use 1–50 lowercase letters, digits and hyphens, starting and ending with a letter or digit.",
 )
+
+
+def runtime_url_validator(value: str) -> None:
+    """A dedicated HTTP runtime's base URL: http(s), a host, nothing secret or extra.
+    Hosts may be single-label service names (http://initech-runtime:8080)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        raise ValidationError("Enter a URL such as http://runtime.internal:8080.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("Enter a URL such as http://runtime.internal:8080.")
+    if parts.username or parts.password or parts.query or parts.fragment or any(c.isspace() for c in value):
+        raise ValidationError("The runtime URL may not carry credentials, a query or a fragment.")
+
+
 queue_validator = RegexValidator(r"^[a-z0-9][a-z0-9._-]{0,62}$", "Use lowercase letters, digits, '.', '_' and '-'.")
 
 
@@ -139,14 +156,37 @@ class ResourceBindings:
 
     celery_queue: str
     runtime_arn: str = ""
+    runtime_url: str = ""
     memory_id: str = ""
     knowledge_base_id: str = ""
     gateway_id: str = ""
     iam_role_arn: str = ""
     dedicated: bool = False
 
+    def dedicated_runtime(self, kind: str) -> str | None:
+        """Where a dedicated tenant's turns must run for runtime `kind`: its own ARN
+        (agentcore) or URL (http), "" when it has none (the turn then fails closed,
+        never falls back to the shared runtime); None when the tenant is not dedicated,
+        or for the in-process `local` runtime, a single-process dev runtime where
+        dedication does not apply."""
+        if not self.dedicated:
+            return None
+        if kind == "agentcore":
+            return self.runtime_arn
+        if kind == "http":
+            return self.runtime_url
+        return None
 
-BINDING_KEYS = ("runtime_arn", "memory_id", "knowledge_base_id", "gateway_id", "iam_role_arn", "celery_queue")
+
+BINDING_KEYS = (
+    "runtime_arn",
+    "runtime_url",
+    "memory_id",
+    "knowledge_base_id",
+    "gateway_id",
+    "iam_role_arn",
+    "celery_queue",
+)
 
 
 class TenantStatus(models.TextChoices):

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 
 from tenants.entitlements import FEATURES
-from tenants.models import BINDING_KEYS, DeploymentModel, Tenant, Tier, slug_validator
+from tenants.models import BINDING_KEYS, DeploymentModel, Tenant, Tier, runtime_url_validator, slug_validator
 
 
 class TenantCreateForm(forms.Form):
@@ -26,7 +26,14 @@ class TenantUpdateForm(forms.Form):
     tier = forms.ModelChoiceField(queryset=Tier.objects.all(), empty_label=None)
     deployment_model = forms.ChoiceField(choices=DeploymentModel.choices)
     region = forms.CharField(max_length=32)
-    runtime_arn = forms.CharField(required=False, max_length=300, label="Runtime ARN")
+    runtime_arn = forms.CharField(required=False, max_length=300, label="Runtime ARN (agentcore)")
+    runtime_url = forms.CharField(
+        required=False,
+        max_length=300,
+        validators=[runtime_url_validator],
+        label="Runtime URL (http)",
+        help_text="e.g. http://initech-runtime.internal:8080",
+    )
     memory_id = forms.CharField(required=False, max_length=200, label="Memory id")
     knowledge_base_id = forms.CharField(required=False, max_length=200, label="Knowledge base id")
     gateway_id = forms.CharField(required=False, max_length=200, label="Gateway id")

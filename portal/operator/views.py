@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
@@ -122,6 +123,7 @@ def _tenant_detail_context(tenant, form=None, suspend_form=None, owner_form=None
         .select_related("created_by", "owner")
         .order_by("revoked_at", "-created_at"),
         "sso": SSOConnection.objects.filter(tenant=tenant).first(),
+        "runtime_kind": settings.AGENT_RUNTIME,
     }
 
 

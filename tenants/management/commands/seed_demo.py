@@ -88,9 +88,9 @@ TENANTS = [
         DeploymentModel.SILO,
         "us-west-2",
         {
-            "runtime_arn": "arn:aws:bedrock-agentcore:us-west-2:123456789012:runtime/initech-agent-Xy12Ab34Cd",
-            "memory_id": "initech-memory-0a1b2c3d",
-            "knowledge_base_id": "INITECHKB01",
+            "runtime_arn": "arn:aws:bedrock-agentcore:us-west-2:123456789012:runtime/initech_agent-Xy12Ab34Cd",
+            "memory_id": "initech_memory-0a1b2c3d4e",
+            "knowledge_base_id": "INITECHKB1",
             "iam_role_arn": "arn:aws:iam::123456789012:role/initech-agent-runtime",
             "celery_queue": "tenant-initech",
         },
