@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from decimal import Decimal
@@ -189,6 +190,33 @@ BINDING_KEYS = (
 )
 
 
+def _aws_shape(pattern: str, example: str) -> RegexValidator:
+    return RegexValidator(rf"\A(?:{pattern})\Z", f"Not a valid value; it looks like {example}.", flags=re.ASCII)
+
+
+# The shapes AWS itself validates (botocore service models: bedrock-agentcore-control
+# AgentRuntimeArn, MemoryId, GatewayId, RoleArn with IAM's role names and paths;
+# bedrock-agent Id for knowledge bases and data sources), so a typo is refused here
+# instead of failing every turn of the tenant later.
+BINDING_VALIDATORS = {
+    "runtime_arn": _aws_shape(
+        r"arn:aws(-[^:]+)?:bedrock-agentcore:[a-z0-9-]+:[0-9]{12}:runtime/[a-zA-Z][a-zA-Z0-9_]{0,47}-[a-zA-Z0-9]{10}",
+        "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/my_agent-a1B2c3D4e5",
+    ),
+    "runtime_url": runtime_url_validator,
+    "iam_role_arn": _aws_shape(
+        r"arn:aws(-[^:]+)?:iam::[0-9]{12}:role/([\w+=,.@-]+/)*[\w+=,.@-]{1,64}",
+        "arn:aws:iam::123456789012:role/my-agent-role",
+    ),
+    "memory_id": _aws_shape(r"[a-zA-Z][a-zA-Z0-9_-]{0,99}-[a-zA-Z0-9]{10}", "my_memory-a1B2c3D4e5"),
+    "knowledge_base_id": _aws_shape(r"[0-9a-zA-Z]{10}", "ABCDE12345 (10 letters or digits)"),
+    "gateway_id": _aws_shape(r"([0-9a-z]-?){1,100}-[0-9a-z]{10}", "my-gateway-a1b2c3d4e5"),
+    "celery_queue": queue_validator,
+}
+# Resources that name one tenant's data or compute: never bound to two tenants.
+EXCLUSIVE_BINDINGS = ("runtime_arn", "runtime_url", "memory_id", "knowledge_base_id")
+
+
 class TenantStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     SUSPENDED = "suspended", "Suspended"
@@ -247,6 +275,47 @@ class Tenant(PlatformModel):
             **{k: str(raw.get(k, "")) for k in BINDING_KEYS if k != "celery_queue"},
         )
 
+    def own_queue(self) -> str:
+        """The queue bound to this tenant alone ("" when it uses its tier's)."""
+        raw = (self.resource_bindings or {}).get("celery_queue") or ""
+        return raw or (self.bindings.celery_queue if self.bindings.dedicated else "")
+
+    def binding_errors(self) -> dict[str, list[str]]:
+        """What is wrong with the resource bindings, by binding key: a value of the wrong
+        shape, or a dedicated resource that is shared (a tier's queue, the platform's
+        runtime, or a resource already bound to another tenant)."""
+        errors: dict[str, list[str]] = {}
+        raw = self.resource_bindings or {}
+        for key in BINDING_KEYS:
+            value = raw.get(key)
+            if value in (None, ""):
+                continue
+            if not isinstance(value, str) or value != value.strip():
+                errors.setdefault(key, []).append("Must be text without spaces around it.")
+                continue
+            try:
+                BINDING_VALIDATORS[key](value)
+            except ValidationError as exc:
+                errors.setdefault(key, []).extend(exc.messages)
+        # The sharing checks below look only at the values of a valid shape.
+        raw = {key: value for key, value in raw.items() if key not in errors}
+        shared = {"runtime_arn": settings.AGENTCORE_RUNTIME_ARN, "runtime_url": settings.RUNTIME_URL}
+        for key, platform in shared.items():
+            if raw.get(key) and raw[key] == platform:
+                errors.setdefault(key, []).append("This is the platform's shared runtime, not a dedicated one.")
+        queue = "" if "celery_queue" in errors else self.own_queue()
+        if queue and queue in set(Tier.objects.values_list("celery_queue", flat=True)):
+            errors.setdefault("celery_queue", []).append(f"{queue} is a tier's shared queue, not a dedicated one.")
+        others = Tenant.objects.select_related("tier").exclude(pk=self.pk).order_by("slug")
+        for other in others:
+            other_raw = other.resource_bindings if isinstance(other.resource_bindings, dict) else {}
+            for key in EXCLUSIVE_BINDINGS:
+                if raw.get(key) and other_raw.get(key) == raw[key]:
+                    errors.setdefault(key, []).append(f"Already bound to {other.name} ({other.slug}).")
+            if queue and other.own_queue() == queue:
+                errors.setdefault("celery_queue", []).append(f"{queue} is the queue of {other.name} ({other.slug}).")
+        return errors
+
     def clean(self):
         from tenants.entitlements import unknown_features
 
@@ -255,6 +324,11 @@ class Tenant(PlatformModel):
         extra = set(self.resource_bindings) - set(BINDING_KEYS)
         if extra:
             raise ValidationError({"resource_bindings": f"Unknown keys: {', '.join(sorted(extra))}"})
+        errors = self.binding_errors()
+        if errors:
+            raise ValidationError(
+                {"resource_bindings": [f"{key}: {message}" for key, messages in errors.items() for message in messages]}
+            )
         for field in ("feature_grants", "feature_revocations"):
             unknown = unknown_features(getattr(self, field))
             if unknown:

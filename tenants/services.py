@@ -399,7 +399,11 @@ def create_tenant(
     """Onboard a tenant; its first owner gets an invitation."""
     _require_operator(operator)
     tenant = Tenant(slug=slug, name=name, tier=tier, deployment_model=deployment_model, region=region)
-    tenant.full_clean()
+    try:
+        tenant.full_clean()
+    except ValidationError as exc:
+        # e.g. a silo whose default queue (tenant-<slug>) another tenant has bound: a form error.
+        raise ServiceError(exc.messages) from exc
     invitation = None
     with transaction.atomic():
         tenant.save()
@@ -474,7 +478,11 @@ def update_tenant(operator: User, tenant: Tenant, ip: str | None = None, **chang
     before, shown_before = audit.snapshot(tenant, TENANT_FIELDS), _audited(tenant)
     for field, value in changes.items():
         setattr(tenant, field, value)
-    tenant.full_clean()
+    try:
+        tenant.full_clean()
+    except ValidationError as exc:
+        # Shown to the operator (a form error, a problem document), never a 500.
+        raise ServiceError(exc.messages) from exc
     after, shown_after = audit.snapshot(tenant, TENANT_FIELDS), _audited(tenant)
     if before == after:
         return tenant

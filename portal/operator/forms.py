@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 from django import forms
 
 from tenants.entitlements import FEATURES
@@ -38,7 +40,9 @@ class TenantUpdateForm(forms.Form):
     knowledge_base_id = forms.CharField(required=False, max_length=200, label="Knowledge base id")
     gateway_id = forms.CharField(required=False, max_length=200, label="Gateway id")
     iam_role_arn = forms.CharField(required=False, max_length=300, label="IAM role ARN")
-    celery_queue = forms.CharField(required=False, max_length=63, label="Celery queue (silo)")
+    celery_queue = forms.CharField(
+        required=False, max_length=63, label="Celery queue (silo)", help_text="Default for a silo: tenant-<slug>"
+    )
     feature_grants = forms.MultipleChoiceField(
         required=False,
         choices=list(FEATURES.items()),
@@ -64,6 +68,7 @@ class TenantUpdateForm(forms.Form):
             "feature_revocations": tenant.feature_revocations or [],
         }
         form = cls(data, initial=initial)
+        form.tenant = tenant
         # Only what can matter: grants of features the tier lacks, revocations of ones it has
         # (and whatever is set today, so that a save never drops it unseen).
         in_tier = set(tenant.tier.default_features or [])
@@ -78,7 +83,22 @@ class TenantUpdateForm(forms.Form):
         both = set(cleaned.get("feature_grants") or []) & set(cleaned.get("feature_revocations") or [])
         if both:
             self.add_error("feature_revocations", f"Granted and revoked at once: {', '.join(sorted(both))}.")
+        self._check_bindings(cleaned)
         return cleaned
+
+    def _check_bindings(self, cleaned: dict) -> None:
+        """The bindings as the tenant would have them, checked by the model's own rules
+        (shapes, and no dedicated resource shared with a tier or another tenant)."""
+        if "tier" not in cleaned or "deployment_model" not in cleaned:
+            return
+        candidate = copy.copy(self.tenant)
+        candidate.tier = cleaned["tier"]
+        candidate.deployment_model = cleaned["deployment_model"]
+        # A field that failed its own validation is left out; the others are still checked.
+        candidate.resource_bindings = {key: cleaned[key] for key in BINDING_KEYS if cleaned.get(key)}
+        for key, messages in candidate.binding_errors().items():
+            for message in messages:
+                self.add_error(key, message)
 
     def changes(self) -> dict:
         data = self.cleaned_data
