@@ -160,6 +160,7 @@ class ResourceBindings:
     runtime_url: str = ""
     memory_id: str = ""
     knowledge_base_id: str = ""
+    knowledge_data_source_id: str = ""
     gateway_id: str = ""
     iam_role_arn: str = ""
     dedicated: bool = False
@@ -184,6 +185,7 @@ BINDING_KEYS = (
     "runtime_url",
     "memory_id",
     "knowledge_base_id",
+    "knowledge_data_source_id",
     "gateway_id",
     "iam_role_arn",
     "celery_queue",
@@ -210,11 +212,12 @@ BINDING_VALIDATORS = {
     ),
     "memory_id": _aws_shape(r"[a-zA-Z][a-zA-Z0-9_-]{0,99}-[a-zA-Z0-9]{10}", "my_memory-a1B2c3D4e5"),
     "knowledge_base_id": _aws_shape(r"[0-9a-zA-Z]{10}", "ABCDE12345 (10 letters or digits)"),
+    "knowledge_data_source_id": _aws_shape(r"[0-9a-zA-Z]{10}", "ABCDE12345 (10 letters or digits)"),
     "gateway_id": _aws_shape(r"([0-9a-z]-?){1,100}-[0-9a-z]{10}", "my-gateway-a1b2c3d4e5"),
     "celery_queue": queue_validator,
 }
 # Resources that name one tenant's data or compute: never bound to two tenants.
-EXCLUSIVE_BINDINGS = ("runtime_arn", "runtime_url", "memory_id", "knowledge_base_id")
+EXCLUSIVE_BINDINGS = ("runtime_arn", "runtime_url", "memory_id", "knowledge_base_id", "knowledge_data_source_id")
 
 
 class TenantStatus(models.TextChoices):
@@ -297,6 +300,10 @@ class Tenant(PlatformModel):
                 BINDING_VALIDATORS[key](value)
             except ValidationError as exc:
                 errors.setdefault(key, []).extend(exc.messages)
+        if raw.get("knowledge_data_source_id") and not raw.get("knowledge_base_id"):
+            errors.setdefault("knowledge_data_source_id", []).append(
+                "A data source belongs to a knowledge base: bind that too."
+            )
         # The sharing checks below look only at the values of a valid shape.
         raw = {key: value for key, value in raw.items() if key not in errors}
         shared = {"runtime_arn": settings.AGENTCORE_RUNTIME_ARN, "runtime_url": settings.RUNTIME_URL}

@@ -55,7 +55,12 @@ def knowledge_base_id(tenant) -> tuple[str, bool]:
 
 
 def data_source_id(tenant) -> str:
-    return (tenant.resource_bindings or {}).get("knowledge_data_source_id") or settings.KNOWLEDGE_BEDROCK_DATA_SOURCE_ID
+    """The data source that syncs the tenant's knowledge base: its own base's own source
+    ("" when unbound: never the pooled base's source, which belongs to another base)."""
+    bindings = tenant.bindings
+    if bindings.knowledge_base_id:
+        return bindings.knowledge_data_source_id
+    return settings.KNOWLEDGE_BEDROCK_DATA_SOURCE_ID
 
 
 def object_key(tenant, document: Document) -> str:
@@ -77,7 +82,10 @@ def sidecar(tenant, document: Document) -> dict:
 def _start_ingestion(tenant, kb_id: str) -> None:
     source = data_source_id(tenant)
     if not source:
-        raise BedrockNotConfigured("no Bedrock data source id (KNOWLEDGE_BEDROCK_DATA_SOURCE_ID or bindings)")
+        raise BedrockNotConfigured(
+            "no Bedrock data source id (KNOWLEDGE_BEDROCK_DATA_SOURCE_ID, or the knowledge_data_source_id binding of a"
+            " tenant with its own knowledge base)"
+        )
     make_client("bedrock-agent", tenant.region).start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=source)
 
 

@@ -38,6 +38,9 @@ class TenantUpdateForm(forms.Form):
     )
     memory_id = forms.CharField(required=False, max_length=200, label="Memory id")
     knowledge_base_id = forms.CharField(required=False, max_length=200, label="Knowledge base id")
+    knowledge_data_source_id = forms.CharField(
+        required=False, max_length=200, label="Data source id", help_text="Of the knowledge base: its S3 source"
+    )
     gateway_id = forms.CharField(required=False, max_length=200, label="Gateway id")
     iam_role_arn = forms.CharField(required=False, max_length=300, label="IAM role ARN")
     celery_queue = forms.CharField(

@@ -91,6 +91,7 @@ TENANTS = [
             "runtime_arn": "arn:aws:bedrock-agentcore:us-west-2:123456789012:runtime/initech_agent-Xy12Ab34Cd",
             "memory_id": "initech_memory-0a1b2c3d4e",
             "knowledge_base_id": "INITECHKB1",
+            "knowledge_data_source_id": "INITECHDS1",
             "iam_role_arn": "arn:aws:iam::123456789012:role/initech-agent-runtime",
             "celery_queue": "tenant-initech",
         },
