@@ -158,7 +158,8 @@ post_delete.connect(clear_offerings_cache, sender=ModelOffering, dispatch_uid="o
 
 def route_model(agent: Agent, tenant: Tenant) -> Route:
     """The agent's model if the tier allows it, else the tier's default; a tenant's
-    own fine-tuned version of that model replaces it for that tenant only."""
+    own fine-tuned version of that model replaces it for that tenant only, when it is
+    entitled to fine-tuned models."""
     allowed = [key for key in (tenant.tier.allowed_models or []) if isinstance(key, str)]
     visible = visible_offerings(tenant)
     offerings = {key: visible[key] for key in allowed if key in visible}
@@ -174,9 +175,15 @@ def route_model(agent: Agent, tenant: Tenant) -> Route:
                 break
     if offering is None:
         raise ServiceError(f"No model is available to the {tenant.tier.name} tier.")
-    fine_tuned = next(
-        (o for o in visible.values() if o.owner_tenant_id == tenant.pk and o.base_id == offering.pk),
-        None,
+    # Only with the feature: a tenant whose tier lacks it (or was revoked it) keeps its
+    # fine-tuned rows but is routed as if it had none.
+    fine_tuned = (
+        next(
+            (o for o in visible.values() if o.owner_tenant_id == tenant.pk and o.base_id == offering.pk),
+            None,
+        )
+        if entitlements.has_feature(tenant, "fine_tuned_models")
+        else None
     )
     if fine_tuned is not None:
         return Route(fine_tuned, "fine-tuned")
