@@ -535,6 +535,50 @@ def _enqueue(invocation: Invocation) -> None:
     transaction.on_commit(lambda: run_turn.apply_async(args=[tenant_id, invocation_id], queue=queue))
 
 
+def requeue_queued_turns(tenant: Tenant, queue: str) -> int:
+    """Send the tenant's still-queued turns to `queue` (its queue changed: a move between
+    deployment models, a new dedicated queue), after the caller's transaction commits.
+
+    Their task sits in the old queue, which may have no worker any more. Re-sending is
+    safe: run_turn is idempotent (turns._claim lets one delivery of a turn claim it), so
+    the old copy, if a worker still takes it, finds the turn claimed and does nothing."""
+    from agents.tasks import run_turn
+
+    with tenant_context(tenant):
+        queued = Invocation.objects.filter(status=MessageStatus.QUEUED, cancel_requested=False)
+        ids = [str(pk) for pk in queued.values_list("pk", flat=True)]
+        Invocation.objects.filter(pk__in=ids).update(queue=queue)
+    tenant_id = tenant.pk
+
+    def send() -> None:
+        for invocation_id in ids:
+            run_turn.apply_async(args=[tenant_id, invocation_id], queue=queue)
+
+    if ids:
+        transaction.on_commit(send)
+    return len(ids)
+
+
+QUEUE_PROBE_SECONDS = 1.0
+
+
+def queue_has_worker(queue: str) -> bool | None:
+    """Whether a Celery worker consumes `queue`: True, False, or None when that cannot be
+    told (the filesystem broker has no remote control; no worker answered; the broker is
+    down). Best effort, for a warning only."""
+    from portal.celery import app
+
+    if str(app.conf.broker_url or "").startswith("filesystem://"):
+        return None
+    try:
+        answers = app.control.inspect(timeout=QUEUE_PROBE_SECONDS).active_queues()
+    except Exception:  # noqa: BLE001  (a warning is not worth an error page)
+        return None
+    if not answers:
+        return None
+    return any(q.get("name") == queue for queues in answers.values() for q in queues or [])
+
+
 @limits.records_throttles
 def retry_turn(actor: Actor, invocation: Invocation) -> Invocation:
     """A failed or stopped turn runs again for the same question, as a new invocation.

@@ -24,6 +24,7 @@ ACTION_LABELS: dict[str, str] = {
     "tenant.updated": "Organisation settings changed",
     "tenant.tier_changed": "Plan changed",
     "tenant.deployment_model_changed": "Deployment model changed",
+    "tenant.turns_requeued": "Queued turns moved to the new queue",
     "tenant.features_changed": "Features granted or revoked",
     "tenant.suspended": "Organisation suspended",
     "tenant.reactivated": "Organisation reactivated",

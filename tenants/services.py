@@ -476,6 +476,7 @@ def update_tenant(operator: User, tenant: Tenant, ip: str | None = None, **chang
         raise ServiceError(f"Cannot change {', '.join(sorted(unknown))} here.")
     # Compared by id (two tiers may share a name), recorded by name.
     before, shown_before = audit.snapshot(tenant, TENANT_FIELDS), _audited(tenant)
+    queue_before = tenant.bindings.celery_queue
     for field, value in changes.items():
         setattr(tenant, field, value)
     try:
@@ -506,7 +507,43 @@ def update_tenant(operator: User, tenant: Tenant, ip: str | None = None, **chang
             )
         if "tier" in changed_fields:
             _redraft_running_month([tenant])
+        queue = tenant.bindings.celery_queue
+        if queue != queue_before:
+            _requeue_turns(operator, tenant, queue_before, queue, ip)
     return tenant
+
+
+def _requeue_turns(operator: User, tenant: Tenant, old: str, new: str, ip: str | None) -> None:
+    """The tenant's queue changed: its still-queued turns follow it (their tasks sit in
+    the old queue, which may have no worker now), after commit, audited."""
+    from agents.services import requeue_queued_turns
+
+    moved = requeue_queued_turns(tenant, new)
+    if moved:
+        with all_tenants(OPERATOR_REASON):
+            audit.record(
+                "tenant.turns_requeued",
+                actor=operator,
+                tenant=tenant,
+                target=tenant,
+                before={"queue": old},
+                after={"queue": new, "turns": moved},
+                ip=ip,
+            )
+
+
+def queue_warning(tenant: Tenant) -> str:
+    """A warning for the operator when Celery can tell that no worker consumes the
+    tenant's queue ("" when one does, or when that cannot be told)."""
+    from agents.services import queue_has_worker
+
+    queue = tenant.bindings.celery_queue
+    if queue_has_worker(queue) is False:
+        return (
+            f"No worker consumes the queue {queue}: {tenant.name}'s turns will wait there until one does "
+            f"(celery -A portal worker -Q {queue})."
+        )
+    return ""
 
 
 def set_tenant_status(operator: User, tenant: Tenant, status: str, reason: str = "", ip: str | None = None):

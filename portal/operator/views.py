@@ -133,6 +133,7 @@ def tenant_detail(request, slug):
     if request.method == "POST":
         form = TenantUpdateForm.for_tenant(tenant, data=request.POST)
         if form.is_valid():
+            queue_before = tenant.bindings.celery_queue
             try:
                 with transaction.atomic():
                     services.update_tenant(request.user, tenant, ip=_ip(request), **form.changes())
@@ -141,6 +142,8 @@ def tenant_detail(request, slug):
                 form.add_error(None, exc)
             else:
                 messages.success(request, f"{tenant.name} was updated.")
+                if tenant.bindings.celery_queue != queue_before and (warning := services.queue_warning(tenant)):
+                    messages.warning(request, warning)
                 return redirect("operator:tenant_detail", slug=tenant.slug)
         tenant.refresh_from_db()
         response = render(request, "operator/tenant_detail.html", _tenant_detail_context(tenant, form=form), status=400)
