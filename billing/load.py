@@ -25,6 +25,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
@@ -32,7 +33,6 @@ from django.utils import timezone
 from agents.concurrency import peak_concurrent_turns
 from billing.accounting import latency_percentile
 from billing.models import LATENCY_BUCKET_FIELDS, LATENCY_BUCKETS_MS, ThrottleEvent, UsageDaily, UsageEvent
-from tenants.models import DeploymentModel
 
 WINDOWS = {
     "hour": "Last hour",
@@ -95,8 +95,9 @@ class LoadRow:
 
     @property
     def shared(self) -> bool:
-        """Whether it runs on the shared capacity (pool, bridge) rather than its own (silo)."""
-        return self.tenant.deployment_model != DeploymentModel.SILO
+        """Whether it runs on the shared capacity rather than its own: its bindings decide
+        (its own queue, and its own runtime unless the runtime is the in-process one)."""
+        return not self.tenant.bindings.dedicated_capacity(settings.AGENT_RUNTIME)
 
     @property
     def limits(self):

@@ -164,6 +164,15 @@ class ResourceBindings:
     gateway_id: str = ""
     iam_role_arn: str = ""
     dedicated: bool = False
+    dedicated_queue: bool = False  # celery_queue is the tenant's own, not its tier's
+
+    def dedicated_capacity(self, kind: str) -> bool:
+        """Whether the tenant's turns use capacity of their own: its own queue (so its
+        own workers) and, on a remote runtime, its own runtime. On the in-process `local`
+        runtime the runtime is the worker, so the queue decides."""
+        if not self.dedicated_queue:
+            return False
+        return kind == "local" or bool(self.dedicated_runtime(kind))
 
     def dedicated_runtime(self, kind: str) -> str | None:
         """Where a dedicated tenant's turns must run for runtime `kind`: its own ARN
@@ -275,6 +284,7 @@ class Tenant(PlatformModel):
         return ResourceBindings(
             celery_queue=queue,
             dedicated=dedicated,
+            dedicated_queue=queue != self.tier.celery_queue,
             **{k: str(raw.get(k, "")) for k in BINDING_KEYS if k != "celery_queue"},
         )
 
