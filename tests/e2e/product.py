@@ -223,7 +223,16 @@ def running_product(folder: Path) -> Iterator[Product]:
             stack.callback(subprocess.run, flush, env=env, timeout=30)
         log = folder / "product.log"
         with log.open("ab") as out:
-            for step in (["migrate", "--noinput", "-v", "0"], ["seed_demo"]):
+            # Initech is a silo tenant: on the http runtime its turns run only on its own
+            # runtime URL, never the shared one (agents.runtime_gateway). The scripted runtime
+            # stands in for that one too; set directly, as the console refuses to bind the
+            # platform's shared URL as a dedicated one.
+            bind_initech = (
+                "from tenants.models import Tenant; t = Tenant.objects.get(slug='initech'); "
+                f"t.resource_bindings = {{**t.resource_bindings, 'runtime_url': {runtime.url!r}}}; "
+                "t.save(update_fields=['resource_bindings'])"
+            )
+            for step in (["migrate", "--noinput", "-v", "0"], ["seed_demo"], ["shell", "-c", bind_initech]):
                 subprocess.run(  # noqa: S603 (fixed argv)
                     [sys.executable, "manage.py", *step], cwd=BASE_DIR, env=env, stdout=out, stderr=out, check=True
                 )
