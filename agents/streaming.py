@@ -117,9 +117,16 @@ def erase_if_deleted(invocation_id, conversation_id) -> bool:
     read comes after that write, and agents.services.delete_conversation erases again once
     its delete has committed: if this read misses the delete, that erase comes after the
     write; if it sees it, this erase does. Nothing of it stays on either relay."""
-    from agents.models import Conversation
+    from portal.db import sql
+    from tenants.context import require_tenant
 
-    if Conversation.objects.filter(pk=conversation_id, deleted_at__isnull=False).exists():
+    # One prepared statement, not the ORM's exists() (about 0.2 ms of Python per turn);
+    # require_tenant() fails closed like the tenant manager, and the condition names it.
+    deleted = sql.one(
+        "SELECT 1 FROM agents_conversation WHERE tenant_id = %s AND id = %s AND deleted_at IS NOT NULL",
+        [require_tenant().pk, conversation_id],
+    )
+    if deleted is not None:
         erase([invocation_id])
         return True
     return False
