@@ -559,24 +559,13 @@ def requeue_queued_turns(tenant: Tenant, queue: str) -> int:
     return len(ids)
 
 
-QUEUE_PROBE_SECONDS = 1.0
-
-
 def queue_has_worker(queue: str) -> bool | None:
     """Whether a Celery worker consumes `queue`: True, False, or None when that cannot be
-    told (the filesystem broker has no remote control; no worker answered; the broker is
-    down). Best effort, for a warning only."""
-    from portal.celery import app
+    told (agents.queues.queue_consumers). Best effort, for a warning only."""
+    from agents.queues import queue_consumers
 
-    if str(app.conf.broker_url or "").startswith("filesystem://"):
-        return None
-    try:
-        answers = app.control.inspect(timeout=QUEUE_PROBE_SECONDS).active_queues()
-    except Exception:  # noqa: BLE001  (a warning is not worth an error page)
-        return None
-    if not answers:
-        return None
-    return any(q.get("name") == queue for queues in answers.values() for q in queues or [])
+    consumers = queue_consumers()
+    return None if consumers is None else queue in consumers
 
 
 @limits.records_throttles

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from django.shortcuts import render
 
+from agents import queues
 from billing import load
+from portal.celery import app as celery_app
 from portal.operator.views import audited_read, operator_view
 from tenants.models import Tenant
 
@@ -42,4 +44,20 @@ def load_overview(request):
         "error": error,
     }
     response = render(request, "operator/load.html", context, status=400 if error else 200)
+    return audited_read(request, response, "load")
+
+
+@operator_view
+def load_queues(request):
+    """The Load page's "Queues and workers" panel, fetched once the page has rendered: asking
+    the workers which queues they read waits up to agents.queues.CONSUMER_PROBE_SECONDS."""
+    consumers = queues.queue_consumers()
+    rows = queues.queue_rows(consumers)
+    context = {
+        "queues": rows,
+        "shared_workers": queues.workers_reading_several(rows),
+        "known": consumers is not None,
+        "filesystem": str(celery_app.conf.broker_url or "").startswith("filesystem://"),
+    }
+    response = render(request, "operator/_load_queues.html", context)
     return audited_read(request, response, "load")

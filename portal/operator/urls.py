@@ -65,4 +65,7 @@ urlpatterns += [
 # Load: tenants ranked by their use of the shared capacity (portal/operator/load_views.py).
 from portal.operator import load_views  # noqa: E402
 
-urlpatterns += [path("load/", load_views.load_overview, name="load")]
+urlpatterns += [
+    path("load/", load_views.load_overview, name="load"),
+    path("load/queues/", load_views.load_queues, name="load_queues"),
+]

@@ -11,8 +11,9 @@ from agents.concurrency import peak_concurrent_turns
 from agents.models import Invocation
 from billing import load
 from billing.accounting import latency_percentile
+from portal.operator.services import READ_ACTION
 from tenants.context import all_tenants, tenant_context
-from tenants.models import AuditLog, DeploymentModel
+from tenants.models import AuditLog, DeploymentModel, Membership, Role
 from tests import factories
 from tests.agents.helpers import make_turn
 from tests.billing.usage_helpers import record_throttle, record_usage
@@ -144,3 +145,105 @@ def test_day_windows_read_whole_utc_days_of_the_rollups():
     )
     assert load.load_window("7d", now).first_day == dt.date(2026, 11, 28)
     assert load.load_window("hour", now).start == now - dt.timedelta(hours=1)
+
+
+# --- Queues and workers (agents/queues.py): what waits in each queue, and who reads it ---------
+
+
+class Inspect:
+    def __init__(self, answers):
+        self.answers = answers
+
+    def active_queues(self):
+        return self.answers
+
+
+@pytest.fixture
+def queued(world, catalogue):
+    """Alpha (pool) has a turn queued 2 minutes ago on its tier's queue and one running; Vault
+    (silo) has a queue of its own with a turn waiting; an old turn still sits in a queue
+    nothing is sent to any more (a tenant moved off it)."""
+    now = timezone.now()
+    world.vault = factories.make_tenant("vault", deployment_model=DeploymentModel.SILO)
+    helpdesk = catalogue.helpdesk
+    waiting = turn_between(world.a.tenant, world.a.member, helpdesk, now - dt.timedelta(minutes=2), None)
+    running = turn_between(world.a.tenant, world.a.member, helpdesk, now - dt.timedelta(seconds=5), None)
+    vault_member = factories.make_user("vault-member@example.com")
+    with tenant_context(world.vault):
+        Membership.objects.create(user=vault_member, role=Role.MEMBER)
+    silo = turn_between(world.vault, vault_member, helpdesk, now - dt.timedelta(seconds=3), None)
+    stranded = turn_between(world.b.tenant, world.b.member, helpdesk, now - dt.timedelta(seconds=1), None)
+    alpha_queue = world.a.tenant.bindings.celery_queue
+    for tenant, invocation, status, queue in (
+        (world.a.tenant, waiting, "queued", alpha_queue),
+        (world.a.tenant, running, "streaming", alpha_queue),
+        (world.vault, silo, "queued", world.vault.bindings.celery_queue),
+        (world.b.tenant, stranded, "queued", "tier-retired"),
+    ):
+        with tenant_context(tenant):
+            Invocation.objects.filter(pk=invocation.pk).update(status=status, queue=queue)
+    return world
+
+
+def test_it_shows_every_queue_with_its_backlog_and_the_workers_that_read_it(client, queued, operator, monkeypatch):
+    from portal.celery import app
+
+    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:6379/0")
+    alpha_queue, vault_queue = queued.a.tenant.bindings.celery_queue, queued.vault.bindings.celery_queue
+    answers = {"w1@web-1": [{"name": alpha_queue}], "w2@web-2": [{"name": alpha_queue}, {"name": "tier-retired"}]}
+    monkeypatch.setattr(app.control, "inspect", lambda timeout: Inspect(answers))
+    client.force_login(operator)
+    response = client.get("/operator/load/queues/")
+    assert response.status_code == 200
+    rows = {q.name: q for q in response.context["queues"]}
+    alpha = rows[alpha_queue]
+    assert (alpha.queued, alpha.running, alpha.workers, alpha.state) == (1, 1, ["w1@web-1", "w2@web-2"], "stuck")
+    assert alpha.waited >= dt.timedelta(minutes=2) and queued.a.tenant.tier.name in alpha.tiers
+    vault = rows[vault_queue]
+    assert (vault.tenants, vault.queued, vault.workers, vault.state) == (["Vault"], 1, [], "unserved")
+    retired = rows["tier-retired"]
+    assert (retired.routed, retired.queued, retired.state) == (False, 1, "ok")
+    assert list(rows)[-1] == "tier-retired"  # queues nothing is sent to come last
+    html = response.content.decode()
+    assert "No worker" in html and "Backlog" in html and "Nothing is sent here now" in html
+    # w2 reads the retired queue too, but nothing is sent there: no worker shares routed queues.
+    assert response.context["shared_workers"] == {}
+
+
+def test_it_warns_when_one_worker_reads_several_tier_queues(client, queued, operator, monkeypatch):
+    from portal.celery import app
+
+    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:6379/0")
+    routed = [queued.a.tenant.bindings.celery_queue, queued.vault.bindings.celery_queue]
+    answers = {"celery@one": [{"name": name} for name in [*routed, "tier-retired"]]}
+    monkeypatch.setattr(app.control, "inspect", lambda timeout: Inspect(answers))
+    client.force_login(operator)
+    response = client.get("/operator/load/queues/")
+    assert response.context["shared_workers"] == {"celery@one": sorted(routed)}
+    assert "a backlog on one delays the others" in response.content.decode()
+    assert AuditLog.unscoped.filter(action=READ_ACTION, actor=operator).exists()
+
+
+def test_it_says_when_the_workers_cannot_be_asked(client, queued, operator, monkeypatch):
+    from portal.celery import app
+
+    monkeypatch.setattr(app.conf, "broker_url", "filesystem://")
+    client.force_login(operator)
+    response = client.get("/operator/load/queues/")
+    assert response.status_code == 200
+    assert all(q.workers is None for q in response.context["queues"])
+    assert "the filesystem broker has no remote control" in response.content.decode()
+
+
+def test_the_load_page_fetches_the_queues_panel_after_it_renders(client, world, operator, monkeypatch):
+    from agents import queues
+
+    monkeypatch.setattr(queues, "queue_consumers", lambda: pytest.fail("the page itself must not ask the workers"))
+    client.force_login(operator)
+    html = client.get("/operator/load/").content.decode()
+    assert 'hx-get="/operator/load/queues/"' in html and 'hx-trigger="load"' in html
+
+
+def test_members_and_tenant_admins_do_not_see_the_queues(client, world):
+    client.force_login(world.a.owner)
+    assert client.get("/operator/load/queues/").status_code == 404

@@ -260,6 +260,7 @@ ROUTES: dict[str, object] = {
     "operator:billing_invoice_export": OperatorOnly(kwargs={"invoice_id": "b_invoice_id"}),
     # operator load: tenants ranked by their use of the shared capacity (portal/operator/load_views.py)
     "operator:load": OperatorOnly(),
+    "operator:load_queues": OperatorOnly(),
     # the same for operators over the API (staff browser session only; tokens and non-staff get 404)
     "api:operator-billing-tenant-list": OperatorOnly(),
     "api:operator-invoice-list": OperatorOnly(),
