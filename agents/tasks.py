@@ -114,3 +114,35 @@ def fail_stuck_turns() -> int:
             turns.fail(invocation_id, reason)
         log.warning("turn %s was %s with no worker behind it: failed", invocation_id, status)
     return len(stuck)
+
+
+# "New conversation" saves one at once (its runtime session id; the API answers with it),
+# and one left before its first message is hidden from every list
+# (services.listed_conversations) but would otherwise stay for ever.
+ABANDONED_CONVERSATION_DAYS = 1
+
+
+@shared_task(name="agents.tasks.delete_abandoned_conversations")
+def delete_abandoned_conversations() -> int:
+    """Delete conversations started ABANDONED_CONVERSATION_DAYS ago or more in which nobody
+    wrote nor named anything. Run by Celery beat; the number deleted."""
+    from datetime import timedelta
+
+    from django.db.models import Exists, OuterRef
+    from django.utils import timezone
+
+    from agents.models import Conversation, Invocation, Message
+    from tenants.context import all_tenants
+
+    started_before = timezone.now() - timedelta(days=ABANDONED_CONVERSATION_DAYS)
+    with all_tenants("delete conversations nobody wrote in"):
+        abandoned = (
+            Conversation.unscoped.filter(created_at__lt=started_before, title="")
+            .exclude(Exists(Message.unscoped.filter(conversation=OuterRef("pk"))))
+            .exclude(Exists(Invocation.unscoped.filter(conversation=OuterRef("pk"))))
+        )
+        _, deleted_by_model = abandoned.delete()
+    deleted = deleted_by_model.get(Conversation._meta.label, 0)
+    if deleted:
+        log.info("deleted %s conversations nobody wrote in", deleted)
+    return deleted

@@ -205,6 +205,10 @@ CELERY_DEFAULT_QUEUE = "default"
 # Invoice drafts follow usage every hour; drafting is idempotent and never touches a final invoice.
 CELERY_BEAT_SCHEDULE = {
     "agents-fail-stuck-turns": {"task": "agents.tasks.fail_stuck_turns", "schedule": 60.0},
+    "agents-delete-abandoned-conversations": {
+        "task": "agents.tasks.delete_abandoned_conversations",
+        "schedule": 3600.0,
+    },
     # Documents whose other-tenant markers predate a tenant change (started at once by the
     # change itself; this catches documents indexed before markers were stored and lost tasks).
     "knowledge-rescan-document-markers": {
