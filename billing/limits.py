@@ -22,6 +22,10 @@ entitlement and busy checks and before anything is written. In order:
    web processes. Without Redis the same algorithm runs as a conditional UPDATE
    of a `RateLimitState` row per key in this transaction.
 
+   TPM is charged with the turn's estimate here and settled with the real usage when
+   metering writes the turn's usage event (settle_tokens_per_minute): the bucket moves
+   by (real − estimate) tokens, a debit never refused, a credit never below now.
+
    A turn whose estimate alone is more than the tier's tokens per minute can never
    be taken (the bucket holds one minute's allowance at most): it is refused at once
    with 413 and no Retry-After, telling the person to start a new conversation or
@@ -610,6 +614,87 @@ def _take_db(tenant_id: int, buckets: list[Bucket]) -> tuple[Bucket | None, floa
             tat = RateLimitState.objects.filter(key=bucket.key).values_list("tat", flat=True).first() or now
             return bucket, max(0.0, max(tat, now) + step - now - WINDOW_SECONDS)
     return None, 0.0
+
+
+# ---------------------------------------------------------------- settling TPM
+
+# The TPM bucket was charged with the turn's estimate at admission; when its usage event
+# is written, the bucket is moved by (real tokens - estimate) × interval: a debit when
+# the turn used more (never refused: it already happened), a credit when it used less
+# (the TAT moves back, never below now). A missing key is an empty bucket: nothing to
+# give back, and a debit starts from now. ARGV: interval (s per token), tokens (±).
+GCRA_SETTLE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval = tonumber(ARGV[1])
+local tokens = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval * tokens
+if new_tat <= now then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
+return 1
+"""
+
+# The same on a RateLimitState row: SET tat = max(max(tat, now) + step, now), creating
+# the row for a debit. (CASE for the maximum, as in _TAKE_SQL.)
+_SETTLE_DB_SQL = """
+INSERT INTO billing_ratelimitstate (tenant_id, key, tat) VALUES (%(tenant)s, %(key)s, %(first_tat)s)
+ON CONFLICT (tenant_id, key) DO UPDATE SET
+    tat = CASE
+        WHEN (CASE WHEN billing_ratelimitstate.tat > %(now)s THEN billing_ratelimitstate.tat ELSE %(now)s END)
+            + %(step)s > %(now)s
+        THEN (CASE WHEN billing_ratelimitstate.tat > %(now)s THEN billing_ratelimitstate.tat ELSE %(now)s END)
+            + %(step)s
+        ELSE %(now)s
+    END
+"""
+
+_settle_script: tuple | None = None  # (client, script), as _redis_and_script
+
+
+def settle_tokens_per_minute(tenant, *, estimated: int, used: int) -> None:
+    """Settle a turn's TPM charge with its real usage (ARCHITECTURE §7: a reservation
+    settled with the real usage). metering.record_turn calls it once per invocation: only
+    the call that wrote the usage event and closed the turn's held reservation (so a
+    retried or replayed finish settles nothing twice).
+
+    Without Redis the row changes in the caller's transaction (with the event). With
+    Redis one script call, after the commit (a rolled-back finish settles nothing); if
+    Redis cannot be reached the finish still succeeds: the failure is logged and the
+    window heals by itself within a minute."""
+    tier = getattr(tenant, "tier", None)
+    tokens_per_minute = getattr(tier, "tokens_per_minute", None)
+    difference = int(used) - int(estimated)
+    if not tokens_per_minute or difference == 0:
+        return
+    interval = WINDOW_SECONDS / tokens_per_minute
+    if settings.REDIS_URL:
+        key = redis_key(tenant.pk, "tpm")
+        transaction.on_commit(lambda: _settle_redis(key, interval, difference))
+        return
+    from portal.db import sql
+
+    now = time.time()
+    step = interval * difference
+    sql.run(
+        _SETTLE_DB_SQL,
+        {"tenant": tenant.pk, "key": "tpm", "first_tat": max(now, now + step), "now": now, "step": step},
+    )
+
+
+def _settle_redis(key: str, interval: float, tokens: int) -> None:
+    global _settle_script
+    try:
+        client, _ = _redis()
+        if _settle_script is None or _settle_script[0] is not client:  # the client was made anew
+            _settle_script = (client, client.register_script(GCRA_SETTLE_LUA))
+        _settle_script[1](keys=[key], args=[repr(interval), tokens])
+    except Exception as exc:  # the turn is finished either way; the window heals itself
+        log.warning("could not settle %s by %+d tokens in Redis: %s", key, tokens, exc)
 
 
 # ---------------------------------------------------------------- recording refusals

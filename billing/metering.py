@@ -11,7 +11,10 @@ with that status:
    SET x = x + n statement (atomic on PostgreSQL and SQLite alike);
 3. the month-to-date counters: the turn's reservation (taken by
    billing.limits at admission) is replaced by its real tokens and cost;
-4. the budget soft alert, once a month, when the month's bill (plan fee + token
+4. the tenant's tokens-per-minute bucket, charged with the estimate at admission,
+   settled with the real tokens (billing.limits.settle_tokens_per_minute) by the one
+   call that wrote the event and closed the reservation;
+5. the budget soft alert, once a month, when the month's bill (plan fee + token
    overage, billing.spend) crosses the threshold.
 
 Every invocation gets exactly one `agent_turn` event, whatever its outcome:
@@ -219,7 +222,7 @@ WITH settled AS (
         cost_reserved = billing_monthlyusage.cost_reserved + EXCLUDED.cost_reserved
     RETURNING month, user_key, tokens_used
 )
-SELECT tokens_used FROM written WHERE month = %(month)s AND user_key = 0
+SELECT tokens_used, (SELECT tokens FROM settled) FROM written WHERE month = %(month)s AND user_key = 0
 """  # noqa: S608 (constant fragments)
 
 
@@ -352,6 +355,8 @@ def record_turn(
             log.info("turn %s: usage already recorded", invocation.pk)
             return None
         _recorded(event, inserted[0])
+        if tenant_month[1] is not None:
+            _settle_rate(invocation, estimated=tenant_month[1], used=input_tokens + output_tokens)
         if budget is not None:
             _maybe_soft_alert(invocation.tenant_id, month, int(tenant_month[0]), budget)
         return event
@@ -373,11 +378,26 @@ def record_turn(
         log.info("turn %s: usage already recorded", invocation.pk)
         return None
     _recorded(event, inserted[0])
+    if held is not None:
+        _settle_rate(invocation, estimated=held[2], used=input_tokens + output_tokens)
     statements = _month_statements(invocation, month, tokens=input_tokens + output_tokens, cost=cost, held=_held(held))
     tenant_tokens_used = int(sql.batch(statements)[0][0])
     if budget is not None:
         _maybe_soft_alert(invocation.tenant_id, month, tenant_tokens_used, budget)
     return event
+
+
+def _settle_rate(invocation, *, estimated: int, used: int) -> None:
+    """The TPM bucket charged with the estimate at admission gets the real usage. Called
+    only by the record_turn call that wrote the event and closed the held reservation:
+    that pair is the turn's exactly-once, so a replayed finish settles nothing again."""
+    from billing.limits import settle_tokens_per_minute
+    from tenants.context import current_tenant
+
+    tenant = current_tenant()
+    if tenant is None or tenant.pk != invocation.tenant_id:
+        tenant = invocation.tenant
+    settle_tokens_per_minute(tenant, estimated=int(estimated), used=int(used))
 
 
 def _recorded(event: UsageEvent, pk: int) -> None:

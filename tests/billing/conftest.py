@@ -29,3 +29,13 @@ def _fresh_rate_limits():
     clean()
     yield
     clean()
+
+
+@pytest.fixture(params=["database", "redis"])
+def limiter(request, settings):
+    """Both rate limiters: the database GCRA (no REDIS_URL) and the Redis Lua script."""
+    if request.param == "database":
+        settings.REDIS_URL = ""
+    elif not settings.REDIS_URL:
+        pytest.skip("REDIS_URL is not set")
+    return request.param

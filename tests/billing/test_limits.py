@@ -219,16 +219,6 @@ def test_per_user_requests_per_minute(world, catalogue, runtime, limiter):
     assert ask(world.a, catalogue.helpdesk, role="admin").status == "queued"
 
 
-@pytest.fixture(params=["database", "redis"])
-def limiter(request, settings):
-    """Both rate limiters: the database GCRA (no REDIS_URL) and the Redis Lua script."""
-    if request.param == "database":
-        settings.REDIS_URL = ""
-    elif not settings.REDIS_URL:
-        pytest.skip("REDIS_URL is not set")
-    return request.param
-
-
 def test_tenant_requests_per_minute_from_the_tier(world, catalogue, runtime, limiter):
     set_tier(world.a, requests_per_minute=3)
     for _ in range(3):
