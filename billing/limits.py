@@ -4,7 +4,8 @@
 entitlement and busy checks and before anything is written. In order:
 
 1. **Reservation** (monthly quota, monthly budget, per-user monthly tokens): the
-   turn's estimated tokens and cost are added to the month's `MonthlyUsage`
+   turn's estimated tokens and cost (_estimate: the message, the history, an
+   allowance for the passages the runtime retrieves, the maximum output) are added to the month's `MonthlyUsage`
    row with ONE conditional UPDATE (`… WHERE tokens used + reserved + estimate ≤
    limit`). The budget caps the tenant's bill (plan fee + token overage), which is
    a token ceiling (billing.spend.budget_token_ceiling): the limit is the smaller
@@ -164,21 +165,63 @@ def _add_reserved(tenant_id, month, user_key, tokens, cost) -> None:
         )
 
 
-def estimate_turn(offering, text: str, conversation=None) -> tuple[int, Decimal]:
-    """The turn's reservation: prompt (+ the history the runtime is sent) tokens and the
-    maximum output, priced at the model's current price."""
-    history = 0
+def estimate_turn(offering, text: str, conversation=None, tenant=None) -> tuple[int, Decimal]:
+    """The turn's reservation, as plan_admission() computes it (see _estimate): the
+    message, the history the runtime is sent, the retrieval allowance when the agent
+    reads knowledge bases, and the maximum output, priced at the model's current price."""
+    history = passage_chars = None
     if conversation is not None and conversation.pk is not None:
         from portal.db import sql
 
-        history = sql.one(
-            f"SELECT ({_HISTORY_CHARS_SQL})",
-            {"tenant": conversation.tenant_id, "conversation": conversation.pk, "history": _history_messages()},
-        )[0]
-    return _estimate(offering, len(text) + (history or 0))
+        history, passage_chars = sql.one(
+            f"SELECT ({_HISTORY_CHARS_SQL}), ({_PASSAGE_CHARS_SQL})",
+            {
+                "tenant": conversation.tenant_id,
+                "conversation": conversation.pk,
+                "agent": conversation.agent_id,
+                "history": _history_messages(),
+            },
+        )
+        tenant = tenant or conversation.tenant
+    if tenant is None or not _retrieves(tenant):
+        passage_chars = None
+    return _estimate(offering, len(text) + (history or 0), passage_chars=passage_chars)
 
 
-def _estimate(offering, chars: int, prices=None) -> tuple[int, Decimal]:
+# What the runtime may add to the prompt besides the message and the history: the
+# passages its knowledge gateway returns (agents.runtime.knowledge: DEFAULT_K of them per
+# turn), each a chunk of at most its base's chunk_size characters (the chunker packs up
+# to `size`, agents.knowledge.chunking) framed as "[n] title (source)" in the system
+# prompt, after one paragraph asking for citations (agents.runtime.models.base.
+# render_system_prompt). Counted in full, so retrieval can never take a quota or a
+# budget past its limit: the reservation is settled with the real usage anyway.
+# Tool results get no allowance: the reference agent feeds none back into the prompt
+# (a tool call is an event it reports, priced per call by the price book).
+PASSAGE_FRAME_CHARS = 700  # "[n] " + title (at most 500) + " (source URL)" + blank lines
+RETRIEVAL_PREAMBLE_CHARS = 250  # "Answer from the numbered sources below …"
+
+
+def _retrieved_passages() -> int:
+    from agents.runtime.knowledge import DEFAULT_K
+
+    return DEFAULT_K
+
+
+def _retrieves(tenant) -> bool:
+    """Whether the runtime retrieves for this tenant's turns (its plan has knowledge bases)."""
+    from agents.knowledge.services import entitled
+
+    return entitled(tenant)
+
+
+def _estimate(offering, chars: int, prices=None, *, passage_chars: int | None = None) -> tuple[int, Decimal]:
+    """THE estimate of a turn (admission reserves it; metering settles it later):
+    ⌈(message + history characters + retrieval allowance) / 4⌉ input tokens plus
+    MAX_OUTPUT_TOKENS. `passage_chars`: the largest chunk_size among the knowledge bases
+    the agent reads, None when the turn retrieves nothing; the allowance is then
+    RETRIEVAL_PREAMBLE_CHARS + DEFAULT_K × (passage_chars + PASSAGE_FRAME_CHARS)."""
+    if passage_chars:
+        chars += RETRIEVAL_PREAMBLE_CHARS + _retrieved_passages() * (int(passage_chars) + PASSAGE_FRAME_CHARS)
     input_tokens = estimate_tokens(chars)
     prices = prices or accounting.prices_for(getattr(offering, "key", ""), offering)
     return input_tokens + MAX_OUTPUT_TOKENS, prices.cost(input_tokens, MAX_OUTPUT_TOKENS)
@@ -220,11 +263,29 @@ SELECT SUM(LENGTH(h.content)) FROM (
 ) h
 """
 
+# The largest chunk (characters) the agent's retrieval can return: the chunk_size of the
+# knowledge bases it reads in this tenant, the chosen ones or all when none is chosen
+# (agents.knowledge.services.knowledge_bases_for_agent). NULL: no base, nothing retrieved.
+_PASSAGE_CHARS_SQL = """
+SELECT MAX(kb.chunk_size) FROM knowledge_knowledgebase kb
+WHERE kb.tenant_id = %(tenant)s AND (
+    kb.id IN (
+        SELECT l.knowledge_base_id FROM knowledge_agentknowledge l
+        WHERE l.tenant_id = %(tenant)s AND l.agent_id = %(agent)s
+    )
+    OR NOT EXISTS (
+        SELECT 1 FROM knowledge_agentknowledge l WHERE l.tenant_id = %(tenant)s AND l.agent_id = %(agent)s
+    )
+)
+"""
+
 # What admission needs to know besides the tier, in one statement: the conversation's
-# history (for the estimate), the person's own limits and the tenant's budget.
+# history and the agent's largest passage (for the estimate), the person's own limits
+# and the tenant's budget.
 _FACTS_SQL = f"""
 SELECT
     ({_HISTORY_CHARS_SQL}),
+    ({_PASSAGE_CHARS_SQL}),
     (SELECT requests_per_minute FROM billing_userlimit WHERE tenant_id = %(tenant)s AND user_id = %(user)s),
     (SELECT tokens_per_month FROM billing_userlimit WHERE tenant_id = %(tenant)s AND user_id = %(user)s),
     (SELECT monthly_budget FROM billing_tenantbudget WHERE tenant_id = %(tenant)s AND monthly_budget IS NOT NULL)
@@ -364,15 +425,21 @@ def plan_admission(tenant, user, offering, text, conversation) -> AdmissionPlan:
                     "tenant": tenant.pk,
                     "conversation": conversation_id,
                     "user": user_key,
+                    "agent": getattr(conversation, "agent_id", None),
                     "history": _history_messages(),
                 },
             ),
             accounting.prices_statement(getattr(offering, "key", ""), now),
         ]
     )
-    history, user_rpm, user_tokens, budget = facts
+    history, passage_chars, user_rpm, user_tokens, budget = facts
     budget = sql.decimal_from_db(budget, 2)
-    tokens, cost = _estimate(offering, len(text) + (history or 0), accounting.prices_from_row(price_row, offering))
+    tokens, cost = _estimate(
+        offering,
+        len(text) + (history or 0),
+        accounting.prices_from_row(price_row, offering),
+        passage_chars=passage_chars if _retrieves(tenant) else None,
+    )
     if tier is not None and tier.tokens_per_minute and tokens > tier.tokens_per_minute:
         raise _too_large_refusal(tokens, tier.tokens_per_minute)
 

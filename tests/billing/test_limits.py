@@ -273,6 +273,87 @@ def test_the_estimate_counts_the_history_the_runtime_is_sent(world, catalogue, r
     assert post(world.a, conversation, text).status == "queued"
 
 
+def reads_knowledge(side, *chunk_sizes: int, feature: bool = True) -> list:
+    """The tenant's plan has knowledge bases (or not), and it has bases of these chunk sizes."""
+    from agents.knowledge.models import KnowledgeBase
+
+    set_tier(side, default_features=["chat", "knowledge_bases"] if feature else ["chat"], concurrent_sessions=10)
+    with tenant_context(side.tenant):
+        return [KnowledgeBase.objects.create(name=f"Base {size}", chunk_size=size) for size in chunk_sizes]
+
+
+def with_passages(text: str, chunk_size: int) -> int:
+    """The estimate of `text` with room for DEFAULT_K passages of `chunk_size` characters."""
+    from agents.runtime.knowledge import DEFAULT_K
+
+    allowance = limits.RETRIEVAL_PREAMBLE_CHARS + DEFAULT_K * (chunk_size + limits.PASSAGE_FRAME_CHARS)
+    return limits.estimate_tokens(len(text) + allowance) + limits.MAX_OUTPUT_TOKENS
+
+
+def test_the_estimate_reserves_room_for_the_passages_the_agent_retrieves(world, catalogue, runtime):
+    reads_knowledge(world.a, 800, 2000)
+    conversation = post_conversation(world.a, catalogue.helpdesk)
+    text = "Summarise the last paste."
+    with tenant_context(world.a.tenant):
+        tokens, _ = limits.estimate_turn(catalogue.offering, text, conversation)
+    # The agent reads every base (none chosen): room for passages of the largest chunks.
+    assert tokens == with_passages(text, 2000)
+    assert tokens > limits.estimate_tokens(len(text)) + limits.MAX_OUTPUT_TOKENS + 2_500
+    assert post(world.a, conversation, text).status == "queued"
+    with tenant_context(world.a.tenant):
+        assert MonthlyUsage.objects.get(user_key=0).tokens_reserved == tokens
+
+
+def test_the_estimate_counts_the_chunks_of_the_bases_the_agent_reads(world, catalogue, runtime):
+    from agents.knowledge.models import AgentKnowledge
+
+    small, _large = reads_knowledge(world.a, 800, 2000)
+    with tenant_context(world.a.tenant):
+        AgentKnowledge.objects.create(agent=catalogue.helpdesk, knowledge_base=small)
+    conversation = post_conversation(world.a, catalogue.helpdesk)
+    text = "Summarise the last paste."
+    with tenant_context(world.a.tenant):
+        tokens, _ = limits.estimate_turn(catalogue.offering, text, conversation)
+    assert tokens == with_passages(text, 800)
+    post(world.a, conversation, text)
+    with tenant_context(world.a.tenant):
+        assert MonthlyUsage.objects.get(user_key=0).tokens_reserved == tokens
+
+
+@pytest.mark.parametrize("feature, bases", [(True, ()), (False, (2000,))])
+def test_the_estimate_has_no_retrieval_allowance_when_nothing_is_retrieved(world, catalogue, runtime, feature, bases):
+    reads_knowledge(world.a, *bases, feature=feature)
+    conversation = post_conversation(world.a, catalogue.helpdesk)
+    text = "Summarise the last paste."
+    with tenant_context(world.a.tenant):
+        tokens, _ = limits.estimate_turn(catalogue.offering, text, conversation)
+    assert tokens == limits.estimate_tokens(len(text)) + limits.MAX_OUTPUT_TOKENS
+    post(world.a, conversation, text)
+    with tenant_context(world.a.tenant):
+        assert MonthlyUsage.objects.get(user_key=0).tokens_reserved == tokens
+
+
+def test_retrieval_cannot_take_the_token_quota_past_its_limit(world, catalogue, runtime):
+    text = "Summarise the last paste."
+    # Room for the message and the answer, not for the passages the agent would retrieve.
+    without_passages = limits.estimate_tokens(len(text)) + limits.MAX_OUTPUT_TOKENS
+    for side in (world.a, world.b):
+        set_tier(side, included_tokens=without_passages, overage_allowed=False)
+    reads_knowledge(world.a, 1200)
+    reads_knowledge(world.b)  # entitled, but no base: nothing to retrieve
+    with pytest.raises(limits.LimitExceeded) as caught:
+        post(world.a, post_conversation(world.a, catalogue.helpdesk), text)
+    assert (caught.value.status, caught.value.code) == (402, "quota_exceeded")
+    assert post(world.b, post_conversation(world.b, catalogue.helpdesk), text).status == "queued"
+
+
+def post_conversation(side, agent):
+    from agents import services
+
+    with tenant_context(side.tenant):
+        return services.start_conversation(actor(side), agent.pk)
+
+
 def test_a_turn_larger_than_a_minutes_tokens_is_refused_with_what_to_do_not_a_retry_time(
     world, catalogue, runtime, limiter
 ):
