@@ -131,13 +131,18 @@ class Admission:
         self.closed = True
 
     def release(self, invocation=None, *, guardrail_checks: int = 0) -> None:
-        """Give the reservation back (the turn was blocked before it ran) and, if the
-        invocation is given, record it as a blocked turn with zero usage."""
+        """Give the reservation back (the turn was blocked before it ran), and its
+        tokens per minute too, and, if the invocation is given, record it as a blocked
+        turn with zero usage."""
         from billing import metering
+        from tenants.context import current_tenant
 
         if self.tenant_id is not None and not self.closed:
             self.closed = True
             _add_reserved(self.tenant_id, self.month, self.user_key, -self.tokens, -self.cost)
+            tenant = current_tenant()
+            if tenant is not None and tenant.pk == self.tenant_id:
+                settle_tokens_per_minute(tenant, estimated=self.tokens, used=0)
         if invocation is not None:
             metering.record_unrun_turn(invocation, outcome="blocked", guardrail_checks=guardrail_checks)
 

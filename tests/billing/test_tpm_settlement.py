@@ -106,6 +106,21 @@ def test_a_turn_cancelled_while_queued_gives_back_its_whole_estimate(world, cata
     assert charged(world.a) == 0
 
 
+def test_a_turn_blocked_at_the_input_gives_back_its_whole_estimate(world, catalogue, runtime, limiter, monkeypatch):
+    from agents.guardrails import enforce
+
+    set_tokens_per_minute(world.a, TOKENS_PER_MINUTE)
+    monkeypatch.setattr(
+        "agents.guardrails.enforce.screen_input",
+        lambda tenant, user, text: enforce.InputVerdict(
+            text="[blocked]", blocked=True, message="Not allowed.", checks=1
+        ),
+    )
+    assert ask(world.a, catalogue.helpdesk).status == "blocked"
+    assert charged(world.a) == 0
+    assert runtime.calls == []
+
+
 def test_a_failed_turn_is_settled_with_what_it_used(world, catalogue, runtime, limiter):
     from agents.runtime_gateway import RuntimeRejected
 
