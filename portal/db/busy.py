@@ -37,6 +37,10 @@ MESSAGE = "The portal was too busy to finish that just now. Please try again in 
 # database. (Without REDIS_URL neither is in Redis.)
 REDIS_DETAIL = "A service the portal needs is unreachable, so nothing was saved. Try again in a moment."
 REDIS_MESSAGE = "The portal could not reach a service it needs, so nothing was saved. Please try again in a moment."
+# The page's heading and tab title: a busy database is the portal being busy; Redis down is
+# not (nobody is asking too much), but a passing problem of the service's own.
+HEADING, PAGE_TITLE = "The portal is busy", "Busy"
+REDIS_HEADING, REDIS_PAGE_TITLE = "A temporary problem on our side", "Temporary problem"
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -112,7 +116,9 @@ def response_for(request, exc: BaseException | None = None):
             back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
         ):
             back = "/"
-        response = render(request, "503.html", {"detail": message, "back": back}, status=503)
+        heading, title = (REDIS_HEADING, REDIS_PAGE_TITLE) if is_redis_down(exc) else (HEADING, PAGE_TITLE)
+        context = {"detail": message, "back": back, "heading": heading, "title": title}
+        response = render(request, "503.html", context, status=503)
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return _logged(response)
 

@@ -87,3 +87,13 @@ def test_the_composer_and_the_page_say_try_again_with_redis_down(world, conversa
     assert _saved(world) == (0, 0)
     with tenant_context(world.a.tenant):
         assert Conversation.objects.filter(pk=conversation.pk).exists()
+
+
+def test_it_heads_the_page_with_a_temporary_problem_not_the_portal_being_busy(world, conversation, redis_down):
+    client = _client(world.a.member)
+    response = client.post(chat_url(world.a, f"{conversation.pk}/messages/"), {"text": "Hi"})
+    assert response.status_code == 503
+    page = response.content.decode()
+    assert f"<h1>{busy.REDIS_HEADING}</h1>" in page
+    assert f"<title>{busy.REDIS_PAGE_TITLE} · Tenant Portal</title>" in page
+    assert "busy" not in page.lower()  # the rate-limit and busy-database answers say that, not this one
