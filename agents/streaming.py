@@ -306,16 +306,26 @@ def attempt_texts(invocation_id) -> list[str]:
     per attempt: a "reset" starts the next). What the worker published, so the redacted text
     where the output guardrails redact: it is there to estimate the tokens a provider
     produced for an attempt that could not report them (its worker died)."""
-    texts, after = [""], 0
+    return [text for text, _ in attempts_streamed(invocation_id)]
+
+
+def attempts_streamed(invocation_id) -> list[tuple[str, list[dict]]]:
+    """What each attempt of the turn streamed so far: its text (as attempt_texts) and the
+    tool calls it published, one (text, tool calls) per attempt."""
+    attempts: list[tuple[str, list[dict]]] = [("", [])]
+    after = 0
     while True:
         events = read(invocation_id, after)
         if not events:
-            return texts
+            return attempts
         for event in events:
+            text, tool_calls = attempts[-1]
             if event.kind == "reset":
-                texts.append("")
+                attempts.append(("", []))
             elif event.kind == "delta":
-                texts[-1] += str(event.data.get("text", ""))
+                attempts[-1] = (text + str(event.data.get("text", "")), tool_calls)
             elif event.kind == "replace":
-                texts[-1] = str(event.data.get("text", ""))
+                attempts[-1] = (str(event.data.get("text", "")), tool_calls)
+            elif event.kind == "tool_call":
+                tool_calls.append(dict(event.data))
         after = events[-1].seq

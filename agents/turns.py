@@ -225,7 +225,11 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
     claim_started, claim_clock = time.time(), time.perf_counter()
     invocation = _claim(tenant, invocation_id)
     if invocation is None:
-        current = Invocation.objects.filter(pk=invocation_id).values_list("status", "cancel_requested", "lease").first()
+        current = (
+            Invocation.objects.filter(pk=invocation_id)
+            .values_list("status", "cancel_requested", "lease", "started_at")
+            .first()
+        )
         if (
             current
             and current[0] in (MessageStatus.RUNNING, MessageStatus.STREAMING)
@@ -238,7 +242,7 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
             invocation = _claim(tenant, invocation_id, dead_lease=current[2])
             if invocation is not None:
                 log.warning("turn %s: its worker (%s) is gone: taken over", invocation_id, current[2])
-                _carry_dead_attempt(invocation)
+                _carry_dead_attempt(invocation, current[3])
     if invocation is None:
         if current and current[:2] == (MessageStatus.QUEUED, True):
             # Stopped while it waited for a retry: no claim takes a stopped turn, so this
@@ -431,7 +435,10 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
             # turn's one usage event adds it, whichever attempt ends the turn.
             if not final_attempt and Invocation.objects.filter(
                 pk=invocation.pk, status__in=[MessageStatus.RUNNING, MessageStatus.STREAMING], cancel_requested=False
-            ).update(status=MessageStatus.QUEUED, **_carry(invocation, usage, "".join(answer), tool_calls, started)):
+            ).update(
+                status=MessageStatus.QUEUED,
+                **_carry(invocation, usage, "".join(answer), tool_calls, _seconds_since(started)),
+            ):
                 raise RetryLater(str(exc)) from exc
             cancelled = Invocation.objects.filter(pk=invocation.pk, cancel_requested=True).exists()
             if not cancelled:
@@ -692,12 +699,12 @@ def _attempt_tokens(invocation, usage: dict, generated: str) -> tuple[int, int, 
     return input_tokens, output_tokens, estimated
 
 
-def _carry(invocation, usage: dict, generated: str, tool_calls: list, started: float | None) -> dict:
-    """The update that carries an abandoned attempt's usage on its invocation (see _finish)."""
+def _carry(invocation, usage: dict, generated: str, tool_calls: list, seconds: Decimal) -> dict:
+    """The update that carries an abandoned attempt's usage on its invocation (see _finish):
+    its tokens, tool calls and `seconds` of runtime."""
     from django.db.models import F
 
     input_tokens, output_tokens, estimated = _attempt_tokens(invocation, usage, generated)
-    seconds = Decimal(f"{time.monotonic() - started:.3f}") if started is not None else Decimal(0)
     carried = {
         "carried_input_tokens": F("carried_input_tokens") + input_tokens,
         "carried_output_tokens": F("carried_output_tokens") + output_tokens,
@@ -709,22 +716,45 @@ def _carry(invocation, usage: dict, generated: str, tool_calls: list, started: f
     return carried
 
 
-def _carry_dead_attempt(invocation) -> None:
-    """A turn taken over from a dead worker: carry what its attempt streamed (the relay's
-    text since the last reset, before this attempt's reset), estimated, as nothing else
-    will report it. Its tool calls and runtime are not known."""
+def _seconds_since(started: float) -> Decimal:
+    return Decimal(f"{time.monotonic() - started:.3f}")
+
+
+def _dead_attempt(invocation_id, started_at) -> tuple[str, list[dict], Decimal] | None:
+    """What an attempt whose worker died used, as far as it can be known: the text and the
+    tool calls it streamed (the relay's, since the last reset) and its runtime, from its
+    claim until now, at most the task's hard time limit (no attempt outlives it). None
+    when the relay cannot be read."""
+    from agents.tasks import TURN_TIME_LIMIT
+
     try:
-        streamed = streaming.attempt_texts(invocation.pk)[-1]
-    except Exception:  # the relay (Redis) unreachable: the turn runs all the same
-        log.warning("turn %s: could not read what its dead attempt streamed", invocation.pk, exc_info=True)
+        streamed, tool_calls = streaming.attempts_streamed(invocation_id)[-1]
+    except Exception:  # the relay (Redis) unreachable
+        log.warning("turn %s: could not read what its dead attempt streamed", invocation_id, exc_info=True)
+        return None
+    seconds = 0.0
+    if started_at is not None:
+        seconds = min(max((timezone.now() - started_at).total_seconds(), 0.0), float(TURN_TIME_LIMIT))
+    return streamed, tool_calls, Decimal(f"{seconds:.3f}")
+
+
+def _carry_dead_attempt(invocation, started_at) -> None:
+    """A turn taken over from a dead worker (claimed at `started_at`): carry what its attempt
+    used (_dead_attempt: its text, estimated, as nothing else will report it; its tool calls;
+    its runtime), read before this attempt's reset."""
+    dead = _dead_attempt(invocation.pk, started_at)
+    if dead is None:
+        return  # the turn runs all the same
+    streamed, tool_calls, seconds = dead
+    if not streamed and not tool_calls and not seconds:
         return
-    if not streamed:
-        return
-    Invocation.objects.filter(pk=invocation.pk).update(**_carry(invocation, {}, streamed, [], None))
-    input_tokens, output_tokens, _ = _attempt_tokens(invocation, {}, streamed)
+    Invocation.objects.filter(pk=invocation.pk).update(**_carry(invocation, {}, streamed, tool_calls, seconds))
+    input_tokens, output_tokens, estimated = _attempt_tokens(invocation, {}, streamed)
     invocation.carried_input_tokens += input_tokens
     invocation.carried_output_tokens += output_tokens
-    invocation.carried_estimated = True
+    invocation.carried_tool_calls += len(tool_calls)
+    invocation.carried_runtime_seconds = Decimal(invocation.carried_runtime_seconds) + seconds
+    invocation.carried_estimated = invocation.carried_estimated or estimated
 
 
 # The final state of a turn that has not ended yet.

@@ -26,8 +26,10 @@ def _dead_pid() -> int:
     return child.pid
 
 
-def _left_streaming(side, invocation, lease: str, started_ago: float = 5, streamed: str = "") -> None:
-    """As a worker killed mid-answer leaves it: claimed, streaming, some text relayed."""
+def _left_streaming(
+    side, invocation, lease: str, started_ago: float = 5, streamed: str = "", tool_calls: int = 0
+) -> None:
+    """As a worker killed mid-answer leaves it: claimed, streaming, some text (and tool calls) relayed."""
     with tenant_context(side.tenant):
         Invocation.objects.filter(pk=invocation.pk).update(
             status=MessageStatus.STREAMING,
@@ -35,10 +37,13 @@ def _left_streaming(side, invocation, lease: str, started_ago: float = 5, stream
             attempts=1,
             lease=lease,
         )
+        events = [(1, "status", {"status": "running"})]
         if streamed:
-            streaming.publish_many(
-                invocation.pk, [(1, "status", {"status": "running"}), (2, "delta", {"text": streamed})]
-            )
+            events.append((2, "delta", {"text": streamed}))
+        for n in range(tool_calls):
+            events.append((3 + n, "tool_call", {"name": "search_docs", "arguments": {"query": "refunds"}}))
+        if len(events) > 1:
+            streaming.publish_many(invocation.pk, events)
 
 
 def _turn(side, invocation):
@@ -100,6 +105,40 @@ def test_a_redelivered_task_takes_over_a_turn_claimed_on_another_host(world, cat
     turn = _turn(world.a, invocation)
     assert (turn.status, turn.attempts) == (MessageStatus.DONE, 2)
     assert turn.lease.startswith(f"{socket.gethostname()}:{os.getpid()}:")
+
+
+def _usage(side, invocation):
+    with tenant_context(side.tenant):
+        return UsageEvent.objects.filter(invocation_id=invocation.pk).values("tool_calls", "runtime_seconds").get()
+
+
+def test_it_carries_the_dead_attempts_tool_calls_and_runtime_into_the_one_usage_event(world, catalogue, runtime):
+    invocation = ask(world.a, catalogue.helpdesk)
+    _left_streaming(
+        world.a,
+        invocation,
+        f"{socket.gethostname()}:{_dead_pid()}:killed",
+        started_ago=20,
+        streamed="half",
+        tool_calls=2,
+    )
+
+    assert run(world.a, invocation) == "done"  # the new attempt makes no tool call (the fake runtime's answer)
+
+    usage = _usage(world.a, invocation)
+    assert usage["tool_calls"] == 2
+    assert 20 <= usage["runtime_seconds"] < 60
+    assert _turn(world.a, invocation).tool_call_count == 2
+
+
+def test_it_counts_at_most_the_hard_time_limit_for_a_dead_attempt_found_long_after(world, catalogue, runtime):
+    invocation = ask(world.a, catalogue.helpdesk)
+    # Claimed longer ago than any attempt can run (but not yet stale: turns.STALE_AFTER).
+    _left_streaming(world.a, invocation, "another-worker-host:4242:token", started_ago=TURN_TIME_LIMIT + 20)
+    with tenant_context(world.a.tenant):
+        assert turns.run(world.a.tenant, str(invocation.pk), redelivered=True) == "done"
+
+    assert TURN_TIME_LIMIT <= _usage(world.a, invocation)["runtime_seconds"] < TURN_TIME_LIMIT + 30
 
 
 def test_the_sweeper_bills_what_a_dead_worker_streamed_as_an_estimate(world, catalogue):
