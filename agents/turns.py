@@ -233,9 +233,14 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
         if (
             current
             and current[0] in (MessageStatus.RUNNING, MessageStatus.STREAMING)
-            and not current[1]
             and _lease_lost(current[2], redelivered)
         ):
+            if current[1]:
+                # Stopped, and its worker was killed before it noticed: no claim takes a
+                # stopped turn, so this delivery ends it, cancelled, billed for what the dead
+                # attempt streamed (or it would wait minutes for the sweeper).
+                log.info("turn %s stopped and its worker (%s) is gone: cancelled", invocation_id, current[2])
+                return _cancel_dead_attempt(invocation_id, current[2], current[3])
             # Its worker was killed and the broker gave the task back: run it again now, as a
             # new attempt (its stream restarts with a "reset"), rather than leave it holding
             # its concurrency slot until the sweeper fails it.
@@ -755,6 +760,21 @@ def _carry_dead_attempt(invocation, started_at) -> None:
     invocation.carried_tool_calls += len(tool_calls)
     invocation.carried_runtime_seconds = Decimal(invocation.carried_runtime_seconds) + seconds
     invocation.carried_estimated = invocation.carried_estimated or estimated
+
+
+def _cancel_dead_attempt(invocation_id, lease: str, started_at) -> str:
+    """End as cancelled a stopped turn whose attempt holding `lease` died: billed once
+    (_finish's conditional update) for what that attempt used (_dead_attempt) and what
+    earlier attempts carried. Nothing if it has ended already."""
+    invocation = Invocation.objects.select_related("agent").filter(pk=invocation_id, lease=lease).first()
+    if invocation is None:
+        return "missing"
+    streamed, tool_calls, seconds = _dead_attempt(invocation_id, started_at) or ("", [], Decimal(0))
+    started = time.monotonic() - float(seconds)
+    if _finish(invocation, "", MessageStatus.CANCELLED, {}, [], tool_calls, started, generated=streamed) is None:
+        return str(Invocation.objects.filter(pk=invocation_id).values_list("status", flat=True).first())
+    streaming.publish_final(invocation.pk, "cancelled", {}, conversation_id=invocation.conversation_id)
+    return str(MessageStatus.CANCELLED)
 
 
 # The final state of a turn that has not ended yet.

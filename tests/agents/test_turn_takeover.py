@@ -141,6 +141,46 @@ def test_it_counts_at_most_the_hard_time_limit_for_a_dead_attempt_found_long_aft
     assert TURN_TIME_LIMIT <= _usage(world.a, invocation)["runtime_seconds"] < TURN_TIME_LIMIT + 30
 
 
+def test_a_redelivery_ends_at_once_as_cancelled_a_stopped_turn_whose_worker_is_gone(world, catalogue, runtime):
+    invocation = ask(world.a, catalogue.helpdesk)
+    streamed = "y" * 40
+    _left_streaming(
+        world.a, invocation, f"{socket.gethostname()}:{_dead_pid()}:killed", streamed=streamed, tool_calls=1
+    )
+    with tenant_context(world.a.tenant):
+        Invocation.objects.filter(pk=invocation.pk).update(cancel_requested=True)
+
+    assert run(world.a, invocation) == "cancelled"
+
+    assert runtime.calls == []  # not run again
+    turn = _turn(world.a, invocation)
+    assert (turn.status, turn.attempts) == (MessageStatus.CANCELLED, 1)
+    [(input_tokens, output_tokens, estimated, outcome)] = _events(world.a, invocation)
+    assert (output_tokens, estimated, outcome) == (turns.estimate_tokens(streamed), True, "cancelled")
+    assert input_tokens > 0
+    assert _usage(world.a, invocation)["tool_calls"] == 1
+    with tenant_context(world.a.tenant):
+        assert streaming.read(invocation.pk, 0)[-1].kind == "cancelled"
+    # A further delivery (or the sweeper) finds it ended and bills nothing again.
+    assert run(world.a, invocation) == "cancelled"
+    assert fail_stuck_turns() == 0
+    assert len(_events(world.a, invocation)) == 1
+
+
+def test_a_stopped_turn_whose_worker_still_runs_is_left_to_it(world, catalogue, runtime):
+    invocation = ask(world.a, catalogue.helpdesk)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        _left_streaming(world.a, invocation, f"{socket.gethostname()}:{alive.pid}:running")
+        with tenant_context(world.a.tenant):
+            Invocation.objects.filter(pk=invocation.pk).update(cancel_requested=True)
+        assert run(world.a, invocation) == "streaming"
+    finally:
+        alive.kill()
+        alive.wait()
+    assert _events(world.a, invocation) == []
+
+
 def test_the_sweeper_bills_what_a_dead_worker_streamed_as_an_estimate(world, catalogue):
     invocation = ask(world.a, catalogue.helpdesk)
     streamed = "x" * 400
