@@ -546,17 +546,20 @@ def requeue_queued_turns(tenant: Tenant, queue: str) -> int:
 
     with tenant_context(tenant):
         queued = Invocation.objects.filter(status=MessageStatus.QUEUED, cancel_requested=False)
-        ids = [str(pk) for pk in queued.values_list("pk", flat=True)]
-        Invocation.objects.filter(pk__in=ids).update(queue=queue)
+        waiting = [(str(pk), attempts) for pk, attempts in queued.values_list("pk", "attempts")]
+        Invocation.objects.filter(pk__in=[pk for pk, _ in waiting]).update(queue=queue)
     tenant_id = tenant.pk
 
     def send() -> None:
-        for invocation_id in ids:
-            run_turn.apply_async(args=[tenant_id, invocation_id], queue=queue)
+        # A turn waiting for its retry has used `attempts` of them already (each attempt but
+        # the first is a Celery retry, see agents.tasks.run_turn): the new copy goes on from
+        # there, or a move would give a failing turn a fresh set of retries.
+        for invocation_id, attempts in waiting:
+            run_turn.apply_async(args=[tenant_id, invocation_id], queue=queue, retries=attempts)
 
-    if ids:
+    if waiting:
         transaction.on_commit(send)
-    return len(ids)
+    return len(waiting)
 
 
 def queue_has_worker(queue: str) -> bool | None:

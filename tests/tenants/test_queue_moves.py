@@ -27,7 +27,7 @@ def catalogue(world):
 @pytest.fixture
 def sent(monkeypatch):
     calls = []
-    monkeypatch.setattr(run_turn, "apply_async", lambda args, queue: calls.append((args, queue)))
+    monkeypatch.setattr(run_turn, "apply_async", lambda args, queue, retries=0: calls.append((args, queue)))
     return calls
 
 
@@ -58,6 +58,31 @@ def test_it_sends_a_tenants_queued_turns_to_its_new_queue_after_commit(
     with all_tenants("test: read the audit log"):
         entry = AuditLog.unscoped.get(tenant=world.a.tenant, action="tenant.turns_requeued")
     assert (entry.before, entry.after) == ({"queue": old_queue}, {"queue": new_queue, "turns": 1})
+
+
+def test_a_turn_sent_to_its_new_queue_keeps_the_attempts_it_has_used(
+    world, catalogue, operator, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    """A turn put back for its last retry, then moved: the copy in the new queue is its final
+    attempt (the runtime still down: the turn fails), not the first of a fresh set of retries."""
+    from agents import runtime_gateway
+    from agents.tasks import MAX_RETRIES
+    from tests.agents.helpers import FakeRuntime
+
+    runtime = FakeRuntime(events=[runtime_gateway.TransientRuntimeError("connection refused")])
+    monkeypatch.setattr("agents.runtime_gateway.invoke", runtime)
+    waiting = ask(world.a, catalogue.helpdesk)
+    with tenant_context(world.a.tenant):
+        Invocation.objects.filter(pk=waiting.pk).update(attempts=MAX_RETRIES)  # three attempts put back
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.update_tenant(operator, world.a.tenant, deployment_model=DeploymentModel.SILO)
+
+    with tenant_context(world.a.tenant):
+        turn = Invocation.objects.get(pk=waiting.pk)
+    assert (turn.status, turn.attempts) == (MessageStatus.FAILED, MAX_RETRIES + 1)
+    assert len(runtime.calls) == 1
 
 
 def test_it_leaves_queued_turns_alone_when_the_queue_stays(
