@@ -107,3 +107,22 @@ def _fresh_rate_limit_counters():
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _made_up_issuers_resolve_to_a_public_address(monkeypatch):
+    # Saving an SSO issuer resolves its host name (tenants.identity.sso_http.check_host).
+    # The tests' issuers live under .example (RFC 2606: never in real DNS); there, and
+    # only there, they resolve to a public address, so no test asks a real resolver and
+    # no connection ever goes to that address. Other names go to socket.getaddrinfo,
+    # which a test patches to answer what it needs.
+    from tenants.identity import sso_http
+
+    real_resolve = sso_http.resolve
+
+    def resolve(host, port):
+        if host.lower().rstrip(".").endswith(".example"):
+            return ["93.184.215.14"]
+        return real_resolve(host, port)
+
+    monkeypatch.setattr(sso_http, "resolve", resolve)

@@ -44,6 +44,7 @@ from django.utils import timezone
 
 from tenants import audit, entitlements
 from tenants.context import tenant_context, user_context
+from tenants.identity import sso_http
 from tenants.identity.models import SSO_DEFAULT_ROLES, SSOConnection, SSODomain
 from tenants.models import Invitation, InvitationStatus, Membership, Tenant, User
 from tenants.roles import Action, Role, require
@@ -173,8 +174,9 @@ def clean_issuer(raw: str) -> str:
     http:// and loopback or private addresses are allowed only with
     SSO_ALLOW_LOOPBACK_ISSUERS (development and the test IdP): the portal fetches
     the discovery document, keys and tokens from here, so an issuer must never
-    point the server at itself or at the internal network. This looks at the URL
-    only, for a clear form error; what a name resolves to is checked on every
+    point the server at itself or at the internal network. The URL is checked,
+    then what its host name resolves to now (sso_http.check_host), for a clear
+    form error at save; what a name resolves to later is checked again on every
     connection (tenants.identity.sso_http).
     """
     url = (raw or "").strip()
@@ -201,6 +203,12 @@ def clean_issuer(raw: str) -> str:
         raise ValidationError("The issuer URL must start with https://.")
     if internal:
         raise ValidationError("The issuer must be a public address of your identity provider.")
+    try:
+        sso_http.check_host(host, parts.port or 443)
+    except sso_http.UnresolvableHost:
+        raise ValidationError(f"The issuer's host name {host} could not be found. Check the issuer URL.")
+    except sso_http.NonPublicAddress as exc:
+        raise ValidationError(f"{exc} The issuer must be a public address of your identity provider.")
     return url
 
 

@@ -4,7 +4,8 @@ The issuer and every URL its discovery document names (jwks_uri, token_endpoint,
 userinfo_endpoint) come from a tenant, so none of them may point the server at
 itself, the cloud metadata service or the internal network. Checking the host
 name when the issuer is saved is not enough: a name can resolve anywhere, and
-resolve differently a moment later. So the check is on the socket: once it is
+resolve differently a moment later (the save-time check, `check_host`, is for a
+clear form error). So the check that counts is on the socket: once it is
 connected, its peer address must be a public one, or it is closed before a
 byte is sent. Each redirect hop opens its own connection and is checked the
 same way. Proxies are not used (the peer would be the proxy).
@@ -38,6 +39,61 @@ def is_public_address(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_global and not ip.is_multicast
+
+
+# Addresses where clouds serve instance metadata and credentials (AWS, GCP, Azure; AWS over IPv6; Alibaba).
+METADATA_ADDRESSES = frozenset({"169.254.169.254", "fd00:ec2::254", "100.100.100.200"})
+
+
+def why_not_public(address: str) -> str | None:
+    """None for a public address, else what kind of internal address it is (for error messages)."""
+    if is_public_address(address):
+        return None
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if str(ip) in METADATA_ADDRESSES:
+        return "the cloud metadata service"
+    for kind, words in (
+        ("loopback", "a loopback address"),
+        ("link_local", "a link-local address"),
+        ("private", "a private address"),
+        ("multicast", "a multicast address"),
+        ("unspecified", "an unspecified address"),
+    ):
+        if getattr(ip, f"is_{kind}"):
+            return words
+    return "not a public address"
+
+
+class UnresolvableHost(OSError):
+    """The IdP's host name has no address (or the resolver failed)."""
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to, as a connection to it would find them."""
+    return sorted({answer[4][0] for answer in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+
+
+def check_host(host: str, port: int) -> None:
+    """Resolve `host` as a connection would and raise unless every address it has is public.
+
+    For a clear error when the issuer is saved; the connection itself is checked
+    again (`check_peer`), as a name may resolve differently later. Raises
+    UnresolvableHost or NonPublicAddress; SSO_ALLOW_LOOPBACK_ISSUERS lifts the check.
+    """
+    if settings.SSO_ALLOW_LOOPBACK_ISSUERS:
+        return
+    try:
+        addresses = resolve(host, port)
+    except (OSError, UnicodeError) as exc:
+        raise UnresolvableHost(f"{host} could not be resolved.") from exc
+    if not addresses:
+        raise UnresolvableHost(f"{host} could not be resolved.")
+    for address in addresses:
+        reason = why_not_public(address)
+        if reason is not None:
+            raise NonPublicAddress(f"{host} resolves to {address}, {reason}.")
 
 
 def check_peer(sock: socket.socket, host: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import socket
 from io import StringIO
 from types import SimpleNamespace
 
@@ -330,6 +331,86 @@ def test_a_loopback_issuer_is_allowed_only_where_configured(owner_client, alpha,
 
     assert owner_client.post(url(alpha), form(issuer="http://127.0.0.1:9000")).status_code == 302
     assert connection_of(alpha).issuer == "http://127.0.0.1:9000"
+
+
+def answer_for(monkeypatch, name: str, address: str | None) -> None:
+    """DNS answers `address` for `name` (None: the name does not exist); no real resolver is asked."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host != name:
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        if address is None:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real_getaddrinfo(address, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("127.0.0.1", "a loopback address"),
+        ("10.0.0.5", "a private address"),
+        ("192.168.1.1", "a private address"),
+        ("169.254.10.1", "a link-local address"),
+        ("169.254.169.254", "the cloud metadata service"),
+        ("fd00:ec2::254", "the cloud metadata service"),
+        ("::1", "a loopback address"),
+        ("100.64.0.1", "not a public address"),
+    ],
+)
+def test_an_issuer_whose_name_resolves_to_an_internal_address_is_refused_with_the_reason(
+    owner_client, alpha, monkeypatch, address, reason
+):
+    answer_for(monkeypatch, "login.alpha-corp.com", address)
+
+    response = owner_client.post(url(alpha), form(issuer="https://login.alpha-corp.com"))
+
+    assert response.status_code == 400
+    assert f"login.alpha-corp.com resolves to {address}, {reason}." in text(response)
+    assert connection_of(alpha) is None
+
+
+def test_an_issuer_whose_name_does_not_resolve_is_refused(owner_client, alpha, monkeypatch):
+    answer_for(monkeypatch, "login.alpha-corp.com", None)
+
+    response = owner_client.post(url(alpha), form(issuer="https://login.alpha-corp.com"))
+
+    assert response.status_code == 400
+    assert "The issuer's host name login.alpha-corp.com could not be found" in text(response)
+    assert connection_of(alpha) is None
+
+
+def test_an_issuer_whose_name_resolves_to_a_public_address_is_saved(owner_client, alpha, monkeypatch):
+    answer_for(monkeypatch, "login.alpha-corp.com", "93.184.215.14")
+
+    assert owner_client.post(url(alpha), form(issuer="https://login.alpha-corp.com")).status_code == 302
+    assert connection_of(alpha).issuer == "https://login.alpha-corp.com"
+
+
+def test_loopback_issuers_lift_the_resolution_check_as_they_lift_the_connection_check(
+    owner_client, alpha, monkeypatch, settings
+):
+    settings.SSO_ALLOW_LOOPBACK_ISSUERS = True  # development, and the tests' fake IdP (as in sso_http)
+    answer_for(monkeypatch, "login.alpha-corp.com", "127.0.0.1")
+
+    assert owner_client.post(url(alpha), form(issuer="https://login.alpha-corp.com")).status_code == 302
+
+
+def test_an_issuer_is_checked_at_save_for_every_caller(alpha, monkeypatch):
+    answer_for(monkeypatch, "login.alpha-corp.com", "10.0.0.5")
+
+    with tenant_context(alpha.tenant), pytest.raises(ServiceError) as refused:
+        sso.save_sso_connection(
+            actor(alpha, "owner"),
+            issuer="https://login.alpha-corp.com",
+            client_id="c",
+            client_secret="s",
+            domains=["alpha.test"],
+        )
+
+    assert "a private address" in refused.value.message_dict["issuer"][0]
 
 
 def test_a_discovery_url_is_taken_as_its_issuer(owner_client, alpha):
