@@ -11,6 +11,8 @@ from tenants.context import tenant_context
 from tenants.identity import keys, services, tokens
 from tenants.identity.models import AgentGrant
 from tenants.services import Actor
+from tests.identity.fake_idp import FakeIdP
+from tests.identity.sso_helpers import configure_sso, grant_sso_feature
 
 
 @pytest.fixture(autouse=True)
@@ -18,6 +20,26 @@ def _fresh_key_cache():
     keys.clear_cache()
     yield
     keys.clear_cache()
+
+
+@pytest.fixture
+def idp():
+    """A fake OpenID provider on loopback (tests/identity/fake_idp.py)."""
+    server = FakeIdP().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def alpha_sso(world, idp, settings):
+    """Tenant A's tier gets SSO; A's owner connects the fake IdP for alpha.test (verified).
+
+    The IdP is on loopback, so saving it needs SSO_ALLOW_LOOPBACK_ISSUERS (as in
+    development); a test that wants production's checks turns it off afterwards.
+    """
+    settings.SSO_ALLOW_LOOPBACK_ISSUERS = True
+    grant_sso_feature(world.a.tenant)
+    return configure_sso(world.a, idp)
 
 
 @pytest.fixture

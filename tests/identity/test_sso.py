@@ -30,7 +30,6 @@ from tests.identity.fake_idp import FakeIdP, s256
 from tests.identity.sso_helpers import (
     configure_sso,
     finish_sign_in,
-    grant_sso_feature,
     sign_in_via_sso,
     signed_in_user,
     social_accounts,
@@ -39,21 +38,6 @@ from tests.identity.sso_helpers import (
 from tests.tenants.helpers import actor, audit_entries, member_roles, reload
 
 PROVIDER_ID = "tenant-alpha"
-
-
-@pytest.fixture
-def idp():
-    server = FakeIdP().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def alpha_sso(world, idp, settings):
-    """Tenant A's tier gets SSO; A's owner connects the fake IdP for alpha.test."""
-    settings.SSO_ALLOW_LOOPBACK_ISSUERS = True
-    grant_sso_feature(world.a.tenant)
-    return configure_sso(world.a, idp)
 
 
 def query_of(url: str) -> dict[str, str]:

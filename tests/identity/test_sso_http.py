@@ -18,8 +18,7 @@ from allauth.socialaccount.providers.oauth2.client import OAuth2Error
 from tenants.context import tenant_context
 from tenants.identity import sso, sso_http
 from tenants.identity.sso_provider import TenantOIDCAdapter
-from tests.identity.fake_idp import FakeIdP
-from tests.identity.sso_helpers import configure_sso, grant_sso_feature, sign_in_via_sso, signed_in_user
+from tests.identity.sso_helpers import grant_sso_feature, sign_in_via_sso, signed_in_user
 from tests.tenants.helpers import actor
 
 
@@ -167,20 +166,7 @@ def test_loopback_issuers_lift_the_check_where_configured(settings, internal):
 
 
 # --- the sign-in uses it for every request -------------------------------------------------
-
-
-@pytest.fixture
-def idp():
-    server = FakeIdP().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def alpha_sso(world, idp, settings):
-    settings.SSO_ALLOW_LOOPBACK_ISSUERS = True  # to save the loopback IdP; the tests then turn it off
-    grant_sso_feature(world.a.tenant)
-    return configure_sso(world.a, idp)
+# (`alpha_sso` saves the loopback IdP with SSO_ALLOW_LOOPBACK_ISSUERS; these tests then turn it off.)
 
 
 @pytest.mark.parametrize("endpoint", ["jwks_uri", "token_endpoint", "userinfo_endpoint"])
