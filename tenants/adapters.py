@@ -27,9 +27,12 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def pre_authenticate(self, request, **credentials) -> None:
         # Before the password is even looked at: with SSO enforced for the domain
-        # the answer is the same whether the password is right or wrong.
+        # the answer is the same whether the password is right or wrong. An account
+        # that also belongs to an organisation without the requirement keeps its
+        # password for that one; the requiring tenant stays closed to the session
+        # (TenantMiddleware, sso.sso_required_to_enter).
         email = credentials.get("email") or ""
-        if isinstance(email, str) and sso.enforced_connection_for_email(email) is not None:
+        if isinstance(email, str) and sso.password_refused_connection(email) is not None:
             raise ValidationError(sso.enforced_message(email), code="sso_required")
         super().pre_authenticate(request, **credentials)
 

@@ -9,6 +9,7 @@ from django.http import Http404
 from django.shortcuts import render
 
 from tenants.context import tenant_context, user_context
+from tenants.identity import sso
 from tenants.identity.mfa import mfa_setup_required, mfa_setup_response
 from tenants.models import Membership, Tenant
 from tenants.roles import Role
@@ -49,6 +50,12 @@ class TenantMiddleware:
                     "role_label": membership.get_role_display().lower(),
                 }
                 return render(request, "tenants/suspended.html", context, status=403)
+            connection = sso.sso_required_to_enter(request, user, tenant)
+            if connection is not None:
+                # Signed in with a password (allowed for the account's other organisations):
+                # this tenant requires its own IdP for the address.
+                context = {"tenant": tenant, "email": user.email, "next_url": request.get_full_path()}
+                return render(request, "tenants/sso_required.html", context, status=403)
             if mfa_setup_required(user, tenant):
                 return mfa_setup_response(request, tenant)
             membership.tenant = tenant

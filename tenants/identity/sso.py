@@ -10,8 +10,12 @@ use. Then:
   for nothing else (`admit`): it may create the account, link an existing one,
   and make the person a member with the connection's default role
   (`provision_membership`, "just in time");
-* with `enforced`, password sign-in is refused for the claimed domains
-  (`enforced_connection_for_email`, checked by tenants.adapters.AccountAdapter).
+* with `enforced`, the tenant opens only to sessions signed in through its IdP
+  for the addresses of the claimed domains (`sso_required_to_enter`, checked by
+  tenants.middleware.TenantMiddleware), and password sign-in is refused for those
+  addresses unless the account also belongs to an organisation that does not
+  require SSO (`password_refused_connection`, checked by
+  tenants.adapters.AccountAdapter).
 
 Each connection is mirrored into an allauth SocialApp (provider
 "openid_connect", provider_id "tenant-<slug>") by `_sync_social_app`; allauth
@@ -46,7 +50,7 @@ from tenants import audit, entitlements
 from tenants.context import tenant_context, user_context
 from tenants.identity import sso_http
 from tenants.identity.models import SSO_DEFAULT_ROLES, SSOConnection, SSODomain
-from tenants.models import Invitation, InvitationStatus, Membership, Tenant, User
+from tenants.models import Invitation, InvitationStatus, Membership, Tenant, TenantStatus, User
 from tenants.roles import Action, Role, require
 from tenants.services import Actor, ServiceError, _check_actor_tenant
 
@@ -284,6 +288,51 @@ def enforced_connection_for_email(email: str) -> SSOConnection | None:
     # Operators keep their password: a tenant's domain claim never locks them out.
     if User.objects.filter(email__iexact=email.strip(), is_staff=True).exists():
         return None
+    return connection
+
+
+def password_refused_connection(email: str) -> SSOConnection | None:
+    """The connection that refuses password sign-in for this address, if any.
+
+    Requiring SSO closes the requiring tenant to every session that did not come
+    through its IdP (`sso_required_to_enter`); it does not take the account away
+    from the other organisations it belongs to. So the password is refused
+    outright only where it could open nothing: no account holds the address, or
+    every active organisation the account belongs to is the one requiring SSO
+    (a domain is verified by one tenant only, so at most one requires it). A
+    person who also works in a tenant without that requirement signs in with
+    their password there, and enters the requiring tenant only through its IdP.
+    """
+    connection = enforced_connection_for_email(email)
+    if connection is None:
+        return None
+    email = email.strip()
+    users = {user.pk: user for user in User.objects.filter(email__iexact=email)}
+    users.update((user.pk, user) for user in accounts_with_email(email))
+    for user in users.values():
+        with user_context(user.pk):
+            elsewhere = Membership.of_user(user).exclude(tenant_id=connection.tenant_id)
+            if elsewhere.filter(tenant__status=TenantStatus.ACTIVE).exists():
+                return None
+    return connection
+
+
+def sso_required_to_enter(request: HttpRequest, user: User, tenant: Tenant) -> SSOConnection | None:
+    """The tenant's connection if it requires SSO for `user` and this session did not sign in through it.
+
+    Enforced for the addresses of the tenant's verified domains (the people its IdP
+    can sign in), whatever else the account belongs to; operators are exempt as for
+    password sign-in. A sign-in through the tenant's IdP is recorded in the session
+    by allauth (its authentication records, method "socialaccount").
+    """
+    from allauth.account.internal.flows.login import get_authentication_records
+
+    connection = enforced_connection_for_email(user.email or "")
+    if connection is None or connection.tenant_id != tenant.pk:
+        return None
+    for record in get_authentication_records(request, user):
+        if record.get("method") == "socialaccount" and record.get("provider") == connection.provider_id:
+            return None
     return connection
 
 

@@ -45,6 +45,8 @@ class SSOConnectionForm(forms.Form):
     )
     enforced = forms.BooleanField(
         label="Require single sign-on: refuse password sign-in for these domains",
+        help_text="People at these domains then open this organisation only after signing in through your "
+        "identity provider. Someone who also belongs to another organisation keeps their password for it.",
         required=False,
     )
     enabled = forms.BooleanField(label="Single sign-on is on", required=False, initial=True)

@@ -532,6 +532,75 @@ def test_enforcement_never_locks_out_an_operator(client, world, enforced):
     assert signed_in_user(client) == operator
 
 
+@pytest.fixture
+def consultant(client, world, alpha_sso):
+    """consultant@alpha.test: an owner of B (no SSO) who accepted A's invitation signed in."""
+    person = factories.make_user("consultant@alpha.test")
+    factories.add_member(world.b.tenant, person, "owner")
+    invitation = factories.make_invitation(world.a.tenant, person.email, invited_by=world.a.admin)
+    client.force_login(person)
+    client.post(f"/invitations/{invitation.token}/")
+    client.post("/accounts/logout/")
+    assert member_roles(world.a.tenant)[person.email] == "member"
+    return person
+
+
+def home_of(side) -> str:
+    return f"/t/{side.tenant.slug}/"
+
+
+def test_enforced_sso_lets_an_account_of_another_organisation_sign_in_there_with_its_password(
+    client, world, consultant, enforced
+):
+    assert password_login(client, consultant.email).status_code == 302
+    assert signed_in_user(client) == consultant
+
+    assert client.get(home_of(world.b)).status_code == 200
+
+
+def test_a_password_session_does_not_open_the_tenant_that_requires_sso(client, world, consultant, enforced):
+    password_login(client, consultant.email)
+
+    response = client.get(home_of(world.a) + "members/")
+
+    assert response.status_code == 403
+    body = error_text(response)
+    assert "Alpha Inc requires single sign-on" in body
+    assert 'name="email" value="consultant@alpha.test"' in body
+    assert f'name="next" value="{home_of(world.a)}members/"' in body
+
+
+def test_signing_in_through_the_idp_opens_the_tenant_that_requires_it(client, world, idp, consultant, enforced):
+    password_login(client, consultant.email)
+    idp.user = {"sub": "okta|consultant", "email": consultant.email, "email_verified": True}
+
+    assert sign_in_via_sso(client, idp, consultant.email).status_code == 302
+
+    assert signed_in_user(client) == consultant
+    assert client.get(home_of(world.a)).status_code == 200
+    assert client.get(home_of(world.b)).status_code == 200
+
+
+def test_a_session_from_before_sso_was_required_no_longer_opens_the_tenant(client, world, alpha_sso, idp):
+    client.force_login(world.a.member)  # signed in with a password while SSO was optional
+    assert client.get(home_of(world.a)).status_code == 200
+    owner = Client()
+    idp.user = {"sub": "okta|owner", "email": "owner@alpha.test", "email_verified": True}
+    sign_in_via_sso(owner, idp, "owner@alpha.test")
+    configure_sso(world.a, idp, enforced=True)
+
+    assert client.get(home_of(world.a)).status_code == 403
+    assert owner.get(home_of(world.a)).status_code == 200  # signed in through the IdP
+
+
+def test_requiring_sso_leaves_the_tenants_other_addresses_alone(client, world, enforced):
+    outsider = factories.make_user("contractor@bravo.test")
+    factories.add_member(world.a.tenant, outsider, "member")
+
+    assert password_login(client, outsider.email).status_code == 302
+    assert client.get(home_of(world.a)).status_code == 200
+
+
 def test_making_sso_mandatory_for_ones_own_domain_needs_one_sso_sign_in_first(world, idp, alpha_sso):
     from tenants.services import ServiceError
 
