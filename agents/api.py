@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, renderers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
@@ -135,8 +135,10 @@ class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.
 
     @extend_schema(
         methods=["GET"],
-        responses=MessageSerializer(many=True),
-        description="The conversation's messages, oldest first.",
+        # Every message in one answer, not paged: the schema said a paged list (count,
+        # limit, offset) that the answer never was.
+        responses=inline_serializer("MessageList", {"results": MessageSerializer(many=True)}),
+        description="The conversation's messages, oldest first, all in one answer.",
     )
     @extend_schema(
         methods=["POST"],
@@ -157,7 +159,7 @@ class ConversationViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.
             "whose stream token (`st`) opens that turn's events without other credentials for 10 minutes."
         ),
     )
-    @action(detail=True, methods=["get", "post"])
+    @action(detail=True, methods=["get", "post"], pagination_class=None)
     def messages(self, request, *args, **kwargs):
         conversation = self.get_object()
         if request.method == "GET":

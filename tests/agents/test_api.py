@@ -245,3 +245,16 @@ def test_an_api_clients_token_is_refused_every_chat_operation_with_why(client, w
     body = problem(response, 403)
     assert body["detail"].startswith("Chat needs a person")
     assert "API client" in body["detail"]
+
+
+def test_the_schema_publishes_a_conversations_messages_as_the_answer_sends_them(member, catalogue):
+    conversation = new_conversation(member, catalogue)
+    answer = member.get(api(f"conversations/{conversation['id']}/messages/")).json()
+
+    schema = member.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    operation = schema["paths"]["/api/v1/tenants/{tenant_slug}/conversations/{id}/messages/"]["get"]
+    reference = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    published = schema["components"]["schemas"][reference.rsplit("/", 1)[-1]]
+    # Every message in one answer, unpaged: no count to promise, no limit or offset to take.
+    assert set(published["required"]) <= set(answer) == set(published["properties"]) == {"results"}
+    assert not {p["name"] for p in operation.get("parameters", [])} & {"limit", "offset"}
