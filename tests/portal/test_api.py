@@ -342,3 +342,22 @@ def test_it_forbids_an_admin_to_revoke_an_owner_invitation(client, world):
 
 def test_it_answers_a_404_problem_to_an_unknown_api_path(client, world):
     problem(signed_in_as(client, world.a.owner).get("/api/v1/nothing-here/"), 404)
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/v1/tenants/{tenant_slug}/conversations/{id}/", "title"),
+        ("/api/v1/tenants/{tenant_slug}/members/{id}/", "role"),
+        ("/api/v1/tenants/{tenant_slug}/knowledge-bases/{id}/", "name"),
+    ],
+)
+def test_the_schema_publishes_the_fields_a_patch_requires(client, path, field):
+    # Each PATCH validates its request whole (a rename needs the name, a role change the
+    # role) and answers 400 without it: the schema says so rather than "all optional".
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    body = schema["paths"][path]["patch"]["requestBody"]
+    reference = body["content"]["application/json"]["schema"]["$ref"]
+
+    assert body["required"] is True
+    assert field in schema["components"]["schemas"][reference.rsplit("/", 1)[-1]]["required"]
