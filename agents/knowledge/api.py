@@ -93,7 +93,8 @@ class KnowledgeBaseViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets
         kb = self.get_object()
         serializer = KnowledgeBaseUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        kb = services.update_knowledge_base(_actor(request), kb, **serializer.validated_data)
+        changes = {"description": kb.description} | serializer.validated_data
+        kb = services.update_knowledge_base(_actor(request), kb, **changes)
         return Response(KnowledgeBaseSerializer(kb).data)
 
     @extend_schema(responses={204: None})

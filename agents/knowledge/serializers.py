@@ -35,7 +35,10 @@ class KnowledgeBaseCreateSerializer(serializers.Serializer):
 
 class KnowledgeBaseUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
-    description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    # No default: a PATCH without a description keeps the one the base has.
+    description = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, help_text="Left as it is when not sent."
+    )
 
 
 class DocumentSerializer(serializers.ModelSerializer):

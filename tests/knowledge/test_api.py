@@ -108,3 +108,22 @@ def test_deleting_through_the_api_removes_the_chunks(api, world):
     found = post_json(api, f"{BASE}/knowledge-bases/{kb.pk}/search/", {"query": "refunds"}).json()
     assert found["passages"] == []
     assert api.delete(f"{BASE}/knowledge-bases/{kb.pk}/").status_code == 204
+
+
+def test_a_rename_keeps_the_description_it_does_not_send(api, world):
+    created = post_json(api, f"{BASE}/knowledge-bases/", {"name": "Handbook", "description": "HR policies"}).json()
+
+    renamed = api.patch(
+        f"{BASE}/knowledge-bases/{created['id']}/",
+        data=json.dumps({"name": "Staff handbook"}),
+        content_type="application/json",
+    )
+
+    assert renamed.status_code == 200
+    assert (renamed.json()["name"], renamed.json()["description"]) == ("Staff handbook", "HR policies")
+    cleared = api.patch(
+        f"{BASE}/knowledge-bases/{created['id']}/",
+        data=json.dumps({"name": "Staff handbook", "description": ""}),
+        content_type="application/json",
+    )
+    assert cleared.json()["description"] == ""
