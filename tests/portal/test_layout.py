@@ -38,3 +38,10 @@ def test_it_gives_the_sidebar_account_buttons_their_own_row_so_name_and_email_fi
     css = (Path(settings.BASE_DIR) / "static" / "css" / "portal.css").read_text()
     rule = css.split(".sidebar-user {", 1)[1].split("}", 1)[0]
     assert "flex-wrap: wrap" in rule
+
+
+def test_it_names_the_current_organisation_in_full_where_the_switcher_cuts_it_short(client, world):
+    client.force_login(world.a.owner)
+    html = client.get("/t/alpha/").content.decode()
+    name = world.a.tenant.name
+    assert f'<span class="switcher-current" title="{name}">{name}</span>' in html
