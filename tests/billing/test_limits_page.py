@@ -243,3 +243,27 @@ def test_a_malformed_budget_form_never_fails(client, world, name, body, content_
     assert response.status_code == 400
     with tenant_context(world.a.tenant):
         assert not TenantBudget.objects.exists()
+
+
+def _current_tabs(body: str) -> list[str]:
+    nav = body.split('<nav class="tabs" aria-label="Usage and billing">', 1)[1].split("</nav>", 1)[0]
+    return [
+        link.rsplit("</svg>", 1)[-1].split("</a>", 1)[0].strip()
+        for link in nav.split("<a ")[1:]
+        if 'aria-current="page"' in link
+    ]
+
+
+def test_it_keeps_the_limits_tab_current_when_the_budget_form_comes_back_with_errors(client, world):
+    client.force_login(world.a.admin)
+    response = client.post(URL + "budget/", {"monthly_budget": "99.99", "soft_alert_percent": "80"})
+    assert response.status_code == 400
+    assert _current_tabs(response.content.decode()) == ["Limits and budget"]
+
+
+def test_it_keeps_the_limits_tab_current_when_a_persons_limits_come_back_with_errors(client, world):
+    client.force_login(world.a.admin)
+    membership = world.a.memberships["member"]
+    response = client.post(URL + f"people/{membership.pk}/", {f"m{membership.pk}-requests_per_minute": "0"})
+    assert response.status_code == 400
+    assert _current_tabs(response.content.decode()) == ["Limits and budget"]

@@ -66,6 +66,8 @@ def test_an_admin_sets_limits_and_a_member_meets_the_budget(world, live_server, 
     admin.fill("[name=monthly_budget]", "50")
     admin.click("text=Save budget")
     expect(admin.locator(".field-errors")).to_contain_text("monthly fee is $100.00")
+    # The form comes back on its own tab: "Limits and budget" is still the current one.
+    expect(admin.locator('nav.tabs a[aria-current="page"]')).to_have_text("Limits and budget")
     shot(admin, "02b-budget-below-the-fee")
 
     admin.fill("[name=monthly_budget]", "100")
