@@ -482,6 +482,9 @@ class Gauge:
     # caps the bill, which is the plan's fee from the first day, so a budget equal to the
     # fee is "reached" in money while the included tokens are still free to use.
     reached: bool | None = None
+    # Whether the soft alert is due, when `percent >= alert_percent` does not say it: the
+    # budget's alert is on the bill's variable part (billing.spend.alert_due), not the fee.
+    alerting: bool | None = None
 
     @property
     def percent(self) -> float | None:
@@ -509,7 +512,11 @@ class Gauge:
             return "none"
         if self.reached if self.reached is not None else self.used >= self.limit:
             return "over"
-        if (self.alert_percent and (self.percent or 0) >= self.alert_percent) or self.forecast > self.limit:
+        if self.alerting is not None:
+            alerted = self.alerting
+        else:
+            alerted = bool(self.alert_percent and (self.percent or 0) >= self.alert_percent)
+        if alerted or self.forecast > self.limit:
             return "alert"
         return "ok"
 
@@ -616,6 +623,7 @@ def month_outlook(tenant, now: dt.datetime | None = None, parts: Slices | None =
         forecast=forecast_bill.total,
         alert_percent=budget_row.soft_alert_percent if budget_row else None,
         reached=ceiling is not None and month_totals.tokens >= ceiling,
+        alerting=spend.alert_due(so_far, budget_limit, budget_row.soft_alert_percent) if budget_row else None,
     )
     days_in_month = (next_month(month) - month).days
     elapsed = (now - dt.datetime.combine(month, dt.time.min, tzinfo=dt.UTC)).total_seconds() / 86400

@@ -530,8 +530,9 @@ def _month_statements(invocation, month, *, tokens: int, cost: Decimal, held) ->
 
 def _maybe_soft_alert(tenant_id: int, month, tokens_used: int | None = None, budget_row=None) -> None:
     """Alert the tenant's admins once a month when the month's bill (plan fee + token
-    overage on the tokens used so far, billing.spend) crosses the threshold of the
-    budget. The bill, not the price book's cost: the budget caps what the tenant pays.
+    overage on the tokens used so far, billing.spend) crosses the soft-alert threshold
+    (the fee plus the alert share of what the budget leaves above it, spend.alert_due).
+    The bill, not the price book's cost: the budget caps what the tenant pays.
 
     The flag flips with a conditional UPDATE, so parallel turns crossing the line
     together write one alert (an AuditLog entry the admins see)."""
@@ -549,7 +550,7 @@ def _maybe_soft_alert(tenant_id: int, month, tokens_used: int | None = None, bud
         tokens_used = MonthlyUsage.objects.filter(month=month, user_key=0).values_list("tokens_used", flat=True).first()
     monthly_budget, alert_percent = sql.decimal_from_db(row[0], 2), int(row[1])
     so_far = spend.bill(tenant.tier, tokens_used or 0)
-    if so_far.total < spend.alert_threshold(monthly_budget, alert_percent):
+    if not spend.alert_due(so_far, monthly_budget, alert_percent):
         return
     from django.db.models import Q
 

@@ -19,6 +19,9 @@ The budget as a token ceiling. The fee is fixed and overage is linear in tokens,
 * a budget below the fee (the forms refuse one; an older row may hold one): the bill
   is past it already, so no more tokens (0).
 
+The soft alert is on the variable part of the bill: it fires when the overage crosses the
+alert share of (budget − fee) (`alert_threshold`), never on the fee alone.
+
 Admission enforces the ceiling in the same conditional UPDATE as the quota
 (billing.limits), so it holds across processes and under concurrency.
 """
@@ -136,13 +139,26 @@ class MonthSpend:
 
     @property
     def alert_reached(self) -> bool:
-        if self.monthly_budget is None:
-            return False
-        return self.bill.total >= alert_threshold(self.monthly_budget, self.soft_alert_percent)
+        return alert_due(self.bill, self.monthly_budget, self.soft_alert_percent)
 
 
-def alert_threshold(budget: Decimal, percent: int) -> Decimal:
-    return Decimal(budget) * Decimal(percent) / 100
+def alert_threshold(budget: Decimal, percent: int, fee: Decimal = Decimal("0")) -> Decimal:
+    """The bill at which the soft alert fires: the plan's fee plus `percent` of what the
+    budget leaves above it. The fee is owed from the first day, so a share of the whole
+    budget would fire on the month's first turn whenever the budget is close to the fee;
+    what an admin wants to hear about is the *variable* part (token overage) nearing the
+    room the budget gives it."""
+    fee = Decimal(fee)
+    return fee + max(Decimal("0"), Decimal(budget) - fee) * Decimal(percent) / 100
+
+
+def alert_due(so_far: Bill, budget: Decimal | None, percent: int) -> bool:
+    """Whether the bill `so_far` has crossed the soft alert of `budget` (alert_threshold).
+    Only overage raises it: the fee alone never does, not even with a budget equal to the
+    fee (the first overage then reaches the budget itself, which stops turns)."""
+    if budget is None or so_far.overage <= 0:
+        return False
+    return so_far.total >= alert_threshold(budget, percent, so_far.fee)
 
 
 def month_spend(tenant, month: dt.date | None = None) -> MonthSpend:

@@ -42,7 +42,11 @@ class BudgetForm(forms.Form):
         min_value=1,
         max_value=100,
         initial=80,
-        help_text="Once a month, an entry in the audit log when the bill crosses this share of the budget.",
+        help_text=(
+            "Once a month, an entry in the audit log when token overage has used this share of what the "
+            "budget leaves above your plan's monthly fee (the fee is owed from day one, so it never "
+            "raises the alert on its own)."
+        ),
     )
 
     def __init__(self, *args, tier=None, **kwargs):
@@ -106,6 +110,7 @@ def _context(request, budget_form=None, user_forms=None) -> dict:
             forecast=month.bill.total,
             alert_percent=month.soft_alert_percent,
             reached=month.budget_reached,
+            alerting=month.alert_reached,
         )
     tier = tenant.tier
     included = tier.included_tokens if tier is not None else 0

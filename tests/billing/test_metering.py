@@ -12,7 +12,7 @@ from django.utils import timezone
 from agents import turns
 from agents.guardrails import enforce
 from agents.models import Invocation
-from billing import accounting
+from billing import accounting, spend
 from billing.models import (
     ModelPrice,
     MonthlyUsage,
@@ -193,7 +193,8 @@ def test_crossing_the_soft_alert_threshold_of_the_bill_alerts_once_a_month(world
     # The price book's cost of a turn is 1,000× smaller ($0.015): a threshold on cost is never crossed.
     price_book(1, input_price="0.01", output_price="0.01")
     with tenant_context(world.a.tenant):
-        TenantBudget.objects.create(monthly_budget=Decimal("150.00"), soft_alert_percent=80)  # alert at $120
+        # Alert at the fee plus 80 % of the $25 above it: $120.
+        TenantBudget.objects.create(monthly_budget=Decimal("125.00"), soft_alert_percent=80)
     ask_and_run(world.a, catalogue.helpdesk)  # billed $105.00: under 80 %
     with tenant_context(world.a.tenant):
         assert not AuditLog.objects.filter(action="billing.budget_soft_alert").exists()
@@ -210,13 +211,32 @@ def test_crossing_the_soft_alert_threshold_of_the_bill_alerts_once_a_month(world
         "token_overage": "20.00",
         "tokens_used": 3000,
         "threshold_percent": 80,
-        "monthly_budget": "150.00",
+        "monthly_budget": "125.00",
     }
     assert month.cost_used < Decimal("0.05")  # the cost stays recorded, for the operators
     assert budget.alerted_month == accounting.month_start()
+    with tenant_context(world.a.tenant):
+        TenantBudget.objects.update(monthly_budget=Decimal("200.00"))
     ask_and_run(world.a, catalogue.helpdesk)  # $135.00: already alerted this month
     with tenant_context(world.a.tenant):
         assert AuditLog.objects.filter(action="billing.budget_soft_alert").count() == 1
+
+
+def test_it_does_not_raise_the_soft_alert_on_the_months_first_turn_when_the_budget_is_just_above_the_fee(
+    world, catalogue, runtime
+):
+    # $100 fee, 1,000 tokens included, then $10 per 1k: the first turn bills $105.00.
+    tier = world.a.tenant.tier
+    tier.monthly_price, tier.included_tokens, tier.overage_price_per_1k_tokens = Decimal("100"), 1000, Decimal("10")
+    tier.save()
+    with tenant_context(world.a.tenant):
+        # 80 % of the whole budget ($88) is below the fee owed from day one; the alert is at
+        # the fee plus 80 % of the $10 above it: $108.00.
+        TenantBudget.objects.create(monthly_budget=Decimal("110.00"), soft_alert_percent=80)
+    ask_and_run(world.a, catalogue.helpdesk)  # $105.00
+    with tenant_context(world.a.tenant):
+        assert not AuditLog.objects.filter(action="billing.budget_soft_alert").exists()
+        assert not spend.month_spend(world.a.tenant).alert_reached
 
 
 def test_usage_events_refuse_updates_and_deletes(world, catalogue, runtime):

@@ -90,3 +90,20 @@ def test_no_budget_is_no_ceiling():
 def test_a_tenant_without_a_plan_is_billed_nothing():
     assert spend.bill(None, 5000).total == Decimal("0.00")
     assert spend.monthly_fee(None) == Decimal("0.00")
+
+
+def test_it_puts_the_soft_alert_on_the_variable_part_of_the_bill_not_on_the_fee():
+    plan = Plan(monthly_price=Decimal("100.00"), included_tokens=1000, overage_price_per_1k_tokens=Decimal("10"))
+    # The fee plus 80 % of what the budget leaves above it.
+    assert spend.alert_threshold(Decimal("110.00"), 80, Decimal("100.00")) == Decimal("108.00")
+    assert spend.alert_threshold(Decimal("500.00"), 50, Decimal("100.00")) == Decimal("300.00")
+    assert not spend.alert_due(spend.bill(plan, 1000), Decimal("110.00"), 80)  # the fee alone: $100.00
+    assert not spend.alert_due(spend.bill(plan, 1700), Decimal("110.00"), 80)  # $107.00
+    assert spend.alert_due(spend.bill(plan, 1800), Decimal("110.00"), 80)  # $108.00
+    assert not spend.alert_due(spend.bill(plan, 5000), None, 80)
+
+
+def test_a_budget_at_the_fee_alerts_on_the_first_overage_not_on_the_fee():
+    plan = Plan(monthly_price=Decimal("100.00"), included_tokens=1000, overage_price_per_1k_tokens=Decimal("10"))
+    assert not spend.alert_due(spend.bill(plan, 999), Decimal("100.00"), 80)
+    assert spend.alert_due(spend.bill(plan, 1100), Decimal("100.00"), 80)
