@@ -614,9 +614,10 @@ def month_outlook(tenant, now: dt.datetime | None = None, parts: Slices | None =
     )
     # The budget caps the bill (billing.spend), so its gauge is in the money the tenant
     # pays: the plan's fee plus overage on the tokens so far, and on the forecast tokens.
-    so_far = spend.bill(tier, month_totals.tokens)
-    forecast_bill = spend.bill(tier, int(tokens.forecast))
-    ceiling = spend.budget_token_ceiling(tier, budget_limit)
+    plan = spend.month_plan(tenant, month)
+    so_far = spend.bill(plan, month_totals.tokens)
+    forecast_bill = spend.bill(plan, int(tokens.forecast))
+    ceiling = spend.budget_token_ceiling(plan, budget_limit)
     budget = Gauge(
         used=so_far.total,
         limit=budget_limit,
@@ -784,7 +785,9 @@ class OperatorRow:
 
     @property
     def overage(self) -> Decimal:
-        return overage_charge(self.overage_tokens, self.plan.overage_price_per_1k_tokens)
+        # A month whose tier changed (spend.MonthPlan) adds the overage of its earlier tier periods.
+        closed = getattr(self.plan, "closed_overage", Decimal("0.00")) if self.billable else Decimal("0.00")
+        return overage_charge(self.overage_tokens, self.plan.overage_price_per_1k_tokens) + closed
 
     @property
     def revenue(self) -> Decimal:
@@ -819,7 +822,8 @@ class OperatorRow:
         0), as the tenant's own gauge says."""
         if self.budget is None:
             return "none"
-        ceiling = spend.budget_token_ceiling(self.tenant.tier, self.budget)
+        plan = self.plan if isinstance(self.plan, spend.MonthPlan) else self.tenant.tier
+        ceiling = spend.budget_token_ceiling(plan, self.budget)
         if ceiling is not None and self.tokens >= ceiling:
             return "stop"
         percent = self.budget_percent or 0
@@ -910,7 +914,7 @@ def _operator_rows(tenants, month: dt.date, sort: str, descending: bool) -> list
                     cost=cost,
                     invoiced=tenant.pk in invoices,
                 ),
-                terms=plan_terms(tenant, month, invoices.get(tenant.pk)),
+                terms=spend.month_plan(tenant, month, plan_terms(tenant, month, invoices.get(tenant.pk))),
             )
         )
     rows.sort(key=OPERATOR_SORTS[sort], reverse=descending)
@@ -947,7 +951,7 @@ def operator_row(tenant, month: dt.date) -> OperatorRow:
             cost=cost,
             invoiced=invoice is not None,
         ),
-        terms=plan_terms(tenant, month, invoice),
+        terms=spend.month_plan(tenant, month, plan_terms(tenant, month, invoice)),
     )
 
 

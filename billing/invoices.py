@@ -12,10 +12,18 @@
   finalised.
 * `invoice_csv()` / `invoice_json()` are the exports (one invoice or many).
 
-Amounts (the same formula reconcile_usage checks, `invoice_amounts`):
+Amounts (the same formula reconcile_usage checks, `prorated_amounts`):
 base fee = tier.monthly_price; overage = max(0, tokens − included_tokens) ×
 overage_price_per_1k_tokens / 1000, rounded half-up to the cent;
 total = base fee + overage.
+
+A tier change during the month prorates it (`tier_periods`, from the TierChange rows the
+tier-change service writes in its transaction): each tier period bills its tier's fee and
+included tokens times its share of the month, by the second (a change takes effect when
+it is made; by the day would bill the day of a change twice or not at all), and its
+overage at its own price for the tokens used in it (by the usage events' times). The
+tenant's bill so far and the budget's token ceiling fold the same periods into one plan
+(billing.spend.month_plan), so the three agree.
 
 The plan terms (`plan_terms`) are the tier's as they stand while the month runs; each
 draft records them on the invoice, and once the month is over the recorded terms are
@@ -29,19 +37,20 @@ and the operator's revenue never disagree until the next hourly redraft.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
 import logging
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing.accounting import CENTS, month_start, next_month
-from billing.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, LimitKind, UsageDaily
+from billing.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, LimitKind, UsageDaily, UsageEvent
 from tenants import audit
 from tenants.audit import spreadsheet_safe
 from tenants.context import all_tenants, tenant_context
@@ -102,6 +111,98 @@ def plan_terms(tenant, period: dt.date, invoice=None, *, today: dt.date | None =
     return PlanTerms.of_tier(tenant.tier)
 
 
+@dataclass(frozen=True)
+class TierPeriod:
+    """A stretch of a month on one tier: its terms, when it starts and ends, its share of
+    the month (seconds on the tier / seconds in the month) and the tokens used in it."""
+
+    terms: PlanTerms
+    start: dt.datetime
+    end: dt.datetime
+    share: Decimal
+    tokens: int = 0
+
+    @property
+    def fee(self) -> Decimal:
+        return (Decimal(self.terms.monthly_price) * self.share).quantize(CENTS, rounding=ROUND_HALF_UP)
+
+    @property
+    def included_tokens(self) -> int:
+        return int((Decimal(self.terms.included_tokens) * self.share).to_integral_value(rounding=ROUND_FLOOR))
+
+    def overage_tokens(self, tokens: int | None = None) -> int:
+        return max(0, int(self.tokens if tokens is None else tokens) - self.included_tokens)
+
+    def overage(self, tokens: int | None = None) -> Decimal:
+        return (Decimal(self.overage_tokens(tokens)) * Decimal(self.terms.overage_price_per_1k_tokens) / 1000).quantize(
+            CENTS, rounding=ROUND_HALF_UP
+        )
+
+
+def _month_bounds(period: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(period, dt.time.min, tzinfo=dt.UTC)
+    return start, dt.datetime.combine(next_month(period), dt.time.min, tzinfo=dt.UTC)
+
+
+def tier_periods(
+    tenant, period: dt.date, terms: PlanTerms | None = None, tokens: int | None = None
+) -> list[TierPeriod]:
+    """The month's tier periods, from the tier changes recorded in it (billing.models.TierChange),
+    with the tokens used in each (from the usage events' times; the last period gets the rest of
+    the month's `tokens`, by default `period_usage`, so the periods add up to them). Without a change in the month:
+    one period, the whole month at `terms` (plan_terms), share 1 — the unprorated bill.
+
+    Proration is by the second: a plan change takes effect the moment an operator makes it, and
+    the day a change happens is otherwise billed twice or not at all. Fee and included tokens
+    are the tier's times its share; overage in each period is at that tier's price."""
+    from billing.models import TierChange
+
+    start, end = _month_bounds(period)
+    with tenant_context(tenant):
+        changes = list(
+            TierChange.objects.filter(tenant_id=tenant.pk, effective_at__gt=start, effective_at__lt=end).order_by(
+                "effective_at", "id"
+            )
+        )
+        if not changes:
+            whole = TierPeriod(terms or PlanTerms.of_tier(tenant.tier), start, end, Decimal(1))
+            return [dataclasses.replace(whole, tokens=int(tokens or 0))]
+        return _split(period, changes, start, end, tokens)
+
+
+def _split(period, changes, start, end, tokens: int | None) -> list[TierPeriod]:
+    from tenants.models import Tier
+
+    tiers = Tier.objects.in_bulk({c.tier_after_id for c in changes} | {c.tier_before_id for c in changes} - {None})
+    first_tier = tiers.get(changes[0].tier_before_id) or tiers[changes[0].tier_after_id]
+    # By the whole second: a change takes effect at the second it was made.
+    bounds = [(start, first_tier)] + [(c.effective_at.replace(microsecond=0), tiers[c.tier_after_id]) for c in changes]
+    second = dt.timedelta(seconds=1)
+    month_seconds = Decimal((end - start) // second)
+    periods = []
+    for i, (since, tier) in enumerate(bounds):
+        until = bounds[i + 1][0] if i + 1 < len(bounds) else end
+        share = Decimal((until - since) // second) / month_seconds
+        periods.append(TierPeriod(PlanTerms.of_tier(tier), since, until, share))
+    total = period_usage(period)[0] if tokens is None else int(tokens)
+    counted = []
+    for p in periods[:-1]:
+        row = UsageEvent.objects.filter(created_at__gte=p.start, created_at__lt=p.end).aggregate(
+            i=Sum("input_tokens"), o=Sum("output_tokens")
+        )
+        counted.append(int(row["i"] or 0) + int(row["o"] or 0))
+    counted.append(max(0, total - sum(counted)))
+    return [dataclasses.replace(p, tokens=t) for p, t in zip(periods, counted, strict=True)]
+
+
+def prorated_amounts(periods: list[TierPeriod]) -> tuple[Decimal, Decimal, Decimal]:
+    """(base fee, overage amount, total) of a month of tier periods: the one formula.
+    With one whole-month period it is invoice_amounts."""
+    fee = sum((p.fee for p in periods), Decimal("0.00"))
+    overage = sum((p.overage() for p in periods), Decimal("0.00"))
+    return fee, overage, fee + overage
+
+
 def invoice_amounts(tier, tokens: int) -> tuple[Decimal, Decimal, Decimal]:
     """(base fee, overage amount, total) of a month with `tokens` used on `tier`."""
     base_fee = Decimal(tier.monthly_price).quantize(CENTS)
@@ -150,6 +251,41 @@ def _lines(tier, period: dt.date, tokens: int) -> list[InvoiceLine]:
     return lines
 
 
+def _prorated_lines(periods: list[TierPeriod]) -> list[InvoiceLine]:
+    """A month with tier changes: each period's share of its plan's fee and included tokens,
+    and its overage at its own price (prorated_amounts)."""
+    quota_name = LimitKind.QUOTA.limit_name.lower()
+    lines = []
+    for p in periods:
+        when = f"{p.start:%d %b %H:%M}–{p.end:%d %b %H:%M} UTC"
+        lines.append(
+            InvoiceLine(
+                kind=InvoiceLineKind.BASE_FEE,
+                description=(
+                    f"{p.terms.name} plan, {when}, {p.share * 100:.2f} % of the month "
+                    f"({quota_name}: {p.included_tokens:,} tokens)"
+                ),
+                quantity=p.share.quantize(Decimal("0.001"), rounding=ROUND_HALF_UP),
+                unit_price=Decimal(p.terms.monthly_price),
+                amount=p.fee,
+            )
+        )
+        if p.overage_tokens():
+            lines.append(
+                InvoiceLine(
+                    kind=InvoiceLineKind.TOKEN_OVERAGE,
+                    description=(
+                        f"Token overage, {p.terms.name} plan: {p.overage_tokens():,} tokens over the "
+                        f"{quota_name} of {p.included_tokens:,}"
+                    ),
+                    quantity=(Decimal(p.overage_tokens()) / 1000).quantize(Decimal("0.001")),
+                    unit_price=Decimal(p.terms.overage_price_per_1k_tokens),
+                    amount=p.overage(),
+                )
+            )
+    return lines
+
+
 def draft_invoice(tenant, period: dt.date) -> Invoice:
     """Create or update the tenant's draft for `period` (first day of a month). Idempotent.
 
@@ -173,7 +309,8 @@ def _draft(tenant, period: dt.date) -> Invoice:
     invoice = Invoice.objects.filter(period=period).first()
     terms = plan_terms(tenant, period, invoice)
     tokens, cost = period_usage(period)
-    base_fee, overage, total = invoice_amounts(terms, tokens)
+    periods = tier_periods(tenant, period, terms, tokens)
+    base_fee, overage, total = prorated_amounts(periods)
     fields = {
         "base_fee": base_fee,
         "overage_amount": overage,
@@ -196,7 +333,8 @@ def _draft(tenant, period: dt.date) -> Invoice:
             invoice.refresh_from_db()
             return invoice
         InvoiceLine.objects.filter(invoice=invoice).delete()
-    InvoiceLine.objects.bulk_create(_with_invoice(_lines(terms, period, tokens), invoice))
+    lines = _lines(terms, period, tokens) if len(periods) == 1 else _prorated_lines(periods)
+    InvoiceLine.objects.bulk_create(_with_invoice(lines, invoice))
     invoice.refresh_from_db()
     return invoice
 
@@ -256,6 +394,18 @@ def tenants_billed_on(tier, period: dt.date | None = None) -> list:
     return list(
         Tenant.objects.select_related("tier").filter(tier=tier, pk__in=billable_tenant_ids(period)).order_by("pk")
     )
+
+
+def record_tier_change(tenant, tier_before_id: int | None, at: dt.datetime | None = None):
+    """Record that `tenant` moved from the tier `tier_before_id` to its tier now, effective
+    `at` (now): the tier periods proration bills. Called by the tier-change service inside
+    its transaction, so the change and its record cannot part."""
+    from billing.models import TierChange
+
+    with tenant_context(tenant):
+        return TierChange.objects.create(
+            tier_before_id=tier_before_id, tier_after_id=tenant.tier_id, effective_at=at or timezone.now()
+        )
 
 
 def redraft_running_month(tenants) -> int:

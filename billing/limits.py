@@ -451,7 +451,7 @@ def plan_admission(tenant, user, offering, text, conversation) -> AdmissionPlan:
     params = {"tenant": tenant.pk, "month": sql.date(month), "tokens": tokens, "cost": cost, "now": sql.dt(now)}
     quota = tier.included_tokens if tier is not None and not tier.overage_allowed else None
     # The budget caps the bill (fee + overage): as tokens, the ceiling the same UPDATE checks.
-    ceiling = spend.budget_token_ceiling(tier, budget)
+    ceiling = spend.budget_token_ceiling(spend.month_plan(tenant, month) if budget is not None else tier, budget)
     limit = _smallest(quota, ceiling)
     tenant_reservation = _reserve_statement(
         {**params, "user_key": 0}, max_tokens=None if limit is None else limit - tokens
@@ -517,7 +517,7 @@ def _reservation_refusal(tenant, month, quota, budget, tokens) -> LimitExceeded:
         )
     # In the money the tenant is billed (its invoice), never the price book's cost.
     amount = budget if budget is not None else Decimal("0")
-    so_far = spend.bill(tenant.tier, row.tokens_used if row is not None else 0)
+    so_far = spend.bill(spend.month_plan(tenant, month), row.tokens_used if row is not None else 0)
     return LimitExceeded(
         f"Your organisation's monthly budget (${amount:,.2f}) has no room for this answer: this month's bill "
         f"is ${so_far.total:,.2f} so far (plan fee ${so_far.fee:,.2f} + token overage ${so_far.overage:,.2f}), "

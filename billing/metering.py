@@ -549,7 +549,7 @@ def _maybe_soft_alert(tenant_id: int, month, tokens_used: int | None = None, bud
     if tokens_used is None:
         tokens_used = MonthlyUsage.objects.filter(month=month, user_key=0).values_list("tokens_used", flat=True).first()
     monthly_budget, alert_percent = sql.decimal_from_db(row[0], 2), int(row[1])
-    so_far = spend.bill(tenant.tier, tokens_used or 0)
+    so_far = spend.bill(spend.month_plan(tenant, month), tokens_used or 0)
     if not spend.alert_due(so_far, monthly_budget, alert_percent):
         return
     from django.db.models import Q

@@ -307,6 +307,24 @@ class MonthlyUsage(TenantOwnedModel):
         return f"{self.month:%Y-%m} u{self.user_key}"
 
 
+class TierChange(TenantOwnedModel):
+    """A change of the tenant's tier, effective at `effective_at`: the durable record of
+    which tier each part of a month was on, for proration. Written by the tier-change
+    service (tenants.services.update_tenant) in the same transaction as the change, so
+    a tier change and its record commit or roll back together. Insert-only."""
+
+    tier_before = models.ForeignKey("tenants.Tier", on_delete=models.PROTECT, related_name="+", null=True)
+    tier_after = models.ForeignKey("tenants.Tier", on_delete=models.PROTECT, related_name="+")
+    effective_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["effective_at", "id"]
+        indexes = [models.Index(fields=["tenant", "effective_at"])]
+
+    def __str__(self) -> str:
+        return f"Tier change {self.effective_at:%Y-%m-%d %H:%M:%S}"
+
+
 class ReservationStatus(models.TextChoices):
     HELD = "held", "Held"
     SETTLED = "settled", "Settled"

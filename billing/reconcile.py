@@ -189,13 +189,14 @@ def _check_invoice(tenant, invoice: Invoice, tokens: int, cost: Decimal, *, toda
         diffs.append(f"{label}: cost {invoice.cost} != events {cost}")
     if invoice.status == InvoiceStatus.DRAFT and tenant.tier is not None:
         try:
-            from billing.invoices import invoice_amounts, plan_terms
+            from billing.invoices import plan_terms, prorated_amounts, tier_periods
         except ImportError:  # pragma: no cover - the invoices module ships with billing
-            invoice_amounts = None
-        if invoice_amounts is not None:
-            # The month's own plan terms (recorded on the invoice once it is over), not the tier now.
+            prorated_amounts = None
+        if prorated_amounts is not None:
+            # The month's own plan terms (recorded on the invoice once it is over), not the tier now,
+            # prorated over the tier periods when the tier changed during the month.
             terms = plan_terms(tenant, invoice.period, invoice, today=today)
-            base, overage, total = invoice_amounts(terms, tokens)
+            base, overage, total = prorated_amounts(tier_periods(tenant, invoice.period, terms, tokens))
             if (invoice.base_fee, invoice.overage_amount, invoice.total) != (base, overage, total):
                 diffs.append(
                     f"{label}: amounts {invoice.base_fee}/{invoice.overage_amount}/{invoice.total} "

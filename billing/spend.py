@@ -64,10 +64,51 @@ class Bill:
         return {"tokens": self.tokens, "fee": self.fee, "overage": self.overage, "total": self.total}
 
 
+@dataclass(frozen=True)
+class MonthPlan:
+    """A month with tier changes, as one plan the bill and the budget's ceiling price
+    (invoices.prorated_amounts, folded): the prorated fees of every period, the overage of
+    the periods that are over (fixed now), and the current period's included tokens and
+    overage price on the tokens used after the earlier periods' (`included_tokens` counts
+    from the month's start, so it applies to the month's token counter as a tier's does)."""
+
+    name: str
+    monthly_price: Decimal
+    included_tokens: int
+    overage_price_per_1k_tokens: Decimal
+    overage_allowed: bool
+    closed_overage: Decimal
+
+
+def month_plan(tenant, month: dt.date | None = None, terms=None):
+    """What `tenant`'s month is billed on: `terms` (by default its tier), or, when its tier
+    changed during the month, the MonthPlan of its tier periods (billing.invoices.tier_periods)."""
+    from billing.invoices import tier_periods
+
+    periods = tier_periods(tenant, month or month_start(), tokens=0)  # only the closed periods' count
+    if len(periods) == 1:
+        return terms if terms is not None else tenant.tier
+    *closed, current = periods
+    return MonthPlan(
+        name=current.terms.name,
+        monthly_price=sum((p.fee for p in periods), Decimal("0.00")),
+        included_tokens=sum(p.tokens for p in closed) + current.included_tokens,
+        overage_price_per_1k_tokens=Decimal(current.terms.overage_price_per_1k_tokens),
+        overage_allowed=tenant.tier.overage_allowed if tenant.tier is not None else True,
+        closed_overage=sum((p.overage() for p in closed), Decimal("0.00")),
+    )
+
+
+def _closed_overage(plan) -> Decimal:
+    return getattr(plan, "closed_overage", Decimal("0.00"))
+
+
 def bill(tier, tokens: int) -> Bill:
-    """What a month with `tokens` used bills on `tier` (as its invoice will)."""
-    fee, overage, total = invoice_amounts(_plan(tier), max(0, int(tokens)))
-    return Bill(tokens=max(0, int(tokens)), fee=fee, overage=overage, total=total)
+    """What a month with `tokens` used bills on `tier` (or a month_plan), as its invoice will."""
+    plan = _plan(tier)
+    fee, overage, total = invoice_amounts(plan, max(0, int(tokens)))
+    closed = _closed_overage(plan)
+    return Bill(tokens=max(0, int(tokens)), fee=fee, overage=overage + closed, total=total + closed)
 
 
 def monthly_fee(tier) -> Decimal:
@@ -107,7 +148,9 @@ def budget_token_ceiling(tier, budget: Decimal | None) -> int | None:
     if rule != BudgetRule.CAPS_OVERAGE:
         return None
     plan = _plan(tier)
-    headroom = Decimal(budget) - monthly_fee(plan)
+    headroom = Decimal(budget) - monthly_fee(plan) - _closed_overage(plan)
+    if headroom < 0:
+        return 0
     extra = (headroom * 1000 / Decimal(plan.overage_price_per_1k_tokens)).to_integral_value(rounding=ROUND_FLOOR)
     return int(plan.included_tokens) + int(extra)
 
@@ -170,7 +213,7 @@ def month_spend(tenant, month: dt.date | None = None) -> MonthSpend:
     row = MonthlyUsage.objects.filter(month=month, user_key=0).values("tokens_used", "tokens_reserved").first() or {}
     budget_row = TenantBudget.objects.first()
     budget = budget_row.monthly_budget if budget_row is not None else None
-    tier = tenant.tier
+    tier = month_plan(tenant, month)
     used = int(row.get("tokens_used") or 0)
     return MonthSpend(
         month=month,

@@ -467,6 +467,14 @@ def _redraft_running_month(tenants) -> int:
     return redraft_running_month(tenants)
 
 
+def _record_tier_change(tenant: Tenant, tier_before_id: int | None) -> None:
+    """The durable tier period boundary (billing.models.TierChange), in the caller's
+    transaction, which proration bills each part of the month by."""
+    from billing.invoices import record_tier_change
+
+    record_tier_change(tenant, tier_before_id)
+
+
 def update_tenant(operator: User, tenant: Tenant, ip: str | None = None, **changes) -> Tenant:
     """Change tier, deployment model, region, name or resource bindings."""
     _require_operator(operator)
@@ -477,6 +485,7 @@ def update_tenant(operator: User, tenant: Tenant, ip: str | None = None, **chang
     # Compared by id (two tiers may share a name), recorded by name.
     before, shown_before = audit.snapshot(tenant, TENANT_FIELDS), _audited(tenant)
     queue_before = tenant.bindings.celery_queue
+    tier_before_id = tenant.tier_id
     for field, value in changes.items():
         setattr(tenant, field, value)
     try:
@@ -506,6 +515,7 @@ def update_tenant(operator: User, tenant: Tenant, ip: str | None = None, **chang
                 ip=ip,
             )
         if "tier" in changed_fields:
+            _record_tier_change(tenant, tier_before_id)
             _redraft_running_month([tenant])
         queue = tenant.bindings.celery_queue
         if queue != queue_before:

@@ -139,9 +139,13 @@ def test_a_tenant_onboarded_today_has_the_draft_invoice_its_revenue_counts(clien
     assert "newco" in {i.tenant.slug for i in listed.context["invoices"]}
 
 
-def test_a_tenant_moved_to_another_tier_is_billed_at_it_at_once(standard, operator):
+def test_a_tenant_moved_to_another_tier_is_billed_prorated_at_once(standard, operator):
     services.update_tenant(operator, standard.b.tenant, tier=standard.other.tier)
-    assert invoice_totals()["bravo"] == Decimal("49.00")
+    # Standard ($499) until now, Basic ($49) for the rest of the month (billing.invoices.tier_periods).
+    before, after = inv.tier_periods(standard.b.tenant, THIS_MONTH)
+    assert (before.terms.monthly_price, after.terms.monthly_price) == (Decimal("499.00"), Decimal("49.00"))
+    assert before.share > 0 and after.share > 0
+    assert invoice_totals()["bravo"] == before.fee + after.fee
     assert revenue_by_tenant() == invoice_totals()
 
 

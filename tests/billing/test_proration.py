@@ -1,0 +1,144 @@
+"""A tier change during a month prorates it: each tier's fee and included tokens by the share of
+the month (by the second) spent on it, and the overage of each tier period at that tier's price
+for the tokens used while on it. The invoice, the bill so far and the budget's ceiling agree."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from billing import dashboards as d
+from billing import invoices as inv
+from billing import spend
+from billing.models import InvoiceLine, MonthlyUsage, TierChange
+from tenants import services
+from tenants.context import all_tenants, tenant_context
+from tests import factories
+from tests.billing.usage_helpers import record_usage
+
+pytestmark = pytest.mark.django_db
+
+NOVEMBER = dt.date(2025, 11, 1)  # 30 days: 720 hours
+
+
+def at(day: int, hour: int = 0) -> dt.datetime:
+    return dt.datetime(2025, 11, day, hour, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def plans(world):
+    """Basic: $30 a month, 3,000 tokens, then $1 per 1k. Pro: $90, 9,000 tokens, then $0.50 per 1k."""
+    world.basic = factories.make_tier(
+        "basic-p", monthly_price=Decimal("30.00"), included_tokens=3000, overage_price_per_1k_tokens=Decimal("1")
+    )
+    world.pro = factories.make_tier(
+        "pro-p", monthly_price=Decimal("90.00"), included_tokens=9000, overage_price_per_1k_tokens=Decimal("0.5")
+    )
+    return world
+
+
+def moves(tenant, *changes) -> None:
+    """The tenant's tier changes, (when, from, to), as the tier-change service records them."""
+    with tenant_context(tenant):
+        for when, before, after in changes:
+            TierChange.objects.create(tier_before=before, tier_after=after, effective_at=when)
+    tenant.tier = changes[-1][2]
+    tenant.save()
+
+
+def use(tenant, when: dt.datetime, tokens: int) -> None:
+    record_usage(tenant, when, input_tokens=tokens, output_tokens=0)
+    with tenant_context(tenant):
+        row, _ = MonthlyUsage.objects.get_or_create(month=NOVEMBER, user_key=0)
+        MonthlyUsage.objects.filter(pk=row.pk).update(tokens_used=row.tokens_used + tokens)
+
+
+def amounts(invoice) -> tuple:
+    return invoice.base_fee, invoice.overage_amount, invoice.total
+
+
+def test_it_prorates_a_mid_month_upgrade_by_the_second(plans):
+    tenant = plans.a.tenant
+    # Basic for 246 of 720 hours, Pro for 474.
+    moves(tenant, (at(11, 6), plans.basic, plans.pro))
+    use(tenant, at(5), 1500)  # on Basic: 1,025 included, 475 over at $1 / 1k = $0.475 → $0.48
+    use(tenant, at(20), 7000)  # on Pro: 5,925 included, 1,075 over at $0.50 / 1k = $0.5375 → $0.54
+    invoice = inv.draft_invoice(tenant, NOVEMBER)
+    # Fees: $30 × 246/720 = $10.25 and $90 × 474/720 = $59.25.
+    assert amounts(invoice) == (Decimal("69.50"), Decimal("1.02"), Decimal("70.52"))
+    with tenant_context(tenant):
+        lines = list(InvoiceLine.objects.filter(invoice=invoice).order_by("id").values_list("kind", "amount"))
+    assert lines == [
+        ("base_fee", Decimal("10.25")),
+        ("token_overage", Decimal("0.48")),
+        ("base_fee", Decimal("59.25")),
+        ("token_overage", Decimal("0.54")),
+    ]
+    # The bill so far and the operator's revenue are the invoice's.
+    with tenant_context(tenant):
+        month = spend.month_spend(tenant, NOVEMBER)
+    assert (month.bill.fee, month.bill.overage, month.bill.total) == amounts(invoice)
+    with all_tenants("test"):
+        assert {r.tenant.slug: r.revenue for r in d.operator_rows(NOVEMBER)}[tenant.slug] == Decimal("70.52")
+    with tenant_context(tenant):
+        assert "70.52" in inv.invoice_csv([invoice])
+
+
+def test_it_prorates_a_mid_month_downgrade(plans):
+    tenant = plans.a.tenant
+    # Pro for 480 of 720 hours ($60.00, 6,000 included), Basic for 240 ($10.00, 1,000 included).
+    moves(tenant, (at(21), plans.pro, plans.basic))
+    use(tenant, at(3), 6500)  # 500 over at $0.50 / 1k: $0.25
+    use(tenant, at(25), 1200)  # 200 over at $1 / 1k: $0.20
+    invoice = inv.draft_invoice(tenant, NOVEMBER)
+    assert amounts(invoice) == (Decimal("70.00"), Decimal("0.45"), Decimal("70.45"))
+    with tenant_context(tenant):
+        assert spend.month_spend(tenant, NOVEMBER).bill.total == Decimal("70.45")
+
+
+def test_two_changes_in_one_month_make_three_tier_periods(plans):
+    tenant = plans.a.tenant
+    # Basic 246 h, Pro 240 h, Basic 234 h: $10.25 + $30.00 + $9.75; 1,025, 3,000 and 975 included.
+    moves(tenant, (at(11, 6), plans.basic, plans.pro), (at(21, 6), plans.pro, plans.basic))
+    use(tenant, at(5), 1500)  # 475 over at $1: $0.475 → $0.48
+    use(tenant, at(15), 3000)  # within Pro's 3,000
+    use(tenant, at(25), 2000)  # 1,025 over at $1: $1.025 → $1.03
+    invoice = inv.draft_invoice(tenant, NOVEMBER)
+    assert amounts(invoice) == (Decimal("50.00"), Decimal("1.51"), Decimal("51.51"))
+    with tenant_context(tenant):
+        assert spend.month_spend(tenant, NOVEMBER).bill.total == Decimal("51.51")
+
+
+def test_a_change_at_the_month_boundary_bills_the_month_wholly_on_the_new_tier(plans):
+    tenant = plans.a.tenant
+    moves(tenant, (at(1), plans.basic, plans.pro))  # 1 November, 00:00 UTC
+    use(tenant, at(10), 9500)  # 500 over Pro's 9,000 at $0.50 / 1k: $0.25
+    invoice = inv.draft_invoice(tenant, NOVEMBER)
+    assert amounts(invoice) == (Decimal("90.00"), Decimal("0.25"), Decimal("90.25"))
+    assert [p.share for p in inv.tier_periods(tenant, NOVEMBER)] == [Decimal(1)]
+
+
+def test_the_budgets_ceiling_is_the_prorated_bill_at_the_budget(plans):
+    tenant = plans.a.tenant
+    moves(tenant, (at(11, 6), plans.basic, plans.pro))
+    use(tenant, at(5), 1500)
+    with tenant_context(tenant):
+        plan = spend.month_plan(tenant, NOVEMBER)
+    # $69.50 of fees and $0.48 of Basic's overage leave $1.04 of a $71.02 budget: 2,080 Pro tokens
+    # past the 1,500 used on Basic and Pro's 5,925 included.
+    ceiling = spend.budget_token_ceiling(plan, Decimal("71.02"))
+    assert ceiling == 1500 + 5925 + 2080
+    assert spend.bill(plan, ceiling).total == Decimal("71.02")
+    assert spend.bill(plan, ceiling + 1000).total > Decimal("71.02")
+
+
+def test_the_tier_change_service_records_the_change_with_the_tier_it_left(plans, operator):
+    tenant = plans.a.tenant
+    tenant.tier = plans.basic
+    tenant.save()
+    services.update_tenant(operator, tenant, tier=plans.pro)
+    with tenant_context(tenant):
+        change = TierChange.objects.get()
+    assert (change.tier_before_id, change.tier_after_id) == (plans.basic.pk, plans.pro.pk)
