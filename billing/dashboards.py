@@ -826,8 +826,10 @@ class OperatorRow:
         ceiling = spend.budget_token_ceiling(plan, self.budget)
         if ceiling is not None and self.tokens >= ceiling:
             return "stop"
-        percent = self.budget_percent or 0
-        if self.budget_alert_percent and percent >= self.budget_alert_percent:
+        # The tenant's soft alert (billing.spend.alert_due): on overage past the alert share of
+        # what the budget leaves above the fee, never on the fee alone.
+        so_far = Bill(tokens=self.tokens, fee=self.mrr, overage=self.overage, total=self.revenue)
+        if self.budget_alert_percent and spend.alert_due(so_far, self.budget, self.budget_alert_percent):
             return "alert"
         return "ok"
 

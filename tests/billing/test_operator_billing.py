@@ -65,8 +65,9 @@ def test_revenue_cost_and_gross_margin_are_exact_decimals(priced):
     assert bravo.margin == Decimal("-5.01")  # 25.005 rounds half up to 25.01
     assert bravo.margin_percent == Decimal("-25.1")
     # The budget caps the tenant's bill: Bravo's is its $20 fee (overage is free on its plan),
-    # 100 % of its $20 budget, an alert and never a stop. The $25.01 the usage cost us is ours.
-    assert (bravo.throttled, bravo.budget_percent, bravo.budget_status) == (1, 100.0, "alert")
+    # 100 % of its $20 budget, yet no alert (the fee alone never raises it, as on the tenant's
+    # own gauge) and never a stop. The $25.01 the usage cost us is ours.
+    assert (bravo.throttled, bravo.budget_percent, bravo.budget_status) == (1, 100.0, "ok")
     totals = d.operator_totals(rows())
     assert totals.revenue == Decimal("121.25") and totals.margin == Decimal("96.12")
 
@@ -262,3 +263,14 @@ def test_the_csv_export_quotes_a_tenant_name_a_spreadsheet_would_run(priced, ope
     table = {r["tenant"]: r for r in csv.DictReader(io.StringIO(response.content.decode(), newline=""))}
     assert table["alpha"]["name"] == "'" + name
     assert table["bravo"]["name"] == "Bravo Inc"
+
+
+def test_it_shows_the_operator_the_tenants_soft_alert_on_overage_past_the_share_of_budget_above_the_fee(priced):
+    # Alpha: $100 fee, $1.25 of overage. A $102 budget alerts at 80 % of its $2 above the fee ($1.60):
+    # not yet; at $101.50, 80 % of $1.50 ($1.20) is passed.
+    with tenant_context(priced.a.tenant):
+        TenantBudget.objects.create(monthly_budget=Decimal("102.00"), soft_alert_percent=80)
+    assert next(r for r in rows() if r.tenant.slug == "alpha").budget_status == "ok"
+    with tenant_context(priced.a.tenant):
+        TenantBudget.objects.update(monthly_budget=Decimal("101.50"))
+    assert next(r for r in rows() if r.tenant.slug == "alpha").budget_status == "alert"
