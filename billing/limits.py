@@ -49,6 +49,7 @@ transaction of its own.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import logging
 import math
@@ -293,7 +294,8 @@ SELECT
     ({_PASSAGE_CHARS_SQL}),
     (SELECT requests_per_minute FROM billing_userlimit WHERE tenant_id = %(tenant)s AND user_id = %(user)s),
     (SELECT tokens_per_month FROM billing_userlimit WHERE tenant_id = %(tenant)s AND user_id = %(user)s),
-    (SELECT monthly_budget FROM billing_tenantbudget WHERE tenant_id = %(tenant)s AND monthly_budget IS NOT NULL)
+    (SELECT monthly_budget FROM billing_tenantbudget WHERE tenant_id = %(tenant)s AND monthly_budget IS NOT NULL),
+    EXISTS (SELECT 1 FROM billing_tierchange WHERE tenant_id = %(tenant)s AND effective_at > %(month_start)s)
 """  # noqa: S608 (constants)
 
 
@@ -432,12 +434,13 @@ def plan_admission(tenant, user, offering, text, conversation) -> AdmissionPlan:
                     "user": user_key,
                     "agent": getattr(conversation, "agent_id", None),
                     "history": _history_messages(),
+                    "month_start": sql.dt(dt.datetime.combine(month, dt.time.min, tzinfo=dt.UTC)),
                 },
             ),
             accounting.prices_statement(getattr(offering, "key", ""), now),
         ]
     )
-    history, passage_chars, user_rpm, user_tokens, budget = facts
+    history, passage_chars, user_rpm, user_tokens, budget, tier_changed = facts
     budget = sql.decimal_from_db(budget, 2)
     tokens, cost = _estimate(
         offering,
@@ -451,7 +454,10 @@ def plan_admission(tenant, user, offering, text, conversation) -> AdmissionPlan:
     params = {"tenant": tenant.pk, "month": sql.date(month), "tokens": tokens, "cost": cost, "now": sql.dt(now)}
     quota = tier.included_tokens if tier is not None and not tier.overage_allowed else None
     # The budget caps the bill (fee + overage): as tokens, the ceiling the same UPDATE checks.
-    ceiling = spend.budget_token_ceiling(spend.month_plan(tenant, month) if budget is not None else tier, budget)
+    # A month whose tier changed is billed by its prorated tier periods (spend.month_plan: a
+    # query of its own); the statement above says whether this one did, so other turns skip it.
+    plan = spend.month_plan(tenant, month) if budget is not None and tier_changed else tier
+    ceiling = spend.budget_token_ceiling(plan, budget)
     limit = _smallest(quota, ceiling)
     tenant_reservation = _reserve_statement(
         {**params, "user_key": 0}, max_tokens=None if limit is None else limit - tokens
@@ -494,8 +500,6 @@ def _user_refusal(user_tokens, month) -> LimitExceeded:
 
 
 def _seconds_to_next_month(month) -> int:
-    import datetime as dt
-
     from django.utils import timezone
 
     start = dt.datetime.combine(accounting.next_month(month), dt.time(), tzinfo=dt.UTC)
