@@ -21,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents.knowledge import services
-from agents.knowledge.models import Document, KnowledgeBase
+from agents.knowledge.models import Document
 from agents.knowledge.serializers import (
     DocumentSerializer,
     DocumentUploadSerializer,
@@ -41,6 +41,10 @@ from tenants.services import Actor
 
 READ = Action.USE_AGENTS
 WRITE = Action.MANAGE_KNOWLEDGE
+
+
+def _role(request) -> str | None:
+    return request.membership.role if request.membership is not None else None
 
 
 def _actor(request) -> Actor:
@@ -67,10 +71,11 @@ class KnowledgeBaseViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets
     }
 
     def get_queryset(self):
-        return KnowledgeBase.objects.annotate(document_count=Count("documents")).order_by("name")
+        bases = services.readable_knowledge_bases(_role(self.request))
+        return bases.annotate(document_count=Count("documents")).order_by("name")
 
     def get_object(self):
-        kb = services.access_knowledge_base(self.kwargs["pk"])
+        kb = services.access_knowledge_base(self.kwargs["pk"], role=_role(self.request))
         if kb is None:
             raise exceptions.NotFound()
         return kb
@@ -124,7 +129,8 @@ class DocumentViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.Gene
     action_permissions = {"list": READ, "retrieve": READ, "create": WRITE, "destroy": WRITE}
 
     def get_queryset(self):
-        documents = Document.objects.order_by("knowledge_base_id", "title", "id")
+        bases = services.readable_knowledge_bases(_role(self.request))
+        documents = Document.objects.filter(knowledge_base__in=bases).order_by("knowledge_base_id", "title", "id")
         kb = self.request.query_params.get("knowledge_base")
         if kb is not None:
             if not (kb.isascii() and kb.isdigit() and len(kb) < 19):
@@ -133,7 +139,7 @@ class DocumentViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.Gene
         return documents
 
     def get_object(self):
-        document = services.access_document(self.kwargs["pk"])
+        document = services.access_document(self.kwargs["pk"], role=_role(self.request))
         if document is None:
             raise exceptions.NotFound()
         return document

@@ -36,7 +36,7 @@ from agents.knowledge.models import (
 from tenants import audit, entitlements
 from tenants.context import require_tenant, tenant_context
 from tenants.models import Tenant
-from tenants.roles import Action, require
+from tenants.roles import Action, can, require
 from tenants.services import Actor, ServiceError
 
 log = logging.getLogger(__name__)
@@ -70,14 +70,18 @@ def _int_id(value) -> int | None:
     return None
 
 
-def access_knowledge_base(kb_id) -> KnowledgeBase | None:
+def access_knowledge_base(kb_id, *, role: str | None = None) -> KnowledgeBase | None:
+    """The base by id if `role` may read it (see readable_knowledge_bases), else None."""
     pk = _int_id(kb_id)
-    return KnowledgeBase.objects.filter(pk=pk).first() if pk is not None else None
+    return readable_knowledge_bases(role).filter(pk=pk).first() if pk is not None else None
 
 
-def access_document(doc_id) -> Document | None:
+def access_document(doc_id, *, role: str | None = None) -> Document | None:
     pk = _int_id(doc_id)
-    return Document.objects.select_related("knowledge_base").filter(pk=pk).first() if pk is not None else None
+    if pk is None:
+        return None
+    documents = Document.objects.filter(knowledge_base__in=readable_knowledge_bases(role))
+    return documents.select_related("knowledge_base").filter(pk=pk).first()
 
 
 def access_chunk(chunk_id) -> Chunk | None:
@@ -448,6 +452,22 @@ def ingest_document(tenant: Tenant, document_id: int, version: int) -> str:
 
 
 # --- agents and their knowledge ----------------------------------------------------------------------
+
+
+def readable_knowledge_bases(role: str | None):
+    """The tenant's knowledge bases a caller may see and search. Whoever manages knowledge
+    (and a machine client, role None) sees all of them; a member only the bases read by
+    the agents members may use, so a base outside that set stays as unknown as a missing one."""
+    bases = KnowledgeBase.objects.all()
+    if role is None or can(role, Action.MANAGE_KNOWLEDGE):
+        return bases
+    from agents import services as agent_services
+
+    agents = agent_services.agents_for_members(require_tenant())
+    linked = set(AgentKnowledge.objects.filter(agent__in=agents).values_list("agent_id", "knowledge_base_id"))
+    if any(agent.pk not in {a for a, _ in linked} for agent in agents):
+        return bases  # an agent with no chosen bases reads all of them
+    return bases.filter(pk__in={kb for _, kb in linked})
 
 
 def knowledge_bases_for_agent(agent) -> list[KnowledgeBase]:

@@ -223,7 +223,9 @@ def agent_knowledge(request):
 
 @tenant_view(Action.USE_AGENTS)
 def document_detail(request, document_id):
-    document = _document_or_404(document_id)
+    document = services.access_document(int_or_404(document_id), role=request.membership.role)
+    if document is None:
+        raise Http404("No such document")
     chunks = Chunk.objects.filter(document=document).order_by("position")
     context = {
         "document": document,

@@ -157,7 +157,10 @@ def test_the_admin_chooses_which_bases_an_agent_reads(admin, world):
 
 
 def test_members_read_cited_documents_but_do_not_manage(client, world):
+    from tests.agents.helpers import make_catalogue
+
     entitle(world.a.tenant)
+    make_catalogue(world.a.tenant)  # the helpdesk, enabled for members, reads every base
     kb = make_kb(world.a)
     document = ingest(world.a, kb, "policy.txt", "Refunds within 30 days.")
     client.force_login(world.a.member)
