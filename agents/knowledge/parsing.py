@@ -48,6 +48,12 @@ DOCX_MAX_UNCOMPRESSED = 200 * 1024 * 1024
 DOCX_MAX_XML = 50 * 1024 * 1024
 DOCX_MAX_RATIO = 100
 MAX_PDF_PAGES = 5000
+# Text a PDF may yield per byte of file (and at least MIN_PDF_TEXT_BUDGET characters): page
+# contents are compressed, but text rarely packs better than about 10:1. Pages that all draw
+# one shared stream make a file of 2 kB yield megabytes and minutes of extraction on the
+# shared tier queue; past the budget the file is refused instead.
+MAX_PDF_TEXT_PER_BYTE = 50
+MIN_PDF_TEXT_BUDGET = 200_000
 MAX_CSV_ROWS = 200_000
 
 _MAGIC = (
@@ -248,8 +254,15 @@ def parse_pdf(data: bytes) -> list[Section]:
         if len(reader.pages) > MAX_PDF_PAGES:
             raise ParseError(f"The PDF has more than {MAX_PDF_PAGES:,} pages.")
         sections = []
+        budget = max(MIN_PDF_TEXT_BUDGET, MAX_PDF_TEXT_PER_BYTE * len(data))
         for number, page in enumerate(reader.pages, start=1):
             text = clean(page.extract_text() or "")
+            budget -= len(text)
+            if budget < 0:
+                raise ParseError(
+                    "The PDF yields far more text than its size allows (pages repeating compressed "
+                    "content); it was not read."
+                )
             if text:
                 sections.append(Section("", text, page=number))
     except ParseError:
@@ -264,6 +277,39 @@ def parse_pdf(data: bytes) -> list[Section]:
 
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+
+
+class _DeclaresDTD(Exception):
+    pass
+
+
+def _refuse_dtd(*_args) -> None:
+    raise _DeclaresDTD
+
+
+def _parse_xml_without_dtd(xml: bytes):
+    """Parse a Word text part, refusing any DOCTYPE or entity declaration, whatever the
+    encoding: the byte check before this sees only ASCII spellings, and a UTF-16 part
+    declares entities ElementTree would expand. expat reads the part first with handlers
+    that refuse a DTD (as defusedxml does, without a dependency for one call); ElementTree
+    (whose C parser has no such hooks) then parses a part known to declare none."""
+    import xml.etree.ElementTree as ET
+    from xml.parsers import expat
+
+    scanner = expat.ParserCreate()
+    scanner.StartDoctypeDeclHandler = _refuse_dtd
+    scanner.EntityDeclHandler = _refuse_dtd
+    scanner.UnparsedEntityDeclHandler = _refuse_dtd
+    try:
+        scanner.Parse(xml, True)
+    except _DeclaresDTD:
+        raise ParseError("The .docx declares XML entities, which Word documents never do; it was not read.")
+    except expat.ExpatError:
+        raise ParseError("The .docx text part is not valid XML.")
+    try:
+        return ET.fromstring(xml)  # noqa: S314 (no DTD: refused above, so nothing to expand or fetch)
+    except ET.ParseError:
+        raise ParseError("The .docx text part is not valid XML.")
 
 
 def _check_zip(archive: zipfile.ZipFile) -> None:
@@ -305,13 +351,7 @@ def parse_docx(data: bytes) -> list[Section]:
         raise ParseError("The .docx text part is larger than 50 MB.")
     if b"<!DOCTYPE" in xml[:4096].upper() or b"<!ENTITY" in xml.upper():
         raise ParseError("The .docx declares XML entities, which Word documents never do; it was not read.")
-    import xml.etree.ElementTree as ET
-
-    try:
-        # No DOCTYPE/ENTITY got this far (checked above), so no entity expansion or external fetch.
-        root = ET.fromstring(xml)  # noqa: S314
-    except ET.ParseError:
-        raise ParseError("The .docx text part is not valid XML.")
+    root = _parse_xml_without_dtd(xml)
     sections: list[Section] = []
     heading, paragraphs = "", []
     for paragraph in root.iter(f"{_W}p"):

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
+
 import pytest
+from pypdf import PdfWriter
+from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
 from agents.knowledge import chunking
 from agents.knowledge.parsing import ParseError, Section, parse
@@ -136,3 +141,70 @@ def test_an_overlong_sentence_is_cut_on_whitespace():
     chunks = chunking.chunk_sections([Section("", "word " * 300)], size=200, overlap=0)
     assert all(len(c.text) <= 200 for c in chunks)
     assert all(not c.text.startswith("ord") for c in chunks)
+
+
+W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+
+
+def shared_content_pdf(pages: int, lines: int) -> bytes:
+    """A PDF whose every page draws one and the same compressed content stream."""
+    writer = PdfWriter()
+    page = writer.add_blank_page(612, 792)
+    line = b"(The quick brown fox jumps over the lazy dog 0123456789) Tj 0 -14 Td "
+    stream = DecodedStreamObject()
+    stream.set_data(b"BT /F1 12 Tf 72 720 Td " + line * lines + b"ET")
+    font = DictionaryObject(
+        {
+            NameObject("/Type"): NameObject("/Font"),
+            NameObject("/Subtype"): NameObject("/Type1"),
+            NameObject("/BaseFont"): NameObject("/Helvetica"),
+        }
+    )
+    page[NameObject("/Contents")] = writer._add_object(stream.flate_encode(level=9))
+    page[NameObject("/Resources")] = DictionaryObject(
+        {NameObject("/Font"): DictionaryObject({NameObject("/F1"): writer._add_object(font)})}
+    )
+    for _ in range(pages - 1):
+        writer.add_page(page)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+# Every page draws one shared compressed stream: 2 kB would yield megabytes of text and
+# minutes of extraction on the shared tier queue.
+def test_it_refuses_a_pdf_whose_text_is_out_of_all_proportion_to_its_size():
+    data = shared_content_pdf(pages=10, lines=1000)
+    assert len(data) < 2_000
+    with pytest.raises(ParseError):
+        parse("pdf", data)
+
+
+def test_a_pdf_with_a_normal_amount_of_text_for_its_size_is_read():
+    data = shared_content_pdf(pages=2, lines=20)
+    assert len(parse("pdf", data)) == 2
+
+
+# The byte check sees only ASCII spellings of <!ENTITY; a UTF-16 part would be expanded
+# (558 bytes into 1,000,000 characters) without the parser's own refusal.
+def test_it_refuses_a_docx_declaring_entities_in_utf16():
+    entities = '<!ENTITY a "AAAAAAAAAA">' + "".join(
+        f'<!ENTITY {name} "{("&" + inner + ";") * 10}">' for inner, name in zip("abcde", "bcdef", strict=True)
+    )
+    xml = (
+        f'<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE d [{entities}]>'
+        f'<w:document xmlns:w="{W}"><w:body><w:p><w:r><w:t>&f;</w:t></w:r></w:p></w:body></w:document>'
+    )
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", xml.encode("utf-16"))
+    with pytest.raises(ParseError):
+        parse("docx", package.getvalue())
+
+
+def test_an_overlong_word_is_cut_into_chunk_sized_pieces_in_order():
+    word = "".join(chr(97 + i % 26) for i in range(1050))
+    chunks = chunking.chunk_sections([Section("", f"Start {word} end.")], size=200, overlap=0)
+    assert all(len(c.text) <= 200 for c in chunks)
+    assert "".join(c.text for c in chunks).replace(" ", "") == f"Start{word}end."
