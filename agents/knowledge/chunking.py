@@ -38,9 +38,12 @@ def _hard_split(sentence: str, size: int) -> list[str]:
             current = word
         else:
             current = f"{current} {word}" if current else word
-        while len(current) > size:  # one "word" longer than a chunk (a URL, base64)
-            pieces.append(current[:size])
-            current = current[size:]
+        if len(current) > size:  # one "word" longer than a chunk (a URL, base64)
+            # Cut by index: re-slicing the rest each time round copied it again (quadratic
+            # in the word's length: a 4 MB "word" took seconds of the shared worker).
+            cut = len(current) - (len(current) % size or size)
+            pieces.extend(current[i : i + size] for i in range(0, cut, size))
+            current = current[cut:]
     if current:
         pieces.append(current)
     return pieces
