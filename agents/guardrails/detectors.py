@@ -665,7 +665,9 @@ class TopicMatcher:
     def find(self, text: str) -> list[tuple[str, float]]:
         if not self.topics:
             return []
-        everything = content_words(text[:8000])
+        # The whole text: a topic after padding is still the topic (a message may be 20,000
+        # characters, an answer from a JSON runtime arrives whole).
+        everything = content_words(text)
         candidates = [
             topic
             for topic in self.topics
@@ -674,7 +676,7 @@ class TopicMatcher:
         ]
         if not candidates:  # the usual case: no sentence can reach the threshold
             return []
-        windows = [content_words(s) for s in _sentences(text[:8000])]
+        windows = [content_words(s) for s in _sentences(text)]
         windows = [w for w in windows if w]
         hits = []
         for name, examples, name_words in candidates:

@@ -295,3 +295,15 @@ def test_excerpts_never_hold_the_raw_value_even_when_cut_mid_number():
     assert evaluation.triggers
     for trigger in evaluation.triggers:
         assert "4111" not in trigger.excerpt and "example.com" not in trigger.excerpt
+
+
+INVESTMENT = {"name": "Investment advice", "examples": ["which stocks should I buy now"]}
+
+
+def test_a_denied_topic_after_8000_characters_of_a_message_is_blocked():
+    """Padding does not hide a topic: the whole text is looked at (a message may be 20,000
+    characters), not its first 8,000."""
+    compiled = engine.compile_policy(policy.merge({"denied_topics": [INVESTMENT]}, {}))
+    question = "Which stocks should I buy now?"
+    assert compiled.evaluate_input(question).blocked
+    assert compiled.evaluate_input("Our office opens at nine. " * 320 + question).blocked

@@ -658,3 +658,15 @@ def test_a_tool_calls_arguments_go_through_bedrock_when_the_policy_says_so(
         ("output", "denied_topic", "block", "bedrock"),
         ("output", "injection", "block", "bedrock"),
     }
+
+
+def test_a_denied_topic_late_in_an_answer_sent_whole_is_blocked(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    """A JSON (non-streaming) runtime answers in one delta of any length: the topic after
+    8,000 characters of it is found too."""
+    topic = {"name": "Investment advice", "examples": ["which stocks should I buy now"]}
+    set_tier_policy(world.a.tenant.tier, {"denied_topics": [topic], "output_pii": False})
+    runtime.events = deltas("Our office opens at nine. " * 320 + "Which stocks should I buy now? Buy ACME.")
+    send(client, world, chatting, "Opening hours?", django_capture_on_commit_callbacks)
+    assert turn(world)[0].status == "blocked"
