@@ -16,7 +16,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from tenants.scoping import SharedOrTenantModel, TenantOwnedModel
+from tenants.scoping import SharedOrTenantModel, TenantOwnedModel, tenant_key_indexed_by_meta
 
 
 class Provider(models.TextChoices):
@@ -115,6 +115,7 @@ class Conversation(TenantOwnedModel):
     guardrail event and trace. Nothing billed changes; the person no longer sees it
     anywhere (agents.services.access_conversation, owned_conversations)."""
 
+    tenant = tenant_key_indexed_by_meta()  # Meta.indexes leads with tenant
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="+")
     title = models.CharField(max_length=200, blank=True)
@@ -155,6 +156,7 @@ class Message(TenantOwnedModel):
         USER = "user", "User"
         ASSISTANT = "assistant", "Assistant"
 
+    tenant = tenant_key_indexed_by_meta()  # Meta.indexes leads with tenant
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+")
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True)
@@ -182,6 +184,7 @@ class Message(TenantOwnedModel):
 class Invocation(TenantOwnedModel):
     """One agent turn. Its id is the idempotency key end to end."""
 
+    tenant = tenant_key_indexed_by_meta()  # Meta.indexes leads with tenant
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")

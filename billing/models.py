@@ -21,7 +21,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from tenants.scoping import PlatformModel, TenantOwnedModel
+from tenants.scoping import PlatformModel, TenantOwnedModel, tenant_key_indexed_by_meta
 
 COST_DIGITS = {"max_digits": 18, "decimal_places": 8}
 PRICE_DIGITS = {"max_digits": 14, "decimal_places": 8}
@@ -45,7 +45,7 @@ class UsageEvent(TenantOwnedModel):
     the tenant is PROTECTed, like the audit log.
     """
 
-    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="+", db_index=True)
+    tenant = tenant_key_indexed_by_meta(on_delete=models.PROTECT)  # Meta.indexes leads with tenant
     invocation_id = models.UUIDField()
     kind = models.CharField(max_length=20, choices=UsageKind.choices, default=UsageKind.AGENT_TURN)
     user = models.ForeignKey(
@@ -162,6 +162,8 @@ class UsageDaily(TenantOwnedModel):
     sum of the raw rows. `user_key` is the user's id, 0 for none (a NULL would
     defeat the unique constraint)."""
 
+    tenant = tenant_key_indexed_by_meta()  # the unique constraint leads with tenant
+
     day = models.DateField()
     model_key = models.CharField(max_length=100, blank=True)
     agent_slug = models.CharField(max_length=60, blank=True)
@@ -195,7 +197,6 @@ class UsageDaily(TenantOwnedModel):
                 fields=["tenant", "day", "model_key", "agent_slug", "user_key"], name="usage_daily_once_per_key"
             )
         ]
-        indexes = [models.Index(fields=["tenant", "day"])]
 
     def __str__(self) -> str:
         return f"{self.day} {self.model_key} {self.agent_slug} u{self.user_key}"
@@ -292,6 +293,7 @@ class MonthlyUsage(TenantOwnedModel):
     (… WHERE used + reserved + n <= limit), so parallel requests cannot overspend;
     metering moves a turn's reservation to `used` with its real numbers."""
 
+    tenant = tenant_key_indexed_by_meta()  # the unique constraint leads with tenant
     month = models.DateField(help_text="First day of the month (UTC).")
     user_key = models.BigIntegerField(default=0)
     tokens_used = models.BigIntegerField(default=0)
@@ -334,6 +336,7 @@ class ReservationStatus(models.TextChoices):
 class Reservation(TenantOwnedModel):
     """The estimate one admitted turn holds in MonthlyUsage until it finishes."""
 
+    tenant = tenant_key_indexed_by_meta()  # Meta.indexes leads with tenant
     invocation_id = models.UUIDField(unique=True)
     month = models.DateField()
     user_key = models.BigIntegerField(default=0)
