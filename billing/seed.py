@@ -38,7 +38,9 @@ from billing.models import (
     UsageKind,
     latency_bucket_field,
 )
+from tenants import audit
 from tenants.context import tenant_context
+from tenants.roles import Role
 
 DAYS = 62
 NAMESPACE = uuid.UUID("6f1d1c1e-6a43-4f0e-9b8e-2f7f0c9d0a11")
@@ -206,9 +208,18 @@ def _seed_tenant(tenant, profile: Profile, now: dt.datetime) -> int:
     ThrottleEvent.objects.bulk_create(throttles, batch_size=2000)
     write_rollups(tenant, events, throttles)
     if profile.budget is not None:
-        TenantBudget.objects.update_or_create(
+        budget, new = TenantBudget.objects.update_or_create(
             defaults={"monthly_budget": profile.budget, "soft_alert_percent": profile.alert_percent}
         )
+        if new:
+            audit.record(
+                "billing.budget_set",
+                actor=audit.seeded_by(Role.OWNER),
+                tenant=tenant,
+                target=budget,
+                target_repr="Monthly budget",
+                after={"monthly_budget": f"{profile.budget:.2f}", "soft_alert_percent": profile.alert_percent},
+            )
     _draft_invoices(tenant, today)
     return len(events)
 

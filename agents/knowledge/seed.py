@@ -17,8 +17,10 @@ from django.db import transaction
 from agents.guardrails.services import canary_for
 from agents.knowledge import services
 from agents.knowledge.models import Document, DocumentStatus, KnowledgeBase
+from tenants import audit
 from tenants.context import tenant_context
 from tenants.models import Tenant
+from tenants.roles import Role
 
 POLICY = """# Returns and refunds
 
@@ -95,7 +97,7 @@ DOCUMENTS = (
 )
 
 
-def _document(kb: KnowledgeBase, filename: str, title: str, data: bytes) -> bool:
+def _document(kb: KnowledgeBase, filename: str, title: str, data: bytes, actor=None) -> bool:
     checksum = hashlib.sha256(data).hexdigest()
     if Document.objects.filter(knowledge_base=kb, checksum=checksum, status=DocumentStatus.READY).exists():
         return False
@@ -110,6 +112,13 @@ def _document(kb: KnowledgeBase, filename: str, title: str, data: bytes) -> bool
         document.status, document.error = DocumentStatus.UPLOADED, ""
         document.file.save(filename, ContentFile(data), save=False)
         document.save()
+        audit.record(
+            "knowledge.document_uploaded" if document.version == 1 else "knowledge.document_replaced",
+            actor=actor,
+            tenant=kb.tenant,
+            target=document,
+            after={"knowledge_base": kb.name, "filename": filename, "version": document.version, "size": len(data)},
+        )
     services.ingest_document(kb.tenant, document.pk, document.version)
     return True
 
@@ -124,10 +133,19 @@ def seed_knowledge() -> int:
         # tenant's answer that contains it (cross-tenant leakage), while this tenant's may.
         facts = {**facts, "canary": canary_for(tenant)}
         with tenant_context(tenant):
+            admin = audit.seeded_by(Role.ADMIN)
             for kb_name, filename, title, template in DOCUMENTS:
                 kb, new = KnowledgeBase.objects.get_or_create(
                     name=kb_name, defaults={"description": f"{facts['name']} {kb_name.lower()} for the demo"}
                 )
                 created += new
-                created += _document(kb, filename, title, template.format(**facts).encode())
+                if new:
+                    audit.record(
+                        "knowledge.base_created",
+                        actor=admin,
+                        tenant=tenant,
+                        target=kb,
+                        after={"name": kb.name, "backend": kb.backend},
+                    )
+                created += _document(kb, filename, title, template.format(**facts).encode(), admin)
     return created

@@ -11,6 +11,7 @@ from decimal import Decimal
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from tenants import audit
 from tenants.context import tenant_context
 from tenants.models import DeploymentModel, Membership, Tenant, Tier, User
 from tenants.roles import Role
@@ -122,7 +123,9 @@ class Command(BaseCommand):
     @transaction.atomic
     def handle(self, *args, **options):
         created = 0
-        _, new = self._user(OPERATOR_EMAIL, "Olivia Operator", is_staff=True, is_superuser=True)
+        # What the seed creates is recorded in the audit log as its people would have done it
+        # (only when created: running the seed again adds nothing).
+        operator, new = self._user(OPERATOR_EMAIL, "Olivia Operator", is_staff=True, is_superuser=True)
         created += new
         tiers = {}
         for spec in TIERS:
@@ -142,11 +145,23 @@ class Command(BaseCommand):
             )
             created += new
             with tenant_context(tenant):
+                if new:
+                    audit.record(
+                        "tenant.created",
+                        actor=operator,
+                        tenant=tenant,
+                        target=tenant,
+                        after={"tier": tier_slug, "deployment_model": model, "region": region},
+                    )
                 for email, full_name, role in demo_users(slug):
                     user, new = self._user(email, full_name)
                     created += new
-                    _, new = Membership.objects.get_or_create(user=user, defaults={"role": role})
+                    membership, new = Membership.objects.get_or_create(user=user, defaults={"role": role})
                     created += new
+                    if new:
+                        audit.record(
+                            "membership.created", actor=user, tenant=tenant, target=membership, after={"role": role}
+                        )
         from agents.seed import seed_catalogue
 
         created += seed_catalogue()
