@@ -160,7 +160,12 @@ class Command(BaseCommand):
                     created += new
                     if new:
                         audit.record(
-                            "membership.created", actor=user, tenant=tenant, target=membership, after={"role": role}
+                            "membership.created",
+                            actor=user,
+                            tenant=tenant,
+                            target=membership,
+                            target_repr=user.email,
+                            after={"role": role, "via": "demo seed"},
                         )
         from agents.seed import seed_catalogue
 
