@@ -295,7 +295,8 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
     guard_seconds = 0.0
     blocked = None
     # With PII redaction on answers, the browser gets the redacted, stable part of the
-    # answer every SHOW_EVERY characters instead of each raw delta (guard.shown()).
+    # answer every SHOW_EVERY characters instead of each raw delta (guard.shown()); else the
+    # deltas as the output check clears them (guard.cleared). `shown`: what it has so far.
     holds_back = None  # read at the first delta: the policy lookup stays off the path to the runtime
     shown, shown_at = "", 0
     runtime_span = {"started": time.time(), "clock": time.perf_counter(), "first_token_ms": None}
@@ -322,8 +323,8 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
             )
         if verdict.blocked and status != MessageStatus.FAILED:
             status, reason = MessageStatus.BLOCKED, verdict.message
-        elif not verdict.blocked and verdict.text and (holds_back or (holds_back is None and guard.holds_back)):
-            shown = _show(publisher, shown, verdict.text)  # the rest, as it is stored
+        elif not verdict.blocked and verdict.text:
+            shown = _show(publisher, shown, verdict.text)  # the rest (not relayed yet), as it is stored
         message_id = _finish(
             invocation,
             verdict.text,
@@ -397,16 +398,20 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
                     if holds_back is None:
                         holds_back = guard.holds_back
                     answer.append(event.get("text", ""))
+                    raw = "".join(answer)
                     checking = time.perf_counter()
-                    blocked = guard.check("".join(answer))
+                    blocked = guard.check(raw)
                     guard_seconds += time.perf_counter() - checking
                     if blocked is not None:
                         break
                     if not holds_back:
-                        publisher.delta(event.get("text", ""))
-                    elif sum(map(len, answer)) - shown_at >= SHOW_EVERY:
+                        # What the output check has cleared: each delta as it comes, unless the
+                        # policy can block the text (then what the check passed, see check()).
+                        if guard.cleared > len(shown):
+                            publisher.delta(raw[len(shown) : guard.cleared])
+                            shown = raw[: guard.cleared]
+                    elif len(raw) - shown_at >= SHOW_EVERY:
                         checking = time.perf_counter()
-                        raw = "".join(answer)
                         shown, shown_at = _show(publisher, shown, guard.shown(raw)), len(raw)
                         guard_seconds += time.perf_counter() - checking
                 elif kind == "citation":

@@ -14,6 +14,7 @@ run for the turn (`guardrail_checks`).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -73,6 +74,46 @@ OVERLAP = 96
 # Characters of a streamed answer kept back while output PII is redacted: longer than any
 # built-in entity (an IBAN is at most 34 characters, a spaced card number 23).
 HOLD_BACK = OVERLAP
+# Where the output policy can block (blocked terms, denied topics, PII or a custom entity
+# whose action is "block"), no text is relayed before the full check has passed it: the
+# check runs every STEP new characters (over them plus OVERLAP before), and only the text
+# checked HOLD_BACK characters ago or earlier goes out, so a term or value still being
+# written is never relayed in part. STEP: see tests/bench/guardrails.py (its cost per turn).
+STEP = 64
+# How far back a window of a policy with denied topics reaches for the start of its first
+# sentence (topics are found sentence by sentence: a fragment is not the sentence).
+SENTENCE_LOOKBACK = 1024
+_SENTENCE_END = re.compile(r"[.!?;\n]\s+")
+
+
+def last_sentence_start(text: str, lo: int = 0, hi: int | None = None) -> int:
+    """Where the last sentence begun in text[lo:hi] starts (as detectors._sentences splits
+    sentences), or `lo` when no sentence ends there."""
+    start = lo
+    for match in _SENTENCE_END.finditer(text, lo, len(text) if hi is None else hi):
+        start = match.end()
+    return start
+
+
+def window_start(text: str, checked_upto: int, topics: bool) -> int:
+    """Where the next mid-stream check of `text` starts: OVERLAP characters before what was
+    checked, and with denied topics, back to the start of the sentence that reaches there."""
+    start = max(0, checked_upto - OVERLAP)
+    if topics and start:
+        floor = max(0, start - SENTENCE_LOOKBACK)
+        start = last_sentence_start(text, floor, start + 1) if floor < start else start
+    return start
+
+
+def relay_limit(text: str, checked_upto: int, window: int, topics: bool) -> int:
+    """How much of `text` may be relayed once text[:checked_upto] passed the check whose
+    window started at `window`: up to HOLD_BACK characters before its end (a term or a
+    value may still be being written there), and with denied topics only whole sentences
+    (a sentence is judged whole: its first words may be a topic's when it ends)."""
+    limit = max(0, checked_upto - HOLD_BACK)
+    if topics:
+        limit = min(limit, last_sentence_start(text, window, checked_upto) if window < checked_upto else window)
+    return limit
 
 
 class OutputGuard:
@@ -88,6 +129,8 @@ class OutputGuard:
         self.windows = 0
         self._checked_upto = 0
         self._markers_upto = 0
+        self.cleared = 0  # characters of the streamed text that may be relayed (check())
+        self._screens = self._holds_all = self._topics = None
         self._effective = None
         self._recorded = False
 
@@ -119,8 +162,32 @@ class OutputGuard:
         if self.supplied is not None:
             self.supplied.prime()
 
+    @property
+    def screens(self) -> bool:
+        """Whether the policy can block an answer for its text (beyond other tenants' markers,
+        checked on every delta): then no streamed text is relayed before the full check has
+        passed it (see cleared)."""
+        compiled, config = self.effective.compiled, self.effective.config
+        pii_blocks = compiled.output_pii and (
+            "block" in compiled.entity_actions.values() or any(action == "block" for *_c, action in compiled.custom)
+        )
+        return bool(
+            config["backend"] != "builtin"
+            or compiled.json_schema
+            or compiled.terms.size
+            or compiled.topics.topics
+            or pii_blocks
+        )
+
+    @property
+    def holds_all(self) -> bool:
+        """Whether only the whole answer can be judged: a remote backend (asked once, at the
+        end) or a required answer format. Then nothing is relayed before final()."""
+        return bool(self.effective.config["backend"] != "builtin" or self.effective.compiled.json_schema)
+
     def check(self, text_so_far: str) -> OutputVerdict | None:
-        """None while the streamed text is acceptable; a verdict stops the stream."""
+        """None while the streamed text is acceptable; a verdict stops the stream. After it,
+        `cleared` says how much of the text may be relayed."""
         self._prime()
         start = max(0, self._markers_upto - OVERLAP)
         self._markers_upto = len(text_so_far)
@@ -128,9 +195,17 @@ class OutputGuard:
         self.checks += leak.checks
         if leak.blocked:
             return self._block(leak)
-        if len(text_so_far) - self._checked_upto < WINDOW:
+        if self._screens is None:
+            self._screens, self._holds_all = self.screens, self.holds_all
+            self._topics = bool(self.effective.compiled.topics.topics)
+        if not self._screens:
+            # Nothing but a marker can block it mid-stream: every delta goes out as it comes
+            # (redactions are applied by final(), or by shown() as the stream goes).
+            self.cleared = len(text_so_far)
             return None
-        start = max(0, self._checked_upto - OVERLAP)
+        if self._holds_all or len(text_so_far) - self._checked_upto < STEP:
+            return None
+        start = window_start(text_so_far, self._checked_upto, self._topics)
         self._checked_upto = len(text_so_far)
         self.windows += 1
         evaluation = services.run_output(
@@ -139,7 +214,10 @@ class OutputGuard:
         self.checks += evaluation.checks
         # Mid-stream only blocks stop the stream; redactions are applied by final(), whose
         # text replaces what was shown when the turn ends.
-        return self._block(evaluation) if evaluation.blocked else None
+        if evaluation.blocked:
+            return self._block(evaluation)
+        self.cleared = max(self.cleared, relay_limit(text_so_far, self._checked_upto, start, self._topics))
+        return None
 
     @property
     def holds_back(self) -> bool:
@@ -151,9 +229,10 @@ class OutputGuard:
 
     def shown(self, text_so_far: str) -> str:
         """What the person may see of the answer so far: all but the last HOLD_BACK
-        characters (a value still being written may yet turn out to be an entity), with
-        PII replaced by its placeholder, exactly as the stored answer will have it."""
-        stable = text_so_far[: max(0, len(text_so_far) - HOLD_BACK)]
+        characters (a value still being written may yet turn out to be an entity), and no
+        more than check() cleared, with PII replaced by its placeholder, exactly as the
+        stored answer will have it."""
+        stable = text_so_far[: min(max(0, len(text_so_far) - HOLD_BACK), self.cleared)]
         evaluation = Evaluation(text=stable)
         try:
             self.effective.compiled.pii(stable, evaluation, OUTPUT)

@@ -81,6 +81,35 @@ def _percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+# Step sizes of the output check compared (enforce.STEP is the one in use).
+STEPS = (16, 32, 64, 128)
+
+
+def _turn_ms(compiled, markers, answers: list[str], step: int) -> list[float]:
+    """Each answer's output checks as OutputGuard runs them while it streams in 40-character
+    deltas: the marker pass on each, the full check every `step` characters (its window
+    from enforce.window_start), the cleared prefix (enforce.relay_limit), the final check."""
+    from agents.guardrails import enforce, engine
+
+    topics = bool(compiled.topics.topics)
+    timings = []
+    for answer in answers:
+        started = time.perf_counter()
+        seen, checked, cleared = 0, 0, 0
+        for end in range(40, len(answer) + 40, 40):
+            part = answer[:end]
+            compiled.cross_tenant(part[max(0, seen - enforce.OVERLAP) :], engine.Evaluation(text=""), markers, 0)
+            seen = len(part)
+            if len(part) - checked >= step:
+                start = enforce.window_start(part, checked, topics)
+                checked = len(part)
+                compiled.evaluate_output(part[start:], markers=markers, tenant_id=0)
+                cleared = max(cleared, enforce.relay_limit(part, checked, start, topics))
+        compiled.evaluate_output(answer, markers=markers, tenant_id=0, final=True)
+        timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
 def speed(runs: int = 400) -> dict:
     from agents.guardrails import detectors, enforce, engine, policy
 
@@ -115,20 +144,14 @@ def speed(runs: int = 400) -> dict:
         started = time.perf_counter()
         compiled.evaluate_input(checked)
         input_ms.append((time.perf_counter() - started) * 1000)
-    # A whole turn's output checks: marker pass per ~40-char delta, full checks per window, final.
-    turn_ms = []
-    for answer in [f"{i:05d} {text[6:]}" for i in range(max(50, runs // 8))]:  # each turn its own answer
-        started = time.perf_counter()
-        seen, checked = 0, 0
-        for end in range(40, len(answer) + 40, 40):
-            part = answer[:end]
-            compiled.cross_tenant(part[max(0, seen - enforce.OVERLAP) :], engine.Evaluation(text=""), markers, 0)
-            seen = len(part)
-            if len(part) - checked >= enforce.WINDOW:
-                compiled.evaluate_output(part[max(0, checked - enforce.OVERLAP) :], markers=markers, tenant_id=0)
-                checked = len(part)
-        compiled.evaluate_output(answer, markers=markers, tenant_id=0, final=True)
-        turn_ms.append((time.perf_counter() - started) * 1000)
+    # A whole turn's output checks: marker pass per ~40-char delta, full checks per window
+    # before the text is relayed (the policy can block: blocked terms, a denied topic), final.
+    # Each step size is measured (and the windows of 256 the stream was once checked in).
+    # Each turn its own answer, different in every window (the detectors' cache of recent
+    # findings would make a window seen in an earlier turn free).
+    answers = [f"{i:05d} {text[6:]}".replace("4481", f"{i:04d}") for i in range(max(50, runs // 8))]
+    per_step = {step: _turn_ms(compiled, markers, answers, step) for step in (*STEPS, enforce.WINDOW)}
+    turn_ms = per_step[enforce.STEP]
     return {
         "text_chars": len(text),
         "blocked_terms": 1000,
@@ -136,6 +159,11 @@ def speed(runs: int = 400) -> dict:
         "check_ms_p99": round(_percentile(input_ms, 0.99), 3),
         "output_turn_ms_p50": round(statistics.median(turn_ms), 3),
         "output_turn_ms_p99": round(_percentile(turn_ms, 0.99), 3),
+        "output_step": enforce.STEP,
+        "output_turn_ms_by_step": {
+            step: {"p50": round(statistics.median(ms), 3), "p99": round(_percentile(ms, 0.99), 3)}
+            for step, ms in per_step.items()
+        },
         "runs": runs,
     }
 
@@ -167,6 +195,8 @@ def main() -> int:
     print(f"injection: TPR {acc['injection_tpr']}, FPR {acc['injection_fpr']}")
     print(f"speed: check p50 {spd['check_ms_p50']} ms, p99 {spd['check_ms_p99']} ms (2,000 chars, 1,000 terms)")
     print(f"       output checks per turn p50 {spd['output_turn_ms_p50']} ms, p99 {spd['output_turn_ms_p99']} ms")
+    for step, ms in spd["output_turn_ms_by_step"].items():
+        print(f"       checked every {step:>3} characters: per turn p50 {ms['p50']} ms, p99 {ms['p99']} ms")
     print(f"written to {RESULT}")
     return 0
 

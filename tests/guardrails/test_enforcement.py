@@ -252,7 +252,10 @@ def test_the_output_guard_checks_in_windows_and_counts_its_checks(world):
         for _ in range(100):
             text += "word " * 4
             assert guard.check(text) is None
-        assert guard.windows == len(text) // enforce.WINDOW
+        # Its policy can block (a blocked term): checked every STEP characters or more, as
+        # the deltas (20 characters each) reach it.
+        assert guard.windows == len(text) // (20 * -(-enforce.STEP // 20))
+        assert guard.cleared == len(text) - enforce.HOLD_BACK
         assert guard.checks >= guard.windows
         assert guard.final(text + " mail a@b.co").text.endswith("mail [EMAIL]")
 

@@ -1,0 +1,118 @@
+"""What the output policy blocks never reaches the browser or the stream store, and everything
+shown or stored with an answer (citations, tool calls' names and ids, the runtime's error)
+passes the same checks. Real chat turns (Celery eager, fake runtime at its seam)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents import streaming
+from agents.models import Invocation
+from tenants.context import tenant_context
+from tests.agents.test_chat import start
+from tests.guardrails.conftest import set_tier_policy
+from tests.guardrails.test_enforcement import deltas, published_text, send, turn
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def chatting(client, world, catalogue, runtime, eager):
+    client.force_login(world.a.member)
+    return start(client, world.a, catalogue.helpdesk)
+
+
+def chunks(text: str, size: int = 10) -> list[str]:
+    """`text` as a streaming runtime sends it: a few characters a delta."""
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def stream_store(world, invocation) -> str:
+    """Everything the stream store holds for the turn, as a reader resuming anywhere gets it."""
+    with tenant_context(world.a.tenant):
+        events = streaming.read(invocation.pk, 0)
+    return " ".join(str(event.data) for event in events)
+
+
+# --- R1: a blocked answer is checked before any of it is relayed -------------------------------
+
+BENIGN = "Our refund window is thirty days for most purchases, and shipping is free. "
+
+
+@pytest.mark.parametrize(
+    ("policy", "answer", "secret"),
+    [
+        ({"blocked_terms": ["nightingale"], "output_pii": False}, "The plan is called Nightingale.", "plan is"),
+        (
+            {"denied_topics": [{"name": "Investment advice", "examples": ["which stocks should I buy now"]}]}
+            | {"output_pii": False},
+            "Which stocks should I buy now? Buy ACME shares today.",
+            "ACME",
+        ),
+        ({"entities": {"card": "block"}, "output_pii": True}, "Your card is 4111 1111 1111 1111.", "4111"),
+    ],
+    ids=["blocked term", "denied topic", "pii block"],
+)
+def test_a_short_blocked_answer_is_never_relayed_nor_stored_in_the_stream(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks, policy, answer, secret
+):
+    set_tier_policy(world.a.tenant.tier, policy)
+    runtime.events = deltas(*chunks(answer, 5))
+    send(client, world, chatting, "Tell me", django_capture_on_commit_callbacks)
+
+    invocation, _asked, stored, _events = turn(world)
+    assert (invocation.status, stored.blocked_by_guardrails) == ("blocked", True)
+    stream = stream_store(world, invocation)
+    assert secret not in stream and answer[:8] not in stream, stream
+    shown, events = published_text(world, invocation)
+    assert not any(event.kind == "delta" for event in events)
+    assert events[-1].kind == "blocked"
+
+
+@pytest.mark.parametrize("output_pii", [False, True], ids=["deltas as they come", "redacted stream"])
+def test_a_blocked_term_late_in_a_long_answer_is_never_relayed(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks, output_pii
+):
+    set_tier_policy(world.a.tenant.tier, {"blocked_terms": ["nightingale"], "output_pii": output_pii})
+    answer = BENIGN * 4 + "The project is called Nightingale and it starts soon. " + BENIGN * 4
+    runtime.events = deltas(*chunks(answer))
+    send(client, world, chatting, "Tell me", django_capture_on_commit_callbacks)
+
+    invocation, _asked, stored, _events = turn(world)
+    assert invocation.status == "blocked"
+    stream = stream_store(world, invocation)
+    assert "Nightingale" not in stream and "Nighting" not in stream and "project is" not in stream, stream
+    _shown, events = published_text(world, invocation)
+    relayed = "".join(event.data.get("text", "") for event in events if event.kind == "delta")
+    assert relayed.startswith(BENIGN * 2)  # what was checked clean well before it did stream
+    assert stored.content == "The answer was withheld by your organisation's guardrails."
+
+
+def test_an_answer_that_passes_still_streams_in_pieces_and_ends_whole(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"blocked_terms": ["nightingale"], "output_pii": False})
+    answer = BENIGN * 8
+    runtime.events = deltas(*chunks(answer))
+    send(client, world, chatting, "Tell me", django_capture_on_commit_callbacks)
+
+    invocation, _asked, stored, _events = turn(world)
+    shown, events = published_text(world, invocation)
+    assert (invocation.status, stored.content, shown) == ("done", answer, answer)
+    before_end = [e for e in events[:-1] if e.kind == "delta"]
+    assert len(before_end) > 3  # streamed as it came, not only at the end
+
+
+def test_nothing_blocked_leaks_through_a_resumed_stream(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    """A reader resuming with Last-Event-ID after any event gets nothing of the blocked text."""
+    set_tier_policy(world.a.tenant.tier, {"blocked_terms": ["nightingale"], "output_pii": False})
+    runtime.events = deltas(*chunks(BENIGN + "Nightingale it is."))
+    send(client, world, chatting, "Tell me", django_capture_on_commit_callbacks)
+    with tenant_context(world.a.tenant):
+        invocation = Invocation.objects.get()
+        everything = streaming.read(invocation.pk, 0)
+        for event in everything:
+            resumed = streaming.read(invocation.pk, event.seq)
+            assert "Nightingale" not in str([e.data for e in resumed])
