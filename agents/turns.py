@@ -415,7 +415,10 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
                         shown, shown_at = _show(publisher, shown, guard.shown(raw)), len(raw)
                         guard_seconds += time.perf_counter() - checking
                 elif kind == "citation":
-                    citations.append({k: v for k, v in event.items() if k != "type"})
+                    # Shown and stored with the answer: it passes the output policy too.
+                    checking = time.perf_counter()
+                    citations.append(guard.citation({k: v for k, v in event.items() if k != "type"}))
+                    guard_seconds += time.perf_counter() - checking
                     publisher.emit("citation", citations[-1])
                 elif kind == "tool_call":
                     # Shown and stored with the answer: its arguments pass the output policy too.

@@ -254,12 +254,28 @@ class OutputGuard:
         text caused it) and each that would be blocked becomes BLOCKED_VALUE. Keys made equal
         by this are numbered ("[BLOCKED]", "[BLOCKED 2]"), so the arguments stay valid JSON.
         The call's own fields ("input", "result") are the runtime's, not the model's."""
-        content = {key: value for key, value in call.items() if key not in TOOL_CALL_IDENTIFIERS}
+        return self._enforced(call, TOOL_CALL_IDENTIFIERS)
+
+    def citation(self, citation: dict) -> dict:
+        """A citation as it may be shown and stored: its title, excerpt, source, URL and every
+        other value through the answer's output checks, as a tool call's arguments are (one
+        pass over them all; redacted where the policy redacts, each value BLOCKED_VALUE where
+        it blocks; its events its own). Only its position in the answer (an integer "index")
+        is kept as it comes. The runtime reports what the model cited, and the model (or a
+        passage it was handed) can put a person's details or another tenant's name there."""
+        index = citation.get("index")
+        kept = ("index",) if isinstance(index, int) and not isinstance(index, bool) else ()
+        return self._enforced(citation, kept)
+
+    def _enforced(self, item: dict, kept: tuple[str, ...]) -> dict:
+        """`item` (a tool call, a citation) with every value but those of its `kept` fields
+        through the output checks, together (see tool_call)."""
+        content = {key: value for key, value in item.items() if key not in kept}
         segments = list(_segments(content, keys=False))
         if not segments:
-            return call
+            return item
         values = [text for _is_key, text in segments]
-        self._prime()  # a tool call can come before the answer's first text
+        self._prime()  # a tool call or citation can come before the answer's first text
         text = _VALUE_SEPARATOR.join(values)
         evaluation = services.run_output(
             self.effective, self.tenant.pk, text, final=True, supplied=self.supplied, answer=False
@@ -277,12 +293,12 @@ class OutputGuard:
             keys = iter(self._tool_keys([text for is_key, text in segments if is_key]))
             enforced = [next(keys) if is_key else BLOCKED_VALUE for is_key, _text in segments]
         elif evaluation.text == text:
-            return call
+            return item
         else:
             enforced = evaluation.text.split(_VALUE_SEPARATOR)
             if len(enforced) != len(values):  # a redaction took in a separator: value by value
                 enforced = [self._tool_value(value) for value in values]
-        return {**call, **_with_scalars(content, iter(enforced), keys=False)}
+        return {**item, **_with_scalars(content, iter(enforced), keys=False)}
 
     def _tool_keys(self, keys: list[str]) -> list[str]:
         """The keys of a tool call the policy blocks, as each may be kept: checked together

@@ -328,6 +328,8 @@ def test_the_soft_time_limit_in_a_bedrock_final_check_interrupts_the_turn(world,
         world.a.tenant.tier, {"backend": "bedrock", "bedrock_guardrail_id": "gr-1", "failure_mode": failure_mode}
     )
     backends.set_client(time_limit_during_apply_guardrail())
+    # No citation: it would be checked (by Bedrock) before the answer's final check.
+    runtime.events = [event for event in runtime.events if event["type"] != "citation"]
 
     assert run_turn.apply(args=[world.a.tenant.pk, str(invocation.pk)]).get() == "failed"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from agents import streaming
+from agents.guardrails import enforce
 from agents.models import Invocation
 from tenants.context import tenant_context
 from tests.agents.test_chat import start
@@ -101,6 +102,65 @@ def test_an_answer_that_passes_still_streams_in_pieces_and_ends_whole(
     assert (invocation.status, stored.content, shown) == ("done", answer, answer)
     before_end = [e for e in events[:-1] if e.kind == "delta"]
     assert len(before_end) > 3  # streamed as it came, not only at the end
+
+
+# --- R2: citations pass the output policy ------------------------------------------------------
+
+
+def citation(**fields) -> dict:
+    return {"type": "citation", "index": 1, "passage_id": "p1", "source": "policies/refunds.md"} | fields
+
+
+def test_a_citation_is_redacted_where_the_answer_is(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"entities": {"email": "redact", "phone": "redact"}})
+    runtime.events = [
+        citation(title="Mail jane.doe@example.com", excerpt="Call 555-201-3344 for refunds."),
+        *deltas("See the refund policy."),
+    ]
+    send(client, world, chatting, "Refunds?", django_capture_on_commit_callbacks)
+
+    invocation, _asked, stored, events = turn(world)
+    expected = {
+        "index": 1,
+        "passage_id": "p1",
+        "source": "policies/refunds.md",
+        "title": "Mail [EMAIL]",
+        "excerpt": "Call [PHONE] for refunds.",
+    }
+    assert (invocation.status, stored.citations) == ("done", [expected])
+    stream = stream_store(world, invocation)
+    assert "jane.doe" not in stream and "3344" not in stream
+    assert [e.data for e in published_text(world, invocation)[1] if e.kind == "citation"] == [expected]
+    assert sorted((e.stage, e.rule, e.action) for e in events) == [
+        ("output", "email", "redact"),
+        ("output", "phone", "redact"),
+    ]
+
+
+def test_a_citation_naming_another_tenant_is_withheld(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"blocked_terms": ["nightingale"]})
+    runtime.events = [
+        citation(title="Bravo Inc pricing", snippet="Bravo Inc pays 10% less."),
+        citation(index=2, passage_id="p2", title="Project Nightingale", url="https://example.com/x"),
+        *deltas("See the sources."),
+    ]
+    send(client, world, chatting, "Prices?", django_capture_on_commit_callbacks)
+
+    invocation, _asked, stored, events = turn(world)
+    assert invocation.status == "done"
+    stream = stream_store(world, invocation)
+    for leaked in ("Bravo", "Nightingale", "10% less"):
+        assert leaked not in stream and leaked not in str(stored.citations)
+    assert stored.citations[0]["title"] == enforce.BLOCKED_VALUE
+    assert stored.citations[1]["url"] == enforce.BLOCKED_VALUE
+    assert {(e.stage, e.category, e.action) for e in events} == {
+        ("output", "cross_tenant", "block"),
+        ("output", "blocked_term", "block"),
+    }
 
 
 def test_nothing_blocked_leaks_through_a_resumed_stream(
