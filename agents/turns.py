@@ -429,7 +429,11 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
                 elif kind == "usage":
                     usage = event
                 elif kind == "error":
-                    raise runtime_gateway.RuntimeRejected(event.get("message") or "The agent reported an error.")
+                    # Shown and stored: the runtime's words pass the output policy too.
+                    checking = time.perf_counter()
+                    message = guard.error_message(str(event.get("message") or ""))
+                    guard_seconds += time.perf_counter() - checking
+                    raise runtime_gateway.RuntimeRejected(message or guardrails.WITHHELD_ERROR)
                 if time.monotonic() >= next_cancel_check:
                     next_cancel_check = time.monotonic() + CANCEL_CHECK_SECONDS
                     if Invocation.objects.filter(pk=invocation.pk, cancel_requested=True).exists():

@@ -253,8 +253,13 @@ class OutputGuard:
         policy blocks, the keys are checked again on their own (a block says nothing of which
         text caused it) and each that would be blocked becomes BLOCKED_VALUE. Keys made equal
         by this are numbered ("[BLOCKED]", "[BLOCKED 2]"), so the arguments stay valid JSON.
-        The call's own fields ("input", "result") are the runtime's, not the model's."""
-        return self._enforced(call, TOOL_CALL_IDENTIFIERS)
+        The call's own fields ("input", "result") are the runtime's, not the model's.
+
+        Its name and id (TOOL_CALL_IDENTIFIERS) are checked in the same pass, as keys are:
+        a runtime under the model's influence can put anything there. Redacted where the
+        policy redacts; in a call the policy blocks, checked again on their own, each that
+        would be blocked becoming BLOCKED_VALUE (a blocked argument leaves the name shown)."""
+        return self._enforced(call, TOOL_CALL_IDENTIFIERS, own=TOOL_CALL_IDENTIFIERS)
 
     def citation(self, citation: dict) -> dict:
         """A citation as it may be shown and stored: its title, excerpt, source, URL and every
@@ -267,11 +272,15 @@ class OutputGuard:
         kept = ("index",) if isinstance(index, int) and not isinstance(index, bool) else ()
         return self._enforced(citation, kept)
 
-    def _enforced(self, item: dict, kept: tuple[str, ...]) -> dict:
+    def _enforced(self, item: dict, kept: tuple[str, ...], own: tuple[str, ...] = ()) -> dict:
         """`item` (a tool call, a citation) with every value but those of its `kept` fields
-        through the output checks, together (see tool_call)."""
+        through the output checks, together (see tool_call); the values of its `own` fields
+        (among `kept`: its name, its id) checked with them, and on their own, like keys,
+        when the check blocks."""
         content = {key: value for key, value in item.items() if key not in kept}
-        segments = list(_segments(content, keys=False))
+        identifiers = {key: item[key] for key in own if _is_scalar(item.get(key))}
+        segments = [(True, text) for value in identifiers.values() for _is_key, text in _segments(value)]
+        segments += list(_segments(content, keys=False))
         if not segments:
             return item
         values = [text for _is_key, text in segments]
@@ -298,7 +307,9 @@ class OutputGuard:
             enforced = evaluation.text.split(_VALUE_SEPARATOR)
             if len(enforced) != len(values):  # a redaction took in a separator: value by value
                 enforced = [self._tool_value(value) for value in values]
-        return {**item, **_with_scalars(content, iter(enforced), keys=False)}
+        enforced = iter(enforced)
+        own_enforced = {key: _with_scalars(value, enforced) for key, value in identifiers.items()}
+        return {**item, **own_enforced, **_with_scalars(content, enforced, keys=False)}
 
     def _tool_keys(self, keys: list[str]) -> list[str]:
         """The keys of a tool call the policy blocks, as each may be kept: checked together
@@ -323,6 +334,28 @@ class OutputGuard:
         self.checks += evaluation.checks
         return BLOCKED_VALUE if evaluation.blocked else evaluation.text
 
+    def error_message(self, message: str) -> str:
+        """The runtime's error message as it may be shown and stored (the person reads it, the
+        message and the invocation keep it): through the output checks like the answer, as
+        the runtime may repeat there what the model wrote. Redacted where the policy redacts;
+        WITHHELD_ERROR where it blocks. Its events are its own."""
+        if not message:
+            return message
+        self._prime()
+        evaluation = services.run_output(
+            self.effective, self.tenant.pk, message, final=True, supplied=self.supplied, answer=False
+        )
+        self.checks += evaluation.checks
+        if evaluation.triggers:
+            services.record_events(
+                self.tenant,
+                "output",
+                list(evaluation.triggers),
+                invocation=self.invocation,
+                backend=self.effective.config["backend"],
+            )
+        return WITHHELD_ERROR if evaluation.blocked else evaluation.text
+
     def final(self, text: str) -> OutputVerdict:
         self._prime()
         self.windows += 1
@@ -334,14 +367,23 @@ class OutputGuard:
         return OutputVerdict(text=evaluation.text)
 
 
-# A tool call's fields that identify it rather than carry content: kept as they come.
+# A tool call's fields that identify it rather than carry content: kept unless the output
+# check redacts or blocks them on their own (OutputGuard.tool_call).
 TOOL_CALL_IDENTIFIERS = ("name", "id")
+# What the person reads (and the turn keeps) instead of a runtime error message the output
+# policy blocks, as when the runtime gives no message at all.
+WITHHELD_ERROR = "The agent reported an error."
 # What stands for each value of a tool call whose arguments the output policy blocks.
 BLOCKED_VALUE = "[BLOCKED]"
 # Between a tool call's values in its one check: no built-in detector matches across it (a
 # private-use character between line breaks), so each value's redaction comes back on its own.
 # A custom pattern may: the values are then checked one by one (OutputGuard.tool_call).
 _VALUE_SEPARATOR = "\n\ue000\n"
+
+
+def _is_scalar(value) -> bool:
+    """A string or a number (what _segments reads as one text)."""
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
 
 
 def _segments(data, *, keys: bool = True):

@@ -269,9 +269,12 @@ def test_a_guardrail_backend_error_in_a_failed_turns_final_check_fails_closed(
 
     turn, answer, [event], _reservation, _month = ending(world.a, invocation)
     withheld = "The answer was withheld by your organisation's guardrails."  # the default for an answer
+    checks = [("output", "backend_error", "block")]
+    if isinstance(failure, dict):  # the runtime's own message passes the output checks too: withheld
+        reason, checks = enforce.WITHHELD_ERROR, checks * 2
     assert (turn.status, answer.error, answer.content) == ("failed", reason, withheld)
     assert answer.blocked_by_guardrails
-    assert guardrail_events(world.a) == [("output", "backend_error", "block")]
+    assert guardrail_events(world.a) == checks
     assert (event.input_tokens, event.output_tokens) == (1200, 300)
 
 

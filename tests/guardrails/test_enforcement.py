@@ -647,8 +647,8 @@ def test_a_tool_calls_arguments_go_through_bedrock_when_the_policy_says_so(
         backends.set_client(bedrock)
         stub.add_response("apply_guardrail", NONE, checked("Ask Jane to call me", "INPUT"))
         stub.add_response("apply_guardrail", INTERVENED_BLOCKED)  # the tool call's arguments (OUTPUT)
-        # A blocked call's keys, on their own: they are the model's writing too.
-        keys = enforce._VALUE_SEPARATOR.join(["to", "body", "copies", "cc", "address", "urgent"])
+        # A blocked call's name, id and keys, on their own: they are the model's writing too.
+        keys = enforce._VALUE_SEPARATOR.join(["send_mail", "call-1", "to", "body", "copies", "cc", "address", "urgent"])
         stub.add_response("apply_guardrail", NONE, checked(keys, "OUTPUT"))
         stub.add_response("apply_guardrail", NONE, checked("Done.", "OUTPUT"))
         send(client, world, chatting, "Ask Jane to call me", django_capture_on_commit_callbacks)

@@ -163,6 +163,64 @@ def test_a_citation_naming_another_tenant_is_withheld(
     }
 
 
+# --- R7: the runtime's error message, a tool call's name and id ---------------------------------
+
+
+def test_a_runtime_error_message_is_redacted_where_the_answer_is(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"entities": {"email": "redact"}})
+    runtime.events = [{"type": "error", "message": "No mailbox for jane.doe@example.com"}]
+    send(client, world, chatting, "Mail her", django_capture_on_commit_callbacks)
+
+    invocation, _asked, stored, events = turn(world)
+    assert (invocation.status, invocation.error, stored.error) == (
+        "failed",
+        "No mailbox for [EMAIL]",
+        "No mailbox for [EMAIL]",
+    )
+    assert "jane.doe" not in stream_store(world, invocation)
+    assert [(e.stage, e.rule, e.action) for e in events] == [("output", "email", "redact")]
+
+
+def test_a_runtime_error_message_the_policy_blocks_is_replaced(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    runtime.events = [*deltas("Let me look. "), {"type": "error", "message": "Bravo Inc's index is unavailable"}]
+    send(client, world, chatting, "Look it up", django_capture_on_commit_callbacks)
+
+    invocation, _asked, stored, events = turn(world)
+    assert invocation.status == "failed"
+    assert "Bravo" not in invocation.error and "Bravo" not in stored.error and invocation.error
+    assert invocation.error == stored.error == enforce.WITHHELD_ERROR
+    assert "Bravo" not in stream_store(world, invocation)
+    assert [(e.stage, e.category) for e in events] == [("output", "cross_tenant")]
+
+
+def test_a_tool_calls_name_and_id_pass_the_output_policy(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"entities": {"email": "redact"}})
+    runtime.events = [
+        {"type": "tool_call", "name": "mail:jane.doe@example.com", "id": "Bravo Inc-1", "input": {"q": "hours"}},
+        *deltas("Done."),
+    ]
+    send(client, world, chatting, "Mail her", django_capture_on_commit_callbacks)
+
+    invocation, _asked, stored, events = turn(world)
+    assert invocation.status == "done"
+    # Blocked (another tenant's name in its id): its arguments are withheld as in any blocked
+    # call, its name, checked on its own, only redacted.
+    expected = {"name": "mail:[EMAIL]", "id": enforce.BLOCKED_VALUE, "input": {"q": enforce.BLOCKED_VALUE}}
+    assert stored.tool_calls == [expected]
+    stream = stream_store(world, invocation)
+    assert "jane.doe" not in stream and "Bravo" not in stream
+    assert {(e.stage, e.category, e.action) for e in events} == {
+        ("output", "pii", "redact"),
+        ("output", "cross_tenant", "block"),
+    }
+
+
 def test_nothing_blocked_leaks_through_a_resumed_stream(
     client, world, chatting, runtime, django_capture_on_commit_callbacks
 ):
