@@ -21,6 +21,163 @@ from dataclasses import dataclass
 import ahocorasick
 import regex as safe_regex
 
+# --- the canonical form every detector matches against --------------------------------------
+#
+# What the browser shows is what counts, not the code points sent: a zero-width space inside
+# a word, full-width letters ("ｊｏｈｎ＠ｅｘａｍｐｌｅ．ｃｏｍ") or a Cyrillic "а" among Latin letters
+# all read as the plain character. So every detector matches against one canonical copy of
+# the text: NFKC, format characters (Unicode category Cf) dropped, other scripts' decimal
+# digits as ASCII digits, look-alike letters as the Latin ones. The copy is only ever
+# matched against: what is stored and shown is the original, and `Canonical.span`
+# maps a span of the copy back to the characters of the original that produced it, so a
+# redaction replaces the right characters of the original.
+#
+# Look-alike letters are mapped only where they pose as Latin: in a word that also holds a
+# Latin letter ("Вravo", "jоhn"), or anywhere in a text with no other letter of their script
+# (an all-Cyrillic "ѕех" in English text). A Russian sentence keeps its Cyrillic words, so
+# "сор" (rubbish) is not the English "cop".
+
+# Cyrillic, Greek and a few other letters that render like a Latin letter.
+_CONFUSABLE_PAIRS = (
+    "аa вb сc еe һh іi јj кk оo рp ѕs уy хx ԁd ԛq ԝw ӏl үy ҫc ꙇi "
+    "АA ВB СC ЕE НH ІI ЈJ КK МM ОO РP ТT ХX ЅS ҮY ԀD ԚQ ԜW ӀI ꙆI "
+    "αa βb εe ιi κk νv οo ρp τt υu χx γy ϲc ϳj "
+    "ΑA ΒB ΕE ΖZ ΗH ΙI ΚK ΜM ΝN ΟO ΡP ΤT ΥY ΧX ϹC ͿJ "
+    "օo սu ɑa ɡg ıi ȷj ʏy"
+)
+_CONFUSABLES = {pair[0]: pair[1] for pair in _CONFUSABLE_PAIRS.split()}
+_CONFUSABLE_TABLE = str.maketrans(_CONFUSABLES)
+_CONFUSABLE_CLASS = "".join(sorted(_CONFUSABLES))
+# A word holding a Latin letter, and a letter of the look-alikes' scripts
+# that is no look-alike (its presence says the text is written in that script).
+_LATIN_WORD = re.compile(r"\b[^\W\d_]*[A-Za-z][^\W\d_]*")
+_LATIN_LETTER = re.compile("[A-Za-z]")
+_CONFUSABLE = re.compile(f"[{_CONFUSABLE_CLASS}]")
+_OWN_SCRIPT_LETTER = re.compile(rf"(?![{_CONFUSABLE_CLASS}])(?=[^\W\d_])[\u0370-\u03ff\u0400-\u052f\u0530-\u058f]")
+
+
+def _is_odd(char: str) -> bool:
+    """Changes in canonical form whatever NFKC says: a character of Unicode category Cf
+    (zero-width spaces and joiners, soft hyphen, bidi controls, tags…) or a decimal digit of
+    a script other than ASCII."""
+    return unicodedata.category(char) in ("Cf", "Nd") and not char.isascii()
+
+
+@functools.cache
+def _odd_chars() -> tuple[re.Pattern, frozenset[str]]:
+    """The odd characters of the Basic Multilingual Plane as one class (`re` scans it at C
+    speed), and those beyond it as a set (a class with them would be scanned range by range)."""
+    bmp = "".join(re.escape(chr(c)) for c in range(0x80, 0x10000) if _is_odd(chr(c)))
+    astral = frozenset(chr(c) for c in (*range(0x10000, 0x20000), *range(0xE0000, 0xE1000)) if _is_odd(chr(c)))
+    return re.compile(f"[{bmp}]"), astral
+
+
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+# The units of the original text that may read as something else: runs of non-ASCII
+# characters (checked further in _canon_run).
+_UNITS = re.compile(r"[^\x00-\x7f]+")
+
+
+@dataclass(frozen=True)
+class Canonical:
+    text: str
+    # For each character of `text`, where the characters of the original that produced it
+    # start and end; None when `text` is the original itself.
+    starts: list[int] | None = None
+    ends: list[int] | None = None
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The span of the original that the span [start, end) of the canonical text covers."""
+        if self.starts is None:
+            return start, end
+        if end <= start:
+            at = self.starts[start] if start < len(self.starts) else (self.ends[-1] if self.ends else 0)
+            return at, at
+        return self.starts[start], self.ends[end - 1]
+
+
+@functools.lru_cache(maxsize=4096)
+def _canon_char(char: str) -> str:
+    if unicodedata.category(char) == "Cf":
+        return ""
+    out = unicodedata.normalize("NFKC", char)
+    if not out.isascii():
+        out = "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in out)
+    return out
+
+
+def _changes(run: str) -> bool:
+    """Whether characters of `run` change in canonical form, other than look-alike letters
+    (mostly not, for text in another script)."""
+    if not unicodedata.is_normalized("NFKC", run):
+        return True
+    bmp, astral = _odd_chars()
+    if bmp.search(run):
+        return True
+    return _ASTRAL.search(run) is not None and not astral.isdisjoint(_ASTRAL.findall(run))
+
+
+def canonical(text: str) -> Canonical:
+    """The canonical copy of `text` the detectors match against (see above)."""
+    if len(text) <= CACHED_TEXT_CHARS:
+        return _recent_canonical(text)
+    return _canonical(text)
+
+
+@functools.lru_cache(maxsize=16)
+def _recent_canonical(text: str) -> Canonical:
+    return _canonical(text)
+
+
+def _canonical(text: str) -> Canonical:
+    if text.isascii():
+        return Canonical(text)
+    if not _changes(text):  # the usual case: one C-speed look at the whole text
+        return Canonical(_confusables(text))
+    pieces: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    last, changed = 0, False
+    for m in _UNITS.finditer(text):
+        if not _changes(m.group()):
+            continue
+        changed = True
+        pieces.append(text[last : m.start()])
+        starts.extend(range(last, m.start()))
+        ends.extend(range(last + 1, m.start() + 1))
+        outs = list(map(_canon_char, m.group()))
+        pieces.extend(outs)
+        if "" not in outs and sum(map(len, outs)) == len(outs):  # one character for one
+            starts.extend(range(m.start(), m.end()))
+            ends.extend(range(m.start() + 1, m.end() + 1))
+        else:
+            for offset, out in enumerate(outs, m.start()):
+                starts.extend([offset] * len(out))
+                ends.extend([offset + 1] * len(out))
+        last = m.end()
+    if not changed:
+        return Canonical(_confusables(text))
+    pieces.append(text[last:])
+    starts.extend(range(last, len(text)))
+    ends.extend(range(last + 1, len(text) + 1))
+    return Canonical(_confusables("".join(pieces)), starts, ends)
+
+
+def _confusables(text: str) -> str:
+    """Look-alike letters as Latin ones where they pose as Latin (length-preserving)."""
+    if text.isascii():
+        return text
+    if not _CONFUSABLE.search(text):
+        return text
+    if not _OWN_SCRIPT_LETTER.search(text):
+        return text.translate(_CONFUSABLE_TABLE)
+    if not _LATIN_LETTER.search(text):
+        return text
+    return _LATIN_WORD.sub(lambda m: m.group().translate(_CONFUSABLE_TABLE), text)
+
+
 # --- PII entities ------------------------------------------------------------------------
 
 ENTITIES: dict[str, str] = {
@@ -314,12 +471,21 @@ def find_entities(text: str, wanted: Iterable[str]) -> list[Finding]:
     return list(_find_entities(text, wanted))
 
 
+def _in_original(canon: Canonical, findings: Iterable[Finding]) -> list[Finding]:
+    """Findings in the canonical copy as spans of the original text."""
+    if canon.starts is None:
+        return list(findings)
+    return [Finding(f.entity, *canon.span(f.start, f.end)) for f in findings]
+
+
 @functools.lru_cache(maxsize=16)
 def _recent_findings(text: str, wanted: frozenset[str]) -> tuple[Finding, ...]:
     return _find_entities(text, wanted)
 
 
-def _find_entities(text: str, wanted: frozenset[str]) -> tuple[Finding, ...]:
+def _find_entities(original: str, wanted: frozenset[str]) -> tuple[Finding, ...]:
+    canon = canonical(original)
+    text = canon.text
     folded = _fold(text)
     findings: list[Finding] = []
     cards: list[Finding] = []
@@ -332,7 +498,7 @@ def _find_entities(text: str, wanted: frozenset[str]) -> tuple[Finding, ...]:
     for key, detect in _DETECTORS.items():
         if key in wanted:
             findings.extend(detect(text, folded))
-    return tuple(resolve_overlaps(findings))
+    return tuple(resolve_overlaps(_in_original(canon, findings)))
 
 
 # Which entity wins when two findings cover the same characters: the structured,
@@ -383,11 +549,15 @@ def compile_custom(pattern: str):
 
 def find_custom(text: str, name: str, compiled) -> list[Finding]:
     """May raise TimeoutError: the caller treats it as a backend error (fail open/closed)."""
-    return [
-        Finding(f"custom:{name}", m.start(), m.end())
-        for m in compiled.finditer(text, timeout=CUSTOM_REGEX_TIMEOUT_S)
-        if m.end() > m.start()
-    ]
+    canon = canonical(text)
+    return _in_original(
+        canon,
+        (
+            Finding(f"custom:{name}", m.start(), m.end())
+            for m in compiled.finditer(canon.text, timeout=CUSTOM_REGEX_TIMEOUT_S)
+            if m.end() > m.start()
+        ),
+    )
 
 
 # --- normalisation and term lists (Aho–Corasick) --------------------------------------------
@@ -447,7 +617,7 @@ class TermMatcher:
     def find(self, text: str) -> list[str]:
         if not self.size:
             return []
-        normalised = normalise_words(text)
+        normalised = normalise_words(canonical(text).text)
         return list(dict.fromkeys(term for _end, term in self._automaton.iter(normalised)))
 
 
@@ -503,6 +673,8 @@ class MarkerMatcher:
         """(start, end, marker) of each other tenant's marker in `text`, the marker casefolded."""
         if not self.size:
             return []
+        canon = canonical(text)
+        text = canon.text
         lowered = text.casefold()
         if len(lowered) != len(text):  # a few characters change length when casefolded
             lowered = text.lower()
@@ -513,7 +685,7 @@ class MarkerMatcher:
             after = lowered[end + 1] if end + 1 < len(lowered) else " "
             if (before.isalnum() or after.isalnum()) or owners <= {tenant_id}:
                 continue
-            spans.append((start, end + 1, key))
+            spans.append((*canon.span(start, end + 1), key))
         return spans
 
 
@@ -521,7 +693,7 @@ def skeleton(text: str) -> str:
     """Letters and digits only, casefolded, without accents and with simple leetspeak undone:
     "B.r-á v0 Inc" and "bravo inc" are both "bravoinc". Used to ask whether a marker found in
     an answer was already in what someone wrote, whatever its spelling there."""
-    folded = strip_accents(text.casefold()).translate(_LEET)
+    folded = strip_accents(canonical(text).text.casefold()).translate(_LEET)
     return "".join(c for c in folded if c.isalnum())
 
 
@@ -665,6 +837,7 @@ class TopicMatcher:
     def find(self, text: str) -> list[tuple[str, float]]:
         if not self.topics:
             return []
+        text = canonical(text).text
         # The whole text: a topic after padding is still the topic (a message may be 20,000
         # characters, an answer from a JSON runtime arrives whole).
         everything = content_words(text)

@@ -307,3 +307,65 @@ def test_a_denied_topic_after_8000_characters_of_a_message_is_blocked():
     question = "Which stocks should I buy now?"
     assert compiled.evaluate_input(question).blocked
     assert compiled.evaluate_input("Our office opens at nine. " * 320 + question).blocked
+
+
+# --- one canonical form for matching (zero-width, full-width, look-alike letters) -------------
+
+ZWSP, CYRILLIC_A, CYRILLIC_O = "\u200b", "\u0430", "\u043e"
+DISGUISED_PII = [
+    ("email", "mail ｊｏｈｎ＠ｅｘａｍｐｌｅ．ｃｏｍ now", "ｊｏｈｎ＠ｅｘａｍｐｌｅ．ｃｏｍ"),
+    ("email", f"mail jo{ZWSP}hn@exa\u2060mple.com now", f"jo{ZWSP}hn@exa\u2060mple.com"),
+    ("email", f"mail j{CYRILLIC_O}hn@ex{CYRILLIC_A}mple.com now", f"j{CYRILLIC_O}hn@ex{CYRILLIC_A}mple.com"),
+    ("card", "visa ４１１１ １１１１ １１１１ １１１１ ok", "４１１１ １１１１ １１１１ １１１１"),
+    ("card", f"visa 4111{ZWSP}1111\u00ad1111{ZWSP}1111 ok", f"4111{ZWSP}1111\u00ad1111{ZWSP}1111"),
+    ("ssn", "SSN ١٢٣-٤٥-٦٧٨٩ here", "١٢٣-٤٥-٦٧٨٩"),
+]
+
+
+@pytest.mark.parametrize(("entity", "text", "value"), DISGUISED_PII)
+def test_it_finds_pii_through_zero_width_full_width_and_look_alike_characters(entity, text, value):
+    assert found(text, entity) == [value]
+
+
+@pytest.mark.parametrize(("entity", "text", "value"), DISGUISED_PII)
+def test_redaction_replaces_the_disguised_value_in_the_original_text(entity, text, value):
+    evaluation = COMPILED.evaluate_input(text)
+    assert evaluation.text == text.replace(value, engine.placeholder(entity))
+    assert COMPILED.evaluate_output(text).text == evaluation.text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [f"this is a bad{ZWSP}word", "ＢＡＤＷＯＲＤ!", f"b{CYRILLIC_A}dword", f"b{CYRILLIC_A}d\u200dw{CYRILLIC_O}rd"],
+)
+def test_it_finds_a_blocked_term_through_zero_width_full_width_and_look_alike_characters(text):
+    assert detectors.TermMatcher(["badword"]).find(text) == ["badword"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"Which st{ZWSP}ocks should I buy?",
+        f"Which st{CYRILLIC_O}cks sh{CYRILLIC_O}uld I buy?",
+        "Ｗｈｉｃｈ ｓｔｏｃｋｓ ｓｈｏｕｌｄ I buy",
+    ],
+)
+def test_it_finds_a_denied_topic_through_zero_width_full_width_and_look_alike_characters(text):
+    assert [name for name, _ in detectors.TopicMatcher(TOPICS).find(text)] == ["Investment advice"]
+
+
+@pytest.mark.parametrize("text", [f"Ask Br{CYRILLIC_A}vo Inc.", f"Ask Bra{ZWSP}vo Inc.", "Ask Ｂｒａｖｏ Ｉｎｃ."])
+def test_it_finds_another_tenants_marker_through_zero_width_full_width_and_look_alike_characters(text):
+    matcher = detectors.MarkerMatcher({"bravo inc": {2}})
+    [(start, end, marker)] = matcher.find(text, tenant_id=1)
+    assert (text[start:end], marker) == (text[4:-1], "bravo inc")
+
+
+def test_ordinary_text_in_another_script_is_stored_as_it_is_and_not_taken_for_latin_words():
+    russian = "Весь сор вынесли, а рост цен — 5% в год. Ελληνικά: ο κόσμος."
+    compiled = engine.compile_policy(
+        policy.merge({"entities": {k: "redact" for k in detectors.ENTITIES}, "blocked_terms": ["cop", "poct"]}, None)
+    )
+    evaluation = compiled.evaluate_input(russian)
+    assert (evaluation.text, evaluation.triggers) == (russian, [])
+    assert detectors.canonical(russian).text == russian
