@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import html
 import ipaddress
 import math
 import re
@@ -24,9 +25,10 @@ import regex as safe_regex
 # --- the canonical form every detector matches against --------------------------------------
 #
 # What the browser shows is what counts, not the code points sent: a zero-width space inside
-# a word, full-width letters ("ｊｏｈｎ＠ｅｘａｍｐｌｅ．ｃｏｍ") or a Cyrillic "а" among Latin letters
-# all read as the plain character. So every detector matches against one canonical copy of
-# the text: NFKC, format characters (Unicode category Cf) dropped, other scripts' decimal
+# a word, full-width letters ("ｊｏｈｎ＠ｅｘａｍｐｌｅ．ｃｏｍ"), a Cyrillic "а" among Latin letters,
+# an HTML entity ("&#64;") or a Markdown escape ("\@": the chat renders Markdown) all read as
+# the plain character. So every detector matches against one canonical copy of the text:
+# entities and escapes decoded, NFKC, format characters (Unicode category Cf) dropped, other scripts' decimal
 # digits as ASCII digits, look-alike letters as the Latin ones. The copy is only ever
 # matched against: what is stored and shown is the original, and `Canonical.span`
 # maps a span of the copy back to the characters of the original that produced it, so a
@@ -75,9 +77,13 @@ def _odd_chars() -> tuple[re.Pattern, frozenset[str]]:
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
-# The units of the original text that may read as something else: runs of non-ASCII
-# characters (checked further in _canon_run).
-_UNITS = re.compile(r"[^\x00-\x7f]+")
+# The units of the original text that may read as something else: an HTML entity, as a
+# CommonMark renderer decodes them (numeric ones, with or without ";" as browsers take them;
+# named ones with it), a Markdown backslash escape of ASCII punctuation ("\@" shows "@"), and
+# runs of non-ASCII characters (see _changes).
+_UNITS = re.compile(
+    r"&(?:#[0-9]{1,7};?|#[xX][0-9a-fA-F]{1,6};?|[A-Za-z][A-Za-z0-9]{1,31};)|\\[!-/:-@\[-`{-~]|[^\x00-\x7f]+"
+)
 
 
 @dataclass(frozen=True)
@@ -132,22 +138,37 @@ def _recent_canonical(text: str) -> Canonical:
 
 
 def _canonical(text: str) -> Canonical:
-    if text.isascii():
-        return Canonical(text)
-    if not _changes(text):  # the usual case: one C-speed look at the whole text
-        return Canonical(_confusables(text))
+    if "&" not in text and "\\" not in text:
+        if text.isascii():
+            return Canonical(text)
+        if not _changes(text):  # the usual case: one C-speed look at the whole text
+            return Canonical(_confusables(text))
     pieces: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
     last, changed = 0, False
     for m in _UNITS.finditer(text):
-        if not _changes(m.group()):
+        unit = m.group()
+        if unit[0] in "&\\":
+            decoded = html.unescape(unit) if unit[0] == "&" else unit[1]
+            if decoded == unit:
+                continue  # not an entity html knows
+            decoded = "".join(map(_canon_char, decoded))
+            changed = True
+            pieces.extend((text[last : m.start()], decoded))
+            starts.extend(range(last, m.start()))
+            ends.extend(range(last + 1, m.start() + 1))
+            starts.extend([m.start()] * len(decoded))  # every character of it stands for the whole unit
+            ends.extend([m.end()] * len(decoded))
+            last = m.end()
+            continue
+        if not _changes(unit):
             continue
         changed = True
         pieces.append(text[last : m.start()])
         starts.extend(range(last, m.start()))
         ends.extend(range(last + 1, m.start() + 1))
-        outs = list(map(_canon_char, m.group()))
+        outs = list(map(_canon_char, unit))
         pieces.extend(outs)
         if "" not in outs and sum(map(len, outs)) == len(outs):  # one character for one
             starts.extend(range(m.start(), m.end()))
@@ -158,7 +179,7 @@ def _canonical(text: str) -> Canonical:
                 ends.extend([offset + 1] * len(out))
         last = m.end()
     if not changed:
-        return Canonical(_confusables(text))
+        return Canonical(_confusables(text)) if not text.isascii() else Canonical(text)
     pieces.append(text[last:])
     starts.extend(range(last, len(text)))
     ends.extend(range(last + 1, len(text) + 1))

@@ -369,3 +369,26 @@ def test_ordinary_text_in_another_script_is_stored_as_it_is_and_not_taken_for_la
     evaluation = compiled.evaluate_input(russian)
     assert (evaluation.text, evaluation.triggers) == (russian, [])
     assert detectors.canonical(russian).text == russian
+
+
+# --- HTML entities and Markdown escapes (the chat renders Markdown) ---------------------------
+
+ENCODED_PII = [
+    ("email", "mail john&#64;example.com now", "john&#64;example.com"),
+    ("email", "mail j&#111;hn&#x40;example&period;com now", "j&#111;hn&#x40;example&period;com"),
+    ("email", "mail john\\@example\\.com now", "john\\@example\\.com"),
+    ("card", "visa &#x34;111 1111 1111 &#49;111 ok", "&#x34;111 1111 1111 &#49;111"),
+    ("card", "visa 4111\\-1111\\-1111\\-1111 ok", "4111\\-1111\\-1111\\-1111"),
+]
+
+
+@pytest.mark.parametrize(("entity", "text", "value"), ENCODED_PII)
+def test_it_finds_pii_spelled_with_html_entities_or_markdown_escapes(entity, text, value):
+    assert found(text, entity) == [value]
+    assert COMPILED.evaluate_input(text).text == text.replace(value, engine.placeholder(entity))
+
+
+def test_text_with_ampersands_and_backslashes_that_encode_nothing_is_left_as_it_is():
+    text = "AT&T &amp Co; C:\\temp\\new & R&D &unknown; 2 \\ 3"
+    assert detectors.canonical(text).text == "AT&T &amp Co; C:\\temp\\new & R&D &unknown; 2 \\ 3"
+    assert COMPILED.evaluate_input(text).text == text
