@@ -642,6 +642,10 @@ class TermMatcher:
         return list(dict.fromkeys(term for _end, term in self._automaton.iter(normalised)))
 
 
+# The version of how markers are found in a text (written_in): 2 = canonical form, whole words.
+MARKER_RULES = "2"
+
+
 class MarkerMatcher:
     """Other tenants' markers (names, slugs, canaries): case-insensitive whole-word spans.
 
@@ -664,13 +668,16 @@ class MarkerMatcher:
         self._by_skeleton = None
         # Equal for two matchers of the same markers, in any process and after a restart (it
         # is stored with each document's markers: agents.knowledge.models.Document), so what
-        # was derived from a tenant's writing against them need not be derived again.
-        self.fingerprint = hashlib.sha256("\n".join(sorted(set(keys))).encode()).hexdigest()[:32]
+        # was derived from a tenant's writing against them need not be derived again. The
+        # rules of matching are part of it (MARKER_RULES): when they change, what was derived
+        # with the old ones is stale and read again as well.
+        self.fingerprint = hashlib.sha256("\n".join([MARKER_RULES, *sorted(set(keys))]).encode()).hexdigest()[:32]
 
     def written_in(self, texts) -> frozenset[str]:
         """The markers (casefolded, as find() gives them) that `texts` hold in any spelling:
-        their skeleton is in the skeleton of one of the texts. Like find(), whoever owns
-        them; the caller asks about the markers it found in an answer."""
+        their skeleton is in the skeleton of one of the texts, as whole words (see
+        WrittenWords). Like find(), whoever owns them; the caller asks about the markers it
+        found in an answer."""
         if self._by_skeleton is None:
             automaton = ahocorasick.Automaton()
             by_skeleton: dict[str, list[str]] = {}
@@ -678,7 +685,7 @@ class MarkerMatcher:
                 if folded := skeleton(key):
                     by_skeleton.setdefault(folded, []).append(key)
             for folded, keys in by_skeleton.items():
-                automaton.add_word(folded, tuple(keys))
+                automaton.add_word(folded, (len(folded), tuple(keys)))
             if by_skeleton:
                 automaton.make_automaton()
             self._by_skeleton = automaton if by_skeleton else False
@@ -686,8 +693,10 @@ class MarkerMatcher:
             return frozenset()
         found: set[str] = set()
         for text in texts:
-            for _end, keys in self._by_skeleton.iter(skeleton(text)):
-                found.update(keys)
+            written = WrittenWords(text)
+            for end, (length, keys) in self._by_skeleton.iter(written.forwards):
+                if written.bounded(end + 1 - length, end + 1):
+                    found.update(keys)
         return frozenset(found)
 
     def find(self, text: str, tenant_id: int) -> list[tuple[int, int, str]]:
@@ -708,6 +717,48 @@ class MarkerMatcher:
                 continue
             spans.append((*canon.span(start, end + 1), key))
         return spans
+
+
+class WrittenWords:
+    """The skeleton of a text (see skeleton()) with the places where its words met, to ask
+    whether another skeleton is in it as whole words, forwards or backwards.
+
+    Without the word boundaries the letters of "Bravo Inc" are in "Bravo Incubator" and in
+    "bravo. Incidentally", though nobody wrote that name. A span of the skeleton counts only
+    when it starts and ends where words met in the text (or at its ends): spelled letter by
+    letter ("B R A V O  I N C"), every letter is a word, so the spelling still counts."""
+
+    def __init__(self, text: str):
+        folded = strip_accents(canonical(text).text.casefold()).translate(_LEET)
+        words = [w if w.isalnum() else "".join(c for c in w if c.isalnum()) for w in _ALNUM_RUN.findall(folded)]
+        self.forwards = "".join(words)
+        self.backwards = self.forwards[::-1]
+        bounds, at = {0}, 0
+        for word in words:
+            at += len(word)
+            bounds.add(at)
+        self._bounds = frozenset(bounds)
+        self._length = at
+
+    def bounded(self, start: int, end: int, *, backwards: bool = False) -> bool:
+        if backwards:
+            start, end = self._length - end, self._length - start
+        return start in self._bounds and end in self._bounds
+
+    def holds(self, key: str) -> bool:
+        """Whether the skeleton `key` is in the text as whole words, forwards or backwards."""
+        if not key:
+            return False
+        for haystack, backwards in ((self.forwards, False), (self.backwards, True)):
+            start = haystack.find(key)
+            while start >= 0:
+                if self.bounded(start, start + len(key), backwards=backwards):
+                    return True
+                start = haystack.find(key, start + 1)
+        return False
+
+
+_ALNUM_RUN = re.compile(r"[^\W_]+")
 
 
 def skeleton(text: str) -> str:

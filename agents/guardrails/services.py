@@ -166,7 +166,8 @@ class TenantSupplied:
     platform's) and the tenant's own documents. Spelling does not matter: a marker counts
     as written when its `detectors.skeleton` is in the skeleton of the writing, forwards or
     backwards, so "B R A V O inc" or "cni ovarb" hand over "Bravo Inc" as surely as the
-    name itself.
+    name itself. Words do: it must be there as whole words (detectors.WrittenWords), so
+    "Bravo Incubator" or "Bravo. Incidentally" hand over "Bravo" but not "Bravo Inc".
 
     No oracle in the time either: the time the guardrails take is shown under the answer
     and in its trace, and it passes while the answer streams. So all the work is done by
@@ -179,21 +180,19 @@ class TenantSupplied:
     def __init__(self, tenant: Tenant, invocation):
         self.tenant = tenant
         self.invocation = invocation
-        self._writing: tuple[str, str] | None = None
+        self._writing: detectors.WrittenWords | None = None
         self._in_documents: frozenset[str] = frozenset()
 
     def prime(self) -> None:
         """Read the tenant's writing, once per turn (the guard calls it before every check)."""
         if self._writing is None:
-            writing = detectors.skeleton("\n".join(self._texts()))
-            self._writing = (writing, writing[::-1])
+            self._writing = detectors.WrittenWords("\n".join(self._texts()))
             self._in_documents = markers_in_own_documents(self.tenant)
 
     def __call__(self, marker: str) -> bool:
         if self._writing is None:
             raise RuntimeError("TenantSupplied.prime() runs before the first check of a turn")
-        key = detectors.skeleton(marker)
-        return key in self._writing[0] or key in self._writing[1] or marker in self._in_documents
+        return self._writing.holds(detectors.skeleton(marker)) or marker in self._in_documents
 
     def _texts(self) -> list[str]:
         from agents.runtime_gateway import turn_facts

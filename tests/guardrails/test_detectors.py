@@ -392,3 +392,21 @@ def test_text_with_ampersands_and_backslashes_that_encode_nothing_is_left_as_it_
     text = "AT&T &amp Co; C:\\temp\\new & R&D &unknown; 2 \\ 3"
     assert detectors.canonical(text).text == "AT&T &amp Co; C:\\temp\\new & R&D &unknown; 2 \\ 3"
     assert COMPILED.evaluate_input(text).text == text
+
+
+# --- other tenants' markers written in a text ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "written"),
+    [
+        ("Our partner Bravo Inc.", {"bravo", "bravo inc"}),
+        ("Our partner B-R-A-V-O  I.N.C's office", {"bravo", "bravo inc"}),
+        ("Our partner Bravo Incubator", {"bravo"}),
+        ("Bravo. Incidentally, no.", {"bravo"}),
+        ("Abravo incorporated", set()),
+    ],
+)
+def test_a_marker_is_written_in_a_text_only_as_whole_words(text, written):
+    matcher = detectors.MarkerMatcher({"bravo inc": {2}, "bravo": {2}})
+    assert matcher.written_in([text]) == written

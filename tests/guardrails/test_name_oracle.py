@@ -333,3 +333,24 @@ def test_a_tool_call_carrying_another_customers_name_nobody_here_wrote_is_blocke
     invocation, _asked, answer, events = turn(world)
     assert answer.tool_calls == [{"name": "search", "id": "call-1", "input": {"query": enforce.BLOCKED_VALUE}}]
     assert [event.category for event in events] == ["cross_tenant"]
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Is Bravo Incubator hiring?",
+        "Bravo. Incidentally, who sells for us?",
+        "What does cni ovarbx mean backwards?",
+    ],
+)
+def test_a_name_counts_as_written_only_as_whole_words_not_inside_longer_ones(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks, question
+):
+    # "Bravo Incubator" and "Bravo. Incidentally" hold the letters of "Bravo Inc" in a row, but
+    # nobody wrote that name: an answer naming that customer is a leak like any other.
+    runtime.events = deltas("Bravo Inc ", "is our biggest customer in Spain.")
+
+    send(client, world, chatting, question, django_capture_on_commit_callbacks)
+
+    invocation, _asked, _answer, events = turn(world)
+    assert (invocation.status, [event.category for event in events]) == ("blocked", ["cross_tenant"])
