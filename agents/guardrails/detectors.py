@@ -646,22 +646,50 @@ class TermMatcher:
 MARKER_RULES = "2"
 
 
+# Short and common markers. Another tenant's name or slug blocks every answer that holds it,
+# so a short or common one would block ordinary answers ("the", "box", "ibm" in
+# "ibm-style"). The rule:
+#   * fewer than 3 characters ("AB"): never a marker;
+#   * a common word (_STOPWORDS: "the", "this", "about"…): never a marker, in any case;
+#   * shorter than MIN_CASELESS_MARKER (3 or 4 characters): a marker only when it holds a
+#     capital letter ("IBM", "Box", "Acme"), and then only spelled as the tenant spells it or
+#     all in capitals ("Box", "BOX", not "box"), as a whole word. All in lower case (a slug
+#     such as "box") it is no marker at all; the tenant's name still is one;
+#   * MIN_CASELESS_MARKER characters and more: whole words in any case.
+# The canary (a long random value) and the tenant_id forms are long: always markers.
+MIN_CASELESS_MARKER = 5
+
+
 class MarkerMatcher:
-    """Other tenants' markers (names, slugs, canaries): case-insensitive whole-word spans.
+    """Other tenants' markers (names, slugs, canaries): case-insensitive whole-word spans
+    (short ones in their own case, see MIN_CASELESS_MARKER).
 
     Values map to the tenant ids that own them, so one automaton serves every tenant:
     a hit counts only when some owner is not the tenant asking."""
 
     def __init__(self, markers: dict[str, set[int]]):
         self._automaton = ahocorasick.Automaton()
-        self.size = 0
-        keys = []
+        grouped: dict[str, dict[str | None, set[int]]] = {}
         for marker, owners in markers.items():
             key = marker.casefold()
-            if len(key) >= 3:
-                self._automaton.add_word(key, (key, frozenset(owners)))
-                self.size += 1
-                keys.append(key)
+            if len(key) < 3 or key in _STOPWORDS:
+                continue
+            if len(key) >= MIN_CASELESS_MARKER:
+                forms: tuple[str | None, ...] = (None,)  # any case
+            elif marker != marker.lower():
+                forms = (marker, marker.upper())
+            else:
+                continue
+            for form in forms:
+                grouped.setdefault(key, {}).setdefault(form, set()).update(owners)
+        for key, by_form in grouped.items():
+            if None in by_form:
+                self._automaton.add_word(key, (key, frozenset(by_form[None]), None))
+            else:
+                cased = {form: frozenset(owners) for form, owners in by_form.items()}
+                self._automaton.add_word(key, (key, None, cased))
+        keys = list(grouped)
+        self.size = len(keys)
         if self.size:
             self._automaton.make_automaton()
         self._keys = keys
@@ -709,11 +737,15 @@ class MarkerMatcher:
         if len(lowered) != len(text):  # a few characters change length when casefolded
             lowered = text.lower()
         spans = []
-        for end, (key, owners) in self._automaton.iter(lowered):
+        for end, (key, owners, cased) in self._automaton.iter(lowered):
             start = end - len(key) + 1
             before = lowered[start - 1] if start > 0 else " "
             after = lowered[end + 1] if end + 1 < len(lowered) else " "
-            if (before.isalnum() or after.isalnum()) or owners <= {tenant_id}:
+            if before.isalnum() or after.isalnum():
+                continue
+            if cased is not None:  # a short marker: only in its own spelling
+                owners = cased.get(text[start : end + 1])
+            if owners is None or owners <= {tenant_id}:
                 continue
             spans.append((*canon.span(start, end + 1), key))
         return spans

@@ -142,7 +142,8 @@ def build_other_tenant_markers() -> detectors.MarkerMatcher:
         canaries = dict(TenantCanary.unscoped.values_list("tenant_id", "value"))
         for tenant_id, name, slug in Tenant.objects.values_list("id", "name", "slug"):
             for marker in tenant_markers(tenant_id, name, slug, canaries.get(tenant_id)):
-                owners.setdefault(marker.casefold(), set()).add(tenant_id)
+                # As written: a short marker counts only in its own case (detectors.MIN_CASELESS_MARKER).
+                owners.setdefault(marker, set()).add(tenant_id)
     return detectors.MarkerMatcher(owners)
 
 

@@ -410,3 +410,30 @@ def test_text_with_ampersands_and_backslashes_that_encode_nothing_is_left_as_it_
 def test_a_marker_is_written_in_a_text_only_as_whole_words(text, written):
     matcher = detectors.MarkerMatcher({"bravo inc": {2}, "bravo": {2}})
     assert matcher.written_in([text]) == written
+
+
+SHORT_AND_COMMON = {
+    "IBM": {2},
+    "ibm": {2},
+    "The": {3},
+    "the": {3},
+    "Box": {4},
+    "box": {4},
+    "Bravo Inc": {5},
+    "bravo": {5},
+}
+
+
+def test_short_markers_count_only_in_their_own_case_and_common_words_never():
+    matcher = detectors.MarkerMatcher(SHORT_AND_COMMON)
+    text = "The box is at the IBM office; BRAVO and BOX said so."
+    assert [(text[start:end], marker) for start, end, marker in matcher.find(text, tenant_id=1)] == [
+        ("IBM", "ibm"),
+        ("BRAVO", "bravo"),
+        ("BOX", "box"),
+    ]
+
+
+@pytest.mark.parametrize("text", ["Use the ibm-style box.", "Put the box in the boxes.", "Ibm and box are words too."])
+def test_ordinary_words_that_spell_a_short_marker_pass(text):
+    assert detectors.MarkerMatcher(SHORT_AND_COMMON).find(text, tenant_id=1) == []

@@ -14,6 +14,7 @@ from agents.guardrails.models import GuardrailEvent
 from agents.models import Invocation, Message
 from tenants.context import tenant_context
 from tests.agents.test_chat import HX, chat_url, start
+from tests.factories import make_tenant
 from tests.guardrails.conftest import grant_custom_guardrails, set_override, set_tier_policy
 from tests.guardrails.test_detectors import POSITIVES
 from tests.runtime import helpers as runtime_helpers
@@ -673,3 +674,19 @@ def test_a_denied_topic_late_in_an_answer_sent_whole_is_blocked(
     runtime.events = deltas("Our office opens at nine. " * 320 + "Which stocks should I buy now? Buy ACME.")
     send(client, world, chatting, "Opening hours?", django_capture_on_commit_callbacks)
     assert turn(world)[0].status == "blocked"
+
+
+def test_a_tenant_with_a_short_name_does_not_block_ordinary_answers_that_spell_it(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    # A tenant named "ABC" (slug "abc") and another named "The": "the abc of refunds" names
+    # neither; "ABC" in capitals, as that tenant writes it, still does.
+    make_tenant("abc", tier=world.b.tenant.tier, name="ABC")
+    make_tenant("the", tier=world.b.tenant.tier, name="The")
+    services.invalidate_tenants_list()
+    runtime.events = deltas("The abc of refunds: ", "the window is thirty days.")
+    send(client, world, chatting, "Refunds?", django_capture_on_commit_callbacks)
+    assert turn(world)[0].status == "done"
+
+    matcher = services.build_other_tenant_markers()
+    assert [marker for _s, _e, marker in matcher.find("As ABC told us", world.a.tenant.pk)] == ["abc"]
