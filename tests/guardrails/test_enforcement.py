@@ -690,3 +690,54 @@ def test_a_tenant_with_a_short_name_does_not_block_ordinary_answers_that_spell_i
 
     matcher = services.build_other_tenant_markers()
     assert [marker for _s, _e, marker in matcher.find("As ABC told us", world.a.tenant.pk)] == ["abc"]
+
+
+# --- disguised values: zero-width, full-width, look-alike letters, entities and escapes ------------
+
+
+def test_a_disguised_email_in_an_answer_is_stored_and_streamed_redacted(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"entities": {"email": "redact"}})
+    runtime.events = deltas(
+        "Write to ｊｏｈｎ＠ｅｘａｍｐｌｅ．ｃｏｍ, ", "j\u200bane&#64;example.com or ", "bob\\@example\\.com."
+    )
+    send(client, world, chatting, "Who do I write to?", django_capture_on_commit_callbacks)
+
+    invocation, _asked, answer, events = turn(world)
+    assert (invocation.status, answer.content) == ("done", "Write to [EMAIL], [EMAIL] or [EMAIL].")
+    assert [event.rule for event in events] == ["email"] * 3
+    shown, published = published_text(world, invocation)
+    assert shown == answer.content
+    for event in published:
+        assert not any(bit in str(event.data) for bit in ("ｅｘａｍｐｌｅ", "&#64;", "\\\\@")), event
+
+
+def test_another_tenants_name_with_a_look_alike_letter_stops_the_answer(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    runtime.events = deltas("As Br\u0430vo\u200b Inc told us, ", "their plan is X.")
+    send(client, world, chatting, "Refunds?", django_capture_on_commit_callbacks)
+    invocation, _asked, _answer, [event] = turn(world)
+    assert (invocation.status, event.category) == ("blocked", "cross_tenant")
+
+
+def test_a_blocked_term_with_a_zero_width_space_in_a_question_is_blocked(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    set_tier_policy(world.a.tenant.tier, {"blocked_terms": ["badword"]})
+    send(client, world, chatting, "Say bad\u200bword please", django_capture_on_commit_callbacks)
+    invocation, _asked, _answer, events = turn(world)
+    assert (invocation.status, [e.category for e in events]) == ("blocked", ["blocked_term"])
+    assert runtime.calls == []
+
+
+def test_a_question_in_russian_is_neither_blocked_for_look_alike_words_nor_rewritten(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    # "сор" (rubbish) is written with letters that look like "cop": Russian words stay Russian.
+    set_tier_policy(world.a.tenant.tier, {"blocked_terms": ["cop"], "entities": {"email": "redact"}})
+    russian = "Весь сор вынесли, а рост цен — 5% в год."
+    send(client, world, chatting, russian, django_capture_on_commit_callbacks)
+    invocation, asked, _answer, events = turn(world)
+    assert (invocation.status, asked.content, events) == ("done", russian, [])
