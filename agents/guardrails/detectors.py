@@ -28,11 +28,11 @@ import regex as safe_regex
 # a word, full-width letters ("ｊｏｈｎ＠ｅｘａｍｐｌｅ．ｃｏｍ"), a Cyrillic "а" among Latin letters,
 # an HTML entity ("&#64;") or a Markdown escape ("\@": the chat renders Markdown) all read as
 # the plain character. So every detector matches against one canonical copy of the text:
-# entities and escapes decoded, NFKC, format characters (Unicode category Cf) dropped, other scripts' decimal
-# digits as ASCII digits, look-alike letters as the Latin ones. The copy is only ever
-# matched against: what is stored and shown is the original, and `Canonical.span`
-# maps a span of the copy back to the characters of the original that produced it, so a
-# redaction replaces the right characters of the original.
+# entities and escapes decoded, NFKC, format characters (Unicode category Cf) dropped,
+# other scripts' decimal digits as ASCII digits, look-alike letters as the Latin ones. The
+# copy is only ever matched against: what is stored and shown is the original, and
+# `Canonical.span` maps a span of the copy back to the characters of the original that
+# produced it, so a redaction replaces the right characters of the original.
 #
 # Look-alike letters are mapped only where they pose as Latin: in a word that also holds a
 # Latin letter ("Вravo", "jоhn"), or anywhere in a text with no other letter of their script
@@ -50,8 +50,8 @@ _CONFUSABLE_PAIRS = (
 _CONFUSABLES = {pair[0]: pair[1] for pair in _CONFUSABLE_PAIRS.split()}
 _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLES)
 _CONFUSABLE_CLASS = "".join(sorted(_CONFUSABLES))
-# A word holding a Latin letter, and a letter of the look-alikes' scripts
-# that is no look-alike (its presence says the text is written in that script).
+# A word holding a Latin letter; a letter of the look-alikes' scripts that is no look-alike
+# (its presence says the text is written in that script).
 _LATIN_WORD = re.compile(r"\b[^\W\d_]*[A-Za-z][^\W\d_]*")
 _LATIN_LETTER = re.compile("[A-Za-z]")
 _CONFUSABLE = re.compile(f"[{_CONFUSABLE_CLASS}]")
@@ -179,7 +179,7 @@ def _canonical(text: str) -> Canonical:
                 ends.extend([offset + 1] * len(out))
         last = m.end()
     if not changed:
-        return Canonical(_confusables(text)) if not text.isascii() else Canonical(text)
+        return Canonical(_confusables(text))
     pieces.append(text[last:])
     starts.extend(range(last, len(text)))
     ends.extend(range(last + 1, len(text) + 1))
