@@ -32,6 +32,18 @@ class DjangoHandler(ASGIHandler):
     async def get_response_async(self, request):
         return await sync_to_async(self.get_response, thread_sensitive=True)(request)
 
+    # Django's handler receives the whole body into a spooled file before any middleware
+    # runs; on the upload routes a body over the limit is refused unread instead
+    # (agents.knowledge.uploads: UploadLimitMiddleware then answers 413).
+    async def handle(self, scope, receive, send):
+        scope, receive = guard_asgi_body(scope, receive)
+        return await super().handle(scope, receive, send)
+
+    async def read_body(self, receive):
+        if isinstance(receive, BodyGuard):
+            return await receive.read_body()
+        return await super().read_body(receive)
+
 
 def _django_application() -> DjangoHandler:
     import django
@@ -42,6 +54,7 @@ def _django_application() -> DjangoHandler:
 
 django_application = _django_application()
 
+from agents.knowledge.uploads import BodyGuard, guard_asgi_body  # noqa: E402 (needs the app registry)
 from agents.views import serve_signed_stream, signed_stream  # noqa: E402 (needs the app registry)
 
 # Django starts (and ends) a thread for each request; here a request takes an idle one

@@ -149,7 +149,13 @@ class DocumentViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.Gene
 
     @extend_schema(
         request={"multipart/form-data": DocumentUploadSerializer},
-        responses={201: UploadResultSerializer, 200: UploadResultSerializer},
+        responses={
+            201: UploadResultSerializer,
+            200: UploadResultSerializer,
+            413: OpenApiResponse(
+                description="The body is larger than one file may be (KNOWLEDGE_MAX_UPLOAD_BYTES): refused unread."
+            ),
+        },
     )
     def create(self, request, *args, **kwargs):
         """Upload one file (multipart `file`, `knowledge_base`); ingestion runs in the background."""
