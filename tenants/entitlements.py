@@ -42,6 +42,7 @@ class Limits:
     tokens_per_minute: int
     concurrent_sessions: int
     included_tokens: int
+    knowledge_storage_mb: int
 
 
 def effective_entitlements(tenant: Tenant) -> frozenset[str]:
@@ -62,6 +63,7 @@ def effective_limits(tenant: Tenant) -> Limits:
         tokens_per_minute=tier.tokens_per_minute,
         concurrent_sessions=tier.concurrent_sessions,
         included_tokens=tier.included_tokens,
+        knowledge_storage_mb=tier.knowledge_storage_mb,
     )
 
 

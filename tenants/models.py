@@ -121,6 +121,11 @@ class Tier(PlatformModel):
     requests_per_minute = models.PositiveIntegerField("Requests per minute", default=60)
     tokens_per_minute = models.PositiveIntegerField("Tokens per minute", default=100_000)
     concurrent_sessions = models.PositiveIntegerField("Concurrent sessions", default=5)
+    knowledge_storage_mb = models.PositiveIntegerField(
+        "Knowledge storage (MB)",
+        default=1024,
+        help_text="What the documents of a tenant's knowledge bases may take in all (1 MB = 1,048,576 bytes).",
+    )
     overage_allowed = models.BooleanField(
         default=True,
         help_text="Past the monthly token quota: bill overage (on) or refuse further turns until next month (off).",

@@ -20,6 +20,7 @@ class TierSerializer(serializers.ModelSerializer):
             "requests_per_minute",
             "tokens_per_minute",
             "concurrent_sessions",
+            "knowledge_storage_mb",
             "allowed_models",
             "default_features",
         ]

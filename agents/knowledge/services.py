@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.urls import reverse
 from django.utils import timezone
 
@@ -207,6 +208,61 @@ def delete_knowledge_base(actor: Actor, kb: KnowledgeBase) -> None:
         transaction.on_commit(lambda: _remove_files(paths))
 
 
+# --- storage: what a tenant's documents take, and what its tier allows ---------------------------
+
+MB = 1024 * 1024
+
+
+def megabytes(size: int) -> str:
+    """A size as people read it next to a limit in MB: "0.7 MB", small ones "12 KB"."""
+    if size >= MB // 10:
+        return f"{size / MB:,.1f} MB"
+    return f"{-(-size // 1024)} KB" if size else "0 MB"
+
+
+@dataclass(frozen=True)
+class Storage:
+    used: int  # bytes of the tenant's stored documents
+    limit_mb: int  # the tier's knowledge_storage_mb
+
+    @property
+    def limit(self) -> int:
+        return self.limit_mb * MB
+
+    @property
+    def free(self) -> int:
+        return max(self.limit - self.used, 0)
+
+    @property
+    def full(self) -> bool:
+        return self.used >= self.limit
+
+    def describe(self) -> str:
+        return f"{megabytes(self.used)} of {self.limit_mb:,} MB used"
+
+
+def storage_used(tenant: Tenant) -> int:
+    """Bytes of `tenant`'s stored documents, in every knowledge base: the current version of
+    each (a new version's file replaces the old one's), whatever its status (a failed
+    document's file is stored too). A deleted document no longer counts."""
+    return Document.objects.filter(tenant_id=tenant.pk).aggregate(total=Sum("size"))["total"] or 0
+
+
+def storage(tenant: Tenant) -> Storage:
+    return Storage(used=storage_used(tenant), limit_mb=entitlements.effective_limits(tenant).knowledge_storage_mb)
+
+
+def _check_storage(tenant: Tenant, filename: str, size: int, replaces: int) -> None:
+    """Refuse a file of `size` bytes (replacing one of `replaces` bytes) that would take the
+    tenant past its tier's knowledge storage."""
+    current = storage(tenant)
+    if current.used - replaces + size > current.limit:
+        raise ServiceError(
+            f"{filename} ({megabytes(size)}) does not fit in the knowledge storage of the {tenant.tier.name} plan: "
+            f"{current.describe()}. Delete documents you no longer need, or ask your provider for a plan with more."
+        )
+
+
 # --- documents ------------------------------------------------------------------------------------
 
 
@@ -261,7 +317,13 @@ def upload_document(actor: Actor, kb: KnowledgeBase, uploaded) -> UploadResult:
 
 def _store_upload(actor, tenant, kb, filename, kind, data, checksum, ContentFile) -> UploadResult:
     with transaction.atomic():
+        # Two uploads at once must not both pass the storage check on the same bytes used: the
+        # tenant's row is locked (first, before the document: every upload takes them in this
+        # order) until this upload's document is written and committed, so the next one waits
+        # and then counts it. Only the tenant's own row: other tenants of its tier upload on.
+        Tenant.objects.select_for_update(of=("self",)).filter(pk=tenant.pk).values_list("pk", flat=True).first()
         document = Document.objects.select_for_update().filter(knowledge_base=kb, filename=filename).first()
+        _check_storage(tenant, filename, len(data), replaces=document.size if document is not None else 0)
         old_path = ""
         if document is None:
             document = Document(

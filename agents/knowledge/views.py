@@ -58,6 +58,7 @@ def home(request):
     agent_rows = [{"agent": a, "chosen": links.get(a.pk, set())} for a in agents]
     context = {
         "entitled": entitled,
+        "storage": services.storage(request.tenant) if entitled else None,
         "bases": bases,
         "agent_rows": agent_rows,
         "backends": Backend.choices,
@@ -91,6 +92,7 @@ def _documents_context(request, kb) -> dict:
         "documents": documents,
         "chunk_total": Chunk.objects.filter(knowledge_base=kb).count(),
         "polling": any(d.status in IN_PROGRESS for d in documents),
+        "storage": services.storage(request.tenant) if services.entitled(request.tenant) else None,
     }
 
 

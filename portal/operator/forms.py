@@ -150,6 +150,7 @@ class TierForm(forms.ModelForm):
             "requests_per_minute",
             "tokens_per_minute",
             "concurrent_sessions",
+            "knowledge_storage_mb",
             "overage_allowed",
             "allowed_models",
             "default_features",
@@ -158,6 +159,12 @@ class TierForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.is_bound and "knowledge_storage_mb" not in self.data:
+            # The page always sends it; a scripted post written before the field existed keeps
+            # the tier's allowance (a new tier: the default) instead of failing on it. Sent
+            # empty or wrong, it is an error like any other field's.
+            self.data = self.data.copy()
+            self.data["knowledge_storage_mb"] = str(self.instance.knowledge_storage_mb)
         if self.instance.pk and not self.is_bound:
             self.initial["allowed_models"] = ", ".join(self.instance.allowed_models or [])
 

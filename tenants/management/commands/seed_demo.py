@@ -29,6 +29,7 @@ TIERS = [
         "requests_per_minute": 30,
         "tokens_per_minute": 40_000,
         "concurrent_sessions": 3,
+        "knowledge_storage_mb": 100,
         "allowed_models": ["offline-small"],
         "default_features": ["chat"],
         "celery_queue": "tier-basic",
@@ -43,6 +44,7 @@ TIERS = [
         "requests_per_minute": 120,
         "tokens_per_minute": 200_000,
         "concurrent_sessions": 20,
+        "knowledge_storage_mb": 2_048,
         "allowed_models": ["offline-small", "anthropic.claude-3-5-haiku-20241022-v1:0"],
         "default_features": ["chat", "api_access", "knowledge_bases", "custom_guardrails", "tools"],
         "celery_queue": "tier-standard",
@@ -57,6 +59,7 @@ TIERS = [
         "requests_per_minute": 600,
         "tokens_per_minute": 2_000_000,
         "concurrent_sessions": 200,
+        "knowledge_storage_mb": 20_480,
         "allowed_models": [
             "offline-small",
             "anthropic.claude-3-5-haiku-20241022-v1:0",
