@@ -2,16 +2,6 @@
 
 from django.db import migrations, models
 
-# The demo's tiers (tenants/management/commands/seed_demo.py TIERS), seeded before the field
-# existed: the allowance their seed now gives them, rather than the default for all.
-DEMO_TIERS_MB = {"basic": 100, "standard": 2_048, "premium": 20_480}
-
-
-def allow_demo_tiers(apps, schema_editor):
-    Tier = apps.get_model("tenants", "Tier")
-    for slug, mb in DEMO_TIERS_MB.items():
-        Tier.objects.filter(slug=slug).update(knowledge_storage_mb=mb)
-
 
 class Migration(migrations.Migration):
     dependencies = [
@@ -28,5 +18,4 @@ class Migration(migrations.Migration):
                 verbose_name="Knowledge storage (MB)",
             ),
         ),
-        migrations.RunPython(allow_demo_tiers, migrations.RunPython.noop),
     ]
