@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from billing import spend
 from billing.accounting import CENTS, latency_percentile, month_start, next_month
-from billing.invoices import owes_invoice, plan_terms
+from billing.invoices import month_tiers, owes_invoice, plan_terms
 from billing.models import (
     LATENCY_BUCKET_FIELDS,
     Invoice,
@@ -895,6 +895,9 @@ def _operator_rows(tenants, month: dt.date, sort: str, descending: bool) -> list
         b["tenant_id"]: b for b in TenantBudget.unscoped.values("tenant_id", "monthly_budget", "soft_alert_percent")
     }
     invoices = {i.tenant_id: i for i in Invoice.unscoped.filter(period=month).only("tenant_id", *_PLAN_FIELDS)}
+    # Every tenant's tier changes in the month at once (cross-tenant, unscoped: we are in
+    # all_tenants), not a query (or three) per tenant.
+    tiers = month_tiers(month)
     rows = []
     for tenant in tenants:
         u = usage.get(tenant.pk, {})
@@ -916,7 +919,7 @@ def _operator_rows(tenants, month: dt.date, sort: str, descending: bool) -> list
                     cost=cost,
                     invoiced=tenant.pk in invoices,
                 ),
-                terms=spend.month_plan(tenant, month, plan_terms(tenant, month, invoices.get(tenant.pk))),
+                terms=spend.month_plan(tenant, month, plan_terms(tenant, month, invoices.get(tenant.pk)), tiers=tiers),
             )
         )
     rows.sort(key=OPERATOR_SORTS[sort], reverse=descending)

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Sum
+from django.db.models import Case, IntegerField, Q, Sum, Value, When
 from django.utils import timezone
 
 from billing.accounting import CENTS, month_start, next_month
@@ -144,55 +144,114 @@ def _month_bounds(period: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start, dt.datetime.combine(next_month(period), dt.time.min, tzinfo=dt.UTC)
 
 
+@dataclass(frozen=True)
+class MonthTiers:
+    """What a month's tier periods are made of, read at once: the tier changes in it by
+    tenant, the tiers they name, and the tokens each tenant used in each of its closed
+    periods (all but the last). `month_tiers` reads it for one tenant or for every tenant
+    (the operator's revenue table), in three queries either way, however many tenants."""
+
+    changes: dict[int, list]
+    tiers: dict[int, object]
+    closed_tokens: dict[int, list[int]]
+
+
+def month_tiers(period: dt.date, tenant=None) -> MonthTiers:
+    """The tier changes of `period` for `tenant` (in its context), or with no tenant for
+    every tenant: a cross-tenant read, so it must run inside all_tenants() (the operator
+    console), through the models' explicitly named `unscoped` managers."""
+    from billing.models import TierChange
+    from tenants.models import Tier
+
+    start, end = _month_bounds(period)
+    if tenant is not None:
+        with tenant_context(tenant):
+            return _month_tiers(start, end, TierChange.objects, UsageEvent.objects, Tier)
+    return _month_tiers(start, end, TierChange.unscoped, UsageEvent.unscoped, Tier)
+
+
+def _month_tiers(start, end, change_rows, usage_rows, tier_model) -> MonthTiers:
+    changes: dict[int, list] = {}
+    for change in change_rows.filter(effective_at__gt=start, effective_at__lt=end).order_by(
+        "tenant_id", "effective_at", "id"
+    ):
+        changes.setdefault(change.tenant_id, []).append(change)
+    if not changes:
+        return MonthTiers({}, {}, {})
+    tier_ids = {c.tier_after_id for rows in changes.values() for c in rows}
+    tier_ids |= {c.tier_before_id for rows in changes.values() for c in rows} - {None}
+    tiers = tier_model.objects.in_bulk(tier_ids)
+    # The tokens of every closed period of every tenant in one GROUP BY: each event is put in
+    # the slot of the period it falls in (a CASE over the periods' bounds).
+    slots, whens = [], []
+    for tenant_id, rows in changes.items():
+        for since, until, _tier_id in _spans(start, end, rows)[:-1]:
+            whens.append(When(tenant_id=tenant_id, created_at__gte=since, created_at__lt=until, then=Value(len(slots))))
+            slots.append(tenant_id)
+    closed_tokens: dict[int, list[int]] = {tenant_id: [] for tenant_id in changes}
+    used: dict[int, int] = {}
+    if whens:
+        for row in (
+            usage_rows.filter(tenant_id__in=list(changes), created_at__gte=start, created_at__lt=end)
+            .annotate(slot=Case(*whens, default=None, output_field=IntegerField()))
+            .filter(slot__isnull=False)
+            .order_by()
+            .values("slot")
+            .annotate(i=Sum("input_tokens"), o=Sum("output_tokens"))
+        ):
+            used[row["slot"]] = int(row["i"] or 0) + int(row["o"] or 0)
+    for slot, tenant_id in enumerate(slots):
+        closed_tokens[tenant_id].append(used.get(slot, 0))
+    return MonthTiers(changes, tiers, closed_tokens)
+
+
 def tier_periods(
-    tenant, period: dt.date, terms: PlanTerms | None = None, tokens: int | None = None
+    tenant, period: dt.date, terms: PlanTerms | None = None, tokens: int | None = None, *, month=None
 ) -> list[TierPeriod]:
     """The month's tier periods, from the tier changes recorded in it (billing.models.TierChange),
     with the tokens used in each (from the usage events' times; the last period gets the rest of
     the month's `tokens`, by default `period_usage`, so the periods add up to them). Without a change in the month:
     one period, the whole month at `terms` (plan_terms), share 1 — the unprorated bill.
 
+    `month` is the month's MonthTiers when the caller read them already (the operator table
+    reads every tenant's at once); by default they are read for this tenant.
+
     Proration is by the second: a plan change takes effect the moment an operator makes it, and
     the day a change happens is otherwise billed twice or not at all. Fee and included tokens
     are the tier's times its share; overage in each period is at that tier's price."""
-    from billing.models import TierChange
-
     start, end = _month_bounds(period)
-    with tenant_context(tenant):
-        changes = list(
-            TierChange.objects.filter(tenant_id=tenant.pk, effective_at__gt=start, effective_at__lt=end).order_by(
-                "effective_at", "id"
-            )
-        )
-        if not changes:
-            whole = TierPeriod(terms or PlanTerms.of_tier(tenant.tier), start, end, Decimal(1))
-            return [dataclasses.replace(whole, tokens=int(tokens or 0))]
-        return _split(period, changes, start, end, tokens)
+    if month is None:
+        month = month_tiers(period, tenant)
+    changes = month.changes.get(tenant.pk)
+    if not changes:
+        whole = TierPeriod(terms or PlanTerms.of_tier(tenant.tier), start, end, Decimal(1))
+        return [dataclasses.replace(whole, tokens=int(tokens or 0))]
+    periods = _split(start, end, changes, month.tiers)
+    if tokens is None:
+        with tenant_context(tenant):
+            tokens = period_usage(period)[0]
+    counted = list(month.closed_tokens.get(tenant.pk, []))
+    counted.append(max(0, int(tokens) - sum(counted)))
+    return [dataclasses.replace(p, tokens=t) for p, t in zip(periods, counted, strict=True)]
 
 
-def _split(period, changes, start, end, tokens: int | None) -> list[TierPeriod]:
-    from tenants.models import Tier
-
-    tiers = Tier.objects.in_bulk({c.tier_after_id for c in changes} | {c.tier_before_id for c in changes} - {None})
-    first_tier = tiers.get(changes[0].tier_before_id) or tiers[changes[0].tier_after_id]
+def _spans(start, end, changes) -> list[tuple[dt.datetime, dt.datetime, int]]:
+    """(since, until, tier id) of each stretch of the month between its tier changes."""
+    first_tier_id = changes[0].tier_before_id or changes[0].tier_after_id
     # By the whole second: a change takes effect at the second it was made.
-    bounds = [(start, first_tier)] + [(c.effective_at.replace(microsecond=0), tiers[c.tier_after_id]) for c in changes]
+    bounds = [(start, first_tier_id)] + [(c.effective_at.replace(microsecond=0), c.tier_after_id) for c in changes]
+    return [
+        (since, bounds[i + 1][0] if i + 1 < len(bounds) else end, tier_id) for i, (since, tier_id) in enumerate(bounds)
+    ]
+
+
+def _split(start, end, changes, tiers) -> list[TierPeriod]:
     second = dt.timedelta(seconds=1)
     month_seconds = Decimal((end - start) // second)
-    periods = []
-    for i, (since, tier) in enumerate(bounds):
-        until = bounds[i + 1][0] if i + 1 < len(bounds) else end
-        share = Decimal((until - since) // second) / month_seconds
-        periods.append(TierPeriod(PlanTerms.of_tier(tier), since, until, share))
-    total = period_usage(period)[0] if tokens is None else int(tokens)
-    counted = []
-    for p in periods[:-1]:
-        row = UsageEvent.objects.filter(created_at__gte=p.start, created_at__lt=p.end).aggregate(
-            i=Sum("input_tokens"), o=Sum("output_tokens")
-        )
-        counted.append(int(row["i"] or 0) + int(row["o"] or 0))
-    counted.append(max(0, total - sum(counted)))
-    return [dataclasses.replace(p, tokens=t) for p, t in zip(periods, counted, strict=True)]
+    return [
+        TierPeriod(PlanTerms.of_tier(tiers[tier_id]), since, until, Decimal((until - since) // second) / month_seconds)
+        for since, until, tier_id in _spans(start, end, changes)
+    ]
 
 
 def prorated_amounts(periods: list[TierPeriod]) -> tuple[Decimal, Decimal, Decimal]:

@@ -80,12 +80,13 @@ class MonthPlan:
     closed_overage: Decimal
 
 
-def month_plan(tenant, month: dt.date | None = None, terms=None):
+def month_plan(tenant, month: dt.date | None = None, terms=None, *, tiers=None):
     """What `tenant`'s month is billed on: `terms` (by default its tier), or, when its tier
-    changed during the month, the MonthPlan of its tier periods (billing.invoices.tier_periods)."""
+    changed during the month, the MonthPlan of its tier periods (billing.invoices.tier_periods).
+    `tiers`: the month's billing.invoices.MonthTiers, when the caller read every tenant's at once."""
     from billing.invoices import tier_periods
 
-    periods = tier_periods(tenant, month or month_start(), tokens=0)  # only the closed periods' count
+    periods = tier_periods(tenant, month or month_start(), tokens=0, month=tiers)  # only the closed periods' count
     if len(periods) == 1:
         return terms if terms is not None else tenant.tier
     *closed, current = periods

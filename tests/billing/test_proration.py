@@ -142,3 +142,44 @@ def test_the_tier_change_service_records_the_change_with_the_tier_it_left(plans,
     with tenant_context(tenant):
         change = TierChange.objects.get()
     assert (change.tier_before_id, change.tier_after_id) == (plans.basic.pk, plans.pro.pk)
+
+
+def _moved_tenant(plans, slug: str):
+    """A tenant moved from Basic to Pro on 11 November, 06:00, with usage on both tiers:
+    $70.52 for November (test_it_prorates_a_mid_month_upgrade_by_the_second)."""
+    tenant = factories.make_tenant(slug, tier=plans.basic)
+    moves(tenant, (at(11, 6), plans.basic, plans.pro))
+    use(tenant, at(5), 1500)
+    use(tenant, at(20), 7000)
+    return tenant
+
+
+def _operator_table_queries(month: dt.date) -> tuple[int, dict]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with all_tenants("test"), CaptureQueriesContext(connection) as queries:
+        revenue = {r.tenant.slug: r.revenue for r in d.operator_rows(month)}
+    return len(queries), revenue
+
+
+def test_the_operator_table_reads_every_tenants_tier_periods_in_a_fixed_number_of_queries(plans):
+    for side in (plans.a, plans.b):
+        side.tenant.tier = plans.basic
+        side.tenant.save()
+        moves(side.tenant, (at(11, 6), plans.basic, plans.pro))
+        use(side.tenant, at(5), 1500)
+        use(side.tenant, at(20), 7000)
+    two, revenue = _operator_table_queries(NOVEMBER)
+    assert revenue == {plans.a.tenant.slug: Decimal("70.52"), plans.b.tenant.slug: Decimal("70.52")}
+    for n in range(4):
+        _moved_tenant(plans, f"moved-{n}")
+    six, revenue = _operator_table_queries(NOVEMBER)
+    assert len(revenue) == 6
+    assert set(revenue.values()) == {Decimal("70.52")}
+    assert six == two
+    for n in range(2):  # and tenants whose tier did not change: their whole month on Basic
+        factories.make_tenant(f"stayed-{n}", tier=plans.basic)
+    eight, revenue = _operator_table_queries(NOVEMBER)
+    assert revenue["stayed-0"] == revenue["stayed-1"] == Decimal("30.00")
+    assert eight == two
