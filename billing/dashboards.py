@@ -853,6 +853,7 @@ def operator_rows(
             "name",
             "status",
             "deployment_model",
+            "created_at",  # a tenant onboarded during the month is billed from then
             "tier__name",
             "tier__slug",
             "tier__monthly_price",

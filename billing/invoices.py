@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Case, IntegerField, Q, Sum, Value, When
+from django.db.models import Case, F, IntegerField, Q, Sum, Value, When
 from django.utils import timezone
 
 from billing.accounting import CENTS, month_start, next_month
@@ -172,8 +172,10 @@ def month_tiers(period: dt.date, tenant=None) -> MonthTiers:
 
 def _month_tiers(start, end, change_rows, usage_rows, tier_model) -> MonthTiers:
     changes: dict[int, list] = {}
-    for change in change_rows.filter(effective_at__gt=start, effective_at__lt=end).order_by(
-        "tenant_id", "effective_at", "id"
+    for change in (
+        change_rows.filter(effective_at__gt=start, effective_at__lt=end)
+        .annotate(onboarded_at=F("tenant__created_at"))
+        .order_by("tenant_id", "effective_at", "id")
     ):
         changes.setdefault(change.tenant_id, []).append(change)
     if not changes:
@@ -185,7 +187,8 @@ def _month_tiers(start, end, change_rows, usage_rows, tier_model) -> MonthTiers:
     # the slot of the period it falls in (a CASE over the periods' bounds).
     slots, whens = [], []
     for tenant_id, rows in changes.items():
-        for since, until, _tier_id in _spans(start, end, rows)[:-1]:
+        spans = _spans(start, end, rows, rows[0].tier_after_id, _onboarding(rows[0].onboarded_at, start, end))
+        for since, until, _tier_id in spans[:-1]:
             whens.append(When(tenant_id=tenant_id, created_at__gte=since, created_at__lt=until, then=Value(len(slots))))
             slots.append(tenant_id)
     closed_tokens: dict[int, list[int]] = {tenant_id: [] for tenant_id in changes}
@@ -205,13 +208,30 @@ def _month_tiers(start, end, change_rows, usage_rows, tier_model) -> MonthTiers:
     return MonthTiers(changes, tiers, closed_tokens)
 
 
+def _onboarding(created_at: dt.datetime | None, start: dt.datetime, end: dt.datetime) -> dt.datetime | None:
+    """When a tenant onboarded during the month [start, end) began (to the whole second,
+    like a tier change), or None when it was onboarded before the month (or after: a month
+    it has no tier period in is billed whole, as before it was onboarded nothing prorates)."""
+    if created_at is None:
+        return None
+    since = created_at.astimezone(dt.UTC).replace(microsecond=0)
+    return since if start < since < end else None
+
+
+def onboarding(tenant, period: dt.date) -> dt.datetime | None:
+    """When `tenant` was onboarded, if that was during `period` (see _onboarding)."""
+    return _onboarding(getattr(tenant, "created_at", None), *_month_bounds(period))
+
+
 def tier_periods(
     tenant, period: dt.date, terms: PlanTerms | None = None, tokens: int | None = None, *, month=None
 ) -> list[TierPeriod]:
-    """The month's tier periods, from the tier changes recorded in it (billing.models.TierChange),
-    with the tokens used in each (from the usage events' times; the last period gets the rest of
-    the month's `tokens`, by default `period_usage`, so the periods add up to them). Without a change in the month:
-    one period, the whole month at `terms` (plan_terms), share 1 — the unprorated bill.
+    """The month's tier periods, from the tier changes recorded in it (billing.models.TierChange)
+    and the tenant's onboarding (its created_at: a tenant onboarded during the month is billed
+    from then, its first period starting at onboarding), with the tokens used in each (from the
+    usage events' times; the last period gets the rest of the month's `tokens`, by default
+    `period_usage`, so the periods add up to them). Without a change or an onboarding in the
+    month: one period, the whole month at `terms` (plan_terms), share 1 — the unprorated bill.
 
     `month` is the month's MonthTiers when the caller read them already (the operator table
     reads every tenant's at once); by default they are read for this tenant.
@@ -220,13 +240,15 @@ def tier_periods(
     the day a change happens is otherwise billed twice or not at all. Fee and included tokens
     are the tier's times its share; overage in each period is at that tier's price."""
     start, end = _month_bounds(period)
+    onboarded = onboarding(tenant, period)
     if month is None:
         month = month_tiers(period, tenant)
-    changes = month.changes.get(tenant.pk)
-    if not changes:
-        whole = TierPeriod(terms or PlanTerms.of_tier(tenant.tier), start, end, Decimal(1))
-        return [dataclasses.replace(whole, tokens=int(tokens or 0))]
-    periods = _split(start, end, changes, month.tiers)
+    changes = month.changes.get(tenant.pk, [])
+    own_terms = terms or PlanTerms.of_tier(tenant.tier)
+    if not changes and onboarded is None:
+        return [TierPeriod(own_terms, start, end, Decimal(1), int(tokens or 0))]
+    spans = _spans(start, end, changes, tenant.tier_id, onboarded)
+    periods = _split(start, end, spans, month.tiers, own_terms if not changes else None)
     if tokens is None:
         with tenant_context(tenant):
             tokens = period_usage(period)[0]
@@ -235,22 +257,30 @@ def tier_periods(
     return [dataclasses.replace(p, tokens=t) for p, t in zip(periods, counted, strict=True)]
 
 
-def _spans(start, end, changes) -> list[tuple[dt.datetime, dt.datetime, int]]:
-    """(since, until, tier id) of each stretch of the month between its tier changes."""
-    first_tier_id = changes[0].tier_before_id or changes[0].tier_after_id
+def _spans(start, end, changes, tier_id, onboarding=None) -> list[tuple[dt.datetime, dt.datetime, int]]:
+    """(since, until, tier id) of each stretch of the month between its tier changes (on
+    `tier_id` without any), from the tenant's onboarding when it came during the month."""
+    first_tier_id = (changes[0].tier_before_id or changes[0].tier_after_id) if changes else tier_id
     # By the whole second: a change takes effect at the second it was made.
     bounds = [(start, first_tier_id)] + [(c.effective_at.replace(microsecond=0), c.tier_after_id) for c in changes]
-    return [
+    spans = [
         (since, bounds[i + 1][0] if i + 1 < len(bounds) else end, tier_id) for i, (since, tier_id) in enumerate(bounds)
     ]
+    if onboarding is not None:
+        # Nothing is billed before the tenant existed: the stretches before it drop out.
+        spans = [(max(since, onboarding), until, t) for since, until, t in spans if until > onboarding]
+    return spans
 
 
-def _split(start, end, changes, tiers) -> list[TierPeriod]:
+def _split(start, end, spans, tiers, terms: PlanTerms | None = None) -> list[TierPeriod]:
+    """The spans as tier periods; `terms` prices a month with no tier change (one span)."""
     second = dt.timedelta(seconds=1)
     month_seconds = Decimal((end - start) // second)
     return [
-        TierPeriod(PlanTerms.of_tier(tiers[tier_id]), since, until, Decimal((until - since) // second) / month_seconds)
-        for since, until, tier_id in _spans(start, end, changes)
+        TierPeriod(
+            terms or PlanTerms.of_tier(tiers[tier_id]), since, until, Decimal((until - since) // second) / month_seconds
+        )
+        for since, until, tier_id in spans
     ]
 
 
@@ -392,7 +422,8 @@ def _draft(tenant, period: dt.date) -> Invoice:
             invoice.refresh_from_db()
             return invoice
         InvoiceLine.objects.filter(invoice=invoice).delete()
-    lines = _lines(terms, period, tokens) if len(periods) == 1 else _prorated_lines(periods)
+    whole_month = len(periods) == 1 and periods[0].share == 1
+    lines = _lines(terms, period, tokens) if whole_month else _prorated_lines(periods)
     InvoiceLine.objects.bulk_create(_with_invoice(lines, invoice))
     invoice.refresh_from_db()
     return invoice

@@ -456,7 +456,9 @@ def plan_admission(tenant, user, offering, text, conversation) -> AdmissionPlan:
     # The budget caps the bill (fee + overage): as tokens, the ceiling the same UPDATE checks.
     # A month whose tier changed is billed by its prorated tier periods (spend.month_plan: a
     # query of its own); the statement above says whether this one did, so other turns skip it.
-    plan = spend.month_plan(tenant, month) if budget is not None and tier_changed else tier
+    # So is a tenant's first month, from its onboarding (tenant.created_at, already loaded).
+    prorated = tier_changed or spend.onboarded_in(tenant, month)
+    plan = spend.month_plan(tenant, month) if budget is not None and prorated else tier
     ceiling = spend.budget_token_ceiling(plan, budget)
     limit = _smallest(quota, ceiling)
     tenant_reservation = _reserve_statement(

@@ -82,12 +82,13 @@ class MonthPlan:
 
 def month_plan(tenant, month: dt.date | None = None, terms=None, *, tiers=None):
     """What `tenant`'s month is billed on: `terms` (by default its tier), or, when its tier
-    changed during the month, the MonthPlan of its tier periods (billing.invoices.tier_periods).
+    changed during the month or it was onboarded in it, the MonthPlan of its tier periods
+    (billing.invoices.tier_periods).
     `tiers`: the month's billing.invoices.MonthTiers, when the caller read every tenant's at once."""
     from billing.invoices import tier_periods
 
     periods = tier_periods(tenant, month or month_start(), tokens=0, month=tiers)  # only the closed periods' count
-    if len(periods) == 1:
+    if len(periods) == 1 and periods[0].share == 1:
         return terms if terms is not None else tenant.tier
     *closed, current = periods
     return MonthPlan(
@@ -98,6 +99,13 @@ def month_plan(tenant, month: dt.date | None = None, terms=None, *, tiers=None):
         overage_allowed=tenant.tier.overage_allowed if tenant.tier is not None else True,
         closed_overage=sum((p.overage() for p in closed), Decimal("0.00")),
     )
+
+
+def onboarded_in(tenant, month: dt.date) -> bool:
+    """Whether `tenant` was onboarded during `month`: its first month, prorated from then."""
+    from billing.invoices import onboarding
+
+    return onboarding(tenant, month) is not None
 
 
 def _closed_overage(plan) -> Decimal:

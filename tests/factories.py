@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.utils import timezone
@@ -42,15 +42,26 @@ def make_tier(slug: str | None = None, **extra) -> Tier:
     return Tier.objects.create(slug=slug, **defaults)
 
 
+# When factory tenants were onboarded: long before any month a test bills, so their months are
+# billed whole. A tenant onboarded during a month pays for it from then (billing.invoices.tier_periods);
+# pass `created_at=` to make one.
+ONBOARDED_LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
+
+
 def make_tenant(slug: str | None = None, tier: Tier | None = None, **extra) -> Tenant:
     slug = slug or f"tenant-{next(_seq)}"
-    return Tenant.objects.create(
+    created_at = extra.pop("created_at", ONBOARDED_LONG_AGO)
+    tenant = Tenant.objects.create(
         slug=slug,
         name=extra.pop("name", slug.title()),
         tier=tier or make_tier(),
         deployment_model=extra.pop("deployment_model", DeploymentModel.POOL),
         **extra,
     )
+    # created_at is set on insert (auto_now_add), so the onboarding moment is written after it.
+    Tenant.objects.filter(pk=tenant.pk).update(created_at=created_at)
+    tenant.created_at = created_at
+    return tenant
 
 
 def add_member(tenant: Tenant, user: User | None = None, role: str = Role.MEMBER) -> Membership:

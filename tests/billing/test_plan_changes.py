@@ -4,18 +4,18 @@ draft invoices (the tenant's and the operator's lists) never disagree in between
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from django.utils import timezone
 
 from billing import dashboards as d
 from billing import invoices as inv
-from billing.accounting import month_start
+from billing.accounting import month_start, next_month
 from billing.models import Invoice, InvoiceLine, InvoiceLineKind
 from tenants import services
 from tenants.context import all_tenants, tenant_context
-from tenants.models import TenantStatus
+from tenants.models import Tenant, TenantStatus
 from tests import factories
 from tests.billing.usage_helpers import at, record_usage
 
@@ -133,7 +133,13 @@ def test_a_tenant_onboarded_today_has_the_draft_invoice_its_revenue_counts(clien
         {"name": "Newco", "slug": "newco", "tier": standard.tier.pk, "deployment_model": "pool", "region": "us-east-1"},
     )
     assert response.status_code == 302
-    assert invoice_totals()["newco"] == Decimal("499.00")
+    # Its first month is billed from its onboarding, by the second, like a tier change.
+    newco = Tenant.objects.get(slug="newco")
+    start = dt.datetime.combine(THIS_MONTH, dt.time.min, tzinfo=dt.UTC)
+    end = dt.datetime.combine(next_month(THIS_MONTH), dt.time.min, tzinfo=dt.UTC)
+    second = dt.timedelta(seconds=1)
+    share = Decimal((end - newco.created_at.replace(microsecond=0)) // second) / Decimal((end - start) // second)
+    assert invoice_totals()["newco"] == (Decimal("499.00") * share).quantize(Decimal("0.01"), ROUND_HALF_UP)
     assert revenue_by_tenant() == invoice_totals()
     listed = client.get("/operator/billing/invoices/", {"month": f"{THIS_MONTH:%Y-%m}"})
     assert "newco" in {i.tenant.slug for i in listed.context["invoices"]}

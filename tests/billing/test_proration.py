@@ -183,3 +183,49 @@ def test_the_operator_table_reads_every_tenants_tier_periods_in_a_fixed_number_o
     eight, revenue = _operator_table_queries(NOVEMBER)
     assert revenue["stayed-0"] == revenue["stayed-1"] == Decimal("30.00")
     assert eight == two
+
+
+def onboarded(tenant, when: dt.datetime):
+    """The tenant was onboarded at `when` (created_at is set on insert, so it is moved after)."""
+    from tenants.models import Tenant
+
+    Tenant.objects.filter(pk=tenant.pk).update(created_at=when)
+    tenant.refresh_from_db()
+    return tenant
+
+
+def test_a_tenant_onboarded_mid_month_pays_the_fee_and_gets_the_tokens_from_its_start(plans):
+    # Onboarded on Basic on 16 November, 00:00: 360 of 720 hours, half the month — $15.00 and
+    # 1,500 included tokens; 2,000 used, 500 over at $1 / 1k: $0.50.
+    tenant = factories.make_tenant("late", tier=plans.basic)
+    onboarded(tenant, at(16))
+    use(tenant, at(20), 2000)
+    invoice = inv.draft_invoice(tenant, NOVEMBER)
+    assert amounts(invoice) == (Decimal("15.00"), Decimal("0.50"), Decimal("15.50"))
+    with tenant_context(tenant):
+        lines = list(InvoiceLine.objects.filter(invoice=invoice).order_by("id").values_list("kind", "amount"))
+        month = spend.month_spend(tenant, NOVEMBER)
+        plan = spend.month_plan(tenant, NOVEMBER)
+    assert lines == [("base_fee", Decimal("15.00")), ("token_overage", Decimal("0.50"))]
+    assert (month.bill.fee, month.bill.overage, month.bill.total) == amounts(invoice)
+    with all_tenants("test"):
+        assert {r.tenant.slug: r.revenue for r in d.operator_rows(NOVEMBER)}["late"] == Decimal("15.50")
+    # A $16.00 budget leaves $1.00 above the prorated fee: 1,000 tokens past the 1,500 included.
+    assert spend.budget_token_ceiling(plan, Decimal("16.00")) == 2500
+    # A tenant onboarded before the month pays the whole of it.
+    assert amounts(inv.draft_invoice(plans.a.tenant, NOVEMBER))[0] == plans.a.tenant.tier.monthly_price
+
+
+def test_an_onboarding_and_a_tier_change_in_one_month_prorate_together(plans):
+    # Onboarded on Basic on 11 November, 06:00 (Basic until 21 November, 06:00: 240 h, $10.00,
+    # 1,000 included), then Pro for 234 h ($29.25, 2,925 included); nothing before onboarding.
+    tenant = onboarded(factories.make_tenant("late-mover", tier=plans.basic), at(11, 6))
+    moves(tenant, (at(21, 6), plans.basic, plans.pro))
+    use(tenant, at(15), 1200)  # 200 over on Basic at $1 / 1k: $0.20
+    use(tenant, at(25), 3000)  # 75 over on Pro at $0.50 / 1k: $0.0375 → $0.04
+    invoice = inv.draft_invoice(tenant, NOVEMBER)
+    assert amounts(invoice) == (Decimal("39.25"), Decimal("0.24"), Decimal("39.49"))
+    with tenant_context(tenant):
+        assert spend.month_spend(tenant, NOVEMBER).bill.total == Decimal("39.49")
+    with all_tenants("test"):
+        assert {r.tenant.slug: r.revenue for r in d.operator_rows(NOVEMBER)}["late-mover"] == Decimal("39.49")

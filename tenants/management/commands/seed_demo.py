@@ -147,6 +147,10 @@ class Command(BaseCommand):
                 },
             )
             created += new
+            if new:
+                # Onboarded before the demo's usage: a tenant onboarded during a month pays for it
+                # from then (billing.invoices.tier_periods), and the demo's months are whole.
+                Tenant.objects.filter(pk=tenant.pk).update(created_at=_onboarded_at())
             with tenant_context(tenant):
                 if new:
                     audit.record(
@@ -183,3 +187,16 @@ class Command(BaseCommand):
 
         created += seed_guardrails()
         self.stdout.write(f"demo data ready ({created} objects created)")
+
+
+def _onboarded_at():
+    """The first instant of the month the demo's usage (billing.seed.DAYS) starts in."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from billing import seed
+    from billing.accounting import month_start
+
+    first_day = month_start(timezone.now() - dt.timedelta(days=seed.DAYS))
+    return dt.datetime.combine(first_day, dt.time.min, tzinfo=dt.UTC)
