@@ -607,14 +607,15 @@ def month_outlook(tenant, now: dt.datetime | None = None, parts: Slices | None =
     budget_row = TenantBudget.objects.first()
     budget_limit = budget_row.monthly_budget if budget_row is not None else None
     used_tokens = Decimal(month_totals.tokens)
+    # The month's plan: its tier periods, prorated when the tenant was moved or onboarded in it.
+    plan = spend.month_plan(tenant, month)
     tokens = Gauge(
         used=used_tokens,
-        limit=Decimal(tier.included_tokens) if tier.included_tokens else None,
+        limit=Decimal(plan.included_tokens) if tier.included_tokens else None,
         forecast=forecast(used_tokens, trailing_tokens, now).quantize(Decimal("1")),
     )
     # The budget caps the bill (billing.spend), so its gauge is in the money the tenant
     # pays: the plan's fee plus overage on the tokens so far, and on the forecast tokens.
-    plan = spend.month_plan(tenant, month)
     so_far = spend.bill(plan, month_totals.tokens)
     forecast_bill = spend.bill(plan, int(tokens.forecast))
     ceiling = spend.budget_token_ceiling(plan, budget_limit)
@@ -635,7 +636,7 @@ def month_outlook(tenant, now: dt.datetime | None = None, parts: Slices | None =
         tokens=tokens,
         budget=budget,
         month_totals=month_totals,
-        included_tokens=tier.included_tokens,
+        included_tokens=plan.included_tokens,
         overage_price_per_1k=tier.overage_price_per_1k_tokens,
         overage_allowed=getattr(tier, "overage_allowed", True),
         monthly_price=tier.monthly_price,

@@ -452,13 +452,15 @@ def plan_admission(tenant, user, offering, text, conversation) -> AdmissionPlan:
         raise _too_large_refusal(tokens, tier.tokens_per_minute)
 
     params = {"tenant": tenant.pk, "month": sql.date(month), "tokens": tokens, "cost": cost, "now": sql.dt(now)}
-    quota = tier.included_tokens if tier is not None and not tier.overage_allowed else None
-    # The budget caps the bill (fee + overage): as tokens, the ceiling the same UPDATE checks.
+    hard_quota = tier is not None and not tier.overage_allowed
     # A month whose tier changed is billed by its prorated tier periods (spend.month_plan: a
     # query of its own); the statement above says whether this one did, so other turns skip it.
     # So is a tenant's first month, from its onboarding (tenant.created_at, already loaded).
     prorated = tier_changed or spend.onboarded_in(tenant, month)
-    plan = spend.month_plan(tenant, month) if budget is not None and prorated else tier
+    plan = spend.month_plan(tenant, month) if (budget is not None or hard_quota) and prorated else tier
+    # Without overage the included tokens are a hard stop: the month's (prorated) included tokens.
+    quota = int(plan.included_tokens) if hard_quota else None
+    # The budget caps the bill (fee + overage): as tokens, the ceiling the same UPDATE checks.
     ceiling = spend.budget_token_ceiling(plan, budget)
     limit = _smallest(quota, ceiling)
     tenant_reservation = _reserve_statement(
@@ -844,7 +846,8 @@ def set_budget(actor, *, monthly_budget: Decimal | None, soft_alert_percent: int
 
     require(actor.role, Action.MANAGE_LIMITS)
     tenant = require_tenant()
-    problem = spend.check_budget(tenant.tier, monthly_budget)
+    # The lowest budget is this month's fee: prorated in a month the tenant was onboarded or moved in.
+    problem = spend.check_budget(spend.month_plan(tenant), monthly_budget)
     if problem:
         raise ServiceError(problem)
     if not 1 <= int(soft_alert_percent) <= 100:

@@ -237,15 +237,17 @@ def month_spend(tenant, month: dt.date | None = None) -> MonthSpend:
 
 
 def check_budget(tier, budget: Decimal | None) -> str | None:
-    """Why `budget` cannot be set on `tier` (a message naming the fee), or None."""
+    """Why `budget` cannot be set on `tier` or a month_plan (a message naming the month's fee), or None."""
     if budget is None:
         return None
     if budget < 0:
         return "A budget cannot be negative."
     fee = monthly_fee(tier)
     if budget < fee:
+        # A month_plan (tier changed, or the tenant onboarded, this month) bills a prorated fee.
+        what = "this month's plan fee (prorated)" if isinstance(tier, MonthPlan) else "your plan's monthly fee"
         return (
-            f"A monthly budget caps what your organisation is billed, and your plan's monthly fee is "
+            f"A monthly budget caps what your organisation is billed, and {what} is "
             f"${fee:,.2f}: choose at least ${fee:,.2f}, or leave it empty for no budget."
         )
     return None

@@ -50,6 +50,7 @@ class BudgetForm(forms.Form):
     )
 
     def __init__(self, *args, tier=None, **kwargs):
+        # `tier`: the tenant's month_plan (billing.spend), so the lowest budget is this month's fee.
         super().__init__(*args, **kwargs)
         self.tier = tier
         fee = spend.monthly_fee(tier)
@@ -114,11 +115,14 @@ def _context(request, budget_form=None, user_forms=None) -> dict:
         )
     tier = tenant.tier
     included = tier.included_tokens if tier is not None else 0
-    fee = spend.monthly_fee(tier)
-    plan_rule = spend.budget_rule(tier, fee)
+    # This month's plan: prorated when the tenant was onboarded or moved during it, so the
+    # lowest budget is the fee the month really bills.
+    plan = spend.month_plan(tenant)
+    fee = spend.monthly_fee(plan)
+    plan_rule = spend.budget_rule(plan, fee)
     tokens_per_dollar = None
     if plan_rule == spend.BudgetRule.CAPS_OVERAGE:
-        tokens_per_dollar = spend.budget_token_ceiling(tier, fee + 1) - spend.budget_token_ceiling(tier, fee)
+        tokens_per_dollar = spend.budget_token_ceiling(plan, fee + 1) - spend.budget_token_ceiling(plan, fee)
     return {
         "tier": tier,
         "month": month,
@@ -136,7 +140,7 @@ def _context(request, budget_form=None, user_forms=None) -> dict:
         "reserved_tokens": month.tokens_reserved,
         "budget_form": budget_form
         or BudgetForm(
-            tier=tier,
+            tier=plan,
             initial={
                 "monthly_budget": budget.monthly_budget if budget else None,
                 "soft_alert_percent": budget.soft_alert_percent if budget else 80,
@@ -157,7 +161,7 @@ def limits_page(request):
 @require_POST
 @tenant_view(Action.MANAGE_LIMITS)
 def budget_save(request):
-    form = BudgetForm(request.POST, tier=request.tenant.tier)
+    form = BudgetForm(request.POST, tier=spend.month_plan(request.tenant))
     if form.is_valid():
         try:
             limits.set_budget(
