@@ -921,7 +921,9 @@ def _operator_rows(tenants, month: dt.date, sort: str, descending: bool) -> list
                     cost=cost,
                     invoiced=tenant.pk in invoices,
                 ),
-                terms=spend.month_plan(tenant, month, plan_terms(tenant, month, invoices.get(tenant.pk)), tiers=tiers),
+                terms=spend.month_plan(
+                    tenant, month, plan_terms(tenant, month, invoices.get(tenant.pk), month=tiers), tiers=tiers
+                ),
             )
         )
     rows.sort(key=OPERATOR_SORTS[sort], reverse=descending)

@@ -70,10 +70,18 @@ class PlanTerms:
     monthly_price: Decimal
     included_tokens: int
     overage_price_per_1k_tokens: Decimal
+    overage_allowed: bool = True
 
     @classmethod
     def of_tier(cls, tier) -> PlanTerms:
-        return cls(tier.name, tier.monthly_price, tier.included_tokens, tier.overage_price_per_1k_tokens)
+        """The terms of a Tier as it stands (or of a billing.models.TierTerms row)."""
+        return cls(
+            tier.name,
+            tier.monthly_price,
+            tier.included_tokens,
+            tier.overage_price_per_1k_tokens,
+            getattr(tier, "overage_allowed", True),
+        )
 
     @classmethod
     def of_invoice(cls, invoice) -> PlanTerms | None:
@@ -100,15 +108,59 @@ def month_is_over(period: dt.date, today: dt.date | None = None) -> bool:
     return next_month(period) <= (today or timezone.now().astimezone(dt.UTC).date())
 
 
-def plan_terms(tenant, period: dt.date, invoice=None, *, today: dt.date | None = None) -> PlanTerms:
+def plan_terms(
+    tenant, period: dt.date, invoice=None, *, today: dt.date | None = None, month: MonthTiers | None = None
+) -> PlanTerms:
     """The terms `period` is billed at: while the month runs, the tenant's tier now; once
-    it is over, those its invoice recorded during the month (the tier now only if it has
-    none, e.g. a month first drafted after it ended). Drafting, the operator's revenue
-    table and reconcile_usage all ask this one function."""
+    it is over, those its invoice recorded during the month, or without one (e.g. a month
+    first drafted after it ended) the tier's terms in force at the month's end (its
+    TierTerms history: terms_in_force). Drafting, the operator's revenue table and
+    reconcile_usage all ask this one function. `month`: the month's MonthTiers if read."""
+    if not month_is_over(period, today):
+        return PlanTerms.of_tier(tenant.tier)
     recorded = PlanTerms.of_invoice(invoice)
-    if recorded is not None and month_is_over(period, today):
+    if recorded is not None:
         return recorded
-    return PlanTerms.of_tier(tenant.tier)
+    if month is None:
+        month = month_tiers(period, tenant, today=today)
+    return month.terms_of(tenant.tier)
+
+
+def record_tier_terms(tier, before=None, at: dt.datetime | None = None) -> None:
+    """Keep `tier`'s terms as they stand from `at` (now) on, so a month that is over stays
+    billed at the terms in force then. `before`: the tier as stored before this edit; when
+    the tier has no history yet (created before it was kept), its terms until now are
+    recorded first, in force since the tier was created. Called by the tier service
+    (tenants.services.save_tier) inside its transaction."""
+    from billing.models import TierTerms
+
+    def row(source, when):
+        terms = PlanTerms.of_tier(source)
+        return TierTerms(tier_id=tier.pk, effective_at=when, **dataclasses.asdict(terms))
+
+    rows = []
+    if before is not None and not TierTerms.objects.filter(tier_id=tier.pk).exists():
+        rows.append(row(before, before.created_at))
+    rows.append(row(tier, at or timezone.now()))
+    TierTerms.objects.bulk_create(rows)
+
+
+def terms_in_force(period: dt.date, tier_ids=None) -> dict[int, PlanTerms]:
+    """Each tier's terms at the end of `period` (by tier id; None: every tier with a
+    history): the last TierTerms row in force before the month ended, or, for a tier whose
+    history starts after it, the first (the terms it had until its first recorded edit).
+    A tier without history is left out: its terms are the tier's as it stands. One query."""
+    from billing.models import TierTerms
+
+    end = _month_bounds(period)[1]
+    rows = TierTerms.objects.order_by("tier_id", "effective_at", "id")
+    if tier_ids is not None:
+        rows = rows.filter(tier_id__in=list(tier_ids))
+    found: dict[int, PlanTerms] = {}
+    for row in rows:
+        if row.tier_id not in found or row.effective_at < end:
+            found[row.tier_id] = PlanTerms.of_tier(row)
+    return found
 
 
 @dataclass(frozen=True)
@@ -154,20 +206,33 @@ class MonthTiers:
     changes: dict[int, list]
     tiers: dict[int, object]
     closed_tokens: dict[int, list[int]]
+    # A month that is over: each tier's terms in force at its end (terms_in_force), by tier id.
+    terms: dict[int, PlanTerms] = dataclasses.field(default_factory=dict)
+
+    def terms_of(self, tier) -> PlanTerms:
+        """What `tier` bills this month at: its terms then for a month that is over, else as it stands."""
+        return self.terms.get(tier.pk) or PlanTerms.of_tier(tier)
 
 
-def month_tiers(period: dt.date, tenant=None) -> MonthTiers:
+def month_tiers(period: dt.date, tenant=None, *, today: dt.date | None = None) -> MonthTiers:
     """The tier changes of `period` for `tenant` (in its context), or with no tenant for
     every tenant: a cross-tenant read, so it must run inside all_tenants() (the operator
-    console), through the models' explicitly named `unscoped` managers."""
+    console), through the models' explicitly named `unscoped` managers. For a month that is
+    over, also the terms its tiers were in force at then (one more query)."""
     from billing.models import TierChange
     from tenants.models import Tier
 
     start, end = _month_bounds(period)
     if tenant is not None:
         with tenant_context(tenant):
-            return _month_tiers(start, end, TierChange.objects, UsageEvent.objects, Tier)
-    return _month_tiers(start, end, TierChange.unscoped, UsageEvent.unscoped, Tier)
+            month = _month_tiers(start, end, TierChange.objects, UsageEvent.objects, Tier)
+    else:
+        month = _month_tiers(start, end, TierChange.unscoped, UsageEvent.unscoped, Tier)
+    if not month_is_over(period, today):
+        return month
+    if tenant is None:
+        return dataclasses.replace(month, terms=terms_in_force(period))
+    return dataclasses.replace(month, terms=terms_in_force(period, {tenant.tier_id, *month.tiers}))
 
 
 def _month_tiers(start, end, change_rows, usage_rows, tier_model) -> MonthTiers:
@@ -244,11 +309,11 @@ def tier_periods(
     if month is None:
         month = month_tiers(period, tenant)
     changes = month.changes.get(tenant.pk, [])
-    own_terms = terms or PlanTerms.of_tier(tenant.tier)
+    own_terms = terms or month.terms_of(tenant.tier)
     if not changes and onboarded is None:
         return [TierPeriod(own_terms, start, end, Decimal(1), int(tokens or 0))]
     spans = _spans(start, end, changes, tenant.tier_id, onboarded)
-    periods = _split(start, end, spans, month.tiers, own_terms if not changes else None)
+    periods = _split(start, end, spans, month, own_terms if not changes else None)
     if tokens is None:
         with tenant_context(tenant):
             tokens = period_usage(period)[0]
@@ -272,13 +337,17 @@ def _spans(start, end, changes, tier_id, onboarding=None) -> list[tuple[dt.datet
     return spans
 
 
-def _split(start, end, spans, tiers, terms: PlanTerms | None = None) -> list[TierPeriod]:
-    """The spans as tier periods; `terms` prices a month with no tier change (one span)."""
+def _split(start, end, spans, month: MonthTiers, terms: PlanTerms | None = None) -> list[TierPeriod]:
+    """The spans as tier periods, each at its tier's terms this month (MonthTiers.terms_of);
+    `terms` prices a month with no tier change (one span)."""
     second = dt.timedelta(seconds=1)
     month_seconds = Decimal((end - start) // second)
     return [
         TierPeriod(
-            terms or PlanTerms.of_tier(tiers[tier_id]), since, until, Decimal((until - since) // second) / month_seconds
+            terms or month.terms_of(month.tiers[tier_id]),
+            since,
+            until,
+            Decimal((until - since) // second) / month_seconds,
         )
         for since, until, tier_id in spans
     ]
@@ -396,9 +465,10 @@ def draft_invoice(tenant, period: dt.date) -> Invoice:
 @transaction.atomic
 def _draft(tenant, period: dt.date) -> Invoice:
     invoice = Invoice.objects.filter(period=period).first()
-    terms = plan_terms(tenant, period, invoice)
+    month = month_tiers(period, tenant)
+    terms = plan_terms(tenant, period, invoice, month=month)
     tokens, cost = period_usage(period)
-    periods = tier_periods(tenant, period, terms, tokens)
+    periods = tier_periods(tenant, period, terms, tokens, month=month)
     base_fee, overage, total = prorated_amounts(periods)
     fields = {
         "base_fee": base_fee,

@@ -327,6 +327,29 @@ class TierChange(TenantOwnedModel):
         return f"Tier change {self.effective_at:%Y-%m-%d %H:%M:%S}"
 
 
+class TierTerms(PlatformModel):
+    """A tier's plan terms (what billing.invoices.PlanTerms prices a month at) from
+    `effective_at` on: the history a closed month is billed from, so an operator editing a
+    tier's prices does not reprice the months before (billing.invoices.terms_in_force).
+    Written by the tier service (tenants.services.save_tier) in the edit's transaction.
+    Insert-only."""
+
+    tier = models.ForeignKey("tenants.Tier", on_delete=models.CASCADE, related_name="+")
+    effective_at = models.DateTimeField(default=timezone.now)
+    name = models.CharField(max_length=100)
+    monthly_price = models.DecimalField(max_digits=12, decimal_places=2)
+    included_tokens = models.BigIntegerField()
+    overage_price_per_1k_tokens = models.DecimalField(max_digits=12, decimal_places=6)
+    overage_allowed = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["tier", "effective_at", "id"]
+        indexes = [models.Index(fields=["tier", "effective_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} terms from {self.effective_at:%Y-%m-%d %H:%M:%S}"
+
+
 class ReservationStatus(models.TextChoices):
     HELD = "held", "Held"
     SETTLED = "settled", "Settled"

@@ -85,11 +85,14 @@ def month_plan(tenant, month: dt.date | None = None, terms=None, *, tiers=None):
     changed during the month or it was onboarded in it, the MonthPlan of its tier periods
     (billing.invoices.tier_periods).
     `tiers`: the month's billing.invoices.MonthTiers, when the caller read every tenant's at once."""
-    from billing.invoices import tier_periods
+    from billing.invoices import month_is_over, tier_periods
 
     periods = tier_periods(tenant, month or month_start(), tokens=0, month=tiers)  # only the closed periods' count
     if len(periods) == 1 and periods[0].share == 1:
-        return terms if terms is not None else tenant.tier
+        if terms is not None:
+            return terms
+        # A month that is over is billed at the terms in force then (its TierTerms history).
+        return periods[0].terms if month_is_over(month or month_start()) else tenant.tier
     *closed, current = periods
     return MonthPlan(
         name=current.terms.name,

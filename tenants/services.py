@@ -619,6 +619,12 @@ TIER_FIELDS = [
 ]
 
 
+def _record_tier_terms(tier: Tier, stored: Tier | None) -> None:
+    from billing.invoices import record_tier_terms
+
+    record_tier_terms(tier, before=stored)
+
+
 def save_tier(operator: User, tier: Tier, ip: str | None = None) -> Tier:
     """Create or update a tier (the caller has set its fields, e.g. from a form)."""
     _require_operator(operator)
@@ -630,6 +636,12 @@ def save_tier(operator: User, tier: Tier, ip: str | None = None) -> Tier:
     with transaction.atomic():
         tier.save()
         after = audit.snapshot(tier, TIER_FIELDS)
+        plan_changed = creating or any(
+            getattr(stored, f) != getattr(tier, f) for f in PLAN_TIER_FIELDS + ("overage_allowed",)
+        )
+        if plan_changed:
+            # Its terms from now on: the months already over stay billed at the terms then.
+            _record_tier_terms(tier, stored)
         if not creating and any(getattr(stored, f) != getattr(tier, f) for f in PLAN_TIER_FIELDS):
             # The running month is billed at the tier's terms now: its drafts are redrawn
             # here, so no invoice keeps the old price until the hourly redraft.

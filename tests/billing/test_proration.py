@@ -12,6 +12,7 @@ import pytest
 from billing import dashboards as d
 from billing import invoices as inv
 from billing import spend
+from billing.accounting import month_start
 from billing.models import InvoiceLine, MonthlyUsage, TierChange
 from tenants import services
 from tenants.context import all_tenants, tenant_context
@@ -229,3 +230,43 @@ def test_an_onboarding_and_a_tier_change_in_one_month_prorate_together(plans):
         assert spend.month_spend(tenant, NOVEMBER).bill.total == Decimal("39.49")
     with all_tenants("test"):
         assert {r.tenant.slug: r.revenue for r in d.operator_rows(NOVEMBER)}["late-mover"] == Decimal("39.49")
+
+
+def reprice(operator, tier, monthly: str, included: int, per_1k: str):
+    """The operator edits the tier's prices (the tier form's service), today."""
+    tier.monthly_price, tier.included_tokens = Decimal(monthly), included
+    tier.overage_price_per_1k_tokens = Decimal(per_1k)
+    return services.save_tier(operator, tier)
+
+
+def test_a_closed_month_keeps_the_prices_in_force_then_when_its_tier_is_repriced(plans, operator):
+    tenant = plans.a.tenant
+    tenant.tier = plans.basic
+    tenant.save()
+    use(tenant, at(10), 4000)  # Basic: $30, 3,000 included, 1,000 over at $1 / 1k: $1.00
+    # Never drafted during November (nothing recorded on an invoice); Basic is repriced today.
+    reprice(operator, plans.basic, "60.00", 1000, "2")
+    invoice = inv.draft_invoice(tenant, NOVEMBER)
+    assert amounts(invoice) == (Decimal("30.00"), Decimal("1.00"), Decimal("31.00"))
+    with tenant_context(tenant):
+        assert spend.month_spend(tenant, NOVEMBER).bill.total == Decimal("31.00")
+    with all_tenants("test"):
+        assert {r.tenant.slug: r.revenue for r in d.operator_rows(NOVEMBER)}[tenant.slug] == Decimal("31.00")
+    # The running month is billed at the prices as they stand.
+    assert inv.draft_invoice(tenant, month_start()).base_fee == Decimal("60.00")
+
+
+def test_a_prorated_closed_month_keeps_each_tiers_prices_in_force_then(plans, operator):
+    tenant = plans.a.tenant
+    moves(tenant, (at(11, 6), plans.basic, plans.pro))
+    use(tenant, at(5), 1500)
+    use(tenant, at(20), 7000)
+    assert amounts(inv.draft_invoice(tenant, NOVEMBER))[2] == Decimal("70.52")
+    reprice(operator, plans.basic, "60.00", 1000, "2")
+    reprice(operator, plans.pro, "180.00", 1000, "2")
+    invoice = inv.draft_invoice(tenant, NOVEMBER)
+    assert amounts(invoice) == (Decimal("69.50"), Decimal("1.02"), Decimal("70.52"))
+    with tenant_context(tenant):
+        assert spend.month_spend(tenant, NOVEMBER).bill.total == Decimal("70.52")
+    with all_tenants("test"):
+        assert {r.tenant.slug: r.revenue for r in d.operator_rows(NOVEMBER)}[tenant.slug] == Decimal("70.52")
