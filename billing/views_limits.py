@@ -114,10 +114,10 @@ def _context(request, budget_form=None, user_forms=None) -> dict:
             alerting=month.alert_reached,
         )
     tier = tenant.tier
-    included = tier.included_tokens if tier is not None else 0
     # This month's plan: prorated when the tenant was onboarded or moved during it, so the
-    # lowest budget is the fee the month really bills.
+    # lowest budget is the fee the month really bills and its quota the tokens it includes.
     plan = spend.month_plan(tenant)
+    included = int(plan.included_tokens) if tier is not None else 0
     fee = spend.monthly_fee(plan)
     plan_rule = spend.budget_rule(plan, fee)
     tokens_per_dollar = None
@@ -129,6 +129,7 @@ def _context(request, budget_form=None, user_forms=None) -> dict:
         "included_tokens": included,
         "overage_allowed": tier.overage_allowed if tier is not None else True,
         "monthly_fee": fee,
+        "fee_prorated": isinstance(plan, spend.MonthPlan),
         # How any budget (at least the fee) bears on this plan, for the note under the form.
         "plan_rule": plan_rule,
         "tokens_per_dollar": tokens_per_dollar,

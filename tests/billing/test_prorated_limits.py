@@ -81,3 +81,12 @@ def test_the_dashboard_shows_the_prorated_quota_of_a_plan_without_overage(world)
     with tenant_context(world.a.tenant):
         outlook = d.month_outlook(world.a.tenant)
     assert (outlook.tokens.limit, outlook.included_tokens) == (Decimal("500"), 500)
+
+
+def test_the_limits_page_names_the_prorated_fee_as_the_lowest_budget(client, world):
+    onboard_at_mid_month(world.a)
+    client.force_login(world.a.admin)
+    body = client.get(URL).content.decode()
+    assert "your plan's fee this month (prorated: you joined or changed plan during it) of $50.00" in body
+    assert 'min="50.00"' in body
+    assert "of the monthly token quota of 500" in " ".join(body.split())
