@@ -26,7 +26,7 @@ def record_current_terms(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0007_tier_change"),
+        ("billing", "0008_tenant_index_from_meta"),
         ("tenants", "0005_limit_names"),
     ]
 
