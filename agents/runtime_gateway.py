@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 HISTORY_MESSAGES = 20
 EXCHANGED_SCOPES = "agents:invoke kb:read"
+TOOLS_SCOPE = "tools:invoke"  # added to the exchanged token only when the turn offers tools
 
 
 class TransientRuntimeError(Exception):
@@ -95,9 +96,12 @@ def turn_facts(tenant: Tenant, invocation: Invocation) -> TurnFacts:
     return TurnFacts(role=role, agent_allowed=bool(allowed), history=history)
 
 
-def mint_act_on_behalf_token(tenant: Tenant, invocation: Invocation, facts: TurnFacts | None = None) -> str:
+def mint_act_on_behalf_token(
+    tenant: Tenant, invocation: Invocation, facts: TurnFacts | None = None, *, tools: bool = False
+) -> str:
     """The one place a turn's token is minted: the user's token exchanged for a
-    short-lived one with aud=agent-runtime, narrowed scope and act={agent}."""
+    short-lived one with aud=agent-runtime, narrowed scope and act={agent}; with
+    `tools` (the turn offers tools) the scope includes tools:invoke."""
     from tenants.identity import oauth, tokens
 
     identity = invocation.agent.identity
@@ -121,7 +125,7 @@ def mint_act_on_behalf_token(tenant: Tenant, invocation: Invocation, facts: Turn
         token, _, _ = oauth.act_on_behalf(
             subject,
             identity,
-            scope=EXCHANGED_SCOPES,
+            scope=f"{EXCHANGED_SCOPES} {TOOLS_SCOPE}" if tools else EXCHANGED_SCOPES,
             audience=settings.EXCHANGE_DEFAULT_AUDIENCE,
             allowed=facts.agent_allowed,
         )
@@ -192,11 +196,23 @@ def model_offering(invocation: Invocation) -> ModelOffering | None:
     return invocation._model_offering
 
 
-def build_request(invocation: Invocation, facts: TurnFacts | None = None) -> dict:
+def tool_specs(tenant: Tenant, invocation: Invocation) -> list[dict]:
+    """The tools this turn offers the model: those the tenant enabled for the agent that its
+    tier allows and that are available, when the agent's identity may use tools:invoke (an
+    identity narrowed without it could not be given a token to run them)."""
+    from agents.tools import services as tool_services
+
+    identity = invocation.agent.identity
+    if identity is None or (identity.allowed_scopes and TOOLS_SCOPE not in identity.allowed_scopes):
+        return []
+    return tool_services.tool_specs(tenant, invocation.agent)
+
+
+def build_request(invocation: Invocation, facts: TurnFacts | None = None, tools: list[dict] | None = None) -> dict:
     if facts is None:
         facts = turn_facts(require_tenant(), invocation)
     offering = model_offering(invocation)
-    return {
+    body = {
         "invocation_id": str(invocation.pk),
         "prompt": invocation.user_message.content,
         "messages": facts.history,
@@ -214,6 +230,9 @@ def build_request(invocation: Invocation, facts: TurnFacts | None = None) -> dic
         "context": {"passages": []},
         "stream": True,
     }
+    if tools:
+        body["tools"] = tools
+    return body
 
 
 def runtime_kind(tenant: Tenant) -> str:
@@ -275,6 +294,7 @@ def client_for(kind: str, tenant: Tenant):
         return client
     if _local_client is None:
         from agents.knowledge.gateway import InProcessKnowledgeGateway
+        from agents.tools.gateway import InProcessToolGateway
         from tenants.identity import keys
 
         # Same verification as a remote runtime: our JWKS, our issuer, aud=agent-runtime.
@@ -284,6 +304,7 @@ def client_for(kind: str, tenant: Tenant):
             issuer=settings.TOKEN_ISSUER,
             audience=settings.EXCHANGE_DEFAULT_AUDIENCE,
             knowledge=InProcessKnowledgeGateway(),
+            tools=InProcessToolGateway(),
         )
     return _local_client
 
@@ -297,9 +318,10 @@ def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:
     # trip, where an atomic block would add BEGIN and COMMIT.
     facts = getattr(invocation, "_facts", None) or turn_facts(tenant, invocation)  # the claim may have read them
     invocation._facts = facts  # the output guard reads the history the runtime was sent
-    token = mint_act_on_behalf_token(tenant, invocation, facts)
+    tools = tool_specs(tenant, invocation)
+    token = mint_act_on_behalf_token(tenant, invocation, facts, tools=bool(tools))
     headers = tenant_headers(tenant, token, invocation)
-    request = build_request(invocation, facts)
+    request = build_request(invocation, facts, tools)
     kind = runtime_kind(tenant)  # recorded on the invocation when the turn was claimed
     invocation._runtime_called = (time.time(), time.perf_counter())  # for the turn's trace
     try:

@@ -29,6 +29,7 @@ def navigation(request):
             "sso_in_tier": tenant is not None and entitlements.has_feature(tenant, "sso"),
             "chat": can(role, Action.USE_AGENTS),
             "knowledge": can(role, Action.MANAGE_KNOWLEDGE),
+            "tools": can(role, Action.MANAGE_AGENTS),
             "billing": can(role, Action.VIEW_BILLING),
             "guardrails": can(role, Action.VIEW_GUARDRAILS),
         },

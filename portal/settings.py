@@ -56,12 +56,13 @@ INSTALLED_APPS = [
     "agents",
     "agents.guardrails",
     "agents.knowledge",
+    "agents.tools",
     "billing",
 ]
 
 # Apps whose every concrete model must be tenant-owned or explicitly a platform
 # model (system check tenants.E001). New rooms are added here as they land.
-TENANT_APPS = ["tenants", "agents", "guardrails", "knowledge", "billing"]
+TENANT_APPS = ["tenants", "agents", "guardrails", "knowledge", "tools", "billing"]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

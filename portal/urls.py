@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 from agents import api as agents_api
 from agents.guardrails import api as guardrails_api
 from agents.knowledge import api as knowledge_api
+from agents.tools import api as tools_api
 from billing import api as billing_api
 from portal import views
 from portal.operator import billing_api as operator_billing_api
@@ -38,6 +39,7 @@ api_v1 = [
     path("", include(router.urls)),
     path("tenants/<str:tenant_slug>/", include(tenant_router.urls)),
     path("gateway/knowledge/retrieve", knowledge_api.KnowledgeGatewayView.as_view(), name="knowledge-gateway-retrieve"),
+    path("gateway/tools/invoke", tools_api.ToolGatewayView.as_view(), name="tools-gateway-invoke"),
 ]
 
 urlpatterns = [
@@ -62,8 +64,10 @@ urlpatterns = [
     path("t/<str:tenant_slug>/chat/", include("agents.urls")),
     path("t/<str:tenant_slug>/knowledge/", include("agents.knowledge.urls")),
     path("t/<str:tenant_slug>/guardrails/", include("agents.guardrails.urls")),
+    path("t/<str:tenant_slug>/tools/", include("agents.tools.urls")),
     path("t/<str:tenant_slug>/billing/", include("billing.urls")),
     path("operator/guardrails/", include("agents.guardrails.operator_urls")),
+    path("operator/tools/", include("agents.tools.operator_urls")),
     path("operator/", include("portal.operator.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="api")),

@@ -12,6 +12,13 @@ one ``usage`` for a successful turn (estimated and flagged when the provider
 reported none), and on ``error`` carrying a contract code and ``retryable``
 instead of an exception crossing the wire. Nothing here raises to the caller.
 
+Tools: when the request offers tools, the agent has a tools gateway and the
+token carries ``tools:invoke``, a ``tool_call`` from the model is run through
+the portal's gateway (never here) and reported with its ``result`` or
+``error``; the calls so far go back to the model, which continues, for at most
+:data:`~agents.runtime.tools.MAX_TOOL_ROUNDS` rounds. The usage event sums the
+rounds. Without a gateway, calls are reported as before and not run.
+
 Citations: providers that cannot point at passages themselves (LLMs) are asked
 to cite the numbered sources as ``[n]``; the agent turns the markers that name
 a real passage into ``citation`` events. The offline model cites for itself.
@@ -37,6 +44,7 @@ from agents.runtime.models.base import (
     normalise_turns,
     render_system_prompt,
 )
+from agents.runtime.tools import MAX_TOOL_ROUNDS, ToolFailed, ToolGateway, wants_tools
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +71,15 @@ def build_model_input(request: InvocationRequest, caller: Caller) -> ModelInput:
 
 
 class ReferenceAgent:
-    def __init__(self, providers: ProviderRegistry | None = None, knowledge: KnowledgeGateway | None = None):
+    def __init__(
+        self,
+        providers: ProviderRegistry | None = None,
+        knowledge: KnowledgeGateway | None = None,
+        tools: ToolGateway | None = None,
+    ):
         self.providers = providers or ProviderRegistry.offline_only()
         self.knowledge = knowledge
+        self.tools = tools
 
     def retrieve(self, request: InvocationRequest, caller: Caller) -> InvocationRequest:
         """The request with passages from the portal's knowledge gateway, when the portal sent
@@ -91,30 +105,77 @@ class ReferenceAgent:
             yield Error(code="internal_error", message="The agent failed; the runtime's log has the details.")
         yield Done()
 
+    def run_tool(self, call: ToolCall, request: InvocationRequest, caller: Caller) -> ToolCall:
+        """`call` with the portal's answer: its result, or why it did not run."""
+        try:
+            result = self.tools.invoke(caller, call.name, dict(call.input), agent_id=request.agent.id)
+        except ToolFailed as exc:
+            return dataclasses.replace(call, error=str(exc) or "the tool failed")
+        if result is None:
+            return dataclasses.replace(call, error="the tool answered nothing")
+        return dataclasses.replace(call, result=result)
+
     def _answer(self, request: InvocationRequest, caller: Caller) -> Iterator[Event]:
         provider = self.providers.get(request.model.provider)
         request = self.retrieve(request, caller)
+        runs_tools = bool(request.tools) and self.tools is not None and wants_tools(caller)
+        if request.tools and not runs_tools:
+            logger.info("invocation %s: tools offered but not runnable here; not offering them", request.invocation_id)
+            request = dataclasses.replace(request, tools=())
+        offered = {tool.name for tool in request.tools}
         model_input = build_model_input(request, caller)
         text: list[str] = []
-        usage: Usage | None = None
-        # closing(): if our consumer goes away mid-stream, the provider's HTTP stream closes now.
-        with contextlib.closing(provider.generate(model_input, stream=request.stream)) as events:
-            for event in events:
-                if isinstance(event, Delta):
-                    text.append(event.text)
-                    yield event
-                elif isinstance(event, ToolCall | Citation):
-                    yield event
-                elif isinstance(event, Usage):
-                    usage = event  # held back: usage comes last, after citations
+        usages: list[Usage] = []
+        done: list[ToolCall] = []
+        for round_number in range(MAX_TOOL_ROUNDS + 1):
+            calls: list[ToolCall] = []
+            usage: Usage | None = None
+            round_text: list[str] = []
+            # closing(): if our consumer goes away mid-stream, the provider's HTTP stream closes now.
+            with contextlib.closing(provider.generate(model_input, stream=request.stream)) as events:
+                for event in events:
+                    if isinstance(event, Delta):
+                        if not round_text and text and not text[-1][-1:].isspace():
+                            text.append("\n\n")  # the answer after a tool round starts a new paragraph
+                            yield Delta(text="\n\n")
+                        round_text.append(event.text)
+                        text.append(event.text)
+                        yield event
+                    elif isinstance(event, ToolCall) and runs_tools:
+                        calls.append(event)
+                    elif isinstance(event, ToolCall | Citation):
+                        yield event
+                    elif isinstance(event, Usage):
+                        usage = event  # held back: usage comes last, after citations
+            if usage is None:
+                usage = Usage(
+                    input_tokens=estimate_input_tokens(model_input),
+                    output_tokens=estimate_tokens("".join(round_text)),
+                    estimated=True,
+                    model=request.model.model_id or provider.name,
+                )
+            usages.append(usage)
+            if not calls:
+                break
+            for number, call in enumerate(calls, start=len(done) + 1):
+                call = call if call.id else dataclasses.replace(call, id=f"call_{number}")
+                if call.name not in offered:
+                    ran = dataclasses.replace(call, error=f"there is no tool {call.name!r} in this conversation")
+                elif round_number == MAX_TOOL_ROUNDS:
+                    ran = dataclasses.replace(call, error=f"the agent stops after {MAX_TOOL_ROUNDS} rounds of tools")
+                else:
+                    ran = self.run_tool(call, request, caller)
+                done.append(ran)
+                yield ran
+            if round_number == MAX_TOOL_ROUNDS:
+                break
+            model_input = dataclasses.replace(model_input, tool_results=tuple(done))
         answer = "".join(text)
         if not provider.cites_passages:
             yield from citations_from_markers(answer, request.passages)
-        if usage is None:
-            usage = Usage(
-                input_tokens=estimate_input_tokens(model_input),
-                output_tokens=estimate_tokens(answer),
-                estimated=True,
-                model=request.model.model_id or provider.name,
-            )
-        yield usage
+        yield Usage(
+            input_tokens=sum(u.input_tokens for u in usages),
+            output_tokens=sum(u.output_tokens for u in usages),
+            estimated=any(u.estimated for u in usages),
+            model=usages[-1].model,
+        )

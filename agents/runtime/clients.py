@@ -167,11 +167,13 @@ class LocalRuntimeClient(RuntimeClient):
         leeway: float = DEFAULT_LEEWAY_SECONDS,
         providers: ProviderRegistry | None = None,
         knowledge=None,
+        tools=None,
     ) -> LocalRuntimeClient:
-        """A local runtime verifying tokens against `jwks()` (the portal passes ``keys.jwks``)
-        and retrieving through `knowledge` (the portal passes its in-process gateway)."""
+        """A local runtime verifying tokens against `jwks()` (the portal passes ``keys.jwks``),
+        retrieving through `knowledge` and running tools through `tools` (the portal passes
+        its in-process gateways)."""
         verifier = TokenVerifier(CallableKeyProvider(jwks), issuer=issuer, audience=audience, leeway=leeway)
-        return cls(RuntimeHost(verifier, ReferenceAgent(providers, knowledge=knowledge)))
+        return cls(RuntimeHost(verifier, ReferenceAgent(providers, knowledge=knowledge, tools=tools)))
 
     def invoke(self, request: InvocationRequest, context: InvocationContext) -> Iterator[Event]:
         try:

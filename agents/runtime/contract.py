@@ -522,15 +522,25 @@ class Delta:
 
 @dataclass(frozen=True)
 class ToolCall:
+    """A call the model made. When the runtime ran it (through the portal's tools gateway),
+    ``result`` is what the tool answered, or ``error`` why it did not (both optional
+    extensions: a runtime that only reports calls sends neither)."""
+
     type: ClassVar[str] = "tool_call"
     name: str
     input: Mapping[str, Any]
     id: str = ""
+    result: Any = None
+    error: str = ""
 
     def to_dict(self) -> dict:
         data = {"type": self.type, "name": self.name, "input": dict(self.input)}
         if self.id:
             data["id"] = self.id
+        if self.result is not None:
+            data["result"] = self.result
+        if self.error:
+            data["error"] = self.error
         return data
 
 
@@ -612,6 +622,8 @@ def event_from_dict(data: Any) -> Event | None:
             name=_str(data, "name", "tool_call", max_len=200),
             input=dict(_object(tool_input, "tool_call.input")),
             id=_str(data, "id", "tool_call", default="", max_len=200),
+            result=data.get("result"),
+            error=_str(data, "error", "tool_call", default="", max_len=2000),
         )
     if kind == "citation":
         index = data.get("index")

@@ -11,7 +11,7 @@ Configuration (environment; flags win for host and port):
 ``RUNTIME_ISSUER``    the ``iss`` of the portal's tokens (required)
 ``RUNTIME_AUDIENCE``  the ``aud`` the tokens must carry (default ``agent-runtime``)
 ``RUNTIME_LEEWAY_SECONDS``  clock-skew allowance for ``exp``/``nbf`` (default 30)
-``PORTAL_GATEWAY_URL``  the portal's base URL, for knowledge retrieval with the caller's token (optional)
+``PORTAL_GATEWAY_URL``  the portal's base URL, for knowledge retrieval and tools with the caller's token (optional)
 ``MODEL_PROVIDER``    provider for requests that name none: offline | openai | bedrock (default offline)
 ``OPENAI_BASE_URL``, ``OPENAI_API_KEY``, ``AWS_REGION`` …  see ``agents/runtime/models``
 
@@ -61,16 +61,18 @@ def build_app(env: Mapping[str, str] = os.environ) -> RuntimeApp:
     verifier = TokenVerifier(
         keys, issuer=issuer, audience=env.get("RUNTIME_AUDIENCE", "").strip() or DEFAULT_AUDIENCE, leeway=leeway
     )
-    knowledge = None
+    knowledge = tools = None
     gateway_url = env.get("PORTAL_GATEWAY_URL", "").strip()
     if gateway_url:
         from agents.runtime.knowledge import HttpKnowledgeGateway
+        from agents.runtime.tools import HttpToolGateway
 
         try:
             knowledge = HttpKnowledgeGateway(gateway_url)
+            tools = HttpToolGateway(gateway_url)
         except ValueError as exc:
             raise ConfigError(str(exc))
-    return RuntimeApp(RuntimeHost(verifier, ReferenceAgent(providers, knowledge=knowledge)))
+    return RuntimeApp(RuntimeHost(verifier, ReferenceAgent(providers, knowledge=knowledge, tools=tools)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -173,7 +173,8 @@
       addItem(citations, c.title || c.source || c.passage_id || "Source", c.index, c.source);
     });
     source.addEventListener("tool_call", function (event) {
-      addItem(tools, "Used " + (parse(event).name || "a tool"));
+      var call = parse(event);
+      addItem(tools, "Used " + (call.name || "a tool") + (call.error ? " (failed)" : ""));
       scrollToEnd(false);
     });
     source.addEventListener("done", finish);

@@ -35,8 +35,8 @@ ACTION_SCOPES: dict[str, str] = {
 }
 
 # Scopes that come with an action: using agents means the agent may read the
-# tenant's knowledge bases on the user's behalf.
-IMPLIED_SCOPES: dict[str, set[str]] = {Action.USE_AGENTS: {"kb:read"}}
+# tenant's knowledge bases, and run the tools the tenant enabled for it, on the user's behalf.
+IMPLIED_SCOPES: dict[str, set[str]] = {Action.USE_AGENTS: {"kb:read", "tools:invoke"}}
 
 # What an API client (client_credentials: no person behind it) may do: read. Every change
 # goes through a service that checks a person's role, and chat is always on behalf of a
@@ -52,6 +52,7 @@ SCOPES: dict[str, str] = {
     "tenant:read": "Read the tenant, its tier, limits and entitlements",
     "agents:invoke": "Chat with the tenant's agents",
     "kb:read": "Retrieve from the tenant's knowledge bases",
+    "tools:invoke": "Run the tools the tenant enabled for an agent",
     "kb:write": "Create knowledge bases, upload and delete documents",
     "members:read": "List members and invitations",
     "members:write": "Invite, change roles of and remove members",

@@ -221,6 +221,15 @@ ROUTES: dict[str, object] = {
     # the retrieval gateway of agent runtimes: no tenant slug, the tenant is the act-on-behalf
     # token's (cross-tenant tokens, scopes and any k: tests/knowledge/test_gateway.py)
     "api:knowledge-gateway-retrieve": NoTenantData(),
+    # tools: the tenant admin's choice per agent (B's own agent under A's slug is 404), the
+    # operator's registry, and the tools gateway of agent runtimes (no tenant slug: the tenant is
+    # the act-on-behalf token's; A's token against B's tools and B's usage: test_tools_gateway.py)
+    "tools:home": TenantScoped(lists=True),
+    "tools:agent_tools": TenantScoped(methods=("POST",), objects={"agent_id": "agent"}),
+    "tools_operator:tools": OperatorOnly(),
+    "tools_operator:tool_create": OperatorOnly(methods=("GET", "POST")),
+    "tools_operator:tool_edit": OperatorOnly(methods=("GET", "POST"), kwargs={"key": "tool_key"}),
+    "api:tools-gateway-invoke": NoTenantData(),
     # operator console
     "operator:tenants": OperatorOnly(),
     "operator:tenant_create": OperatorOnly(methods=("GET", "POST")),
@@ -323,6 +332,8 @@ def scene(world, client):
     kb_a, document_a, chunk_a = make_knowledge_rows(world.a, "Alpha")
     kb_b, document_b, chunk_b = make_knowledge_rows(b, "Bravo Inc")
     invoice_a, invoice_b = _usage_and_invoice(world.a), _usage_and_invoice(b)
+    tool = _tool(world)
+    own_agent_a, own_agent_b = _own_agent(world.a, "Alpha", agent_a, tool), _own_agent(b, "Bravo Inc", agent_b, tool)
     # A's plan includes the audit log export, so that A's export is a real CSV to search for B's rows.
     world.a.tenant.refresh_from_db()
     world.a.tenant.feature_grants = sorted({*world.a.tenant.feature_grants, "audit_export"})
@@ -348,6 +359,7 @@ def scene(world, client):
             "knowledge_document": document_b.pk,
             "knowledge_chunk": chunk_b.pk,
             "invoice": invoice_b.pk,
+            "agent": own_agent_b.pk,
         },
         "a_objects": {
             "membership": world.a.memberships["member"].pk,
@@ -362,8 +374,10 @@ def scene(world, client):
             "knowledge_document": document_a.pk,
             "knowledge_chunk": chunk_a.pk,
             "invoice": invoice_a.pk,
+            "agent": own_agent_a.pk,
         },
         "agent_b_id": agent_b.pk,
+        "tool_key": tool.key,
         "b_api_client_id": client_b.pk,
         "b_invitation_id": invitation_b.pk,
         "b_invoice_id": invoice_b.pk,
@@ -381,6 +395,30 @@ def _usage_and_invoice(side):
 
     record_usage(side.tenant, timezone.now(), user=side.owner, input_tokens=4321, output_tokens=10)
     return billing_invoices.draft_invoice(side.tenant, month_start())
+
+
+def _tool(world):
+    """A registry tool both tenants' tier allows."""
+    from tests.tools.helpers import make_tools
+
+    return make_tools(world.a.tenant.tier)["calculator"]
+
+
+def _own_agent(side, label: str, identity, tool):
+    """An agent of the tenant's own (seen by it only), with `tool` enabled for it there."""
+    from agents.models import Agent, AgentStatus
+    from agents.tools.models import AgentTool
+
+    with tenant_context(side.tenant):
+        agent = Agent.objects.create(
+            owner_tenant=side.tenant,
+            slug=f"{side.tenant.slug}-private",
+            name=f"{label} private agent",
+            status=AgentStatus.PUBLISHED,
+            identity=identity,
+        )
+        AgentTool.objects.create(agent=agent, tool=tool)
+    return agent
 
 
 def _machine_identities(side, label: str):

@@ -92,6 +92,9 @@ class ModelInput:
     history: tuple[ChatMessage, ...] = ()
     passages: tuple[Passage, ...] = ()
     tools: tuple[ToolSpec, ...] = ()
+    # The tool calls of the earlier rounds of this turn, in order, each with its result
+    # (or error) from the portal's tools gateway: what the model answers from next.
+    tool_results: tuple[ToolCall, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
     features: frozenset[str] = frozenset()
 

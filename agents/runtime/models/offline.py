@@ -22,6 +22,14 @@ How it answers
   (its entitlements or feature flags, from the runtime request's tenant
   headers), so it never gives advice the tenant's plan cannot follow.
 
+With tools (the request offers them and the runtime runs them): it decides
+deterministically, from the prompt alone, whether one fits: an arithmetic
+expression (``12 * (3 + 4)``) → ``calculator``; asking the time or the date →
+``current_time`` (with an IANA zone named in the prompt, else UTC); asking
+about "my usage" or "how much have we used" → ``usage_this_month``. It calls
+that tool, and once the result is back it answers from it, saying so. A tool
+that is not offered is never called.
+
 It streams the answer word by word, honours ``max_tokens`` (by the estimate),
 and reports usage as estimated (``ceil(chars / 4)``, see ``models.base``).
 """
@@ -33,7 +41,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 
-from agents.runtime.contract import Citation, Delta, Passage, Usage
+from agents.runtime.contract import Citation, Delta, Passage, ToolCall, Usage
 from agents.runtime.models.base import (
     CHARS_PER_TOKEN,
     ModelEvent,
@@ -107,12 +115,71 @@ def _quote(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+# An arithmetic expression: numbers joined by at least one operator, brackets allowed.
+_EXPRESSION_RE = re.compile(r"[-(]*\d[\d.\s()+\-*/^%]*[\d)]")
+_HAS_OPERATOR_RE = re.compile(r"[\d)]\s*(?:\*\*|//|[-+*/^%])\s*[-(]*\d")
+_TIME_RE = re.compile(
+    r"\b(what(?:'s| is) the (?:time|date)|what time|current time|time is it|time now|today'?s date|what day is)\b",
+    re.IGNORECASE,
+)
+_ZONE_RE = re.compile(r"\b(?:[A-Z][A-Za-z_]+/[A-Z][A-Za-z_-]+(?:/[A-Z][A-Za-z_-]+)?|UTC)\b")
+_USAGE_RE = re.compile(
+    r"\b(my usage|our usage|usage this month|how much (?:have|did) (?:we|i) (?:used?|spen[td])|"
+    r"how many tokens (?:have|did) (?:we|i))\b",
+    re.IGNORECASE,
+)
+
+
+def choose_tool(prompt: str, offered: set[str]) -> ToolCall | None:
+    """The one tool call the offline model makes for `prompt`, if an offered tool fits."""
+    if "usage_this_month" in offered and _USAGE_RE.search(prompt):
+        return ToolCall(name="usage_this_month", input={}, id="call_1")
+    if "current_time" in offered and _TIME_RE.search(prompt):
+        zone = _ZONE_RE.search(prompt)
+        return ToolCall(name="current_time", input={"timezone": zone.group(0) if zone else "UTC"}, id="call_1")
+    if "calculator" in offered:
+        candidates = [m.group(0).strip() for m in _EXPRESSION_RE.finditer(prompt)]
+        candidates = [c for c in candidates if _HAS_OPERATOR_RE.search(c)]
+        if candidates:
+            return ToolCall(name="calculator", input={"expression": max(candidates, key=len)}, id="call_1")
+    return None
+
+
+def describe_result(call: ToolCall) -> str:
+    """One line of the answer from one tool call and its result."""
+    if call.error:
+        return f"The {call.name} tool could not answer: {call.error}"
+    result = call.result if isinstance(call.result, dict) else {"value": call.result}
+    if call.name == "calculator" and "value" in result:
+        return f"{result.get('expression', call.input.get('expression', ''))} = {result['value']}"
+    if call.name == "current_time" and "time" in result:
+        offset = str(result.get("utc_offset", ""))
+        offset = f"UTC{offset[:3]}:{offset[3:]}" if len(offset) == 5 else "UTC"
+        return (
+            f"It is {result['time']} on {result.get('weekday', '')} {result.get('date', '')} "
+            f"in {result.get('timezone', 'UTC')} ({offset})."
+        )
+    if call.name == "usage_this_month" and "tokens" in result:
+        return (
+            f"This month ({result.get('month', '')}) your organisation has used {result['tokens']:,} tokens "
+            f"({result.get('input_tokens', 0):,} in, {result.get('output_tokens', 0):,} out) over "
+            f"{result.get('turns', 0):,} turns; the bill so far is {result.get('bill_so_far', '0')}."
+        )
+    shown = ", ".join(f"{k}: {v}" for k, v in result.items())
+    return f"The {call.name} tool answered: {_quote(shown, 500)}"
+
+
 class OfflineModel:
     name = "offline"
     cites_passages = True
 
     def compose(self, model_input: ModelInput) -> tuple[str, list[tuple[int, Passage]]]:
         """The answer text and the (number, passage) pairs it cites."""
+        if model_input.tool_results:
+            names = sorted({call.name for call in model_input.tool_results})
+            lines = [f"{LABEL} Answer from the {', '.join(names)} tool{'s' if len(names) > 1 else ''}:", ""]
+            lines += [describe_result(call) for call in model_input.tool_results]
+            return "\n".join(lines), []
         query = terms(model_input.prompt)
         if model_input.passages:
             found = self._from_passages(query, model_input.passages)
@@ -174,6 +241,17 @@ class OfflineModel:
         return "\n".join(lines)
 
     def generate(self, model_input: ModelInput, *, stream: bool) -> Iterator[ModelEvent]:
+        if model_input.tools and not model_input.tool_results:
+            call = choose_tool(model_input.prompt, {tool.name for tool in model_input.tools})
+            if call is not None:
+                yield call
+                yield Usage(
+                    input_tokens=estimate_input_tokens(model_input),
+                    output_tokens=estimate_tokens(call.name) + estimate_tokens(str(dict(call.input))),
+                    estimated=True,
+                    model=model_input.spec.model_id or DEFAULT_MODEL_ID,
+                )
+                return
         answer, cited = self.compose(model_input)
         budget = model_input.spec.max_tokens * CHARS_PER_TOKEN
         if len(answer) > budget:

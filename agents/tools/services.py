@@ -1,0 +1,219 @@
+"""Tools: the operator's registry, a tenant's choice per agent, and the gateway that runs them.
+
+* Registry (operators): `save_tool` creates or changes a `Tool`, audited.
+* Entitlement: a tool may run for an agent in a tenant when it is available, its
+  tiers include the tenant's tier, and a tenant admin enabled it for the agent
+  (`AgentTool`). `tools_for_agent` is that list; `tool_specs` is what a turn
+  offers the model.
+* Gateway (`invoke_for_token`): what an agent runtime calls, with its act-on-
+  behalf token (aud agent-runtime, scope tools:invoke), the same way the
+  knowledge gateway works: the tenant and the acting user are the token's, the
+  agent must be the token's actor, and the input must match the tool's schema.
+  Refusals are `GatewayRefused(status, detail)`; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+import logging
+
+import jsonschema
+from django.conf import settings
+from django.db import transaction
+
+from agents.tools import handlers
+from agents.tools.models import AgentTool, Tool, ToolStatus
+from tenants import audit
+from tenants.context import require_tenant, tenant_context
+from tenants.models import Tenant
+from tenants.roles import Action, require
+from tenants.services import Actor, ServiceError
+
+log = logging.getLogger(__name__)
+
+SCOPE = "tools:invoke"
+TIME_LIMIT_SECONDS = 5.0
+
+# One worker thread pool for the pure handlers' time limit (a stuck handler keeps its
+# thread, never the request's).
+_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="tool")
+
+
+class GatewayRefused(Exception):
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+# --- registry (operators) --------------------------------------------------------------------
+
+
+def _tool_view(tool: Tool) -> dict:
+    return {
+        "key": tool.key,
+        "name": tool.name,
+        "description": tool.description,
+        "handler": tool.handler,
+        "status": tool.status,
+        "tiers": sorted(tool.tiers.values_list("slug", flat=True)) if tool.pk else [],
+        "input_schema": tool.input_schema,
+    }
+
+
+def check_schema(schema) -> None:
+    """Raise ServiceError unless `schema` is a JSON Schema of an object."""
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        raise ServiceError('The input schema must be a JSON Schema object ({"type": "object", ...}).')
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ServiceError(f"The input schema is not valid JSON Schema: {exc.message}")
+
+
+def save_tool(user, tool: Tool, *, tiers, ip: str | None = None) -> Tool:
+    """Create or change a registry entry (operator console), audited with before and after."""
+    if not (user.is_active and user.is_staff):
+        raise ServiceError("Only operators manage the tool registry.")
+    check_schema(tool.input_schema)
+    if tool.handler not in handlers.HANDLERS:
+        raise ServiceError("Unknown handler.")
+    before = _tool_view(Tool.objects.get(pk=tool.pk)) if tool.pk else {}
+    with transaction.atomic():
+        created = tool.pk is None
+        tool.save()
+        tool.tiers.set(tiers)
+        audit.record(
+            "tools.tool_created" if created else "tools.tool_updated",
+            actor=user,
+            target=tool,
+            before=before,
+            after=_tool_view(tool),
+            ip=ip,
+        )
+    return tool
+
+
+# --- entitlement ----------------------------------------------------------------------------
+
+
+def tier_tools(tenant: Tenant):
+    """The available tools the tenant's tier allows (what its admins may enable)."""
+    return Tool.objects.filter(status=ToolStatus.AVAILABLE, tiers=tenant.tier_id).order_by("name")
+
+
+def tools_for_agent(tenant: Tenant, agent) -> list[Tool]:
+    """The tools `agent` may call in `tenant` (in the context): enabled here, available, tier-allowed."""
+    enabled = AgentTool.objects.filter(agent=agent).values_list("tool_id", flat=True)
+    return list(tier_tools(tenant).filter(pk__in=enabled))
+
+
+def enabled_tool_ids(agent) -> set[int]:
+    return set(AgentTool.objects.filter(agent=agent).values_list("tool_id", flat=True))
+
+
+def tool_specs(tenant: Tenant, agent) -> list[dict]:
+    """What a turn offers the model: the contract's ToolSpec of each tool the agent may call."""
+    return [
+        {"name": tool.key, "description": tool.description, "input_schema": tool.input_schema}
+        for tool in tools_for_agent(tenant, agent)
+    ]
+
+
+def set_agent_tools(actor: Actor, agent, tool_ids: list[int]) -> list[Tool]:
+    """The tenant admin's choice of tools for `agent` (replaces the previous one), audited."""
+    tenant = require_tenant()
+    if actor.membership is None or actor.membership.tenant_id != tenant.pk:
+        raise ServiceError("You are not a member of this tenant.")
+    require(actor.role, Action.MANAGE_AGENTS)
+    allowed = {tool.pk: tool for tool in tier_tools(tenant)}
+    unknown = set(tool_ids) - set(allowed)
+    if unknown:
+        raise ServiceError(f"The {tenant.tier.name} plan does not include that tool.")
+    chosen = [allowed[pk] for pk in sorted(set(tool_ids))]
+    before = sorted(Tool.objects.filter(pk__in=enabled_tool_ids(agent)).values_list("key", flat=True))
+    with transaction.atomic():
+        AgentTool.objects.filter(agent=agent).delete()
+        AgentTool.objects.bulk_create([AgentTool(tenant_id=tenant.pk, agent=agent, tool=tool) for tool in chosen])
+        audit.record(
+            "tools.agent_tools_changed",
+            actor=actor.user,
+            tenant=tenant,
+            target=agent,
+            before={"tools": before},
+            after={"tools": sorted(tool.key for tool in chosen)},
+            ip=actor.ip,
+        )
+    return chosen
+
+
+# --- the gateway ----------------------------------------------------------------------------
+
+
+def _run(tool: Tool, data: dict, call: handlers.Call):
+    handler = handlers.HANDLERS[tool.handler]
+    if tool.handler not in handlers.PURE:
+        return handler(data, call)
+    future = _pool.submit(contextvars.copy_context().run, handler, data, call)
+    try:
+        return future.result(timeout=TIME_LIMIT_SECONDS)
+    except concurrent.futures.TimeoutError:
+        raise GatewayRefused(504, f"The tool {tool.key} took longer than {TIME_LIMIT_SECONDS:g} s.")
+
+
+def invoke_for_token(raw_token: str, *, tool_key, tool_input, agent_slug="") -> dict:
+    """Run a tool for an agent acting for a user: the body of the tools gateway endpoint.
+
+    Returns the handler's result; raises GatewayRefused for every refusal."""
+    from agents.models import Agent
+    from tenants.identity import tokens
+
+    try:
+        token = tokens.validate(raw_token, audience=settings.EXCHANGE_DEFAULT_AUDIENCE)
+    except tokens.InvalidToken as exc:
+        log.info("tools gateway: token refused: %s", exc.reason)
+        raise GatewayRefused(401, "The access token is invalid or expired.")
+    if SCOPE not in token.scopes:
+        raise GatewayRefused(403, f"The access token lacks the scope {SCOPE}.")
+    if not token.actors or token.user is None:
+        raise GatewayRefused(403, "An act-on-behalf token (an agent acting for a member) is required.")
+    if not isinstance(tool_key, str) or not tool_key:
+        raise GatewayRefused(400, "tool: name the tool to run.")
+    if not isinstance(tool_input, dict):
+        raise GatewayRefused(400, "input: give the tool's input as a JSON object.")
+    tenant = token.tenant
+    with tenant_context(tenant, user_id=token.user.pk):
+        client_id = token.actor.partition(":")[2]
+        agents = Agent.objects.filter(identity__client_id=client_id)
+        if agent_slug:
+            agents = agents.filter(slug=agent_slug)
+        agent = agents.first()
+        if agent is None:
+            raise GatewayRefused(403, "The acting agent is not an agent of this tenant.")
+        tool = Tool.objects.filter(key=tool_key).prefetch_related("tiers").first()
+        if tool is None:
+            raise GatewayRefused(404, f"There is no tool {tool_key!r}.")
+        if not tool.available:
+            raise GatewayRefused(403, f"The tool {tool.key} is disabled.")
+        if not any(tier.pk == tenant.tier_id for tier in tool.tiers.all()):
+            raise GatewayRefused(403, f"The tool {tool.key} is not part of the {tenant.tier.name} plan.")
+        if not AgentTool.objects.filter(agent=agent, tool=tool).exists():
+            raise GatewayRefused(403, f"The tool {tool.key} is not enabled for {agent.name} in this organisation.")
+        validator = jsonschema.Draft202012Validator(tool.input_schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(tool_input))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "input"
+            raise GatewayRefused(400, f"{where}: {error.message}"[:500])
+        roles = token.claims.get("roles") or []
+        call = handlers.Call(tenant=tenant, user_id=token.user.pk, roles=tuple(r for r in roles if isinstance(r, str)))
+        try:
+            result = _run(tool, tool_input, call)
+        except handlers.ToolFailed as exc:
+            raise GatewayRefused(exc.status, exc.detail)
+        except GatewayRefused:
+            raise
+        except Exception:
+            log.exception("tool %s failed", tool.key)
+            raise GatewayRefused(502, f"The tool {tool.key} failed.")
+    return result
