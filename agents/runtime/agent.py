@@ -17,7 +17,7 @@ token carries ``tools:invoke``, a ``tool_call`` from the model is run through
 the portal's gateway (never here) and reported with its ``result`` or
 ``error``; the calls so far go back to the model, which continues, for at most
 :data:`~agents.runtime.tools.MAX_TOOL_ROUNDS` rounds. The usage event sums the
-rounds. Without a gateway, calls are reported as before and not run.
+rounds. Without a gateway or the scope, calls are reported as before and not run.
 
 Citations: providers that cannot point at passages themselves (LLMs) are asked
 to cite the numbered sources as ``[n]``; the agent turns the markers that name
@@ -118,10 +118,8 @@ class ReferenceAgent:
     def _answer(self, request: InvocationRequest, caller: Caller) -> Iterator[Event]:
         provider = self.providers.get(request.model.provider)
         request = self.retrieve(request, caller)
+        # Without a gateway or the scope, calls are reported and not run (as before tools ran).
         runs_tools = bool(request.tools) and self.tools is not None and wants_tools(caller)
-        if request.tools and not runs_tools:
-            logger.info("invocation %s: tools offered but not runnable here; not offering them", request.invocation_id)
-            request = dataclasses.replace(request, tools=())
         offered = {tool.name for tool in request.tools}
         model_input = build_model_input(request, caller)
         text: list[str] = []

@@ -151,11 +151,11 @@ def test_a_refused_call_is_reported_with_its_error_and_given_back_to_the_model()
     assert model.inputs[1].tool_results[0].error == "The tool calculator is disabled."
 
 
-def test_without_the_scope_tools_are_not_offered_and_calls_are_only_reported():
+def test_without_the_scope_calls_are_only_reported_not_run():
     model, gateway = AlwaysCalls(), RecordingGateway()
     caller = Caller(tenant=helpers.tenant(), subject="user:17", actors=(helpers.AGENT_SUBJECT,), token="t")
     events = run(model, gateway, caller=caller)
-    assert gateway.calls == [] and len(model.inputs) == 1 and model.inputs[0].tools == ()
+    assert gateway.calls == [] and len(model.inputs) == 1
     assert [e for e in events if isinstance(e, ToolCall)] == [ToolCall("calculator", {"expression": "1 + 1"})]
 
 

@@ -164,3 +164,11 @@ def citations_from_markers(text: str, passages: tuple[Passage, ...]) -> list[Cit
         Citation(passage_id=passages[n - 1].id, title=passages[n - 1].title, source=passages[n - 1].source, index=n)
         for n in seen
     ]
+
+
+def tool_result_document(call: ToolCall) -> dict:
+    """A tool call's outcome as a JSON object for a model: the result (an object as is,
+    anything else as {"value": ...}) or {"error": ...}."""
+    if call.error:
+        return {"error": call.error}
+    return call.result if isinstance(call.result, dict) else {"value": call.result}

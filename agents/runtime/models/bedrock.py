@@ -9,7 +9,10 @@ be a model id, an inference-profile ARN or a custom-model ARN, exactly what a
 * the request carries ``system``, alternating ``messages``, ``inferenceConfig``
   (``maxTokens``, ``temperature``), ``toolConfig`` when tools are offered, and
   ``requestMetadata`` with the tenant id, tier and invocation id, so Bedrock's
-  invocation logs can be attributed per tenant;
+  invocation logs can be attributed per tenant; after a tool round, the calls
+  follow the prompt as an assistant message of ``toolUse`` blocks and a user
+  message of ``toolResult`` blocks (``json`` content, ``status: error`` for a
+  call that did not run);
 * stream events map as: ``contentBlockDelta.delta.text`` → ``Delta``; a
   ``contentBlockStart.start.toolUse`` opens a tool call whose JSON input arrives
   as ``contentBlockDelta.delta.toolUse.input`` fragments and closes at
@@ -37,6 +40,7 @@ from agents.runtime.models.base import (
     ModelThrottled,
     ModelTimeout,
     ModelUnavailable,
+    tool_result_document,
 )
 
 THROTTLED = {"ThrottlingException", "throttlingException", "TooManyRequestsException"}
@@ -110,7 +114,8 @@ class BedrockModel:
             raise ModelNotConfigured("model.model_id is required for the bedrock provider")
         params: dict[str, Any] = {
             "modelId": model_input.spec.model_id,
-            "messages": [{"role": m.role, "content": [{"text": m.content}]} for m in model_input.messages],
+            "messages": [{"role": m.role, "content": [{"text": m.content}]} for m in model_input.messages]
+            + tool_messages(model_input.tool_results),
             "inferenceConfig": {
                 "maxTokens": model_input.spec.max_tokens,
                 "temperature": min(model_input.spec.temperature, 1.0),  # Converse caps temperature at 1
@@ -157,6 +162,21 @@ class BedrockModel:
             raise ModelTimeout(f"Bedrock did not answer in time: {exc}")
         except BotoCoreError as exc:
             raise ModelUnavailable(f"Bedrock is unreachable: {exc}")
+
+
+def tool_messages(calls) -> list[dict]:
+    """The tool rounds so far as Converse messages after the prompt: the assistant's toolUse
+    blocks, then the user's toolResult blocks (status "error" for a call that did not run)."""
+    if not calls:
+        return []
+    uses = [{"toolUse": {"toolUseId": c.id, "name": c.name, "input": dict(c.input)}} for c in calls]
+    results = []
+    for call in calls:
+        block = {"toolUseId": call.id, "content": [{"json": tool_result_document(call)}]}
+        if call.error:
+            block["status"] = "error"
+        results.append({"toolResult": block})
+    return [{"role": "assistant", "content": uses}, {"role": "user", "content": results}]
 
 
 def _tool_input(raw: str) -> dict:

@@ -13,6 +13,9 @@ collects it. What is read from the chunks:
 * ``choices[0].delta.tool_calls[]`` arrive in pieces keyed by ``index`` (the id
   and name first, the JSON arguments in fragments) → one ``ToolCall`` each,
   once the stream ends;
+* after a tool round, the calls go back as an assistant message with
+  ``tool_calls`` (id, function name, JSON arguments) and one ``role: "tool"``
+  message per call with its result (or error) as JSON;
 * the final chunk's ``usage`` (``prompt_tokens``/``completion_tokens``) →
   ``Usage``. A server that ignores ``include_usage`` sends none; the reference
   agent then estimates usage and flags it.
@@ -42,6 +45,7 @@ from agents.runtime.models.base import (
     ModelThrottled,
     ModelTimeout,
     ModelUnavailable,
+    tool_result_document,
 )
 
 logger = logging.getLogger(__name__)
@@ -58,6 +62,29 @@ def _error_message(body: bytes) -> str:
     if isinstance(error, Mapping):
         return str(error.get("message", ""))[:500]
     return str(error)[:500]
+
+
+def tool_messages(calls) -> list[dict]:
+    """The tool rounds so far as Chat Completions messages after the prompt."""
+    if not calls:
+        return []
+    assistant = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(dict(c.input), ensure_ascii=False)},
+            }
+            for c in calls
+        ],
+    }
+    results = [
+        {"role": "tool", "tool_call_id": c.id, "content": json.dumps(tool_result_document(c), ensure_ascii=False)}
+        for c in calls
+    ]
+    return [assistant, *results]
 
 
 class OpenAIChatModel:
@@ -84,6 +111,7 @@ class OpenAIChatModel:
             raise ModelNotConfigured("model.model_id is required for the openai provider")
         messages = [{"role": "system", "content": model_input.system}] if model_input.system else []
         messages += [{"role": m.role, "content": m.content} for m in model_input.messages]
+        messages += tool_messages(model_input.tool_results)
         body: dict[str, Any] = {
             "model": model_input.spec.model_id,
             "messages": messages,

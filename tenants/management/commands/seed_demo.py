@@ -177,6 +177,9 @@ class Command(BaseCommand):
         from agents.seed import seed_catalogue
 
         created += seed_catalogue()
+        from agents.tools.seed import seed_tools  # the tool registry and each demo agent's tools
+
+        created += seed_tools()
         from agents.knowledge.seed import seed_knowledge  # demo documents per entitled tenant
 
         created += seed_knowledge()
