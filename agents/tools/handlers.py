@@ -167,6 +167,7 @@ def usage_this_month(data: dict, call: Call) -> dict:
         "tokens": totals.tokens,
         "included_tokens": outlook.included_tokens,
         "bill_so_far": str(outlook.bill.total),
+        "currency": "USD",  # invoices' currency (billing.models.Invoice.currency)
         "as_of": timezone.now().astimezone(dt.UTC).isoformat(timespec="seconds"),
     }
 

@@ -160,10 +160,11 @@ def describe_result(call: ToolCall) -> str:
             f"in {result.get('timezone', 'UTC')} ({offset})."
         )
     if call.name == "usage_this_month" and "tokens" in result:
+        bill = f"{result.get('bill_so_far', '0')} {result.get('currency', '')}".strip()
         return (
             f"This month ({result.get('month', '')}) your organisation has used {result['tokens']:,} tokens "
             f"({result.get('input_tokens', 0):,} in, {result.get('output_tokens', 0):,} out) over "
-            f"{result.get('turns', 0):,} turns; the bill so far is {result.get('bill_so_far', '0')}."
+            f"{result.get('turns', 0):,} turns; the bill so far is {bill}."
         )
     shown = ", ".join(f"{k}: {v}" for k, v in result.items())
     return f"The {call.name} tool answered: {_quote(shown, 500)}"
