@@ -20,8 +20,10 @@ class ToolForm(forms.ModelForm):
         required=False,
         help_text="A JSON Schema object the tool's input must match; empty: the handler's default schema.",
     )
-    tiers = forms.ModelMultipleChoiceField(
-        queryset=Tier.objects.order_by("name"),
+    # Chosen by slug among the tiers listed (never a database lookup of what was posted: a
+    # number past the column's range or a NUL would fail the query instead of the form).
+    tiers = forms.MultipleChoiceField(
+        choices=(),
         widget=forms.CheckboxSelectMultiple,
         required=False,
         help_text="Tenants on these tiers may enable the tool for their agents.",
@@ -38,9 +40,14 @@ class ToolForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.all_tiers = {tier.slug: tier for tier in Tier.objects.order_by("name")}
+        self.fields["tiers"].choices = [(slug, tier.name) for slug, tier in self.all_tiers.items()]
         if self.instance.pk and not self.is_bound:
             self.initial["input_schema"] = json.dumps(self.instance.input_schema, indent=2)
-            self.initial["tiers"] = list(self.instance.tiers.all())
+            self.initial["tiers"] = list(self.instance.tiers.values_list("slug", flat=True))
+
+    def clean_tiers(self):
+        return [self.all_tiers[slug] for slug in self.cleaned_data["tiers"]]
 
     def clean_input_schema(self):
         raw = self.cleaned_data["input_schema"].strip()

@@ -125,7 +125,7 @@ def test_an_operator_creates_a_tool_audited(client, world, scene, operator):
             "description": "The time in a city's zone.",
             "handler": "current_time",
             "status": "available",
-            "tiers": [tier.pk],
+            "tiers": [tier.slug],
             "input_schema": "",
         },
     )
@@ -204,3 +204,17 @@ def test_enabled_tools_survive_in_the_tenant_only(world, scene):
     enable(world.b, scene["catalogue"].helpdesk, scene["tools"]["calculator"])
     assert enabled_keys(world.a, scene["catalogue"].helpdesk) == []
     assert enabled_keys(world.b, scene["catalogue"].helpdesk) == ["calculator"]
+
+
+@pytest.mark.parametrize("tier", ["-99999999999999999999999999", "99999999999999999999999", "1e999", "\x00", "1"])
+def test_a_tier_that_is_no_tier_is_a_form_error_not_a_crash(client, world, scene, operator, tier):
+    """Found by the garbage walk: a tier id past SQLite's integer range was a 500."""
+    client.force_login(operator)
+    client.raise_request_exception = False
+    response = client.post(
+        "/operator/tools/new/",
+        {"key": "y", "name": "Y", "description": "Y", "handler": "calculator", "status": "available", "tiers": [tier]},
+    )
+    assert response.status_code == 400
+    assert "is not one of the available choices" in response.content.decode()
+    assert not Tool.objects.filter(key="y").exists()
