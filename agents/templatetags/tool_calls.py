@@ -14,5 +14,6 @@ MAX_CHARS = 600
 def tool_json(value) -> str:
     if isinstance(value, dict) and not value:
         return "{}"
-    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+    # Keys sorted: PostgreSQL (jsonb) does not keep their order, so the page would differ by database.
+    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), sort_keys=True, default=str)
     return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 1] + "…"

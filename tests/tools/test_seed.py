@@ -13,7 +13,8 @@ from tenants.models import Tenant
 def tools_by_agent(slug: str) -> dict[str, list[str]]:
     tenant = Tenant.objects.get(slug=slug)
     with tenant_context(tenant):
-        rows = AgentTool.objects.values_list("agent__slug", "tool__key").order_by("agent__slug", "tool__key")
+        # Read inside the context: on PostgreSQL row-level security applies when the query runs.
+        rows = list(AgentTool.objects.values_list("agent__slug", "tool__key").order_by("agent__slug", "tool__key"))
     out: dict[str, list[str]] = {}
     for agent, tool in rows:
         out.setdefault(agent, []).append(tool)
