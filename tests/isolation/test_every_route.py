@@ -223,7 +223,7 @@ ROUTES: dict[str, object] = {
     "api:knowledge-gateway-retrieve": NoTenantData(),
     # tools: the tenant admin's choice per agent (B's own agent under A's slug is 404), the
     # operator's registry, and the tools gateway of agent runtimes (no tenant slug: the tenant is
-    # the act-on-behalf token's; A's token against B's tools and B's usage: test_tools_gateway.py)
+    # the act-on-behalf token's; A's token against B's tools and B's usage: tests/tools/test_gateway.py)
     "tools:home": TenantScoped(lists=True),
     "tools:agent_tools": TenantScoped(methods=("POST",), objects={"agent_id": "agent"}),
     "tools_operator:tools": OperatorOnly(),
