@@ -54,13 +54,15 @@ LEFT JOIN tenants_user u ON u.id = i.user_id
 JOIN agents_message um ON um.id = i.user_message_id AND um.tenant_id = i.tenant_id
 JOIN tenants_tenant t ON t.id = i.tenant_id
 """
-# Queued, or running/streaming but abandoned by a worker that vanished STALE_AFTER ago, or
-# whose lease a redelivery found dead (`dead_lease`, None otherwise: `= NULL` is never true;
-# see _lease_lost). Matching the exact lease makes the takeover a compare-and-swap: of two
-# redeliveries only one takes the turn, and never from an attempt that claimed it since.
+# Queued, or running/streaming under the lease of an attempt found dead (`dead_lease`, None
+# otherwise: `= NULL` is never true): its worker vanished STALE_AFTER ago, or a redelivery
+# found its lease dead (see _attempt_dead). Matching the exact lease makes the takeover a
+# compare-and-swap: of two deliveries only one takes the turn, and never from an attempt
+# that claimed it since; and the taker knows which attempt it took the turn from, so it
+# carries what that attempt used (_carry_dead_attempt).
 _CLAIMABLE = """
 tenant_id = %(tenant)s AND id = %(invocation)s AND NOT cancel_requested
-AND (status = 'queued' OR (status IN ('running', 'streaming') AND (started_at < %(stale)s OR lease = %(dead_lease)s)))
+AND (status = 'queued' OR (status IN ('running', 'streaming') AND lease = %(dead_lease)s))
 """
 _CLAIM_SET = (
     "status = 'running', started_at = %(now)s, attempts = attempts + 1, runtime = %(runtime)s, lease = %(lease)s"
@@ -146,6 +148,15 @@ def _lease_lost(lease: str, redelivered: bool) -> bool:
     return False
 
 
+def _attempt_dead(lease: str, started_at, redelivered: bool) -> bool:
+    """Whether the attempt holding `lease`, claimed at `started_at`, is gone: claimed longer
+    ago than STALE_AFTER (above the task's hard time limit, so no attempt still runs), or
+    its lease found lost (_lease_lost)."""
+    if started_at is not None and started_at < timezone.now() - STALE_AFTER:
+        return True
+    return _lease_lost(lease, redelivered)
+
+
 def _claim(tenant: Tenant, invocation_id, dead_lease: str | None = None) -> Invocation | None:
     """Mark the invocation and its answer running, or None if it is not ours to run.
 
@@ -161,7 +172,6 @@ def _claim(tenant: Tenant, invocation_id, dead_lease: str | None = None) -> Invo
         "tenant": tenant.pk,
         "invocation": sql.uuid(invocation_id),
         "now": sql.dt(now),
-        "stale": sql.dt(now - STALE_AFTER),
         "runtime": runtime_gateway.runtime_kind(tenant),
         "lease": _lease(),
         "dead_lease": dead_lease,
@@ -233,7 +243,7 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
         if (
             current
             and current[0] in (MessageStatus.RUNNING, MessageStatus.STREAMING)
-            and _lease_lost(current[2], redelivered)
+            and _attempt_dead(current[2], current[3], redelivered)
         ):
             if current[1]:
                 # Stopped, and its worker was killed before it noticed: no claim takes a
@@ -241,9 +251,10 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
                 # attempt streamed (or it would wait minutes for the sweeper).
                 log.info("turn %s stopped and its worker (%s) is gone: cancelled", invocation_id, current[2])
                 return _cancel_dead_attempt(invocation_id, current[2], current[3])
-            # Its worker was killed and the broker gave the task back: run it again now, as a
-            # new attempt (its stream restarts with a "reset"), rather than leave it holding
-            # its concurrency slot until the sweeper fails it.
+            # Its worker was killed and the broker gave the task back (or it vanished longer
+            # ago than STALE_AFTER): run it again now, as a new attempt (its stream restarts
+            # with a "reset"), carrying what the dead attempt used into the turn's one usage
+            # event, rather than leave it holding its concurrency slot until the sweeper fails it.
             invocation = _claim(tenant, invocation_id, dead_lease=current[2])
             if invocation is not None:
                 log.warning("turn %s: its worker (%s) is gone: taken over", invocation_id, current[2])

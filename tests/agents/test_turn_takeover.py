@@ -217,3 +217,45 @@ def test_redis_never_gives_back_a_task_that_may_still_be_running():
     timeout, longest_task = json.loads(out.strip().splitlines()[-1])
     assert longest_task >= TURN_TIME_LIMIT
     assert timeout > longest_task
+
+
+def _usage_event(side, invocation):
+    with tenant_context(side.tenant):
+        return (
+            UsageEvent.objects.filter(invocation_id=invocation.pk)
+            .values("input_tokens", "output_tokens", "tool_calls", "runtime_seconds", "estimated")
+            .get()
+        )
+
+
+def test_a_stale_reclaim_carries_the_dead_attempts_tokens_tool_calls_and_runtime_like_a_takeover(
+    world, catalogue, runtime
+):
+    invocation = ask(world.a, catalogue.helpdesk)
+    streamed = "z" * 80
+    # Claimed on another host longer ago than turns.STALE_AFTER, and this delivery is not
+    # marked redelivered: only staleness lets it claim the turn.
+    _left_streaming(
+        world.a,
+        invocation,
+        "another-worker-host:4242:token",
+        started_ago=turns.STALE_AFTER.total_seconds() + 30,
+        streamed=streamed,
+        tool_calls=2,
+    )
+
+    assert run(world.a, invocation) == "done"
+
+    turn = _turn(world.a, invocation)
+    assert (turn.status, turn.attempts) == (MessageStatus.DONE, 2)
+    usage = _usage_event(world.a, invocation)
+    # The new attempt's reported usage (the fake runtime: 1,200 in, 300 out, no tool call)
+    # plus the dead attempt's estimate, tool calls and runtime (at most the hard time limit).
+    assert usage["output_tokens"] == 300 + turns.estimate_tokens(streamed)
+    assert usage["input_tokens"] > 1200
+    assert usage["estimated"] is True
+    assert usage["tool_calls"] == 2
+    assert TURN_TIME_LIMIT <= usage["runtime_seconds"] < TURN_TIME_LIMIT + 30
+    with tenant_context(world.a.tenant):
+        kinds = [event.kind for event in streaming.read(invocation.pk, 0)]
+    assert "reset" in kinds
