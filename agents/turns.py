@@ -840,28 +840,27 @@ def fail(invocation_id, reason: str) -> None:
     _end_unclaimed(invocation_id, MessageStatus.FAILED, reason)
 
 
-def _streamed_by_current_attempt(invocation: Invocation) -> str:
-    """What the turn's current attempt streamed (the relay's text since its last reset), or
-    "" if it is not running or nothing can be read."""
+def _current_attempt(invocation: Invocation) -> tuple[str, list[dict], Decimal]:
+    """What the turn's current attempt used, as _dead_attempt knows it (its streamed text,
+    tool calls and runtime), or nothing if it is not running or the relay cannot be read."""
     if invocation.status not in (MessageStatus.RUNNING, MessageStatus.STREAMING):
-        return ""
-    try:
-        return streaming.attempt_texts(invocation.pk)[-1]
-    except Exception:  # the relay (Redis) unreachable: bill what is known
-        log.warning("turn %s: could not read what it streamed", invocation.pk, exc_info=True)
-        return ""
+        return "", [], Decimal(0)
+    return _dead_attempt(invocation.pk, invocation.started_at) or ("", [], Decimal(0))
 
 
 def _end_unclaimed(invocation_id, status: str, reason: str = "") -> str:
     """End a turn no worker is running (or whose worker lost its state), with no answer;
-    nothing if it has ended already. A turn that had streamed text (its worker died
-    mid-answer) is billed by the estimate of that text, flagged estimated like any
-    estimate: the provider produced it, and no usage report will come."""
+    nothing if it has ended already. A turn whose attempt was running (its worker died
+    mid-answer, or the sweeper found it stuck) is billed for what that attempt used, as a
+    takeover carries it (_dead_attempt): the estimate of the text it streamed, flagged
+    estimated like any estimate (the provider produced it, and no usage report will
+    come), the tool calls it made and its runtime."""
     invocation = Invocation.objects.select_related("agent").filter(pk=invocation_id).first()
     if invocation is None:
         return "missing"
-    generated = _streamed_by_current_attempt(invocation)
-    if _finish(invocation, "", status, {}, [], [], time.monotonic(), error=reason, generated=generated) is not None:
+    generated, tool_calls, seconds = _current_attempt(invocation)
+    started = time.monotonic() - float(seconds)
+    if _finish(invocation, "", status, {}, [], tool_calls, started, error=reason, generated=generated) is not None:
         # Only the call that ended the turn says so: a worker that finished it first
         # has already published its own final event.
         # The conversation may have been deleted since the finish committed (erase_if_deleted).

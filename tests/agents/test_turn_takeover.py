@@ -259,3 +259,24 @@ def test_a_stale_reclaim_carries_the_dead_attempts_tokens_tool_calls_and_runtime
     with tenant_context(world.a.tenant):
         kinds = [event.kind for event in streaming.read(invocation.pk, 0)]
     assert "reset" in kinds
+
+
+def test_the_sweeper_bills_a_dead_workers_tool_calls_and_runtime_too(world, catalogue):
+    invocation = ask(world.a, catalogue.helpdesk)
+    streamed = "x" * 40
+    _left_streaming(
+        world.a,
+        invocation,
+        "gone-host:1:t",
+        started_ago=TURN_TIME_LIMIT + 120,
+        streamed=streamed,
+        tool_calls=3,
+    )
+
+    assert fail_stuck_turns() == 1
+
+    usage = _usage_event(world.a, invocation)
+    assert (usage["output_tokens"], usage["estimated"]) == (turns.estimate_tokens(streamed), True)
+    assert usage["tool_calls"] == 3
+    assert TURN_TIME_LIMIT <= usage["runtime_seconds"] < TURN_TIME_LIMIT + 30  # at most the hard limit
+    assert _turn(world.a, invocation).tool_call_count == 3
