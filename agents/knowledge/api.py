@@ -71,7 +71,7 @@ class KnowledgeBaseViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets
     }
 
     def get_queryset(self):
-        bases = services.readable_knowledge_bases(_role(self.request))
+        bases = services.readable_knowledge_bases(role=_role(self.request))
         return bases.annotate(document_count=Count("documents")).order_by("name")
 
     def get_object(self):
@@ -129,7 +129,7 @@ class DocumentViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.Gene
     action_permissions = {"list": READ, "retrieve": READ, "create": WRITE, "destroy": WRITE}
 
     def get_queryset(self):
-        bases = services.readable_knowledge_bases(_role(self.request))
+        bases = services.readable_knowledge_bases(role=_role(self.request))
         documents = Document.objects.filter(knowledge_base__in=bases).order_by("knowledge_base_id", "title", "id")
         kb = self.request.query_params.get("knowledge_base")
         if kb is not None:
@@ -162,7 +162,7 @@ class DocumentViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.Gene
         _entitled(request)
         serializer = DocumentUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        kb = services.access_knowledge_base(serializer.validated_data["knowledge_base"])
+        kb = services.access_knowledge_base(serializer.validated_data["knowledge_base"], role=_role(request))
         if kb is None:
             raise exceptions.ValidationError({"knowledge_base": "No such knowledge base."})
         result = services.upload_document(_actor(request), kb, serializer.validated_data["file"])

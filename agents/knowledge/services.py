@@ -71,17 +71,18 @@ def _int_id(value) -> int | None:
     return None
 
 
-def access_knowledge_base(kb_id, *, role: str | None = None) -> KnowledgeBase | None:
+def access_knowledge_base(kb_id, *, role: str | None) -> KnowledgeBase | None:
     """The base by id if `role` may read it (see readable_knowledge_bases), else None."""
     pk = _int_id(kb_id)
-    return readable_knowledge_bases(role).filter(pk=pk).first() if pk is not None else None
+    return readable_knowledge_bases(role=role).filter(pk=pk).first() if pk is not None else None
 
 
-def access_document(doc_id, *, role: str | None = None) -> Document | None:
+def access_document(doc_id, *, role: str | None) -> Document | None:
+    """The document by id if `role` may read its base (see readable_knowledge_bases), else None."""
     pk = _int_id(doc_id)
     if pk is None:
         return None
-    documents = Document.objects.filter(knowledge_base__in=readable_knowledge_bases(role))
+    documents = Document.objects.filter(knowledge_base__in=readable_knowledge_bases(role=role))
     return documents.select_related("knowledge_base").filter(pk=pk).first()
 
 
@@ -516,20 +517,28 @@ def ingest_document(tenant: Tenant, document_id: int, version: int) -> str:
 # --- agents and their knowledge ----------------------------------------------------------------------
 
 
-def readable_knowledge_bases(role: str | None):
+def readable_knowledge_bases(*, role: str | None):
     """The tenant's knowledge bases a caller may see and search. Whoever manages knowledge
-    (and a machine client, role None) sees all of them; a member only the bases read by
-    the agents members may use, so a base outside that set stays as unknown as a missing one."""
+    (and a machine client, which passes role None) sees all of them; a member only the bases
+    read by the agents members may use, so a base outside that set stays as unknown as a
+    missing one. `role` has no default: every caller says whose reach it asks for, so a
+    forgotten role is an error, never every base. A member's reach costs the same few
+    queries however many agents the tenant has (the agents' links are read once)."""
     bases = KnowledgeBase.objects.all()
     if role is None or can(role, Action.MANAGE_KNOWLEDGE):
         return bases
     from agents import services as agent_services
 
-    agents = agent_services.agents_for_members(require_tenant())
-    linked = set(AgentKnowledge.objects.filter(agent__in=agents).values_list("agent_id", "knowledge_base_id"))
-    if any(agent.pk not in {a for a, _ in linked} for agent in agents):
+    agent_ids = {agent.pk for agent in agent_services.agents_for_members(require_tenant())}
+    linked = AgentKnowledge.objects.filter(agent_id__in=agent_ids).values_list("agent_id", "knowledge_base_id")
+    linked_agents: set[int] = set()
+    readable: set[int] = set()
+    for agent_id, kb_id in linked:
+        linked_agents.add(agent_id)
+        readable.add(kb_id)
+    if agent_ids - linked_agents:
         return bases  # an agent with no chosen bases reads all of them
-    return bases.filter(pk__in={kb for _, kb in linked})
+    return bases.filter(pk__in=readable)
 
 
 def knowledge_bases_for_agent(agent) -> list[KnowledgeBase]:

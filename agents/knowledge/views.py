@@ -24,15 +24,15 @@ from tenants.services import Actor, ServiceError
 from tenants.views import tenant_view
 
 
-def _kb_or_404(kb_id) -> KnowledgeBase:
-    kb = services.access_knowledge_base(int_or_404(kb_id))
+def _kb_or_404(request, kb_id) -> KnowledgeBase:
+    kb = services.access_knowledge_base(int_or_404(kb_id), role=request.membership.role)
     if kb is None:
         raise Http404("No such knowledge base")
     return kb
 
 
-def _document_or_404(document_id) -> Document:
-    document = services.access_document(int_or_404(document_id))
+def _document_or_404(request, document_id) -> Document:
+    document = services.access_document(int_or_404(document_id), role=request.membership.role)
     if document is None:
         raise Http404("No such document")
     return document
@@ -98,7 +98,7 @@ def _documents_context(request, kb) -> dict:
 
 @tenant_view(Action.MANAGE_KNOWLEDGE)
 def kb_detail(request, kb_id):
-    kb = _kb_or_404(kb_id)
+    kb = _kb_or_404(request, kb_id)
     context = _documents_context(request, kb)
     context.update(
         {
@@ -114,14 +114,14 @@ def kb_detail(request, kb_id):
 def documents_fragment(request, kb_id):
     """The documents table alone, and the base's counts out of band: fetched after an upload
     and polled by htmx while any document is still being ingested."""
-    kb = _kb_or_404(kb_id)
+    kb = _kb_or_404(request, kb_id)
     return render(request, "knowledge/_documents.html", {**_documents_context(request, kb), "oob_summary": True})
 
 
 @require_POST
 @tenant_view(Action.MANAGE_KNOWLEDGE)
 def kb_edit(request, kb_id):
-    kb = _kb_or_404(kb_id)
+    kb = _kb_or_404(request, kb_id)
     try:
         services.update_knowledge_base(
             Actor.from_request(request),
@@ -138,7 +138,7 @@ def kb_edit(request, kb_id):
 @require_POST
 @tenant_view(Action.MANAGE_KNOWLEDGE)
 def kb_delete(request, kb_id):
-    kb = _kb_or_404(kb_id)
+    kb = _kb_or_404(request, kb_id)
     try:
         services.delete_knowledge_base(Actor.from_request(request), kb)
     except ServiceError as exc:
@@ -159,7 +159,7 @@ def _wants_json(request) -> bool:
 def document_upload(request, kb_id):
     """One or more files (`files`). The upload script sends one file per request, so each
     gets its own progress bar and its own answer; without JavaScript the form sends all."""
-    kb = _kb_or_404(kb_id)
+    kb = _kb_or_404(request, kb_id)
     files = request.FILES.getlist("files")
     results = []
     if not files:
@@ -194,7 +194,7 @@ def document_upload(request, kb_id):
 
 @tenant_view(Action.MANAGE_KNOWLEDGE)
 def kb_search(request, kb_id):
-    kb = _kb_or_404(kb_id)
+    kb = _kb_or_404(request, kb_id)
     query = request.GET.get("q", "")[:MAX_QUERY_CHARS].strip()
     hits = []
     if query and services.entitled(request.tenant):
@@ -240,7 +240,7 @@ def document_detail(request, document_id):
 @require_POST
 @tenant_view(Action.MANAGE_KNOWLEDGE)
 def document_delete(request, document_id):
-    document = _document_or_404(document_id)
+    document = _document_or_404(request, document_id)
     kb = document.knowledge_base
     try:
         services.delete_document(Actor.from_request(request), document)
@@ -253,7 +253,7 @@ def document_delete(request, document_id):
 @require_POST
 @tenant_view(Action.MANAGE_KNOWLEDGE)
 def document_reindex(request, document_id):
-    document = _document_or_404(document_id)
+    document = _document_or_404(request, document_id)
     try:
         services.reindex_document(Actor.from_request(request), document)
         messages.success(request, f"“{document.title}” is being indexed again.")
