@@ -17,8 +17,8 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
 from billing import dashboards as d
-from billing.models import Invoice, InvoiceLine
-from portal.api import TenantScopedAPIMixin
+from billing.models import Invoice, InvoiceLine, InvoiceStatus
+from portal.api import TenantScopedAPIMixin, choice_param
 from tenants.roles import Action
 
 TENANT_SLUG = OpenApiParameter("tenant_slug", str, OpenApiParameter.PATH, description="The tenant's slug")
@@ -236,16 +236,14 @@ class InvoiceViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, mixins.Retriev
 
     def get_queryset(self):
         queryset = Invoice.objects.prefetch_related("lines").order_by("-period")
-        status = self.request.query_params.get("status")
+        status = choice_param(self.request, "status", InvoiceStatus.values)
         if status is not None:
-            if status not in ("draft", "final"):
-                raise ValidationError({"status": ["Use draft or final."]})
             queryset = queryset.filter(status=status)
         return queryset
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("status", str, enum=["draft", "final"], description="Only drafts or only final invoices")
+            OpenApiParameter("status", str, enum=InvoiceStatus.values, description="Only drafts or only final invoices")
         ]
     )
     def list(self, request, *args, **kwargs):

@@ -54,6 +54,21 @@ def problem(status_code: int, title: str | None = None, detail: str = "", **extr
     return body
 
 
+def choice_param(request, name: str, allowed, *, default: str | None = None) -> str | None:
+    """The query parameter `name` of a list endpoint's filter, one of `allowed` (its values,
+    in the order the error lists them); `default` when it is absent. Any other value is a
+    400 problem naming the parameter, the value and the values it takes: a filter that
+    ignored it would answer every row, as if the client had asked for no filter at all."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    allowed = [str(value) for value in allowed]
+    if raw not in allowed:
+        shown = "".join(ch for ch in raw[:40] if ch.isprintable())
+        raise exceptions.ValidationError({name: [f"Unknown {name} “{shown}”; use one of: {', '.join(allowed)}."]})
+    return raw
+
+
 def problem_response(status_code: int, title: str | None = None, detail: str = "", **extra) -> JsonResponse:
     return JsonResponse(
         problem(status_code, title, detail, **extra), status=status_code, content_type=PROBLEM_CONTENT_TYPE

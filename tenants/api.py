@@ -9,7 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 
-from portal.api import TenantScopedAPIMixin
+from portal.api import TenantScopedAPIMixin, choice_param
 from portal.schema import counted_list
 from tenants import services
 from tenants.access import access_invitation, access_membership
@@ -123,13 +123,27 @@ class InvitationViewSet(
 
     def get_queryset(self):
         queryset = Invitation.objects.select_related("invited_by")
-        status_filter = self.request.query_params.get("status")
-        if status_filter in InvitationStatus.values:
+        status_filter = choice_param(self.request, "status", InvitationStatus.values)
+        if status_filter is not None:
             queryset = queryset.filter(status=status_filter)
         return queryset
 
     def get_object(self):
         return access_invitation(self.kwargs["pk"])
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "status",
+                str,
+                enum=InvitationStatus.values,
+                required=False,
+                description="Only invitations in this state",
+            )
+        ]
+    )
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
 
     @extend_schema(request=InvitationCreateSerializer, responses={201: InvitationSerializer})
     def create(self, request, *args, **kwargs):

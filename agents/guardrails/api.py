@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from agents.guardrails import policy, services
 from agents.guardrails.models import Category, GuardrailEvent, Stage
-from portal.api import TenantScopedAPIMixin
+from portal.api import TenantScopedAPIMixin, choice_param
 from portal.schema import one_object
 from tenants.access import int_or_404
 from tenants.api import TENANT_SLUG
@@ -121,11 +121,11 @@ class GuardrailEventViewSet(
 
     def get_queryset(self):
         events = GuardrailEvent.objects.all()
-        stage = self.request.query_params.get("stage")
-        category = self.request.query_params.get("category")
-        if stage in Stage.values:
+        stage = choice_param(self.request, "stage", Stage.values)
+        category = choice_param(self.request, "category", Category.values)
+        if stage is not None:
             events = events.filter(stage=stage)
-        if category in Category.values:
+        if category is not None:
             events = events.filter(category=category)
         return events
 

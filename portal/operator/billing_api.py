@@ -18,6 +18,7 @@ from billing import dashboards as d
 from billing import invoices as inv
 from billing.api import InvoiceSerializer
 from billing.models import Invoice, InvoiceStatus
+from portal.api import choice_param
 from portal.operator import services as operator_services
 from portal.schema import counted_list
 from tenants.audit import client_ip
@@ -87,10 +88,8 @@ class TenantBillingViewSet(viewsets.ViewSet):
     )
     def list(self, request):
         params = request.query_params
-        sort = params.get("sort", "revenue")
-        direction = params.get("dir", "desc")
-        if direction not in ("asc", "desc"):
-            raise ValidationError({"dir": ["Use asc or desc."]})
+        sort = choice_param(request, "sort", d.OPERATOR_SORTS, default="revenue")
+        direction = choice_param(request, "dir", ("asc", "desc"), default="desc")
         query = params.get("q", "").replace("\x00", "").strip()[:100]
         try:
             month = d.parse_month(params.get("month"))
@@ -142,10 +141,8 @@ class OperatorInvoiceViewSet(viewsets.ViewSet):
                     invoices = invoices.filter(period=d.parse_month(params["month"]))
                 except d.BadQuery as exc:
                     raise _bad(exc) from None
-            status = params.get("status")
+            status = choice_param(request, "status", InvoiceStatus.values)
             if status is not None:
-                if status not in InvoiceStatus.values:
-                    raise ValidationError({"status": ["Use draft or final."]})
                 invoices = invoices.filter(status=status)
             invoices = list(invoices[:500])
             operator_services.record_read(request.user, "invoices", ip=client_ip(request))

@@ -209,6 +209,11 @@ def test_it_answers_a_404_problem_to_a_slug_that_names_no_tenant(owner_client, w
 def test_it_ignores_malformed_or_unknown_query_parameters(owner_client, world, query, rest):
     factories.make_invitation(world.a.tenant, "pending@example.test")
     response = owner_client.get(f"/api/v1/tenants/alpha/{rest}?{query}")
+    if rest == "invitations/" and query in ("status=%00", "status=emperor"):
+        # Except an unknown value of a filter the list has: a 400 problem, not every row
+        # (tests/portal/test_api_filter_values.py).
+        assert "status" in problem(response, 400)["detail"]
+        return
     assert response.status_code == 200
     assert len(response.json()["results"]) <= 500
 
