@@ -1132,8 +1132,14 @@ class InjectionResult:
 
 
 def injection_score(text: str) -> InjectionResult:
-    """1 − Π(1 − weight) over the heuristic rules that fire (each rule counts once)."""
-    sample = strip_accents(text[:20000])
+    """1 − Π(1 − weight) over the heuristic rules that fire (each rule counts once).
+
+    The rules read the canonical form (zero-width characters, full-width forms and look-alike
+    letters undone, as for every other detector); spans are of `text` where accents stripped
+    nothing, else of the canonical text (an excerpt's neighbourhood either way)."""
+    canon = canonical(text[:20000])
+    sample = strip_accents(canon.text)
+    same_length = len(sample) == len(canon.text)
     lowered = sample.lower()
     remaining, rules, spans = 1.0, [], []
     for name, weight, pattern in _INJECTION_RULES:
@@ -1144,7 +1150,7 @@ def injection_score(text: str) -> InjectionResult:
         if m:
             remaining *= 1 - weight
             rules.append(name)
-            spans.append((m.start(), m.end()))
+            spans.append(canon.span(m.start(), m.end()) if same_length else (m.start(), m.end()))
     if "=" in sample or _BASE64_BLOB.search(sample):
         for plain in _decoded_blobs(sample):
             inner = injection_score(plain)
