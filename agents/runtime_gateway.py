@@ -96,6 +96,21 @@ def turn_facts(tenant: Tenant, invocation: Invocation) -> TurnFacts:
     return TurnFacts(role=role, agent_allowed=bool(allowed), history=history)
 
 
+def exchanged_scope(tenant: Tenant, identity) -> str:
+    """The scope a turn's token asks for: EXCHANGED_SCOPES, plus memory:read and memory:write
+    when the tenant's plan has memory and the agent's identity may use them (asking for
+    more than the identity allows would fail the exchange, so the turn)."""
+    from agents.memory.services import FEATURE
+    from tenants import entitlements
+    from tenants.identity.scopes import MEMORY_SCOPES
+
+    scope = EXCHANGED_SCOPES
+    allowed = set(identity.allowed_scopes or MEMORY_SCOPES)
+    if entitlements.has_feature(tenant, FEATURE) and allowed >= MEMORY_SCOPES:
+        scope = " ".join([scope, *sorted(MEMORY_SCOPES)])
+    return scope
+
+
 def mint_act_on_behalf_token(
     tenant: Tenant, invocation: Invocation, facts: TurnFacts | None = None, *, tools: bool = False
 ) -> str:
@@ -125,7 +140,7 @@ def mint_act_on_behalf_token(
         token, _, _ = oauth.act_on_behalf(
             subject,
             identity,
-            scope=f"{EXCHANGED_SCOPES} {TOOLS_SCOPE}" if tools else EXCHANGED_SCOPES,
+            scope=f"{exchanged_scope(tenant, identity)} {TOOLS_SCOPE}" if tools else exchanged_scope(tenant, identity),
             audience=settings.EXCHANGE_DEFAULT_AUDIENCE,
             allowed=facts.agent_allowed,
         )
@@ -305,8 +320,16 @@ def client_for(kind: str, tenant: Tenant):
             audience=settings.EXCHANGE_DEFAULT_AUDIENCE,
             knowledge=InProcessKnowledgeGateway(),
             tools=InProcessToolGateway(),
+            memory=in_process_memory_gateway(),
         )
     return _local_client
+
+
+def in_process_memory_gateway():
+    """The local runtime's memory gateway: the same service functions as the HTTP endpoints."""
+    from agents.memory.gateway import InProcessMemoryGateway
+
+    return InProcessMemoryGateway()
 
 
 def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:

@@ -61,7 +61,7 @@ def _identity(name: str, owner: Tenant | None) -> AgentIdentity:
         client_id=f"agt_{secrets.token_hex(10)}",
         secret_hash=hash_secret(new_secret()),
         owner_tenant=owner,
-        allowed_scopes=["agents:invoke", "kb:read", "tenant:read"],
+        allowed_scopes=["agents:invoke", "kb:read", "tenant:read", "memory:read", "memory:write"],
     )
 
 

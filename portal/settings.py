@@ -57,12 +57,13 @@ INSTALLED_APPS = [
     "agents.guardrails",
     "agents.knowledge",
     "agents.tools",
+    "agents.memory",
     "billing",
 ]
 
 # Apps whose every concrete model must be tenant-owned or explicitly a platform
 # model (system check tenants.E001). New rooms are added here as they land.
-TENANT_APPS = ["tenants", "agents", "guardrails", "knowledge", "tools", "billing"]
+TENANT_APPS = ["tenants", "agents", "guardrails", "knowledge", "tools", "memory", "billing"]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 from agents import api as agents_api
 from agents.guardrails import api as guardrails_api
 from agents.knowledge import api as knowledge_api
+from agents.memory import api as memory_api
 from agents.tools import api as tools_api
 from billing import api as billing_api
 from portal import views
@@ -41,6 +42,7 @@ api_v1 = [
     path("gateway/knowledge/retrieve", knowledge_api.KnowledgeGatewayView.as_view(), name="knowledge-gateway-retrieve"),
     path("gateway/tools/invoke", tools_api.ToolGatewayView.as_view(), name="tools-gateway-invoke"),
 ]
+api_v1 += memory_api.gateway_urls
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -67,6 +67,8 @@ ACTION_LABELS: dict[str, str] = {
     "knowledge.document_replaced": "Document replaced",
     "knowledge.document_deleted": "Document deleted",
     "knowledge.agent_bases_changed": "Agent's knowledge bases changed",
+    "memory.deleted": "Memory deleted by its member",
+    "memory.cleared": "Member's memory cleared",
     "guardrails.policy_updated": "Guardrail policy changed",
     "guardrails.tier_policy_updated": "Tier guardrail policy changed",
     # billing

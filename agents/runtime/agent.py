@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from agents.runtime.auth import Caller
 from agents.runtime.contract import Citation, Delta, Done, Error, Event, InvocationRequest, ToolCall, Usage
 from agents.runtime.knowledge import KnowledgeGateway, KnowledgeUnavailable, wants_knowledge
+from agents.runtime.memory import MemoryGateway, MemoryUnavailable, durable_facts, wants_recall, wants_remember
 from agents.runtime.models import ProviderRegistry
 from agents.runtime.models.base import (
     ModelError,
@@ -49,9 +50,9 @@ from agents.runtime.tools import MAX_TOOL_ROUNDS, ToolFailed, ToolGateway, wants
 logger = logging.getLogger(__name__)
 
 
-def build_model_input(request: InvocationRequest, caller: Caller) -> ModelInput:
+def build_model_input(request: InvocationRequest, caller: Caller, memories: tuple[str, ...] = ()) -> ModelInput:
     return ModelInput(
-        system=render_system_prompt(request.agent.instructions, request.passages),
+        system=render_system_prompt(request.agent.instructions, request.passages, memories),
         messages=normalise_turns(request.messages, request.prompt),
         prompt=request.prompt,
         spec=request.model,
@@ -67,6 +68,7 @@ def build_model_input(request: InvocationRequest, caller: Caller) -> ModelInput:
             "agent_id": request.agent.id,
         },
         features=frozenset(caller.tenant.entitlements) | frozenset(caller.tenant.feature_flags),
+        memories=memories,
     )
 
 
@@ -76,10 +78,12 @@ class ReferenceAgent:
         providers: ProviderRegistry | None = None,
         knowledge: KnowledgeGateway | None = None,
         tools: ToolGateway | None = None,
+        memory: MemoryGateway | None = None,
     ):
         self.providers = providers or ProviderRegistry.offline_only()
         self.knowledge = knowledge
         self.tools = tools
+        self.memory = memory
 
     def retrieve(self, request: InvocationRequest, caller: Caller) -> InvocationRequest:
         """The request with passages from the portal's knowledge gateway, when the portal sent
@@ -92,6 +96,30 @@ class ReferenceAgent:
             logger.warning("invocation %s: answering without knowledge: %s", request.invocation_id, exc)
             return request
         return dataclasses.replace(request, passages=tuple(passages))
+
+    def recall(self, request: InvocationRequest, caller: Caller) -> tuple[str, ...]:
+        """The member's memories for this prompt, from the portal's memory gateway, when the
+        tenant and token allow it. A gateway failure is logged, never fatal."""
+        if self.memory is None or not wants_recall(caller):
+            return ()
+        try:
+            memories = self.memory.recall(caller, request.prompt, agent_id=request.agent.id)
+        except MemoryUnavailable as exc:
+            logger.warning("invocation %s: answering without memory: %s", request.invocation_id, exc)
+            return ()
+        return tuple(m.content for m in memories)
+
+    def remember(self, request: InvocationRequest, caller: Caller) -> None:
+        """Keep the durable facts the member stated in this prompt (memory.durable_facts).
+        A gateway failure is logged, never fatal: the answer has been given already."""
+        if self.memory is None or not wants_remember(caller):
+            return
+        for fact in durable_facts(request.prompt):
+            try:
+                self.memory.remember(caller, fact, agent_id=request.agent.id)
+            except MemoryUnavailable as exc:
+                logger.warning("invocation %s: a fact was not remembered: %s", request.invocation_id, exc)
+                return
 
     def run(self, request: InvocationRequest, caller: Caller) -> Iterator[Event]:
         """The events of one invocation (see the module docstring for their order)."""
@@ -121,7 +149,7 @@ class ReferenceAgent:
         # Without a gateway or the scope, calls are reported and not run (as before tools ran).
         runs_tools = bool(request.tools) and self.tools is not None and wants_tools(caller)
         offered = {tool.name for tool in request.tools}
-        model_input = build_model_input(request, caller)
+        model_input = build_model_input(request, caller, self.recall(request, caller))
         text: list[str] = []
         usages: list[Usage] = []
         done: list[ToolCall] = []
@@ -169,6 +197,7 @@ class ReferenceAgent:
                 break
             model_input = dataclasses.replace(model_input, tool_results=tuple(done))
         answer = "".join(text)
+        self.remember(request, caller)
         if not provider.cites_passages:
             yield from citations_from_markers(answer, request.passages)
         yield Usage(

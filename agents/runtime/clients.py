@@ -168,12 +168,13 @@ class LocalRuntimeClient(RuntimeClient):
         providers: ProviderRegistry | None = None,
         knowledge=None,
         tools=None,
+        memory=None,
     ) -> LocalRuntimeClient:
         """A local runtime verifying tokens against `jwks()` (the portal passes ``keys.jwks``),
         retrieving through `knowledge` and running tools through `tools` (the portal passes
         its in-process gateways)."""
         verifier = TokenVerifier(CallableKeyProvider(jwks), issuer=issuer, audience=audience, leeway=leeway)
-        return cls(RuntimeHost(verifier, ReferenceAgent(providers, knowledge=knowledge, tools=tools)))
+        return cls(RuntimeHost(verifier, ReferenceAgent(providers, knowledge=knowledge, tools=tools, memory=memory)))
 
     def invoke(self, request: InvocationRequest, context: InvocationContext) -> Iterator[Event]:
         try:

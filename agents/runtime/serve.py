@@ -61,18 +61,20 @@ def build_app(env: Mapping[str, str] = os.environ) -> RuntimeApp:
     verifier = TokenVerifier(
         keys, issuer=issuer, audience=env.get("RUNTIME_AUDIENCE", "").strip() or DEFAULT_AUDIENCE, leeway=leeway
     )
-    knowledge = tools = None
+    knowledge = tools = memory = None
     gateway_url = env.get("PORTAL_GATEWAY_URL", "").strip()
     if gateway_url:
         from agents.runtime.knowledge import HttpKnowledgeGateway
+        from agents.runtime.memory import HttpMemoryGateway
         from agents.runtime.tools import HttpToolGateway
 
         try:
             knowledge = HttpKnowledgeGateway(gateway_url)
             tools = HttpToolGateway(gateway_url)
+            memory = HttpMemoryGateway(gateway_url)
         except ValueError as exc:
             raise ConfigError(str(exc))
-    return RuntimeApp(RuntimeHost(verifier, ReferenceAgent(providers, knowledge=knowledge, tools=tools)))
+    return RuntimeApp(RuntimeHost(verifier, ReferenceAgent(providers, knowledge=knowledge, tools=tools, memory=memory)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

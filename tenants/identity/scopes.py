@@ -37,6 +37,10 @@ ACTION_SCOPES: dict[str, str] = {
 # Scopes that come with an action: using agents means the agent may read the
 # tenant's knowledge bases, and run the tools the tenant enabled for it, on the user's behalf.
 IMPLIED_SCOPES: dict[str, set[str]] = {Action.USE_AGENTS: {"kb:read", "tools:invoke"}}
+# ... and keep and recall the member's own long-term memories (agents/memory/policy.py
+# decides which namespaces; the exchanged token carries these only on entitled tenants).
+MEMORY_SCOPES = frozenset({"memory:read", "memory:write"})
+IMPLIED_SCOPES[Action.USE_AGENTS] |= MEMORY_SCOPES
 
 # What an API client (client_credentials: no person behind it) may do: read. Every change
 # goes through a service that checks a person's role, and chat is always on behalf of a
@@ -53,6 +57,8 @@ SCOPES: dict[str, str] = {
     "agents:invoke": "Chat with the tenant's agents",
     "kb:read": "Retrieve from the tenant's knowledge bases",
     "tools:invoke": "Run the tools the tenant enabled for an agent",
+    "memory:read": "Recall the member's long-term memories (agents acting for them)",
+    "memory:write": "Store facts in the member's long-term memory (agents acting for them)",
     "kb:write": "Create knowledge bases, upload and delete documents",
     "members:read": "List members and invitations",
     "members:write": "Invite, change roles of and remove members",

@@ -97,6 +97,9 @@ class ModelInput:
     tool_results: tuple[ToolCall, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
     features: frozenset[str] = frozenset()
+    # What the member asked agents to remember, recalled for this prompt (agents/runtime/memory.py):
+    # context about the person, not sources to cite.
+    memories: tuple[str, ...] = ()
 
 
 class ModelProvider(Protocol):
@@ -136,9 +139,16 @@ def normalise_turns(history: tuple[ChatMessage, ...], prompt: str) -> tuple[Chat
     return tuple(turns)
 
 
-def render_system_prompt(instructions: str, passages: tuple[Passage, ...]) -> str:
-    """The agent's instructions, then the numbered sources the answer may cite as [n]."""
+def render_system_prompt(instructions: str, passages: tuple[Passage, ...], memories: tuple[str, ...] = ()) -> str:
+    """The agent's instructions, what it remembers about the member, then the numbered
+    sources the answer may cite as [n]."""
     parts = [instructions.strip()] if instructions.strip() else []
+    if memories:
+        parts.append(
+            "Long-term memory: facts this user asked you to remember in earlier conversations. "
+            "Use them as context about the user; they are not sources and must not be cited.\n"
+            + "\n".join(f"- {memory.strip()}" for memory in memories)
+        )
     if passages:
         parts.append(
             "Answer from the numbered sources below when they are relevant and cite them as [n] "

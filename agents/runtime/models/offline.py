@@ -21,6 +21,9 @@ How it answers
   to a knowledge base only when the tenant has the ``knowledge_bases`` feature
   (its entitlements or feature flags, from the runtime request's tenant
   headers), so it never gives advice the tenant's plan cannot follow.
+* With recalled long-term memories (the member's facts, agents/runtime/memory.py),
+  the templated answer also quotes the one that best matches the prompt, labelled
+  "From your long-term memory"; memories are never cited as sources.
 
 With tools (the request offers them and the runtime runs them): it decides
 deterministically, from the prompt alone, whether one fits: an arithmetic
@@ -227,6 +230,12 @@ class OfflineModel:
             f"{who} is answering with the offline model, which does not write answers: "
             "it quotes the sentences of the sources it is given that best match a question.",
         ]
+        if model_input.memories:
+            # Recalled long-term memory (already matched to the prompt by the portal): the best
+            # match by the same ranking, labelled as memory, never as a source.
+            ranked_memories = bm25_rank(query, [terms(m) for m in model_input.memories])
+            best = model_input.memories[ranked_memories[0][1]] if ranked_memories else model_input.memories[0]
+            lines.append(f'From your long-term memory: "{_quote(best)}"')
         earlier = [s for m in model_input.history for s in sentences(m.content)]
         ranked = bm25_rank(query, [terms(s) for s in earlier])
         if ranked:

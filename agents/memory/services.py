@@ -1,0 +1,196 @@
+"""Memory for agents and for people: the gateway's two functions and the Memory page's.
+
+`recall_for_token` and `remember_for_token` are the bodies of the gateway endpoints
+(agents/memory/api.py) and of the in-process gateway of the local runtime
+(agents/memory/gateway.py), like knowledge.services.retrieve_for_token: the raw
+act-on-behalf token is validated by the one validation function (aud agent-runtime),
+must carry memory:read / memory:write and an actor, and everything happens in the
+token's tenant, for the token's member (`sub`), whatever the body says. Which
+namespaces that reaches is decided by agents/memory/policy.py.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+
+from agents.memory import policy, stores
+from agents.memory.models import MAX_CONTENT_CHARS, MemoryRecord
+from tenants import audit, entitlements
+from tenants.context import require_tenant, tenant_context
+from tenants.services import Actor
+
+log = logging.getLogger(__name__)
+
+FEATURE = "memory"
+READ_SCOPE = "memory:read"
+WRITE_SCOPE = "memory:write"
+DEFAULT_K = 5
+
+
+class GatewayRefused(Exception):
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def entitled(tenant) -> bool:
+    return entitlements.has_feature(tenant, FEATURE)
+
+
+def _validated(raw_token: str, scope: str, tenant_id: str | None):
+    from tenants.identity import tokens
+
+    try:
+        token = tokens.validate(raw_token, audience=settings.EXCHANGE_DEFAULT_AUDIENCE)
+    except tokens.InvalidToken as exc:
+        log.info("memory gateway: token refused: %s", exc.reason)
+        raise GatewayRefused(401, "The access token is invalid or expired.")
+    if scope not in token.scopes:
+        raise GatewayRefused(403, f"The access token lacks the scope {scope}.")
+    if not token.actors or token.user is None or token.membership is None:
+        raise GatewayRefused(403, "An act-on-behalf token (an agent acting for a member) is required.")
+    if tenant_id is not None and str(tenant_id) != str(token.tenant.pk):
+        raise GatewayRefused(403, "The token was not issued for this tenant.")
+    if not entitled(token.tenant):
+        raise GatewayRefused(403, f"Memory is not part of the {token.tenant.tier.name} plan.")
+    return token
+
+
+def _acting_agent(token, agent_slug: str):
+    from agents.models import Agent
+
+    client_id = token.actor.partition(":")[2]
+    agents = Agent.objects.filter(identity__client_id=client_id)
+    if agent_slug:
+        agents = agents.filter(slug=agent_slug)
+    agent = agents.first()
+    if agent is None:
+        raise GatewayRefused(403, "The acting agent is not an agent of this tenant.")
+    return agent
+
+
+def recall_for_token(
+    raw_token: str, *, query: str, k: int = DEFAULT_K, agent_slug: str = "", tenant_id: str | None = None
+) -> list[dict]:
+    """The acting member's memories (theirs for this agent, theirs for all agents, the
+    tenant's shared ones) that match `query`, best first."""
+    token = _validated(raw_token, READ_SCOPE, tenant_id)
+    if not isinstance(query, str) or not query.strip():
+        raise GatewayRefused(400, "query: give the text to recall memories for.")
+    tenant = token.tenant
+    with tenant_context(tenant, user_id=token.user.pk):
+        agent = _acting_agent(token, agent_slug)
+        spaces = policy.readable_namespaces(tenant_id=tenant.pk, user_id=token.user.pk, agent_slug=agent.slug)
+        spaces = [s for s in spaces if policy.can_read(s, tenant_id=tenant.pk, user_id=token.user.pk)]
+        try:
+            memories = stores.store_for(tenant).recall(spaces, query, k)
+        except stores.StoreUnavailable as exc:
+            log.warning("memory recall for tenant %s failed: %s", tenant.pk, exc)
+            raise GatewayRefused(503, "The memory store is unavailable; try again later.")
+        return [m.to_dict() for m in memories]
+
+
+def remember_for_token(
+    raw_token: str,
+    *,
+    content: str,
+    agent_slug: str = "",
+    scope: str = policy.Scope.AGENT,
+    tenant_id: str | None = None,
+) -> dict:
+    """Store one fact on behalf of the token's member, in the namespace `scope` names."""
+    from agents.runtime_gateway import turn_in_progress
+
+    token = _validated(raw_token, WRITE_SCOPE, tenant_id)
+    if not isinstance(content, str) or not content.strip():
+        raise GatewayRefused(400, "content: give the fact to remember.")
+    if len(content) > MAX_CONTENT_CHARS:
+        raise GatewayRefused(400, f"content: at most {MAX_CONTENT_CHARS} characters.")
+    if scope not in policy.Scope.CHOICES:
+        raise GatewayRefused(400, f"scope: one of {', '.join(policy.Scope.CHOICES)}.")
+    tenant, user = token.tenant, token.user
+    with tenant_context(tenant, user_id=user.pk):
+        agent = _acting_agent(token, agent_slug)
+        namespace = policy.namespace_for(scope, tenant_id=tenant.pk, user_id=user.pk, agent_slug=agent.slug)
+        if not policy.can_write(namespace, tenant_id=tenant.pk, user_id=user.pk, role=token.membership.role):
+            raise GatewayRefused(403, "Only an owner or admin may write the tenant's shared memory.")
+        turn = turn_in_progress(token)
+        writer = stores.Writer(
+            user_id=user.pk,
+            agent_id=agent.pk,
+            session_id=str(token.claims.get("session_id") or ""),
+            invocation_id=turn.pk if turn is not None else None,
+        )
+        try:
+            memory = stores.store_for(tenant).remember(namespace, " ".join(content.split()), writer)
+        except stores.StoreUnavailable as exc:
+            log.warning("memory remember for tenant %s failed: %s", tenant.pk, exc)
+            raise GatewayRefused(503, "The memory store is unavailable; try again later.")
+        return memory.to_dict()
+
+
+# --- the Memory page ------------------------------------------------------------------------------
+
+
+def own_memories(user, agent=None):
+    """The signed-in member's own memories (in the current tenant), per agent if given."""
+    require_tenant()
+    records = MemoryRecord.objects.filter(user=user).select_related("agent")
+    return records.filter(agent=agent) if agent is not None else records
+
+
+def delete_own_memory(actor: Actor, record_id: int) -> bool:
+    """Delete one of the member's own memories; False when it is not theirs (or gone)."""
+    tenant = require_tenant()
+    record = MemoryRecord.objects.filter(pk=record_id, user=actor.user).first()
+    if record is None:
+        return False
+    namespace = policy.parse(record.namespace)
+    if namespace is None or not policy.can_write(
+        namespace, tenant_id=tenant.pk, user_id=actor.user.pk, role=actor.membership.role
+    ):
+        return False
+    record.delete()
+    audit.record(
+        "memory.deleted",
+        actor=actor.user,
+        tenant=tenant,
+        target_repr=f"{namespace.path} #{record_id}",
+        ip=actor.ip,
+    )
+    return True
+
+
+def counts_per_member() -> list[dict]:
+    """How many memories each member has (never their contents), for tenant admins."""
+    from tenants.models import Membership
+
+    require_tenant()
+    counts = dict(
+        MemoryRecord.objects.filter(user__isnull=False).values_list("user_id").annotate(n=Count("id")).order_by()
+    )
+    members = Membership.objects.select_related("user").order_by("user__email")
+    return [{"membership": m, "user": m.user, "count": counts.get(m.user_id, 0)} for m in members]
+
+
+def clear_member_memory(actor: Actor, membership) -> int:
+    """Delete every memory of `membership`'s member (an admin action; audited)."""
+    tenant = require_tenant()
+    if not policy.can_administer(actor.role):
+        raise PermissionDenied("Only an owner or admin may clear a member's memory.")
+    deleted, _ = MemoryRecord.objects.filter(user_id=membership.user_id).delete()
+    audit.record(
+        "memory.cleared",
+        actor=actor.user,
+        tenant=tenant,
+        target=membership,
+        target_repr=membership.user.email,
+        after={"deleted": deleted},
+        ip=actor.ip,
+    )
+    return deleted
