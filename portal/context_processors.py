@@ -30,6 +30,9 @@ def navigation(request):
             "chat": can(role, Action.USE_AGENTS),
             "knowledge": can(role, Action.MANAGE_KNOWLEDGE),
             "tools": can(role, Action.MANAGE_AGENTS),
+            "memory": can(role, Action.USE_AGENTS)
+            and tenant is not None
+            and entitlements.has_feature(tenant, "memory"),
             "billing": can(role, Action.VIEW_BILLING),
             "guardrails": can(role, Action.VIEW_GUARDRAILS),
         },

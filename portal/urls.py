@@ -65,6 +65,7 @@ urlpatterns = [
     path("t/<str:tenant_slug>/", include("tenants.urls")),
     path("t/<str:tenant_slug>/chat/", include("agents.urls")),
     path("t/<str:tenant_slug>/knowledge/", include("agents.knowledge.urls")),
+    path("t/<str:tenant_slug>/memory/", include("agents.memory.urls")),
     path("t/<str:tenant_slug>/guardrails/", include("agents.guardrails.urls")),
     path("t/<str:tenant_slug>/tools/", include("agents.tools.urls")),
     path("t/<str:tenant_slug>/billing/", include("billing.urls")),

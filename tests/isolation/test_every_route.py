@@ -230,6 +230,13 @@ ROUTES: dict[str, object] = {
     "tools_operator:tool_create": OperatorOnly(methods=("GET", "POST")),
     "tools_operator:tool_edit": OperatorOnly(methods=("GET", "POST"), kwargs={"key": "tool_key"}),
     "api:tools-gateway-invoke": NoTenantData(),
+    # memory: a member's own memories; counts per member and clearing for admins; the memory
+    # gateway of agent runtimes takes the tenant from the act-on-behalf token (tests/memory)
+    "memory:home": TenantScoped(lists=True),
+    "memory:delete": TenantScoped(methods=("POST",), objects={"record_id": "memory_record"}),
+    "memory:clear": TenantScoped(methods=("POST",), objects={"membership_id": "membership"}),
+    "api:memory-gateway-recall": NoTenantData(),
+    "api:memory-gateway-remember": NoTenantData(),
     # operator console
     "operator:tenants": OperatorOnly(),
     "operator:tenant_create": OperatorOnly(methods=("GET", "POST")),
@@ -334,6 +341,7 @@ def scene(world, client):
     invoice_a, invoice_b = _usage_and_invoice(world.a), _usage_and_invoice(b)
     tool = _tool(world)
     own_agent_a, own_agent_b = _own_agent(world.a, "Alpha", agent_a, tool), _own_agent(b, "Bravo Inc", agent_b, tool)
+    memory_a, memory_b = _memory(world.a, catalogue, "Alpha"), _memory(b, catalogue, "Bravo Inc")
     # A's plan includes the audit log export, so that A's export is a real CSV to search for B's rows.
     world.a.tenant.refresh_from_db()
     world.a.tenant.feature_grants = sorted({*world.a.tenant.feature_grants, "audit_export"})
@@ -360,6 +368,7 @@ def scene(world, client):
             "knowledge_chunk": chunk_b.pk,
             "invoice": invoice_b.pk,
             "agent": own_agent_b.pk,
+            "memory_record": memory_b.pk,
         },
         "a_objects": {
             "membership": world.a.memberships["member"].pk,
@@ -375,6 +384,7 @@ def scene(world, client):
             "knowledge_chunk": chunk_a.pk,
             "invoice": invoice_a.pk,
             "agent": own_agent_a.pk,
+            "memory_record": memory_a.pk,
         },
         "agent_b_id": agent_b.pk,
         "tool_key": tool.key,
@@ -419,6 +429,19 @@ def _own_agent(side, label: str, identity, tool):
         )
         AgentTool.objects.create(agent=agent, tool=tool)
     return agent
+
+
+def _memory(side, catalogue, label: str):
+    """A fact the tenant's member asked the helpdesk to remember (its text names the tenant)."""
+    from agents.memory.models import MemoryRecord
+
+    with tenant_context(side.tenant):
+        return MemoryRecord.objects.create(
+            namespace=f"/tenant/{side.tenant.pk}/user/{side.member.pk}/agent/helpdesk",
+            user=side.member,
+            agent=catalogue.helpdesk,
+            content=f"{label} member fact: the vault code is 1234.",
+        )
 
 
 def _machine_identities(side, label: str):
@@ -493,7 +516,14 @@ def _b_state(world):
             sorted(Document.objects.values_list("pk", "status", "version", "checksum")),
             sorted(Chunk.objects.values_list("pk", "text")),
             sorted(Invoice.objects.values_list("pk", "status", "total", "drafted_at")),
+            _memory_state(),
         )
+
+
+def _memory_state():
+    from agents.memory.models import MemoryRecord
+
+    return sorted(MemoryRecord.objects.values_list("pk", "namespace", "content"))
 
 
 def _kwargs_for(route: Route, names: dict[str, str], scene) -> dict[str, str]:

@@ -46,7 +46,7 @@ TIERS = [
         "concurrent_sessions": 20,
         "knowledge_storage_mb": 2_048,
         "allowed_models": ["offline-small", "anthropic.claude-3-5-haiku-20241022-v1:0"],
-        "default_features": ["chat", "api_access", "knowledge_bases", "custom_guardrails", "tools"],
+        "default_features": ["chat", "api_access", "knowledge_bases", "custom_guardrails", "tools", "memory"],
         "celery_queue": "tier-standard",
     },
     {
@@ -189,6 +189,9 @@ class Command(BaseCommand):
         from agents.guardrails.seed import seed_guardrails  # tier defaults, canaries, demo events
 
         created += seed_guardrails()
+        from agents.memory.seed import seed_memory  # a few facts demo members asked agents to keep
+
+        created += seed_memory()
         self.stdout.write(f"demo data ready ({created} objects created)")
 
 
