@@ -220,6 +220,8 @@ def tool_specs(tenant: Tenant, invocation: Invocation) -> list[dict]:
     identity = invocation.agent.identity
     if identity is None or (identity.allowed_scopes and TOOLS_SCOPE not in identity.allowed_scopes):
         return []
+    if not tool_services.entitled(tenant):
+        return []  # decided from the tier in hand: a plan without tools costs the turn no query
     return tool_services.tool_specs(tenant, invocation.agent)
 
 

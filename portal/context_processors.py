@@ -29,7 +29,9 @@ def navigation(request):
             "sso_in_tier": tenant is not None and entitlements.has_feature(tenant, "sso"),
             "chat": can(role, Action.USE_AGENTS),
             "knowledge": can(role, Action.MANAGE_KNOWLEDGE),
-            "tools": can(role, Action.MANAGE_AGENTS),
+            "tools": can(role, Action.MANAGE_AGENTS)
+            and tenant is not None
+            and entitlements.has_feature(tenant, "tools"),
             "memory": can(role, Action.USE_AGENTS)
             and tenant is not None
             and entitlements.has_feature(tenant, "memory"),

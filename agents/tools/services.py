@@ -24,7 +24,7 @@ from django.db import transaction
 
 from agents.tools import handlers
 from agents.tools.models import AgentTool, Tool, ToolStatus
-from tenants import audit
+from tenants import audit, entitlements
 from tenants.context import require_tenant, tenant_context
 from tenants.models import Tenant
 from tenants.roles import Action, require
@@ -33,6 +33,7 @@ from tenants.services import Actor, ServiceError
 log = logging.getLogger(__name__)
 
 SCOPE = "tools:invoke"
+FEATURE = "tools"
 TIME_LIMIT_SECONDS = 5.0
 
 # One worker thread pool for the pure handlers' time limit (a stuck handler keeps its
@@ -98,8 +99,16 @@ def save_tool(user, tool: Tool, *, tiers, ip: str | None = None) -> Tool:
 # --- entitlement ----------------------------------------------------------------------------
 
 
+def entitled(tenant: Tenant) -> bool:
+    """Whether the tenant's plan includes agent tools at all (the `tools` feature): without it
+    no tool is offered, listed or run, whatever the registry's tiers say."""
+    return entitlements.has_feature(tenant, FEATURE)
+
+
 def tier_tools(tenant: Tenant):
     """The available tools the tenant's tier allows (what its admins may enable)."""
+    if not entitled(tenant):
+        return Tool.objects.none()
     return Tool.objects.filter(status=ToolStatus.AVAILABLE, tiers=tenant.tier_id).order_by("name")
 
 
@@ -191,6 +200,8 @@ def invoke_for_token(raw_token: str, *, tool_key, tool_input, agent_slug="") -> 
         agent = agents.first()
         if agent is None:
             raise GatewayRefused(403, "The acting agent is not an agent of this tenant.")
+        if not entitled(tenant):
+            raise GatewayRefused(403, f"The {tenant.tier.name} plan does not include agent tools.")
         tool = Tool.objects.filter(key=tool_key).prefetch_related("tiers").first()
         if tool is None:
             raise GatewayRefused(404, f"There is no tool {tool_key!r}.")

@@ -14,7 +14,11 @@ DESCRIPTIONS = {
 
 
 def make_tools(*tiers) -> dict[str, Tool]:
-    """The built-in tools, available to `tiers`."""
+    """The built-in tools, available to `tiers`, whose plans now include agent tools."""
+    for tier in tiers:
+        if "tools" not in tier.default_features:
+            tier.default_features = [*tier.default_features, "tools"]
+            tier.save(update_fields=["default_features"])
     tools = {}
     for key, description in DESCRIPTIONS.items():
         tool = Tool.objects.create(

@@ -187,3 +187,24 @@ def test_it_is_in_the_openapi_schema_under_the_gateway_tag(client):
     operation = schema["paths"]["/api/v1/gateway/tools/invoke"]["post"]
     assert operation["tags"] == ["gateway"]
     assert operation["operationId"] == "tools_gateway_invoke"
+
+
+def test_a_plan_without_agent_tools_runs_none_and_offers_none(client, world, scene, django_assert_num_queries):
+    """The `tools` feature gates the room: revoked for a tenant, its enabled tools are neither
+    offered to the model (at no query: decided from the tier in hand) nor run by the gateway."""
+    from agents.tools import services as tool_services
+
+    token = token_for(world.a, scene["turns"]["a_member"])  # minted while the plan had tools
+    tenant = world.a.tenant
+    tenant.feature_revocations = ["tools"]
+    tenant.save(update_fields=["feature_revocations"])
+    assert_problem(invoke(client, token, agent="helpdesk"), 403, detail="does not include agent tools")
+    with tenant_context(tenant):
+        invocation = Invocation.objects.select_related("agent__identity").get(pk=scene["turns"]["a_member"].pk)
+        with django_assert_num_queries(0):
+            assert runtime_gateway.tool_specs(tenant, invocation) == []
+        assert list(tool_services.tier_tools(tenant)) == []
+    client.force_login(world.a.admin)  # the tenant admin's page lists no tool to enable either
+    page = client.get(reverse("tools:home", kwargs={"tenant_slug": tenant.slug}))
+    assert page.status_code == 200
+    assert b"calculator" not in page.content.lower()
