@@ -123,8 +123,16 @@ class Command(BaseCommand):
             return user, False
         return User.objects.create_user(email=email, password=DEMO_PASSWORD, full_name=full_name, **extra), True
 
-    @transaction.atomic
     def handle(self, *args, **options):
+        created = self._seed()
+        # After the commit: each demo conversation's turns commit as the product commits them.
+        from agents.demo_conversations import seed_conversations  # ordinary chats, as real turns
+
+        created += seed_conversations()
+        self.stdout.write(f"demo data ready ({created} objects created)")
+
+    @transaction.atomic
+    def _seed(self) -> int:
         created = 0
         # What the seed creates is recorded in the audit log as its people would have done it
         # (only when created: running the seed again adds nothing).
@@ -192,7 +200,7 @@ class Command(BaseCommand):
         from agents.memory.seed import seed_memory  # a few facts demo members asked agents to keep
 
         created += seed_memory()
-        self.stdout.write(f"demo data ready ({created} objects created)")
+        return created
 
 
 def _onboarded_at():
