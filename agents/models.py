@@ -91,6 +91,9 @@ class Agent(SharedOrTenantModel):
         related_name="agent",
         help_text="The agent's workload identity (actor credentials for act-on-behalf tokens).",
     )
+    # The number of the approved registry version these fields were copied from
+    # (agents.registry); empty for an agent written before the registry or never approved.
+    published_version = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -132,4 +132,7 @@ def seed_catalogue() -> int:
                     continue
                 _, new = AgentGrant.objects.get_or_create(agent_id=agent.identity_id)
                 created += new
+    from agents.registry.seed import seed_versions  # each agent's approved version 1, a review waiting
+
+    created += seed_versions()
     return created

@@ -58,12 +58,13 @@ INSTALLED_APPS = [
     "agents.knowledge",
     "agents.tools",
     "agents.memory",
+    "agents.registry",
     "billing",
 ]
 
 # Apps whose every concrete model must be tenant-owned or explicitly a platform
 # model (system check tenants.E001). New rooms are added here as they land.
-TENANT_APPS = ["tenants", "agents", "guardrails", "knowledge", "tools", "memory", "billing"]
+TENANT_APPS = ["tenants", "agents", "guardrails", "knowledge", "tools", "memory", "registry", "billing"]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -7,6 +7,7 @@ from agents import api as agents_api
 from agents.guardrails import api as guardrails_api
 from agents.knowledge import api as knowledge_api
 from agents.memory import api as memory_api
+from agents.registry import api as registry_api
 from agents.tools import api as tools_api
 from billing import api as billing_api
 from portal import views
@@ -33,6 +34,8 @@ tenant_router.register("knowledge-bases", knowledge_api.KnowledgeBaseViewSet, ba
 tenant_router.register("knowledge-documents", knowledge_api.DocumentViewSet, basename="knowledge-document")
 tenant_router.register("guardrails/policy", guardrails_api.GuardrailPolicyViewSet, basename="guardrail-policy")
 tenant_router.register("guardrails/events", guardrails_api.GuardrailEventViewSet, basename="guardrail-event")
+tenant_router.register("registry/agents", registry_api.RegistryAgentViewSet, basename="registry-agent")
+tenant_router.register("registry/versions", registry_api.RegistryVersionViewSet, basename="registry-version")
 tenant_router.register("usage", billing_api.UsageViewSet, basename="usage")
 tenant_router.register("invoices", billing_api.InvoiceViewSet, basename="invoice")
 
@@ -68,9 +71,11 @@ urlpatterns = [
     path("t/<str:tenant_slug>/memory/", include("agents.memory.urls")),
     path("t/<str:tenant_slug>/guardrails/", include("agents.guardrails.urls")),
     path("t/<str:tenant_slug>/tools/", include("agents.tools.urls")),
+    path("t/<str:tenant_slug>/catalogue/", include("agents.registry.urls")),
     path("t/<str:tenant_slug>/billing/", include("billing.urls")),
     path("operator/guardrails/", include("agents.guardrails.operator_urls")),
     path("operator/tools/", include("agents.tools.operator_urls")),
+    path("operator/agents/", include("agents.registry.operator_urls")),
     path("operator/", include("portal.operator.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="api")),
