@@ -237,6 +237,35 @@ ROUTES: dict[str, object] = {
     "memory:clear": TenantScoped(methods=("POST",), objects={"membership_id": "membership"}),
     "api:memory-gateway-recall": NoTenantData(),
     "api:memory-gateway-remember": NoTenantData(),
+    # agent registry: the catalogue, a tenant's own agents and their versions (B's under A's slug
+    # are 404), the operators' shared agents, and the API (tests/registry)
+    "registry:catalogue": TenantScoped(lists=True),
+    "registry:agent_new": TenantScoped(methods=("GET", "POST")),
+    "registry:agent": TenantScoped(objects={"agent_id": "agent"}),
+    "registry:version_new": TenantScoped(methods=("GET", "POST"), objects={"agent_id": "agent"}),
+    **{
+        f"registry:version_{verb}": TenantScoped(
+            methods=("POST",), objects={"agent_id": "agent", "number": "agent_version_number"}
+        )
+        for verb in ("submit", "approve", "reject", "roll_back")
+    },
+    "registry_operator:agents": OperatorOnly(),
+    "registry_operator:agent_new": OperatorOnly(methods=("GET", "POST")),
+    "registry_operator:agent": OperatorOnly(kwargs={"agent_id": "shared_agent_id"}),
+    "registry_operator:version_new": OperatorOnly(methods=("GET", "POST"), kwargs={"agent_id": "shared_agent_id"}),
+    **{
+        f"registry_operator:version_{verb}": OperatorOnly(
+            methods=("POST",), kwargs={"agent_id": "shared_agent_id", "number": "shared_version_number"}
+        )
+        for verb in ("submit", "approve", "reject", "roll_back")
+    },
+    "api:registry-agent-list": TenantScoped(api=True, lists=True, methods=("GET", "POST")),
+    "api:registry-agent-versions": TenantScoped(api=True, methods=("GET", "POST"), objects={"pk": "agent"}),
+    "api:registry-version-detail": TenantScoped(api=True, objects={"pk": "agent_version"}),
+    **{
+        f"api:registry-version-{verb}": TenantScoped(api=True, methods=("POST",), objects={"pk": "agent_version"})
+        for verb in ("submit", "approve", "reject", "roll-back")
+    },
     # operator console
     "operator:tenants": OperatorOnly(),
     "operator:tenant_create": OperatorOnly(methods=("GET", "POST")),
@@ -342,6 +371,8 @@ def scene(world, client):
     tool = _tool(world)
     own_agent_a, own_agent_b = _own_agent(world.a, "Alpha", agent_a, tool), _own_agent(b, "Bravo Inc", agent_b, tool)
     memory_a, memory_b = _memory(world.a, catalogue, "Alpha"), _memory(b, catalogue, "Bravo Inc")
+    version_a, version_b = _agent_version(world.a, own_agent_a, "Alpha"), _agent_version(b, own_agent_b, "Bravo Inc")
+    shared_version = _shared_version(catalogue.helpdesk, world)
     # A's plan includes the audit log export, so that A's export is a real CSV to search for B's rows.
     world.a.tenant.refresh_from_db()
     world.a.tenant.feature_grants = sorted({*world.a.tenant.feature_grants, "audit_export"})
@@ -369,6 +400,8 @@ def scene(world, client):
             "invoice": invoice_b.pk,
             "agent": own_agent_b.pk,
             "memory_record": memory_b.pk,
+            "agent_version": version_b.pk,
+            "agent_version_number": version_b.number,
         },
         "a_objects": {
             "membership": world.a.memberships["member"].pk,
@@ -385,8 +418,12 @@ def scene(world, client):
             "invoice": invoice_a.pk,
             "agent": own_agent_a.pk,
             "memory_record": memory_a.pk,
+            "agent_version": version_a.pk,
+            "agent_version_number": version_a.number,
         },
         "agent_b_id": agent_b.pk,
+        "shared_agent_id": catalogue.helpdesk.pk,
+        "shared_version_number": shared_version.number,
         "tool_key": tool.key,
         "b_api_client_id": client_b.pk,
         "b_invitation_id": invitation_b.pk,
@@ -429,6 +466,34 @@ def _own_agent(side, label: str, identity, tool):
         )
         AgentTool.objects.create(agent=agent, tool=tool)
     return agent
+
+
+def _agent_version(side, agent, label: str):
+    """A version of the tenant's own agent waiting for review (its instructions name the tenant)."""
+    from agents.registry.models import AgentVersion
+
+    with tenant_context(side.tenant):
+        return AgentVersion.objects.create(
+            agent=agent,
+            owner_tenant=side.tenant,
+            number=1,
+            name=agent.name,
+            instructions=f"{label} secret instructions",
+            author=side.admin,
+            author_email=side.admin.email,
+            state="submitted",
+        )
+
+
+def _shared_version(agent, world):
+    """A submitted version of a shared agent (the operators'), for the operator routes."""
+    from agents.registry.models import AgentVersion
+    from tenants.context import all_tenants
+
+    with all_tenants("test: the shared catalogue"):
+        return AgentVersion.unscoped.create(
+            agent=agent, number=1, name=agent.name, instructions="Shared instructions", state="submitted"
+        )
 
 
 def _memory(side, catalogue, label: str):
@@ -517,7 +582,18 @@ def _b_state(world):
             sorted(Chunk.objects.values_list("pk", "text")),
             sorted(Invoice.objects.values_list("pk", "status", "total", "drafted_at")),
             _memory_state(),
+            _registry_state(),
         )
+
+
+def _registry_state():
+    from agents.models import Agent
+    from agents.registry.models import AgentVersion
+
+    return (
+        sorted(AgentVersion.objects.values_list("pk", "state", "instructions")),
+        sorted(Agent.objects.values_list("pk", "status", "published_version", "instructions")),
+    )
 
 
 def _memory_state():
