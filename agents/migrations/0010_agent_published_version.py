@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0009_tenant_index_from_meta'),
+        ("agents", "0009_tenant_index_from_meta"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='agent',
-            name='published_version',
+            model_name="agent",
+            name="published_version",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
     ]
