@@ -136,7 +136,8 @@ def _agent_detail(place: Place, agent_id):
     diff = []
     if chosen is not None:
         diff = services.instructions_diff(
-            live.instructions if live else agent.instructions,
+            # A draft agent's row holds its first draft, which is not live: compare with nothing.
+            live.instructions if live else ("" if agent.status == AgentStatus.DRAFT else agent.instructions),
             chosen.instructions,
             old_label=f"live (v{live.number})" if live else "live",
             new_label=f"v{chosen.number}",
