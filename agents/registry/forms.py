@@ -64,6 +64,7 @@ class VersionForm(forms.Form):
             self.fields["offered_to_tiers"].choices = [(t.slug, t.name) for t in tiers]
         if not new_agent:
             del self.fields["slug"]
+        self.order_fields(["name", "slug"])
 
     def draft(self) -> services.Draft:
         data = self.cleaned_data
