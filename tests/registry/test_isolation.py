@@ -55,4 +55,5 @@ def test_row_level_security_hides_another_tenants_versions_from_a_raw_select(wor
 
     assert in_tenant(world.a, raw_ids) == {version_a.pk, shared_version.pk}
     assert in_tenant(world.b, raw_ids) == {version_b.pk, shared_version.pk}
-    assert raw_ids() == set()  # no tenant in the context: nothing
+    # No tenant in the context: the shared agents' versions only, like the shared catalogue rows.
+    assert raw_ids() == {shared_version.pk}
