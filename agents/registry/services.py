@@ -19,12 +19,14 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 from django.utils.text import slugify
 
+from agents import services as agent_services
 from agents.models import Agent, AgentStatus, ModelOffering
 from agents.registry.models import AgentVersion, VersionState
 from tenants import audit
@@ -168,7 +170,28 @@ def _tier_allows(tier: Tier, offering: ModelOffering) -> bool:
     allowed = [key for key in (tier.allowed_models or []) if isinstance(key, str)]
     if offering.key in allowed:
         return True
-    return offering.base_id is not None and offering.base.key in allowed
+    return offering.base_id is not None and offering.base is not None and offering.base.key in allowed
+
+
+def reachable_models(tenant: Tenant | None) -> dict[str, ModelOffering]:
+    """The models a version may name, by key: those a turn could route to (agents.services.
+    route_model: active, of a provider this deployment reaches, seen by the tenant). For a
+    tenant's own agent, also within its tier (model_choices); shared agents: shared models."""
+    if tenant is not None:
+        return agent_services.visible_offerings(tenant)
+    rows = ModelOffering.unscoped.filter(
+        is_active=True, provider__in=settings.MODEL_PROVIDERS, owner_tenant__isnull=True
+    )
+    return {offering.key: offering for offering in rows}
+
+
+def model_choices(tenant: Tenant | None) -> list[ModelOffering]:
+    """What the form offers: the reachable models the tenant's plan includes (all shared ones
+    for the operators)."""
+    models = reachable_models(tenant).values()
+    if tenant is not None:
+        models = [m for m in models if _tier_allows(tenant.tier, m)]
+    return sorted(models, key=lambda m: m.name)
 
 
 def _clean_model(model_key: str, tenant: Tenant | None) -> ModelOffering | None:
@@ -177,11 +200,8 @@ def _clean_model(model_key: str, tenant: Tenant | None) -> ModelOffering | None:
         if tenant is None:
             return None  # a shared agent may leave it to each tier's default
         raise ServiceError({"model": "Choose a model."})
-    from django.conf import settings
-
-    rows = ModelOffering.unscoped if tenant is None else ModelOffering.objects
-    offering = rows.filter(key=key, is_active=True, provider__in=settings.MODEL_PROVIDERS).first()
-    if offering is None or (tenant is None and offering.owner_tenant_id is not None):
+    offering = reachable_models(tenant).get(key)
+    if offering is None:
         raise ServiceError({"model": f"Unknown model “{key[:100]}”."})
     if tenant is not None and not _tier_allows(tenant.tier, offering):
         raise ServiceError({"model": f"The {tenant.tier.name} plan does not include {offering.name}."})

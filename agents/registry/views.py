@@ -24,7 +24,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from agents import services as agent_services
-from agents.models import Agent, AgentStatus, ModelOffering
+from agents.models import Agent, AgentStatus
 from agents.registry import services
 from agents.registry.forms import RejectForm, VersionForm
 from agents.registry.models import VersionState
@@ -70,14 +70,7 @@ class Place:
         return f"registry/{'operator_' if self.operator else ''}{name}.html"
 
     def models(self):
-        if self.operator:
-            return list(ModelOffering.unscoped.filter(is_active=True, owner_tenant__isnull=True).order_by("name"))
-        allowed = set(self.tenant.tier.allowed_models or [])
-        return [
-            m
-            for m in ModelOffering.objects.filter(is_active=True).select_related("base").order_by("name")
-            if m.key in allowed or (m.base_id and m.base.key in allowed)
-        ]
+        return services.model_choices(self.tenant)
 
     def tiers(self):
         return list(Tier.objects.order_by("name")) if self.operator else None

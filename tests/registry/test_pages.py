@@ -102,3 +102,34 @@ def test_operator_pages_render_and_are_staff_only(client, world, catalogue, oper
     client.force_login(world.a.owner)
     assert client.get("/operator/agents/").status_code == 404
     assert client.get(detail).status_code == 404
+
+
+def test_the_form_offers_only_models_a_turn_could_use(client, world, catalogue):
+    """A model of a provider this deployment does not reach is neither offered nor accepted:
+    route_model would never use it (it falls back to the tier's default)."""
+    from agents.models import ModelOffering, Provider
+
+    with all_tenants("test: a Bedrock model the tier lists"):
+        ModelOffering.unscoped.create(key="bedrock-sonnet", name="Sonnet", provider=Provider.BEDROCK, model_id="x")
+    tier = world.a.tenant.tier
+    tier.allowed_models = ["offline-small", "bedrock-sonnet"]
+    tier.save(update_fields=["allowed_models"])
+    client.force_login(world.a.admin)
+
+    page = client.get(catalogue_url(world.a, "own/new/")).content.decode()
+    assert 'value="offline-small"' in page
+    assert 'value="bedrock-sonnet"' not in page
+    response = client.post(
+        catalogue_url(world.a, "own/new/"), {"name": "X", "instructions": "Y", "model": "bedrock-sonnet"}
+    )
+    assert response.status_code == 400
+    assert "Select a valid choice" in response.content.decode()
+    # The API, which has no list of choices, gets the service's answer.
+    api = client.post(
+        f"/api/v1/tenants/{world.a.tenant.slug}/registry/agents/",
+        {"name": "X", "instructions": "Y", "model": "bedrock-sonnet"},
+        content_type="application/json",
+    )
+    assert api.status_code == 400
+    assert "Unknown model" in api.json()["detail"]
+    assert in_tenant(world.a, lambda: AgentVersion.objects.count()) == 0
