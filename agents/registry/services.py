@@ -96,7 +96,8 @@ def _audit(step: str, user, version: AgentVersion, tenant: Tenant | None, ip, be
 
 
 def _snapshot(version: AgentVersion) -> dict:
-    return audit.snapshot(version, AUDIT_FIELDS)
+    # The model by its key (what people and the API call it), not its row id.
+    return audit.snapshot(version, AUDIT_FIELDS) | {"model": version.model.key if version.model_id else None}
 
 
 # --- access helpers (404 for missing and foreign alike) --------------------------------------
