@@ -15,7 +15,8 @@ instead of an exception crossing the wire. Nothing here raises to the caller.
 Tools: when the request offers tools, the agent has a tools gateway and the
 token carries ``tools:invoke``, a ``tool_call`` from the model is run through
 the portal's gateway (never here) and reported with its ``result`` or
-``error``; the calls so far go back to the model, which continues, for at most
+``error``; every round so far goes back to the model (its text and calls, then
+their results, round by round), which continues, for at most
 :data:`~agents.runtime.tools.MAX_TOOL_ROUNDS` rounds. The usage event sums the
 rounds. Without a gateway or the scope, calls are reported as before and not run.
 
@@ -39,6 +40,7 @@ from agents.runtime.models import ProviderRegistry
 from agents.runtime.models.base import (
     ModelError,
     ModelInput,
+    ToolRound,
     citations_from_markers,
     estimate_input_tokens,
     estimate_tokens,
@@ -153,6 +155,7 @@ class ReferenceAgent:
         text: list[str] = []
         usages: list[Usage] = []
         done: list[ToolCall] = []
+        rounds: list[ToolRound] = []
         for round_number in range(MAX_TOOL_ROUNDS + 1):
             calls: list[ToolCall] = []
             usage: Usage | None = None
@@ -183,6 +186,7 @@ class ReferenceAgent:
             usages.append(usage)
             if not calls:
                 break
+            ran_this_round: list[ToolCall] = []
             for number, call in enumerate(calls, start=len(done) + 1):
                 call = call if call.id else dataclasses.replace(call, id=f"call_{number}")
                 if call.name not in offered:
@@ -192,10 +196,14 @@ class ReferenceAgent:
                 else:
                     ran = self.run_tool(call, request, caller)
                 done.append(ran)
+                ran_this_round.append(ran)
                 yield ran
             if round_number == MAX_TOOL_ROUNDS:
                 break
-            model_input = dataclasses.replace(model_input, tool_results=tuple(done))
+            # Each round goes back as its own assistant message and results, in order: the
+            # providers pair every result with the message that asked for it.
+            rounds.append(ToolRound(calls=tuple(ran_this_round), text="".join(round_text)))
+            model_input = dataclasses.replace(model_input, tool_rounds=tuple(rounds))
         answer = "".join(text)
         self.remember(request, caller)
         if not provider.cites_passages:

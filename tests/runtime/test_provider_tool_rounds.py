@@ -89,7 +89,8 @@ def test_bedrock_gets_the_tool_result_in_the_next_converse_call():
     prompt = [{"role": "user", "content": [{"text": "What is 12 * (3 + 4)?"}]}]
     tool_use = {"toolUseId": "tooluse_1", "name": "calculator", "input": {"expression": "12 * (3 + 4)"}}
     after_tool = prompt + [
-        {"role": "assistant", "content": [{"toolUse": tool_use}]},
+        # The model's own words of the round go back with its toolUse, as it said them.
+        {"role": "assistant", "content": [{"text": "Let me compute."}, {"toolUse": tool_use}]},
         {
             "role": "user",
             "content": [

@@ -70,6 +70,17 @@ class ModelNotConfigured(ModelError):
 
 
 @dataclass(frozen=True)
+class ToolRound:
+    """One round of tools in a turn: what the model said and the calls it asked for, in order,
+    each with the portal's result (or error). Providers send each round back as its own
+    assistant message and answer(s), because Bedrock pairs every toolResult with the assistant
+    message just before it and OpenAI every tool message with the previous assistant message."""
+
+    calls: tuple[ToolCall, ...]
+    text: str = ""
+
+
+@dataclass(frozen=True)
 class ModelInput:
     """One model call, already shaped for chat APIs.
 
@@ -92,14 +103,18 @@ class ModelInput:
     history: tuple[ChatMessage, ...] = ()
     passages: tuple[Passage, ...] = ()
     tools: tuple[ToolSpec, ...] = ()
-    # The tool calls of the earlier rounds of this turn, in order, each with its result
-    # (or error) from the portal's tools gateway: what the model answers from next.
-    tool_results: tuple[ToolCall, ...] = ()
+    # The earlier tool rounds of this turn, in order: what the model answers from next.
+    tool_rounds: tuple[ToolRound, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
     features: frozenset[str] = frozenset()
     # What the member asked agents to remember, recalled for this prompt (agents/runtime/memory.py):
     # context about the person, not sources to cite.
     memories: tuple[str, ...] = ()
+
+    @property
+    def tool_results(self) -> tuple[ToolCall, ...]:
+        """Every tool call of the earlier rounds, in order (for a provider that reads, not replays, them)."""
+        return tuple(call for tool_round in self.tool_rounds for call in tool_round.calls)
 
 
 class ModelProvider(Protocol):

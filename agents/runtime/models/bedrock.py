@@ -9,10 +9,10 @@ be a model id, an inference-profile ARN or a custom-model ARN, exactly what a
 * the request carries ``system``, alternating ``messages``, ``inferenceConfig``
   (``maxTokens``, ``temperature``), ``toolConfig`` when tools are offered, and
   ``requestMetadata`` with the tenant id, tier and invocation id, so Bedrock's
-  invocation logs can be attributed per tenant; after a tool round, the calls
-  follow the prompt as an assistant message of ``toolUse`` blocks and a user
-  message of ``toolResult`` blocks (``json`` content, ``status: error`` for a
-  call that did not run);
+  invocation logs can be attributed per tenant; every tool round so far
+  follows the prompt, in order, as an assistant message (its text and ``toolUse``
+  blocks) and one user message of ``toolResult`` blocks for those calls (``json``
+  content, ``status: error`` for a call that did not run);
 * stream events map as: ``contentBlockDelta.delta.text`` → ``Delta``; a
   ``contentBlockStart.start.toolUse`` opens a tool call whose JSON input arrives
   as ``contentBlockDelta.delta.toolUse.input`` fragments and closes at
@@ -40,6 +40,7 @@ from agents.runtime.models.base import (
     ModelThrottled,
     ModelTimeout,
     ModelUnavailable,
+    ToolRound,
     tool_result_document,
 )
 
@@ -115,7 +116,7 @@ class BedrockModel:
         params: dict[str, Any] = {
             "modelId": model_input.spec.model_id,
             "messages": [{"role": m.role, "content": [{"text": m.content}]} for m in model_input.messages]
-            + tool_messages(model_input.tool_results),
+            + tool_messages(model_input.tool_rounds),
             "inferenceConfig": {
                 "maxTokens": model_input.spec.max_tokens,
                 "temperature": min(model_input.spec.temperature, 1.0),  # Converse caps temperature at 1
@@ -164,19 +165,23 @@ class BedrockModel:
             raise ModelUnavailable(f"Bedrock is unreachable: {exc}")
 
 
-def tool_messages(calls) -> list[dict]:
-    """The tool rounds so far as Converse messages after the prompt: the assistant's toolUse
-    blocks, then the user's toolResult blocks (status "error" for a call that did not run)."""
-    if not calls:
-        return []
-    uses = [{"toolUse": {"toolUseId": c.id, "name": c.name, "input": dict(c.input)}} for c in calls]
-    results = []
-    for call in calls:
-        block = {"toolUseId": call.id, "content": [{"json": tool_result_document(call)}]}
-        if call.error:
-            block["status"] = "error"
-        results.append({"toolResult": block})
-    return [{"role": "assistant", "content": uses}, {"role": "user", "content": results}]
+def tool_messages(rounds: Iterable[ToolRound]) -> list[dict]:
+    """The tool rounds so far as Converse messages after the prompt, two per round: the
+    assistant's text and toolUse blocks, then ONE user message with a toolResult block per
+    call (status "error" for a call that did not run). Converse checks that the toolResults
+    of a user message answer the toolUse blocks of the assistant message just before it."""
+    messages = []
+    for tool_round in rounds:
+        said = [{"text": tool_round.text}] if tool_round.text.strip() else []  # Converse refuses blank text
+        uses = [{"toolUse": {"toolUseId": c.id, "name": c.name, "input": dict(c.input)}} for c in tool_round.calls]
+        results = []
+        for call in tool_round.calls:
+            block = {"toolUseId": call.id, "content": [{"json": tool_result_document(call)}]}
+            if call.error:
+                block["status"] = "error"
+            results.append({"toolResult": block})
+        messages += [{"role": "assistant", "content": said + uses}, {"role": "user", "content": results}]
+    return messages
 
 
 def _tool_input(raw: str) -> dict:

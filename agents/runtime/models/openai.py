@@ -13,9 +13,9 @@ collects it. What is read from the chunks:
 * ``choices[0].delta.tool_calls[]`` arrive in pieces keyed by ``index`` (the id
   and name first, the JSON arguments in fragments) → one ``ToolCall`` each,
   once the stream ends;
-* after a tool round, the calls go back as an assistant message with
-  ``tool_calls`` (id, function name, JSON arguments) and one ``role: "tool"``
-  message per call with its result (or error) as JSON;
+* after tool rounds, each round goes back, in order, as an assistant message
+  with its text and ``tool_calls`` (id, function name, JSON arguments) and one
+  ``role: "tool"`` message per call with its result (or error) as JSON;
 * the final chunk's ``usage`` (``prompt_tokens``/``completion_tokens``) →
   ``Usage``. A server that ignores ``include_usage`` sends none; the reference
   agent then estimates usage and flags it.
@@ -33,7 +33,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from agents.runtime.contract import Delta, ToolCall, Usage, iter_sse_data
@@ -45,6 +45,7 @@ from agents.runtime.models.base import (
     ModelThrottled,
     ModelTimeout,
     ModelUnavailable,
+    ToolRound,
     tool_result_document,
 )
 
@@ -64,27 +65,32 @@ def _error_message(body: bytes) -> str:
     return str(error)[:500]
 
 
-def tool_messages(calls) -> list[dict]:
-    """The tool rounds so far as Chat Completions messages after the prompt."""
-    if not calls:
-        return []
-    assistant = {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [
+def tool_messages(rounds: Iterable[ToolRound]) -> list[dict]:
+    """The tool rounds so far as Chat Completions messages after the prompt: per round, the
+    assistant message with its text and ``tool_calls``, then one ``tool`` message per call.
+    Servers check that each tool message answers a call of the assistant message before it."""
+    messages: list[dict] = []
+    for tool_round in rounds:
+        calls = tool_round.calls
+        messages.append(
             {
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": json.dumps(dict(c.input), ensure_ascii=False)},
+                "role": "assistant",
+                "content": tool_round.text or None,
+                "tool_calls": [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": json.dumps(dict(c.input), ensure_ascii=False)},
+                    }
+                    for c in calls
+                ],
             }
+        )
+        messages += [
+            {"role": "tool", "tool_call_id": c.id, "content": json.dumps(tool_result_document(c), ensure_ascii=False)}
             for c in calls
-        ],
-    }
-    results = [
-        {"role": "tool", "tool_call_id": c.id, "content": json.dumps(tool_result_document(c), ensure_ascii=False)}
-        for c in calls
-    ]
-    return [assistant, *results]
+        ]
+    return messages
 
 
 class OpenAIChatModel:
@@ -111,7 +117,7 @@ class OpenAIChatModel:
             raise ModelNotConfigured("model.model_id is required for the openai provider")
         messages = [{"role": "system", "content": model_input.system}] if model_input.system else []
         messages += [{"role": m.role, "content": m.content} for m in model_input.messages]
-        messages += tool_messages(model_input.tool_results)
+        messages += tool_messages(model_input.tool_rounds)
         body: dict[str, Any] = {
             "model": model_input.spec.model_id,
             "messages": messages,
