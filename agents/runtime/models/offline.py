@@ -26,8 +26,9 @@ How it answers
   "From your long-term memory"; memories are never cited as sources.
 
 With tools (the request offers them and the runtime runs them): it decides
-deterministically, from the prompt alone, whether one fits: an arithmetic
-expression (``12 * (3 + 4)``) → ``calculator``; asking the time or the date →
+deterministically, from the prompt alone, whether one fits: arithmetic the member
+asks for ("what is 12 * (3 + 4)?", "calculate 1500 / 12", or just "12*7"; never a
+phone number, date, range or version, see :func:`arithmetic_expression`) → ``calculator``; asking the time or the date →
 ``current_time`` (with an IANA zone named in the prompt, else UTC); asking
 about "my usage" or "how much have we used" → ``usage_this_month``. It calls
 that tool, and once the result is back it answers from it, saying so. A tool
@@ -120,7 +121,21 @@ def _quote(text: str, limit: int = 200) -> str:
 
 # An arithmetic expression: numbers joined by at least one operator, brackets allowed.
 _EXPRESSION_RE = re.compile(r"[-(]*\d[\d.\s()+\-*/^%]*[\d)]")
-_HAS_OPERATOR_RE = re.compile(r"[\d)]\s*(?:\*\*|//|[-+*/^%])\s*[-(]*\d")
+# An operator between two operands. A minus counts only with a space on one side or next
+# to a bracket: a hyphen squeezed between digits joins them (555-1234, 2026-12-04, 10-20).
+_HAS_OPERATOR_RE = re.compile(
+    r"[\d)]\s*(?:\*\*|//|[+*/^%])\s*[-(]*\d"
+    r"|[\d)](?:\s+-\s*|\s*-\s+)[-(]*\d"
+    r"|\)\s*-\s*[-(]*\d|[\d)]\s*-\s*\("
+)
+# Numbers that only look like sums: dates (2026-12-04, 12/04/2026, 4.12.2026) and versions (2.0.1).
+_NOT_ARITHMETIC_RE = re.compile(r"\d+[-/.]\d+[-/.]\d+")
+# The member asks for a result: a verb or question of arithmetic, or "=" after the expression.
+_ARITHMETIC_INTENT_RE = re.compile(
+    r"\b(?:calculate|calc|compute|evaluate|solve|work out|what(?:'s|\s+is|\s+are|\s+does)|"
+    r"how (?:much|many)|equals?)\b|=",
+    re.IGNORECASE,
+)
 _TIME_RE = re.compile(
     r"\b(what(?:'s| is) the (?:time|date)|what time|current time|time is it|time now|today'?s date|what day is)\b",
     re.IGNORECASE,
@@ -141,11 +156,29 @@ def choose_tool(prompt: str, offered: set[str]) -> ToolCall | None:
         zone = _ZONE_RE.search(prompt)
         return ToolCall(name="current_time", input={"timezone": zone.group(0) if zone else "UTC"}, id="call_1")
     if "calculator" in offered:
-        candidates = [m.group(0).strip() for m in _EXPRESSION_RE.finditer(prompt)]
-        candidates = [c for c in candidates if _HAS_OPERATOR_RE.search(c)]
-        if candidates:
-            return ToolCall(name="calculator", input={"expression": max(candidates, key=len)}, id="call_1")
+        expression = arithmetic_expression(prompt)
+        if expression is not None:
+            return ToolCall(name="calculator", input={"expression": expression}, id="call_1")
     return None
+
+
+def arithmetic_expression(prompt: str) -> str | None:
+    """The expression the member asks to compute, or None.
+
+    Both must hold: the prompt has an expression with an operator between numbers that is
+    not a date or version (see :data:`_HAS_OPERATOR_RE`), and it asks for a result
+    (:data:`_ARITHMETIC_INTENT_RE`) or is nothing but the expression ("12*7"). So "call
+    555-1234", "10-20 people" or "order 3 + 4 boxes" are answered without the calculator.
+    """
+    candidates = [m.group(0).strip() for m in _EXPRESSION_RE.finditer(prompt)]
+    candidates = [c for c in candidates if _HAS_OPERATOR_RE.search(c) and not _NOT_ARITHMETIC_RE.search(c)]
+    if not candidates:
+        return None
+    expression = max(candidates, key=len)
+    bare = prompt.strip().rstrip("?!=. ").strip() == expression
+    if not bare and not _ARITHMETIC_INTENT_RE.search(prompt):
+        return None
+    return expression
 
 
 def describe_result(call: ToolCall) -> str:
