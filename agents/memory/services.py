@@ -137,6 +137,21 @@ def remember_for_token(
 # --- the Memory page ------------------------------------------------------------------------------
 
 
+def scopes_agent_lacks_for_memory(agent) -> list[str]:
+    """The memory scopes `agent`'s workload identity may not use (sorted; empty: none missing).
+
+    A turn's token asks for memory:read and memory:write only when the identity allows
+    both (runtime_gateway.exchanged_scope; empty allowed_scopes means unrestricted), so an
+    agent missing either neither recalls nor remembers, whatever the plan includes."""
+    from tenants.identity.scopes import MEMORY_SCOPES
+
+    identity = agent.identity
+    if identity is None:
+        return sorted(MEMORY_SCOPES)
+    allowed = set(identity.allowed_scopes or MEMORY_SCOPES)
+    return sorted(MEMORY_SCOPES - allowed)
+
+
 def own_memories(user, agent=None):
     """The signed-in member's own memories (in the current tenant), per agent if given."""
     require_tenant()

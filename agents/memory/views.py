@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import prefetch_related_objects
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -37,8 +38,16 @@ def home(request):
         "total": len(mine),
         "admin": admin,
         "member_counts": services.counts_per_member() if admin else [],
+        # What the operator must fix, for those who can ask them: agents that never use memory.
+        "agents_without_memory": _agents_without_memory(agents) if admin else [],
     }
     return render(request, "memory/home.html", context)
+
+
+def _agents_without_memory(agents) -> list[dict]:
+    prefetch_related_objects(agents, "identity")
+    rows = [{"agent": agent, "missing": services.scopes_agent_lacks_for_memory(agent)} for agent in agents]
+    return [row for row in rows if row["missing"]]
 
 
 @require_POST

@@ -130,8 +130,28 @@ def tool_specs(tenant: Tenant, agent) -> list[dict]:
     ]
 
 
+def why_agent_cannot_call_tools(agent) -> str | None:
+    """Why `agent` can call no tool whatever the tenant enables, or None when it can.
+
+    A turn's token is exchanged for at most the scopes the agent's workload identity
+    allows (``allowed_scopes``; empty means unrestricted), and the turn offers tools only
+    when tools:invoke is among them (runtime_gateway.tool_specs), so an identity narrowed
+    without it, or an agent without an identity, is never offered a tool."""
+    identity = agent.identity
+    if identity is None:
+        return f"{agent.name} has no workload identity, so it cannot call tools; an operator must issue one."
+    if identity.allowed_scopes and SCOPE not in identity.allowed_scopes:
+        return (
+            f"{agent.name} cannot call tools: its workload identity ({identity.name}) may not use the scope "
+            f"{SCOPE}. An operator must grant {SCOPE} to that identity first."
+        )
+    return None
+
+
 def set_agent_tools(actor: Actor, agent, tool_ids: list[int]) -> list[Tool]:
-    """The tenant admin's choice of tools for `agent` (replaces the previous one), audited."""
+    """The tenant admin's choice of tools for `agent` (replaces the previous one), audited.
+    Switching tools off is always allowed; switching them on for an agent that cannot call
+    tools (why_agent_cannot_call_tools) is refused rather than shown as "on" and never used."""
     tenant = require_tenant()
     if actor.membership is None or actor.membership.tenant_id != tenant.pk:
         raise ServiceError("You are not a member of this tenant.")
@@ -141,6 +161,9 @@ def set_agent_tools(actor: Actor, agent, tool_ids: list[int]) -> list[Tool]:
     if unknown:
         raise ServiceError(f"The {tenant.tier.name} plan does not include that tool.")
     chosen = [allowed[pk] for pk in sorted(set(tool_ids))]
+    blocked = why_agent_cannot_call_tools(agent) if chosen else None
+    if blocked:
+        raise ServiceError(blocked)
     before = sorted(Tool.objects.filter(pk__in=enabled_tool_ids(agent)).values_list("key", flat=True))
     with transaction.atomic():
         AgentTool.objects.filter(agent=agent).delete()

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.db.models import prefetch_related_objects
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -27,7 +28,9 @@ from tenants.views import tenant_view
 def _agents(tenant):
     from agents import services as agent_services
 
-    return agent_services.agents_for_members(tenant)
+    agents = agent_services.agents_for_members(tenant)
+    prefetch_related_objects(agents, "identity")  # one query for the identities' scopes
+    return agents
 
 
 @tenant_view(Action.MANAGE_AGENTS)
@@ -37,8 +40,15 @@ def home(request):
     enabled: dict[int, set[int]] = {}
     for agent_id, tool_id in AgentTool.objects.values_list("agent_id", "tool_id"):
         enabled.setdefault(agent_id, set()).add(tool_id)
-    rows = [{"agent": agent, "enabled": enabled.get(agent.pk, set())} for agent in _agents(tenant)]
-    return render(request, "tools/home.html", {"tools": tools, "rows": rows})
+    rows = [
+        {
+            "agent": agent,
+            "enabled": enabled.get(agent.pk, set()),
+            "cannot_call_tools": services.why_agent_cannot_call_tools(agent),
+        }
+        for agent in _agents(tenant)
+    ]
+    return render(request, "tools/home.html", {"tools": tools, "rows": rows, "scope": services.SCOPE})
 
 
 @require_POST

@@ -11,12 +11,13 @@ from tenants.context import all_tenants, tenant_context
 from tenants.models import AuditLog
 from tests import factories
 from tests.agents.helpers import make_catalogue
-from tests.tools.helpers import enable, make_tools
+from tests.tools.helpers import allow_tools_scope, enable, make_tools
 
 
 @pytest.fixture
 def scene(world):
     catalogue = make_catalogue(world.a.tenant, world.b.tenant)
+    allow_tools_scope(catalogue.helpdesk)  # an identity without tools:invoke cannot have tools enabled
     other_tier = factories.make_tier("premium-test")
     tools = make_tools(world.a.tenant.tier)
     tools["usage_this_month"].tiers.set([other_tier])  # not in A's plan
