@@ -9,6 +9,7 @@ from agents.knowledge import api as knowledge_api
 from agents.memory import api as memory_api
 from agents.registry import api as registry_api
 from agents.tools import api as tools_api
+from agents.tools import tenant_api as tools_tenant_api
 from billing import api as billing_api
 from portal import views
 from portal.operator import billing_api as operator_billing_api
@@ -38,6 +39,7 @@ tenant_router.register("registry/agents", registry_api.RegistryAgentViewSet, bas
 tenant_router.register("registry/versions", registry_api.RegistryVersionViewSet, basename="registry-version")
 tenant_router.register("usage", billing_api.UsageViewSet, basename="usage")
 tenant_router.register("invoices", billing_api.InvoiceViewSet, basename="invoice")
+tenant_router.register("agent-tools", tools_tenant_api.AgentToolsViewSet, basename="agent-tools")
 
 api_v1 = [
     path("", include(router.urls)),

@@ -230,6 +230,9 @@ ROUTES: dict[str, object] = {
     "tools_operator:tool_create": OperatorOnly(methods=("GET", "POST")),
     "tools_operator:tool_edit": OperatorOnly(methods=("GET", "POST"), kwargs={"key": "tool_key"}),
     "api:tools-gateway-invoke": NoTenantData(),
+    # the same choice over the API: B's own agent under A's slug is 404 (tests/tools/test_tenant_api.py)
+    "api:agent-tools-list": TenantScoped(api=True, lists=True),
+    "api:agent-tools-detail": TenantScoped(api=True, methods=("GET", "PUT"), objects={"pk": "agent"}),
     # memory: a member's own memories; counts per member and clearing for admins; the memory
     # gateway of agent runtimes takes the tenant from the act-on-behalf token (tests/memory)
     "memory:home": TenantScoped(lists=True),
