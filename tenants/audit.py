@@ -77,6 +77,8 @@ ACTION_LABELS: dict[str, str] = {
     "registry.version_rolled_back": "Agent roll back submitted for review",
     "memory.deleted": "Memory deleted by its member",
     "memory.cleared": "Member's memory cleared",
+    "memory.shared_added": "Shared memory added",
+    "memory.shared_deleted": "Shared memory deleted",
     "guardrails.policy_updated": "Guardrail policy changed",
     "guardrails.tier_policy_updated": "Tier guardrail policy changed",
     # billing

@@ -19,9 +19,10 @@ from django.db.models import Count
 
 from agents.memory import policy, stores
 from agents.memory.models import MAX_CONTENT_CHARS, MemoryRecord
+from agents.memory.policy import Namespace
 from tenants import audit, entitlements
 from tenants.context import require_tenant, tenant_context
-from tenants.services import Actor
+from tenants.services import Actor, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -209,3 +210,72 @@ def clear_member_memory(actor: Actor, membership) -> int:
         ip=actor.ip,
     )
     return deleted
+
+
+# --- the tenant's shared memory (/tenant/<t>/shared) ---------------------------------------------
+# Read by every member's agents, written only by owners and admins (policy.can_write). Audit
+# entries name the namespace and the record, never the text, like clearing a member's memory.
+
+
+def shared_memories():
+    """The tenant's shared memories in the local table, newest first."""
+    tenant = require_tenant()
+    return MemoryRecord.objects.filter(namespace=Namespace(tenant.pk).path, user__isnull=True)
+
+
+def _require_shared_writer(actor: Actor, tenant) -> Namespace:
+    namespace = Namespace(tenant.pk)
+    if not policy.can_write(namespace, tenant_id=tenant.pk, user_id=actor.user.pk, role=actor.role):
+        raise PermissionDenied("Only an owner or admin may change the tenant's shared memory.")
+    return namespace
+
+
+def add_shared_memory(actor: Actor, content: str) -> MemoryRecord:
+    """Keep one fact for all of the tenant's agents and members (owners and admins); audited."""
+    tenant = require_tenant()
+    namespace = _require_shared_writer(actor, tenant)
+    text = " ".join((content or "").split())
+    if not text:
+        raise ServiceError("Write the fact to share with every agent.")
+    if len(text) > MAX_CONTENT_CHARS:
+        raise ServiceError(f"A memory holds at most {MAX_CONTENT_CHARS} characters.")
+    if not entitled(tenant):
+        raise ServiceError(f"Long-term memory is not part of the {tenant.tier.name} plan.")
+    if stores.store_for(tenant).name != stores.LocalStore.name:
+        raise ServiceError("This organisation's memories live in AgentCore Memory; add shared facts there.")
+    record = MemoryRecord.objects.create(namespace=namespace.path, content=text)
+    audit.record(
+        "memory.shared_added",
+        actor=actor.user,
+        tenant=tenant,
+        target_repr=f"{namespace.path} #{record.pk}",
+        ip=actor.ip,
+    )
+    return record
+
+
+def delete_shared_memory(actor: Actor, record_id: int) -> bool:
+    """Delete one shared memory (owners and admins); False when there is no such shared record here."""
+    tenant = require_tenant()
+    namespace = _require_shared_writer(actor, tenant)
+    record = shared_memories().filter(pk=record_id).first()
+    if record is None:
+        return False
+    record.delete()
+    audit.record(
+        "memory.shared_deleted",
+        actor=actor.user,
+        tenant=tenant,
+        target_repr=f"{namespace.path} #{record_id}",
+        ip=actor.ip,
+    )
+    return True
+
+
+def agentcore_memories(tenant, user) -> list[stores.ListedMemory] | None:
+    """The member's and the shared memories from the tenant's AgentCore Memory, or None when
+    the tenant's memories are in the local table. Raises stores.StoreUnavailable."""
+    store = stores.store_for(tenant)
+    if not isinstance(store, stores.AgentCoreStore):
+        return None
+    return store.list(tenant_id=tenant.pk, user_id=user.pk)

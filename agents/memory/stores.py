@@ -19,8 +19,10 @@
     ``/tenant/<tenant id>/shared``; the ``user-`` prefix of the actor is removed
     by the portal before it builds paths, see `actor_id`). A returned record is
     kept only if one of its namespaces is a namespace the caller may read.
-  - the Memory page lists the ``local`` table only; a silo tenant's AgentCore
-    records are managed in AWS.
+  - the Memory page lists from AgentCore (``list_memory_records``: the member's
+    namespaces by ``namespacePath`` /tenant/<t>/user/<u>, the shared one by exact
+    ``namespace``), read-only, keeping a record only if the member may read one of
+    its namespaces; deleting or adding AgentCore records is done in AWS.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_SCAN = 500
 MAX_K = 20
+LIST_LIMIT = 100  # records per namespace the Memory page lists from AgentCore (its maxResults is 1-100)
 
 
 class StoreUnavailable(Exception):
@@ -68,6 +71,15 @@ class Writer:
     agent_id: int | None
     session_id: str
     invocation_id: object | None = None
+
+
+@dataclass(frozen=True)
+class ListedMemory:
+    """A record as the Memory page lists it from a store other than the local table."""
+
+    content: str
+    namespace: Namespace
+    created_at: datetime | None
 
 
 def _stem(word: str) -> str:
@@ -171,6 +183,40 @@ class AgentCoreStore:
                 )
         found.sort(key=lambda m: -m.score)
         return found[: min(k, MAX_K)]
+
+    def list(self, *, tenant_id: int, user_id: int, limit: int = LIST_LIMIT) -> list[ListedMemory]:
+        """What the Memory page shows member `user_id`: their records (every namespace under
+        /tenant/<t>/user/<u>) and the tenant's shared ones, newest first, at most `limit` each."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from agents.memory.policy import can_read, parse
+
+        queries = [
+            {"namespacePath": Namespace(tenant_id, user_id).path},
+            {"namespace": Namespace(tenant_id).path},
+        ]
+        listed: list[ListedMemory] = []
+        for query in queries:
+            try:
+                answer = self.client.list_memory_records(memoryId=self.memory_id, maxResults=limit, **query)
+            except (BotoCoreError, ClientError) as exc:
+                raise StoreUnavailable(f"AgentCore Memory refused the listing: {exc}") from exc
+            for summary in answer.get("memoryRecordSummaries", []):
+                spaces = [parse(path) for path in summary.get("namespaces", [])]
+                readable = [n for n in spaces if n and can_read(n, tenant_id=tenant_id, user_id=user_id)]
+                text = (summary.get("content") or {}).get("text", "")
+                if not readable or not text:
+                    continue  # a namespace the member may not read is never shown
+                created = summary.get("createdAt")
+                listed.append(
+                    ListedMemory(
+                        content=text[:MAX_CONTENT_CHARS],
+                        namespace=readable[0],
+                        created_at=created if isinstance(created, datetime) else None,
+                    )
+                )
+        listed.sort(key=lambda m: m.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+        return listed
 
     def remember(self, namespace: Namespace, content: str, writer: Writer) -> Memory:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -9,4 +9,6 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("<int:record_id>/delete/", views.delete, name="delete"),
     path("members/<int:membership_id>/clear/", views.clear, name="clear"),
+    path("shared/", views.shared_add, name="shared_add"),
+    path("shared/<int:record_id>/delete/", views.shared_delete, name="shared_delete"),
 ]

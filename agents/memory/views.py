@@ -1,47 +1,102 @@
-"""The Memory page: a member sees and deletes their own memories (per agent); owners and
-admins also see how many memories each member has (never their contents) and may clear
-a member's memory. Both deletions are audited (services)."""
+"""The Memory page: a member sees and deletes their own memories (per agent) and reads the
+tenant's shared ones; owners and admins also add and delete shared memories, see how many
+memories each member has (never their contents) and may clear a member's memory. Every
+change is audited (services). A silo tenant bound to AgentCore Memory has its records
+listed from there, read-only (they are managed in AWS)."""
 
 from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import prefetch_related_objects
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from agents.memory import policy, services
+from agents.memory import policy, services, stores
+from agents.memory.forms import SharedMemoryForm
 from tenants.access import access_membership, int_or_404
 from tenants.roles import Action
-from tenants.services import Actor
+from tenants.services import Actor, ServiceError
 from tenants.views import tenant_view
+
+log = logging.getLogger(__name__)
 
 
 @tenant_view(Action.USE_AGENTS)
 def home(request):
+    return _home(request)
+
+
+def _home(request, shared_form: SharedMemoryForm | None = None, status: int = 200):
     from agents import services as agent_services
 
-    agents = list(agent_services.agents_for_members(request.tenant))
+    tenant = request.tenant
+    agents = list(agent_services.agents_for_members(tenant))
     chosen = next((a for a in agents if a.slug == request.GET.get("agent", "")), None)
-    mine = list(services.own_memories(request.user, chosen).order_by("-created_at", "-id")[:500])
+    admin = policy.can_administer(request.membership.role)
+    store_unavailable = False
+    try:
+        in_agentcore = services.agentcore_memories(tenant, request.user)
+    except stores.StoreUnavailable as exc:
+        log.warning("memory page for tenant %s: AgentCore Memory unavailable: %s", tenant.pk, exc)
+        in_agentcore, store_unavailable = [], True
+    agentcore = in_agentcore is not None or store_unavailable
+    if agentcore:
+        mine, shared = _from_agentcore(in_agentcore or [], agents, chosen)
+    else:
+        mine = list(services.own_memories(request.user, chosen).order_by("-created_at", "-id")[:500])
+        shared = list(services.shared_memories().order_by("-created_at", "-id")[:500])
     groups: dict[str, list] = {}
     for record in mine:
         label = record.agent.name if record.agent is not None else "All agents"
         groups.setdefault(label, []).append(record)
-    admin = policy.can_administer(request.membership.role)
     context = {
-        "entitled": services.entitled(request.tenant),
+        "entitled": services.entitled(tenant),
         "agents": agents,
         "chosen": chosen,
         "groups": sorted(groups.items()),
         "total": len(mine),
         "admin": admin,
-        "member_counts": services.counts_per_member() if admin else [],
+        "shared": shared,
+        "agentcore": agentcore,
+        "memory_id": tenant.bindings.memory_id if agentcore else "",
+        "store_unavailable": store_unavailable,
+        "shared_form": shared_form or SharedMemoryForm(),
+        # The table's counts and clearing concern the local table only.
+        "member_counts": services.counts_per_member() if admin and not agentcore else [],
         # What the operator must fix, for those who can ask them: agents that never use memory.
         "agents_without_memory": _agents_without_memory(agents) if admin else [],
     }
-    return render(request, "memory/home.html", context)
+    return render(request, "memory/home.html", context, status=status)
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """An AgentCore record shaped like a MemoryRecord for the template (no pk: not deletable here)."""
+
+    content: str
+    agent: object | None
+    created_at: object | None
+    pk: None = None
+
+
+def _from_agentcore(listed, agents, chosen) -> tuple[list, list]:
+    by_slug = {agent.slug: agent for agent in agents}
+    mine, shared = [], []
+    for memory in listed:
+        if memory.namespace.shared:
+            shared.append(_Listed(memory.content, None, memory.created_at))
+            continue
+        agent = by_slug.get(memory.namespace.agent_slug) if memory.namespace.agent_slug else None
+        if chosen is not None and (agent is None or agent.pk != chosen.pk):
+            continue
+        mine.append(_Listed(memory.content, agent, memory.created_at))
+    return mine, shared
 
 
 def _agents_without_memory(agents) -> list[dict]:
@@ -69,3 +124,31 @@ def clear(request, membership_id):
     deleted = services.clear_member_memory(Actor.from_request(request), membership)
     messages.success(request, f"{deleted} memor{'y' if deleted == 1 else 'ies'} of {membership.user.email} cleared.")
     return redirect("memory:home", tenant_slug=request.tenant.slug)
+
+
+@require_POST
+@tenant_view(Action.USE_AGENTS)
+def shared_add(request):
+    if not policy.can_administer(request.membership.role):
+        raise PermissionDenied("Only an owner or admin may change the tenant's shared memory.")
+    form = SharedMemoryForm(request.POST)
+    if form.is_valid():
+        try:
+            services.add_shared_memory(Actor.from_request(request), form.cleaned_data["content"])
+        except ServiceError as exc:
+            form.add_error("content", exc.text)
+        else:
+            messages.success(request, "Shared memory kept: every agent recalls it for everyone here.")
+            return redirect(reverse("memory:home", kwargs={"tenant_slug": request.tenant.slug}) + "#shared-memory")
+    return _home(request, shared_form=form, status=400)
+
+
+@require_POST
+@tenant_view(Action.USE_AGENTS)
+def shared_delete(request, record_id):
+    if not policy.can_administer(request.membership.role):
+        raise PermissionDenied("Only an owner or admin may change the tenant's shared memory.")
+    if not services.delete_shared_memory(Actor.from_request(request), int_or_404(record_id)):
+        raise Http404("No such shared memory")
+    messages.success(request, "The shared memory was deleted; agents no longer recall it.")
+    return redirect(reverse("memory:home", kwargs={"tenant_slug": request.tenant.slug}) + "#shared-memory")

@@ -238,6 +238,9 @@ ROUTES: dict[str, object] = {
     "memory:home": TenantScoped(lists=True),
     "memory:delete": TenantScoped(methods=("POST",), objects={"record_id": "memory_record"}),
     "memory:clear": TenantScoped(methods=("POST",), objects={"membership_id": "membership"}),
+    # the tenant's shared memory: owners and admins add and delete (B's shared record: tests/memory)
+    "memory:shared_add": TenantScoped(methods=("POST",)),
+    "memory:shared_delete": TenantScoped(methods=("POST",), objects={"record_id": "memory_record"}),
     "api:memory-gateway-recall": NoTenantData(),
     "api:memory-gateway-remember": NoTenantData(),
     # agent registry: the catalogue, a tenant's own agents and their versions (B's under A's slug
