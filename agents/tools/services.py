@@ -142,7 +142,7 @@ def why_agent_cannot_call_tools(agent) -> str | None:
         return f"{agent.name} has no workload identity, so it cannot call tools; an operator must issue one."
     if identity.allowed_scopes and SCOPE not in identity.allowed_scopes:
         return (
-            f"{agent.name} cannot call tools: its workload identity ({identity.name}) may not use the scope "
+            f"{agent.name} cannot call tools: its workload identity “{identity.name}” may not use the scope "
             f"{SCOPE}. An operator must grant {SCOPE} to that identity first."
         )
     return None
