@@ -56,8 +56,12 @@ def seed_conversations() -> int:
     the worker's part runs here at once (Celery eager) rather than waiting for a worker."""
     from portal.celery import app
 
-    eager = app.conf.task_always_eager
-    app.conf.task_always_eager = True  # run_turn runs in this process when the message commits
+    # run_turn runs in this process when the message commits. Set on the app's own layer of
+    # settings and taken off again after, so the Django setting (CELERY_TASK_ALWAYS_EAGER)
+    # decides again for whatever runs next in this process (a test session, say).
+    overrides = app.conf.changes
+    had, before = "task_always_eager" in overrides, overrides.get("task_always_eager")
+    app.conf.task_always_eager = True
     try:
         turns = 0
         for slug, chats in CONVERSATIONS.items():
@@ -69,7 +73,10 @@ def seed_conversations() -> int:
                     turns += _converse(tenant, f"{person}@{slug}.example", agent_slug, questions)
         return turns
     finally:
-        app.conf.task_always_eager = eager
+        if had:
+            overrides["task_always_eager"] = before
+        else:
+            overrides.pop("task_always_eager", None)
 
 
 def _converse(tenant: Tenant, email: str, agent_slug: str, questions: list[str]) -> int:

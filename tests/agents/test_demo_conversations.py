@@ -59,3 +59,17 @@ def test_the_demo_conversations_are_answered_by_real_turns_and_a_second_seed_add
     assert metered() == {slug: len(questions) for slug, questions in ASKED.items()}  # one usage event per turn
     call_command("seed_demo", verbosity=0)
     assert metered() == {slug: len(questions) for slug, questions in ASKED.items()}
+
+
+def test_the_seed_leaves_celery_eager_to_the_django_setting(settings, tmp_path):
+    """The seed runs its turns eagerly and then gives the decision back: a test (or anything)
+    after it that sets CELERY_TASK_ALWAYS_EAGER still gets it."""
+    from portal.celery import app
+
+    settings.KNOWLEDGE_FILES_DIR = tmp_path
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    call_command("seed_demo", verbosity=0)
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    assert app.conf.task_always_eager is True
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    assert app.conf.task_always_eager is False
