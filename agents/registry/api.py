@@ -12,7 +12,7 @@ Shared agents are the operators' (operator console). Every error is problem JSON
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
@@ -151,6 +151,7 @@ class RegistryAgentViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
         )
         return Response(VersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH, description="The agent's id.")])
     @extend_schema(
         methods=["GET"],
         responses={200: VersionSerializer(many=True), 404: PROBLEMS[404]},
