@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agents.guardrails import policy, services
+from agents.guardrails import detectors, policy, services
 from agents.guardrails.engine import OUTPUT, BackendError, Evaluation, Trigger
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,9 @@ class OutputVerdict:
 WINDOW = 256
 OVERLAP = 96
 # Characters of a streamed answer kept back while output PII is redacted: longer than any
-# built-in entity (an IBAN is at most 34 characters, a spaced card number 23).
+# built-in entity (an IBAN is at most 34 characters, a spaced card number 23). Counted in the
+# text the detectors read (detectors.canonical: entities and escapes decoded), not in raw
+# characters: "&#52;&#49;…" writes a card number in 100 or more (see raw_start_of_last).
 HOLD_BACK = OVERLAP
 # Where the output policy can block (blocked terms, denied topics, PII or a custom entity
 # whose action is "block"), no text is relayed before the full check has passed it: the
@@ -95,10 +97,36 @@ def last_sentence_start(text: str, lo: int = 0, hi: int | None = None) -> int:
     return start
 
 
+# The longest unit of the original that reads as one character (a named HTML entity: "&" and
+# ";" around 32 letters): a slice of the text that begins inside one reads a few characters
+# more than the whole text there, so raw_start_of_last looks this much further back.
+_LONGEST_UNIT = 34
+
+
+def raw_start_of_last(text: str, end: int, chars: int) -> int:
+    """Where, in `text`, the last `chars` characters the detectors read of text[:end] start
+    (0 when they read no more than that). A value written with entities or escapes is many
+    more raw characters than the detectors see, so a hold-back or an overlap in raw characters
+    could cut it in two; this maps the one in detected characters back onto the raw text.
+    Only the tail is decoded: a slice of 4 raw characters per wanted one, widened until it
+    reads enough (zero-width characters read as nothing) or is the whole text."""
+    size = 4 * (chars + _LONGEST_UNIT)
+    while True:
+        lo = max(0, end - size)
+        canon = detectors.canonical(text[lo:end])
+        read = len(canon.text)
+        if lo == 0:
+            return canon.span(read - chars, read)[0] if read > chars else 0
+        if read >= chars + _LONGEST_UNIT:
+            return lo + canon.span(read - chars, read)[0]
+        size *= 4
+
+
 def window_start(text: str, checked_upto: int, topics: bool) -> int:
-    """Where the next mid-stream check of `text` starts: OVERLAP characters before what was
-    checked, and with denied topics, back to the start of the sentence that reaches there."""
-    start = max(0, checked_upto - OVERLAP)
+    """Where the next mid-stream check of `text` starts: OVERLAP characters (as the detectors
+    read them) before what was checked, and with denied topics, back to the start of the
+    sentence that reaches there."""
+    start = raw_start_of_last(text, checked_upto, OVERLAP)
     if topics and start:
         floor = max(0, start - SENTENCE_LOOKBACK)
         start = last_sentence_start(text, floor, start + 1) if floor < start else start
@@ -110,7 +138,7 @@ def relay_limit(text: str, checked_upto: int, window: int, topics: bool) -> int:
     window started at `window`: up to HOLD_BACK characters before its end (a term or a
     value may still be being written there), and with denied topics only whole sentences
     (a sentence is judged whole: its first words may be a topic's when it ends)."""
-    limit = max(0, checked_upto - HOLD_BACK)
+    limit = raw_start_of_last(text, checked_upto, HOLD_BACK)
     if topics:
         limit = min(limit, last_sentence_start(text, window, checked_upto) if window < checked_upto else window)
     return limit
@@ -230,16 +258,38 @@ class OutputGuard:
     def shown(self, text_so_far: str) -> str:
         """What the person may see of the answer so far: all but the last HOLD_BACK
         characters (a value still being written may yet turn out to be an entity), and no
-        more than check() cleared, with PII replaced by its placeholder, exactly as the
-        stored answer will have it."""
-        stable = text_so_far[: min(max(0, len(text_so_far) - HOLD_BACK), self.cleared)]
-        evaluation = Evaluation(text=stable)
+        more than check() cleared, and never part of a value (a value the cut falls in is
+        held back whole: the prefix alone would not read as one), with PII replaced by its
+        placeholder, exactly as the stored answer will have it."""
+        cut = min(raw_start_of_last(text_so_far, len(text_so_far), HOLD_BACK), self.cleared)
         try:
+            cut = self._before_values(text_so_far, cut)
+            stable = text_so_far[:cut]
+            evaluation = Evaluation(text=stable)
             self.effective.compiled.pii(stable, evaluation, OUTPUT)
         except BackendError:
             return ""  # a custom entity timed out: show nothing more until final() decides
         self.checks += evaluation.checks
         return evaluation.text
+
+    def _before_values(self, text: str, cut: int) -> int:
+        """`cut`, or the start of the value it falls in: the values the policy redacts are
+        looked for around it (from 2 × HOLD_BACK read characters before it, so a cue word
+        before a value is seen) in the text so far, where a value that began HOLD_BACK read
+        characters before the end is complete."""
+        if cut <= 0:
+            return 0
+        lo = raw_start_of_last(text, cut, 2 * HOLD_BACK)
+        around = text[lo:]
+        compiled = self.effective.compiled
+        findings = detectors.find_entities(around, compiled.entity_actions) if compiled.entity_actions else []
+        for name, pattern, _action in compiled.custom:
+            try:
+                findings = [*findings, *detectors.find_custom(around, name, pattern)]
+            except TimeoutError:
+                raise BackendError(f"custom entity {name} timed out") from None
+        straddling = [lo + f.start for f in findings if lo + f.start < cut < lo + f.end]
+        return min(straddling, default=cut)
 
     def tool_call(self, call: dict) -> dict:
         """A tool call as it may be shown and stored: its arguments, and any result the runtime
