@@ -13,6 +13,7 @@ import functools
 import hashlib
 import html
 import ipaddress
+import itertools
 import math
 import re
 import unicodedata
@@ -924,8 +925,31 @@ def content_words(text: str) -> frozenset[str]:
     return frozenset(_stem(w) for w in words if w not in _STOPWORDS and len(w) > 1)
 
 
+# A sentence ends at ".", "!", "?", ";" or a line break followed by white space, except at
+# the full stop of an abbreviation or of initials ("e.g.", "U.S.", "Dr."), an ellipsis, or a
+# numbered list's marker ("1. "): there the sentence goes on, and a topic is judged on it whole.
+_SENTENCE_END = re.compile(r"[.!?;\n]\s+")
+_ABBREVIATIONS = "mr|mrs|ms|dr|prof|st|jr|sr|vs|etc|approx|ca|cf|no|nos|fig|vol|inc|ltd|co|corp|dept|est"
+_NOT_AN_END = re.compile(
+    rf"(?:(?<![^\W\d_])(?:[^\W\d_]\.)+|\b(?:{_ABBREVIATIONS})\.|\.\.|(?:^|\n)[ \t]*\d{{1,3}}\.)\Z", re.IGNORECASE
+)
+
+
+def sentence_starts(text: str, lo: int = 0, hi: int | None = None) -> list[int]:
+    """Where in `text` each sentence after the first begins, for the ends in text[lo:hi]
+    (the text as the detectors read it: see enforce.last_sentence_start for the raw text)."""
+    starts = []
+    for match in _SENTENCE_END.finditer(text, lo, len(text) if hi is None else hi):
+        if text[match.start()] == "." and _NOT_AN_END.search(text, max(0, match.start() - 32), match.start() + 1):
+            continue
+        starts.append(match.end())
+    return starts
+
+
 def _sentences(text: str) -> list[str]:
-    parts = [p for p in re.split(r"(?<=[.!?;\n])\s+", text) if p.strip()]
+    bounds = [0, *sentence_starts(text), len(text)]
+    parts = [text[a:b].strip() for a, b in itertools.pairwise(bounds)]
+    parts = [p for p in parts if p]
     return parts or [text]
 
 

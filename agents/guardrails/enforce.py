@@ -14,7 +14,6 @@ run for the turn (`guardrail_checks`).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -83,18 +82,29 @@ HOLD_BACK = OVERLAP
 # written is never relayed in part. STEP: see tests/bench/guardrails.py (its cost per turn).
 STEP = 64
 # How far back a window of a policy with denied topics reaches for the start of its first
-# sentence (topics are found sentence by sentence: a fragment is not the sentence).
+# sentence (topics are found sentence by sentence: a fragment is not the sentence). A sentence
+# longer than that is never seen whole mid-stream: the stream then holds everything from it on
+# until the end (OutputGuard.check), as it holds an answer with no punctuation at all.
 SENTENCE_LOOKBACK = 1024
-_SENTENCE_END = re.compile(r"[.!?;\n]\s+")
+
+
+def _sentence_starts(text: str, lo: int, hi: int) -> list[int]:
+    """Where sentences begin in text(lo:hi] (raw positions), as the topic detector splits
+    sentences: in the text it reads (detectors.canonical), so "&amp; " ends no sentence and
+    "&#46; " does. Decoded from a unit's length before `lo`, so that a unit cut by the slice
+    cannot read as the end of a sentence after `lo`."""
+    base = max(0, lo - _LONGEST_UNIT)
+    canon = detectors.canonical(text[base:hi])
+    read = len(canon.text)
+    starts = (base + canon.span(c, c + 1)[0] if c < read else hi for c in detectors.sentence_starts(canon.text))
+    return [start for start in starts if start > lo]
 
 
 def last_sentence_start(text: str, lo: int = 0, hi: int | None = None) -> int:
     """Where the last sentence begun in text[lo:hi] starts (as detectors._sentences splits
     sentences), or `lo` when no sentence ends there."""
-    start = lo
-    for match in _SENTENCE_END.finditer(text, lo, len(text) if hi is None else hi):
-        start = match.end()
-    return start
+    starts = _sentence_starts(text, lo, len(text) if hi is None else hi)
+    return starts[-1] if starts else lo
 
 
 # The longest unit of the original that reads as one character (a named HTML entity: "&" and
@@ -122,15 +132,23 @@ def raw_start_of_last(text: str, end: int, chars: int) -> int:
         size *= 4
 
 
+def window_bounds(text: str, checked_upto: int, topics: bool) -> tuple[int, bool]:
+    """Where the next mid-stream check of `text` starts (see window_start), and whether a
+    sentence starts there: not when, with denied topics, the sentence reaching there began
+    more than SENTENCE_LOOKBACK characters before it (no window sees that sentence whole)."""
+    start = raw_start_of_last(text, checked_upto, OVERLAP)
+    if not topics or not start:
+        return start, True
+    floor = max(0, start - SENTENCE_LOOKBACK)
+    starts = _sentence_starts(text, floor, start + 1)
+    return (starts[-1], True) if starts else (floor, floor == 0)
+
+
 def window_start(text: str, checked_upto: int, topics: bool) -> int:
     """Where the next mid-stream check of `text` starts: OVERLAP characters (as the detectors
     read them) before what was checked, and with denied topics, back to the start of the
     sentence that reaches there."""
-    start = raw_start_of_last(text, checked_upto, OVERLAP)
-    if topics and start:
-        floor = max(0, start - SENTENCE_LOOKBACK)
-        start = last_sentence_start(text, floor, start + 1) if floor < start else start
-    return start
+    return window_bounds(text, checked_upto, topics)[0]
 
 
 def relay_limit(text: str, checked_upto: int, window: int, topics: bool) -> int:
@@ -161,6 +179,7 @@ class OutputGuard:
         self._screens = self._holds_all = self._topics = None
         self._effective = None
         self._recorded = False
+        self._unjudged = False  # a sentence too long to judge mid-stream held the stream (check())
 
     @property
     def effective(self):
@@ -233,7 +252,10 @@ class OutputGuard:
             return None
         if self._holds_all or len(text_so_far) - self._checked_upto < STEP:
             return None
-        start = window_start(text_so_far, self._checked_upto, self._topics)
+        start, whole = window_bounds(text_so_far, self._checked_upto, self._topics)
+        # A sentence no window sees whole is judged by final() only: nothing more is relayed,
+        # not even what follows it (it would take the unjudged sentence with it).
+        self._unjudged = self._unjudged or not whole
         self._checked_upto = len(text_so_far)
         self.windows += 1
         evaluation = services.run_output(
@@ -244,7 +266,8 @@ class OutputGuard:
         # text replaces what was shown when the turn ends.
         if evaluation.blocked:
             return self._block(evaluation)
-        self.cleared = max(self.cleared, relay_limit(text_so_far, self._checked_upto, start, self._topics))
+        if not self._unjudged:
+            self.cleared = max(self.cleared, relay_limit(text_so_far, self._checked_upto, start, self._topics))
         return None
 
     @property
