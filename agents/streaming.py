@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -93,11 +94,64 @@ def last_seq(invocation_id) -> int:
     return StreamEvent.objects.filter(invocation_id=invocation_id).aggregate(m=Max("seq"))["m"] or 0
 
 
+# --- who may still read a tenant's streams ---------------------------------------------------
+#
+# An open stream, and a turn's stream token, must stop serving someone whose access to the
+# tenant's turns changed (removed, moved to a role that may not chat, a conversation deleted)
+# without a database query per poll. So each such change moves the tenant's *access
+# generation* on (access_changed, after its commit); a stream compares it every
+# STREAM_ACCESS_CHECK_SECONDS (one Redis GET, or a look at the process's cache) and asks the
+# database only when it moved; a stream token is signed over it, so one made before the
+# change no longer opens the fast path (agents.views). The generation is the change's time
+# in nanoseconds: a flushed Redis cannot bring an old one back. Without Redis it lives in
+# the process's own cache, as the web tier of the embedded setup is one process.
+ACCESS_KEY_PREFIX = "portal:access:"
+
+
+def _access_key(tenant_id) -> str:
+    return f"{ACCESS_KEY_PREFIX}{tenant_id}"
+
+
+def access_changed(tenant_id) -> None:
+    """Someone's access to the tenant's turns changed: open streams re-check it, stream
+    tokens made before now stop opening the fast path. Call it after the change commits."""
+    value = time.time_ns()
+    if uses_redis():
+        _redis().set(_access_key(tenant_id), value)
+    else:
+        from django.core.cache import cache
+
+        cache.set(_access_key(tenant_id), value, None)
+
+
+def access_generation(tenant_id) -> int:
+    if uses_redis():
+        return int(_redis().get(_access_key(tenant_id)) or 0)
+    from django.core.cache import cache
+
+    return cache.get(_access_key(tenant_id), 0)
+
+
+async def access_generation_async(tenant_id) -> int:
+    if uses_redis():
+        return int(await _redis_async().get(_access_key(tenant_id)) or 0)
+    from django.core.cache import cache
+
+    return cache.get(_access_key(tenant_id), 0)  # the process's memory: nothing to wait for
+
+
 def erase(invocation_ids) -> None:
-    """Forget the relayed streams of these invocations (a conversation deleted by its owner)."""
+    """Forget the relayed streams of these invocations (a conversation deleted by its owner).
+    Their stream tokens stop opening the fast path too (access_changed), so a reconnect goes
+    through Django, which no longer finds the turn."""
     invocation_ids = list(invocation_ids)
     if not invocation_ids:
         return
+    from tenants.context import current_tenant
+
+    tenant = current_tenant()
+    if tenant is not None:
+        access_changed(tenant.pk)
     if uses_redis():
         _redis().delete(*(_key(pk) for pk in invocation_ids))
         return

@@ -41,6 +41,12 @@ STREAM_POLL_MS = 1000
 # empty poll (every second) made 500 idle streams cost a web process a whole core and
 # delay deliveries by over a second (`make bench`); events themselves need no query.
 STREAM_STATUS_CHECK_SECONDS = 15
+# How often an open stream, quiet or not, looks whether its tenant's access generation moved
+# (agents.streaming.access_changed: a member removed, a role changed, a conversation deleted)
+# and, only then, asks the database whether its reader may still read the turn. So a reader
+# whose access ended gets nothing more within about STREAM_ACCESS_CHECK_SECONDS plus one poll
+# (STREAM_POLL_MS): about 2 s. Before sending events, so none read after the change go out.
+STREAM_ACCESS_CHECK_SECONDS = 1.0
 # After sending events, how long a stream waits before reading again (see _frames): at
 # most this much later on screen, for ~15% less web CPU per stream with a worker's
 # pattern of events (measured: 1.54 ms per stream at 0, 1.30 at 10 ms, 1.25 at 20 ms).
@@ -269,7 +275,11 @@ def message_fragment(request, message_id):
 # authentication, exactly as before, so every 401/403/404 answer stays the same. A token
 # lets its holder read that one turn's events for STREAM_TOKEN_SECONDS, no more; a
 # stream re-checks tenant, membership and turn whenever it has been quiet for
-# STREAM_STATUS_CHECK_SECONDS, so a suspension or a removal still ends it.
+# STREAM_STATUS_CHECK_SECONDS, so a suspension still ends it. A token is also signed over
+# the tenant's access generation (agents.streaming.access_changed): once a member is
+# removed, a role changed or a conversation deleted, tokens made before stop opening the
+# fast path (a reconnect goes through Django, which checks everything), and open streams
+# re-check their reader within STREAM_ACCESS_CHECK_SECONDS.
 
 STREAM_TOKEN_PARAM = "st"
 # Longer than a turn may run (RUNTIME_TIMEOUT_SECONDS), short should a URL leak into a log.
@@ -293,13 +303,15 @@ _STREAM_HEADERS = [
 ]
 
 
-def _signed_value(tenant_id, user_id, slug: str, invocation_id) -> str:
-    return f"{tenant_id}.{user_id}.{slug}.{invocation_id}"
+def _signed_value(tenant_id, user_id, slug: str, invocation_id, generation: int) -> str:
+    return f"{tenant_id}.{user_id}.{slug}.{invocation_id}.{generation}"
 
 
 def stream_token(tenant, invocation_id, user_id: int) -> str:
-    """Opens the events of one turn of one tenant, for one user, for STREAM_TOKEN_SECONDS."""
-    signed = _stream_signer.sign(_signed_value(tenant.pk, user_id, tenant.slug, invocation_id))
+    """Opens the events of one turn of one tenant, for one user, for STREAM_TOKEN_SECONDS,
+    or until the tenant's access generation moves on (see the comment above)."""
+    generation = streaming.access_generation(tenant.pk)
+    signed = _stream_signer.sign(_signed_value(tenant.pk, user_id, tenant.slug, invocation_id, generation))
     _value, stamp, signature = signed.rsplit(":", 2)
     return f"{tenant.pk}.{user_id}:{stamp}:{signature}"
 
@@ -314,6 +326,7 @@ class SignedStream:
     user_id: int
     invocation_id: uuid.UUID
     after: int
+    generation: int  # the tenant's access generation the token was checked against
 
 
 def signed_stream(scope: dict) -> SignedStream | None:
@@ -332,14 +345,17 @@ def signed_stream(scope: dict) -> SignedStream | None:
     token = _STREAM_TOKEN.fullmatch((params.get(STREAM_TOKEN_PARAM) or [""])[0])
     if token is None:
         return None
-    value = _signed_value(token["tenant"], token["user"], match.kwargs["tenant_slug"], invocation_id)
+    # One Redis GET (on the event loop: well under a millisecond, no thread): a token made
+    # before the tenant's access last changed is left to Django.
+    generation = streaming.access_generation(token["tenant"])
+    value = _signed_value(token["tenant"], token["user"], match.kwargs["tenant_slug"], invocation_id, generation)
     try:
         _stream_signer.unsign(f"{value}:{token['stamp']}:{token['sig']}", max_age=STREAM_TOKEN_SECONDS)
     except signing.BadSignature:  # SignatureExpired too
         return None
     headers = dict(scope.get("headers") or ())
     raw_after = headers.get(b"last-event-id", b"").decode("latin-1") or (params.get("after") or ["0"])[0]
-    return SignedStream(int(token["tenant"]), int(token["user"]), invocation_id, _after(raw_after))
+    return SignedStream(int(token["tenant"]), int(token["user"]), invocation_id, _after(raw_after), generation)
 
 
 async def serve_signed_stream(stream: SignedStream, receive, send) -> None:
@@ -347,7 +363,14 @@ async def serve_signed_stream(stream: SignedStream, receive, send) -> None:
     gone = asyncio.ensure_future(_disconnected(receive))
     try:
         await send({"type": "http.response.start", "status": 200, "headers": _STREAM_HEADERS})
-        frames = _frames(stream.tenant_id, stream.invocation_id, stream.after, user_id=stream.user_id, until=gone)
+        frames = _frames(
+            stream.tenant_id,
+            stream.invocation_id,
+            stream.after,
+            user_id=stream.user_id,
+            until=gone,
+            generation=stream.generation,
+        )
         async for frame, last in frames:
             await send({"type": "http.response.body", "body": frame.encode(), "more_body": not last})
             if last:
@@ -383,13 +406,19 @@ async def event_stream(tenant_id: int, invocation_id, after: int, *, tenant=None
         yield frame
 
 
-async def _frames(tenant_id: int, invocation_id, after: int, *, tenant=None, user_id=None, until=None):
+async def _frames(tenant_id: int, invocation_id, after: int, *, tenant=None, user_id=None, until=None, generation=None):
     """(frame, whether it is the last) pairs of `event_stream`; also ends when `until` is
-    done (the client went away). Knowing the last frame lets the ASGI stream send it
-    together with the end of the response: one write fewer per turn."""
+    done (the client went away), or when its reader may no longer read the turn (checked
+    when the tenant's access generation moves on from `generation`: the one its token was
+    checked against, or for a stream Django authenticated, the one when it starts).
+    Knowing the last frame lets the ASGI stream send it together with the end of the
+    response: one write fewer per turn."""
     deadline = time.monotonic() + settings.SSE_STREAM_MAX_SECONDS  # then the browser reconnects
     last_sent = time.monotonic()
     next_status_check = time.monotonic() + STREAM_STATUS_CHECK_SECONDS
+    if generation is None:
+        generation = await streaming.access_generation_async(tenant_id)
+    next_access_check = time.monotonic() + STREAM_ACCESS_CHECK_SECONDS
     yield "retry: 1000\n\n", False
     while time.monotonic() < deadline and not (until is not None and until.done()):
         if tenant is not None:
@@ -397,6 +426,14 @@ async def _frames(tenant_id: int, invocation_id, after: int, *, tenant=None, use
                 events = await streaming.read_async(invocation_id, after, STREAM_POLL_MS)
         else:
             events = await streaming.read_async(invocation_id, after, STREAM_POLL_MS)
+        if time.monotonic() >= next_access_check:
+            current = await streaming.access_generation_async(tenant_id)
+            if current != generation:
+                state = await sync_to_async(_turn_state, thread_sensitive=False)(tenant_id, user_id, invocation_id)
+                if state is None:
+                    return  # what was read stays unsent: the browser's reconnect is refused
+                generation = current
+            next_access_check = time.monotonic() + STREAM_ACCESS_CHECK_SECONDS
         if events:
             final = next((i for i, event in enumerate(events) if event.is_final), None)
             sent = events if final is None else events[: final + 1]
@@ -437,15 +474,22 @@ class TurnState:
 
 @streaming.off_request_thread
 def _turn_state(tenant_id: int, user_id: int | None, invocation_id) -> TurnState | None:
-    """A quiet stream's turn, or None if the stream may not go on: its tenant suspended or
-    gone, its reader no longer a member, its turn gone."""
+    """A stream's turn, or None if the stream may not go on: its tenant suspended or gone,
+    its reader no longer a member or in a role that may not chat, its turn or its
+    conversation gone."""
     tenant = Tenant.objects.filter(pk=tenant_id).first()
     if tenant is None or not tenant.is_active:
         return None
     with tenant_context(tenant):
-        if user_id is not None and not Membership.objects.filter(user_id=user_id, user__is_active=True).exists():
-            return None
-        row = Invocation.objects.filter(pk=invocation_id).values_list("status", "assistant_message_id", "error").first()
+        if user_id is not None:
+            role = Membership.objects.filter(user_id=user_id, user__is_active=True).values_list("role", flat=True)
+            if not can(role.first(), Action.USE_AGENTS):
+                return None
+        row = (
+            Invocation.objects.filter(pk=invocation_id, conversation__deleted_at__isnull=True)
+            .values_list("status", "assistant_message_id", "error")
+            .first()
+        )
     return TurnState(*row) if row else None
 
 

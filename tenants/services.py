@@ -303,7 +303,16 @@ def change_role(actor: Actor, membership: Membership, role: str) -> Membership:
             ip=actor.ip,
         )
         _record_api_clients_paused(actor, membership.user, before)
+        _streams_recheck_access(tenant)
     return membership
+
+
+def _streams_recheck_access(tenant: Tenant) -> None:
+    """Once the change commits, open streams of the tenant's turns re-check their reader and
+    stream tokens made before stop opening the fast path (agents.streaming.access_changed)."""
+    from agents import streaming
+
+    transaction.on_commit(lambda: streaming.access_changed(tenant.pk))
 
 
 def _record_api_clients_paused(actor: Actor, user: User, role_before: str) -> None:
@@ -333,6 +342,7 @@ def remove_member(actor: Actor, membership: Membership) -> None:
             ip=actor.ip,
         )
         _record_api_clients_paused(actor, membership.user, role)
+        _streams_recheck_access(tenant)
         # Their last tenant gone, they are signed out everywhere (tenants/sessions.py).
         end_sessions_of_users_left_without_a_tenant([membership.user_id])
 
