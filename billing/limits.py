@@ -838,16 +838,16 @@ def records_throttles(func):
 def set_budget(actor, *, monthly_budget: Decimal | None, soft_alert_percent: int) -> TenantBudget:
     """The tenant's monthly budget (None = no budget) and soft-alert threshold. Audited.
 
-    The budget caps the tenant's bill (billing.spend), so one below the plan's monthly
-    fee is refused: the fee alone would pass it."""
+    The budget caps the tenant's bill every month (billing.spend), so one below the plan's
+    full monthly fee is refused, in a prorated month too: the fee alone would pass it from
+    the next month on (spend.lowest_budget)."""
     from tenants import audit
     from tenants.context import require_tenant
     from tenants.roles import Action, require
 
     require(actor.role, Action.MANAGE_LIMITS)
     tenant = require_tenant()
-    # The lowest budget is this month's fee: prorated in a month the tenant was onboarded or moved in.
-    problem = spend.check_budget(spend.month_plan(tenant), monthly_budget)
+    problem = spend.check_tenant_budget(tenant, monthly_budget)
     if problem:
         raise ServiceError(problem)
     if not 1 <= int(soft_alert_percent) <= 100:

@@ -239,6 +239,44 @@ def month_spend(tenant, month: dt.date | None = None) -> MonthSpend:
     )
 
 
+def lowest_budget(tenant) -> Decimal:
+    """The lowest monthly budget `tenant` can set. A budget recurs, and every whole month bills
+    at least the plan's full monthly fee, so it is that fee, even in a month prorated for an
+    onboarding or a move (its lower fee only lowers what this month's bill reaches: a budget
+    between the two would refuse every turn from the next month's first day). Where this
+    month bills more than the plan's fee (a move to a cheaper plan during it also bills the
+    dearer plan's days), it is this month's fee."""
+    return max(monthly_fee(tenant.tier), monthly_fee(month_plan(tenant)))
+
+
+def check_tenant_budget(tenant, budget: Decimal | None) -> str | None:
+    """Why `budget` cannot be `tenant`'s monthly budget (a message naming the fee), or None."""
+    if budget is None:
+        return None
+    if budget < 0:
+        return "A budget cannot be negative."
+    lowest = lowest_budget(tenant)
+    if budget >= lowest:
+        return None
+    if lowest > monthly_fee(tenant.tier):
+        what = "this month's plan fee (you changed plan during it)"
+    else:
+        what = "your plan's monthly fee"
+    return (
+        f"A monthly budget caps what your organisation is billed every month, and {what} is "
+        f"${lowest:,.2f}: choose at least ${lowest:,.2f}, or leave it empty for no budget."
+    )
+
+
+def below_fee_from_next_month(tenant, budget: Decimal | None) -> bool:
+    """Whether `budget` holds this month's (prorated) fee but not the plan's full monthly fee:
+    set before the rule above, or left there by a move to a pricier plan. Next month the fee
+    alone passes it and every turn is refused from its first day."""
+    if budget is None:
+        return False
+    return monthly_fee(month_plan(tenant)) <= Decimal(budget) < monthly_fee(tenant.tier)
+
+
 def check_budget(tier, budget: Decimal | None) -> str | None:
     """Why `budget` cannot be set on `tier` or a month_plan (a message naming the month's fee), or None."""
     if budget is None:

@@ -32,8 +32,9 @@ class BudgetForm(forms.Form):
         max_digits=14,
         decimal_places=2,
         help_text=(
-            "A ceiling on this month's bill (your plan's fee plus token overage): turns stop when the "
-            "tokens used, with answers in progress, would take the bill past it. Empty: no budget."
+            "A ceiling on each month's bill (your plan's monthly fee plus token overage), so at least the "
+            "fee: turns stop when the tokens used, with answers in progress, would take the bill past it. "
+            "Empty: no budget."
         ),
         widget=forms.NumberInput(attrs={"step": "0.01", "inputmode": "decimal", "placeholder": "No budget"}),
     )
@@ -49,16 +50,15 @@ class BudgetForm(forms.Form):
         ),
     )
 
-    def __init__(self, *args, tier=None, **kwargs):
-        # `tier`: the tenant's month_plan (billing.spend), so the lowest budget is this month's fee.
+    def __init__(self, *args, tenant, **kwargs):
+        # The lowest budget is the plan's full monthly fee (spend.lowest_budget): it recurs.
         super().__init__(*args, **kwargs)
-        self.tier = tier
-        fee = spend.monthly_fee(tier)
-        self.fields["monthly_budget"].widget.attrs["min"] = f"{fee:.2f}"
+        self.tenant = tenant
+        self.fields["monthly_budget"].widget.attrs["min"] = f"{spend.lowest_budget(tenant):.2f}"
 
     def clean_monthly_budget(self):
         budget = self.cleaned_data.get("monthly_budget")
-        problem = spend.check_budget(self.tier, budget)
+        problem = spend.check_tenant_budget(self.tenant, budget)
         if problem:
             raise forms.ValidationError(problem, code="below_fee")
         return budget
@@ -130,6 +130,10 @@ def _context(request, budget_form=None, user_forms=None) -> dict:
         "overage_allowed": tier.overage_allowed if tier is not None else True,
         "monthly_fee": fee,
         "fee_prorated": isinstance(plan, spend.MonthPlan),
+        "full_fee": spend.monthly_fee(tier),
+        "lowest_budget": spend.lowest_budget(tenant),
+        # A budget this month's prorated fee fits in, but not the plan's fee: next month's stop.
+        "below_fee_next": spend.below_fee_from_next_month(tenant, budget.monthly_budget if budget else None),
         # How any budget (at least the fee) bears on this plan, for the note under the form.
         "plan_rule": plan_rule,
         "tokens_per_dollar": tokens_per_dollar,
@@ -141,7 +145,7 @@ def _context(request, budget_form=None, user_forms=None) -> dict:
         "reserved_tokens": month.tokens_reserved,
         "budget_form": budget_form
         or BudgetForm(
-            tier=plan,
+            tenant=tenant,
             initial={
                 "monthly_budget": budget.monthly_budget if budget else None,
                 "soft_alert_percent": budget.soft_alert_percent if budget else 80,
@@ -162,7 +166,7 @@ def limits_page(request):
 @require_POST
 @tenant_view(Action.MANAGE_LIMITS)
 def budget_save(request):
-    form = BudgetForm(request.POST, tier=spend.month_plan(request.tenant))
+    form = BudgetForm(request.POST, tenant=request.tenant)
     if form.is_valid():
         try:
             limits.set_budget(

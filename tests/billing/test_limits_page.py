@@ -92,7 +92,8 @@ def test_a_budget_below_the_plans_fee_is_a_form_error_that_names_the_fee(client,
     assert response.status_code == 400
     errors = response.context["budget_form"].errors["monthly_budget"]
     assert errors == [
-        "A monthly budget caps what your organisation is billed, and your plan's monthly fee is $100.00: "
+        "A monthly budget caps what your organisation is billed every month, and your plan's monthly fee is "
+        "$100.00: "
         "choose at least $100.00, or leave it empty for no budget."
     ]
     assert "$100.00" in response.content.decode()

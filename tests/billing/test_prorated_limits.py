@@ -1,6 +1,7 @@
 """In a prorated month (a tenant onboarded, or moved to another tier, during it) the limits
-follow the month's tier periods too: the lowest budget is the month's prorated fee, and a plan
-without overage stops at its prorated included tokens (billing.spend.month_plan)."""
+follow the month's tier periods too: the bill starts at the month's prorated fee, and a plan
+without overage stops at its prorated included tokens (billing.spend.month_plan). The lowest
+budget stays the plan's full monthly fee: a budget recurs (tests/billing/test_budget_recurs.py)."""
 
 from __future__ import annotations
 
@@ -31,28 +32,28 @@ def onboard_at_mid_month(side) -> None:
     side.tenant.refresh_from_db()
 
 
-def test_a_budget_above_the_prorated_fee_is_accepted_in_the_first_month(client, world):
+def test_the_lowest_budget_in_the_first_month_is_the_full_fee_not_the_prorated_one(client, world):
     onboard_at_mid_month(world.a)
     with tenant_context(world.a.tenant):
         assert spend.monthly_fee(spend.month_plan(world.a.tenant)) == Decimal("50.00")
-        budget = limits.set_budget(actor(world.a, "owner"), monthly_budget=Decimal("60.00"), soft_alert_percent=80)
-    assert budget.monthly_budget == Decimal("60.00")
+        budget = limits.set_budget(actor(world.a, "owner"), monthly_budget=Decimal("100.00"), soft_alert_percent=80)
+    assert budget.monthly_budget == Decimal("100.00")
     client.force_login(world.a.admin)
-    response = client.post(URL + "budget/", {"monthly_budget": "55.00", "soft_alert_percent": "80"})
+    response = client.post(URL + "budget/", {"monthly_budget": "110.00", "soft_alert_percent": "80"})
     assert response.status_code == 302
     with tenant_context(world.a.tenant):
-        assert TenantBudget.objects.get().monthly_budget == Decimal("55.00")
+        assert TenantBudget.objects.get().monthly_budget == Decimal("110.00")
 
 
-def test_a_budget_below_the_prorated_fee_is_refused_naming_that_fee(client, world):
+def test_a_budget_below_the_full_fee_is_refused_naming_that_fee_in_the_first_month(client, world):
     onboard_at_mid_month(world.a)
     client.force_login(world.a.admin)
-    response = client.post(URL + "budget/", {"monthly_budget": "49.99", "soft_alert_percent": "80"})
+    response = client.post(URL + "budget/", {"monthly_budget": "99.99", "soft_alert_percent": "80"})
     assert response.status_code == 400
-    assert "$50.00" in response.context["budget_form"].errors["monthly_budget"][0]
-    with tenant_context(world.a.tenant), pytest.raises(ServiceError, match=r"\$50\.00"):
-        limits.set_budget(actor(world.a, "owner"), monthly_budget=Decimal("49.99"), soft_alert_percent=80)
-    # The other tenant's month is whole: its fee is the plan's.
+    assert "$100.00" in response.context["budget_form"].errors["monthly_budget"][0]
+    with tenant_context(world.a.tenant), pytest.raises(ServiceError, match=r"\$100\.00"):
+        limits.set_budget(actor(world.a, "owner"), monthly_budget=Decimal("60.00"), soft_alert_percent=80)
+    # The other tenant's month is whole: its fee is the plan's as well.
     with tenant_context(world.b.tenant), pytest.raises(ServiceError, match=r"\$100\.00"):
         limits.set_budget(actor(world.b, "owner"), monthly_budget=Decimal("99.99"), soft_alert_percent=80)
 
@@ -83,10 +84,11 @@ def test_the_dashboard_shows_the_prorated_quota_of_a_plan_without_overage(world)
     assert (outlook.tokens.limit, outlook.included_tokens) == (Decimal("500"), 500)
 
 
-def test_the_limits_page_names_the_prorated_fee_as_the_lowest_budget(client, world):
+def test_the_limits_page_names_the_prorated_fee_and_the_full_fee_as_the_lowest_budget(client, world):
     onboard_at_mid_month(world.a)
     client.force_login(world.a.admin)
     body = client.get(URL).content.decode()
-    assert "your plan's fee this month (prorated: you joined or changed plan during it) of $50.00" in body
-    assert 'min="50.00"' in body
+    assert "This month's fee is prorated to $50.00 (you joined or changed plan during it)" in body
+    assert "your plan's monthly fee of $100.00 plus token overage" in body
+    assert 'min="100.00"' in body
     assert "of the monthly token quota of 500" in " ".join(body.split())
