@@ -16,9 +16,7 @@ from django.db.models import Count
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, mixins, parsers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from agents.knowledge import services
 from agents.knowledge.models import Document
@@ -33,9 +31,10 @@ from agents.knowledge.serializers import (
     SearchRequestSerializer,
     UploadResultSerializer,
 )
-from portal.api import TenantScopedAPIMixin, created, problem
+from portal.api import TenantScopedAPIMixin, created
 from portal.drf import JSONParser
 from tenants.api import TENANT_SLUG
+from tenants.identity.gateway import GatewayView, bearer
 from tenants.roles import Action
 from tenants.services import Actor
 
@@ -175,23 +174,9 @@ class DocumentViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets.Gene
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _bearer(request) -> str:
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise exceptions.NotAuthenticated("A bearer token (the agent's act-on-behalf token) is required.")
-    return token.strip()
-
-
-class KnowledgeGatewayView(APIView):
+class KnowledgeGatewayView(GatewayView):
     """Retrieval for agent runtimes: POST {query, k, agent?, tenant_id?} with the
     act-on-behalf token; answers the token tenant's passages, already screened."""
-
-    # The token is validated in services.retrieve_for_token (aud agent-runtime), the
-    # same function the in-process gateway of the local runtime calls.
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
-    parser_classes = [JSONParser]
 
     @extend_schema(
         request=GatewayRetrieveSerializer,
@@ -200,20 +185,15 @@ class KnowledgeGatewayView(APIView):
         tags=["gateway"],
     )
     def post(self, request):
-        raw = _bearer(request)
+        raw = bearer(request)
         serializer = GatewayRetrieveSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            passages = services.retrieve_for_token(
-                raw,
-                query=data["query"],
-                k=data["k"],
-                agent_slug=data.get("agent", ""),
-                tenant_id=data.get("tenant_id"),
-            )
-        except services.GatewayRefused as exc:
-            response = Response(problem(exc.status, None, exc.detail), status=exc.status)
-            response.content_type = "application/problem+json"
-            return response
+        passages = services.retrieve_for_token(
+            raw,
+            query=data["query"],
+            k=data["k"],
+            agent_slug=data.get("agent", ""),
+            tenant_id=data.get("tenant_id"),
+        )
         return Response({"passages": passages})

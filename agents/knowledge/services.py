@@ -7,7 +7,7 @@ are stored on the document, never raised at anyone.
 
 Retrieval for agents (`retrieve_for_token`) is the one function behind the
 gateway endpoint and the in-process gateway of the local runtime: it validates
-the act-on-behalf token with `tenants.identity.tokens.validate`, requires the
+the act-on-behalf token with the gateways' prologue (`tenants.identity.gateway`), requires the
 `kb:read` scope, and searches only the token's tenant.
 """
 
@@ -36,6 +36,7 @@ from agents.knowledge.models import (
 )
 from tenants import audit, entitlements
 from tenants.context import require_tenant, tenant_context
+from tenants.identity.gateway import GatewayRefused, agent_call
 from tenants.models import Tenant
 from tenants.roles import Action, can, require
 from tenants.services import Actor, ServiceError
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 FEATURE = "knowledge_bases"
 DEFAULT_PASSAGES = 5
+SCOPE = "kb:read"
 MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 200, 8000
 
 
@@ -660,53 +662,27 @@ def passages_from_hits(tenant: Tenant, hits: list[retrieval.Hit]) -> list[dict]:
     ]
 
 
-class GatewayRefused(Exception):
-    def __init__(self, status: int, detail: str):
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-
-
 def retrieve_for_token(
     raw_token: str, *, query: str, k: int = DEFAULT_PASSAGES, agent_slug: str = "", tenant_id: str | None = None
 ) -> list[dict]:
     """Passages for an agent acting for a user: the body of the gateway endpoint.
 
-    The token is validated by the one validation function, for the runtime's
-    audience; it must carry kb:read and an actor (an act-on-behalf token), and the
+    The token is checked by the gateways' one prologue (tenants.identity.gateway:
+    aud agent-runtime, kb:read, an actor, the named tenant is the token's), and the
     search runs in the token's tenant only, whatever the caller sends.
     """
     from agents.guardrails.enforce import screen_retrieved
-    from agents.models import Agent
     from agents.runtime_gateway import turn_in_progress
-    from tenants.identity import tokens
 
-    try:
-        token = tokens.validate(raw_token, audience=settings.EXCHANGE_DEFAULT_AUDIENCE)
-    except tokens.InvalidToken as exc:
-        log.info("knowledge gateway: token refused: %s", exc.reason)
-        raise GatewayRefused(401, "The access token is invalid or expired.")
-    if "kb:read" not in token.scopes:
-        raise GatewayRefused(403, "The access token lacks the scope kb:read.")
-    if not token.actors or token.user is None:
-        raise GatewayRefused(403, "An act-on-behalf token (an agent acting for a member) is required.")
-    tenant = token.tenant
-    if tenant_id is not None and str(tenant_id) != str(tenant.pk):
-        # The runtime names the tenant its headers carry; a token of another tenant
-        # (or a confused runtime) gets nothing, rather than the token tenant's passages.
-        raise GatewayRefused(403, "The token was not issued for this tenant.")
-    if not entitled(tenant):
-        raise GatewayRefused(403, f"Knowledge bases are not part of the {tenant.tier.name} plan.")
-    if not isinstance(query, str) or not query.strip():
-        raise GatewayRefused(400, "query: give the text to search for.")
-    with tenant_context(tenant, user_id=token.user.pk):
-        client_id = token.actor.partition(":")[2]
-        agents = Agent.objects.filter(identity__client_id=client_id)
-        if agent_slug:
-            agents = agents.filter(slug=agent_slug)
-        agent = agents.first()
-        if agent is None:
-            raise GatewayRefused(403, "The acting agent is not an agent of this tenant.")
-        hits = retrieval.search(query, knowledge_bases_for_agent(agent), k=k)
-        passages = passages_from_hits(tenant, hits)
-        return screen_retrieved(tenant, passages, turn=lambda: turn_in_progress(token))
+    def precheck(tenant: Tenant) -> None:
+        if not entitled(tenant):
+            raise GatewayRefused(403, f"Knowledge bases are not part of the {tenant.tier.name} plan.")
+        if not isinstance(query, str) or not query.strip():
+            raise GatewayRefused(400, "query: give the text to search for.")
+
+    with agent_call(
+        raw_token, SCOPE, agent_slug, tenant_id=tenant_id, precheck=precheck, name="knowledge gateway"
+    ) as call:
+        hits = retrieval.search(query, knowledge_bases_for_agent(call.agent), k=k)
+        passages = passages_from_hits(call.tenant, hits)
+        return screen_retrieved(call.tenant, passages, turn=lambda: turn_in_progress(call.token))

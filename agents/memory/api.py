@@ -13,11 +13,8 @@ from __future__ import annotations
 from django.urls import path
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from agents.knowledge.api import _bearer
 from agents.memory import services
 from agents.memory.serializers import (
     GatewayRecallSerializer,
@@ -25,25 +22,12 @@ from agents.memory.serializers import (
     MemoryListSerializer,
     MemorySerializer,
 )
-from portal.api import problem
-from portal.drf import JSONParser
+from tenants.identity.gateway import GatewayView, bearer
 
 PROBLEM = OpenApiResponse(description="Problem JSON")
 
 
-def _refused(exc: services.GatewayRefused) -> Response:
-    response = Response(problem(exc.status, None, exc.detail), status=exc.status)
-    response.content_type = "application/problem+json"
-    return response
-
-
-class _GatewayView(APIView):
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
-    parser_classes = [JSONParser]
-
-
-class MemoryRecallView(_GatewayView):
+class MemoryRecallView(GatewayView):
     """The acting member's memories that match a query (theirs for the agent, theirs for
     all agents, the tenant's shared ones), best first."""
 
@@ -54,20 +38,17 @@ class MemoryRecallView(_GatewayView):
         tags=["gateway"],
     )
     def post(self, request):
-        raw = _bearer(request)
+        raw = bearer(request)
         serializer = GatewayRecallSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            memories = services.recall_for_token(
-                raw, query=data["query"], k=data["k"], agent_slug=data["agent"], tenant_id=data.get("tenant_id")
-            )
-        except services.GatewayRefused as exc:
-            return _refused(exc)
+        memories = services.recall_for_token(
+            raw, query=data["query"], k=data["k"], agent_slug=data["agent"], tenant_id=data.get("tenant_id")
+        )
         return Response({"memories": memories})
 
 
-class MemoryRememberView(_GatewayView):
+class MemoryRememberView(GatewayView):
     """Store one fact on behalf of the acting member."""
 
     @extend_schema(
@@ -77,20 +58,17 @@ class MemoryRememberView(_GatewayView):
         tags=["gateway"],
     )
     def post(self, request):
-        raw = _bearer(request)
+        raw = bearer(request)
         serializer = GatewayRememberSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            memory = services.remember_for_token(
-                raw,
-                content=data["content"],
-                agent_slug=data["agent"],
-                scope=data["scope"],
-                tenant_id=data.get("tenant_id"),
-            )
-        except services.GatewayRefused as exc:
-            return _refused(exc)
+        memory = services.remember_for_token(
+            raw,
+            content=data["content"],
+            agent_slug=data["agent"],
+            scope=data["scope"],
+            tenant_id=data.get("tenant_id"),
+        )
         return Response(memory, status=status.HTTP_201_CREATED)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 
@@ -21,7 +20,8 @@ from agents.memory import policy, stores
 from agents.memory.models import MAX_CONTENT_CHARS, MemoryRecord
 from agents.memory.policy import Namespace
 from tenants import audit, entitlements
-from tenants.context import require_tenant, tenant_context
+from tenants.context import require_tenant
+from tenants.identity.gateway import GatewayRefused, agent_call
 from tenants.services import Actor, ServiceError
 
 log = logging.getLogger(__name__)
@@ -32,47 +32,19 @@ WRITE_SCOPE = "memory:write"
 DEFAULT_K = 5
 
 
-class GatewayRefused(Exception):
-    def __init__(self, status: int, detail: str):
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-
-
 def entitled(tenant) -> bool:
     return entitlements.has_feature(tenant, FEATURE)
 
 
-def _validated(raw_token: str, scope: str, tenant_id: str | None):
-    from tenants.identity import tokens
+def _precheck(check_input):
+    """The memory gateway's own refusals, after the token's: the plan, then the input."""
 
-    try:
-        token = tokens.validate(raw_token, audience=settings.EXCHANGE_DEFAULT_AUDIENCE)
-    except tokens.InvalidToken as exc:
-        log.info("memory gateway: token refused: %s", exc.reason)
-        raise GatewayRefused(401, "The access token is invalid or expired.")
-    if scope not in token.scopes:
-        raise GatewayRefused(403, f"The access token lacks the scope {scope}.")
-    if not token.actors or token.user is None or token.membership is None:
-        raise GatewayRefused(403, "An act-on-behalf token (an agent acting for a member) is required.")
-    if tenant_id is not None and str(tenant_id) != str(token.tenant.pk):
-        raise GatewayRefused(403, "The token was not issued for this tenant.")
-    if not entitled(token.tenant):
-        raise GatewayRefused(403, f"Memory is not part of the {token.tenant.tier.name} plan.")
-    return token
+    def precheck(tenant) -> None:
+        if not entitled(tenant):
+            raise GatewayRefused(403, f"Memory is not part of the {tenant.tier.name} plan.")
+        check_input()
 
-
-def _acting_agent(token, agent_slug: str):
-    from agents.models import Agent
-
-    client_id = token.actor.partition(":")[2]
-    agents = Agent.objects.filter(identity__client_id=client_id)
-    if agent_slug:
-        agents = agents.filter(slug=agent_slug)
-    agent = agents.first()
-    if agent is None:
-        raise GatewayRefused(403, "The acting agent is not an agent of this tenant.")
-    return agent
+    return precheck
 
 
 def recall_for_token(
@@ -80,14 +52,23 @@ def recall_for_token(
 ) -> list[dict]:
     """The acting member's memories (theirs for this agent, theirs for all agents, the
     tenant's shared ones) that match `query`, best first."""
-    token = _validated(raw_token, READ_SCOPE, tenant_id)
-    if not isinstance(query, str) or not query.strip():
-        raise GatewayRefused(400, "query: give the text to recall memories for.")
-    tenant = token.tenant
-    with tenant_context(tenant, user_id=token.user.pk):
-        agent = _acting_agent(token, agent_slug)
-        spaces = policy.readable_namespaces(tenant_id=tenant.pk, user_id=token.user.pk, agent_slug=agent.slug)
-        spaces = [s for s in spaces if policy.can_read(s, tenant_id=tenant.pk, user_id=token.user.pk)]
+
+    def check_input() -> None:
+        if not isinstance(query, str) or not query.strip():
+            raise GatewayRefused(400, "query: give the text to recall memories for.")
+
+    with agent_call(
+        raw_token,
+        READ_SCOPE,
+        agent_slug,
+        tenant_id=tenant_id,
+        member_required=True,
+        precheck=_precheck(check_input),
+        name="memory gateway",
+    ) as call:
+        tenant, user_id = call.tenant, call.user.pk
+        spaces = policy.readable_namespaces(tenant_id=tenant.pk, user_id=user_id, agent_slug=call.agent.slug)
+        spaces = [s for s in spaces if policy.can_read(s, tenant_id=tenant.pk, user_id=user_id)]
         try:
             memories = stores.store_for(tenant).recall(spaces, query, k)
         except stores.StoreUnavailable as exc:
@@ -107,16 +88,24 @@ def remember_for_token(
     """Store one fact on behalf of the token's member, in the namespace `scope` names."""
     from agents.runtime_gateway import turn_in_progress
 
-    token = _validated(raw_token, WRITE_SCOPE, tenant_id)
-    if not isinstance(content, str) or not content.strip():
-        raise GatewayRefused(400, "content: give the fact to remember.")
-    if len(content) > MAX_CONTENT_CHARS:
-        raise GatewayRefused(400, f"content: at most {MAX_CONTENT_CHARS} characters.")
-    if scope not in policy.Scope.CHOICES:
-        raise GatewayRefused(400, f"scope: one of {', '.join(policy.Scope.CHOICES)}.")
-    tenant, user = token.tenant, token.user
-    with tenant_context(tenant, user_id=user.pk):
-        agent = _acting_agent(token, agent_slug)
+    def check_input() -> None:
+        if not isinstance(content, str) or not content.strip():
+            raise GatewayRefused(400, "content: give the fact to remember.")
+        if len(content) > MAX_CONTENT_CHARS:
+            raise GatewayRefused(400, f"content: at most {MAX_CONTENT_CHARS} characters.")
+        if scope not in policy.Scope.CHOICES:
+            raise GatewayRefused(400, f"scope: one of {', '.join(policy.Scope.CHOICES)}.")
+
+    with agent_call(
+        raw_token,
+        WRITE_SCOPE,
+        agent_slug,
+        tenant_id=tenant_id,
+        member_required=True,
+        precheck=_precheck(check_input),
+        name="memory gateway",
+    ) as call:
+        tenant, user, agent, token = call.tenant, call.user, call.agent, call.token
         namespace = policy.namespace_for(scope, tenant_id=tenant.pk, user_id=user.pk, agent_slug=agent.slug)
         if not policy.can_write(namespace, tenant_id=tenant.pk, user_id=user.pk, role=token.membership.role):
             raise GatewayRefused(403, "Only an owner or admin may write the tenant's shared memory.")

@@ -11,4 +11,5 @@ container), and the portal's Celery task calls it through ``clients``.
     host.py       authenticate + parse + run, shared by the server and the local client
     server.py     the ASGI app (/invocations, /ping); serve.py runs it with uvicorn
     clients.py    LocalRuntimeClient, HttpRuntimeClient, AgentCoreRuntimeClient
+    gateway_http.py  POST JSON to the portal's gateways (knowledge, memory, tools)
 """

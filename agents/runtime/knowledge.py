@@ -21,12 +21,10 @@ Nothing here imports Django.
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.error
-import urllib.request
 from typing import Protocol
 
+from agents.runtime import gateway_http as http
 from agents.runtime.auth import Caller
 from agents.runtime.contract import MAX_PASSAGES, ContractError, Passage
 
@@ -64,28 +62,15 @@ def passages_from_document(document) -> list[Passage]:
 
 class HttpKnowledgeGateway:
     def __init__(self, base_url: str, *, timeout: float = 10.0):
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError("PORTAL_GATEWAY_URL must be an http(s) URL")
-        self.url = base_url.rstrip("/") + RETRIEVE_PATH
+        self.url = http.check_url(base_url) + RETRIEVE_PATH
         self.timeout = timeout
 
     def retrieve(self, caller: Caller, query: str, *, agent_id: str, k: int = DEFAULT_K) -> list[Passage]:
-        body = json.dumps({"query": query[:2000], "k": k, "agent": agent_id, "tenant_id": caller.tenant.tenant_id})
-        request = urllib.request.Request(  # noqa: S310 (scheme checked in __init__)
-            self.url,
-            data=body.encode(),
-            method="POST",
-            headers={
-                "Authorization": f"Bearer {caller.token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
-        )
+        body = {"query": query[:2000], "k": k, "agent": agent_id, "tenant_id": caller.tenant.tenant_id}
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                document = json.loads(response.read(MAX_RESPONSE_BYTES))
-        except urllib.error.HTTPError as exc:
-            raise KnowledgeUnavailable(f"the portal refused retrieval ({exc.code})") from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+            document = http.post_json(self.url, caller.token, body, timeout=self.timeout, max_bytes=MAX_RESPONSE_BYTES)
+        except http.GatewayHTTPError as exc:
+            raise KnowledgeUnavailable(f"the portal refused retrieval ({exc.status})") from exc
+        except http.GatewayUnreachable as exc:
             raise KnowledgeUnavailable(f"the portal's knowledge gateway is unreachable: {exc}") from exc
         return passages_from_document(document)

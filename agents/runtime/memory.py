@@ -32,14 +32,12 @@ Nothing here imports Django.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Protocol
 
+from agents.runtime import gateway_http as http
 from agents.runtime.auth import Caller
 
 logger = logging.getLogger(__name__)
@@ -121,28 +119,18 @@ def memories_from_document(document) -> list[RecalledMemory]:
 
 class HttpMemoryGateway:
     def __init__(self, base_url: str, *, timeout: float = 10.0):
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError("PORTAL_GATEWAY_URL must be an http(s) URL")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = http.check_url(base_url)
         self.timeout = timeout
 
     def _post(self, caller: Caller, path: str, body: dict):
-        request = urllib.request.Request(  # noqa: S310 (scheme checked in __init__)
-            self.base_url + path,
-            data=json.dumps({**body, "tenant_id": caller.tenant.tenant_id}).encode(),
-            method="POST",
-            headers={
-                "Authorization": f"Bearer {caller.token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
-        )
+        body = {**body, "tenant_id": caller.tenant.tenant_id}
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                return json.loads(response.read(MAX_RESPONSE_BYTES))
-        except urllib.error.HTTPError as exc:
-            raise MemoryUnavailable(f"the portal refused the memory call ({exc.code})") from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return http.post_json(
+                self.base_url + path, caller.token, body, timeout=self.timeout, max_bytes=MAX_RESPONSE_BYTES
+            )
+        except http.GatewayHTTPError as exc:
+            raise MemoryUnavailable(f"the portal refused the memory call ({exc.status})") from exc
+        except http.GatewayUnreachable as exc:
             raise MemoryUnavailable(f"the portal's memory gateway is unreachable: {exc}") from exc
 
     def recall(self, caller: Caller, query: str, *, agent_id: str, k: int = DEFAULT_K) -> list[RecalledMemory]:

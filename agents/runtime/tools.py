@@ -19,11 +19,9 @@ Nothing here imports Django.
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from typing import Any, Protocol
 
+from agents.runtime import gateway_http as http
 from agents.runtime.auth import Caller
 
 INVOKE_PATH = "/api/v1/gateway/tools/invoke"
@@ -45,41 +43,18 @@ def wants_tools(caller: Caller) -> bool:
     return SCOPE in caller.scopes and bool(caller.token)
 
 
-def _reason(body: bytes, status: int) -> str:
-    try:
-        document = json.loads(body)
-    except ValueError:
-        document = None
-    if isinstance(document, dict) and isinstance(document.get("detail"), str) and document["detail"]:
-        return document["detail"][:500]
-    return f"the portal refused the tool call ({status})"
-
-
 class HttpToolGateway:
     def __init__(self, base_url: str, *, timeout: float = 15.0):
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError("PORTAL_GATEWAY_URL must be an http(s) URL")
-        self.url = base_url.rstrip("/") + INVOKE_PATH
+        self.url = http.check_url(base_url) + INVOKE_PATH
         self.timeout = timeout
 
     def invoke(self, caller: Caller, name: str, tool_input: dict, *, agent_id: str) -> Any:
-        body = json.dumps({"tool": name, "input": tool_input, "agent": agent_id})
-        request = urllib.request.Request(  # noqa: S310 (scheme checked in __init__)
-            self.url,
-            data=body.encode(),
-            method="POST",
-            headers={
-                "Authorization": f"Bearer {caller.token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
-        )
+        body = {"tool": name, "input": tool_input, "agent": agent_id}
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                document = json.loads(response.read(MAX_RESPONSE_BYTES))
-        except urllib.error.HTTPError as exc:
-            raise ToolFailed(_reason(exc.read(MAX_RESPONSE_BYTES), exc.code)) from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+            document = http.post_json(self.url, caller.token, body, timeout=self.timeout, max_bytes=MAX_RESPONSE_BYTES)
+        except http.GatewayHTTPError as exc:
+            raise ToolFailed(exc.detail or f"the portal refused the tool call ({exc.status})") from exc
+        except http.GatewayUnreachable as exc:
             raise ToolFailed(f"the portal's tools gateway is unreachable: {exc}") from exc
         if not isinstance(document, dict) or "result" not in document:
             raise ToolFailed("the tools gateway's answer has no result")

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from agents.tools import services
-from portal.api import PROBLEM_CONTENT_TYPE, problem
-from portal.drf import JSONParser
+from tenants.identity.gateway import GatewayView, bearer
 
 
 class ToolInvokeSerializer(serializers.Serializer):
@@ -33,29 +30,8 @@ class ToolResultSerializer(serializers.Serializer):
     result = serializers.JSONField()
 
 
-def _bearer(request) -> str:
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise services.GatewayRefused(401, "A bearer token (the agent's act-on-behalf token) is required.")
-    return token.strip()
-
-
-def _refused(exc: services.GatewayRefused) -> Response:
-    response = Response(problem(exc.status, None, exc.detail), status=exc.status, content_type=PROBLEM_CONTENT_TYPE)
-    if exc.status == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="api", error="invalid_token"'
-    return response
-
-
-class ToolGatewayView(APIView):
+class ToolGatewayView(GatewayView):
     """Run a tool for an agent acting for a user; the answer is {result} or problem JSON."""
-
-    # The token is validated in services.invoke_for_token, the same function the
-    # in-process gateway of the local runtime calls.
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
-    parser_classes = [JSONParser]
 
     @extend_schema(
         request=ToolInvokeSerializer,
@@ -70,14 +46,11 @@ class ToolGatewayView(APIView):
         tags=["gateway"],
     )
     def post(self, request):
-        try:
-            raw = _bearer(request)  # before the body: an anonymous caller learns nothing of the input rules
-            serializer = ToolInvokeSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            data = serializer.validated_data
-            result = services.invoke_for_token(
-                raw, tool_key=data["tool"], tool_input=data["input"], agent_slug=data.get("agent", "")
-            )
-        except services.GatewayRefused as exc:
-            return _refused(exc)
+        raw = bearer(request)  # before the body: an anonymous caller learns nothing of the input rules
+        serializer = ToolInvokeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = services.invoke_for_token(
+            raw, tool_key=data["tool"], tool_input=data["input"], agent_slug=data.get("agent", "")
+        )
         return Response({"result": result})

@@ -19,13 +19,13 @@ import contextvars
 import logging
 
 import jsonschema
-from django.conf import settings
 from django.db import transaction
 
 from agents.tools import handlers
 from agents.tools.models import AgentTool, Tool, ToolStatus
 from tenants import audit, entitlements
-from tenants.context import require_tenant, tenant_context
+from tenants.context import require_tenant
+from tenants.identity.gateway import AgentCall, GatewayRefused, agent_call
 from tenants.models import Tenant
 from tenants.roles import Action, require
 from tenants.services import Actor, ServiceError
@@ -39,13 +39,6 @@ TIME_LIMIT_SECONDS = 5.0
 # One worker thread pool for the pure handlers' time limit (a stuck handler keeps its
 # thread, never the request's).
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="tool")
-
-
-class GatewayRefused(Exception):
-    def __init__(self, status: int, detail: str):
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 # --- registry (operators) --------------------------------------------------------------------
@@ -198,56 +191,44 @@ def invoke_for_token(raw_token: str, *, tool_key, tool_input, agent_slug="") -> 
     """Run a tool for an agent acting for a user: the body of the tools gateway endpoint.
 
     Returns the handler's result; raises GatewayRefused for every refusal."""
-    from agents.models import Agent
-    from tenants.identity import tokens
 
+    def check_input(tenant: Tenant) -> None:
+        if not isinstance(tool_key, str) or not tool_key:
+            raise GatewayRefused(400, "tool: name the tool to run.")
+        if not isinstance(tool_input, dict):
+            raise GatewayRefused(400, "input: give the tool's input as a JSON object.")
+
+    with agent_call(raw_token, SCOPE, agent_slug, precheck=check_input, name="tools gateway") as call:
+        return invoke(call, tool_key, tool_input)
+
+
+def invoke(call: AgentCall, tool_key: str, tool_input: dict):
+    """Run `tool_key` for an authorised agent call (in its tenant's context): entitlement,
+    schema, handler with its time limit. Raises GatewayRefused for every refusal."""
+    tenant, agent = call.tenant, call.agent
+    if not entitled(tenant):
+        raise GatewayRefused(403, f"The {tenant.tier.name} plan does not include agent tools.")
+    tool = Tool.objects.filter(key=tool_key).prefetch_related("tiers").first()
+    if tool is None:
+        raise GatewayRefused(404, f"There is no tool {tool_key!r}.")
+    if not tool.available:
+        raise GatewayRefused(403, f"The tool {tool.key} is disabled.")
+    if not any(tier.pk == tenant.tier_id for tier in tool.tiers.all()):
+        raise GatewayRefused(403, f"The tool {tool.key} is not part of the {tenant.tier.name} plan.")
+    if not AgentTool.objects.filter(agent=agent, tool=tool).exists():
+        raise GatewayRefused(403, f"The tool {tool.key} is not enabled for {agent.name} in this organisation.")
+    validator = jsonschema.Draft202012Validator(tool.input_schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(tool_input))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "input"
+        raise GatewayRefused(400, f"{where}: {error.message}"[:500])
+    handler_call = handlers.Call(tenant=tenant, user_id=call.user.pk, roles=call.roles)
     try:
-        token = tokens.validate(raw_token, audience=settings.EXCHANGE_DEFAULT_AUDIENCE)
-    except tokens.InvalidToken as exc:
-        log.info("tools gateway: token refused: %s", exc.reason)
-        raise GatewayRefused(401, "The access token is invalid or expired.")
-    if SCOPE not in token.scopes:
-        raise GatewayRefused(403, f"The access token lacks the scope {SCOPE}.")
-    if not token.actors or token.user is None:
-        raise GatewayRefused(403, "An act-on-behalf token (an agent acting for a member) is required.")
-    if not isinstance(tool_key, str) or not tool_key:
-        raise GatewayRefused(400, "tool: name the tool to run.")
-    if not isinstance(tool_input, dict):
-        raise GatewayRefused(400, "input: give the tool's input as a JSON object.")
-    tenant = token.tenant
-    with tenant_context(tenant, user_id=token.user.pk):
-        client_id = token.actor.partition(":")[2]
-        agents = Agent.objects.filter(identity__client_id=client_id)
-        if agent_slug:
-            agents = agents.filter(slug=agent_slug)
-        agent = agents.first()
-        if agent is None:
-            raise GatewayRefused(403, "The acting agent is not an agent of this tenant.")
-        if not entitled(tenant):
-            raise GatewayRefused(403, f"The {tenant.tier.name} plan does not include agent tools.")
-        tool = Tool.objects.filter(key=tool_key).prefetch_related("tiers").first()
-        if tool is None:
-            raise GatewayRefused(404, f"There is no tool {tool_key!r}.")
-        if not tool.available:
-            raise GatewayRefused(403, f"The tool {tool.key} is disabled.")
-        if not any(tier.pk == tenant.tier_id for tier in tool.tiers.all()):
-            raise GatewayRefused(403, f"The tool {tool.key} is not part of the {tenant.tier.name} plan.")
-        if not AgentTool.objects.filter(agent=agent, tool=tool).exists():
-            raise GatewayRefused(403, f"The tool {tool.key} is not enabled for {agent.name} in this organisation.")
-        validator = jsonschema.Draft202012Validator(tool.input_schema)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(tool_input))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "input"
-            raise GatewayRefused(400, f"{where}: {error.message}"[:500])
-        roles = token.claims.get("roles") or []
-        call = handlers.Call(tenant=tenant, user_id=token.user.pk, roles=tuple(r for r in roles if isinstance(r, str)))
-        try:
-            result = _run(tool, tool_input, call)
-        except handlers.ToolFailed as exc:
-            raise GatewayRefused(exc.status, exc.detail)
-        except GatewayRefused:
-            raise
-        except Exception:
-            log.exception("tool %s failed", tool.key)
-            raise GatewayRefused(502, f"The tool {tool.key} failed.")
-    return result
+        return _run(tool, tool_input, handler_call)
+    except handlers.ToolFailed as exc:
+        raise GatewayRefused(exc.status, exc.detail)
+    except GatewayRefused:
+        raise
+    except Exception:
+        log.exception("tool %s failed", tool.key)
+        raise GatewayRefused(502, f"The tool {tool.key} failed.")
