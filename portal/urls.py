@@ -46,6 +46,7 @@ api_v1 = [
     path("tenants/<str:tenant_slug>/", include(tenant_router.urls)),
     path("gateway/knowledge/retrieve", knowledge_api.KnowledgeGatewayView.as_view(), name="knowledge-gateway-retrieve"),
     path("gateway/tools/invoke", tools_api.ToolGatewayView.as_view(), name="tools-gateway-invoke"),
+    path("gateway/mcp", tools_api.McpGatewayView.as_view(), name="mcp-gateway"),
 ]
 api_v1 += memory_api.gateway_urls
 

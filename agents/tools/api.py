@@ -10,12 +10,14 @@ Every refusal is problem JSON {type,title,status,detail}.
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from agents.tools import services
-from tenants.identity.gateway import GatewayView, bearer
+from agents.tools import mcp, services
+from portal.api import problem_response
+from tenants.identity.gateway import GatewayView, acting, authorize, bearer
 
 
 class ToolInvokeSerializer(serializers.Serializer):
@@ -54,3 +56,62 @@ class ToolGatewayView(GatewayView):
             raw, tool_key=data["tool"], tool_input=data["input"], agent_slug=data.get("agent", "")
         )
         return Response({"result": result})
+
+
+class McpGatewayView(GatewayView):
+    """The tools gateway as an MCP server (Streamable HTTP, revision 2025-06-18): agents/tools/mcp.py."""
+
+    def perform_content_negotiation(self, request, force=False):
+        # An MCP client's GET asks for text/event-stream only; the transport wants 405 for it
+        # (no server stream here), not 406, so refusals are rendered as JSON whatever it accepts.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        summary="MCP (Model Context Protocol) endpoint of the tools gateway",
+        description=(
+            "One JSON-RPC 2.0 message per POST (Streamable HTTP transport, MCP revision 2025-06-18): "
+            "initialize, notifications/initialized, ping, tools/list, tools/call. The bearer is the "
+            "agent's act-on-behalf token with tools:invoke; it is checked before any JSON-RPC is read. "
+            "Requests are answered with a JSON-RPC response (application/json), notifications with 202. "
+            "GET answers 405: the server opens no stream of its own."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "agent", str, OpenApiParameter.QUERY, required=False, description="The acting agent's slug."
+            ),
+            OpenApiParameter(
+                "MCP-Protocol-Version", str, OpenApiParameter.HEADER, required=False, description="2025-06-18"
+            ),
+        ],
+        request=OpenApiTypes.OBJECT,
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="A JSON-RPC 2.0 response"),
+            202: OpenApiResponse(description="A notification or response accepted; no body"),
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="JSON-RPC parse error, invalid request, batch"),
+            401: OpenApiResponse(description="Problem JSON: no valid act-on-behalf token"),
+            403: OpenApiResponse(description="Problem JSON: scope missing, or not the tenant's agent"),
+        },
+        examples=[
+            OpenApiExample(
+                "tools/call",
+                request_only=True,
+                value={
+                    "jsonrpc": "2.0",
+                    "id": 2,
+                    "method": "tools/call",
+                    "params": {"name": "calculator", "arguments": {"expression": "6*7"}},
+                },
+            )
+        ],
+        operation_id="tools_gateway_mcp",
+        tags=["gateway"],
+    )
+    def post(self, request):
+        token = authorize(bearer(request), services.SCOPE, name="mcp gateway")
+        version = request.headers.get("MCP-Protocol-Version")
+        if version is not None and version not in mcp.ACCEPTED_HEADER_VERSIONS:
+            return problem_response(
+                400, None, f"Unsupported MCP-Protocol-Version; this server speaks {mcp.PROTOCOL_VERSION}."
+            )
+        with acting(token, request.query_params.get("agent", "")) as call:
+            return mcp.handle(request.body, call)

@@ -233,6 +233,8 @@ ROUTES: dict[str, object] = {
     # the same choice over the API: B's own agent under A's slug is 404 (tests/tools/test_tenant_api.py)
     "api:agent-tools-list": TenantScoped(api=True, lists=True),
     "api:agent-tools-detail": TenantScoped(api=True, methods=("GET", "PUT"), objects={"pk": "agent"}),
+    # the same gateway over MCP (A's token lists and calls only A's tools: tests/tools/test_mcp.py)
+    "api:mcp-gateway": NoTenantData(),
     # memory: a member's own memories; counts per member and clearing for admins; the memory
     # gateway of agent runtimes takes the tenant from the act-on-behalf token (tests/memory)
     "memory:home": TenantScoped(lists=True),

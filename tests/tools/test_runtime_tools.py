@@ -80,6 +80,32 @@ def test_over_http_a_refusal_comes_back_as_the_calls_error(world, scene, live_se
         HttpToolGateway(live_server.url).invoke(caller, "calculator", {"expression": 5}, agent_id="helpdesk")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_over_http_it_speaks_mcp_initializing_once_per_turn(world, scene, live_server, monkeypatch):
+    from agents.runtime import gateway_http
+
+    sent = []
+    post_json = gateway_http.post_json
+
+    def recording(url, token, body, **kwargs):
+        sent.append((url.split("?")[0].removeprefix(live_server.url), body["method"], kwargs["headers"]))
+        return post_json(url, token, body, **kwargs)
+
+    monkeypatch.setattr(gateway_http, "post_json", recording)
+    gateway = HttpToolGateway(live_server.url)
+    request, context = prepared_turn(world.a, scene, "What is 2 + 2?")
+    caller = host_with(None).prepare(context.to_headers(), request.to_json()).caller
+    assert gateway.invoke(caller, "calculator", {"expression": "1 + 1"}, agent_id="helpdesk")["value"] == 2
+    assert gateway.invoke(caller, "calculator", {"expression": "2 + 2"}, agent_id="helpdesk")["value"] == 4
+    assert [(path, method) for path, method, _ in sent] == [
+        ("/api/v1/gateway/mcp", "initialize"),
+        ("/api/v1/gateway/mcp", "notifications/initialized"),
+        ("/api/v1/gateway/mcp", "tools/call"),
+        ("/api/v1/gateway/mcp", "tools/call"),
+    ]
+    assert [headers.get("MCP-Protocol-Version") for _, _, headers in sent] == [None, *["2025-06-18"] * 3]
+
+
 # --- the loop, with a scripted model and a recording gateway ------------------------------------
 
 
