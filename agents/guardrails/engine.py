@@ -266,6 +266,15 @@ class CompiledPolicy:
         self.injection_check(text, evaluation, action="flag", sensitivity=sensitivity)
         return evaluation
 
+    def evaluate_tool_result(self, text: str) -> Evaluation:
+        """A tool's result is retrieved text too (it goes back into the model's context):
+        injection is flagged as for passages, and the policy's entities and blocked terms
+        apply as they do to what a person types (redacted, or the result blocked)."""
+        evaluation = self.evaluate_retrieved(text)
+        self.blocked_terms(text, evaluation)
+        self.pii(text, evaluation, INPUT)
+        return self.withhold_context(evaluation)
+
 
 @functools.lru_cache(maxsize=128)
 def _compile_cached(key: str) -> CompiledPolicy:

@@ -224,7 +224,7 @@ def invoke(call: AgentCall, tool_key: str, tool_input: dict):
         raise GatewayRefused(400, f"{where}: {error.message}"[:500])
     handler_call = handlers.Call(tenant=tenant, user_id=call.user.pk, roles=call.roles)
     try:
-        return _run(tool, tool_input, handler_call)
+        result = _run(tool, tool_input, handler_call)
     except handlers.ToolFailed as exc:
         raise GatewayRefused(exc.status, exc.detail)
     except GatewayRefused:
@@ -232,3 +232,19 @@ def invoke(call: AgentCall, tool_key: str, tool_input: dict):
     except Exception:
         log.exception("tool %s failed", tool.key)
         raise GatewayRefused(502, f"The tool {tool.key} failed.")
+    return _screened(call, tool, result)
+
+
+def _screened(call: AgentCall, tool: Tool, result):
+    """The result as the model may see it: screened by the tenant's guardrail policy here, on the
+    portal's side, so that every runtime gets it (a tool's answer may carry text from outside)."""
+    from agents.guardrails.enforce import screen_tool_result
+    from agents.guardrails.engine import BackendError
+    from agents.runtime_gateway import turn_in_progress
+
+    try:
+        return screen_tool_result(call.tenant, result, tool=tool.key, turn=lambda: turn_in_progress(call.token))
+    except BackendError as exc:
+        # A check that could not run (a custom pattern timed out): nothing unscreened goes out.
+        log.warning("screening the result of %s failed: %s", tool.key, exc)
+        raise GatewayRefused(503, f"The result of {tool.key} could not be screened; try again later.")
