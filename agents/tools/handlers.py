@@ -178,7 +178,9 @@ HANDLERS: dict[str, Callable[[dict, Call], dict]] = {
     "usage_this_month": usage_this_month,
 }
 # Handlers that touch no database: run in a worker thread under the time limit. The
-# others run in the request's thread (its database connection and transaction).
+# others run in the request's thread (its database connection and transaction), under
+# the same limit as a database one (services.database_time_limit: statement_timeout on
+# PostgreSQL, a progress handler on SQLite), and read roll-ups, never raw events.
 PURE = frozenset({"calculator", "current_time"})
 
 # What each handler's tool takes, for the registry's defaults and the seed.

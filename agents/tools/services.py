@@ -15,11 +15,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import contextvars
 import logging
+import time
 
 import jsonschema
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 
 from agents.tools import handlers
 from agents.tools.models import AgentTool, Tool, ToolStatus
@@ -176,15 +178,76 @@ def set_agent_tools(actor: Actor, agent, tool_ids: list[int]) -> list[Tool]:
 # --- the gateway ----------------------------------------------------------------------------
 
 
+class DatabaseTimeLimit(Exception):
+    """A handler's database work ran past its time limit."""
+
+
+def _is_query_canceled(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    # PostgreSQL's query_canceled (statement_timeout); SQLite's answer to a progress handler's stop.
+    return getattr(cause, "sqlstate", None) == "57014" or "interrupted" in str(exc)
+
+
+@contextlib.contextmanager
+def database_time_limit(seconds: float):
+    """Bound the database work of a handler that reads it (so runs in the request's thread,
+    on its connection, where the worker pool's limit cannot reach): in a transaction of its
+    own, each statement gets only the time left — PostgreSQL's statement_timeout, set
+    locally; on SQLite a progress handler interrupts a statement past the deadline — and no
+    statement starts after it. Raises DatabaseTimeLimit."""
+    deadline = time.monotonic() + seconds
+    postgresql = connection.vendor == "postgresql"
+
+    def bounded(execute, sql, params, many, context):
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            raise DatabaseTimeLimit()
+        if postgresql:
+            execute("SELECT set_config('statement_timeout', %s, true)", [f"{left_ms}ms"], False, context)
+        return execute(sql, params, many, context)
+
+    try:
+        with transaction.atomic():
+            connection.ensure_connection()
+            sqlite = connection.connection if connection.vendor == "sqlite" else None
+            previous = None
+            if postgresql:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT current_setting('statement_timeout')")
+                    previous = cursor.fetchone()[0]
+            if sqlite is not None:
+                sqlite.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+            try:
+                with connection.execute_wrapper(bounded):
+                    yield
+            finally:
+                if sqlite is not None:
+                    sqlite.set_progress_handler(None, 0)
+            if postgresql:
+                # A local setting outlives a released savepoint: give the rest of an
+                # enclosing transaction its own limit back.
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+    except DatabaseError as exc:
+        if time.monotonic() >= deadline or _is_query_canceled(exc):
+            raise DatabaseTimeLimit() from exc
+        raise
+
+
 def _run(tool: Tool, data: dict, call: handlers.Call):
     handler = handlers.HANDLERS[tool.handler]
+    too_slow = GatewayRefused(504, f"The tool {tool.key} took longer than {TIME_LIMIT_SECONDS:g} s.")
     if tool.handler not in handlers.PURE:
-        return handler(data, call)
+        try:
+            with database_time_limit(TIME_LIMIT_SECONDS):
+                return handler(data, call)
+        except DatabaseTimeLimit:
+            raise too_slow from None
     future = _pool.submit(contextvars.copy_context().run, handler, data, call)
     try:
         return future.result(timeout=TIME_LIMIT_SECONDS)
     except concurrent.futures.TimeoutError:
-        raise GatewayRefused(504, f"The tool {tool.key} took longer than {TIME_LIMIT_SECONDS:g} s.")
+        raise too_slow from None
 
 
 def invoke_for_token(raw_token: str, *, tool_key, tool_input, agent_slug="") -> dict:
