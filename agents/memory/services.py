@@ -36,15 +36,24 @@ def entitled(tenant) -> bool:
     return entitlements.has_feature(tenant, FEATURE)
 
 
-def _precheck(check_input):
-    """The memory gateway's own refusals, after the token's: the plan, then the input."""
+def _memory_call(raw_token: str, scope: str, agent_slug: str, tenant_id, check_input):
+    """The gateways' prologue for memory: a member's act-on-behalf token, then the memory
+    gateway's own refusals (the plan, then `check_input()`), then the acting agent."""
 
     def precheck(tenant) -> None:
         if not entitled(tenant):
             raise GatewayRefused(403, f"Memory is not part of the {tenant.tier.name} plan.")
         check_input()
 
-    return precheck
+    return agent_call(
+        raw_token,
+        scope,
+        agent_slug,
+        tenant_id=tenant_id,
+        member_required=True,
+        precheck=precheck,
+        name="memory gateway",
+    )
 
 
 def recall_for_token(
@@ -57,15 +66,7 @@ def recall_for_token(
         if not isinstance(query, str) or not query.strip():
             raise GatewayRefused(400, "query: give the text to recall memories for.")
 
-    with agent_call(
-        raw_token,
-        READ_SCOPE,
-        agent_slug,
-        tenant_id=tenant_id,
-        member_required=True,
-        precheck=_precheck(check_input),
-        name="memory gateway",
-    ) as call:
+    with _memory_call(raw_token, READ_SCOPE, agent_slug, tenant_id, check_input) as call:
         tenant, user_id = call.tenant, call.user.pk
         spaces = policy.readable_namespaces(tenant_id=tenant.pk, user_id=user_id, agent_slug=call.agent.slug)
         spaces = [s for s in spaces if policy.can_read(s, tenant_id=tenant.pk, user_id=user_id)]
@@ -96,15 +97,7 @@ def remember_for_token(
         if scope not in policy.Scope.CHOICES:
             raise GatewayRefused(400, f"scope: one of {', '.join(policy.Scope.CHOICES)}.")
 
-    with agent_call(
-        raw_token,
-        WRITE_SCOPE,
-        agent_slug,
-        tenant_id=tenant_id,
-        member_required=True,
-        precheck=_precheck(check_input),
-        name="memory gateway",
-    ) as call:
+    with _memory_call(raw_token, WRITE_SCOPE, agent_slug, tenant_id, check_input) as call:
         tenant, user, agent, token = call.tenant, call.user, call.agent, call.token
         namespace = policy.namespace_for(scope, tenant_id=tenant.pk, user_id=user.pk, agent_slug=agent.slug)
         if not policy.can_write(namespace, tenant_id=tenant.pk, user_id=user.pk, role=token.membership.role):
