@@ -225,7 +225,20 @@ def tool_specs(tenant: Tenant, invocation: Invocation) -> list[dict]:
     return tool_services.tool_specs(tenant, invocation.agent)
 
 
-def build_request(invocation: Invocation, facts: TurnFacts | None = None, tools: list[dict] | None = None) -> dict:
+def skills_for_turn(tenant: Tenant, invocation: Invocation) -> list[dict]:
+    """The skills this turn's agent follows in the tenant (bridged ones composed): a cache
+    get in the steady state, and no query at all for an agent without skills once cached."""
+    from agents.skills import services as skill_services
+
+    return skill_services.skills_for_turn(tenant, invocation.agent)
+
+
+def build_request(
+    invocation: Invocation,
+    facts: TurnFacts | None = None,
+    tools: list[dict] | None = None,
+    skills: list[dict] | None = None,
+) -> dict:
     if facts is None:
         facts = turn_facts(require_tenant(), invocation)
     offering = model_offering(invocation)
@@ -249,6 +262,8 @@ def build_request(invocation: Invocation, facts: TurnFacts | None = None, tools:
     }
     if tools:
         body["tools"] = tools
+    if skills:
+        body["skills"] = skills
     return body
 
 
@@ -346,7 +361,7 @@ def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:
     tools = tool_specs(tenant, invocation)
     token = mint_act_on_behalf_token(tenant, invocation, facts, tools=bool(tools))
     headers = tenant_headers(tenant, token, invocation)
-    request = build_request(invocation, facts, tools)
+    request = build_request(invocation, facts, tools, skills_for_turn(tenant, invocation))
     kind = runtime_kind(tenant)  # recorded on the invocation when the turn was claimed
     invocation._runtime_called = (time.time(), time.perf_counter())  # for the turn's trace
     try:

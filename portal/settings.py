@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "agents.guardrails",
     "agents.knowledge",
     "agents.tools",
+    "agents.skills",
     "agents.memory",
     "agents.registry",
     "billing",
@@ -64,7 +65,7 @@ INSTALLED_APPS = [
 
 # Apps whose every concrete model must be tenant-owned or explicitly a platform
 # model (system check tenants.E001). New rooms are added here as they land.
-TENANT_APPS = ["tenants", "agents", "guardrails", "knowledge", "tools", "memory", "registry", "billing"]
+TENANT_APPS = ["tenants", "agents", "guardrails", "knowledge", "tools", "skills", "memory", "registry", "billing"]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

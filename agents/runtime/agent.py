@@ -47,6 +47,7 @@ from agents.runtime.models.base import (
     normalise_turns,
     render_system_prompt,
 )
+from agents.runtime.skills import with_skills
 from agents.runtime.tools import MAX_TOOL_ROUNDS, ToolFailed, ToolGateway, wants_tools
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,9 @@ logger = logging.getLogger(__name__)
 
 def build_model_input(request: InvocationRequest, caller: Caller, memories: tuple[str, ...] = ()) -> ModelInput:
     return ModelInput(
-        system=render_system_prompt(request.agent.instructions, request.passages, memories),
+        system=with_skills(
+            render_system_prompt(request.agent.instructions, request.passages, memories), request.skills
+        ),
         messages=normalise_turns(request.messages, request.prompt),
         prompt=request.prompt,
         spec=request.model,

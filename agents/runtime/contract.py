@@ -22,7 +22,8 @@ uses it:
 
 Extensions beyond the minimal contract, all optional and ignored by a runtime
 that does not know them: ``tools`` in the request (tool specs offered to the
-model), ``id`` on tool calls, ``index`` on citations (the ``[n]`` used in the
+model), ``skills`` in the request (procedures the agent follows: name, when to use
+it, markdown instructions; absent means none), ``id`` on tool calls, ``index`` on citations (the ``[n]`` used in the
 text) and ``retryable`` on errors (so a caller can decide to retry a failed
 turn without knowing every provider's error codes).
 
@@ -72,6 +73,8 @@ MAX_MESSAGE_CHARS = 100_000
 MAX_PASSAGES = 100
 MAX_PASSAGE_CHARS = 50_000
 MAX_TOOLS = 64
+MAX_SKILLS = 32
+MAX_SKILL_INSTRUCTIONS_CHARS = 20_000  # a bridged skill is a shared skill's steps plus a tenant's
 MAX_OUTPUT_TOKENS = 200_000
 
 
@@ -432,6 +435,30 @@ class ToolSpec:
 
 
 @dataclass(frozen=True)
+class SkillSpec:
+    """A skill the agent follows (extension): its name, when to use it, and its steps (markdown)."""
+
+    name: str
+    description: str = ""
+    instructions: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "instructions": self.instructions}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SkillSpec:
+        data = _object(data, "skills[]")
+        name = _str(data, "name", "skills[]", max_len=100)
+        if not name.strip():
+            raise ContractError("skills[].name must not be empty")
+        return cls(
+            name=name,
+            description=_str(data, "description", "skills[]", default="", max_len=1000),
+            instructions=_str(data, "instructions", "skills[]", max_len=MAX_SKILL_INSTRUCTIONS_CHARS),
+        )
+
+
+@dataclass(frozen=True)
 class InvocationRequest:
     """The body of ``POST /invocations``."""
 
@@ -442,6 +469,7 @@ class InvocationRequest:
     messages: tuple[ChatMessage, ...] = ()  # history, oldest first, without the prompt
     passages: tuple[Passage, ...] = ()
     tools: tuple[ToolSpec, ...] = ()
+    skills: tuple[SkillSpec, ...] = ()
     stream: bool = True
 
     def to_dict(self) -> dict:
@@ -456,6 +484,8 @@ class InvocationRequest:
         }
         if self.tools:
             body["tools"] = [t.to_dict() for t in self.tools]
+        if self.skills:
+            body["skills"] = [s.to_dict() for s in self.skills]
         return body
 
     def to_json(self) -> bytes:
@@ -485,6 +515,7 @@ class InvocationRequest:
             ),
             passages=tuple(Passage.from_dict(p) for p in _list(context, "passages", "context", max_items=MAX_PASSAGES)),
             tools=tuple(ToolSpec.from_dict(t) for t in _list(data, "tools", "request", max_items=MAX_TOOLS)),
+            skills=tuple(SkillSpec.from_dict(s) for s in _list(data, "skills", "request", max_items=MAX_SKILLS)),
             stream=stream,
         )
 
