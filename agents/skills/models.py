@@ -57,6 +57,12 @@ class Skill(SharedOrTenantModel):
     def active(self) -> bool:
         return self.status == SkillStatus.ACTIVE
 
+    def validate_constraints(self, exclude=None):
+        # The key's uniqueness per owner is checked by services.save_skill (and the database's
+        # constraints): Django's check reads through the default manager, which needs a tenant
+        # in the context that the operator console does not have.
+        pass
+
 
 class AgentSkill(TenantOwnedModel):
     """Tenant-owned: `skill` is used by `agent` in this tenant (chosen by a tenant admin)."""

@@ -19,6 +19,7 @@ built for, so a tenant moved to another tier is rebuilt at once.
 
 from __future__ import annotations
 
+import re
 import time
 
 from django.core.cache import cache
@@ -96,6 +97,8 @@ def _skill_view(skill: Skill) -> dict:
 def save_skill(actor: Actor, skill: Skill) -> Skill:
     """Create or change a skill: shared ones by operators (actor.membership None, staff), a
     tenant's own by its MANAGE_AGENTS members (tenant in the context). Audited."""
+    if not isinstance(skill.key, str) or not re.fullmatch(r"[-a-zA-Z0-9_]{1,64}", skill.key):
+        raise ServiceError("The key must be 1–64 letters, digits, - or _.")
     if len(skill.instructions or "") > MAX_INSTRUCTIONS_CHARS:
         raise ServiceError(f"The instructions are longer than {MAX_INSTRUCTIONS_CHARS} characters.")
     if not (skill.name or "").strip() or not (skill.instructions or "").strip():
