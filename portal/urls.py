@@ -8,6 +8,7 @@ from agents.guardrails import api as guardrails_api
 from agents.knowledge import api as knowledge_api
 from agents.memory import api as memory_api
 from agents.registry import api as registry_api
+from agents.skills import api as skills_api
 from agents.tools import api as tools_api
 from agents.tools import tenant_api as tools_tenant_api
 from billing import api as billing_api
@@ -37,6 +38,8 @@ tenant_router.register("guardrails/policy", guardrails_api.GuardrailPolicyViewSe
 tenant_router.register("guardrails/events", guardrails_api.GuardrailEventViewSet, basename="guardrail-event")
 tenant_router.register("registry/agents", registry_api.RegistryAgentViewSet, basename="registry-agent")
 tenant_router.register("registry/versions", registry_api.RegistryVersionViewSet, basename="registry-version")
+tenant_router.register("skills", skills_api.SkillViewSet, basename="skill")
+tenant_router.register("agent-skills", skills_api.AgentSkillViewSet, basename="agent-skill")
 tenant_router.register("usage", billing_api.UsageViewSet, basename="usage")
 tenant_router.register("invoices", billing_api.InvoiceViewSet, basename="invoice")
 tenant_router.register("agent-tools", tools_tenant_api.AgentToolsViewSet, basename="agent-tools")
