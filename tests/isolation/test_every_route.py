@@ -235,6 +235,19 @@ ROUTES: dict[str, object] = {
     "api:agent-tools-detail": TenantScoped(api=True, methods=("GET", "PUT"), objects={"pk": "agent"}),
     # the same gateway over MCP (A's token lists and calls only A's tools: tests/tools/test_mcp.py)
     "api:mcp-gateway": NoTenantData(),
+    # skills: the tenant's page (every member looks, admins change), its own skills (B's under
+    # A's slug is 404), each agent's choice, the operator's shared skills, and the same over the API
+    "skills:home": TenantScoped(lists=True),
+    "skills:skill_create": TenantScoped(methods=("GET", "POST")),
+    "skills:skill_edit": TenantScoped(methods=("GET", "POST"), objects={"skill_id": "skill"}),
+    "skills:agent_skills": TenantScoped(methods=("POST",), objects={"agent_id": "agent"}),
+    "skills_operator:skills": OperatorOnly(),
+    "skills_operator:skill_create": OperatorOnly(methods=("GET", "POST")),
+    "skills_operator:skill_edit": OperatorOnly(methods=("GET", "POST"), kwargs={"key": "skill_key"}),
+    "api:skill-list": TenantScoped(api=True, lists=True, methods=("GET", "POST")),
+    "api:skill-detail": TenantScoped(api=True, methods=("PATCH",), objects={"pk": "skill"}),
+    "api:agent-skill-list": TenantScoped(api=True, lists=True),
+    "api:agent-skill-detail": TenantScoped(api=True, methods=("PUT",), objects={"pk": "agent"}),
     # memory: a member's own memories; counts per member and clearing for admins; the memory
     # gateway of agent runtimes takes the tenant from the act-on-behalf token (tests/memory)
     "memory:home": TenantScoped(lists=True),
@@ -381,6 +394,7 @@ def scene(world, client):
     memory_a, memory_b = _memory(world.a, catalogue, "Alpha"), _memory(b, catalogue, "Bravo Inc")
     version_a, version_b = _agent_version(world.a, own_agent_a, "Alpha"), _agent_version(b, own_agent_b, "Bravo Inc")
     shared_version = _shared_version(catalogue.helpdesk, world)
+    shared_skill, skill_a, skill_b = _skills(world, own_agent_a, own_agent_b)
     # A's plan includes the audit log export, so that A's export is a real CSV to search for B's rows.
     world.a.tenant.refresh_from_db()
     world.a.tenant.feature_grants = sorted({*world.a.tenant.feature_grants, "audit_export"})
@@ -410,6 +424,7 @@ def scene(world, client):
             "memory_record": memory_b.pk,
             "agent_version": version_b.pk,
             "agent_version_number": version_b.number,
+            "skill": skill_b.pk,
         },
         "a_objects": {
             "membership": world.a.memberships["member"].pk,
@@ -428,11 +443,13 @@ def scene(world, client):
             "memory_record": memory_a.pk,
             "agent_version": version_a.pk,
             "agent_version_number": version_a.number,
+            "skill": skill_a.pk,
         },
         "agent_b_id": agent_b.pk,
         "shared_agent_id": catalogue.helpdesk.pk,
         "shared_version_number": shared_version.number,
         "tool_key": tool.key,
+        "skill_key": shared_skill.key,
         "b_api_client_id": client_b.pk,
         "b_invitation_id": invitation_b.pk,
         "b_invoice_id": invoice_b.pk,
@@ -502,6 +519,18 @@ def _shared_version(agent, world):
         return AgentVersion.unscoped.create(
             agent=agent, number=1, name=agent.name, instructions="Shared instructions", state="submitted"
         )
+
+
+def _skills(world, own_agent_a, own_agent_b):
+    """A shared skill of both tenants' tier, and each tenant's own skill bridged onto it
+    (named after the tenant), followed by the tenant's own agent."""
+    from tests.skills.helpers import attach, own_skill, shared_skill
+
+    shared = shared_skill(world.a.tenant.tier)
+    skill_a, skill_b = own_skill(world.a, extends=shared), own_skill(world.b, extends=shared)
+    attach(world.a, own_agent_a, skill_a)
+    attach(world.b, own_agent_b, skill_b)
+    return shared, skill_a, skill_b
 
 
 def _memory(side, catalogue, label: str):
@@ -591,6 +620,7 @@ def _b_state(world):
             sorted(Invoice.objects.values_list("pk", "status", "total", "drafted_at")),
             _memory_state(),
             _registry_state(),
+            _skills_state(),
         )
 
 
@@ -601,6 +631,15 @@ def _registry_state():
     return (
         sorted(AgentVersion.objects.values_list("pk", "state", "instructions")),
         sorted(Agent.objects.values_list("pk", "status", "published_version", "instructions")),
+    )
+
+
+def _skills_state():
+    from agents.skills.models import AgentSkill, Skill
+
+    return (
+        sorted(Skill.objects.exclude(owner_tenant=None).values_list("pk", "key", "name", "instructions", "status")),
+        sorted(AgentSkill.objects.values_list("agent_id", "skill_id")),
     )
 
 
