@@ -188,6 +188,9 @@ class Command(BaseCommand):
         from agents.tools.seed import seed_tools  # the tool registry and each demo agent's tools
 
         created += seed_tools()
+        from agents.skills.seed import seed_skills  # a shared refund skill and Globex's bridged one
+
+        created += seed_skills()
         from agents.knowledge.seed import seed_knowledge  # demo documents per entitled tenant
 
         created += seed_knowledge()
