@@ -398,6 +398,7 @@ SPECTACULAR_SETTINGS = {
         "MemberRoleEnum": "tenants.roles.Role.choices",
         "TurnStatusEnum": "agents.models.MessageStatus.choices",
         "InvoiceStatusEnum": "billing.models.InvoiceStatus.choices",
+        "SkillStatusEnum": "agents.skills.models.SkillStatus.choices",
     },
     "COMPONENT_SPLIT_REQUEST": True,
     # Swagger UI from the pinned drf-spectacular-sidecar package, never a CDN.

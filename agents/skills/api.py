@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, viewsets
 from rest_framework.response import Response
 
@@ -20,6 +20,9 @@ from tenants.access import int_or_404
 from tenants.api import TENANT_SLUG
 from tenants.roles import Action
 from tenants.services import Actor, ServiceError
+
+SKILL_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The id of one of the tenant's own skills")
+AGENT_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The agent's id")
 
 
 def _actor(request) -> Actor:
@@ -58,7 +61,7 @@ class SkillViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
         skill = services.save_skill(_actor(request), Skill(owner_tenant=request.tenant, extends=extends, **data))
         return created(SkillSerializer(skill).data)
 
-    @extend_schema(request=SkillWriteSerializer, responses={200: SkillSerializer})
+    @extend_schema(request=SkillWriteSerializer, responses={200: SkillSerializer}, parameters=[SKILL_ID])
     def partial_update(self, request, *args, **kwargs):
         skill = Skill.objects.filter(pk=int_or_404(kwargs["pk"]), owner_tenant=request.tenant).first()
         if skill is None:
@@ -91,7 +94,7 @@ class AgentSkillViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
         rows = [{"agent": agent.pk, "skills": chosen.get(agent.pk, [])} for agent in self._agents()]
         return Response({"count": len(rows), "results": rows})
 
-    @extend_schema(request=AgentSkillsSerializer, responses={200: AgentSkillsSerializer})
+    @extend_schema(request=AgentSkillsSerializer, responses={200: AgentSkillsSerializer}, parameters=[AGENT_ID])
     def update(self, request, *args, **kwargs):
         agent_pk = int_or_404(kwargs["pk"])
         agent = next((a for a in self._agents() if a.pk == agent_pk), None)
