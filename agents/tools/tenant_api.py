@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from agents.tools import services
 from portal.api import TenantScopedAPIMixin
 from portal.drf import JSONParser
+from portal.schema import one_object
 from tenants.api import TENANT_SLUG
 from tenants.roles import Action
 from tenants.services import Actor
@@ -100,6 +101,8 @@ def _enabled_keys(tier_tools: list) -> dict[int, list[str]]:
 class AgentToolsViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
     serializer_class = AgentToolsSerializer
     parser_classes = [JSONParser]
+    # The list is one document (the plan's tools and every agent's choice), not a page of rows.
+    pagination_class = None
     lookup_value_regex = "[0-9]+"
     action_permissions = {"list": READ, "retrieve": READ, "update": WRITE}
 
@@ -111,7 +114,7 @@ class AgentToolsViewSet(TenantScopedAPIMixin, viewsets.GenericViewSet):
             raise exceptions.NotFound("No such agent in this organisation.")
         return agent
 
-    @extend_schema(responses={200: AgentToolsListSerializer})
+    @extend_schema(responses={200: one_object(AgentToolsListSerializer)})
     def list(self, request, *args, **kwargs):
         tenant = request.tenant
         tools = list(services.tier_tools(tenant))
