@@ -217,9 +217,8 @@ def tool_specs(tenant: Tenant, invocation: Invocation) -> list[dict]:
     identity narrowed without it could not be given a token to run them)."""
     from agents.tools import services as tool_services
 
-    identity = invocation.agent.identity
-    if identity is None or (identity.allowed_scopes and TOOLS_SCOPE not in identity.allowed_scopes):
-        return []
+    if tool_services.why_agent_cannot_call_tools(invocation.agent) is not None:
+        return []  # the same rule the Tools page states and set_agent_tools enforces
     if not tool_services.entitled(tenant):
         return []  # decided from the tier in hand: a plan without tools costs the turn no query
     return tool_services.tool_specs(tenant, invocation.agent)
