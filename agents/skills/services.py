@@ -13,8 +13,8 @@ Cost per chat turn: one cache round trip (`get_many` of the skills generation an
 tenant's cached map agent → skills). A miss costs one query, then is cached; an agent
 without skills costs nothing more than the cache get. Every change invalidates: a
 tenant's own skill or choice drops that tenant's entry, a shared skill moves the
-generation (every tenant's entry is stale), and the entry remembers the tier it was
-built for, so a tenant moved to another tier is rebuilt at once.
+generation (every tenant's entry is stale), and the entry remembers the tier and the
+tenant name it was built for, so a tenant moved to another tier or renamed is rebuilt at once.
 """
 
 from __future__ import annotations
@@ -243,10 +243,14 @@ def skills_for_turn(tenant: Tenant, agent) -> list[dict]:
     values = cache.get_many([_GEN_KEY, key])
     gen = values.get(_GEN_KEY, 0)
     cached = values.get(key)
-    if cached is not None and cached[0] == gen and cached[1] == tenant.tier_id:
+    # What the entry was built from besides the rows: the tier (which shared skills it is
+    # offered) and the tenant's name (the heading of its bridged steps). A change to either
+    # rebuilds at once, with no invalidation to forget.
+    built_from = (tenant.tier_id, tenant.name)
+    if cached is not None and cached[0] == gen and cached[1] == built_from:
         by_agent = cached[2]
     else:
         with tenant_context(tenant):
             by_agent = _build(tenant)
-        cache.set(key, (gen, tenant.tier_id, by_agent), SKILLS_TTL)
+        cache.set(key, (gen, built_from, by_agent), SKILLS_TTL)
     return by_agent.get(agent.pk, [])

@@ -133,3 +133,14 @@ def test_a_retired_shared_skill_takes_its_bridged_skills_with_it(world, chat, op
     services.save_skill(Actor(user=operator), shared)
     (request, _), _ = chat["ask"](world.a.member)
     assert request.skills == ()
+
+
+def test_a_renamed_tenant_heads_its_bridged_steps_with_the_new_name_at_once(world, chat):
+    mine = own_skill(world.a, extends=shared_skill(world.a.tenant.tier), steps="Our own steps.")
+    attach(world.a, chat["catalogue"].helpdesk, mine)
+    (_, system), _ = chat["ask"](world.a.member)
+    assert "### Alpha Inc's steps" in system
+    world.a.tenant.name = "Alpha Group"
+    world.a.tenant.save(update_fields=["name"])
+    (_, system), _ = chat["ask"](world.a.member)
+    assert "### Alpha Group's steps" in system and "Alpha Inc's steps" not in system
