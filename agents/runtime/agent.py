@@ -74,6 +74,7 @@ def build_model_input(request: InvocationRequest, caller: Caller, memories: tupl
         },
         features=frozenset(caller.tenant.entitlements) | frozenset(caller.tenant.feature_flags),
         memories=memories,
+        skills=request.skills,
     )
 
 

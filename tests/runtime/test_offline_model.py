@@ -18,6 +18,7 @@ from agents.runtime.contract import (
     InvocationResult,
     ModelSpec,
     Passage,
+    SkillSpec,
     Usage,
 )
 from agents.runtime.models.base import estimate_input_tokens
@@ -154,3 +155,32 @@ def test_it_breaks_ties_by_passage_order():
     answer, cited = OfflineModel().compose(build_model_input(helpers.request(prompt="refunds", passages=twins), CALLER))
     assert [(n, p.id) for n, p in cited] == [(1, "a"), (2, "b")]
     assert answer.index("[1]") < answer.index("[2]")
+
+
+REFUND = SkillSpec(
+    name="Globex refund approval",
+    description="A customer asks for a refund or their money back.",
+    instructions="1. Confirm the order number.\n2. Refunds above 100 EUR need finance approval.",
+)
+ONBOARDING = SkillSpec(
+    name="Onboard a new hire", description="Someone starts at the company.", instructions="1. Ask HR."
+)
+
+
+def test_it_names_the_skill_that_matches_the_request_and_quotes_its_steps():
+    result = InvocationResult.from_events(
+        _run(prompt="I want a refund for my order", passages=(), skills=(ONBOARDING, REFUND))
+    )
+    assert 'Following the skill "Globex refund approval"' in result.output
+    assert "Refunds above 100 EUR need finance approval." in result.output
+    assert "Onboard a new hire" not in result.output
+
+
+def test_it_follows_no_skill_when_none_matches():
+    result = InvocationResult.from_events(_run(prompt="What is the weather like?", passages=(), skills=(REFUND,)))
+    assert "Following the skill" not in result.output
+
+
+def test_it_names_the_matching_skill_under_an_extractive_answer_too():
+    result = InvocationResult.from_events(_run(prompt="How do I reset my password for a refund?", skills=(REFUND,)))
+    assert "[1]" in result.output and 'Following the skill "Globex refund approval"' in result.output

@@ -26,7 +26,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agents.runtime.contract import ChatMessage, Citation, Delta, ModelSpec, Passage, ToolCall, ToolSpec, Usage
+from agents.runtime.contract import (
+    ChatMessage,
+    Citation,
+    Delta,
+    ModelSpec,
+    Passage,
+    SkillSpec,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -110,6 +120,9 @@ class ModelInput:
     # What the member asked agents to remember, recalled for this prompt (agents/runtime/memory.py):
     # context about the person, not sources to cite.
     memories: tuple[str, ...] = ()
+    # The skills the agent follows in this tenant (already in ``system``; kept apart for the
+    # offline model, which names the one that matches rather than reading the prompt).
+    skills: tuple[SkillSpec, ...] = ()
 
     @property
     def tool_results(self) -> tuple[ToolCall, ...]:

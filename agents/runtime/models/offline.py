@@ -21,6 +21,11 @@ How it answers
   to a knowledge base only when the tenant has the ``knowledge_bases`` feature
   (its entitlements or feature flags, from the runtime request's tenant
   headers), so it never gives advice the tenant's plan cannot follow.
+* With skills (the procedures the tenant has the agent follow): the skill whose name and
+  "use when" best match the prompt by the same ranking, if any shares a term with it, is
+  named after the answer with its steps ("Following the skill …"), up to
+  :data:`MAX_SKILL_STEPS_CHARS`. Members can read their tenant's skills, so quoting them
+  reveals nothing the instructions would.
 * With recalled long-term memories (the member's facts, agents/runtime/memory.py),
   the templated answer also quotes the one that best matches the prompt, labelled
   "From your long-term memory"; memories are never cited as sources.
@@ -45,7 +50,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 
-from agents.runtime.contract import Citation, Delta, Passage, ToolCall, Usage
+from agents.runtime.contract import Citation, Delta, Passage, SkillSpec, ToolCall, Usage
 from agents.runtime.models.base import (
     CHARS_PER_TOKEN,
     ModelEvent,
@@ -58,6 +63,7 @@ LABEL = "[Offline model]"
 DEFAULT_MODEL_ID = "offline-extractive-1"
 MAX_QUOTES = 3
 MAX_SENTENCE_CHARS = 400
+MAX_SKILL_STEPS_CHARS = 600
 K1 = 1.2
 B = 0.75
 KNOWLEDGE_FEATURE = "knowledge_bases"
@@ -206,6 +212,19 @@ def describe_result(call: ToolCall) -> str:
     return f"The {call.name} tool answered: {_quote(shown, 500)}"
 
 
+def matching_skill(query: list[str], skills: tuple[SkillSpec, ...]) -> SkillSpec | None:
+    """The skill whose name and "use when" best match the prompt, if any shares a term with it."""
+    ranked = bm25_rank(query, [terms(f"{skill.name} {skill.description}") for skill in skills])
+    return skills[ranked[0][1]] if ranked else None
+
+
+def following(skill: SkillSpec) -> str:
+    steps = skill.instructions.strip()
+    if len(steps) > MAX_SKILL_STEPS_CHARS:
+        steps = steps[: MAX_SKILL_STEPS_CHARS - 1].rstrip() + "…"
+    return f'Following the skill "{skill.name}" (use when: {_quote(skill.description)}):\n{steps}'
+
+
 class OfflineModel:
     name = "offline"
     cites_passages = True
@@ -218,11 +237,12 @@ class OfflineModel:
             lines += [describe_result(call) for call in model_input.tool_results]
             return "\n".join(lines), []
         query = terms(model_input.prompt)
-        if model_input.passages:
-            found = self._from_passages(query, model_input.passages)
-            if found is not None:
-                return found
-        return self._templated(query, model_input), []
+        found = self._from_passages(query, model_input.passages) if model_input.passages else None
+        text, cited = found if found is not None else (self._templated(query, model_input), [])
+        skill = matching_skill(query, model_input.skills)
+        if skill is not None:
+            text += "\n\n" + following(skill)
+        return text, cited
 
     def _from_passages(self, query: list[str], passages: tuple[Passage, ...]):
         candidates = [(pi, s) for pi, passage in enumerate(passages) for s in sentences(passage.text)]
