@@ -184,3 +184,15 @@ def test_it_follows_no_skill_when_none_matches():
 def test_it_names_the_matching_skill_under_an_extractive_answer_too():
     result = InvocationResult.from_events(_run(prompt="How do I reset my password for a refund?", skills=(REFUND,)))
     assert "[1]" in result.output and 'Following the skill "Globex refund approval"' in result.output
+
+
+def test_it_shortens_long_skill_steps_at_a_line_break():
+    long = SkillSpec(
+        name="Refunds",
+        description="A refund.",
+        instructions="\n".join(f"{n}. Step {n} " + "x" * 60 for n in range(1, 40)),
+    )
+    result = InvocationResult.from_events(_run(prompt="refund please", passages=(), skills=(long,)))
+    shown = result.output.split("(use when: A refund):", 1)[1]
+    assert "(The other steps are in the skill.)" in shown
+    assert all(line.endswith("x" * 60) for line in shown.strip().splitlines()[:-2]), "a step was cut mid-line"

@@ -63,7 +63,7 @@ LABEL = "[Offline model]"
 DEFAULT_MODEL_ID = "offline-extractive-1"
 MAX_QUOTES = 3
 MAX_SENTENCE_CHARS = 400
-MAX_SKILL_STEPS_CHARS = 600
+MAX_SKILL_STEPS_CHARS = 1200
 K1 = 1.2
 B = 0.75
 KNOWLEDGE_FEATURE = "knowledge_bases"
@@ -221,8 +221,11 @@ def matching_skill(query: list[str], skills: tuple[SkillSpec, ...]) -> SkillSpec
 def following(skill: SkillSpec) -> str:
     steps = skill.instructions.strip()
     if len(steps) > MAX_SKILL_STEPS_CHARS:
-        steps = steps[: MAX_SKILL_STEPS_CHARS - 1].rstrip() + "…"
-    return f'Following the skill "{skill.name}" (use when: {_quote(skill.description)}):\n{steps}'
+        # Whole lines only: a step cut in the middle reads as a different instruction.
+        cut = steps.rfind("\n", 0, MAX_SKILL_STEPS_CHARS)
+        steps = steps[: cut if cut > 0 else MAX_SKILL_STEPS_CHARS].rstrip() + "\n\n(The other steps are in the skill.)"
+    when = _quote(skill.description).rstrip(".")
+    return f'Following the skill "{skill.name}" (use when: {when}):\n\n{steps}'
 
 
 class OfflineModel:
