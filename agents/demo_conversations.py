@@ -26,9 +26,9 @@ from tenants.services import Actor, ServiceError
 log = logging.getLogger(__name__)
 
 # tenant slug → [(person, agent slug, questions asked one after the other in one conversation)].
-# Globex (Standard) asks its knowledge bases; Initech (Premium, silo) has its knowledge and
-# memory bound to AWS resources the demo cannot reach, so its people use the tools; Acme
-# (Basic) has the chat alone.
+# Globex (Standard) asks its knowledge bases; Initech (Premium, silo) uses the tools (its AWS
+# bindings are not used on embedded defaults, AGENT_RUNTIME=local: its turns, memory and
+# knowledge are the portal's own, so nothing here reaches AWS); Acme (Basic) has the chat alone.
 CONVERSATIONS = {
     "globex": [
         (

@@ -152,6 +152,20 @@ class Tier(PlatformModel):
             raise ValidationError({"allowed_models": "A list of model ids."})
 
 
+# The embedded development runtime (AGENT_RUNTIME=local, `make run`'s default): the reference
+# agent inside the worker, one process for every tenant.
+EMBEDDED_RUNTIME = "local"
+
+
+def aws_bindings_apply(kind: str | None = None) -> bool:
+    """Whether tenants' AWS resource bindings are used by this portal: its AgentCore runtime,
+    AgentCore Memory and Bedrock knowledge base. One setting decides, the runtime kind
+    (AGENT_RUNTIME, or `kind`): on the embedded `local` runtime dedication does not apply —
+    every tenant's turns run in the worker, and its memories and knowledge are the portal's
+    own (its table and index), so nothing reaches AWS; on `http` and `agentcore` they apply."""
+    return (settings.AGENT_RUNTIME if kind is None else kind) != EMBEDDED_RUNTIME
+
+
 @dataclass(frozen=True)
 class ResourceBindings:
     """Where a tenant's workloads run. Code asks this, never the model name.
@@ -192,6 +206,14 @@ class ResourceBindings:
         if kind == "http":
             return self.runtime_url
         return None
+
+    def dedicated_memory(self, kind: str) -> str:
+        """The AgentCore Memory id a dedicated tenant's memories live in on runtime `kind`;
+        "" when they live in the portal's own table: not dedicated, no memory bound, or the
+        embedded `local` runtime, where AWS bindings do not apply (aws_bindings_apply)."""
+        if not (self.dedicated and self.memory_id and aws_bindings_apply(kind)):
+            return ""
+        return self.memory_id
 
 
 BINDING_KEYS = (

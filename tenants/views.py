@@ -50,11 +50,17 @@ def tenant_view(action: str):
 
 @tenant_view(Action.VIEW_TENANT)
 def overview(request):
+    from tenants.models import aws_bindings_apply
+
     tenant = request.tenant
+    bindings = tenant.bindings
     context = {
         "limits": entitlements.effective_limits(tenant),
         "features": entitlements.describe(tenant),
-        "bindings": tenant.bindings,
+        "bindings": bindings,
+        # Shown, but not used on embedded defaults (AGENT_RUNTIME=local): the page says so.
+        "aws_bindings_unused": not aws_bindings_apply()
+        and any((bindings.runtime_arn, bindings.memory_id, bindings.knowledge_base_id)),
         "member_count": Membership.objects.count(),
         "pending_count": Invitation.objects.filter(status=InvitationStatus.PENDING).count(),
     }

@@ -18,6 +18,10 @@ Results are mapped back to the tenant's local chunks of the named document
 attribute matches), so citations link to the same passage pages as the local
 backend. The documents are chunked locally too, for the test search and the
 passage pages.
+
+On embedded defaults (AGENT_RUNTIME=local: tenants.models.aws_bindings_apply) none of
+this is used (`serves`): a `bedrock` base is searched in the portal's own index, from
+those local chunks, and nothing is sent to S3 or Bedrock — no client is made.
 """
 
 from __future__ import annotations
@@ -28,13 +32,31 @@ import re
 
 from django.conf import settings
 
-from agents.knowledge.models import Chunk, Document
+from agents.knowledge.models import Backend, Chunk, Document
+from tenants.models import aws_bindings_apply
 
 log = logging.getLogger(__name__)
 
 
 class BedrockNotConfigured(Exception):
     pass
+
+
+def in_use() -> bool:
+    """Whether `bedrock` bases reach Amazon Bedrock (and S3) here; not on embedded defaults."""
+    return aws_bindings_apply(settings.AGENT_RUNTIME)
+
+
+def serves(backend: str) -> bool:
+    """Whether a base with `backend` is synced to and searched in Bedrock: a `bedrock` base
+    while in_use(); otherwise its local chunks serve it, like a `local` base's."""
+    return backend == Backend.BEDROCK and in_use()
+
+
+def unused_binding(tenant) -> str:
+    """The Bedrock knowledge base id `tenant` is bound to but this portal does not use (it
+    runs on embedded defaults, so the portal's own index is used); "" otherwise."""
+    return tenant.bindings.knowledge_base_id if not in_use() else ""
 
 
 def make_client(service: str, region: str):

@@ -177,22 +177,27 @@ def ranking_for(
         from agents.knowledge import hybrid
 
         return hybrid.ranking(tenant, kb_ids, query, limit, vector=vector)
-    if backend == Backend.BEDROCK:
-        from agents.knowledge import bedrock
+    from agents.knowledge import bedrock
 
+    if bedrock.serves(backend):
         return bedrock.ranking(tenant, kb_ids, query, limit)
+    # A `bedrock` base on embedded defaults is searched in its local chunks (bedrock.serves).
     return local_ranking(tenant.pk, kb_ids, query, limit)
 
 
 def search(query: str, knowledge_bases: Iterable[KnowledgeBase], k: int = 5) -> list[Hit]:
     """The `k` best chunks for `query` among the current tenant's `knowledge_bases`."""
+    from agents.knowledge import bedrock
+
     tenant = require_tenant()
     k = max(1, min(int(k), MAX_K))
     by_backend: dict[str, list[int]] = {}
     for kb in knowledge_bases:
         if kb.tenant_id != tenant.pk:  # a caller bug, never a reason to widen the search
             raise ValueError("knowledge base of another tenant")
-        by_backend.setdefault(kb.backend, []).append(kb.pk)
+        # A `bedrock` base that Bedrock does not serve here (embedded defaults) is a local one.
+        backend = kb.backend if kb.backend != Backend.BEDROCK or bedrock.in_use() else Backend.LOCAL
+        by_backend.setdefault(backend, []).append(kb.pk)
     # One transaction for the ranking and the fetch: on PostgreSQL each transaction costs a
     # BEGIN, the tenant's set_config and a COMMIT round trip (portal/db), a third of a query.
     # Not around a call to Bedrock, which would hold the transaction open over the network.

@@ -194,9 +194,9 @@ def delete_knowledge_base(actor: Actor, kb: KnowledgeBase) -> None:
     documents = list(Document.objects.filter(knowledge_base=kb))
     paths = [d.file.name for d in documents]
     with transaction.atomic():
-        if kb.backend == Backend.BEDROCK:
-            from agents.knowledge import bedrock
+        from agents.knowledge import bedrock
 
+        if bedrock.serves(kb.backend):
             for document in documents:
                 bedrock.remove_document(tenant, document)
         audit.record(
@@ -394,9 +394,9 @@ def delete_document(actor: Actor, document: Document) -> None:
     tenant = _check(actor)
     path = document.file.name
     with transaction.atomic():
-        if document.knowledge_base.backend == Backend.BEDROCK:
-            from agents.knowledge import bedrock
+        from agents.knowledge import bedrock
 
+        if bedrock.serves(document.knowledge_base.backend):
             bedrock.remove_document(tenant, document)
         audit.record(
             "knowledge.document_deleted",
@@ -481,9 +481,9 @@ def ingest_document(tenant: Tenant, document_id: int, version: int) -> str:
             # a search sees either version, never a mix or nothing.
             Chunk.objects.filter(document_id=document_id).delete()
             Chunk.objects.bulk_create(chunks, batch_size=500)
-            if backend == Backend.BEDROCK:
-                from agents.knowledge import bedrock
+            from agents.knowledge import bedrock
 
+            if bedrock.serves(backend):
                 bedrock.sync_document(tenant, current, data)
             Document.objects.filter(pk=document_id).update(
                 status=DocumentStatus.READY,

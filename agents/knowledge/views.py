@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from agents.knowledge import retrieval, services
+from agents.knowledge import bedrock, retrieval, services
 from agents.knowledge.models import IN_PROGRESS, AgentKnowledge, Backend, Chunk, Document, KnowledgeBase
 from agents.knowledge.retrieval import MAX_QUERY_CHARS
 from tenants.access import int_or_404
@@ -62,6 +62,8 @@ def home(request):
         "bases": bases,
         "agent_rows": agent_rows,
         "backends": Backend.choices,
+        # Bound to its own Bedrock knowledge base, but on embedded defaults: the portal's index serves it.
+        "unused_kb_id": bedrock.unused_binding(request.tenant),
     }
     return render(request, "knowledge/home.html", context)
 

@@ -1,7 +1,9 @@
 """Demo memories: a few facts the demo members of tenants with the memory feature asked
 the helpdesk agent to remember (idempotent). Only tenants whose memories live in the
 portal's table (the `local` store): a silo tenant with a bound memory id keeps its
-memories in its own AgentCore Memory, which the demo does not reach."""
+memories in its own AgentCore Memory, which the seed does not write to — except on
+embedded defaults (AGENT_RUNTIME=local), where that binding is not used and Initech's
+members get their facts in the portal's table like Globex's."""
 
 from __future__ import annotations
 

@@ -254,6 +254,18 @@ def delete_shared_memory(actor: Actor, record_id: int) -> bool:
     return True
 
 
+def unused_memory_binding(tenant) -> str:
+    """The AgentCore Memory id `tenant` is bound to but that this portal does not use (it runs
+    on embedded defaults, AGENT_RUNTIME=local, so its memories are in the portal's own
+    table); "" when it has none, or uses it."""
+    from django.conf import settings
+
+    bindings = tenant.bindings
+    if bindings.dedicated and bindings.memory_id and not bindings.dedicated_memory(settings.AGENT_RUNTIME):
+        return bindings.memory_id
+    return ""
+
+
 def agentcore_memories(tenant, user) -> list[stores.ListedMemory] | None:
     """The member's and the shared memories from the tenant's AgentCore Memory, or None when
     the tenant's memories are in the local table. Raises stores.StoreUnavailable."""

@@ -7,7 +7,9 @@
   over the newest MAX_SCAN records: a member keeps tens of facts, not thousands.
   Records sharing no word with the query are not recalled.
 * ``agentcore``: a silo tenant with a bound ``memory_id`` keeps its memories in its
-  own Amazon Bedrock AgentCore Memory (data plane ``bedrock-agentcore``):
+  own Amazon Bedrock AgentCore Memory (data plane ``bedrock-agentcore``) — unless the
+  portal runs on embedded defaults (AGENT_RUNTIME=local), where AWS bindings do not
+  apply and its memories are in the local table like everyone's:
 
   - remember = ``create_event`` with ``actorId`` = ``user-<user id>``, ``sessionId``
     = the conversation's runtime session id, one conversational USER payload with
@@ -242,8 +244,12 @@ class AgentCoreStore:
 
 
 def store_for(tenant):
-    """`agentcore` for a silo tenant with a bound memory id, else `local`."""
-    bindings = tenant.bindings
-    if bindings.dedicated and bindings.memory_id:
-        return AgentCoreStore(bindings.memory_id, make_client(tenant.region))
+    """`agentcore` for a silo tenant with a bound memory id, else `local` — also for that
+    tenant on embedded defaults (AGENT_RUNTIME=local), where AWS bindings do not apply and
+    no client is made (ResourceBindings.dedicated_memory)."""
+    from django.conf import settings
+
+    memory_id = tenant.bindings.dedicated_memory(settings.AGENT_RUNTIME)
+    if memory_id:
+        return AgentCoreStore(memory_id, make_client(tenant.region))
     return LocalStore()

@@ -65,6 +65,8 @@ def _home(request, shared_form: SharedMemoryForm | None = None, status: int = 20
         "shared": shared,
         "agentcore": agentcore,
         "memory_id": tenant.bindings.memory_id if agentcore else "",
+        # Bound to AgentCore Memory, but on embedded defaults: this page lists the local table.
+        "unused_memory_id": "" if agentcore else services.unused_memory_binding(tenant),
         "store_unavailable": store_unavailable,
         "shared_form": shared_form or SharedMemoryForm(),
         # The table's counts and clearing concern the local table only.

@@ -27,6 +27,7 @@ BUCKET = "tenant-portal-knowledge"
 
 @pytest.fixture
 def stubs(monkeypatch, settings):
+    settings.AGENT_RUNTIME = "agentcore"  # AWS bindings apply (on embedded defaults: test_embedded_defaults.py)
     settings.KNOWLEDGE_BEDROCK_KB_ID = POOLED_KB
     settings.KNOWLEDGE_BEDROCK_DATA_SOURCE_ID = POOLED_SOURCE
     settings.KNOWLEDGE_S3_BUCKET = BUCKET

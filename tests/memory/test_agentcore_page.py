@@ -32,7 +32,8 @@ def summary(record_id, text, namespace):
 
 
 @pytest.fixture
-def silo(world, monkeypatch):
+def silo(world, monkeypatch, settings):
+    settings.AGENT_RUNTIME = "agentcore"  # AWS bindings apply (not the embedded local runtime)
     entitle(world.a.tenant)
     memory_catalogue(world.a.tenant, world.b.tenant)
     tenant = world.a.tenant

@@ -15,7 +15,8 @@ def test_standard_and_premium_demo_plans_have_memory():
     assert {t["slug"] for t in TIERS if "memory" in t["default_features"]} == {"standard", "premium"}
 
 
-def test_the_seed_keeps_demo_members_facts_once_and_only_where_the_store_is_local(world):
+def test_the_seed_keeps_demo_members_facts_once_and_only_where_the_store_is_local(world, settings):
+    settings.AGENT_RUNTIME = "agentcore"  # AWS bindings apply: B's memories are in AgentCore
     entitle(world.a.tenant, world.b.tenant)
     memory_catalogue(world.a.tenant, world.b.tenant)
     for side in (world.a, world.b):

@@ -41,7 +41,8 @@ def test_the_local_store_ranks_by_shared_words_and_keeps_to_the_namespaces(world
     assert [m.content for m in top] == ["My dog Rex likes long walks in parks."]  # newest among equals
 
 
-def test_the_store_is_agentcore_for_a_silo_tenant_with_a_memory_id_and_local_otherwise(world, monkeypatch):
+def test_the_store_is_agentcore_for_a_silo_tenant_with_a_memory_id_and_local_otherwise(world, monkeypatch, settings):
+    settings.AGENT_RUNTIME = "agentcore"  # AWS bindings apply (not the embedded local runtime)
     monkeypatch.setattr(stores, "make_client", lambda region: "client")
     tenant = world.a.tenant
     assert isinstance(stores.store_for(tenant), stores.LocalStore)
@@ -50,6 +51,8 @@ def test_the_store_is_agentcore_for_a_silo_tenant_with_a_memory_id_and_local_oth
     tenant.deployment_model = "silo"
     store = stores.store_for(tenant)
     assert isinstance(store, stores.AgentCoreStore) and store.memory_id == MEMORY_ID
+    settings.AGENT_RUNTIME = "local"  # embedded defaults: the binding stays, the portal's table is used
+    assert isinstance(stores.store_for(tenant), stores.LocalStore)
 
 
 @pytest.fixture
@@ -152,10 +155,11 @@ def test_agentcore_failures_are_store_unavailable(agentcore):
         store.remember(Namespace(7, 42), "My name is Ada.", writer(42))
 
 
-def test_a_silo_tenants_gateway_calls_go_to_its_agentcore_memory(client, world, monkeypatch):
+def test_a_silo_tenants_gateway_calls_go_to_its_agentcore_memory(client, world, monkeypatch, settings):
     """The gateway end to end for a silo tenant: recall reaches AgentCore with the member's namespaces."""
     from tests.memory.helpers import RECALL, post, token_for, turn
 
+    settings.AGENT_RUNTIME = "agentcore"  # AWS bindings apply (not the embedded local runtime)
     entitle(world.a.tenant)
     catalogue = memory_catalogue(world.a.tenant)
     world.a.tenant.deployment_model = "silo"
