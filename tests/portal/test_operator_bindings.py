@@ -37,6 +37,7 @@ def test_it_says_dedication_does_not_apply_on_the_embedded_local_runtime(client,
     response = client.get(page(world.a.tenant))
     assert b'id="local-runtime-note"' in response.content
     assert b"single-process development runtime" in response.content
+    assert b"knowledge base bindings are kept but not used" in response.content
 
 
 OWN_ARN = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/tenant_a-YYYYYYYYYY"
