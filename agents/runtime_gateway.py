@@ -180,7 +180,9 @@ def turn_in_progress(token) -> Invocation | None:
     ).first()
 
 
-def tenant_headers(tenant: Tenant, token: str, invocation: Invocation) -> dict[str, str]:
+def tenant_context_headers(tenant: Tenant, *, session_id: str, user_id) -> dict[str, str]:
+    """The tenant context a turn's calls carry (to the runtime, and to a tenant's AgentCore
+    Gateway): tenant, tier, region, deployment model, entitlements, flags, session, user."""
     prefix = "X-Amzn-Bedrock-AgentCore-Runtime-Custom-"
     features = sorted(entitlements.effective_entitlements(tenant))
     return {
@@ -190,8 +192,16 @@ def tenant_headers(tenant: Tenant, token: str, invocation: Invocation) -> dict[s
         f"{prefix}Deployment-Model": tenant.deployment_model,
         f"{prefix}Entitlements": ",".join(features),
         f"{prefix}Feature-Flags": ",".join(f for f in features if f in settings.RUNTIME_FEATURE_FLAGS),
-        "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id": invocation.conversation.runtime_session_id,
-        "X-Amzn-Bedrock-AgentCore-Runtime-User-Id": f"user-{invocation.user_id}",
+        "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id": session_id,
+        "X-Amzn-Bedrock-AgentCore-Runtime-User-Id": f"user-{user_id}",
+    }
+
+
+def tenant_headers(tenant: Tenant, token: str, invocation: Invocation) -> dict[str, str]:
+    return {
+        **tenant_context_headers(
+            tenant, session_id=invocation.conversation.runtime_session_id, user_id=invocation.user_id
+        ),
         "Authorization": f"Bearer {token}",
     }
 
@@ -222,6 +232,26 @@ def tool_specs(tenant: Tenant, invocation: Invocation) -> list[dict]:
     if not tool_services.entitled(tenant):
         return []  # decided from the tier in hand: a plan without tools costs the turn no query
     return tool_services.tool_specs(tenant, invocation.agent)
+
+
+def served_tool_specs(tenant: Tenant, invocation: Invocation, tools: list[dict], token: str) -> list[dict]:
+    """`tools` (the turn's enabled tools) as the server of the tenant's tools describes them:
+    unchanged for the portal's own handlers; for a tenant whose AgentCore Gateway serves its
+    tools, the gateway's own descriptions of those it lists, and none it does not (fail
+    closed: a gateway that cannot be asked offers nothing, and the turn answers without)."""
+    from agents.tools import services as tool_services
+
+    if not tools or not tool_services.served_by_gateway(tenant):
+        return tools
+    try:
+        # Through the gateway's own prologue, as when the runtime lists tools: the token
+        # names the tenant, user, session and agent the gateway's request carries.
+        return tool_services.gateway_tool_specs(
+            token, [tool["name"] for tool in tools], agent_slug=invocation.agent.slug
+        )
+    except tool_services.GatewayRefused as exc:
+        log.warning("invocation %s: answering without tools: %s", invocation.pk, exc.detail)
+        return []
 
 
 def skills_for_turn(tenant: Tenant, invocation: Invocation) -> list[dict]:
@@ -359,6 +389,7 @@ def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:
     invocation._facts = facts  # the output guard reads the history the runtime was sent
     tools = tool_specs(tenant, invocation)
     token = mint_act_on_behalf_token(tenant, invocation, facts, tools=bool(tools))
+    tools = served_tool_specs(tenant, invocation, tools, token)
     headers = tenant_headers(tenant, token, invocation)
     request = build_request(invocation, facts, tools, skills_for_turn(tenant, invocation))
     kind = runtime_kind(tenant)  # recorded on the invocation when the turn was claimed

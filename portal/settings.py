@@ -346,6 +346,20 @@ TURN_QUEUED_MAX_SECONDS = env_int("TURN_QUEUED_MAX_SECONDS", 900, minimum=60)
 AGENTCORE_RUNTIME_ARN = env_str("AGENTCORE_RUNTIME_ARN", "")
 AGENTCORE_QUALIFIER = env_str("AGENTCORE_QUALIFIER", "DEFAULT")
 AWS_REGION = env_str("AWS_REGION", "us-east-1")
+# A silo tenant's own Amazon Bedrock AgentCore Gateway (its gateway_id binding) serves its
+# tools when AGENT_RUNTIME=agentcore: the portal's tools gateway forwards to this MCP
+# endpoint, SigV4-signed (agents/tools/agentcore.py). {gateway_id} and {region} are filled
+# in per tenant; tests point it at a fake MCP server on loopback.
+AGENTCORE_GATEWAY_URL = env_str(
+    "AGENTCORE_GATEWAY_URL", "https://{gateway_id}.gateway.bedrock-agentcore.{region}.amazonaws.com/mcp"
+)
+if not AGENTCORE_GATEWAY_URL.startswith(("https://", "http://")) or "{gateway_id}" not in AGENTCORE_GATEWAY_URL:
+    raise ImproperlyConfigured("AGENTCORE_GATEWAY_URL must be an http(s) URL with a {gateway_id} placeholder")
+# The `aud` of the act-on-behalf token the portal sends such a gateway (a further RFC 8693
+# hop with scope tools:invoke only): no gateway of the portal's accepts it back.
+AGENTCORE_GATEWAY_TOKEN_AUDIENCE = env_str("AGENTCORE_GATEWAY_TOKEN_AUDIENCE", "agentcore-gateway")
+if AGENTCORE_GATEWAY_TOKEN_AUDIENCE in {EXCHANGE_DEFAULT_AUDIENCE, TOKEN_AUDIENCE}:
+    raise ImproperlyConfigured("AGENTCORE_GATEWAY_TOKEN_AUDIENCE must differ from the portal's own audiences")
 # Model providers this deployment can reach. Offerings of other providers are
 # skipped by routing, so the embedded default answers with the offline model.
 MODEL_PROVIDERS = env_list("MODEL_PROVIDERS", ["offline"])

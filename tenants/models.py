@@ -215,6 +215,15 @@ class ResourceBindings:
             return ""
         return self.memory_id
 
+    def dedicated_gateway(self, kind: str) -> str:
+        """The AgentCore Gateway that serves a dedicated tenant's tools on runtime `kind`:
+        its gateway_id where AWS bindings apply (aws_bindings_apply); "" otherwise (not
+        dedicated, no gateway bound, or the embedded `local` runtime), when the portal's own
+        tool handlers serve them."""
+        if not (self.dedicated and self.gateway_id and aws_bindings_apply(kind)):
+            return ""
+        return self.gateway_id
+
 
 BINDING_KEYS = (
     "runtime_arn",

@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.core.exceptions import PermissionDenied
@@ -60,7 +61,8 @@ def overview(request):
         "bindings": bindings,
         # Shown, but not used on embedded defaults (AGENT_RUNTIME=local): the page says so.
         "aws_bindings_unused": not aws_bindings_apply()
-        and any((bindings.runtime_arn, bindings.memory_id, bindings.knowledge_base_id)),
+        and any((bindings.runtime_arn, bindings.memory_id, bindings.knowledge_base_id, bindings.gateway_id)),
+        "tools_gateway": bindings.dedicated_gateway(settings.AGENT_RUNTIME),
         "member_count": Membership.objects.count(),
         "pending_count": Invitation.objects.filter(status=InvitationStatus.PENDING).count(),
     }

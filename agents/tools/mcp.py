@@ -9,11 +9,14 @@ turn's act-on-behalf token (aud agent-runtime, scope tools:invoke) as the bearer
 * ``initialize`` negotiates the protocol revision (we speak 2025-06-18 only, and
   answer it to any other offer, as the spec says), ``ping`` answers {};
 * ``tools/list`` is exactly the tools the token's tenant enabled for the acting
-  agent and its plan allows (agents.tools.services.tools_for_agent);
+  agent and its plan allows (agents.tools.services.listed_tools); for a silo tenant
+  whose own AgentCore Gateway serves its tools (agents.tools.agentcore), those of
+  them the gateway lists, as it describes them;
 * ``tools/call`` runs the tool through the same function as the REST route
-  (services.invoke: entitlement, schema, handler and its time limit, result
-  screening); a refused or failed call is a result with ``isError: true`` and the
-  reason as text, so that the model can read it; an unknown tool is -32602;
+  (services.invoke: entitlement, schema, handler and its time limit — or, for such a
+  silo tenant, its AgentCore Gateway — and result screening); a refused or failed
+  call is a result with ``isError: true`` and the reason as text, so that the model
+  can read it; an unknown tool is -32602;
 * notifications and responses from the client are accepted with 202 and no body;
 * batches (JSON arrays) were removed in 2025-06-18: refused with -32600.
 
@@ -45,6 +48,7 @@ PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
 
 
 class RpcError(Exception):
@@ -130,13 +134,12 @@ def _list_tools(params: dict, call: AgentCall) -> dict:
     if cursor is not None and not isinstance(cursor, str):
         raise RpcError(INVALID_PARAMS, "Invalid params: cursor must be a string.")
     # One page: an agent has a handful of tools; a cursor we never issued names nothing more.
-    tools = [] if cursor else services.tools_for_agent(call.tenant, call.agent)
-    return {
-        "tools": [
-            {"name": tool.key, "title": tool.name, "description": tool.description, "inputSchema": tool.input_schema}
-            for tool in tools
-        ]
-    }
+    if cursor:
+        return {"tools": []}
+    try:
+        return {"tools": services.listed_tools(call)}
+    except GatewayRefused as exc:  # the tenant's AgentCore Gateway could not say what it serves
+        raise RpcError(INTERNAL_ERROR, exc.detail)
 
 
 def _call_tool(params: dict, call: AgentCall) -> dict:

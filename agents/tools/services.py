@@ -10,6 +10,10 @@
   knowledge gateway works: the tenant and the acting user are the token's, the
   agent must be the token's actor, and the input must match the tool's schema.
   Refusals are `GatewayRefused(status, detail)`; nothing else escapes.
+* A silo tenant's own AgentCore Gateway (`served_by_gateway`, agents/tools/agentcore.py):
+  on the AWS runtime it serves the tenant's tools instead of the built-in handlers; the
+  listing is still filtered by the enablement above, a call still checked before it is
+  forwarded, and its result still screened.
 """
 
 from __future__ import annotations
@@ -111,6 +115,85 @@ def tools_for_agent(tenant: Tenant, agent) -> list[Tool]:
     """The tools `agent` may call in `tenant` (in the context): enabled here, available, tier-allowed."""
     enabled = AgentTool.objects.filter(agent=agent).values_list("tool_id", flat=True)
     return list(tier_tools(tenant).filter(pk__in=enabled))
+
+
+def served_by_gateway(tenant: Tenant) -> str:
+    """The id of the tenant's own AgentCore Gateway when it serves the tenant's tools (a silo
+    tenant's gateway_id binding, on the AWS runtime), else "": the portal's handlers do."""
+    from agents.tools import agentcore
+
+    return agentcore.gateway_id(tenant)
+
+
+def _gateway_client(call: AgentCall, gateway: str):
+    """A client of the call tenant's AgentCore Gateway for the call's user and agent."""
+    from agents.tools import agentcore
+
+    return agentcore.client(
+        call.tenant,
+        gateway,
+        token=call.token,
+        identity=call.agent.identity,
+        session_id=str(call.claims.get("session_id") or ""),
+        user_id=call.user.pk,
+    )
+
+
+def _gateway_listing(call: AgentCall, gateway: str) -> dict[str, dict]:
+    """The tools the tenant's AgentCore Gateway lists, by name. Raises GatewayRefused(502)."""
+    from agents.tools import agentcore
+
+    try:
+        return {tool["name"]: tool for tool in _gateway_client(call, gateway).list_tools()}
+    except agentcore.GatewayError as exc:
+        raise GatewayRefused(502, f"The tools could not be listed: {exc}.")
+
+
+def _schema_of(listed: dict) -> dict:
+    schema = listed.get("inputSchema")
+    return schema if isinstance(schema, dict) else {"type": "object", "properties": {}}
+
+
+def gateway_tool_specs(raw_token: str, keys: list[str], *, agent_slug: str = "") -> list[dict]:
+    """The ToolSpecs of the tools named `keys` (the turn's enabled ones, in that order) that the
+    AgentCore Gateway of the tenant of `raw_token` (the turn's act-on-behalf token) lists, as
+    the gateway describes them: a tool the gateway does not serve is not offered, and one it
+    serves but the tenant did not enable never is. Raises GatewayRefused."""
+    with agent_call(raw_token, SCOPE, agent_slug, name="tools gateway") as call:
+        listed = _gateway_listing(call, served_by_gateway(call.tenant))
+    return [
+        {
+            "name": key,
+            "description": str(listed[key].get("description") or "")[:4000],
+            "input_schema": _schema_of(listed[key]),
+        }
+        for key in keys
+        if key in listed
+    ]
+
+
+def listed_tools(call: AgentCall) -> list[dict]:
+    """The tools an agent call may see, as MCP tool objects: the tools enabled for the acting
+    agent here; on a tenant whose AgentCore Gateway serves its tools, those of them the
+    gateway lists, as it describes them. Raises GatewayRefused when the gateway cannot say."""
+    tools = tools_for_agent(call.tenant, call.agent)
+    gateway = served_by_gateway(call.tenant) if tools else ""
+    if not gateway:
+        return [
+            {"name": tool.key, "title": tool.name, "description": tool.description, "inputSchema": tool.input_schema}
+            for tool in tools
+        ]
+    listed = _gateway_listing(call, gateway)
+    return [
+        {
+            "name": tool.key,
+            "title": tool.name,
+            "description": str(listed[tool.key].get("description") or tool.description),
+            "inputSchema": _schema_of(listed[tool.key]),
+        }
+        for tool in tools
+        if tool.key in listed
+    ]
 
 
 def enabled_tool_ids(agent) -> set[int]:
@@ -280,6 +363,11 @@ def invoke(call: AgentCall, tool_key: str, tool_input: dict):
         raise GatewayRefused(403, f"The tool {tool.key} is not part of the {tenant.tier.name} plan.")
     if not AgentTool.objects.filter(agent=agent, tool=tool).exists():
         raise GatewayRefused(403, f"The tool {tool.key} is not enabled for {agent.name} in this organisation.")
+    gateway = served_by_gateway(tenant)
+    if gateway:
+        # Only now, enabled and allowed, does the call leave the portal; its result comes back
+        # through the same screening as a handler's.
+        return _screened(call, tool, _run_on_gateway(call, tool, tool_input, gateway))
     validator = jsonschema.Draft202012Validator(tool.input_schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(tool_input))
     if error is not None:
@@ -296,6 +384,19 @@ def invoke(call: AgentCall, tool_key: str, tool_input: dict):
         log.exception("tool %s failed", tool.key)
         raise GatewayRefused(502, f"The tool {tool.key} failed.")
     return _screened(call, tool, result)
+
+
+def _run_on_gateway(call: AgentCall, tool: Tool, tool_input: dict, gateway: str):
+    """Run `tool` on the tenant's AgentCore Gateway (which validates the input against its own
+    schema), for the user the call's act-on-behalf token names. Raises GatewayRefused."""
+    from agents.tools import agentcore
+
+    try:
+        return agentcore.result_value(_gateway_client(call, gateway).call_tool(tool.key, tool_input))
+    except agentcore.ToolError as exc:
+        raise GatewayRefused(400, f"The tool {tool.key} failed: {exc}")
+    except agentcore.GatewayError as exc:
+        raise GatewayRefused(502, f"The tool {tool.key} could not run: {exc}.")
 
 
 def _screened(call: AgentCall, tool: Tool, result):

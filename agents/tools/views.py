@@ -48,7 +48,8 @@ def home(request):
         }
         for agent in _agents(tenant)
     ]
-    return render(request, "tools/home.html", {"tools": tools, "rows": rows, "scope": services.SCOPE})
+    context = {"tools": tools, "rows": rows, "scope": services.SCOPE, "gateway": services.served_by_gateway(tenant)}
+    return render(request, "tools/home.html", context)
 
 
 @require_POST

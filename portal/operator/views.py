@@ -124,6 +124,8 @@ def _tenant_detail_context(tenant, form=None, suspend_form=None, owner_form=None
         .order_by("revoked_at", "-created_at"),
         "sso": SSOConnection.objects.filter(tenant=tenant).first(),
         "runtime_kind": settings.AGENT_RUNTIME,
+        # The same rule as the tools gateway (agents.tools.services.served_by_gateway).
+        "tools_gateway": tenant.bindings.dedicated_gateway(settings.AGENT_RUNTIME),
     }
 
 
