@@ -96,6 +96,7 @@ TENANTS = [
             "memory_id": "initech_memory-0a1b2c3d4e",
             "knowledge_base_id": "INITECHKB1",
             "knowledge_data_source_id": "INITECHDS1",
+            "gateway_id": "initech-tools-0a1b2c3d4e",
             "iam_role_arn": "arn:aws:iam::123456789012:role/initech-agent-runtime",
             "celery_queue": "tenant-initech",
         },
