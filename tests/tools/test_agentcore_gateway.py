@@ -311,7 +311,7 @@ def test_the_operator_tenant_page_says_whether_the_gateway_serves_the_tools(clie
     assert f"Tools are served by this tenant's AgentCore Gateway <code>{GATEWAY_ID}</code>" in page
     settings.AGENT_RUNTIME = "local"
     page = client.get(f"/operator/tenants/{world.a.tenant.slug}/").content.decode()
-    assert "not used: this portal does not run on AWS" in page
+    assert "not used: this portal runs on embedded defaults" in page
 
 
 def test_a_tool_that_fails_on_the_gateway_is_an_error_result_with_its_reason(client, world, scene, gateway):
