@@ -139,16 +139,27 @@ def _recent_canonical(text: str) -> Canonical:
 
 
 def _canonical(text: str) -> Canonical:
-    if "&" not in text and "\\" not in text:
-        if text.isascii():
-            return Canonical(text)
-        if not _changes(text):  # the usual case: one C-speed look at the whole text
-            return Canonical(_confusables(text))
+    decoded, starts, ends = decode(text)
+    return Canonical(_confusables(decoded), starts, ends)
+
+
+def decode(text: str, pos: int = 0, units: list[tuple[int, int]] | None = None):
+    """text[pos:] in canonical form but for look-alike letters (which depend on the whole
+    text, see _confusables; they change no length): (decoded, starts, ends), where starts and
+    ends map each decoded character onto positions in `text`, or are None when the decoded
+    text is text[pos:] itself. Each entity or escape decoded is added to `units` as its span.
+    Decoding starts afresh at `pos`: the same as decoding all of `text` wherever `pos` is not
+    inside an entity or an escape (none looks behind it; a run of other characters is read
+    character by character). enforce.Reading extends its copy of a streamed answer so."""
+    if text.find("&", pos) < 0 and text.find("\\", pos) < 0:
+        rest = text[pos:] if pos else text
+        if rest.isascii() or not _changes(rest):  # the usual case: one C-speed look at the whole text
+            return rest, None, None
     pieces: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
-    last, changed = 0, False
-    for m in _UNITS.finditer(text):
+    last, changed = pos, False
+    for m in _UNITS.finditer(text, pos):
         unit = m.group()
         if unit[0] in "&\\":
             decoded = html.unescape(unit) if unit[0] == "&" else unit[1]
@@ -156,6 +167,8 @@ def _canonical(text: str) -> Canonical:
                 continue  # not an entity html knows
             decoded = "".join(map(_canon_char, decoded))
             changed = True
+            if units is not None:
+                units.append(m.span())
             pieces.extend((text[last : m.start()], decoded))
             starts.extend(range(last, m.start()))
             ends.extend(range(last + 1, m.start() + 1))
@@ -180,11 +193,29 @@ def _canonical(text: str) -> Canonical:
                 ends.extend([offset + 1] * len(out))
         last = m.end()
     if not changed:
-        return Canonical(_confusables(text))
+        return (text[pos:] if pos else text), None, None
     pieces.append(text[last:])
     starts.extend(range(last, len(text)))
     ends.extend(range(last + 1, len(text) + 1))
-    return Canonical(_confusables("".join(pieces)), starts, ends)
+    return "".join(pieces), starts, ends
+
+
+# What decides how _confusables maps a text: whether it holds a look-alike letter, a letter of
+# their scripts that is none, a Latin letter (each pattern matches one character).
+LOOKALIKE_CLUES = {"lookalike": _CONFUSABLE, "own_script": _OWN_SCRIPT_LETTER, "latin": _LATIN_LETTER}
+
+
+def lookalikes_as(text: str, lookalike: bool, own_script: bool, latin: bool) -> str:
+    """`text`, a part of a longer text that holds each LOOKALIKE_CLUES kind of letter or not
+    as said, with its look-alike letters mapped as _confusables maps them in that text (words
+    are mapped whole: a word cut at the start of the part may be mapped otherwise)."""
+    if not lookalike:
+        return text
+    if not own_script:
+        return text.translate(_CONFUSABLE_TABLE)
+    if not latin:
+        return text
+    return _LATIN_WORD.sub(lambda m: m.group().translate(_CONFUSABLE_TABLE), text)
 
 
 def _confusables(text: str) -> str:
@@ -935,15 +966,26 @@ _NOT_AN_END = re.compile(
 )
 
 
+# How far before a full stop ends_sentence reads (an abbreviation, initials, a list marker).
+END_CONTEXT = 32
+SENTENCE_END = _SENTENCE_END
+
+
+def ends_sentence(text: str, at: int) -> bool:
+    """Whether the match of SENTENCE_END at `at` in `text` ends a sentence: it does unless it
+    is the full stop of an abbreviation, initials, an ellipsis or a list marker. Reads
+    text[at - END_CONTEXT - 1 : at + 1] (the one character more: what a word starts after)."""
+    return text[at] != "." or not _NOT_AN_END.search(text, max(0, at - END_CONTEXT), at + 1)
+
+
 def sentence_starts(text: str, lo: int = 0, hi: int | None = None) -> list[int]:
     """Where in `text` each sentence after the first begins, for the ends in text[lo:hi]
-    (the text as the detectors read it: see enforce.last_sentence_start for the raw text)."""
-    starts = []
-    for match in _SENTENCE_END.finditer(text, lo, len(text) if hi is None else hi):
-        if text[match.start()] == "." and _NOT_AN_END.search(text, max(0, match.start() - 32), match.start() + 1):
-            continue
-        starts.append(match.end())
-    return starts
+    (the text as the detectors read it: see enforce.Reading for the raw text)."""
+    return [
+        m.end()
+        for m in _SENTENCE_END.finditer(text, lo, len(text) if hi is None else hi)
+        if ends_sentence(text, m.start())
+    ]
 
 
 def _sentences(text: str) -> list[str]:
