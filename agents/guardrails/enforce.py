@@ -13,7 +13,9 @@ run for the turn (`guardrail_checks`).
 
 from __future__ import annotations
 
+import bisect
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -73,7 +75,7 @@ OVERLAP = 96
 # Characters of a streamed answer kept back while output PII is redacted: longer than any
 # built-in entity (an IBAN is at most 34 characters, a spaced card number 23). Counted in the
 # text the detectors read (detectors.canonical: entities and escapes decoded), not in raw
-# characters: "&#52;&#49;…" writes a card number in 100 or more (see raw_start_of_last).
+# characters: "&#52;&#49;…" writes a card number in 100 or more (see Reading).
 HOLD_BACK = OVERLAP
 # Where the output policy can block (blocked terms, denied topics, PII or a custom entity
 # whose action is "block"), no text is relayed before the full check has passed it: the
@@ -88,78 +90,246 @@ STEP = 64
 SENTENCE_LOOKBACK = 1024
 
 
-def _sentence_starts(text: str, lo: int, hi: int) -> list[int]:
-    """Where sentences begin in text(lo:hi] (raw positions), as the topic detector splits
-    sentences: in the text it reads (detectors.canonical), so "&amp; " ends no sentence and
-    "&#46; " does. Decoded from a unit's length before `lo`, so that a unit cut by the slice
-    cannot read as the end of a sentence after `lo`."""
-    base = max(0, lo - _LONGEST_UNIT)
-    canon = detectors.canonical(text[base:hi])
-    read = len(canon.text)
-    starts = (base + canon.span(c, c + 1)[0] if c < read else hi for c in detectors.sentence_starts(canon.text))
-    return [start for start in starts if start > lo]
-
-
-def last_sentence_start(text: str, lo: int = 0, hi: int | None = None) -> int:
-    """Where the last sentence begun in text[lo:hi] starts (as detectors._sentences splits
-    sentences), or `lo` when no sentence ends there."""
-    starts = _sentence_starts(text, lo, len(text) if hi is None else hi)
-    return starts[-1] if starts else lo
-
-
 # The longest unit of the original that reads as one character (a named HTML entity: "&" and
-# ";" around 32 letters): a slice of the text that begins inside one reads a few characters
-# more than the whole text there, so raw_start_of_last looks this much further back.
+# ";" around 32 letters): a text decoded afresh from further back than this before its end
+# reads the same whatever is added to it (Reading.update).
 _LONGEST_UNIT = 34
 
 
-def raw_start_of_last(text: str, end: int, chars: int) -> int:
+class Reading:
+    """A streamed answer as the detectors read it (detectors.canonical of all of it), kept
+    up to date as it grows, with what the stream's checks ask of it: where the last characters
+    the detectors read start (the hold-back and the overlap are counted in read characters:
+    "&#52;&#49;…" writes a card number in 100 raw characters or more) and where sentences
+    start (a denied topic is judged sentence by sentence, and "&amp; " ends no sentence while
+    "&#46; " does). Positions asked and answered are raw (in the text the runtime sent).
+
+    Each update decodes only the new text, from a unit's length before the old end (an entity
+    or escape being written there may read otherwise once complete), and the sentence ends in
+    it are found and judged once; so a check costs in proportion to the text added since the
+    last one, not to the answer so far. Built from a whole text at once, it is the same
+    computation from scratch (the module functions below, and the tests, use it so)."""
+
+    def __init__(self, text: str = ""):
+        self._reset()
+        if text:
+            self.update(text)
+
+    def _reset(self) -> None:
+        self.raw = ""
+        self.text = ""  # decoded, look-alike letters aside (detectors.decode: they change no length)
+        self.starts: list[int] = []  # for each character of `text`, where in `raw` it starts
+        self._units: list[tuple[int, int]] = []  # raw spans of the entities and escapes decoded
+        self._rest = 0  # the raw position the next update decodes afresh from
+        self._rest_read = 0  # characters of `text` before it (final: no addition changes them)
+        self._firsts: dict[str, int | None] = dict.fromkeys(detectors.LOOKALIKE_CLUES)
+        # The spans of detectors.SENTENCE_END in `text`, in order; the first `_final` are final.
+        self._end_starts: list[int] = []
+        self._end_ends: list[int] = []
+        self._final = 0
+        self._scan = 0  # no match of SENTENCE_END starts before this but those found
+        self._judged: dict[int, bool] = {}  # ends_sentence of final full stops, where no look-alike matters
+
+    def update(self, text: str) -> None:
+        """Read `text`, the answer so far (the last one read and what came since)."""
+        if text is self.raw or text == self.raw:
+            return
+        if not text.startswith(self.raw):  # not this answer grown: read it afresh
+            self._reset()
+        rest, read = self._rest, self._rest_read
+        units: list[tuple[int, int]] = []
+        decoded, starts, _ends = detectors.decode(text, rest, units)
+        self.raw = text
+        self.text = self.text[:read] + decoded
+        del self.starts[read:]
+        self.starts.extend(range(rest, len(text)) if starts is None else starts)
+        del self._units[bisect.bisect_left(self._units, (rest, -1)) :]
+        self._units.extend(units)
+        # Decoded afresh next time: the last _LONGEST_UNIT characters (a unit being written
+        # there may still grow or become one), from the start of a unit that spans them.
+        rest = max(rest, len(text) - _LONGEST_UNIT)
+        unit = self._unit_across(rest)
+        if unit is not None:
+            rest = unit[0]
+        self._rest, self._rest_read = rest, bisect.bisect_left(self.starts, rest, read)
+        for clue, pattern in detectors.LOOKALIKE_CLUES.items():
+            first = self._firsts[clue]
+            if first is None or first >= read:
+                found = pattern.search(self.text, read)
+                self._firsts[clue] = found.start() if found else None
+        self._find_ends()
+
+    def _unit_across(self, at: int) -> tuple[int, int] | None:
+        """The entity or escape that raw position `at` falls inside (not at its start)."""
+        i = bisect.bisect_right(self._units, (at, len(self.raw) + 1)) - 1
+        if i >= 0 and self._units[i][0] < at < self._units[i][1]:
+            return self._units[i]
+        return None
+
+    def _find_ends(self) -> None:
+        """The matches of SENTENCE_END in the text read: those found before and final, and the
+        rest searched for again from where the last final one ends (a match whose white space
+        reaches the end of the final text may grow)."""
+        del self._end_starts[self._final :]
+        del self._end_ends[self._final :]
+        for match in detectors.SENTENCE_END.finditer(self.text, self._scan):
+            self._end_starts.append(match.start())
+            self._end_ends.append(match.end())
+        stable = self._rest_read
+        self._final = bisect.bisect_left(self._end_ends, stable)
+        after = self._end_ends[self._final - 1] if self._final else 0
+        pending = self._end_starts[self._final] if self._final < len(self._end_starts) else stable - 1
+        self._scan = max(0, after, min(stable - 1, pending))
+
+    def _prefix(self, hi: int):
+        """How raw[:hi] reads: (read, at, tail), the first `read` characters of `text` and then
+        `tail` (None, or detectors.decode of raw[:hi] from `at`: an entity or an escape cut at
+        hi reads as its raw characters)."""
+        if hi >= len(self.raw):
+            return len(self.text), len(self.raw), None
+        unit = self._unit_across(hi)
+        if unit is None:
+            return bisect.bisect_left(self.starts, hi), hi, None
+        at = unit[0]
+        return bisect.bisect_left(self.starts, at), at, detectors.decode(self.raw[:hi], at)
+
+    def start_of_last(self, chars: int, end: int | None = None) -> int:
+        """Where the last `chars` characters the detectors read of raw[:end] start (0 when they
+        read no more than that)."""
+        read, at, tail = self._prefix(len(self.raw) if end is None else end)
+        total = read + (len(tail[0]) if tail else 0)
+        if total <= chars:
+            return 0
+        i = total - chars
+        if i < read:
+            return self.starts[i]
+        return at + (i - read) if tail[1] is None else tail[1][i - read]
+
+    def last_sentence_start(self, lo: int = 0, hi: int | None = None) -> int | None:
+        """Where the last sentence begun in raw(lo:hi] starts, as detectors.sentence_starts
+        splits the text raw[:hi] reads into sentences; None when no sentence ends there."""
+        hi = len(self.raw) if hi is None else hi
+        read, at, tail = self._prefix(hi)
+        whole = tail is None and read == len(self.text)
+        extra = tail[0] if tail else ""
+        text = self.text if whole else self.text[:read] + extra
+        tail_starts = None if tail is None else tail[1]
+
+        def raw_at(c: int) -> int:
+            if c < read:
+                return self.starts[c]
+            if c >= len(text):
+                return hi
+            return at + (c - read) if tail_starts is None else tail_starts[c - read]
+
+        def clues() -> tuple[bool, ...]:
+            return tuple(
+                (first is not None and first < read) or bool(extra and detectors.LOOKALIKE_CLUES[clue].search(extra))
+                for clue, first in self._firsts.items()
+            )
+
+        for start, end, final in self._ends_of(text, read, whole, extra):
+            begins = raw_at(end)
+            if begins <= lo:
+                return None
+            if self._ends_sentence(text, start, final, clues):
+                return begins
+        return None
+
+    def _ends_of(self, text: str, read: int, whole: bool, extra: str):
+        """The matches of SENTENCE_END in `text` (all of the text read, or its first `read`
+        characters and then `extra`), last first: (start, end, final)."""
+        starts, ends = self._end_starts, self._end_ends
+        if whole:
+            for i in range(len(starts) - 1, -1, -1):
+                yield starts[i], ends[i], i < self._final
+            return
+        # Those that start two characters or more before the cut are the text's own, their
+        # white space cut there (and going on into `extra`); the rest are searched for.
+        k = bisect.bisect_left(starts, read - 1)
+        spaces = _SPACES.match(extra).end()
+        last = ends[k - 1] if k and ends[k - 1] < read else (read + spaces if k else 0)
+        searched = [m.span() for m in detectors.SENTENCE_END.finditer(text, max(0, read - 1, last))]
+        for start, end in reversed(searched):
+            yield start, end, False
+        for i in range(k - 1, -1, -1):
+            yield starts[i], (ends[i] if ends[i] < read else read + spaces), i < self._final
+
+    def _ends_sentence(self, text: str, at: int, final: bool, clues) -> bool:
+        """detectors.ends_sentence at `at` of the text the detectors read: `text` with its
+        look-alike letters mapped as in the whole of it (`clues()`), around the full stop."""
+        if text[at] != ".":
+            return True
+        if final and at in self._judged:
+            return self._judged[at]
+        lo = max(0, at - detectors.END_CONTEXT - 8)
+        near = text[lo : at + 1]
+        lookalikes = not near.isascii() and detectors.LOOKALIKE_CLUES["lookalike"].search(near) is not None
+        if lookalikes:
+            near = detectors.lookalikes_as(near, *clues())
+        ends = detectors.ends_sentence(near, at - lo)
+        if final and not lookalikes:
+            self._judged[at] = ends
+        return ends
+
+    def window_bounds(self, checked_upto: int, topics: bool) -> tuple[int, bool]:
+        """Where the next mid-stream check starts: OVERLAP characters (as the detectors read
+        them) before what was checked, and with denied topics, back to the start of the
+        sentence that reaches there; and whether a sentence starts there: not when, with
+        denied topics, the sentence reaching there began more than SENTENCE_LOOKBACK
+        characters before it (no window sees that sentence whole)."""
+        start = self.start_of_last(OVERLAP, checked_upto)
+        if not topics or not start:
+            return start, True
+        floor = max(0, start - SENTENCE_LOOKBACK)
+        found = self.last_sentence_start(floor, start + 1)
+        return (found, True) if found is not None else (floor, floor == 0)
+
+    def relay_limit(self, checked_upto: int, window: int, topics: bool) -> int:
+        """How much may be relayed once raw[:checked_upto] passed the check whose window
+        started at `window`: up to HOLD_BACK characters before its end (a term or a value may
+        still be being written there), and with denied topics only whole sentences (a
+        sentence is judged whole: its first words may be a topic's when it ends)."""
+        limit = self.start_of_last(HOLD_BACK, checked_upto)
+        if topics:
+            found = self.last_sentence_start(window, checked_upto) if window < checked_upto else None
+            limit = min(limit, window if found is None else found)
+        return limit
+
+
+_SPACES = re.compile(r"\s*")
+
+
+def _reading(text: str | Reading) -> Reading:
+    return text if isinstance(text, Reading) else Reading(text)
+
+
+def last_sentence_start(text: str | Reading, lo: int = 0, hi: int | None = None) -> int:
+    """Where the last sentence begun in text(lo:hi] starts (as detectors._sentences splits
+    sentences, in the text the detectors read), or `lo` when no sentence ends there."""
+    found = _reading(text).last_sentence_start(lo, hi)
+    return lo if found is None else found
+
+
+def raw_start_of_last(text: str | Reading, end: int, chars: int) -> int:
     """Where, in `text`, the last `chars` characters the detectors read of text[:end] start
-    (0 when they read no more than that). A value written with entities or escapes is many
-    more raw characters than the detectors see, so a hold-back or an overlap in raw characters
-    could cut it in two; this maps the one in detected characters back onto the raw text.
-    Only the tail is decoded: a slice of 4 raw characters per wanted one, widened until it
-    reads enough (zero-width characters read as nothing) or is the whole text."""
-    size = 4 * (chars + _LONGEST_UNIT)
-    while True:
-        lo = max(0, end - size)
-        canon = detectors.canonical(text[lo:end])
-        read = len(canon.text)
-        if lo == 0:
-            return canon.span(read - chars, read)[0] if read > chars else 0
-        if read >= chars + _LONGEST_UNIT:
-            return lo + canon.span(read - chars, read)[0]
-        size *= 4
+    (0 when they read no more than that): see Reading."""
+    return _reading(text).start_of_last(chars, end)
 
 
-def window_bounds(text: str, checked_upto: int, topics: bool) -> tuple[int, bool]:
-    """Where the next mid-stream check of `text` starts (see window_start), and whether a
-    sentence starts there: not when, with denied topics, the sentence reaching there began
-    more than SENTENCE_LOOKBACK characters before it (no window sees that sentence whole)."""
-    start = raw_start_of_last(text, checked_upto, OVERLAP)
-    if not topics or not start:
-        return start, True
-    floor = max(0, start - SENTENCE_LOOKBACK)
-    starts = _sentence_starts(text, floor, start + 1)
-    return (starts[-1], True) if starts else (floor, floor == 0)
+def window_bounds(text: str | Reading, checked_upto: int, topics: bool) -> tuple[int, bool]:
+    """Reading.window_bounds of `text` (the answer so far, or its Reading)."""
+    return _reading(text).window_bounds(checked_upto, topics)
 
 
-def window_start(text: str, checked_upto: int, topics: bool) -> int:
-    """Where the next mid-stream check of `text` starts: OVERLAP characters (as the detectors
-    read them) before what was checked, and with denied topics, back to the start of the
-    sentence that reaches there."""
-    return window_bounds(text, checked_upto, topics)[0]
+def window_start(text: str | Reading, checked_upto: int, topics: bool) -> int:
+    """Where the next mid-stream check of `text` starts (Reading.window_bounds)."""
+    return _reading(text).window_bounds(checked_upto, topics)[0]
 
 
-def relay_limit(text: str, checked_upto: int, window: int, topics: bool) -> int:
-    """How much of `text` may be relayed once text[:checked_upto] passed the check whose
-    window started at `window`: up to HOLD_BACK characters before its end (a term or a
-    value may still be being written there), and with denied topics only whole sentences
-    (a sentence is judged whole: its first words may be a topic's when it ends)."""
-    limit = raw_start_of_last(text, checked_upto, HOLD_BACK)
-    if topics:
-        limit = min(limit, last_sentence_start(text, window, checked_upto) if window < checked_upto else window)
-    return limit
+def relay_limit(text: str | Reading, checked_upto: int, window: int, topics: bool) -> int:
+    """Reading.relay_limit of `text` (the answer so far, or its Reading)."""
+    return _reading(text).relay_limit(checked_upto, window, topics)
 
 
 class OutputGuard:
@@ -180,6 +350,7 @@ class OutputGuard:
         self._effective = None
         self._recorded = False
         self._unjudged = False  # a sentence too long to judge mid-stream held the stream (check())
+        self._reading = Reading()  # the answer so far as the detectors read it (check(), shown())
 
     @property
     def effective(self):
@@ -252,7 +423,8 @@ class OutputGuard:
             return None
         if self._holds_all or len(text_so_far) - self._checked_upto < STEP:
             return None
-        start, whole = window_bounds(text_so_far, self._checked_upto, self._topics)
+        self._reading.update(text_so_far)
+        start, whole = self._reading.window_bounds(self._checked_upto, self._topics)
         # A sentence no window sees whole is judged by final() only: nothing more is relayed,
         # not even what follows it (it would take the unjudged sentence with it).
         self._unjudged = self._unjudged or not whole
@@ -267,7 +439,7 @@ class OutputGuard:
         if evaluation.blocked:
             return self._block(evaluation)
         if not self._unjudged:
-            self.cleared = max(self.cleared, relay_limit(text_so_far, self._checked_upto, start, self._topics))
+            self.cleared = max(self.cleared, self._reading.relay_limit(self._checked_upto, start, self._topics))
         return None
 
     @property
@@ -284,7 +456,8 @@ class OutputGuard:
         more than check() cleared, and never part of a value (a value the cut falls in is
         held back whole: the prefix alone would not read as one), with PII replaced by its
         placeholder, exactly as the stored answer will have it."""
-        cut = min(raw_start_of_last(text_so_far, len(text_so_far), HOLD_BACK), self.cleared)
+        self._reading.update(text_so_far)
+        cut = min(self._reading.start_of_last(HOLD_BACK), self.cleared)
         try:
             cut = self._before_values(text_so_far, cut)
             stable = text_so_far[:cut]
@@ -302,7 +475,7 @@ class OutputGuard:
         characters before the end is complete."""
         if cut <= 0:
             return 0
-        lo = raw_start_of_last(text, cut, 2 * HOLD_BACK)
+        lo = self._reading.start_of_last(2 * HOLD_BACK, cut)
         around = text[lo:]
         compiled = self.effective.compiled
         findings = detectors.find_entities(around, compiled.entity_actions) if compiled.entity_actions else []
