@@ -975,7 +975,14 @@ def ends_sentence(text: str, at: int) -> bool:
     """Whether the match of SENTENCE_END at `at` in `text` ends a sentence: it does unless it
     is the full stop of an abbreviation, initials, an ellipsis or a list marker. Reads
     text[at - END_CONTEXT - 1 : at + 1] (the one character more: what a word starts after)."""
-    return text[at] != "." or not _NOT_AN_END.search(text, max(0, at - END_CONTEXT), at + 1)
+    if text[at] != ".":
+        return True
+    before = text[at - 1] if at else ""
+    # Every way not to end puts a letter, a digit or a full stop before it; and an abbreviation
+    # or an initial is a word of 6 letters at most, after something that is not a letter.
+    if not (before == "." or before.isalnum()) or (at >= 7 and text[at - 7 : at].isalpha()):
+        return True
+    return not _NOT_AN_END.search(text, max(0, at - END_CONTEXT), at + 1)
 
 
 def sentence_starts(text: str, lo: int = 0, hi: int | None = None) -> list[int]:

@@ -152,10 +152,11 @@ class Reading:
         if unit is not None:
             rest = unit[0]
         self._rest, self._rest_read = rest, bisect.bisect_left(self.starts, rest, read)
+        plain = decoded.isascii()  # then it holds no look-alike nor any letter of their scripts
         for clue, pattern in detectors.LOOKALIKE_CLUES.items():
             first = self._firsts[clue]
             if first is None or first >= read:
-                found = pattern.search(self.text, read)
+                found = pattern.search(self.text, read) if clue == "latin" or not plain else None
                 self._firsts[clue] = found.start() if found else None
         self._find_ends()
 

@@ -354,3 +354,17 @@ def test_a_long_streamed_answer_is_read_once_not_again_at_every_check(world, mon
             guard.shown(so_far)
     assert guard.windows > 100 and guard.cleared > len(answer) - 200
     assert counting.read < 4 * len(answer), (counting.read, len(answer))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_full_stop_ends_a_sentence_as_the_pattern_says(seed):
+    """detectors.ends_sentence skips the pattern where it cannot match (nothing a word can
+    end with before the full stop, or seven letters): the same answers as the pattern."""
+    rng = random.Random(seed)
+    alphabet = [*"aBz. \n\t1_-,", "e.g.", "Dr", "etc", "approx", "ſt", "K", "İ", "ı", "²", "½", "٣", "Ж", "Со", "word"]
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 14))) + ". "
+        for match in detectors.SENTENCE_END.finditer(text):
+            at = match.start()
+            by_pattern = text[at] != "." or not detectors._NOT_AN_END.search(text, max(0, at - 32), at + 1)
+            assert detectors.ends_sentence(text, at) == by_pattern, (text, at)
