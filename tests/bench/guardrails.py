@@ -88,7 +88,8 @@ STEPS = (16, 32, 64, 128)
 def _turn_ms(compiled, markers, answers: list[str], step: int) -> list[float]:
     """Each answer's output checks as OutputGuard runs them while it streams in 40-character
     deltas: the marker pass on each, the full check every `step` characters (its window
-    from enforce.window_start), the cleared prefix (enforce.relay_limit), the final check."""
+    from the answer's enforce.Reading, kept up to date as the guard keeps it), the cleared
+    prefix (Reading.relay_limit), the final check."""
     from agents.guardrails import enforce, engine
 
     topics = bool(compiled.topics.topics)
@@ -96,15 +97,17 @@ def _turn_ms(compiled, markers, answers: list[str], step: int) -> list[float]:
     for answer in answers:
         started = time.perf_counter()
         seen, checked, cleared = 0, 0, 0
+        reading = enforce.Reading()
         for end in range(40, len(answer) + 40, 40):
             part = answer[:end]
             compiled.cross_tenant(part[max(0, seen - enforce.OVERLAP) :], engine.Evaluation(text=""), markers, 0)
             seen = len(part)
             if len(part) - checked >= step:
-                start = enforce.window_start(part, checked, topics)
+                reading.update(part)
+                start = reading.window_bounds(checked, topics)[0]
                 checked = len(part)
                 compiled.evaluate_output(part[start:], markers=markers, tenant_id=0)
-                cleared = max(cleared, enforce.relay_limit(part, checked, start, topics))
+                cleared = max(cleared, reading.relay_limit(checked, start, topics))
         compiled.evaluate_output(answer, markers=markers, tenant_id=0, final=True)
         timings.append((time.perf_counter() - started) * 1000)
     return timings
