@@ -14,6 +14,7 @@ run for the turn (`guardrail_checks`).
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -122,7 +123,6 @@ class Reading:
         self._units: list[tuple[int, int]] = []  # raw spans of the entities and escapes decoded
         self._rest = 0  # the raw position the next update decodes afresh from
         self._rest_read = 0  # characters of `text` before it (final: no addition changes them)
-        self._firsts: dict[str, int | None] = dict.fromkeys(detectors.LOOKALIKE_CLUES)
         # The spans of detectors.SENTENCE_END in `text`, in order; the first `_final` are final.
         self._end_starts: list[int] = []
         self._end_ends: list[int] = []
@@ -152,12 +152,6 @@ class Reading:
         if unit is not None:
             rest = unit[0]
         self._rest, self._rest_read = rest, bisect.bisect_left(self.starts, rest, read)
-        plain = decoded.isascii()  # then it holds no look-alike nor any letter of their scripts
-        for clue, pattern in detectors.LOOKALIKE_CLUES.items():
-            first = self._firsts[clue]
-            if first is None or first >= read:
-                found = pattern.search(self.text, read) if clue == "latin" or not plain else None
-                self._firsts[clue] = found.start() if found else None
         self._find_ends()
 
     def _unit_across(self, at: int) -> tuple[int, int] | None:
@@ -208,7 +202,9 @@ class Reading:
 
     def last_sentence_start(self, lo: int = 0, hi: int | None = None) -> int | None:
         """Where the last sentence begun in raw(lo:hi] starts, as detectors.sentence_starts
-        splits the text raw[:hi] reads into sentences; None when no sentence ends there."""
+        splits the text raw[:hi] reads into sentences; None when no sentence ends there.
+        (Look-alike letters, which make "Со." the abbreviation "Co.", are read as in the text
+        from `lo`, as the topic check of a window from there reads them.)"""
         hi = len(self.raw) if hi is None else hi
         read, at, tail = self._prefix(hi)
         whole = tail is None and read == len(self.text)
@@ -223,11 +219,12 @@ class Reading:
                 return hi
             return at + (c - read) if tail_starts is None else tail_starts[c - read]
 
+        @functools.cache
         def clues() -> tuple[bool, ...]:
-            return tuple(
-                (first is not None and first < read) or bool(extra and detectors.LOOKALIKE_CLUES[clue].search(extra))
-                for clue, first in self._firsts.items()
-            )
+            # Look-alike letters are read as the topic check of a window from `lo` reads them:
+            # by what letters occur there (and a unit's length before it), not in all the answer.
+            near = detectors.decode(self.raw[:hi], max(0, lo - _LONGEST_UNIT))[0]
+            return tuple(pattern.search(near) is not None for pattern in detectors.LOOKALIKE_CLUES.values())
 
         for start, end, final in self._ends_of(text, read, whole, extra):
             begins = raw_at(end)
@@ -258,7 +255,7 @@ class Reading:
 
     def _ends_sentence(self, text: str, at: int, final: bool, clues) -> bool:
         """detectors.ends_sentence at `at` of the text the detectors read: `text` with its
-        look-alike letters mapped as in the whole of it (`clues()`), around the full stop."""
+        look-alike letters mapped as `clues()` says, around the full stop."""
         if text[at] != ".":
             return True
         if final and at in self._judged:

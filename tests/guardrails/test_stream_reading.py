@@ -57,6 +57,8 @@ ANSWERS = {
         "٣٤٥ digits. a&#8203;b&zwj;c. &shy;Next. Ｄｒ. Who. "
     )
     * 6,
+    # "Со." in Cyrillic reads as the abbreviation "Co." where no other Cyrillic letter is near.
+    "look-alike abbreviation": "Дом стоит. " + FILLER * 15 + "Ask Со. today, Со. tomorrow. " * 8,
     "blocked term": "Thanks. " * 20 + "The plan: " + decimal_entities("Nightingale Expansion") + " starts soon. " * 8,
     "white space": "End.   \n\n  \t Start again.\u00a0\u00a0Next!" + " " * 120 + "After the gap. " * 10,
 }
@@ -197,7 +199,7 @@ def questions(reading, text: str, checked: int) -> dict:
 
 def assert_reads_as_the_detectors(reading: enforce.Reading, text: str) -> None:
     canon = detectors.canonical(text)
-    clues = [first is not None for first in reading._firsts.values()]
+    clues = [pattern.search(reading.text) is not None for pattern in detectors.LOOKALIKE_CLUES.values()]
     assert detectors.lookalikes_as(reading.text, *clues) == canon.text
     assert reading.starts == [canon.span(c, c + 1)[0] for c in range(len(canon.text))]
 
@@ -284,6 +286,29 @@ POLICIES = {
     "redacted card": {"entities": {"card": "redact", "email": "redact", "phone": "redact"}, "output_pii": True},
     "blocked term": {"blocked_terms": ["nightingale expansion"], "output_pii": False},
 }
+# Which answers each policy stops mid-stream.
+STOPPED = {
+    "topics and blocked card": {
+        "abbreviations",
+        "decimal card",
+        "hex card",
+        "named and sentence entities",
+        "references without ;",
+    },
+    "redacted card": set(),
+    "blocked term": {"blocked term"},
+}
+
+
+def stream(guards: list[enforce.OutputGuard], parts: list[str]) -> list[tuple]:
+    """What each guard says at each delta (its verdict, what it cleared, its windows, whether
+    a sentence held it, what it shows), until one stops the stream."""
+    steps = []
+    for so_far in prefixes(parts):
+        steps.append([(g.check(so_far), g.cleared, g.windows, g._unjudged, g.shown(so_far)) for g in guards])
+        if steps[-1][0][0] is not None:
+            break
+    return steps
 
 
 @pytest.mark.django_db
@@ -291,25 +316,17 @@ POLICIES = {
 def test_the_output_guard_streams_as_it_did(world, policy):
     set_tier_policy(world.a.tenant.tier, POLICIES[policy])
     rng = random.Random(policy)
-    blocked, relayed = set(), set()
+    stopped, relayed_in_part = set(), set()
     with tenant_context(world.a.tenant):
         for name, text in ANSWERS.items():
             for parts in list(chunkings(text, rng, 2))[2:]:
-                guards = [
-                    cls(world.a.tenant, invocation=None) for cls in (enforce.OutputGuard, FromScratchGuard, LegacyGuard)
-                ]
-                for so_far in prefixes(parts):
-                    seen = [(g.check(so_far), g.cleared, g.windows, g._unjudged, g.shown(so_far)) for g in guards]
-                    assert seen[0] == seen[1] == seen[2], (policy, name, so_far)
-                    if 0 < min(seen[0][1], len(seen[0][4])) < len(so_far):
-                        relayed.add(name)
-                    if seen[0][0] is not None:
-                        blocked.add(name)
-                        break
-    # The streams were held back and relayed in part, and some stopped.
-    assert len(relayed) > 5, relayed
-    if policy != "redacted card":
-        assert blocked, blocked
+                kinds = (enforce.OutputGuard, FromScratchGuard, LegacyGuard)
+                steps = stream([kind(world.a.tenant, invocation=None) for kind in kinds], parts)
+                assert all(seen[0] == seen[1] == seen[2] for seen in steps), (policy, name)
+                stopped |= {name for seen in steps[-1:] if seen[0][0] is not None}
+                relayed_in_part |= {name for seen in steps if 0 < min(seen[0][1], len(seen[0][4])) < len(text)}
+    assert stopped == STOPPED[policy]
+    assert len(relayed_in_part) > 5, relayed_in_part
 
 
 class CountingDetectors:
