@@ -413,6 +413,7 @@ SPECTACULAR_SETTINGS = {
         "TurnStatusEnum": "agents.models.MessageStatus.choices",
         "InvoiceStatusEnum": "billing.models.InvoiceStatus.choices",
         "SkillStatusEnum": "agents.skills.models.SkillStatus.choices",
+        "AgentVersionStateEnum": "agents.registry.models.VersionState.choices",
     },
     "COMPONENT_SPLIT_REQUEST": True,
     # Swagger UI from the pinned drf-spectacular-sidecar package, never a CDN.

@@ -8,7 +8,9 @@ from agents.guardrails import api as guardrails_api
 from agents.knowledge import api as knowledge_api
 from agents.memory import api as memory_api
 from agents.registry import api as registry_api
+from agents.registry import operator_api as registry_operator_api
 from agents.skills import api as skills_api
+from agents.skills import operator_api as skills_operator_api
 from agents.tools import api as tools_api
 from agents.tools import tenant_api as tools_tenant_api
 from billing import api as billing_api
@@ -25,6 +27,15 @@ router.register(
     "operator/billing/tenants", operator_billing_api.TenantBillingViewSet, basename="operator-billing-tenant"
 )
 router.register("operator/invoices", operator_billing_api.OperatorInvoiceViewSet, basename="operator-invoice")
+router.register(
+    "operator/registry/agents", registry_operator_api.OperatorRegistryAgentViewSet, basename="operator-registry-agent"
+)
+router.register(
+    "operator/registry/versions",
+    registry_operator_api.OperatorRegistryVersionViewSet,
+    basename="operator-registry-version",
+)
+router.register("operator/skills", skills_operator_api.OperatorSkillViewSet, basename="operator-skill")
 tenant_router = SimpleRouter()
 tenant_router.register("members", tenants_api.MemberViewSet, basename="member")
 tenant_router.register("invitations", tenants_api.InvitationViewSet, basename="invitation")

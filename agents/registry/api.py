@@ -7,7 +7,9 @@
 * `versions/{id}/` GET, and `submit/`, `approve/`, `reject/` (a reason), `roll-back/`
   POSTs (agents.manage). Four eyes: the author of a version gets 403 approving it.
 
-Shared agents are the operators' (operator console). Every error is problem JSON.
+Shared agents are the operators' (operator console, and /api/v1/operator/registry/ in
+agents/registry/operator_api.py). Every error is problem JSON; a version whose state another
+request changed (two reviewers at once, a draft already submitted) is a 409.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ PROBLEMS = {
     400: OpenApiResponse(description="Problem JSON: bad input (unknown model, model outside the plan, empty text)"),
     403: OpenApiResponse(description="Problem JSON: the role, token scope or four-eyes rule refuses it"),
     404: OpenApiResponse(description="Problem JSON: no such agent or version in this tenant"),
+    409: OpenApiResponse(description="Problem JSON: the version's state changed (already reviewed, not a draft)"),
 }
 
 

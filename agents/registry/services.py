@@ -49,6 +49,13 @@ VERSION_FIELDS = ["name", "description", "instructions", "model", "offered_to_ti
 AUDIT_FIELDS = ["number", "state", "name", "description", "model", "offered_to_tiers", "change_note"]
 
 
+class VersionConflict(ServiceError):
+    """The version's state (or the agent's numbering), changed by a request that ran at the
+    same moment or before, refuses this one: HTTP 409 in the API, a message on the screens."""
+
+    status = 409
+
+
 @dataclass(frozen=True)
 class Draft:
     """What a person wrote in the form or the API body, before it is checked."""
@@ -128,6 +135,17 @@ def versions_of(agent: Agent):
 
 def access_version(agent: Agent, number) -> AgentVersion | None:
     return versions_of(agent).filter(number=number).first() if isinstance(number, int) else None
+
+
+def access_shared_version(version_id) -> AgentVersion | None:
+    """A version of a shared agent (the operators'), for the operator API (inside all_tenants)."""
+    if not isinstance(version_id, int):
+        return None
+    return (
+        AgentVersion.unscoped.filter(owner_tenant__isnull=True, agent__owner_tenant__isnull=True, pk=version_id)
+        .select_related("agent", "model")
+        .first()
+    )
 
 
 def access_tenant_version(tenant: Tenant, version_id) -> AgentVersion | None:
@@ -250,7 +268,7 @@ def _new_version(agent: Agent, fields: dict, user, **extra) -> AgentVersion:
         with transaction.atomic():
             version.save(force_insert=True)
     except IntegrityError:
-        raise ServiceError("Someone added a version of this agent at the same moment; try again.")
+        raise VersionConflict("Someone added a version of this agent at the same moment; try again.")
     return version
 
 
@@ -309,7 +327,7 @@ def submit(user, version: AgentVersion, *, actor: Actor | None = None) -> AgentV
     before = _snapshot(version)
     with transaction.atomic():
         if not _move(version, VersionState.DRAFT, state=VersionState.SUBMITTED, submitted_at=timezone.now()):
-            raise ServiceError(f"Version {version.number} is not a draft any more.")
+            raise VersionConflict(f"Version {version.number} is not a draft any more.")
         _audit("submitted", user, version, owner, _ip(actor), before=before, after=_snapshot(version))
     return version
 
@@ -324,7 +342,7 @@ def approve(user, version: AgentVersion, *, actor: Actor | None = None) -> Agent
         now = timezone.now()
         changes = dict(state=VersionState.APPROVED, reviewed_by=user, reviewed_by_email=user.email, reviewed_at=now)
         if not _move(version, VersionState.SUBMITTED, **changes):
-            raise ServiceError(f"Version {version.number} is not waiting for a review.")
+            raise VersionConflict(f"Version {version.number} is not waiting for a review.")
         agents = Agent.unscoped if version.owner_tenant_id is None else Agent.objects
         agent = agents.select_for_update().get(pk=version.agent_id)
         live_before = audit.snapshot(agent, ["status", "published_version", "name", "model", "offered_to_tiers"])
@@ -368,7 +386,7 @@ def reject(user, version: AgentVersion, reason: str, *, actor: Actor | None = No
             review_note=reason,
         )
         if not _move(version, VersionState.SUBMITTED, **changes):
-            raise ServiceError(f"Version {version.number} is not waiting for a review.")
+            raise VersionConflict(f"Version {version.number} is not waiting for a review.")
         after = _snapshot(version) | {"reason": reason}
         _audit("rejected", user, version, owner, _ip(actor), before=before, after=after)
     return version
@@ -378,7 +396,7 @@ def roll_back(user, version: AgentVersion, *, actor: Actor | None = None) -> Age
     """A new version with an earlier one's fields, submitted for review like any other."""
     owner = _check_rights(version.owner_tenant_id, user, actor)
     if version.state not in (VersionState.APPROVED, VersionState.SUPERSEDED):
-        raise ServiceError("Only a version that was published can be rolled back to.")
+        raise VersionConflict("Only a version that was published can be rolled back to.")
     fields = {name: getattr(version, name) for name in VERSION_FIELDS}
     fields["change_note"] = f"Roll back to version {version.number}"
     with transaction.atomic():

@@ -1,10 +1,9 @@
 """Operator billing over the REST API: /api/v1/operator/billing/tenants/ and /api/v1/operator/invoices/.
 
 The same numbers as the console's Billing pages (billing.dashboards.operator_rows,
-billing.invoices.invoice_data). Staff signed in with a browser session only:
-access tokens speak for one tenant, so a bearer token is never an operator
-credential here. Anyone else gets 404, as the console answers, so its existence
-is not advertised. Reads run inside all_tenants().
+billing.invoices.invoice_data). Staff signed in with a browser session only
+(portal.operator.api.StaffSessionOnly); anyone else gets 404, as the console answers.
+Reads run inside all_tenants().
 """
 
 from __future__ import annotations
@@ -20,23 +19,12 @@ from billing.api import InvoiceSerializer
 from billing.models import Invoice, InvoiceStatus
 from portal.api import choice_param
 from portal.operator import services as operator_services
+from portal.operator.api import StaffSessionOnly
 from portal.schema import counted_list
 from tenants.audit import client_ip
 from tenants.context import all_tenants
 
 REASON = "operator API: billing"
-
-
-class StaffSessionOnly(permissions.BasePermission):
-    def has_permission(self, request, view) -> bool:
-        from tenants.identity.tokens import AccessToken
-
-        user = request.user
-        if not (user and user.is_authenticated and user.is_active and user.is_staff) or isinstance(
-            request.auth, AccessToken
-        ):
-            raise NotFound()
-        return True
 
 
 def _bad(exc: d.BadQuery):

@@ -331,6 +331,19 @@ ROUTES: dict[str, object] = {
     "api:operator-billing-tenant-list": OperatorOnly(),
     "api:operator-invoice-list": OperatorOnly(),
     "api:operator-invoice-detail": OperatorOnly(kwargs={"pk": "b_invoice_id"}),
+    # the shared catalogue for operators over the API (agents/registry/operator_api.py,
+    # agents/skills/operator_api.py): staff sessions only, the rest get 404 and change nothing
+    "api:operator-registry-agent-list": OperatorOnly(methods=("GET", "POST")),
+    "api:operator-registry-agent-detail": OperatorOnly(kwargs={"pk": "shared_agent_id"}),
+    "api:operator-registry-agent-versions": OperatorOnly(methods=("GET", "POST"), kwargs={"pk": "shared_agent_id"}),
+    "api:operator-registry-version-list": OperatorOnly(),
+    "api:operator-registry-version-detail": OperatorOnly(kwargs={"pk": "shared_version_id"}),
+    "api:operator-registry-version-submit": OperatorOnly(methods=("POST",), kwargs={"pk": "shared_version_id"}),
+    "api:operator-registry-version-approve": OperatorOnly(methods=("POST",), kwargs={"pk": "shared_version_id"}),
+    "api:operator-registry-version-reject": OperatorOnly(methods=("POST",), kwargs={"pk": "shared_version_id"}),
+    "api:operator-registry-version-roll-back": OperatorOnly(methods=("POST",), kwargs={"pk": "shared_version_id"}),
+    "api:operator-skill-list": OperatorOnly(methods=("GET", "POST")),
+    "api:operator-skill-detail": OperatorOnly(methods=("GET", "PATCH"), kwargs={"pk": "shared_skill_id"}),
     "guardrails_operator:overview": OperatorOnly(),
     "guardrails_operator:tier_policy": OperatorOnly(methods=("GET", "POST"), kwargs={"slug": "tier_slug"}),
 }
@@ -448,8 +461,10 @@ def scene(world, client):
         "agent_b_id": agent_b.pk,
         "shared_agent_id": catalogue.helpdesk.pk,
         "shared_version_number": shared_version.number,
+        "shared_version_id": shared_version.pk,
         "tool_key": tool.key,
         "skill_key": shared_skill.key,
+        "shared_skill_id": shared_skill.pk,
         "b_api_client_id": client_b.pk,
         "b_invitation_id": invitation_b.pk,
         "b_invoice_id": invoice_b.pk,
@@ -634,6 +649,21 @@ def _registry_state():
     )
 
 
+def _shared_catalogue_state():
+    """The operators' shared agents, their versions and shared skills."""
+    from agents.models import Agent
+    from agents.registry.models import AgentVersion
+    from agents.skills.models import Skill
+    from tenants.context import all_tenants
+
+    with all_tenants("test: the shared catalogue"):
+        return (
+            sorted(AgentVersion.unscoped.filter(owner_tenant=None).values_list("pk", "state", "instructions")),
+            sorted(Agent.unscoped.filter(owner_tenant=None).values_list("pk", "status", "published_version")),
+            sorted(map(str, Skill.unscoped.filter(owner_tenant=None).values_list("pk", "key", "status", "tiers"))),
+        )
+
+
 def _skills_state():
     from agents.skills.models import AgentSkill, Skill
 
@@ -717,13 +747,14 @@ def test_caller_scoped_routes_hide_other_tenants(route, scene):
 def test_operator_routes_answer_404_to_tenant_users(route, scene):
     spec: OperatorOnly = classify(route)
     world = scene["world"]
-    before = _b_state(world)
+    before, shared_before = _b_state(world), _shared_catalogue_state()
     kwargs = {k: scene[v] for k, v in spec.kwargs.items()}
     for method in spec.methods:
         response = _request(scene["client"], method, reverse(route.name, kwargs=kwargs), api=False)
         assert response.status_code == 404, f"{method} {route.name} gave {response.status_code} to a tenant owner"
         _assert_no_foreign_data(response)
     assert _b_state(world) == before
+    assert _shared_catalogue_state() == shared_before
 
 
 @pytest.mark.parametrize("route", _routes_of(NoTenantData))
