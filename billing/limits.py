@@ -876,6 +876,66 @@ def set_budget(actor, *, monthly_budget: Decimal | None, soft_alert_percent: int
     return budget
 
 
+@dataclass(frozen=True)
+class BudgetShortfall:
+    """A tenant's monthly budget that its budget form would refuse now, and the lowest it takes."""
+
+    cap: Decimal
+    lowest: Decimal
+    tier_fee: Decimal
+
+    @property
+    def this_months_fee(self) -> bool:
+        """The lowest is this month's fee (a move during the month bills the dearer plan's days)."""
+        return self.lowest > self.tier_fee
+
+
+def budget_shortfall(tenant) -> BudgetShortfall | None:
+    """The tenant's monthly budget when it is below what the budget form accepts
+    (spend.check_tenant_budget: the plan's full monthly fee, or this month's fee when that is
+    more), else None. Read in the tenant's context, inside the caller's transaction: a tier
+    change asks it after recording the move, so this month's fee is the moved one."""
+    from tenants.context import tenant_context
+
+    with tenant_context(tenant):
+        cap = TenantBudget.objects.filter(monthly_budget__isnull=False).values_list("monthly_budget", flat=True).first()
+        if cap is None or spend.check_tenant_budget(tenant, cap) is None:
+            return None
+        return BudgetShortfall(cap=cap, lowest=spend.lowest_budget(tenant), tier_fee=spend.monthly_fee(tenant.tier))
+
+
+def raise_budget_for_plan(operator, tenant, amount: Decimal, *, ip: str | None = None) -> TenantBudget:
+    """The operator's half of a tier change: the tenant's monthly budget raised to `amount`,
+    the lowest its new plan accepts (budget_shortfall), in the caller's transaction. Audited
+    in the tenant's log, so its admins see who moved their cap and why."""
+    from tenants import audit
+    from tenants.context import tenant_context
+
+    if not (operator.is_authenticated and operator.is_active and operator.is_staff):
+        raise ServiceError("Only operators change a tenant's plan.")
+    with tenant_context(tenant), transaction.atomic():
+        budget = TenantBudget.objects.select_for_update().get()
+        before = {"monthly_budget": _money_text(budget.monthly_budget), "soft_alert_percent": budget.soft_alert_percent}
+        budget.monthly_budget = amount
+        budget.alerted_month = None  # a new line: alert again when it is crossed
+        budget.save(update_fields=["monthly_budget", "alerted_month", "updated_at"])
+        audit.record(
+            "billing.budget_raised_for_plan",
+            actor=operator,
+            tenant=tenant,
+            target=budget,
+            target_repr="Monthly budget",
+            before=before,
+            after={
+                "monthly_budget": _money_text(amount),
+                "soft_alert_percent": budget.soft_alert_percent,
+                "tier": tenant.tier.name,
+            },
+            ip=ip,
+        )
+    return budget
+
+
 def set_user_limit(actor, user, *, requests_per_minute: int | None, tokens_per_month: int | None) -> UserLimit | None:
     """One person's limits inside the tenant (both empty = the tenant's limits only). Audited.
 

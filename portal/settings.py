@@ -402,8 +402,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "The multi-tenant agent service: tenants, members and invitations; agents, conversations and "
         "streamed turns; knowledge bases; guardrails; usage, limits and invoices; and the operator's "
-        "billing views. Every call carries an access token from /oauth/token that speaks for one "
-        "tenant; errors are problem details (application/problem+json)."
+        "billing views, shared agent registry and shared skills. Every tenant call carries an access token "
+        "from /oauth/token that speaks for one tenant; the operator calls (/api/v1/operator/) take a staff "
+        "browser session instead. Errors are problem details (application/problem+json)."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,

@@ -86,6 +86,7 @@ ACTION_LABELS: dict[str, str] = {
     "guardrails.tier_policy_updated": "Tier guardrail policy changed",
     # billing
     "billing.budget_set": "Monthly budget set",
+    "billing.budget_raised_for_plan": "Monthly budget raised to the new plan's fee",
     "billing.user_limit_set": "Limits per person set",
     "billing.budget_soft_alert": "Monthly budget alert reached",
     "invoice.finalised": "Invoice finalised",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -485,8 +486,37 @@ def _record_tier_change(tenant: Tenant, tier_before_id: int | None) -> None:
     record_tier_change(tenant, tier_before_id)
 
 
-def update_tenant(operator: User, tenant: Tenant, ip: str | None = None, **changes) -> Tenant:
-    """Change tier, deployment model, region, name or resource bindings."""
+class BudgetBelowPlan(ServiceError):
+    """A tier change that would leave the tenant's monthly budget below what its budget form
+    accepts (at least the new plan's monthly fee): refused unless the operator also raises the
+    budget to `lowest`. Raised as the tier field's error, for the console's form."""
+
+    def __init__(self, tenant: Tenant, shortfall):
+        self.cap, self.lowest = shortfall.cap, shortfall.lowest
+        if shortfall.this_months_fee:
+            fee = f"this month's fee with the move to {tenant.tier.name} (${self.lowest:,.2f})"
+        else:
+            fee = f"the {tenant.tier.name} plan's monthly fee (${self.lowest:,.2f})"
+        super().__init__(
+            {
+                "tier": (
+                    f"{tenant.name}'s monthly budget cap (${self.cap:,.2f}) is below {fee}: the fee alone would "
+                    "pass it and stop every turn, and the tenant's own budget form refuses such a cap. Raise "
+                    "the cap with the move (below), or choose another tier."
+                )
+            }
+        )
+
+
+def update_tenant(
+    operator: User, tenant: Tenant, ip: str | None = None, *, raise_budget_to: Decimal | None = None, **changes
+) -> Tenant:
+    """Change tier, deployment model, region, name or resource bindings.
+
+    A tier change never leaves the tenant with a monthly budget its budget form would refuse
+    (below the new plan's fee): it is refused (BudgetBelowPlan) unless `raise_budget_to` is
+    exactly the lowest budget the move needs, which then becomes the budget, in the same
+    transaction (an amount the operator saw before the fee changed is refused again)."""
     _require_operator(operator)
     allowed = {"name", "tier", "deployment_model", "region", "resource_bindings"}
     unknown = set(changes) - allowed
@@ -526,11 +556,27 @@ def update_tenant(operator: User, tenant: Tenant, ip: str | None = None, **chang
             )
         if "tier" in changed_fields:
             _record_tier_change(tenant, tier_before_id)
+            _keep_budget_within_plan(operator, tenant, raise_budget_to, ip)
             _redraft_running_month([tenant])
         queue = tenant.bindings.celery_queue
         if queue != queue_before:
             _requeue_turns(operator, tenant, queue_before, queue, ip)
     return tenant
+
+
+def _keep_budget_within_plan(operator: User, tenant: Tenant, raise_to: Decimal | None, ip: str | None) -> None:
+    """After the move is recorded (this month's fee includes it): the budget it leaves is one
+    the tenant's budget form takes, or is raised to the lowest it takes when the operator said
+    so for that very amount; else the whole change rolls back (billing.limits)."""
+    from billing import limits
+
+    shortfall = limits.budget_shortfall(tenant)
+    if shortfall is None:
+        return
+    if raise_to is None or Decimal(raise_to) != shortfall.lowest:
+        raise BudgetBelowPlan(tenant, shortfall)
+    limits.raise_budget_for_plan(operator, tenant, shortfall.lowest, ip=ip)
+    tenant.budget_raised_to = shortfall.lowest  # for the console's message
 
 
 def _requeue_turns(operator: User, tenant: Tenant, old: str, new: str, ip: str | None) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+from decimal import Decimal
 
 from django import forms
 
@@ -58,6 +59,14 @@ class TenantUpdateForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         label="Revoked although the tier includes them",
     )
+    # Offered only after a tier change was refused for the tenant's budget (offer_budget_raise):
+    # the amount the operator agrees to travels with the tick, so a fee changed since is asked again.
+    raise_budget = forms.BooleanField(required=False)
+    budget_raise_offered: Decimal | None = None
+    budget_cap: Decimal | None = None
+    raise_budget_to = forms.DecimalField(
+        required=False, max_digits=12, decimal_places=2, min_value=0, widget=forms.HiddenInput
+    )
 
     @classmethod
     def for_tenant(cls, tenant: Tenant, data=None):
@@ -112,6 +121,24 @@ class TenantUpdateForm(forms.Form):
             "region": data["region"],
             "resource_bindings": {key: data[key] for key in BINDING_KEYS if data.get(key)},
         }
+
+    def budget_raise(self) -> Decimal | None:
+        """The budget the operator agreed to raise the tenant's to with this move, if any."""
+        if not self.cleaned_data.get("raise_budget"):
+            return None
+        return self.cleaned_data.get("raise_budget_to")
+
+    def offer_budget_raise(self, amount: Decimal, cap: Decimal) -> None:
+        """Show "Also raise the budget cap to <amount>" (from `cap`), unticked: the operator decides."""
+        self.budget_raise_offered, self.budget_cap = amount, cap
+        label = f"Also raise the budget cap to ${amount:,.2f}"
+        self.fields["raise_budget"].label = label
+        self["raise_budget"].label = label  # the bound field, made (and cached) when the form was validated
+        if self.is_bound:
+            data = self.data.copy()
+            data["raise_budget_to"] = f"{amount:.2f}"
+            data.pop("raise_budget", None)
+            self.data = data
 
     def feature_changes(self) -> dict:
         return {"grants": self.cleaned_data["feature_grants"], "revocations": self.cleaned_data["feature_revocations"]}

@@ -136,14 +136,22 @@ def tenant_detail(request, slug):
         form = TenantUpdateForm.for_tenant(tenant, data=request.POST)
         if form.is_valid():
             queue_before = tenant.bindings.celery_queue
+            raise_to = form.budget_raise()
             try:
                 with transaction.atomic():
-                    services.update_tenant(request.user, tenant, ip=_ip(request), **form.changes())
+                    services.update_tenant(
+                        request.user, tenant, ip=_ip(request), raise_budget_to=raise_to, **form.changes()
+                    )
                     operator_services.set_features(request.user, tenant, ip=_ip(request), **form.feature_changes())
+            except services.BudgetBelowPlan as exc:
+                form.add_error(None, exc)
+                form.offer_budget_raise(exc.lowest, exc.cap)
             except services.ServiceError as exc:
                 form.add_error(None, exc)
             else:
-                messages.success(request, f"{tenant.name} was updated.")
+                raised = getattr(tenant, "budget_raised_to", None)
+                note = f" Its monthly budget cap was raised to ${raised:,.2f}." if raised is not None else ""
+                messages.success(request, f"{tenant.name} was updated.{note}")
                 if tenant.bindings.celery_queue != queue_before and (warning := services.queue_warning(tenant)):
                     messages.warning(request, warning)
                 return redirect("operator:tenant_detail", slug=tenant.slug)
