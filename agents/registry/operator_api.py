@@ -77,6 +77,9 @@ class SharedAgentSerializer(serializers.ModelSerializer):
 
 
 class SharedVersionSerializer(VersionSerializer):
+    model = serializers.SlugRelatedField(
+        slug_field="key", read_only=True, allow_null=True, help_text="None: each tier's default model."
+    )
     offered_to_tiers = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta(VersionSerializer.Meta):

@@ -20,7 +20,7 @@ from billing.models import Invoice, InvoiceStatus
 from portal.api import choice_param
 from portal.operator import services as operator_services
 from portal.operator.api import StaffSessionOnly
-from portal.schema import counted_list
+from portal.schema import counted_list, one_object
 from tenants.audit import client_ip
 from tenants.context import all_tenants
 
@@ -72,7 +72,8 @@ class TenantBillingViewSet(viewsets.ViewSet):
             OpenApiParameter("dir", str, enum=["asc", "desc"], description="Default desc"),
             OpenApiParameter("q", str, description="Name or slug contains"),
         ],
-        responses=OperatorTableSerializer,
+        # One object (the month's table), not a page of them.
+        responses=one_object(OperatorTableSerializer),
     )
     def list(self, request):
         params = request.query_params

@@ -63,14 +63,19 @@ def owner_token(world):
     return issue_user_token(world.a.owner, world.a.tenant)
 
 
-def walk_every_operation(api_schema, world, token: str, checks) -> list[str]:
-    """Call every operation of the schema with `token`, generated requests valid and not;
-    the failures, one per operation that broke a check."""
+def walk_every_operation(
+    api_schema, world, token: str | None, checks, *, headers=None, cookies=None, prefix=""
+) -> list[str]:
+    """Call every operation of the schema (those whose path starts with `prefix`) with `token`
+    (or the `headers` and `cookies` given), generated requests valid and not; the failures,
+    one per operation that broke a check."""
     # One walk that goes over the operations itself: schemathesis's own pytest integration
     # (`from_fixture`) uses a pytest internal that pytest 9 no longer has.
     failures = []
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) > 40, "the schema lost its operations"
+    operations = [operation for operation in operations if operation.path.startswith(prefix)]
+    headers = headers if headers is not None else {"Authorization": f"Bearer {token}"}
     for operation in operations:
         strategy = st.one_of(
             operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE)
@@ -88,7 +93,9 @@ def walk_every_operation(api_schema, world, token: str, checks) -> list[str]:
                 # A random slug only ever meets the 404 of a tenant that does not exist;
                 # the caller's own tenant reaches the operation itself.
                 case.path_parameters["tenant_slug"] = world.a.tenant.slug
-            case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=checks)
+            if cookies is not None:
+                case.cookies = dict(cookies)  # the session, never a generated one
+            case.call_and_validate(headers=headers, checks=checks)
 
         try:
             keeps_contract()
@@ -111,6 +118,33 @@ def test_every_api_operation_answers_an_api_client_without_a_server_error(api_sc
 
     token = client_token(world.a.tenant, world.a.owner, set(SCOPES))
     failures = walk_every_operation(api_schema, world, token, CHECKS)
+    assert not failures, "\n\n".join(failures)
+
+
+def test_every_operator_api_operation_keeps_its_contract_for_an_operator(
+    api_schema, wsgi_application, world, operator, client
+):
+    # The operator API answers staff browser sessions only (a token gets 404, walked above):
+    # here as a signed-in operator, with the CSRF token a browser's script sends on writes,
+    # from an address (a signed-in session's activity is kept with the address it came from).
+    from django.middleware.csrf import _get_new_csrf_string
+
+    def from_an_address(environ, start_response):
+        return wsgi_application({**environ, "REMOTE_ADDR": environ.get("REMOTE_ADDR") or "127.0.0.1"}, start_response)
+
+    api_schema = schemathesis.openapi.from_wsgi("/api/schema/", from_an_address)
+
+    from tests.agents.helpers import make_catalogue
+    from tests.skills.helpers import shared_skill
+
+    make_catalogue(world.a.tenant, world.b.tenant)
+    shared_skill(world.a.tenant.tier)
+    client.force_login(operator)
+    csrf = _get_new_csrf_string()
+    cookies = {"sessionid": client.cookies["sessionid"].value, "csrftoken": csrf}
+    failures = walk_every_operation(
+        api_schema, world, None, CHECKS, headers={"X-CSRFToken": csrf}, cookies=cookies, prefix="/api/v1/operator/"
+    )
     assert not failures, "\n\n".join(failures)
 
 
