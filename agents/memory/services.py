@@ -142,10 +142,64 @@ def own_memories(user, agent=None):
     return records.filter(agent=agent) if agent is not None else records
 
 
-def delete_own_memory(actor: Actor, record_id: int) -> bool:
-    """Delete one of the member's own memories; False when it is not theirs (or gone)."""
+def _local_id(record_id: int | str) -> int | None:
+    """The table's pk `record_id` names, or None (an AgentCore id, or not a row's pk)."""
+    from django.http import Http404
+
+    from tenants.access import int_or_404
+
+    try:
+        return int_or_404(record_id)
+    except Http404:
+        return None
+
+
+def _agentcore_store(tenant) -> stores.AgentCoreStore | None:
+    store = stores.store_for(tenant)
+    return store if isinstance(store, stores.AgentCoreStore) else None
+
+
+def _delete_in_agentcore(store, actor: Actor, tenant, record_id, *, shared: bool, action: str, failure: str) -> bool:
+    """Delete AgentCore record `record_id` if it is in a namespace `actor` may write and that
+    is (`shared`) or is not the tenant's shared one; audited like the local table's."""
+
+    def may_delete(namespace: Namespace) -> bool:
+        return namespace.shared == shared and policy.can_write(
+            namespace, tenant_id=tenant.pk, user_id=actor.user.pk, role=actor.role
+        )
+
+    try:
+        namespace = store.delete(str(record_id), may_delete)
+    except stores.StoreUnavailable as exc:
+        log.warning("memory deletion for tenant %s failed: %s", tenant.pk, exc)
+        raise ServiceError(f"{failure}: {exc.reason}. Nothing was deleted; try again in a moment.") from exc
+    if namespace is None:
+        return False
+    audit.record(
+        action,
+        actor=actor.user,
+        tenant=tenant,
+        target_repr=f"{namespace.path} #{record_id}",
+        after={"store": stores.AgentCoreStore.name},
+        ip=actor.ip,
+    )
+    return True
+
+
+DELETE_FAILED = "AgentCore Memory did not delete the memory"
+
+
+def delete_own_memory(actor: Actor, record_id: int | str) -> bool:
+    """Delete one of the member's own memories; False when it is not theirs (or gone).
+    Raises ServiceError when the tenant's AgentCore Memory cannot be asked."""
     tenant = require_tenant()
-    record = MemoryRecord.objects.filter(pk=record_id, user=actor.user).first()
+    store = _agentcore_store(tenant)
+    if store is not None:
+        return _delete_in_agentcore(
+            store, actor, tenant, record_id, shared=False, action="memory.deleted", failure=DELETE_FAILED
+        )
+    pk = _local_id(record_id)
+    record = MemoryRecord.objects.filter(pk=pk, user=actor.user).first() if pk is not None else None
     if record is None:
         return False
     namespace = policy.parse(record.namespace)
@@ -212,8 +266,9 @@ def _require_shared_writer(actor: Actor, tenant) -> Namespace:
     return namespace
 
 
-def add_shared_memory(actor: Actor, content: str) -> MemoryRecord:
-    """Keep one fact for all of the tenant's agents and members (owners and admins); audited."""
+def add_shared_memory(actor: Actor, content: str) -> str:
+    """Keep one fact for all of the tenant's agents and members (owners and admins), in the
+    tenant's store; audited. The kept record's id (the table's pk, or AgentCore's record id)."""
     tenant = require_tenant()
     namespace = _require_shared_writer(actor, tenant)
     text = " ".join((content or "").split())
@@ -223,24 +278,42 @@ def add_shared_memory(actor: Actor, content: str) -> MemoryRecord:
         raise ServiceError(f"A memory holds at most {MAX_CONTENT_CHARS} characters.")
     if not entitled(tenant):
         raise ServiceError(f"Long-term memory is not part of the {tenant.tier.name} plan.")
-    if stores.store_for(tenant).name != stores.LocalStore.name:
-        raise ServiceError("This organisation's memories live in AgentCore Memory; add shared facts there.")
-    record = MemoryRecord.objects.create(namespace=namespace.path, content=text)
+    store = _agentcore_store(tenant)
+    if store is not None:
+        try:
+            record_id = store.create(namespace, text)
+        except stores.StoreUnavailable as exc:
+            log.warning("shared memory for tenant %s not kept: %s", tenant.pk, exc)
+            raise ServiceError(
+                f"AgentCore Memory did not keep the fact: {exc.reason}. Nothing was saved; try again in a moment."
+            ) from exc
+        after = {"store": stores.AgentCoreStore.name}
+    else:
+        record_id = str(MemoryRecord.objects.create(namespace=namespace.path, content=text).pk)
+        after = None
     audit.record(
         "memory.shared_added",
         actor=actor.user,
         tenant=tenant,
-        target_repr=f"{namespace.path} #{record.pk}",
+        target_repr=f"{namespace.path} #{record_id}",
+        after=after,
         ip=actor.ip,
     )
-    return record
+    return record_id
 
 
-def delete_shared_memory(actor: Actor, record_id: int) -> bool:
-    """Delete one shared memory (owners and admins); False when there is no such shared record here."""
+def delete_shared_memory(actor: Actor, record_id: int | str) -> bool:
+    """Delete one shared memory (owners and admins); False when there is no such shared record here.
+    Raises ServiceError when the tenant's AgentCore Memory cannot be asked."""
     tenant = require_tenant()
     namespace = _require_shared_writer(actor, tenant)
-    record = shared_memories().filter(pk=record_id).first()
+    store = _agentcore_store(tenant)
+    if store is not None:
+        return _delete_in_agentcore(
+            store, actor, tenant, record_id, shared=True, action="memory.shared_deleted", failure=DELETE_FAILED
+        )
+    pk = _local_id(record_id)
+    record = shared_memories().filter(pk=pk).first() if pk is not None else None
     if record is None:
         return False
     record.delete()
@@ -269,7 +342,7 @@ def unused_memory_binding(tenant) -> str:
 def agentcore_memories(tenant, user) -> list[stores.ListedMemory] | None:
     """The member's and the shared memories from the tenant's AgentCore Memory, or None when
     the tenant's memories are in the local table. Raises stores.StoreUnavailable."""
-    store = stores.store_for(tenant)
-    if not isinstance(store, stores.AgentCoreStore):
+    store = _agentcore_store(tenant)
+    if store is None:
         return None
     return store.list(tenant_id=tenant.pk, user_id=user.pk)

@@ -11,25 +11,37 @@
   portal runs on embedded defaults (AGENT_RUNTIME=local), where AWS bindings do not
   apply and its memories are in the local table like everyone's:
 
-  - remember = ``create_event`` with ``actorId`` = ``user-<user id>``, ``sessionId``
-    = the conversation's runtime session id, one conversational USER payload with
-    the fact, and metadata ``namespace`` = the portal namespace path; AgentCore's
-    extraction strategies turn events into memory records asynchronously;
+  - remember (the gateway's, and a shared fact an admin adds on the Memory page) =
+    ``batch_create_memory_records`` with one record whose only namespace is the
+    portal's namespace path: the fact lands exactly where the policy put it, at
+    once, instead of in whatever namespace an extraction strategy derives from an
+    event (a shared fact sent as an admin's event would end up in the admin's own
+    namespace);
   - recall = ``retrieve_memory_records`` once per readable namespace, with the
-    portal's namespace path as ``namespace`` (configure the memory's strategies
-    with namespace templates ``/tenant/<tenant id>/user/{actorId}`` and
-    ``/tenant/<tenant id>/shared``; the ``user-`` prefix of the actor is removed
-    by the portal before it builds paths, see `actor_id`). A returned record is
-    kept only if one of its namespaces is a namespace the caller may read.
+    portal's namespace path as ``namespace``. A returned record is kept only if one
+    of its namespaces is a namespace the caller may read (records that extraction
+    strategies of the memory derive elsewhere, e.g. from a runtime's own events,
+    count only if their strategy's namespace template yields portal paths);
+  - delete (the Memory page) = ``get_memory_record`` in the tenant's own memory, then
+    ``delete_memory_record`` with the record's namespace only when the caller may
+    write that namespace (`delete`'s `may_delete`): a record id alone never says
+    whose record it is, so it is looked up before anything is deleted;
   - the Memory page lists from AgentCore (``list_memory_records``: the member's
     namespaces by ``namespacePath`` /tenant/<t>/user/<u>, the shared one by exact
-    ``namespace``), read-only, keeping a record only if the member may read one of
-    its namespaces; deleting or adding AgentCore records is done in AWS.
+    ``namespace``), keeping a record only if the member may read one of its
+    namespaces.
+
+Every call names the tenant's own ``memory_id``; every namespace is a policy.Namespace
+path. AWS failing (an error answer, no credentials, no connection) is StoreUnavailable,
+whose `reason` is fit to show an admin.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -43,8 +55,38 @@ MAX_K = 20
 LIST_LIMIT = 100  # records per namespace the Memory page lists from AgentCore (its maxResults is 1-100)
 
 
+# AgentCore's memory record ids (MemoryRecordId in the service model: 40-50 characters).
+AGENTCORE_RECORD_ID = re.compile(r"\Amem-[a-zA-Z0-9_-]{36,46}\Z")
+
+
 class StoreUnavailable(Exception):
-    """The store could not be reached or refused; the caller answers without memory."""
+    """The store could not be reached or refused; the caller answers without memory.
+
+    `reason` says why in a few words fit for a person (no request ids, no secrets)."""
+
+    def __init__(self, message: str, reason: str = "it could not be reached"):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _unavailable(what: str, exc: Exception) -> StoreUnavailable:
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    if isinstance(exc, NoCredentialsError):
+        reason = "the portal has no AWS credentials for it"
+    elif isinstance(exc, EndpointConnectionError):
+        reason = "its endpoint could not be reached"
+    elif isinstance(exc, ClientError):
+        reason = f"AWS answered {exc.response.get('Error', {}).get('Code') or 'an error'}"
+    else:
+        reason = "it could not be reached"
+    return StoreUnavailable(f"AgentCore Memory refused the {what}: {exc}", reason)
+
+
+def _not_found(exc: Exception) -> bool:
+    from botocore.exceptions import ClientError
+
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
 
 
 @dataclass(frozen=True)
@@ -79,6 +121,7 @@ class Writer:
 class ListedMemory:
     """A record as the Memory page lists it from a store other than the local table."""
 
+    id: str  # the store's record id (AgentCore's memoryRecordId)
     content: str
     namespace: Namespace
     created_at: datetime | None
@@ -92,10 +135,6 @@ def _words(text: str) -> set[str]:
     from agents.knowledge.retrieval import query_terms
 
     return {_stem(w) for w in query_terms(text)}
-
-
-def actor_id(user_id: int) -> str:
-    return f"user-{user_id}"
 
 
 class LocalStore:
@@ -167,7 +206,7 @@ class AgentCoreStore:
                     maxResults=min(k, MAX_K),
                 )
             except (BotoCoreError, ClientError) as exc:
-                raise StoreUnavailable(f"AgentCore Memory refused the recall: {exc}") from exc
+                raise _unavailable("recall", exc) from exc
             for summary in answer.get("memoryRecordSummaries", []):
                 spaces = [s for s in summary.get("namespaces", []) if s in allowed]
                 text = (summary.get("content") or {}).get("text", "")
@@ -202,7 +241,7 @@ class AgentCoreStore:
             try:
                 answer = self.client.list_memory_records(memoryId=self.memory_id, maxResults=limit, **query)
             except (BotoCoreError, ClientError) as exc:
-                raise StoreUnavailable(f"AgentCore Memory refused the listing: {exc}") from exc
+                raise _unavailable("listing", exc) from exc
             for summary in answer.get("memoryRecordSummaries", []):
                 spaces = [parse(path) for path in summary.get("namespaces", [])]
                 readable = [n for n in spaces if n and can_read(n, tenant_id=tenant_id, user_id=user_id)]
@@ -212,6 +251,7 @@ class AgentCoreStore:
                 created = summary.get("createdAt")
                 listed.append(
                     ListedMemory(
+                        id=summary["memoryRecordId"],
                         content=text[:MAX_CONTENT_CHARS],
                         namespace=readable[0],
                         created_at=created if isinstance(created, datetime) else None,
@@ -220,27 +260,74 @@ class AgentCoreStore:
         listed.sort(key=lambda m: m.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
         return listed
 
-    def remember(self, namespace: Namespace, content: str, writer: Writer) -> Memory:
+    def create(self, namespace: Namespace, content: str) -> str:
+        """Keep `content` as one record in `namespace` (its only namespace); the record's id."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        now = datetime.now(UTC)
+        request = f"portal-{uuid.uuid4().hex}"
         try:
-            answer = self.client.create_event(
+            answer = self.client.batch_create_memory_records(
                 memoryId=self.memory_id,
-                actorId=actor_id(writer.user_id),
-                sessionId=writer.session_id,
-                eventTimestamp=now,
-                payload=[{"conversational": {"content": {"text": content[:MAX_CONTENT_CHARS]}, "role": "USER"}}],
-                metadata={"namespace": {"stringValue": namespace.path}},
+                records=[
+                    {
+                        "requestIdentifier": request,
+                        "namespaces": [namespace.path],
+                        "content": {"text": content[:MAX_CONTENT_CHARS]},
+                        "timestamp": datetime.now(UTC),
+                    }
+                ],
+                clientToken=str(uuid.uuid4()),
             )
         except (BotoCoreError, ClientError) as exc:
-            raise StoreUnavailable(f"AgentCore Memory refused the event: {exc}") from exc
+            raise _unavailable("new record", exc) from exc
+        created = [r for r in answer.get("successfulRecords", []) if r.get("status") == "SUCCEEDED"]
+        if len(created) != 1:
+            failed = answer.get("failedRecords") or [{}]
+            message = failed[0].get("errorMessage") or "no record was created"
+            raise StoreUnavailable(f"AgentCore Memory did not create the record: {message}", f"AWS answered: {message}")
+        return created[0]["memoryRecordId"]
+
+    def remember(self, namespace: Namespace, content: str, writer: Writer) -> Memory:
+        record_id = self.create(namespace, content)
         return Memory(
-            id=f"agentcore-event-{answer['event']['eventId']}",
+            id=f"agentcore-{record_id}",
             content=content[:MAX_CONTENT_CHARS],
             namespace=namespace.path,
-            created_at=now.isoformat(),
+            created_at=datetime.now(UTC).isoformat(),
         )
+
+    def delete(self, record_id: str, may_delete: Callable[[Namespace], bool]) -> Namespace | None:
+        """Delete record `record_id` if every namespace it is in passes `may_delete`: its
+        namespace, or None when there is no such record here or it may not be deleted.
+
+        The record is read first (in this tenant's memory only), so that a record id
+        someone typed never deletes a record of a namespace they may not write."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from agents.memory.policy import parse
+
+        if not AGENTCORE_RECORD_ID.match(record_id or ""):
+            return None
+        try:
+            answer = self.client.get_memory_record(memoryId=self.memory_id, memoryRecordId=record_id)
+        except (BotoCoreError, ClientError) as exc:
+            if _not_found(exc):
+                return None
+            raise _unavailable("lookup", exc) from exc
+        spaces = [parse(path) for path in (answer.get("memoryRecord") or {}).get("namespaces", [])]
+        if not spaces or not all(space is not None and may_delete(space) for space in spaces):
+            return None
+        namespace = spaces[0]
+        try:
+            # The namespace also lets an IAM policy (condition key) confine the portal's role.
+            self.client.delete_memory_record(
+                memoryId=self.memory_id, memoryRecordId=record_id, namespace=namespace.path
+            )
+        except (BotoCoreError, ClientError) as exc:
+            if _not_found(exc):
+                return None
+            raise _unavailable("deletion", exc) from exc
+        return namespace
 
 
 def store_for(tenant):

@@ -2,7 +2,8 @@
 tenant's shared ones; owners and admins also add and delete shared memories, see how many
 memories each member has (never their contents) and may clear a member's memory. Every
 change is audited (services). A silo tenant bound to AgentCore Memory has its records
-listed from there, read-only (they are managed in AWS)."""
+listed, added and deleted there (the same actions, through stores.AgentCoreStore); AWS
+failing is a message on the page, never a 500."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from django.views.decorators.http import require_POST
 
 from agents.memory import policy, services, stores
 from agents.memory.forms import SharedMemoryForm
-from tenants.access import access_membership, int_or_404
+from tenants.access import access_membership
 from tenants.roles import Action
 from tenants.services import Actor, ServiceError
 from tenants.views import tenant_view
@@ -79,12 +80,12 @@ def _home(request, shared_form: SharedMemoryForm | None = None, status: int = 20
 
 @dataclass(frozen=True)
 class _Listed:
-    """An AgentCore record shaped like a MemoryRecord for the template (no pk: not deletable here)."""
+    """An AgentCore record shaped like a MemoryRecord for the template (pk: AgentCore's record id)."""
 
+    pk: str
     content: str
     agent: object | None
     created_at: object | None
-    pk: None = None
 
 
 def _from_agentcore(listed, agents, chosen) -> tuple[list, list]:
@@ -92,12 +93,12 @@ def _from_agentcore(listed, agents, chosen) -> tuple[list, list]:
     mine, shared = [], []
     for memory in listed:
         if memory.namespace.shared:
-            shared.append(_Listed(memory.content, None, memory.created_at))
+            shared.append(_Listed(memory.id, memory.content, None, memory.created_at))
             continue
         agent = by_slug.get(memory.namespace.agent_slug) if memory.namespace.agent_slug else None
         if chosen is not None and (agent is None or agent.pk != chosen.pk):
             continue
-        mine.append(_Listed(memory.content, agent, memory.created_at))
+        mine.append(_Listed(memory.id, memory.content, agent, memory.created_at))
     return mine, shared
 
 
@@ -107,14 +108,22 @@ def _agents_without_memory(agents) -> list[dict]:
     return [row for row in rows if row["missing"]]
 
 
+def _home_url(request, anchor: str = "") -> str:
+    return reverse("memory:home", kwargs={"tenant_slug": request.tenant.slug}) + anchor
+
+
 @require_POST
 @tenant_view(Action.USE_AGENTS)
 def delete(request, record_id):
-    if services.delete_own_memory(Actor.from_request(request), int_or_404(record_id)):
-        messages.success(request, "The memory was deleted; agents no longer recall it.")
-    else:
+    try:
+        deleted = services.delete_own_memory(Actor.from_request(request), record_id)
+    except ServiceError as exc:
+        messages.error(request, exc.text)
+        return redirect(_home_url(request))
+    if not deleted:
         raise Http404("No such memory")
-    return redirect("memory:home", tenant_slug=request.tenant.slug)
+    messages.success(request, "The memory was deleted; agents no longer recall it.")
+    return redirect(_home_url(request))
 
 
 @require_POST
@@ -141,7 +150,7 @@ def shared_add(request):
             form.add_error("content", exc.text)
         else:
             messages.success(request, "Shared memory kept: every agent recalls it for everyone here.")
-            return redirect(reverse("memory:home", kwargs={"tenant_slug": request.tenant.slug}) + "#shared-memory")
+            return redirect(_home_url(request, "#shared-memory"))
     return _home(request, shared_form=form, status=400)
 
 
@@ -150,7 +159,12 @@ def shared_add(request):
 def shared_delete(request, record_id):
     if not policy.can_administer(request.membership.role):
         raise PermissionDenied("Only an owner or admin may change the tenant's shared memory.")
-    if not services.delete_shared_memory(Actor.from_request(request), int_or_404(record_id)):
+    try:
+        deleted = services.delete_shared_memory(Actor.from_request(request), record_id)
+    except ServiceError as exc:
+        messages.error(request, exc.text)
+        return redirect(_home_url(request, "#shared-memory"))
+    if not deleted:
         raise Http404("No such shared memory")
     messages.success(request, "The shared memory was deleted; agents no longer recall it.")
-    return redirect(reverse("memory:home", kwargs={"tenant_slug": request.tenant.slug}) + "#shared-memory")
+    return redirect(_home_url(request, "#shared-memory"))

@@ -3,7 +3,7 @@
 The records live in AgentCore (agents/memory/stores.py), not in the portal's table, so the
 page asks AgentCore (list_memory_records, checked by botocore's Stubber against the real
 service model): the member's namespaces (namespacePath /tenant/<t>/user/<u>) and the
-tenant's shared one, read-only, and says where they live. A record of a namespace the
+tenant's shared one, and says where they live; the member may delete their own. A record of a namespace the
 member may not read is never shown; AgentCore unreachable is a notice, not a 500.
 """
 
@@ -71,7 +71,8 @@ def test_it_lists_the_members_and_the_shared_records_from_agentcore(client, worl
     assert 'id="memory-in-agentcore"' in page and MEMORY_ID in page
     assert "My name is Ada." in page and "Support hours are 9 to 17." in page
     assert "Someone else" not in page
-    assert "/delete/" not in page  # records are managed in AgentCore, not from here
+    assert f'action="/t/alpha/memory/mem-{1:036d}/delete/"' in page  # the member's own record
+    assert f"/memory/mem-{2:036d}/delete/" not in page and f"/memory/shared/mem-{3:036d}/delete/" not in page
 
 
 def test_it_says_so_when_agentcore_cannot_be_reached(client, world, silo):

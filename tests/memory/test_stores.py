@@ -65,34 +65,35 @@ def agentcore():
         stub.assert_no_pending_responses()
 
 
-def test_agentcore_remember_is_an_event_of_the_user_in_the_conversations_session(agentcore):
+def test_agentcore_remember_creates_one_record_in_the_namespace(agentcore):
+    """A fact goes straight into the portal's namespace (BatchCreateMemoryRecords), not through
+    an event whose extraction strategy would choose the namespace itself."""
     store, stub = agentcore
     namespace = Namespace(7, 42, "helpdesk")
+    record_id = "mem-" + "0123456789" * 4
     stub.add_response(
-        "create_event",
+        "batch_create_memory_records",
         {
-            "event": {
-                "memoryId": MEMORY_ID,
-                "actorId": "user-42",
-                "sessionId": SESSION,
-                "eventId": "evt-1",
-                "eventTimestamp": datetime(2026, 12, 4, tzinfo=UTC),
-                "payload": [{"conversational": {"content": {"text": "My name is Ada."}, "role": "USER"}}],
-            }
+            "successfulRecords": [{"memoryRecordId": record_id, "status": "SUCCEEDED", "requestIdentifier": "r-1"}],
+            "failedRecords": [],
         },
         {
             "memoryId": MEMORY_ID,
-            "actorId": "user-42",
-            "sessionId": SESSION,
-            "eventTimestamp": ANY,
-            "payload": [{"conversational": {"content": {"text": "My name is Ada."}, "role": "USER"}}],
-            "metadata": {"namespace": {"stringValue": "/tenant/7/user/42/agent/helpdesk"}},
+            "records": [
+                {
+                    "requestIdentifier": ANY,
+                    "namespaces": ["/tenant/7/user/42/agent/helpdesk"],
+                    "content": {"text": "My name is Ada."},
+                    "timestamp": ANY,
+                }
+            ],
+            "clientToken": ANY,
         },
     )
 
     memory = store.remember(namespace, "My name is Ada.", writer(42))
 
-    assert memory.id == "agentcore-event-evt-1" and memory.namespace == namespace.path
+    assert memory.id == f"agentcore-{record_id}" and memory.namespace == namespace.path
 
 
 def summary(record_id, text, namespaces, score):
@@ -147,7 +148,9 @@ def test_agentcore_recall_searches_each_readable_namespace_and_drops_foreign_rec
 def test_agentcore_failures_are_store_unavailable(agentcore):
     store, stub = agentcore
     stub.add_client_error("retrieve_memory_records", service_error_code="ThrottledException", http_status_code=429)
-    stub.add_client_error("create_event", service_error_code="AccessDeniedException", http_status_code=403)
+    stub.add_client_error(
+        "batch_create_memory_records", service_error_code="AccessDeniedException", http_status_code=403
+    )
 
     with pytest.raises(stores.StoreUnavailable):
         store.recall([Namespace(7, 42)], "name", 3)
@@ -183,3 +186,65 @@ def test_a_silo_tenants_gateway_calls_go_to_its_agentcore_memory(client, world, 
         from agents.memory.models import MemoryRecord
 
         assert not MemoryRecord.objects.exists()
+
+
+def _silo_gateway(world, monkeypatch, boto):
+    entitle(world.a.tenant)
+    catalogue = memory_catalogue(world.a.tenant)
+    world.a.tenant.deployment_model = "silo"
+    world.a.tenant.resource_bindings = {"memory_id": MEMORY_ID}
+    world.a.tenant.save(update_fields=["deployment_model", "resource_bindings"])
+    monkeypatch.setattr(stores, "make_client", lambda region: boto)
+    return catalogue
+
+
+def test_an_owners_shared_fact_through_the_gateway_is_a_record_in_the_shared_namespace(client, world, monkeypatch):
+    """remember(scope=shared) for a silo tenant: one record in /tenant/<t>/shared of its own memory,
+    not an event that an extraction strategy would file under the owner's own namespace."""
+    from tests.memory.helpers import REMEMBER, post, token_for, turn
+
+    boto = boto3.client("bedrock-agentcore", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    catalogue = _silo_gateway(world, monkeypatch, boto)
+    record_id = "mem-" + "s" * 40
+    shared = f"/tenant/{world.a.tenant.pk}/shared"
+    with Stubber(boto) as stub:
+        stub.add_response(
+            "batch_create_memory_records",
+            {
+                "successfulRecords": [{"memoryRecordId": record_id, "status": "SUCCEEDED", "requestIdentifier": "r-1"}],
+                "failedRecords": [],
+            },
+            {
+                "memoryId": MEMORY_ID,
+                "records": [
+                    {
+                        "requestIdentifier": ANY,
+                        "namespaces": [shared],
+                        "content": {"text": "The office is in Lisbon."},
+                        "timestamp": ANY,
+                    }
+                ],
+                "clientToken": ANY,
+            },
+        )
+        token = token_for(world.a, turn(world.a, world.a.owner, catalogue))
+        response = post(client, REMEMBER, token, content="The office is in Lisbon.", scope="shared", agent="helpdesk")
+        stub.assert_no_pending_responses()
+    assert response.status_code == 201
+    assert response.json()["id"] == f"agentcore-{record_id}" and response.json()["namespace"] == shared
+
+
+def test_the_gateway_answers_problem_json_when_the_portal_has_no_aws_credentials(client, world, monkeypatch):
+    import botocore.session
+    from botocore.credentials import CredentialResolver
+
+    from tests.memory.helpers import REMEMBER, post, token_for, turn
+
+    session = botocore.session.Session()
+    session.register_component("credential_provider", CredentialResolver(providers=[]))
+    catalogue = _silo_gateway(world, monkeypatch, session.create_client("bedrock-agentcore", region_name="eu-west-1"))
+    token = token_for(world.a, turn(world.a, world.a.member, catalogue))
+    response = post(client, REMEMBER, token, content="My name is Ada.", agent="helpdesk")
+    assert response.status_code == 503
+    assert response["Content-Type"].startswith("application/problem+json")
+    assert response.json()["detail"] == "The memory store is unavailable; try again later."
