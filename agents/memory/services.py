@@ -159,7 +159,10 @@ def _agentcore_store(tenant) -> stores.AgentCoreStore | None:
     return store if isinstance(store, stores.AgentCoreStore) else None
 
 
-def _delete_in_agentcore(store, actor: Actor, tenant, record_id, *, shared: bool, action: str, failure: str) -> bool:
+DELETE_FAILED = "AgentCore Memory did not delete the memory"
+
+
+def _delete_in_agentcore(store, actor: Actor, tenant, record_id, *, shared: bool) -> bool:
     """Delete AgentCore record `record_id` if it is in a namespace `actor` may write and that
     is (`shared`) or is not the tenant's shared one; audited like the local table's."""
 
@@ -172,11 +175,11 @@ def _delete_in_agentcore(store, actor: Actor, tenant, record_id, *, shared: bool
         namespace = store.delete(str(record_id), may_delete)
     except stores.StoreUnavailable as exc:
         log.warning("memory deletion for tenant %s failed: %s", tenant.pk, exc)
-        raise ServiceError(f"{failure}: {exc.reason}. Nothing was deleted; try again in a moment.") from exc
+        raise ServiceError(f"{DELETE_FAILED}: {exc.reason}. Nothing was deleted; try again in a moment.") from exc
     if namespace is None:
         return False
     audit.record(
-        action,
+        "memory.shared_deleted" if shared else "memory.deleted",
         actor=actor.user,
         tenant=tenant,
         target_repr=f"{namespace.path} #{record_id}",
@@ -186,18 +189,13 @@ def _delete_in_agentcore(store, actor: Actor, tenant, record_id, *, shared: bool
     return True
 
 
-DELETE_FAILED = "AgentCore Memory did not delete the memory"
-
-
 def delete_own_memory(actor: Actor, record_id: int | str) -> bool:
     """Delete one of the member's own memories; False when it is not theirs (or gone).
     Raises ServiceError when the tenant's AgentCore Memory cannot be asked."""
     tenant = require_tenant()
     store = _agentcore_store(tenant)
     if store is not None:
-        return _delete_in_agentcore(
-            store, actor, tenant, record_id, shared=False, action="memory.deleted", failure=DELETE_FAILED
-        )
+        return _delete_in_agentcore(store, actor, tenant, record_id, shared=False)
     pk = _local_id(record_id)
     record = MemoryRecord.objects.filter(pk=pk, user=actor.user).first() if pk is not None else None
     if record is None:
@@ -309,9 +307,7 @@ def delete_shared_memory(actor: Actor, record_id: int | str) -> bool:
     namespace = _require_shared_writer(actor, tenant)
     store = _agentcore_store(tenant)
     if store is not None:
-        return _delete_in_agentcore(
-            store, actor, tenant, record_id, shared=True, action="memory.shared_deleted", failure=DELETE_FAILED
-        )
+        return _delete_in_agentcore(store, actor, tenant, record_id, shared=True)
     pk = _local_id(record_id)
     record = shared_memories().filter(pk=pk).first() if pk is not None else None
     if record is None:
