@@ -175,7 +175,7 @@ def _delete_in_agentcore(store, actor: Actor, tenant, record_id, *, shared: bool
         namespace = store.delete(str(record_id), may_delete)
     except stores.StoreUnavailable as exc:
         log.warning("memory deletion for tenant %s failed: %s", tenant.pk, exc)
-        raise ServiceError(f"{DELETE_FAILED}: {exc.reason}. Nothing was deleted; try again in a moment.") from exc
+        raise ServiceError(f"{DELETE_FAILED}: {exc.reason}. Nothing was deleted. {exc.advice}") from exc
     if namespace is None:
         return False
     audit.record(
@@ -283,7 +283,7 @@ def add_shared_memory(actor: Actor, content: str) -> str:
         except stores.StoreUnavailable as exc:
             log.warning("shared memory for tenant %s not kept: %s", tenant.pk, exc)
             raise ServiceError(
-                f"AgentCore Memory did not keep the fact: {exc.reason}. Nothing was saved; try again in a moment."
+                f"AgentCore Memory did not keep the fact: {exc.reason}. Nothing was saved. {exc.advice}"
             ) from exc
         after = {"store": stores.AgentCoreStore.name}
     else:

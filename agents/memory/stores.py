@@ -62,25 +62,37 @@ AGENTCORE_RECORD_ID = re.compile(r"\Amem-[a-zA-Z0-9_-]{36,46}\Z")
 class StoreUnavailable(Exception):
     """The store could not be reached or refused; the caller answers without memory.
 
-    `reason` says why in a few words fit for a person (no request ids, no secrets)."""
+    `reason` says why in a few words fit for a person (no request ids, no secrets);
+    `transient` whether trying again later may help (else the set-up must be fixed)."""
 
-    def __init__(self, message: str, reason: str = "it could not be reached"):
+    def __init__(self, message: str, reason: str = "it could not be reached", *, transient: bool = True):
         super().__init__(message)
         self.reason = reason
+        self.transient = transient
+
+    @property
+    def advice(self) -> str:
+        return "Try again in a moment." if self.transient else "Ask your provider's operator to fix it."
+
+
+# AWS answers that trying again does not change: the portal's set-up (role, memory id) is wrong.
+_LASTING_ERRORS = frozenset({"AccessDeniedException", "ResourceNotFoundException", "ValidationException"})
 
 
 def _unavailable(what: str, exc: Exception) -> StoreUnavailable:
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
+    transient = True
     if isinstance(exc, NoCredentialsError):
-        reason = "the portal has no AWS credentials for it"
+        reason, transient = "the portal has no AWS credentials for it", False
     elif isinstance(exc, EndpointConnectionError):
         reason = "its endpoint could not be reached"
     elif isinstance(exc, ClientError):
-        reason = f"AWS answered {exc.response.get('Error', {}).get('Code') or 'an error'}"
+        code = exc.response.get("Error", {}).get("Code") or "an error"
+        reason, transient = f"AWS answered {code}", code not in _LASTING_ERRORS
     else:
         reason = "it could not be reached"
-    return StoreUnavailable(f"AgentCore Memory refused the {what}: {exc}", reason)
+    return StoreUnavailable(f"AgentCore Memory refused the {what}: {exc}", reason, transient=transient)
 
 
 def _not_found(exc: Exception) -> bool:
@@ -284,7 +296,9 @@ class AgentCoreStore:
         if len(created) != 1:
             failed = answer.get("failedRecords") or [{}]
             message = failed[0].get("errorMessage") or "no record was created"
-            raise StoreUnavailable(f"AgentCore Memory did not create the record: {message}", f"AWS answered: {message}")
+            raise StoreUnavailable(
+                f"AgentCore Memory did not create the record: {message}", f"AWS answered: {message}", transient=False
+            )
         return created[0]["memoryRecordId"]
 
     def remember(self, namespace: Namespace, content: str, writer: Writer) -> Memory:

@@ -297,6 +297,11 @@ def client_without_network():
 
 
 FAILING = {"no credentials": client_without_credentials, "no connection": client_without_network}
+# What the person is told: why, and whether waiting helps (a missing credential does not).
+SAID = {
+    "no credentials": "the portal has no AWS credentials for it. Nothing was {done}. Ask your provider&#x27;s operator",
+    "no connection": "its endpoint could not be reached. Nothing was {done}. Try again in a moment.",
+}
 
 
 @pytest.fixture(params=sorted(FAILING))
@@ -314,7 +319,7 @@ def test_an_add_agentcore_cannot_take_is_a_form_error_that_keeps_the_text(client
     response = client.post("/t/alpha/memory/shared/", {"content": "The office is closed on Fridays."})
     assert response.status_code == 400
     page = response.content.decode()
-    assert "AgentCore Memory did not keep the fact" in page
+    assert "AgentCore Memory did not keep the fact: " + SAID[failing].format(done="saved") in page
     assert 'value="The office is closed on Fridays."' in page
     assert audited(world.a, "memory.shared_added") == []
 
@@ -324,7 +329,7 @@ def test_a_delete_agentcore_cannot_take_is_a_message_not_a_500(client, world, fa
     response = client.post(f"/t/alpha/memory/shared/{RECORD}/delete/", follow=True)
     assert response.status_code == 200
     page = response.content.decode()
-    assert "AgentCore Memory did not delete the memory" in page
+    assert "AgentCore Memory did not delete the memory: " + SAID[failing].format(done="deleted") in page
     assert 'id="memory-store-unavailable"' in page
     assert audited(world.a, "memory.shared_deleted") == []
 
