@@ -294,10 +294,13 @@ class AgentCoreStore:
             raise _unavailable("new record", exc) from exc
         created = [r for r in answer.get("successfulRecords", []) if r.get("status") == "SUCCEEDED"]
         if len(created) != 1:
-            failed = answer.get("failedRecords") or [{}]
-            message = failed[0].get("errorMessage") or "no record was created"
+            failed = (answer.get("failedRecords") or [{}])[0]
+            message = failed.get("errorMessage") or "no record was created"
+            status = failed.get("errorCode") or 0
             raise StoreUnavailable(
-                f"AgentCore Memory did not create the record: {message}", f"AWS answered: {message}", transient=False
+                f"AgentCore Memory did not create the record: {message}",
+                f"AWS answered: {message}",
+                transient=status == 429 or status >= 500,
             )
         return created[0]["memoryRecordId"]
 
