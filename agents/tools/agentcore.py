@@ -1,8 +1,9 @@
 """A silo tenant's own Amazon Bedrock AgentCore Gateway as the server of its tools.
 
 A dedicated (silo) tenant may name an AgentCore Gateway in its resource bindings
-(``gateway_id``). When the deployment runs on AWS (``AGENT_RUNTIME=agentcore``, the
-rule ``runtime_gateway.client_for`` follows), that gateway serves the tenant's tools
+(``gateway_id``). Where the tenant's AWS bindings apply (``AGENT_RUNTIME`` is ``agentcore``
+or ``http``, not the embedded ``local``: tenants.models.aws_bindings_apply, the rule its
+AgentCore Memory and Bedrock knowledge base follow too), that gateway serves the tenant's tools
 instead of the portal's built-in handlers: the portal's tools gateway (the one
 agent runtimes call, REST and MCP, and the local runtime in-process) becomes an
 MCP client of it. Everything the portal decides stays in the portal:
