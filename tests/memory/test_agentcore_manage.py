@@ -83,6 +83,11 @@ def local_records(side):
         return list(MemoryRecord.objects.all())
 
 
+@pytest.fixture(autouse=True)
+def _aws_bindings_apply(settings):
+    settings.AGENT_RUNTIME = "agentcore"  # AWS bindings apply (not the embedded local runtime)
+
+
 @pytest.fixture
 def silo(world, monkeypatch):
     """Alpha bound to its AgentCore Memory; every client the store makes is this stubbed one."""

@@ -188,7 +188,8 @@ def test_a_silo_tenants_gateway_calls_go_to_its_agentcore_memory(client, world, 
         assert not MemoryRecord.objects.exists()
 
 
-def _silo_gateway(world, monkeypatch, boto):
+def _silo_gateway(world, monkeypatch, settings, boto):
+    settings.AGENT_RUNTIME = "agentcore"  # AWS bindings apply (not the embedded local runtime)
     entitle(world.a.tenant)
     catalogue = memory_catalogue(world.a.tenant)
     world.a.tenant.deployment_model = "silo"
@@ -198,13 +199,15 @@ def _silo_gateway(world, monkeypatch, boto):
     return catalogue
 
 
-def test_an_owners_shared_fact_through_the_gateway_is_a_record_in_the_shared_namespace(client, world, monkeypatch):
+def test_an_owners_shared_fact_through_the_gateway_is_a_record_in_the_shared_namespace(
+    client, world, monkeypatch, settings
+):
     """remember(scope=shared) for a silo tenant: one record in /tenant/<t>/shared of its own memory,
     not an event that an extraction strategy would file under the owner's own namespace."""
     from tests.memory.helpers import REMEMBER, post, token_for, turn
 
     boto = boto3.client("bedrock-agentcore", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
-    catalogue = _silo_gateway(world, monkeypatch, boto)
+    catalogue = _silo_gateway(world, monkeypatch, settings, boto)
     record_id = "mem-" + "s" * 40
     shared = f"/tenant/{world.a.tenant.pk}/shared"
     with Stubber(boto) as stub:
@@ -234,7 +237,7 @@ def test_an_owners_shared_fact_through_the_gateway_is_a_record_in_the_shared_nam
     assert response.json()["id"] == f"agentcore-{record_id}" and response.json()["namespace"] == shared
 
 
-def test_the_gateway_answers_problem_json_when_the_portal_has_no_aws_credentials(client, world, monkeypatch):
+def test_the_gateway_answers_problem_json_when_the_portal_has_no_aws_credentials(client, world, monkeypatch, settings):
     import botocore.session
     from botocore.credentials import CredentialResolver
 
@@ -242,7 +245,9 @@ def test_the_gateway_answers_problem_json_when_the_portal_has_no_aws_credentials
 
     session = botocore.session.Session()
     session.register_component("credential_provider", CredentialResolver(providers=[]))
-    catalogue = _silo_gateway(world, monkeypatch, session.create_client("bedrock-agentcore", region_name="eu-west-1"))
+    catalogue = _silo_gateway(
+        world, monkeypatch, settings, session.create_client("bedrock-agentcore", region_name="eu-west-1")
+    )
     token = token_for(world.a, turn(world.a, world.a.member, catalogue))
     response = post(client, REMEMBER, token, content="My name is Ada.", agent="helpdesk")
     assert response.status_code == 503
