@@ -124,17 +124,18 @@ class HttpToolGateway:
         version = self._session(caller, agent_id)
         result = self._request(caller, agent_id, "tools/call", {"name": name, "arguments": tool_input}, version=version)
         if result.get("isError"):
-            raise ToolFailed(_text_of(result) or "the tool failed")
+            raise ToolFailed(text_of(result) or "the tool failed")
         if "structuredContent" in result:
             return result["structuredContent"]
-        text = _text_of(result)
+        text = text_of(result)
         try:
             return json.loads(text)
         except ValueError:
             return text
 
 
-def _text_of(result: dict) -> str:
+def text_of(result: dict) -> str:
+    """The text items of an MCP tools/call result, joined, capped at MAX_RESULT_TEXT."""
     content = result.get("content")
     if not isinstance(content, list):
         return ""

@@ -51,6 +51,8 @@ from typing import Any
 
 from django.conf import settings
 
+from agents.runtime.tools import text_of
+
 log = logging.getLogger(__name__)
 
 SERVICE = "bedrock-agentcore"
@@ -245,8 +247,7 @@ def client(tenant, gateway: str, *, token, identity, session_id: str, user_id) -
 def result_value(result: dict) -> Any:
     """A tools/call result as the portal's handlers answer: its structured content, else its
     text (JSON when it parses). Raises GatewayError with the tool's text when it failed."""
-    content = result.get("content") if isinstance(result.get("content"), list) else []
-    text = "\n".join(i["text"] for i in content if isinstance(i, dict) and isinstance(i.get("text"), str))[:65536]
+    text = text_of(result)  # as the runtime's own MCP client reads a result
     if result.get("isError"):
         raise ToolError(text[:500] or "the tool failed on the AgentCore Gateway")
     if "structuredContent" in result:
