@@ -148,6 +148,12 @@ class TenantScopedAPIMixin:
     """
 
     action_permissions: dict[str, str] = {}
+    # The scope an action's token must hold when it is not its Action's (ACTION_SCOPES): a
+    # room with scopes finer than the role's action (memory:read / memory:write under
+    # agents.use) names them here; the role check stays the Action's.
+    action_scopes: dict[str, str] = {}
+    # What an API client is told when it asks for an action it may not take; None: the default.
+    client_refusal: str | None = None
     # Actions a machine client (client_credentials token, no membership) may take: reads.
     # Changes need a person, whose role the services check, and so does chat: agents act
     # on behalf of a member, and a client is none (tenants.identity.scopes.CLIENT_ACTIONS).
@@ -197,11 +203,14 @@ class TenantScopedAPIMixin:
         if required is None:
             # An action nobody declared is refused: new endpoints fail closed.
             raise exceptions.PermissionDenied("This action is not available.")
-        if token is not None and ACTION_SCOPES[required] not in token.scopes:
-            raise exceptions.PermissionDenied(f"The access token lacks the scope {ACTION_SCOPES[required]}.")
+        scope = self.action_scopes.get(action) or ACTION_SCOPES[required]
+        if token is not None and scope not in token.scopes:
+            raise exceptions.PermissionDenied(f"The access token lacks the scope {scope}.")
         if membership is not None and not can(membership.role, required):
             raise exceptions.PermissionDenied(f"Your role ({membership.role}) does not allow {required}.")
         if membership is None and required not in self.client_actions:
+            if self.client_refusal:
+                raise exceptions.PermissionDenied(self.client_refusal)
             if required == Action.USE_AGENTS:
                 raise exceptions.PermissionDenied(CLIENT_CANNOT_CHAT)
             raise exceptions.PermissionDenied("API clients may read here but not change anything.")

@@ -54,6 +54,8 @@ tenant_router.register("agent-skills", skills_api.AgentSkillViewSet, basename="a
 tenant_router.register("usage", billing_api.UsageViewSet, basename="usage")
 tenant_router.register("invoices", billing_api.InvoiceViewSet, basename="invoice")
 tenant_router.register("agent-tools", tools_tenant_api.AgentToolsViewSet, basename="agent-tools")
+tenant_router.register("memories", memory_api.MemoryViewSet, basename="memory")
+tenant_router.register("memory-members", memory_api.MemoryMemberViewSet, basename="memory-member")
 
 api_v1 = [
     path("", include(router.urls)),

@@ -78,6 +78,7 @@ ACTION_LABELS: dict[str, str] = {
     "registry.version_approved": "Agent version approved and published",
     "registry.version_rejected": "Agent version rejected",
     "registry.version_rolled_back": "Agent roll back submitted for review",
+    "memory.added": "Memory added by its member",
     "memory.deleted": "Memory deleted by its member",
     "memory.cleared": "Member's memory cleared",
     "memory.shared_added": "Shared memory added",

@@ -12,9 +12,15 @@ namespaces that reaches is decided by agents/memory/policy.py.
 from __future__ import annotations
 
 import logging
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import reduce
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
+from django.db.models import Count, Q
+from django.utils import timezone
 
 from agents.memory import policy, stores
 from agents.memory.models import MAX_CONTENT_CHARS, MemoryRecord
@@ -30,6 +36,20 @@ FEATURE = "memory"
 READ_SCOPE = "memory:read"
 WRITE_SCOPE = "memory:write"
 DEFAULT_K = 5
+
+
+class MemoryStoreError(ServiceError):
+    """The tenant's AgentCore Memory failed: the message is fit for a person; `transient`
+    whether trying again later may help (the API answers 503) or the set-up must be fixed
+    (502: AWS refused the portal)."""
+
+    def __init__(self, message: str, *, transient: bool):
+        super().__init__(message)
+        self.transient = transient
+
+
+def _store_error(what: str, exc: stores.StoreUnavailable, nothing: str) -> MemoryStoreError:
+    return MemoryStoreError(f"{what}: {exc.reason}. {nothing} {exc.advice}", transient=exc.transient)
 
 
 def entitled(tenant) -> bool:
@@ -160,26 +180,36 @@ def _agentcore_store(tenant) -> stores.AgentCoreStore | None:
 
 
 DELETE_FAILED = "AgentCore Memory did not delete the memory"
+KEEP_FAILED = "AgentCore Memory did not keep the fact"
+LIST_FAILED = "AgentCore Memory did not list the memories"
 
 
-def _delete_in_agentcore(store, actor: Actor, tenant, record_id, *, shared: bool) -> bool:
+def _delete_in_agentcore(store, actor: Actor, tenant, record_id, *, shared: bool | None) -> bool:
     """Delete AgentCore record `record_id` if it is in a namespace `actor` may write and that
-    is (`shared`) or is not the tenant's shared one; audited like the local table's."""
+    is (`shared`) or is not (not `shared`) the tenant's shared one, or either (None); audited
+    like the local table's. PermissionDenied (with `shared` None) for a shared record that
+    `actor` may read but not write: a member sees shared records, so "not found" would lie."""
+    refused_shared = []
 
     def may_delete(namespace: Namespace) -> bool:
-        return namespace.shared == shared and policy.can_write(
-            namespace, tenant_id=tenant.pk, user_id=actor.user.pk, role=actor.role
-        )
+        if shared is not None and namespace.shared != shared:
+            return False
+        allowed = policy.can_write(namespace, tenant_id=tenant.pk, user_id=actor.user.pk, role=actor.role)
+        if not allowed and namespace.shared and namespace.tenant_id == tenant.pk:
+            refused_shared.append(namespace)
+        return allowed
 
     try:
         namespace = store.delete(str(record_id), may_delete)
     except stores.StoreUnavailable as exc:
         log.warning("memory deletion for tenant %s failed: %s", tenant.pk, exc)
-        raise ServiceError(f"{DELETE_FAILED}: {exc.reason}. Nothing was deleted. {exc.advice}") from exc
+        raise _store_error(DELETE_FAILED, exc, "Nothing was deleted.") from exc
     if namespace is None:
+        if shared is None and refused_shared:
+            raise PermissionDenied(SHARED_WRITERS_ONLY)
         return False
     audit.record(
-        "memory.shared_deleted" if shared else "memory.deleted",
+        "memory.shared_deleted" if namespace.shared else "memory.deleted",
         actor=actor.user,
         tenant=tenant,
         target_repr=f"{namespace.path} #{record_id}",
@@ -217,33 +247,74 @@ def delete_own_memory(actor: Actor, record_id: int | str) -> bool:
 
 
 def counts_per_member() -> list[dict]:
-    """How many memories each member has (never their contents), for tenant admins."""
+    """How many memories each member has (never their contents), for tenant admins. For a
+    tenant on AgentCore Memory `count` is None: counting there takes one walk of
+    ListMemoryRecords per member, so it is asked for one member at a time (count_member_memory)."""
     from tenants.models import Membership
 
-    require_tenant()
+    tenant = require_tenant()
+    members = Membership.objects.select_related("user").order_by("user__email")
+    if _agentcore_store(tenant) is not None:
+        return [{"membership": m, "user": m.user, "count": None, "more": False} for m in members]
     counts = dict(
         MemoryRecord.objects.filter(user__isnull=False).values_list("user_id").annotate(n=Count("id")).order_by()
     )
-    members = Membership.objects.select_related("user").order_by("user__email")
-    return [{"membership": m, "user": m.user, "count": counts.get(m.user_id, 0)} for m in members]
+    return [{"membership": m, "user": m.user, "count": counts.get(m.user_id, 0), "more": False} for m in members]
 
 
-def clear_member_memory(actor: Actor, membership) -> int:
-    """Delete every memory of `membership`'s member (an admin action; audited)."""
+def count_member_memory(actor: Actor, membership) -> tuple[int, bool]:
+    """How many memories `membership`'s member has (an admin's question; never the contents),
+    and whether there are more than that (AgentCore counts up to stores.MEMBER_CAP).
+    Raises MemoryStoreError when the tenant's AgentCore Memory cannot be asked."""
     tenant = require_tenant()
     if not policy.can_administer(actor.role):
-        raise PermissionDenied("Only an owner or admin may clear a member's memory.")
-    deleted, _ = MemoryRecord.objects.filter(user_id=membership.user_id).delete()
+        raise PermissionDenied(ADMINISTERS_ONLY)
+    store = _agentcore_store(tenant)
+    if store is None:
+        return MemoryRecord.objects.filter(user_id=membership.user_id).count(), False
+    try:
+        return store.count_member(tenant_id=tenant.pk, user_id=membership.user_id)
+    except stores.StoreUnavailable as exc:
+        log.warning("memory count for tenant %s failed: %s", tenant.pk, exc)
+        raise _store_error(LIST_FAILED, exc, "Nothing was counted.") from exc
+
+
+ADMINISTERS_ONLY = "Only an owner or admin may count or clear a member's memory."
+CLEAR_FAILED = "AgentCore Memory did not clear the memories"
+
+
+def clear_member_memory(actor: Actor, membership) -> stores.Cleared:
+    """Delete every memory of `membership`'s member (an admin action; audited). On AgentCore
+    Memory at most stores.MEMBER_CAP go in one call (`more` says that some remain); raises
+    MemoryStoreError when it cannot be asked (nothing was deleted then)."""
+    tenant = require_tenant()
+    if not policy.can_administer(actor.role):
+        raise PermissionDenied(ADMINISTERS_ONLY)
+    store = _agentcore_store(tenant)
+    if store is None:
+        deleted, _ = MemoryRecord.objects.filter(user_id=membership.user_id).delete()
+        cleared, after = stores.Cleared(deleted), {"deleted": deleted}
+    else:
+        try:
+            cleared = store.clear_member(tenant_id=tenant.pk, user_id=membership.user_id)
+        except stores.StoreUnavailable as exc:
+            log.warning("clearing a member's memory for tenant %s failed: %s", tenant.pk, exc)
+            raise _store_error(CLEAR_FAILED, exc, "Nothing was deleted.") from exc
+        after = {"deleted": cleared.deleted, "store": stores.AgentCoreStore.name}
+        if cleared.failed:
+            after["failed"] = cleared.failed
+        if cleared.more:
+            after["more"] = True
     audit.record(
         "memory.cleared",
         actor=actor.user,
         tenant=tenant,
         target=membership,
         target_repr=membership.user.email,
-        after={"deleted": deleted},
+        after=after,
         ip=actor.ip,
     )
-    return deleted
+    return cleared
 
 
 # --- the tenant's shared memory (/tenant/<t>/shared) ---------------------------------------------
@@ -257,10 +328,13 @@ def shared_memories():
     return MemoryRecord.objects.filter(namespace=Namespace(tenant.pk).path, user__isnull=True)
 
 
+SHARED_WRITERS_ONLY = "Only an owner or admin may change the tenant's shared memory."
+
+
 def _require_shared_writer(actor: Actor, tenant) -> Namespace:
     namespace = Namespace(tenant.pk)
     if not policy.can_write(namespace, tenant_id=tenant.pk, user_id=actor.user.pk, role=actor.role):
-        raise PermissionDenied("Only an owner or admin may change the tenant's shared memory.")
+        raise PermissionDenied(SHARED_WRITERS_ONLY)
     return namespace
 
 
@@ -282,9 +356,7 @@ def add_shared_memory(actor: Actor, content: str) -> str:
             record_id = store.create(namespace, text)
         except stores.StoreUnavailable as exc:
             log.warning("shared memory for tenant %s not kept: %s", tenant.pk, exc)
-            raise ServiceError(
-                f"AgentCore Memory did not keep the fact: {exc.reason}. Nothing was saved. {exc.advice}"
-            ) from exc
+            raise _store_error(KEEP_FAILED, exc, "Nothing was saved.") from exc
         after = {"store": stores.AgentCoreStore.name}
     else:
         record_id = str(MemoryRecord.objects.create(namespace=namespace.path, content=text).pk)
@@ -342,3 +414,183 @@ def agentcore_memories(tenant, user) -> list[stores.ListedMemory] | None:
     if store is None:
         return None
     return store.list(tenant_id=tenant.pk, user_id=user.pk)
+
+
+# --- the REST API (agents/memory/api.py): a person's memories, one list for both stores -----------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One memory as the API shows it, whichever store keeps it. `id` is what deleting takes:
+    the table's pk, or AgentCore's memoryRecordId."""
+
+    id: str
+    content: str
+    namespace: Namespace
+    created_at: datetime | None
+
+    @property
+    def scope(self) -> str:
+        if self.namespace.shared:
+            return policy.Scope.SHARED
+        return policy.Scope.AGENT if self.namespace.agent_slug else policy.Scope.USER
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "content": self.content,
+            "scope": self.scope,
+            "agent": self.namespace.agent_slug or None,
+            "namespace": self.namespace.path,
+            "created_at": self.created_at,
+        }
+
+
+MINE = "mine"
+SHARED = "shared"
+LIST_SCOPES = (MINE, SHARED)
+
+
+def _item_of(record: MemoryRecord) -> Item | None:
+    namespace = policy.parse(record.namespace)
+    return Item(str(record.pk), record.content, namespace, record.created_at) if namespace else None
+
+
+def memories_of(actor: Actor, *, scope: str | None = None, agent=None, query: str = "") -> Sequence[Item]:
+    """What `actor` may read (policy.can_read: their own namespaces and the tenant's shared
+    one, in this tenant), newest first; `scope` MINE or SHARED narrows to one kind, `agent`
+    to the member's own for that agent, `query` to those whose text contains it (any case).
+
+    The portal's table is filtered in SQL; AgentCore Memory answers at most
+    stores.LIST_LIMIT records of each kind (AgentCoreStore.list, as the Memory page).
+    Raises MemoryStoreError when the tenant's AgentCore Memory cannot be asked."""
+    tenant = require_tenant()
+    store = _agentcore_store(tenant)
+    wants_mine = scope in (None, MINE)
+    wants_shared = scope in (None, SHARED) and agent is None
+    if store is not None:
+        try:
+            listed = store.list(tenant_id=tenant.pk, user_id=actor.user.pk)
+        except stores.StoreUnavailable as exc:
+            log.warning("memory listing for tenant %s failed: %s", tenant.pk, exc)
+            raise _store_error(LIST_FAILED, exc, "Nothing was listed.") from exc
+        needle = query.casefold()
+        return [
+            Item(m.id, m.content, m.namespace, m.created_at)
+            for m in listed
+            if (wants_shared if m.namespace.shared else wants_mine)
+            and (agent is None or m.namespace.agent_slug == agent.slug)
+            and needle in m.content.casefold()
+        ]
+    mine = Q(user=actor.user) if agent is None else Q(user=actor.user, agent=agent)
+    shared = Q(user__isnull=True, namespace=Namespace(tenant.pk).path)
+    wanted = [q for q, on in ((mine, wants_mine), (shared, wants_shared)) if on]
+    if not wanted:
+        return []
+    records = MemoryRecord.objects.filter(reduce(operator.or_, wanted))
+    if query:
+        records = records.filter(content__icontains=query)
+    return _Rows(records.order_by("-created_at", "-id"))
+
+
+class _Rows:
+    """The table's rows as Items, counted and sliced in SQL: what a paginator asks of a list."""
+
+    def __init__(self, records):
+        self.records = records
+
+    def __len__(self) -> int:
+        return self.records.count()
+
+    def __getitem__(self, index: slice) -> list[Item]:
+        return [item for item in map(_item_of, self.records[index]) if item is not None]
+
+
+def add_memory(actor: Actor, content: str, *, scope: str, agent=None) -> Item:
+    """Keep one fact: the member's own for `agent` (scope agent) or for all agents (user), or
+    the tenant's shared one (shared: owners and admins), in the tenant's store; audited
+    (memory.added, or the page's memory.shared_added), without the text.
+    Raises PermissionDenied, ServiceError (bad input, not in the plan) or MemoryStoreError."""
+    tenant = require_tenant()
+    text = " ".join((content or "").split())
+    if scope == policy.Scope.SHARED:
+        record_id = add_shared_memory(actor, text)
+        return Item(record_id, text, Namespace(tenant.pk), _created_at(tenant, record_id))
+    namespace = policy.namespace_for(
+        scope, tenant_id=tenant.pk, user_id=actor.user.pk, agent_slug=agent.slug if agent is not None else ""
+    )
+    if not policy.can_write(namespace, tenant_id=tenant.pk, user_id=actor.user.pk, role=actor.role):
+        raise PermissionDenied("Only the member may change their own memory.")
+    if not text:
+        raise ServiceError("Write the fact to remember.")
+    if len(text) > MAX_CONTENT_CHARS:
+        raise ServiceError(f"A memory holds at most {MAX_CONTENT_CHARS} characters.")
+    if not entitled(tenant):
+        raise ServiceError(f"Long-term memory is not part of the {tenant.tier.name} plan.")
+    store = _agentcore_store(tenant)
+    if store is not None:
+        try:
+            record_id = store.create(namespace, text)
+        except stores.StoreUnavailable as exc:
+            log.warning("memory for tenant %s not kept: %s", tenant.pk, exc)
+            raise _store_error(KEEP_FAILED, exc, "Nothing was saved.") from exc
+        after = {"store": stores.AgentCoreStore.name}
+    else:
+        record = MemoryRecord.objects.create(
+            namespace=namespace.path, user=actor.user, agent=agent if namespace.agent_slug else None, content=text
+        )
+        record_id, after = str(record.pk), None
+    audit.record(
+        "memory.added",
+        actor=actor.user,
+        tenant=tenant,
+        target_repr=f"{namespace.path} #{record_id}",
+        after=after,
+        ip=actor.ip,
+    )
+    return Item(record_id, text, namespace, _created_at(tenant, record_id))
+
+
+def _created_at(tenant, record_id: str) -> datetime | None:
+    if _agentcore_store(tenant) is not None:
+        return timezone.now()  # AgentCore stamps the record with the timestamp the portal sent
+    return MemoryRecord.objects.filter(pk=int(record_id)).values_list("created_at", flat=True).first()
+
+
+def delete_memory(actor: Actor, record_id: int | str) -> bool:
+    """Delete one memory `actor` may write: their own, or (owners and admins) a shared one;
+    audited with the page's labels. False when there is no such record of theirs or of the
+    tenant's shared ones (a colleague's is "not found", never "forbidden"); PermissionDenied
+    for a shared record and a member who may only read it. Raises MemoryStoreError."""
+    tenant = require_tenant()
+    store = _agentcore_store(tenant)
+    if store is not None:
+        return _delete_in_agentcore(store, actor, tenant, record_id, shared=None)
+    pk = _local_id(record_id)
+    shared_path = Namespace(tenant.pk).path
+    record = (
+        MemoryRecord.objects.filter(Q(user=actor.user) | Q(user__isnull=True, namespace=shared_path), pk=pk).first()
+        if pk is not None
+        else None
+    )
+    if record is None:
+        return False
+    namespace = policy.parse(record.namespace)
+    if namespace is None:
+        return False
+    if namespace.shared:
+        return delete_shared_memory(actor, record.pk)  # raises PermissionDenied for a member
+    return delete_own_memory(actor, record.pk)
+
+
+def cleared_message(cleared: stores.Cleared, email: str) -> str:
+    """What clearing a member's memory did, for the admin who asked (the page and the API)."""
+    text = f"{cleared.deleted} memor{'y' if cleared.deleted == 1 else 'ies'} of {email} cleared."
+    if cleared.failed:
+        text += f" {cleared.failed} could not be deleted ({cleared.failure}); clear again to retry."
+    if cleared.more:
+        text += (
+            f" More remain: at most {stores.MEMBER_CAP} are cleared at a time in AgentCore Memory;"
+            " clear again to delete the rest."
+        )
+    return text

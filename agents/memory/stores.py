@@ -26,6 +26,10 @@
     ``delete_memory_record`` with the record's namespace only when the caller may
     write that namespace (`delete`'s `may_delete`): a record id alone never says
     whose record it is, so it is looked up before anything is deleted;
+  - an admin counts or clears a member's records: ``list_memory_records`` by
+    ``namespacePath`` /tenant/<t>/user/<u>, following ``nextToken`` up to MEMBER_CAP,
+    keeping only records whose every namespace is that member's, then (clearing)
+    ``batch_delete_memory_records`` with each record's namespace, BATCH_DELETE at a time;
   - the Memory page lists from AgentCore (``list_memory_records``: the member's
     namespaces by ``namespacePath`` /tenant/<t>/user/<u>, the shared one by exact
     ``namespace``), keeping a record only if the member may read one of its
@@ -53,6 +57,11 @@ log = logging.getLogger(__name__)
 MAX_SCAN = 500
 MAX_K = 20
 LIST_LIMIT = 100  # records per namespace the Memory page lists from AgentCore (its maxResults is 1-100)
+# Records one admin request counts or clears of one member in AgentCore (ten pages of
+# ListMemoryRecords, then BatchDeleteMemoryRecords in batches of at most BATCH_DELETE):
+# a request stays short; the answer says when more remain, and clearing again takes the next ones.
+MEMBER_CAP = 1000
+BATCH_DELETE = 100  # BatchDeleteMemoryRecords takes 1-100 records
 
 
 # AgentCore's memory record ids (MemoryRecordId in the service model: 40-50 characters).
@@ -137,6 +146,17 @@ class ListedMemory:
     content: str
     namespace: Namespace
     created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Cleared:
+    """What clearing a member's records did: `deleted`; `failed`, the records AgentCore did
+    not delete (`failure`: why, for a person); `more`, whether records beyond the cap remain."""
+
+    deleted: int
+    failed: int = 0
+    more: bool = False
+    failure: str = ""
 
 
 def _stem(word: str) -> str:
@@ -271,6 +291,69 @@ class AgentCoreStore:
                 )
         listed.sort(key=lambda m: m.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
         return listed
+
+    def _member_records(self, *, tenant_id: int, user_id: int, cap: int) -> tuple[list[tuple[str, Namespace]], bool]:
+        """The records (id, namespace) of member `user_id` (every namespace of the record is
+        one of theirs), following nextToken; at most `cap`, and whether more remain."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from agents.memory.policy import parse
+
+        def theirs(space: Namespace | None) -> bool:
+            return space is not None and space.tenant_id == tenant_id and space.user_id == user_id
+
+        path = Namespace(tenant_id, user_id).path
+        found: list[tuple[str, Namespace]] = []
+        token = None
+        while True:
+            query = {"nextToken": token} if token else {}
+            try:
+                answer = self.client.list_memory_records(
+                    memoryId=self.memory_id, namespacePath=path, maxResults=LIST_LIMIT, **query
+                )
+            except (BotoCoreError, ClientError) as exc:
+                raise _unavailable("listing", exc) from exc
+            for summary in answer.get("memoryRecordSummaries", []):
+                spaces = [parse(p) for p in summary.get("namespaces", [])]
+                # A record that is also in a namespace not the member's (the shared one, a
+                # colleague's) is not theirs to count or clear.
+                if spaces and all(theirs(space) for space in spaces):
+                    found.append((summary["memoryRecordId"], spaces[0]))
+            token = answer.get("nextToken")
+            if not token or len(found) >= cap:
+                return found[:cap], bool(token) or len(found) > cap
+
+    def count_member(self, *, tenant_id: int, user_id: int, cap: int = MEMBER_CAP) -> tuple[int, bool]:
+        """How many records member `user_id` has (at most `cap`), and whether there are more."""
+        found, more = self._member_records(tenant_id=tenant_id, user_id=user_id, cap=cap)
+        return len(found), more
+
+    def clear_member(self, *, tenant_id: int, user_id: int, cap: int = MEMBER_CAP) -> Cleared:
+        """Delete member `user_id`'s records (at most `cap` in one go)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found, more = self._member_records(tenant_id=tenant_id, user_id=user_id, cap=cap)
+        deleted, failed, failure = 0, 0, ""
+        for start in range(0, len(found), BATCH_DELETE):
+            batch = found[start : start + BATCH_DELETE]
+            try:
+                answer = self.client.batch_delete_memory_records(
+                    memoryId=self.memory_id,
+                    # The namespace also lets an IAM policy (condition key) confine the portal's role.
+                    records=[{"memoryRecordId": rid, "namespace": space.path} for rid, space in batch],
+                )
+            except (BotoCoreError, ClientError) as exc:
+                if not deleted:
+                    raise _unavailable("deletion", exc) from exc
+                # What was deleted before stays deleted: say so rather than fail the whole request.
+                log.warning("AgentCore Memory stopped clearing after %s records: %s", deleted, exc)
+                return Cleared(deleted, len(found) - deleted - failed, more, _unavailable("deletion", exc).reason)
+            deleted += sum(1 for r in answer.get("successfulRecords", []) if r.get("status") == "SUCCEEDED")
+            failures = answer.get("failedRecords") or []
+            failed += len(failures)
+            if failures and not failure:
+                failure = f"AWS answered: {failures[0].get('errorMessage') or 'not deleted'}"
+        return Cleared(deleted, failed, more, failure)
 
     def create(self, namespace: Namespace, content: str) -> str:
         """Keep `content` as one record in `namespace` (its only namespace); the record's id."""

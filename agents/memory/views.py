@@ -132,9 +132,14 @@ def clear(request, membership_id):
     if not policy.can_administer(request.membership.role):
         raise PermissionDenied("Only an owner or admin may clear a member's memory.")
     membership = access_membership(membership_id)
-    deleted = services.clear_member_memory(Actor.from_request(request), membership)
-    messages.success(request, f"{deleted} memor{'y' if deleted == 1 else 'ies'} of {membership.user.email} cleared.")
-    return redirect("memory:home", tenant_slug=request.tenant.slug)
+    try:
+        cleared = services.clear_member_memory(Actor.from_request(request), membership)
+    except ServiceError as exc:
+        messages.error(request, exc.text)
+        return redirect(_home_url(request, "#member-memory"))
+    text = services.cleared_message(cleared, membership.user.email)
+    (messages.warning if cleared.failed or cleared.more else messages.success)(request, text)
+    return redirect(_home_url(request, "#member-memory"))
 
 
 @require_POST

@@ -256,6 +256,13 @@ ROUTES: dict[str, object] = {
     # the tenant's shared memory: owners and admins add and delete (B's shared record: tests/memory)
     "memory:shared_add": TenantScoped(methods=("POST",)),
     "memory:shared_delete": TenantScoped(methods=("POST",), objects={"record_id": "memory_record"}),
+    # the same over the API: one's own and the shared memories (B's record under A's slug is 404,
+    # B's member's counts and clearing too; tenant B against A by id: tests/memory/test_api.py)
+    "api:memory-list": TenantScoped(api=True, lists=True, methods=("GET", "POST")),
+    "api:memory-detail": TenantScoped(api=True, methods=("DELETE",), objects={"pk": "memory_record"}),
+    "api:memory-member-list": TenantScoped(api=True, lists=True),
+    "api:memory-member-detail": TenantScoped(api=True, objects={"pk": "membership"}),
+    "api:memory-member-clear": TenantScoped(api=True, methods=("POST",), objects={"pk": "membership"}),
     "api:memory-gateway-recall": NoTenantData(),
     "api:memory-gateway-remember": NoTenantData(),
     # agent registry: the catalogue, a tenant's own agents and their versions (B's under A's slug
