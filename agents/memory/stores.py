@@ -323,16 +323,16 @@ class AgentCoreStore:
             if not token or len(found) >= cap:
                 return found[:cap], bool(token) or len(found) > cap
 
-    def count_member(self, *, tenant_id: int, user_id: int, cap: int = MEMBER_CAP) -> tuple[int, bool]:
-        """How many records member `user_id` has (at most `cap`), and whether there are more."""
-        found, more = self._member_records(tenant_id=tenant_id, user_id=user_id, cap=cap)
+    def count_member(self, *, tenant_id: int, user_id: int, cap: int | None = None) -> tuple[int, bool]:
+        """How many records member `user_id` has (at most `cap`, MEMBER_CAP), and whether there are more."""
+        found, more = self._member_records(tenant_id=tenant_id, user_id=user_id, cap=cap or MEMBER_CAP)
         return len(found), more
 
-    def clear_member(self, *, tenant_id: int, user_id: int, cap: int = MEMBER_CAP) -> Cleared:
-        """Delete member `user_id`'s records (at most `cap` in one go)."""
+    def clear_member(self, *, tenant_id: int, user_id: int, cap: int | None = None) -> Cleared:
+        """Delete member `user_id`'s records (at most `cap`, MEMBER_CAP, in one go)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        found, more = self._member_records(tenant_id=tenant_id, user_id=user_id, cap=cap)
+        found, more = self._member_records(tenant_id=tenant_id, user_id=user_id, cap=cap or MEMBER_CAP)
         deleted, failed, failure = 0, 0, ""
         for start in range(0, len(found), BATCH_DELETE):
             batch = found[start : start + BATCH_DELETE]

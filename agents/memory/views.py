@@ -70,12 +70,26 @@ def _home(request, shared_form: SharedMemoryForm | None = None, status: int = 20
         "unused_memory_id": "" if agentcore else services.unused_memory_binding(tenant),
         "store_unavailable": store_unavailable,
         "shared_form": shared_form or SharedMemoryForm(),
-        # The table's counts and clearing concern the local table only.
-        "member_counts": services.counts_per_member() if admin and not agentcore else [],
+        "member_counts": _member_counts(request) if admin else [],
+        "member_cap": stores.MEMBER_CAP,
         # What the operator must fix, for those who can ask them: agents that never use memory.
         "agents_without_memory": _agents_without_memory(agents) if admin else [],
     }
     return render(request, "memory/home.html", context, status=status)
+
+
+def _member_counts(request) -> list[dict]:
+    """Each member's count. On AgentCore Memory a count is a ListMemoryRecords walk per member,
+    so none is fetched unless asked: ?count=<membership id> counts that one member."""
+    rows = services.counts_per_member()
+    asked = request.GET.get("count", "")
+    row = next((r for r in rows if r["count"] is None and str(r["membership"].pk) == asked), None)
+    if row is not None:
+        try:
+            row["count"], row["more"] = services.count_member_memory(Actor.from_request(request), row["membership"])
+        except ServiceError as exc:
+            messages.error(request, exc.text)
+    return rows
 
 
 @dataclass(frozen=True)
