@@ -121,7 +121,8 @@ class MemoryViewSet(_MemoryAPI):
         responses={200: MemoryEntrySerializer(many=True), **STORE_FAILED},
         description=(
             "Your own memories and the tenant's shared ones, newest first, a page at a time (never a "
-            "colleague's). For a tenant on AgentCore Memory, at most the newest 100 of each kind are listed."
+            "colleague's). For a tenant on AgentCore Memory, at most 100 of each kind are listed: the first "
+            "that AgentCore Memory answers."
         ),
     )
     def list(self, request, *args, **kwargs):
