@@ -310,7 +310,7 @@ DEDICATED_RUNTIME_MISSING = (
 
 _local_client = None
 _http_clients: dict[tuple[str, float], object] = {}
-_agentcore_clients: dict[tuple[str, str, str], object] = {}
+_agentcore_clients: dict[tuple, object] = {}
 _clients_lock = threading.Lock()
 
 
@@ -330,17 +330,24 @@ def client_for(kind: str, tenant: Tenant):
             DEDICATED_RUNTIME_MISSING.format(what="runtime ARN" if kind == "agentcore" else "runtime URL")
         )
     if kind == "agentcore":
+        from tenants import aws as tenant_aws
+
         arn = own or settings.AGENTCORE_RUNTIME_ARN
         if not arn:
             raise RuntimeRejected("No AgentCore runtime is configured for this tenant.")
         # Made once per runtime and process: building a boto3 client costs tens of ms (it
         # loads the service model), and one client serves many threads.
-        key = (arn, settings.AGENTCORE_QUALIFIER, tenant.region)
+        # A client signs with the credentials it was made with: one made with a tenant's
+        # assumed role (tenants.aws) serves that tenant alone.
+        key = (arn, settings.AGENTCORE_QUALIFIER, tenant.region, *tenant_aws.client_key(tenant))
         with _clients_lock:
             client = _agentcore_clients.get(key)
             if client is None:
                 client = _agentcore_clients[key] = clients.AgentCoreRuntimeClient(
-                    arn, qualifier=settings.AGENTCORE_QUALIFIER, region_name=tenant.region
+                    arn,
+                    qualifier=settings.AGENTCORE_QUALIFIER,
+                    region_name=tenant.region,
+                    session=tenant_aws.session_for(tenant),
                 )
         return client
     if kind == "http":
@@ -409,4 +416,19 @@ def invoke(tenant: Tenant, invocation: Invocation) -> Iterator[dict]:
     except clients.RuntimeClientError as exc:
         # The client's message can name internal hosts; the person gets a plain reason.
         log.warning("invocation %s: runtime refused the turn: %s", invocation.pk, exc)
-        raise RuntimeRejected("The agent runtime could not answer this turn.") from exc
+        raise RuntimeRejected(rejection_reason(exc)) from exc
+
+
+ROLE_NOT_ASSUMED = (
+    "This organisation's AWS role could not be assumed, so its turns cannot run. "
+    "An operator must check its IAM role (operator console, tenant settings, resource bindings)."
+)
+
+
+def rejection_reason(exc: Exception) -> str:
+    """What the person is told when the runtime client failed the turn for good."""
+    from tenants import aws as tenant_aws
+
+    if isinstance(exc.__cause__, tenant_aws.TenantCredentialsError):
+        return ROLE_NOT_ASSUMED
+    return "The agent runtime could not answer this turn."

@@ -7,6 +7,7 @@ REDIS_URL switch to PostgreSQL (with row-level security) and Redis.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -346,6 +347,18 @@ TURN_QUEUED_MAX_SECONDS = env_int("TURN_QUEUED_MAX_SECONDS", 900, minimum=60)
 AGENTCORE_RUNTIME_ARN = env_str("AGENTCORE_RUNTIME_ARN", "")
 AGENTCORE_QUALIFIER = env_str("AGENTCORE_QUALIFIER", "DEFAULT")
 AWS_REGION = env_str("AWS_REGION", "us-east-1")
+# The role the portal assumes (STS AssumeRole with session tags tenant_id, tier and
+# deployment_model; tenants/aws.py) for every AWS call it makes for a pool or bridge tenant,
+# and for a silo tenant without its own iam_role_arn binding. Empty: those calls use the
+# portal's own default credentials (development, single-account set-ups).
+AWS_TENANT_ROLE_ARN = env_str("AWS_TENANT_ROLE_ARN", "")
+if AWS_TENANT_ROLE_ARN and not re.fullmatch(
+    r"arn:aws(-[^:]+)?:iam::[0-9]{12}:role/([\w+=,.@-]+/)*[\w+=,.@-]{1,64}", AWS_TENANT_ROLE_ARN, flags=re.ASCII
+):
+    raise ImproperlyConfigured(f"AWS_TENANT_ROLE_ARN is not an IAM role ARN: {AWS_TENANT_ROLE_ARN!r}")
+# How long assumed tenant credentials live (STS DurationSeconds: 900 is its minimum; the
+# role's MaxSessionDuration caps it). They are refreshed a third of this before they expire.
+AWS_TENANT_ROLE_SESSION_SECONDS = env_int("AWS_TENANT_ROLE_SESSION_SECONDS", 900, minimum=900)
 # A silo tenant's own Amazon Bedrock AgentCore Gateway (its gateway_id binding) serves its
 # tools when AGENT_RUNTIME=agentcore: the portal's tools gateway forwards to this MCP
 # endpoint, SigV4-signed (agents/tools/agentcore.py). {gateway_id} and {region} are filled

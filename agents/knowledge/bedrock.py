@@ -66,6 +66,15 @@ def make_client(service: str, region: str):
     return boto3.client(service, region_name=region)
 
 
+def client_for(service: str, tenant):
+    """A client of `service` for `tenant`'s calls: signed by the tenant's role when it has one
+    (tenants.aws), else by the default chain (make_client)."""
+    from tenants import aws
+
+    session = aws.session_for(tenant)
+    return session.client(service) if session else make_client(service, tenant.region)
+
+
 def knowledge_base_id(tenant) -> tuple[str, bool]:
     """(Bedrock knowledge base id, pooled?) for the tenant, from its bindings."""
     dedicated = tenant.bindings.knowledge_base_id
@@ -108,14 +117,14 @@ def _start_ingestion(tenant, kb_id: str) -> None:
             "no Bedrock data source id (KNOWLEDGE_BEDROCK_DATA_SOURCE_ID, or the knowledge_data_source_id binding of a"
             " tenant with its own knowledge base)"
         )
-    make_client("bedrock-agent", tenant.region).start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=source)
+    client_for("bedrock-agent", tenant).start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=source)
 
 
 def sync_document(tenant, document: Document, data: bytes) -> None:
     if not settings.KNOWLEDGE_S3_BUCKET:
         raise BedrockNotConfigured("KNOWLEDGE_S3_BUCKET is not set")
     kb_id, _ = knowledge_base_id(tenant)
-    s3 = make_client("s3", tenant.region)
+    s3 = client_for("s3", tenant)
     key = object_key(tenant, document)
     s3.put_object(Bucket=settings.KNOWLEDGE_S3_BUCKET, Key=key, Body=data)
     s3.put_object(
@@ -132,7 +141,7 @@ def remove_document(tenant, document: Document) -> None:
     if not document.external_key or not settings.KNOWLEDGE_S3_BUCKET:
         return
     kb_id, _ = knowledge_base_id(tenant)
-    make_client("s3", tenant.region).delete_objects(
+    client_for("s3", tenant).delete_objects(
         Bucket=settings.KNOWLEDGE_S3_BUCKET,
         Delete={"Objects": [{"Key": document.external_key}, {"Key": f"{document.external_key}.metadata.json"}]},
     )
@@ -152,7 +161,7 @@ def _words(text: str) -> set[str]:
 
 def ranking(tenant, kb_ids: list[int], query: str, limit: int) -> list[tuple[int, float]]:
     kb_id, pooled = knowledge_base_id(tenant)
-    response = make_client("bedrock-agent-runtime", tenant.region).retrieve(
+    response = client_for("bedrock-agent-runtime", tenant).retrieve(
         knowledgeBaseId=kb_id,
         retrievalQuery={"text": query[:1000]},
         retrievalConfiguration={

@@ -91,8 +91,12 @@ _LASTING_ERRORS = frozenset({"AccessDeniedException", "ResourceNotFoundException
 def _unavailable(what: str, exc: Exception) -> StoreUnavailable:
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
+    from tenants.aws import TenantCredentialsError
+
     transient = True
-    if isinstance(exc, NoCredentialsError):
+    if isinstance(exc, TenantCredentialsError):
+        reason, transient = "the organisation's AWS role could not be assumed", False
+    elif isinstance(exc, NoCredentialsError):
         reason, transient = "the portal has no AWS credentials for it", False
     elif isinstance(exc, EndpointConnectionError):
         reason = "its endpoint could not be reached"
@@ -438,5 +442,10 @@ def store_for(tenant):
 
     memory_id = tenant.bindings.dedicated_memory(settings.AGENT_RUNTIME)
     if memory_id:
-        return AgentCoreStore(memory_id, make_client(tenant.region))
+        from tenants import aws
+
+        # The tenant's role signs when it has one (tenants.aws); make_client is the default chain.
+        session = aws.session_for(tenant)
+        client = session.client("bedrock-agentcore") if session else make_client(tenant.region)
+        return AgentCoreStore(memory_id, client)
     return LocalStore()

@@ -412,7 +412,8 @@ def _add_call_headers(request, signature_version=None, **kwargs) -> None:
 class AgentCoreRuntimeClient(RuntimeClient):
     """An AgentCore Runtime (``agentRuntimeArn`` + endpoint ``qualifier``).
 
-    ``auth="sigv4"`` (IAM, the default) signs with the worker's AWS credentials;
+    ``auth="sigv4"`` (IAM, the default) signs with the worker's AWS credentials, or those
+    of ``session`` (a boto3 session: the tenant's assumed role, tenants.aws);
     ``auth="jwt"`` sends unsigned requests authorised by the bearer token (a
     runtime with a custom JWT authorizer). Pass ``client`` to reuse or stub a
     boto3 ``bedrock-agentcore`` client; the hooks are registered on it.
@@ -432,6 +433,7 @@ class AgentCoreRuntimeClient(RuntimeClient):
         auth: Literal["sigv4", "jwt"] = "sigv4",
         read_timeout: float = 300.0,
         connect_timeout: float = 5.0,
+        session: Any = None,
     ):
         if auth not in ("sigv4", "jwt"):
             raise ValueError("auth must be 'sigv4' or 'jwt'")
@@ -449,7 +451,8 @@ class AgentCoreRuntimeClient(RuntimeClient):
                 retries={"mode": "standard", "max_attempts": 3},
                 signature_version=botocore.UNSIGNED if auth == "jwt" else None,
             )
-            client = boto3.client("bedrock-agentcore", region_name=region_name, config=config)
+            # `session`: a tenant's (tenants.aws.session_for), whose role signs; else the default chain.
+            client = (session or boto3).client("bedrock-agentcore", region_name=region_name, config=config)
         self.client = client
         events = client.meta.events
         events.register(f"provide-client-params.{OPERATION}", _take_call_headers, unique_id=f"{_HOOK_ID}-params")
@@ -490,7 +493,7 @@ class AgentCoreRuntimeClient(RuntimeClient):
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as exc:
             raise TransientRuntimeError(f"AgentCore is unreachable: {exc}")
         except BotoCoreError as exc:  # credentials, configuration: retrying will not help
-            raise RuntimeClientError(f"cannot call AgentCore: {exc}")
+            raise RuntimeClientError(f"cannot call AgentCore: {exc}") from exc
         body = response["response"]
         content_type = (response.get("contentType") or "").split(";")[0].strip().lower()
         if content_type == SSE_CONTENT_TYPE:

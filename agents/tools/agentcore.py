@@ -20,8 +20,8 @@ runtime sees the tenant only through its headers and token and never reads the
 portal's database (architecture §5.3), so it could neither check enablement at
 call time nor screen results without another round trip to the portal; and the
 tenant's binding and the AWS credentials are the portal's, as on the rest of the
-AWS path (the boto3 default credential chain of the worker and web processes,
-in the tenant's region).
+AWS path: the tenant's assumed role (tenants.aws), or without one the boto3 default
+credential chain of the worker and web processes, in the tenant's region.
 
 The wire: MCP revision 2025-06-18 over Streamable HTTP, one JSON-RPC message per
 POST to ``AGENTCORE_GATEWAY_URL`` (``https://<gateway_id>.gateway.bedrock-agentcore.
@@ -88,12 +88,20 @@ def gateway_url(tenant, gateway: str) -> str:
     return settings.AGENTCORE_GATEWAY_URL.format(gateway_id=gateway, region=tenant.region)
 
 
-def _credentials():
-    """Frozen AWS credentials from the default chain (environment, profile, instance or task
-    role), as boto3 finds them for the rest of the AWS path; one session per process."""
+def _credentials(tenant_session=None):
+    """Frozen AWS credentials: those of `tenant_session` (the tenant's assumed role,
+    tenants.aws.session_for) when given, else from the default chain (environment, profile,
+    instance or task role), as boto3 finds them for the rest of the AWS path; one session
+    per process."""
     global _session
     from botocore.exceptions import BotoCoreError
 
+    if tenant_session is not None:
+        try:
+            # Fail closed: a role that cannot be assumed never falls back to the portal's own.
+            return tenant_session.get_credentials().get_frozen_credentials()
+        except BotoCoreError as exc:
+            raise GatewayError("this organisation's AWS role could not be assumed to sign the request") from exc
     try:
         with _session_lock:
             if _session is None:
@@ -118,6 +126,7 @@ class GatewayClient:
     headers: dict[str, str]
     session_id: str | None = None
     initialized: bool = False
+    aws_session: Any = None  # the tenant's (tenants.aws.session_for); None: the default chain
 
     def _send(self, message: dict) -> dict | None:
         from botocore.auth import SigV4Auth
@@ -134,7 +143,7 @@ class GatewayClient:
         if self.session_id:
             headers["Mcp-Session-Id"] = self.session_id
         signed = AWSRequest(method="POST", url=self.url, data=body, headers=headers)
-        SigV4Auth(_credentials(), SERVICE, self.region).add_auth(signed)
+        SigV4Auth(_credentials(self.aws_session), SERVICE, self.region).add_auth(signed)
         request = urllib.request.Request(  # noqa: S310 (AGENTCORE_GATEWAY_URL is checked to be http(s))
             self.url, data=body, method="POST", headers=dict(signed.headers.items())
         )
@@ -238,10 +247,13 @@ def client(tenant, gateway: str, *, token, identity, session_id: str, user_id) -
     """A client of `tenant`'s gateway carrying the tenant context and, for the validated
     act-on-behalf `token` of the call, its downstream token (downstream_token)."""
     from agents.runtime_gateway import tenant_context_headers
+    from tenants import aws
 
     headers = tenant_context_headers(tenant, session_id=session_id, user_id=user_id)
     headers[TOKEN_HEADER] = downstream_token(token, identity)
-    return GatewayClient(url=gateway_url(tenant, gateway), region=tenant.region, headers=headers)
+    return GatewayClient(
+        url=gateway_url(tenant, gateway), region=tenant.region, headers=headers, aws_session=aws.session_for(tenant)
+    )
 
 
 def result_value(result: dict) -> Any:
