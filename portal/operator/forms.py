@@ -43,7 +43,13 @@ class TenantUpdateForm(forms.Form):
         required=False, max_length=200, label="Data source id", help_text="Of the knowledge base: its S3 source"
     )
     gateway_id = forms.CharField(required=False, max_length=200, label="Gateway id")
-    iam_role_arn = forms.CharField(required=False, max_length=300, label="IAM role ARN")
+    iam_role_arn = forms.CharField(
+        required=False,
+        max_length=300,
+        label="IAM role ARN",
+        help_text="Assumed with session tags tenant_id, tier, deployment_model for every AWS call made for this"
+        " tenant (runtime, memory, knowledge, gateway). Empty: the platform role (AWS_TENANT_ROLE_ARN).",
+    )
     celery_queue = forms.CharField(
         required=False, max_length=63, label="Celery queue (silo)", help_text="Default for a silo: tenant-<slug>"
     )

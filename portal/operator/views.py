@@ -24,6 +24,7 @@ from django.views.decorators.http import require_POST
 from billing.accounting import month_start
 from portal.operator import services as operator_services
 from portal.operator.forms import OwnerInvitationForm, SuspendForm, TenantCreateForm, TenantUpdateForm, TierForm
+from tenants import aws as tenant_aws
 from tenants import entitlements, services
 from tenants.audit import client_ip
 from tenants.context import all_tenants
@@ -126,6 +127,8 @@ def _tenant_detail_context(tenant, form=None, suspend_form=None, owner_form=None
         "runtime_kind": settings.AGENT_RUNTIME,
         # The same rule as the tools gateway (agents.tools.services.served_by_gateway).
         "tools_gateway": tenant.bindings.dedicated_gateway(settings.AGENT_RUNTIME),
+        # The role its AWS calls sign as ("" = the portal's own credentials), tenants.aws's rule.
+        "aws_role": tenant_aws.role_for(tenant),
     }
 
 

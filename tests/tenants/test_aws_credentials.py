@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from botocore.credentials import Credentials
 from botocore.stub import Stubber
+from django.urls import reverse
 
 from agents import runtime_gateway
 from agents.memory import stores
@@ -323,3 +324,15 @@ def test_the_assumed_credentials_sign_the_tenants_bedrock_knowledge_retrieve(wor
         assert bedrock.ranking(tenant, [1], "refunds", 5) == []
     assert [signed_by(r.headers["Authorization"].decode()) for r in sent] == ["ASIAALPHAASSUMED01"]
     assert sent[0].url.startswith("https://bedrock-agent-runtime.eu-west-1.amazonaws.com/")
+
+
+def test_the_operator_console_says_what_the_tenants_role_signs(client, world, operator, settings):
+    settings.AGENT_RUNTIME = "agentcore"
+    tenant = silo(world.a.tenant)
+    client.force_login(operator)
+    page = client.get(reverse("operator:tenant_detail", kwargs={"slug": tenant.slug})).content.decode()
+    assert "Assumed with session tags tenant_id, tier, deployment_model for every AWS call" in page
+    assert f"signs as <code>{ROLE_A}</code>" in page
+    settings.AWS_TENANT_ROLE_ARN = ""
+    page = client.get(reverse("operator:tenant_detail", kwargs={"slug": world.b.tenant.slug})).content.decode()
+    assert "the portal&#x27;s own AWS credentials" in page or "the portal's own AWS credentials" in page
