@@ -9,6 +9,12 @@ Where tenants' AWS bindings apply (tenants.models.aws_bindings_apply: not on the
   can scope shared resources by the session tags (ABAC: ``aws:PrincipalTag/tenant_id``);
 * with neither, None: the call uses the portal's own default credentials, as before.
 
+The sites: the AgentCore runtime client (agents.runtime_gateway.client_for), AgentCore
+Memory (agents.memory.stores.store_for), the AgentCore Gateway's SigV4 (agents.tools.agentcore),
+Bedrock knowledge bases and their S3 sync (agents.knowledge.bedrock.client_for), Bedrock
+Guardrails (agents.guardrails.backends.tenant_client) and `hybrid` embeddings
+(agents.knowledge.hybrid.bedrock_client) — the last two for the tenant in context.
+
 The session carries the tags ``tenant_id``, ``tier`` and ``deployment_model`` (``tenant_id``
 transitive, so it survives role chaining) and the name ``portal-<slug>`` (CloudTrail shows
 which tenant a call was for). The role's trust policy must allow ``sts:AssumeRole`` and
@@ -65,7 +71,8 @@ _default_session = None
 class TenantCredentialsError(BotoCoreError):
     """The tenant's role could not be assumed; the AWS call was not made."""
 
-    fmt = "The AWS role {role_arn} could not be assumed for tenant {tenant} ({error_code})"
+    # No role ARN in the text: it may reach a tenant's page (a document's error); the log has it.
+    fmt = "The AWS role of tenant {tenant} could not be assumed ({error_code})"
 
 
 def role_for(tenant: Tenant) -> str:
@@ -198,18 +205,39 @@ def _make_session(tenant: Tenant, role_arn: str):
     return boto3.Session(botocore_session=core, region_name=tenant.region)
 
 
-def session_for(tenant: Tenant):
-    """The boto3 session whose clients sign as `tenant`'s role; None when the tenant's calls
-    use the portal's own credentials (role_for is ""). Nothing is sent to STS here."""
+def _entry(tenant: Tenant) -> tuple[Any, dict] | None:
     role_arn = role_for(tenant)
     if not role_arn:
         return None
     key = (role_arn, tenant.pk, tenant.slug, tenant.tier.slug, tenant.deployment_model, tenant.region)
     with _sessions_lock:
-        session = _sessions.get(key)
-        if session is None:
-            session = _sessions[key] = _make_session(tenant, role_arn)
-    return session
+        entry = _sessions.get(key)
+        if entry is None:
+            entry = _sessions[key] = (_make_session(tenant, role_arn), {})
+    return entry
+
+
+def session_for(tenant: Tenant):
+    """The boto3 session whose clients sign as `tenant`'s role; None when the tenant's calls
+    use the portal's own credentials (role_for is ""). Nothing is sent to STS here."""
+    entry = _entry(tenant)
+    return entry[0] if entry else None
+
+
+def client(tenant: Tenant | None, service: str, *, region_name: str | None = None, config=None):
+    """A client of `service` signed as `tenant`'s role, made once per session, region and
+    process (boto3 clients are thread-safe); None when the tenant (or no tenant) uses the
+    portal's own credentials, for the caller's usual client."""
+    entry = _entry(tenant) if tenant is not None else None
+    if entry is None:
+        return None
+    session, clients = entry
+    key = (service, region_name or tenant.region)
+    with _sessions_lock:
+        made = clients.get(key)
+        if made is None:
+            made = clients[key] = session.client(service, region_name=key[1], config=config)
+    return made
 
 
 def client_key(tenant: Tenant) -> tuple:

@@ -23,15 +23,29 @@ def bedrock_client():
     global _client
     if _client is None:
         import boto3
-        from botocore.config import Config
 
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        _client = boto3.client(
-            "bedrock-runtime",
-            region_name=region,
-            config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"}),
-        )
+        _client = boto3.client("bedrock-runtime", region_name=_region(), config=_config())
     return _client
+
+
+def tenant_client():
+    """The client for the tenant in context: signed as its role where it has one
+    (tenants.aws: AssumeRole with its session tags), else the process's bedrock_client()."""
+    from tenants import aws
+    from tenants.context import current_tenant
+
+    own = aws.client(current_tenant(), "bedrock-runtime", region_name=_region(), config=_config())
+    return own or bedrock_client()
+
+
+def _region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+def _config():
+    from botocore.config import Config
+
+    return Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
 
 
 def set_client(client) -> None:
@@ -58,7 +72,7 @@ _ACTIONS = {"BLOCKED": "block", "ANONYMIZED": "redact", "NONE": "flag"}
 def apply(text: str, *, source: str, guardrail_id: str, version: str, client=None) -> Evaluation:
     if not guardrail_id:
         raise BackendError("No Bedrock guardrail id is configured for this policy.")
-    client = client or bedrock_client()
+    client = client or tenant_client()
     try:
         response = client.apply_guardrail(
             guardrailIdentifier=guardrail_id,

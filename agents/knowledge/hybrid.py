@@ -68,9 +68,15 @@ def _openai(texts: list[str]) -> list[list[float]]:
 
 
 def bedrock_client():
+    """Signed as the role of the tenant in context where it has one (tenants.aws), else
+    with the portal's own credentials."""
     import boto3
 
-    return boto3.client("bedrock-runtime", region_name=settings.AWS_REGION)
+    from tenants import aws
+    from tenants.context import current_tenant
+
+    own = aws.client(current_tenant(), "bedrock-runtime", region_name=settings.AWS_REGION)
+    return own or boto3.client("bedrock-runtime", region_name=settings.AWS_REGION)
 
 
 def _bedrock(texts: list[str]) -> list[list[float]]:

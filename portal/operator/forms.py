@@ -48,8 +48,8 @@ class TenantUpdateForm(forms.Form):
         max_length=300,
         label="IAM role ARN",
         help_text="A silo tenant's own role. Assumed with session tags tenant_id, tier, deployment_model for every"
-        " AWS call made for this tenant (runtime, memory, knowledge, gateway). Empty, or not silo: the platform"
-        " role (AWS_TENANT_ROLE_ARN).",
+        " AWS call made for this tenant (runtime, memory, knowledge, tools, guardrails). Empty, or not silo:"
+        " the platform role (AWS_TENANT_ROLE_ARN).",
     )
     celery_queue = forms.CharField(
         required=False, max_length=63, label="Celery queue (silo)", help_text="Default for a silo: tenant-<slug>"

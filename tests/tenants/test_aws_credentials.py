@@ -336,3 +336,52 @@ def test_the_operator_console_says_what_the_tenants_role_signs(client, world, op
     settings.AWS_TENANT_ROLE_ARN = ""
     page = client.get(reverse("operator:tenant_detail", kwargs={"slug": world.b.tenant.slug})).content.decode()
     assert "the portal&#x27;s own AWS credentials" in page or "the portal's own AWS credentials" in page
+
+
+def answer_on_session(tenant, event: str, body: bytes) -> list:
+    """Answer `event` in-process for every client later made from the tenant's session."""
+    sent = []
+
+    def network(request, **kwargs):
+        sent.append(request)
+        return helpers.fake_aws_response(request.url, body, "application/json")
+
+    aws.session_for(tenant).events.register(f"before-send.{event}", network)
+    return sent
+
+
+def test_the_assumed_credentials_sign_the_tenants_bedrock_guardrail_checks(world, sts):
+    from agents.guardrails import backends
+
+    tenant = silo(world.a.tenant)
+    sts.expect(expected(tenant, ROLE_A), "ASIAALPHAASSUMED01")
+    answer = {"usage": {}, "action": "NONE", "outputs": [], "assessments": []}
+    sent = answer_on_session(tenant, "bedrock-runtime.ApplyGuardrail", json.dumps(answer).encode())
+    with tenant_context(tenant):
+        evaluation = backends.apply("hello", source="INPUT", guardrail_id="gr-alpha", version="1")
+    assert evaluation.triggers == []
+    assert [signed_by(r.headers["Authorization"].decode()) for r in sent] == ["ASIAALPHAASSUMED01"]
+
+
+def test_access_denied_fails_the_guardrail_check_without_sending_it(world, sts):
+    from agents.guardrails import backends
+    from agents.guardrails.engine import BackendError
+
+    tenant = silo(world.a.tenant)
+    sts.stub.add_client_error("assume_role", "AccessDenied", "nope", 403)
+    sent = answer_on_session(tenant, "bedrock-runtime.ApplyGuardrail", b"{}")
+    with tenant_context(tenant), pytest.raises(BackendError):
+        backends.apply("hello", source="INPUT", guardrail_id="gr-alpha", version="1")
+    assert sent == []
+
+
+def test_the_assumed_credentials_sign_the_tenants_hybrid_embeddings(world, sts, settings):
+    from agents.knowledge import hybrid
+
+    settings.KNOWLEDGE_EMBEDDINGS = "bedrock"
+    tenant = silo(world.a.tenant)
+    sts.expect(expected(tenant, ROLE_A), "ASIAALPHAASSUMED01")
+    sent = answer_on_session(tenant, "bedrock-runtime.InvokeModel", json.dumps({"embedding": [3.0, 4.0]}).encode())
+    with tenant_context(tenant):
+        assert hybrid.embed(["refunds"]) == [[0.6, 0.8]]
+    assert [signed_by(r.headers["Authorization"].decode()) for r in sent] == ["ASIAALPHAASSUMED01"]
