@@ -205,11 +205,17 @@ def _make_session(tenant: Tenant, role_arn: str):
     return boto3.Session(botocore_session=core, region_name=tenant.region)
 
 
+def _session_key(tenant: Tenant, role_arn: str) -> tuple:
+    """Everything the session's AssumeRole carries: a tenant renamed, moved to another tier
+    or deployment model, or region gets a new session with the tags it has now."""
+    return (role_arn, tenant.pk, tenant.slug, tenant.tier.slug, tenant.deployment_model, tenant.region)
+
+
 def _entry(tenant: Tenant) -> tuple[Any, dict] | None:
     role_arn = role_for(tenant)
     if not role_arn:
         return None
-    key = (role_arn, tenant.pk, tenant.slug, tenant.tier.slug, tenant.deployment_model, tenant.region)
+    key = _session_key(tenant, role_arn)
     with _sessions_lock:
         entry = _sessions.get(key)
         if entry is None:
@@ -242,9 +248,10 @@ def client(tenant: Tenant | None, service: str, *, region_name: str | None = Non
 
 def client_key(tenant: Tenant) -> tuple:
     """What a process-wide cache of a tenant's AWS clients must key on besides the resource:
-    the role and, when there is one, the tenant (its credentials are its own)."""
+    the session its credentials come from (role, tenant and the tags it was assumed with),
+    so a client never outlives a change of the tenant's tags; ("",) for the portal's own."""
     role_arn = role_for(tenant)
-    return (role_arn, tenant.pk) if role_arn else ("", None)
+    return _session_key(tenant, role_arn) if role_arn else ("",)
 
 
 def forget_sessions() -> None:

@@ -25,6 +25,7 @@ from agents.memory.policy import Namespace
 from agents.runtime import clients
 from tenants import aws
 from tenants.context import all_tenants, tenant_context
+from tests import factories
 from tests.runtime import helpers
 from tests.tools.test_agentcore_gateway import GATEWAY_ID, gateway, mcp, scene  # noqa: F401 (fixtures reused)
 from tests.tools.test_gateway import token_for
@@ -201,6 +202,21 @@ def test_two_pool_tenants_on_the_platform_role_never_share_a_client(world, sts, 
     a, b = world.a.tenant, world.b.tenant
     assert runtime_gateway.client_for("agentcore", a) is not runtime_gateway.client_for("agentcore", b)
     assert runtime_gateway.client_for("agentcore", a) is runtime_gateway.client_for("agentcore", a)
+
+
+def test_a_tenant_moved_to_another_tier_gets_a_runtime_client_signed_with_its_new_tags(world, sts):
+    tenant = silo(world.a.tenant, runtime_arn=RUNTIME_A)
+    sts.expect(expected(tenant, ROLE_A), "ASIAALPHAASSUMED01")
+    before, sent_before, _ = invoke_runtime(tenant)
+    with all_tenants("test: move the tenant"):
+        tenant.tier = factories.make_tier("premium-plus")
+        tenant.save(update_fields=["tier"])
+    sts.expect(expected(tenant, ROLE_A), "ASIAALPHAPREMIUM01")
+    after, sent_after, _ = invoke_runtime(tenant)
+    sts.stub.assert_no_pending_responses()
+    assert after is not before
+    assert signed_by(sent_before[0].headers["Authorization"].decode()) == "ASIAALPHAASSUMED01"
+    assert signed_by(sent_after[0].headers["Authorization"].decode()) == "ASIAALPHAPREMIUM01"
 
 
 def test_it_reuses_the_credentials_until_they_near_expiry(world, sts):
