@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -681,14 +682,97 @@ def _record_tier_terms(tier: Tier, stored: Tier | None) -> None:
     record_tier_terms(tier, before=stored)
 
 
-def save_tier(operator: User, tier: Tier, ip: str | None = None) -> Tier:
-    """Create or update a tier (the caller has set its fields, e.g. from a form)."""
+class BudgetsBelowTierFee(ServiceError):
+    """A change of a tier's price that would leave tenants on it with a monthly budget their
+    budget form refuses (below the new fee): refused unless the operator agreed to raise each
+    of them to the lowest its budget form takes. `shortfalls`: (tenant, BudgetShortfall) by
+    name; `agreement`: what to agree to, as the tier form carries it. Raised as the monthly
+    price's error, for the console's form."""
+
+    NAMED = 3  # tenants named in the message; the rest are counted
+
+    def __init__(self, tier: Tier, shortfalls: list):
+        self.shortfalls = shortfalls
+        self.agreement = {tenant.pk: shortfall.lowest for tenant, shortfall in shortfalls}
+        named = ", ".join(f"{tenant.name} (${shortfall.cap:,.2f})" for tenant, shortfall in shortfalls[: self.NAMED])
+        rest = len(shortfalls) - self.NAMED
+        if rest > 0:
+            named += f" and {rest} more"
+        count = len(shortfalls)
+        super().__init__(
+            {
+                "monthly_price": (
+                    f"{count} tenant{'s' if count != 1 else ''} on {tier.name} "
+                    f"{'have' if count != 1 else 'has'} a monthly budget cap below the new fee of "
+                    f"${spend_fee(tier):,.2f}: {named}. The fee alone would pass "
+                    f"{'those caps' if count != 1 else 'that cap'} and stop every turn, and the tenants' own "
+                    "budget form refuses such a cap. Raise the caps with the new price (below), or keep the price."
+                )
+            }
+        )
+
+
+def spend_fee(tier: Tier):
+    from billing.spend import monthly_fee
+
+    return monthly_fee(tier)
+
+
+def _tenants_priced_by(tier: Tier) -> list[Tenant]:
+    """The tenants whose budget a change of `tier`'s price bears on, locked (tenant rows, by
+    pk): those on it, and those that moved to or from it this month (their month bills its
+    days on it). Locked in the order every budget check takes: Tier, then Tenant, then
+    TenantBudget (billing.limits.set_budget), so a tenant admin's budget edit waits for this
+    change and judges against its fee, or this change judges against the budget it saved."""
+    import datetime as dt
+
+    from billing.accounting import month_start
+    from billing.models import TierChange
+
+    since = dt.datetime.combine(month_start(), dt.time.min, tzinfo=dt.UTC)
+    with all_tenants(OPERATOR_REASON):
+        moved = TierChange.unscoped.filter(effective_at__gte=since).filter(Q(tier_before=tier) | Q(tier_after=tier))
+        ids = set(Tenant.objects.filter(tier=tier).values_list("pk", flat=True)) | set(
+            moved.values_list("tenant_id", flat=True)
+        )
+    return list(Tenant.objects.select_for_update(of=("self",)).select_related("tier").filter(pk__in=ids).order_by("pk"))
+
+
+def _keep_budgets_within_tier_fee(
+    operator: User, tier: Tier, raise_budgets: dict | None, ip: str | None
+) -> list[tuple[Tenant, object]]:
+    """After the tier's new terms are recorded (this month's fee includes them): each tenant it
+    prices is left with a budget its budget form takes, or raised to the lowest it takes when
+    the operator agreed to that very raise for that tenant; else the whole change rolls back.
+    Returns the (tenant, shortfall) raised."""
+    from billing import limits
+
+    shortfalls = [(t, s) for t in _tenants_priced_by(tier) if (s := limits.budget_shortfall(t)) is not None]
+    if not shortfalls:
+        return []
+    agreed = {int(pk): Decimal(amount) for pk, amount in (raise_budgets or {}).items()}
+    if any(agreed.get(tenant.pk) != shortfall.lowest for tenant, shortfall in shortfalls):
+        raise BudgetsBelowTierFee(tier, sorted(shortfalls, key=lambda pair: (pair[0].name, pair[0].pk)))
+    for tenant, shortfall in shortfalls:
+        limits.raise_budget_for_plan(operator, tenant, shortfall.lowest, ip=ip)
+    return sorted(shortfalls, key=lambda pair: (pair[0].name, pair[0].pk))
+
+
+def save_tier(operator: User, tier: Tier, ip: str | None = None, *, raise_budgets: dict | None = None) -> Tier:
+    """Create or update a tier (the caller has set its fields, e.g. from a form).
+
+    A price change never leaves a tenant it prices with a monthly budget its budget form would
+    refuse (below the new fee): it is refused (BudgetsBelowTierFee) unless `raise_budgets`
+    ({tenant pk: amount}) holds exactly the raise each such tenant needs, judged again here
+    under lock; those budgets are then raised in the same transaction, each audited in its
+    tenant's log (`tier.budgets_raised`: the (tenant, shortfall) pairs, for the message)."""
     _require_operator(operator)
     creating = tier.pk is None
     stored = None if creating else Tier.objects.get(pk=tier.pk)
     before = {} if creating else audit.snapshot(stored, TIER_FIELDS)
     tier.full_clean()
     tier.repriced_invoices = 0  # how many running-month drafts the save redrew (for the message)
+    tier.budgets_raised = []
     with transaction.atomic():
         tier.save()
         after = audit.snapshot(tier, TIER_FIELDS)
@@ -698,6 +782,8 @@ def save_tier(operator: User, tier: Tier, ip: str | None = None) -> Tier:
         if plan_changed:
             # Its terms from now on: the months already over stay billed at the terms then.
             _record_tier_terms(tier, stored)
+        if not creating and stored.monthly_price != tier.monthly_price:
+            tier.budgets_raised = _keep_budgets_within_tier_fee(operator, tier, raise_budgets, ip)
         if not creating and any(getattr(stored, f) != getattr(tier, f) for f in PLAN_TIER_FIELDS):
             # The running month is billed at the tier's terms now: its drafts are redrawn
             # here, so no invoice keeps the old price until the hourly redraft.

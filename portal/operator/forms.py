@@ -171,6 +171,12 @@ class TierForm(forms.ModelForm):
         "anthropic.claude-3-5-haiku-20241022-v1:0",
         widget=forms.TextInput(),
     )
+    # Offered only after a price change was refused for tenants' budgets (offer_budget_raises):
+    # the raises the operator agrees to travel with the tick ("<tenant pk>:<amount>,…"), so a
+    # tenant or an amount that changed since is asked again (tenants.services.save_tier).
+    raise_budgets = forms.BooleanField(required=False, label="Also raise those tenants' budget caps to the new fee")
+    raise_budgets_for = forms.CharField(required=False, max_length=20_000, widget=forms.HiddenInput)
+    budget_raises_offered: list | None = None
 
     class Meta:
         model = Tier
@@ -201,6 +207,34 @@ class TierForm(forms.ModelForm):
             self.data["knowledge_storage_mb"] = str(self.instance.knowledge_storage_mb)
         if self.instance.pk and not self.is_bound:
             self.initial["allowed_models"] = ", ".join(self.instance.allowed_models or [])
+
+    def clean_raise_budgets_for(self) -> dict[int, Decimal]:
+        raw = self.cleaned_data.get("raise_budgets_for") or ""
+        agreed = {}
+        try:
+            for item in filter(None, raw.split(",")):
+                pk, amount = item.split(":")
+                agreed[int(pk)] = Decimal(amount)
+        except (ValueError, ArithmeticError):
+            # Only a tampered post gets here: the page writes this field itself.
+            raise forms.ValidationError("The budget raises agreed to could not be read; save again.") from None
+        return agreed
+
+    def budget_raises(self) -> dict[int, Decimal] | None:
+        """The raises the operator agreed to with this price ({tenant pk: amount}), if ticked."""
+        if not self.cleaned_data.get("raise_budgets"):
+            return None
+        return self.cleaned_data.get("raise_budgets_for") or {}
+
+    def offer_budget_raises(self, shortfalls: list) -> None:
+        """Show "Also raise those tenants' budget caps to the new fee" for `shortfalls`
+        ((tenant, BudgetShortfall) pairs), unticked: the operator decides."""
+        self.budget_raises_offered = shortfalls
+        if self.is_bound:
+            data = self.data.copy()
+            data["raise_budgets_for"] = ",".join(f"{tenant.pk}:{s.lowest:.2f}" for tenant, s in shortfalls)
+            data.pop("raise_budgets", None)
+            self.data = data
 
     def clean_allowed_models(self):
         raw = self.cleaned_data.get("allowed_models") or ""

@@ -254,7 +254,12 @@ def tier_edit(request, slug=None):
     form = TierForm(request.POST or None, instance=tier)
     if request.method == "POST" and form.is_valid():
         try:
-            tier = services.save_tier(request.user, form.save(commit=False), ip=_ip(request))
+            tier = services.save_tier(
+                request.user, form.save(commit=False), ip=_ip(request), raise_budgets=form.budget_raises()
+            )
+        except services.BudgetsBelowTierFee as exc:
+            form.add_error(None, exc)
+            form.offer_budget_raises(exc.shortfalls)
         except services.ServiceError as exc:
             form.add_error(None, exc)
         else:
@@ -265,6 +270,11 @@ def tier_edit(request, slug=None):
                 if repriced
                 else ""
             )
+            if tier.budgets_raised:
+                raised = ", ".join(
+                    f"{tenant.name} (${s.cap:,.2f} → ${s.lowest:,.2f})" for tenant, s in tier.budgets_raised
+                )
+                note += f" Monthly budget caps raised to the new fee: {raised}."
             messages.success(request, f"Tier {tier.name} saved.{note}")
             return redirect("operator:tiers")
     status = 400 if request.method == "POST" else 200
