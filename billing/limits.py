@@ -847,13 +847,18 @@ def set_budget(actor, *, monthly_budget: Decimal | None, soft_alert_percent: int
 
     require(actor.role, Action.MANAGE_LIMITS)
     tenant = require_tenant()
-    problem = spend.check_tenant_budget(tenant, monthly_budget)
-    if problem:
-        raise ServiceError(problem)
     if not 1 <= int(soft_alert_percent) <= 100:
         raise ServiceError("The alert threshold is a percentage between 1 and 100.")
     with transaction.atomic():
+        # Judged under lock against the plan as it is now, not as the request found it: an
+        # operator's tier move or price change locks in the same order (Tier, Tenant, then
+        # TenantBudget: tenants.services), so one of the two waits for the other and judges
+        # what it committed. The tenant row is the lock, since a tenant may have no budget row.
+        current = _locked_tenant(tenant)
         budget = TenantBudget.objects.select_for_update().first() or TenantBudget(tenant=tenant)
+        problem = spend.check_tenant_budget(current, monthly_budget)
+        if problem:
+            raise ServiceError(problem)
         before = {"monthly_budget": _money_text(budget.monthly_budget), "soft_alert_percent": budget.soft_alert_percent}
         if budget.pk is None:
             before = {}
@@ -876,6 +881,17 @@ def set_budget(actor, *, monthly_budget: Decimal | None, soft_alert_percent: int
     return budget
 
 
+def _locked_tenant(tenant):
+    """`tenant` read again with its row locked (FOR UPDATE), its tier read after the lock is
+    held (a query of its own: a snapshot taken after the operator's change committed)."""
+    from tenants.models import Tenant, Tier
+
+    # NO KEY: rows that merely refer to the tenant (usage, messages) are still written meanwhile.
+    locked = Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)
+    locked.tier = Tier.objects.filter(pk=locked.tier_id).first()
+    return locked
+
+
 @dataclass(frozen=True)
 class BudgetShortfall:
     """A tenant's monthly budget that its budget form would refuse now, and the lowest it takes."""
@@ -893,12 +909,15 @@ class BudgetShortfall:
 def budget_shortfall(tenant) -> BudgetShortfall | None:
     """The tenant's monthly budget when it is below what the budget form accepts
     (spend.check_tenant_budget: the plan's full monthly fee, or this month's fee when that is
-    more), else None. Read in the tenant's context, inside the caller's transaction: a tier
-    change asks it after recording the move, so this month's fee is the moved one."""
+    more), else None. Read in the tenant's context, inside the caller's transaction, with the
+    budget row locked until it commits: a tier change asks it after recording the move, so
+    this month's fee is the moved one."""
     from tenants.context import tenant_context
 
     with tenant_context(tenant):
-        cap = TenantBudget.objects.filter(monthly_budget__isnull=False).values_list("monthly_budget", flat=True).first()
+        # Locked: a tenant admin's budget edit waits for the caller's change (set_budget).
+        row = TenantBudget.objects.select_for_update().first()
+        cap = row.monthly_budget if row is not None else None
         if cap is None or spend.check_tenant_budget(tenant, cap) is None:
             return None
         return BudgetShortfall(cap=cap, lowest=spend.lowest_budget(tenant), tier_fee=spend.monthly_fee(tenant.tier))

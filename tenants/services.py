@@ -544,6 +544,11 @@ def update_tenant(
     changed_fields = [f for f in before if before[f] != after[f]]
     action = actions.get(changed_fields[0], "tenant.updated") if len(changed_fields) == 1 else "tenant.updated"
     with transaction.atomic():
+        if "tier" in changed_fields:
+            # The new plan read under lock (no change of its price commits meanwhile), then the
+            # tenant row (the save), then its budget (budget_shortfall): the order every budget
+            # check takes (save_tier, billing.limits.set_budget), so none of them deadlock.
+            tenant.tier = Tier.objects.select_for_update(no_key=True).get(pk=tenant.tier_id)
         tenant.save(update_fields=[*changes.keys(), "updated_at"])
         with all_tenants(OPERATOR_REASON):
             audit.record(
@@ -735,7 +740,9 @@ def _tenants_priced_by(tier: Tier) -> list[Tenant]:
         ids = set(Tenant.objects.filter(tier=tier).values_list("pk", flat=True)) | set(
             moved.values_list("tenant_id", flat=True)
         )
-    return list(Tenant.objects.select_for_update(of=("self",)).select_related("tier").filter(pk__in=ids).order_by("pk"))
+    # NO KEY: rows that merely refer to a tenant (usage, messages) are still written meanwhile.
+    locked = Tenant.objects.select_for_update(no_key=True, of=("self",)).select_related("tier")
+    return list(locked.filter(pk__in=ids).order_by("pk"))
 
 
 def _keep_budgets_within_tier_fee(

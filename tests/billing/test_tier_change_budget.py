@@ -127,3 +127,13 @@ def test_the_service_refuses_the_move_too(capped, operator):
     with pytest.raises(tenant_services.ServiceError, match=r"\$499\.00"):
         tenant_services.update_tenant(operator, capped.a.tenant, tier=capped.pricier)
     assert Tenant.objects.get(pk=capped.a.tenant.pk).tier.slug == "basic-100"
+
+
+def test_the_budget_service_judges_the_plan_as_stored_not_as_the_request_found_it(capped):
+    """The admin's request loaded the tenant on the $100 plan; the operator's move committed since."""
+    as_the_request_found_it = Tenant.objects.select_related("tier").get(pk=capped.a.tenant.pk)
+    Tenant.objects.filter(pk=capped.a.tenant.pk).update(tier=capped.pricier)
+    with tenant_context(as_the_request_found_it):
+        with pytest.raises(tenant_services.ServiceError, match=r"\$499\.00"):
+            limits.set_budget(actor(capped.a, "owner"), monthly_budget=Decimal("200.00"), soft_alert_percent=80)
+    assert budget(capped.a) == Decimal("150.00")
