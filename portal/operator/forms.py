@@ -175,7 +175,7 @@ class TierForm(forms.ModelForm):
     # the raises the operator agrees to travel with the tick ("<tenant pk>:<amount>,…"), so a
     # tenant or an amount that changed since is asked again (tenants.services.save_tier).
     raise_budgets = forms.BooleanField(required=False, label="Also raise those tenants' budget caps to the new fee")
-    raise_budgets_for = forms.CharField(required=False, max_length=20_000, widget=forms.HiddenInput)
+    raise_budgets_for = forms.CharField(required=False, widget=forms.HiddenInput)
     budget_raises_offered: list | None = None
 
     class Meta:
@@ -216,8 +216,10 @@ class TierForm(forms.ModelForm):
                 pk, amount = item.split(":")
                 agreed[int(pk)] = Decimal(amount)
         except (ValueError, ArithmeticError):
-            # Only a tampered post gets here: the page writes this field itself.
-            raise forms.ValidationError("The budget raises agreed to could not be read; save again.") from None
+            # Only a tampered post gets here (the page writes this field itself); a hidden
+            # field's error would not show, so it is the form's.
+            self.add_error(None, "The budget raises agreed to could not be read: save again to be asked again.")
+            return {}
         return agreed
 
     def budget_raises(self) -> dict[int, Decimal] | None:

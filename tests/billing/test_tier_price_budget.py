@@ -186,3 +186,16 @@ def test_the_service_refuses_the_price_too(team, operator):
     with pytest.raises(tenant_services.BudgetsBelowTierFee, match=r"Alpha Inc \(\$150\.00\)"):
         tenant_services.save_tier(operator, tier)
     assert price(team.tier) == Decimal("100.00")
+
+
+def test_an_agreement_that_does_not_parse_is_a_form_error_not_a_500(client, team, operator):
+    client.force_login(operator)
+
+    response = client.post(
+        URL, tier_form(team.tier, monthly_price="199.00", raise_budgets="on", raise_budgets_for="alpha:lots")
+    )
+
+    assert response.status_code == 400
+    assert "could not be read" in response.context["form"].non_field_errors()[0]
+    assert "could not be read" in text(response)
+    assert price(team.tier) == Decimal("100.00")
