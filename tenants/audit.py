@@ -8,6 +8,7 @@ import io
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,8 @@ ACTION_LABELS: dict[str, str] = {
     "agent_identity.rotated": "Agent identity secret rotated",
     "agent_identity.enabled": "Agent identity enabled",
     "agent_identity.disabled": "Agent identity disabled",
+    "operator_token.created": "Operator API token created",
+    "operator_token.revoked": "Operator API token revoked",
     "agent.allowed": "Agent allowed",
     "agent.disallowed": "Agent disallowed",
     # chat, knowledge and guardrails
@@ -122,6 +125,21 @@ def snapshot(obj: models.Model, fields: list[str]) -> dict[str, Any]:
     return out
 
 
+# What every entry recorded while it is set adds to its `after`: the credential the actor
+# used when it is not their own session (an operator API token, see
+# tenants.identity.operator_tokens.acting_with), so that services deep below need not pass it.
+_via: ContextVar[dict | None] = ContextVar("audit_via", default=None)
+
+
+@contextmanager
+def via(extra: dict) -> Iterator[None]:
+    reset = _via.set(extra)
+    try:
+        yield
+    finally:
+        _via.reset(reset)
+
+
 def record(
     action: str,
     *,
@@ -142,7 +160,7 @@ def record(
         target_id=str(target.pk) if target is not None else "",
         target_repr=(target_repr or (str(target) if target is not None else ""))[:200],
         before=before or {},
-        after=after or {},
+        after={**(after or {}), **(_via.get() or {})},
         ip_address=ip or None,
     )
     entry.save(force_insert=True)

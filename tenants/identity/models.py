@@ -264,3 +264,47 @@ class SSODomain(PlatformModel):
 
     def __str__(self) -> str:
         return self.domain
+
+
+class OperatorToken(PlatformModel):
+    """A staff member's personal token for the operator API (/api/v1/operator/…), for the
+    automation an operator runs (a nightly billing export, catalogue publishing from CI).
+
+    Platform data, not a tenant's: it speaks for its owner across tenants, as the owner's
+    console session does, narrowed to `scopes` (tenants.identity.operator_tokens.SCOPES).
+    It lives beside ApiClient and AgentIdentity because the identity room owns every
+    credential and how its secret is kept. Only a SHA-256 digest of the token is stored;
+    `key_id` is the token's public part (tpo_<key_id>_<secret>), to find the row, and the
+    digest is compared in constant time. It works while it is neither revoked nor expired
+    AND its owner is still an active staff member, read live on every request."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=100)
+    key_id = models.CharField(max_length=16, unique=True)
+    token_hash = models.CharField(max_length=64)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (tpo_{self.key_id}…)"
+
+    @property
+    def prefix(self) -> str:
+        """What the token starts with: enough to recognise it, nothing to use."""
+        return f"tpo_{self.key_id}"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at <= timezone.now()
+
+    @property
+    def status(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.is_expired else "active"
