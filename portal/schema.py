@@ -112,6 +112,33 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
         )
         return scheme
 
+    def get_security_requirement(self, auto_schema):
+        # An operator route authenticates a tenant's token only to answer it 404: not a way in.
+        if hasattr(auto_schema.view, "operator_scopes"):
+            return None
+        return super().get_security_requirement(auto_schema)
+
+
+class OperatorTokenScheme(OpenApiAuthenticationExtension):
+    """A staff member's operator API token (tenants.identity.operator_tokens), on the
+    operator routes only (portal.operator.api)."""
+
+    target_class = "tenants.identity.authentication.OperatorTokenAuthentication"
+    name = "operatorToken"
+
+    def get_security_definition(self, auto_schema):
+        scheme = build_bearer_security_scheme_object(
+            header_name="AUTHORIZATION", token_prefix="Bearer", bearer_format="tpo_<id>_<secret>"
+        )
+        scheme["description"] = (
+            "A staff member's operator API token (tpo_…), created in the operator console under API tokens; "
+            "/api/v1/operator/ only. It acts as its owner while they are active staff, and carries scopes: "
+            "operator:billing:read (billing and invoices), operator:catalogue:read (GET on the registry and "
+            "shared skills), operator:catalogue:write (their POST and PATCH); a missing scope is a 403. "
+            "No CSRF token is needed."
+        )
+        return scheme
+
 
 def counted_list(component_name: str, item_serializer: type[serializers.Serializer]) -> type[serializers.Serializer]:
     """The schema of `{"count": n, "results": [...]}`, the unpaginated list some views answer

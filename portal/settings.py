@@ -417,7 +417,8 @@ SPECTACULAR_SETTINGS = {
         "streamed turns; knowledge bases; guardrails; usage, limits and invoices; and the operator's "
         "billing views, shared agent registry and shared skills. Every tenant call carries an access token "
         "from /oauth/token that speaks for one tenant; the operator calls (/api/v1/operator/) take a staff "
-        "browser session instead. Errors are problem details (application/problem+json)."
+        "browser session or a staff member's operator API token (tpo_…) instead. Errors are problem details "
+        "(application/problem+json)."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,

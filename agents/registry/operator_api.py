@@ -13,8 +13,10 @@ every transition audited with before and after.
   `versions/{id}/`: GET one; POST `submit/`, `approve/`, `reject/` (a reason),
   `roll-back/` (a copy of an earlier published version, submitted as a new version).
 
-Staff browser sessions only (portal.operator.api): a bearer token, or anyone not staff,
-gets 404. Every error is problem JSON: 400 bad input, 403 the four-eyes rule, 404 no such
+Staff only (portal.operator.api): a browser session, or an operator token with
+`operator:catalogue:read` to read and `operator:catalogue:write` to write (else 403); a
+tenant's bearer token, or anyone not staff, gets 404. Every error is problem JSON: 400 bad
+input, 403 the four-eyes rule (a token acts as its owner) or a missing scope, 404 no such
 shared agent or version (a tenant's own are not the operators'), 409 a state that another
 request changed.
 """

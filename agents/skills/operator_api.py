@@ -10,9 +10,11 @@ tenant's cached skills moved on at once.
   (it stops reaching agents at once, bridged tenant skills too), `{"tiers": [...]}` offers
   it to exactly those tiers.
 
-Staff browser sessions only (portal.operator.api): a bearer token, or anyone not staff,
-gets 404. Errors are problem JSON: 400 bad input (unknown tier, a key another shared
-skill has), 404 no such shared skill (a tenant's own skills are not the operators').
+Staff only (portal.operator.api): a browser session, or an operator token with
+`operator:catalogue:read` to read and `operator:catalogue:write` to write (else 403); a
+tenant's bearer token, or anyone not staff, gets 404. Errors are problem JSON: 400 bad
+input (unknown tier, a key another shared skill has), 404 no such shared skill (a tenant's
+own skills are not the operators').
 """
 
 from __future__ import annotations

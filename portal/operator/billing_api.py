@@ -1,15 +1,15 @@
 """Operator billing over the REST API: /api/v1/operator/billing/tenants/ and /api/v1/operator/invoices/.
 
 The same numbers as the console's Billing pages (billing.dashboards.operator_rows,
-billing.invoices.invoice_data). Staff signed in with a browser session only
-(portal.operator.api.StaffSessionOnly); anyone else gets 404, as the console answers.
-Reads run inside all_tenants().
+billing.invoices.invoice_data). Staff only, by browser session or an operator token with
+`operator:billing:read` (portal.operator.api.OperatorAPIMixin); anyone else gets 404, as
+the console answers. Reads run inside all_tenants().
 """
 
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import permissions, serializers, viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
@@ -19,10 +19,11 @@ from billing.api import InvoiceSerializer
 from billing.models import Invoice, InvoiceStatus
 from portal.api import choice_param
 from portal.operator import services as operator_services
-from portal.operator.api import StaffSessionOnly
+from portal.operator.api import OperatorAPIMixin
 from portal.schema import counted_list, one_object
 from tenants.audit import client_ip
 from tenants.context import all_tenants
+from tenants.identity import operator_tokens
 
 REASON = "operator API: billing"
 
@@ -60,10 +61,12 @@ class OperatorTableSerializer(serializers.Serializer):
     results = OperatorRowSerializer(many=True)
 
 
-class TenantBillingViewSet(viewsets.ViewSet):
+class TenantBillingViewSet(OperatorAPIMixin, viewsets.ViewSet):
     """Every tenant's revenue, cost and gross margin for one month."""
 
-    permission_classes = [permissions.IsAuthenticated, StaffSessionOnly]
+    operator_reason = REASON
+    # Read only: a write method is a 405, not a missing scope.
+    operator_scopes = (operator_tokens.BILLING_READ, operator_tokens.BILLING_READ)
 
     @extend_schema(
         parameters=[
@@ -109,10 +112,11 @@ class OperatorInvoiceSerializer(InvoiceSerializer):
         fields = [*InvoiceSerializer.Meta.fields[:2], "tenant", *InvoiceSerializer.Meta.fields[2:]]
 
 
-class OperatorInvoiceViewSet(viewsets.ViewSet):
+class OperatorInvoiceViewSet(OperatorAPIMixin, viewsets.ViewSet):
     """Every tenant's invoices (the same JSON as the console's export)."""
 
-    permission_classes = [permissions.IsAuthenticated, StaffSessionOnly]
+    operator_reason = REASON
+    operator_scopes = (operator_tokens.BILLING_READ, operator_tokens.BILLING_READ)
 
     @extend_schema(
         parameters=[
