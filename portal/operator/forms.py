@@ -6,6 +6,7 @@ from decimal import Decimal
 from django import forms
 
 from tenants.entitlements import FEATURES
+from tenants.identity import operator_tokens
 from tenants.models import BINDING_KEYS, DeploymentModel, Tenant, Tier, runtime_url_validator, slug_validator
 
 
@@ -260,3 +261,30 @@ def shared_model_keys() -> set[str]:
     from agents.models import ModelOffering
 
     return set(ModelOffering.unscoped.filter(owner_tenant__isnull=True).values_list("key", flat=True))
+
+
+class OperatorTokenForm(forms.Form):
+    """A new operator API token (tenants.identity.operator_tokens)."""
+
+    name = forms.CharField(
+        max_length=100,
+        help_text="What will use it, e.g. “Nightly billing export” or “Catalogue CI”.",
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+    scopes = forms.MultipleChoiceField(
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Give it only what the automation needs: reading billing, reading the shared "
+        "catalogue, or changing it too.",
+        error_messages={"required": "Choose at least one scope."},
+    )
+    days = forms.IntegerField(
+        label="Expires after (days)",
+        min_value=1,
+        max_value=operator_tokens.MAX_DAYS,
+        initial=operator_tokens.DEFAULT_DAYS,
+        help_text=f"At most {operator_tokens.MAX_DAYS} days. Create a new token before it expires.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["scopes"].choices = list(operator_tokens.SCOPES.items())

@@ -69,3 +69,12 @@ urlpatterns += [
     path("load/", load_views.load_overview, name="load"),
     path("load/queues/", load_views.load_queues, name="load_queues"),
 ]
+
+# Each staff member's own operator API tokens (portal/operator/token_views.py).
+from portal.operator import token_views  # noqa: E402
+
+urlpatterns += [
+    path("api-tokens/", token_views.api_tokens, name="api_tokens"),
+    path("api-tokens/new/", token_views.api_token_create, name="api_token_create"),
+    path("api-tokens/<int:token_id>/revoke/", token_views.api_token_revoke, name="api_token_revoke"),
+]
