@@ -13,6 +13,7 @@ answer non-staff with 404 or a login redirect.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -334,7 +335,13 @@ ROUTES: dict[str, object] = {
     # operator load: tenants ranked by their use of the shared capacity (portal/operator/load_views.py)
     "operator:load": OperatorOnly(),
     "operator:load_queues": OperatorOnly(),
-    # the same for operators over the API (staff browser session only; tokens and non-staff get 404)
+    # each staff member's own operator API tokens (portal/operator/token_views.py); an operator's
+    # token aimed at tenant routes: test_an_operator_token_opens_no_tenant_api_route below
+    "operator:api_tokens": OperatorOnly(),
+    "operator:api_token_create": OperatorOnly(methods=("POST",)),
+    "operator:api_token_revoke": OperatorOnly(methods=("POST",), kwargs={"token_id": "operator_token_id"}),
+    # the same for operators over the API (staff only, by session or operator token; tenant tokens
+    # and non-staff get 404)
     "api:operator-billing-tenant-list": OperatorOnly(),
     "api:operator-invoice-list": OperatorOnly(),
     "api:operator-invoice-detail": OperatorOnly(kwargs={"pk": "b_invoice_id"}),
@@ -415,6 +422,7 @@ def scene(world, client):
     version_a, version_b = _agent_version(world.a, own_agent_a, "Alpha"), _agent_version(b, own_agent_b, "Bravo Inc")
     shared_version = _shared_version(catalogue.helpdesk, world)
     shared_skill, skill_a, skill_b = _skills(world, own_agent_a, own_agent_b)
+    operator_token, operator_token_raw = _operator_token()
     # A's plan includes the audit log export, so that A's export is a real CSV to search for B's rows.
     world.a.tenant.refresh_from_db()
     world.a.tenant.feature_grants = sorted({*world.a.tenant.feature_grants, "audit_export"})
@@ -473,10 +481,20 @@ def scene(world, client):
         "skill_key": shared_skill.key,
         "shared_skill_id": shared_skill.pk,
         "b_api_client_id": client_b.pk,
+        "operator_token_id": operator_token.pk,
+        "operator_token": operator_token_raw,
         "b_invitation_id": invitation_b.pk,
         "b_invoice_id": invoice_b.pk,
         "invitation_b": invitation_b,
     }
+
+
+def _operator_token():
+    """An operator's API token with every operator scope."""
+    from tenants.identity import operator_tokens
+
+    operator = factories.make_user("token-operator@portal.test", is_staff=True)
+    return operator_tokens.create(operator, name="Automation", scopes=operator_tokens.SCOPES)
 
 
 def _usage_and_invoice(side):
@@ -773,6 +791,46 @@ def test_public_and_account_pages_carry_no_tenant_data(route, scene):
     assert response.status_code < 500, f"{path} gave {response.status_code}"
     _assert_no_foreign_data(response)
     assert spec is not None
+
+
+def _api_routes_outside_the_operator_api():
+    return [
+        pytest.param(r, id=r.name)
+        for r in all_routes()
+        if r.path.startswith("api/v1/")
+        and r.name
+        and not r.path.startswith("api/v1/operator/")
+        and isinstance(classify(r), TenantScoped | CallerScoped | NoTenantData)
+    ]
+
+
+@pytest.mark.parametrize("route", _api_routes_outside_the_operator_api())
+def test_an_operator_token_opens_no_tenant_api_route(route, scene):
+    # An operator's token (every operator scope) speaks for no tenant: every tenant route and
+    # every gateway answers it 401 and changes nothing.
+    from django.test import Client
+
+    spec = classify(route)
+    world = scene["world"]
+    before = _b_state(world)
+    machine = Client(HTTP_AUTHORIZATION=f"Bearer {scene['operator_token']}")
+    if isinstance(spec, NoTenantData):
+        # The gateways take POST (GET is a 405 before any credential), with a body each would accept.
+        body = {"query": "x", "tool": "calculator", "input": {}, "content": "x", "jsonrpc": "2.0", "id": 1}
+        calls = [("POST", reverse(route.name), json.dumps({**body, "method": "tools/list"}))]
+    else:
+        if isinstance(spec, TenantScoped):
+            kwargs = {"tenant_slug": scene["tenant_b_slug"]}
+            kwargs.update({k: scene["b_objects"][v] for k, v in spec.objects.items()})
+        else:
+            kwargs = {k: scene[v] for k, v in spec.kwargs.items()}
+        methods = spec.methods if isinstance(spec, TenantScoped) else ("GET",)
+        calls = [(method, reverse(route.name, kwargs=kwargs), json.dumps({"role": "admin"})) for method in methods]
+    for method, path, body in calls:
+        response = machine.generic(method, path, data=body, content_type="application/json")
+        assert response.status_code == 401, f"{method} {path} gave {response.status_code} to an operator token"
+        _assert_no_foreign_data(response)
+    assert _b_state(world) == before
 
 
 def test_admin_routes_send_non_staff_to_the_login(scene):
