@@ -186,3 +186,17 @@ def test_the_tenant_usage_schema_publishes_the_bill_and_never_the_price_books_co
         assert "cost" not in properties(item["get"]["responses"]), path
     assert {"bill", "forecast_bill", "budget"} <= set(components["Month"]["properties"])
     assert set(components["Bill"]["properties"]) == {"tokens", "fee", "overage", "total"}
+
+
+def test_every_operator_api_operation_keeps_its_contract_for_an_operator_token(api_schema, world, operator):
+    # The same walk with an operator API token (every operator scope) instead of a session:
+    # no CSRF token, and the token's refusals (403 for a scope) are documented problems too.
+    from tenants.identity import operator_tokens
+    from tests.agents.helpers import make_catalogue
+    from tests.skills.helpers import shared_skill
+
+    make_catalogue(world.a.tenant, world.b.tenant)
+    shared_skill(world.a.tenant.tier)
+    _, raw = operator_tokens.create(operator, name="Contract walk", scopes=operator_tokens.SCOPES)
+    failures = walk_every_operation(api_schema, world, raw, CHECKS, prefix="/api/v1/operator/")
+    assert not failures, "\n\n".join(failures)
