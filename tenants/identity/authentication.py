@@ -72,7 +72,7 @@ class OperatorTokenAuthentication(authentication.BaseAuthentication):
     bad bearer token is (401, "invalid or expired"), so it tells nothing about the operator
     API. A genuine token that was revoked or has expired is told which (401): its holder
     has the secret, and the detail says what to do. An owner who is no longer staff is
-    authenticated and then answered as their session would be (404, StaffSessionOnly)."""
+    authenticated and then answered as their session would be (404, portal.operator.api.StaffOnly)."""
 
     keyword = "bearer"
 
