@@ -113,6 +113,39 @@ def _turn_ms(compiled, markers, answers: list[str], step: int) -> list[float]:
     return timings
 
 
+# An answer dense with entities, every one redacted: what a redacted stream shows
+# (OutputGuard.shown, every turns.SHOW_EVERY characters) costs most on such an answer.
+DENSE_PARAGRAPH = (
+    "Here are the contacts you asked for: jane.doe@example.com, phone 555-201-3344, "
+    "card 4111 1111 1111 1111, IBAN DE89 3704 0044 0532 0130 00, server 10.0.0.12; "
+    "and bob.smith{i}@example.org, +44 20 7946 0958, SSN 123-45-6789, key AKIAIOSFODNN7EXAMPLE. "
+)
+
+
+def _shown_turn_ms(compiled, answers: list[str]) -> list[float]:
+    """Each answer's redacted stream as turns.run shows it: the answer in 40-character deltas,
+    OutputGuard.shown() every SHOW_EVERY characters (a redact-only policy clears each delta)."""
+    from types import SimpleNamespace
+
+    from agents import turns
+    from agents.guardrails import enforce
+
+    timings = []
+    for answer in answers:
+        guard = enforce.OutputGuard(SimpleNamespace(pk=0), invocation=None)
+        guard._effective = SimpleNamespace(compiled=compiled, config=compiled.config)
+        started = time.perf_counter()
+        shown_at = 0
+        for end in range(40, len(answer) + 40, 40):
+            part = answer[:end]
+            guard.cleared = len(part)
+            if len(part) - shown_at >= turns.SHOW_EVERY:
+                guard.shown(part)
+                shown_at = len(part)
+        timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
 def speed(runs: int = 400) -> dict:
     from agents.guardrails import detectors, enforce, engine, policy
 
@@ -155,6 +188,14 @@ def speed(runs: int = 400) -> dict:
     answers = [f"{i:05d} {text[6:]}".replace("4481", f"{i:04d}") for i in range(max(50, runs // 8))]
     per_step = {step: _turn_ms(compiled, markers, answers, step) for step in (*STEPS, enforce.WINDOW)}
     turn_ms = per_step[enforce.STEP]
+    redacting = engine.compile_policy(
+        policy.merge({"entities": {k: "redact" for k in detectors.ENTITIES}, "output_pii": True}, None)
+    )
+    dense = [
+        "".join(DENSE_PARAGRAPH.replace("{i}", f"{i:05d}{n}") for n in range(20))[:2000]
+        for i in range(max(50, runs // 8))
+    ]
+    shown_ms = _shown_turn_ms(redacting, dense)
     return {
         "text_chars": len(text),
         "blocked_terms": 1000,
@@ -167,6 +208,8 @@ def speed(runs: int = 400) -> dict:
             step: {"p50": round(statistics.median(ms), 3), "p99": round(_percentile(ms, 0.99), 3)}
             for step, ms in per_step.items()
         },
+        "shown_dense_turn_ms_p50": round(statistics.median(shown_ms), 3),
+        "shown_dense_turn_ms_p99": round(_percentile(shown_ms, 0.99), 3),
         "runs": runs,
     }
 
@@ -200,6 +243,10 @@ def main() -> int:
     print(f"       output checks per turn p50 {spd['output_turn_ms_p50']} ms, p99 {spd['output_turn_ms_p99']} ms")
     for step, ms in spd["output_turn_ms_by_step"].items():
         print(f"       checked every {step:>3} characters: per turn p50 {ms['p50']} ms, p99 {ms['p99']} ms")
+    print(
+        f"       all entities redacted (2,000 chars dense with entities), shown() per turn "
+        f"p50 {spd['shown_dense_turn_ms_p50']} ms, p99 {spd['shown_dense_turn_ms_p99']} ms"
+    )
     print(f"written to {RESULT}")
     return 0
 
