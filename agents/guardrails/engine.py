@@ -59,6 +59,11 @@ def scrub(text: str) -> str:
     return _replace(text, [(f.start, f.end, placeholder(f.entity)) for f in findings])
 
 
+def replace_spans(text: str, spans: list[tuple[int, int, str]]) -> str:
+    """`text` with the spans replaced (where two overlap, the first of them), as pii() does."""
+    return _replace(text, spans)
+
+
 def _replace(text: str, spans: list[tuple[int, int, str]]) -> str:
     out, last = [], 0
     for start, end, replacement in sorted(spans):
