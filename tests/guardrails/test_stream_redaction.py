@@ -141,6 +141,11 @@ REDACTED_ANSWERS = {
     + "Дом стоит тут. "
     + ("Then jаne@exаmple.com and sоme mоre wоrds go here. ") * 4
     + "Now words with no Latin ones at all later on. " * 3,
+    # An all look-alike "ѕех" is Latin in a text with no other Cyrillic letter ("sex@…", an
+    # email), Cyrillic once one comes ("Дом"): the emails before it are then no emails at all.
+    "look-alike letters read otherwise later": "Mail ѕех@example.com today, then the words go here. " * 8
+    + "Дом стоит. "
+    + "Then ѕех@example.com and more words go here. " * 6,
     "keyword-led": (
         "Her date of birth 12th january 1990 is on file, the medical record number abc12345 too, "
         "the client secret: s3cr3tvalue99x and password   :   hunter2xyz plus social security number "
