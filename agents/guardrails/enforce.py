@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agents.guardrails import detectors, policy, services
-from agents.guardrails.engine import OUTPUT, BackendError, Evaluation, Trigger, placeholder, replace_spans
+from agents.guardrails.engine import OUTPUT, BackendError, Evaluation, RedactedStream, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -333,153 +333,6 @@ def relay_limit(text: str | Reading, checked_upto: int, window: int, topics: boo
     return _reading(text).relay_limit(checked_upto, window, topics)
 
 
-# Where every builtin detector's scan of a text starts afresh (OutputGuard.shown redacts the text
-# before such a point once, and reads only what follows it again): a lowercase letter after a
-# white space character after a lowercase letter, as the detectors read the text, each read
-# from one character of the original (not an entity or an escape: "&#97; b"). No match of a
-# builtin pattern holds such three characters, bar the keyword-led ones near their start
-# ("date of birth", "client secret", "mrn abc123", "12th january"): so none of their cue words
-# may start within _CUE_REACH read characters before the point. The private key pattern, which
-# runs to the end of the text, holds anything: an answer with one is redacted whole each time.
-_SETTLING = re.compile(r"(?<=[a-z]\s)[a-z]")
-# The cue words those matches start with, as detectors looks for them in the folded text (the
-# password pattern's are its names' first words: "client secret", "api key", "auth token").
-_CUE_WORDS = re.compile(
-    "|".join(
-        map(
-            re.escape,
-            sorted(
-                {
-                    *detectors._CVV_CUES,
-                    *detectors._SSN_CUES,
-                    *detectors._DOB_CUES,
-                    *detectors._MRN_CUES,
-                    *("secret", "api", "access", "auth", "password", "passwd", "pwd"),
-                }
-            ),
-        )
-    )
-)
-# Longer than a keyword-led match reaches from its start to its last "letter, space, letter"
-# (about 27 read characters: "medical record number: abc123"), and than the context a finding
-# is judged by (30 characters before a card number).
-_CUE_REACH = 48
-# How far (in read characters) a settled point stays behind the end of the stable text: the
-# stable text can end earlier next time (a value found straddling the cut holds back all of
-# it), and the redaction then starts again from the beginning.
-_SETTLED_BEHIND = HOLD_BACK
-_PRIVATE_KEY = "PRIVATE KEY"  # detectors' hint for the private key pattern
-
-
-def _lookalike_mode(lookalike: bool, own_script: bool, latin: bool) -> str:
-    """How detectors._confusables maps look-alike letters in a text holding these kinds of
-    letters (detectors.LOOKALIKE_CLUES): not at all, all of them, or in Latin words only."""
-    if not lookalike or (own_script and not latin):
-        return "none"
-    return "words" if own_script else "all"
-
-
-def _clues(decoded: str, end: int | None = None) -> tuple[bool, bool, bool]:
-    end = len(decoded) if end is None else end
-    return tuple(pattern.search(decoded, 0, end) is not None for pattern in detectors.LOOKALIKE_CLUES.values())
-
-
-class _Redaction:
-    """The stable text of a streamed answer with its builtin entities replaced, kept up to
-    date as it grows: `settled` raw characters of it are redacted for good (`head`), and each
-    time only the text from `window` on is handed to the detectors again, of which what
-    follows `settled` is redacted afresh. Both are points where every detector's scan starts
-    afresh (_SETTLING), at least _CUE_REACH read characters apart: whatever follows, the
-    findings after `settled` in the text from `window` are those in the whole text, and none
-    spans it. The detectors read the text from `window` as in the whole text when its
-    look-alike letters map the same (_lookalike_mode of what the whole text holds): `clues`
-    are those of the text before `window`, `mode` the whole text's when `head` was made."""
-
-    def __init__(self, reading: Reading):
-        self.reading, self.generation = reading, reading.generation
-        self.window = self.settled = 0
-        self.head = ""
-        self.clues = (False, False, False)
-        self.mode = "none"
-        self.whole = False  # a private key: the whole text is redacted every time
-
-    def valid_for(self, reading: Reading, stable: str) -> bool:
-        return (
-            reading is self.reading
-            and reading.generation == self.generation
-            and len(stable) >= self.settled
-            and not self.whole
-        )
-
-    def redact(self, stable: str, actions: dict) -> str:
-        window = stable[self.window :]
-        canon = detectors.canonical(window)
-        decoded = detectors.decode(window)[0]
-        window_clues = _clues(decoded)
-        clues = tuple(a or b for a, b in zip(self.clues, window_clues, strict=True))
-        mode = _lookalike_mode(*clues)
-        if self.window and (
-            _PRIVATE_KEY in canon.text
-            or mode != self.mode
-            or (window_clues[0] and _lookalike_mode(*window_clues) != mode)
-        ):
-            # The text from `window` does not read as in the whole text (or a private key may
-            # run from anywhere to its end): start again from the beginning.
-            self.__init__(self.reading)
-            return self.redact(stable, actions)
-        self.whole = _PRIVATE_KEY in canon.text
-        self.mode = mode
-        offset, settled = self.window, self.settled
-        findings = [f for f in detectors.find_entities(window, actions) if f.start + offset >= settled]
-        spans = [(f.start + offset - settled, f.end + offset - settled, placeholder(f.entity)) for f in findings]
-        shown = self.head + replace_spans(stable[settled:], spans)
-        if not self.whole:
-            self._settle(stable, canon, decoded, findings)
-        return shown
-
-    def _settle(self, stable: str, canon, decoded: str, findings) -> None:
-        """Move `settled` (and `window`) on to the last points the text from `window` allows."""
-        offset = self.window
-        read = len(canon.text)
-
-        starts, ends = canon.starts, canon.ends
-        points = [(0, 0)]  # (raw, read) in the window: its start is one
-        for match in _SETTLING.finditer(canon.text, 0, max(0, read - _SETTLED_BEHIND + 1)):
-            at = match.start()
-            if starts is None:
-                points.append((at, at))
-                continue
-            raw = starts[at]
-            if starts[at - 2] == raw - 2 and ends[at - 2] == starts[at - 1] == raw - 1 and ends[at - 1] == raw:
-                points.append((raw, at))
-        if len(points) < 2:
-            return
-        cues = [m.start() for m in _CUE_WORDS.finditer(detectors._fold(canon.text))]
-        for raw, at in reversed(points[1:]):
-            if raw + offset <= self.settled:
-                return
-            if at < _CUE_REACH or _cue_between(cues, at - _CUE_REACH, at):
-                continue
-            # The window of the next redaction: the last point _CUE_REACH read characters before.
-            window_raw, window_read = next((r, a) for r, a in reversed(points) if a <= at - _CUE_REACH)
-            settled = raw + offset
-            spans = [
-                (f.start + offset - self.settled, f.end + offset - self.settled, placeholder(f.entity))
-                for f in findings
-                if f.start + offset < settled
-            ]
-            self.head += replace_spans(stable[self.settled : settled], spans)
-            self.settled = settled
-            self.clues = tuple(a or b for a, b in zip(self.clues, _clues(decoded, window_read), strict=True))
-            self.window = window_raw + offset
-            return
-
-
-def _cue_between(starts: list[int], lo: int, hi: int) -> bool:
-    i = bisect.bisect_left(starts, lo)
-    return i < len(starts) and starts[i] < hi
-
-
 class OutputGuard:
     """Checks the answer as it streams: `check()` on each window, `final()` at the end."""
 
@@ -499,7 +352,7 @@ class OutputGuard:
         self._recorded = False
         self._unjudged = False  # a sentence too long to judge mid-stream held the stream (check())
         self._reading = Reading()  # the answer so far as the detectors read it (check(), shown())
-        self._redaction: _Redaction | None = None  # what shown() redacted for good (see there)
+        self._redaction: RedactedStream | None = None  # what shown() redacted for good (see there)
 
     @property
     def effective(self):
@@ -607,7 +460,7 @@ class OutputGuard:
         placeholder, exactly as the stored answer will have it.
 
         With builtin entities only (the usual policy), the stable text is redacted
-        incrementally (_Redaction): what lies before a settled point stays as it was redacted,
+        incrementally (engine.RedactedStream): what lies before a settled point stays as it was redacted,
         and only the text after it (and a stretch before) is read again, so the redactions of
         a turn cost in proportion to its answer, not to its square. Custom entities (any
         pattern an admin writes, of any length) are looked for in all the stable text."""
@@ -619,10 +472,10 @@ class OutputGuard:
             compiled = self.effective.compiled
             if compiled.output_pii and compiled.entity_actions and not compiled.custom:
                 redaction = self._redaction
-                if redaction is None or not redaction.valid_for(self._reading, stable):
-                    redaction = self._redaction = _Redaction(self._reading)
-                self.checks += 1  # the one detector pass of compiled.pii, metered as it is
-                return redaction.redact(stable, compiled.entity_actions)
+                if redaction is None or not redaction.valid_for(self._reading, self._reading.generation, stable):
+                    redaction = self._redaction = RedactedStream(compiled, self._reading, self._reading.generation)
+                self.checks += 1  # the one detector pass of compiled.pii, metered as it was
+                return redaction.redact(stable)
             evaluation = Evaluation(text=stable)
             self.effective.compiled.pii(stable, evaluation, OUTPUT)
         except BackendError:

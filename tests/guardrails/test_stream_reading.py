@@ -163,6 +163,8 @@ class Legacy:
 class LegacyReading:
     """Reading's questions answered by the previous code (for an OutputGuard)."""
 
+    generation = 1  # it reads one answer (what OutputGuard.shown asks of a Reading besides)
+
     def __init__(self):
         self.raw = ""
 
