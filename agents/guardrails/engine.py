@@ -374,13 +374,14 @@ class RedactedStream:
         window_clues = _clues(decoded)
         clues = tuple(a or b for a, b in zip(self.clues, window_clues, strict=True))
         mode = _lookalike_mode(*clues)
-        if self.window and (
+        if self.settled and (
             _PRIVATE_KEY in canon.text
             or mode != self.mode
             or (window_clues[0] and _lookalike_mode(*window_clues) != mode)
         ):
-            # The text from `window` does not read as in the whole text (or a private key may
-            # run from anywhere to its end): start again from the beginning.
+            # What was settled, or the text from `window`, does not read as in the whole text
+            # now (or a private key may run from anywhere to its end): start again from the
+            # beginning.
             self.__init__(self.compiled, self.owner, self.generation)
             return self.redact(stable)
         self.whole = _PRIVATE_KEY in canon.text

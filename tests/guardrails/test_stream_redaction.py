@@ -152,6 +152,11 @@ REDACTED_ANSWERS = {
     "look-alike letters read otherwise later": "Mail ѕех@example.com today, then the words go here. " * 8
     + "Дом стоит. "
     + "Then ѕех@example.com and more words go here. " * 6,
+    # The same while the text is still redacted from its beginning (no second point to read
+    # from yet): what was settled is read otherwise too.
+    "look-alike letters read otherwise soon": "MAIL ѕех@example.com TODAY, THEN THE WORDS GO HERE OK. the words go "
+    + "AND THEN MORE WORDS GO HERE, OK. ДОМ. "
+    + "Then ѕех@example.com and more words go here. " * 6,
     "keyword-led": (
         "Her date of birth 12th january 1990 is on file, the medical record number abc12345 too, "
         "the client secret: s3cr3tvalue99x and password   :   hunter2xyz plus social security number "
