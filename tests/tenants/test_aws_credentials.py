@@ -27,7 +27,7 @@ from tenants import aws
 from tenants.context import all_tenants, tenant_context
 from tests import factories
 from tests.runtime import helpers
-from tests.tools.test_agentcore_gateway import GATEWAY_ID, gateway, mcp, scene  # noqa: F401 (fixtures reused)
+from tests.tools.test_agentcore_gateway import GATEWAY_ID, gateway, header, mcp, scene  # noqa: F401 (fixtures reused)
 from tests.tools.test_gateway import token_for
 
 ROLE_A = "arn:aws:iam::123456789012:role/tenants/alpha-agent"
@@ -183,6 +183,28 @@ def test_the_assumed_credentials_sign_the_tenants_agentcore_gateway_requests(cli
         headers = {k.lower(): v for k, v in request["headers"].items()}
         assert signed_by(headers["authorization"]) == "ASIAALPHAASSUMED01"  # not the portal's AKIDGATEWAYTEST
         assert headers["x-amz-security-token"] == "token-of-ASIAALPHAASSUMED01"
+
+
+def test_a_gateway_session_is_not_carried_over_to_the_tenants_next_role(client, world, scene, gateway, sts):  # noqa: F811
+    tenant = silo(world.a.tenant, gateway_id=GATEWAY_ID)
+    sts.expect(expected(tenant, ROLE_A), "ASIAALPHAASSUMED01")
+    token = token_for(world.a, scene["turn"])
+    mcp(client, token, "tools/call", {"name": "calculator", "arguments": {}})
+    tenant = silo(world.a.tenant, ROLE_B, gateway_id=GATEWAY_ID)
+    sts.expect(expected(tenant, ROLE_B), "ASIAALPHAROLEB0001")
+    mcp(client, token, "tools/call", {"name": "calculator", "arguments": {}})
+    # The gateway's session belongs to the identity that opened it: new credentials open their own.
+    assert gateway.methods() == ["initialize", "notifications/initialized", "tools/call"] * 2
+    assert [header(r, "Mcp-Session-Id") for r in gateway.requests] == [
+        None,
+        "gw-session-1",
+        "gw-session-1",
+        None,
+        "gw-session-2",
+        "gw-session-2",
+    ]
+    keys = [signed_by(header(r, "Authorization")) for r in gateway.requests]
+    assert keys == ["ASIAALPHAASSUMED01"] * 3 + ["ASIAALPHAROLEB0001"] * 3
 
 
 def test_two_tenants_get_their_own_credentials_and_never_share_a_client(world, sts):

@@ -22,7 +22,7 @@ from agents import runtime_gateway
 from agents.guardrails.models import GuardrailEvent
 from agents.models import Invocation, MessageStatus
 from agents.tools import agentcore
-from agents.tools.models import Tool
+from agents.tools.models import AgentTool, Tool
 from tenants.context import all_tenants, tenant_context
 from tenants.identity import tokens
 from tests.agents.helpers import make_catalogue, make_turn
@@ -48,11 +48,20 @@ GATEWAY_TOOLS = [
 ]
 
 
+def header(request: dict, name: str) -> str | None:
+    """A header of a request the fake gateway recorded, whatever the case it was sent in."""
+    return {k.lower(): v for k, v in request["headers"].items()}.get(name.lower())
+
+
 class FakeGateway:
     """An MCP server (Streamable HTTP, JSON answers) that records what it was sent."""
 
     def __init__(self):
         self.requests: list[dict] = []
+        self.opened = 0  # sessions opened: gw-session-1, -2, ...
+        self.expired: set[str] = set()  # session ids answered with 404 (the gateway ended them)
+        self.stateless = False  # True: no Mcp-Session-Id on initialize
+        self.refuse_calls = False  # True: every tools/call answered 404, as for an ended session
         self.results = {
             "calculator": {"structuredContent": {"value": 42}, "content": [{"type": "text", "text": '{"value": 42}'}]},
             "ticket": {
@@ -65,7 +74,15 @@ class FakeGateway:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server's name)
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                gateway.requests.append({"path": self.path, "headers": dict(self.headers.items()), "body": body})
+                record = {"path": self.path, "headers": dict(self.headers.items()), "body": body, "status": 200}
+                gateway.requests.append(record)
+                ended = self.headers.get("Mcp-Session-Id") in gateway.expired
+                if ended or (gateway.refuse_calls and body.get("method") == "tools/call"):
+                    record["status"] = 404
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if "id" not in body:
                     self.send_response(202)
                     self.end_headers()
@@ -75,8 +92,9 @@ class FakeGateway:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
-                if body["method"] == "initialize":
-                    self.send_header("Mcp-Session-Id", "gw-session-1")
+                if body["method"] == "initialize" and not gateway.stateless:
+                    gateway.opened += 1
+                    self.send_header("Mcp-Session-Id", f"gw-session-{gateway.opened}")
                 self.end_headers()
                 self.wfile.write(raw)
 
@@ -104,7 +122,20 @@ class FakeGateway:
         return [r["body"].get("method") for r in self.requests]
 
     def calls(self) -> list[str]:
-        return [r["body"]["params"]["name"] for r in self.requests if r["body"].get("method") == "tools/call"]
+        """The tools the gateway ran (a request refused with 404 never ran)."""
+        return [
+            r["body"]["params"]["name"]
+            for r in self.requests
+            if r["body"].get("method") == "tools/call" and r["status"] == 200
+        ]
+
+    def sessions(self) -> list[str | None]:
+        return [header(r, "Mcp-Session-Id") for r in self.requests]
+
+    def tokens(self) -> list[str]:
+        """The act-on-behalf token each tools/call carried."""
+        calls = [r for r in self.requests if r["body"].get("method") == "tools/call"]
+        return [header(r, agentcore.TOKEN_HEADER) for r in calls]
 
     def close(self):
         self.server.shutdown()
@@ -121,8 +152,19 @@ def gateway(settings, monkeypatch):
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.setattr(agentcore, "_session", None)
+    # Sessions and listings are kept per process; a port and a tenant's pk come again in later tests.
+    agentcore.forget_sessions()
     yield fake
+    agentcore.forget_sessions()
     fake.close()
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The clock the gateway's session and listing lifetimes are read from, moved by hand."""
+    now = [1000.0]
+    monkeypatch.setattr(agentcore, "_now", lambda: now[0])
+    return now
 
 
 def silo(tenant, gateway_id: str = GATEWAY_ID):
@@ -327,3 +369,172 @@ def test_it_reads_an_answer_sent_as_an_event_stream():
     assert agentcore._response(raw, "text/event-stream", 3) == {"jsonrpc": "2.0", "id": 3, "result": {"tools": []}}
     with pytest.raises(agentcore.GatewayError):
         agentcore._response(raw, "text/event-stream", 4)
+
+
+CALL = {"name": "calculator", "arguments": {"expression": "6 * 7"}}
+
+
+def names(answer: dict) -> list[str]:
+    return [tool["name"] for tool in answer["result"]["tools"]]
+
+
+def test_two_calls_in_a_row_share_one_session(client, world, scene, gateway):
+    silo(world.a.tenant)
+    token = token_for(world.a, scene["turn"])
+    for _ in range(2):
+        assert mcp(client, token, "tools/call", CALL)["result"]["structuredContent"] == {"value": 42}
+    # One initialize and its notification for the process, then one request per call (was 3 per call).
+    assert gateway.methods() == ["initialize", "notifications/initialized", "tools/call", "tools/call"]
+    assert gateway.sessions() == [None, "gw-session-1", "gw-session-1", "gw-session-1"]
+
+
+def test_two_users_on_a_shared_session_each_send_their_own_token(client, world, scene, gateway):
+    silo(world.a.tenant)
+    _, _, admin_turn = make_turn(
+        world.a.tenant, world.a.admin, scene["catalogue"].helpdesk, "Sum?", status=MessageStatus.RUNNING
+    )
+    member_token = token_for(world.a, scene["turn"])
+    admin_token = token_for(world.a, admin_turn)
+    for token in (member_token, admin_token, member_token):
+        mcp(client, token, "tools/call", CALL)
+    assert gateway.sessions() == [None] + ["gw-session-1"] * 4
+    # Only the session is shared: each call carries the act-on-behalf token of its own user.
+    acting = [tokens.validate(t, audience="agentcore-gateway").user for t in gateway.tokens()]
+    assert acting == [world.a.member, world.a.admin, world.a.member]
+    calls = [r for r in gateway.requests if r["body"].get("method") == "tools/call"]
+    assert [header(r, "X-Amzn-Bedrock-AgentCore-Runtime-User-Id") for r in calls] == [
+        f"user-{world.a.member.pk}",
+        f"user-{world.a.admin.pk}",
+        f"user-{world.a.member.pk}",
+    ]
+
+
+def test_a_second_tenant_never_reuses_the_first_tenants_session_nor_listing(client, world, scene, gateway):
+    # Both on the same gateway id, so on the same URL: only the tenant tells them apart.
+    silo(world.a.tenant)
+    silo(world.b.tenant)
+    enable(world.b, scene["catalogue"].helpdesk, scene["tools"]["calculator"])
+    _, _, turn_b = make_turn(
+        world.b.tenant, world.b.member, scene["catalogue"].helpdesk, "Sum?", status=MessageStatus.RUNNING
+    )
+    token_a, token_b = token_for(world.a, scene["turn"]), token_for(world.b, turn_b)
+    assert names(mcp(client, token_a, "tools/list")) == ["calculator", "ticket"]
+    assert names(mcp(client, token_b, "tools/list")) == ["calculator"]
+    mcp(client, token_a, "tools/call", CALL)
+    mcp(client, token_b, "tools/call", CALL)
+    assert gateway.methods() == ["initialize", "notifications/initialized", "tools/list"] * 2 + ["tools/call"] * 2
+    assert gateway.sessions() == [None, "gw-session-1", "gw-session-1", None, "gw-session-2", "gw-session-2"] + [
+        "gw-session-1",
+        "gw-session-2",
+    ]
+    tenant_ids = [header(r, f"{PREFIX}Tenant-Id") for r in gateway.requests]
+    a, b = str(world.a.tenant.pk), str(world.b.tenant.pk)
+    assert tenant_ids == [a, a, a, b, b, b, a, b]
+
+
+def test_an_expired_session_is_opened_anew_and_the_call_sent_again(client, world, scene, gateway):
+    silo(world.a.tenant)
+    token = token_for(world.a, scene["turn"])
+    mcp(client, token, "tools/call", CALL)
+    gateway.expired.add("gw-session-1")  # the gateway ended the session: 404 to requests naming it
+    answer = mcp(client, token, "tools/call", {"name": "ticket", "arguments": {}})
+    assert answer["result"]["isError"] is False
+    assert gateway.methods()[3:] == ["tools/call", "initialize", "notifications/initialized", "tools/call"]
+    assert gateway.sessions()[3:] == ["gw-session-1", None, "gw-session-2", "gw-session-2"]
+    assert gateway.calls() == ["calculator", "ticket"]  # the ticket ran once: the refused request never did
+    mcp(client, token, "tools/call", CALL)
+    assert gateway.sessions()[-1] == "gw-session-2"  # the new session is the one kept
+
+
+def test_a_call_refused_again_on_a_new_session_is_not_sent_a_third_time(client, world, scene, gateway):
+    silo(world.a.tenant)
+    gateway.refuse_calls = True
+    result = mcp(client, token_for(world.a, scene["turn"]), "tools/call", CALL)["result"]
+    assert result["isError"] is True
+    assert "HTTP 404" in result["content"][0]["text"]
+    assert gateway.methods() == ["initialize", "notifications/initialized", "tools/call"] * 2
+
+
+def test_a_gateway_without_sessions_is_initialized_once_and_a_404_is_not_retried(client, world, scene, gateway):
+    silo(world.a.tenant)
+    gateway.stateless = True
+    token = token_for(world.a, scene["turn"])
+    for _ in range(2):
+        mcp(client, token, "tools/call", CALL)
+    assert gateway.methods() == ["initialize", "notifications/initialized", "tools/call", "tools/call"]
+    assert gateway.sessions() == [None] * 4
+    # The negotiated revision travels on every request after initialize: a stateless server reads it there.
+    versions = [header(r, "MCP-Protocol-Version") for r in gateway.requests]
+    assert versions == [None, "2025-06-18", "2025-06-18", "2025-06-18"]
+    # Without a session a 404 says nothing of one having ended: the call is refused, not sent again.
+    gateway.refuse_calls = True
+    result = mcp(client, token, "tools/call", CALL)["result"]
+    assert result["isError"] is True
+    assert gateway.methods()[4:] == ["tools/call"]
+
+
+def test_a_session_is_opened_anew_after_ten_minutes(client, world, scene, gateway, clock):
+    silo(world.a.tenant)
+    token = token_for(world.a, scene["turn"])
+    mcp(client, token, "tools/call", CALL)
+    clock[0] += agentcore.SESSION_TTL_SECONDS - 1
+    mcp(client, token, "tools/call", CALL)
+    clock[0] += 2
+    mcp(client, token, "tools/call", CALL)
+    assert gateway.methods() == [
+        "initialize",
+        "notifications/initialized",
+        "tools/call",
+        "tools/call",
+        "initialize",
+        "notifications/initialized",
+        "tools/call",
+    ]
+    assert gateway.sessions()[-1] == "gw-session-2"
+
+
+def test_the_gateways_listing_is_kept_a_minute_and_filtered_on_every_list(client, world, scene, gateway, clock):
+    silo(world.a.tenant)
+    token = token_for(world.a, scene["turn"])
+    assert names(mcp(client, token, "tools/list")) == ["calculator", "ticket"]
+    with tenant_context(world.a.tenant):
+        AgentTool.objects.filter(tool__key="ticket").delete()
+    clock[0] += agentcore.LISTING_TTL_SECONDS - 1
+    # Kept: the gateway's own listing, not the filtered one; enablement is decided on each list.
+    assert names(mcp(client, token, "tools/list")) == ["calculator"]
+    assert gateway.methods() == ["initialize", "notifications/initialized", "tools/list"]
+    clock[0] += 2
+    assert names(mcp(client, token, "tools/list")) == ["calculator"]
+    assert gateway.methods() == ["initialize", "notifications/initialized", "tools/list", "tools/list"]
+    assert gateway.sessions()[-1] == "gw-session-1"
+
+
+def test_a_new_gateway_binding_gets_its_own_session_and_listing(client, world, scene, gateway):
+    silo(world.a.tenant)
+    token = token_for(world.a, scene["turn"])
+    mcp(client, token, "tools/list")
+    silo(world.a.tenant, "tools-gw-f6e5d4c3b2")
+    mcp(client, token, "tools/list")
+    assert gateway.methods() == ["initialize", "notifications/initialized", "tools/list"] * 2
+    assert gateway.sessions() == [None, "gw-session-1", "gw-session-1", None, "gw-session-2", "gw-session-2"]
+    assert gateway.requests[-1]["path"] == "/tools-gw-f6e5d4c3b2/eu-west-1/mcp"
+
+
+def test_calls_that_start_together_open_one_session(gateway):
+    url = f"http://127.0.0.1:{gateway.port}/{GATEWAY_ID}/eu-west-1/mcp"
+    start = threading.Barrier(8)
+    answers = []
+
+    def call():
+        start.wait()
+        client = agentcore.GatewayClient(url=url, region="eu-west-1", headers={}, key=(url, "tenant-pk"))
+        answers.append(client.call_tool("calculator", {}))
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(answers) == 8
+    assert gateway.methods().count("initialize") == 1
+    assert set(gateway.sessions()) == {None, "gw-session-1"}
