@@ -34,7 +34,8 @@ never share credentials, nor a client made from them.
 Fail closed: when AssumeRole fails (access denied, no source credentials, STS unreachable)
 signing raises TenantCredentialsError, a BotoCoreError, so the call is never sent, and never
 with the portal's own credentials instead; the callers' existing handling of AWS errors
-answers with a reason.
+answers with a reason: `failure(exc)` says what any failed AWS call (this one included) means
+for a person, in the same words for every room.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.credentials import (
@@ -50,7 +52,13 @@ from botocore.credentials import (
     CredentialResolver,
     DeferredRefreshableCredentials,
 )
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
 from django.conf import settings
 
 from tenants.models import Tenant, aws_bindings_apply
@@ -73,6 +81,56 @@ class TenantCredentialsError(BotoCoreError):
 
     # No role ARN in the text: it may reach a tenant's page (a document's error); the log has it.
     fmt = "The AWS role of tenant {tenant} could not be assumed ({error_code})"
+
+
+# AWS answers that trying again does not change: the portal's set-up (role, resource ids,
+# request) is wrong. S3 spells some without "Exception".
+LASTING_ERROR_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "ResourceNotFoundException",
+        "ValidationException",
+        "AccessDenied",
+        "NoSuchBucket",
+        "UnrecognizedClientException",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a failed AWS call for a tenant means for a person.
+
+    `reason`: a few words, with the service as "it" ("AWS answered ThrottlingException",
+    "its endpoint could not be reached"), never an ARN, request id or secret, so that it
+    may reach a tenant's page; `transient`: whether trying again later may help (else the
+    set-up must be fixed); `code`: the AWS error code or botocore's exception name, for the log."""
+
+    reason: str
+    transient: bool
+    code: str
+
+    @property
+    def advice(self) -> str:
+        return "Try again in a moment." if self.transient else "Ask your provider's operator to fix it."
+
+
+def failure(exc: Exception) -> Failure:
+    """The meaning of `exc`, a BotoCoreError or ClientError of a call made for a tenant: one
+    answer for every room that calls AWS (knowledge, memory), so they say the same things."""
+    if isinstance(exc, TenantCredentialsError):
+        code = exc.kwargs.get("error_code") or type(exc).__name__
+        return Failure("the organisation's AWS role could not be assumed", False, code)
+    if isinstance(exc, NoCredentialsError):
+        return Failure("the portal has no AWS credentials for it", False, type(exc).__name__)
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code") or "ClientError"
+        return Failure(f"AWS answered {code}", code not in LASTING_ERROR_CODES, code)
+    if isinstance(exc, EndpointConnectionError):  # ConnectTimeoutError too
+        return Failure("its endpoint could not be reached", True, type(exc).__name__)
+    if isinstance(exc, ReadTimeoutError):
+        return Failure("it did not answer in time", True, type(exc).__name__)
+    return Failure("it could not be reached", True, type(exc).__name__)
 
 
 def role_for(tenant: Tenant) -> str:

@@ -84,28 +84,11 @@ class StoreUnavailable(Exception):
         return "Try again in a moment." if self.transient else "Ask your provider's operator to fix it."
 
 
-# AWS answers that trying again does not change: the portal's set-up (role, memory id) is wrong.
-_LASTING_ERRORS = frozenset({"AccessDeniedException", "ResourceNotFoundException", "ValidationException"})
-
-
 def _unavailable(what: str, exc: Exception) -> StoreUnavailable:
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+    from tenants import aws
 
-    from tenants.aws import TenantCredentialsError
-
-    transient = True
-    if isinstance(exc, TenantCredentialsError):
-        reason, transient = "the organisation's AWS role could not be assumed", False
-    elif isinstance(exc, NoCredentialsError):
-        reason, transient = "the portal has no AWS credentials for it", False
-    elif isinstance(exc, EndpointConnectionError):
-        reason = "its endpoint could not be reached"
-    elif isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code") or "an error"
-        reason, transient = f"AWS answered {code}", code not in _LASTING_ERRORS
-    else:
-        reason = "it could not be reached"
-    return StoreUnavailable(f"AgentCore Memory refused the {what}: {exc}", reason, transient=transient)
+    failed = aws.failure(exc)
+    return StoreUnavailable(f"AgentCore Memory refused the {what}: {exc}", failed.reason, transient=failed.transient)
 
 
 def _not_found(exc: Exception) -> bool:
