@@ -31,7 +31,7 @@ from agents.knowledge.serializers import (
     SearchRequestSerializer,
     UploadResultSerializer,
 )
-from portal.api import TenantScopedAPIMixin, created
+from portal.api import PROBLEM_CONTENT_TYPE, TenantScopedAPIMixin, created, problem
 from portal.drf import JSONParser
 from tenants.api import TENANT_SLUG
 from tenants.identity.gateway import GatewayView, bearer
@@ -50,6 +50,24 @@ def _actor(request) -> Actor:
     if request.membership is None:
         raise exceptions.PermissionDenied("Changing knowledge bases needs a person: use a user token.")
     return Actor.from_request(request)
+
+
+BEDROCK_FAILED = {
+    503: OpenApiResponse(description="Amazon Bedrock could not be reached or throttled: try again (problem JSON)."),
+    502: OpenApiResponse(description="Amazon Bedrock refused the portal's set-up (problem JSON)."),
+}
+
+
+def _bedrock_failed(exc) -> Response:
+    """A Bedrock knowledge base failing (bedrock.BedrockUnavailable) as a 503 problem when
+    waiting may help (Retry-After), else a 502: AWS refused the portal's set-up, which its
+    operator must fix — as the memory API answers AgentCore Memory failing."""
+    code = 503 if exc.transient else 502
+    title = "Knowledge base unavailable" if exc.transient else "Knowledge base refused the portal"
+    headers = {"Retry-After": "30"} if exc.transient else {}
+    return Response(
+        problem(code, title=title, detail=exc.text), status=code, headers=headers, content_type=PROBLEM_CONTENT_TYPE
+    )
 
 
 def _entitled(request) -> None:
@@ -107,7 +125,7 @@ class KnowledgeBaseViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets
         services.delete_knowledge_base(_actor(request), kb)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=SearchRequestSerializer, responses={200: PassageListSerializer})
+    @extend_schema(request=SearchRequestSerializer, responses={200: PassageListSerializer, **BEDROCK_FAILED})
     @action(detail=True, methods=["post"])
     def search(self, request, *args, **kwargs):
         """Ranked passages of this knowledge base for a query (the "test search")."""
@@ -115,9 +133,12 @@ class KnowledgeBaseViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets
         _entitled(request)
         serializer = SearchRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        from agents.knowledge import retrieval
+        from agents.knowledge import bedrock, retrieval
 
-        hits = retrieval.search(serializer.validated_data["query"], [kb], k=serializer.validated_data["k"])
+        try:
+            hits = retrieval.search(serializer.validated_data["query"], [kb], k=serializer.validated_data["k"])
+        except bedrock.BedrockUnavailable as exc:  # logged with AWS's code by bedrock.ranking
+            return _bedrock_failed(exc)
         return Response({"passages": services.passages_from_hits(request.tenant, hits)})
 
 
@@ -180,7 +201,7 @@ class KnowledgeGatewayView(GatewayView):
 
     @extend_schema(
         request=GatewayRetrieveSerializer,
-        responses={200: PassageListSerializer, 401: OpenApiResponse(description="Problem JSON")},
+        responses={200: PassageListSerializer, 401: OpenApiResponse(description="Problem JSON"), **BEDROCK_FAILED},
         operation_id="knowledge_gateway_retrieve",
         tags=["gateway"],
     )

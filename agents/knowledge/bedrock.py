@@ -42,6 +42,27 @@ class BedrockNotConfigured(Exception):
     pass
 
 
+class BedrockUnavailable(Exception):
+    """Bedrock (or S3, for a document's sync) failed for a tenant: AWS refused or throttled
+    the call, could not be reached or did not answer, or the tenant's role could not be
+    assumed. `text` is fit for a person (no ARN: those are in the log); `transient` whether
+    trying again later may help, else the set-up must be fixed; `code` is AWS's, for the log."""
+
+    def __init__(self, text: str, *, transient: bool, code: str):
+        super().__init__(text)
+        self.text = text
+        self.transient = transient
+        self.code = code
+
+
+def unavailable(what: str, exc: Exception) -> BedrockUnavailable:
+    """`exc` (BotoCoreError, ClientError) of the call that `what` names, as a BedrockUnavailable."""
+    from tenants import aws
+
+    failed = aws.failure(exc)
+    return BedrockUnavailable(f"{what}: {failed.reason}. {failed.advice}", transient=failed.transient, code=failed.code)
+
+
 def in_use() -> bool:
     """Whether `bedrock` bases reach Amazon Bedrock (and S3) here; not on embedded defaults."""
     return aws_bindings_apply(settings.AGENT_RUNTIME)
@@ -111,40 +132,66 @@ def sidecar(tenant, document: Document) -> dict:
 
 
 def _start_ingestion(tenant, kb_id: str) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     source = data_source_id(tenant)
     if not source:
         raise BedrockNotConfigured(
             "no Bedrock data source id (KNOWLEDGE_BEDROCK_DATA_SOURCE_ID, or the knowledge_data_source_id binding of a"
             " tenant with its own knowledge base)"
         )
-    client_for("bedrock-agent", tenant).start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=source)
+    try:
+        client_for("bedrock-agent", tenant).start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=source)
+    except (BotoCoreError, ClientError) as exc:
+        raise _logged(tenant, unavailable("Amazon Bedrock did not start indexing the document", exc), exc) from exc
+
+
+def _logged(tenant, failed: BedrockUnavailable, exc: Exception) -> BedrockUnavailable:
+    # The whole error, ARNs included, is for the operator; the person sees failed.text.
+    log.warning("bedrock sync for tenant %s failed (%s): %s", tenant.pk, failed.code, exc)
+    return failed
 
 
 def sync_document(tenant, document: Document, data: bytes) -> None:
+    """Send the document and its sidecar to S3 and start the ingestion job. Raises
+    BedrockNotConfigured (the portal's settings or the tenant's bindings lack an id) or
+    BedrockUnavailable (AWS failed, or the tenant's role could not be assumed)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     if not settings.KNOWLEDGE_S3_BUCKET:
         raise BedrockNotConfigured("KNOWLEDGE_S3_BUCKET is not set")
     kb_id, _ = knowledge_base_id(tenant)
-    s3 = client_for("s3", tenant)
     key = object_key(tenant, document)
-    s3.put_object(Bucket=settings.KNOWLEDGE_S3_BUCKET, Key=key, Body=data)
-    s3.put_object(
-        Bucket=settings.KNOWLEDGE_S3_BUCKET,
-        Key=f"{key}.metadata.json",
-        Body=json.dumps(sidecar(tenant, document)).encode(),
-        ContentType="application/json",
-    )
+    try:
+        s3 = client_for("s3", tenant)
+        s3.put_object(Bucket=settings.KNOWLEDGE_S3_BUCKET, Key=key, Body=data)
+        s3.put_object(
+            Bucket=settings.KNOWLEDGE_S3_BUCKET,
+            Key=f"{key}.metadata.json",
+            Body=json.dumps(sidecar(tenant, document)).encode(),
+            ContentType="application/json",
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise _logged(tenant, unavailable("Amazon S3 did not take the document", exc), exc) from exc
     _start_ingestion(tenant, kb_id)
     Document.objects.filter(pk=document.pk).update(external_key=key)
 
 
 def remove_document(tenant, document: Document) -> None:
+    """Delete the document and its sidecar from S3 and start the ingestion job that drops
+    them from the knowledge base. Raises BedrockUnavailable when AWS fails."""
     if not document.external_key or not settings.KNOWLEDGE_S3_BUCKET:
         return
+    from botocore.exceptions import BotoCoreError, ClientError
+
     kb_id, _ = knowledge_base_id(tenant)
-    client_for("s3", tenant).delete_objects(
-        Bucket=settings.KNOWLEDGE_S3_BUCKET,
-        Delete={"Objects": [{"Key": document.external_key}, {"Key": f"{document.external_key}.metadata.json"}]},
-    )
+    try:
+        client_for("s3", tenant).delete_objects(
+            Bucket=settings.KNOWLEDGE_S3_BUCKET,
+            Delete={"Objects": [{"Key": document.external_key}, {"Key": f"{document.external_key}.metadata.json"}]},
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise _logged(tenant, unavailable("Amazon S3 did not delete the document", exc), exc) from exc
     _start_ingestion(tenant, kb_id)
 
 
@@ -160,14 +207,35 @@ def _words(text: str) -> set[str]:
 
 
 def ranking(tenant, kb_ids: list[int], query: str, limit: int) -> list[tuple[int, float]]:
-    kb_id, pooled = knowledge_base_id(tenant)
-    response = client_for("bedrock-agent-runtime", tenant).retrieve(
-        knowledgeBaseId=kb_id,
-        retrievalQuery={"text": query[:1000]},
-        retrievalConfiguration={
-            "vectorSearchConfiguration": {"numberOfResults": limit, "filter": retrieval_filter(tenant, kb_ids, pooled)}
-        },
-    )
+    """(chunk id, score) best first, from Bedrock. Raises BedrockUnavailable when Bedrock cannot
+    be asked (logged with AWS's error code) or the portal has no knowledge base to ask."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        kb_id, pooled = knowledge_base_id(tenant)
+    except BedrockNotConfigured as exc:
+        log.error("bedrock search for tenant %s: %s", tenant.pk, exc)
+        raise BedrockUnavailable(
+            "Amazon Bedrock did not search the knowledge base: the portal has no Bedrock knowledge base for it."
+            " Ask your provider's operator to fix it.",
+            transient=False,
+            code="BedrockNotConfigured",
+        ) from exc
+    try:
+        response = client_for("bedrock-agent-runtime", tenant).retrieve(
+            knowledgeBaseId=kb_id,
+            retrievalQuery={"text": query[:1000]},
+            retrievalConfiguration={
+                "vectorSearchConfiguration": {
+                    "numberOfResults": limit,
+                    "filter": retrieval_filter(tenant, kb_ids, pooled),
+                }
+            },
+        )
+    except (BotoCoreError, ClientError) as exc:
+        failed = unavailable("Amazon Bedrock did not search the knowledge base", exc)
+        log.warning("bedrock search for tenant %s failed (%s): %s", tenant.pk, failed.code, exc)
+        raise failed from exc
     ranked: list[tuple[int, float]] = []
     for result in response.get("retrievalResults", []):
         metadata = result.get("metadata") or {}

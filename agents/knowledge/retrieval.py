@@ -23,6 +23,7 @@ backends, which is why results of several backends are fused by rank.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from django.db import connection, transaction
 from agents.knowledge import fts
 from agents.knowledge.models import Backend, Chunk, KnowledgeBase
 from tenants.context import require_tenant
+
+log = logging.getLogger(__name__)
 
 MAX_K = 50
 MAX_QUERY_CHARS = 2000
@@ -186,7 +189,10 @@ def ranking_for(
 
 
 def search(query: str, knowledge_bases: Iterable[KnowledgeBase], k: int = 5) -> list[Hit]:
-    """The `k` best chunks for `query` among the current tenant's `knowledge_bases`."""
+    """The `k` best chunks for `query` among the current tenant's `knowledge_bases`.
+
+    Raises bedrock.BedrockUnavailable when the bases are all Bedrock's and Bedrock fails;
+    when other bases are searched too, their hits are answered alone (and the failure logged)."""
     from agents.knowledge import bedrock
 
     tenant = require_tenant()
@@ -214,9 +220,18 @@ def search(query: str, knowledge_bases: Iterable[KnowledgeBase], k: int = 5) -> 
         vector = hybrid.query_vector(query)
     remote = Backend.BEDROCK in by_backend
     with contextlib.nullcontext() if remote or connection.vendor != "postgresql" else transaction.atomic():
-        rankings = [
-            ranking_for(tenant, backend, ids, query, k, vector=vector) for backend, ids in sorted(by_backend.items())
-        ]
+        rankings = []
+        for backend, ids in sorted(by_backend.items()):
+            try:
+                rankings.append(ranking_for(tenant, backend, ids, query, k, vector=vector))
+            except bedrock.BedrockUnavailable as exc:
+                if len(by_backend) == 1:
+                    raise
+                # The other backends' passages still answer (as hybrid falls back to words):
+                # an agent reading several bases answers from those rather than from none.
+                # Only the gateway searches several bases at once, and nobody reads a notice
+                # there but the operator, so the notice is this line.
+                log.warning("search for tenant %s without its Bedrock bases (%s): %s", tenant.pk, exc.code, exc.text)
         ranked = rankings[0] if len(rankings) == 1 else reciprocal_rank_fusion(rankings)[:k]
         ranked = ranked[:k]
         chunks = Chunk.objects.select_related("document").in_bulk([chunk_id for chunk_id, _ in ranked])

@@ -397,7 +397,10 @@ def delete_document(actor: Actor, document: Document) -> None:
         from agents.knowledge import bedrock
 
         if bedrock.serves(document.knowledge_base.backend):
-            bedrock.remove_document(tenant, document)
+            try:
+                bedrock.remove_document(tenant, document)
+            except bedrock.BedrockUnavailable as exc:  # logged with AWS's code by bedrock
+                raise ServiceError(f"The document was not deleted. {exc.text}") from exc
         audit.record(
             "knowledge.document_deleted",
             actor=actor.user,
@@ -411,6 +414,10 @@ def delete_document(actor: Actor, document: Document) -> None:
 
 
 # --- ingestion (Celery) -----------------------------------------------------------------------------
+
+
+# Which setting or binding is missing is the operator's business (the log names it).
+NOT_SET_UP = "Amazon Bedrock is not fully set up for this organisation's knowledge bases. Ask your provider's operator."
 
 
 def _fail(document_id: int, version: int, message: str) -> None:
@@ -506,10 +513,18 @@ def ingest_document(tenant: Tenant, document_id: int, version: int) -> str:
         _fail(document_id, version, "The stored file is missing; upload it again.")
         return "failed"
     except Exception as exc:
+        from agents.knowledge.bedrock import BedrockNotConfigured, BedrockUnavailable
         from agents.knowledge.hybrid import EmbeddingError
 
         if isinstance(exc, EmbeddingError):
             _fail(document_id, version, f"The embedding service failed: {exc}")
+            return "failed"
+        if isinstance(exc, BedrockUnavailable):  # logged with AWS's code by bedrock.sync_document
+            _fail(document_id, version, exc.text)
+            return "failed"
+        if isinstance(exc, BedrockNotConfigured):
+            log.error("document %s v%s could not be synced to Bedrock: %s", document_id, version, exc)
+            _fail(document_id, version, NOT_SET_UP)
             return "failed"
         log.exception("document %s v%s could not be indexed", document_id, version)
         _fail(document_id, version, "The document could not be indexed (an internal error); try again.")
@@ -672,6 +687,7 @@ def retrieve_for_token(
     search runs in the token's tenant only, whatever the caller sends.
     """
     from agents.guardrails.enforce import screen_retrieved
+    from agents.knowledge import bedrock
     from agents.runtime_gateway import turn_in_progress
 
     def precheck(tenant: Tenant) -> None:
@@ -683,6 +699,11 @@ def retrieve_for_token(
     with agent_call(
         raw_token, SCOPE, agent_slug, tenant_id=tenant_id, precheck=precheck, name="knowledge gateway"
     ) as call:
-        hits = retrieval.search(query, knowledge_bases_for_agent(call.agent), k=k)
+        try:
+            hits = retrieval.search(query, knowledge_bases_for_agent(call.agent), k=k)
+        except bedrock.BedrockUnavailable as exc:  # logged with AWS's code by bedrock.ranking
+            # As the memory gateway refuses a failing store: the runtime answers the turn
+            # without passages (agents.runtime.agent.ReferenceAgent.retrieve).
+            raise GatewayRefused(503 if exc.transient else 502, exc.text) from exc
         passages = passages_from_hits(call.tenant, hits)
         return screen_retrieved(call.tenant, passages, turn=lambda: turn_in_progress(call.token))

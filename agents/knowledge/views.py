@@ -198,11 +198,15 @@ def document_upload(request, kb_id):
 def kb_search(request, kb_id):
     kb = _kb_or_404(request, kb_id)
     query = request.GET.get("q", "")[:MAX_QUERY_CHARS].strip()
-    hits = []
+    hits, unavailable = [], ""
     if query and services.entitled(request.tenant):
-        hits = retrieval.search(query, [kb], k=10)
+        try:
+            hits = retrieval.search(query, [kb], k=10)
+        except bedrock.BedrockUnavailable as exc:  # logged with AWS's code by bedrock.ranking
+            unavailable = exc.text
     template = "knowledge/_search_results.html" if request.htmx else "knowledge/search.html"
-    return render(request, template, {"kb": kb, "query": query, "hits": hits})
+    # 200 either way: htmx swaps only a 2xx answer into the page, and the form keeps the query.
+    return render(request, template, {"kb": kb, "query": query, "hits": hits, "unavailable": unavailable})
 
 
 @require_POST
