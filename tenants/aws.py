@@ -97,6 +97,21 @@ LASTING_ERROR_CODES = frozenset(
 )
 
 
+# Why AssumeRole failed, when waiting may help: STS throttled or out of reach. Anything else
+# (AccessDenied, no source credentials, a bad trust policy) is the set-up's.
+_STS_PASSING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+    }
+)
+
+
 @dataclass(frozen=True)
 class Failure:
     """What a failed AWS call for a tenant means for a person.
@@ -120,7 +135,7 @@ def failure(exc: Exception) -> Failure:
     answer for every room that calls AWS (knowledge, memory), so they say the same things."""
     if isinstance(exc, TenantCredentialsError):
         code = exc.kwargs.get("error_code") or type(exc).__name__
-        return Failure("the organisation's AWS role could not be assumed", False, code)
+        return Failure("the organisation's AWS role could not be assumed", code in _STS_PASSING_CODES, code)
     if isinstance(exc, NoCredentialsError):
         return Failure("the portal has no AWS credentials for it", False, type(exc).__name__)
     if isinstance(exc, ClientError):

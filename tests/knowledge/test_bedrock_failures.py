@@ -139,6 +139,24 @@ def test_a_role_that_cannot_be_assumed_is_a_502_without_the_role_arn(client, wor
     assert "AccessDenied" in caplog.text
 
 
+def test_sts_out_of_reach_is_a_503_to_try_again(client, world, sts, settings):
+    tenant = silo(world.a.tenant, knowledge_base_id="SILOKB0001")
+    entitle(tenant)
+    settings.AGENT_RUNTIME = "local"
+    kb = make_kb(world.a, backend=Backend.BEDROCK)
+    settings.AGENT_RUNTIME = "agentcore"
+
+    def unreachable(**kwargs):
+        raise EndpointConnectionError(endpoint_url="https://sts.eu-west-1.amazonaws.com/")
+
+    sts.client.meta.events.register_first("provide-client-params.sts.AssumeRole", unreachable)
+    client.force_login(world.a.admin)
+    response = search_api(client, kb)
+    body = problem(response, 503)
+    assert "AWS role could not be assumed. Try again in a moment." in body["detail"]
+    assert response["Retry-After"] == "30"
+
+
 # --- the knowledge search page ----------------------------------------------------------------------
 
 
