@@ -19,6 +19,13 @@ attribute matches), so citations link to the same passage pages as the local
 backend. The documents are chunked locally too, for the test search and the
 passage pages.
 
+AWS failing (an error answer, no connection or answer, no credentials, the tenant's role
+refused by STS) is BedrockUnavailable: its text says why in the words of tenants.aws.failure
+(no ARN; the log has the whole error and AWS's code) and whether to try again. The search
+page shows it, the API answers it as a 503 or 502 problem, the knowledge gateway refuses with
+it (the turn is answered without passages) and a document that cannot be synced keeps it as
+its error.
+
 On embedded defaults (AGENT_RUNTIME=local: tenants.models.aws_bindings_apply) none of
 this is used (`serves`): a `bedrock` base is searched in the portal's own index, from
 those local chunks, and nothing is sent to S3 or Bedrock — no client is made.
