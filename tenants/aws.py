@@ -127,7 +127,12 @@ class Failure:
 
     @property
     def advice(self) -> str:
-        return "Try again in a moment." if self.transient else "Ask your provider's operator to fix it."
+        return advice(self.transient)
+
+
+def advice(transient: bool) -> str:
+    """What a person can do about a failed AWS call: wait, or have the set-up fixed."""
+    return "Try again in a moment." if transient else "Ask your provider's operator to fix it."
 
 
 def failure(exc: Exception) -> Failure:

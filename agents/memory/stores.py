@@ -81,7 +81,9 @@ class StoreUnavailable(Exception):
 
     @property
     def advice(self) -> str:
-        return "Try again in a moment." if self.transient else "Ask your provider's operator to fix it."
+        from tenants import aws
+
+        return aws.advice(self.transient)
 
 
 def _unavailable(what: str, exc: Exception) -> StoreUnavailable:
