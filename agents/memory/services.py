@@ -338,14 +338,12 @@ def _require_shared_writer(actor: Actor, tenant) -> Namespace:
     return namespace
 
 
-def add_shared_memory(actor: Actor, content: str) -> str:
-    """Keep one fact for all of the tenant's agents and members (owners and admins), in the
-    tenant's store; audited. The kept record's id (the table's pk, or AgentCore's record id)."""
-    tenant = require_tenant()
-    namespace = _require_shared_writer(actor, tenant)
-    text = " ".join((content or "").split())
+def _keep(tenant, namespace: Namespace, text: str, *, empty: str, user=None, agent=None) -> tuple[str, dict | None]:
+    """Keep `text` (already whitespace-normalised) in `namespace`, in the tenant's store, after
+    the checks every add shares; (record id, what the audit entry adds). The caller has checked
+    that the actor may write `namespace` and audits the add under its own label."""
     if not text:
-        raise ServiceError("Write the fact to share with every agent.")
+        raise ServiceError(empty)
     if len(text) > MAX_CONTENT_CHARS:
         raise ServiceError(f"A memory holds at most {MAX_CONTENT_CHARS} characters.")
     if not entitled(tenant):
@@ -355,12 +353,20 @@ def add_shared_memory(actor: Actor, content: str) -> str:
         try:
             record_id = store.create(namespace, text)
         except stores.StoreUnavailable as exc:
-            log.warning("shared memory for tenant %s not kept: %s", tenant.pk, exc)
+            log.warning("memory in %s for tenant %s not kept: %s", namespace.path, tenant.pk, exc)
             raise _store_error(KEEP_FAILED, exc, "Nothing was saved.") from exc
-        after = {"store": stores.AgentCoreStore.name}
-    else:
-        record_id = str(MemoryRecord.objects.create(namespace=namespace.path, content=text).pk)
-        after = None
+        return record_id, {"store": stores.AgentCoreStore.name}
+    record = MemoryRecord.objects.create(namespace=namespace.path, user=user, agent=agent, content=text)
+    return str(record.pk), None
+
+
+def add_shared_memory(actor: Actor, content: str) -> str:
+    """Keep one fact for all of the tenant's agents and members (owners and admins), in the
+    tenant's store; audited. The kept record's id (the table's pk, or AgentCore's record id)."""
+    tenant = require_tenant()
+    namespace = _require_shared_writer(actor, tenant)
+    text = " ".join((content or "").split())
+    record_id, after = _keep(tenant, namespace, text, empty="Write the fact to share with every agent.")
     audit.record(
         "memory.shared_added",
         actor=actor.user,
@@ -521,25 +527,14 @@ def add_memory(actor: Actor, content: str, *, scope: str, agent=None) -> Item:
     )
     if not policy.can_write(namespace, tenant_id=tenant.pk, user_id=actor.user.pk, role=actor.role):
         raise PermissionDenied("Only the member may change their own memory.")
-    if not text:
-        raise ServiceError("Write the fact to remember.")
-    if len(text) > MAX_CONTENT_CHARS:
-        raise ServiceError(f"A memory holds at most {MAX_CONTENT_CHARS} characters.")
-    if not entitled(tenant):
-        raise ServiceError(f"Long-term memory is not part of the {tenant.tier.name} plan.")
-    store = _agentcore_store(tenant)
-    if store is not None:
-        try:
-            record_id = store.create(namespace, text)
-        except stores.StoreUnavailable as exc:
-            log.warning("memory for tenant %s not kept: %s", tenant.pk, exc)
-            raise _store_error(KEEP_FAILED, exc, "Nothing was saved.") from exc
-        after = {"store": stores.AgentCoreStore.name}
-    else:
-        record = MemoryRecord.objects.create(
-            namespace=namespace.path, user=actor.user, agent=agent if namespace.agent_slug else None, content=text
-        )
-        record_id, after = str(record.pk), None
+    record_id, after = _keep(
+        tenant,
+        namespace,
+        text,
+        empty="Write the fact to remember.",
+        user=actor.user,
+        agent=agent if namespace.agent_slug else None,
+    )
     audit.record(
         "memory.added",
         actor=actor.user,
