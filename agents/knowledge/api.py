@@ -34,7 +34,7 @@ from agents.knowledge.serializers import (
 from portal.api import PROBLEM_CONTENT_TYPE, TenantScopedAPIMixin, created, problem
 from portal.drf import JSONParser
 from tenants.api import TENANT_SLUG
-from tenants.identity.gateway import GatewayView, bearer
+from tenants.identity.gateway import RETRY_AFTER_S, GatewayView, bearer
 from tenants.roles import Action
 from tenants.services import Actor
 
@@ -64,7 +64,7 @@ def _bedrock_failed(exc) -> Response:
     operator must fix — as the memory API answers AgentCore Memory failing."""
     code = 503 if exc.transient else 502
     title = "Knowledge base unavailable" if exc.transient else "Knowledge base refused the portal"
-    headers = {"Retry-After": "30"} if exc.transient else {}
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.transient else {}
     return Response(
         problem(code, title=title, detail=exc.text), status=code, headers=headers, content_type=PROBLEM_CONTENT_TYPE
     )
@@ -210,11 +210,11 @@ class KnowledgeGatewayView(GatewayView):
         serializer = GatewayRetrieveSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        passages = services.retrieve_for_token(
+        document = services.retrieve_for_token(
             raw,
             query=data["query"],
             k=data["k"],
             agent_slug=data.get("agent", ""),
             tenant_id=data.get("tenant_id"),
         )
-        return Response({"passages": passages})
+        return Response(document)

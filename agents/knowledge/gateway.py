@@ -21,9 +21,9 @@ class InProcessKnowledgeGateway:
         from agents.knowledge import services
 
         try:
-            passages = services.retrieve_for_token(
+            document = services.retrieve_for_token(
                 caller.token, query=query, k=k, agent_slug=agent_id, tenant_id=caller.tenant.tenant_id
             )
         except services.GatewayRefused as exc:
             raise KnowledgeUnavailable(f"the portal refused retrieval ({exc.status}: {exc.detail})") from exc
-        return passages_from_document({"passages": passages})
+        return passages_from_document(document)

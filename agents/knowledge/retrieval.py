@@ -188,22 +188,41 @@ def ranking_for(
     return local_ranking(tenant.pk, kb_ids, query, limit)
 
 
+@dataclass(frozen=True)
+class Found:
+    """A search's hits, and the names of the bases it could not reach: their backend (Bedrock)
+    failed while the others answered, so the caller can say what the answer lacks."""
+
+    hits: list[Hit]
+    missed: list[str]
+
+
 def search(query: str, knowledge_bases: Iterable[KnowledgeBase], k: int = 5) -> list[Hit]:
-    """The `k` best chunks for `query` among the current tenant's `knowledge_bases`.
+    """The `k` best chunks for `query` among the current tenant's `knowledge_bases`
+    (search_reporting, for a caller that only wants the hits)."""
+    return search_reporting(query, knowledge_bases, k).hits
+
+
+def search_reporting(query: str, knowledge_bases: Iterable[KnowledgeBase], k: int = 5) -> Found:
+    """The `k` best chunks for `query` among the current tenant's `knowledge_bases`, and the
+    bases that could not be searched.
 
     Raises bedrock.BedrockUnavailable when the bases are all Bedrock's and Bedrock fails;
-    when other bases are searched too, their hits are answered alone (and the failure logged)."""
+    when other bases are searched too, their hits answer alone and the Bedrock bases are
+    named in `missed` (and the failure logged)."""
     from agents.knowledge import bedrock
 
     tenant = require_tenant()
     k = max(1, min(int(k), MAX_K))
     by_backend: dict[str, list[int]] = {}
+    names: dict[str, list[str]] = {}
     for kb in knowledge_bases:
         if kb.tenant_id != tenant.pk:  # a caller bug, never a reason to widen the search
             raise ValueError("knowledge base of another tenant")
         # A `bedrock` base that Bedrock does not serve here (embedded defaults) is a local one.
         backend = kb.backend if kb.backend != Backend.BEDROCK or bedrock.in_use() else Backend.LOCAL
         by_backend.setdefault(backend, []).append(kb.pk)
+        names.setdefault(backend, []).append(kb.name)
     # One transaction for the ranking and the fetch: on PostgreSQL each transaction costs a
     # BEGIN, the tenant's set_config and a COMMIT round trip (portal/db), a third of a query.
     # Not around a call to Bedrock, which would hold the transaction open over the network.
@@ -219,6 +238,7 @@ def search(query: str, knowledge_bases: Iterable[KnowledgeBase], k: int = 5) -> 
 
         vector = hybrid.query_vector(query)
     remote = Backend.BEDROCK in by_backend
+    missed: list[str] = []
     with contextlib.nullcontext() if remote or connection.vendor != "postgresql" else transaction.atomic():
         rankings = []
         for backend, ids in sorted(by_backend.items()):
@@ -228,12 +248,13 @@ def search(query: str, knowledge_bases: Iterable[KnowledgeBase], k: int = 5) -> 
                 if len(by_backend) == 1:
                     raise
                 # The other backends' passages still answer (as hybrid falls back to words):
-                # an agent reading several bases answers from those rather than from none.
-                # Only the gateway searches several bases at once, and nobody reads a notice
-                # there but the operator, so the notice is this line.
+                # an agent reading several bases answers from those rather than from none,
+                # and says which it could not read (`missed`, the gateway's `unsearched`).
+                missed.extend(sorted(names[backend]))
                 log.warning("search for tenant %s without its Bedrock bases (%s): %s", tenant.pk, exc.code, exc.text)
         ranked = rankings[0] if len(rankings) == 1 else reciprocal_rank_fusion(rankings)[:k]
         ranked = ranked[:k]
         chunks = Chunk.objects.select_related("document").in_bulk([chunk_id for chunk_id, _ in ranked])
     # in_bulk goes through the tenant-scoped manager: an id of another tenant would simply be missing.
-    return [Hit(chunk=chunks[chunk_id], score=score) for chunk_id, score in ranked if chunk_id in chunks]
+    hits = [Hit(chunk=chunks[chunk_id], score=score) for chunk_id, score in ranked if chunk_id in chunks]
+    return Found(hits=hits, missed=missed)

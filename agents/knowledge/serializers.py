@@ -91,6 +91,11 @@ class PassageSerializer(serializers.Serializer):
 
 class PassageListSerializer(serializers.Serializer):
     passages = PassageSerializer(many=True)
+    unsearched = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Names of the agent's knowledge bases that could not be searched this time (their "
+        "backend failed while the others answered); the passages come from the others only.",
+    )
 
 
 class GatewayRetrieveSerializer(serializers.Serializer):

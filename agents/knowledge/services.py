@@ -679,8 +679,9 @@ def passages_from_hits(tenant: Tenant, hits: list[retrieval.Hit]) -> list[dict]:
 
 def retrieve_for_token(
     raw_token: str, *, query: str, k: int = DEFAULT_PASSAGES, agent_slug: str = "", tenant_id: str | None = None
-) -> list[dict]:
-    """Passages for an agent acting for a user: the body of the gateway endpoint.
+) -> dict:
+    """Passages for an agent acting for a user: the body of the gateway endpoint,
+    ``{"passages": [...], "unsearched": [names of the bases that could not be searched]}``.
 
     The token is checked by the gateways' one prologue (tenants.identity.gateway:
     aud agent-runtime, kb:read, an actor, the named tenant is the token's), and the
@@ -700,10 +701,14 @@ def retrieve_for_token(
         raw_token, SCOPE, agent_slug, tenant_id=tenant_id, precheck=precheck, name="knowledge gateway"
     ) as call:
         try:
-            hits = retrieval.search(query, knowledge_bases_for_agent(call.agent), k=k)
+            found = retrieval.search_reporting(query, knowledge_bases_for_agent(call.agent), k=k)
         except bedrock.BedrockUnavailable as exc:  # logged with AWS's code by bedrock.ranking
             # As the memory gateway refuses a failing store: the runtime answers the turn
-            # without passages (agents.runtime.agent.ReferenceAgent.retrieve).
+            # without passages and says so (agents.runtime.agent.ReferenceAgent.retrieve).
+            # A throttle or an outage may pass: its 503 carries Retry-After (GatewayRefused).
             raise GatewayRefused(503 if exc.transient else 502, exc.text) from exc
-        passages = passages_from_hits(call.tenant, hits)
-        return screen_retrieved(call.tenant, passages, turn=lambda: turn_in_progress(call.token))
+        passages = passages_from_hits(call.tenant, found.hits)
+        return {
+            "passages": screen_retrieved(call.tenant, passages, turn=lambda: turn_in_progress(call.token)),
+            "unsearched": found.missed,
+        }

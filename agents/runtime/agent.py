@@ -34,7 +34,7 @@ from collections.abc import Iterator
 
 from agents.runtime.auth import Caller
 from agents.runtime.contract import Citation, Delta, Done, Error, Event, InvocationRequest, ToolCall, Usage
-from agents.runtime.knowledge import KnowledgeGateway, KnowledgeUnavailable, wants_knowledge
+from agents.runtime.knowledge import KnowledgeGateway, KnowledgeUnavailable, missing_knowledge_note, wants_knowledge
 from agents.runtime.memory import MemoryGateway, MemoryUnavailable, durable_facts, wants_recall, wants_remember
 from agents.runtime.models import ProviderRegistry
 from agents.runtime.models.base import (
@@ -91,17 +91,25 @@ class ReferenceAgent:
         self.tools = tools
         self.memory = memory
 
-    def retrieve(self, request: InvocationRequest, caller: Caller) -> InvocationRequest:
+    def retrieve(self, request: InvocationRequest, caller: Caller) -> tuple[InvocationRequest, str]:
         """The request with passages from the portal's knowledge gateway, when the portal sent
-        none and the tenant and token allow retrieval. A gateway failure is logged, not fatal."""
+        none and the tenant and token allow retrieval, and the note the answer ends with when
+        some or all of the agent's bases could not be searched ("" when all were). A gateway
+        failure is logged and noted, never fatal."""
         if self.knowledge is None or request.passages or not wants_knowledge(caller):
-            return request
+            return request, ""
         try:
             passages = self.knowledge.retrieve(caller, request.prompt, agent_id=request.agent.id)
         except KnowledgeUnavailable as exc:
             logger.warning("invocation %s: answering without knowledge: %s", request.invocation_id, exc)
-            return request
-        return dataclasses.replace(request, passages=tuple(passages))
+            return request, missing_knowledge_note(None)
+        unsearched = getattr(passages, "unsearched", ())
+        if unsearched:
+            logger.warning(
+                "invocation %s: answering without %d knowledge bases", request.invocation_id, len(unsearched)
+            )
+        note = missing_knowledge_note(unsearched) if unsearched else ""
+        return dataclasses.replace(request, passages=tuple(passages)), note
 
     def recall(self, request: InvocationRequest, caller: Caller) -> tuple[str, ...]:
         """The member's memories for this prompt, from the portal's memory gateway, when the
@@ -151,7 +159,7 @@ class ReferenceAgent:
 
     def _answer(self, request: InvocationRequest, caller: Caller) -> Iterator[Event]:
         provider = self.providers.get(request.model.provider)
-        request = self.retrieve(request, caller)
+        request, knowledge_note = self.retrieve(request, caller)
         # Without a gateway or the scope, calls are reported and not run (as before tools ran).
         runs_tools = bool(request.tools) and self.tools is not None and wants_tools(caller)
         offered = {tool.name for tool in request.tools}
@@ -209,6 +217,10 @@ class ReferenceAgent:
             rounds.append(ToolRound(calls=tuple(ran_this_round), text="".join(round_text)))
             model_input = dataclasses.replace(model_input, tool_rounds=tuple(rounds))
         answer = "".join(text)
+        if knowledge_note:
+            # After the model's words, as its own paragraph: the member reads the answer knowing
+            # what it could not draw on. Not in `answer`, whose [n] markers are the model's citations.
+            yield Delta(text=("\n\n" if answer else "") + knowledge_note)
         self.remember(request, caller)
         if not provider.cites_passages:
             yield from citations_from_markers(answer, request.passages)

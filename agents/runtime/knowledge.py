@@ -13,8 +13,10 @@ tenant from it and searches that tenant's chunks only.
   HTTP request from a Celery worker to the web tier (which may not even run in
   tests and the embedded default).
 
-A gateway failure never fails the turn: the agent answers without passages
-and the reason is logged.
+A gateway failure never fails the turn: the agent answers without passages,
+the reason is logged, and the answer ends with a note saying so. When the
+gateway could search only some of the agent's bases (one backend failed), it
+names the others in ``unsearched`` and the answer's note names them.
 
 Nothing here imports Django.
 """
@@ -22,6 +24,7 @@ Nothing here imports Django.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Protocol
 
 from agents.runtime import gateway_http as http
@@ -37,13 +40,26 @@ FEATURE = "knowledge_bases"
 SCOPE = "kb:read"
 
 
+# How many unsearched base names, and how much of each, a runtime takes from a gateway answer.
+MAX_UNSEARCHED = 20
+MAX_NAME_CHARS = 200
+
+
 class KnowledgeUnavailable(Exception):
     pass
 
 
+class Passages(list):
+    """The passages of one retrieval, with the names of the bases the gateway could not search
+    (`unsearched`). A list, so a gateway (or a test's fake) answering a plain list still serves."""
+
+    unsearched: tuple[str, ...] = ()
+
+
 class KnowledgeGateway(Protocol):
     def retrieve(self, caller: Caller, query: str, *, agent_id: str, k: int = DEFAULT_K) -> list[Passage]:
-        """Passages for `query`, as the portal ranks them for the caller's tenant. May raise KnowledgeUnavailable."""
+        """Passages for `query`, as the portal ranks them for the caller's tenant (a Passages,
+        naming the bases it could not search). May raise KnowledgeUnavailable."""
 
 
 def wants_knowledge(caller: Caller) -> bool:
@@ -51,13 +67,18 @@ def wants_knowledge(caller: Caller) -> bool:
     return FEATURE in caller.tenant.entitlements and SCOPE in caller.scopes and bool(caller.token)
 
 
-def passages_from_document(document) -> list[Passage]:
+def passages_from_document(document) -> Passages:
     if not isinstance(document, dict) or not isinstance(document.get("passages"), list):
         raise KnowledgeUnavailable("the gateway's answer has no passage list")
     try:
-        return [Passage.from_dict(item) for item in document["passages"][:MAX_PASSAGES]]
+        passages = Passages(Passage.from_dict(item) for item in document["passages"][:MAX_PASSAGES])
     except ContractError as exc:
         raise KnowledgeUnavailable(f"the gateway sent a bad passage: {exc}") from exc
+    unsearched = document.get("unsearched") or []
+    if not isinstance(unsearched, list) or not all(isinstance(name, str) for name in unsearched):
+        raise KnowledgeUnavailable("the gateway sent a bad list of unsearched bases")
+    passages.unsearched = tuple(name.strip()[:MAX_NAME_CHARS] for name in unsearched[:MAX_UNSEARCHED] if name.strip())
+    return passages
 
 
 class HttpKnowledgeGateway:
@@ -65,7 +86,7 @@ class HttpKnowledgeGateway:
         self.url = http.check_url(base_url) + RETRIEVE_PATH
         self.timeout = timeout
 
-    def retrieve(self, caller: Caller, query: str, *, agent_id: str, k: int = DEFAULT_K) -> list[Passage]:
+    def retrieve(self, caller: Caller, query: str, *, agent_id: str, k: int = DEFAULT_K) -> Passages:
         body = {"query": query[:2000], "k": k, "agent": agent_id, "tenant_id": caller.tenant.tenant_id}
         try:
             document = http.post_json(self.url, caller.token, body, timeout=self.timeout, max_bytes=MAX_RESPONSE_BYTES)
@@ -74,3 +95,24 @@ class HttpKnowledgeGateway:
         except http.GatewayUnreachable as exc:
             raise KnowledgeUnavailable(f"the portal's knowledge gateway is unreachable: {exc}") from exc
         return passages_from_document(document)
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+!<>|~])")
+
+
+def _as_words(name: str) -> str:
+    """A base's name (its tenant's text) as Markdown that shows it, never formats or links it."""
+    return "“" + _MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(name.split())) + "”"
+
+
+def missing_knowledge_note(unsearched: tuple[str, ...] | None) -> str:
+    """The note an answer ends with when it could not draw on knowledge it should have:
+    `unsearched` names the bases the gateway could not search; None means none could be."""
+    tail = "could not be searched just now, so this answer does not draw on"
+    if unsearched is None:
+        return f"_The knowledge bases {tail} them._"
+    names = [_as_words(name) for name in unsearched]
+    if len(names) == 1:
+        return f"_The knowledge base {names[0]} {tail} it._"
+    listed = ", ".join(names[:-1]) + " and " + names[-1]
+    return f"_The knowledge bases {listed} {tail} them._"

@@ -42,13 +42,20 @@ BEARER_REQUIRED = "A bearer token (the agent's act-on-behalf token) is required.
 WWW_AUTHENTICATE = 'Bearer realm="api", error="invalid_token"'
 
 
-class GatewayRefused(Exception):
-    """A gateway call refused: `status` is the HTTP status, `detail` a reason the caller may read."""
+# A gateway's 503 (a store or a knowledge base throttled or out of reach) says when asking
+# again may help, so a runtime backs off instead of hammering a struggling backend.
+RETRY_AFTER_S = 30
 
-    def __init__(self, status: int, detail: str):
+
+class GatewayRefused(Exception):
+    """A gateway call refused: `status` is the HTTP status, `detail` a reason the caller may read,
+    `retry_after` the seconds after which trying again may help (every 503 has one)."""
+
+    def __init__(self, status: int, detail: str, *, retry_after: int | None = None):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.retry_after = retry_after if retry_after is not None else (RETRY_AFTER_S if status == 503 else None)
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,8 @@ def refused_response(exc: GatewayRefused):
     response = Response(problem(exc.status, None, exc.detail), status=exc.status, content_type=PROBLEM_CONTENT_TYPE)
     if exc.status == 401:
         response["WWW-Authenticate"] = WWW_AUTHENTICATE
+    if exc.retry_after:
+        response["Retry-After"] = str(exc.retry_after)
     return response
 
 

@@ -22,7 +22,7 @@ from botocore.exceptions import EndpointConnectionError, NoCredentialsError, Rea
 from agents.knowledge import retrieval
 from agents.knowledge.gateway import InProcessKnowledgeGateway
 from agents.knowledge.models import AgentKnowledge, Backend, Document
-from agents.runtime.contract import Citation
+from agents.runtime.contract import Citation, Delta
 from agents.runtime.knowledge import KnowledgeUnavailable
 from tenants.context import tenant_context
 from tests.agents.helpers import make_catalogue, make_turn
@@ -202,6 +202,8 @@ def test_the_gateway_refuses_with_a_problem(client, world, stubs, turn_scene, ca
     body = problem(response, status)
     assert reason in body["detail"]
     assert code in caplog.text
+    # A runtime may try again after a throttle; a refused set-up is not worth a retry.
+    assert response.get("Retry-After") == ("30" if status == 503 else None)
 
 
 def test_the_in_process_gateway_turns_it_into_knowledge_unavailable(world, stubs, turn_scene):
@@ -221,6 +223,9 @@ def test_the_turn_still_answers_without_passages(world, stubs, turn_scene, caplo
     assert [e.type for e in events][-2:] == ["usage", "done"]
     assert not any(isinstance(e, Citation) for e in events)
     assert "answering without knowledge" in caplog.text
+    # The member is told the answer does not draw on the knowledge bases, not left to guess.
+    answer = "".join(e.text for e in events if isinstance(e, Delta))
+    assert answer.endswith("could not be searched just now, so this answer does not draw on them._")
 
 
 # --- several bases on different backends ------------------------------------------------------------
@@ -234,6 +239,24 @@ def test_a_failing_bedrock_ranking_leaves_the_local_bases_hits(world, stubs, bed
         hits = retrieval.search("refund days", [bedrock_kb, local], k=5)
     assert [h.chunk.knowledge_base_id for h in hits] == [local.pk]
     assert "ThrottlingException" in caplog.text
+
+
+def test_a_search_that_misses_some_bases_names_them(world, stubs, bedrock_kb):
+    local = make_kb(world.a, name="Local handbook")
+    ingest(world.a, local, "shipping.txt", "Parcels leave within two days; a refund takes five days.")
+    fail_with_code(stubs, "ThrottlingException", 429)
+    with tenant_context(world.a.tenant):
+        found = retrieval.search_reporting("refund days", [bedrock_kb, local], k=5)
+    assert [h.chunk.knowledge_base_id for h in found.hits] == [local.pk]
+    assert found.missed == ["Policies"]
+
+
+def test_a_search_that_reaches_every_base_misses_none(world, stubs, bedrock_kb):
+    local = make_kb(world.a, name="Local handbook")
+    ingest(world.a, local, "shipping.txt", "Parcels leave within two days; a refund takes five days.")
+    with tenant_context(world.a.tenant):
+        found = retrieval.search_reporting("refund days", [local], k=5)
+    assert found.hits and found.missed == []
 
 
 def test_an_agent_reading_both_gets_the_local_passages_through_the_gateway(
@@ -253,6 +276,51 @@ def test_an_agent_reading_both_gets_the_local_passages_through_the_gateway(
     response = retrieve(client, token_for(world.a, turn_scene["turn"]), k=3, agent="helpdesk", query="refund days")
     assert response.status_code == 200
     assert [p["knowledge_base_id"] for p in response.json()["passages"]] == [local.pk]
+    assert response.json()["unsearched"] == ["Policies"]
+
+
+def link_both(world, bedrock_kb, turn_scene):
+    local = make_kb(world.a, name="Local handbook")
+    ingest(world.a, local, "shipping.txt", "Parcels leave within two days; a refund takes five days.")
+    with tenant_context(world.a.tenant):
+        AgentKnowledge.objects.bulk_create(
+            [
+                AgentKnowledge(tenant_id=world.a.tenant.pk, agent=turn_scene["catalogue"].helpdesk, knowledge_base=kb)
+                for kb in (bedrock_kb, local)
+            ]
+        )
+    return local
+
+
+def test_the_gateway_answers_an_empty_unsearched_list_when_every_base_answered(
+    client, world, stubs, bedrock_kb, turn_scene
+):
+    link_both(world, bedrock_kb, turn_scene)
+    stubs["bedrock-agent-runtime"].add_response("retrieve", {"retrievalResults": []})
+    response = retrieve(client, token_for(world.a, turn_scene["turn"]), k=3, agent="helpdesk", query="refund days")
+    assert response.status_code == 200
+    assert response.json()["unsearched"] == []
+
+
+@pytest.mark.parametrize("name", ["Policies", "Policies **[click](javascript:alert(1))**"])
+def test_an_answer_from_some_bases_ends_with_a_note_naming_the_missed_ones(world, stubs, bedrock_kb, turn_scene, name):
+    with tenant_context(world.a.tenant):
+        type(bedrock_kb).objects.filter(pk=bedrock_kb.pk).update(name=name)
+    link_both(world, bedrock_kb, turn_scene)
+    fail_with_code(stubs, "ThrottlingException", 429)
+    host = host_with(InProcessKnowledgeGateway())
+    request, context = prepared_turn(world.a, turn_scene["catalogue"], "Within how many days is a refund possible?")
+    events = list(host.run(host.prepare(context.to_headers(), request.to_json())))
+    assert [e.type for e in events][-2:] == ["usage", "done"]
+    answer = "".join(e.text for e in events if isinstance(e, Delta))
+    assert "five days" in answer  # the local base still answered
+    note = answer.rsplit("\n\n", 1)[-1]
+    assert note.startswith("_") and note.endswith(
+        "could not be searched just now, so this answer does not draw on it._"
+    )
+    # The name is the tenant's text: shown as words, never as Markdown that could link or shout.
+    assert "javascript:" not in note or "\\[click\\]" in note
+    assert "Policies" in note
 
 
 # --- document sync ----------------------------------------------------------------------------------
