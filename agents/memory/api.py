@@ -121,8 +121,8 @@ class MemoryViewSet(_MemoryAPI):
         responses={200: MemoryEntrySerializer(many=True), **STORE_FAILED},
         description=(
             "Your own memories and the tenant's shared ones, newest first, a page at a time (never a "
-            "colleague's). For a tenant on AgentCore Memory, at most 100 of each kind are listed: the first "
-            "that AgentCore Memory answers."
+            "colleague's). For a tenant on AgentCore Memory, at most 1,000 of each kind are listed (the first "
+            "that AgentCore Memory answers); `truncated` is true when it holds more."
         ),
     )
     def list(self, request, *args, **kwargs):
@@ -137,7 +137,10 @@ class MemoryViewSet(_MemoryAPI):
             lambda: services.memories_of(actor, scope=scope, agent=agents.get(slug) if slug else None, query=query)
         )
         page = self.paginate_queryset(items)
-        return self.get_paginated_response(MemoryEntrySerializer([i.to_dict() for i in page], many=True).data)
+        response = self.get_paginated_response(MemoryEntrySerializer([i.to_dict() for i in page], many=True).data)
+        # Whether AgentCore Memory holds more than it listed (services.Items): never for the portal's table.
+        response.data["truncated"] = getattr(items, "truncated", False)
+        return response
 
     @extend_schema(
         request=MemoryCreateSerializer,

@@ -413,9 +413,10 @@ def unused_memory_binding(tenant) -> str:
     return ""
 
 
-def agentcore_memories(tenant, user) -> list[stores.ListedMemory] | None:
-    """The member's and the shared memories from the tenant's AgentCore Memory, or None when
-    the tenant's memories are in the local table. Raises stores.StoreUnavailable."""
+def agentcore_memories(tenant, user) -> stores.Listing | None:
+    """The member's and the shared memories from the tenant's AgentCore Memory (at most
+    stores.LIST_CAP of each kind), or None when the tenant's memories are in the local table.
+    Raises stores.StoreUnavailable."""
     store = _agentcore_store(tenant)
     if store is None:
         return None
@@ -452,6 +453,13 @@ class Item:
         }
 
 
+class Items(list):
+    """Memories as the API lists them from AgentCore; `truncated` when AgentCore holds more of a
+    kind than stores.LIST_CAP, which are not among them."""
+
+    truncated = False
+
+
 MINE = "mine"
 SHARED = "shared"
 LIST_SCOPES = (MINE, SHARED)
@@ -467,8 +475,9 @@ def memories_of(actor: Actor, *, scope: str | None = None, agent=None, query: st
     one, in this tenant), newest first; `scope` MINE or SHARED narrows to one kind, `agent`
     to the member's own for that agent, `query` to those whose text contains it (any case).
 
-    The portal's table is filtered in SQL; AgentCore Memory answers at most
-    stores.LIST_LIMIT records of each kind (AgentCoreStore.list, as the Memory page).
+    The portal's table is filtered in SQL and lists everything; from AgentCore Memory at
+    most stores.LIST_CAP records of each kind are listed (AgentCoreStore.list, as the Memory
+    page), and the answer's `truncated` says when there were more.
     Raises MemoryStoreError when the tenant's AgentCore Memory cannot be asked."""
     tenant = require_tenant()
     store = _agentcore_store(tenant)
@@ -481,13 +490,15 @@ def memories_of(actor: Actor, *, scope: str | None = None, agent=None, query: st
             log.warning("memory listing for tenant %s failed: %s", tenant.pk, exc)
             raise _store_error(LIST_FAILED, exc, "Nothing was listed.") from exc
         needle = query.casefold()
-        return [
+        items = Items(
             Item(m.id, m.content, m.namespace, m.created_at)
-            for m in listed
+            for m in listed.memories
             if (wants_shared if m.namespace.shared else wants_mine)
             and (agent is None or m.namespace.agent_slug == agent.slug)
             and needle in m.content.casefold()
-        ]
+        )
+        items.truncated = listed.truncated
+        return items
     mine = Q(user=actor.user) if agent is None else Q(user=actor.user, agent=agent)
     shared = Q(user__isnull=True, namespace=Namespace(tenant.pk).path)
     wanted = [q for q, on in ((mine, wants_mine), (shared, wants_shared)) if on]

@@ -30,10 +30,11 @@
     ``namespacePath`` /tenant/<t>/user/<u>, following ``nextToken`` up to MEMBER_CAP,
     keeping only records whose every namespace is that member's, then (clearing)
     ``batch_delete_memory_records`` with each record's namespace, BATCH_DELETE at a time;
-  - the Memory page lists from AgentCore (``list_memory_records``: the member's
-    namespaces by ``namespacePath`` /tenant/<t>/user/<u>, the shared one by exact
-    ``namespace``), keeping a record only if the member may read one of its
-    namespaces.
+  - the Memory page and the API list from AgentCore (``list_memory_records``: the
+    member's namespaces by ``namespacePath`` /tenant/<t>/user/<u>, the shared one by
+    exact ``namespace``), following ``nextToken`` up to LIST_CAP records of each kind
+    and saying when more remain, keeping a record only if the member may read one of
+    its namespaces.
 
 Every call names the tenant's own ``memory_id``; every namespace is a policy.Namespace
 path. AWS failing (an error answer, no credentials, no connection) is StoreUnavailable,
@@ -48,15 +49,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from agents.memory.models import MAX_CONTENT_CHARS, MemoryRecord
 from agents.memory.policy import Namespace
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 MAX_SCAN = 500
 MAX_K = 20
-LIST_LIMIT = 100  # records per namespace the Memory page lists from AgentCore (its maxResults is 1-100)
+LIST_LIMIT = 100  # records per ListMemoryRecords page (its maxResults is 1-100)
+# Records of each kind (the member's, the shared) the Memory page and the API list from
+# AgentCore: ten pages, so a request stays short; the listing says when there are more.
+LIST_CAP = 1000
 # Records one admin request counts or clears of one member in AgentCore (ten pages of
 # ListMemoryRecords, then BatchDeleteMemoryRecords in batches of at most BATCH_DELETE):
 # a request stays short; the answer says when more remain, and clearing again takes the next ones.
@@ -135,6 +142,15 @@ class ListedMemory:
     content: str
     namespace: Namespace
     created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What the Memory page lists: the records, newest first, and whether AgentCore holds more
+    of a kind than LIST_CAP (those are not listed)."""
+
+    memories: list[ListedMemory]
+    truncated: bool
 
 
 @dataclass(frozen=True)
@@ -246,71 +262,74 @@ class AgentCoreStore:
         found.sort(key=lambda m: -m.score)
         return found[: min(k, MAX_K)]
 
-    def list(self, *, tenant_id: int, user_id: int, limit: int = LIST_LIMIT) -> list[ListedMemory]:
-        """What the Memory page shows member `user_id`: their records (every namespace under
-        /tenant/<t>/user/<u>) and the tenant's shared ones, newest first, at most `limit` each."""
+    def _walk(self, query: dict, keep: Callable[[dict], T | None], cap: int) -> tuple[list[T], bool]:
+        """ListMemoryRecords pages of `query`, following nextToken: what `keep` makes of each
+        summary (None: skipped), at most `cap`, and whether more remain."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from agents.memory.policy import can_read, parse
-
-        queries = [
-            {"namespacePath": Namespace(tenant_id, user_id).path},
-            {"namespace": Namespace(tenant_id).path},
-        ]
-        listed: list[ListedMemory] = []
-        for query in queries:
+        found: list[T] = []
+        token = None
+        while True:
+            page = {"nextToken": token} if token else {}
             try:
-                answer = self.client.list_memory_records(memoryId=self.memory_id, maxResults=limit, **query)
+                answer = self.client.list_memory_records(
+                    memoryId=self.memory_id, maxResults=LIST_LIMIT, **query, **page
+                )
             except (BotoCoreError, ClientError) as exc:
                 raise _unavailable("listing", exc) from exc
             for summary in answer.get("memoryRecordSummaries", []):
-                spaces = [parse(path) for path in summary.get("namespaces", [])]
-                readable = [n for n in spaces if n and can_read(n, tenant_id=tenant_id, user_id=user_id)]
-                text = (summary.get("content") or {}).get("text", "")
-                if not readable or not text:
-                    continue  # a namespace the member may not read is never shown
-                created = summary.get("createdAt")
-                listed.append(
-                    ListedMemory(
-                        id=summary["memoryRecordId"],
-                        content=text[:MAX_CONTENT_CHARS],
-                        namespace=readable[0],
-                        created_at=created if isinstance(created, datetime) else None,
-                    )
-                )
+                kept = keep(summary)
+                if kept is not None:
+                    found.append(kept)
+            token = answer.get("nextToken")
+            if not token or len(found) >= cap:
+                return found[:cap], bool(token) or len(found) > cap
+
+    def list(self, *, tenant_id: int, user_id: int) -> Listing:
+        """What the Memory page shows member `user_id`: their records (every namespace under
+        /tenant/<t>/user/<u>) and the tenant's shared ones, newest first, at most LIST_CAP of each."""
+        from agents.memory.policy import can_read, parse
+
+        def readable(summary: dict) -> ListedMemory | None:
+            spaces = [parse(path) for path in summary.get("namespaces", [])]
+            theirs = [n for n in spaces if n and can_read(n, tenant_id=tenant_id, user_id=user_id)]
+            text = (summary.get("content") or {}).get("text", "")
+            if not theirs or not text:
+                return None  # a namespace the member may not read is never shown
+            created = summary.get("createdAt")
+            return ListedMemory(
+                id=summary["memoryRecordId"],
+                content=text[:MAX_CONTENT_CHARS],
+                namespace=theirs[0],
+                created_at=created if isinstance(created, datetime) else None,
+            )
+
+        listed: list[ListedMemory] = []
+        truncated = False
+        for query in ({"namespacePath": Namespace(tenant_id, user_id).path}, {"namespace": Namespace(tenant_id).path}):
+            found, more = self._walk(query, readable, LIST_CAP)
+            listed.extend(found)
+            truncated = truncated or more
         listed.sort(key=lambda m: m.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
-        return listed
+        return Listing(listed, truncated)
 
     def _member_records(self, *, tenant_id: int, user_id: int, cap: int) -> tuple[list[tuple[str, Namespace]], bool]:
         """The records (id, namespace) of member `user_id` (every namespace of the record is
         one of theirs), following nextToken; at most `cap`, and whether more remain."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         from agents.memory.policy import parse
 
         def theirs(space: Namespace | None) -> bool:
             return space is not None and space.tenant_id == tenant_id and space.user_id == user_id
 
-        path = Namespace(tenant_id, user_id).path
-        found: list[tuple[str, Namespace]] = []
-        token = None
-        while True:
-            query = {"nextToken": token} if token else {}
-            try:
-                answer = self.client.list_memory_records(
-                    memoryId=self.memory_id, namespacePath=path, maxResults=LIST_LIMIT, **query
-                )
-            except (BotoCoreError, ClientError) as exc:
-                raise _unavailable("listing", exc) from exc
-            for summary in answer.get("memoryRecordSummaries", []):
-                spaces = [parse(p) for p in summary.get("namespaces", [])]
-                # A record that is also in a namespace not the member's (the shared one, a
-                # colleague's) is not theirs to count or clear.
-                if spaces and all(theirs(space) for space in spaces):
-                    found.append((summary["memoryRecordId"], spaces[0]))
-            token = answer.get("nextToken")
-            if not token or len(found) >= cap:
-                return found[:cap], bool(token) or len(found) > cap
+        def alone(summary: dict) -> tuple[str, Namespace] | None:
+            spaces = [parse(p) for p in summary.get("namespaces", [])]
+            # A record that is also in a namespace not the member's (the shared one, a
+            # colleague's) is not theirs to count or clear.
+            if spaces and all(theirs(space) for space in spaces):
+                return summary["memoryRecordId"], spaces[0]
+            return None
+
+        return self._walk({"namespacePath": Namespace(tenant_id, user_id).path}, alone, cap)
 
     def count_member(self, *, tenant_id: int, user_id: int, cap: int | None = None) -> tuple[int, bool]:
         """How many records member `user_id` has (at most `cap`, MEMBER_CAP), and whether there are more."""

@@ -45,10 +45,10 @@ def _home(request, shared_form: SharedMemoryForm | None = None, status: int = 20
         in_agentcore = services.agentcore_memories(tenant, request.user)
     except stores.StoreUnavailable as exc:
         log.warning("memory page for tenant %s: AgentCore Memory unavailable: %s", tenant.pk, exc)
-        in_agentcore, store_unavailable = [], True
+        in_agentcore, store_unavailable = None, True
     agentcore = in_agentcore is not None or store_unavailable
     if agentcore:
-        mine, shared = _from_agentcore(in_agentcore or [], agents, chosen)
+        mine, shared = _from_agentcore(in_agentcore.memories if in_agentcore else [], agents, chosen)
     else:
         mine = list(services.own_memories(request.user, chosen).order_by("-created_at", "-id")[:500])
         shared = list(services.shared_memories().order_by("-created_at", "-id")[:500])
@@ -69,6 +69,9 @@ def _home(request, shared_form: SharedMemoryForm | None = None, status: int = 20
         # Bound to AgentCore Memory, but on embedded defaults: this page lists the local table.
         "unused_memory_id": "" if agentcore else services.unused_memory_binding(tenant),
         "store_unavailable": store_unavailable,
+        # AgentCore holds more of a kind than the page lists (stores.LIST_CAP each).
+        "truncated": bool(in_agentcore and in_agentcore.truncated),
+        "list_cap": stores.LIST_CAP,
         "shared_form": shared_form or SharedMemoryForm(),
         "member_counts": _member_counts(request) if admin else [],
         "member_cap": stores.MEMBER_CAP,

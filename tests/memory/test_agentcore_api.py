@@ -349,3 +349,45 @@ def test_records_agentcore_did_not_delete_and_more_beyond_the_cap_are_said(clien
     }
     [entry] = audited(world.a, "memory.cleared")
     assert entry.after == {"deleted": 1, "store": "agentcore", "failed": 1, "more": True}
+
+
+def test_the_list_follows_next_token_for_each_kind(client, world, silo):
+    t, u = world.a.tenant.pk, world.a.member.pk
+    mine, shared = f"/tenant/{t}/user/{u}", f"/tenant/{t}/shared"
+    silo.add_response(
+        "list_memory_records",
+        {"memoryRecordSummaries": [summary(rid(1), "The first page.", mine)], "nextToken": "page-2"},
+        {"memoryId": MEMORY_A, "namespacePath": mine, "maxResults": 100},
+    )
+    silo.add_response(
+        "list_memory_records",
+        listing(summary(rid(2), "The second page.", mine)),
+        {"memoryId": MEMORY_A, "namespacePath": mine, "maxResults": 100, "nextToken": "page-2"},
+    )
+    silo.add_response(
+        "list_memory_records",
+        listing(summary(RECORD, FACT, shared)),
+        {"memoryId": MEMORY_A, "namespace": shared, "maxResults": 100},
+    )
+    body = client.get(URL.format(slug="alpha"), **bearer(world.a, world.a.member)).json()
+    assert {row["id"] for row in body["results"]} == {rid(1), rid(2), RECORD}
+    assert body["truncated"] is False
+
+
+def test_a_list_past_the_cap_says_it_is_not_whole(client, world, silo, monkeypatch):
+    monkeypatch.setattr(stores, "LIST_CAP", 2)
+    t, u = world.a.tenant.pk, world.a.member.pk
+    silo.add_response(
+        "list_memory_records",
+        {"memoryRecordSummaries": [summary(rid(n), "x", f"/tenant/{t}/user/{u}") for n in (1, 2)], "nextToken": "p2"},
+    )
+    silo.add_response("list_memory_records", listing())  # the shared ones
+    body = client.get(URL.format(slug="alpha"), **bearer(world.a, world.a.member)).json()
+    assert len(body["results"]) == 2
+    assert body["truncated"] is True
+
+
+def test_the_local_store_lists_everything_so_is_never_truncated(client, world):
+    entitle(world.a.tenant, world.b.tenant)
+    body = client.get(URL.format(slug="alpha"), **bearer(world.a, world.a.member)).json()
+    assert body["truncated"] is False

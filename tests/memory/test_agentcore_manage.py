@@ -349,3 +349,28 @@ def test_an_error_answer_from_agentcore_is_a_form_error(client, world, silo):
     assert response.status_code == 400
     page = response.content.decode()
     assert "AgentCore Memory did not keep the fact" in page and "AccessDeniedException" in page
+
+
+def test_the_page_says_when_agentcore_holds_more_than_it_lists(client, world, silo, monkeypatch):
+    monkeypatch.setattr(stores, "LIST_CAP", 2)
+    t, u = world.a.tenant.pk, world.a.member.pk
+    silo.add_response(
+        "list_memory_records",
+        {
+            "memoryRecordSummaries": [summary(f"mem-{n:040d}", f"Fact {n}.", f"/tenant/{t}/user/{u}") for n in (1, 2)],
+            "nextToken": "page-2",
+        },
+    )
+    silo.add_response("list_memory_records", listing(summary(RECORD, FACT, f"/tenant/{t}/shared")))
+    client.force_login(world.a.member)
+    page = client.get("/t/alpha/memory/").content.decode()
+    assert 'id="memory-list-truncated"' in page
+    assert "the first 2 of each kind" in page
+    assert "Fact 1." in page and "Fact 2." in page
+
+
+def test_the_page_says_nothing_of_a_cap_when_everything_is_listed(client, world, silo):
+    silo.add_response("list_memory_records", listing())
+    silo.add_response("list_memory_records", listing())
+    client.force_login(world.a.member)
+    assert 'id="memory-list-truncated"' not in client.get("/t/alpha/memory/").content.decode()
