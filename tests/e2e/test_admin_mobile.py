@@ -21,6 +21,7 @@ from billing.models import LimitKind
 from tenants import audit
 from tenants.context import tenant_context
 from tests import factories
+from tests.agents.helpers import make_catalogue, make_turn
 from tests.billing.usage_helpers import at, record_throttle, record_usage
 
 pytestmark = pytest.mark.browser
@@ -130,3 +131,21 @@ def test_an_admins_pages_fit_a_phone_and_the_nav_folds_into_a_menu(busy_tenant, 
         expect(desktop.locator(".nav-menu")).to_be_hidden()
         shot(desktop, f"{name}-1280")
         assert overflow(desktop) <= 0, name
+
+
+def test_a_conversation_fits_a_phone_with_its_actions_wrapped(world, live_server, launch_browser):
+    """Rename, Delete and New conversation sit in one row on a desktop; on a phone that row was
+    wider than the screen and dragged the whole page sideways."""
+    catalogue = make_catalogue(world.a.tenant)
+    conversation, _, _ = make_turn(
+        world.a.tenant, world.a.owner, catalogue.helpdesk, "How many days do customers have to return a product?"
+    )
+    phone = launch_browser().new_context(base_url=live_server.url, viewport=PHONE).new_page()
+    sign_in(phone, world.a.owner.email)
+    phone.goto(f"/t/alpha/chat/{conversation.pk}/")
+    expect(phone.locator("#chat-title")).to_be_visible()
+    shot(phone, "conversation-390")
+    assert overflow(phone) <= 0
+    new = phone.locator(".chat-actions button", has_text="New conversation")
+    box = new.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= PHONE["width"]
