@@ -79,7 +79,9 @@ PROFILES = {
         budget=Decimal("750.00"),  # the $499 Standard fee + up to ~$251 of overage
         alert_percent=80,
         throttles_per_day=1.2,
-        throttle_kinds=(LimitKind.RPM, LimitKind.BUDGET),
+        # Rate limits only: its bill stays under its $750 budget, so a budget refusal would
+        # contradict the dashboard beside it.
+        throttle_kinds=(LimitKind.RPM, LimitKind.TPM),
     ),
     "initech": Profile(
         turns_per_weekday=820,

@@ -201,6 +201,14 @@ def test_seed_usage_is_consistent_and_idempotent(db, monkeypatch):
             budget = TenantBudget.objects.get().monthly_budget
             assert spend.budget_rule(tenant.tier, budget) == spend.BudgetRule.CAPS_OVERAGE, tenant.slug
             assert spend.budget_token_ceiling(tenant.tier, budget) > tenant.tier.included_tokens
+    # No demo month's bill reaches its budget nor its tokens the quota, so no seeded refusal
+    # may be by either: the dashboard would show budget refusals beside a bill under budget.
+    from billing.models import LimitKind, ThrottleEvent
+
+    for tenant in Tenant.objects.filter(slug__in=seed.PROFILES):
+        with tenant_context(tenant):
+            kinds = set(ThrottleEvent.objects.values_list("kind", flat=True))
+        assert not kinds & {LimitKind.BUDGET, LimitKind.QUOTA}, (tenant.slug, kinds)
 
 
 def test_csv_export_by_person_quotes_a_name_that_starts_like_a_formula_after_a_tab(world, client):
