@@ -541,6 +541,8 @@ class MonthOutlook:
     bill: Bill  # the month's bill so far (plan fee + token overage): what the budget gauge shows
     forecast_bill: Bill
     budget_rule: str = BudgetRule.NONE
+    # What the month is billed on (spend.month_plan): a prorated month pools its included tokens.
+    plan: object = None
 
     @property
     def last_day(self) -> dt.date:
@@ -548,19 +550,20 @@ class MonthOutlook:
 
     @property
     def overage_tokens(self) -> int:
-        return max(0, int(self.tokens.used) - self.included_tokens)
+        return spend.overage_tokens(self.plan, int(self.tokens.used))
 
     @property
     def forecast_overage_tokens(self) -> int:
-        return max(0, int(self.tokens.forecast) - self.included_tokens)
+        return spend.overage_tokens(self.plan, int(self.tokens.forecast))
 
     @property
     def forecast_overage_charge(self) -> Decimal:
-        return overage_charge(self.forecast_overage_tokens, self.overage_price_per_1k)
+        return self.forecast_bill.overage
 
     @property
     def overage_charge(self) -> Decimal:
-        return overage_charge(self.overage_tokens, self.overage_price_per_1k)
+        # The bill's overage: in a prorated month, each period's at its own price (spend.bill).
+        return self.bill.overage
 
 
 def forecast(used: Decimal, trailing: Decimal, now: dt.datetime) -> Decimal:
@@ -644,6 +647,7 @@ def month_outlook(tenant, now: dt.datetime | None = None, parts: Slices | None =
         bill=so_far,
         forecast_bill=forecast_bill,
         budget_rule=spend.budget_rule(tier, budget_limit),
+        plan=plan,
     )
 
 
@@ -780,15 +784,31 @@ class OperatorRow:
 
     @property
     def overage_tokens(self) -> int:
+        """The month's tokens billed as overage: past its (pooled, when prorated) included tokens."""
         if not self.billable:
             return 0
-        return max(0, self.tokens - self.plan.included_tokens)
+        return spend.overage_tokens(self.plan, self.tokens)
+
+    @property
+    def prorated(self) -> bool:
+        return isinstance(self.plan, spend.MonthPlan)
+
+    @property
+    def included_tokens(self) -> int:
+        """The month's quota: its pooled included tokens when prorated (spend.MonthPlan.pool)."""
+        return self.plan.pool if self.prorated else self.plan.included_tokens
+
+    @property
+    def current_overage_tokens(self) -> int:
+        # The overage priced at the plan's (the current period's) price; the earlier periods'
+        # overage is priced already (closed_overage).
+        return max(0, self.tokens - self.plan.included_tokens) if self.billable else 0
 
     @property
     def overage(self) -> Decimal:
         # A month whose tier changed (spend.MonthPlan) adds the overage of its earlier tier periods.
         closed = getattr(self.plan, "closed_overage", Decimal("0.00")) if self.billable else Decimal("0.00")
-        return overage_charge(self.overage_tokens, self.plan.overage_price_per_1k_tokens) + closed
+        return overage_charge(self.current_overage_tokens, self.plan.overage_price_per_1k_tokens) + closed
 
     @property
     def revenue(self) -> Decimal:

@@ -18,12 +18,18 @@ overage_price_per_1k_tokens / 1000, rounded half-up to the cent;
 total = base fee + overage.
 
 A tier change during the month prorates it (`tier_periods`, from the TierChange rows the
-tier-change service writes in its transaction): each tier period bills its tier's fee and
-included tokens times its share of the month, by the second (a change takes effect when
-it is made; by the day would bill the day of a change twice or not at all), and its
-overage at its own price for the tokens used in it (by the usage events' times). The
-tenant's bill so far and the budget's token ceiling fold the same periods into one plan
-(billing.spend.month_plan), so the three agree.
+tier-change service writes in its transaction): each tier period bills its tier's fee times
+its share of the month, by the second (a change takes effect when it is made; by the day
+would bill the day of a change twice or not at all), and adds its tier's included tokens
+times that share to the month's **pooled** included tokens (`pool_quota`, the one rule).
+The month's tokens use the pool up in time order (by the usage events' times): a period's
+overage tokens = max(0, its tokens − what is left of the pool when it starts), billed at
+its own tier's overage price. Changing tier alone therefore never bills overage: a month
+whose tokens stay within the pool bills none, whichever period they were used in. A period
+whose fee rounds to $0.00 and that has no overage gets no invoice line. The tenant's bill
+so far, its dashboard, the budget's token ceiling (and the hard quota without overage) and
+the operator's revenue fold the same pooled periods into one plan (billing.spend.month_plan),
+and reconcile_usage checks drafts with `prorated_amounts` of them, so they all agree.
 
 The plan terms (`plan_terms`) are the tier's as they stand while the month runs; each
 draft records them on the invoice, and once the month is over the recorded terms are
@@ -173,6 +179,9 @@ class TierPeriod:
     end: dt.datetime
     share: Decimal
     tokens: int = 0
+    # What is left of the month's pooled included tokens when the period starts (pool_quota);
+    # None: a period on its own, its own included tokens are the pool.
+    pool_left: int | None = None
 
     @property
     def fee(self) -> Decimal:
@@ -180,15 +189,38 @@ class TierPeriod:
 
     @property
     def included_tokens(self) -> int:
+        """The period's share of its tier's included tokens: what it adds to the month's pool."""
         return int((Decimal(self.terms.included_tokens) * self.share).to_integral_value(rounding=ROUND_FLOOR))
 
-    def overage_tokens(self, tokens: int | None = None) -> int:
-        return max(0, int(self.tokens if tokens is None else tokens) - self.included_tokens)
+    @property
+    def allowance(self) -> int:
+        """The included tokens its own tokens may use: what is left of the pool when it starts."""
+        return self.included_tokens if self.pool_left is None else self.pool_left
 
-    def overage(self, tokens: int | None = None) -> Decimal:
-        return (Decimal(self.overage_tokens(tokens)) * Decimal(self.terms.overage_price_per_1k_tokens) / 1000).quantize(
+    def overage_tokens(self) -> int:
+        """Its tokens past the pool (max(0, tokens − pool left when it starts))."""
+        return max(0, int(self.tokens) - self.allowance)
+
+    def overage(self) -> Decimal:
+        """Its overage tokens at its own tier's overage price, rounded half-up to the cent."""
+        return (Decimal(self.overage_tokens()) * Decimal(self.terms.overage_price_per_1k_tokens) / 1000).quantize(
             CENTS, rounding=ROUND_HALF_UP
         )
+
+
+def pool_quota(periods: list[TierPeriod]) -> list[TierPeriod]:
+    """The month's periods with its included tokens pooled: the one rule for a month's overage.
+
+    The pool is the sum of every period's prorated included tokens; the periods use it up in
+    time order, so each starts with what the earlier ones left (`pool_left`) and only its tokens
+    past that are overage, billed at its own tier's price. A tier change alone therefore never
+    bills overage: a month under the pool bills none, whichever period its tokens fell in."""
+    left = sum(p.included_tokens for p in periods)
+    pooled = []
+    for p in periods:
+        pooled.append(dataclasses.replace(p, pool_left=left))
+        left = max(0, left - int(p.tokens))
+    return pooled
 
 
 def _month_bounds(period: dt.date) -> tuple[dt.datetime, dt.datetime]:
@@ -303,7 +335,8 @@ def tier_periods(
 
     Proration is by the second: a plan change takes effect the moment an operator makes it, and
     the day a change happens is otherwise billed twice or not at all. Fee and included tokens
-    are the tier's times its share; overage in each period is at that tier's price."""
+    are the tier's times its share; the included tokens are pooled for the month (pool_quota)
+    and each period's tokens past what is left of the pool are overage at its tier's price."""
     start, end = _month_bounds(period)
     onboarded = onboarding(tenant, period)
     if month is None:
@@ -311,7 +344,7 @@ def tier_periods(
     changes = month.changes.get(tenant.pk, [])
     own_terms = terms or month.terms_of(tenant.tier)
     if not changes and onboarded is None:
-        return [TierPeriod(own_terms, start, end, Decimal(1), int(tokens or 0))]
+        return pool_quota([TierPeriod(own_terms, start, end, Decimal(1), int(tokens or 0))])
     spans = _spans(start, end, changes, tenant.tier_id, onboarded)
     periods = _split(start, end, spans, month, own_terms if not changes else None)
     if tokens is None:
@@ -319,7 +352,7 @@ def tier_periods(
             tokens = period_usage(period)[0]
     counted = list(month.closed_tokens.get(tenant.pk, []))
     counted.append(max(0, int(tokens) - sum(counted)))
-    return [dataclasses.replace(p, tokens=t) for p, t in zip(periods, counted, strict=True)]
+    return pool_quota([dataclasses.replace(p, tokens=t) for p, t in zip(periods, counted, strict=True)])
 
 
 def _spans(start, end, changes, tier_id, onboarding=None) -> list[tuple[dt.datetime, dt.datetime, int]]:
@@ -411,10 +444,15 @@ def _lines(tier, period: dt.date, tokens: int) -> list[InvoiceLine]:
 
 def _prorated_lines(periods: list[TierPeriod]) -> list[InvoiceLine]:
     """A month with tier changes: each period's share of its plan's fee and included tokens,
-    and its overage at its own price (prorated_amounts)."""
+    and its tokens past the month's pooled included tokens at its own price (pool_quota,
+    prorated_amounts). A period that bills nothing (a fee that rounds to $0.00, no overage)
+    gets no line."""
     quota_name = LimitKind.QUOTA.limit_name.lower()
+    pool = sum(p.included_tokens for p in periods)
     lines = []
     for p in periods:
+        if not p.fee and not p.overage_tokens():
+            continue
         when = f"{p.start:%d %b %H:%M}–{p.end:%d %b %H:%M} UTC"
         lines.append(
             InvoiceLine(
@@ -433,8 +471,8 @@ def _prorated_lines(periods: list[TierPeriod]) -> list[InvoiceLine]:
                 InvoiceLine(
                     kind=InvoiceLineKind.TOKEN_OVERAGE,
                     description=(
-                        f"Token overage, {p.terms.name} plan: {p.overage_tokens():,} tokens over the "
-                        f"{quota_name} of {p.included_tokens:,}"
+                        f"Token overage, {p.terms.name} plan: {p.overage_tokens():,} tokens past the "
+                        f"month's pooled {quota_name} of {pool:,}"
                     ),
                     quantity=(Decimal(p.overage_tokens()) / 1000).quantize(Decimal("0.001")),
                     unit_price=Decimal(p.terms.overage_price_per_1k_tokens),

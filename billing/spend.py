@@ -68,9 +68,11 @@ class Bill:
 class MonthPlan:
     """A month with tier changes, as one plan the bill and the budget's ceiling price
     (invoices.prorated_amounts, folded): the prorated fees of every period, the overage of
-    the periods that are over (fixed now), and the current period's included tokens and
-    overage price on the tokens used after the earlier periods' (`included_tokens` counts
-    from the month's start, so it applies to the month's token counter as a tier's does)."""
+    the periods that are over (fixed now), and, for the current period, what is left of the
+    month's pooled included tokens (invoices.pool_quota) and its overage price on the tokens
+    past them. `included_tokens` counts from the month's start (the earlier periods' tokens
+    plus the pool left for the current one, i.e. max(pool, earlier tokens)), so it applies to
+    the month's token counter as a tier's does; without overage it is the hard quota."""
 
     name: str
     monthly_price: Decimal
@@ -78,12 +80,15 @@ class MonthPlan:
     overage_price_per_1k_tokens: Decimal
     overage_allowed: bool
     closed_overage: Decimal
+    closed_overage_tokens: int = 0
+    # The month's pooled included tokens (every period's prorated share): what a page calls its quota.
+    pool: int = 0
 
 
 def month_plan(tenant, month: dt.date | None = None, terms=None, *, tiers=None):
     """What `tenant`'s month is billed on: `terms` (by default its tier), or, when its tier
     changed during the month or it was onboarded in it, the MonthPlan of its tier periods
-    (billing.invoices.tier_periods).
+    (billing.invoices.tier_periods, with the month's included tokens pooled: pool_quota).
     `tiers`: the month's billing.invoices.MonthTiers, when the caller read every tenant's at once."""
     from billing.invoices import month_is_over, tier_periods
 
@@ -97,10 +102,12 @@ def month_plan(tenant, month: dt.date | None = None, terms=None, *, tiers=None):
     return MonthPlan(
         name=current.terms.name,
         monthly_price=sum((p.fee for p in periods), Decimal("0.00")),
-        included_tokens=sum(p.tokens for p in closed) + current.included_tokens,
+        included_tokens=sum(p.tokens for p in closed) + current.allowance,
         overage_price_per_1k_tokens=Decimal(current.terms.overage_price_per_1k_tokens),
         overage_allowed=tenant.tier.overage_allowed if tenant.tier is not None else True,
         closed_overage=sum((p.overage() for p in closed), Decimal("0.00")),
+        closed_overage_tokens=sum(p.overage_tokens() for p in closed),
+        pool=sum(p.included_tokens for p in periods),
     )
 
 
@@ -113,6 +120,13 @@ def onboarded_in(tenant, month: dt.date) -> bool:
 
 def _closed_overage(plan) -> Decimal:
     return getattr(plan, "closed_overage", Decimal("0.00"))
+
+
+def overage_tokens(plan, tokens: int) -> int:
+    """The month's tokens billed as overage on `plan` (a tier or a month_plan) with `tokens`
+    used: past the (pooled) included tokens, the earlier tier periods' included."""
+    plan = _plan(plan)
+    return max(0, int(tokens) - int(plan.included_tokens)) + getattr(plan, "closed_overage_tokens", 0)
 
 
 def bill(tier, tokens: int) -> Bill:

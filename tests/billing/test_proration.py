@@ -1,6 +1,7 @@
 """A tier change during a month prorates it: each tier's fee and included tokens by the share of
-the month (by the second) spent on it, and the overage of each tier period at that tier's price
-for the tokens used while on it. The invoice, the bill so far and the budget's ceiling agree."""
+the month (by the second) spent on it. The included tokens are pooled for the month and used up
+in time order; the tokens past the pool are overage at the price of the tier period they were
+used in (test_pooled_quota). The invoice, the bill so far and the budget's ceiling agree."""
 
 from __future__ import annotations
 
@@ -64,52 +65,54 @@ def test_it_prorates_a_mid_month_upgrade_by_the_second(plans):
     tenant = plans.a.tenant
     # Basic for 246 of 720 hours, Pro for 474.
     moves(tenant, (at(11, 6), plans.basic, plans.pro))
-    use(tenant, at(5), 1500)  # on Basic: 1,025 included, 475 over at $1 / 1k = $0.475 → $0.48
-    use(tenant, at(20), 7000)  # on Pro: 5,925 included, 1,075 over at $0.50 / 1k = $0.5375 → $0.54
+    # 1,025 + 5,925 = 6,950 pooled included tokens.
+    use(tenant, at(5), 1500)  # on Basic: within the pool, 5,450 of it left
+    use(tenant, at(20), 7000)  # on Pro: 1,550 past the pool at $0.50 / 1k = $0.775 → $0.78
     invoice = inv.draft_invoice(tenant, NOVEMBER)
     # Fees: $30 × 246/720 = $10.25 and $90 × 474/720 = $59.25.
-    assert amounts(invoice) == (Decimal("69.50"), Decimal("1.02"), Decimal("70.52"))
+    assert amounts(invoice) == (Decimal("69.50"), Decimal("0.78"), Decimal("70.28"))
     with tenant_context(tenant):
         lines = list(InvoiceLine.objects.filter(invoice=invoice).order_by("id").values_list("kind", "amount"))
     assert lines == [
         ("base_fee", Decimal("10.25")),
-        ("token_overage", Decimal("0.48")),
         ("base_fee", Decimal("59.25")),
-        ("token_overage", Decimal("0.54")),
+        ("token_overage", Decimal("0.78")),
     ]
     # The bill so far and the operator's revenue are the invoice's.
     with tenant_context(tenant):
         month = spend.month_spend(tenant, NOVEMBER)
     assert (month.bill.fee, month.bill.overage, month.bill.total) == amounts(invoice)
     with all_tenants("test"):
-        assert {r.tenant.slug: r.revenue for r in d.operator_rows(NOVEMBER)}[tenant.slug] == Decimal("70.52")
+        assert {r.tenant.slug: r.revenue for r in d.operator_rows(NOVEMBER)}[tenant.slug] == Decimal("70.28")
     with tenant_context(tenant):
-        assert "70.52" in inv.invoice_csv([invoice])
+        assert "70.28" in inv.invoice_csv([invoice])
 
 
 def test_it_prorates_a_mid_month_downgrade(plans):
     tenant = plans.a.tenant
-    # Pro for 480 of 720 hours ($60.00, 6,000 included), Basic for 240 ($10.00, 1,000 included).
+    # Pro for 480 of 720 hours ($60.00, 6,000 included), Basic for 240 ($10.00, 1,000 included):
+    # 7,000 pooled included tokens.
     moves(tenant, (at(21), plans.pro, plans.basic))
-    use(tenant, at(3), 6500)  # 500 over at $0.50 / 1k: $0.25
-    use(tenant, at(25), 1200)  # 200 over at $1 / 1k: $0.20
+    use(tenant, at(3), 6500)  # within the pool, 500 of it left
+    use(tenant, at(25), 1200)  # 700 past the pool, used on Basic: at $1 / 1k, $0.70
     invoice = inv.draft_invoice(tenant, NOVEMBER)
-    assert amounts(invoice) == (Decimal("70.00"), Decimal("0.45"), Decimal("70.45"))
+    assert amounts(invoice) == (Decimal("70.00"), Decimal("0.70"), Decimal("70.70"))
     with tenant_context(tenant):
-        assert spend.month_spend(tenant, NOVEMBER).bill.total == Decimal("70.45")
+        assert spend.month_spend(tenant, NOVEMBER).bill.total == Decimal("70.70")
 
 
 def test_two_changes_in_one_month_make_three_tier_periods(plans):
     tenant = plans.a.tenant
-    # Basic 246 h, Pro 240 h, Basic 234 h: $10.25 + $30.00 + $9.75; 1,025, 3,000 and 975 included.
+    # Basic 246 h, Pro 240 h, Basic 234 h: $10.25 + $30.00 + $9.75; 1,025, 3,000 and 975 included,
+    # 5,000 pooled.
     moves(tenant, (at(11, 6), plans.basic, plans.pro), (at(21, 6), plans.pro, plans.basic))
-    use(tenant, at(5), 1500)  # 475 over at $1: $0.475 → $0.48
-    use(tenant, at(15), 3000)  # within Pro's 3,000
-    use(tenant, at(25), 2000)  # 1,025 over at $1: $1.025 → $1.03
+    use(tenant, at(5), 1500)  # within the pool: 3,500 left
+    use(tenant, at(15), 3000)  # within the pool: 500 left
+    use(tenant, at(25), 2000)  # 1,500 past the pool at $1: $1.50
     invoice = inv.draft_invoice(tenant, NOVEMBER)
-    assert amounts(invoice) == (Decimal("50.00"), Decimal("1.51"), Decimal("51.51"))
+    assert amounts(invoice) == (Decimal("50.00"), Decimal("1.50"), Decimal("51.50"))
     with tenant_context(tenant):
-        assert spend.month_spend(tenant, NOVEMBER).bill.total == Decimal("51.51")
+        assert spend.month_spend(tenant, NOVEMBER).bill.total == Decimal("51.50")
 
 
 def test_a_change_at_the_month_boundary_bills_the_month_wholly_on_the_new_tier(plans):
@@ -127,10 +130,10 @@ def test_the_budgets_ceiling_is_the_prorated_bill_at_the_budget(plans):
     use(tenant, at(5), 1500)
     with tenant_context(tenant):
         plan = spend.month_plan(tenant, NOVEMBER)
-    # $69.50 of fees and $0.48 of Basic's overage leave $1.04 of a $71.02 budget: 2,080 Pro tokens
-    # past the 1,500 used on Basic and Pro's 5,925 included.
+    # $69.50 of fees leave $1.52 of a $71.02 budget: 3,040 Pro tokens past the month's 6,950
+    # pooled included tokens (1,025 + 5,925; the 1,500 used on Basic are within them).
     ceiling = spend.budget_token_ceiling(plan, Decimal("71.02"))
-    assert ceiling == 1500 + 5925 + 2080
+    assert ceiling == 1025 + 5925 + 3040
     assert spend.bill(plan, ceiling).total == Decimal("71.02")
     assert spend.bill(plan, ceiling + 1000).total > Decimal("71.02")
 
@@ -147,7 +150,7 @@ def test_the_tier_change_service_records_the_change_with_the_tier_it_left(plans,
 
 def _moved_tenant(plans, slug: str):
     """A tenant moved from Basic to Pro on 11 November, 06:00, with usage on both tiers:
-    $70.52 for November (test_it_prorates_a_mid_month_upgrade_by_the_second)."""
+    $70.28 for November (test_it_prorates_a_mid_month_upgrade_by_the_second)."""
     tenant = factories.make_tenant(slug, tier=plans.basic)
     moves(tenant, (at(11, 6), plans.basic, plans.pro))
     use(tenant, at(5), 1500)
@@ -172,12 +175,12 @@ def test_the_operator_table_reads_every_tenants_tier_periods_in_a_fixed_number_o
         use(side.tenant, at(5), 1500)
         use(side.tenant, at(20), 7000)
     two, revenue = _operator_table_queries(NOVEMBER)
-    assert revenue == {plans.a.tenant.slug: Decimal("70.52"), plans.b.tenant.slug: Decimal("70.52")}
+    assert revenue == {plans.a.tenant.slug: Decimal("70.28"), plans.b.tenant.slug: Decimal("70.28")}
     for n in range(4):
         _moved_tenant(plans, f"moved-{n}")
     six, revenue = _operator_table_queries(NOVEMBER)
     assert len(revenue) == 6
-    assert set(revenue.values()) == {Decimal("70.52")}
+    assert set(revenue.values()) == {Decimal("70.28")}
     assert six == two
     for n in range(2):  # and tenants whose tier did not change: their whole month on Basic
         factories.make_tenant(f"stayed-{n}", tier=plans.basic)
@@ -220,16 +223,17 @@ def test_a_tenant_onboarded_mid_month_pays_the_fee_and_gets_the_tokens_from_its_
 def test_an_onboarding_and_a_tier_change_in_one_month_prorate_together(plans):
     # Onboarded on Basic on 11 November, 06:00 (Basic until 21 November, 06:00: 240 h, $10.00,
     # 1,000 included), then Pro for 234 h ($29.25, 2,925 included); nothing before onboarding.
+    # 3,925 pooled included tokens.
     tenant = onboarded(factories.make_tenant("late-mover", tier=plans.basic), at(11, 6))
     moves(tenant, (at(21, 6), plans.basic, plans.pro))
-    use(tenant, at(15), 1200)  # 200 over on Basic at $1 / 1k: $0.20
-    use(tenant, at(25), 3000)  # 75 over on Pro at $0.50 / 1k: $0.0375 → $0.04
+    use(tenant, at(15), 1200)  # within the pool: 2,725 left
+    use(tenant, at(25), 3000)  # 275 past the pool on Pro at $0.50 / 1k: $0.1375 → $0.14
     invoice = inv.draft_invoice(tenant, NOVEMBER)
-    assert amounts(invoice) == (Decimal("39.25"), Decimal("0.24"), Decimal("39.49"))
+    assert amounts(invoice) == (Decimal("39.25"), Decimal("0.14"), Decimal("39.39"))
     with tenant_context(tenant):
-        assert spend.month_spend(tenant, NOVEMBER).bill.total == Decimal("39.49")
+        assert spend.month_spend(tenant, NOVEMBER).bill.total == Decimal("39.39")
     with all_tenants("test"):
-        assert {r.tenant.slug: r.revenue for r in d.operator_rows(NOVEMBER)}["late-mover"] == Decimal("39.49")
+        assert {r.tenant.slug: r.revenue for r in d.operator_rows(NOVEMBER)}["late-mover"] == Decimal("39.39")
 
 
 def reprice(operator, tier, monthly: str, included: int, per_1k: str):
@@ -261,12 +265,12 @@ def test_a_prorated_closed_month_keeps_each_tiers_prices_in_force_then(plans, op
     moves(tenant, (at(11, 6), plans.basic, plans.pro))
     use(tenant, at(5), 1500)
     use(tenant, at(20), 7000)
-    assert amounts(inv.draft_invoice(tenant, NOVEMBER))[2] == Decimal("70.52")
+    assert amounts(inv.draft_invoice(tenant, NOVEMBER))[2] == Decimal("70.28")
     reprice(operator, plans.basic, "60.00", 1000, "2")
     reprice(operator, plans.pro, "180.00", 1000, "2")
     invoice = inv.draft_invoice(tenant, NOVEMBER)
-    assert amounts(invoice) == (Decimal("69.50"), Decimal("1.02"), Decimal("70.52"))
+    assert amounts(invoice) == (Decimal("69.50"), Decimal("0.78"), Decimal("70.28"))
     with tenant_context(tenant):
-        assert spend.month_spend(tenant, NOVEMBER).bill.total == Decimal("70.52")
+        assert spend.month_spend(tenant, NOVEMBER).bill.total == Decimal("70.28")
     with all_tenants("test"):
-        assert {r.tenant.slug: r.revenue for r in d.operator_rows(NOVEMBER)}[tenant.slug] == Decimal("70.52")
+        assert {r.tenant.slug: r.revenue for r in d.operator_rows(NOVEMBER)}[tenant.slug] == Decimal("70.28")
