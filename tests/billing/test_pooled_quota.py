@@ -117,3 +117,19 @@ def test_the_invoice_the_bill_so_far_and_the_operators_revenue_agree_on_a_pooled
     assert (row.revenue, row.overage_tokens, row.overage) == (invoice.total, 200_000, Decimal("100.00"))
     assert row.included_tokens == 1_500_000  # the quota the operator's tenant page names: the pool
     assert (table.revenue, table.overage_tokens, table.overage) == (invoice.total, 200_000, Decimal("100.00"))
+
+
+def test_the_operators_tenant_page_names_a_prorated_months_fees_as_prorated(world, operator, client):
+    """Its revenue line named the tier of today ("Premium fee") for a fee that was half Standard's."""
+    from django.utils import timezone
+
+    tenant = world.a.tenant
+    standard = factories.make_tier("standard-p", monthly_price=Decimal("500.00"), included_tokens=1_000_000)
+    premium = factories.make_tier("premium-p", monthly_price=Decimal("1000.00"), included_tokens=2_000_000)
+    tenant.tier = standard
+    tenant.save()
+    moves(tenant, (timezone.now() - dt.timedelta(seconds=1), standard, premium))
+    client.force_login(operator)
+    page = client.get(f"/operator/billing/tenants/{tenant.slug}/").content.decode()
+    assert "plan fees, prorated over this month's tiers" in page
+    assert "Premium-p fee" not in page and "premium-p fee" not in page.lower()
