@@ -1,4 +1,5 @@
-"""A person removed from the tenant (or moved to a role that may not chat) stops receiving a
+"""A person removed from the tenant (or moved to a role that may not chat, or whose tenant the
+operator suspends) stops receiving a
 turn's events promptly, even while the answer keeps streaming: an open stream re-checks their
 access within STREAM_ACCESS_CHECK_SECONDS of the change, and the turn's stream token no longer
 opens the fast path (a reconnect goes through Django, which refuses it). Over the database
@@ -19,7 +20,8 @@ from agents import streaming, views
 from agents.models import MessageStatus
 from tenants import services as tenant_services
 from tenants.context import tenant_context
-from tenants.models import Membership
+from tenants.models import Membership, TenantStatus
+from tests import factories
 from tests.agents.helpers import make_turn
 from tests.agents.test_stream_token import scope, token_url
 from tests.agents.test_streaming import events_url, frames, relay  # noqa: F401  (fixture reused)
@@ -51,6 +53,16 @@ def demote_to_billing(world) -> None:
     with tenant_context(world.a.tenant):
         membership = Membership.objects.get(user=world.a.member)
         tenant_services.change_role(actor(world.a, "owner"), membership, "billing")
+
+
+def suspend(world) -> None:
+    operator = factories.make_user("operator@portal.test", is_staff=True, is_superuser=True)
+    tenant_services.set_tenant_status(operator, world.a.tenant, TenantStatus.SUSPENDED, "Unpaid invoices")
+
+
+CHANGES = pytest.mark.parametrize(
+    "change", [remove, demote_to_billing, suspend], ids=["removed", "demoted to billing", "suspended"]
+)
 
 
 def stream_while_access_changes(client, world, turn, change) -> tuple[str, float]:
@@ -87,7 +99,7 @@ def stream_while_access_changes(client, world, turn, change) -> tuple[str, float
     return async_to_sync(asyncio.wait_for)(run(), STREAMING_FOR + 20)
 
 
-@pytest.mark.parametrize("change", [remove, demote_to_billing], ids=["removed", "demoted to billing"])
+@CHANGES
 def test_a_stream_ends_promptly_once_its_reader_may_no_longer_chat(client, world, turn, settings, change):
     settings.SSE_STREAM_MAX_SECONDS = STREAMING_FOR + 10
     body, ended_after = stream_while_access_changes(client, world, turn, change)
@@ -95,7 +107,7 @@ def test_a_stream_ends_promptly_once_its_reader_may_no_longer_chat(client, world
     assert len([kind for _, kind, _ in frames(body) if kind == "delta"]) < 5 * ENDS_WITHIN
 
 
-@pytest.mark.parametrize("change", [remove, demote_to_billing], ids=["removed", "demoted to billing"])
+@CHANGES
 def test_a_reconnect_after_the_change_is_refused(client, world, turn, change):
     url = token_url(world, turn)
     change(world)
