@@ -20,7 +20,7 @@ from agents import streaming, views
 from agents.models import MessageStatus
 from tenants import services as tenant_services
 from tenants.context import tenant_context
-from tenants.models import Membership, TenantStatus
+from tenants.models import Membership, TenantStatus, User
 from tests import factories
 from tests.agents.helpers import make_turn
 from tests.agents.test_stream_token import scope, token_url
@@ -58,6 +58,13 @@ def demote_to_billing(world) -> None:
 def suspend(world) -> None:
     operator = factories.make_user("operator@portal.test", is_staff=True, is_superuser=True)
     tenant_services.set_tenant_status(operator, world.a.tenant, TenantStatus.SUSPENDED, "Unpaid invoices")
+
+
+def deactivate(world) -> None:
+    """As the Django admin's user form does it: the whole user saved (ModelAdmin.save_model)."""
+    member = User.objects.get(pk=world.a.member.pk)
+    member.is_active = False
+    member.save()
 
 
 CHANGES = pytest.mark.parametrize(
@@ -99,7 +106,11 @@ def stream_while_access_changes(client, world, turn, change) -> tuple[str, float
     return async_to_sync(asyncio.wait_for)(run(), STREAMING_FOR + 20)
 
 
-@CHANGES
+@pytest.mark.parametrize(
+    "change",
+    [remove, demote_to_billing, suspend, deactivate],
+    ids=["removed", "demoted to billing", "suspended", "deactivated"],
+)
 def test_a_stream_ends_promptly_once_its_reader_may_no_longer_chat(client, world, turn, settings, change):
     settings.SSE_STREAM_MAX_SECONDS = STREAMING_FOR + 10
     body, ended_after = stream_while_access_changes(client, world, turn, change)
@@ -115,6 +126,12 @@ def test_a_reconnect_after_the_change_is_refused(client, world, turn, change):
     assert client.get(events_url(turn)).status_code in (403, 404)
     assert client.get(url).status_code in (403, 404)
     assert views.signed_stream(scope(url)) is None  # the fast path does not open it either
+
+
+def test_a_stream_token_made_before_a_deactivation_no_longer_opens_the_fast_path(world, turn):
+    url = token_url(world, turn)
+    deactivate(world)
+    assert views.signed_stream(scope(url)) is None
 
 
 def test_a_change_to_someone_else_leaves_a_stream_open(client, world, turn, settings):
