@@ -42,7 +42,8 @@ STREAM_POLL_MS = 1000
 # delay deliveries by over a second (`make bench`); events themselves need no query.
 STREAM_STATUS_CHECK_SECONDS = 15
 # How often an open stream, quiet or not, looks whether its tenant's access generation moved
-# (agents.streaming.access_changed: a member removed, a role changed, a conversation deleted)
+# (agents.streaming.access_changed: a member removed, a role changed, a conversation deleted,
+# the tenant suspended)
 # and, only then, asks the database whether its reader may still read the turn. So a reader
 # whose access ended gets nothing more within about STREAM_ACCESS_CHECK_SECONDS plus one poll
 # (STREAM_POLL_MS): about 2 s. Before sending events, so none read after the change go out.
@@ -275,11 +276,11 @@ def message_fragment(request, message_id):
 # authentication, exactly as before, so every 401/403/404 answer stays the same. A token
 # lets its holder read that one turn's events for STREAM_TOKEN_SECONDS, no more; a
 # stream re-checks tenant, membership and turn whenever it has been quiet for
-# STREAM_STATUS_CHECK_SECONDS, so a suspension still ends it. A token is also signed over
-# the tenant's access generation (agents.streaming.access_changed): once a member is
-# removed, a role changed or a conversation deleted, tokens made before stop opening the
-# fast path (a reconnect goes through Django, which checks everything), and open streams
-# re-check their reader within STREAM_ACCESS_CHECK_SECONDS.
+# STREAM_STATUS_CHECK_SECONDS. A token is also signed over the tenant's access generation
+# (agents.streaming.access_changed): once a member is removed or deactivated, a role
+# changed, a conversation deleted or the tenant suspended, tokens made before stop opening
+# the fast path (a reconnect goes through Django, which checks everything), and open
+# streams re-check their reader within STREAM_ACCESS_CHECK_SECONDS.
 
 STREAM_TOKEN_PARAM = "st"
 # Longer than a turn may run (RUNTIME_TIMEOUT_SECONDS), short should a URL leak into a log.

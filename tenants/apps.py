@@ -6,4 +6,4 @@ class TenantsConfig(AppConfig):
     verbose_name = "Tenancy"
 
     def ready(self):
-        from tenants import checks, rls  # noqa: F401  (registers the system check and post_migrate hook)
+        from tenants import checks, rls, signals  # noqa: F401  (the system check, post_migrate and save hooks)

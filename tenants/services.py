@@ -651,6 +651,11 @@ def set_tenant_status(operator: User, tenant: Tenant, status: str, reason: str =
         if status == TenantStatus.ACTIVE:
             # Active again: it owes the running month's plan fee, as the revenue table counts it.
             _redraft_running_month([tenant])
+        if status == TenantStatus.SUSPENDED:
+            # Its members' open streams end at their next re-check (it refuses a suspended
+            # tenant), not at the quiet-stream status check, and their stream tokens stop
+            # opening the fast path.
+            _streams_recheck_access(tenant)
     return tenant
 
 
