@@ -7,6 +7,15 @@ from __future__ import annotations
 
 import functools
 
+# allauth registers its admin pages on import; this module replaces some (see the end).
+from allauth.account.admin import EmailAddressAdmin as AllauthEmailAddressAdmin
+from allauth.account.models import EmailAddress
+from allauth.mfa.admin import AuthenticatorAdmin as AllauthAuthenticatorAdmin
+from allauth.mfa.models import Authenticator
+from allauth.socialaccount.admin import SocialAccountAdmin as AllauthSocialAccountAdmin
+from allauth.socialaccount.admin import SocialAppAdmin as AllauthSocialAppAdmin
+from allauth.socialaccount.admin import SocialTokenAdmin as AllauthSocialTokenAdmin
+from allauth.socialaccount.models import SocialAccount, SocialApp, SocialToken
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
@@ -195,3 +204,44 @@ class AuditLogAdmin(ReadOnlyAcrossTenants):
     list_display = ["created_at", "action", "actor_email", "tenant", "target_repr", "ip_address"]
     list_filter = ["action"]
     search_fields = ["action", "actor_email", "target_repr"]
+
+
+# --- allauth's own pages: they bind an address, an IdP identity or a second factor to an
+# account. An edit there would hand the account to whoever holds that address, identity or
+# device, with no audit entry: operators look here and change accounts on the User page
+# (whose address change replaces the account's addresses, audited). allauth's "mark as
+# verified" action goes too: a verified address is what SSO links an IdP identity by.
+# SocialApp rows are copies of the tenants' SSO connections (tenants/identity/sso.py keeps
+# them in sync; the connections are edited, audited, on the tenant's SSO page), so they only
+# look as well: an edit here would be overwritten, or point a tenant's sign-in elsewhere.
+
+
+class EmailAddressAdmin(NoWrites, AllauthEmailAddressAdmin):
+    actions = []
+
+
+class SocialAccountAdmin(NoWrites, AllauthSocialAccountAdmin):
+    pass
+
+
+class SocialTokenAdmin(NoWrites, AllauthSocialTokenAdmin):
+    pass
+
+
+class SocialAppAdmin(NoWrites, AllauthSocialAppAdmin):
+    pass
+
+
+class AuthenticatorAdmin(NoWrites, AllauthAuthenticatorAdmin):
+    pass
+
+
+for _model, _admin in (
+    (EmailAddress, EmailAddressAdmin),
+    (SocialAccount, SocialAccountAdmin),
+    (SocialToken, SocialTokenAdmin),
+    (SocialApp, SocialAppAdmin),
+    (Authenticator, AuthenticatorAdmin),
+):
+    admin.site.unregister(_model)
+    admin.site.register(_model, _admin)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 from allauth.account.models import EmailAddress
+from allauth.mfa.models import Authenticator
+from allauth.socialaccount.models import SocialAccount, SocialApp, SocialToken
 from django.contrib.auth.models import Group, Permission
 
 from portal.operator import services as operator_services
@@ -88,3 +90,55 @@ def test_it_audits_a_groups_permission_change(client, world, operator):
         {"permissions": []},
         {"permissions": ["tenants.view_tenant"]},
     )
+
+
+# --- allauth's pages only look ----------------------------------------------------------------
+
+
+@pytest.fixture
+def bindings(world):
+    """One of each of allauth's rows that ties something to tenant B's admin."""
+    user = world.b.admin
+    app = SocialApp.objects.create(provider="openid_connect", provider_id="tenant-bravo", name="Bravo", client_id="c")
+    account = SocialAccount.objects.create(user=user, provider="tenant-bravo", uid="okta|b-admin")
+    return {
+        "account/emailaddress": EmailAddress.objects.get(user=user),
+        "socialaccount/socialaccount": account,
+        "socialaccount/socialtoken": SocialToken.objects.create(app=app, account=account, token="t"),
+        "socialaccount/socialapp": app,
+        "mfa/authenticator": Authenticator.objects.create(user=user, type="totp", data={"secret": "s"}),
+    }
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "account/emailaddress",
+        "socialaccount/socialaccount",
+        "socialaccount/socialtoken",
+        "socialaccount/socialapp",
+        "mfa/authenticator",
+    ],
+)
+def test_allauths_binding_pages_show_but_refuse_adding_changing_and_deleting(client, world, operator, bindings, page):
+    row = bindings[page]
+    client.force_login(operator)
+    assert client.get(f"/admin/{page}/").status_code == 200
+    assert client.get(f"/admin/{page}/{row.pk}/change/").status_code == 200
+    # Whatever the form holds, the answer is no: the user field points at the operator.
+    takeover = {"user": str(operator.pk), "email": "evil@attacker.test", "verified": "on", "primary": "on"}
+    assert client.post(f"/admin/{page}/{row.pk}/change/", takeover).status_code == 403
+    assert client.post(f"/admin/{page}/add/", takeover).status_code == 403
+    assert client.post(f"/admin/{page}/{row.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert type(row).objects.filter(pk=row.pk).exists()
+
+
+def test_the_mark_as_verified_action_is_gone(client, world, operator):
+    unproven = EmailAddress.objects.create(user=world.b.member, email="second@bravo.test", verified=False)
+    client.force_login(operator)
+    assert "make_verified" not in client.get("/admin/account/emailaddress/").content.decode()
+
+    client.post("/admin/account/emailaddress/", {"action": "make_verified", "_selected_action": [str(unproven.pk)]})
+
+    unproven.refresh_from_db()
+    assert not unproven.verified
