@@ -7,11 +7,26 @@ from __future__ import annotations
 
 import functools
 
+# allauth registers its admin pages on import; this module replaces some (see the end).
+from allauth.account.admin import EmailAddressAdmin as AllauthEmailAddressAdmin
+from allauth.account.models import EmailAddress
+from allauth.mfa.admin import AuthenticatorAdmin as AllauthAuthenticatorAdmin
+from allauth.mfa.models import Authenticator
+from allauth.socialaccount.admin import SocialAccountAdmin as AllauthSocialAccountAdmin
+from allauth.socialaccount.admin import SocialAppAdmin as AllauthSocialAppAdmin
+from allauth.socialaccount.admin import SocialTokenAdmin as AllauthSocialTokenAdmin
+from allauth.socialaccount.models import SocialAccount, SocialApp, SocialToken
 from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.db import models
 from django.urls import reverse
 from django.utils.html import format_html
 
+from tenants.audit import client_ip
 from tenants.context import all_tenants
 from tenants.models import AuditLog, Invitation, Membership, Tenant, Tier, User
 
@@ -52,8 +67,49 @@ class ReadOnlyAcrossTenants(NoWrites):
         return self.model.unscoped.all()
 
 
+def _unproven_elsewhere(form) -> str:
+    from portal.operator import services as operator_services
+
+    email = form.cleaned_data["email"].strip().lower()
+    if operator_services.address_taken_by_another_account(form.instance, email):
+        raise ValidationError("Another account has proven this address; it cannot belong to two accounts.")
+    return email
+
+
+class OperatorUserChangeForm(UserChangeForm):
+    clean_email = _unproven_elsewhere
+
+
+class OperatorUserCreationForm(AdminUserCreationForm):
+    clean_email = _unproven_elsewhere
+
+
+def _audit_value(value):
+    """A field's value as the audit shows it: groups by name, permissions as app.codename."""
+    if isinstance(value, models.QuerySet | list | tuple):
+        return sorted(_audit_value(item) for item in value)
+    if isinstance(value, Group):
+        return value.name
+    if hasattr(value, "codename"):  # a Permission
+        return f"{value.content_type.app_label}.{value.codename}"
+    return value
+
+
+def changed_fields(form, fields) -> tuple[dict, dict]:
+    """before/after of the `fields` an admin form changed (never the password: not listed)."""
+    changed = [name for name in fields if name in form.changed_data]
+    before = {name: _audit_value(form.initial.get(name)) for name in changed if name in form.initial}
+    after = {name: _audit_value(form.cleaned_data.get(name)) for name in changed}
+    return before, after
+
+
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
+    """Operators edit accounts here. Every save is audited (user.changed_by_operator), and an
+    address the operator sets replaces the ones allauth knows for the account."""
+
+    form = OperatorUserChangeForm
+    add_form = OperatorUserCreationForm
     ordering = ["email"]
     list_display = ["email", "full_name", "is_staff", "is_active", "date_joined"]
     search_fields = ["email", "full_name"]
@@ -63,6 +119,39 @@ class UserAdmin(BaseUserAdmin):
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
+
+    def save_model(self, request, obj, form, change):
+        from portal.operator import services as operator_services
+
+        super().save_model(request, obj, form, change)
+        if not change or "email" in form.changed_data:
+            operator_services.replace_email_addresses(obj, obj.email)
+
+    def save_related(self, request, form, formsets, change):
+        from portal.operator import services as operator_services
+
+        super().save_related(request, form, formsets, change)  # groups and permissions: saved now
+        before, after = changed_fields(form, operator_services.ACCOUNT_FIELDS)
+        operator_services.record_account_change(
+            request.user, form.instance, before=before, after=after, created=not change, ip=client_ip(request)
+        )
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(BaseGroupAdmin):
+    """A group's permissions are every member's: changes to them are audited."""
+
+    def save_related(self, request, form, formsets, change):
+        from portal.operator import services as operator_services
+
+        super().save_related(request, form, formsets, change)
+        before, after = changed_fields(form, ("name", "permissions"))
+        operator_services.record_group_change(
+            request.user, form.instance, before=before, after=after, ip=client_ip(request)
+        )
 
 
 class EditInTheConsole(NoWrites):
@@ -115,3 +204,44 @@ class AuditLogAdmin(ReadOnlyAcrossTenants):
     list_display = ["created_at", "action", "actor_email", "tenant", "target_repr", "ip_address"]
     list_filter = ["action"]
     search_fields = ["action", "actor_email", "target_repr"]
+
+
+# --- allauth's own pages: they bind an address, an IdP identity or a second factor to an
+# account. An edit there would hand the account to whoever holds that address, identity or
+# device, with no audit entry: operators look here and change accounts on the User page
+# (whose address change replaces the account's addresses, audited). allauth's "mark as
+# verified" action goes too: a verified address is what SSO links an IdP identity by.
+# SocialApp rows are copies of the tenants' SSO connections (tenants/identity/sso.py keeps
+# them in sync; the connections are edited, audited, on the tenant's SSO page), so they only
+# look as well: an edit here would be overwritten, or point a tenant's sign-in elsewhere.
+
+
+class EmailAddressAdmin(NoWrites, AllauthEmailAddressAdmin):
+    actions = []
+
+
+class SocialAccountAdmin(NoWrites, AllauthSocialAccountAdmin):
+    pass
+
+
+class SocialTokenAdmin(NoWrites, AllauthSocialTokenAdmin):
+    pass
+
+
+class SocialAppAdmin(NoWrites, AllauthSocialAppAdmin):
+    pass
+
+
+class AuthenticatorAdmin(NoWrites, AllauthAuthenticatorAdmin):
+    pass
+
+
+for _model, _admin in (
+    (EmailAddress, EmailAddressAdmin),
+    (SocialAccount, SocialAccountAdmin),
+    (SocialToken, SocialTokenAdmin),
+    (SocialApp, SocialAppAdmin),
+    (Authenticator, AuthenticatorAdmin),
+):
+    admin.site.unregister(_model)
+    admin.site.register(_model, _admin)

@@ -41,6 +41,9 @@ ACTION_LABELS: dict[str, str] = {
     "membership.created": "Member joined",
     "membership.role_changed": "Member's role changed",
     "membership.removed": "Member removed",
+    # accounts and permission groups, changed by the provider's staff in the Django admin
+    "user.changed_by_operator": "Account changed by an operator",
+    "group.changed_by_operator": "Permission group changed by an operator",
     # single sign-on
     "sso.created": "Single sign-on set up",
     "sso.updated": "Single sign-on changed",

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from tenants import audit, entitlements
 from tenants.context import all_tenants
-from tenants.models import AuditLog, Tenant, User
+from tenants.models import AuditLog, Membership, Tenant, User
 from tenants.services import OPERATOR_REASON, ServiceError
 
 READ_ACTION = "operator.viewed"
@@ -123,3 +123,74 @@ def set_features(
                 ip=ip,
             )
     return tenant
+
+
+# --- accounts changed in the Django admin ------------------------------------------------------
+
+ACCOUNT_CHANGED = "user.changed_by_operator"
+# What an operator may change on an account in the Django admin and the audit shows. Never
+# the password: its hash is not something to copy into a log anybody reads.
+ACCOUNT_FIELDS = ("email", "full_name", "is_active", "is_staff", "is_superuser", "groups", "user_permissions")
+
+
+def address_taken_by_another_account(user: User | None, email: str) -> bool:
+    """Has an account other than `user` proven `email` (a verified allauth address)? Then it
+    cannot become `user`'s: the address finds that account for password resets and SSO."""
+    from allauth.account.models import EmailAddress
+
+    others = EmailAddress.objects.filter(email__iexact=email, verified=True)
+    if user is not None and user.pk is not None:
+        others = others.exclude(user_id=user.pk)
+    return others.exists()
+
+
+def replace_email_addresses(user: User, email: str) -> None:
+    """Make `email` the only address allauth knows for `user`: verified and primary.
+
+    allauth looks accounts up by its EmailAddress rows, not by User.email: an old row left
+    behind would still reset this account's password and link a sign-in through the old
+    domain's IdP to it (tenants/identity/sso.py, accounts_with_email). The new address
+    counts as verified because the operator who typed it vouches for it, as an invitation
+    link does for an invitee's (tenants.services.record_proven_address)."""
+    from allauth.account.models import EmailAddress
+
+    email = email.strip().lower()
+    if address_taken_by_another_account(user, email):
+        raise ServiceError(f"Another account has proven {email}.")
+    with transaction.atomic():
+        EmailAddress.objects.filter(user=user).exclude(email__iexact=email).delete()
+        address = EmailAddress.objects.add_email(None, user, email)
+        if not address.set_verified():
+            raise ServiceError(f"Another account has proven {email}.")
+        if not address.primary:
+            address.primary = True
+            address.save(update_fields=["primary"])
+
+
+def record_account_change(
+    operator: User, user: User, *, before: dict, after: dict, created: bool = False, ip: str | None = None
+) -> list[AuditLog]:
+    """Audit an operator's change to `user`'s account (`before`/`after`: the fields that
+    changed) in the platform's log and in the log of every tenant `user` is a member of:
+    their admins see when the provider's staff changed one of their people."""
+    if not before and not after:
+        return []
+    if created:
+        after = {**after, "created": True}
+    with all_tenants(OPERATOR_REASON):
+        tenants = [None, *Tenant.objects.filter(pk__in=Membership.unscoped.filter(user=user).values("tenant_id"))]
+        return [
+            audit.record(ACCOUNT_CHANGED, actor=operator, tenant=tenant, target=user, before=before, after=after, ip=ip)
+            for tenant in tenants
+        ]
+
+
+GROUP_CHANGED = "group.changed_by_operator"
+
+
+def record_group_change(operator: User, group, *, before: dict, after: dict, ip: str | None = None) -> AuditLog | None:
+    """Audit an operator's change to a permission group (the Django admin's) in the platform's log."""
+    if not before and not after:
+        return None
+    with all_tenants(OPERATOR_REASON):
+        return audit.record(GROUP_CHANGED, actor=operator, target=group, before=before, after=after, ip=ip)
