@@ -17,6 +17,7 @@ from allauth.socialaccount.admin import SocialAppAdmin as AllauthSocialAppAdmin
 from allauth.socialaccount.admin import SocialTokenAdmin as AllauthSocialTokenAdmin
 from allauth.socialaccount.models import SocialAccount, SocialApp, SocialToken
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
@@ -135,6 +136,22 @@ class UserAdmin(BaseUserAdmin):
         operator_services.record_account_change(
             request.user, form.instance, before=before, after=after, created=not change, ip=client_ip(request)
         )
+
+    def user_change_password(self, request, id, form_url=""):
+        """The admin's "set password" page: a password an operator sets is audited (that it was
+        set, never what it is). Django redirects only once the new password is saved."""
+        from portal.operator import services as operator_services
+
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and response.status_code == 302:
+            user = self.get_object(request, unquote(id))
+            if user is not None:
+                # Django 5.1's form may also switch password sign-in off for the account.
+                what = "set by an operator" if user.has_usable_password() else "disabled by an operator"
+                operator_services.record_account_change(
+                    request.user, user, before={}, after={"password": what}, ip=client_ip(request)
+                )
+        return response
 
 
 admin.site.unregister(Group)

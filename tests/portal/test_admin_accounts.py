@@ -142,3 +142,28 @@ def test_the_mark_as_verified_action_is_gone(client, world, operator):
 
     unproven.refresh_from_db()
     assert not unproven.verified
+
+
+def test_it_audits_a_password_an_operator_sets_without_the_password(client, world, operator):
+    user = world.a.member
+    client.force_login(operator)
+    secret = "An0ther-long-passphrase!"
+    response = client.post(
+        f"/admin/tenants/user/{user.pk}/password/",
+        {"password1": secret, "password2": secret, "usable_password": "true"},
+    )
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.check_password(secret)
+    [entry] = audit_entries(world.a.tenant, CHANGED)
+    assert (entry.actor, entry.target_id) == (operator, str(user.pk))
+    assert entry.after == {"password": "set by an operator"}
+    assert secret not in str(entry.before) + str(entry.after)
+    assert [e.target_id for e in platform_entries(CHANGED)] == [str(user.pk)]
+
+
+def test_a_refused_password_form_records_nothing(client, world, operator):
+    client.force_login(operator)
+    response = client.post(f"/admin/tenants/user/{world.a.member.pk}/password/", {"password1": "x", "password2": "y"})
+    assert response.status_code == 200
+    assert audit_entries(world.a.tenant, CHANGED) == []
