@@ -41,6 +41,16 @@ def runtime_url_validator(value: str) -> None:
         raise ValidationError("The runtime URL may not carry credentials, a query or a fragment.")
 
 
+# A tenant's AWS region travels to the runtime in a header (…-Custom-Region) and names AWS
+# endpoints: only a region's shape (us-east-1, us-gov-west-1, us-isob-east-1) is kept, so no
+# value can carry a line break or a space into a request.
+region_validator = RegexValidator(
+    r"\A[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]\Z",
+    "Enter an AWS region such as us-east-1 or eu-west-2.",
+    flags=re.ASCII,
+)
+
+
 queue_validator = RegexValidator(r"^[a-z0-9][a-z0-9._-]{0,62}$", "Use lowercase letters, digits, '.', '_' and '-'.")
 
 
@@ -277,7 +287,7 @@ class Tenant(PlatformModel):
     name = models.CharField(max_length=150)
     tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="tenants")
     deployment_model = models.CharField(max_length=10, choices=DeploymentModel.choices, default=DeploymentModel.POOL)
-    region = models.CharField(max_length=32, default="us-east-1")
+    region = models.CharField(max_length=32, default="us-east-1", validators=[region_validator])
     status = models.CharField(max_length=10, choices=TenantStatus.choices, default=TenantStatus.ACTIVE)
     suspended_reason = models.CharField(max_length=300, blank=True)
     resource_bindings = models.JSONField(default=dict, blank=True)

@@ -7,7 +7,15 @@ from django import forms
 
 from tenants.entitlements import FEATURES
 from tenants.identity import operator_tokens
-from tenants.models import BINDING_KEYS, DeploymentModel, Tenant, Tier, runtime_url_validator, slug_validator
+from tenants.models import (
+    BINDING_KEYS,
+    DeploymentModel,
+    Tenant,
+    Tier,
+    region_validator,
+    runtime_url_validator,
+    slug_validator,
+)
 
 
 class TenantCreateForm(forms.Form):
@@ -15,7 +23,7 @@ class TenantCreateForm(forms.Form):
     slug = forms.CharField(max_length=50, validators=[slug_validator], help_text="Used in URLs: /t/<slug>/")
     tier = forms.ModelChoiceField(queryset=Tier.objects.all(), empty_label=None)
     deployment_model = forms.ChoiceField(choices=DeploymentModel.choices)
-    region = forms.CharField(max_length=32, initial="us-east-1")
+    region = forms.CharField(max_length=32, initial="us-east-1", validators=[region_validator])
     owner_email = forms.EmailField(required=False, help_text="Receives an owner invitation.")
 
     def clean_slug(self):
@@ -29,7 +37,7 @@ class TenantUpdateForm(forms.Form):
     name = forms.CharField(max_length=150)
     tier = forms.ModelChoiceField(queryset=Tier.objects.all(), empty_label=None)
     deployment_model = forms.ChoiceField(choices=DeploymentModel.choices)
-    region = forms.CharField(max_length=32)
+    region = forms.CharField(max_length=32, validators=[region_validator])
     runtime_arn = forms.CharField(required=False, max_length=300, label="Runtime ARN (agentcore)")
     runtime_url = forms.CharField(
         required=False,
