@@ -160,6 +160,22 @@ class Tier(PlatformModel):
             raise ValidationError({"default_features": f"Unknown features: {', '.join(sorted(unknown))}"})
         if not isinstance(self.allowed_models, list) or not all(isinstance(m, str) and m for m in self.allowed_models):
             raise ValidationError({"allowed_models": "A list of model ids."})
+        errors = {}
+        # Operators, tenants and invoices know a tier by its name: two that read alike are one too many.
+        name = (self.name or "").strip()
+        same_name = Tier.objects.exclude(pk=self.pk).filter(name__iexact=name).first() if name else None
+        if same_name is not None:
+            errors["name"] = f"Another tier is called {same_name.name}."
+        # A tenant's dedicated queue is its own workers': a tier's tenants sent there would share them.
+        if self.celery_queue:
+            for tenant in Tenant.objects.select_related("tier").order_by("slug"):
+                if tenant.own_queue() == self.celery_queue:
+                    errors["celery_queue"] = (
+                        f"{self.celery_queue} is the dedicated queue of {tenant.name} ({tenant.slug})."
+                    )
+                    break
+        if errors:
+            raise ValidationError(errors)
 
 
 # The embedded development runtime (AGENT_RUNTIME=local, `make run`'s default): the reference

@@ -757,6 +757,42 @@ def test_it_answers_400_to_a_new_tier_with_bad_values_and_saves_nothing(client, 
     assert platform_audit_entries("tier.created") == []
 
 
+@pytest.mark.parametrize("name", ["Standard-Test", "standard-TEST", "  STANDARD-TEST "])
+def test_it_answers_400_to_a_new_tier_named_as_another_whatever_the_case(client, world, operator, name):
+    client.force_login(operator)
+    response = client.post("/operator/tiers/new/", tier_form(name=name, allowed_models=""))
+    assert response.status_code == 400
+    assert response.context["form"].errors["name"] == ["Another tier is called Standard-Test."]
+    assert not Tier.objects.filter(slug="enterprise").exists()
+    assert platform_audit_entries("tier.created") == []
+
+
+def test_it_lets_a_tier_keep_its_own_name_in_another_case(client, world, operator):
+    client.force_login(operator)
+    form = tier_form(slug="standard-test", name="STANDARD-test", allowed_models="", celery_queue="tier-standard-test")
+    response = client.post("/operator/tiers/standard-test/", form)
+    assert response.status_code == 302
+    assert Tier.objects.get(slug="standard-test").name == "STANDARD-test"
+
+
+def test_it_answers_400_to_a_tier_queue_that_is_a_tenants_dedicated_queue(client, world, operator):
+    Tenant.objects.filter(pk=world.a.tenant.pk).update(
+        deployment_model="silo", resource_bindings={"celery_queue": "alpha-own"}
+    )
+    client.force_login(operator)
+    response = client.post("/operator/tiers/new/", tier_form(celery_queue="alpha-own", allowed_models=""))
+    assert response.status_code == 400
+    assert response.context["form"].errors["celery_queue"] == ["alpha-own is the dedicated queue of Alpha Inc (alpha)."]
+    assert not Tier.objects.filter(slug="enterprise").exists()
+    with pytest.raises(services.ServiceError):
+        services.save_tier(operator, Tier(**{**tier_fields(), "celery_queue": "alpha-own"}))
+    assert not Tier.objects.filter(slug="enterprise").exists()
+
+
+def tier_fields() -> dict:
+    return {"name": "Enterprise", "slug": "enterprise", "celery_queue": "tier-enterprise"}
+
+
 def test_it_answers_400_to_a_tier_edit_with_a_negative_price_and_changes_nothing(client, world, operator):
     client.force_login(operator)
     response = client.post("/operator/tiers/standard-test/", tier_form(slug="standard-test", monthly_price="-10"))
