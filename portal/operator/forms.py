@@ -220,11 +220,14 @@ class TierForm(forms.ModelForm):
     def clean_raise_budgets_for(self) -> dict[int, Decimal]:
         raw = self.cleaned_data.get("raise_budgets_for") or ""
         agreed = {}
+        # A budget's own rules (a finite, non-negative amount of cents), so no tampered amount
+        # such as sNaN or 1e999 reaches the comparison with the fee (a 500) or the budget.
+        amount_field = forms.DecimalField(max_digits=12, decimal_places=2, min_value=0)
         try:
             for item in filter(None, raw.split(",")):
                 pk, amount = item.split(":")
-                agreed[int(pk)] = Decimal(amount)
-        except (ValueError, ArithmeticError):
+                agreed[int(pk)] = amount_field.clean(amount)
+        except (ValueError, ArithmeticError, forms.ValidationError):
             # Only a tampered post gets here (the page writes this field itself); a hidden
             # field's error would not show, so it is the form's.
             self.add_error(None, "The budget raises agreed to could not be read: save again to be asked again.")
