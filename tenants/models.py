@@ -395,9 +395,18 @@ class Tenant(PlatformModel):
                 errors.setdefault("celery_queue", []).append(f"{queue} is the queue of {other.name} ({other.slug}).")
         return errors
 
+    def name_error(self) -> str | None:
+        """Why the tenant may not have its name: another tenant has it, in any case (operators,
+        invoices and the audit log know a tenant by its name)."""
+        name = (self.name or "").strip()
+        other = Tenant.objects.exclude(pk=self.pk).filter(name__iexact=name).first() if name else None
+        return f"A tenant called {other.name} exists ({other.slug})." if other else None
+
     def clean(self):
         from tenants.entitlements import unknown_features
 
+        if error := self.name_error():
+            raise ValidationError({"name": error})
         if not isinstance(self.resource_bindings, dict):
             raise ValidationError({"resource_bindings": "An object of resource names."})
         extra = set(self.resource_bindings) - set(BINDING_KEYS)

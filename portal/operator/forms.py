@@ -26,6 +26,12 @@ class TenantCreateForm(forms.Form):
     region = forms.CharField(max_length=32, initial="us-east-1", validators=[region_validator])
     owner_email = forms.EmailField(required=False, help_text="Receives an owner invitation.")
 
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if error := Tenant(name=name).name_error():
+            raise forms.ValidationError(error)
+        return name
+
     def clean_slug(self):
         slug = self.cleaned_data["slug"]
         if Tenant.objects.filter(slug=slug).exists():
@@ -105,6 +111,12 @@ class TenantUpdateForm(forms.Form):
         form.fields["feature_grants"].choices = [(k, v) for k, v in FEATURES.items() if k in grantable]
         form.fields["feature_revocations"].choices = [(k, v) for k, v in FEATURES.items() if k in revocable]
         return form
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if error := Tenant(pk=self.tenant.pk, name=name).name_error():
+            raise forms.ValidationError(error)
+        return name
 
     def clean(self):
         cleaned = super().clean()

@@ -513,6 +513,31 @@ def test_it_answers_400_with_the_error_to_a_duplicate_slug(client, world, operat
     assert platform_audit_entries("tenant.created") == []
 
 
+@pytest.mark.parametrize("name", ["Alpha Inc", "alpha inc", "  ALPHA INC  "])
+def test_it_answers_400_with_the_error_to_a_duplicate_name_whatever_the_case(client, world, operator, name):
+    client.force_login(operator)
+    response = client.post("/operator/tenants/new/", tenant_form(name=name))
+    assert response.status_code == 400
+    assert response.context["form"].errors["name"] == ["A tenant called Alpha Inc exists (alpha)."]
+    assert not Tenant.objects.filter(slug="charlie").exists()
+    assert platform_audit_entries("tenant.created") == []
+
+
+def test_it_refuses_renaming_a_tenant_as_another_and_keeps_its_name(client, world, operator):
+    client.force_login(operator)
+    data = {"name": "BRAVO inc", "tier": world.a.tenant.tier_id, "deployment_model": "pool", "region": "us-east-1"}
+    response = client.post("/operator/tenants/alpha/", data)
+    assert response.status_code == 400
+    assert response.context["form"].errors["name"] == ["A tenant called Bravo Inc exists (bravo)."]
+    assert Tenant.objects.get(slug="alpha").name == "Alpha Inc"
+
+
+def test_the_service_refuses_a_duplicate_tenant_name_too(world, operator):
+    with pytest.raises(services.ServiceError, match="A tenant called Alpha Inc exists"):
+        services.create_tenant(operator, slug="charlie", name="ALPHA INC", tier=world.a.tenant.tier)
+    assert not Tenant.objects.filter(slug="charlie").exists()
+
+
 def test_it_answers_400_to_a_malformed_slug(client, world, operator):
     client.force_login(operator)
     response = client.post("/operator/tenants/new/", tenant_form(slug="Charlie Ltd!"))
