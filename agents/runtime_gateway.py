@@ -21,7 +21,7 @@ from agents.models import Invocation, MessageStatus, ModelOffering
 from portal.text import without_nul
 from tenants import entitlements
 from tenants.context import require_tenant
-from tenants.models import Tenant
+from tenants.models import Tenant, region_validator
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,10 @@ def tenant_context_headers(tenant: Tenant, *, session_id: str, user_id) -> dict[
     """The tenant context a turn's calls carry (to the runtime, and to a tenant's AgentCore
     Gateway): tenant, tier, region, deployment model, entitlements, flags, session, user."""
     prefix = "X-Amzn-Bedrock-AgentCore-Runtime-Custom-"
+    if not region_validator.regex.search(tenant.region or ""):
+        # Forms and services refuse such a region; a row written around them (or before the
+        # check) must still not put a line break or a space into the runtime's headers.
+        raise RuntimeRejected("This organisation's AWS region is not valid: an operator must correct it.")
     features = sorted(entitlements.effective_entitlements(tenant))
     return {
         f"{prefix}Tenant-Id": str(tenant.pk),

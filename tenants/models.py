@@ -41,6 +41,16 @@ def runtime_url_validator(value: str) -> None:
         raise ValidationError("The runtime URL may not carry credentials, a query or a fragment.")
 
 
+# A tenant's AWS region travels to the runtime in a header (…-Custom-Region) and names AWS
+# endpoints: only a region's shape (us-east-1, us-gov-west-1, us-isob-east-1) is kept, so no
+# value can carry a line break or a space into a request.
+region_validator = RegexValidator(
+    r"\A[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]\Z",
+    "Enter an AWS region such as us-east-1 or eu-west-2.",
+    flags=re.ASCII,
+)
+
+
 queue_validator = RegexValidator(r"^[a-z0-9][a-z0-9._-]{0,62}$", "Use lowercase letters, digits, '.', '_' and '-'.")
 
 
@@ -150,6 +160,22 @@ class Tier(PlatformModel):
             raise ValidationError({"default_features": f"Unknown features: {', '.join(sorted(unknown))}"})
         if not isinstance(self.allowed_models, list) or not all(isinstance(m, str) and m for m in self.allowed_models):
             raise ValidationError({"allowed_models": "A list of model ids."})
+        errors = {}
+        # Operators, tenants and invoices know a tier by its name: two that read alike are one too many.
+        name = (self.name or "").strip()
+        same_name = Tier.objects.exclude(pk=self.pk).filter(name__iexact=name).first() if name else None
+        if same_name is not None:
+            errors["name"] = f"Another tier is called {same_name.name}."
+        # A tenant's dedicated queue is its own workers': a tier's tenants sent there would share them.
+        if self.celery_queue:
+            for tenant in Tenant.objects.select_related("tier").order_by("slug"):
+                if tenant.own_queue() == self.celery_queue:
+                    errors["celery_queue"] = (
+                        f"{self.celery_queue} is the dedicated queue of {tenant.name} ({tenant.slug})."
+                    )
+                    break
+        if errors:
+            raise ValidationError(errors)
 
 
 # The embedded development runtime (AGENT_RUNTIME=local, `make run`'s default): the reference
@@ -277,7 +303,7 @@ class Tenant(PlatformModel):
     name = models.CharField(max_length=150)
     tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="tenants")
     deployment_model = models.CharField(max_length=10, choices=DeploymentModel.choices, default=DeploymentModel.POOL)
-    region = models.CharField(max_length=32, default="us-east-1")
+    region = models.CharField(max_length=32, default="us-east-1", validators=[region_validator])
     status = models.CharField(max_length=10, choices=TenantStatus.choices, default=TenantStatus.ACTIVE)
     suspended_reason = models.CharField(max_length=300, blank=True)
     resource_bindings = models.JSONField(default=dict, blank=True)
@@ -369,9 +395,18 @@ class Tenant(PlatformModel):
                 errors.setdefault("celery_queue", []).append(f"{queue} is the queue of {other.name} ({other.slug}).")
         return errors
 
+    def name_error(self) -> str | None:
+        """Why the tenant may not have its name: another tenant has it, in any case (operators,
+        invoices and the audit log know a tenant by its name)."""
+        name = (self.name or "").strip()
+        other = Tenant.objects.exclude(pk=self.pk).filter(name__iexact=name).first() if name else None
+        return f"A tenant called {other.name} exists ({other.slug})." if other else None
+
     def clean(self):
         from tenants.entitlements import unknown_features
 
+        if error := self.name_error():
+            raise ValidationError({"name": error})
         if not isinstance(self.resource_bindings, dict):
             raise ValidationError({"resource_bindings": "An object of resource names."})
         extra = set(self.resource_bindings) - set(BINDING_KEYS)

@@ -782,7 +782,11 @@ def save_tier(operator: User, tier: Tier, ip: str | None = None, *, raise_budget
     creating = tier.pk is None
     stored = None if creating else Tier.objects.get(pk=tier.pk)
     before = {} if creating else audit.snapshot(stored, TIER_FIELDS)
-    tier.full_clean()
+    try:
+        tier.full_clean()
+    except ValidationError as exc:
+        # Shown to the operator by field (a form error, a problem document), never a 500.
+        raise ServiceError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages) from exc
     tier.repriced_invoices = 0  # how many running-month drafts the save redrew (for the message)
     tier.budgets_raised = []
     with transaction.atomic():

@@ -104,6 +104,8 @@ def _validate_settings(name: str, description: str, backend: str, chunk_size: in
         errors["name"] = "At most 100 characters."
     # The screens pass raw form values (the API's serializer rejects these itself); PostgreSQL
     # cannot store a NUL character, so without this check it would fail the save with a 500.
+    if len(description.strip()) > 500:
+        errors["description"] = "At most 500 characters."
     for field, value in (("name", name), ("description", description)):
         if "\x00" in value:
             errors[field] = "Null characters are not allowed."
@@ -135,7 +137,7 @@ def create_knowledge_base(
         with transaction.atomic():
             kb = KnowledgeBase.objects.create(
                 name=name,
-                description=description.strip()[:500],
+                description=description.strip(),
                 backend=backend,
                 chunk_size=chunk_size,
                 chunk_overlap=chunk_overlap,
@@ -160,7 +162,7 @@ def update_knowledge_base(actor: Actor, kb: KnowledgeBase, *, name: str, descrip
     if KnowledgeBase.objects.filter(name__iexact=name).exclude(pk=kb.pk).exists():
         raise ServiceError({"name": "A knowledge base with this name exists already."})
     before = {"name": kb.name, "description": kb.description}
-    kb.name, kb.description = name, description.strip()[:500]
+    kb.name, kb.description = name, description.strip()
     with transaction.atomic():
         kb.save(update_fields=["name", "description", "updated_at"])
         audit.record(

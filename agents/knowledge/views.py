@@ -39,12 +39,24 @@ def _document_or_404(request, document_id) -> Document:
 
 
 def _int_field(value, default: int) -> int:
+    """A whole number typed in a form; empty is `default`; anything else is -1, which the
+    service refuses with its range (never quietly the default)."""
     text = str(value or "").strip()
-    return int(text) if text.isascii() and text.isdigit() and len(text) < 7 else default
+    if not text:
+        return default
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 7 else -1
+
+
+CREATE_FIELDS = ("name", "description", "backend", "chunk_size", "chunk_overlap")
 
 
 @tenant_view(Action.MANAGE_KNOWLEDGE)
 def home(request):
+    return _home(request)
+
+
+def _home(request, *, typed: dict | None = None, errors: dict | None = None):
+    """The knowledge page; after a refused new knowledge base, with what was typed and why (400)."""
     from django.db.models import Count
 
     from agents import services as agent_services
@@ -64,25 +76,30 @@ def home(request):
         "backends": Backend.choices,
         # Bound to its own Bedrock knowledge base, but on embedded defaults: the portal's index serves it.
         "unused_kb_id": bedrock.unused_binding(request.tenant),
+        "typed": typed or {"backend": Backend.LOCAL, "chunk_size": "1200", "chunk_overlap": "150"},
+        "errors": errors or {},
+        "form_errors": (errors or {}).get("__all__", []),
     }
-    return render(request, "knowledge/home.html", context)
+    return render(request, "knowledge/home.html", context, status=400 if errors else 200)
 
 
 @require_POST
 @tenant_view(Action.MANAGE_KNOWLEDGE)
 def kb_create(request):
+    typed = {field: request.POST.get(field, "") for field in CREATE_FIELDS}
     try:
         kb = services.create_knowledge_base(
             Actor.from_request(request),
-            name=request.POST.get("name", "")[:200],
-            description=request.POST.get("description", "")[:1000],
-            backend=request.POST.get("backend", Backend.LOCAL),
-            chunk_size=_int_field(request.POST.get("chunk_size"), 1200),
-            chunk_overlap=_int_field(request.POST.get("chunk_overlap"), 150),
+            name=typed["name"],
+            description=typed["description"],
+            backend=typed["backend"] or Backend.LOCAL,
+            chunk_size=_int_field(typed["chunk_size"], 1200),
+            chunk_overlap=_int_field(typed["chunk_overlap"], 150),
         )
     except ServiceError as exc:
-        messages.error(request, exc.text)
-        return redirect("knowledge:home", tenant_slug=request.tenant.slug)
+        # Shown beside the fields, the form filled with what was typed (a redirect lost it).
+        errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+        return _home(request, typed=typed, errors=errors)
     messages.success(request, f"Knowledge base “{kb.name}” created. Add documents to it below.")
     return redirect("knowledge:detail", tenant_slug=request.tenant.slug, kb_id=kb.pk)
 

@@ -24,7 +24,7 @@ from billing import invoices as inv
 from billing.accounting import month_start, next_month
 from billing.models import Invoice, InvoiceStatus, LimitKind
 from billing.views import PALETTE, dashboard_context, invoice_context, invoice_download
-from portal.operator.views import audited_read, operator_view
+from portal.operator.views import audited_read, list_filter, operator_view
 from tenants.audit import client_ip, spreadsheet_safe
 from tenants.context import tenant_context
 from tenants.models import Tenant
@@ -196,18 +196,17 @@ def billing_tenant(request, slug):
 
 @operator_view
 def billing_invoices(request):
-    status = request.GET.get("status", "")
+    status, error = list_filter(request, "status", InvoiceStatus.values)
     invoices = Invoice.unscoped.select_related("tenant").order_by("-period", "tenant__name")
-    error = ""
     month = None
     if request.GET.get("month"):
         try:
             month = d.parse_month(request.GET.get("month"))
         except d.BadQuery as exc:
-            error = exc.message
+            error = error or exc.message
         else:
             invoices = invoices.filter(period=month)
-    if status in InvoiceStatus.values:
+    if status:
         invoices = invoices.filter(status=status)
     page = Paginator(invoices, PER_PAGE).get_page(request.GET.get("page"))
     last_month = month_start(month_start() - dt.timedelta(days=1))

@@ -7,7 +7,15 @@ from django import forms
 
 from tenants.entitlements import FEATURES
 from tenants.identity import operator_tokens
-from tenants.models import BINDING_KEYS, DeploymentModel, Tenant, Tier, runtime_url_validator, slug_validator
+from tenants.models import (
+    BINDING_KEYS,
+    DeploymentModel,
+    Tenant,
+    Tier,
+    region_validator,
+    runtime_url_validator,
+    slug_validator,
+)
 
 
 class TenantCreateForm(forms.Form):
@@ -15,8 +23,14 @@ class TenantCreateForm(forms.Form):
     slug = forms.CharField(max_length=50, validators=[slug_validator], help_text="Used in URLs: /t/<slug>/")
     tier = forms.ModelChoiceField(queryset=Tier.objects.all(), empty_label=None)
     deployment_model = forms.ChoiceField(choices=DeploymentModel.choices)
-    region = forms.CharField(max_length=32, initial="us-east-1")
+    region = forms.CharField(max_length=32, initial="us-east-1", validators=[region_validator])
     owner_email = forms.EmailField(required=False, help_text="Receives an owner invitation.")
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if error := Tenant(name=name).name_error():
+            raise forms.ValidationError(error)
+        return name
 
     def clean_slug(self):
         slug = self.cleaned_data["slug"]
@@ -29,7 +43,7 @@ class TenantUpdateForm(forms.Form):
     name = forms.CharField(max_length=150)
     tier = forms.ModelChoiceField(queryset=Tier.objects.all(), empty_label=None)
     deployment_model = forms.ChoiceField(choices=DeploymentModel.choices)
-    region = forms.CharField(max_length=32)
+    region = forms.CharField(max_length=32, validators=[region_validator])
     runtime_arn = forms.CharField(required=False, max_length=300, label="Runtime ARN (agentcore)")
     runtime_url = forms.CharField(
         required=False,
@@ -97,6 +111,12 @@ class TenantUpdateForm(forms.Form):
         form.fields["feature_grants"].choices = [(k, v) for k, v in FEATURES.items() if k in grantable]
         form.fields["feature_revocations"].choices = [(k, v) for k, v in FEATURES.items() if k in revocable]
         return form
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if error := Tenant(pk=self.tenant.pk, name=name).name_error():
+            raise forms.ValidationError(error)
+        return name
 
     def clean(self):
         cleaned = super().clean()
@@ -212,11 +232,14 @@ class TierForm(forms.ModelForm):
     def clean_raise_budgets_for(self) -> dict[int, Decimal]:
         raw = self.cleaned_data.get("raise_budgets_for") or ""
         agreed = {}
+        # A budget's own rules (a finite, non-negative amount of cents), so no tampered amount
+        # such as sNaN or 1e999 reaches the comparison with the fee (a 500) or the budget.
+        amount_field = forms.DecimalField(max_digits=12, decimal_places=2, min_value=0)
         try:
             for item in filter(None, raw.split(",")):
                 pk, amount = item.split(":")
-                agreed[int(pk)] = Decimal(amount)
-        except (ValueError, ArithmeticError):
+                agreed[int(pk)] = amount_field.clean(amount)
+        except (ValueError, ArithmeticError, forms.ValidationError):
             # Only a tampered post gets here (the page writes this field itself); a hidden
             # field's error would not show, so it is the form's.
             self.add_error(None, "The budget raises agreed to could not be read: save again to be asked again.")

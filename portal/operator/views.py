@@ -60,6 +60,19 @@ def _ip(request):
     return client_ip(request)
 
 
+def list_filter(request, name: str, allowed) -> tuple[str, str]:
+    """The query parameter `name` of a list page's filter and the error to show (then answer
+    400): "" for absent or empty (no filter); a value outside `allowed` is refused, naming the
+    values it takes, since ignoring it would list every row as if no filter had been asked for.
+    The console's pages share it, as the API shares portal.api.choice_param."""
+    raw = request.GET.get(name, "")
+    allowed = [str(value) for value in allowed]
+    if raw == "" or raw in allowed:
+        return raw, ""
+    shown = "".join(ch for ch in raw[:40] if ch.isprintable())
+    return "", f"Unknown {name} “{shown}”; use one of: {', '.join(allowed)}."
+
+
 def audited_read(request, response, page: str, tenant: Tenant | None = None):
     """`response`, once the operator's read of one tenant's data (or of every tenant's, `tenant`
     None) is in the audit log. Recorded after rendering, so a page does not list its own visit."""
@@ -71,12 +84,16 @@ def audited_read(request, response, page: str, tenant: Tenant | None = None):
 def tenants(request):
     # PostgreSQL refuses NUL bytes in a query parameter (a 500); no name contains one.
     query = request.GET.get("q", "").replace("\x00", "").strip()[:100]
+    status, error = list_filter(request, "status", TenantStatus.values)
     rows = Tenant.objects.select_related("tier").order_by("name")
     if query:
         rows = rows.filter(Q(name__icontains=query) | Q(slug__icontains=query))
+    if status:
+        rows = rows.filter(status=status)
     counts = dict(Membership.unscoped.values_list("tenant_id").annotate(n=Count("id")).values_list("tenant_id", "n"))
     table = [{"tenant": t, "members": counts.get(t.pk, 0)} for t in rows]
-    return render(request, "operator/tenants.html", {"table": table, "q": query, "tiers": Tier.objects.count()})
+    context = {"table": table, "q": query, "status": status, "error": error, "tiers": Tier.objects.count()}
+    return render(request, "operator/tenants.html", context, status=400 if error else 200)
 
 
 @operator_view

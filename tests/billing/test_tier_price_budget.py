@@ -199,3 +199,18 @@ def test_an_agreement_that_does_not_parse_is_a_form_error_not_a_500(client, team
     assert "could not be read" in response.context["form"].non_field_errors()[0]
     assert "could not be read" in text(response)
     assert price(team.tier) == Decimal("100.00")
+
+
+@pytest.mark.parametrize("amount", ["sNaN", "NaN", "Infinity", "-Infinity", "-5", "1e999", "199.001"])
+def test_an_agreement_with_a_tampered_amount_is_a_form_error_not_a_500(client, team, operator, amount):
+    client.force_login(operator)
+    agreed = f"{team.a.tenant.pk}:{amount}"
+
+    response = client.post(
+        URL, tier_form(team.tier, monthly_price="199.00", raise_budgets="on", raise_budgets_for=agreed)
+    )
+
+    assert response.status_code == 400
+    assert "could not be read" in response.context["form"].non_field_errors()[0]
+    assert price(team.tier) == Decimal("100.00")
+    assert cap(team.a.tenant) == Decimal("150.00")

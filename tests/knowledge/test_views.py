@@ -34,11 +34,37 @@ def test_it_creates_a_knowledge_base_and_shows_it(admin, world):
 
 
 def test_it_explains_a_bad_form_instead_of_failing(admin, world):
-    response = admin.post(
-        "/t/alpha/knowledge/new/", {"name": "", "chunk_size": "abc", "chunk_overlap": "-1"}, follow=True
-    )
-    assert response.status_code == 200
-    assert "Give the knowledge base a name." in response.content.decode()
+    response = admin.post("/t/alpha/knowledge/new/", {"name": "", "chunk_size": "abc", "chunk_overlap": "-1"})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Give the knowledge base a name." in page
+    assert "Between 200 and 8000 characters." in page  # "abc" is not quietly the default size
+
+
+def test_a_refused_new_knowledge_base_keeps_what_was_typed(admin, world):
+    typed = {"name": "Handbook", "description": "Policies & <rules>", "backend": "local", "chunk_size": "900"}
+    response = admin.post("/t/alpha/knowledge/new/", {**typed, "chunk_overlap": "800"})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Between 0 and half the chunk size." in page
+    assert 'name="name" maxlength="100" required placeholder="e.g. Support handbook" value="Handbook"' in page
+    assert 'value="Policies &amp; &lt;rules&gt;"' in page
+    assert 'name="chunk_size" type="number" min="200" max="8000" value="900"' in page
+    assert 'name="chunk_overlap" type="number" min="0" max="4000" value="800"' in page
+    with tenant_context(world.a.tenant):
+        assert not KnowledgeBase.objects.exists()
+
+
+def test_it_refuses_a_description_over_its_limit_instead_of_cutting_it(admin, world):
+    response = admin.post("/t/alpha/knowledge/new/", {"name": "Handbook", "backend": "local", "description": "d" * 501})
+    assert response.status_code == 400
+    assert "At most 500 characters." in response.content.decode()
+    with tenant_context(world.a.tenant):
+        assert not KnowledgeBase.objects.exists()
+    exact = admin.post("/t/alpha/knowledge/new/", {"name": "Handbook", "backend": "local", "description": "d" * 500})
+    assert exact.status_code == 302
+    with tenant_context(world.a.tenant):
+        assert KnowledgeBase.objects.get().description == "d" * 500
 
 
 @pytest.mark.parametrize("field", ["name", "description"])
@@ -48,7 +74,7 @@ def test_it_refuses_a_null_character_in_a_new_or_renamed_knowledge_base(admin, w
     good = {"name": "Handbook", "description": "Policies", "backend": "local"}
     created = admin.post("/t/alpha/knowledge/new/", {**good, field: "Hand\x00book"}, follow=True)
     edited = admin.post(f"/t/alpha/knowledge/{kb.pk}/edit/", {**good, field: "Hand\x00book"}, follow=True)
-    assert created.status_code == edited.status_code == 200
+    assert (created.status_code, edited.status_code) == (400, 200)
     assert "Null characters are not allowed." in created.content.decode()
     assert "Null characters are not allowed." in edited.content.decode()
     with tenant_context(world.a.tenant):

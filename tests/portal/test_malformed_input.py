@@ -591,3 +591,33 @@ def test_it_answers_an_oauth_error_to_malformed_token_parameters(client, world, 
 def test_it_accepts_only_post_on_the_token_endpoint(client, world, method):
     response = client.generic(method, "/oauth/token", b"grant_type=client_credentials")
     assert response.status_code == 405
+
+
+# --- unknown filter values on the operator's list pages -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/operator/?status=bogus", "active, suspended"),
+        ("/operator/billing/invoices/?status=bogus", "draft, final"),
+    ],
+)
+def test_an_unknown_filter_value_on_an_operator_list_is_a_400_naming_the_allowed_ones(
+    client, world, operator, path, allowed
+):
+    client.force_login(operator)
+    response = client.get(path)
+    assert response.status_code == 400
+    assert f"Unknown status “bogus”; use one of: {allowed}." in response.content.decode()
+
+
+def test_the_tenants_list_filters_by_a_known_status(client, world, operator):
+    from tenants.models import TenantStatus
+
+    Tenant.objects.filter(pk=world.b.tenant.pk).update(status=TenantStatus.SUSPENDED)
+    client.force_login(operator)
+    response = client.get("/operator/?status=suspended")
+    assert response.status_code == 200
+    assert [row["tenant"].slug for row in response.context["table"]] == ["bravo"]
+    assert client.get("/operator/?status=").status_code == 200

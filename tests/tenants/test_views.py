@@ -513,6 +513,31 @@ def test_it_answers_400_with_the_error_to_a_duplicate_slug(client, world, operat
     assert platform_audit_entries("tenant.created") == []
 
 
+@pytest.mark.parametrize("name", ["Alpha Inc", "alpha inc", "  ALPHA INC  "])
+def test_it_answers_400_with_the_error_to_a_duplicate_name_whatever_the_case(client, world, operator, name):
+    client.force_login(operator)
+    response = client.post("/operator/tenants/new/", tenant_form(name=name))
+    assert response.status_code == 400
+    assert response.context["form"].errors["name"] == ["A tenant called Alpha Inc exists (alpha)."]
+    assert not Tenant.objects.filter(slug="charlie").exists()
+    assert platform_audit_entries("tenant.created") == []
+
+
+def test_it_refuses_renaming_a_tenant_as_another_and_keeps_its_name(client, world, operator):
+    client.force_login(operator)
+    data = {"name": "BRAVO inc", "tier": world.a.tenant.tier_id, "deployment_model": "pool", "region": "us-east-1"}
+    response = client.post("/operator/tenants/alpha/", data)
+    assert response.status_code == 400
+    assert response.context["form"].errors["name"] == ["A tenant called Bravo Inc exists (bravo)."]
+    assert Tenant.objects.get(slug="alpha").name == "Alpha Inc"
+
+
+def test_the_service_refuses_a_duplicate_tenant_name_too(world, operator):
+    with pytest.raises(services.ServiceError, match="A tenant called Alpha Inc exists"):
+        services.create_tenant(operator, slug="charlie", name="ALPHA INC", tier=world.a.tenant.tier)
+    assert not Tenant.objects.filter(slug="charlie").exists()
+
+
 def test_it_answers_400_to_a_malformed_slug(client, world, operator):
     client.force_login(operator)
     response = client.post("/operator/tenants/new/", tenant_form(slug="Charlie Ltd!"))
@@ -755,6 +780,42 @@ def test_it_answers_400_to_a_new_tier_with_bad_values_and_saves_nothing(client, 
     assert field in response.context["form"].errors
     assert not Tier.objects.filter(name="Enterprise").exists()
     assert platform_audit_entries("tier.created") == []
+
+
+@pytest.mark.parametrize("name", ["Standard-Test", "standard-TEST", "  STANDARD-TEST "])
+def test_it_answers_400_to_a_new_tier_named_as_another_whatever_the_case(client, world, operator, name):
+    client.force_login(operator)
+    response = client.post("/operator/tiers/new/", tier_form(name=name, allowed_models=""))
+    assert response.status_code == 400
+    assert response.context["form"].errors["name"] == ["Another tier is called Standard-Test."]
+    assert not Tier.objects.filter(slug="enterprise").exists()
+    assert platform_audit_entries("tier.created") == []
+
+
+def test_it_lets_a_tier_keep_its_own_name_in_another_case(client, world, operator):
+    client.force_login(operator)
+    form = tier_form(slug="standard-test", name="STANDARD-test", allowed_models="", celery_queue="tier-standard-test")
+    response = client.post("/operator/tiers/standard-test/", form)
+    assert response.status_code == 302
+    assert Tier.objects.get(slug="standard-test").name == "STANDARD-test"
+
+
+def test_it_answers_400_to_a_tier_queue_that_is_a_tenants_dedicated_queue(client, world, operator):
+    Tenant.objects.filter(pk=world.a.tenant.pk).update(
+        deployment_model="silo", resource_bindings={"celery_queue": "alpha-own"}
+    )
+    client.force_login(operator)
+    response = client.post("/operator/tiers/new/", tier_form(celery_queue="alpha-own", allowed_models=""))
+    assert response.status_code == 400
+    assert response.context["form"].errors["celery_queue"] == ["alpha-own is the dedicated queue of Alpha Inc (alpha)."]
+    assert not Tier.objects.filter(slug="enterprise").exists()
+    with pytest.raises(services.ServiceError):
+        services.save_tier(operator, Tier(**{**tier_fields(), "celery_queue": "alpha-own"}))
+    assert not Tier.objects.filter(slug="enterprise").exists()
+
+
+def tier_fields() -> dict:
+    return {"name": "Enterprise", "slug": "enterprise", "celery_queue": "tier-enterprise"}
 
 
 def test_it_answers_400_to_a_tier_edit_with_a_negative_price_and_changes_nothing(client, world, operator):
