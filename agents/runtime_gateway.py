@@ -263,7 +263,8 @@ def skills_for_turn(tenant: Tenant, invocation: Invocation) -> list[dict]:
     get in the steady state, and no query at all for an agent without skills once cached."""
     from agents.skills import services as skill_services
 
-    return skill_services.skills_for_turn(tenant, invocation.agent)
+    # agents.turns may have read the skills cache with the turn's status (one Redis round trip).
+    return skill_services.skills_for_turn(tenant, invocation.agent, getattr(invocation, "_skills_cached", None))
 
 
 def build_request(

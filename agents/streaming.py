@@ -190,19 +190,25 @@ def publish(invocation_id, seq: int, kind: str, data: dict) -> None:
     publish_many(invocation_id, [(seq, kind, data)])
 
 
-def publish_many(invocation_id, events: list[tuple[int, str, dict]]) -> None:
+def publish_many(invocation_id, events: list[tuple[int, str, dict]], *, read: list[str] | None = None):
     """Write events (seq, kind, data) of one invocation, in order: one Redis round trip
-    (or one INSERT) for all of them."""
+    (or one INSERT) for all of them.
+
+    `read`: Redis keys the caller needs anyway, read (MGET) in that same round trip, after
+    the events are written; their raw values are returned (a list, None for a missing key).
+    Only with the Redis relay: on the database relay it is None, as without `read`."""
     if not events:
-        return
+        return None
     if uses_redis():
         key = _key(invocation_id)
         pipe = _redis().pipeline(transaction=False)
         for seq, kind, data in events:
             pipe.xadd(key, {"k": kind, "d": json.dumps(data)}, id=f"0-{seq}")
         pipe.expire(key, STREAM_TTL_SECONDS)
-        pipe.execute()
-        return
+        if read:
+            pipe.mget(read)
+        results = pipe.execute()
+        return results[-1] if read else None
     import contextlib
 
     from django.db import transaction
@@ -215,6 +221,7 @@ def publish_many(invocation_id, events: list[tuple[int, str, dict]]) -> None:
     with transaction.atomic() if len(events) > 1 else contextlib.nullcontext():
         for seq, kind, data in events:
             sql.insert(StreamEvent(invocation_id=invocation_id, seq=seq, kind=kind, data=data))
+    return None
 
 
 def publish_final(invocation_id, kind: str, data: dict, *, conversation_id=None) -> None:
@@ -252,12 +259,15 @@ class Publisher:
         self._last_flush = clock()
         self._text_sent = False
 
-    def emit(self, kind: str, data: dict, *, defer: bool = False) -> None:
+    def emit(self, kind: str, data: dict, *, defer: bool = False, read: list[str] | None = None):
+        """`read`: Redis keys to read in the same round trip as the write (publish_many);
+        their raw values are returned (None on the database relay)."""
         self._take_pending()
         self.seq += 1
         self._waiting.append((self.seq, kind, data))
         if not defer:
-            self._send()
+            return self._send(read)
+        return None
 
     def delta(self, text: str) -> None:
         self._pending += text
@@ -280,13 +290,18 @@ class Publisher:
             self.seq += 1
             self._waiting.append((self.seq, "delta", {"text": text}))
 
-    def _send(self) -> None:
+    def _send(self, read: list[str] | None = None):
+        values = None
         if self._waiting:
             events, self._waiting = self._waiting, []
-            publish_many(self.invocation_id, events)
+            if read:
+                values = publish_many(self.invocation_id, events, read=read)
+            else:
+                publish_many(self.invocation_id, events)
             if self.conversation_id is not None and any(kind in FINAL_KINDS for _, kind, _ in events):
                 erase_if_deleted(self.invocation_id, self.conversation_id)
         self._last_flush = self._clock()
+        return values
 
 
 # --- reading (the SSE view) ------------------------------------------------------------

@@ -294,7 +294,13 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
     )
     if invocation.attempts > 1:
         publisher.emit("reset", {"attempt": invocation.attempts})
-    publisher.emit("status", {"status": "running"})
+    # The skills cache is read in the same Redis round trip as the status (if both are Redis):
+    # each trip before the runtime call is a wait between the person's question and its answer.
+    from agents.skills import services as skill_services
+
+    invocation._skills_cached = publisher.emit(
+        "status", {"status": "running"}, read=skill_services.turn_cache_keys(tenant)
+    )
     started = time.monotonic()
     answer: list[str] = []
     citations: list[dict] = []

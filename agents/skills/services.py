@@ -9,9 +9,11 @@ what a turn hands the runtime.
 * `skills_for_turn`: [{name, description, instructions}] for the runtime request, with
   a bridged skill composed as the shared steps, then "<tenant>'s steps".
 
-Cost per chat turn: one cache round trip (`get_many` of the skills generation and the
-tenant's cached map agent → skills). A miss costs one query, then is cached; an agent
-without skills costs nothing more than the cache get. Every change invalidates: a
+Cost per chat turn: one cache read (`get_many` of the skills generation and the tenant's
+cached map agent → skills), made by agents.turns in the Redis round trip that publishes the
+turn's "running" status when the cache is the relay's Redis (turn_cache_keys), so no trip
+of its own. A miss costs one query, then is cached; an agent without skills costs nothing
+more than the cache get. Every change invalidates: a
 tenant's own skill or choice drops that tenant's entry, a shared skill moves the
 generation (every tenant's entry is stale), and the entry remembers the tier and the
 tenant name it was built for, so a tenant moved to another tier or renamed is rebuilt at once.
@@ -237,10 +239,29 @@ def _build(tenant: Tenant) -> dict[int, list[dict]]:
     return by_agent
 
 
-def skills_for_turn(tenant: Tenant, agent) -> list[dict]:
-    """The skills `agent` follows in `tenant`, composed, from the cache when it is current."""
+def turn_cache_keys(tenant: Tenant) -> list[str] | None:
+    """The Redis keys skills_for_turn reads for `tenant`, for a caller that reads them in a
+    round trip it makes anyway (agents.turns: with the turn's "running" status, on the relay's
+    Redis) and hands their raw values back as `cached`. None unless the cache is that Redis."""
+    from django.conf import settings
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache
+
+    backend = caches["default"]
+    if not isinstance(backend, RedisCache) or backend._servers != [settings.REDIS_URL]:
+        return None
+    return [backend.make_and_validate_key(_GEN_KEY), backend.make_and_validate_key(_tenant_key(tenant.pk))]
+
+
+def skills_for_turn(tenant: Tenant, agent, cached: list | None = None) -> list[dict]:
+    """The skills `agent` follows in `tenant`, composed, from the cache when it is current.
+    `cached`: the raw values of turn_cache_keys(tenant), read by the caller (else read here)."""
     key = _tenant_key(tenant.pk)
-    values = cache.get_many([_GEN_KEY, key])
+    if cached is not None:
+        loads = cache._cache._serializer.loads  # as RedisCache.get_many decodes them
+        values = {name: loads(raw) for name, raw in zip([_GEN_KEY, key], cached, strict=True) if raw is not None}
+    else:
+        values = cache.get_many([_GEN_KEY, key])
     gen = values.get(_GEN_KEY, 0)
     cached = values.get(key)
     # What the entry was built from besides the rows: the tier (which shared skills it is
