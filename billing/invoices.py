@@ -658,6 +658,32 @@ def finalise_invoice(operator, invoice: Invoice, *, ip: str | None = None, today
     return invoice
 
 
+def ready_drafts(today: dt.date | None = None):
+    """Every tenant's drafts whose month is over (see month_is_over): ready to finalise, oldest
+    first. Cross-tenant: the caller is in all_tenants() (the operator console)."""
+    running = month_start(today or timezone.now().astimezone(dt.UTC).date())
+    return (
+        Invoice.unscoped.filter(status=InvoiceStatus.DRAFT, period__lt=running)
+        .select_related("tenant")
+        .order_by("period", "tenant__name", "pk")
+    )
+
+
+def finalise_drafts(
+    operator, invoices, *, ip: str | None = None, today: dt.date | None = None
+) -> tuple[list[Invoice], list[tuple[str, str]]]:
+    """Finalise each invoice through finalise_invoice (each its own transaction, each audited).
+    One that fails (finalised by someone else meanwhile, its month not over) is reported as
+    (number, reason) and the others still go through. Returns (finalised, failed)."""
+    finalised, failed = [], []
+    for invoice in invoices:
+        try:
+            finalised.append(finalise_invoice(operator, invoice, ip=ip, today=today))
+        except ServiceError as exc:
+            failed.append((invoice_number(invoice), exc.text))
+    return finalised, failed
+
+
 # --- exports -----------------------------------------------------------------------------------
 
 CSV_COLUMNS = (

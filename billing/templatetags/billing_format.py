@@ -6,6 +6,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django import template
 
+from billing import invoices
+
 register = template.Library()
 
 
@@ -113,3 +115,9 @@ def model_label(model_key: str) -> str:
     from billing.dashboards import model_label as label
 
     return label(model_key or "")
+
+
+@register.filter
+def month_is_over(period) -> bool:
+    """{% if invoice.period|month_is_over %}: a draft of a month that has ended is ready to finalise."""
+    return invoices.month_is_over(period)

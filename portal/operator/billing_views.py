@@ -219,6 +219,7 @@ def billing_invoices(request):
         "error": error,
         "draft_month": last_month,
         "current_month": month_start(),
+        "ready_count": inv.ready_drafts().count(),
     }
     response = render(request, "operator/billing_invoices.html", context, status=400 if error else 200)
     return audited_read(request, response, "invoices")
@@ -241,6 +242,24 @@ def billing_invoices_draft(request):
         f"Drafted {month:%B %Y} for {count} tenant{'s' if count != 1 else ''}; final invoices were left as they are.",
     )
     return redirect(f"{reverse('operator:billing_invoices')}?month={month:%Y-%m}")
+
+
+@require_POST
+@operator_view
+def billing_invoices_finalise_ready(request):
+    """Every draft whose month is over, finalised one by one (each audited); the running month never."""
+    ready = list(inv.ready_drafts())
+    if not ready:
+        messages.info(request, "No drafts are ready to finalise.")
+        return redirect("operator:billing_invoices")
+    finalised, failed = inv.finalise_drafts(request.user, ready, ip=client_ip(request))
+    if finalised:
+        count = len(finalised)
+        numbers = ", ".join(inv.invoice_number(i) for i in finalised)
+        messages.success(request, f"Finalised {count} ready draft{'s' if count != 1 else ''}: {numbers}.")
+    for number, reason in failed:
+        messages.error(request, f"{number} was not finalised: {reason}")
+    return redirect("operator:billing_invoices")
 
 
 @operator_view

@@ -48,6 +48,11 @@ urlpatterns += [
     path("billing/tenants/<slug:slug>/", billing_views.billing_tenant, name="billing_tenant"),
     path("billing/invoices/", billing_views.billing_invoices, name="billing_invoices"),
     path("billing/invoices/draft/", billing_views.billing_invoices_draft, name="billing_invoices_draft"),
+    path(
+        "billing/invoices/finalise-ready/",
+        billing_views.billing_invoices_finalise_ready,
+        name="billing_invoices_finalise_ready",
+    ),
     path("billing/invoices/export/", billing_views.billing_invoices_export, name="billing_invoices_export"),
     path("billing/invoices/<int:invoice_id>/", billing_views.billing_invoice, name="billing_invoice"),
     path(

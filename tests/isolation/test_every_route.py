@@ -328,6 +328,7 @@ ROUTES: dict[str, object] = {
     "operator:billing_tenant": OperatorOnly(kwargs={"slug": "tenant_b_slug"}),
     "operator:billing_invoices": OperatorOnly(),
     "operator:billing_invoices_draft": OperatorOnly(methods=("POST",)),
+    "operator:billing_invoices_finalise_ready": OperatorOnly(methods=("POST",)),
     "operator:billing_invoices_export": OperatorOnly(),
     "operator:billing_invoice": OperatorOnly(kwargs={"invoice_id": "b_invoice_id"}),
     "operator:billing_invoice_finalise": OperatorOnly(methods=("POST",), kwargs={"invoice_id": "b_invoice_id"}),
