@@ -167,6 +167,11 @@ def pending_reviews(agents) -> dict[int, int]:
     return counts
 
 
+def shared_pending_total() -> int:
+    """How many versions of shared agents wait for a review (operator console, inside all_tenants)."""
+    return AgentVersion.unscoped.filter(agent__owner_tenant__isnull=True, state=VersionState.SUBMITTED).count()
+
+
 # --- checking what was written ---------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from agents.models import Agent, AgentStatus
 from agents.registry import services
 from agents.registry.forms import RejectForm, VersionForm
 from agents.registry.models import VersionState
+from portal.operator.listing import field_filter, list_context
 from portal.operator.views import operator_view
 from tenants.access import int_or_404
 from tenants.models import Tier
@@ -278,10 +279,16 @@ own_version_roll_back = _tenant_transition("roll_back")
 
 @operator_view
 def operator_agents(request):
-    agents = list(services.shared_agents().order_by("name"))
+    # Shared agents only: a tenant's own agents are its admins' business (and not listed, so not audited).
+    filters = [field_filter("status", "Status", AgentStatus.choices)]
+    context, status = list_context(
+        request, services.shared_agents().order_by("name", "pk"), search=("name", "slug"), filters=filters
+    )
+    agents = list(context["page"])
     pending = services.pending_reviews(agents)
-    rows = [{"agent": agent, "pending": pending.get(agent.pk, 0)} for agent in agents]
-    return render(request, "registry/operator_agents.html", {"rows": rows, "pending_total": sum(pending.values())})
+    context["rows"] = [{"agent": agent, "pending": pending.get(agent.pk, 0)} for agent in agents]
+    context["pending_total"] = services.shared_pending_total()
+    return render(request, "registry/operator_agents.html", context, status=status)
 
 
 @operator_view

@@ -16,7 +16,8 @@ from django.views.decorators.http import require_POST
 
 from agents.skills import services
 from agents.skills.forms import OperatorSkillForm, TenantSkillForm
-from agents.skills.models import AgentSkill, Skill
+from agents.skills.models import AgentSkill, Skill, SkillStatus
+from portal.operator.listing import field_filter, list_context
 from portal.operator.views import operator_view
 from tenants.access import int_or_404
 from tenants.roles import Action, can
@@ -116,8 +117,11 @@ def agent_skills(request, agent_id):
 
 @operator_view
 def operator_skills(request):
-    skills = Skill.unscoped.filter(owner_tenant__isnull=True).order_by("name")
-    return render(request, "skills/operator.html", {"skills": skills})
+    # Shared skills only: a tenant's own skills are not listed here (so not audited either).
+    filters = [field_filter("status", "Status", SkillStatus.choices)]
+    skills = Skill.unscoped.filter(owner_tenant__isnull=True).order_by("name", "pk")
+    context, status = list_context(request, skills, search=("name", "key"), filters=filters)
+    return render(request, "skills/operator.html", context, status=status)
 
 
 def _shared_skill_form(request, skill: Skill | None):

@@ -16,7 +16,8 @@ from django.views.decorators.http import require_POST
 
 from agents.tools import services
 from agents.tools.forms import ToolForm
-from agents.tools.models import AgentTool, Tool
+from agents.tools.models import AgentTool, Tool, ToolStatus
+from portal.operator.listing import field_filter, list_context
 from portal.operator.views import operator_view
 from tenants.access import int_or_404
 from tenants.audit import client_ip
@@ -75,8 +76,10 @@ def agent_tools(request, agent_id):
 
 @operator_view
 def operator_tools(request):
-    tools = Tool.objects.prefetch_related("tiers").order_by("name")
-    return render(request, "tools/operator.html", {"tools": tools})
+    filters = [field_filter("status", "Status", ToolStatus.choices)]
+    tools = Tool.objects.prefetch_related("tiers").order_by("name", "pk")
+    context, status = list_context(request, tools, search=("name", "key"), filters=filters)
+    return render(request, "tools/operator.html", context, status=status)
 
 
 def _tool_form(request, tool: Tool | None):

@@ -39,6 +39,7 @@ PAGES = {
     "invoices": "Operator console: every tenant's invoices",
     "load": "Operator console: every tenant's load on the shared capacity",
     "audit_log": "Operator console: the audit log of every tenant",
+    "agent_identities": "Operator console: every tenant's agent identities",
 }
 
 

@@ -24,6 +24,7 @@ from django.views.decorators.http import require_POST
 from billing.accounting import month_start
 from portal.operator import services as operator_services
 from portal.operator.forms import OwnerInvitationForm, SuspendForm, TenantCreateForm, TenantUpdateForm, TierForm
+from portal.operator.listing import ChoiceFilter, list_context
 from tenants import aws as tenant_aws
 from tenants import entitlements, services
 from tenants.audit import client_ip
@@ -335,20 +336,49 @@ def audit_export(request):
 # --- agent identities -----------------------------------------------------------------------
 
 
-def _agent_identities_context(form=None) -> dict:
-    grants = dict(AgentGrant.unscoped.values_list("agent_id").annotate(n=Count("id")).values_list("agent_id", "n"))
+AGENT_IDENTITY_FILTERS = [
+    ChoiceFilter(
+        "owner",
+        "Owner",
+        [("shared", "Shared"), ("tenant", "A tenant's own")],
+        lambda value: Q(owner_tenant__isnull=value == "shared"),
+    ),
+    ChoiceFilter(
+        "status",
+        "Status",
+        [("active", "Active"), ("disabled", "Disabled")],
+        lambda value: Q(disabled_at__isnull=value == "active"),
+    ),
+]
+
+
+def _agent_identities_page(request, form=None, *, status: int = 200):
+    """The list lists tenants' own agents too, so reading it is audited (across tenants)."""
     agents = AgentIdentity.objects.select_related("owner_tenant").order_by(
-        F("owner_tenant__name").asc(nulls_first=True), "name"
+        F("owner_tenant__name").asc(nulls_first=True), "name", "pk"
     )
-    return {
-        "rows": [{"agent": agent, "grants": grants.get(agent.pk, 0)} for agent in agents],
-        "form": form or AgentIdentityForm(allowed_scopes=scope_lib.SCOPES),
-    }
+    context, list_status = list_context(
+        request,
+        agents,
+        search=("name", "client_id", "owner_tenant__name", "owner_tenant__slug"),
+        filters=AGENT_IDENTITY_FILTERS,
+    )
+    shown = list(context["page"])
+    grants = dict(
+        AgentGrant.unscoped.filter(agent__in=shown)
+        .values_list("agent_id")
+        .annotate(n=Count("id"))
+        .values_list("agent_id", "n")
+    )
+    context["rows"] = [{"agent": agent, "grants": grants.get(agent.pk, 0)} for agent in shown]
+    context["form"] = form or AgentIdentityForm(allowed_scopes=scope_lib.SCOPES)
+    response = render(request, "operator/agent_identities.html", context, status=max(status, list_status))
+    return audited_read(request, response, "agent_identities")
 
 
 @operator_view
 def agent_identities(request):
-    return render(request, "operator/agent_identities.html", _agent_identities_context())
+    return _agent_identities_page(request)
 
 
 @never_cache
@@ -368,7 +398,7 @@ def agent_identity_create(request):
             form.add_error(None, exc)
         else:
             return _agent_secret_page(request, agent, secret, rotated=False)
-    return render(request, "operator/agent_identities.html", _agent_identities_context(form=form), status=400)
+    return _agent_identities_page(request, form, status=400)
 
 
 def _agent_secret_page(request, agent, secret: str, *, rotated: bool):
