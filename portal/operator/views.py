@@ -36,7 +36,7 @@ from tenants.identity import sso
 from tenants.identity.forms import AgentIdentityForm
 from tenants.identity.models import AgentGrant, AgentIdentity, ApiClient, SSOConnection, with_owner_role
 from tenants.identity.screens import token_endpoint_url
-from tenants.models import AuditLog, Invitation, Membership, Tenant, TenantStatus, Tier
+from tenants.models import AuditLog, DeploymentModel, Invitation, Membership, Tenant, TenantStatus, Tier
 from tenants.roles import Role
 from tenants.views import audit_export_response
 
@@ -81,20 +81,54 @@ def audited_read(request, response, page: str, tenant: Tenant | None = None):
     return response
 
 
+TENANTS_PER_PAGE = 50
+
+
 @operator_view
 def tenants(request):
     # PostgreSQL refuses NUL bytes in a query parameter (a 500); no name contains one.
     query = request.GET.get("q", "").replace("\x00", "").strip()[:100]
-    status, error = list_filter(request, "status", TenantStatus.values)
-    rows = Tenant.objects.select_related("tier").order_by("name")
+    tiers = list(Tier.objects.order_by("monthly_price", "name"))
+    filters, errors = {}, []
+    for name, allowed in (
+        ("status", TenantStatus.values),
+        ("tier", [tier.slug for tier in tiers]),
+        ("deployment", DeploymentModel.values),
+    ):
+        filters[name], error = list_filter(request, name, allowed)
+        errors += [error] if error else []
+    rows = Tenant.objects.select_related("tier").order_by("name", "pk")
     if query:
         rows = rows.filter(Q(name__icontains=query) | Q(slug__icontains=query))
-    if status:
-        rows = rows.filter(status=status)
-    counts = dict(Membership.unscoped.values_list("tenant_id").annotate(n=Count("id")).values_list("tenant_id", "n"))
-    table = [{"tenant": t, "members": counts.get(t.pk, 0)} for t in rows]
-    context = {"table": table, "q": query, "status": status, "error": error, "tiers": Tier.objects.count()}
-    return render(request, "operator/tenants.html", context, status=400 if error else 200)
+    if filters["status"]:
+        rows = rows.filter(status=filters["status"])
+    if filters["tier"]:
+        rows = rows.filter(tier__slug=filters["tier"])
+    if filters["deployment"]:
+        rows = rows.filter(deployment_model=filters["deployment"])
+    # A page at a time: with a thousand tenants the whole list is a slow page nobody reads.
+    page = Paginator(rows, TENANTS_PER_PAGE).get_page(request.GET.get("page"))
+    shown = [tenant.pk for tenant in page]
+    counts = dict(
+        Membership.unscoped.filter(tenant_id__in=shown)
+        .values_list("tenant_id")
+        .annotate(n=Count("id"))
+        .values_list("tenant_id", "n")
+    )
+    context = {
+        "table": [{"tenant": t, "members": counts.get(t.pk, 0)} for t in page],
+        "page": page,
+        "q": query,
+        "filters": filters,
+        "filtered": any(filters.values()),
+        "status": filters["status"],
+        "error": " ".join(errors),
+        "tiers": len(tiers),
+        "tier_choices": [(tier.slug, tier.name) for tier in tiers],
+        "status_choices": TenantStatus.choices,
+        "deployment_choices": [(value, value.capitalize()) for value in DeploymentModel.values],
+    }
+    return render(request, "operator/tenants.html", context, status=400 if errors else 200)
 
 
 @operator_view

@@ -473,6 +473,42 @@ def test_it_searches_the_tenants_list_by_name(client, world, operator):
     assert [row["tenant"].slug for row in response.context["table"]] == ["bravo"]
 
 
+def test_it_pages_the_tenants_list_fifty_at_a_time_keeping_the_filters(client, world, operator):
+    tier = world.a.tenant.tier
+    Tenant.objects.bulk_create(
+        [Tenant(name=f"Zeta {n:03d}", slug=f"zeta-{n:03d}", tier=tier, region="eu-west-1") for n in range(60)]
+    )
+    signed_in_as(client, operator)
+    first = client.get("/operator/", {"q": "zeta"})
+    assert [row["tenant"].slug for row in first.context["table"]][:2] == ["zeta-000", "zeta-001"]
+    assert len(first.context["table"]) == 50
+    page = first.content.decode()
+    assert "Page 1 of 2 · 60 entries" in page
+    assert 'href="?q=zeta&amp;page=2"' in page and "Next →" in page
+    second = client.get("/operator/", {"q": "zeta", "page": "2"})
+    assert [row["tenant"].slug for row in second.context["table"]] == [f"zeta-{n:03d}" for n in range(50, 60)]
+    # A page past the end shows the last; a junk one the first: never an error.
+    assert client.get("/operator/", {"q": "zeta", "page": "99"}).context["page"].number == 2
+    assert client.get("/operator/", {"q": "zeta", "page": "x"}).context["page"].number == 1
+
+
+def test_it_filters_the_tenants_list_by_tier_and_deployment(client, world, operator):
+    Tenant.objects.filter(pk=world.b.tenant.pk).update(deployment_model="silo")
+    signed_in_as(client, operator)
+    silo = client.get("/operator/", {"deployment": "silo"})
+    assert [row["tenant"].slug for row in silo.context["table"]] == ["bravo"]
+    tier = world.a.tenant.tier
+    on_tier = client.get("/operator/", {"tier": tier.slug})
+    assert {row["tenant"].slug for row in on_tier.context["table"]} == {
+        t.slug for t in Tenant.objects.filter(tier=tier)
+    }
+    refused = client.get("/operator/", {"tier": "gold-plated", "deployment": "cloud"})
+    assert refused.status_code == 400
+    body = refused.content.decode()
+    assert "Unknown tier “gold-plated”" in body
+    assert "Unknown deployment “cloud”; use one of: pool, bridge, silo." in body
+
+
 def tenant_form(**overrides) -> dict:
     tier = Tier.objects.get(slug="standard-test")
     data = {
