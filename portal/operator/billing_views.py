@@ -24,7 +24,8 @@ from billing import invoices as inv
 from billing.accounting import month_start, next_month
 from billing.models import Invoice, InvoiceStatus, LimitKind
 from billing.views import PALETTE, dashboard_context, invoice_context, invoice_download
-from portal.operator.views import audited_read, list_filter, operator_view
+from portal.operator.listing import BadFilter, field_filter
+from portal.operator.views import audited_read, operator_view
 from tenants.audit import client_ip, spreadsheet_safe
 from tenants.context import tenant_context
 from tenants.models import Tenant
@@ -194,9 +195,15 @@ def billing_tenant(request, slug):
 # --- invoices ---------------------------------------------------------------------------------
 
 
+INVOICE_STATUS = field_filter("status", "Status", InvoiceStatus.choices)
+
+
 @operator_view
 def billing_invoices(request):
-    status, error = list_filter(request, "status", InvoiceStatus.values)
+    try:
+        status, error = INVOICE_STATUS.chosen(request.GET), ""
+    except BadFilter as exc:
+        status, error = "", exc.message
     invoices = Invoice.unscoped.select_related("tenant").order_by("-period", "tenant__name")
     month = None
     if request.GET.get("month"):

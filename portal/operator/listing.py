@@ -43,7 +43,8 @@ class ChoiceFilter:
             return ""
         allowed = [v for v, _ in self.choices]
         if value not in allowed:
-            raise BadFilter(f"Unknown {self.label.lower()}; use one of: {', '.join(allowed)}.")
+            shown = "".join(ch for ch in value[:40] if ch.isprintable())
+            raise BadFilter(f"Unknown {self.label.lower()} “{shown}”; use one of: {', '.join(allowed)}.")
         return value
 
 

@@ -24,7 +24,7 @@ from django.views.decorators.http import require_POST
 from billing.accounting import month_start
 from portal.operator import services as operator_services
 from portal.operator.forms import OwnerInvitationForm, SuspendForm, TenantCreateForm, TenantUpdateForm, TierForm
-from portal.operator.listing import ChoiceFilter, list_context
+from portal.operator.listing import ChoiceFilter, field_filter, list_context
 from tenants import aws as tenant_aws
 from tenants import entitlements, services
 from tenants.audit import client_ip
@@ -61,19 +61,6 @@ def _ip(request):
     return client_ip(request)
 
 
-def list_filter(request, name: str, allowed) -> tuple[str, str]:
-    """The query parameter `name` of a list page's filter and the error to show (then answer
-    400): "" for absent or empty (no filter); a value outside `allowed` is refused, naming the
-    values it takes, since ignoring it would list every row as if no filter had been asked for.
-    The console's pages share it, as the API shares portal.api.choice_param."""
-    raw = request.GET.get(name, "")
-    allowed = [str(value) for value in allowed]
-    if raw == "" or raw in allowed:
-        return raw, ""
-    shown = "".join(ch for ch in raw[:40] if ch.isprintable())
-    return "", f"Unknown {name} “{shown}”; use one of: {', '.join(allowed)}."
-
-
 def audited_read(request, response, page: str, tenant: Tenant | None = None):
     """`response`, once the operator's read of one tenant's data (or of every tenant's, `tenant`
     None) is in the audit log. Recorded after rendering, so a page does not list its own visit."""
@@ -81,54 +68,31 @@ def audited_read(request, response, page: str, tenant: Tenant | None = None):
     return response
 
 
-TENANTS_PER_PAGE = 50
+def _tenant_filters(tiers) -> list[ChoiceFilter]:
+    deployments = [(value, value.capitalize()) for value in DeploymentModel.values]
+    return [
+        field_filter("status", "Status", TenantStatus.choices),
+        field_filter("tier", "Tier", [(tier.slug, tier.name) for tier in tiers], field="tier__slug"),
+        field_filter("deployment", "Deployment", deployments, field="deployment_model"),
+    ]
 
 
 @operator_view
 def tenants(request):
-    # PostgreSQL refuses NUL bytes in a query parameter (a 500); no name contains one.
-    query = request.GET.get("q", "").replace("\x00", "").strip()[:100]
     tiers = list(Tier.objects.order_by("monthly_price", "name"))
-    filters, errors = {}, []
-    for name, allowed in (
-        ("status", TenantStatus.values),
-        ("tier", [tier.slug for tier in tiers]),
-        ("deployment", DeploymentModel.values),
-    ):
-        filters[name], error = list_filter(request, name, allowed)
-        errors += [error] if error else []
     rows = Tenant.objects.select_related("tier").order_by("name", "pk")
-    if query:
-        rows = rows.filter(Q(name__icontains=query) | Q(slug__icontains=query))
-    if filters["status"]:
-        rows = rows.filter(status=filters["status"])
-    if filters["tier"]:
-        rows = rows.filter(tier__slug=filters["tier"])
-    if filters["deployment"]:
-        rows = rows.filter(deployment_model=filters["deployment"])
-    # A page at a time: with a thousand tenants the whole list is a slow page nobody reads.
-    page = Paginator(rows, TENANTS_PER_PAGE).get_page(request.GET.get("page"))
-    shown = [tenant.pk for tenant in page]
+    # A page at a time (listing.py): with a thousand tenants the whole list is a slow page.
+    context, status = list_context(request, rows, search=("name", "slug"), filters=_tenant_filters(tiers))
+    shown = [tenant.pk for tenant in context["page"]]
     counts = dict(
         Membership.unscoped.filter(tenant_id__in=shown)
         .values_list("tenant_id")
         .annotate(n=Count("id"))
         .values_list("tenant_id", "n")
     )
-    context = {
-        "table": [{"tenant": t, "members": counts.get(t.pk, 0)} for t in page],
-        "page": page,
-        "q": query,
-        "filters": filters,
-        "filtered": any(filters.values()),
-        "status": filters["status"],
-        "error": " ".join(errors),
-        "tiers": len(tiers),
-        "tier_choices": [(tier.slug, tier.name) for tier in tiers],
-        "status_choices": TenantStatus.choices,
-        "deployment_choices": [(value, value.capitalize()) for value in DeploymentModel.values],
-    }
-    return render(request, "operator/tenants.html", context, status=400 if errors else 200)
+    context["table"] = [{"tenant": t, "members": counts.get(t.pk, 0)} for t in context["page"]]
+    context["tiers"] = len(tiers)
+    return render(request, "operator/tenants.html", context, status=status)
 
 
 @operator_view
