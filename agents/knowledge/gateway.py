@@ -13,11 +13,11 @@ searches. Only the transport differs.
 from __future__ import annotations
 
 from agents.runtime.auth import Caller
-from agents.runtime.knowledge import DEFAULT_K, KnowledgeUnavailable, passages_from_document
+from agents.runtime.knowledge import DEFAULT_K, KnowledgeUnavailable, Retrieval, retrieval_from_document
 
 
 class InProcessKnowledgeGateway:
-    def retrieve(self, caller: Caller, query: str, *, agent_id: str, k: int = DEFAULT_K):
+    def retrieve(self, caller: Caller, query: str, *, agent_id: str, k: int = DEFAULT_K) -> Retrieval:
         from agents.knowledge import services
 
         try:
@@ -26,4 +26,4 @@ class InProcessKnowledgeGateway:
             )
         except services.GatewayRefused as exc:
             raise KnowledgeUnavailable(f"the portal refused retrieval ({exc.status}: {exc.detail})") from exc
-        return passages_from_document(document)
+        return retrieval_from_document(document)

@@ -133,13 +133,13 @@ class MemoryViewSet(_MemoryAPI):
         if len(query) > MAX_QUERY_PARAM or "\x00" in query:
             raise exceptions.ValidationError({"q": [f"At most {MAX_QUERY_PARAM} characters, without NUL."]})
         actor = Actor.from_request(request)
-        items = _store_call(
+        listed = _store_call(
             lambda: services.memories_of(actor, scope=scope, agent=agents.get(slug) if slug else None, query=query)
         )
-        page = self.paginate_queryset(items)
+        page = self.paginate_queryset(listed.items)
         response = self.get_paginated_response(MemoryEntrySerializer([i.to_dict() for i in page], many=True).data)
-        # Whether AgentCore Memory holds more than it listed (services.Items): never for the portal's table.
-        response.data["truncated"] = getattr(items, "truncated", False)
+        # Whether AgentCore Memory holds more than it listed: never for the portal's table.
+        response.data["truncated"] = listed.truncated
         return response
 
     @extend_schema(

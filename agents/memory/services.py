@@ -453,11 +453,14 @@ class Item:
         }
 
 
-class Items(list):
-    """Memories as the API lists them from AgentCore; `truncated` when AgentCore holds more of a
-    kind than stores.LIST_CAP, which are not among them."""
+@dataclass(frozen=True)
+class MemoryListing:
+    """Memories as the API lists them (a list from AgentCore, or the portal's table counted and
+    sliced in SQL); `truncated` when AgentCore holds more of a kind than stores.LIST_CAP, which
+    are not among them. The portal's table is always listed whole."""
 
-    truncated = False
+    items: Sequence[Item]
+    truncated: bool = False
 
 
 MINE = "mine"
@@ -470,7 +473,7 @@ def _item_of(record: MemoryRecord) -> Item | None:
     return Item(str(record.pk), record.content, namespace, record.created_at) if namespace else None
 
 
-def memories_of(actor: Actor, *, scope: str | None = None, agent=None, query: str = "") -> Sequence[Item]:
+def memories_of(actor: Actor, *, scope: str | None = None, agent=None, query: str = "") -> MemoryListing:
     """What `actor` may read (policy.can_read: their own namespaces and the tenant's shared
     one, in this tenant), newest first; `scope` MINE or SHARED narrows to one kind, `agent`
     to the member's own for that agent, `query` to those whose text contains it (any case).
@@ -490,28 +493,27 @@ def memories_of(actor: Actor, *, scope: str | None = None, agent=None, query: st
             log.warning("memory listing for tenant %s failed: %s", tenant.pk, exc)
             raise _store_error(LIST_FAILED, exc, "Nothing was listed.") from exc
         needle = query.casefold()
-        items = Items(
+        items = [
             Item(m.id, m.content, m.namespace, m.created_at)
             for m in listed.memories
             if (wants_shared if m.namespace.shared else wants_mine)
             and (agent is None or m.namespace.agent_slug == agent.slug)
             and needle in m.content.casefold()
-        )
-        items.truncated = listed.truncated
-        return items
+        ]
+        return MemoryListing(items, truncated=listed.truncated)
     mine = Q(user=actor.user) if agent is None else Q(user=actor.user, agent=agent)
     shared = Q(user__isnull=True, namespace=Namespace(tenant.pk).path)
     wanted = [q for q, on in ((mine, wants_mine), (shared, wants_shared)) if on]
     if not wanted:
-        return []
+        return MemoryListing([])
     records = MemoryRecord.objects.filter(reduce(operator.or_, wanted))
     if query:
         records = records.filter(content__icontains=query)
-    return _Rows(records.order_by("-created_at", "-id"))
+    return MemoryListing(_Rows(records.order_by("-created_at", "-id")))
 
 
 class _Rows:
-    """The table's rows as Items, counted and sliced in SQL: what a paginator asks of a list."""
+    """The table's rows as Item objects, counted and sliced in SQL: what a paginator asks of a list."""
 
     def __init__(self, records):
         self.records = records

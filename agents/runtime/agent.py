@@ -99,17 +99,18 @@ class ReferenceAgent:
         if self.knowledge is None or request.passages or not wants_knowledge(caller):
             return request, ""
         try:
-            passages = self.knowledge.retrieve(caller, request.prompt, agent_id=request.agent.id)
+            retrieval = self.knowledge.retrieve(caller, request.prompt, agent_id=request.agent.id)
         except KnowledgeUnavailable as exc:
             logger.warning("invocation %s: answering without knowledge: %s", request.invocation_id, exc)
             return request, missing_knowledge_note(None)
-        unsearched = getattr(passages, "unsearched", ())
-        if unsearched:
+        if retrieval.unsearched:
             logger.warning(
-                "invocation %s: answering without %d knowledge bases", request.invocation_id, len(unsearched)
+                "invocation %s: answering without %d knowledge bases",
+                request.invocation_id,
+                len(retrieval.unsearched),
             )
-        note = missing_knowledge_note(unsearched) if unsearched else ""
-        return dataclasses.replace(request, passages=tuple(passages)), note
+        note = missing_knowledge_note(retrieval.unsearched) if retrieval.unsearched else ""
+        return dataclasses.replace(request, passages=retrieval.passages), note
 
     def recall(self, request: InvocationRequest, caller: Caller) -> tuple[str, ...]:
         """The member's memories for this prompt, from the portal's memory gateway, when the

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Protocol
 
 from agents.runtime import gateway_http as http
@@ -49,17 +50,19 @@ class KnowledgeUnavailable(Exception):
     pass
 
 
-class Passages(list):
-    """The passages of one retrieval, with the names of the bases the gateway could not search
-    (`unsearched`). A list, so a gateway (or a test's fake) answering a plain list still serves."""
+@dataclass(frozen=True)
+class Retrieval:
+    """The passages of one retrieval, and the names of the agent's bases the gateway could not
+    search (one backend failed while others answered); empty when every base was searched."""
 
+    passages: tuple[Passage, ...]
     unsearched: tuple[str, ...] = ()
 
 
 class KnowledgeGateway(Protocol):
-    def retrieve(self, caller: Caller, query: str, *, agent_id: str, k: int = DEFAULT_K) -> list[Passage]:
-        """Passages for `query`, as the portal ranks them for the caller's tenant (a Passages,
-        naming the bases it could not search). May raise KnowledgeUnavailable."""
+    def retrieve(self, caller: Caller, query: str, *, agent_id: str, k: int = DEFAULT_K) -> Retrieval:
+        """Passages for `query`, as the portal ranks them for the caller's tenant, and the bases
+        it could not search. May raise KnowledgeUnavailable."""
 
 
 def wants_knowledge(caller: Caller) -> bool:
@@ -67,18 +70,19 @@ def wants_knowledge(caller: Caller) -> bool:
     return FEATURE in caller.tenant.entitlements and SCOPE in caller.scopes and bool(caller.token)
 
 
-def passages_from_document(document) -> Passages:
+def retrieval_from_document(document) -> Retrieval:
+    """The gateway's answer, ``{"passages": [...], "unsearched": [names]}``, as a Retrieval."""
     if not isinstance(document, dict) or not isinstance(document.get("passages"), list):
         raise KnowledgeUnavailable("the gateway's answer has no passage list")
     try:
-        passages = Passages(Passage.from_dict(item) for item in document["passages"][:MAX_PASSAGES])
+        passages = tuple(Passage.from_dict(item) for item in document["passages"][:MAX_PASSAGES])
     except ContractError as exc:
         raise KnowledgeUnavailable(f"the gateway sent a bad passage: {exc}") from exc
     unsearched = document.get("unsearched") or []
     if not isinstance(unsearched, list) or not all(isinstance(name, str) for name in unsearched):
         raise KnowledgeUnavailable("the gateway sent a bad list of unsearched bases")
-    passages.unsearched = tuple(name.strip()[:MAX_NAME_CHARS] for name in unsearched[:MAX_UNSEARCHED] if name.strip())
-    return passages
+    names = tuple(name.strip()[:MAX_NAME_CHARS] for name in unsearched[:MAX_UNSEARCHED] if name.strip())
+    return Retrieval(passages=passages, unsearched=names)
 
 
 class HttpKnowledgeGateway:
@@ -86,7 +90,7 @@ class HttpKnowledgeGateway:
         self.url = http.check_url(base_url) + RETRIEVE_PATH
         self.timeout = timeout
 
-    def retrieve(self, caller: Caller, query: str, *, agent_id: str, k: int = DEFAULT_K) -> Passages:
+    def retrieve(self, caller: Caller, query: str, *, agent_id: str, k: int = DEFAULT_K) -> Retrieval:
         body = {"query": query[:2000], "k": k, "agent": agent_id, "tenant_id": caller.tenant.tenant_id}
         try:
             document = http.post_json(self.url, caller.token, body, timeout=self.timeout, max_bytes=MAX_RESPONSE_BYTES)
@@ -94,7 +98,7 @@ class HttpKnowledgeGateway:
             raise KnowledgeUnavailable(f"the portal refused retrieval ({exc.status})") from exc
         except http.GatewayUnreachable as exc:
             raise KnowledgeUnavailable(f"the portal's knowledge gateway is unreachable: {exc}") from exc
-        return passages_from_document(document)
+        return retrieval_from_document(document)
 
 
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+!<>|~])")

@@ -21,8 +21,10 @@ import json
 import pytest
 from botocore.stub import ANY, Stubber
 
-from agents.memory import stores
+from agents.memory import services, stores
+from tenants.context import tenant_context
 from tenants.identity.tokens import issue_user_token
+from tests.knowledge.helpers import actor_for
 from tests.memory.helpers import entitle, memory_catalogue
 from tests.memory.test_agentcore_manage import (
     FACT,
@@ -385,6 +387,28 @@ def test_a_list_past_the_cap_says_it_is_not_whole(client, world, silo, monkeypat
     body = client.get(URL.format(slug="alpha"), **bearer(world.a, world.a.member)).json()
     assert len(body["results"]) == 2
     assert body["truncated"] is True
+
+
+def test_the_service_lists_the_first_of_each_kind_and_says_there_are_more(world, silo, monkeypatch):
+    monkeypatch.setattr(stores, "LIST_CAP", 2)
+    t, u = world.a.tenant.pk, world.a.member.pk
+    silo.add_response(
+        "list_memory_records",
+        {"memoryRecordSummaries": [summary(rid(n), "x", f"/tenant/{t}/user/{u}") for n in (1, 2)], "nextToken": "p2"},
+    )
+    silo.add_response("list_memory_records", listing())  # the shared ones
+    with tenant_context(world.a.tenant):
+        listed = services.memories_of(actor_for(world.a, "member"))
+    assert [item.id for item in listed.items] == [rid(1), rid(2)]
+    assert listed.truncated is True
+
+
+def test_the_service_lists_the_local_table_whole(world):
+    entitle(world.a.tenant, world.b.tenant)
+    with tenant_context(world.a.tenant):
+        listed = services.memories_of(actor_for(world.a, "member"))
+    assert len(listed.items) == 0
+    assert listed.truncated is False
 
 
 def test_the_local_store_lists_everything_so_is_never_truncated(client, world):
