@@ -48,6 +48,7 @@ def _int_field(value, default: int) -> int:
 
 
 CREATE_FIELDS = ("name", "description", "backend", "chunk_size", "chunk_overlap")
+EDIT_FIELDS = ("name", "description")  # the backend and passage sizes are fixed once documents are cut
 
 
 @tenant_view(Action.MANAGE_KNOWLEDGE)
@@ -117,16 +118,27 @@ def _documents_context(request, kb) -> dict:
 
 @tenant_view(Action.MANAGE_KNOWLEDGE)
 def kb_detail(request, kb_id):
-    kb = _kb_or_404(request, kb_id)
+    return _detail(request, _kb_or_404(request, kb_id))
+
+
+def _detail(request, kb, *, typed: dict | None = None, errors: dict | None = None):
+    """The base's page; after a refused edit, its settings form with what was typed and why (400)."""
     context = _documents_context(request, kb)
     context.update(
         {
             "entitled": services.entitled(request.tenant),
             "max_upload_mb": settings.KNOWLEDGE_MAX_UPLOAD_BYTES // (1024 * 1024),
             "max_upload_bytes": settings.KNOWLEDGE_MAX_UPLOAD_BYTES,
+            "typed": typed or {"name": kb.name, "description": kb.description},
+            "errors": errors or {},
+            # A refusal about no field of the form (say a stored setting the rules no longer allow)
+            # is shown above it, never dropped.
+            "form_errors": [
+                e for field, reasons in (errors or {}).items() if field not in EDIT_FIELDS for e in reasons
+            ],
         }
     )
-    return render(request, "knowledge/detail.html", context)
+    return render(request, "knowledge/detail.html", context, status=400 if errors else 200)
 
 
 @tenant_view(Action.MANAGE_KNOWLEDGE)
@@ -141,16 +153,14 @@ def documents_fragment(request, kb_id):
 @tenant_view(Action.MANAGE_KNOWLEDGE)
 def kb_edit(request, kb_id):
     kb = _kb_or_404(request, kb_id)
+    typed = {field: request.POST.get(field, "") for field in EDIT_FIELDS}
     try:
-        services.update_knowledge_base(
-            Actor.from_request(request),
-            kb,
-            name=request.POST.get("name", "")[:200],
-            description=request.POST.get("description", "")[:1000],
-        )
-        messages.success(request, "Saved.")
+        services.update_knowledge_base(Actor.from_request(request), kb, **typed)
     except ServiceError as exc:
-        messages.error(request, exc.text)
+        # Shown beside the fields, the form filled with what was typed (a redirect lost it).
+        errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+        return _detail(request, kb, typed=typed, errors=errors)
+    messages.success(request, "Saved.")
     return redirect("knowledge:detail", tenant_slug=request.tenant.slug, kb_id=kb.pk)
 
 

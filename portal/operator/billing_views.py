@@ -14,6 +14,7 @@ import io
 
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db.models import Q
 from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -24,7 +25,7 @@ from billing import invoices as inv
 from billing.accounting import month_start, next_month
 from billing.models import Invoice, InvoiceStatus, LimitKind
 from billing.views import PALETTE, dashboard_context, invoice_context, invoice_download
-from portal.operator.listing import BadFilter, field_filter
+from portal.operator.listing import ChoiceFilter, field_filter, list_context
 from portal.operator.views import audited_read, operator_view
 from tenants.audit import client_ip, spreadsheet_safe
 from tenants.context import tenant_context
@@ -198,37 +199,38 @@ def billing_tenant(request, slug):
 INVOICE_STATUS = field_filter("status", "Status", InvoiceStatus.choices)
 
 
+def _invoice_filters(request) -> list[ChoiceFilter]:
+    """Month (the last twelve, and any other well-formed month an old link asks for, so it
+    still works) and status."""
+    try:
+        asked = d.parse_month(request.GET["month"]) if request.GET.get("month") else None
+    except d.BadQuery:
+        asked = None  # not offered: the month filter answers 400 naming the months it knows
+    months = [(f"{m:%Y-%m}", f"{m:%B %Y}") for m in _months(asked or month_start())]
+    month = ChoiceFilter("month", "Month", months, lambda value: Q(period=d.parse_month(value)))
+    return [month, INVOICE_STATUS]
+
+
 @operator_view
 def billing_invoices(request):
-    try:
-        status, error = INVOICE_STATUS.chosen(request.GET), ""
-    except BadFilter as exc:
-        status, error = "", exc.message
     invoices = Invoice.unscoped.select_related("tenant").order_by("-period", "tenant__name")
-    month = None
-    if request.GET.get("month"):
-        try:
-            month = d.parse_month(request.GET.get("month"))
-        except d.BadQuery as exc:
-            error = error or exc.message
-        else:
-            invoices = invoices.filter(period=month)
-    if status:
-        invoices = invoices.filter(status=status)
-    page = Paginator(invoices, PER_PAGE).get_page(request.GET.get("page"))
+    # An unknown month or status is a 400 with no rows (listing.list_context), like every operator list.
+    context, status = list_context(
+        request, invoices, search=("tenant__name", "tenant__slug"), filters=_invoice_filters(request)
+    )
+    chosen = {f["name"]: f["value"] for f in context["filters"]}
     last_month = month_start(month_start() - dt.timedelta(days=1))
-    context = {
-        "page": page,
-        "invoices": page.object_list,
-        "status": status,
-        "month": month,
-        "months": _months(month or month_start()),
-        "error": error,
-        "draft_month": last_month,
-        "current_month": month_start(),
-        "ready_count": inv.ready_drafts().count(),
-    }
-    response = render(request, "operator/billing_invoices.html", context, status=400 if error else 200)
+    context.update(
+        {
+            "invoices": context["page"].object_list,
+            # The month whose invoices the CSV and JSON buttons export: only one the list accepted.
+            "month": d.parse_month(chosen["month"]) if status == 200 and chosen["month"] else None,
+            "draft_month": last_month,
+            "current_month": month_start(),
+            "ready_count": inv.ready_drafts().count(),
+        }
+    )
+    response = render(request, "operator/billing_invoices.html", context, status=status)
     return audited_read(request, response, "invoices")
 
 

@@ -80,21 +80,25 @@ def list_page(
         for field in search:
             condition |= Q(**{f"{field}__icontains": q})
         rows = rows.filter(condition)
-    bar = []
+    values = {}
     for choice in filters:
-        value = choice.chosen(request.GET)
-        if value:
-            rows = rows.filter(choice.where(value))
-        bar.append({"name": choice.name, "label": choice.label, "choices": choice.choices, "value": value})
+        values[choice.name] = choice.chosen(request.GET)
+        if values[choice.name]:
+            rows = rows.filter(choice.where(values[choice.name]))
+    bar = _bar(filters, values)
     page: Page = Paginator(rows, per_page).get_page(request.GET.get("page"))
     return {"page": page, "q": q, "filters": bar, "filtered": bool(q or any(f["value"] for f in bar))}
 
 
+def _bar(filters: Sequence[ChoiceFilter], values: dict[str, str]) -> list[dict]:
+    """What the filter bar draws for each filter: its select and the value shown chosen. One
+    shape for the 200 and the 400 page, so the two cannot drift apart."""
+    return [{"name": f.name, "label": f.label, "choices": f.choices, "value": values[f.name]} for f in filters]
+
+
 def bad_filter_context(request, filters: Sequence[ChoiceFilter], error: BadFilter) -> dict:
     """The context of a list answered 400: no rows, the bar as the operator left it, and why."""
-    bar = [
-        {"name": f.name, "label": f.label, "choices": f.choices, "value": request.GET.get(f.name, "")} for f in filters
-    ]
+    bar = _bar(filters, {f.name: request.GET.get(f.name, "") for f in filters})
     page = Paginator([], PER_PAGE).get_page(1)
     return {"page": page, "q": search_query(request.GET), "filters": bar, "filtered": True, "list_error": error.message}
 

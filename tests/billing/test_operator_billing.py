@@ -161,6 +161,45 @@ def test_finalising_the_open_month_is_refused_with_a_message(priced, operator, c
     assert invoice.status == InvoiceStatus.DRAFT
 
 
+@pytest.mark.parametrize(
+    ("params", "allowed"),
+    [
+        ({"status": "bogus"}, "use one of: draft, final."),
+        ({"month": "soon"}, f"use one of: {THIS_MONTH:%Y-%m}, {LAST_MONTH:%Y-%m}, "),
+        ({"month": f"{LAST_MONTH:%Y-%m}", "status": "paid"}, "use one of: draft, final."),
+    ],
+)
+def test_an_unknown_invoice_filter_is_a_400_that_lists_no_invoices(priced, operator, client, params, allowed):
+    # Like every other operator list (listing.list_context): an empty list and why, never every row.
+    drafts = [inv.draft_invoice(priced.a.tenant, LAST_MONTH), inv.draft_invoice(priced.b.tenant, LAST_MONTH)]
+    client.force_login(operator)
+    response = client.get(reverse("operator:billing_invoices"), params)
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert [number for number in map(inv.invoice_number, drafts) if number in page] == []
+    assert 'id="invoice-table"' not in page
+    assert 'id="list-error"' in page and allowed in page
+
+
+def test_the_invoice_filters_narrow_the_list_and_keep_an_old_month_link_working(priced, operator, client):
+    old = month_start(THIS_MONTH - dt.timedelta(days=800))
+    alpha_old = inv.draft_invoice(priced.a.tenant, old)
+    alpha_last = inv.draft_invoice(priced.a.tenant, LAST_MONTH)
+    bravo_last = inv.draft_invoice(priced.b.tenant, LAST_MONTH)
+    client.force_login(operator)
+
+    def listed(**params):
+        response = client.get(reverse("operator:billing_invoices"), params)
+        assert response.status_code == 200
+        return sorted(i.pk for i in response.context["invoices"])
+
+    assert listed() == sorted(i.pk for i in (alpha_old, alpha_last, bravo_last))
+    assert listed(month=f"{LAST_MONTH:%Y-%m}") == sorted([alpha_last.pk, bravo_last.pk])
+    assert listed(month=f"{old:%Y-%m}") == [alpha_old.pk]  # older than the twelve months offered
+    assert listed(month=f"{LAST_MONTH:%Y-%m}", status="final") == []
+    assert listed(status="draft", q="bravo") == [bravo_last.pk]
+
+
 # --- the operator API ----------------------------------------------------------------------------
 
 

@@ -67,14 +67,40 @@ def test_it_refuses_a_description_over_its_limit_instead_of_cutting_it(admin, wo
         assert KnowledgeBase.objects.get().description == "d" * 500
 
 
+def test_a_refused_edit_keeps_what_was_typed_and_says_why(admin, world):
+    kb = make_kb(world.a, description="Policies")
+    typed = {"name": "Handbook & <rules>", "description": "d" * 501}
+    response = admin.post(f"/t/alpha/knowledge/{kb.pk}/edit/", typed)
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert 'id="kb-description-errors"><li>At most 500 characters.</li>' in page
+    assert 'name="name" maxlength="100" value="Handbook &amp; &lt;rules&gt;"' in page
+    assert f'name="description" maxlength="500" value="{"d" * 501}"' in page
+    with tenant_context(world.a.tenant):
+        assert list(KnowledgeBase.objects.values_list("name", "description")) == [("Handbook", "Policies")]
+
+
+def test_renaming_to_another_bases_name_is_refused_beside_the_name(admin, world):
+    make_kb(world.a, name="Handbook")
+    kb = make_kb(world.a, name="Runbook")
+    response = admin.post(f"/t/alpha/knowledge/{kb.pk}/edit/", {"name": "handbook", "description": "Ops"})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert 'id="kb-name-errors"><li>A knowledge base with this name exists already.</li>' in page
+    assert 'value="handbook"' in page and 'value="Ops"' in page
+    assert "<h1" in page and ">Runbook<" in page  # the heading is still the saved name
+    saved = admin.post(f"/t/alpha/knowledge/{kb.pk}/edit/", {"name": "Ops runbook", "description": "Ops"})
+    assert saved["Location"] == f"/t/alpha/knowledge/{kb.pk}/"
+
+
 @pytest.mark.parametrize("field", ["name", "description"])
 def test_it_refuses_a_null_character_in_a_new_or_renamed_knowledge_base(admin, world, field):
     # PostgreSQL cannot store NUL: this was a 500 there (found by the every-route garbage sweep).
     kb = make_kb(world.a)
     good = {"name": "Handbook", "description": "Policies", "backend": "local"}
-    created = admin.post("/t/alpha/knowledge/new/", {**good, field: "Hand\x00book"}, follow=True)
-    edited = admin.post(f"/t/alpha/knowledge/{kb.pk}/edit/", {**good, field: "Hand\x00book"}, follow=True)
-    assert (created.status_code, edited.status_code) == (400, 200)
+    created = admin.post("/t/alpha/knowledge/new/", {**good, field: "Hand\x00book"})
+    edited = admin.post(f"/t/alpha/knowledge/{kb.pk}/edit/", {**good, field: "Hand\x00book"})
+    assert (created.status_code, edited.status_code) == (400, 400)
     assert "Null characters are not allowed." in created.content.decode()
     assert "Null characters are not allowed." in edited.content.decode()
     with tenant_context(world.a.tenant):
