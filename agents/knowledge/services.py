@@ -119,6 +119,15 @@ def _validate_settings(name: str, description: str, backend: str, chunk_size: in
         raise ServiceError(errors)
 
 
+NAME_TAKEN = "A knowledge base with this name exists already."
+
+
+def _name_taken(name: str, exclude: int | None = None) -> bool:
+    """Whether another of the tenant's bases has this name, in any case. Checked first for a
+    clear answer; the unique constraint (exact case) still decides a race between two admins."""
+    return KnowledgeBase.objects.filter(name__iexact=name).exclude(pk=exclude).exists()
+
+
 def create_knowledge_base(
     actor: Actor,
     *,
@@ -131,8 +140,8 @@ def create_knowledge_base(
     tenant = _check(actor)
     name = name.strip()
     _validate_settings(name, description, backend, chunk_size, chunk_overlap)
-    if KnowledgeBase.objects.filter(name__iexact=name).exists():
-        raise ServiceError({"name": "A knowledge base with this name exists already."})
+    if _name_taken(name):
+        raise ServiceError({"name": NAME_TAKEN})
     try:
         with transaction.atomic():
             kb = KnowledgeBase.objects.create(
@@ -151,7 +160,7 @@ def create_knowledge_base(
                 ip=actor.ip,
             )
     except IntegrityError:
-        raise ServiceError({"name": "A knowledge base with this name exists already."})
+        raise ServiceError({"name": NAME_TAKEN})
     return kb
 
 
@@ -159,21 +168,27 @@ def update_knowledge_base(actor: Actor, kb: KnowledgeBase, *, name: str, descrip
     tenant = _check(actor)
     name = name.strip()
     _validate_settings(name, description, kb.backend, kb.chunk_size, kb.chunk_overlap)
-    if KnowledgeBase.objects.filter(name__iexact=name).exclude(pk=kb.pk).exists():
-        raise ServiceError({"name": "A knowledge base with this name exists already."})
+    if _name_taken(name, exclude=kb.pk):
+        raise ServiceError({"name": NAME_TAKEN})
     before = {"name": kb.name, "description": kb.description}
     kb.name, kb.description = name, description.strip()
-    with transaction.atomic():
-        kb.save(update_fields=["name", "description", "updated_at"])
-        audit.record(
-            "knowledge.base_updated",
-            actor=actor.user,
-            tenant=tenant,
-            target=kb,
-            before=before,
-            after={"name": kb.name, "description": kb.description},
-            ip=actor.ip,
-        )
+    try:
+        with transaction.atomic():
+            kb.save(update_fields=["name", "description", "updated_at"])
+            audit.record(
+                "knowledge.base_updated",
+                actor=actor.user,
+                tenant=tenant,
+                target=kb,
+                before=before,
+                after={"name": kb.name, "description": kb.description},
+                ip=actor.ip,
+            )
+    except IntegrityError:
+        # Another admin took the name since _name_taken looked: nothing was saved, and the
+        # base keeps its saved name and description (the page's heading shows them).
+        kb.name, kb.description = before["name"], before["description"]
+        raise ServiceError({"name": NAME_TAKEN})
     return kb
 
 

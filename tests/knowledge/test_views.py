@@ -93,6 +93,23 @@ def test_renaming_to_another_bases_name_is_refused_beside_the_name(admin, world)
     assert saved["Location"] == f"/t/alpha/knowledge/{kb.pk}/"
 
 
+def test_a_rename_that_loses_a_race_for_the_name_is_refused_not_a_500(admin, world, monkeypatch):
+    # Two admins renaming two bases to one name at the same moment: both pass the name check,
+    # and the database's unique constraint refuses the second (an IntegrityError, once a 500).
+    from agents.knowledge import services
+
+    make_kb(world.a, name="Handbook")
+    kb = make_kb(world.a, name="Runbook")
+    monkeypatch.setattr(services, "_name_taken", lambda name, exclude=None: False)
+    response = admin.post(f"/t/alpha/knowledge/{kb.pk}/edit/", {"name": "Handbook", "description": "Ops"})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert 'id="kb-name-errors"><li>A knowledge base with this name exists already.</li>' in page
+    assert ">Runbook<" in page  # the heading is still the saved name, not the refused one
+    with tenant_context(world.a.tenant):
+        assert sorted(KnowledgeBase.objects.values_list("name", flat=True)) == ["Handbook", "Runbook"]
+
+
 @pytest.mark.parametrize("field", ["name", "description"])
 def test_it_refuses_a_null_character_in_a_new_or_renamed_knowledge_base(admin, world, field):
     # PostgreSQL cannot store NUL: this was a 500 there (found by the every-route garbage sweep).
