@@ -565,6 +565,14 @@ class MonthOutlook:
         # The bill's overage: in a prorated month, each period's at its own price (spend.bill).
         return self.bill.overage
 
+    @property
+    def tier_periods(self) -> list:
+        """The month's tier periods when it has more than one (a tier change in it), else []:
+        then overage is billed at the price of the period its tokens were used in
+        (billing.invoices.pool_quota), so no single price describes the month."""
+        periods = list(getattr(self.plan, "periods", ()))
+        return periods if len(periods) > 1 else []
+
 
 def forecast(used: Decimal, trailing: Decimal, now: dt.datetime) -> Decimal:
     """Month-end value: `used` so far plus the trailing daily rate times the time left.

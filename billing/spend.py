@@ -83,6 +83,9 @@ class MonthPlan:
     closed_overage_tokens: int = 0
     # The month's pooled included tokens (every period's prorated share): what a page calls its quota.
     pool: int = 0
+    # The month's tier periods (billing.invoices.TierPeriod), in time order: each bills the
+    # overage of its tokens at its own tier's price, which a page must not call today's.
+    periods: tuple = ()
 
 
 def month_plan(tenant, month: dt.date | None = None, terms=None, *, tiers=None):
@@ -108,6 +111,7 @@ def month_plan(tenant, month: dt.date | None = None, terms=None, *, tiers=None):
         closed_overage=sum((p.overage() for p in closed), Decimal("0.00")),
         closed_overage_tokens=sum(p.overage_tokens() for p in closed),
         pool=sum(p.included_tokens for p in periods),
+        periods=tuple(periods),
     )
 
 

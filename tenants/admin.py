@@ -107,7 +107,8 @@ def changed_fields(form, fields) -> tuple[dict, dict]:
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
     """Operators edit accounts here. Every save is audited (user.changed_by_operator), and an
-    address the operator sets replaces the ones allauth knows for the account."""
+    address the operator sets replaces the ones allauth knows for the account and removes its
+    SSO links (named in the audit entry)."""
 
     form = OperatorUserChangeForm
     add_form = OperatorUserCreationForm
@@ -127,6 +128,11 @@ class UserAdmin(BaseUserAdmin):
         super().save_model(request, obj, form, change)
         if not change or "email" in form.changed_data:
             operator_services.replace_email_addresses(obj, obj.email)
+        # Kept on the form (one request's), not on this admin (shared by every request).
+        form.sso_links_removed = []
+        if change and form.initial.get("email", "").strip().lower() != obj.email.lower():
+            # The links are the old address's holder at their IdP: they must not follow the account.
+            form.sso_links_removed = operator_services.remove_sso_links(obj)
 
     def save_related(self, request, form, formsets, change):
         from portal.operator import services as operator_services
@@ -134,7 +140,13 @@ class UserAdmin(BaseUserAdmin):
         super().save_related(request, form, formsets, change)  # groups and permissions: saved now
         before, after = changed_fields(form, operator_services.ACCOUNT_FIELDS)
         operator_services.record_account_change(
-            request.user, form.instance, before=before, after=after, created=not change, ip=client_ip(request)
+            request.user,
+            form.instance,
+            before=before,
+            after=after,
+            created=not change,
+            sso_links_removed=getattr(form, "sso_links_removed", []),
+            ip=client_ip(request),
         )
 
     def user_change_password(self, request, id, form_url=""):

@@ -15,6 +15,7 @@ paged through is one visit, not a flood that buries the changes in the log.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from django.db import transaction
@@ -168,22 +169,70 @@ def replace_email_addresses(user: User, email: str) -> None:
             address.save(update_fields=["primary"])
 
 
+def remove_sso_links(user: User) -> list[tuple[str, str]]:
+    """Remove every SSO link (allauth SocialAccount) of `user`; (provider, uid) of each, sorted.
+
+    A link is the IdP identity of the person who held the account's address: after an
+    operator gives the account to another address, that person would still sign in to it.
+    The new address is linked anew at its first SSO sign-in, by the checks any first
+    sign-in gets (tenants/identity/sso.py)."""
+    from allauth.socialaccount.models import SocialAccount
+
+    links = SocialAccount.objects.filter(user=user)
+    removed = sorted(links.values_list("provider", "uid"))
+    links.delete()  # their tokens with them
+    return removed
+
+
+def _links_for_the_log(tenant: Tenant | None, links: list[tuple[str, str]]) -> list[dict]:
+    """The removed links a log may show. The platform's (operators only) names each IdP
+    subject, so support can tell whose identity went. A tenant's shows only the links to its
+    own IdP, by the keyed stand-in sso.account_linked used: the subject would tell its admins
+    what to assert to sign in as someone, and another tenant's provider is not its business."""
+    if tenant is None:
+        return [{"provider": provider, "uid": uid} for provider, uid in links]
+    from tenants.identity import sso
+
+    connection = sso.connection_of(tenant)
+    if connection is None:
+        return []
+    return [
+        {"provider": provider, "subject_fingerprint": sso.subject_fingerprint(connection, uid)}
+        for provider, uid in links
+        if provider == connection.provider_id
+    ]
+
+
 def record_account_change(
-    operator: User, user: User, *, before: dict, after: dict, created: bool = False, ip: str | None = None
+    operator: User,
+    user: User,
+    *,
+    before: dict,
+    after: dict,
+    created: bool = False,
+    sso_links_removed: Sequence[tuple[str, str]] = (),
+    ip: str | None = None,
 ) -> list[AuditLog]:
     """Audit an operator's change to `user`'s account (`before`/`after`: the fields that
-    changed) in the platform's log and in the log of every tenant `user` is a member of:
-    their admins see when the provider's staff changed one of their people."""
-    if not before and not after:
+    changed; `sso_links_removed`: (provider, uid) of the SSO links the change removed) in the
+    platform's log and in the log of every tenant `user` is a member of: their admins see when
+    the provider's staff changed one of their people."""
+    if not before and not after and not sso_links_removed:
         return []
     if created:
         after = {**after, "created": True}
     with all_tenants(OPERATOR_REASON):
         tenants = [None, *Tenant.objects.filter(pk__in=Membership.unscoped.filter(user=user).values("tenant_id"))]
-        return [
-            audit.record(ACCOUNT_CHANGED, actor=operator, tenant=tenant, target=user, before=before, after=after, ip=ip)
-            for tenant in tenants
-        ]
+        entries = []
+        for tenant in tenants:
+            links = _links_for_the_log(tenant, list(sso_links_removed))
+            entry_after = {**after, "sso_links_removed": links} if links else after
+            entries.append(
+                audit.record(
+                    ACCOUNT_CHANGED, actor=operator, tenant=tenant, target=user, before=before, after=entry_after, ip=ip
+                )
+            )
+        return entries
 
 
 GROUP_CHANGED = "group.changed_by_operator"

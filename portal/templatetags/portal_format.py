@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
@@ -135,6 +136,23 @@ def action_label(action: str) -> str:
     from tenants.audit import action_label as label
 
     return label(action or "")
+
+
+# The characters that join the parts of an address, a code, a path or an IdP subject; a dot
+# before a digit is a number's ("6000.00", "v1.2"), which stays whole.
+_PART_END = re.compile(r"(?<=[@_/:|=&?])|(?<=\.)(?!\d)")
+
+
+@register.filter(name="breakable")
+def breakable(value) -> str:
+    """Text, escaped, with a line-break opportunity (<wbr>) after each character that joins
+    the parts of an address, a code or a URL: "jane.doe@acme.example" wraps as "jane.doe@" /
+    "acme.example" in a narrow column, where the stylesheet would otherwise have to break
+    it (and every word beside it) at any letter."""
+    if value is None:
+        return ""
+    parts = [part for part in _PART_END.split(str(value)) if part]
+    return format_html("<wbr>".join("{}" for _ in parts), *parts)
 
 
 @register.filter(name="json_value")

@@ -133,3 +133,65 @@ def test_the_operators_tenant_page_names_a_prorated_months_fees_as_prorated(worl
     page = client.get(f"/operator/billing/tenants/{tenant.slug}/").content.decode()
     assert "plan fees, prorated over this month's tiers" in page
     assert "Premium-p fee" not in page and "premium-p fee" not in page.lower()
+
+
+# --- what the tenant's dashboard says the overage is priced at ---------------------------------
+
+
+def _gauge_note(page: str) -> str:
+    """The text under the token gauge, tags stripped, whitespace collapsed."""
+    import re
+
+    note = page.split('<p class="gauge-note">', 1)[1].split("</p>", 1)[0]
+    return " ".join(re.sub(r"<[^>]+>", "", note).split())
+
+
+@pytest.fixture
+def moved_this_month(world):
+    """Tenant A moved from Standard ($1 per 1k past 1,000 tokens) to Premium ($0.50 per 1k past
+    2,000) halfway through the month so far, with 100,000 tokens used on each: overage on both."""
+    from django.utils import timezone
+
+    from billing.accounting import month_start
+    from tests.billing.usage_helpers import record_usage
+
+    now = timezone.now()
+    start = dt.datetime.combine(month_start(now), dt.time.min, tzinfo=dt.UTC)
+    change = start + (now - start) / 2
+    standard = factories.make_tier("standard-d", included_tokens=1000, overage_price_per_1k_tokens=Decimal("1"))
+    premium = factories.make_tier("premium-d", included_tokens=2000, overage_price_per_1k_tokens=Decimal("0.5"))
+    tenant = world.a.tenant
+    tenant.tier = standard
+    tenant.save()
+    moves(tenant, (change, standard, premium))
+    record_usage(tenant, start + (change - start) / 2, input_tokens=100_000, output_tokens=0)
+    record_usage(tenant, change + (now - change) / 2, input_tokens=100_000, output_tokens=0)
+    return world
+
+
+def test_the_dashboard_names_each_tier_periods_overage_price_in_a_month_with_a_tier_change(client, moved_this_month):
+    """It said "overage at $0.50 per 1k" (today's tier) for overage half billed at Standard's $1."""
+    client.force_login(moved_this_month.a.owner)
+
+    note = _gauge_note(client.get("/t/alpha/billing/").content.decode())
+
+    assert "at the overage price of the plan in force when they were used" in note
+    assert "Standard-D $1.00 per 1k until" in note, note
+    assert "Premium-D $0.50 per 1k from" in note
+    assert "overage at $0.50 per 1k." not in note, note
+
+
+def test_the_dashboard_names_the_one_overage_price_of_a_month_on_one_tier(client, world):
+    from django.utils import timezone
+
+    from tests.billing.usage_helpers import record_usage
+
+    world.a.tenant.tier = factories.make_tier("one-d", overage_price_per_1k_tokens=Decimal("0.5"))
+    world.a.tenant.save()
+    record_usage(world.a.tenant, timezone.now(), input_tokens=100_000, output_tokens=0)
+    client.force_login(world.a.owner)
+
+    note = _gauge_note(client.get("/t/alpha/billing/").content.decode())
+
+    assert note.endswith(" overage at $0.50 per 1k."), note
+    assert "plan in force" not in note

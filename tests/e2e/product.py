@@ -140,6 +140,21 @@ class Product:
             conn.execute("SELECT set_config('app.all_tenants', 'on', false)")
             return conn.execute(statement, params).fetchall()
 
+    def write(self, statement: str, params: tuple = ()) -> None:
+        """A write to the product's own database, committed (data a page must cope with)."""
+        database_url = self.env["DATABASE_URL"]
+        if database_url.startswith("sqlite"):
+            import sqlite3
+
+            with contextlib.closing(sqlite3.connect(urlsplit(database_url).path)) as conn, conn:
+                conn.execute(statement.replace("%s", "?"), params)
+            return
+        import psycopg
+
+        with psycopg.connect(database_url) as conn:
+            conn.execute("SELECT set_config('app.all_tenants', 'on', false)")
+            conn.execute(statement, params)
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

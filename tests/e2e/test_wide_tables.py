@@ -84,6 +84,50 @@ def test_an_operators_tables_fit_a_1280_px_screen(product, launch_browser, name)
     assert_tables_fit(page, name)
 
 
+LONG_AUDIT_ENTRY = (
+    "jacqueline.vanderberghe-montgomery.operations@subsidiary.initech-international.example",
+    "knowledge_base.document_reingestion_requested",
+    "quarterly-compliance-report-final-version-reviewed-by-legal-department-2026.pdf",
+    '{"email": "jacqueline.vanderberghe-montgomery@initech-international.example", '
+    '"note": "Changed after the customer asked us to use the address of the operations team"}',
+    '{"email": "ops-team-distribution-list@subsidiary.initech-international.example", '
+    '"sso_links_removed": [{"provider": "tenant-initech", "uid": "00u1abcdefghijklmnopqrstuvwxyz0123456789ABCDEF"}], '
+    '"webhook": "https://hooks.example.com/services/T0000000/B0000000/' + "X" * 40 + '"}',
+    "2001:db8:85a3::8a2e:370:7334",
+)
+
+
+def add_long_audit_entries(product) -> None:  # noqa: F811
+    """An entry with a long address, action code, target and values, in Initech's log and the platform's."""
+    [(initech,)] = product.sql("SELECT id FROM tenants_tenant WHERE slug = %s", ("initech",))
+    for tenant in (initech, None):
+        product.write(
+            "INSERT INTO tenants_auditlog (tenant_id, actor_email, action, target_type, target_id, target_repr,"
+            " before, after, ip_address, created_at) VALUES (%s, %s, %s, '', '', %s, %s, %s, %s, CURRENT_TIMESTAMP)",
+            (tenant, *LONG_AUDIT_ENTRY),
+        )
+
+
+PAGE_OVERFLOW = "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+
+
+def test_the_audit_logs_fit_with_long_addresses_codes_and_values(product, launch_browser):  # noqa: F811
+    """Long tokens wrap inside their cells: at 1280 px the table fits its box, at 390 px the page
+    does not scroll sideways (the table may, in its box)."""
+    add_long_audit_entries(product)
+    for email, path, name in (
+        (OWNER, "/t/initech/audit/", "audit-log-long"),
+        (OPERATOR_EMAIL, "/operator/audit/", "operator-audit-log-long"),
+    ):
+        page = browser_page(launch_browser, product, email)
+        open_page(page, path)
+        expect(page.locator("#audit-table")).to_contain_text("document_reingestion_requested")
+        assert_tables_fit(page, name)
+        page.set_viewport_size({"width": 390, "height": 900})
+        page.screenshot(path=str(SHOTS / f"{name}-390.png"), full_page=True)
+        assert page.evaluate(PAGE_OVERFLOW) <= 0, f"{path} at 390 px scrolls sideways"
+
+
 def set_suspended(page, slug: str, suspended: bool) -> None:
     """The operator suspends or reactivates a tenant from its console page (as a person would)."""
     page.goto(f"/operator/tenants/{slug}/")

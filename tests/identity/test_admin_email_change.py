@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import pytest
 from allauth.account.models import EmailAddress
+from allauth.socialaccount.models import SocialAccount
+from django.test import Client
 
-from tests.identity.sso_helpers import sign_in_via_sso, signed_in_user
+from portal.operator import services as operator_services
+from tenants.identity import sso
+from tests.identity.sso_helpers import sign_in_via_sso, signed_in_user, social_accounts
+from tests.tenants.helpers import audit_entries, platform_audit_entries
 
 pytestmark = pytest.mark.django_db
 
 NEW = "moved@elsewhere.test"
+PROVIDER_ID = "tenant-alpha"
 
 
 def admin_user_form(user, **changes) -> dict:
@@ -96,3 +102,59 @@ def test_an_address_another_account_has_proven_is_refused_with_a_form_error(clie
     assert "email" in response.context["adminform"].form.errors
     user.refresh_from_db()
     assert user.email == "admin@alpha.test"
+
+
+# --- the old person's IdP identity goes with the old address --------------------------------
+
+
+@pytest.fixture
+def linked_admin(world, idp, alpha_sso):
+    """Tenant A's admin, linked to the IdP identity okta|admin by a first SSO sign-in."""
+    idp.user = {"sub": "okta|admin", "email": "admin@alpha.test", "email_verified": True}
+    sign_in_via_sso(Client(), idp, "admin@alpha.test")
+    assert social_accounts(PROVIDER_ID) == [("okta|admin", "admin@alpha.test")]
+    return world.a.admin
+
+
+def test_the_old_idp_identity_no_longer_signs_in_to_the_moved_account(client, operator, idp, linked_admin):
+    move(client, operator, linked_admin)
+
+    sign_in_via_sso(client, idp, "admin@alpha.test")  # the same subject as before the move
+
+    assert signed_in_user(client) != linked_admin
+    assert not SocialAccount.objects.filter(user=linked_admin).exists()
+
+
+def test_the_next_sso_sign_in_with_the_new_address_links_the_moved_account_anew(client, operator, idp, linked_admin):
+    move(client, operator, linked_admin, email="renamed@alpha.test")
+    idp.user = {"sub": "okta|renamed", "email": "renamed@alpha.test", "email_verified": True}
+
+    sign_in_via_sso(client, idp, "renamed@alpha.test")
+
+    assert signed_in_user(client) == linked_admin
+    assert social_accounts(PROVIDER_ID) == [("okta|renamed", "renamed@alpha.test")]
+
+
+def test_the_audit_says_which_links_went_and_never_their_tokens(client, world, operator, linked_admin, alpha_sso):
+    SocialAccount.objects.filter(user=linked_admin).update(extra_data={"access_token": "secret-access-token"})
+    move(client, operator, linked_admin)
+
+    [platform] = [e for e in platform_audit_entries(operator_services.ACCOUNT_CHANGED) if e.tenant_id is None]
+    assert platform.after["sso_links_removed"] == [{"provider": PROVIDER_ID, "uid": "okta|admin"}]
+    # The tenant's admins see the link as sso.account_linked showed it: never the IdP subject.
+    [entry] = audit_entries(world.a.tenant, operator_services.ACCOUNT_CHANGED)
+    assert entry.after["sso_links_removed"] == [
+        {"provider": PROVIDER_ID, "subject_fingerprint": sso.subject_fingerprint(alpha_sso, "okta|admin")}
+    ]
+    assert "okta|admin" not in str(entry.before) + str(entry.after)
+    assert "secret-access-token" not in str(platform.after) + str(entry.after)
+
+
+def test_a_save_that_keeps_the_address_keeps_the_links(client, operator, linked_admin):
+    client.force_login(operator)
+    form = admin_user_form(linked_admin, full_name="Renamed Admin")
+    assert client.post(f"/admin/tenants/user/{linked_admin.pk}/change/", form).status_code == 302
+
+    assert social_accounts(PROVIDER_ID) == [("okta|admin", "admin@alpha.test")]
+    [entry] = [e for e in platform_audit_entries(operator_services.ACCOUNT_CHANGED) if e.tenant_id is None]
+    assert "sso_links_removed" not in entry.after

@@ -636,6 +636,9 @@ def _assert_no_foreign_data(response):
         body = b"".join(response.streaming_content).decode(errors="replace")
     else:
         body = response.content.decode(errors="replace")
+    # Addresses and codes carry line-break hints (portal_format.breakable): "owner@<wbr>bravo.<wbr>test"
+    # must still count as B's "bravo.test".
+    body = body.replace("<wbr>", "")
     for marker in FOREIGN_MARKERS:
         assert marker not in body, f"{marker!r} leaked into {response.request['PATH_INFO']}"
 

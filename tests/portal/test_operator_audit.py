@@ -13,7 +13,7 @@ from billing import invoices as inv
 from billing.accounting import month_start
 from portal.operator import services as operator_services
 from tenants.models import Tenant, Tier
-from tests.tenants.helpers import audit_entries, platform_audit_entries
+from tests.tenants.helpers import audit_entries, page_text, platform_audit_entries
 
 pytestmark = pytest.mark.django_db
 LAST_MONTH = month_start(month_start() - timedelta(days=1))
@@ -42,7 +42,7 @@ def test_the_tenants_admins_see_the_operators_visit_in_their_audit_log(client, w
     client.force_login(operator)
     client.get("/operator/tenants/bravo/")
     client.force_login(world.b.admin)
-    body = client.get("/t/bravo/audit/").content.decode()
+    body = page_text(client.get("/t/bravo/audit/"))
     assert "operator.viewed" in body and operator.email in body
 
 

@@ -17,7 +17,7 @@ from django.test import AsyncClient
 from tenants import audit
 from tenants.context import tenant_context
 from tenants.models import AuditLog
-from tests.tenants.helpers import audit_entries
+from tests.tenants.helpers import audit_entries, page_text
 
 EXPORT = "/t/alpha/audit/export.csv"
 HEADER = [
@@ -195,7 +195,7 @@ def test_the_audit_log_shows_a_nested_change_as_json_not_as_python(client, world
     entry(world.a, "audit.exported", after={"filters": {"action": "invitation"}, "rows": 2, "note": None})
     client.force_login(world.a.owner)
 
-    body = client.get("/t/alpha/audit/").content.decode()
+    body = page_text(client.get("/t/alpha/audit/"))
 
     assert "{&quot;action&quot;: &quot;invitation&quot;}" in body
     assert "{&#x27;action&#x27;" not in body

@@ -19,6 +19,7 @@ import pytest
 from tenants import audit
 from tenants.context import all_tenants, tenant_context
 from tenants.models import AuditLog
+from tests.tenants.helpers import page_text
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("agents", "billing", "portal", "tenants")
@@ -135,10 +136,10 @@ def _entry(tenant, action: str) -> AuditLog:
 def test_the_tenants_and_the_operators_audit_pages_name_the_action_and_keep_the_code(client, world, operator):
     _entry(world.a.tenant, "api_client.taken_over")
     client.force_login(world.a.owner)
-    tenant_page = client.get("/t/alpha/audit/").content.decode()
+    tenant_page = page_text(client.get("/t/alpha/audit/"))
     client.force_login(operator)
-    operator_page = client.get("/operator/audit/").content.decode()
-    tenant_detail = client.get("/operator/tenants/alpha/").content.decode()
+    operator_page = page_text(client.get("/operator/audit/"))
+    tenant_detail = page_text(client.get("/operator/tenants/alpha/"))
 
     for page in (tenant_page, operator_page, tenant_detail):
         assert "API client taken over" in page
@@ -149,7 +150,7 @@ def test_the_tenants_and_the_operators_audit_pages_name_the_action_and_keep_the_
 def test_an_unknown_code_is_shown_as_it_is(client, world):
     _entry(world.a.tenant, "legacy.thing_done")
     client.force_login(world.a.owner)
-    assert "legacy.thing_done" in client.get("/t/alpha/audit/").content.decode()
+    assert "legacy.thing_done" in page_text(client.get("/t/alpha/audit/"))
 
 
 @pytest.mark.django_db
@@ -158,8 +159,8 @@ def test_the_filter_finds_an_action_by_its_label_or_its_code(client, world):
     _entry(world.a.tenant, "membership.removed")
     client.force_login(world.a.owner)
 
-    by_label = client.get("/t/alpha/audit/", {"action": "taken over"}).content.decode()
-    by_code = client.get("/t/alpha/audit/", {"action": "api_client"}).content.decode()
+    by_label = page_text(client.get("/t/alpha/audit/", {"action": "taken over"}))
+    by_code = page_text(client.get("/t/alpha/audit/", {"action": "api_client"}))
 
     for page in (by_label, by_code):
         assert "api_client.taken_over" in page and "membership.removed" not in page
