@@ -122,7 +122,9 @@ class MemoryViewSet(_MemoryAPI):
         description=(
             "Your own memories and the tenant's shared ones, newest first, a page at a time (never a "
             "colleague's). For a tenant on AgentCore Memory, at most 1,000 of each kind are listed (the first "
-            "that AgentCore Memory answers); `truncated` is true when it holds more."
+            "that AgentCore Memory answers); `truncated` is true when it holds more. Its pages come from one "
+            "listing kept for a minute: what you or your agents change through the portal shows at once, what "
+            "AgentCore Memory derives on its own within that minute."
         ),
     )
     def list(self, request, *args, **kwargs):

@@ -11,13 +11,17 @@ namespaces that reaches is decided by agents/memory/policy.py.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import operator
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import reduce
 
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -129,11 +133,15 @@ def remember_for_token(
             session_id=str(token.claims.get("session_id") or ""),
             invocation_id=turn.pk if turn is not None else None,
         )
+        store = stores.store_for(tenant)
         try:
-            memory = stores.store_for(tenant).remember(namespace, " ".join(content.split()), writer)
+            memory = store.remember(namespace, " ".join(content.split()), writer)
         except stores.StoreUnavailable as exc:
             log.warning("memory remember for tenant %s failed: %s", tenant.pk, exc)
             raise GatewayRefused(503, "The memory store is unavailable; try again later.")
+        finally:
+            if isinstance(store, stores.AgentCoreStore):
+                _listings_changed(namespace)
         return memory.to_dict()
 
 
@@ -202,12 +210,15 @@ def _delete_in_agentcore(store, actor: Actor, tenant, record_id, *, shared: bool
     try:
         namespace = store.delete(str(record_id), may_delete)
     except stores.StoreUnavailable as exc:
+        # AgentCore may have deleted the record before failing, in a namespace not known here.
+        _listings_changed(Namespace(tenant.pk, actor.user.pk), Namespace(tenant.pk))
         log.warning("memory deletion for tenant %s failed: %s", tenant.pk, exc)
         raise _store_error(DELETE_FAILED, exc, "Nothing was deleted.") from exc
     if namespace is None:
         if shared is None and refused_shared:
             raise PermissionDenied(SHARED_WRITERS_ONLY)
         return False
+    _listings_changed(namespace)
     audit.record(
         "memory.shared_deleted" if namespace.shared else "memory.deleted",
         actor=actor.user,
@@ -300,6 +311,8 @@ def clear_member_memory(actor: Actor, membership) -> stores.Cleared:
         except stores.StoreUnavailable as exc:
             log.warning("clearing a member's memory for tenant %s failed: %s", tenant.pk, exc)
             raise _store_error(CLEAR_FAILED, exc, "Nothing was deleted.") from exc
+        finally:
+            _listings_changed(Namespace(tenant.pk, membership.user_id))
         after = {"deleted": cleared.deleted, "store": stores.AgentCoreStore.name}
         if cleared.failed:
             after["failed"] = cleared.failed
@@ -355,6 +368,8 @@ def _keep(tenant, namespace: Namespace, text: str, *, empty: str, user=None, age
         except stores.StoreUnavailable as exc:
             log.warning("memory in %s for tenant %s not kept: %s", namespace.path, tenant.pk, exc)
             raise _store_error(KEEP_FAILED, exc, "Nothing was saved.") from exc
+        finally:
+            _listings_changed(namespace)  # also a failure: AgentCore may have kept it before failing
         return record_id, {"store": stores.AgentCoreStore.name}
     record = MemoryRecord.objects.create(namespace=namespace.path, user=user, agent=agent, content=text)
     return str(record.pk), None
@@ -480,13 +495,20 @@ def memories_of(actor: Actor, *, scope: str | None = None, agent=None, query: st
 
     The portal's table is filtered in SQL and lists everything; from AgentCore Memory at
     most stores.LIST_CAP records of each kind are listed (AgentCoreStore.list, as the Memory
-    page), and the answer's `truncated` says when there were more.
+    page), and the answer's `truncated` says when there were more; that listing is kept for
+    LISTING_TTL, so the API's next pages do not walk AgentCore again (see below).
     Raises MemoryStoreError when the tenant's AgentCore Memory cannot be asked."""
     tenant = require_tenant()
     store = _agentcore_store(tenant)
     wants_mine = scope in (None, MINE)
     wants_shared = scope in (None, SHARED) and agent is None
     if store is not None:
+        # The key (with its generations) before the walk: a write during the walk moves a
+        # generation, so what this walk saw is kept under a key no later request asks for.
+        key = _listing_key(store, tenant.pk, actor.user.pk, scope, agent.slug if agent is not None else "", query)
+        cached = cache.get(key) if key is not None else None
+        if cached is not None:
+            return _listing_from_cache(cached)
         try:
             listed = store.list(tenant_id=tenant.pk, user_id=actor.user.pk)
         except stores.StoreUnavailable as exc:
@@ -500,7 +522,10 @@ def memories_of(actor: Actor, *, scope: str | None = None, agent=None, query: st
             and (agent is None or m.namespace.agent_slug == agent.slug)
             and needle in m.content.casefold()
         ]
-        return MemoryListing(items, truncated=listed.truncated)
+        listing = MemoryListing(items, truncated=listed.truncated)
+        if key is not None:
+            cache.set(key, _listing_for_cache(listing), LISTING_TTL)
+        return listing
     mine = Q(user=actor.user) if agent is None else Q(user=actor.user, agent=agent)
     shared = Q(user__isnull=True, namespace=Namespace(tenant.pk).path)
     wanted = [q for q, on in ((mine, wants_mine), (shared, wants_shared)) if on]
@@ -510,6 +535,77 @@ def memories_of(actor: Actor, *, scope: str | None = None, agent=None, query: st
     if query:
         records = records.filter(content__icontains=query)
     return MemoryListing(_Rows(records.order_by("-created_at", "-id")))
+
+
+# --- AgentCore listings, kept briefly for the API's next pages ------------------------------------
+# The API answers 50 memories a page, but a listing from AgentCore is a walk of ListMemoryRecords
+# (up to 20 calls, each billed by AWS) that no page can be cut from, so every page of 1,000
+# memories would walk it all again: the walk is kept in Django's cache for LISTING_TTL and
+# pages are sliced from it. Every write the portal makes moves a generation that is part of
+# the key, so the member never pages on past a memory they (or an agent for them, or an
+# admin) changed; the TTL bounds what the portal does not see (records AgentCore's own
+# strategies derive from a runtime's events) and is short because a paging person reads
+# quickly. The local table needs none of this: it is counted and sliced in SQL.
+
+LISTING_TTL = 60  # seconds
+# How long an untouched generation is kept: any value is safe (a missing one starts again
+# from the clock, past every earlier one), this one only keeps Redis from filling with them.
+GENERATION_TTL = 24 * 3600
+
+
+def _generation_key(namespace: Namespace) -> str:
+    """What a write to `namespace` makes stale: the tenant's shared namespace is in every
+    member's listing, a member's own namespaces only in theirs."""
+    if namespace.shared:
+        return f"memory:listing-gen:{namespace.tenant_id}"
+    return f"memory:listing-gen:{namespace.tenant_id}:{namespace.user_id}"
+
+
+def _listings_changed(*namespaces: Namespace) -> None:
+    """A write to `namespaces` was made (or tried: AgentCore may have done it before failing to
+    answer): the listings that show them are stale from now on."""
+    for key in {_generation_key(n) for n in namespaces}:
+        try:
+            cache.incr(key)
+        except ValueError:
+            cache.set(key, time.time_ns(), GENERATION_TTL)
+
+
+def _listing_key(store, tenant_id: int, user_id: int, scope: str | None, agent_slug: str, query: str) -> str | None:
+    """The cache key of one member's filtered listing: the tenant and member in clear (a listing
+    answers no one else), their generations (a write moves one: _listings_changed), the rest (the
+    memory, the filters, the query's text) hashed. None when the cache keeps no generation."""
+    gen_keys = [_generation_key(Namespace(tenant_id)), _generation_key(Namespace(tenant_id, user_id))]
+    gens = cache.get_many(gen_keys)
+    for key in gen_keys:
+        if key not in gens:
+            # From the clock, not from 0: a generation evicted after writes moved it must not
+            # come back as a value that listings from before those writes were kept under.
+            cache.add(key, time.time_ns(), GENERATION_TTL)
+            gens[key] = cache.get(key)
+    if any(gens[key] is None for key in gen_keys):
+        return None
+    what = json.dumps([store.memory_id, scope or "", agent_slug, query])
+    digest = hashlib.sha256(what.encode()).hexdigest()
+    return f"memory:listing:{tenant_id}:{user_id}:{gens[gen_keys[0]]}:{gens[gen_keys[1]]}:{digest}"
+
+
+def _listing_for_cache(listing: MemoryListing) -> dict:
+    # Plain values, not Item objects: an entry written by the previous release still reads.
+    items = [
+        {"id": i.id, "content": i.content, "namespace": i.namespace.path, "created_at": i.created_at}
+        for i in listing.items
+    ]
+    return {"items": items, "truncated": listing.truncated}
+
+
+def _listing_from_cache(cached: dict) -> MemoryListing:
+    items = [
+        Item(row["id"], row["content"], namespace, row["created_at"])
+        for row in cached["items"]
+        if (namespace := policy.parse(row["namespace"])) is not None
+    ]
+    return MemoryListing(items, truncated=cached["truncated"])
 
 
 class _Rows:

@@ -34,7 +34,7 @@
     member's namespaces by ``namespacePath`` /tenant/<t>/user/<u>, the shared one by
     exact ``namespace``), following ``nextToken`` up to LIST_CAP records of each kind
     and saying when more remain, keeping a record only if the member may read one of
-    its namespaces.
+    its namespaces (the API keeps a walk briefly for its next pages: services.LISTING_TTL).
 
 Every call names the tenant's own ``memory_id``; every namespace is a policy.Namespace
 path. AWS failing (an error answer, no credentials, no connection) is StoreUnavailable,
