@@ -134,13 +134,16 @@ def acting(token, agent_slug: str = "") -> Iterator[AgentCall]:
     """In the context of an `authorize`d token's tenant: the call of its acting agent (step 6)."""
     with tenant_context(token.tenant, user_id=token.user.pk):
         agent = acting_agent(token, agent_slug)
-        roles = token.claims.get("roles") or []
+        # The role the user holds now (tokens.validate has just read the membership), not the
+        # token's `roles` claim: a demotion during a turn takes effect at the next call, as it
+        # does for the token's scopes, rather than when the exchanged token expires.
+        roles = (token.membership.role,) if token.membership is not None else ()
         yield AgentCall(
             token=token,
             tenant=token.tenant,
             user=token.user,
             agent=agent,
-            roles=tuple(role for role in roles if isinstance(role, str)),
+            roles=roles,
             claims=token.claims,
         )
 

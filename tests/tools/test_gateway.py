@@ -122,6 +122,19 @@ def test_usage_is_refused_when_the_user_the_agent_acts_for_is_a_plain_member(cli
     assert_problem(response, 403, detail="can do no more than you")
 
 
+def test_usage_is_refused_once_the_user_the_agent_acts_for_is_demoted_mid_turn(client, world, scene):
+    # The token says "admin" (its roles claim was true when it was minted); the membership,
+    # read live when the token is validated, says "member" now: the live role decides.
+    from tenants.models import Membership
+
+    token = token_for(world.a, scene["turns"]["a_admin"])
+    assert invoke(client, token, tool="usage_this_month", tool_input={}).status_code == 200
+    with tenant_context(world.a.tenant):
+        Membership.objects.filter(user=world.a.user("admin")).update(role="member")
+    response = invoke(client, token, tool="usage_this_month", tool_input={})
+    assert_problem(response, 403, detail="can do no more than you")
+
+
 def test_a_tool_the_tier_does_not_allow_is_refused_even_when_enabled(client, world, scene):
     tool = scene["tools"]["calculator"]
     tool.tiers.clear()
