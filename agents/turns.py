@@ -846,6 +846,11 @@ def fail(invocation_id, reason: str) -> None:
     _end_unclaimed(invocation_id, MessageStatus.FAILED, reason)
 
 
+def cancel_unclaimed(invocation_id) -> None:
+    """End as cancelled a stopped turn no worker is running (waiting for its retry)."""
+    _end_unclaimed(invocation_id, MessageStatus.CANCELLED)
+
+
 def _current_attempt(invocation: Invocation) -> tuple[str, list[dict], Decimal]:
     """What the turn's current attempt used, as _dead_attempt knows it (its streamed text,
     tool calls and runtime), or nothing if it is not running or the relay cannot be read."""
