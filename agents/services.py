@@ -632,7 +632,7 @@ def cancel_turn(actor: Actor, invocation: Invocation) -> None:
     if invocation.user_id != actor.user.pk:
         raise ServiceError("Only the person who asked can stop this answer.")
     with transaction.atomic():
-        if Invocation.objects.filter(pk=invocation.pk, status=MessageStatus.QUEUED).update(
+        if Invocation.objects.filter(pk=invocation.pk, status=MessageStatus.QUEUED, attempts=0).update(
             status=MessageStatus.CANCELLED, cancel_requested=True, finished_at=timezone.now()
         ):
             Message.objects.filter(pk=invocation.assistant_message_id).update(status=MessageStatus.CANCELLED)
@@ -641,6 +641,13 @@ def cancel_turn(actor: Actor, invocation: Invocation) -> None:
             transaction.on_commit(lambda: _publish_final(tenant, invocation, "cancelled", {}))
             return
         Invocation.objects.filter(pk=invocation.pk).exclude(status__in=FINAL_STATUSES).update(cancel_requested=True)
+    if Invocation.objects.filter(pk=invocation.pk, status=MessageStatus.QUEUED, cancel_requested=True).exists():
+        # Put back to wait for its retry: its attempts used what the provider charges for
+        # (carried on the invocation), so it is not ended as never run. No claim takes it
+        # now that it is stopped; it ends here, billed once for what they carried (turns._finish).
+        from agents import turns
+
+        turns.cancel_unclaimed(invocation.pk)
 
 
 def _publish_final(tenant: Tenant, invocation, kind: str, data: dict) -> None:

@@ -381,20 +381,35 @@ def attempt_texts(invocation_id) -> list[str]:
 def attempts_streamed(invocation_id) -> list[tuple[str, list[dict]]]:
     """What each attempt of the turn streamed so far: its text (as attempt_texts) and the
     tool calls it published, one (text, tool calls) per attempt."""
-    attempts: list[tuple[str, list[dict]]] = [("", [])]
+    return [(text, tool_calls) for _, text, tool_calls in _numbered_attempts(invocation_id)]
+
+
+def attempt_streamed(invocation_id, attempt: int) -> tuple[str, list[dict]]:
+    """What attempt number `attempt` of the turn streamed (as attempts_streamed): from the
+    "reset" that names it (the first attempt: from the start). Nothing if it published no
+    reset (its worker died between its claim and its reset): the relay's last attempt is
+    then an earlier one, whose usage was carried already, not this one's."""
+    for number, text, tool_calls in reversed(_numbered_attempts(invocation_id)):
+        if number == attempt:
+            return text, tool_calls
+    return "", []
+
+
+def _numbered_attempts(invocation_id) -> list[tuple[int, str, list[dict]]]:
+    attempts: list[tuple[int, str, list[dict]]] = [(1, "", [])]
     after = 0
     while True:
         events = read(invocation_id, after)
         if not events:
             return attempts
         for event in events:
-            text, tool_calls = attempts[-1]
+            number, text, tool_calls = attempts[-1]
             if event.kind == "reset":
-                attempts.append(("", []))
+                attempts.append((int(event.data.get("attempt") or number + 1), "", []))
             elif event.kind == "delta":
-                attempts[-1] = (text + str(event.data.get("text", "")), tool_calls)
+                attempts[-1] = (number, text + str(event.data.get("text", "")), tool_calls)
             elif event.kind == "replace":
-                attempts[-1] = (str(event.data.get("text", "")), tool_calls)
+                attempts[-1] = (number, str(event.data.get("text", "")), tool_calls)
             elif event.kind == "tool_call":
                 tool_calls.append(dict(event.data))
         after = events[-1].seq

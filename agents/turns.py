@@ -754,15 +754,15 @@ def _seconds_since(started: float) -> Decimal:
     return Decimal(f"{time.monotonic() - started:.3f}")
 
 
-def _dead_attempt(invocation_id, started_at) -> tuple[str, list[dict], Decimal] | None:
-    """What an attempt whose worker died used, as far as it can be known: the text and the
-    tool calls it streamed (the relay's, since the last reset) and its runtime, from its
+def _dead_attempt(invocation_id, attempt: int, started_at) -> tuple[str, list[dict], Decimal] | None:
+    """What attempt number `attempt`, whose worker died, used, as far as it can be known: the
+    text and the tool calls it streamed (the relay's, since its reset) and its runtime, from its
     claim until now, at most the task's hard time limit (no attempt outlives it). None
     when the relay cannot be read."""
     from agents.tasks import TURN_TIME_LIMIT
 
     try:
-        streamed, tool_calls = streaming.attempts_streamed(invocation_id)[-1]
+        streamed, tool_calls = streaming.attempt_streamed(invocation_id, attempt)
     except Exception:  # the relay (Redis) unreachable
         log.warning("turn %s: could not read what its dead attempt streamed", invocation_id, exc_info=True)
         return None
@@ -776,7 +776,7 @@ def _carry_dead_attempt(invocation, started_at) -> None:
     """A turn taken over from a dead worker (claimed at `started_at`): carry what its attempt
     used (_dead_attempt: its text, estimated, as nothing else will report it; its tool calls;
     its runtime), read before this attempt's reset."""
-    dead = _dead_attempt(invocation.pk, started_at)
+    dead = _dead_attempt(invocation.pk, invocation.attempts - 1, started_at)  # the attempt before this claim
     if dead is None:
         return  # the turn runs all the same
     streamed, tool_calls, seconds = dead
@@ -798,7 +798,8 @@ def _cancel_dead_attempt(invocation_id, lease: str, started_at) -> str:
     invocation = Invocation.objects.select_related("agent").filter(pk=invocation_id, lease=lease).first()
     if invocation is None:
         return "missing"
-    streamed, tool_calls, seconds = _dead_attempt(invocation_id, started_at) or ("", [], Decimal(0))
+    dead = _dead_attempt(invocation_id, invocation.attempts, started_at)
+    streamed, tool_calls, seconds = dead or ("", [], Decimal(0))
     started = time.monotonic() - float(seconds)
     if _finish(invocation, "", MessageStatus.CANCELLED, {}, [], tool_calls, started, generated=streamed) is None:
         return str(Invocation.objects.filter(pk=invocation_id).values_list("status", flat=True).first())
@@ -846,12 +847,17 @@ def fail(invocation_id, reason: str) -> None:
     _end_unclaimed(invocation_id, MessageStatus.FAILED, reason)
 
 
+def cancel_unclaimed(invocation_id) -> None:
+    """End as cancelled a stopped turn no worker is running (waiting for its retry)."""
+    _end_unclaimed(invocation_id, MessageStatus.CANCELLED)
+
+
 def _current_attempt(invocation: Invocation) -> tuple[str, list[dict], Decimal]:
     """What the turn's current attempt used, as _dead_attempt knows it (its streamed text,
     tool calls and runtime), or nothing if it is not running or the relay cannot be read."""
     if invocation.status not in (MessageStatus.RUNNING, MessageStatus.STREAMING):
         return "", [], Decimal(0)
-    return _dead_attempt(invocation.pk, invocation.started_at) or ("", [], Decimal(0))
+    return _dead_attempt(invocation.pk, invocation.attempts, invocation.started_at) or ("", [], Decimal(0))
 
 
 def _end_unclaimed(invocation_id, status: str, reason: str = "") -> str:

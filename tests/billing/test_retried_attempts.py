@@ -10,11 +10,11 @@ import sys
 import pytest
 from django.utils import timezone
 
-from agents import runtime_gateway, streaming, turns
+from agents import runtime_gateway, services, streaming, turns
 from agents.models import Invocation, MessageStatus
 from billing.models import UsageEvent
 from tenants.context import tenant_context
-from tests.billing.helpers import ask, run
+from tests.billing.helpers import actor, ask, run
 
 STREAMED = "x " * 2000  # 4,000 characters: ~1,000 tokens the provider produced and charged
 
@@ -93,6 +93,47 @@ def test_a_turn_taken_over_from_a_dead_worker_bills_what_that_worker_streamed(wo
             lease=f"{socket.gethostname()}:{child.pid}:killed",
         )
         streaming.publish_many(invocation.pk, [(1, "status", {"status": "running"}), (2, "delta", {"text": STREAMED})])
+    runtime.events = [{"type": "delta", "text": "ok"}, {"type": "usage", "input_tokens": 10, "output_tokens": 1}]
+
+    assert run(world.a, invocation) == "done"
+
+    prompt = _prompt_tokens(world.a, invocation)
+    assert _events(world.a, invocation) == [(10 + prompt, 1 + turns.estimate_tokens(STREAMED), 0, True, "done")]
+
+
+def test_a_turn_stopped_by_its_asker_while_it_waits_for_its_retry_is_billed_for_the_attempt_put_back(
+    world, catalogue, runtime
+):
+    runtime.events = [
+        {"type": "delta", "text": "partial"},
+        {"type": "usage", "input_tokens": 100, "output_tokens": 20},
+        runtime_gateway.TransientRuntimeError("503"),
+    ]
+    invocation = ask(world.a, catalogue.helpdesk)
+    with pytest.raises(turns.RetryLater):
+        run(world.a, invocation)
+    with tenant_context(world.a.tenant):
+        services.cancel_turn(actor(world.a), Invocation.objects.get(pk=invocation.pk))
+
+    assert _events(world.a, invocation) == [(100, 20, 0, False, "cancelled")]
+
+
+def test_an_attempt_killed_before_its_reset_does_not_bill_the_retried_attempts_text_again(world, catalogue, runtime):
+    runtime.events = [{"type": "delta", "text": STREAMED}, runtime_gateway.TransientRuntimeError("503")]
+    invocation = ask(world.a, catalogue.helpdesk)
+    with pytest.raises(turns.RetryLater):
+        run(world.a, invocation)
+    # The retry claims the turn, and its worker is killed before its "reset" reaches the relay:
+    # what the relay holds last is the first attempt's text, carried already.
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    with tenant_context(world.a.tenant):
+        Invocation.objects.filter(pk=invocation.pk).update(
+            status=MessageStatus.RUNNING,
+            started_at=timezone.now(),
+            attempts=2,
+            lease=f"{socket.gethostname()}:{child.pid}:killed",
+        )
     runtime.events = [{"type": "delta", "text": "ok"}, {"type": "usage", "input_tokens": 10, "output_tokens": 1}]
 
     assert run(world.a, invocation) == "done"
