@@ -168,6 +168,7 @@ class TenantScopedAPIMixin:
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)  # authentication, IsAuthenticated, throttles
+        from tenants import audit
         from tenants.identity.mfa import mfa_setup_required
         from tenants.identity.scopes import ACTION_SCOPES
         from tenants.identity.tokens import AccessToken
@@ -180,6 +181,10 @@ class TenantScopedAPIMixin:
         if tenant is None or (token is not None and token.tenant.pk != tenant.pk):
             raise exceptions.NotFound()
         self._tenant_scope.enter_context(tenant_context(tenant, user_id=request.user.pk))
+        if token is not None and token.actors:
+            # An act-on-behalf token: the services record its subject as the actor, so without
+            # this an agent's changes would read in the audit log as the person's own.
+            self._tenant_scope.enter_context(audit.via({"acting_agents": list(token.actors)}))
         membership = None
         if token is not None and token.membership is not None:
             membership = token.membership  # validate() has just read it, live, in this tenant

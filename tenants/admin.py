@@ -67,6 +67,27 @@ class ReadOnlyAcrossTenants(NoWrites):
     def get_queryset(self, request):
         return self.model.unscoped.all()
 
+    # Every tenant's rows, as the operator console shows them: the read is audited the same way.
+    def changelist_view(self, request, extra_context=None):
+        return self._audited(request, super().changelist_view(request, extra_context))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        return self._audited(request, super().change_view(request, object_id, form_url, extra_context))
+
+    def _audited(self, request, response):
+        from portal.operator.services import record_read
+
+        def record(_response=None):
+            if response.status_code == 200:
+                record_read(request.user, "django_admin", ip=client_ip(request))
+
+        # After rendering, so that the audit log's own list does not show this visit.
+        if hasattr(response, "add_post_render_callback"):
+            response.add_post_render_callback(record)
+        else:
+            record()
+        return response
+
 
 def _unproven_elsewhere(form) -> str:
     from portal.operator import services as operator_services

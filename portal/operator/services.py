@@ -41,6 +41,7 @@ PAGES = {
     "load": "Operator console: every tenant's load on the shared capacity",
     "audit_log": "Operator console: the audit log of every tenant",
     "agent_identities": "Operator console: every tenant's agent identities",
+    "django_admin": "Django admin: every tenant's members, invitations or audit log",
 }
 
 

@@ -10,9 +10,11 @@ from django.conf import settings
 
 from tenants.context import tenant_context
 from tenants.identity import services, tokens
+from tenants.identity.models import AgentGrant
 from tenants.identity.oauth import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS
 from tenants.services import Actor
 from tests.identity.conftest import claims_of
+from tests.tenants.helpers import audit_entries
 
 TOKEN_URL = "/oauth/token"
 
@@ -312,6 +314,33 @@ def test_disallowing_an_agent_stops_its_exchanged_tokens_at_once(client, world, 
         services.disallow_agent(Actor(user=world.a.admin, membership=world.a.memberships["admin"]), agent)
     with pytest.raises(tokens.InvalidToken):
         tokens.validate(exchanged, audience="agent-runtime")
+
+
+def test_a_change_an_agent_makes_on_the_portal_api_names_the_agent_in_the_audit_log(client, world, operator):
+    # The agent acts for the admin and must not pass for them: whoever reads the log can tell
+    # the admin's own changes from those an agent made in their name.
+    agent, secret = services.create_shared_agent_identity(
+        operator, name="Onboarding agent", allowed_scopes=["members:read", "members:write"]
+    )
+    with tenant_context(world.a.tenant):
+        AgentGrant.objects.create(agent=agent, granted_by=world.a.admin)
+    admin_token = tokens.issue_user_token(world.a.admin, world.a.tenant)
+    exchanged = exchange(
+        client, admin_token, actor_token_for(client, agent, secret), audience="tenant-portal-api", scope="members:write"
+    )
+    assert exchanged.status_code == 200, exchanged.content
+
+    response = client.post(
+        f"/api/v1/tenants/{world.a.tenant.slug}/invitations/",
+        {"email": "hired-by-agent@example.test", "role": "member"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {exchanged.json()['access_token']}",
+    )
+
+    assert response.status_code == 201, response.content
+    [entry] = audit_entries(world.a.tenant, "invitation.created")
+    assert entry.actor == world.a.admin
+    assert entry.after["acting_agents"] == [agent.subject]
 
 
 def client_token_with_agent_as_actor(client, agents, api_client) -> str:

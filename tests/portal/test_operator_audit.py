@@ -75,6 +75,17 @@ def test_it_records_a_read_across_tenants_in_the_platform_log(client, world, ope
     assert (entry.actor, entry.after) == (operator, {"page": page})
 
 
+@pytest.mark.parametrize(
+    "path", ["/admin/tenants/membership/", "/admin/tenants/invitation/", "/admin/tenants/auditlog/"]
+)
+def test_it_records_a_read_of_every_tenants_rows_in_the_django_admin(client, world, operator, path):
+    # The admin lists tenant-owned rows across tenants (tenants/admin.py), as the console does.
+    client.force_login(operator)
+    assert client.get(path).status_code == 200
+    [entry] = reads(None)
+    assert (entry.actor, entry.after) == (operator, {"page": "django_admin"})
+
+
 def test_the_console_audit_log_does_not_list_its_own_visit(client, world, operator):
     client.force_login(operator)
     assert list(client.get("/operator/audit/").context["page"]) == []
