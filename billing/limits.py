@@ -606,11 +606,14 @@ def take(tenant_id: int, buckets: list[Bucket]) -> tuple[Bucket | None, float]:
 # GCRA (generic cell rate algorithm) for several keys, all or nothing, on Redis's clock.
 # KEYS: one per limit. ARGV: per key: interval (s per unit), tolerance (s), quantity.
 # A request is allowed when its new theoretical arrival time is at most `tolerance`
-# ahead of now; then every key's TAT moves on. Returns {0} or {index, retry_after}.
+# ahead of now; then every key's TAT moves on. Returns {0} or {index, retry_after}: the
+# key that refuses it longest, since the request passes only when every key would take it
+# (the first refusing key's wait may be a second while another's is a minute).
 GCRA_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local new_tats = {}
+local refused, wait = 0, 0
 for i, key in ipairs(KEYS) do
   local interval = tonumber(ARGV[(i - 1) * 3 + 1])
   local tolerance = tonumber(ARGV[(i - 1) * 3 + 2])
@@ -618,10 +621,13 @@ for i, key in ipairs(KEYS) do
   local tat = tonumber(redis.call('GET', key) or '0')
   if tat < now then tat = now end
   local new_tat = tat + interval * quantity
-  if new_tat - now > tolerance + 0.000001 then
-    return {i, tostring(new_tat - now - tolerance)}
+  if new_tat - now > tolerance + 0.000001 and (refused == 0 or new_tat - now - tolerance > wait) then
+    refused, wait = i, new_tat - now - tolerance
   end
   new_tats[i] = new_tat
+end
+if refused > 0 then
+  return {refused, tostring(wait)}
 end
 for i, key in ipairs(KEYS) do
   redis.call('SET', key, string.format('%.6f', new_tats[i]), 'PX', math.ceil((new_tats[i] - now) * 1000) + 1000)
@@ -676,11 +682,13 @@ def _take_db(tenant_id: int, buckets: list[Bucket]) -> tuple[Bucket | None, floa
     """The same GCRA as one conditional upsert per key in the caller's transaction:
     `SET tat = max(tat, now) + interval × n WHERE max(tat, now) + interval × n − now ≤ window`.
     The database serialises writers of a row, so no two processes take the last
-    unit; a refusal raises and rolls back the keys already taken."""
+    unit; a refusal raises and rolls back the keys already taken. Refused: the key whose
+    wait is longest among the refusing one and those after it (read, not taken), as the
+    Redis script answers; the keys before it took the request, so they hold nothing back."""
     from portal.db import sql
 
     now = time.time()
-    for bucket in buckets:
+    for index, bucket in enumerate(buckets):
         step = bucket.interval * bucket.quantity
         params = {
             "tenant": tenant_id,
@@ -691,9 +699,16 @@ def _take_db(tenant_id: int, buckets: list[Bucket]) -> tuple[Bucket | None, floa
             "latest": now + WINDOW_SECONDS + 1e-6 - step,
         }
         if sql.one(_TAKE_SQL, params) is None:
-            tat = RateLimitState.objects.filter(key=bucket.key).values_list("tat", flat=True).first() or now
-            return bucket, max(0.0, max(tat, now) + step - now - WINDOW_SECONDS)
+            waits = [(_wait_db(rest, now), -position) for position, rest in enumerate(buckets[index:])]
+            wait, position = max(waits)
+            return buckets[index - position], wait
     return None, 0.0
+
+
+def _wait_db(bucket: Bucket, now: float) -> float:
+    """How long until the key's row would take the bucket's quantity (0: it would now)."""
+    tat = RateLimitState.objects.filter(key=bucket.key).values_list("tat", flat=True).first() or now
+    return max(0.0, max(tat, now) + bucket.interval * bucket.quantity - now - WINDOW_SECONDS)
 
 
 # ---------------------------------------------------------------- settling TPM

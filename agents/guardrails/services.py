@@ -1,7 +1,7 @@
 """Guardrail services: the effective policy (one place, cached), running it, events, tuning.
 
 Cost per chat turn: one cache round trip (`get_many` of the policy generation, the
-tenant's cached effective policy and the tenant-list generation); the policy is
+tenant's own generation, its cached effective policy and the tenant-list generation); the policy is
 compiled once per process per content; other tenants' markers are one automaton
 per process, rebuilt when a tenant or canary changes or after MARKERS_TTL seconds.
 """
@@ -41,6 +41,10 @@ def _tenant_key(tenant_id: int) -> str:
     return f"guardrails:effective:{tenant_id}"
 
 
+def _tenant_gen_key(tenant_id: int) -> str:
+    return f"guardrails:tenant-gen:{tenant_id}"
+
+
 # --- the effective policy ------------------------------------------------------------------
 
 
@@ -71,8 +75,12 @@ def tenant_override(tenant: Tenant) -> dict:
 
 def effective_policy(tenant: Tenant) -> EffectivePolicy:
     """The one place the effective policy is computed (and cached per tenant)."""
-    values = cache.get_many([_GEN_KEY, _TENANTS_GEN_KEY, _tenant_key(tenant.pk)])
-    gen, tenants_gen = values.get(_GEN_KEY, 0), values.get(_TENANTS_GEN_KEY, 0)
+    values = cache.get_many([_GEN_KEY, _TENANTS_GEN_KEY, _tenant_gen_key(tenant.pk), _tenant_key(tenant.pk)])
+    # Both generations as read before the rows: a save that commits while this reads the old
+    # row moves the tenant's on (invalidate_tenant), so what is cached below is never taken
+    # for the new policy. (Deleting the entry instead let this request put the old row back.)
+    gen = (values.get(_GEN_KEY, 0), values.get(_tenant_gen_key(tenant.pk), 0))
+    tenants_gen = values.get(_TENANTS_GEN_KEY, 0)
     cached = values.get(_tenant_key(tenant.pk))
     if cached is not None and cached[0] == gen:
         return EffectivePolicy(*cached[1], tenants_gen=tenants_gen)
@@ -85,7 +93,7 @@ def effective_policy(tenant: Tenant) -> EffectivePolicy:
 
 
 def invalidate_tenant(tenant_id: int) -> None:
-    cache.delete(_tenant_key(tenant_id))
+    _next_generation(_tenant_gen_key(tenant_id))
 
 
 def _next_generation(key: str) -> None:

@@ -399,6 +399,22 @@ def test_the_limiter_never_promises_a_retry_to_a_request_larger_than_its_window(
     assert (refusal.status, refusal.code, refusal.retry_after) == (413, "turn_too_large", None)
 
 
+def test_retry_after_is_the_wait_for_every_limit_not_only_the_first_that_refuses(world, limiter):
+    """Requests per minute free up in a second, tokens per minute in half a minute: a client
+    told "1 s" would come back at once to be refused again (by the other limit)."""
+    rpm = limits.Bucket("rpm", "rpm", limit=60, quantity=1)
+    tpm = limits.Bucket("tpm", "tpm", limit=1000, quantity=500)
+    with tenant_context(world.a.tenant):
+        for _ in range(58):
+            assert limits.take(world.a.tenant.pk, [rpm]) == (None, 0.0)
+        for _ in range(2):
+            assert limits.take(world.a.tenant.pk, [rpm, tpm]) == (None, 0.0)
+        refused_bucket, retry_after = limits.take(world.a.tenant.pk, [rpm, tpm])
+    refusal = limits._rate_refusal(refused_bucket, retry_after)
+    assert 29 <= refusal.retry_after <= 30
+    assert (refusal.status, refusal.kind) == (429, "tpm")
+
+
 def test_concurrent_sessions_count_unfinished_turns(world, catalogue, runtime):
     set_tier(world.a, concurrent_sessions=2)
     first = ask(world.a, catalogue.helpdesk)

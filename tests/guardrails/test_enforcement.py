@@ -311,6 +311,27 @@ def test_the_cached_policy_follows_a_tier_change(world):
     assert services.effective_policy(world.a.tenant).config["injection"] == "high"
 
 
+def test_a_policy_read_while_an_override_is_saved_is_not_served_after_the_save(
+    world, monkeypatch, django_capture_on_commit_callbacks
+):
+    # A request reads the old override; an admin's save commits (and invalidates) before that
+    # request caches what it read. The next turn must see the new policy, not that old copy.
+    grant_custom_guardrails(world.a.tenant)
+    set_override(world.a.tenant, {"blocked_terms": ["zebra"]})
+    read = services.tenant_override
+
+    def read_then_saved_elsewhere(tenant):
+        config = read(tenant)
+        monkeypatch.setattr(services, "tenant_override", read)
+        with django_capture_on_commit_callbacks(execute=True):
+            set_override(world.a.tenant, {"blocked_terms": ["zebra", "walrus"]})
+        return config
+
+    monkeypatch.setattr(services, "tenant_override", read_then_saved_elsewhere)
+    assert services.effective_policy(world.a.tenant).config["blocked_terms"] == ["zebra"]
+    assert "walrus" in services.effective_policy(world.a.tenant).config["blocked_terms"]
+
+
 # --- backend failures -------------------------------------------------------------------------
 
 
