@@ -599,14 +599,20 @@ def retry_turn(actor: Actor, invocation: Invocation) -> Invocation:
         # Locked too: a delete of the conversation waits for this retry, or this finds it deleted.
         if owned_conversations(actor.user).select_for_update().filter(pk=old.conversation_id).first() is None:
             raise ConversationGone()
-        # A retry is a new turn: the same limits and reservation as a new message.
+        # A retry is a new turn: the same limits and reservation as a new message, and the
+        # input guardrails in force now (the policy may have changed since it was first asked).
         question = Message.objects.filter(pk=old.user_message_id).values_list("content", flat=True).first() or ""
         admission = limits.admit(tenant, actor.user, route.offering, question, conversation=old.conversation)
+        verdict = guardrails.screen_input(tenant, actor.user, question)
+        if verdict.text != question:
+            # Redacted further under today's policy: what is stored and sent is the redacted text.
+            Message.objects.filter(pk=old.user_message_id).update(content=verdict.text)
+        now = timezone.now()
         Message.objects.filter(pk=old.assistant_message_id).update(
-            status=MessageStatus.QUEUED,
+            status=MessageStatus.BLOCKED if verdict.blocked else MessageStatus.QUEUED,
             error="",
-            content="",
-            blocked_by_guardrails=False,
+            content=verdict.message if verdict.blocked else "",
+            blocked_by_guardrails=verdict.blocked,
             citations=[],
             tool_calls=[],
             model_label=route.offering.name,
@@ -620,9 +626,17 @@ def retry_turn(actor: Actor, invocation: Invocation) -> Invocation:
             queue=tenant.bindings.celery_queue,
             model_key=route.offering.key,
             model_id=route.offering.model_id,
+            input_guardrail_checks=verdict.checks,
+            **(_blocked_fields(verdict, now) if verdict.blocked else {}),
         )
-        admission.attach(retried)
-        _enqueue(retried)
+        verdict.record(retried)
+        if verdict.blocked:
+            admission.release(retried, guardrail_checks=verdict.checks)
+            final = {"message_id": old.assistant_message_id, "message": verdict.message}
+            transaction.on_commit(lambda: _publish_final(tenant, retried, "blocked", final))
+        else:
+            admission.attach(retried)
+            _enqueue(retried)
     return retried
 
 

@@ -127,6 +127,38 @@ def test_it_lets_a_benign_message_through_untouched(
     assert asked.content == "Please ignore the typo: what are the instructions for expenses?"
 
 
+def test_a_retry_is_screened_under_the_policy_in_force_now(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    # A turn that failed, then a term blocked since: the retry re-sends the stored question,
+    # so it passes the input guardrails again, as a new message would, and never reaches the model.
+    from agents import runtime_gateway
+    from billing.models import UsageEvent
+
+    good = list(runtime.events)
+    runtime.events = [runtime_gateway.RuntimeRejected("The model refused the request.")]
+    send(client, world, chatting, "Tell me about the walrus project", django_capture_on_commit_callbacks)
+    with tenant_context(world.a.tenant):
+        failed = Invocation.objects.get()
+    assert failed.status == "failed"
+    set_tier_policy(world.a.tenant.tier, {"blocked_terms": ["walrus"]})
+    runtime.events, runtime.calls = good, []
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/t/alpha/chat/turns/{failed.pk}/retry/")
+    assert response.status_code == 302
+    with tenant_context(world.a.tenant):
+        retried = Invocation.objects.exclude(pk=failed.pk).select_related("assistant_message").get()
+        events = list(GuardrailEvent.objects.filter(invocation=retried).values_list("stage", "category"))
+        outcome = UsageEvent.objects.filter(invocation_id=retried.pk).values_list("outcome", flat=True).get()
+    answer = retried.assistant_message
+    assert (retried.status, answer.status, answer.blocked_by_guardrails) == ("blocked", "blocked", True)
+    with tenant_context(world.a.tenant):
+        assert answer.content == enforce.screen_input(world.a.tenant, world.a.member, "walrus").message
+    assert events and events[0][0] == "input"
+    assert outcome == "blocked"
+    assert runtime.calls == []
+
+
 # --- output -----------------------------------------------------------------------------------
 
 
