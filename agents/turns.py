@@ -806,16 +806,15 @@ def _dead_attempt_carry(invocation_id, attempt: int, started_at, user_message_id
     streamed, tool_calls, seconds = dead
     if not streamed and not tool_calls and not seconds:
         return None
-    input_tokens = output_tokens = 0
-    if streamed:  # as _attempt_tokens estimates an answer without reported usage
-        prompt = Message.objects.filter(pk=user_message_id).values_list("content", flat=True).first() or ""
-        input_tokens, output_tokens = estimate_tokens(prompt), estimate_tokens(streamed)
+    # No usage was reported for it: estimated from its text, as any such attempt is.
+    turn = Invocation(pk=invocation_id, user_message_id=user_message_id)
+    input_tokens, output_tokens, estimated = _attempt_tokens(turn, {}, streamed)
     return {
         "carry_input": input_tokens,
         "carry_output": output_tokens,
         "carry_tool_calls": len(tool_calls),
         "carry_seconds": seconds,
-        "carry_estimated": bool(streamed),
+        "carry_estimated": estimated,
     }
 
 
