@@ -59,13 +59,25 @@ JOIN tenants_tenant t ON t.id = i.tenant_id
 # found its lease dead (see _attempt_dead). Matching the exact lease makes the takeover a
 # compare-and-swap: of two deliveries only one takes the turn, and never from an attempt
 # that claimed it since; and the taker knows which attempt it took the turn from, so it
-# carries what that attempt used (_carry_dead_attempt).
+# carries what that attempt used (_dead_attempt_carry) in the claim itself (_CLAIM_CARRY_SET).
 _CLAIMABLE = """
 tenant_id = %(tenant)s AND id = %(invocation)s AND NOT cancel_requested
 AND (status = 'queued' OR (status IN ('running', 'streaming') AND lease = %(dead_lease)s))
 """
 _CLAIM_SET = (
     "status = 'running', started_at = %(now)s, attempts = attempts + 1, runtime = %(runtime)s, lease = %(lease)s"
+)
+# A takeover's claim also carries what the dead attempt used, in the same statement: were
+# the carry a write of its own after the claim, a taker killed between the two would leave
+# that attempt unbilled for good, since the next taker reads the relay for the attempt it
+# takes the turn from (the killed taker's, which streamed nothing), not for the one before.
+# A first claim carries nothing and sends the statement without it.
+_CLAIM_CARRY_SET = (
+    ", carried_input_tokens = carried_input_tokens + %(carry_input)s"
+    ", carried_output_tokens = carried_output_tokens + %(carry_output)s"
+    ", carried_tool_calls = carried_tool_calls + %(carry_tool_calls)s"
+    ", carried_runtime_seconds = carried_runtime_seconds + %(carry_seconds)s"
+    ", carried_estimated = carried_estimated OR %(carry_estimated)s"
 )
 # On PostgreSQL the claim also reads what runtime_gateway.turn_facts would read next (the
 # member's role, the agent's grant, the conversation so far, oldest first), saving the
@@ -157,13 +169,17 @@ def _attempt_dead(lease: str, started_at, redelivered: bool) -> bool:
     return _lease_lost(lease, redelivered)
 
 
-def _claim(tenant: Tenant, invocation_id, dead_lease: str | None = None) -> Invocation | None:
+def _claim(
+    tenant: Tenant, invocation_id, dead_lease: str | None = None, carry: dict | None = None
+) -> Invocation | None:
     """Mark the invocation and its answer running, or None if it is not ours to run.
 
     A conditional UPDATE: of two deliveries of the same task only one claims it. On
     PostgreSQL the claim, the answer's status and the read of everything the turn
     needs are one statement, sent with the tenant settings in one round trip
-    (portal.db.postgresql); on SQLite three statements in one transaction."""
+    (portal.db.postgresql); on SQLite three statements in one transaction.
+    `carry`: what the attempt holding `dead_lease` used (_dead_attempt_carry), carried
+    on the invocation by the claim's own UPDATE, so only if the claim takes the turn."""
     from portal.db import sql
 
     now = timezone.now()
@@ -176,12 +192,16 @@ def _claim(tenant: Tenant, invocation_id, dead_lease: str | None = None) -> Invo
         "lease": _lease(),
         "dead_lease": dead_lease,
     }
+    claim_set = _CLAIM_SET
+    if carry:
+        claim_set += _CLAIM_CARRY_SET
+        params.update(carry)
     if sql.connection.vendor == "postgresql":
         # Not durable: if the database crashed right after, the turn would be queued
         # again, and the broker redelivers the task (acks_late), which claims it again.
         row = sql.one_not_durable(
             f"""
-            WITH i AS (UPDATE agents_invocation SET {_CLAIM_SET} WHERE {_CLAIMABLE} RETURNING *),
+            WITH i AS (UPDATE agents_invocation SET {claim_set} WHERE {_CLAIMABLE} RETURNING *),
             answer AS (
                 UPDATE agents_message SET status = 'running', content = ''
                 WHERE tenant_id = %(tenant)s AND id IN (SELECT assistant_message_id FROM i)
@@ -194,7 +214,7 @@ def _claim(tenant: Tenant, invocation_id, dead_lease: str | None = None) -> Invo
     else:
         with transaction.atomic():
             claimed = sql.one(
-                f"UPDATE agents_invocation SET {_CLAIM_SET} WHERE {_CLAIMABLE} RETURNING assistant_message_id",  # noqa: S608
+                f"UPDATE agents_invocation SET {claim_set} WHERE {_CLAIMABLE} RETURNING assistant_message_id",  # noqa: S608
                 params,
             )
             if claimed is None:
@@ -237,7 +257,7 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
     if invocation is None:
         current = (
             Invocation.objects.filter(pk=invocation_id)
-            .values_list("status", "cancel_requested", "lease", "started_at")
+            .values_list("status", "cancel_requested", "lease", "started_at", "attempts", "user_message_id")
             .first()
         )
         if (
@@ -255,10 +275,12 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
             # ago than STALE_AFTER): run it again now, as a new attempt (its stream restarts
             # with a "reset"), carrying what the dead attempt used into the turn's one usage
             # event, rather than leave it holding its concurrency slot until the sweeper fails it.
-            invocation = _claim(tenant, invocation_id, dead_lease=current[2])
+            # What the dead attempt used is read first and carried by the claim itself; if
+            # another delivery takes the turn first, this claim fails and the reading is dropped.
+            carry = _dead_attempt_carry(invocation_id, current[4], current[3], current[5])
+            invocation = _claim(tenant, invocation_id, dead_lease=current[2], carry=carry)
             if invocation is not None:
                 log.warning("turn %s: its worker (%s) is gone: taken over", invocation_id, current[2])
-                _carry_dead_attempt(invocation, current[3])
     if invocation is None:
         if current and current[:2] == (MessageStatus.QUEUED, True):
             # Stopped while it waited for a retry: no claim takes a stopped turn, so this
@@ -772,23 +794,28 @@ def _dead_attempt(invocation_id, attempt: int, started_at) -> tuple[str, list[di
     return streamed, tool_calls, Decimal(f"{seconds:.3f}")
 
 
-def _carry_dead_attempt(invocation, started_at) -> None:
-    """A turn taken over from a dead worker (claimed at `started_at`): carry what its attempt
-    used (_dead_attempt: its text, estimated, as nothing else will report it; its tool calls;
-    its runtime), read before this attempt's reset."""
-    dead = _dead_attempt(invocation.pk, invocation.attempts - 1, started_at)  # the attempt before this claim
+def _dead_attempt_carry(invocation_id, attempt: int, started_at, user_message_id) -> dict | None:
+    """What a takeover carries from attempt number `attempt`, whose worker died (claimed at
+    `started_at`), as parameters of its claim (_CLAIM_CARRY_SET): what it used (_dead_attempt:
+    its text, estimated, as nothing else will report it, with the question's estimate as its
+    input; its tool calls; its runtime). Read before the claim, so before the taker's reset.
+    None when there is nothing to carry, or the relay cannot be read: the turn runs all the same."""
+    dead = _dead_attempt(invocation_id, attempt, started_at)
     if dead is None:
-        return  # the turn runs all the same
+        return None
     streamed, tool_calls, seconds = dead
     if not streamed and not tool_calls and not seconds:
-        return
-    Invocation.objects.filter(pk=invocation.pk).update(**_carry(invocation, {}, streamed, tool_calls, seconds))
-    input_tokens, output_tokens, estimated = _attempt_tokens(invocation, {}, streamed)
-    invocation.carried_input_tokens += input_tokens
-    invocation.carried_output_tokens += output_tokens
-    invocation.carried_tool_calls += len(tool_calls)
-    invocation.carried_runtime_seconds = Decimal(invocation.carried_runtime_seconds) + seconds
-    invocation.carried_estimated = invocation.carried_estimated or estimated
+        return None
+    # No usage was reported for it: estimated from its text, as any such attempt is.
+    turn = Invocation(pk=invocation_id, user_message_id=user_message_id)
+    input_tokens, output_tokens, estimated = _attempt_tokens(turn, {}, streamed)
+    return {
+        "carry_input": input_tokens,
+        "carry_output": output_tokens,
+        "carry_tool_calls": len(tool_calls),
+        "carry_seconds": seconds,
+        "carry_estimated": estimated,
+    }
 
 
 def _cancel_dead_attempt(invocation_id, lease: str, started_at) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -140,3 +141,118 @@ def test_an_attempt_killed_before_its_reset_does_not_bill_the_retried_attempts_t
 
     prompt = _prompt_tokens(world.a, invocation)
     assert _events(world.a, invocation) == [(10 + prompt, 1 + turns.estimate_tokens(STREAMED), 0, True, "done")]
+
+
+class _WorkerKilled(BaseException):
+    """The worker's process ending where it stands (a SIGKILL): nothing after runs."""
+
+
+def _dead_lease() -> str:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return f"{socket.gethostname()}:{child.pid}:killed"
+
+
+def _killed_right_after_its_takeover_claim(side, invocation, monkeypatch) -> None:
+    """A delivery takes the turn over from a dead attempt, and its own worker is killed the
+    moment its claim has committed, before the turn goes any further."""
+    claim = turns._claim
+
+    def claim_then_die(tenant, invocation_id, dead_lease=None, **kwargs):
+        claimed = claim(tenant, invocation_id, dead_lease=dead_lease, **kwargs)
+        if claimed is not None and dead_lease is not None:
+            raise _WorkerKilled
+        return claimed
+
+    monkeypatch.setattr(turns, "_claim", claim_then_die)
+    with pytest.raises(_WorkerKilled):
+        run(side, invocation)
+    monkeypatch.setattr(turns, "_claim", claim)
+    # Its process is gone too: its lease is a dead one.
+    with tenant_context(side.tenant):
+        assert Invocation.objects.filter(pk=invocation.pk).update(lease=_dead_lease()) == 1
+
+
+def _left_streaming_by_a_dead_worker(side, invocation, streamed: str) -> None:
+    with tenant_context(side.tenant):
+        Invocation.objects.filter(pk=invocation.pk).update(
+            status=MessageStatus.STREAMING, started_at=timezone.now(), attempts=1, lease=_dead_lease()
+        )
+        streaming.publish_many(invocation.pk, [(1, "status", {"status": "running"}), (2, "delta", {"text": streamed})])
+
+
+def test_a_takeover_killed_right_after_its_claim_does_not_lose_what_the_dead_attempt_streamed(
+    world, catalogue, runtime, monkeypatch
+):
+    invocation = ask(world.a, catalogue.helpdesk)
+    _left_streaming_by_a_dead_worker(world.a, invocation, STREAMED)
+    _killed_right_after_its_takeover_claim(world.a, invocation, monkeypatch)
+    runtime.events = [{"type": "delta", "text": "ok"}, {"type": "usage", "input_tokens": 10, "output_tokens": 1}]
+
+    assert run(world.a, invocation) == "done"  # a third delivery takes over from the second attempt
+
+    prompt = _prompt_tokens(world.a, invocation)
+    assert _events(world.a, invocation) == [(10 + prompt, 1 + turns.estimate_tokens(STREAMED), 0, True, "done")]
+    with tenant_context(world.a.tenant):
+        assert Invocation.objects.get(pk=invocation.pk).attempts == 3
+
+
+def test_a_turn_stopped_after_a_takeover_killed_right_after_its_claim_bills_the_first_attempt_once(
+    world, catalogue, runtime, monkeypatch
+):
+    invocation = ask(world.a, catalogue.helpdesk)
+    _left_streaming_by_a_dead_worker(world.a, invocation, STREAMED)
+    _killed_right_after_its_takeover_claim(world.a, invocation, monkeypatch)
+    with tenant_context(world.a.tenant):
+        services.cancel_turn(actor(world.a), Invocation.objects.get(pk=invocation.pk))
+
+    assert run(world.a, invocation) == "cancelled"  # the redelivery ends it: its worker is gone
+
+    prompt = _prompt_tokens(world.a, invocation)
+    assert _events(world.a, invocation) == [(prompt, turns.estimate_tokens(STREAMED), 0, True, "cancelled")]
+    assert runtime.calls == []
+
+
+def test_the_sweeper_bills_the_first_attempt_of_a_turn_whose_taker_was_killed_right_after_its_claim(
+    world, catalogue, runtime, monkeypatch
+):
+    from agents.tasks import TURN_TIME_LIMIT, fail_stuck_turns
+
+    invocation = ask(world.a, catalogue.helpdesk)
+    _left_streaming_by_a_dead_worker(world.a, invocation, STREAMED)
+    _killed_right_after_its_takeover_claim(world.a, invocation, monkeypatch)
+    with tenant_context(world.a.tenant):
+        Invocation.objects.filter(pk=invocation.pk).update(
+            started_at=timezone.now() - timedelta(seconds=TURN_TIME_LIMIT + 120)
+        )
+
+    assert fail_stuck_turns() == 1
+
+    prompt = _prompt_tokens(world.a, invocation)
+    assert _events(world.a, invocation) == [(prompt, turns.estimate_tokens(STREAMED), 0, True, "failed")]
+
+
+def test_a_delivery_that_loses_the_takeover_to_another_carries_nothing(world, catalogue, runtime, monkeypatch):
+    invocation = ask(world.a, catalogue.helpdesk)
+    _left_streaming_by_a_dead_worker(world.a, invocation, STREAMED)
+    runtime.events = [{"type": "delta", "text": "ok"}, {"type": "usage", "input_tokens": 10, "output_tokens": 1}]
+    read_carry = turns._dead_attempt_carry
+    outcomes = []
+
+    def read_then_lose_the_race(*args):
+        carry = read_carry(*args)
+        monkeypatch.setattr(turns, "_dead_attempt_carry", read_carry)
+        outcomes.append(run(world.a, invocation))  # another delivery takes the turn over meanwhile
+        return carry
+
+    monkeypatch.setattr(turns, "_dead_attempt_carry", read_then_lose_the_race)
+
+    run(world.a, invocation)  # its claim fails: the other delivery took the turn and ran it
+
+    assert outcomes == ["done"]
+    assert len(runtime.calls) == 1
+    prompt = _prompt_tokens(world.a, invocation)
+    assert _events(world.a, invocation) == [(10 + prompt, 1 + turns.estimate_tokens(STREAMED), 0, True, "done")]
+    with tenant_context(world.a.tenant):
+        turn = Invocation.objects.get(pk=invocation.pk)
+    assert (turn.attempts, turn.carried_output_tokens) == (2, turns.estimate_tokens(STREAMED))
