@@ -43,17 +43,24 @@ def _tenant_key(tenant_id: int) -> str:
     return f"skills:tenant:{tenant_id}"
 
 
-def _next_generation() -> None:
-    """Move the generation on; a missing one (flushed cache) restarts from the clock, so a
+def _tenant_gen_key(tenant_id: int) -> str:
+    return f"skills:tenant-gen:{tenant_id}"
+
+
+def _next_generation(key: str = _GEN_KEY) -> None:
+    """Move a generation on; a missing one (flushed cache) restarts from the clock, so a
     process holding an entry built before the flush never takes it for current."""
     try:
-        cache.incr(_GEN_KEY)
+        cache.incr(key)
     except ValueError:
-        cache.set(_GEN_KEY, time.time_ns(), None)
+        cache.set(key, time.time_ns(), None)
 
 
 def invalidate_tenant(tenant_id: int) -> None:
-    cache.delete(_tenant_key(tenant_id))
+    # A generation, not a delete: a turn that read the rows before this change committed
+    # would put its old entry back after a delete, and every turn would follow the old steps
+    # until SKILLS_TTL; under the tenant's new generation that entry is never taken.
+    _next_generation(_tenant_gen_key(tenant_id))
 
 
 def invalidate_all() -> None:
@@ -250,19 +257,26 @@ def turn_cache_keys(tenant: Tenant) -> list[str] | None:
     backend = caches["default"]
     if not isinstance(backend, RedisCache) or backend._servers != [settings.REDIS_URL]:
         return None
-    return [backend.make_and_validate_key(_GEN_KEY), backend.make_and_validate_key(_tenant_key(tenant.pk))]
+    return [backend.make_and_validate_key(key) for key in _turn_keys(tenant.pk)]
+
+
+def _turn_keys(tenant_id: int) -> list[str]:
+    """The platform's generation, the tenant's, and the tenant's entry, in that order."""
+    return [_GEN_KEY, _tenant_gen_key(tenant_id), _tenant_key(tenant_id)]
 
 
 def skills_for_turn(tenant: Tenant, agent, cached: list | None = None) -> list[dict]:
     """The skills `agent` follows in `tenant`, composed, from the cache when it is current.
     `cached`: the raw values of turn_cache_keys(tenant), read by the caller (else read here)."""
-    key = _tenant_key(tenant.pk)
+    names = _turn_keys(tenant.pk)
+    gen_key, tenant_gen_key, key = names
     if cached is not None:
         loads = cache._cache._serializer.loads  # as RedisCache.get_many decodes them
-        values = {name: loads(raw) for name, raw in zip([_GEN_KEY, key], cached, strict=True) if raw is not None}
+        values = {name: loads(raw) for name, raw in zip(names, cached, strict=True) if raw is not None}
     else:
-        values = cache.get_many([_GEN_KEY, key])
-    gen = values.get(_GEN_KEY, 0)
+        values = cache.get_many(names)
+    # Both generations as read before the rows: a change committing meanwhile moves one on.
+    gen = (values.get(gen_key, 0), values.get(tenant_gen_key, 0))
     cached = values.get(key)
     # What the entry was built from besides the rows: the tier (which shared skills it is
     # offered) and the tenant's name (the heading of its bridged steps). A change to either

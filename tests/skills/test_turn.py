@@ -144,3 +144,27 @@ def test_a_renamed_tenant_heads_its_bridged_steps_with_the_new_name_at_once(worl
     world.a.tenant.save(update_fields=["name"])
     (_, system), _ = chat["ask"](world.a.member)
     assert "### Alpha Group's steps" in system and "Alpha Inc's steps" not in system
+
+
+def test_skills_read_while_an_edit_is_saved_are_not_served_after_the_save(world, monkeypatch):
+    # A turn reads the old rows; an admin's save commits (and invalidates) before that turn
+    # caches what it read. The next turn must follow the new steps, not that old copy.
+    catalogue = make_catalogue(world.a.tenant)
+    mine = own_skill(world.a, steps="Old tenant steps.")
+    attach(world.a, catalogue.helpdesk, mine)
+    admin = Actor(user=world.a.admin, membership=world.a.memberships["admin"])
+    build = services._build
+
+    def built_then_saved_elsewhere(tenant):
+        by_agent = build(tenant)
+        monkeypatch.setattr(services, "_build", build)
+        mine.instructions = "New tenant steps."
+        services.save_skill(admin, mine)  # commits at once here: autocommit, no outer transaction
+        return by_agent
+
+    monkeypatch.setattr(services, "_build", built_then_saved_elsewhere)
+    with tenant_context(world.a.tenant):
+        [old] = services.skills_for_turn(world.a.tenant, catalogue.helpdesk)
+        [new] = services.skills_for_turn(world.a.tenant, catalogue.helpdesk)
+    assert "Old tenant steps." in str(old)
+    assert "New tenant steps." in str(new)
