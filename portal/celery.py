@@ -3,6 +3,13 @@
 import os
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
+
+# A filesystem:// broker (the embedded default) is kombu's with the portal's channel, which
+# writes each message whole before a worker can see it (portal/broker.py). By the URL's
+# scheme, not CELERY_BROKER_TRANSPORT: Celery takes CELERY_BROKER_URL from the environment
+# over the settings, and the transport must follow the URL actually in effect.
+TRANSPORT_ALIASES["filesystem"] = "portal.broker:FilesystemTransport"
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 

@@ -199,8 +199,6 @@ if urlsplit(CELERY_BROKER_URL).scheme in {"redis", "rediss"}:
     # already ended the turn (150 s + 60 s grace) and billed what it streamed.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 420}
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    # kombu's, writing each message whole before a worker can see it (portal/broker.py).
-    CELERY_BROKER_TRANSPORT = "portal.broker:FilesystemTransport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "out"),
         "data_folder_out": str(CELERY_BROKER_DIR / "out"),
