@@ -1,4 +1,7 @@
-"""One Redis connection pool (and client) per process for Django's cache.
+"""Django's cache as the portal uses it: one Redis pool (and client) per process, and the
+generation counters that make a cached entry stale without deleting it.
+
+One Redis connection pool (and client) per process for Django's cache.
 
 Django keeps a cache object per request context (asgiref's Local), and each makes its
 own redis-py pool. Under WSGI a context is a thread, so connections were reused; under
@@ -11,6 +14,7 @@ thread-safe and reset themselves after a fork, so all contexts can share one.
 from __future__ import annotations
 
 import threading
+import time
 
 import redis
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
@@ -57,3 +61,17 @@ class SharedRedisCache(RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._class = SharedClientRedisCacheClient
+
+
+def next_generation(key: str, timeout: float | None = None) -> None:
+    """Move the generation counter at `key` on: entries cached under an earlier value of it
+    are never taken again (a delete instead could be undone by a reader that read the old
+    rows before the change and caches them after it). One missing (the cache was flushed,
+    restarted or evicted it) starts again from the clock, not from 1, so it cannot come back
+    as a value something was cached under before."""
+    from django.core.cache import cache
+
+    try:
+        cache.incr(key)
+    except ValueError:
+        cache.set(key, time.time_ns(), timeout)

@@ -24,6 +24,7 @@ from django.utils import timezone
 from agents.guardrails import backends, detectors, policy
 from agents.guardrails.engine import BackendError, Evaluation, Trigger, compile_policy
 from agents.guardrails.models import GuardrailEvent, GuardrailPolicy, TenantCanary, TenantGuardrailOverride
+from portal.cache import next_generation
 from tenants import audit, entitlements
 from tenants.context import all_tenants, require_tenant, tenant_context
 from tenants.models import Tenant, Tier
@@ -93,26 +94,16 @@ def effective_policy(tenant: Tenant) -> EffectivePolicy:
 
 
 def invalidate_tenant(tenant_id: int) -> None:
-    _next_generation(_tenant_gen_key(tenant_id))
-
-
-def _next_generation(key: str) -> None:
-    """Move a generation on. One missing (the cache was flushed or restarted) starts again
-    from the clock, not from 1: a process may still hold something built at a generation
-    counted before the flush, and must not take a new change for that one."""
-    try:
-        cache.incr(key)
-    except ValueError:
-        cache.set(key, time.time_ns(), None)
+    next_generation(_tenant_gen_key(tenant_id))
 
 
 def invalidate_all() -> None:
     """A tier's defaults changed: every tenant's cached policy is stale (a new generation)."""
-    _next_generation(_GEN_KEY)
+    next_generation(_GEN_KEY)
 
 
 def invalidate_tenants_list() -> None:
-    _next_generation(_TENANTS_GEN_KEY)
+    next_generation(_TENANTS_GEN_KEY)
 
 
 # --- other tenants' markers ----------------------------------------------------------------

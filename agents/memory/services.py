@@ -29,6 +29,7 @@ from django.utils import timezone
 from agents.memory import policy, stores
 from agents.memory.models import MAX_CONTENT_CHARS, MemoryRecord
 from agents.memory.policy import Namespace
+from portal.cache import next_generation
 from tenants import audit, entitlements
 from tenants.context import require_tenant
 from tenants.identity.gateway import GatewayRefused, agent_call
@@ -565,10 +566,7 @@ def _listings_changed(*namespaces: Namespace) -> None:
     """A write to `namespaces` was made (or tried: AgentCore may have done it before failing to
     answer): the listings that show them are stale from now on."""
     for key in {_generation_key(n) for n in namespaces}:
-        try:
-            cache.incr(key)
-        except ValueError:
-            cache.set(key, time.time_ns(), GENERATION_TTL)
+        next_generation(key, GENERATION_TTL)
 
 
 def _listing_key(store, tenant_id: int, user_id: int, scope: str | None, agent_slug: str, query: str) -> str | None:

@@ -22,13 +22,13 @@ tenant name it was built for, so a tenant moved to another tier or renamed is re
 from __future__ import annotations
 
 import re
-import time
 
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 
 from agents.skills.models import MAX_INSTRUCTIONS_CHARS, AgentSkill, Skill, SkillStatus
+from portal.cache import next_generation
 from tenants import audit
 from tenants.context import require_tenant, tenant_context
 from tenants.models import Tenant
@@ -47,24 +47,15 @@ def _tenant_gen_key(tenant_id: int) -> str:
     return f"skills:tenant-gen:{tenant_id}"
 
 
-def _next_generation(key: str = _GEN_KEY) -> None:
-    """Move a generation on; a missing one (flushed cache) restarts from the clock, so a
-    process holding an entry built before the flush never takes it for current."""
-    try:
-        cache.incr(key)
-    except ValueError:
-        cache.set(key, time.time_ns(), None)
-
-
 def invalidate_tenant(tenant_id: int) -> None:
     # A generation, not a delete: a turn that read the rows before this change committed
     # would put its old entry back after a delete, and every turn would follow the old steps
     # until SKILLS_TTL; under the tenant's new generation that entry is never taken.
-    _next_generation(_tenant_gen_key(tenant_id))
+    next_generation(_tenant_gen_key(tenant_id))
 
 
 def invalidate_all() -> None:
-    _next_generation()
+    next_generation(_GEN_KEY)
 
 
 # --- what a tenant may use ------------------------------------------------------------------
