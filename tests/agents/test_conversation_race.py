@@ -29,6 +29,7 @@ from portal.db import busy
 from tenants.context import tenant_context
 from tenants.services import Actor
 from tests.agents.test_chat import HX, chat_url, flash, in_tenant
+from tests.billing.processes import sqlite_file_copy
 from tests.knowledge.helpers import make_knowledge_rows
 from tests.portal.helpers import problem
 
@@ -51,12 +52,7 @@ def shared_database(tmp_path):
     def share(busy_timeout: float | None = None):
         if connection.vendor != "sqlite":
             return None
-        path = tmp_path / "shared.sqlite3"
-        target = sqlite3.connect(path)
-        connection.ensure_connection()
-        connection.connection.backup(target)
-        target.execute("PRAGMA journal_mode=WAL")  # as the product's database file is (settings)
-        target.close()
+        path = sqlite_file_copy(tmp_path / "shared.sqlite3")
         saved.append(connections.settings["default"])
         options = dict(saved[0]["OPTIONS"])
         if busy_timeout is not None:

@@ -34,14 +34,27 @@ def database_env(tmp_path) -> tuple[dict, Path | None]:
                 env["PGPASSWORD"] = config[key]
         return env, None
     # SQLite: the test database is in memory; hand the processes a copy on disk.
-    path = tmp_path / "proof.sqlite3"
-    target = sqlite3.connect(path)
-    connection.ensure_connection()
-    connection.connection.backup(target)
-    target.close()
+    path = sqlite_file_copy(tmp_path / "proof.sqlite3")
     env["DATABASE_URL"] = f"sqlite:///{path}"
     env.pop("REDIS_URL", None)
     return env, path
+
+
+def sqlite_file_copy(path: Path) -> Path:
+    """Copy the in-memory SQLite test database to a file, already in WAL mode.
+
+    The product's file is switched to WAL once, by the first connection (settings'
+    init_command). Switching needs an exclusive lock, and SQLite answers "database is
+    locked" at once, without waiting out the busy timeout, to the second of two
+    connections that try it together: children that all open a fresh copy at the same
+    moment would fail that way. So the copy is switched here, before any of them opens it.
+    """
+    target = sqlite3.connect(path)
+    connection.ensure_connection()
+    connection.connection.backup(target)
+    target.execute("PRAGMA journal_mode=WAL")
+    target.close()
+    return path
 
 
 def rows(path: Path | None, sql: str) -> list[tuple]:

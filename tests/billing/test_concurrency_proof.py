@@ -88,6 +88,41 @@ def hammer(world, conversations, env) -> tuple[list[str], float]:
     return results, time.time() - start_at
 
 
+OPEN_AT_ONCE = """
+import sqlite3, sys, time
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+db = sqlite3.connect(sys.argv[1], timeout=20)
+db.executescript(sys.argv[3])  # the product's init_command
+db.execute("SELECT COUNT(*) FROM tenants_tenant").fetchall()
+"""
+
+
+def test_the_processes_can_all_open_the_database_copy_at_the_same_moment(db, tmp_path):
+    """Each proof starts its processes together, and each opens the copy with the product's
+    init_command, which switches a file to WAL. Two first switches at once fail with
+    "database is locked" at once, whatever the busy timeout: the copy must already be WAL."""
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's copy of the test database; on PostgreSQL the processes share it")
+    init_command = connection.settings_dict["OPTIONS"]["init_command"]
+    errors = []
+    for attempt in range(5):  # a race: each round is a fresh copy, opened by 8 processes at once
+        (tmp_path / str(attempt)).mkdir()
+        _, path = database_env(tmp_path / str(attempt))
+        start_at = str(time.time() + 1.0)
+        children = [
+            subprocess.Popen(  # noqa: S603 (fixed argv)
+                [sys.executable, "-c", OPEN_AT_ONCE, str(path), start_at, init_command],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(8)
+        ]
+        errors += [child.communicate(timeout=60)[1] for child in children]
+    assert [error.strip().splitlines()[-1] for error in errors if error] == []
+
+
 def test_200_parallel_turns_against_a_budget_for_50_accept_exactly_50(proof_world, tmp_path):
     world, catalogue, conversations = proof_world
     tier = world.a.tenant.tier
