@@ -410,14 +410,7 @@ def post_message(actor: Actor, conversation: Conversation, text: str) -> Invocat
         )
         with limits.refusals_named(tenant, actor.user, route.offering, conversation):
             admission = _write_turn(invocation, user_message, assistant, now, plan)
-        verdict.record(invocation)
-        if verdict.blocked:
-            admission.release(invocation, guardrail_checks=verdict.checks)
-            # Answered at once; its stream (the API's stream_url) ends with that answer.
-            final = {"message_id": assistant.pk, "message": verdict.message}
-            transaction.on_commit(lambda: _publish_final(tenant, invocation, "blocked", final))
-        else:
-            _enqueue(invocation)
+        _answer_blocked_or_enqueue(tenant, invocation, verdict, admission)
     return invocation
 
 
@@ -528,6 +521,21 @@ def _blocked_fields(verdict, now) -> dict:
     return {"status": MessageStatus.BLOCKED, "finished_at": now, "error": verdict.message[:500]}
 
 
+def _answer_blocked_or_enqueue(tenant: Tenant, invocation: Invocation, verdict, admission) -> None:
+    """The end of posting or retrying a turn, inside its transaction: a turn the input
+    guardrails blocked is answered at once (its reservation given back, billed as a blocked
+    turn, its stream ended with the answer); any other is bound to its reservation (a no-op
+    when _write_turn already bound it) and sent to the worker after the commit."""
+    verdict.record(invocation)
+    if verdict.blocked:
+        admission.release(invocation, guardrail_checks=verdict.checks)
+        final = {"message_id": invocation.assistant_message_id, "message": verdict.message}
+        transaction.on_commit(lambda: _publish_final(tenant, invocation, "blocked", final))
+    else:
+        admission.attach(invocation)
+        _enqueue(invocation)
+
+
 def _enqueue(invocation: Invocation) -> None:
     from agents.tasks import run_turn
 
@@ -629,14 +637,7 @@ def retry_turn(actor: Actor, invocation: Invocation) -> Invocation:
             input_guardrail_checks=verdict.checks,
             **(_blocked_fields(verdict, now) if verdict.blocked else {}),
         )
-        verdict.record(retried)
-        if verdict.blocked:
-            admission.release(retried, guardrail_checks=verdict.checks)
-            final = {"message_id": old.assistant_message_id, "message": verdict.message}
-            transaction.on_commit(lambda: _publish_final(tenant, retried, "blocked", final))
-        else:
-            admission.attach(retried)
-            _enqueue(retried)
+        _answer_blocked_or_enqueue(tenant, retried, verdict, admission)
     return retried
 
 
