@@ -42,6 +42,10 @@ class TotalsSerializer(serializers.Serializer):
     output_tokens = serializers.IntegerField()
     tokens = serializers.IntegerField()
     tool_calls = serializers.IntegerField()
+    embedding_tokens = serializers.IntegerField(
+        help_text="Tokens the knowledge bases' embedding service was paid for: not part of `tokens` "
+        "(the plan's tokens: quota and overage)"
+    )
     error_rate = serializers.FloatField(allow_null=True)
     latency_p50_ms = serializers.IntegerField(allow_null=True)
     latency_p95_ms = serializers.IntegerField(allow_null=True)

@@ -54,6 +54,7 @@ _SUMS = {
     "input_tokens": Sum("input_tokens"),
     "output_tokens": Sum("output_tokens"),
     "tool_calls": Sum("tool_calls"),
+    "embedding_tokens": Sum("embedding_tokens"),
     "cost": Sum("cost"),
     "latency_ms_sum": Sum("latency_ms_sum"),
 }
@@ -208,6 +209,8 @@ class Totals:
     input_tokens: int = 0
     output_tokens: int = 0
     tool_calls: int = 0
+    # The knowledge bases' embedding tokens: not plan tokens (`tokens`), their cost is in `cost`.
+    embedding_tokens: int = 0
     cost: Decimal = Decimal("0")
     latency_ms_sum: int = 0
     latency: dict = field(default_factory=dict)
@@ -222,6 +225,7 @@ class Totals:
             input_tokens=_int(row.get("input_tokens")),
             output_tokens=_int(row.get("output_tokens")),
             tool_calls=_int(row.get("tool_calls")),
+            embedding_tokens=_int(row.get("embedding_tokens")),
             cost=_money(row.get("cost")),
             latency_ms_sum=_int(row.get("latency_ms_sum")),
             latency={name: _int(row.get(name)) for name in LATENCY_BUCKET_FIELDS},
@@ -240,6 +244,7 @@ class Totals:
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
         self.tool_calls += other.tool_calls
+        self.embedding_tokens += other.embedding_tokens
         self.cost += other.cost
         self.latency_ms_sum += other.latency_ms_sum
         for name, count in other.latency.items():
@@ -270,7 +275,9 @@ class Totals:
 
     @property
     def cost_per_1k_tokens(self) -> Decimal | None:
-        return (self.cost * 1000 / self.tokens) if self.tokens else None
+        """Over every token paid for: `cost` prices the embedding tokens too."""
+        paid_for = self.tokens + self.embedding_tokens
+        return (self.cost * 1000 / paid_for) if paid_for else None
 
     def as_dict(self) -> dict:
         """The totals as the tenant's API and CSV export give them: tokens and turns, never
@@ -284,6 +291,7 @@ class Totals:
             "output_tokens": self.output_tokens,
             "tokens": self.tokens,
             "tool_calls": self.tool_calls,
+            "embedding_tokens": self.embedding_tokens,
             "error_rate": self.error_rate,
             "latency_p50_ms": self.p50_ms,
             "latency_p95_ms": self.p95_ms,

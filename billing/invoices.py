@@ -56,7 +56,16 @@ from django.db.models import Case, F, IntegerField, Q, Sum, Value, When
 from django.utils import timezone
 
 from billing.accounting import CENTS, month_start, next_month
-from billing.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, LimitKind, UsageDaily, UsageEvent
+from billing.models import (
+    Invoice,
+    InvoiceLine,
+    InvoiceLineKind,
+    InvoiceStatus,
+    LimitKind,
+    UsageDaily,
+    UsageEvent,
+    UsageKind,
+)
 from tenants import audit
 from tenants.audit import spreadsheet_safe
 from tenants.context import all_tenants, tenant_context
@@ -292,7 +301,10 @@ def _month_tiers(start, end, change_rows, usage_rows, tier_model) -> MonthTiers:
     used: dict[int, int] = {}
     if whens:
         for row in (
-            usage_rows.filter(tenant_id__in=list(changes), created_at__gte=start, created_at__lt=end)
+            # The plan's tokens: turns' (embedding tokens are no quota, metering.record_embedding).
+            usage_rows.filter(
+                tenant_id__in=list(changes), created_at__gte=start, created_at__lt=end, kind=UsageKind.AGENT_TURN
+            )
             .annotate(slot=Case(*whens, default=None, output_field=IntegerField()))
             .filter(slot__isnull=False)
             .order_by()

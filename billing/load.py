@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from agents.concurrency import peak_concurrent_turns
 from billing.accounting import latency_percentile
-from billing.models import LATENCY_BUCKET_FIELDS, LATENCY_BUCKETS_MS, ThrottleEvent, UsageDaily, UsageEvent
+from billing.models import LATENCY_BUCKET_FIELDS, LATENCY_BUCKETS_MS, ThrottleEvent, UsageDaily, UsageEvent, UsageKind
 
 WINDOWS = {
     "hour": "Last hour",
@@ -155,7 +155,10 @@ def _usage(window: LoadWindow) -> dict[int, dict]:
         )
     else:
         rows = (
-            UsageEvent.unscoped.filter(created_at__gte=window.start, created_at__lte=window.end)
+            # Turns and their model tokens (as the roll-ups' counters): embedding events are neither.
+            UsageEvent.unscoped.filter(
+                created_at__gte=window.start, created_at__lte=window.end, kind=UsageKind.AGENT_TURN
+            )
             .order_by()
             .values("tenant_id")
             .annotate(

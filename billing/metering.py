@@ -26,9 +26,10 @@ still queued are recorded with zero tokens by `record_unrun_turn()`, so
 from __future__ import annotations
 
 import logging
+import uuid
 from decimal import Decimal
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from billing import accounting
@@ -440,6 +441,114 @@ def record_unrun_turn(invocation, *, outcome: str, guardrail_checks: int = 0) ->
         guardrail_checks=guardrail_checks,
         latency=outcome != "blocked",
     )
+
+
+# --- embeddings: the knowledge bases' embedding service ----------------------------------------
+
+# The namespace of embedding events' keys (uuid5): the same ingestion or the same turn's
+# query gives the same key, so the unique (invocation_id, kind) bills it once.
+EMBEDDING_KEYS = uuid.UUID("5f0c3c1e-8a5d-4d0e-9b7a-2f6c1d7e4a90")
+
+
+def document_embedding_key(tenant_id: int, document_id: int, version: int) -> uuid.UUID:
+    """One key per ingested version of a document: the ingestion task run again for the
+    same version (a redelivery) bills nothing more."""
+    return uuid.uuid5(EMBEDDING_KEYS, f"document:{tenant_id}:{document_id}:{version}")
+
+
+def turn_embedding_key(invocation_id, query: str) -> uuid.UUID:
+    """One key per query a turn embeds: a turn run again (the same invocation) bills its
+    query once, and a runtime that searches twice in a turn with different queries pays
+    for each."""
+    return uuid.uuid5(EMBEDDING_KEYS, f"turn:{invocation_id}:{query}")
+
+
+def record_embedding(
+    tenant_id: int,
+    *,
+    key: uuid.UUID,
+    model_key: str,
+    tokens: int,
+    estimated: bool,
+    user_id: int | None = None,
+    agent_slug: str = "",
+    now=None,
+) -> UsageEvent | None:
+    """Write an embedding event and add it to the day's roll-up; None if `key` was
+    recorded already (nothing else changes then).
+
+    What the embedding service was paid for is the provider's cost, attributed to the
+    tenant: priced from the book in force (per 1k input tokens of `model_key`) into
+    `cost`, which the operator's cost and margin read. The tokens are not the plan's
+    tokens: they go to the roll-up's `embedding_tokens`, never to input/output tokens, and
+    not to the month's counters (billing.models.MonthlyUsage), so they neither use up the
+    tier's token quota nor bill overage, and no turn admission reserved them. A model the
+    book does not list costs 0 (logged), as an unpriced chat model without a catalogue
+    price does; nothing fails for want of a price."""
+    from portal.db import sql
+
+    now = now or timezone.now()
+    row = sql.one(*accounting.prices_statement(model_key, now))
+    if row is None or row[3] is None:
+        log.warning("embedding model %r has no price in the book in force: recorded at cost 0", model_key)
+    prices = accounting.prices_from_row(row)
+    cost = prices.cost(tokens, 0)
+    event = UsageEvent(
+        tenant_id=tenant_id,
+        invocation_id=key,
+        kind=UsageKind.EMBEDDING,
+        user_id=user_id,
+        agent_slug=agent_slug,
+        model_key=model_key,
+        input_tokens=tokens,
+        cost=cost,
+        price_book_version=prices.version,
+        estimated=estimated,
+        created_at=now,
+    )
+    invocation_key = sql.uuid(key)
+    event_statement = (
+        _EVENT_SQL,
+        [
+            tenant_id,
+            invocation_key,
+            event.kind,
+            user_id,
+            agent_slug,
+            model_key,
+            event.outcome,
+            tokens,
+            0,
+            0,
+            Decimal("0.000"),
+            0,
+            None,
+            cost,
+            prices.version,
+            estimated,
+            sql.dt(now),
+        ],
+    )
+    daily_statement = upsert_statement(
+        UsageDaily,
+        {
+            "tenant": tenant_id,
+            "day": accounting.utc_day(now),
+            "model_key": model_key,
+            "agent_slug": agent_slug,
+            "user_key": user_id or 0,
+        },
+        {"embedding_tokens": tokens, "cost": cost},
+        guard=(_OURS, [tenant_id, invocation_key, event.kind, sql.dt(now)]),
+    )
+    # One transaction on both databases: the event and its roll-up commit together.
+    with transaction.atomic():
+        inserted, _ = sql.batch([event_statement, daily_statement])
+    if inserted is None:
+        log.info("embedding %s: usage already recorded", key)
+        return None
+    _recorded(event, inserted[0])
+    return event
 
 
 def _agent_slug(invocation) -> str:

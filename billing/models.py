@@ -30,6 +30,9 @@ MONEY_DIGITS = {"max_digits": 14, "decimal_places": 2}
 
 class UsageKind(models.TextChoices):
     AGENT_TURN = "agent_turn", "Agent turn"
+    # Tokens sent to the knowledge bases' embedding service (agents.knowledge.hybrid): a
+    # provider cost attributed to the tenant, not plan tokens (billing.metering.record_embedding).
+    EMBEDDING = "embedding", "Embedding"
 
 
 class UsageEvent(TenantOwnedModel):
@@ -38,6 +41,11 @@ class UsageEvent(TenantOwnedModel):
     Every invocation gets exactly one `agent_turn` event whatever its outcome
     (done, failed, cancelled, blocked); a turn refused at the input guardrails
     has zero tokens and zero cost but still counts as a (blocked) turn.
+
+    `embedding` events are the tokens the knowledge bases' embedding service was paid
+    for (billing.metering.record_embedding): one per ingested document version, one per
+    query embedded for a turn or a search page. Their `invocation_id` is a key of their
+    own (see there), their tokens are `input_tokens`, and they are never turns.
 
     On PostgreSQL the application role has no UPDATE or DELETE on this table
     (tenants/rls.py), so the user and tenant references never cascade: the user
@@ -143,6 +151,7 @@ DAILY_COUNTERS = (
     "tool_calls",
     "runtime_seconds",
     "guardrail_checks",
+    "embedding_tokens",
     "cost",
     "latency_ms_sum",
     *LATENCY_BUCKET_FIELDS,
@@ -179,6 +188,9 @@ class UsageDaily(TenantOwnedModel):
     tool_calls = models.BigIntegerField(default=0)
     runtime_seconds = models.DecimalField(max_digits=16, decimal_places=3, default=0)
     guardrail_checks = models.BigIntegerField(default=0)
+    # The knowledge bases' embedding tokens (UsageKind.EMBEDDING events): priced into `cost`,
+    # never into input/output_tokens, which are the plan's tokens (quota and overage).
+    embedding_tokens = models.BigIntegerField(default=0)
     cost = models.DecimalField(**COST_DIGITS, default=0)
     latency_ms_sum = models.BigIntegerField(default=0)
     lat_le_250 = models.PositiveIntegerField(default=0)

@@ -28,6 +28,7 @@ from billing.models import (
     ThrottleEvent,
     UsageDaily,
     UsageEvent,
+    UsageKind,
 )
 
 KEY_FIELDS = ("day", "model_key", "agent_slug", "user_key")
@@ -71,21 +72,26 @@ def _latency_bucket_aggregates() -> dict:
 def events_by_key(month: dt.date) -> dict[tuple, dict]:
     """The raw events (and throttle events) of the month summed per roll-up key."""
     start, end = _bounds(month)
+    turn = Q(kind=UsageKind.AGENT_TURN)
     rows = (
         UsageEvent.objects.filter(created_at__gte=start, created_at__lt=end)
         .annotate(day=TruncDate("created_at", tzinfo=dt.UTC))
         .values("day", "model_key", "agent_slug", "user_id")
         .annotate(
-            turns=Count("id"),
-            failed_turns=Count("id", filter=Q(outcome="failed")),
-            cancelled_turns=Count("id", filter=Q(outcome="cancelled")),
-            blocked_turns=Count("id", filter=Q(outcome="blocked")),
-            estimated_turns=Count("id", filter=Q(estimated=True)),
-            input_tokens=Sum("input_tokens"),
-            output_tokens=Sum("output_tokens"),
-            tool_calls=Sum("tool_calls"),
-            runtime_seconds=Sum("runtime_seconds"),
-            guardrail_checks=Sum("guardrail_checks"),
+            # Turns are agent_turn events; an embedding event adds its tokens to
+            # embedding_tokens and its price to cost, nothing else (metering.record_embedding).
+            # (First: the input_tokens annotation below would shadow the field.)
+            embedding_tokens=Sum("input_tokens", filter=Q(kind=UsageKind.EMBEDDING)),
+            turns=Count("id", filter=turn),
+            failed_turns=Count("id", filter=turn & Q(outcome="failed")),
+            cancelled_turns=Count("id", filter=turn & Q(outcome="cancelled")),
+            blocked_turns=Count("id", filter=turn & Q(outcome="blocked")),
+            estimated_turns=Count("id", filter=turn & Q(estimated=True)),
+            input_tokens=Sum("input_tokens", filter=turn),
+            output_tokens=Sum("output_tokens", filter=turn),
+            tool_calls=Sum("tool_calls", filter=turn),
+            runtime_seconds=Sum("runtime_seconds", filter=turn),
+            guardrail_checks=Sum("guardrail_checks", filter=turn),
             cost=Sum("cost"),
             latency_ms_sum=Sum("latency_ms"),
             **_latency_bucket_aggregates(),
@@ -142,6 +148,12 @@ def reconcile(tenant, month: dt.date, *, today: dt.date | None = None) -> Report
     # The month counters admission reserves against hold the same settled usage.
     tokens = sum(c["input_tokens"] + c["output_tokens"] for c in raw.values())
     cost = sum((c["cost"] for c in raw.values()), Decimal("0"))
+    # The month counters hold the turns' usage: embeddings are admitted by no one and use
+    # no quota (metering.record_embedding), so their cost is in `cost` but not the counter's.
+    start, end = _bounds(month)
+    embedding_cost = UsageEvent.objects.filter(
+        created_at__gte=start, created_at__lt=end, kind=UsageKind.EMBEDDING
+    ).aggregate(total=Sum("cost"))["total"] or Decimal("0")
     counter = MonthlyUsage.objects.filter(month=month, user_key=0).first()
     if counter is not None or tokens:
         used_tokens = counter.tokens_used if counter else 0
@@ -150,8 +162,11 @@ def reconcile(tenant, month: dt.date, *, today: dt.date | None = None) -> Report
             report.differences.append(
                 f"{tenant.slug} {month:%Y-%m}: month counter tokens {used_tokens} != events {tokens}"
             )
-        if _norm("cost", used_cost) != _norm("cost", cost):
-            report.differences.append(f"{tenant.slug} {month:%Y-%m}: month counter cost {used_cost} != events {cost}")
+        turn_cost = cost - embedding_cost
+        if _norm("cost", used_cost) != _norm("cost", turn_cost):
+            report.differences.append(
+                f"{tenant.slug} {month:%Y-%m}: month counter cost {used_cost} != turn events {turn_cost}"
+            )
 
     # A reservation still held by a turn that has ended would block budget for nothing.
     from agents.models import FINAL_STATUSES, Invocation

@@ -183,6 +183,7 @@ TOTAL_COLUMNS = [
     "output_tokens",
     "tokens",
     "tool_calls",
+    "embedding_tokens",
     "error_rate",
     "latency_p50_ms",
     "latency_p95_ms",

@@ -11,7 +11,7 @@ from agents.guardrails import enforce, policy, services
 from agents.guardrails.models import GuardrailEvent, GuardrailPolicy, TenantGuardrailOverride
 from agents.models import Agent, Conversation, Invocation, Message, MessageStatus, ModelOffering
 from agents.services import conversation_title
-from billing.models import UsageEvent
+from billing.models import UsageEvent, UsageKind
 from tenants.context import tenant_context
 from tenants.models import Tenant, Tier
 
@@ -172,7 +172,9 @@ def _demo_events(tenant: Tenant) -> int:
     blocking = [s for s in screened if s.blocked]
     redacting = [s for s in screened if s.triggers and not s.blocked]
     _first_day, since = services.stats_days(DEMO_DAYS)  # the days the guardrail pages show
-    metered = UsageEvent.objects.filter(created_at__gte=since, user_id__isnull=False).order_by("created_at")
+    metered = UsageEvent.objects.filter(
+        created_at__gte=since, user_id__isnull=False, kind=UsageKind.AGENT_TURN
+    ).order_by("created_at")
     decks: dict[tuple, list[_Screened]] = {}
 
     def deal(usage: UsageEvent, turns: list[_Screened]) -> _Screened:

@@ -136,7 +136,13 @@ class KnowledgeBaseViewSet(TenantScopedAPIMixin, mixins.ListModelMixin, viewsets
         from agents.knowledge import bedrock, retrieval
 
         try:
-            hits = retrieval.search(serializer.validated_data["query"], [kb], k=serializer.validated_data["k"])
+            hits = retrieval.search(
+                serializer.validated_data["query"],
+                [kb],
+                k=serializer.validated_data["k"],
+                # The query's embedding (a hybrid base) is billed to the person, none for a machine client.
+                meter=retrieval.Meter(user_id=request.user.pk if request.membership is not None else None),
+            )
         except bedrock.BedrockUnavailable as exc:  # logged with AWS's code by bedrock.ranking
             return _bedrock_failed(exc)
         return Response({"passages": services.passages_from_hits(request.tenant, hits)})

@@ -10,6 +10,13 @@ before anything is ranked — and the two rankings are fused by reciprocal rank.
 If the embedding service fails at query time the lexical ranking is returned
 alone (an answer with keyword search beats no answer); at ingestion time the
 document fails with the reason, so nothing is half-indexed.
+
+The service is paid per token, so every call's tokens are metered to the tenant
+(billing.metering.record_embedding): the count the service reports
+(OpenAI-compatible ``usage.prompt_tokens``, else ``usage.total_tokens``; Titan's
+``inputTextTokenCount``), or, when an answer carries none, the estimate the
+offline chat model uses (``ceil(characters / 4)`` per text,
+agents.runtime.models.base), marked as estimated.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import math
 import urllib.error
 import urllib.request
 from array import array
+from dataclasses import dataclass
 
 from django.conf import settings
 
@@ -37,12 +45,49 @@ class EmbeddingError(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Usage:
+    """The tokens one embedding call (or several, added) was paid for."""
+
+    model_key: str
+    tokens: int
+    estimated: bool
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.model_key, self.tokens + other.tokens, self.estimated or other.estimated)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: list[list[float]]
+    usage: Usage
+
+
+def _estimated(texts: list[str]) -> int:
+    from agents.runtime.models import estimate_tokens
+
+    return sum(estimate_tokens(text) for text in texts)
+
+
+def _reported_tokens(document: dict) -> int | None:
+    """An OpenAI-compatible answer's token count: `usage.prompt_tokens` (what an embedding
+    is billed on), else `usage.total_tokens`; None when it has neither."""
+    usage = document.get("usage") if isinstance(document, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    for name in ("prompt_tokens", "total_tokens"):
+        value = usage.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
+
+
 def _normalise(vector: list[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in vector)) or 1.0
     return [x / norm for x in vector]
 
 
-def _openai(texts: list[str]) -> list[list[float]]:
+def _openai(texts: list[str]) -> tuple[list[list[float]], Usage]:
     url = settings.KNOWLEDGE_EMBEDDINGS_URL.rstrip("/") + "/embeddings"
     if not url.startswith(("http://", "https://")):
         raise EmbeddingError("KNOWLEDGE_EMBEDDINGS_URL must be an http(s) URL")
@@ -64,7 +109,11 @@ def _openai(texts: list[str]) -> list[list[float]]:
         raise EmbeddingError(f"unexpected /embeddings answer: {exc}") from exc
     if len(vectors) != len(texts):
         raise EmbeddingError("the /embeddings answer has the wrong number of vectors")
-    return vectors
+    model_key = settings.KNOWLEDGE_EMBEDDINGS_MODEL
+    tokens = _reported_tokens(document)
+    if tokens is None:
+        return vectors, Usage(model_key, _estimated(texts), estimated=True)
+    return vectors, Usage(model_key, tokens, estimated=False)
 
 
 def bedrock_client():
@@ -79,26 +128,40 @@ def bedrock_client():
     return own or boto3.client("bedrock-runtime", region_name=settings.AWS_REGION)
 
 
-def _bedrock(texts: list[str]) -> list[list[float]]:
+def _bedrock(texts: list[str]) -> tuple[list[list[float]], Usage]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     client = bedrock_client()
+    model_key = settings.KNOWLEDGE_EMBEDDINGS_MODEL
     vectors = []
+    usage = Usage(model_key, 0, estimated=False)
     for text in texts:
+        sent = text[:40_000]
         try:
             response = client.invoke_model(
-                modelId=settings.KNOWLEDGE_EMBEDDINGS_MODEL,
-                body=json.dumps({"inputText": text[:40_000]}),
+                modelId=model_key,
+                body=json.dumps({"inputText": sent}),
                 contentType="application/json",
                 accept="application/json",
             )
-            vectors.append([float(x) for x in json.loads(response["body"].read())["embedding"]])
-        except (BotoCoreError, ClientError, KeyError, ValueError) as exc:
+            answer = json.loads(response["body"].read())
+            vectors.append([float(x) for x in answer["embedding"]])
+        except (BotoCoreError, ClientError, KeyError, TypeError, ValueError) as exc:
             raise EmbeddingError(str(exc)) from exc
-    return vectors
+        count = answer.get("inputTextTokenCount")
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+            usage += Usage(model_key, count, estimated=False)
+        else:
+            usage += Usage(model_key, _estimated([sent]), estimated=True)
+    return vectors, usage
 
 
 def embed(texts: list[str]) -> list[list[float]]:
+    return embedded(texts).vectors
+
+
+def embedded(texts: list[str]) -> Embedded:
+    """The normalised vectors of `texts` and the tokens the service was paid for."""
     provider = settings.KNOWLEDGE_EMBEDDINGS
     if provider == "openai":
         fn = _openai
@@ -107,9 +170,12 @@ def embed(texts: list[str]) -> list[list[float]]:
     else:
         raise EmbeddingError("no embedding provider is configured (KNOWLEDGE_EMBEDDINGS=openai|bedrock)")
     vectors: list[list[float]] = []
+    usage = Usage(settings.KNOWLEDGE_EMBEDDINGS_MODEL, 0, estimated=False)
     for start in range(0, len(texts), BATCH):
-        vectors.extend(_normalise(v) for v in fn(texts[start : start + BATCH]))
-    return vectors
+        batch, batch_usage = fn(texts[start : start + BATCH])
+        vectors.extend(_normalise(v) for v in batch)
+        usage += batch_usage
+    return Embedded(vectors, usage)
 
 
 def pack(vector: list[float]) -> bytes:
@@ -122,9 +188,12 @@ def unpack(blob: bytes) -> array:
     return values
 
 
-def embed_chunks(chunks: list[Chunk]) -> None:
-    for chunk, vector in zip(chunks, embed([f"{c.title}\n{c.text}" for c in chunks]), strict=True):
+def embed_chunks(chunks: list[Chunk]) -> Usage:
+    """Store each chunk's vector on it; the tokens the service was paid for."""
+    result = embedded([f"{c.title}\n{c.text}" for c in chunks])
+    for chunk, vector in zip(chunks, result.vectors, strict=True):
         chunk.embedding = pack(vector)
+    return result.usage
 
 
 def vector_ranking(tenant_id: int, kb_ids: list[int], query_vector: list[float], limit: int) -> list[tuple[int, float]]:
@@ -138,12 +207,12 @@ def vector_ranking(tenant_id: int, kb_ids: list[int], query_vector: list[float],
     return scored[:limit]
 
 
-def query_vector(query: str) -> list[float] | None:
-    """The question's embedding, or None when the embedding service fails (the search then
-    ranks by words alone). An HTTP call, possibly slow: retrieval.search asks it before it
-    opens its transaction, never inside one."""
+def query_vector(query: str) -> Embedded | None:
+    """The question's embedding (`vectors[0]`) and its usage, or None when the embedding
+    service fails (the search then ranks by words alone). An HTTP call, possibly slow:
+    retrieval.search asks it before it opens its transaction, never inside one."""
     try:
-        return embed([query])[0]
+        return embedded([query])
     except EmbeddingError as exc:
         log.warning("hybrid search fell back to full-text only: %s", exc)
         return None

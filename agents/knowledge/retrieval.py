@@ -25,7 +25,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from django.core.exceptions import ImproperlyConfigured
@@ -189,6 +190,40 @@ def ranking_for(
 
 
 @dataclass(frozen=True)
+class Meter:
+    """Whom a hybrid search's query embedding is billed to (billing.metering.record_embedding).
+
+    `turn`: for a search a turn's runtime asked for, the running turn (agents.runtime_gateway.
+    turn_in_progress), or None when there is none: its invocation and the query key the event,
+    so a turn run again bills its query once. Any other search (a search page, the API's test
+    search) is an embedding of its own: a fresh key each time."""
+
+    user_id: int | None = None
+    agent_slug: str = ""
+    turn: Callable[[], object | None] | None = None
+
+    def key(self, query: str) -> uuid.UUID:
+        from billing.metering import turn_embedding_key
+
+        turn = self.turn() if self.turn is not None else None
+        return turn_embedding_key(turn.pk, query) if turn is not None else uuid.uuid4()
+
+
+def _meter_query(tenant, query: str, usage, meter: Meter) -> None:
+    from billing.metering import record_embedding
+
+    record_embedding(
+        tenant.pk,
+        key=meter.key(query),
+        model_key=usage.model_key,
+        tokens=usage.tokens,
+        estimated=usage.estimated,
+        user_id=meter.user_id,
+        agent_slug=meter.agent_slug,
+    )
+
+
+@dataclass(frozen=True)
 class Found:
     """A search's hits, and the names of the bases it could not reach: their backend (Bedrock)
     failed while the others answered, so the caller can say what the answer lacks."""
@@ -197,15 +232,20 @@ class Found:
     missed: list[str]
 
 
-def search(query: str, knowledge_bases: Iterable[KnowledgeBase], k: int = 5) -> list[Hit]:
+def search(
+    query: str, knowledge_bases: Iterable[KnowledgeBase], k: int = 5, *, meter: Meter | None = None
+) -> list[Hit]:
     """The `k` best chunks for `query` among the current tenant's `knowledge_bases`
     (search_reporting, for a caller that only wants the hits)."""
-    return search_reporting(query, knowledge_bases, k).hits
+    return search_reporting(query, knowledge_bases, k, meter=meter).hits
 
 
-def search_reporting(query: str, knowledge_bases: Iterable[KnowledgeBase], k: int = 5) -> Found:
+def search_reporting(
+    query: str, knowledge_bases: Iterable[KnowledgeBase], k: int = 5, *, meter: Meter | None = None
+) -> Found:
     """The `k` best chunks for `query` among the current tenant's `knowledge_bases`, and the
-    bases that could not be searched.
+    bases that could not be searched. A hybrid base's query embedding is metered to the
+    tenant as `meter` says (by default: a search of its own, by no one in particular).
 
     Raises bedrock.BedrockUnavailable when the bases are all Bedrock's and Bedrock fails;
     when other bases are searched too, their hits answer alone and the Bedrock bases are
@@ -236,7 +276,10 @@ def search_reporting(query: str, knowledge_bases: Iterable[KnowledgeBase], k: in
     if Backend.HYBRID in by_backend:
         from agents.knowledge import hybrid
 
-        vector = hybrid.query_vector(query)
+        embedded = hybrid.query_vector(query)
+        if embedded is not None:
+            vector = embedded.vectors[0]
+            _meter_query(tenant, query, embedded.usage, meter or Meter())
     remote = Backend.BEDROCK in by_backend
     missed: list[str] = []
     with contextlib.nullcontext() if remote or connection.vendor != "postgresql" else transaction.atomic():

@@ -13,6 +13,7 @@ the act-on-behalf token with the gateways' prologue (`tenants.identity.gateway`)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -496,7 +497,19 @@ def ingest_document(tenant: Tenant, document_id: int, version: int) -> str:
         if backend == Backend.HYBRID:
             from agents.knowledge import hybrid
 
-            hybrid.embed_chunks(chunks)
+            usage = hybrid.embed_chunks(chunks)
+            # The service was paid for these tokens whatever happens to the version next (a
+            # newer upload may supersede it): billed now, once per version (the key).
+            from billing.metering import document_embedding_key, record_embedding
+
+            record_embedding(
+                tenant.pk,
+                key=document_embedding_key(tenant.pk, document_id, version),
+                model_key=usage.model_key,
+                tokens=usage.tokens,
+                estimated=usage.estimated,
+                user_id=document.uploaded_by_id,
+            )
         with transaction.atomic():
             current = Document.objects.select_for_update().filter(pk=document_id).first()
             if current is None or current.version != version:
@@ -717,8 +730,11 @@ def retrieve_for_token(
     with agent_call(
         raw_token, SCOPE, agent_slug, tenant_id=tenant_id, precheck=precheck, name="knowledge gateway"
     ) as call:
+        # Asked at most once (the query's embedding is billed to it, flagged passages belong to it).
+        turn = functools.cache(lambda: turn_in_progress(call.token))
+        meter = retrieval.Meter(user_id=getattr(call.user, "pk", None), agent_slug=call.agent.slug, turn=turn)
         try:
-            found = retrieval.search_reporting(query, knowledge_bases_for_agent(call.agent), k=k)
+            found = retrieval.search_reporting(query, knowledge_bases_for_agent(call.agent), k=k, meter=meter)
         except bedrock.BedrockUnavailable as exc:  # logged with AWS's code by bedrock.ranking
             # As the memory gateway refuses a failing store: the runtime answers the turn
             # without passages and says so (agents.runtime.agent.ReferenceAgent.retrieve).
@@ -726,6 +742,6 @@ def retrieve_for_token(
             raise GatewayRefused(503 if exc.transient else 502, exc.text) from exc
         passages = passages_from_hits(call.tenant, found.hits)
         return {
-            "passages": screen_retrieved(call.tenant, passages, turn=lambda: turn_in_progress(call.token)),
+            "passages": screen_retrieved(call.tenant, passages, turn=turn),
             "unsearched": found.missed,
         }

@@ -228,7 +228,7 @@ def kb_search(request, kb_id):
     hits, unavailable = [], ""
     if query and services.entitled(request.tenant):
         try:
-            hits = retrieval.search(query, [kb], k=10)
+            hits = retrieval.search(query, [kb], k=10, meter=retrieval.Meter(user_id=request.user.pk))
         except bedrock.BedrockUnavailable as exc:  # logged with AWS's code by bedrock.ranking
             unavailable = exc.text
     template = "knowledge/_search_results.html" if request.htmx else "knowledge/search.html"

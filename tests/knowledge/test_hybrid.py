@@ -35,7 +35,10 @@ def fake_vector(text: str) -> list[float]:
 
 
 @contextmanager
-def embeddings_server(fail: bool = False):
+def embeddings_server(fail: bool = False, usage=None):
+    """A fake OpenAI-compatible /embeddings server on loopback. `usage`: a function of the
+    request's texts giving the answer's `usage` object; None answers without one (as some
+    servers do)."""
     calls: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -47,7 +50,10 @@ def embeddings_server(fail: bool = False):
                 self.end_headers()
                 return
             data = [{"index": i, "embedding": fake_vector(t)} for i, t in enumerate(body["input"])]
-            payload = json.dumps({"data": data}).encode()
+            answer = {"data": data}
+            if usage is not None:
+                answer["usage"] = usage(body["input"])
+            payload = json.dumps(answer).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
