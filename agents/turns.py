@@ -249,17 +249,23 @@ def _claim(
     return invocation
 
 
+def _unclaimed_state(invocation_id) -> tuple | None:
+    """(status, cancel_requested, lease, started_at, attempts, user_message_id) of a turn this
+    delivery did not claim, or None when it is gone."""
+    return (
+        Invocation.objects.filter(pk=invocation_id)
+        .values_list("status", "cancel_requested", "lease", "started_at", "attempts", "user_message_id")
+        .first()
+    )
+
+
 def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, redelivered: bool = False) -> str:
     """Run the turn, if it is this delivery's to run. `redelivered`: the broker says this
     delivery is a redelivery (Celery's request.delivery_info), see _lease_lost."""
     claim_started, claim_clock = time.time(), time.perf_counter()
     invocation = _claim(tenant, invocation_id)
     if invocation is None:
-        current = (
-            Invocation.objects.filter(pk=invocation_id)
-            .values_list("status", "cancel_requested", "lease", "started_at", "attempts", "user_message_id")
-            .first()
-        )
+        current = _unclaimed_state(invocation_id)
         if (
             current
             and current[0] in (MessageStatus.RUNNING, MessageStatus.STREAMING)
@@ -278,9 +284,28 @@ def run(tenant: Tenant, invocation_id: str, *, final_attempt: bool = False, rede
             # What the dead attempt used is read first and carried by the claim itself; if
             # another delivery takes the turn first, this claim fails and the reading is dropped.
             carry = _dead_attempt_carry(invocation_id, current[4], current[3], current[5])
-            invocation = _claim(tenant, invocation_id, dead_lease=current[2], carry=carry)
+            dead_lease = current[2]
+            invocation = _claim(tenant, invocation_id, dead_lease=dead_lease, carry=carry)
             if invocation is not None:
-                log.warning("turn %s: its worker (%s) is gone: taken over", invocation_id, current[2])
+                log.warning("turn %s: its worker (%s) is gone: taken over", invocation_id, dead_lease)
+            else:
+                # Lost: since the look above another delivery took the turn over, it ended, or
+                # it was stopped (no claim takes a stopped turn). The row as it is now says
+                # which; what the look saw would be answered as the turn's status, and a stop
+                # made meanwhile would wait for the sweeper with no worker behind it.
+                current = _unclaimed_state(invocation_id)
+                if (
+                    current
+                    and current[0] in (MessageStatus.RUNNING, MessageStatus.STREAMING)
+                    and current[1]
+                    and current[2] == dead_lease
+                ):
+                    log.info(
+                        "turn %s stopped as it was taken over from its worker (%s), gone: cancelled",
+                        invocation_id,
+                        dead_lease,
+                    )
+                    return _cancel_dead_attempt(invocation_id, dead_lease, current[3])
     if invocation is None:
         if current and current[:2] == (MessageStatus.QUEUED, True):
             # Stopped while it waited for a retry: no claim takes a stopped turn, so this

@@ -1,5 +1,6 @@
-"""Django's cache as the portal uses it: one Redis pool (and client) per process, and the
-generation counters that make a cached entry stale without deleting it.
+"""Django's cache as the portal uses it: one Redis pool (and client) per process, the
+generation counters that make a cached entry stale without deleting it, and Redis being
+unreachable costing the caches' work, never the request.
 
 One Redis connection pool (and client) per process for Django's cache.
 
@@ -13,11 +14,16 @@ thread-safe and reset themselves after a fork, so all contexts can share one.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+
+log = logging.getLogger(__name__)
 
 
 class SharedConnectionPool(redis.ConnectionPool):
@@ -63,15 +69,119 @@ class SharedRedisCache(RedisCache):
         self._class = SharedClientRedisCacheClient
 
 
+# --- Redis unreachable ----------------------------------------------------------------------
+#
+# The guardrail policy, skills and AgentCore memory-listing caches only save work: with Redis
+# unreachable a read is a miss (the database, or AgentCore, answers), an entry that cannot be
+# written is not kept, and a page or a turn goes on. `optional_cache` is Django's cache for
+# them, that way. Other users of Django's cache keep theirs failing: allauth's login rate
+# limits must not open up because Redis is down (and billing.limits, the tenants' rate
+# limits, has its own Redis client and fails closed: portal.db.busy).
+#
+# The generation counters are what the caches' correctness rests on (a save moves one on, so
+# nothing cached before it is taken again), and a save with Redis down cannot move one. The
+# save still commits (the database is the truth, and it answers); the move is given up, and:
+# * while Redis is down nothing is read from it or written to it: every read is fresh;
+# * the entries written before the outage stay keyed under the generation they were read at,
+#   and Redis expires them on the clock, outage or not; one written just before the outage
+#   and the save may therefore be taken for at most its TTL (POLICY_TTL 60 s, SKILLS_TTL
+#   300 s, memory LISTING_TTL 60 s) after Redis is back, and none after that;
+# * a Redis restarted empty has no generation and no entry: a fresh start (next_generation).
+# That is the bound the caches already accept for a missed invalidation (a signal that did not
+# run, or the embedded setup's per-process cache), so it is safe. Failing the save instead would
+# turn a cache's outage into "nothing can be saved", which is what the cache must not cost.
+# Logged: a generation not moved as a warning (a save's change may be late to show), a read or
+# write gone without at most once a minute per process, as information (the outage itself is
+# the broker's and the rate limiter's to report: /readyz, the 503 of a refused message).
+_QUIET_SECONDS = 60.0
+_last_said = {"at": float("-inf")}
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    from portal.db.busy import is_redis_down
+
+    return is_redis_down(exc)
+
+
+def _went_without(what: str, exc: BaseException) -> None:
+    now = time.monotonic()
+    if now - _last_said["at"] >= _QUIET_SECONDS:
+        _last_said["at"] = now
+        log.info("cache unreachable (%s): %s went to the database instead", exc, what)
+
+
+class OptionalCache:
+    """Django's default cache for entries that only save work: Redis unreachable is a miss
+    on a read and nothing kept on a write (see above). Any other error still raises."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        from django.core.cache import cache
+
+        try:
+            return cache.get(key, default)
+        except Exception as exc:
+            if not _is_unreachable(exc):
+                raise
+            _went_without(f"reading {key}", exc)
+            return default
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        from django.core.cache import cache
+
+        keys = list(keys)
+        try:
+            return cache.get_many(keys)
+        except Exception as exc:
+            if not _is_unreachable(exc):
+                raise
+            _went_without(f"reading {keys[0]}", exc)
+            return {}
+
+    def set(self, key: str, value: Any, timeout: float | None) -> None:
+        from django.core.cache import cache
+
+        try:
+            cache.set(key, value, timeout)
+        except Exception as exc:
+            if not _is_unreachable(exc):
+                raise
+            _went_without(f"keeping {key}", exc)
+
+    def add(self, key: str, value: Any, timeout: float | None) -> bool:
+        from django.core.cache import cache
+
+        try:
+            return cache.add(key, value, timeout)
+        except Exception as exc:
+            if not _is_unreachable(exc):
+                raise
+            _went_without(f"keeping {key}", exc)
+            return False
+
+
+optional_cache = OptionalCache()
+
+
 def next_generation(key: str, timeout: float | None = None) -> None:
     """Move the generation counter at `key` on: entries cached under an earlier value of it
     are never taken again (a delete instead could be undone by a reader that read the old
     rows before the change and caches them after it). One missing (the cache was flushed,
     restarted or evicted it) starts again from the clock, not from 1, so it cannot come back
-    as a value something was cached under before."""
+    as a value something was cached under before. With Redis unreachable the move is given
+    up, not the caller's save: why that is safe is above."""
     from django.core.cache import cache
 
     try:
-        cache.incr(key)
-    except ValueError:
-        cache.set(key, time.time_ns(), timeout)
+        try:
+            cache.incr(key)
+        except ValueError:
+            cache.set(key, time.time_ns(), timeout)
+    except Exception as exc:
+        if not _is_unreachable(exc):
+            raise
+        log.warning(
+            "cache unreachable (%s): generation %s not moved on; what was cached under it before "
+            "may still be taken until its TTL runs out",
+            exc,
+            key,
+        )

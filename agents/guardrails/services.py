@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Q
 from django.db.models.functions import TruncDate
@@ -24,7 +23,7 @@ from django.utils import timezone
 from agents.guardrails import backends, detectors, policy
 from agents.guardrails.engine import BackendError, Evaluation, Trigger, compile_policy
 from agents.guardrails.models import GuardrailEvent, GuardrailPolicy, TenantCanary, TenantGuardrailOverride
-from portal.cache import next_generation
+from portal.cache import next_generation, optional_cache
 from tenants import audit, entitlements
 from tenants.context import all_tenants, require_tenant, tenant_context
 from tenants.models import Tenant, Tier
@@ -76,7 +75,7 @@ def tenant_override(tenant: Tenant) -> dict:
 
 def effective_policy(tenant: Tenant) -> EffectivePolicy:
     """The one place the effective policy is computed (and cached per tenant)."""
-    values = cache.get_many([_GEN_KEY, _TENANTS_GEN_KEY, _tenant_gen_key(tenant.pk), _tenant_key(tenant.pk)])
+    values = optional_cache.get_many([_GEN_KEY, _TENANTS_GEN_KEY, _tenant_gen_key(tenant.pk), _tenant_key(tenant.pk)])
     # Both generations as read before the rows: a save that commits while this reads the old
     # row moves the tenant's on (invalidate_tenant), so what is cached below is never taken
     # for the new policy. (Deleting the entry instead let this request put the old row back.)
@@ -89,7 +88,7 @@ def effective_policy(tenant: Tenant) -> EffectivePolicy:
     may_override = entitlements.has_feature(tenant, "custom_guardrails")
     override = tenant_override(tenant) if may_override else {}
     parts = (policy.merge(tier, override), tier, override, may_override)
-    cache.set(_tenant_key(tenant.pk), (gen, parts), POLICY_TTL)
+    optional_cache.set(_tenant_key(tenant.pk), (gen, parts), POLICY_TTL)
     return EffectivePolicy(*parts, tenants_gen=tenants_gen)
 
 
@@ -149,7 +148,7 @@ def build_other_tenant_markers() -> detectors.MarkerMatcher:
 def tenants_generation() -> int:
     """Moves whenever a tenant or canary is saved or deleted (the signals), so a change of
     the set of markers (invalidate_tenants_list)."""
-    return cache.get(_TENANTS_GEN_KEY, 0)
+    return optional_cache.get(_TENANTS_GEN_KEY, 0)
 
 
 class TenantSupplied:

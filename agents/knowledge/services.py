@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -97,25 +98,42 @@ def access_chunk(chunk_id) -> Chunk | None:
 # --- knowledge bases ---------------------------------------------------------------------------------
 
 
-def _validate_settings(name: str, description: str, backend: str, chunk_size: int, chunk_overlap: int) -> None:
-    errors = {}
+def _validate_settings(
+    name: str,
+    description: str,
+    backend: str,
+    chunk_size: int,
+    chunk_overlap: int,
+    *,
+    name_taken: Callable[[str], bool],
+) -> None:
+    """Every reason the settings are refused, each beside its field and all at once: a form that
+    told one at a time would be sent again for each. `name_taken` is asked only of a name that
+    is otherwise fine (PostgreSQL refuses a NUL even in a query)."""
+    errors: dict[str, list[str]] = {}
+
+    def refuse(field: str, reason: str) -> None:
+        errors.setdefault(field, []).append(reason)
+
     if not name.strip():
-        errors["name"] = "Give the knowledge base a name."
+        refuse("name", "Give the knowledge base a name.")
     elif len(name) > 100:
-        errors["name"] = "At most 100 characters."
+        refuse("name", "At most 100 characters.")
     # The screens pass raw form values (the API's serializer rejects these itself); PostgreSQL
     # cannot store a NUL character, so without this check it would fail the save with a 500.
     if len(description.strip()) > 500:
-        errors["description"] = "At most 500 characters."
+        refuse("description", "At most 500 characters.")
     for field, value in (("name", name), ("description", description)):
         if "\x00" in value:
-            errors[field] = "Null characters are not allowed."
+            refuse(field, "Null characters are not allowed.")
+    if "name" not in errors and name_taken(name):
+        refuse("name", NAME_TAKEN)
     if backend not in Backend.values:
-        errors["backend"] = f"Choose one of {', '.join(Backend.values)}."
+        refuse("backend", f"Choose one of {', '.join(Backend.values)}.")
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
-        errors["chunk_size"] = f"Between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} characters."
+        refuse("chunk_size", f"Between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} characters.")
     if not 0 <= chunk_overlap <= chunk_size // 2:
-        errors["chunk_overlap"] = "Between 0 and half the chunk size."
+        refuse("chunk_overlap", "Between 0 and half the chunk size.")
     if errors:
         raise ServiceError(errors)
 
@@ -140,9 +158,7 @@ def create_knowledge_base(
 ) -> KnowledgeBase:
     tenant = _check(actor)
     name = name.strip()
-    _validate_settings(name, description, backend, chunk_size, chunk_overlap)
-    if _name_taken(name):
-        raise ServiceError({"name": NAME_TAKEN})
+    _validate_settings(name, description, backend, chunk_size, chunk_overlap, name_taken=_name_taken)
     try:
         with transaction.atomic():
             kb = KnowledgeBase.objects.create(
@@ -168,9 +184,14 @@ def create_knowledge_base(
 def update_knowledge_base(actor: Actor, kb: KnowledgeBase, *, name: str, description: str) -> KnowledgeBase:
     tenant = _check(actor)
     name = name.strip()
-    _validate_settings(name, description, kb.backend, kb.chunk_size, kb.chunk_overlap)
-    if _name_taken(name, exclude=kb.pk):
-        raise ServiceError({"name": NAME_TAKEN})
+    _validate_settings(
+        name,
+        description,
+        kb.backend,
+        kb.chunk_size,
+        kb.chunk_overlap,
+        name_taken=lambda name: _name_taken(name, exclude=kb.pk),
+    )
     before = {"name": kb.name, "description": kb.description}
     kb.name, kb.description = name, description.strip()
     try:

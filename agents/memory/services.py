@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import reduce
 
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -29,7 +28,7 @@ from django.utils import timezone
 from agents.memory import policy, stores
 from agents.memory.models import MAX_CONTENT_CHARS, MemoryRecord
 from agents.memory.policy import Namespace
-from portal.cache import next_generation
+from portal.cache import next_generation, optional_cache
 from tenants import audit, entitlements
 from tenants.context import require_tenant
 from tenants.identity.gateway import GatewayRefused, agent_call
@@ -507,7 +506,7 @@ def memories_of(actor: Actor, *, scope: str | None = None, agent=None, query: st
         # The key (with its generations) before the walk: a write during the walk moves a
         # generation, so what this walk saw is kept under a key no later request asks for.
         key = _listing_key(store, tenant.pk, actor.user.pk, scope, agent.slug if agent is not None else "", query)
-        cached = cache.get(key) if key is not None else None
+        cached = optional_cache.get(key) if key is not None else None
         if cached is not None:
             return _listing_from_cache(cached)
         try:
@@ -525,7 +524,7 @@ def memories_of(actor: Actor, *, scope: str | None = None, agent=None, query: st
         ]
         listing = MemoryListing(items, truncated=listed.truncated)
         if key is not None:
-            cache.set(key, _listing_for_cache(listing), LISTING_TTL)
+            optional_cache.set(key, _listing_for_cache(listing), LISTING_TTL)
         return listing
     mine = Q(user=actor.user) if agent is None else Q(user=actor.user, agent=agent)
     shared = Q(user__isnull=True, namespace=Namespace(tenant.pk).path)
@@ -574,13 +573,13 @@ def _listing_key(store, tenant_id: int, user_id: int, scope: str | None, agent_s
     answers no one else), their generations (a write moves one: _listings_changed), the rest (the
     memory, the filters, the query's text) hashed. None when the cache keeps no generation."""
     gen_keys = [_generation_key(Namespace(tenant_id)), _generation_key(Namespace(tenant_id, user_id))]
-    gens = cache.get_many(gen_keys)
+    gens = optional_cache.get_many(gen_keys)
     for key in gen_keys:
         if key not in gens:
             # From the clock, not from 0: a generation evicted after writes moved it must not
             # come back as a value that listings from before those writes were kept under.
-            cache.add(key, time.time_ns(), GENERATION_TTL)
-            gens[key] = cache.get(key)
+            optional_cache.add(key, time.time_ns(), GENERATION_TTL)
+            gens[key] = optional_cache.get(key)
     if any(gens[key] is None for key in gen_keys):
         return None
     what = json.dumps([store.memory_id, scope or "", agent_slug, query])

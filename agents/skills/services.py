@@ -28,7 +28,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from agents.skills.models import MAX_INSTRUCTIONS_CHARS, AgentSkill, Skill, SkillStatus
-from portal.cache import next_generation
+from portal.cache import next_generation, optional_cache
 from tenants import audit
 from tenants.context import require_tenant, tenant_context
 from tenants.models import Tenant
@@ -265,7 +265,7 @@ def skills_for_turn(tenant: Tenant, agent, cached: list | None = None) -> list[d
         loads = cache._cache._serializer.loads  # as RedisCache.get_many decodes them
         values = {name: loads(raw) for name, raw in zip(names, cached, strict=True) if raw is not None}
     else:
-        values = cache.get_many(names)
+        values = optional_cache.get_many(names)
     # Both generations as read before the rows: a change committing meanwhile moves one on.
     gen = (values.get(gen_key, 0), values.get(tenant_gen_key, 0))
     cached = values.get(key)
@@ -278,5 +278,5 @@ def skills_for_turn(tenant: Tenant, agent, cached: list | None = None) -> list[d
     else:
         with tenant_context(tenant):
             by_agent = _build(tenant)
-        cache.set(key, (gen, built_from, by_agent), SKILLS_TTL)
+        optional_cache.set(key, (gen, built_from, by_agent), SKILLS_TTL)
     return by_agent.get(agent.pk, [])

@@ -9,6 +9,12 @@ are audited". A read is recorded as `operator.viewed`:
 * a page across tenants (guardrail activity, margins, invoices, the audit log) goes
   into the platform log, which only operators see.
 
+Not recorded: the platform's own records of its customers, the Tenant and Tier rows
+(PlatformModel) that operators create and edit: the tenants and tiers lists, as the
+Django admin's Tenant and Tier pages (tenants/admin.py audits only its lists of
+tenant-owned rows). The tenants list's member counts are a figure of that kind, not who
+the members are; opening a tenant's page, which names them, is recorded.
+
 One entry per operator, tenant and page per READ_WINDOW: a page reloaded, sorted or
 paged through is one visit, not a flood that buries the changes in the log.
 """

@@ -79,6 +79,7 @@ def _tenant_filters(tiers) -> list[ChoiceFilter]:
 
 @operator_view
 def tenants(request):
+    # Not an audited read: the platform's records of its tenants (portal/operator/services.py).
     tiers = list(Tier.objects.order_by("monthly_price", "name"))
     rows = Tenant.objects.select_related("tier").order_by("name", "pk")
     # A page at a time (listing.py): with a thousand tenants the whole list is a slow page.

@@ -181,6 +181,54 @@ def test_a_stopped_turn_whose_worker_still_runs_is_left_to_it(world, catalogue, 
     assert _events(world.a, invocation) == []
 
 
+def _meanwhile(monkeypatch, happen) -> None:
+    """`happen()` between the delivery's look at the turn and its takeover's claim (as another
+    request or worker would act then): while it reads what the dead attempt used."""
+    carry = turns._dead_attempt_carry
+
+    def read_then_happen(*args):
+        found = carry(*args)
+        happen()
+        return found
+
+    monkeypatch.setattr(turns, "_dead_attempt_carry", read_then_happen)
+
+
+def test_a_takeover_that_loses_to_another_delivery_answers_the_turns_status_now(world, catalogue, runtime, monkeypatch):
+    invocation = ask(world.a, catalogue.helpdesk)
+    dead = f"{socket.gethostname()}:{_dead_pid()}:killed"
+    _left_streaming(world.a, invocation, dead, streamed="half an ans")
+    _meanwhile(monkeypatch, lambda: turns._claim(world.a.tenant, str(invocation.pk), dead_lease=dead))
+
+    assert run(world.a, invocation) == "running"  # the other delivery's attempt, not the dead one's "streaming"
+
+    assert runtime.calls == []
+    turn = _turn(world.a, invocation)
+    assert (turn.status, turn.attempts) == (MessageStatus.RUNNING, 2)
+
+
+def test_a_turn_stopped_while_its_takeover_was_about_to_claim_it_ends_cancelled_at_once(
+    world, catalogue, runtime, monkeypatch
+):
+    invocation = ask(world.a, catalogue.helpdesk)
+    _left_streaming(world.a, invocation, f"{socket.gethostname()}:{_dead_pid()}:killed", streamed="y" * 40)
+
+    def stopped():
+        with tenant_context(world.a.tenant):
+            Invocation.objects.filter(pk=invocation.pk).update(cancel_requested=True)
+
+    _meanwhile(monkeypatch, stopped)
+
+    # Not left "streaming" with no worker behind it until the sweeper: no claim takes a
+    # stopped turn, so this delivery ends it, as one that saw the stop before its claim does.
+    assert run(world.a, invocation) == "cancelled"
+
+    assert runtime.calls == []
+    assert _turn(world.a, invocation).status == MessageStatus.CANCELLED
+    [(_, output_tokens, estimated, outcome)] = _events(world.a, invocation)
+    assert (output_tokens, estimated, outcome) == (turns.estimate_tokens("y" * 40), True, "cancelled")
+
+
 def test_the_sweeper_bills_what_a_dead_worker_streamed_as_an_estimate(world, catalogue):
     invocation = ask(world.a, catalogue.helpdesk)
     streamed = "x" * 400

@@ -67,6 +67,39 @@ def test_it_refuses_a_description_over_its_limit_instead_of_cutting_it(admin, wo
         assert KnowledgeBase.objects.get().description == "d" * 500
 
 
+def test_a_taken_name_and_another_bad_field_are_both_shown_beside_their_fields(admin, world):
+    make_kb(world.a, name="Handbook")
+    created = admin.post(
+        "/t/alpha/knowledge/new/", {"name": "handbook", "backend": "local", "description": "d" * 501}
+    ).content.decode()
+    assert 'id="kb-name-errors"><li>A knowledge base with this name exists already.</li>' in created
+    assert 'id="kb-description-errors"><li>At most 500 characters.</li>' in created
+
+    kb = make_kb(world.a, name="Runbook")
+    edited = admin.post(f"/t/alpha/knowledge/{kb.pk}/edit/", {"name": "Handbook", "description": "d" * 501})
+    page = edited.content.decode()
+    assert edited.status_code == 400
+    assert 'id="kb-name-errors"><li>A knowledge base with this name exists already.</li>' in page
+    assert 'id="kb-description-errors"><li>At most 500 characters.</li>' in page
+
+
+def test_every_reason_a_field_is_refused_is_shown_beside_it(admin, world):
+    response = admin.post("/t/alpha/knowledge/new/", {"name": "n\x00" * 60, "backend": "local"})
+    assert response.status_code == 400
+    assert (
+        'id="kb-name-errors"><li>At most 100 characters.</li><li>Null characters are not allowed.</li></ul>'
+        in response.content.decode()
+    )
+
+
+def test_a_field_with_an_error_is_marked_like_every_other(admin, world):
+    page = admin.post(
+        "/t/alpha/knowledge/new/", {"name": "Handbook", "backend": "nope", "chunk_size": "5", "chunk_overlap": "9"}
+    ).content.decode()
+    for field in ("backend", "chunk-size", "chunk-overlap"):
+        assert f'<div class="field has-error"><label class="label" for="kb-{field}">' in page
+
+
 def test_a_refused_edit_keeps_what_was_typed_and_says_why(admin, world):
     kb = make_kb(world.a, description="Policies")
     typed = {"name": "Handbook & <rules>", "description": "d" * 501}

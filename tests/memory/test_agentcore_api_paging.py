@@ -274,3 +274,22 @@ def test_after_the_ttl_agentcore_is_walked_again(client, world, aws, monkeypatch
     time.sleep(1.1)  # the cache (locmem or Redis) expires the listing by its own clock
 
     assert ids(client.get(URL.format(slug="alpha"), **headers)) == [rid(1), rid(2)]
+
+
+def test_with_redis_down_it_walks_agentcore_for_every_page_and_a_delete_still_answers(
+    client, world, aws, settings, monkeypatch
+):
+    from tests.portal.test_cache_redis_down import take_redis_down
+
+    mine = f"/tenant/{world.a.tenant.pk}/user/{world.a.member.pk}"
+    headers = bearer(world.a, world.a.member)
+    take_redis_down(settings, monkeypatch)
+    expect_walk(aws, world.a, world.a.member, newest_first(60, mine))
+    expect_walk(aws, world.a, world.a.member, newest_first(60, mine))  # no listing kept: walked again
+
+    assert ids(client.get(URL.format(slug="alpha"), **headers)) == [rid(n) for n in range(1, 51)]
+    assert ids(client.get(URL.format(slug="alpha") + "?limit=50&offset=50", **headers)) == [
+        rid(n) for n in range(51, 61)
+    ]
+    expect_delete(aws, mine, rid(1))
+    assert call(client, "DELETE", URL.format(slug="alpha") + f"{rid(1)}/", headers).status_code == 204

@@ -86,6 +86,14 @@ def test_it_records_a_read_of_every_tenants_rows_in_the_django_admin(client, wor
     assert (entry.actor, entry.after) == (operator, {"page": "django_admin"})
 
 
+@pytest.mark.parametrize("path", ["/operator/", "/operator/tiers/", "/admin/tenants/tenant/"])
+def test_the_platforms_own_records_of_its_tenants_and_tiers_are_not_an_audited_read(client, world, operator, path):
+    # Tenant and Tier rows are the platform's, not a tenant's data (portal/operator/services.py).
+    client.force_login(operator)
+    assert client.get(path).status_code == 200
+    assert reads(None) == reads(world.a.tenant) == reads(world.b.tenant) == []
+
+
 def test_the_console_audit_log_does_not_list_its_own_visit(client, world, operator):
     client.force_login(operator)
     assert list(client.get("/operator/audit/").context["page"]) == []
