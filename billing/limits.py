@@ -25,7 +25,9 @@ entitlement and busy checks and before anything is written. In order:
 
    TPM is charged with the turn's estimate here and settled with the real usage when
    metering writes the turn's usage event (settle_tokens_per_minute): the bucket moves
-   by (real − estimate) tokens, a debit never refused, a credit never below now.
+   by (real − estimate) tokens, a debit never refused, a credit never below now. The
+   estimate is given back at the rate it was charged at (kept on the Reservation), so a
+   tier change while the turn runs neither over-credits nor leaves it charged.
 
    A turn whose estimate alone is more than the tier's tokens per minute can never
    be taken (the bucket holds one minute's allowance at most): it is refused at once
@@ -120,6 +122,7 @@ class Admission:
     tokens: int = 0
     cost: Decimal = Decimal("0")
     closed: bool = False
+    tokens_per_minute: int = 0  # the rate `tokens` were charged to the TPM bucket at (0: none)
 
     def attach(self, invocation) -> None:
         """Bind the reservation to the invocation that now exists (same transaction);
@@ -128,7 +131,11 @@ class Admission:
             return
         from portal.db import sql
 
-        sql.run(*reservation_row(self.tenant_id, invocation, self.month, self.user_key, self.tokens, self.cost))
+        sql.run(
+            *reservation_row(
+                self.tenant_id, invocation, self.month, self.user_key, self.tokens, self.cost, self.tokens_per_minute
+            )
+        )
         self.closed = True
 
     def release(self, invocation=None, *, guardrail_checks: int = 0) -> None:
@@ -143,19 +150,25 @@ class Admission:
             _add_reserved(self.tenant_id, self.month, self.user_key, -self.tokens, -self.cost)
             tenant = current_tenant()
             if tenant is not None and tenant.pk == self.tenant_id:
-                settle_tokens_per_minute(tenant, estimated=self.tokens, used=0)
+                settle_tokens_per_minute(tenant, estimated=self.tokens, used=0, charged_at=self.tokens_per_minute)
         if invocation is not None:
             metering.record_unrun_turn(invocation, outcome="blocked", guardrail_checks=guardrail_checks)
 
 
-def reservation_row(tenant_id, invocation, month, user_key, tokens, cost) -> tuple[str, list]:
+def reservation_row(tenant_id, invocation, month, user_key, tokens, cost, tokens_per_minute=0) -> tuple[str, list]:
     """The INSERT of a reservation bound to its invocation (metering settles it by the
-    invocation id)."""
+    invocation id). `tokens_per_minute`: the rate its estimate was charged to the TPM bucket at."""
     from portal.db import sql
 
     return sql.insert_values(
         Reservation(
-            tenant_id=tenant_id, invocation_id=invocation.pk, month=month, user_key=user_key, tokens=tokens, cost=cost
+            tenant_id=tenant_id,
+            invocation_id=invocation.pk,
+            month=month,
+            user_key=user_key,
+            tokens=tokens,
+            cost=cost,
+            tokens_per_minute=tokens_per_minute,
         )
     )
 
@@ -369,7 +382,14 @@ class AdmissionPlan:
 
     def reservation_statement(self, invocation) -> tuple[str, list]:
         """The reservation's row bound to the invocation, for the caller to send."""
-        return reservation_row(self.tenant.pk, invocation, self.month, self.user_key, self.tokens, self.cost)
+        return reservation_row(
+            self.tenant.pk, invocation, self.month, self.user_key, self.tokens, self.cost, self._charged_rate()
+        )
+
+    def _charged_rate(self) -> int:
+        """The tokens per minute finish() charges the estimate at (0: no TPM limit)."""
+        tier = self.tenant.tier
+        return (tier.tokens_per_minute or 0) if tier is not None else 0
 
     def finish(self, results: list, *, counted_itself: bool = False) -> Admission:
         """Check the reservation statements' results (as many as statements(), in order);
@@ -405,7 +425,12 @@ class AdmissionPlan:
             if refused is not None:
                 raise _rate_refusal(refused, retry_after)
         return Admission(
-            tenant_id=self.tenant.pk, user_key=self.user_key, month=self.month, tokens=self.tokens, cost=self.cost
+            tenant_id=self.tenant.pk,
+            user_key=self.user_key,
+            month=self.month,
+            tokens=self.tokens,
+            cost=self.cost,
+            tokens_per_minute=self._charged_rate(),
         )
 
 
@@ -714,18 +739,17 @@ def _wait_db(bucket: Bucket, now: float) -> float:
 # ---------------------------------------------------------------- settling TPM
 
 # The TPM bucket was charged with the turn's estimate at admission; when its usage event
-# is written, the bucket is moved by (real tokens - estimate) × interval: a debit when
-# the turn used more (never refused: it already happened), a credit when it used less
-# (the TAT moves back, never below now). A missing key is an empty bucket: nothing to
-# give back, and a debit starts from now. ARGV: interval (s per token), tokens (±).
+# is written, the bucket is moved by real tokens × interval now − estimate × interval then
+# (seconds): a debit when the turn used more (never refused: it already happened), a
+# credit when it used less (the TAT moves back, never below now). A missing key is an
+# empty bucket: nothing to give back, and a debit starts from now. ARGV: the step (s, ±).
 GCRA_SETTLE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local interval = tonumber(ARGV[1])
-local tokens = tonumber(ARGV[2])
+local step = tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local new_tat = tat + interval * tokens
+local new_tat = tat + step
 if new_tat <= now then
   redis.call('DEL', KEYS[1])
   return 0
@@ -751,7 +775,7 @@ ON CONFLICT (tenant_id, key) DO UPDATE SET
 _settle_script: tuple | None = None  # (client, script), as _redis_and_script
 
 
-def settle_tokens_per_minute(tenant, *, estimated: int, used: int) -> None:
+def settle_tokens_per_minute(tenant, *, estimated: int, used: int, charged_at: int | None = None) -> None:
     """Settle a turn's TPM charge with its real usage (ARCHITECTURE §7: a reservation
     settled with the real usage). metering.record_turn calls it once per invocation: only
     the call that wrote the usage event and closed the turn's held reservation (so a
@@ -760,36 +784,45 @@ def settle_tokens_per_minute(tenant, *, estimated: int, used: int) -> None:
     Without Redis the row changes in the caller's transaction (with the event). With
     Redis one script call, after the commit (a rolled-back finish settles nothing); if
     Redis cannot be reached the finish still succeeds: the failure is logged and the
-    window heals by itself within a minute."""
+    window heals by itself within a minute.
+
+    `charged_at`: the tokens per minute the estimate was charged at (the Reservation's; 0:
+    nothing was charged; None: not known, the tier's now). The tier may have changed while
+    the turn ran: the estimate is given back at the rate it was taken at (a lower limit's
+    longer interval would credit more than was charged, taking other turns' charges with
+    it), and the real usage is charged at the rate in force now."""
     tier = getattr(tenant, "tier", None)
     tokens_per_minute = getattr(tier, "tokens_per_minute", None)
-    difference = int(used) - int(estimated)
-    if not tokens_per_minute or difference == 0:
+    if not tokens_per_minute:  # no limit now: the bucket is not read
         return
-    interval = WINDOW_SECONDS / tokens_per_minute
+    if charged_at is None:
+        charged_at = tokens_per_minute
+    given_back = int(estimated) * WINDOW_SECONDS / charged_at if charged_at else 0.0
+    step = int(used) * WINDOW_SECONDS / tokens_per_minute - given_back
+    if step == 0:
+        return
     if settings.REDIS_URL:
         key = redis_key(tenant.pk, "tpm")
-        transaction.on_commit(lambda: _settle_redis(key, interval, difference))
+        transaction.on_commit(lambda: _settle_redis(key, step))
         return
     from portal.db import sql
 
     now = time.time()
-    step = interval * difference
     sql.run(
         _SETTLE_DB_SQL,
         {"tenant": tenant.pk, "key": "tpm", "first_tat": max(now, now + step), "now": now, "step": step},
     )
 
 
-def _settle_redis(key: str, interval: float, tokens: int) -> None:
+def _settle_redis(key: str, step: float) -> None:
     global _settle_script
     try:
         client, _ = _redis()
         if _settle_script is None or _settle_script[0] is not client:  # the client was made anew
             _settle_script = (client, client.register_script(GCRA_SETTLE_LUA))
-        _settle_script[1](keys=[key], args=[repr(interval), tokens])
+        _settle_script[1](keys=[key], args=[repr(step)])
     except Exception as exc:  # the turn is finished either way; the window heals itself
-        log.warning("could not settle %s by %+d tokens in Redis: %s", key, tokens, exc)
+        log.warning("could not settle %s by %+.3f s in Redis: %s", key, step, exc)
 
 
 # ---------------------------------------------------------------- recording refusals

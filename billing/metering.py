@@ -179,7 +179,7 @@ _OURS = (
 _SETTLE_SQL = f"""
 UPDATE billing_reservation SET status = %s, closed_at = %s
 WHERE tenant_id = %s AND invocation_id = %s AND status = %s AND {_OURS}
-RETURNING month, user_key, tokens, cost
+RETURNING month, user_key, tokens, cost, tokens_per_minute
 """  # noqa: S608 (constant fragments)
 _BUDGET_SQL = (
     "SELECT monthly_budget, soft_alert_percent, alerted_month FROM billing_tenantbudget "
@@ -200,7 +200,7 @@ _SETTLE_AND_COUNT_POSTGRES = f"""
 WITH settled AS (
     UPDATE billing_reservation SET status = %(settled)s, closed_at = %(now)s
     WHERE tenant_id = %(tenant)s AND invocation_id = %(invocation)s AND status = %(held)s AND {_OURS_NAMED}
-    RETURNING month, user_key, tokens, cost
+    RETURNING month, user_key, tokens, cost, tokens_per_minute
 ), changes AS (
     SELECT CAST(%(month)s AS date) AS month, keys.user_key, CAST(%(tokens)s AS bigint) AS tokens_used,
         CAST(%(cost)s AS numeric) AS cost_used, CAST(0 AS bigint) AS tokens_reserved,
@@ -223,7 +223,8 @@ WITH settled AS (
         cost_reserved = billing_monthlyusage.cost_reserved + EXCLUDED.cost_reserved
     RETURNING month, user_key, tokens_used
 )
-SELECT tokens_used, (SELECT tokens FROM settled) FROM written WHERE month = %(month)s AND user_key = 0
+SELECT tokens_used, (SELECT tokens FROM settled), (SELECT tokens_per_minute FROM settled)
+FROM written WHERE month = %(month)s AND user_key = 0
 """  # noqa: S608 (constant fragments)
 
 
@@ -357,7 +358,9 @@ def record_turn(
             return None
         _recorded(event, inserted[0])
         if tenant_month[1] is not None:
-            _settle_rate(invocation, estimated=tenant_month[1], used=input_tokens + output_tokens)
+            _settle_rate(
+                invocation, estimated=tenant_month[1], used=input_tokens + output_tokens, charged_at=tenant_month[2]
+            )
         if budget is not None:
             _maybe_soft_alert(invocation.tenant_id, month, int(tenant_month[0]), budget)
         return event
@@ -380,7 +383,7 @@ def record_turn(
         return None
     _recorded(event, inserted[0])
     if held is not None:
-        _settle_rate(invocation, estimated=held[2], used=input_tokens + output_tokens)
+        _settle_rate(invocation, estimated=held[2], used=input_tokens + output_tokens, charged_at=held[4])
     statements = _month_statements(invocation, month, tokens=input_tokens + output_tokens, cost=cost, held=_held(held))
     tenant_tokens_used = int(sql.batch(statements)[0][0])
     if budget is not None:
@@ -388,7 +391,7 @@ def record_turn(
     return event
 
 
-def _settle_rate(invocation, *, estimated: int, used: int) -> None:
+def _settle_rate(invocation, *, estimated: int, used: int, charged_at: int | None) -> None:
     """The TPM bucket charged with the estimate at admission gets the real usage. Called
     only by the record_turn call that wrote the event and closed the held reservation:
     that pair is the turn's exactly-once, so a replayed finish settles nothing again."""
@@ -398,7 +401,7 @@ def _settle_rate(invocation, *, estimated: int, used: int) -> None:
     tenant = current_tenant()
     if tenant is None or tenant.pk != invocation.tenant_id:
         tenant = invocation.tenant
-    settle_tokens_per_minute(tenant, estimated=int(estimated), used=int(used))
+    settle_tokens_per_minute(tenant, estimated=int(estimated), used=int(used), charged_at=charged_at)
 
 
 def _recorded(event: UsageEvent, pk: int) -> None:
@@ -578,7 +581,7 @@ def _held(row):
 
     if row is None:
         return None
-    month, user_key, tokens, cost = row
+    month, user_key, tokens, cost = row[:4]
     return sql.date_from_db(month), user_key, tokens, sql.decimal_from_db(cost, 8)
 
 

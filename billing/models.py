@@ -377,6 +377,10 @@ class Reservation(TenantOwnedModel):
     user_key = models.BigIntegerField(default=0)
     tokens = models.BigIntegerField(default=0)
     cost = models.DecimalField(**COST_DIGITS, default=0)
+    # The tier's tokens per minute when the estimate was charged to the TPM bucket (0: no
+    # such limit, nothing charged; null: reserved before this was kept). The settlement
+    # gives back what was charged at that rate, whatever the tier says by the finish.
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=ReservationStatus.choices, default=ReservationStatus.HELD)
     created_at = models.DateTimeField(default=timezone.now)
     closed_at = models.DateTimeField(null=True, blank=True)

@@ -170,3 +170,28 @@ def test_it_finishes_the_turn_when_redis_cannot_be_reached_to_settle(
         assert UsageEvent.objects.get(invocation_id=invocation.pk).input_tokens == 1200
     warnings = [r for r in caplog.records if "could not settle" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_a_tier_change_before_the_finish_gives_back_only_what_the_turn_was_charged(world, catalogue, runtime, limiter):
+    # Charged at 60,000 tokens a minute (1 ms a token); the tier then drops to 6,000 (10 ms a
+    # token) and a second turn is charged its whole estimate at the new rate.
+    set_tokens_per_minute(world.a, 60_000)
+    uses(runtime, 40, 10)
+    first = ask(world.a, catalogue.helpdesk)
+    set_tokens_per_minute(world.a, TOKENS_PER_MINUTE)
+    ask(world.a, catalogue.helpdesk)
+    assert run(world.a, first) == "done"
+    # The first turn gives back the milliseconds it was charged, less its 50 tokens: the
+    # second turn's charge is still held (a credit at the new rate, ten times as much, took it).
+    assert estimate(catalogue) - 10 <= charged(world.a) <= estimate(catalogue) + 60
+
+
+def test_a_tier_change_before_the_finish_leaves_the_turn_charged_its_real_usage(world, catalogue, runtime, limiter):
+    # Charged at 6,000 tokens a minute (10 ms a token); the tier then rises to 60,000.
+    set_tokens_per_minute(world.a, TOKENS_PER_MINUTE)
+    uses(runtime, 40, 10)
+    first = ask(world.a, catalogue.helpdesk)
+    set_tokens_per_minute(world.a, 60_000)
+    assert run(world.a, first) == "done"
+    # The 50 tokens it used, at the rate in force: not most of its estimate, held for a minute.
+    assert charged(world.a, 60_000) <= 50
