@@ -97,3 +97,23 @@ def test_it_heads_the_page_with_a_temporary_problem_not_the_portal_being_busy(wo
     assert f"<h1>{busy.REDIS_HEADING}</h1>" in page
     assert f"<title>{busy.REDIS_PAGE_TITLE} · Tenant Portal</title>" in page
     assert "busy" not in page.lower()  # the rate-limit and busy-database answers say that, not this one
+
+
+@pytest.fixture
+def failed_turn(world, catalogue, runtime):
+    """A turn that failed while Redis was up (asked before redis_down takes it away)."""
+    from agents.runtime_gateway import RuntimeRejected
+    from tests.billing.helpers import ask_and_run
+
+    runtime.events = [RuntimeRejected("nope")]
+    return ask_and_run(world.a, catalogue.helpdesk)
+
+
+def test_retrying_a_turn_with_redis_down_answers_503_problem_json_and_changes_nothing(world, failed_turn, redis_down):
+    client = _client(world.a.member)
+    response = client.post(f"/api/v1/tenants/{world.a.tenant.slug}/invocations/{failed_turn.pk}/retry/")
+    body = problem(response, 503)
+    assert (body["title"], body["detail"]) == (busy.TITLE, busy.REDIS_DETAIL)
+    with tenant_context(world.a.tenant):
+        assert list(Invocation.objects.values_list("pk", "status")) == [(failed_turn.pk, "failed")]
+        assert Message.objects.get(pk=failed_turn.assistant_message_id).status == "failed"
