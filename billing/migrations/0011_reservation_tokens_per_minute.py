@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0009_tier_terms"),
+        ("billing", "0010_embedding_usage"),
     ]
 
     operations = [
