@@ -4,20 +4,16 @@ records keep; the slug stays the identifier in links, CSV and title attributes."
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 
 import pytest
 from django.urls import reverse
-from django.utils import timezone
 
 from agents.models import Agent, AgentStatus
 from tenants.context import all_tenants
-from tests.billing.usage_helpers import at, record_usage
+from tests.billing.usage_helpers import at, record_usage, today
 
 pytestmark = pytest.mark.django_db
-
-TODAY = at(timezone.now().astimezone(dt.UTC).date())
 
 
 def url(name: str, slug: str = "alpha") -> str:
@@ -34,8 +30,8 @@ def agents(world):
         ):
             Agent.unscoped.create(slug=slug, name=name, owner_tenant=owner, status=AgentStatus.PUBLISHED)
     for agent, tokens in (("tps-reports", 3000), ("analyst", 2000), ("retired-bot", 1000)):
-        record_usage(world.a.tenant, TODAY, agent=agent, input_tokens=tokens)
-    record_usage(world.b.tenant, TODAY, agent="analyst")
+        record_usage(world.a.tenant, at(today()), agent=agent, input_tokens=tokens)
+    record_usage(world.b.tenant, at(today()), agent="analyst")
 
 
 def test_the_by_agent_breakdown_shows_names_and_keeps_the_slug_as_key_and_title(world, client, agents):

@@ -7,19 +7,17 @@ from decimal import Decimal
 
 import pytest
 from django.db.models import Sum
-from django.utils import timezone
 
 from billing import invoices as inv
 from billing.accounting import month_start
 from billing.models import UsageEvent
 from tenants.context import tenant_context
 from tenants.identity import tokens
-from tests.billing.usage_helpers import at, record_usage
+from tests.billing.usage_helpers import at, record_usage, today
 from tests.portal.helpers import problem, validation_problem
 
 pytestmark = pytest.mark.django_db
 
-TODAY = timezone.now().astimezone(dt.UTC).date()
 LAST_MONTH = month_start(month_start() - dt.timedelta(days=1))
 
 
@@ -33,16 +31,16 @@ def bearer(token: str) -> dict:
 
 @pytest.fixture
 def usage(world):
-    record_usage(world.a.tenant, at(TODAY), user=world.a.owner, input_tokens=1000, output_tokens=250, cost="0.40")
+    record_usage(world.a.tenant, at(today()), user=world.a.owner, input_tokens=1000, output_tokens=250, cost="0.40")
     record_usage(
         world.a.tenant,
-        at(TODAY - dt.timedelta(days=3)),
+        at(today() - dt.timedelta(days=3)),
         user=world.a.member,
         input_tokens=10,
         output_tokens=0,
         cost="0.02",
     )
-    record_usage(world.b.tenant, at(TODAY), input_tokens=999_999, cost="99")
+    record_usage(world.b.tenant, at(today()), input_tokens=999_999, cost="99")
     return world
 
 

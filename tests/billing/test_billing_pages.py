@@ -9,16 +9,14 @@ from decimal import Decimal
 
 import pytest
 from django.urls import reverse
-from django.utils import timezone
 
 from billing import invoices as inv
 from billing.accounting import month_start
 from tenants.context import tenant_context
-from tests.billing.usage_helpers import at, record_usage
+from tests.billing.usage_helpers import at, record_usage, today
 
 pytestmark = pytest.mark.django_db
 
-TODAY = timezone.now().astimezone(dt.UTC).date()
 LAST_MONTH = month_start(month_start() - dt.timedelta(days=1))
 
 
@@ -42,8 +40,8 @@ def test_outsiders_and_other_tenants_get_404(world, client):
 
 
 def test_the_dashboard_shows_the_windows_numbers_and_the_charts_data(world, client):
-    record_usage(world.a.tenant, at(TODAY), user=world.a.member, input_tokens=1_234_000, output_tokens=0, cost="1.5")
-    record_usage(world.b.tenant, at(TODAY), input_tokens=9_999_999, cost="77")
+    record_usage(world.a.tenant, at(today()), user=world.a.member, input_tokens=1_234_000, output_tokens=0, cost="1.5")
+    record_usage(world.b.tenant, at(today()), input_tokens=9_999_999, cost="77")
     client.force_login(world.a.billing)
     response = client.get(url("dashboard"), {"range": "30d", "grouping": "week"})
     assert response.status_code == 200
@@ -68,7 +66,7 @@ def test_each_chart_says_why_it_is_empty(world, client):
         "latency": "No usage yet",
         "refusals": "No usage yet",
     }
-    record_usage(world.a.tenant, at(TODAY))
+    record_usage(world.a.tenant, at(today()))
     charts = client.get(url("dashboard")).context["charts"]
     assert charts["refusals"]["empty"] == "Nothing was throttled or blocked in this period"
     assert charts["latency"]["empty"] == "No latency was recorded in this period"
@@ -86,8 +84,8 @@ def test_bad_parameters_are_explained_on_the_page_not_a_500(world, client, param
 
 
 def test_csv_export_has_one_row_per_bucket_with_the_same_numbers(world, client):
-    record_usage(world.a.tenant, at(TODAY), input_tokens=300, output_tokens=200, cost="0.12345678")
-    record_usage(world.a.tenant, at(TODAY - dt.timedelta(days=2)), input_tokens=10, output_tokens=5, cost="0.5")
+    record_usage(world.a.tenant, at(today()), input_tokens=300, output_tokens=200, cost="0.12345678")
+    record_usage(world.a.tenant, at(today() - dt.timedelta(days=2)), input_tokens=10, output_tokens=5, cost="0.5")
     client.force_login(world.a.admin)
     response = client.get(url("export_csv"), {"range": "30d"})
     assert response.status_code == 200
@@ -96,16 +94,16 @@ def test_csv_export_has_one_row_per_bucket_with_the_same_numbers(world, client):
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
     assert len(rows) == 30
     by_day = {r["period_start"]: r for r in rows}
-    assert by_day[TODAY.isoformat()]["tokens"] == "500"
+    assert by_day[today().isoformat()]["tokens"] == "500"
     assert "cost" not in rows[0]  # the price book's cost is the provider's, not the tenant's
     assert "0.12345678" not in response.content.decode()
-    assert by_day[(TODAY - dt.timedelta(days=2)).isoformat()]["input_tokens"] == "10"
-    assert by_day[(TODAY - dt.timedelta(days=1)).isoformat()]["turns"] == "0"
+    assert by_day[(today() - dt.timedelta(days=2)).isoformat()]["input_tokens"] == "10"
+    assert by_day[(today() - dt.timedelta(days=1)).isoformat()]["turns"] == "0"
     assert sum(int(r["tokens"]) for r in rows) == 515
 
 
 def test_csv_export_by_person_and_its_bad_input(world, client):
-    record_usage(world.a.tenant, at(TODAY), user=world.a.owner, input_tokens=70, output_tokens=0)
+    record_usage(world.a.tenant, at(today()), user=world.a.owner, input_tokens=70, output_tokens=0)
     client.force_login(world.a.owner)
     rows = list(csv.DictReader(io.StringIO(client.get(url("export_csv"), {"dataset": "user"}).content.decode())))
     assert [(r["user"], r["tokens"]) for r in rows] == [("Alpha Owner", "70")]
@@ -115,8 +113,8 @@ def test_csv_export_by_person_and_its_bad_input(world, client):
 
 def test_the_drill_down_pages_through_raw_events_newest_first(world, client):
     for n in range(55):
-        record_usage(world.a.tenant, at(TODAY, hour=0) + dt.timedelta(minutes=n), input_tokens=n + 1, output_tokens=0)
-    record_usage(world.a.tenant, at(TODAY), model="other-model", input_tokens=999, output_tokens=0)
+        record_usage(world.a.tenant, at(today(), hour=0) + dt.timedelta(minutes=n), input_tokens=n + 1, output_tokens=0)
+    record_usage(world.a.tenant, at(today()), model="other-model", input_tokens=999, output_tokens=0)
     client.force_login(world.a.owner)
     first = client.get(url("events"), {"range": "month", "model": "offline-small"})
     assert first.status_code == 200
@@ -130,7 +128,7 @@ def test_the_drill_down_pages_through_raw_events_newest_first(world, client):
 
 
 def test_the_drill_down_names_the_tenants_own_people_only(world, client, operator):
-    record_usage(world.a.tenant, at(TODAY), user=world.a.member)
+    record_usage(world.a.tenant, at(today()), user=world.a.member)
     client.force_login(world.a.billing)
     own = client.get(url("events"), {"user": world.a.member.pk})
     assert own.context["filter_user_name"] == "Alpha Member"
@@ -214,7 +212,7 @@ def test_seed_usage_is_consistent_and_idempotent(db, monkeypatch):
 def test_csv_export_by_person_quotes_a_name_that_starts_like_a_formula_after_a_tab(world, client):
     world.a.member.full_name = "\t=HYPERLINK(1)"
     world.a.member.save()
-    record_usage(world.a.tenant, at(TODAY), user=world.a.member, input_tokens=70, output_tokens=0)
+    record_usage(world.a.tenant, at(today()), user=world.a.member, input_tokens=70, output_tokens=0)
     client.force_login(world.a.owner)
     response = client.get(url("export_csv"), {"dataset": "user"})
     rows = list(csv.DictReader(io.StringIO(response.content.decode(), newline="")))

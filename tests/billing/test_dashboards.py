@@ -16,11 +16,9 @@ from billing import dashboards as d
 from billing import spend
 from billing.models import LATENCY_BUCKETS_MS, TenantBudget, UsageEvent
 from tenants.context import tenant_context
-from tests.billing.usage_helpers import at, record_throttle, record_usage
+from tests.billing.usage_helpers import at, record_throttle, record_usage, today
 
 pytestmark = pytest.mark.django_db
-
-TODAY = timezone.now().astimezone(dt.UTC).date()
 
 
 def scatter_usage(world, days: int = 12, per_day: int = 3, seed: int = 7):
@@ -28,7 +26,7 @@ def scatter_usage(world, days: int = 12, per_day: int = 3, seed: int = 7):
     rng = random.Random(seed)
     people = [world.a.owner, world.a.member, None]
     for offset in range(days):
-        day = TODAY - dt.timedelta(days=offset)
+        day = today() - dt.timedelta(days=offset)
         for n in range(per_day):
             record_usage(
                 world.a.tenant,
@@ -44,7 +42,7 @@ def scatter_usage(world, days: int = 12, per_day: int = 3, seed: int = 7):
             )
     # Another tenant's usage on the same days must never show up.
     for offset in range(days):
-        record_usage(world.b.tenant, at(TODAY - dt.timedelta(days=offset)), input_tokens=77_777, cost="5")
+        record_usage(world.b.tenant, at(today() - dt.timedelta(days=offset)), input_tokens=77_777, cost="5")
 
 
 def raw_sums(window: d.Window) -> dict:
@@ -62,7 +60,7 @@ def raw_sums(window: d.Window) -> dict:
 
 def test_it_totals_the_window_exactly_as_the_raw_events_do(world):
     scatter_usage(world)
-    window = d.Window(start=TODAY - dt.timedelta(days=6), end=TODAY)
+    window = d.Window(start=today() - dt.timedelta(days=6), end=today())
     with tenant_context(world.a.tenant):
         raw = raw_sums(window)
         board = d.tenant_dashboard(world.a.tenant, window)
@@ -76,7 +74,7 @@ def test_it_totals_the_window_exactly_as_the_raw_events_do(world):
 
 def test_every_view_of_the_window_adds_up_to_the_same_total(world):
     scatter_usage(world)
-    window = d.Window(start=TODAY - dt.timedelta(days=9), end=TODAY, grouping="week")
+    window = d.Window(start=today() - dt.timedelta(days=9), end=today(), grouping="week")
     with tenant_context(world.a.tenant):
         raw = raw_sums(window)
         direct = d.totals(window)
@@ -93,11 +91,11 @@ def test_every_view_of_the_window_adds_up_to_the_same_total(world):
 
 
 def test_it_breaks_usage_down_per_person_with_their_names_largest_first(world):
-    record_usage(world.a.tenant, at(TODAY), user=world.a.owner, input_tokens=100, output_tokens=0)
-    record_usage(world.a.tenant, at(TODAY), user=world.a.member, input_tokens=900, output_tokens=100)
-    record_usage(world.a.tenant, at(TODAY), user=None, input_tokens=5, output_tokens=0)
+    record_usage(world.a.tenant, at(today()), user=world.a.owner, input_tokens=100, output_tokens=0)
+    record_usage(world.a.tenant, at(today()), user=world.a.member, input_tokens=900, output_tokens=100)
+    record_usage(world.a.tenant, at(today()), user=None, input_tokens=5, output_tokens=0)
     with tenant_context(world.a.tenant):
-        rows = d.breakdown(d.Window(TODAY, TODAY), "user")
+        rows = d.breakdown(d.Window(today(), today()), "user")
     assert [(r.label, r.totals.tokens) for r in rows] == [
         ("Alpha Member", 1000),
         ("Alpha Owner", 100),
@@ -110,7 +108,7 @@ def test_the_pages_people_carry_what_the_page_shows_as_the_full_breakdown_does(w
     # The dashboard sums only turns, tokens and cost per person (the page shows nothing
     # else of them); those must match the full per-person breakdown the API and CSV use.
     scatter_usage(world)
-    window = d.Window(start=TODAY - dt.timedelta(days=9), end=TODAY)
+    window = d.Window(start=today() - dt.timedelta(days=9), end=today())
     with tenant_context(world.a.tenant):
         page = d.tenant_dashboard(world.a.tenant, window).by_user
         full = d.breakdown(window, "user")
@@ -121,7 +119,7 @@ def test_the_pages_people_carry_what_the_page_shows_as_the_full_breakdown_does(w
 
 def test_it_reads_only_the_daily_rollups_never_the_raw_events(world):
     scatter_usage(world, days=3)
-    window = d.Window(start=TODAY - dt.timedelta(days=29), end=TODAY)
+    window = d.Window(start=today() - dt.timedelta(days=29), end=today())
     with tenant_context(world.a.tenant), CaptureQueriesContext(connection) as queries:
         d.tenant_dashboard(world.a.tenant, window)
     sql = " ".join(q["sql"] for q in queries.captured_queries)
@@ -134,7 +132,7 @@ def test_it_reads_only_the_daily_rollups_never_the_raw_events(world):
 
 
 def test_timeseries_has_a_zero_bucket_for_every_quiet_day_week_or_month(world):
-    monday = TODAY - dt.timedelta(days=TODAY.weekday() + 14)
+    monday = today() - dt.timedelta(days=today().weekday() + 14)
     record_usage(world.a.tenant, at(monday), input_tokens=10, output_tokens=0)
     record_usage(world.a.tenant, at(monday + dt.timedelta(days=6)), input_tokens=20, output_tokens=0)  # Sunday
     record_usage(world.a.tenant, at(monday + dt.timedelta(days=7)), input_tokens=40, output_tokens=0)  # next Monday
@@ -150,9 +148,9 @@ def test_timeseries_has_a_zero_bucket_for_every_quiet_day_week_or_month(world):
 def test_latency_percentiles_fall_in_the_bucket_of_the_raw_percentile(world):
     latencies = [100] * 50 + [700] * 40 + [3000] * 8 + [20000] * 2
     for ms in latencies:
-        record_usage(world.a.tenant, at(TODAY), latency_ms=ms)
+        record_usage(world.a.tenant, at(today()), latency_ms=ms)
     with tenant_context(world.a.tenant):
-        totals = d.totals(d.Window(TODAY, TODAY))
+        totals = d.totals(d.Window(today(), today()))
     bounds = [0, *LATENCY_BUCKETS_MS]
     # raw p50 = 100 ms (bucket ≤ 250), raw p95 = 3000 ms (bucket 2000–5000)
     assert bounds[0] <= totals.p50_ms <= bounds[1]
@@ -162,19 +160,19 @@ def test_latency_percentiles_fall_in_the_bucket_of_the_raw_percentile(world):
 
 def test_error_rate_counts_failed_turns_among_those_that_ran(world):
     for outcome in ["done"] * 7 + ["failed"] * 2 + ["blocked"]:
-        record_usage(world.a.tenant, at(TODAY), outcome=outcome, latency_ms=None if outcome == "blocked" else 500)
+        record_usage(world.a.tenant, at(today()), outcome=outcome, latency_ms=None if outcome == "blocked" else 500)
     with tenant_context(world.a.tenant):
-        totals = d.totals(d.Window(TODAY, TODAY))
+        totals = d.totals(d.Window(today(), today()))
     assert totals.turns == 10
     assert totals.error_rate == pytest.approx(2 / 9)
 
 
 def test_throttled_requests_are_counted_per_day_from_the_rollups(world):
-    record_throttle(world.a.tenant, at(TODAY))
-    record_throttle(world.a.tenant, at(TODAY), kind="budget")
-    record_throttle(world.b.tenant, at(TODAY))
+    record_throttle(world.a.tenant, at(today()))
+    record_throttle(world.a.tenant, at(today()), kind="budget")
+    record_throttle(world.b.tenant, at(today()))
     with tenant_context(world.a.tenant):
-        window = d.Window(TODAY, TODAY)
+        window = d.Window(today(), today())
         assert d.totals(window).throttled_requests == 2
         kinds = {row["kind"]: row["count"] for row in d.throttle_breakdown(window)}
     assert kinds == {"rpm": 1, "budget": 1}
@@ -224,7 +222,7 @@ def test_a_budget_at_the_fee_is_full_in_money_but_not_reached_while_tokens_are_i
     tier.overage_price_per_1k_tokens = Decimal("0.50")
     tier.included_tokens = 1_000_000
     tier.save()
-    record_usage(world.a.tenant, at(TODAY, 0), input_tokens=600, output_tokens=400)
+    record_usage(world.a.tenant, at(today(), 0), input_tokens=600, output_tokens=400)
     with tenant_context(world.a.tenant):
         TenantBudget.objects.create(monthly_budget=Decimal("100.00"))
         outlook = d.month_outlook(world.a.tenant)
@@ -264,21 +262,24 @@ def test_it_refuses_parameters_that_make_no_sense(params, field):
 
 def test_presets_cover_the_expected_days():
     month = d.parse_window({"range": "month"})
-    assert month.start == TODAY.replace(day=1) and month.end == TODAY
+    assert month.start == today().replace(day=1) and month.end == today()
     last = d.parse_window({"range": "last-month"})
-    assert last.end == TODAY.replace(day=1) - dt.timedelta(days=1) and last.start.day == 1
+    assert last.end == today().replace(day=1) - dt.timedelta(days=1) and last.start.day == 1
     assert d.parse_window({}).days == 30
 
 
 def test_the_outlook_folded_from_the_dashboards_slices_equals_its_own_queries(world):
     scatter_usage(world, days=40, per_day=2)
     now = timezone.now()
-    window = d.Window(start=TODAY - dt.timedelta(days=39), end=TODAY)
+    day = now.astimezone(dt.UTC).date()
+    window = d.Window(start=day - dt.timedelta(days=39), end=day)
     with tenant_context(world.a.tenant):
         parts = d.slices(window)
         folded = d.month_outlook(world.a.tenant, now, parts)
         queried = d.month_outlook(world.a.tenant, now)
-        short = d.month_outlook(world.a.tenant, now, d.slices(d.Window(start=TODAY, end=TODAY)))  # too short: queries
+        short = d.month_outlook(
+            world.a.tenant, now, d.slices(d.Window(start=today(), end=today()))
+        )  # too short: queries
     for outlook in (folded, short):
         assert (outlook.tokens.used, outlook.tokens.forecast) == (queried.tokens.used, queried.tokens.forecast)
         assert (outlook.budget.used, outlook.budget.forecast) == (queried.budget.used, queried.budget.forecast)

@@ -9,7 +9,6 @@ from decimal import Decimal
 
 import pytest
 from django.urls import reverse
-from django.utils import timezone
 
 from billing import dashboards as d
 from billing import invoices as inv
@@ -18,11 +17,10 @@ from billing.models import InvoiceStatus, TenantBudget
 from tenants.context import all_tenants, tenant_context
 from tenants.models import AuditLog
 from tests import factories
-from tests.billing.usage_helpers import at, record_throttle, record_usage
+from tests.billing.usage_helpers import at, record_throttle, record_usage, today
 
 pytestmark = pytest.mark.django_db
 
-TODAY = timezone.now().astimezone(dt.UTC).date()
 THIS_MONTH = month_start()
 LAST_MONTH = month_start(THIS_MONTH - dt.timedelta(days=1))
 
@@ -38,9 +36,9 @@ def priced(world):
     world.a.tenant.save()
     world.b.tenant.tier = cheap
     world.b.tenant.save()
-    record_usage(world.a.tenant, at(TODAY), input_tokens=3000, output_tokens=500, cost="0.123456")
-    record_usage(world.b.tenant, at(TODAY), input_tokens=100, output_tokens=0, cost="25.005")
-    record_throttle(world.b.tenant, at(TODAY))
+    record_usage(world.a.tenant, at(today()), input_tokens=3000, output_tokens=500, cost="0.123456")
+    record_usage(world.b.tenant, at(today()), input_tokens=100, output_tokens=0, cost="25.005")
+    record_throttle(world.b.tenant, at(today()))
     with tenant_context(world.b.tenant):
         TenantBudget.objects.create(monthly_budget=Decimal("20"), soft_alert_percent=80)
     return world

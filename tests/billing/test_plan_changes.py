@@ -7,7 +7,6 @@ import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
-from django.utils import timezone
 
 from billing import dashboards as d
 from billing import invoices as inv
@@ -17,11 +16,10 @@ from tenants import services
 from tenants.context import all_tenants, tenant_context
 from tenants.models import Tenant, TenantStatus
 from tests import factories
-from tests.billing.usage_helpers import at, record_usage
+from tests.billing.usage_helpers import at, record_usage, today
 
 pytestmark = pytest.mark.django_db
 
-TODAY = timezone.now().astimezone(dt.UTC).date()
 THIS_MONTH = month_start()
 LAST_MONTH = month_start(THIS_MONTH - dt.timedelta(days=1))
 
@@ -37,7 +35,7 @@ def standard(world):
         tenant.tier = tier
         tenant.save()
     world.other = factories.make_tenant("other", tier=factories.make_tier("basic", monthly_price=Decimal("49.00")))
-    record_usage(world.a.tenant, at(TODAY), input_tokens=3000, output_tokens=0)
+    record_usage(world.a.tenant, at(today()), input_tokens=3000, output_tokens=0)
     record_usage(world.a.tenant, at(LAST_MONTH), input_tokens=100, output_tokens=0)
     for period in (LAST_MONTH, THIS_MONTH):
         inv.draft_all(period)

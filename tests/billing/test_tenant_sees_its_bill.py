@@ -7,21 +7,18 @@ on every tenant-facing page, export and API answer, and on the operator's pages.
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 
 import pytest
-from django.utils import timezone
 
 from billing.accounting import month_start
 from billing.models import MonthlyUsage, TenantBudget
 from tenants.context import tenant_context
 from tenants.identity.tokens import issue_user_token
-from tests.billing.usage_helpers import at, record_usage
+from tests.billing.usage_helpers import at, record_usage, today
 
 pytestmark = pytest.mark.django_db
 
-TODAY = timezone.now().astimezone(dt.UTC).date()
 COST = "0.98765"
 # How the cost would read anywhere: as stored, in an API decimal, and as the pages round it.
 COST_FIGURES = ("0.98765", "0.9877", "0.9876")
@@ -32,7 +29,7 @@ def usage(world):
     tier = world.a.tenant.tier
     tier.overage_price_per_1k_tokens = Decimal("0.50")  # $100 fee, 1,000 tokens included
     tier.save()
-    record_usage(world.a.tenant, at(TODAY), user=world.a.member, input_tokens=3000, output_tokens=1000, cost=COST)
+    record_usage(world.a.tenant, at(today()), user=world.a.member, input_tokens=3000, output_tokens=1000, cost=COST)
     with tenant_context(world.a.tenant):
         MonthlyUsage.objects.create(
             month=month_start(), user_key=0, tokens_used=4000, cost_used=Decimal(COST), cost_reserved=Decimal(COST)

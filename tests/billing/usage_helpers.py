@@ -8,6 +8,8 @@ import itertools
 import uuid
 from decimal import Decimal
 
+from django.utils import timezone
+
 from billing import metering
 from billing.models import LimitKind, ThrottleEvent, UsageDaily, UsageEvent
 from tenants.context import tenant_context
@@ -96,3 +98,10 @@ def record_throttle(
 
 def at(day: dt.date, hour: int = 12) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(hour), tzinfo=dt.UTC)
+
+
+def today() -> dt.date:
+    """The UTC date the dashboards call today, read when a test runs. A module-level date is
+    read at collection: in a run that crosses midnight it names yesterday by the time the
+    test runs, and the test fails for the hour of day it ran at."""
+    return timezone.now().astimezone(dt.UTC).date()
