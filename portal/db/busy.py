@@ -31,12 +31,13 @@ DETAIL = "The database was too busy to take this request in time. Try again in a
 MESSAGE = "The portal was too busy to finish that just now. Please try again in a moment."
 
 
-# Redis (REDIS_URL: the cache holding the guardrail policy, the rate limiter) unreachable.
+# Redis (REDIS_URL: the cache holding the guardrail policy, the rate limiter) unreachable or
+# refusing writes (is_redis_down).
 # The portal fails closed: a message is not admitted unchecked against its tenant's limits
 # and policy, and nothing of it is saved; the person is told to try again, as for a busy
 # database. (Without REDIS_URL neither is in Redis.)
-REDIS_DETAIL = "A service the portal needs is unreachable, so nothing was saved. Try again in a moment."
-REDIS_MESSAGE = "The portal could not reach a service it needs, so nothing was saved. Please try again in a moment."
+REDIS_DETAIL = "A service the portal needs is unavailable, so nothing was saved. Try again in a moment."
+REDIS_MESSAGE = "A service the portal needs is unavailable just now, so nothing was saved. Please try again in a moment."
 # The page's heading and tab title: a busy database is the portal being busy; Redis down is
 # not (nobody is asking too much), but a passing problem of the service's own.
 HEADING, PAGE_TITLE = "The portal is busy", "Busy"
@@ -48,14 +49,28 @@ def is_busy(exc: BaseException) -> bool:
 
 
 def is_redis_down(exc: BaseException) -> bool:
-    """Redis refused, dropped or timed out a connection (redis-py's ConnectionError and
-    TimeoutError; Django's Redis cache and billing.limits both raise them unwrapped)."""
+    """Redis cannot serve the portal now: it refused, dropped or timed out a connection
+    (redis-py's ConnectionError, TimeoutError; LOADING after a restart is a ConnectionError),
+    or it answers but refuses to write: a replica after a failover demoted the server the
+    portal points at (READONLY), a primary that lost its replicas' quorum (MASTERDOWN), a
+    server at its memory limit with nothing to evict (OOM), a cluster moving a slot
+    (TRYAGAIN). Each passes without anything the request could do differently. Django's
+    Redis cache and billing.limits both raise them unwrapped."""
     try:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
+        from redis import exceptions
     except ImportError:  # pragma: no cover (redis is a dependency)
         return False
-    return isinstance(exc, (RedisConnectionError, RedisTimeoutError))
+    return isinstance(
+        exc,
+        (
+            exceptions.ConnectionError,
+            exceptions.TimeoutError,
+            exceptions.ReadOnlyError,
+            exceptions.MasterDownError,
+            exceptions.OutOfMemoryError,
+            exceptions.TryAgainError,
+        ),
+    )
 
 
 def is_unavailable(exc: BaseException | None) -> bool:
