@@ -37,7 +37,7 @@ MESSAGE = "The portal was too busy to finish that just now. Please try again in 
 # and policy, and nothing of it is saved; the person is told to try again, as for a busy
 # database. (Without REDIS_URL neither is in Redis.)
 REDIS_DETAIL = "A service the portal needs is unavailable, so nothing was saved. Try again in a moment."
-REDIS_MESSAGE = "A service the portal needs is unavailable just now, so nothing was saved. Please try again in a moment."
+REDIS_MESSAGE = "A service the portal needs is unavailable just now, so nothing was saved. Please try again soon."
 # The page's heading and tab title: a busy database is the portal being busy; Redis down is
 # not (nobody is asking too much), but a passing problem of the service's own.
 HEADING, PAGE_TITLE = "The portal is busy", "Busy"
