@@ -24,6 +24,22 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(django_settings.BASE_DIR) / "var" / "screenshots"
 
 
+# How long an `expect(...)` assertion waits for its condition. Playwright's default, 5 s, is
+# a page's budget on a quiet machine; CI runs these beside thousands of other tests on two
+# cores. A longer wait only guards against a hang: an assertion returns as soon as its
+# condition holds.
+ASSERTION_TIMEOUT_MS = 20_000
+
+
+@pytest.fixture(autouse=True)
+def _patient_assertions():
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=ASSERTION_TIMEOUT_MS)
+    yield
+    expect.set_options(timeout=ASSERTION_TIMEOUT_MS)
+
+
 @pytest.fixture
 def _allow_async_unsafe(monkeypatch):
     # Playwright's sync API runs an asyncio loop in this thread; without this Django

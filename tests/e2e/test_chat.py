@@ -57,8 +57,6 @@ def signed_in(product, launch_browser, email: str):
         base_url=product.url, viewport={"width": 1280, "height": 900}, permissions=["clipboard-read", "clipboard-write"]
     )
     context.set_default_timeout(TIMEOUT_MS)
-    # Assertions have their own timeout (5 s by default), too short for a turn on a busy machine.
-    expect.set_options(timeout=TIMEOUT_MS)
     page = context.new_page()
     page.dialogs = []
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
@@ -68,7 +66,6 @@ def signed_in(product, launch_browser, email: str):
     page.click("#login-form button[type=submit]")
     expect(page.locator("body")).not_to_contain_text("The email address and/or password you specified are not correct")
     yield page
-    expect.set_options(timeout=5_000)  # Playwright's default, for the other browser tests
 
 
 def shot(page, name: str) -> None:
