@@ -130,10 +130,14 @@ def _validate_settings(
         refuse("name", NAME_TAKEN)
     if backend not in Backend.values:
         refuse("backend", f"Choose one of {', '.join(Backend.values)}.")
-    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+    size_ok = MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE
+    if not size_ok:
         refuse("chunk_size", f"Between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} characters.")
-    if not 0 <= chunk_overlap <= chunk_size // 2:
-        refuse("chunk_overlap", "Between 0 and half the chunk size.")
+    # Half of a passage size that is refused anyway is no limit to name: then only a
+    # negative overlap is wrong, and the bound is checked once the size is right.
+    if chunk_overlap < 0 or (size_ok and chunk_overlap > chunk_size // 2):
+        half = f" ({chunk_size // 2} characters)" if size_ok else ""
+        refuse("chunk_overlap", f"Between 0 and half the passage size{half}.")
     if errors:
         raise ServiceError(errors)
 

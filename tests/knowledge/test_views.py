@@ -39,6 +39,17 @@ def test_it_explains_a_bad_form_instead_of_failing(admin, world):
     page = response.content.decode()
     assert "Give the knowledge base a name." in page
     assert "Between 200 and 8000 characters." in page  # "abc" is not quietly the default size
+    assert "Between 0 and half the passage size." in page  # no half of a refused size named
+
+
+def test_an_overlap_is_not_refused_against_a_passage_size_that_is_refused_itself(admin, world):
+    response = admin.post(
+        "/t/alpha/knowledge/new/", {"name": "Handbook", "backend": "local", "chunk_size": "5", "chunk_overlap": "150"}
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert 'id="kb-chunk-size-errors"' in page
+    assert 'id="kb-chunk-overlap-errors"' not in page  # 150 is fine for a size that is right
 
 
 def test_a_refused_new_knowledge_base_keeps_what_was_typed(admin, world):
@@ -46,7 +57,7 @@ def test_a_refused_new_knowledge_base_keeps_what_was_typed(admin, world):
     response = admin.post("/t/alpha/knowledge/new/", {**typed, "chunk_overlap": "800"})
     assert response.status_code == 400
     page = response.content.decode()
-    assert "Between 0 and half the chunk size." in page
+    assert "Between 0 and half the passage size (450 characters)." in page  # the form's own word
     assert 'name="name" maxlength="100" required placeholder="e.g. Support handbook" value="Handbook"' in page
     assert 'value="Policies &amp; &lt;rules&gt;"' in page
     assert 'name="chunk_size" type="number" min="200" max="8000" value="900"' in page
@@ -94,7 +105,7 @@ def test_every_reason_a_field_is_refused_is_shown_beside_it(admin, world):
 
 def test_a_field_with_an_error_is_marked_like_every_other(admin, world):
     page = admin.post(
-        "/t/alpha/knowledge/new/", {"name": "Handbook", "backend": "nope", "chunk_size": "5", "chunk_overlap": "9"}
+        "/t/alpha/knowledge/new/", {"name": "Handbook", "backend": "nope", "chunk_size": "5", "chunk_overlap": "-1"}
     ).content.decode()
     for field in ("backend", "chunk-size", "chunk-overlap"):
         assert f'<div class="field has-error"><label class="label" for="kb-{field}">' in page
