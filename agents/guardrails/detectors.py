@@ -722,6 +722,9 @@ class MarkerMatcher:
                 self._automaton.add_word(key, (key, None, cased))
         keys = list(grouped)
         self.size = len(keys)
+        # The longest marker, in the characters the detectors read: a streamed answer's
+        # check reads that much of the text before each new delta again (enforce.OutputGuard).
+        self.longest = max(map(len, keys), default=0)
         if self.size:
             self._automaton.make_automaton()
         self._keys = keys
