@@ -163,6 +163,25 @@ def test_a_citation_naming_another_tenant_is_withheld(
     }
 
 
+def test_the_events_of_a_citation_naming_another_tenant_keep_no_words_around_it(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    """Its admins read the tenant's guardrail events: an event of another rule on the same text
+    keeps no excerpt of it either (the words next to the name may be that tenant's data)."""
+    set_tier_policy(world.a.tenant.tier, {"entities": {"email": "redact"}})
+    runtime.events = [
+        citation(title="Bravo Inc pricing", snippet="Bravo Inc pays 10% less, ask ops@example.com."),
+        *deltas("See the sources."),
+    ]
+    send(client, world, chatting, "Prices?", django_capture_on_commit_callbacks)
+
+    _invocation, _asked, _stored, events = turn(world)
+    assert sorted((e.category, e.excerpt) for e in events) == [
+        ("cross_tenant", "[OTHER_TENANT]"),
+        ("pii", "[EMAIL]"),
+    ]
+
+
 # --- R7: the runtime's error message, a tool call's name and id ---------------------------------
 
 
