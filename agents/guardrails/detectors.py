@@ -29,11 +29,12 @@ import regex as safe_regex
 # a word, full-width letters ("ｊｏｈｎ＠ｅｘａｍｐｌｅ．ｃｏｍ"), a Cyrillic "а" among Latin letters,
 # an HTML entity ("&#64;") or a Markdown escape ("\@": the chat renders Markdown) all read as
 # the plain character. So every detector matches against one canonical copy of the text:
-# entities and escapes decoded, NFKC, format characters (Unicode category Cf) dropped,
-# other scripts' decimal digits as ASCII digits, look-alike letters as the Latin ones. The
-# copy is only ever matched against: what is stored and shown is the original, and
-# `Canonical.span` maps a span of the copy back to the characters of the original that
-# produced it, so a redaction replaces the right characters of the original.
+# entities and escapes decoded, NFKC, format characters (Unicode category Cf) and marks no
+# browser draws (_INVISIBLE_MARKS) dropped, other scripts' decimal digits as ASCII digits,
+# look-alike letters as the Latin ones. The copy is only ever matched against: what is
+# stored and shown is the original, and `Canonical.span` maps a span of the copy back to the
+# characters of the original that produced it, so a redaction replaces the right characters
+# of the original.
 #
 # Look-alike letters are mapped only where they pose as Latin: in a word that also holds a
 # Latin letter ("Вravo", "jоhn"), or anywhere in a text with no other letter of their script
@@ -59,11 +60,19 @@ _CONFUSABLE = re.compile(f"[{_CONFUSABLE_CLASS}]")
 _OWN_SCRIPT_LETTER = re.compile(rf"(?![{_CONFUSABLE_CLASS}])(?=[^\W\d_])[\u0370-\u03ff\u0400-\u052f\u0530-\u058f]")
 
 
+# Nonspacing marks (category Mn) that no browser draws, default-ignorable as the format
+# characters are: variation selectors, the combining grapheme joiner, Mongolian free variation
+# selectors, Khmer inherent vowels. Dropped like them ("bad\ufe0fword" shows "badword").
+_INVISIBLE_MARKS = frozenset(
+    map(chr, (0x034F, 0x17B4, 0x17B5, *range(0x180B, 0x180E), 0x180F, *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)))
+)
+
+
 def _is_odd(char: str) -> bool:
     """Changes in canonical form whatever NFKC says: a character of Unicode category Cf
-    (zero-width spaces and joiners, soft hyphen, bidi controls, tags…) or a decimal digit of
-    a script other than ASCII."""
-    return unicodedata.category(char) in ("Cf", "Nd") and not char.isascii()
+    (zero-width spaces and joiners, soft hyphen, bidi controls, tags…) or an invisible mark
+    (_INVISIBLE_MARKS), or a decimal digit of a script other than ASCII."""
+    return char in _INVISIBLE_MARKS or (unicodedata.category(char) in ("Cf", "Nd") and not char.isascii())
 
 
 @functools.cache
@@ -107,7 +116,7 @@ class Canonical:
 
 @functools.lru_cache(maxsize=4096)
 def _canon_char(char: str) -> str:
-    if unicodedata.category(char) == "Cf":
+    if unicodedata.category(char) == "Cf" or char in _INVISIBLE_MARKS:
         return ""
     out = unicodedata.normalize("NFKC", char)
     if not out.isascii():
@@ -674,8 +683,9 @@ class TermMatcher:
         return list(dict.fromkeys(term for _end, term in self._automaton.iter(normalised)))
 
 
-# The version of how markers are found in a text (written_in): 2 = canonical form, whole words.
-MARKER_RULES = "2"
+# The version of how markers are found in a text (written_in): 2 = canonical form, whole words;
+# 3 = the canonical form drops invisible marks (_INVISIBLE_MARKS) too.
+MARKER_RULES = "3"
 
 
 # Short and common markers. Another tenant's name or slug blocks every answer that holds it,
@@ -722,6 +732,9 @@ class MarkerMatcher:
                 self._automaton.add_word(key, (key, None, cased))
         keys = list(grouped)
         self.size = len(keys)
+        # The longest marker, in the characters the detectors read: a streamed answer's
+        # check reads that much of the text before each new delta again (enforce.OutputGuard).
+        self.longest = max(map(len, keys), default=0)
         if self.size:
             self._automaton.make_automaton()
         self._keys = keys

@@ -409,7 +409,12 @@ class OutputGuard:
         """None while the streamed text is acceptable; a verdict stops the stream. After it,
         `cleared` says how much of the text may be relayed."""
         self._prime()
-        start = max(0, self._markers_upto - OVERLAP)
+        # Read again from the longest marker's length before the text checked so far, counted
+        # as the detectors read it: zero-width characters or entities between its letters
+        # (a browser shows the name all the same) make a marker longer in raw characters.
+        self._reading.update(text_so_far)
+        longest = services.other_tenant_markers(self.effective.tenants_gen).longest
+        start = self._reading.start_of_last(max(OVERLAP, longest), self._markers_upto)
         self._markers_upto = len(text_so_far)
         leak = services.run_markers(self.effective, self.tenant.pk, text_so_far[start:], supplied=self.supplied)
         self.checks += leak.checks

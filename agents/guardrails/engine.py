@@ -224,12 +224,15 @@ class CompiledPolicy:
     def withhold_context(evaluation: Evaluation) -> Evaluation:
         """A blocked term's excerpt is "[TERM]", so no other excerpt of the same text may show
         the words around its finding either: they could hold the term (in any spelling the
-        matcher sees through, or cut in half at the excerpt's edge). Those excerpts keep only
-        the finding's placeholder, or nothing."""
-        if not any(t.category == "blocked_term" for t in evaluation.triggers):
+        matcher sees through, or cut in half at the excerpt's edge). Nor around another
+        tenant's marker ("[OTHER_TENANT]"): the name itself and the words next to it, that
+        tenant's data, would reach this tenant's admins in another rule's excerpt. Those
+        excerpts keep only the finding's placeholder, or nothing."""
+        withheld = ("blocked_term", "cross_tenant")
+        if not any(t.category in withheld for t in evaluation.triggers):
             return evaluation
         evaluation.triggers = [
-            t if t.category == "blocked_term" else dataclasses.replace(t, excerpt=_bare_excerpt(t) if t.excerpt else "")
+            t if t.category in withheld else dataclasses.replace(t, excerpt=_bare_excerpt(t) if t.excerpt else "")
             for t in evaluation.triggers
         ]
         return evaluation

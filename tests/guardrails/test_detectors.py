@@ -379,6 +379,20 @@ def test_it_finds_another_tenants_marker_through_zero_width_full_width_and_look_
     assert (text[start:end], marker) == (text[4:-1], "bravo inc")
 
 
+# Characters no browser draws that are not format characters (Cf) but nonspacing marks (Mn),
+# default-ignorable all the same: variation selectors, the combining grapheme joiner, a
+# Mongolian free variation selector.
+INVISIBLE_MARKS = ["\ufe0f", "\ufe00", "\U000e0100", "\u034f", "\u180b"]
+
+
+@pytest.mark.parametrize("mark", INVISIBLE_MARKS)
+def test_it_reads_through_invisible_marks_as_through_zero_width_characters(mark):
+    assert detectors.TermMatcher(["badword"]).find(f"this is a bad{mark}word") == ["badword"]
+    assert found(f"mail jo{mark}hn@example.com now", "email") == [f"jo{mark}hn@example.com"]
+    [(start, end, _marker)] = detectors.MarkerMatcher({"bravo inc": {2}}).find(f"Ask Bra{mark}vo Inc.", tenant_id=1)
+    assert (start, end) == (4, 14)
+
+
 def test_ordinary_text_in_another_script_is_stored_as_it_is_and_not_taken_for_latin_words():
     russian = "Весь сор вынесли, а рост цен — 5% в год. Ελληνικά: ο κόσμος."
     compiled = engine.compile_policy(

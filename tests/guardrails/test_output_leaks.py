@@ -163,6 +163,25 @@ def test_a_citation_naming_another_tenant_is_withheld(
     }
 
 
+def test_the_events_of_a_citation_naming_another_tenant_keep_no_words_around_it(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks
+):
+    """Its admins read the tenant's guardrail events: an event of another rule on the same text
+    keeps no excerpt of it either (the words next to the name may be that tenant's data)."""
+    set_tier_policy(world.a.tenant.tier, {"entities": {"email": "redact"}})
+    runtime.events = [
+        citation(title="Bravo Inc pricing", snippet="Bravo Inc pays 10% less, ask ops@example.com."),
+        *deltas("See the sources."),
+    ]
+    send(client, world, chatting, "Prices?", django_capture_on_commit_callbacks)
+
+    _invocation, _asked, _stored, events = turn(world)
+    assert sorted((e.category, e.excerpt) for e in events) == [
+        ("cross_tenant", "[OTHER_TENANT]"),
+        ("pii", "[EMAIL]"),
+    ]
+
+
 # --- R7: the runtime's error message, a tool call's name and id ---------------------------------
 
 
@@ -234,3 +253,43 @@ def test_nothing_blocked_leaks_through_a_resumed_stream(
         for event in everything:
             resumed = streaming.read(invocation.pk, event.seq)
             assert "Nightingale" not in str([e.data for e in resumed])
+
+
+# --- R5: another tenant's name split across deltas is seen whole before it is relayed ----------
+
+ZERO_WIDTH_SPACE = "\u200b"
+LONG_TENANT_NAME = "Consolidated Holdings and Logistics Partners of the Northern Atlantic Seaboard and Bay Region Ltd."
+
+
+@pytest.mark.parametrize(
+    ("spelling", "output_pii", "never_relayed"),
+    [
+        ("zero-width spaces", False, "Bravo"),
+        ("zero-width spaces", True, "Bravo"),
+        # Deltas as they come: the name's first 97 characters went out before its end came, as
+        # any delta does; the check stops the stream at the delta that completes it.
+        ("long name", False, "the plan is X"),
+        ("long name", True, "Consolidated Holdings"),
+    ],
+    ids=["zero-width, deltas as they come", "zero-width, redacted stream", "long name, deltas", "long name, redacted"],
+)
+def test_another_tenants_name_split_across_two_deltas_is_never_relayed(
+    client, world, chatting, runtime, django_capture_on_commit_callbacks, spelling, output_pii, never_relayed
+):
+    """The per-delta check of other tenants' markers reads the text before the new delta again
+    as the detectors read it: a name padded with invisible characters (which the browser shows
+    as the name) or as long as a tenant's name may be still ends within what it reads again."""
+    set_tier_policy(world.a.tenant.tier, {"output_pii": output_pii})
+    names = {"zero-width spaces": (ZERO_WIDTH_SPACE * 40).join("Bravo Inc"), "long name": LONG_TENANT_NAME}
+    world.b.tenant.name = LONG_TENANT_NAME
+    world.b.tenant.save(update_fields=["name"])
+    name = names[spelling]
+    cut = 97  # more than OVERLAP characters of the name before the cut
+    runtime.events = deltas(BENIGN * 3, "As " + name[:cut], name[cut:] + " told us, the plan is X. ", BENIGN * 3)
+    send(client, world, chatting, "Refunds?", django_capture_on_commit_callbacks)
+
+    invocation, _asked, _stored, _events = turn(world)
+    assert invocation.status == "blocked"
+    _shown, events = published_text(world, invocation)
+    relayed = "".join(e.data.get("text", "") for e in events if e.kind == "delta").replace(ZERO_WIDTH_SPACE, "")
+    assert never_relayed not in relayed and "the plan is X" not in relayed, relayed
