@@ -287,8 +287,18 @@ BINDING_VALIDATORS = {
     "gateway_id": _aws_shape(r"([0-9a-z]-?){1,100}-[0-9a-z]{10}", "my-gateway-a1b2c3d4e5"),
     "celery_queue": queue_validator,
 }
-# Resources that name one tenant's data or compute: never bound to two tenants.
-EXCLUSIVE_BINDINGS = ("runtime_arn", "runtime_url", "memory_id", "knowledge_base_id", "knowledge_data_source_id")
+# Resources that name one tenant's data, compute or credentials: never bound to two tenants
+# (a role shared with another tenant would sign that tenant's AWS calls as this one's; a
+# gateway would serve its tool calls).
+EXCLUSIVE_BINDINGS = (
+    "runtime_arn",
+    "runtime_url",
+    "memory_id",
+    "knowledge_base_id",
+    "knowledge_data_source_id",
+    "gateway_id",
+    "iam_role_arn",
+)
 
 
 class TenantStatus(models.TextChoices):

@@ -74,7 +74,10 @@ class HttpToolGateway:
         if version is not None:
             headers["MCP-Protocol-Version"] = version
         try:
-            url = self.url + ("?" + urllib.parse.urlencode({"agent": agent_id}) if agent_id else "")
+            # The tenant the runtime serves (its header, which the token was checked against):
+            # the gateway refuses a token of any other, as the knowledge and memory gateways do.
+            query = {**({"agent": agent_id} if agent_id else {}), "tenant_id": caller.tenant.tenant_id}
+            url = self.url + "?" + urllib.parse.urlencode(query)
             return http.post_json(
                 url, caller.token, message, timeout=self.timeout, max_bytes=MAX_RESPONSE_BYTES, headers=headers
             )

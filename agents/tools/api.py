@@ -1,10 +1,11 @@
 """The tools gateway agent runtimes call during a turn.
 
-`POST /api/v1/gateway/tools/invoke` {tool, input, agent?} with the act-on-behalf
+`POST /api/v1/gateway/tools/invoke` {tool, input, agent?, tenant_id?} with the act-on-behalf
 token (aud agent-runtime, scope tools:invoke) as the only credential, like the
 knowledge gateway: the tenant and the acting user are the token's, so a token of
 one tenant can run only the tools that tenant enabled for the acting agent, and
-a tool that reads tenant data (usage_this_month) reads the token tenant's.
+a tool that reads tenant data (usage_this_month) reads the token tenant's. A
+`tenant_id` the runtime names (the MCP route: `?tenant_id=`) must be the token's.
 Every refusal is problem JSON {type,title,status,detail}.
 """
 
@@ -25,6 +26,9 @@ class ToolInvokeSerializer(serializers.Serializer):
     input = serializers.JSONField(help_text="The tool's input: a JSON object its input_schema accepts.")
     agent = serializers.SlugField(
         max_length=60, required=False, allow_blank=True, default="", help_text="The acting agent's slug."
+    )
+    tenant_id = serializers.CharField(
+        max_length=20, required=False, help_text="If given, must be the tenant of the token (the runtime's header)."
     )
 
 
@@ -53,7 +57,11 @@ class ToolGatewayView(GatewayView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         result = services.invoke_for_token(
-            raw, tool_key=data["tool"], tool_input=data["input"], agent_slug=data.get("agent", "")
+            raw,
+            tool_key=data["tool"],
+            tool_input=data["input"],
+            agent_slug=data.get("agent", ""),
+            tenant_id=data.get("tenant_id"),
         )
         return Response({"result": result})
 
@@ -78,6 +86,13 @@ class McpGatewayView(GatewayView):
         parameters=[
             OpenApiParameter(
                 "agent", str, OpenApiParameter.QUERY, required=False, description="The acting agent's slug."
+            ),
+            OpenApiParameter(
+                "tenant_id",
+                str,
+                OpenApiParameter.QUERY,
+                required=False,
+                description="If given, must be the tenant of the token (the runtime's header).",
             ),
             OpenApiParameter(
                 "MCP-Protocol-Version", str, OpenApiParameter.HEADER, required=False, description="2025-06-18"
@@ -107,7 +122,9 @@ class McpGatewayView(GatewayView):
         tags=["gateway"],
     )
     def post(self, request):
-        token = authorize(bearer(request), services.SCOPE, name="mcp gateway")
+        token = authorize(
+            bearer(request), services.SCOPE, tenant_id=request.query_params.get("tenant_id"), name="mcp gateway"
+        )
         version = request.headers.get("MCP-Protocol-Version")
         if version is not None and version not in mcp.ACCEPTED_HEADER_VERSIONS:
             return problem_response(

@@ -18,6 +18,12 @@ class InProcessToolGateway:
         from agents.tools import services
 
         try:
-            return services.invoke_for_token(caller.token, tool_key=name, tool_input=tool_input, agent_slug=agent_id)
+            return services.invoke_for_token(
+                caller.token,
+                tool_key=name,
+                tool_input=tool_input,
+                agent_slug=agent_id,
+                tenant_id=caller.tenant.tenant_id,
+            )
         except services.GatewayRefused as exc:
             raise ToolFailed(exc.detail) from exc

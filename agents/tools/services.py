@@ -333,7 +333,7 @@ def _run(tool: Tool, data: dict, call: handlers.Call):
         raise too_slow from None
 
 
-def invoke_for_token(raw_token: str, *, tool_key, tool_input, agent_slug="") -> dict:
+def invoke_for_token(raw_token: str, *, tool_key, tool_input, agent_slug="", tenant_id: str | None = None) -> dict:
     """Run a tool for an agent acting for a user: the body of the tools gateway endpoint.
 
     Returns the handler's result; raises GatewayRefused for every refusal."""
@@ -344,7 +344,9 @@ def invoke_for_token(raw_token: str, *, tool_key, tool_input, agent_slug="") -> 
         if not isinstance(tool_input, dict):
             raise GatewayRefused(400, "input: give the tool's input as a JSON object.")
 
-    with agent_call(raw_token, SCOPE, agent_slug, precheck=check_input, name="tools gateway") as call:
+    with agent_call(
+        raw_token, SCOPE, agent_slug, tenant_id=tenant_id, precheck=check_input, name="tools gateway"
+    ) as call:
         return invoke(call, tool_key, tool_input)
 
 

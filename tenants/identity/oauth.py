@@ -276,7 +276,7 @@ def act_on_behalf(
     allowed: bool | None = None,
 ):
     """The exchange's policy, once the subject is known: may this agent act for the
-    subject's users (AgentGrant, owner tenant), with which scopes (never wider than
+    subject's users (active, AgentGrant, owner tenant), with which scopes (never wider than
     the subject's or the agent's own), for how long (never past the subject token).
     Returns (signed token, granted scopes, lifetime). The worker calls it directly
     with the subject it just built (tokens.member_subject), so a chat turn signs one
@@ -287,7 +287,9 @@ def act_on_behalf(
     if allowed is None:
         with tenant_context(tenant):
             allowed = AgentGrant.objects.filter(agent=agent).exists()
-    if not allowed or (agent.owner_tenant_id is not None and agent.owner_tenant_id != tenant.pk):
+    # Switched off by an operator: it acts for nobody. The token endpoint finds only active
+    # agents, but the worker hands its turn's agent here itself (mint_act_on_behalf_token).
+    if not agent.is_active or not allowed or (agent.owner_tenant_id is not None and agent.owner_tenant_id != tenant.pk):
         raise OAuthError("unauthorized_client", "This agent may not act for users of this tenant.")
 
     ceiling = subject.scopes

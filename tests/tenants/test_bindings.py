@@ -43,3 +43,25 @@ def test_create_tenant_answers_a_silo_whose_default_queue_is_taken_with_a_servic
         services.create_tenant(
             operator, slug="newco", name="NewCo", tier=world.a.tenant.tier, deployment_model=DeploymentModel.SILO
         )
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        # Its role is its credentials: bound to another tenant too, that tenant's AWS calls
+        # (its runtime, memory, knowledge base) would sign as this one's.
+        ("iam_role_arn", "arn:aws:iam::123456789012:role/tenant-b-runtime"),
+        # Its gateway serves its tools: another tenant's tool calls would run there.
+        ("gateway_id", "tenant-b-gateway-a1b2c3d4e5"),
+    ],
+)
+def test_it_refuses_a_role_or_gateway_another_tenant_has_bound(world, key, value):
+    b = world.b.tenant
+    b.deployment_model = DeploymentModel.SILO
+    b.resource_bindings = {key: value}
+    b.save()
+    tenant = world.a.tenant
+    tenant.deployment_model = DeploymentModel.SILO
+    tenant.resource_bindings = {key: value}
+    with pytest.raises(ValidationError, match=f"{key}: Already bound to {b.name}"):
+        tenant.full_clean()

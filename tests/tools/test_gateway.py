@@ -65,6 +65,31 @@ def test_it_runs_an_enabled_tool_for_the_tokens_tenant(client, world, scene):
     assert response.json() == {"result": {"expression": "6 * 7", "value": 42}}
 
 
+def test_it_refuses_a_token_for_another_tenant_than_the_runtime_names(client, world, scene):
+    # As the knowledge and memory gateways: a runtime serving tenant B's turn that sends
+    # tenant A's token (confused, or handed the wrong one) runs nothing of A's.
+    token = token_for(world.a, scene["turns"]["a_admin"])
+    assert_problem(
+        invoke(client, token, "usage_this_month", {}, agent="helpdesk", tenant_id=str(world.b.tenant.pk)),
+        403,
+        detail="not issued for this tenant",
+    )
+    response = invoke(client, token, agent="helpdesk", tenant_id=str(world.a.tenant.pk))
+    assert response.json() == {"result": {"expression": "6 * 7", "value": 42}}
+
+
+def test_in_process_it_refuses_a_token_for_another_tenant_than_the_runtimes_headers(world, scene):
+    from agents.runtime.auth import Caller
+    from agents.runtime.contract import TenantContext
+    from agents.runtime.tools import ToolFailed
+    from agents.tools.gateway import InProcessToolGateway
+
+    token = token_for(world.a, scene["turns"]["a_admin"])
+    caller = Caller(tenant=TenantContext(tenant_id=str(world.b.tenant.pk)), subject="", actors=(), token=token)
+    with pytest.raises(ToolFailed, match="not issued for this tenant"):
+        InProcessToolGateway().invoke(caller, "usage_this_month", {}, agent_id="helpdesk")
+
+
 def test_it_requires_a_bearer_token(client, world, scene):
     response = invoke(client, None)
     assert response.status_code == 401

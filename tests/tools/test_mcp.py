@@ -148,6 +148,25 @@ def test_it_answers_403_to_a_token_without_the_tools_scope(client, world, scene)
     assert "tools:invoke" in response.json()["detail"]
 
 
+def test_it_answers_403_to_a_token_for_another_tenant_than_the_runtime_names(client, world, scene):  # noqa: F811
+    token = token_for(world.a, scene["turns"]["a_member"])
+    message = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}})
+
+    def listed(tenant) -> object:
+        return client.post(
+            f"{URL}?tenant_id={tenant.pk}",
+            data=message,
+            content_type="application/json",
+            HTTP_ACCEPT="application/json, text/event-stream",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+
+    refused = listed(world.b.tenant)
+    assert refused.status_code == 403
+    assert "not issued for this tenant" in refused.json()["detail"]
+    assert sorted(t["name"] for t in result_of(listed(world.a.tenant))["tools"]) == ["calculator", "usage_this_month"]
+
+
 # --- tools ------------------------------------------------------------------------------------
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 
+import jwt
 import pytest
 
 from agents.guardrails.models import GuardrailEvent, GuardrailPolicy
 from agents.models import MessageStatus
 from agents.runtime.auth import Caller
+from agents.runtime.contract import TenantContext
 from agents.runtime.tools import ToolFailed
 from agents.tools import handlers
 from agents.tools.gateway import InProcessToolGateway
@@ -78,7 +80,9 @@ def mcp(client, token):
 
 
 def in_process(client, token):
-    caller = Caller(tenant=None, subject="", actors=(), scopes=frozenset(), token=token)
+    # The tenant the runtime's headers name, which the runtime checked against the token.
+    tenant = TenantContext(tenant_id=jwt.decode(token, options={"verify_signature": False})["tenant_id"])
+    caller = Caller(tenant=tenant, subject="", actors=(), scopes=frozenset(), token=token)
     return InProcessToolGateway().invoke(caller, "ticket", {}, agent_id="helpdesk")
 
 
