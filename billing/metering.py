@@ -289,26 +289,7 @@ def record_turn(
     ours = [event.tenant_id, invocation_key, event.kind, sql.dt(now)]
     event_statement = (
         _event_sql(only_if[0] if only_if else ""),
-        [
-            event.tenant_id,
-            invocation_key,
-            event.kind,
-            event.user_id,
-            event.agent_slug,
-            event.model_key,
-            outcome,
-            input_tokens,
-            output_tokens,
-            tool_calls,
-            runtime_seconds,
-            guardrail_checks,
-            latency_ms,
-            cost,
-            prices.version,
-            estimated,
-            sql.dt(now),
-            *(only_if[1] if only_if else ()),
-        ],
+        [*_event_values(event, invocation_key), *(only_if[1] if only_if else ())],
     )
     daily_statement = upsert_statement(
         UsageDaily,
@@ -412,6 +393,31 @@ def _recorded(event: UsageEvent, pk: int) -> None:
 _EVENT_SQL_GUARDED: dict[str, str] = {}
 
 
+def _event_values(event: UsageEvent, invocation_key) -> list:
+    """`event`'s values in _EVENT_COLUMNS' order (its invocation id as sql.uuid gives it)."""
+    from portal.db import sql
+
+    return [
+        event.tenant_id,
+        invocation_key,
+        event.kind,
+        event.user_id,
+        event.agent_slug,
+        event.model_key,
+        event.outcome,
+        event.input_tokens,
+        event.output_tokens,
+        event.tool_calls,
+        event.runtime_seconds,
+        event.guardrail_checks,
+        event.latency_ms,
+        event.cost,
+        event.price_book_version,
+        event.estimated,
+        sql.dt(event.created_at),
+    ]
+
+
 def _event_sql(guard: str) -> str:
     """_EVENT_SQL, or with `guard` its row is inserted only under that condition
     (INSERT … SELECT, each value cast to its column's type for the prepared statement)."""
@@ -512,25 +518,7 @@ def record_embedding(
     invocation_key = sql.uuid(key)
     event_statement = (
         _EVENT_SQL,
-        [
-            tenant_id,
-            invocation_key,
-            event.kind,
-            user_id,
-            agent_slug,
-            model_key,
-            event.outcome,
-            tokens,
-            0,
-            0,
-            Decimal("0.000"),
-            0,
-            None,
-            cost,
-            prices.version,
-            estimated,
-            sql.dt(now),
-        ],
+        _event_values(event, invocation_key),
     )
     daily_statement = upsert_statement(
         UsageDaily,

@@ -289,16 +289,9 @@ BINDING_VALIDATORS = {
 }
 # Resources that name one tenant's data, compute or credentials: never bound to two tenants
 # (a role shared with another tenant would sign that tenant's AWS calls as this one's; a
-# gateway would serve its tool calls).
-EXCLUSIVE_BINDINGS = (
-    "runtime_arn",
-    "runtime_url",
-    "memory_id",
-    "knowledge_base_id",
-    "knowledge_data_source_id",
-    "gateway_id",
-    "iam_role_arn",
-)
+# gateway would serve its tool calls). Every binding but the Celery queue, which only routes
+# work and which tenants may share.
+EXCLUSIVE_BINDINGS = tuple(key for key in BINDING_KEYS if key != "celery_queue")
 
 
 class TenantStatus(models.TextChoices):

@@ -4,7 +4,6 @@ again", nothing saved, logged once as a warning; never a generic 500."""
 from __future__ import annotations
 
 import logging
-import socket
 
 import pytest
 from django.test import Client
@@ -14,7 +13,7 @@ from portal.db import busy
 from tenants.context import tenant_context
 from tests.agents.test_chat import HX, chat_url
 from tests.billing.helpers import actor
-from tests.portal.helpers import problem
+from tests.portal.helpers import closed_port, problem, redis_cache
 
 
 @pytest.fixture(params=["cache and limiter", "limiter"])
@@ -22,20 +21,10 @@ def redis_down(request, settings, monkeypatch):
     """REDIS_URL and the cache pointed at a port nothing listens on (bound, then closed);
     or REDIS_URL alone (the guardrail policy still read from a working cache: the rate
     limiter's Lua script is then the first to meet Redis down)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    listener.close()
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://127.0.0.1:{closed_port()}/0"
     settings.REDIS_URL = url
     if request.param == "cache and limiter":
-        settings.CACHES = {
-            "default": {
-                "BACKEND": "portal.cache.SharedRedisCache",
-                "LOCATION": url,
-                "OPTIONS": {"pool_class": "portal.cache.SharedConnectionPool"},
-            }
-        }
+        settings.CACHES = redis_cache(url)
     monkeypatch.setattr("billing.limits._redis_and_script", None)  # its client is made for the URL on first use
     return url
 

@@ -6,7 +6,6 @@ saved; never a generic 500. Each case is a real redis-server started for the tes
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 
@@ -18,22 +17,16 @@ from agents.models import Invocation, Message
 from portal.db import busy
 from tenants.context import tenant_context
 from tests.billing.helpers import actor
-from tests.portal.helpers import problem
+from tests.portal.helpers import closed_port, problem
 
 SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def _free_port() -> int:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        return listener.getsockname()[1]
 
 
 @pytest.fixture(
     params=[
         # A replica of a primary that is gone: what a client still pointed at the old
         # primary meets after a failover demoted it.
-        (redis.exceptions.ReadOnlyError, ["--replicaof", "127.0.0.1", str(_free_port())]),
+        (redis.exceptions.ReadOnlyError, ["--replicaof", "127.0.0.1", str(closed_port())]),
         # Every write refused at the memory limit (maxmemory reached, nothing to evict).
         (redis.exceptions.OutOfMemoryError, ["--maxmemory", "1", "--maxmemory-policy", "noeviction"]),
     ],
@@ -41,7 +34,7 @@ def _free_port() -> int:
 )
 def redis_refusing(request, settings, monkeypatch, tmp_path):
     refusal, options = request.param
-    port = _free_port()
+    port = closed_port()
     server = subprocess.Popen(  # noqa: S603 (fixed argv)
         [SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         + ["--dir", str(tmp_path), *options],

@@ -28,3 +28,23 @@ def validation_problem(response) -> dict:
     assert set(body) == PROBLEM_KEYS | {"errors"}
     assert isinstance(body["errors"], dict)
     return body
+
+
+def closed_port() -> int:
+    """A port on the loopback that nothing listens on (bound, then closed): refused at once."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        return listener.getsockname()[1]
+
+
+def redis_cache(url: str) -> dict:
+    """settings.CACHES with Django's cache in the Redis at `url`, as portal.settings sets it."""
+    return {
+        "default": {
+            "BACKEND": "portal.cache.SharedRedisCache",
+            "LOCATION": url,
+            "OPTIONS": {"pool_class": "portal.cache.SharedConnectionPool"},
+        }
+    }

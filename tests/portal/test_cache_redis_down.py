@@ -6,7 +6,6 @@ the entry's TTL)."""
 from __future__ import annotations
 
 import logging
-import socket
 
 import pytest
 
@@ -16,29 +15,15 @@ from portal.cache import next_generation
 from tests.agents.helpers import make_catalogue
 from tests.agents.test_chat import chat_url, signed_in_as, start
 from tests.guardrails.conftest import grant_custom_guardrails, set_override, set_tier_policy
+from tests.portal.helpers import closed_port, redis_cache
 from tests.skills.helpers import attach, own_skill, shared_skill
-
-
-def closed_port() -> int:
-    """A port on the loopback that nothing listens on (bound, then closed): refused at once."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    listener.close()
-    return port
 
 
 def take_redis_down(settings, monkeypatch) -> None:
     """REDIS_URL and Django's cache pointed at a closed port, as with the one Redis down."""
     url = f"redis://127.0.0.1:{closed_port()}/0"
     settings.REDIS_URL = url
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "portal.cache.SharedRedisCache",
-            "LOCATION": url,
-            "OPTIONS": {"pool_class": "portal.cache.SharedConnectionPool"},
-        }
-    }
+    settings.CACHES = redis_cache(url)
     monkeypatch.setattr("billing.limits._redis_and_script", None)  # its client is made for the URL on first use
 
 
