@@ -308,15 +308,19 @@ def session_for(tenant: Tenant):
     return entry[0] if entry else None
 
 
-def client(tenant: Tenant | None, service: str, *, region_name: str | None = None, config=None):
-    """A client of `service` signed as `tenant`'s role, made once per session, region and
-    process (boto3 clients are thread-safe); None when the tenant (or no tenant) uses the
-    portal's own credentials, for the caller's usual client."""
+def client(tenant: Tenant | None, service: str, *, region_name: str | None = None, config=None, purpose: str = ""):
+    """A client of `service` signed as `tenant`'s role, made once per session, region,
+    purpose and process (boto3 clients are thread-safe); None when the tenant (or no tenant)
+    uses the portal's own credentials, for the caller's usual client.
+
+    A client keeps the `config` (timeouts, retries) it was made with, so a caller with a
+    config of its own names a `purpose` of its own: the guardrail checks' short timeouts
+    must not become the embeddings' (same service and region), nor the other way round."""
     entry = _entry(tenant) if tenant is not None else None
     if entry is None:
         return None
     session, clients = entry
-    key = (service, region_name or tenant.region)
+    key = (service, region_name or tenant.region, purpose)
     with _sessions_lock:
         made = clients.get(key)
         if made is None:

@@ -34,7 +34,7 @@ def tenant_client():
     from tenants import aws
     from tenants.context import current_tenant
 
-    own = aws.client(current_tenant(), "bedrock-runtime", region_name=_region(), config=_config())
+    own = aws.client(current_tenant(), "bedrock-runtime", region_name=_region(), config=_config(), purpose="guardrails")
     return own or bedrock_client()
 
 

@@ -423,3 +423,19 @@ def test_the_assumed_credentials_sign_the_tenants_hybrid_embeddings(world, sts, 
     with tenant_context(tenant):
         assert hybrid.embed(["refunds"]) == [[0.6, 0.8]]
     assert [signed_by(r.headers["Authorization"].decode()) for r in sent] == ["ASIAALPHAASSUMED01"]
+
+
+def test_the_guardrail_checks_and_the_embeddings_keep_their_own_timeouts(world, sts, settings):
+    """One tenant, one service and region: the guardrail checks' client has short timeouts
+    (a turn waits on them), the embeddings' has botocore's; neither takes the other's."""
+    from agents.guardrails import backends
+    from agents.knowledge import hybrid
+
+    settings.AWS_REGION = backends._region()
+    tenant = silo(world.a.tenant)
+    sts.expect(expected(tenant, ROLE_A), "ASIAALPHAASSUMED01")
+    with tenant_context(tenant):
+        guardrails, embeddings = backends.tenant_client(), hybrid.bedrock_client()
+        assert backends.tenant_client() is guardrails  # still one client per purpose
+    assert (guardrails.meta.config.read_timeout, guardrails.meta.config.connect_timeout) == (5, 2)
+    assert (embeddings.meta.config.read_timeout, embeddings.meta.config.connect_timeout) == (60, 60)
