@@ -381,10 +381,19 @@ class Tenant(PlatformModel):
             )
         # The sharing checks below look only at the values of a valid shape.
         raw = {key: value for key, value in raw.items() if key not in errors}
-        shared = {"runtime_arn": settings.AGENTCORE_RUNTIME_ARN, "runtime_url": settings.RUNTIME_URL}
-        for key, platform in shared.items():
+        # The platform's own resources, which every pool tenant shares: bound as a tenant's
+        # "own", its dedication would be a name only (the shared role signs for every tenant;
+        # the pooled knowledge base holds every tenant's documents).
+        shared = {
+            "runtime_arn": (settings.AGENTCORE_RUNTIME_ARN, "runtime"),
+            "runtime_url": (settings.RUNTIME_URL, "runtime"),
+            "iam_role_arn": (settings.AWS_TENANT_ROLE_ARN, "role"),
+            "knowledge_base_id": (settings.KNOWLEDGE_BEDROCK_KB_ID, "knowledge base"),
+            "knowledge_data_source_id": (settings.KNOWLEDGE_BEDROCK_DATA_SOURCE_ID, "data source"),
+        }
+        for key, (platform, what) in shared.items():
             if raw.get(key) and raw[key] == platform:
-                errors.setdefault(key, []).append("This is the platform's shared runtime, not a dedicated one.")
+                errors.setdefault(key, []).append(f"This is the platform's shared {what}, not a dedicated one.")
         queue = "" if "celery_queue" in errors else self.own_queue()
         if queue and queue in set(Tier.objects.values_list("celery_queue", flat=True)):
             errors.setdefault("celery_queue", []).append(f"{queue} is a tier's shared queue, not a dedicated one.")

@@ -65,3 +65,22 @@ def test_it_refuses_a_role_or_gateway_another_tenant_has_bound(world, key, value
     tenant.resource_bindings = {key: value}
     with pytest.raises(ValidationError, match=f"{key}: Already bound to {b.name}"):
         tenant.full_clean()
+
+
+@pytest.mark.parametrize(
+    "key, setting, value, what",
+    [
+        ("iam_role_arn", "AWS_TENANT_ROLE_ARN", "arn:aws:iam::123456789012:role/portal-tenants", "role"),
+        ("knowledge_base_id", "KNOWLEDGE_BEDROCK_KB_ID", "POOLEDKB01", "knowledge base"),
+        ("knowledge_data_source_id", "KNOWLEDGE_BEDROCK_DATA_SOURCE_ID", "POOLEDDS01", "data source"),
+    ],
+)
+def test_it_refuses_the_platforms_shared_role_or_knowledge_base_as_a_dedicated_one(
+    world, settings, key, setting, value, what
+):
+    setattr(settings, setting, value)
+    tenant = world.a.tenant
+    tenant.deployment_model = DeploymentModel.SILO
+    tenant.resource_bindings = {key: value, **({"knowledge_base_id": "OWNKBASE01"} if "source" in key else {})}
+    with pytest.raises(ValidationError, match=f"{key}: This is the platform's shared {what}, not a dedicated one."):
+        tenant.full_clean()
